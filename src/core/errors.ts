@@ -1,0 +1,144 @@
+/**
+ * The one table of stable error codes. A code, once shipped, never changes meaning
+ * (the Node `lib/internal/errors.js` rule). Every code has the HTTP status the client
+ * sees when the error happens before the response head went out, and the action an
+ * operator should take. `docs/reference/errors.md` mirrors this table; a test keeps
+ * them in step.
+ *
+ * Status mapping happens here and only here: the pipeline asks `statusFor(err)`.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status sent to the client (if no response byte was sent yet). */
+  status: number
+  /** One line: what happened. */
+  message: string
+  /** One line: what an operator should do about it. */
+  action: string
+  /** Retry on another backend is safe (no request byte reached the backend). */
+  retryable?: boolean
+}
+
+export const ERRORS = {
+  // --- routing and admission -------------------------------------------------
+  ERR_NO_ROUTE: { status: 404, message: 'No route matches the request', action: 'Add a route for this host/path, or expect 404.' },
+  ERR_QUEUE_FULL: { status: 503, message: 'Route is at maxConcurrent and its wait queue is full', action: 'Raise maxConcurrent/queue on the route, or add backends.' },
+  ERR_QUEUE_TIMEOUT: { status: 503, message: 'Request waited in the route queue longer than queueTimeout', action: 'Raise maxConcurrent or queueTimeout, or add backends.' },
+  ERR_NO_BACKEND: { status: 503, message: 'Every backend of the pool is disabled or down', action: 'Check the backends; they come back after disableTime or when the spawn recovers.' },
+  ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log, fix the backend, then clear it (SIGHUP, `proxycore clear`, or the API).' },
+  ERR_SPAWN_NOT_READY: { status: 503, message: 'The spawned backend did not become ready in time', action: 'Check the start timeout and the backend log.' },
+  ERR_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down', action: 'None: the request arrived during a drain.' },
+
+  // --- client side --------------------------------------------------------------
+  ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },
+  ERR_BAD_HEADER_VALUE: { status: 400, message: 'A request header cannot be encoded for the backend protocol', action: 'None: the client sent a header with a forbidden byte.' },
+  ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate.' },
+  ERR_LENGTH_REQUIRED: { status: 411, message: 'The backend protocol needs a Content-Length and spooling is disabled', action: 'Enable body spooling for the route, or have clients send Content-Length.' },
+  ERR_CLIENT_ABORTED: { status: 499, message: 'The client went away before the response completed', action: 'None: not an error of the proxy or backend.' },
+
+  // --- script resolution (CGI family) ---------------------------------------------
+  ERR_SCRIPT_NOT_FOUND: { status: 404, message: 'No script file matches the request path under the docroot', action: 'None if the URL is wrong; else check docroot and the route rule.' },
+  ERR_SCRIPT_FORBIDDEN: { status: 403, message: 'Script path rejected by the resolver (traversal, symlink, rule mismatch)', action: 'Check the docroot layout and the route symlink policy.' },
+
+  // --- backend connection -----------------------------------------------------------
+  ERR_CONNECT_REFUSED: { status: 502, message: 'Backend refused the connection', action: 'Start the backend or fix its address.', retryable: true },
+  ERR_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the backend timed out', action: 'Check the backend host and its listen backlog.', retryable: true },
+  ERR_CONNECT_FAILED: { status: 502, message: 'Could not connect to the backend', action: 'Check the backend address and that it is listening.', retryable: true },
+  ERR_BACKEND_OVERLOADED: { status: 503, message: 'Backend reported it is overloaded', action: 'Add capacity to the backend or lower maxConcurrent.', retryable: true },
+
+  // --- backend exchange -----------------------------------------------------------
+  ERR_HEADERS_TIMEOUT: { status: 504, message: 'Backend did not send the response head in time', action: 'Raise timeouts.headers, or find out why the backend is slow.' },
+  ERR_BODY_TIMEOUT: { status: 504, message: 'Backend response body was idle for too long', action: 'Raise timeouts.idle, or find out why the backend stalls.' },
+  ERR_BACKEND_CLOSED: { status: 502, message: 'Backend closed the connection before the response was complete', action: 'Read the backend log: it crashed or closed early.' },
+  ERR_BACKEND_RESET: { status: 502, message: 'Backend connection reset', action: 'Read the backend log: it crashed or was killed.' },
+  ERR_BAD_RESPONSE: { status: 502, message: 'Backend sent a malformed response', action: 'Fix the backend: its response violates the protocol.' },
+  ERR_BAD_RESPONSE_HEADER: { status: 502, message: 'Backend sent a forbidden or malformed response header', action: 'Fix the backend: CR/LF/NUL or a hop-by-hop header in its response.' },
+  ERR_RESPONSE_HEAD_TOO_LARGE: { status: 502, message: 'Backend response head exceeds the size limit', action: 'Fix the backend or raise maxResponseHeadSize.' },
+  ERR_REDIRECT_LOOP: { status: 500, message: 'Too many local redirects', action: 'Fix the script: its Location local redirect loops.' },
+  ERR_PROTOCOL: { status: 502, message: 'Backend violated its wire protocol', action: 'Fix the backend, or check the route uses the right protocol.' },
+  ERR_UNKNOWN_ROLE: { status: 502, message: 'FastCGI backend does not support the requested role', action: 'Use a backend that supports this role (responder/authorizer).' },
+  ERR_UPGRADE_FAILED: { status: 502, message: 'Backend refused or broke the protocol upgrade', action: 'Check the backend supports the Upgrade protocol asked for.' },
+  ERR_CGI_EXIT: { status: 502, message: 'CGI program exited before sending a response head', action: 'Read the CGI stderr log.' },
+  ERR_CGI_SPAWN: { status: 502, message: 'CGI program could not be started', action: 'Check binPath, permissions, and the interpreter.' },
+  ERR_SENDFILE_FORBIDDEN: { status: 502, message: 'X-Sendfile path is outside the allowed roots', action: 'Fix the backend or add the directory to xSendfile.allow.' },
+
+  // --- internal ------------------------------------------------------------------------
+  ERR_INTERNAL: { status: 500, message: 'Internal proxy error', action: 'Report a bug with the log line.' },
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** Where in the exchange an error happened; decides retry and what the client sees. */
+export type ErrorPhase = 'route' | 'admit' | 'connect' | 'request' | 'head' | 'body'
+
+export class ProxyError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  phase: ErrorPhase
+  /** The backend that failed, for logs ("127.0.0.1:9000"). */
+  backend?: string
+
+  constructor (code: ErrorCode, detail?: string, opts: { cause?: unknown, phase?: ErrorPhase, backend?: string } = {}) {
+    const spec: ErrorSpec = ERRORS[code]
+    super(detail ? `${spec.message}: ${detail}` : spec.message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = 'ProxyError'
+    this.code = code
+    this.status = spec.status
+    this.phase = opts.phase ?? 'request'
+    if (opts.backend !== undefined) this.backend = opts.backend
+  }
+
+  /** No request byte reached the backend: another backend may be tried. */
+  get retryable (): boolean {
+    return (ERRORS[this.code] as ErrorSpec).retryable === true
+  }
+}
+
+export function isProxyError (err: unknown): err is ProxyError {
+  return err instanceof ProxyError
+}
+
+/** The single place where an error becomes an HTTP status. */
+export function statusFor (err: unknown): number {
+  return isProxyError(err) ? err.status : 500
+}
+
+/** Map a socket-level error (ECONNREFUSED, ...) to a stable code. */
+export function fromSocketError (err: NodeJS.ErrnoException, phase: ErrorPhase, backend?: string): ProxyError {
+  if (isProxyError(err)) return err
+  let code: ErrorCode
+  if (phase === 'connect') {
+    code = err.code === 'ECONNREFUSED' || err.code === 'ENOENT'
+      ? 'ERR_CONNECT_REFUSED'
+      : err.code === 'ETIMEDOUT' ? 'ERR_CONNECT_TIMEOUT' : 'ERR_CONNECT_FAILED'
+  } else {
+    code = err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'ERR_BACKEND_RESET' : 'ERR_BACKEND_CLOSED'
+  }
+  return new ProxyError(code, err.code ?? err.message, { cause: err, phase, ...(backend !== undefined ? { backend } : {}) })
+}
+
+/** Config errors carry where in the config they are, what was found and what was expected. */
+export class ConfigError extends Error {
+  readonly code = 'ERR_CONFIG'
+  readonly issues: ConfigIssue[]
+  constructor (issues: ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'))
+    this.name = 'ConfigError'
+    this.issues = issues
+  }
+}
+
+export interface ConfigIssue {
+  /** JSON-pointer-like path: `/routes/0/match/prefix`. */
+  path: string
+  message: string
+  found?: unknown
+  expected?: string
+  /** file:line:col where known (YAML/JSON sources). */
+  source?: string
+}
+
+export function formatIssue (i: ConfigIssue): string {
+  const where = i.source ? `${i.source} ${i.path || '/'}` : (i.path || '/')
+  return `${where}: ${i.message}`
+}
