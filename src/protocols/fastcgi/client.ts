@@ -1,0 +1,262 @@
+/**
+ * `BackendClient` for one FastCGI endpoint: discovery, a connection pool with FCGI_KEEP_CONN reuse,
+ * multiplexing when the backend offers it, and a FIFO queue for everything above the backend's
+ * limits — a busy backend delays requests, it never fails them (the core's admission bounds the
+ * queue and its timeouts abort `exchange.signal`).
+ *
+ * Limits, in order of precedence:
+ *   connections  = options.maxConnections, else FCGI_MAX_CONNS, else unbounded
+ *   per connection = 1, or (options.multiplex && FCGI_MPXS_CONNS=1 && keepConn) FCGI_MAX_REQS
+ * php reports FCGI_MAX_CONNS = its children; opening more connections than that would park the
+ * extra ones in the listen backlog behind kept-alive idle connections, never to be accepted.
+ */
+import type { Socket } from 'node:net'
+import { ProxyError, fromSocketError, isProxyError } from '../../core/errors.js'
+import type { BackendClient, ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
+import { FcgiConnection, type ConnectionOwner } from './connection.js'
+import { NO_ANSWER, queryValues, type BackendValues } from './discovery.js'
+import type { FastcgiOptions } from './options.js'
+import { FcgiRequest, type RequestOwner } from './request.js'
+
+/** Per-connection request cap when multiplexing and the backend gave no FCGI_MAX_REQS. */
+const DEFAULT_MPX_REQS = 16
+
+export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwner {
+  readonly backend: string
+  readonly maxHeadSize: number
+  readonly stderrLimit: number
+  readonly keepConn: boolean
+  readonly log: ClientContext['log']
+  private readonly endpoint: Endpoint
+  private readonly opts: FastcgiOptions
+  private readonly ctx: ClientContext
+  private readonly queue: FcgiRequest[] = []
+  private readonly conns = new Set<FcgiConnection>()
+  private connecting = 0
+  private unsettled = 0
+  private discovery: 'none' | 'running' | 'done'
+  private values: BackendValues = NO_ANSWER
+  private multiplex = false
+  private closing = false
+  private closeWaiters: Array<() => void> = []
+  private discoverySocket: Socket | null = null
+
+  constructor (endpoint: Endpoint, opts: FastcgiOptions, ctx: ClientContext) {
+    this.endpoint = endpoint
+    this.opts = opts
+    this.ctx = ctx
+    this.backend = endpoint.id
+    this.log = ctx.log
+    this.maxHeadSize = ctx.limits.maxResponseHeadSize
+    this.stderrLimit = opts.stderrLimit
+    this.keepConn = opts.keepConn
+    this.discovery = opts.discovery ? 'none' : 'done'
+  }
+
+  get inflight (): number {
+    return this.unsettled
+  }
+
+  /** What discovery found (for status pages and tests). */
+  get backendValues (): Readonly<BackendValues> {
+    return this.values
+  }
+
+  /** Open transport connections (for status pages and tests). */
+  get connections (): number {
+    return this.conns.size
+  }
+
+  dispatch (exchange: Exchange, handler: ResponseHandler): void {
+    if (this.closing) {
+      handler.onError(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'connect', backend: this.backend }))
+      return
+    }
+    let req: FcgiRequest
+    try {
+      req = new FcgiRequest(exchange, handler, this)
+    } catch (err) {
+      handler.onError(isProxyError(err) ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
+      return
+    }
+    this.unsettled++
+    if (exchange.signal.aborted) return req.fail(req.abortReason())
+    this.queue.push(req)
+    this.pump()
+  }
+
+  close (): Promise<void> {
+    this.closing = true
+    return new Promise((resolve) => {
+      this.closeWaiters.push(resolve)
+      this.maybeClosed()
+    })
+  }
+
+  destroy (reason?: Error): void {
+    this.closing = true
+    const err = isProxyError(reason) ? reason : new ProxyError('ERR_SHUTTING_DOWN', reason?.message, { cause: reason, backend: this.backend })
+    for (const req of this.queue.splice(0)) req.fail(err)
+    this.discoverySocket?.destroy()
+    for (const conn of this.conns) {
+      for (const req of conn.requests.values()) req.fail(err)
+      conn.destroy(err)
+    }
+    this.maybeClosed()
+  }
+
+  // --- scheduling ------------------------------------------------------------------------------
+
+  private get maxConns (): number {
+    return this.opts.maxConnections ?? this.values.maxConns ?? Infinity
+  }
+
+  private get perConnection (): number {
+    return this.multiplex ? (this.values.maxReqs ?? DEFAULT_MPX_REQS) : 1
+  }
+
+  private pump (): void {
+    if (this.discovery !== 'done') {
+      if (this.discovery === 'none' && this.queue.length > 0) this.discover()
+      return
+    }
+    while (this.queue.length > 0) {
+      const conn = this.pick()
+      if (conn !== null) {
+        conn.start(this.queue.shift()!)
+      } else if (this.conns.size + this.connecting < this.maxConns) {
+        this.open(this.queue.shift()!)
+      } else {
+        return
+      }
+    }
+  }
+
+  /** An idle kept-alive connection (most recently used first), else room on a multiplexed one. */
+  private pick (): FcgiConnection | null {
+    let best: FcgiConnection | null = null
+    for (const conn of this.conns) {
+      if (!conn.reusable || conn.closed) continue
+      if (conn.idle) best = conn
+      else if (best === null && conn.requests.size < this.perConnection) best = conn
+    }
+    return best
+  }
+
+  private open (req: FcgiRequest): void {
+    this.connecting++
+    this.connect().then((socket) => {
+      this.connecting--
+      if (this.closing && req.isSettled) {
+        socket.destroy()
+        return this.maybeClosed()
+      }
+      const conn = new FcgiConnection(socket, this)
+      this.conns.add(conn)
+      if (req.isSettled) {
+        this.release(conn)
+        return this.pump()
+      }
+      conn.start(req)
+    }, (err: unknown) => {
+      this.connecting--
+      req.fail(connectError(err, this.backend))
+      this.pump()
+    })
+  }
+
+  private connect (): Promise<Socket> {
+    return this.ctx.connect(this.endpoint)
+  }
+
+  private discover (): void {
+    this.discovery = 'running'
+    this.connect().then((socket) => {
+      if (this.closing && this.queue.length === 0) {
+        socket.destroy()
+        return NO_ANSWER
+      }
+      this.discoverySocket = socket
+      return queryValues(socket, this.opts.discoveryTimeout)
+    }).then((values) => {
+      this.discoverySocket = null
+      if (this.closing && this.queue.length === 0) return this.maybeClosed()
+      this.values = values
+      this.multiplex = this.opts.multiplex && this.keepConn && values.mpxsConns
+      this.discovery = 'done'
+      this.log.debug({ backend: this.backend, ...values }, 'FastCGI backend values')
+      this.pump()
+    }, (err: unknown) => {
+      // The backend is unreachable: every queued request learns it now; the next one tries again.
+      this.discovery = 'none'
+      for (const req of this.queue.splice(0)) req.fail(connectError(err, this.backend))
+    })
+  }
+
+  /** A connection has no active request: keep it idle, or close it. */
+  private release (conn: FcgiConnection): void {
+    if (!conn.idle || conn.closed) return
+    if (!conn.reusable || !this.keepConn || this.closing) {
+      conn.destroy(null)
+      return
+    }
+    if (this.queue.length === 0 && conn.idleTimer === null) {
+      conn.idleTimer = setTimeout(() => conn.destroy(null), this.opts.idleTimeout)
+      conn.idleTimer.unref()
+    }
+  }
+
+  private maybeClosed (): void {
+    if (!this.closing || this.unsettled > 0 || this.connecting > 0) return
+    for (const conn of this.conns) if (conn.idle) conn.destroy(null)
+    if (this.conns.size > 0) return
+    for (const resolve of this.closeWaiters.splice(0)) resolve()
+  }
+
+  // --- RequestOwner ------------------------------------------------------------------------------
+
+  settled (req: FcgiRequest): void {
+    this.unsettled--
+    req.carrier?.drop(req)
+    this.maybeClosed()
+  }
+
+  aborted (req: FcgiRequest): void {
+    const i = this.queue.indexOf(req)
+    if (i !== -1) this.queue.splice(i, 1)
+    req.fail(req.abortReason())
+  }
+
+  // --- ConnectionOwner ---------------------------------------------------------------------------
+
+  requestDone (conn: FcgiConnection, req: FcgiRequest, retry: boolean): void {
+    if (retry) this.requeue(req)
+    this.release(conn)
+    this.pump()
+    this.maybeClosed()
+  }
+
+  requeue (req: FcgiRequest): void {
+    req.resetForRetry()
+    this.queue.unshift(req)
+  }
+
+  connectionClosed (conn: FcgiConnection): void {
+    this.conns.delete(conn)
+    this.pump()
+    this.maybeClosed()
+  }
+
+  noMultiplexing (): void {
+    if (this.multiplex) this.log.warn({ backend: this.backend }, 'FastCGI backend cannot multiplex (CANT_MPX_CONN); multiplexing off')
+    this.multiplex = false
+  }
+}
+
+function connectError (err: unknown, backend: string): ProxyError {
+  if (isProxyError(err)) {
+    err.backend ??= backend
+    return err
+  }
+  return fromSocketError(err as NodeJS.ErrnoException, 'connect', backend)
+}

@@ -1,0 +1,258 @@
+/**
+ * One transport connection to a FastCGI backend: the socket, its record decoder and the requests
+ * active on it (by request id). Writes BEGIN_REQUEST/PARAMS in one Buffer, streams the body as
+ * STDIN records with backpressure, routes STDOUT/STDERR/END_REQUEST back to the requests.
+ *
+ * Flow-control policy: a connection is read as one stream, so when any request on it asks to
+ * pause (onData returned false), the whole connection pauses until every paused request resumed.
+ * On a multiplexed connection a slow client therefore stalls its neighbours (head-of-line);
+ * FastCGI has no per-request window to do better.
+ *
+ * Failure policy: any protocol violation or transport error destroys the connection and fails
+ * every request active on it; such a connection is never reused.
+ */
+import type { Socket } from 'node:net'
+import { ProxyError, fromSocketError } from '../../core/errors.js'
+import { MAX_CONTENT, encodeAbortRequest, encodeEmpty, RecordType, setRequestId, stdinFraming } from './codec.js'
+import { RecordDecoder, type RecordSink } from './decoder.js'
+import type { Carrier, FcgiRequest } from './request.js'
+
+export interface ConnectionOwner {
+  readonly backend: string
+  /** The request finished on the wire (END_REQUEST); `retry` asks to send it again elsewhere. */
+  requestDone (conn: FcgiConnection, req: FcgiRequest, retry: boolean): void
+  /** A request was lost because a reused connection closed before answering: send it again. */
+  requeue (req: FcgiRequest): void
+  /** The connection closed (for whatever reason); it must not be used again. */
+  connectionClosed (conn: FcgiConnection): void
+  /** The backend said it cannot multiplex (FCGI_CANT_MPX_CONN). */
+  noMultiplexing (): void
+  readonly log: { debug (obj: object, msg?: string): void, warn (obj: object, msg?: string): void }
+}
+
+export class FcgiConnection implements RecordSink, Carrier {
+  readonly socket: Socket
+  readonly requests = new Map<number, FcgiRequest>()
+  /** Requests that completed on this connection (a reused connection may have been closed by the backend). */
+  served = 0
+  /** False once the connection must not take another request. */
+  reusable = true
+  closed = false
+  idleTimer: NodeJS.Timeout | null = null
+  private readonly owner: ConnectionOwner
+  private readonly decoder: RecordDecoder
+  private readonly paused = new Set<FcgiRequest>()
+  private failure: ProxyError | null = null
+
+  constructor (socket: Socket, owner: ConnectionOwner) {
+    this.socket = socket
+    this.owner = owner
+    this.decoder = new RecordDecoder(this)
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => {
+      this.decoder.write(chunk)
+      if (this.decoder.isPaused && !this.closed) socket.pause()
+    })
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.failure ??= fromSocketError(err, 'head', owner.backend)
+    })
+    socket.on('close', () => this.onClose())
+  }
+
+  get idle (): boolean {
+    return this.requests.size === 0
+  }
+
+  /** Put `req` on the wire with the lowest request id not active here (FastCGI 1.0 §3.3). */
+  start (req: FcgiRequest): void {
+    if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
+    let id = 1
+    while (this.requests.has(id)) id++
+    req.requestId = id
+    req.carrier = this
+    req.onResume = () => this.resumeFor(req)
+    this.requests.set(id, req)
+    setRequestId(req.headRecords, id)
+    this.socket.write(req.headRecords)
+    if (req.streamsBody) this.streamBody(req)
+  }
+
+  /**
+   * FCGI_STDIN (FastCGI 1.0 §6.2): exactly CONTENT_LENGTH bytes, in records of ≤ 65535 bytes,
+   * then the empty record. Reads the body only as fast as the socket drains.
+   */
+  private streamBody (req: FcgiRequest): void {
+    const body = req.exchange.body!
+    const total = req.exchange.contentLength ?? 0
+    const id = req.requestId
+    let sent = 0
+    const detach = (): void => {
+      body.off('data', onData)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      this.socket.off('drain', onDrain)
+    }
+    const active = (): boolean => req.carrier === this && !req.isSettled && !this.closed
+    const onDrain = (): void => { if (active()) body.resume() }
+    const onData = (chunk: Buffer): void => {
+      if (!active()) return detach()
+      req.bodyStarted = true
+      if (sent + chunk.length > total) chunk = chunk.subarray(0, total - sent)
+      sent += chunk.length
+      let flushed = true
+      this.socket.cork()
+      for (let off = 0; off < chunk.length; off += MAX_CONTENT) {
+        const piece = chunk.subarray(off, Math.min(off + MAX_CONTENT, chunk.length))
+        const { header, padding } = stdinFraming(id, piece.length)
+        this.socket.write(header)
+        flushed = this.socket.write(piece)
+        if (padding !== null) flushed = this.socket.write(padding)
+      }
+      if (sent === total) {
+        detach()
+        this.socket.write(encodeEmpty(RecordType.STDIN, id))
+      } else if (!flushed) {
+        body.pause()
+        this.socket.once('drain', onDrain)
+      }
+      this.socket.uncork()
+    }
+    const onEnd = (): void => {
+      detach()
+      // FastCGI 1.0 §6.2: never send fewer bytes than CONTENT_LENGTH — the update would be applied
+      // with a short body. The body ended early: the client is gone; abort the FastCGI request.
+      if (active() && sent < total) {
+        req.fail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
+      }
+    }
+    const onError = (err: Error): void => {
+      detach()
+      if (active()) req.fail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
+    }
+    body.on('data', onData)
+    body.on('end', onEnd)
+    body.on('error', onError)
+    if (body.readableEnded) onEnd()
+  }
+
+  /** A settled request still active here: stop it on the wire. */
+  drop (req: FcgiRequest): void {
+    this.resumeFor(req)
+    if (this.closed || req.carrier !== this) return
+    if (this.requests.size > 1) {
+      // FastCGI 1.0 §5.4: ask the application to end it; the id stays taken until END_REQUEST.
+      this.socket.write(encodeAbortRequest(req.requestId))
+      return
+    }
+    // §5.4: "When a Web server is not multiplexing requests over a transport connection, the Web
+    // server can abort a request by closing the request's transport connection."
+    this.destroy(null)
+  }
+
+  private resumeFor (req: FcgiRequest): void {
+    if (!this.paused.delete(req) || this.paused.size > 0 || this.closed) return
+    this.socket.resume()
+    this.decoder.resume()
+  }
+
+  // --- RecordSink --------------------------------------------------------------------------------
+
+  accepts (requestId: number): boolean {
+    return this.requests.has(requestId)
+  }
+
+  stdout (requestId: number, chunk: Buffer): boolean {
+    const req = this.requests.get(requestId)!
+    // FastCGI 1.0 §3.3: after the empty record the stream is closed.
+    if (req.stdoutEnded) {
+      this.decoder.fail(new ProxyError('ERR_PROTOCOL', `STDOUT for request ${requestId} after its end of stream`, { phase: 'body' }))
+      return true
+    }
+    if (req.stdout(chunk)) return true
+    this.paused.add(req)
+    return false
+  }
+
+  stdoutEnd (requestId: number): void {
+    this.requests.get(requestId)!.stdoutEnded = true
+  }
+
+  stderr (requestId: number, chunk: Buffer): void {
+    this.requests.get(requestId)!.stderr(chunk)
+  }
+
+  stderrEnd (): void {
+    // §6.1: zero or more empty STDERR records are all fine.
+  }
+
+  endRequest (requestId: number, appStatus: number, protocolStatus: number): void {
+    const req = this.requests.get(requestId)!
+    this.requests.delete(requestId)
+    this.paused.delete(req)
+    req.carrier = null
+    this.served++
+    const outcome = req.end(appStatus, protocolStatus)
+    if (outcome === 'retry') {
+      // §5.5 CANT_MPX_CONN: rejected unprocessed. Retry once on a fresh, non-multiplexed connection.
+      this.reusable = false
+      this.owner.noMultiplexing()
+    }
+    this.owner.requestDone(this, req, outcome === 'retry')
+  }
+
+  values (): void {
+    // GET_VALUES is only sent on the discovery connection (see discovery.ts); ignore stray answers.
+  }
+
+  unknownType (type: number): void {
+    this.owner.log.debug({ backend: this.owner.backend, type }, 'FastCGI UNKNOWN_TYPE')
+  }
+
+  error (err: ProxyError): void {
+    err.backend ??= this.owner.backend
+    this.failure = err
+    this.owner.log.warn({ backend: this.owner.backend, code: err.code, err: err.message }, 'FastCGI protocol error')
+    this.destroy(err)
+  }
+
+  // --- lifetime ------------------------------------------------------------------------------------
+
+  /** Close now. Requests still active fail with `err` (or are left alone when null: already settled). */
+  destroy (err: ProxyError | null): void {
+    if (err !== null) this.failure ??= err
+    this.reusable = false
+    this.socket.destroy()
+  }
+
+  private onClose (): void {
+    if (this.closed) return
+    this.closed = true
+    this.reusable = false
+    if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
+    const truncated = !this.decoder.failed && !this.decoder.atBoundary
+    const reqs = [...this.requests.values()]
+    this.requests.clear()
+    this.paused.clear()
+    for (const req of reqs) {
+      req.carrier = null
+      if (req.isSettled) continue
+      // A kept-alive connection the backend closed before it saw this request (the keep-alive
+      // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed.
+      if (this.failure === null && this.served > 0 && !req.gotResponse && !req.bodyStarted && req.retries === 0) {
+        this.owner.requeue(req)
+        continue
+      }
+      req.connectionLost(this.failure !== null
+        ? new ProxyError(this.failure.code, detailOf(this.failure), { cause: this.failure.cause ?? this.failure, backend: this.owner.backend })
+        : truncated
+          ? new ProxyError('ERR_PROTOCOL', 'connection closed in the middle of a record', { backend: this.owner.backend })
+          : new ProxyError('ERR_BACKEND_CLOSED', 'connection closed without END_REQUEST', { backend: this.owner.backend }))
+    }
+    this.owner.connectionClosed(this)
+  }
+}
+
+function detailOf (err: ProxyError): string {
+  const colon = err.message.indexOf(': ')
+  return colon === -1 ? '' : err.message.slice(colon + 2)
+}

@@ -1,0 +1,206 @@
+/**
+ * One exchange on its way through a FastCGI backend: its encoded request head, the CGI head parser
+ * over FCGI_STDOUT, the STDERR cap, flow control, and the guarantee that the handler hears exactly
+ * one of onEnd / onError / onLocalRedirect.
+ *
+ * States:  queued ──start──> active ──END_REQUEST──> (settled, id freed)
+ *             │                 │
+ *             └─abort/fail──────┴──> settled; if the id is still active on a shared connection it
+ *                                     stays a "zombie" until END_REQUEST (FastCGI 1.0 §3.3: an id
+ *                                     is never reused before its END_REQUEST).
+ */
+import { ProxyError, isProxyError } from '../../core/errors.js'
+import type { Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
+import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
+import { CgiResponseParser, type HeadParser } from './head.js'
+
+export interface RequestOwner {
+  /** The exchange settled (for in-flight accounting and abort cleanup). */
+  settled (req: FcgiRequest): void
+  /** The client aborted while the request was queued or active. */
+  aborted (req: FcgiRequest): void
+  readonly maxHeadSize: number
+  readonly stderrLimit: number
+  readonly keepConn: boolean
+  readonly backend: string
+  readonly log: { debug (obj: object, msg?: string): void }
+}
+
+/** The connection a request is active on. */
+export interface Carrier {
+  /** Stop the request on the wire (ABORT_REQUEST on a shared connection, else close it). */
+  drop (req: FcgiRequest): void
+}
+
+export class FcgiRequest {
+  readonly exchange: Exchange
+  readonly handler: ResponseHandler
+  /** BEGIN_REQUEST + PARAMS (+ empty STDIN when there is no body to stream), id patched at start. */
+  readonly headRecords: Buffer
+  /** Whether the body is streamed as STDIN records after the head. */
+  readonly streamsBody: boolean
+  readonly flow: FlowControl
+  isSettled = false
+  /** Some bytes of `exchange.body` were consumed: the request can no longer be replayed. */
+  bodyStarted = false
+  /** Any FCGI_STDOUT/STDERR byte arrived for this request. */
+  gotResponse = false
+  stdoutEnded = false
+  retries = 0
+  /** onData returned false; waiting for flow.resume(). */
+  paused = false
+  /** Called by flow.resume() (set by the connection carrying the request). */
+  onResume: (() => void) | null = null
+  /** The connection the request is active on; null while queued and after END_REQUEST. */
+  carrier: Carrier | null = null
+  /** Request id on `carrier`. */
+  requestId = 0
+  private readonly owner: RequestOwner
+  private parser: HeadParser | null = null
+  private headDone = false
+  private localRedirect: string | null = null
+  private stderrBytes = 0
+  private readonly abortListener: () => void
+
+  /** Throws ProxyError for params FastCGI cannot carry; the caller reports it before queueing. */
+  constructor (exchange: Exchange, handler: ResponseHandler, owner: RequestOwner) {
+    this.exchange = exchange
+    this.handler = handler
+    this.owner = owner
+    const authorizer = exchange.role === 'authorizer'
+    // FastCGI 1.0 §6.3: an Authorizer gets no request body; the core keeps it for the responder.
+    this.streamsBody = !authorizer && exchange.body !== null && (exchange.contentLength ?? 0) > 0
+    if (exchange.env === null) throw new ProxyError('ERR_INTERNAL', 'FastCGI exchange without a CGI environment')
+    this.headRecords = encodeRequestHead(1, authorizer ? Role.AUTHORIZER : Role.RESPONDER, owner.keepConn,
+      Object.entries(exchange.env), !this.streamsBody)
+    this.flow = { resume: () => { if (this.paused && !this.isSettled) { this.paused = false; this.onResume?.() } } }
+    this.abortListener = () => { if (!this.isSettled) this.owner.aborted(this) }
+    exchange.signal.addEventListener('abort', this.abortListener, { once: true })
+  }
+
+  /** Why the exchange was aborted, as a ProxyError (the core's timeout reason, or a client abort). */
+  abortReason (): ProxyError {
+    const reason: unknown = this.exchange.signal.reason
+    if (isProxyError(reason)) return reason
+    return new ProxyError('ERR_CLIENT_ABORTED', undefined, { cause: reason, backend: this.owner.backend })
+  }
+
+  /** A fresh attempt after CANT_MPX_CONN or a reused connection closing under us. */
+  resetForRetry (): void {
+    this.retries++
+    this.stdoutEnded = false
+    this.gotResponse = false
+    this.paused = false
+    this.onResume = null
+    this.carrier = null
+    this.requestId = 0
+  }
+
+  /** FCGI_STDOUT content. Returns false when the handler asked to pause. */
+  stdout (chunk: Buffer): boolean {
+    this.gotResponse = true
+    if (this.isSettled || this.localRedirect !== null) return true
+    if (!this.headDone) {
+      this.parser ??= new CgiResponseParser({ maxHeadSize: this.owner.maxHeadSize })
+      const r = this.parser.push(chunk)
+      if ('error' in r) {
+        r.error.backend = this.owner.backend
+        this.fail(r.error)
+        return true
+      }
+      if (!r.done) return true
+      this.headDone = true
+      this.parser = null
+      if (r.head.localRedirect !== undefined) {
+        this.localRedirect = r.head.localRedirect
+        return true
+      }
+      this.handler.onHead(r.head.status, r.head.headers, this.flow, r.head.statusText)
+      if (this.isSettled || r.rest.length === 0) return true
+      chunk = r.rest
+    }
+    if (this.handler.onData(chunk)) return true
+    this.paused = !this.isSettled
+    return !this.paused
+  }
+
+  /** FCGI_STDERR: always drained, handed on up to the cap. */
+  stderr (chunk: Buffer): void {
+    this.gotResponse = true
+    const room = this.owner.stderrLimit - this.stderrBytes
+    if (room <= 0 || this.isSettled || this.handler.onStderr === undefined) return
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk
+    this.stderrBytes += part.length
+    this.handler.onStderr(part)
+  }
+
+  /**
+   * FastCGI 1.0 §5.5 END_REQUEST. Returns 'retry' when the backend refused the request unprocessed
+   * (CANT_MPX_CONN) and it may be sent again.
+   */
+  end (appStatus: number, protocolStatus: number): 'done' | 'retry' {
+    if (this.isSettled) return 'done'
+    const backend = this.owner.backend
+    switch (protocolStatus) {
+      case ProtocolStatus.REQUEST_COMPLETE:
+        break
+      case ProtocolStatus.CANT_MPX_CONN:
+        if (this.retries === 0 && !this.bodyStarted && !this.gotResponse) return 'retry'
+        this.fail(new ProxyError('ERR_PROTOCOL', 'backend answered CANT_MPX_CONN after the request was under way', { phase: 'head', backend }))
+        return 'done'
+      case ProtocolStatus.OVERLOADED:
+        // Rejected before processing: the core may try another backend.
+        this.fail(new ProxyError('ERR_BACKEND_OVERLOADED', 'FCGI_OVERLOADED', { phase: 'connect', backend }))
+        return 'done'
+      case ProtocolStatus.UNKNOWN_ROLE:
+        this.fail(new ProxyError('ERR_UNKNOWN_ROLE', `role ${this.exchange.role} (FCGI_UNKNOWN_ROLE)`, { phase: 'connect', backend }))
+        return 'done'
+      default:
+        this.fail(new ProxyError('ERR_PROTOCOL', `END_REQUEST with unknown protocolStatus ${protocolStatus}`, { phase: 'head', backend }))
+        return 'done'
+    }
+    // appStatus is what the CGI program would have exited with: log only (fcgiwrap reports 0
+    // even for a killed script, RELIABILITY §2.11).
+    if (appStatus !== 0) this.owner.log.debug({ backend, exchange: this.exchange.id, appStatus }, 'FastCGI appStatus')
+    if (!this.headDone) {
+      this.fail(new ProxyError('ERR_BAD_RESPONSE', 'FastCGI request ended before the CGI response head was complete', { phase: 'head', backend }))
+      return 'done'
+    }
+    this.settle()
+    if (this.localRedirect !== null) {
+      const location = this.localRedirect
+      if (this.handler.onLocalRedirect) {
+        this.handler.onLocalRedirect(location)
+      } else {
+        // No re-dispatch offered: degrade to a client redirect (RFC 3875 §6.2.3).
+        this.handler.onHead(302, ['Location', location], this.flow)
+        this.handler.onEnd()
+      }
+    } else {
+      this.handler.onEnd()
+    }
+    return 'done'
+  }
+
+  /** The connection failed under an active request. */
+  connectionLost (err: ProxyError): void {
+    if (this.isSettled) return
+    err.phase = this.headDone ? 'body' : 'head'
+    this.fail(err)
+  }
+
+  fail (err: ProxyError): void {
+    if (this.isSettled) return
+    err.backend ??= this.owner.backend
+    this.settle()
+    this.handler.onError(err)
+  }
+
+  private settle (): void {
+    this.isSettled = true
+    this.paused = false
+    this.parser = null
+    this.exchange.signal.removeEventListener('abort', this.abortListener)
+    this.owner.settled(this)
+  }
+}
