@@ -1,0 +1,149 @@
+/**
+ * Spooling a request body of unknown length (chunked) so CONTENT_LENGTH is known before the
+ * backend sees a byte. RFC 3875 §4.2: "the server MUST remove any such codings from the
+ * message-body, and recalculate the CONTENT_LENGTH"; SCGI puts CONTENT_LENGTH first in the
+ * netstring (nginx buffers chunked bodies to SCGI for the same reason, RELIABILITY §2.12).
+ *
+ * Bodies up to `memoryBytes` stay in memory; bigger ones go to a temp file that is unlinked right
+ * after it is created, so nothing is left on disk whatever happens; the fd is closed when the
+ * body is read to its end, destroyed, or `cleanup()` runs.
+ *
+ * Over `maxBytes` → ERR_BODY_TOO_LARGE (413). The source stream is then left paused and unread:
+ * the caller answers 413 and closes the connection (destroying an IncomingMessage would take the
+ * socket, and the 413, with it). Abort (signal, or the source erroring/closing early) →
+ * ERR_CLIENT_ABORTED.
+ */
+import { open, unlink, type FileHandle } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomUUID } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { ProxyError } from './errors.js'
+
+export interface SpoolOptions {
+  /** Largest body accepted, bytes. */
+  readonly maxBytes: number
+  /** Bodies up to this many bytes stay in memory. Default 64 KiB. */
+  readonly memoryBytes?: number
+  /** Directory for the temp file. Default `os.tmpdir()`. */
+  readonly tmpDir?: string
+  readonly signal?: AbortSignal
+}
+
+export interface SpooledBody {
+  readonly length: number
+  /** Replays the body from its first byte. Read it once. */
+  readonly body: Readable
+  /** Release the temp file's fd (idempotent; safe after the body was read). */
+  cleanup (): Promise<void>
+}
+
+export const DEFAULT_SPOOL_MEMORY = 64 * 1024
+
+/** A temp file that exists on disk only between open and unlink, both inside this function. */
+async function openAnonymousFile (dir: string): Promise<FileHandle> {
+  const path = join(dir, `proxycore-spool-${randomUUID()}`)
+  const handle = await open(path, 'wx+', 0o600)
+  try {
+    await unlink(path)
+  } catch (err) {
+    await handle.close()
+    throw err
+  }
+  return handle
+}
+
+/** Read `source` to its end and return it with a known length. */
+export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<SpooledBody> {
+  const memoryBytes = Math.min(opts.memoryBytes ?? DEFAULT_SPOOL_MEMORY, opts.maxBytes)
+  let chunks: Buffer[] = []
+  let length = 0
+  let file: FileHandle | null = null
+  let writing: Promise<void> = Promise.resolve()
+
+  const closeFile = async (): Promise<void> => {
+    const f = file
+    file = null
+    if (f !== null) await f.close().catch(() => {})
+  }
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const signal = opts.signal
+      let stopped = false
+      const stop = (err: ProxyError | null): void => {
+        if (stopped) return
+        stopped = true
+        source.off('data', onData)
+        source.off('end', onEnd)
+        source.off('error', onError)
+        source.off('close', onClose)
+        signal?.removeEventListener('abort', onAbort)
+        if (err !== null) {
+          source.pause()
+          reject(err)
+        } else {
+          resolve()
+        }
+      }
+      const onAbort = (): void => stop(new ProxyError('ERR_CLIENT_ABORTED', 'aborted while spooling the body', { phase: 'request' }))
+      const onError = (err: Error): void => stop(new ProxyError('ERR_CLIENT_ABORTED', 'request body stream failed', { phase: 'request', cause: err }))
+      const onClose = (): void => { if (!source.readableEnded) onAbort() }
+      const onEnd = (): void => { writing.then(() => stop(null), (err: unknown) => stop(toProxyError(err))) }
+      const onData = (chunk: Buffer | string): void => {
+        const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+        length += buf.length
+        if (length > opts.maxBytes) {
+          stop(new ProxyError('ERR_BODY_TOO_LARGE', `over ${opts.maxBytes} bytes`, { phase: 'request' }))
+          return
+        }
+        if (file === null && length <= memoryBytes) {
+          chunks.push(buf)
+          return
+        }
+        // Disk: write in order, with the source paused while a write is outstanding (backpressure).
+        source.pause()
+        const pending = chunks.concat(buf)
+        chunks = []
+        writing = writing.then(async () => {
+          file ??= await openAnonymousFile(opts.tmpDir ?? tmpdir())
+          for (const c of pending) await file.write(c)
+        })
+        writing.then(() => { if (!stopped && !source.destroyed) source.resume() }, (err: unknown) => stop(toProxyError(err)))
+      }
+      if (signal?.aborted === true) { onAbort(); return }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      source.on('data', onData)
+      source.once('end', onEnd)
+      source.once('error', onError)
+      source.once('close', onClose)
+      source.resume()
+    })
+    await writing
+  } catch (err) {
+    await writing.catch(() => {})
+    await closeFile()
+    throw toProxyError(err)
+  }
+
+  if (file === null) {
+    const body = Readable.from(length === 0 ? [] : [Buffer.concat(chunks)])
+    return { length, body, cleanup: async () => { body.destroy() } }
+  }
+  const handle: FileHandle = file
+  const body = handle.createReadStream({ start: 0, autoClose: false })
+  body.once('close', () => { void closeFile() })
+  return {
+    length,
+    body,
+    cleanup: async () => {
+      body.destroy()
+      await closeFile()
+    }
+  }
+}
+
+function toProxyError (err: unknown): ProxyError {
+  if (err instanceof ProxyError) return err
+  return new ProxyError('ERR_INTERNAL', `spooling the request body failed: ${(err as Error).message}`, { cause: err, phase: 'request' })
+}

@@ -1,0 +1,188 @@
+/**
+ * The RFC 3875 (CGI/1.1) environment, shared by the FastCGI, SCGI and CGI adapters.
+ *
+ * Pure: no I/O. Request headers become HTTP_* (§4.1.18) with these defences:
+ * - httpoxy (CVE-2016-5385/5386/5387/5388/1000109/1000110): never emit HTTP_PROXY, not even
+ *   from operator params.
+ * - Name collisions (CVE-2018-1283 class; httpd `http2env`, nginx `underscores_in_headers off`):
+ *   a header whose name has anything but [A-Za-z0-9-] is dropped, so `X_Foo` cannot spoof
+ *   `X-Foo` and `Content_Length` cannot become HTTP_CONTENT_LENGTH.
+ * - Content-Type / Content-Length only as CONTENT_* (§4.1.2, §4.1.3), only with a body.
+ * - Authorization / Proxy-Authorization are not passed (§9.2) unless the route opts in
+ *   (Authorization only); hop-by-hop fields are dropped (§4.1.18 MAY).
+ * - A value with NUL, CR or LF cannot be encoded for any CGI-family wire → ERR_BAD_HEADER_VALUE.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import { ProxyError } from '../errors.js'
+import type { ClientInfo, ScriptInfo } from '../types.js'
+
+export interface CgiEnvInput {
+  readonly method: string
+  /** Request-target as received (`/a/b?x`, or absolute-form `http://h/a?x`). */
+  readonly url: string
+  /** Raw (percent-encoded) path part of the target. */
+  readonly path: string
+  /** Raw query without `?`, '' when none. */
+  readonly query: string
+  /** node:http `httpVersion`, e.g. '1.1'. */
+  readonly httpVersion: string
+  /** Parsed headers (lower-case names). Used when `rawHeaders` is absent. */
+  readonly headers: IncomingHttpHeaders
+  /** node:http `rawHeaders` (flat, as received): preferred, keeps duplicates apart for joining. */
+  readonly rawHeaders?: readonly string[]
+  readonly client: ClientInfo
+  readonly script: ScriptInfo
+  /** SERVER_SOFTWARE, e.g. `proxycore/0.1.0`. */
+  readonly serverSoftware: string
+  /** SERVER_NAME when the request carries no Host (HTTP/1.0). Default: the local address. */
+  readonly defaultServerName?: string
+  /** Body length after de-chunking; null = no body (then no CONTENT_* at all, §4.1.2). */
+  readonly contentLength: number | null
+  /** Pass HTTP_AUTHORIZATION to the script (httpd `CGIPassAuth`). Default false (§9.2). */
+  readonly passAuthorization?: boolean
+  /** Operator variables (route `params`), applied last; they can never set HTTP_PROXY. */
+  readonly params?: Readonly<Record<string, string>>
+  /** Told about each header not exported because of its name (for the log, AC-40). */
+  readonly onDroppedHeader?: (name: string) => void
+}
+
+/** Request fields that never become HTTP_*: hop-by-hop (RFC 9110 §7.6.1) and the CONTENT_* pair. */
+const NOT_EXPORTED = new Set([
+  'proxy', // httpoxy
+  'content-type', 'content-length',
+  'proxy-authorization',
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  'http2-settings'
+])
+
+const SAFE_NAME = /^[A-Za-z0-9-]+$/
+const BAD_VALUE = /[\0\r\n]/
+/** reg-name / IPv4 (RFC 3986 §3.2.2, restricted to what DNS names use), or an IPv6 literal. */
+const HOST_NAME = /^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])$/
+
+/** `::ffff:127.0.0.1` → `127.0.0.1` (a dual-stack listener reports IPv4 peers mapped). */
+export function plainAddress (addr: string): string {
+  const m = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(addr)
+  return m ? m[1] : addr
+}
+
+/** Header pairs, duplicates kept apart, names lower-cased. */
+function headerPairs (input: CgiEnvInput): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  if (input.rawHeaders !== undefined) {
+    for (let i = 0; i + 1 < input.rawHeaders.length; i += 2) out.push([input.rawHeaders[i].toLowerCase(), input.rawHeaders[i + 1]])
+    return out
+  }
+  for (const [name, value] of Object.entries(input.headers)) {
+    if (value === undefined) continue
+    for (const v of Array.isArray(value) ? value : [value]) out.push([name, v])
+  }
+  return out
+}
+
+/** Field names listed in Connection are hop-by-hop for this message (RFC 9110 §7.6.1). */
+function connectionTokens (pairs: Array<[string, string]>): Set<string> {
+  const tokens = new Set<string>()
+  for (const [name, value] of pairs) {
+    if (name !== 'connection') continue
+    for (const t of value.split(',')) tokens.add(t.trim().toLowerCase())
+  }
+  return tokens
+}
+
+function checkValue (name: string, value: string): void {
+  if (BAD_VALUE.test(value)) throw new ProxyError('ERR_BAD_HEADER_VALUE', `NUL, CR or LF in ${name}`, { phase: 'request' })
+}
+
+/**
+ * SERVER_NAME (§4.1.14): the host of an absolute-form target (RFC 9112 §3.2.2), else the Host
+ * header, without the port, lower-cased. An invalid or repeated Host → ERR_BAD_REQUEST (RFC 9112 §3.2).
+ */
+function serverName (input: CgiEnvInput, pairs: Array<[string, string]>): string {
+  let authority: string | undefined
+  const abs = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(input.url)
+  if (abs !== null) {
+    authority = abs[1].replace(/^.*@/, '')
+  } else {
+    const hosts = pairs.filter(([n]) => n === 'host')
+    if (hosts.length > 1) throw new ProxyError('ERR_BAD_REQUEST', 'more than one Host header', { phase: 'request' })
+    authority = hosts[0]?.[1].trim()
+  }
+  if (authority === undefined || authority === '') return input.defaultServerName ?? plainAddress(input.client.localAddress)
+  const host = authority.startsWith('[') ? authority.slice(0, authority.indexOf(']') + 1) : authority.replace(/:\d*$/, '')
+  const port = authority.slice(host.length)
+  if (!HOST_NAME.test(host) || !/^(?::\d*)?$/.test(port)) throw new ProxyError('ERR_BAD_REQUEST', 'invalid Host', { phase: 'request' })
+  return host.toLowerCase()
+}
+
+/** Build the RFC 3875 meta-variables for one request. Throws ProxyError (400-class) on bad input. */
+export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
+  const pairs = headerPairs(input)
+  const env: Record<string, string> = {}
+  const { client, script } = input
+  const secure = client.secure
+
+  env.GATEWAY_INTERFACE = 'CGI/1.1' // §4.1.4
+  // §4.1.16; HTTP/2 front ends are presented as HTTP/1.1 (lighttpd does the same).
+  env.SERVER_PROTOCOL = input.httpVersion === '1.0' ? 'HTTP/1.0' : 'HTTP/1.1'
+  env.SERVER_SOFTWARE = input.serverSoftware
+  env.SERVER_NAME = serverName(input, pairs)
+  env.SERVER_PORT = String(client.localPort) // §4.1.15: set even for the default port
+  env.SERVER_ADDR = plainAddress(client.localAddress)
+  env.REMOTE_ADDR = plainAddress(client.address) // §4.1.8
+  env.REMOTE_HOST = env.REMOTE_ADDR // §4.1.9: no DNS lookups
+  env.REMOTE_PORT = String(client.port)
+  env.REQUEST_METHOD = input.method // §4.1.12: case-sensitive, as received
+  env.REQUEST_URI = input.url.startsWith('/') ? input.url : input.path + (input.query !== '' ? '?' + input.query : '')
+  env.QUERY_STRING = input.query // §4.1.7: MUST be set, raw, '' when absent
+  env.SCRIPT_NAME = script.name // §4.1.13: MUST be set, may be ''
+  env.SCRIPT_FILENAME = script.filename
+  if (script.pathInfo !== '') {
+    env.PATH_INFO = script.pathInfo // §4.1.5: decoded
+    // §4.1.6: PATH_TRANSLATED only alongside PATH_INFO; needs a docroot to translate into.
+    if (script.docroot !== '') env.PATH_TRANSLATED = script.docroot.replace(/\/+$/, '') + script.pathInfo
+  }
+  if (script.docroot !== '') env.DOCUMENT_ROOT = script.docroot
+  env.REQUEST_SCHEME = secure ? 'https' : 'http'
+  if (secure) env.HTTPS = 'on'
+
+  if (input.contentLength !== null) {
+    env.CONTENT_LENGTH = String(input.contentLength) // §4.1.2: iff there is a body
+    const type = pairs.find(([n]) => n === 'content-type')
+    if (type !== undefined) {
+      checkValue('Content-Type', type[1])
+      env.CONTENT_TYPE = type[1] // §4.1.3
+    }
+  }
+
+  const hop = connectionTokens(pairs)
+  const joined = new Map<string, string[]>()
+  for (const [name, value] of pairs) {
+    if (!SAFE_NAME.test(name)) {
+      input.onDroppedHeader?.(name)
+      continue
+    }
+    if (NOT_EXPORTED.has(name) || hop.has(name)) continue
+    if (name === 'authorization' && input.passAuthorization !== true) continue
+    checkValue(name, value)
+    const list = joined.get(name)
+    if (list === undefined) joined.set(name, [value])
+    else list.push(value)
+  }
+  // §4.1.18: same-name fields become one value with the same semantics.
+  for (const [name, values] of joined) {
+    env['HTTP_' + name.toUpperCase().replace(/-/g, '_')] = values.join(name === 'cookie' ? '; ' : ', ')
+  }
+
+  for (const [name, value] of Object.entries(input.params ?? {})) {
+    const upper = name.toUpperCase()
+    if (upper === 'HTTP_PROXY') continue // httpoxy, whatever the config says
+    // §4.1: names are case-insensitive; an operator variable replaces any case variant.
+    for (const existing of Object.keys(env)) if (existing.toUpperCase() === upper) delete env[existing]
+    env[name] = value
+  }
+  for (const [name, value] of Object.entries(env)) {
+    if (value.includes('\0')) throw new ProxyError('ERR_BAD_HEADER_VALUE', `NUL in ${name}`, { phase: 'request' })
+  }
+  return env
+}

@@ -1,0 +1,218 @@
+/**
+ * The CGI response head (RFC 3875 §6), parsed incrementally over chunks: FastCGI STDOUT, SCGI and
+ * CGI pipes all start their response with it. A state machine over buffered lines (ws
+ * `receiver.js` habit): every complete line is checked as soon as it arrives, the first error
+ * stops the parser for good.
+ *
+ * Policy (RELIABILITY §2.3, §2.4, §2.5):
+ * - LF or CRLF line ends, mixed too (§7.2). Continuation lines are refused (§6.3).
+ * - Names must be RFC 9110 tokens; values must not carry CTLs other than HTAB (a bare CR would
+ *   split the response downstream) → ERR_BAD_RESPONSE_HEADER.
+ * - `Status: NNN reason` (§6.3.3): 3 digits, 100–599, else ERR_BAD_RESPONSE. Status, Location
+ *   and Content-Type may appear once (§6.3).
+ * - Transfer-Encoding is REJECTED (CVE-2024-24795: a CGI-like backend must not frame the
+ *   client response; forwarding or silently dropping it would desync the client).
+ *   Content-Length must be one run of digits (`5, 5` is refused) and is reported so the adapter
+ *   can frame the body by it.
+ * - Connection, Keep-Alive, Proxy-Connection, Trailer, TE, Upgrade, fields named in Connection,
+ *   and X-CGI-* (§6.3.5 MAY) are dropped: never forwarded.
+ * - `Location: /path` with no Status and no Content-Type is a local redirect (§6.2.2). The head
+ *   still says 302 + Location, so a core with local redirects off sends it as a client redirect.
+ *   An absolute-URI Location without Status → 302 (§6.2.3).
+ * - NPH (§5): the first line is an HTTP status line, validated the same way. With
+ *   `acceptStatusLine`, a head MAY start with one (SCGI: the response format is unspecified and
+ *   servers send either; nginx accepts both).
+ * - Over `maxHeadSize` bytes before the blank line → ERR_RESPONSE_HEAD_TOO_LARGE.
+ */
+import { ProxyError } from '../errors.js'
+
+export interface CgiHead {
+  readonly status: number
+  readonly statusText?: string
+  /** Flat raw [name, value, ...], CGI fields (Status) and hop-by-hop fields removed. */
+  readonly headers: string[]
+  /** Set for a §6.2.2 local redirect: the local path-query to re-dispatch as GET. */
+  readonly localRedirect?: string
+  /** A valid Content-Length from the backend, else null: the body ends at EOF. */
+  readonly contentLength: number | null
+}
+
+export interface CgiResponseParserOptions {
+  /** Largest head accepted, bytes, blank line included. */
+  readonly maxHeadSize: number
+  /** NPH script (RFC 3875 §5): the head starts with a mandatory HTTP status line. */
+  readonly nph?: boolean
+  /** The head may start with an HTTP status line instead of a Status field (SCGI). */
+  readonly acceptStatusLine?: boolean
+}
+
+export type CgiPushResult =
+  | { readonly done: false }
+  | { readonly done: true, readonly head: CgiHead, readonly rest: Buffer }
+  | { readonly error: ProxyError }
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/
+const STATUS_FIELD = /^(\d{3})(?:[ \t]+(.*))?$/
+const DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'trailer', 'te', 'upgrade'])
+const ONCE = new Set(['status', 'location', 'content-type', 'content-length'])
+const NOT_YET = { done: false } as const
+
+function bad (detail: string): ProxyError {
+  return new ProxyError('ERR_BAD_RESPONSE', detail, { phase: 'head' })
+}
+
+function badHeader (detail: string): ProxyError {
+  return new ProxyError('ERR_BAD_RESPONSE_HEADER', detail, { phase: 'head' })
+}
+
+function checkReason (text: string | undefined): string | undefined {
+  if (text === undefined || text === '') return undefined
+  if (BAD_VALUE.test(text)) throw bad('control character in reason phrase')
+  return text
+}
+
+function parseStatusCode (digits: string): number {
+  const status = Number(digits)
+  if (status < 100 || status > 599) throw bad(`status ${digits} out of range 100-599`)
+  return status
+}
+
+export class CgiResponseParser {
+  private readonly opts: CgiResponseParserOptions
+  private buf: Buffer = Buffer.alloc(0)
+  /** Start of the line being collected. */
+  private lineStart = 0
+  /** Where the LF search resumes (everything before it has been scanned). */
+  private scanFrom = 0
+  private failed: ProxyError | null = null
+  private finished = false
+  private lineNo = 0
+
+  private status: number | null = null
+  private statusText: string | undefined
+  private readonly fields: Array<[string, string]> = []
+  private readonly seen = new Set<string>()
+  private readonly hop = new Set<string>()
+  private location: string | undefined
+  private contentLength: number | null = null
+
+  constructor (opts: CgiResponseParserOptions) {
+    this.opts = opts
+  }
+
+  /** Feed the next chunk. After `done` or `error`, the parser must not be fed again. */
+  push (chunk: Buffer): CgiPushResult {
+    if (this.failed !== null) return { error: this.failed }
+    if (this.finished) return { error: new ProxyError('ERR_INTERNAL', 'CgiResponseParser fed after the head was complete') }
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+    try {
+      for (;;) {
+        const lf = this.buf.indexOf(0x0a, this.scanFrom)
+        if (lf === -1) {
+          this.scanFrom = this.buf.length
+          if (this.buf.length > this.opts.maxHeadSize) throw new ProxyError('ERR_RESPONSE_HEAD_TOO_LARGE', `over ${this.opts.maxHeadSize} bytes`, { phase: 'head' })
+          return NOT_YET
+        }
+        if (lf + 1 > this.opts.maxHeadSize) throw new ProxyError('ERR_RESPONSE_HEAD_TOO_LARGE', `over ${this.opts.maxHeadSize} bytes`, { phase: 'head' })
+        const end = lf > this.lineStart && this.buf[lf - 1] === 0x0d ? lf - 1 : lf
+        const line = this.buf.toString('latin1', this.lineStart, end)
+        this.lineStart = this.scanFrom = lf + 1
+        if (line === '') {
+          const head = this.finish()
+          this.finished = true
+          const rest = this.buf.subarray(lf + 1)
+          this.buf = Buffer.alloc(0)
+          return { done: true, head, rest }
+        }
+        this.line(line)
+      }
+    } catch (err) {
+      this.failed = err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err, phase: 'head' })
+      return { error: this.failed }
+    }
+  }
+
+  /** The stream ended before the head was complete: the error to report (adapters may remap it). */
+  end (): ProxyError {
+    if (this.failed !== null) return this.failed
+    if (this.buf.length === 0 && this.lineNo === 0) {
+      return new ProxyError('ERR_BACKEND_CLOSED', 'no response at all', { phase: 'head' })
+    }
+    return bad('end of output before the end of the response head')
+  }
+
+  private line (line: string): void {
+    const first = this.lineNo++ === 0
+    if (first && (this.opts.nph === true || (this.opts.acceptStatusLine === true && line.startsWith('HTTP/')))) {
+      const m = STATUS_LINE.exec(line)
+      if (m === null) throw bad('malformed HTTP status line')
+      this.status = parseStatusCode(m[1])
+      this.statusText = checkReason(m[2])
+      this.seen.add('status')
+      return
+    }
+    if (line[0] === ' ' || line[0] === '\t') throw badHeader('continuation line (RFC 3875 §6.3)')
+    const colon = line.indexOf(':')
+    if (colon <= 0) throw badHeader('line without a field name and colon')
+    const name = line.slice(0, colon)
+    if (!TOKEN.test(name)) throw badHeader('field name is not a token')
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '')
+    if (BAD_VALUE.test(value)) throw badHeader(`control character in the value of ${name}`)
+    const lname = name.toLowerCase()
+    if (ONCE.has(lname)) {
+      if (this.seen.has(lname)) throw bad(`${name} given more than once`)
+      this.seen.add(lname)
+    }
+    switch (lname) {
+      case 'status': {
+        const m = STATUS_FIELD.exec(value)
+        if (m === null) throw bad(`malformed Status "${value}"`)
+        this.status = parseStatusCode(m[1])
+        this.statusText = checkReason(m[2])
+        return
+      }
+      case 'transfer-encoding':
+        throw badHeader('Transfer-Encoding from a CGI-like backend (CVE-2024-24795)')
+      case 'content-length':
+        if (!/^\d{1,15}$/.test(value)) throw badHeader(`invalid Content-Length "${value}"`)
+        this.contentLength = Number(value)
+        break
+      case 'location':
+        this.location = value
+        break
+      case 'connection':
+        for (const t of value.split(',')) this.hop.add(t.trim().toLowerCase())
+        return
+    }
+    if (DROPPED.has(lname) || lname.startsWith('x-cgi-')) return
+    this.fields.push([name, value])
+  }
+
+  private finish (): CgiHead {
+    if (this.lineNo === 0) throw bad('empty response head (RFC 3875 §6.3: at least one field)')
+    const headers: string[] = []
+    let keptLength = this.contentLength
+    for (const [name, value] of this.fields) {
+      const lname = name.toLowerCase()
+      if (this.hop.has(lname)) {
+        if (lname === 'content-length') keptLength = null
+        continue
+      }
+      headers.push(name, value)
+    }
+    const statusGiven = this.status !== null
+    const status = this.status ?? (this.location !== undefined ? 302 : 200)
+    const local = !statusGiven && this.location !== undefined && this.location.startsWith('/') &&
+      !this.location.startsWith('//') && !this.seen.has('content-type')
+    const head: CgiHead = {
+      status,
+      headers,
+      contentLength: keptLength,
+      ...(this.statusText !== undefined ? { statusText: this.statusText } : {}),
+      ...(local ? { localRedirect: this.location } : {})
+    }
+    return head
+  }
+}

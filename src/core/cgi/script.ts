@@ -1,0 +1,198 @@
+/**
+ * Script resolution for CGI-family routes: which file runs (SCRIPT_FILENAME), under which URL
+ * (SCRIPT_NAME), and what is left over (PATH_INFO). RFC 3875 §4.1.5, §4.1.13, §9.8.
+ *
+ * The walk mirrors Apache and lighttpd: segment by segment from the docroot, the FIRST existing
+ * regular file is the script and everything after it is PATH_INFO. It never walks back from a
+ * longer path (that is PHP's `cgi.fix_pathinfo`, which runs `/upload.jpg/x.php` as
+ * `upload.jpg`: RELIABILITY §2.2), and the file it finds must satisfy the route's rule
+ * (extension), else 403.
+ *
+ * Errors (ProxyError): ERR_BAD_REQUEST 400 (bad encoding, NUL/CR/LF, backslash, `..`),
+ * ERR_SCRIPT_NOT_FOUND 404, ERR_SCRIPT_FORBIDDEN 403 (rule mismatch, symlink policy,
+ * escape from the docroot, not a regular file).
+ */
+import { lstat, realpath, stat } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import { isAbsolute, join, relative } from 'node:path'
+import { ProxyError } from '../errors.js'
+import type { ScriptInfo } from '../types.js'
+import { decodePath, normalizePrefix, pathInfoOf, stripPrefix } from './url-path.js'
+
+/**
+ * How symlinks met during the walk are treated (lighttpd `server.follow-symlink`, Apache
+ * `FollowSymLinks` / `SymLinksIfOwnerMatch`). In every mode the final file must still lie inside
+ * the docroot after realpath: a link may point anywhere *within* the docroot, never outside it.
+ */
+export type SymlinkPolicy = 'follow' | 'owner' | 'deny'
+
+export interface ScriptRule {
+  /** File-name suffixes the resolved script must end with, e.g. ['.php']. Absent = any file. */
+  readonly extensions?: readonly string[]
+  /** Index files tried, in order, when the path names a directory, e.g. ['index.php']. */
+  readonly index?: readonly string[]
+}
+
+export interface ResolveScriptInput {
+  /** Directory the URL path maps into (DOCUMENT_ROOT). Absolute. */
+  readonly docroot: string
+  /** Raw (percent-encoded) URL path, without the query. */
+  readonly urlPath: string
+  readonly rule: ScriptRule
+  readonly symlinks: SymlinkPolicy
+  /**
+   * Alias-style mount: the URL prefix that maps to the docroot (`/cgi-bin` → `<docroot>`). It is
+   * kept in SCRIPT_NAME. Default '' (the URL path maps onto the docroot as is).
+   */
+  readonly prefix?: string
+}
+
+function notFound (detail: string): ProxyError {
+  return new ProxyError('ERR_SCRIPT_NOT_FOUND', detail, { phase: 'route' })
+}
+
+function forbidden (detail: string): ProxyError {
+  return new ProxyError('ERR_SCRIPT_FORBIDDEN', detail, { phase: 'route' })
+}
+
+/** lstat that maps "does not exist" (ENOENT, ENOTDIR, ENAMETOOLONG) to null. */
+async function lstatOrNull (path: string): Promise<Stats | null> {
+  try {
+    return await lstat(path)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return null
+    if (code === 'EACCES') throw forbidden('permission denied')
+    throw err
+  }
+}
+
+/** `inner` lies strictly inside `root`, boundary-aware (`/srv/www2` is not inside `/srv/www`). */
+export function isInside (root: string, inner: string): boolean {
+  const rel = relative(root, inner)
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
+}
+
+/**
+ * Apply the symlink policy to one path element and return what it points at (the link target's
+ * stats, or the element's own stats when it is not a link). null when a link dangles.
+ */
+async function followPolicy (path: string, st: Stats, policy: SymlinkPolicy): Promise<Stats | null> {
+  if (!st.isSymbolicLink()) return st
+  if (policy === 'deny') throw forbidden('symlink in script path')
+  let target: Stats
+  try {
+    target = await stat(path)
+  } catch {
+    return null
+  }
+  // SymLinksIfOwnerMatch: the link and its target must belong to the same user.
+  if (policy === 'owner' && target.uid !== st.uid) throw forbidden('symlink owner does not match its target')
+  return target
+}
+
+/** Trailing dots or spaces name another file on some filesystems: never a script (AC-52). */
+function suspiciousName (seg: string): boolean {
+  return /[. ]$/.test(seg)
+}
+
+/** Resolve a URL path under a docroot to the script that serves it. */
+export async function resolveScript (input: ResolveScriptInput): Promise<ScriptInfo> {
+  if (!isAbsolute(input.docroot)) throw new ProxyError('ERR_INTERNAL', 'docroot must be absolute')
+  const prefix = normalizePrefix(input.prefix ?? '')
+  const { segments, trailingSlash } = decodePath(input.urlPath)
+  const rel = stripPrefix(segments, prefix)
+  if (rel === null) throw notFound('path outside the route prefix')
+
+  let realRoot: string
+  try {
+    realRoot = await realpath(input.docroot)
+  } catch {
+    throw notFound('docroot does not exist')
+  }
+
+  let dir = input.docroot
+  for (let i = 0; i <= rel.length; i++) {
+    if (i === rel.length) {
+      // The whole path is a directory: try the index files (lighttpd `index-file.names`).
+      return await resolveIndex(input, realRoot, dir, prefix, rel)
+    }
+    const seg = rel[i]
+    if (suspiciousName(seg)) throw notFound('trailing dot or space in path segment')
+    const path = join(dir, seg)
+    const own = await lstatOrNull(path)
+    if (own === null) throw notFound('no such file')
+    const st = await followPolicy(path, own, input.symlinks)
+    if (st === null) throw notFound('dangling symlink')
+    if (st.isDirectory()) {
+      dir = path
+      continue
+    }
+    if (!st.isFile()) throw forbidden('not a regular file')
+    return await finish(input, realRoot, path, prefix, rel.slice(0, i + 1), pathInfoOf(rel.slice(i + 1), trailingSlash))
+  }
+  throw notFound('no such file')
+}
+
+async function resolveIndex (input: ResolveScriptInput, realRoot: string, dir: string, prefix: string, rel: string[]): Promise<ScriptInfo> {
+  for (const name of input.rule.index ?? []) {
+    const path = join(dir, name)
+    const own = await lstatOrNull(path)
+    if (own === null) continue
+    const st = await followPolicy(path, own, input.symlinks)
+    if (st === null || !st.isFile()) continue
+    return await finish(input, realRoot, path, prefix, [...rel, name], '')
+  }
+  throw notFound('directory without an index file')
+}
+
+async function finish (input: ResolveScriptInput, realRoot: string, filename: string, prefix: string, scriptSegs: string[], pathInfo: string): Promise<ScriptInfo> {
+  const base = scriptSegs[scriptSegs.length - 1]
+  const exts = input.rule.extensions
+  // RELIABILITY §2.2: the file found must be one this route may execute.
+  if (exts !== undefined && !exts.some((ext) => base.length > ext.length && base.endsWith(ext))) {
+    throw forbidden(`script does not match the route's extensions (${exts.join(', ')})`)
+  }
+  let real: string
+  try {
+    real = await realpath(filename)
+  } catch {
+    throw notFound('script vanished during resolution')
+  }
+  // CVE-2021-41773 class: whatever the links say, the file stays inside the docroot.
+  if (!isInside(realRoot, real)) throw forbidden('script resolves outside the docroot')
+  return {
+    filename,
+    name: prefix + '/' + scriptSegs.join('/'),
+    pathInfo,
+    docroot: input.docroot
+  }
+}
+
+export interface FixedScriptInput {
+  /** The one program every request under the prefix runs (a WSGI app, a CGI binary, index.php). */
+  readonly scriptFilename: string
+  /** The route prefix the app is mounted at: SCRIPT_NAME (`/` or '' → '', lighttpd fix-root-scriptname). */
+  readonly prefix: string
+  /** Raw (percent-encoded) URL path, without the query. */
+  readonly urlPath: string
+  /** DOCUMENT_ROOT; '' (default) for single-entry-point apps. */
+  readonly docroot?: string
+}
+
+/**
+ * Single-entry-point apps: SCRIPT_NAME is the matched prefix, PATH_INFO the decoded rest
+ * (same decoding rules as `resolveScript`). Throws ERR_SCRIPT_NOT_FOUND outside the prefix.
+ */
+export function fixedScript (input: FixedScriptInput): ScriptInfo {
+  const prefix = normalizePrefix(input.prefix)
+  const { segments, trailingSlash } = decodePath(input.urlPath)
+  const rest = stripPrefix(segments, prefix)
+  if (rest === null) throw notFound('path outside the route prefix')
+  return {
+    filename: input.scriptFilename,
+    name: prefix,
+    pathInfo: pathInfoOf(rest, trailingSlash || input.urlPath.endsWith('/')),
+    docroot: input.docroot ?? ''
+  }
+}
