@@ -1,0 +1,411 @@
+/**
+ * SpawnGroup: the policy for one spawn (lighttpd's gw_host with its procs). It decides how many
+ * processes run per address, restarts crashed ones with backoff, recycles after maxRequests
+ * (make-before-break), shrinks idle ones, and is the `BackendSource` the core routes from.
+ *
+ * Address of each process: every process gets its own listening socket so the proxy can stop
+ * routing to exactly that one. The first process of an address gets the configured address; any
+ * other (extra instance, or a replacement started while the old one drains) gets
+ *   - unix: `<path>-N`, the lowest N not held by a live process of this spawn;
+ *   - TCP: an ephemeral port chosen by the kernel on the same host (loopback when the configured
+ *     host is a wildcard). "Next free port" scanning races with other programs and can walk into
+ *     ports other services expect; the kernel's choice cannot collide. `list()` reports it.
+ */
+import { EventEmitter } from 'node:events'
+import type { Clock, ExitInfo, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
+import { spawnError } from './types.js'
+import type { ResolvedSpec } from './spec.js'
+import { SpawnedProcess, type LaunchPlan } from './process.js'
+import { RestartPolicy } from './backoff.js'
+import { HealthMonitor } from './health.js'
+import type { OutputSink } from './output.js'
+import type { PidFiles } from './pidfile.js'
+import { procStats } from './proc-stats.js'
+
+interface Slot {
+  readonly addrIndex: number
+  readonly policy: RestartPolicy
+  active: boolean
+  current: SpawnedProcess | null
+  restarts: number
+  lastExit: ExitInfo | null
+  backoff: unknown
+}
+
+export interface GroupContext {
+  readonly clock: Clock
+  readonly output: OutputSink
+  readonly pidFiles: PidFiles
+  readonly events: EventEmitter<SpawnEvents>
+  readonly plan: (extraEnv: Record<string, string>) => LaunchPlan
+}
+
+export class SpawnGroup {
+  readonly name: string
+  readonly spec: ResolvedSpec
+  deps: SpawnGroup[] = []
+  private readonly ctx: GroupContext
+  private readonly slots: Slot[] = []
+  private readonly live = new Set<SpawnedProcess>()
+  private readonly idleTimers = new Map<SpawnedProcess, unknown>()
+  private readonly unhealthy = new WeakSet<SpawnedProcess>()
+  private readonly health: HealthMonitor | null
+  private readonly changes = new EventEmitter()
+  private ready: Array<{ id: string, address: string }> = []
+  private seq = 0
+  private failed: string | null = null
+  private waitingFor: string | null = null
+  private closing = false
+  private closed = false
+
+  constructor (spec: ResolvedSpec, ctx: GroupContext) {
+    this.name = spec.name
+    this.spec = spec
+    this.ctx = ctx
+    this.changes.setMaxListeners(0)
+    this.health = spec.healthCheck === null
+      ? null
+      : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.plan({}).env, (p) => { this.unhealthy.add(p); void p.stop() })
+  }
+
+  // ---- BackendSource ------------------------------------------------------------------------
+
+  list (): ReadonlyArray<{ id: string, address: string }> { return this.ready }
+
+  subscribe (fn: () => void): () => void {
+    this.changes.on('change', fn)
+    return () => { this.changes.off('change', fn) }
+  }
+
+  /** Resolves once a process is routable, starting one on demand; waits through backoff. */
+  ensure (signal: AbortSignal): Promise<void> {
+    if (this.ready.length > 0) return Promise.resolve()
+    const check = (): Error | null => {
+      if (this.failed !== null) return spawnError('ERR_SPAWN_FAILED', `spawn ${this.name} is FAILED: ${this.failed}`)
+      if (this.closing) return spawnError('ERR_SPAWN_NOT_READY', `spawn ${this.name} is shutting down`)
+      return null
+    }
+    const early = check()
+    if (early !== null) return Promise.reject(early)
+    if (signal.aborted) return Promise.reject(spawnError('ERR_SPAWN_NOT_READY', `spawn ${this.name} not ready`, signal.reason))
+    this.wake()
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | null): void => {
+        this.changes.off('change', onChange)
+        signal.removeEventListener('abort', onAbort)
+        if (err === null) resolve(); else reject(err)
+      }
+      const onChange = (): void => {
+        if (this.ready.length > 0) { done(null); return }
+        const err = check()
+        if (err !== null) done(err)
+      }
+      const onAbort = (): void => done(spawnError('ERR_SPAWN_NOT_READY', `spawn ${this.name} not ready (${this.state})`, signal.reason))
+      this.changes.on('change', onChange)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  requestStarted (id: string): void {
+    const p = this.find(id)
+    if (p === undefined) return
+    p.inflight++
+    p.requests++
+    this.clearIdle(p)
+    if (this.spec.maxRequests > 0 && p.requests >= this.spec.maxRequests && p.state === 'ready') this.recycle(p)
+    this.maybeGrow()
+  }
+
+  requestDone (id: string): void {
+    const p = this.find(id)
+    if (p === undefined || p.inflight === 0) return
+    p.inflight--
+    if (p.inflight > 0) return
+    if (p.state === 'draining') void p.stop()
+    else if (p.state === 'ready') this.armIdle(p)
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------------
+
+  get state (): SpawnState {
+    if (this.closed) return 'stopped'
+    if (this.closing) return 'stopping'
+    if (this.failed !== null) return 'failed'
+    if (this.waitingFor !== null) return 'waiting'
+    if (this.ready.length > 0) return 'running'
+    if (this.slots.some((s) => s.backoff !== null)) return 'backoff'
+    if ([...this.live].some((p) => p.state === 'starting')) return 'starting'
+    return 'idle'
+  }
+
+  /** Bring up minProcs per address (manager.start()). */
+  startUp (): void {
+    if (this.spec.minProcs > 0) this.wake(this.spec.minProcs)
+  }
+
+  /**
+   * Make sure at least `perAddress` slots of every address are active, once dependencies run.
+   * A dependency that is not running holds this spawn in 'waiting' and is started itself.
+   */
+  wake (perAddress = 1): void {
+    if (this.closing || this.failed !== null) return
+    const blocker = this.deps.find((d) => d.state !== 'running')
+    if (blocker !== undefined) {
+      const first = this.waitingFor === null
+      this.waitingFor = blocker.failed !== null ? `${blocker.name} (failed)` : blocker.name
+      if (first) {
+        const retry = (): void => {
+          if (this.deps.every((d) => d.state === 'running') || this.closing) {
+            for (const d of this.deps) d.changes.off('change', retry)
+            this.waitingFor = null
+            this.wake(perAddress)
+          } else {
+            const b = this.deps.find((d) => d.state !== 'running') as SpawnGroup
+            this.waitingFor = b.failed !== null ? `${b.name} (failed)` : b.name
+          }
+          this.notify()
+        }
+        for (const d of this.deps) d.changes.on('change', retry)
+      }
+      blocker.wake()
+      this.notify()
+      return
+    }
+    for (let a = 0; a < this.spec.addresses.length; a++) {
+      while (this.activeSlots(a).length < perAddress && this.activate(a)) { /* bounded by maxProcs */ }
+    }
+  }
+
+  private activeSlots (addrIndex: number): Slot[] {
+    return this.slots.filter((s) => s.addrIndex === addrIndex && s.active)
+  }
+
+  private activate (addrIndex: number): boolean {
+    if (this.activeSlots(addrIndex).length >= this.spec.maxProcs) return false
+    let slot = this.slots.find((s) => s.addrIndex === addrIndex && !s.active && s.current === null)
+    if (slot === undefined) {
+      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, restarts: 0, lastExit: null, backoff: null }
+      this.slots.push(slot)
+    }
+    slot.active = true
+    this.launch(slot)
+    return true
+  }
+
+  /** Grow while every routable process is at maxLoadPerProc (lighttpd max-load-per-proc). */
+  private maybeGrow (): void {
+    if (this.closing || this.failed !== null || this.waitingFor !== null) return
+    const procs = [...this.live].filter((p) => p.state === 'ready' || p.state === 'starting')
+    if (procs.length === 0 || procs.some((p) => p.inflight < this.spec.maxLoadPerProc)) return
+    let best = -1
+    for (let a = 0; a < this.spec.addresses.length; a++) {
+      const n = this.activeSlots(a).length
+      if (n < this.spec.maxProcs && (best === -1 || n < this.activeSlots(best).length)) best = a
+    }
+    if (best !== -1) this.activate(best)
+  }
+
+  private allocateAddress (addrIndex: number): SpawnAddress {
+    const base = this.spec.addresses[addrIndex]
+    const held = new Set([...this.live].map((p) => p.addressId))
+    if (base.kind === 'unix') {
+      for (let n = 0; ; n++) {
+        const path = n === 0 ? base.path : `${base.path}-${n}`
+        if (!held.has(`unix:${path}`)) return { kind: 'unix', path }
+      }
+    }
+    const firstHeld = [...this.live].some((p) => p.address.kind === 'tcp' && p.address.host === base.host && p.address.port === base.port)
+    if (!firstHeld) return base
+    const host = base.host === '0.0.0.0' ? '127.0.0.1' : base.host === '::' ? '::1' : base.host
+    return { kind: 'tcp', host, port: 0 }
+  }
+
+  private launch (slot: Slot): void {
+    slot.backoff = null
+    const p = new SpawnedProcess({
+      id: `${this.name}#${this.seq++}`,
+      slot: this.slots.indexOf(slot),
+      spec: this.spec,
+      address: this.allocateAddress(slot.addrIndex),
+      clock: this.ctx.clock,
+      output: this.ctx.output,
+      pidFiles: this.ctx.pidFiles,
+      plan: this.ctx.plan,
+      hooks: {
+        onSpawn: (q) => this.ctx.events.emit('spawn', { spawn: this.name, id: q.id, pid: q.pid as number, address: q.addressId }),
+        onReady: (q) => this.onReady(q),
+        onDown: () => this.notify(),
+        onExit: (q, info, expected, beforeReady) => this.onExit(slot, q, info, expected, beforeReady),
+      },
+    })
+    slot.current = p
+    this.live.add(p)
+    void p.start()
+    this.notify()
+  }
+
+  private onReady (p: SpawnedProcess): void {
+    const slot = this.slots[p.slot]
+    if (this.closing || !slot.active || slot.current !== p) { p.drain(); void p.stop(); return }
+    this.ctx.events.emit('ready', { spawn: this.name, id: p.id, pid: p.pid as number, address: p.addressId })
+    this.health?.watch(p)
+    this.armIdle(p)
+    this.notify()
+  }
+
+  private onExit (slot: Slot, p: SpawnedProcess, info: ExitInfo, expected: boolean, beforeReady: boolean): void {
+    this.live.delete(p)
+    this.clearIdle(p)
+    this.health?.unwatch(p)
+    // A start that timed out was stopped by us, yet it is a failed start for the backoff.
+    const crashed = !expected || this.unhealthy.has(p) || p.startError !== null
+    if (p.pid !== null) {
+      this.ctx.events.emit('exit', { spawn: this.name, id: p.id, pid: p.pid, code: info.code, signal: info.signal, expected: !crashed })
+    }
+    if (slot.current === p) {
+      slot.current = null
+      slot.lastExit = info
+      if (crashed && slot.active && !this.closing && this.failed === null) this.restartSlot(slot, p, beforeReady)
+    }
+    this.notify()
+  }
+
+  private restartSlot (slot: Slot, p: SpawnedProcess, beforeReady: boolean): void {
+    const now = this.ctx.clock.now()
+    const decision = slot.policy.onCrash(now, beforeReady ? 0 : now - p.startedAt)
+    if (decision.action === 'fail') {
+      const cause = p.startError !== null ? ` (last: ${p.startError.message})` : ''
+      this.fail(decision.reason + cause)
+      return
+    }
+    slot.restarts++
+    this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay: decision.delay, restarts: slot.restarts })
+    slot.backoff = this.ctx.clock.setTimeout(() => {
+      slot.backoff = null
+      if (slot.active && !this.closing && this.failed === null) this.launch(slot)
+    }, decision.delay)
+  }
+
+  /** FAILED stops the whole spawn (systemd: a unit over its start limit), until clear(). */
+  private fail (reason: string): void {
+    this.failed = reason
+    for (const s of this.slots) {
+      s.active = false
+      if (s.backoff !== null) this.ctx.clock.clearTimeout(s.backoff)
+      s.backoff = null
+    }
+    for (const p of this.live) { p.drain(); void p.stop() }
+    this.ctx.events.emit('failed', { spawn: this.name, reason })
+    this.notify()
+  }
+
+  clear (): void {
+    if (this.failed === null) return
+    this.failed = null
+    for (const s of this.slots) s.policy.reset()
+    this.notify()
+    this.startUp()
+  }
+
+  private recycle (p: SpawnedProcess): void {
+    const slot = this.slots[p.slot]
+    p.drain()
+    this.health?.unwatch(p)
+    this.ctx.events.emit('recycle', { spawn: this.name, id: p.id, requests: p.requests })
+    if (slot.current === p) {
+      slot.current = null
+      if (slot.active && !this.closing && this.failed === null) this.launch(slot)
+    }
+    if (p.inflight === 0) void p.stop()
+    this.notify()
+  }
+
+  private armIdle (p: SpawnedProcess): void {
+    if (this.spec.idleTimeout === 0 || p.inflight > 0) return
+    this.clearIdle(p)
+    this.idleTimers.set(p, this.ctx.clock.setTimeout(() => {
+      this.idleTimers.delete(p)
+      const slot = this.slots[p.slot]
+      if (p.state !== 'ready' || p.inflight > 0 || slot.current !== p) return
+      if (this.activeSlots(slot.addrIndex).length <= this.spec.minProcs) return
+      slot.active = false
+      slot.current = null
+      p.drain()
+      void p.stop()
+      this.notify()
+    }, this.spec.idleTimeout))
+  }
+
+  private clearIdle (p: SpawnedProcess): void {
+    const t = this.idleTimers.get(p)
+    if (t !== undefined) this.ctx.clock.clearTimeout(t)
+    this.idleTimers.delete(p)
+  }
+
+  private find (id: string): SpawnedProcess | undefined {
+    for (const p of this.live) if (p.id === id) return p
+    return undefined
+  }
+
+  private notify (): void {
+    const next = [...this.live].filter((p) => p.state === 'ready').map((p) => ({ id: p.id, address: p.addressId }))
+    this.ready = next
+    this.changes.emit('change')
+  }
+
+  /** Graceful stop: out of rotation now, wait for in-flight (bounded by stopTimeout), then stop. */
+  async close (): Promise<void> {
+    this.closing = true
+    for (const s of this.slots) {
+      s.active = false
+      if (s.backoff !== null) this.ctx.clock.clearTimeout(s.backoff)
+      s.backoff = null
+    }
+    for (const p of this.idleTimers.keys()) this.clearIdle(p)
+    for (const p of this.live) p.drain()
+    this.notify()
+    await this.health?.close()
+    const deadline = this.ctx.clock.now() + this.spec.stopTimeout
+    await Promise.all([...this.live].map(async (p) => {
+      while (p.inflight > 0 && this.ctx.clock.now() < deadline && p.state === 'draining') {
+        await new Promise<void>((resolve) => this.ctx.clock.setTimeout(resolve, 20))
+      }
+      await p.stop()
+    }))
+    await new Promise<void>((resolve) => {
+      const check = (): void => { if (this.live.size === 0) { this.changes.off('change', check); resolve() } }
+      this.changes.on('change', check)
+      check()
+    })
+    this.closed = true
+    this.notify()
+  }
+
+  status (pipeChildren: number): SpawnStatus {
+    const now = this.ctx.clock.now()
+    return {
+      name: this.name,
+      state: this.state,
+      reason: this.failed ?? (this.waitingFor !== null ? `waiting for ${this.waitingFor}` : null),
+      processes: [...this.live].map((p) => {
+        const slot = this.slots[p.slot]
+        const stats = p.pid === null ? null : procStats(p.pid)
+        return {
+          id: p.id,
+          pid: p.pid,
+          state: p.state,
+          address: p.addressId,
+          requests: p.requests,
+          inflight: p.inflight,
+          uptime: now - p.startedAt,
+          restarts: slot.restarts,
+          lastExit: slot.lastExit,
+          cpuMs: stats?.cpuMs ?? null,
+          rssBytes: stats?.rssBytes ?? null,
+        }
+      }),
+      pipeChildren,
+      droppedOutputBytes: this.ctx.output.dropped,
+    }
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Binding a listening socket in the host and handing it to a child (as fd 0 for FastCGI, or fd 3
+ * for systemd socket activation). This is the one module that touches Node internals
+ * (`server._handle.fd`); everything else sees `BoundSocket`.
+ *
+ * Why each step is the way it is:
+ * - Node has no public "bind without accepting" call, so the host listens through a `net.Server`
+ *   and must stop watching the fd before anything can connect: `handOff()` spawns and drops the
+ *   host's copy in the same synchronous block. That also matters because libuv clears O_NONBLOCK
+ *   on fds 0-2 of the child, and the file description is shared: a host still polling the fd
+ *   could block its event loop in accept(2).
+ * - libuv unlinks a unix socket path when the listening handle closes (uv__pipe_close). The host
+ *   therefore binds a private temporary name and renames it onto the operator's path before it
+ *   closes its copy, so a socket file is never unlinked while a child listens on it.
+ */
+import net from 'node:net'
+import { existsSync, renameSync, unlinkSync } from 'node:fs'
+import type { SpawnAddress } from './types.js'
+import { spawnError } from './types.js'
+import { formatAddress } from './spec.js'
+
+export interface BoundSocket {
+  /** The address actually bound (port 0 resolved). */
+  readonly address: SpawnAddress
+  /**
+   * Run `start(fd)` (which must spawn synchronously, passing `fd` in its stdio), then drop the
+   * host's copy of the socket in the same tick. Returns what `start` returned.
+   */
+  handOff<T> (start: (fd: number) => T): T
+  /** Drop the socket without handing it off (error paths); unlinks a unix path we created. */
+  close (): void
+}
+
+let tmpSeq = 0
+
+/** Is something accepting connections at `addr`? Resolves false on refusal, absence or timeout. */
+export function probeConnect (addr: SpawnAddress, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = addr.kind === 'unix' ? net.connect(addr.path) : net.connect(addr.port, addr.host)
+    const done = (ok: boolean): void => {
+      clearTimeout(timer)
+      sock.destroy()
+      resolve(ok)
+    }
+    const timer = setTimeout(() => done(false), timeoutMs)
+    sock.once('connect', () => done(true))
+    sock.once('error', () => done(false))
+  })
+}
+
+/**
+ * Remove a stale unix socket file left by a dead process (lighttpd gw_spawn_connection: connect
+ * first; only a refused path is stale). A live listener is an error, never unlinked.
+ */
+export async function removeStaleUnixSocket (path: string): Promise<void> {
+  if (!existsSync(path)) return
+  if (await probeConnect({ kind: 'unix', path }, 1000)) {
+    throw spawnError('ERR_SPAWN_ADDRESS_IN_USE', `unix:${path} is in use by a process this manager does not own`)
+  }
+  try { unlinkSync(path) } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+}
+
+function listen (server: net.Server, opts: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => { server.off('listening', onListening); reject(err) }
+    const onListening = (): void => { server.off('error', onError); resolve() }
+    server.once('error', onError)
+    server.once('listening', onListening)
+    server.listen(opts)
+  })
+}
+
+function handleFd (server: net.Server): number {
+  // Node internal: the libuv stream handle exposes its fd on Unix.
+  const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd
+  if (typeof fd !== 'number' || fd < 0) throw spawnError('ERR_SPAWN_FAILED', 'listening socket has no file descriptor')
+  return fd
+}
+
+/** Bind and listen at `addr` (port 0 = ephemeral). Unix: stale files are removed first. */
+export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Promise<BoundSocket> {
+  // Nothing should connect before hand-off; if something does, refuse it rather than hold it.
+  const server = net.createServer({ pauseOnConnect: true }, (sock) => sock.destroy())
+  let bound: SpawnAddress
+  let tmpPath: string | null = null
+  try {
+    if (addr.kind === 'unix') {
+      await removeStaleUnixSocket(addr.path)
+      tmpPath = `${addr.path}.${process.pid}.${++tmpSeq}.tmp`
+      await listen(server, { path: tmpPath, backlog })
+      bound = addr
+    } else {
+      await listen(server, { host: addr.host, port: addr.port, backlog })
+      const info = server.address() as net.AddressInfo
+      bound = { kind: 'tcp', host: addr.host, port: info.port }
+    }
+  } catch (err) {
+    server.close()
+    const code = (err as NodeJS.ErrnoException).code
+    if ((err as { code?: string }).code?.startsWith('ERR_SPAWN_') === true) throw err
+    throw spawnError(code === 'EADDRINUSE' ? 'ERR_SPAWN_ADDRESS_IN_USE' : 'ERR_SPAWN_BIND', `cannot listen on ${formatAddress(addr)}: ${(err as Error).message}`, err)
+  }
+  let open = true
+  const release = (): void => {
+    if (!open) return
+    open = false
+    server.close()
+  }
+  return {
+    address: bound,
+    handOff<T> (start: (fd: number) => T): T {
+      if (!open) throw spawnError('ERR_SPAWN_FAILED', 'listening socket already handed off')
+      try {
+        const out = start(handleFd(server))
+        if (tmpPath !== null && addr.kind === 'unix') renameSync(tmpPath, addr.path)
+        return out
+      } finally {
+        release()
+      }
+    },
+    close: release,
+  }
+}
+
+/**
+ * A free TCP port on `host`, for programs that bind their own socket (handoff 'self'). The kernel
+ * picks it; the short window until the child binds is the usual price of self-binding programs.
+ */
+export async function freePort (host: string): Promise<number> {
+  const server = net.createServer()
+  await listen(server, { host, port: 0 })
+  const port = (server.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}

@@ -1,0 +1,184 @@
+/**
+ * SpawnManager: the public face of the spawn layer. It owns one SpawnGroup per long-lived spawn
+ * and one PipeStarter per pipe spawn, orders start-up by `dependsOn`, cleans up orphans of a
+ * previous host, and exposes each spawn to the core as a `BackendSource`-shaped object.
+ */
+import { EventEmitter } from 'node:events'
+import type { Clock, ManagerOptions, SpawnEvents, SpawnSpec, SpawnStatus } from './types.js'
+import { spawnError } from './types.js'
+import { childEnvironment, resolveSpec, type ResolvedSpec } from './spec.js'
+import { realClock } from './backoff.js'
+import { SpawnGroup } from './group.js'
+import { PipeStarter } from './pipe-starter.js'
+import { OutputSink } from './output.js'
+import { PidFiles } from './pidfile.js'
+import type { LaunchPlan } from './process.js'
+import { Launcher } from './launcher.js'
+
+/** The `BackendSource` shape of src/core/types.ts, implemented structurally. */
+export interface SpawnSource {
+  readonly name: string
+  list (): ReadonlyArray<{ readonly id: string, readonly address: string }>
+  subscribe (fn: () => void): () => void
+  ensure (signal: AbortSignal): Promise<void>
+  requestStarted (endpointId: string): void
+  requestDone (endpointId: string): void
+}
+
+interface Entry {
+  readonly spec: ResolvedSpec
+  readonly output: OutputSink
+  readonly group: SpawnGroup | null
+  readonly pipe: PipeStarter | null
+}
+
+export class SpawnManager extends EventEmitter<SpawnEvents> {
+  private readonly opts: ManagerOptions
+  private readonly clock: Clock
+  private readonly pidFiles: PidFiles
+  private readonly launcher: Launcher
+  private readonly entries = new Map<string, Entry>()
+  private started = false
+  private closing: Promise<void> | null = null
+
+  constructor (opts: ManagerOptions = {}) {
+    super()
+    this.opts = opts
+    this.clock = opts.clock ?? realClock
+    this.pidFiles = new PidFiles(opts.runDir)
+    this.launcher = new Launcher(opts)
+  }
+
+  /** Register a spawn. Throws ERR_SPAWN_BAD_SPEC / ERR_SPAWN_BAD_ADDRESS on an invalid spec. */
+  add (name: string, spec: SpawnSpec): void {
+    if (this.entries.has(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: defined twice`)
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: name must match [A-Za-z0-9_.-]+`)
+    const resolved = resolveSpec(name, spec)
+    const output = new OutputSink(name, this.opts.log, (stream, chunk, pid) => this.emit('stderr', { spawn: name, pid, stream, chunk }))
+    const plan = (extraEnv: Record<string, string>): LaunchPlan =>
+      this.launcher.plan(resolved, resolved.argv, childEnvironment(resolved, extraEnv), resolved.cwd)
+    const group = resolved.socketType === 'socket'
+      ? new SpawnGroup(resolved, { clock: this.clock, output, pidFiles: this.pidFiles, events: this, plan })
+      : null
+    const pipe = resolved.socketType === 'pipe'
+      ? new PipeStarter(resolved, this.clock, (argv, env, cwd) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd))
+      : null
+    this.entries.set(name, { spec: resolved, output, group, pipe })
+    if (this.started) void this.bringUp([name])
+  }
+
+  /**
+   * Validate identities and dependencies, clean up orphans of a previous host (runDir), then start
+   * minProcs of every spawn; dependents wait in 'waiting' for their dependencies.
+   */
+  async start (): Promise<void> {
+    this.started = true
+    await this.bringUp([...this.entries.keys()])
+  }
+
+  private async bringUp (names: string[]): Promise<void> {
+    for (const name of names) {
+      const e = this.entry(name)
+      await this.launcher.validate(e.spec)
+      if (e.group === null) continue
+      e.group.deps = e.spec.dependsOn.map((d) => {
+        const dep = this.entries.get(d)?.group
+        if (dep === undefined || dep === null) throw spawnError('ERR_SPAWN_UNKNOWN_DEPENDENCY', `spawns.${name}.dependsOn: no socket spawn named ${d}`)
+        return dep
+      })
+    }
+    this.checkCycles()
+    for (const name of names) {
+      const e = this.entry(name)
+      await this.pidFiles.cleanOrphans(name, this.clock, e.spec.stopTimeout)
+    }
+    for (const name of names) this.entry(name).group?.startUp()
+  }
+
+  private checkCycles (): void {
+    const state = new Map<string, 'visiting' | 'done'>()
+    const visit = (name: string, path: string[]): void => {
+      if (state.get(name) === 'done') return
+      if (state.get(name) === 'visiting') throw spawnError('ERR_SPAWN_DEPENDENCY_CYCLE', `dependsOn cycle: ${[...path, name].join(' -> ')}`)
+      state.set(name, 'visiting')
+      for (const d of this.entry(name).spec.dependsOn) visit(d, [...path, name])
+      state.set(name, 'done')
+    }
+    for (const name of this.entries.keys()) visit(name, [])
+  }
+
+  private entry (name: string): Entry {
+    const e = this.entries.get(name)
+    if (e === undefined) throw spawnError('ERR_SPAWN_UNKNOWN', `no spawn named ${name}`)
+    return e
+  }
+
+  private group (name: string): SpawnGroup {
+    const g = this.entry(name).group
+    if (g === null) throw spawnError('ERR_SPAWN_UNKNOWN', `spawn ${name} is a pipe spawn; use pipeStarter()`)
+    return g
+  }
+
+  /** The spawn as a `BackendSource` for the core's pool. */
+  source (name: string): SpawnSource {
+    const g = this.group(name)
+    return {
+      name,
+      list: () => g.list(),
+      subscribe: (fn) => g.subscribe(fn),
+      ensure: (signal) => g.ensure(signal),
+      requestStarted: (id) => g.requestStarted(id),
+      requestDone: (id) => g.requestDone(id),
+    }
+  }
+
+  /** The `ProcessStarter` for a `socketType: pipe` spawn (CGI adapter). */
+  pipeStarter (name: string): PipeStarter {
+    const p = this.entry(name).pipe
+    if (p === null) throw spawnError('ERR_SPAWN_UNKNOWN', `spawn ${name} is not a pipe spawn`)
+    return p
+  }
+
+  /** Leave FAILED (operator action, like `systemctl reset-failed`), restarting minProcs. */
+  clear (name: string): void {
+    this.group(name).clear()
+  }
+
+  status (): SpawnStatus[] {
+    return [...this.entries.entries()].map(([name, e]) => e.group !== null
+      ? e.group.status(0)
+      : { name, state: this.closing !== null ? 'stopped' : 'running', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0, droppedOutputBytes: e.output.dropped })
+  }
+
+  /**
+   * Graceful stop: every spawn leaves rotation, drains in-flight (bounded by its stopTimeout) and
+   * is stopped as a group; dependents stop before what they depend on. Idempotent.
+   */
+  close (): Promise<void> {
+    this.closing ??= this.closeAll()
+    return this.closing
+  }
+
+  private async closeAll (): Promise<void> {
+    const depth = new Map<string, number>()
+    const depthOf = (name: string): number => {
+      const known = depth.get(name)
+      if (known !== undefined) return known
+      const deps = this.entries.get(name)?.spec.dependsOn.filter((d) => this.entries.has(d)) ?? []
+      depth.set(name, 0)
+      const d = deps.length === 0 ? 0 : 1 + Math.max(...deps.map(depthOf))
+      depth.set(name, d)
+      return d
+    }
+    const names = [...this.entries.keys()]
+    const levels = [...new Set(names.map(depthOf))].sort((a, b) => b - a)
+    for (const level of levels) {
+      await Promise.all(names.filter((n) => depthOf(n) === level).map(async (n) => {
+        const e = this.entry(n)
+        await e.group?.close()
+        await e.pipe?.close()
+      }))
+    }
+    await Promise.all([...this.entries.values()].map((e) => e.output.close()))
+  }
+}

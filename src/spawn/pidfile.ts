@@ -1,0 +1,91 @@
+/**
+ * Pid files, so that a host restarted after a crash (kill -9, OOM) finds the backends its
+ * predecessor left behind. A FastCGI child whose fd 0 is the listening socket never sees EOF and
+ * keeps its port or socket forever [VERIFIED, RELIABILITY.md §4.7].
+ *
+ * Policy: clean up, never adopt (procer/daemontools style). An orphan was configured by a config we
+ * may no longer have, its in-flight counts are unknown, and it is not our child so we could not
+ * reap it or see its exit. A pid file's process is killed (its whole group) only if it is still
+ * alive, started at the recorded time (pid reuse), and carries our marker `PROXYCORE_SPAWN=<name>`
+ * in its environment; anything else is just a stale file and is removed.
+ */
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Clock } from './types.js'
+import { escalation, stopGroup } from './group-kill.js'
+import { MARKER_ENV } from './spec.js'
+
+interface PidRecord { spawn: string, pid: number, pgid: number, startTime: string, address: string }
+
+/** Field 22 of /proc/PID/stat (start time in clock ticks since boot): tells a reused pid apart. */
+export function processStartTime (pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return rest[0] === 'Z' ? null : rest[19]
+  } catch {
+    return null
+  }
+}
+
+function carriesMarker (pid: number, spawn: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`${MARKER_ENV}=${spawn}`)
+  } catch {
+    return false
+  }
+}
+
+export class PidFiles {
+  private readonly dir: string | undefined
+
+  constructor (dir: string | undefined) {
+    this.dir = dir
+    if (dir !== undefined) mkdirSync(dir, { recursive: true, mode: 0o750 })
+  }
+
+  private file (spawn: string, pid: number): string {
+    return join(this.dir as string, `${spawn}.${pid}.pid`)
+  }
+
+  write (spawn: string, pid: number, address: string): void {
+    if (this.dir === undefined) return
+    const rec: PidRecord = { spawn, pid, pgid: pid, startTime: processStartTime(pid) ?? '', address }
+    writeFileSync(this.file(spawn, pid), JSON.stringify(rec) + '\n', { mode: 0o640 })
+  }
+
+  remove (spawn: string, pid: number): void {
+    if (this.dir === undefined) return
+    rmSync(this.file(spawn, pid), { force: true })
+  }
+
+  private records (spawn: string): Array<{ file: string, rec: PidRecord | null }> {
+    const dir = this.dir as string
+    const out: Array<{ file: string, rec: PidRecord | null }> = []
+    for (const name of readdirSync(dir)) {
+      if (!name.startsWith(`${spawn}.`) || !name.endsWith('.pid')) continue
+      const file = join(dir, name)
+      let rec: PidRecord | null = null
+      try { rec = JSON.parse(readFileSync(file, 'utf8')) as PidRecord } catch { /* torn write: stale */ }
+      out.push({ file, rec: rec !== null && rec.spawn === spawn ? rec : null })
+    }
+    return out
+  }
+
+  /**
+   * Kill the process groups a previous host left for `spawn` and remove their pid files. Returns
+   * the pids that were killed. Runs before any socket of the spawn is bound.
+   */
+  async cleanOrphans (spawn: string, clock: Clock, grace: number): Promise<number[]> {
+    if (this.dir === undefined) return []
+    const killed: number[] = []
+    for (const { file, rec } of this.records(spawn)) {
+      if (rec !== null && rec.pid !== process.pid && processStartTime(rec.pid) === rec.startTime && carriesMarker(rec.pid, spawn)) {
+        await stopGroup(rec.pgid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
+        killed.push(rec.pid)
+      }
+      rmSync(file, { force: true })
+    }
+    return killed
+  }
+}

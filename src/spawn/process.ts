@@ -1,0 +1,231 @@
+/**
+ * One backend process (lighttpd's gw_proc): its own listening socket, its child, its readiness
+ * gate and its stop. Policy (restart, recycle, scaling) lives in SpawnGroup; this class only
+ * reports what happened through `ProcessHooks`.
+ */
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
+import { rmSync } from 'node:fs'
+import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
+import { spawnError } from './types.js'
+import type { ResolvedSpec } from './spec.js'
+import { formatAddress } from './spec.js'
+import { bindListenSocket, freePort, probeConnect, removeStaleUnixSocket, type BoundSocket } from './listen-socket.js'
+import { escalation, stopGroup } from './group-kill.js'
+import type { OutputSink } from './output.js'
+import type { PidFiles } from './pidfile.js'
+
+/** What to exec, after identity and limits wrapping (see identity.ts). */
+export interface LaunchPlan {
+  readonly file: string
+  readonly args: string[]
+  readonly env: Record<string, string>
+  readonly cwd: string | undefined
+  readonly uid?: number
+  readonly gid?: number
+  /** Applied to a unix socket the manager bound, before the child can be reached (issue 6). */
+  readonly socketAccess?: (path: string) => void
+}
+
+export interface ProcessHooks {
+  onSpawn (p: SpawnedProcess): void
+  onReady (p: SpawnedProcess): void
+  /** The leader exited; the group may still be stopping. No longer routable. */
+  onDown (p: SpawnedProcess): void
+  /** `expected`: the manager stopped it. `beforeReady`: it never became ready (a failed start). */
+  onExit (p: SpawnedProcess, info: ExitInfo, expected: boolean, beforeReady: boolean): void
+}
+
+export interface ProcessOptions {
+  readonly id: string
+  readonly slot: number
+  readonly spec: ResolvedSpec
+  readonly address: SpawnAddress
+  readonly clock: Clock
+  readonly output: OutputSink
+  readonly pidFiles: PidFiles
+  readonly hooks: ProcessHooks
+  /** Builds the exec plan once the environment additions (PORT, LISTEN_FDS …) are known. */
+  readonly plan: (extraEnv: Record<string, string>) => LaunchPlan
+}
+
+const PROBE_STEP_MS = 25
+
+/**
+ * exec a plan in its own process group (`detached`), so stop signals reach every worker it forks
+ * (RELIABILITY.md §4.5); never through a shell; only the fds named in `stdio`.
+ */
+export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
+  return spawn(plan.file, plan.args, { stdio, detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false })
+}
+
+export class SpawnedProcess {
+  readonly id: string
+  readonly slot: number
+  state: ProcessState = 'starting'
+  pid: number | null = null
+  address: SpawnAddress
+  /** Requests handed to this process (maxRequests counts these). */
+  requests = 0
+  inflight = 0
+  startedAt: number
+  exit: ExitInfo | null = null
+  /** Error that prevented the start (exec failure, bind failure, not ready in time). */
+  startError: Error | null = null
+  private readonly opts: ProcessOptions
+  private child: ChildProcess | null = null
+  private expected = false
+  private wasReady = false
+  private leaderExited!: Promise<ExitInfo>
+  private stopped: Promise<void> | null = null
+  private ownsSocketFile = false
+
+  constructor (opts: ProcessOptions) {
+    this.opts = opts
+    this.id = opts.id
+    this.slot = opts.slot
+    this.address = opts.address
+    this.startedAt = opts.clock.now()
+  }
+
+  get addressId (): string { return formatAddress(this.address) }
+
+  /** Bind, exec, wait for readiness. Never rejects: failures end in onExit(beforeReady). */
+  async start (): Promise<void> {
+    const { spec } = this.opts
+    let bound: BoundSocket | null = null
+    const extraEnv: Record<string, string> = {}
+    try {
+      if (spec.handoff === 'self') {
+        if (this.address.kind === 'unix') {
+          await removeStaleUnixSocket(this.address.path)
+          extraEnv.SOCKET = this.address.path
+        } else {
+          if (this.address.port === 0) this.address = { ...this.address, port: await freePort(this.address.host) }
+          extraEnv.HOST = this.address.host
+          extraEnv.PORT = String(this.address.port)
+        }
+      } else {
+        bound = await bindListenSocket(this.address)
+        this.address = bound.address
+        this.ownsSocketFile = this.address.kind === 'unix'
+        if (spec.handoff === 'systemd') Object.assign(extraEnv, { LISTEN_FDS: '1', LISTEN_FDNAMES: spec.name })
+      }
+      if (this.state !== 'starting') { bound?.close(); this.finish(null); return }
+      const plan = this.opts.plan(extraEnv)
+      if (bound !== null && this.address.kind === 'unix') plan.socketAccess?.(this.address.path)
+      this.child = bound === null ? this.exec(plan, -1) : bound.handOff((fd) => this.exec(plan, fd))
+    } catch (err) {
+      bound?.close()
+      this.startError = err as Error
+      this.finish(null)
+      return
+    }
+    await this.awaitReady()
+  }
+
+  private exec (plan: LaunchPlan, fd: number): ChildProcess {
+    const { spec } = this.opts
+    let file = plan.file
+    let args = plan.args
+    let stdio: StdioOptions = ['ignore', 'pipe', 'pipe']
+    if (spec.handoff === 'fd0') stdio = [fd, 'pipe', 'pipe']
+    if (spec.handoff === 'systemd') {
+      // sd_listen_fds(3) wants LISTEN_PID = the program's own pid, known only after fork: a shell
+      // sets it from $$ and execs, keeping that pid.
+      stdio = ['ignore', 'pipe', 'pipe', fd]
+      args = ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', file, ...args]
+      file = '/bin/sh'
+    }
+    const child = execPlan({ ...plan, file, args }, stdio)
+    let resolveExit!: (e: ExitInfo) => void
+    this.leaderExited = new Promise((resolve) => { resolveExit = resolve })
+    child.once('error', (err) => {
+      // ENOENT/EACCES from exec arrive here without 'exit'.
+      if (this.pid === null) {
+        this.startError = spawnError('ERR_SPAWN_EXEC', `cannot exec ${plan.file}: ${err.message}`, err)
+        resolveExit({ code: null, signal: null, at: this.opts.clock.now() })
+      }
+    })
+    child.once('spawn', () => {
+      this.pid = child.pid as number
+      this.opts.pidFiles.write(spec.name, this.pid, this.addressId)
+      this.opts.output.attach(child.stdout, 'stdout', this.pid)
+      this.opts.output.attach(child.stderr, 'stderr', this.pid)
+      this.opts.hooks.onSpawn(this)
+      if (this.expected && this.stopped === null) this.stopped = this.stopGroup()
+    })
+    child.once('exit', (code, signal) => {
+      resolveExit({ code, signal, at: this.opts.clock.now() })
+    })
+    void this.leaderExited.then((info) => this.onLeaderExit(info))
+    return child
+  }
+
+  private async awaitReady (): Promise<void> {
+    const { clock, spec } = this.opts
+    const deadline = clock.now() + spec.startTimeout
+    let exited = false
+    void this.leaderExited.then(() => { exited = true })
+    while (!exited && this.state === 'starting') {
+      if (this.pid !== null && await probeConnect(this.address, Math.max(1, Math.min(1000, deadline - clock.now())))) {
+        if (exited || this.state !== 'starting') return
+        this.state = 'ready'
+        this.wasReady = true
+        this.opts.hooks.onReady(this)
+        return
+      }
+      if (clock.now() >= deadline) {
+        this.startError = spawnError('ERR_SPAWN_NOT_READY', `${spec.name}: not connectable at ${this.addressId} within ${spec.startTimeout} ms`)
+        void this.stop()
+        return
+      }
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, PROBE_STEP_MS))
+    }
+  }
+
+  private onLeaderExit (info: ExitInfo): void {
+    this.exit = info
+    if (this.pid === null) { this.finish(info); return }
+    if (this.state !== 'exited') this.state = 'stopping'
+    this.opts.hooks.onDown(this)
+    // Workers it forked may outlive it and still hold the socket: stop the rest of the group
+    // before the slot's address is reused.
+    if (this.stopped === null) this.stopped = this.stopGroup()
+    void this.stopped.then(() => this.finish(info))
+  }
+
+  private stopGroup (): Promise<void> {
+    const { spec, clock } = this.opts
+    return stopGroup(this.pid as number, { signals: escalation(spec.killSignal), grace: spec.stopTimeout, clock, leaderExited: this.leaderExited })
+  }
+
+  private finished = false
+  private finish (info: ExitInfo | null): void {
+    if (this.finished) return
+    this.finished = true
+    const beforeReady = !this.wasReady
+    this.state = 'exited'
+    if (this.pid !== null) this.opts.pidFiles.remove(this.opts.spec.name, this.pid)
+    if (this.ownsSocketFile && this.address.kind === 'unix') rmSync(this.address.path, { force: true })
+    this.exit = info ?? { code: null, signal: null, at: this.opts.clock.now() }
+    this.opts.hooks.onExit(this, this.exit, this.expected, beforeReady)
+  }
+
+  /** Out of rotation; the group stops it once in-flight reaches 0. */
+  drain (): void {
+    if (this.state === 'ready' || this.state === 'starting') this.state = 'draining'
+  }
+
+  /** Stop now: escalate killSignal → SIGTERM → SIGKILL over the group. Resolves once reaped. */
+  stop (): Promise<void> {
+    this.expected = true
+    if (this.state === 'exited') return Promise.resolve()
+    this.state = 'stopping'
+    if (this.child === null || this.pid === null) {
+      // Not spawned yet (still binding) or exec failed: start() notices the state and finishes.
+      return this.child === null ? Promise.resolve() : this.leaderExited.then(() => undefined)
+    }
+    if (this.stopped === null) this.stopped = this.stopGroup()
+    return this.stopped.then(() => this.leaderExited).then(() => undefined)
+  }
+}

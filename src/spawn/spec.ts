@@ -1,0 +1,138 @@
+/**
+ * Spec normalisation: the one defaults table for spawns, address parsing, and the clean child
+ * environment. Everything downstream works on `ResolvedSpec` and never looks at optional fields.
+ */
+import { dirname, isAbsolute } from 'node:path'
+import type { Handoff, HealthCheckSpec, LimitsSpec, SpawnAddress, SpawnSpec } from './types.js'
+import { spawnError } from './types.js'
+
+/** Defaults, modelled on RELIABILITY.md §4.8 (systemd, PM2, supervisord, lighttpd). */
+export const SPAWN_DEFAULTS = {
+  socketType: 'socket',
+  handoff: 'fd0',
+  maxRequests: 0,
+  minProcs: 1,
+  maxProcs: 1,
+  maxLoadPerProc: 1,
+  idleTimeout: 60_000,
+  killSignal: 'SIGTERM',
+  stopTimeout: 10_000,
+  startTimeout: 10_000,
+  restart: { initialDelay: 100, maxDelay: 15_000, stableAfter: 30_000, maxStarts: 5, window: 10_000 },
+  healthCheck: { interval: 10_000, timeout: 2_000, failures: 3 },
+} as const
+
+export interface ResolvedSpec {
+  readonly name: string
+  readonly argv: string[]
+  readonly socketType: 'socket' | 'pipe'
+  readonly addresses: SpawnAddress[]
+  readonly handoff: Handoff
+  readonly environment: Record<string, string>
+  readonly copyEnvironment: string[]
+  readonly maxRequests: number
+  readonly minProcs: number
+  readonly maxProcs: number
+  readonly maxLoadPerProc: number
+  readonly idleTimeout: number
+  readonly cwd: string | undefined
+  readonly killSignal: NodeJS.Signals
+  readonly stopTimeout: number
+  readonly startTimeout: number
+  readonly restart: Required<NonNullable<SpawnSpec['restart']>>
+  readonly healthCheck: (Required<Omit<HealthCheckSpec, 'command'>> & { command: string[] }) | null
+  readonly dependsOn: string[]
+  readonly user: string | number | undefined
+  readonly group: string | number | undefined
+  readonly tenant: string | undefined
+  readonly limits: LimitsSpec | undefined
+}
+
+export function splitArgv (v: string | string[] | undefined): string[] {
+  if (v === undefined) return []
+  return Array.isArray(v) ? [...v] : v.split(/\s+/).filter((s) => s !== '')
+}
+
+/** `host:port`, `[v6]:port`, or a path (unix socket). `unix:` prefix accepted. */
+export function parseAddress (raw: string): SpawnAddress {
+  if (raw.startsWith('unix:')) return { kind: 'unix', path: raw.slice(5) }
+  if (raw.startsWith('/') || raw.startsWith('.')) return { kind: 'unix', path: raw }
+  const v6 = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(raw)
+  const v4 = /^([^:[\]]+):(\d+)$/.exec(raw)
+  const m = v6 ?? v4
+  if (m === null) throw spawnError('ERR_SPAWN_BAD_ADDRESS', `socketName ${JSON.stringify(raw)}: expected host:port, [v6]:port or a path`)
+  const port = Number(m[2])
+  if (port > 65535) throw spawnError('ERR_SPAWN_BAD_ADDRESS', `socketName ${JSON.stringify(raw)}: port out of range`)
+  return { kind: 'tcp', host: m[1], port }
+}
+
+/** Display form shared with the core's Endpoint ids. */
+export function formatAddress (a: SpawnAddress): string {
+  if (a.kind === 'unix') return `unix:${a.path}`
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+}
+
+function nonNegative (name: string, field: string, v: number): number {
+  if (!Number.isFinite(v) || v < 0) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.${field}: expected a number >= 0, found ${String(v)}`)
+  return v
+}
+
+export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
+  const d = SPAWN_DEFAULTS
+  const socketType = spec.socketType ?? d.socketType
+  const argv = splitArgv(spec.binPath)
+  if (socketType === 'socket' && argv.length === 0) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.binPath: required for socketType socket`)
+  const names = spec.socketName === undefined ? [] : Array.isArray(spec.socketName) ? spec.socketName : [spec.socketName]
+  if (socketType === 'socket' && names.length === 0) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.socketName: required for socketType socket`)
+  const minProcs = nonNegative(name, 'minProcs', spec.minProcs ?? d.minProcs)
+  const maxProcs = Math.max(1, nonNegative(name, 'maxProcs', spec.maxProcs ?? Math.max(minProcs, d.maxProcs)))
+  if (minProcs > maxProcs) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.minProcs: ${minProcs} exceeds maxProcs ${maxProcs}`)
+  const hc = spec.healthCheck
+  return {
+    name,
+    argv,
+    socketType,
+    addresses: names.map(parseAddress),
+    handoff: spec.handoff ?? d.handoff,
+    environment: { ...spec.environment },
+    copyEnvironment: [...(spec.copyEnvironment ?? [])],
+    maxRequests: nonNegative(name, 'maxRequests', spec.maxRequests ?? d.maxRequests),
+    minProcs,
+    maxProcs,
+    maxLoadPerProc: Math.max(1, spec.maxLoadPerProc ?? d.maxLoadPerProc),
+    idleTimeout: nonNegative(name, 'idleTimeout', spec.idleTimeout ?? d.idleTimeout),
+    // lighttpd runs the backend in the binary's directory; relative binaries keep the host's cwd.
+    cwd: spec.cwd ?? (argv.length > 0 && isAbsolute(argv[0]) ? dirname(argv[0]) : undefined),
+    killSignal: spec.killSignal ?? d.killSignal,
+    stopTimeout: nonNegative(name, 'stopTimeout', spec.stopTimeout ?? d.stopTimeout),
+    startTimeout: nonNegative(name, 'startTimeout', spec.startTimeout ?? d.startTimeout),
+    restart: { ...d.restart, ...spec.restart },
+    healthCheck: hc === undefined
+      ? null
+      : { ...d.healthCheck, ...hc, command: splitArgv(hc.command) },
+    dependsOn: [...(spec.dependsOn ?? [])],
+    user: spec.user,
+    group: spec.group,
+    tenant: spec.tenant,
+    limits: spec.limits,
+  }
+}
+
+/** Marker every child carries, so a later host can recognise its orphans (see pidfile.ts). */
+export const MARKER_ENV = 'PROXYCORE_SPAWN'
+
+/**
+ * The child's environment, built from nothing (suexec clean_env, php-fpm clear_env): only the
+ * `copyEnvironment` names, then `environment`, then the marker. `LD_*`, `NODE_OPTIONS` and secrets
+ * of the host never leak (RELIABILITY.md §1.2, AC-15).
+ */
+export function childEnvironment (spec: ResolvedSpec, extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const key of spec.copyEnvironment) {
+    const v = process.env[key]
+    if (v !== undefined) env[key] = v
+  }
+  Object.assign(env, spec.environment, extra)
+  env[MARKER_ENV] = spec.name
+  return env
+}

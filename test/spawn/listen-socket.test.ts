@@ -1,0 +1,60 @@
+import t from 'tap'
+import net from 'node:net'
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { leakTest, type Defer } from './fixtures/guard.js'
+import { bindListenSocket, probeConnect, removeStaleUnixSocket } from '../../src/spawn/listen-socket.js'
+import { formatAddress } from '../../src/spawn/spec.js'
+import { get } from './fixtures/http.js'
+
+const backend = fileURLToPath(new URL('./fixtures/backend.mjs', import.meta.url))
+
+async function serveOnFd0 (defer: Defer, addr: Parameters<typeof bindListenSocket>[0]): Promise<string> {
+  const bound = await bindListenSocket(addr)
+  const child = bound.handOff((fd) => spawn(process.execPath, [backend], { stdio: [fd, 'ignore', 'inherit'], env: {} }))
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  defer(async () => { child.kill('SIGKILL'); await exited })
+  return formatAddress(bound.address)
+}
+
+leakTest(t, 'tcp: child accepts on fd 0; host keeps no copy', async (t, defer) => {
+  const address = await serveOnFd0(defer, { kind: 'tcp', host: '127.0.0.1', port: 0 })
+  t.match(address, /^127\.0\.0\.1:[1-9]\d*$/, 'ephemeral port resolved')
+  const res = await get(address)
+  t.equal(res.status, 200)
+  t.not(res.body, String(process.pid), 'served by the child, not the host')
+})
+
+leakTest(t, 'unix: path exists under its final name after the host dropped its copy', async (t, defer) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-ls-'))
+  defer(() => rmSync(dir, { recursive: true, force: true }))
+  const path = join(dir, 'a.sock')
+  writeFileSync(path, '') // stale leftover: not a listening socket
+  const address = await serveOnFd0(defer, { kind: 'unix', path })
+  t.equal(address, `unix:${path}`)
+  t.same(readdirSync(dir), ['a.sock'], 'no temporary name left behind')
+  t.equal((await get(address)).status, 200)
+  await t.rejects(removeStaleUnixSocket(path), { code: 'ERR_SPAWN_ADDRESS_IN_USE' }, 'a live socket is never unlinked')
+  t.ok(existsSync(path))
+})
+
+leakTest(t, 'bind failures carry stable codes', async (t, defer) => {
+  const holder = net.createServer()
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve))
+  defer(() => new Promise<void>((resolve) => holder.close(() => resolve())))
+  const port = (holder.address() as net.AddressInfo).port
+  await t.rejects(bindListenSocket({ kind: 'tcp', host: '127.0.0.1', port }), { code: 'ERR_SPAWN_ADDRESS_IN_USE' })
+  await t.rejects(bindListenSocket({ kind: 'unix', path: '/nonexistent-dir/x.sock' }), { code: 'ERR_SPAWN_BIND' })
+  t.equal(await probeConnect({ kind: 'tcp', host: '127.0.0.1', port }, 1000), true)
+})
+
+leakTest(t, 'close without hand-off releases the port', async (t, defer) => {
+  const bound = await bindListenSocket({ kind: 'tcp', host: '127.0.0.1', port: 0 })
+  bound.close()
+  const again = await bindListenSocket(bound.address)
+  t.same(again.address, bound.address, 'same port can be bound again at once')
+  again.close()
+})
