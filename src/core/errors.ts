@@ -77,6 +77,12 @@ export class ProxyError extends Error {
   phase: ErrorPhase
   /** The backend that failed, for logs ("127.0.0.1:9000"). */
   backend?: string
+  /**
+   * Set by an adapter when this failure may be replayed on another connection although the code is
+   * not retryable in general (an idempotent bodiless request on a keep-alive connection the backend
+   * had just closed, before any response byte).
+   */
+  replayable = false
 
   constructor (code: ErrorCode, detail?: string, opts: { cause?: unknown, phase?: ErrorPhase, backend?: string } = {}) {
     const spec: ErrorSpec = ERRORS[code]
@@ -90,7 +96,7 @@ export class ProxyError extends Error {
 
   /** No request byte reached the backend: another backend may be tried. */
   get retryable (): boolean {
-    return (ERRORS[this.code] as ErrorSpec).retryable === true
+    return this.replayable || (ERRORS[this.code] as ErrorSpec).retryable === true
   }
 }
 

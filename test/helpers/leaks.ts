@@ -10,7 +10,6 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 
 interface Tap {
   teardown (fn: () => void | Promise<void>): void
-  ok (v: unknown, msg?: string, extra?: object): void
 }
 
 export function openFds (): Map<number, string> {
@@ -76,8 +75,9 @@ export function alive (pid: number): boolean {
 }
 
 /**
- * Register teardown checks on `t`: after everything else in the test tore down, the fd table is back
- * to its starting size and there is no child or zombie left.
+ * Register teardown checks on `t`: after everything else in the test tore down (tap runs teardowns
+ * last-registered first, so call this first), the fd table is back to where it started and there is
+ * no child or zombie left. A leak throws, which fails the test with the list of what leaked.
  */
 export function guardLeaks (t: Tap, opts: { timeoutMs?: number } = {}): void {
   const before = openFds()
@@ -89,9 +89,10 @@ export function guardLeaks (t: Tap, opts: { timeoutMs?: number } = {}): void {
       extra = [...now].filter(([fd, target]) => before.get(fd) !== target).map(([fd, target]) => `${fd} -> ${target}`)
       return extra.length === 0
     }, timeoutMs)
-    t.ok(fdsOk, 'no leaked fd', { leaked: extra })
     let kids: ProcInfo[] = []
     const kidsOk = await waitFor(() => { kids = childrenOf(); return kids.length === 0 }, timeoutMs)
-    t.ok(kidsOk, 'no leaked child or zombie', { children: kids.map((k) => `${k.pid} ${k.comm} ${k.state}`) })
+    // tap allows no assertion after a test ended; an error thrown in teardown fails the test.
+    if (!fdsOk) throw new Error(`leaked fd(s): ${extra.join(', ')}`)
+    if (!kidsOk) throw new Error(`leaked child/zombie process(es): ${kids.map((k) => `${k.pid} ${k.comm} ${k.state}`).join(', ')}`)
   })
 }

@@ -1,0 +1,79 @@
+/**
+ * The one schema: it gives the TypeScript types (`Static<>`), runtime validation, and the published
+ * JSON Schema (`schema/proxycore.schema.json`, generated from this file). Key names follow the
+ * lighttpd mod_spawn / mod_proxy_core vocabulary in camelCase. Every field carries an
+ * operator-facing description; the config reference in docs/ is generated from them.
+ */
+import { Type, type Static } from '@sinclair/typebox'
+import { DURATION_PATTERN, SIZE_PATTERN } from './units.js'
+
+const Duration = (description: string, dflt?: string) => Type.Union([
+  Type.Number({ minimum: 0 }),
+  Type.String({ pattern: DURATION_PATTERN }),
+], { description: `${description} Duration: milliseconds, or "250ms", "60s", "5m", "1h".`, ...(dflt !== undefined ? { default: dflt } : {}) })
+
+const Size = (description: string, dflt?: string) => Type.Union([
+  Type.Number({ minimum: 0 }),
+  Type.String({ pattern: SIZE_PATTERN }),
+], { description: `${description} Size: bytes, or "64KiB", "256MiB", "1GiB".`, ...(dflt !== undefined ? { default: dflt } : {}) })
+
+const StringOrList = (description: string) => Type.Union([Type.String(), Type.Array(Type.String())], { description })
+
+export const MatchSchema = Type.Object({
+  host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain. Port is ignored.')),
+  prefix: Type.Optional(Type.String({ pattern: '^/', description: 'Path prefix, e.g. `/api/` (also matches `/api`).' })),
+  extension: Type.Optional(StringOrList('File extension(s), e.g. `.php`; `/index.php/extra` matches too.')),
+  glob: Type.Optional(Type.String({ description: 'Glob over the decoded path, e.g. `/static/**/*.css`.' })),
+  regex: Type.Optional(Type.String({ description: 'JavaScript regular expression over the raw path.' })),
+  methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z]+$' }), { description: 'Allowed methods, e.g. [GET, HEAD].' })),
+}, { additionalProperties: false, description: 'Every given field must match. An empty match matches everything.' })
+
+export const TimeoutsSchema = Type.Object({
+  connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
+  headers: Type.Optional(Duration('From dispatch to the response head.', '60s')),
+  idle: Type.Optional(Duration('Longest pause inside a response body.', '60s')),
+}, { additionalProperties: false })
+
+export const RouteSchema = Type.Object({
+  name: Type.Optional(Type.String({ description: 'Name for logs, metrics and the status page (default: its index).' })),
+  match: Type.Optional(MatchSchema),
+  protocol: Type.String({ description: '`http`, `fastcgi`, `scgi`, `cgi`, or a registered custom adapter.' }),
+  backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'Fixed backends: `host:port`, `[v6]:port`, `unix:/path`.' })),
+  spawn: Type.Optional(Type.String({ description: 'Name of a spawn whose processes serve this route.' })),
+  balance: Type.Optional(Type.Union([
+    Type.Literal('least-connection'), Type.Literal('round-robin'), Type.Literal('hash'), Type.Literal('sticky'),
+  ], { default: 'least-connection', description: 'hash: by URL; sticky: by client address.' })),
+  disableTime: Type.Optional(Duration('How long a backend that refused a connection is skipped.', '10s')),
+  retries: Type.Optional(Type.Integer({ minimum: 0, default: 2, description: 'Other backends tried after a connect failure.' })),
+  maxConcurrent: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Exchanges in flight for this route; 0 = unlimited.' })),
+  queue: Type.Optional(Type.Integer({ minimum: 0, default: 1024, description: 'Requests waiting for a slot beyond maxConcurrent; more are dropped with 503.' })),
+  queueTimeout: Type.Optional(Duration('Longest wait in the queue before 503.', '30s')),
+  timeouts: Type.Optional(TimeoutsSchema),
+  maxBodySize: Type.Optional(Size('Largest request body accepted (413 beyond). 0 = unlimited.', '0')),
+  spoolLimit: Type.Optional(Size('Largest chunked body spooled to learn its length (CGI-family protocols).', '1GiB')),
+  stripPrefix: Type.Optional(Type.Boolean({ default: false, description: 'Send the path without `match.prefix` (the prefix maps to `/`). Location and Set-Cookie Path are rewritten back.' })),
+  hostHeader: Type.Optional(Type.String({ default: 'preserve', description: '`preserve` (client Host), `backend` (the backend address), or a literal host.' })),
+  xForwarded: Type.Optional(Type.Boolean({ default: true, description: 'Append X-Forwarded-For, set X-Forwarded-Proto/Host.' })),
+  forwarded: Type.Optional(Type.Boolean({ default: false, description: 'Append an RFC 7239 Forwarded element.' })),
+  via: Type.Optional(Type.String({ default: '', description: 'Pseudonym for a Via header (e.g. `proxycore`); empty = no Via.' })),
+  docroot: Type.Optional(Type.String({ description: 'CGI-family: scripts are resolved under this directory.' })),
+  scriptFilename: Type.Optional(Type.String({ description: 'CGI-family without docroot: the single entry point (SCRIPT_FILENAME).' })),
+  index: Type.Optional(Type.Array(Type.String(), { description: 'Index files for directory requests, e.g. [index.php].' })),
+  symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
+  params: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra CGI variables (never HTTP_PROXY).' })),
+  passAuthorization: Type.Optional(Type.Boolean({ default: true, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION.' })),
+  options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
+}, { additionalProperties: false })
+
+export const TrustedProxiesSchema = Type.Array(Type.String(), { description: 'Addresses/CIDRs whose X-Forwarded-For / Forwarded are believed.' })
+
+export const ProxyConfigSchema = Type.Object({
+  routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
+  trustedProxies: Type.Optional(TrustedProxiesSchema),
+  serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),
+  maxResponseHeadSize: Type.Optional(Size('Largest backend response head.', '64KiB')),
+}, { additionalProperties: true })
+
+export type MatchConfig = Static<typeof MatchSchema>
+export type TimeoutsConfig = Static<typeof TimeoutsSchema>
+export type RouteConfig = Static<typeof RouteSchema>

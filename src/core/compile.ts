@@ -1,0 +1,190 @@
+/**
+ * Config -> running proxy. Validation reports every problem at once, each with its path; then routes
+ * are compiled once (matchers, pools, admission) so the request path does no config work.
+ */
+import { Value } from '@sinclair/typebox/value'
+import { ProxyConfigSchema, type RouteConfig } from '../config/schema.js'
+import { parseDuration, parseSize } from '../config/units.js'
+import { AddressError, parseEndpoint } from './endpoint.js'
+import { connectEndpoint } from './connect.js'
+import { ConfigError, type ConfigIssue } from './errors.js'
+import { ProxyEvents } from './events.js'
+import { BackendPool, StaticSource } from './pool.js'
+import { getAdapter, adapterNames } from './registry.js'
+import { CompiledRoute, type CgiRouteSettings } from './route.js'
+import { Router } from './router.js'
+import { ProxyRuntime } from './runtime.js'
+import { TrustedProxies } from './trust.js'
+import type { BackendSource, ClientContext, Logger, ProcessStarter, ProtocolAdapter } from './types.js'
+
+export interface CompileInput {
+  routes: RouteConfig[]
+  trustedProxies?: string[]
+  serverName?: string
+  maxResponseHeadSize?: number | string
+}
+
+export interface CompileDeps {
+  adapters?: readonly ProtocolAdapter[]
+  /** Backend sources by spawn name (the spawn manager's, or an embedder's own). */
+  sources?: ReadonlyMap<string, BackendSource>
+  /** Per-request process starters by spawn name (pipe spawns, for CGI). */
+  processStarters?: ReadonlyMap<string, ProcessStarter>
+  log: Logger
+  events?: ProxyEvents
+  serverSoftware: string
+}
+
+const DEFAULTS = {
+  connect: 5_000, headers: 60_000, idle: 60_000, disableTime: 10_000, retries: 2,
+  queue: 1024, queueTimeout: 30_000, maxResponseHeadSize: 64 * 1024, spoolLimit: 1024 ** 3,
+} as const
+
+/** Schema errors as `{ path, message, found, expected }`, one per problem. */
+export function schemaIssues (schema: Parameters<typeof Value.Errors>[0], value: unknown): ConfigIssue[] {
+  const out: ConfigIssue[] = []
+  const seen = new Set<string>()
+  for (const e of Value.Errors(schema, value)) {
+    const key = `${e.path}\0${e.message}`
+    if (seen.has(key)) continue
+    seen.add(key)
+    out.push({ path: e.path, message: e.message, found: e.value, expected: describeSchema(e.schema) })
+  }
+  return out
+}
+
+function describeSchema (s: Record<string, unknown>): string {
+  if (s.const !== undefined) return JSON.stringify(s.const)
+  if (typeof s.pattern === 'string') return `a string matching ${s.pattern}`
+  if (typeof s.type === 'string') return s.type
+  return 'a valid value'
+}
+
+export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRuntime {
+  const issues = schemaIssues(ProxyConfigSchema, config)
+  if (issues.length > 0) throw new ConfigError(issues)
+
+  const events = deps.events ?? new ProxyEvents()
+  let trust: TrustedProxies
+  try { trust = new TrustedProxies(config.trustedProxies ?? []) } catch (err) {
+    throw new ConfigError([{ path: '/trustedProxies', message: (err as Error).message, expected: 'IP addresses or CIDRs' }])
+  }
+  const peerTrusted = (peer: string): boolean => trust.has(peer)
+  const maxResponseHeadSize = parseSize(config.maxResponseHeadSize ?? DEFAULTS.maxResponseHeadSize) ?? DEFAULTS.maxResponseHeadSize
+  const routes: CompiledRoute[] = []
+  const entries: Array<{ match: NonNullable<RouteConfig['match']>, route: CompiledRoute }> = []
+  let shortest = 1000
+
+  config.routes.forEach((rc, index) => {
+    const at = `/routes/${index}`
+    const problems: ConfigIssue[] = []
+    const adapter = getAdapter(rc.protocol, deps.adapters)
+    if (adapter === undefined) {
+      problems.push({ path: `${at}/protocol`, message: `unknown protocol ${JSON.stringify(rc.protocol)}`, found: rc.protocol, expected: adapterNames(deps.adapters).join(' | ') })
+    }
+    if ((rc.backends === undefined) === (rc.spawn === undefined)) {
+      problems.push({ path: at, message: 'a route needs exactly one of `backends` or `spawn`', expected: 'backends or spawn' })
+    }
+    let source: BackendSource | undefined
+    if (rc.backends !== undefined) {
+      rc.backends.forEach((b, i) => {
+        try { parseEndpoint(b) } catch (err) {
+          if (err instanceof AddressError) problems.push({ path: `${at}/backends/${i}`, message: err.message, found: b, expected: 'host:port, [v6]:port or unix:/path' })
+          else throw err
+        }
+      })
+    } else if (rc.spawn !== undefined) {
+      source = deps.sources?.get(rc.spawn)
+      if (source === undefined && !adapter?.capabilities.perRequestProcess) {
+        problems.push({ path: `${at}/spawn`, message: `no spawn named ${JSON.stringify(rc.spawn)}`, found: rc.spawn, expected: [...(deps.sources?.keys() ?? [])].join(' | ') || 'a spawn defined under `spawns`' })
+      }
+    }
+    if (adapter?.capabilities.cgiEnv && rc.docroot === undefined && rc.scriptFilename === undefined && !adapter.capabilities.perRequestProcess) {
+      problems.push({ path: at, message: `protocol ${rc.protocol} needs \`docroot\` or \`scriptFilename\``, expected: 'docroot or scriptFilename' })
+    }
+    let adapterOptions: unknown
+    if (adapter !== undefined) {
+      try { adapterOptions = adapter.parseOptions(rc.options ?? {}, `${at}/options`) } catch (err) {
+        if (err instanceof ConfigError) problems.push(...err.issues)
+        else problems.push({ path: `${at}/options`, message: (err as Error).message })
+      }
+    }
+    if (rc.match?.regex !== undefined) {
+      try { new RegExp(rc.match.regex) } catch (err) { problems.push({ path: `${at}/match/regex`, message: (err as Error).message, found: rc.match.regex }) }
+    }
+    if (problems.length > 0 || adapter === undefined) { issues.push(...problems); return }
+
+    const name = rc.name ?? String(index)
+    const timeouts = {
+      connect: parseDuration(rc.timeouts?.connect ?? DEFAULTS.connect) ?? DEFAULTS.connect,
+      headers: parseDuration(rc.timeouts?.headers ?? DEFAULTS.headers) ?? DEFAULTS.headers,
+      idle: parseDuration(rc.timeouts?.idle ?? DEFAULTS.idle) ?? DEFAULTS.idle,
+    }
+    for (const t of [timeouts.headers, timeouts.idle]) if (t > 0) shortest = Math.min(shortest, t / 4)
+    const processes = rc.spawn !== undefined ? deps.processStarters?.get(rc.spawn) : undefined
+    const ctx: ClientContext = {
+      log: deps.log,
+      connect: (endpoint) => connectEndpoint(endpoint, timeouts.connect),
+      limits: { maxResponseHeadSize },
+      ...(processes !== undefined ? { processes } : {}),
+    }
+    if (source === undefined) {
+      source = new StaticSource(name, rc.backends ?? [`process:${rc.spawn ?? name}`])
+    }
+    const pool = new BackendPool({
+      name,
+      source,
+      adapter,
+      adapterOptions,
+      ctx,
+      balance: rc.balance ?? 'least-connection',
+      disableTime: parseDuration(rc.disableTime ?? DEFAULTS.disableTime) ?? DEFAULTS.disableTime,
+      events,
+      log: deps.log,
+    })
+    const cgi: CgiRouteSettings | null = adapter.capabilities.cgiEnv
+      ? {
+          docroot: rc.docroot ?? null,
+          scriptFilename: rc.scriptFilename ?? null,
+          extensions: rc.match?.extension === undefined ? undefined : [rc.match.extension].flat(),
+          index: rc.index,
+          symlinks: rc.symlinks ?? 'owner',
+          params: rc.params,
+          passAuthorization: rc.passAuthorization ?? true,
+        }
+      : null
+    const route = new CompiledRoute({
+      name,
+      index,
+      adapter,
+      adapterOptions,
+      pool,
+      timeouts,
+      retries: rc.retries ?? DEFAULTS.retries,
+      maxConcurrent: rc.maxConcurrent ?? 0,
+      queue: rc.queue ?? DEFAULTS.queue,
+      queueTimeout: parseDuration(rc.queueTimeout ?? DEFAULTS.queueTimeout) ?? DEFAULTS.queueTimeout,
+      maxBodySize: parseSize(rc.maxBodySize ?? 0) ?? 0,
+      spoolLimit: parseSize(rc.spoolLimit ?? DEFAULTS.spoolLimit) ?? DEFAULTS.spoolLimit,
+      prefix: rc.match?.prefix ?? null,
+      stripPrefix: rc.stripPrefix ?? false,
+      hostHeader: rc.hostHeader ?? 'preserve',
+      xForwarded: rc.xForwarded ?? true,
+      forwarded: rc.forwarded ?? false,
+      via: rc.via ?? '',
+      cgi,
+      serverSoftware: deps.serverSoftware,
+      serverName: config.serverName,
+      peerTrusted,
+    })
+    routes.push(route)
+    entries.push({ match: rc.match ?? {}, route })
+  })
+
+  if (issues.length > 0) {
+    for (const r of routes) r.pool.destroy()
+    throw new ConfigError(issues)
+  }
+  const sweepMs = Math.max(5, Math.min(1000, Math.floor(shortest)))
+  return new ProxyRuntime(new Router(entries), routes, events, deps.log, trust, sweepMs)
+}

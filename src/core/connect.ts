@@ -1,0 +1,37 @@
+/**
+ * The one way adapters open stream connections: with the route's connect timeout, errors mapped to
+ * stable codes (ERR_CONNECT_REFUSED / _TIMEOUT / _FAILED, phase 'connect' so the core may fail over).
+ */
+import { connect as netConnect, type Socket } from 'node:net'
+import { ProxyError, fromSocketError } from './errors.js'
+import type { Endpoint } from './types.js'
+
+export function connectEndpoint (endpoint: Endpoint, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    if (endpoint.kind === 'process') {
+      reject(new ProxyError('ERR_CONNECT_FAILED', `${endpoint.id} is not a socket endpoint`, { phase: 'connect', backend: endpoint.id }))
+      return
+    }
+    const socket = endpoint.kind === 'unix'
+      ? netConnect({ path: endpoint.path })
+      : netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true })
+    let timer: NodeJS.Timeout | null = null
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (timer !== null) clearTimeout(timer)
+      socket.destroy()
+      reject(fromSocketError(err, 'connect', endpoint.id))
+    }
+    socket.once('error', onError)
+    socket.once('connect', () => {
+      if (timer !== null) clearTimeout(timer)
+      socket.removeListener('error', onError)
+      resolve(socket)
+    })
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        socket.destroy()
+        reject(new ProxyError('ERR_CONNECT_TIMEOUT', `${timeoutMs} ms`, { phase: 'connect', backend: endpoint.id }))
+      }, timeoutMs)
+    }
+  })
+}

@@ -1,0 +1,65 @@
+/**
+ * Observability without log scraping. Every event goes to a node:diagnostics_channel (so APMs and the
+ * status module can subscribe without a reference to the proxy) and to the proxy's own typed
+ * EventEmitter. Publishing is skipped when nobody listens: the hot path pays one boolean check.
+ */
+import diagnostics from 'node:diagnostics_channel'
+import { EventEmitter } from 'node:events'
+import type { ErrorCode } from './errors.js'
+
+export interface RequestStartEvent { id: number, route: string, method: string, url: string, client: string }
+export interface RequestEndEvent {
+  id: number
+  route: string
+  method: string
+  url: string
+  client: string
+  status: number
+  /** Backend that answered (`127.0.0.1:9000`), '' when none was reached. */
+  backend: string
+  /** Milliseconds from arrival to response head / to the end. */
+  headMs: number
+  totalMs: number
+  bytesOut: number
+  /** Stable code when the exchange failed; null on success. Client aborts are `ERR_CLIENT_ABORTED`. */
+  error: ErrorCode | null
+}
+export interface BackendStateEvent { pool: string, backend: string, state: 'up' | 'disabled' | 'down', reason?: string }
+
+export interface ProxyEventMap {
+  'request:start': [RequestStartEvent]
+  'request:end': [RequestEndEvent]
+  'backend:disabled': [BackendStateEvent]
+  'backend:enabled': [BackendStateEvent]
+  'pool:down': [BackendStateEvent]
+  'pool:up': [BackendStateEvent]
+}
+
+export const channels = {
+  requestStart: diagnostics.channel('proxycore:request:start'),
+  requestEnd: diagnostics.channel('proxycore:request:end'),
+  backendState: diagnostics.channel('proxycore:backend:state'),
+} as const
+
+export class ProxyEvents extends EventEmitter<ProxyEventMap> {
+  requestStart (e: RequestStartEvent): void {
+    if (channels.requestStart.hasSubscribers) channels.requestStart.publish(e)
+    if (this.listenerCount('request:start') > 0) this.emit('request:start', e)
+  }
+
+  requestEnd (e: RequestEndEvent): void {
+    if (channels.requestEnd.hasSubscribers) channels.requestEnd.publish(e)
+    if (this.listenerCount('request:end') > 0) this.emit('request:end', e)
+  }
+
+  backendState (kind: 'backend:disabled' | 'backend:enabled' | 'pool:down' | 'pool:up', e: BackendStateEvent): void {
+    if (channels.backendState.hasSubscribers) channels.backendState.publish({ kind, ...e })
+    this.emit(kind, e)
+  }
+
+  /** Does anybody want request events? Lets the pipeline skip building them. */
+  get wantsRequests (): boolean {
+    return channels.requestStart.hasSubscribers || channels.requestEnd.hasSubscribers ||
+      this.listenerCount('request:start') > 0 || this.listenerCount('request:end') > 0
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * One request through the pipeline:
+ *
+ *   route -> admit -> prepare (spool, script, env) -> lease -> dispatch -> stream -> release
+ *
+ * A ProxyExchange is at once the `Exchange` the adapter reads and the `ResponseHandler` it writes
+ * to: one object per request, no per-request closures on the hot path. Every way out (end, error,
+ * client abort, timeout, local redirect) goes through `finish()`, which releases the admission slot
+ * and the backend exactly once.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import { ProxyError, type ErrorCode } from './errors.js'
+import { filterResponseHeaders, validStatus } from './headers.js'
+import type { Backend } from './pool.js'
+import type { CompiledRoute, ProxyRuntime } from './runtime.js'
+import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
+
+const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
+
+export class ProxyExchange implements Exchange, ResponseHandler {
+  readonly id: number
+  readonly method: string
+  readonly url: string
+  readonly path: string
+  readonly query: string
+  readonly httpVersion: string
+  readonly requestHeaders: IncomingHttpHeaders
+  headers: RawHeaders = []
+  env: Record<string, string> | null = null
+  script: ScriptInfo | null = null
+  body: Readable | null = null
+  contentLength: number | null = null
+  readonly client: ClientInfo
+  readonly role: 'responder' | 'authorizer' = 'responder'
+  readonly options: unknown
+  readonly routeName: string
+  readonly signal: AbortSignal
+
+  /** Deadlines checked by the runtime's sweep (0 = none). */
+  headDeadline = 0
+  idleDeadline = 0
+
+  private readonly ac = new AbortController()
+  private phase = Phase.Admit
+  private backend: Backend | null = null
+  private tried: Set<Backend> | null = null
+  private attempts = 0
+  private flow: FlowControl | null = null
+  private onDrainBound: (() => void) | null = null
+  private cleanupSpool: (() => Promise<void>) | null = null
+  readonly startedAt: number
+  private headAt = 0
+  private bytesOut = 0
+  private status = 0
+  private backendId = ''
+
+  constructor (
+    private readonly rt: ProxyRuntime,
+    readonly route: CompiledRoute,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+    target: { method: string, url: string, path: string, query: string },
+    client: ClientInfo,
+    readonly peer: string,
+    readonly redirects: number,
+  ) {
+    this.id = rt.nextId()
+    this.method = target.method
+    this.url = target.url
+    this.path = target.path
+    this.query = target.query
+    this.httpVersion = req.httpVersion
+    this.requestHeaders = req.headers
+    this.client = client
+    this.options = route.adapterOptions
+    this.routeName = route.name
+    this.signal = this.ac.signal
+    this.startedAt = rt.now()
+  }
+
+  /** Entry point: admission, then preparation, then the first dispatch. */
+  start (): void {
+    const route = this.route
+    route.stats.requests++
+    if (this.rt.events.wantsRequests) {
+      this.rt.events.requestStart({ id: this.id, route: route.name, method: this.method, url: this.url, client: this.client.address })
+    }
+    this.res.once('close', this.onResClose)
+    if (route.admission.tryAcquire()) { this.admitted(); return }
+    route.admission.acquire(this.signal).then(() => {
+      if (this.phase === Phase.Done) { route.admission.release(); return }
+      this.admitted()
+    }, (err: ProxyError) => {
+      if (err.code === 'ERR_QUEUE_FULL' || err.code === 'ERR_QUEUE_TIMEOUT') route.stats.dropped++
+      this.fail(err, false)
+    })
+  }
+
+  private admitted (): void {
+    this.phase = Phase.Prepare
+    this.rt.track(this)
+    const needsPrepare = this.route.prepare !== null && (this.route.needsBodyPrepare(this) || this.route.cgi !== null)
+    if (!needsPrepare && this.route.pool.backends.length > 0) {
+      this.prepareSync()
+      this.dispatch()
+      return
+    }
+    this.prepareAsync().then(() => {
+      if (this.phase !== Phase.Prepare) return
+      this.dispatch()
+    }, (err: unknown) => this.fail(err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }), true))
+  }
+
+  /** What every protocol needs and costs nothing asynchronous. */
+  private prepareSync (): void {
+    const r = this.route.requestBody(this)
+    this.body = r.body
+    this.contentLength = r.length
+    if (!this.route.adapter.capabilities.cgiEnv) this.headers = this.route.forwardHeaders(this)
+  }
+
+  private async prepareAsync (): Promise<void> {
+    this.prepareSync()
+    const route = this.route
+    if (route.prepare !== null) {
+      const p = await route.prepare(this)
+      if (p.body !== undefined) this.body = p.body
+      if (p.length !== undefined) this.contentLength = p.length
+      if (p.cleanup !== undefined) this.cleanupSpool = p.cleanup
+      if (p.script !== undefined) this.script = p.script
+      if (p.env !== undefined) this.env = p.env
+    }
+    if (route.pool.backends.length === 0) await route.pool.source.ensure(this.signal)
+  }
+
+  /** Lease a backend and hand the exchange to its client. */
+  private dispatch (): void {
+    const pool = this.route.pool
+    const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
+    if (b === null) {
+      pool.noneUsable()
+      this.fail(new ProxyError('ERR_NO_BACKEND', `pool ${pool.name}`, { phase: 'connect' }), true, pool.retryAfterSeconds())
+      return
+    }
+    this.backend = b
+    this.backendId = b.endpoint.id
+    this.attempts++
+    pool.started(b)
+    this.phase = Phase.Dispatched
+    const t = this.route.timeouts
+    if (t.headers > 0) this.headDeadline = this.rt.now() + t.headers
+    b.client.dispatch(this, this)
+  }
+
+  // --- ResponseHandler ------------------------------------------------------------------
+
+  onInformational (status: number, headers: RawHeaders): void {
+    if (this.phase !== Phase.Dispatched || status === 101) return
+    // 103 Early Hints and friends; 100 Continue was already answered by node:http itself.
+    if (status !== 100) this.res.writeEarlyHints?.(headersToObject(headers))
+  }
+
+  onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
+    if (this.phase !== Phase.Dispatched) return
+    if (!validStatus(status)) {
+      this.abortBackend()
+      this.onError(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backend?.endpoint.id }))
+      return
+    }
+    this.phase = Phase.Streaming
+    this.flow = flow
+    this.headDeadline = 0
+    const now = this.rt.now()
+    this.headAt = now
+    if (this.route.timeouts.idle > 0) this.idleDeadline = now + this.route.timeouts.idle
+    this.status = status
+    const out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
+    try {
+      if (statusText !== undefined && statusText !== '') this.res.writeHead(status, statusText, out)
+      else this.res.writeHead(status, out)
+    } catch (err) {
+      // node:http refused a header value (invalid characters): the backend's fault.
+      this.phase = Phase.Dispatched
+      this.abortBackend()
+      this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err }))
+    }
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.phase !== Phase.Streaming) return true
+    this.bytesOut += chunk.length
+    if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
+    if (this.res.write(chunk)) return true
+    // Backpressure: the adapter pauses its backend until the client drains.
+    this.onDrainBound ??= () => { if (this.phase === Phase.Streaming) this.flow?.resume() }
+    this.res.once('drain', this.onDrainBound)
+    return false
+  }
+
+  onEnd (trailers?: RawHeaders): void {
+    if (this.phase !== Phase.Streaming) {
+      if (this.phase === Phase.Dispatched) this.onError(new ProxyError('ERR_BAD_RESPONSE', 'response ended before its head', { phase: 'head' }))
+      return
+    }
+    if (trailers !== undefined && trailers.length > 0 && /\btrailers\b/i.test(String(this.req.headers.te ?? ''))) {
+      this.res.addTrailers(headersToObject(trailers))
+    }
+    this.finish(null)
+    this.res.end()
+  }
+
+  onError (err: ProxyError): void {
+    if (this.phase === Phase.Done) return
+    const b = this.backend
+    if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
+      if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
+      this.releaseBackend()
+      if (this.attempts <= this.route.retries && this.signal.aborted === false) {
+        this.tried ??= new Set()
+        this.tried.add(b)
+        this.phase = Phase.Prepare
+        this.dispatch()
+        return
+      }
+    }
+    if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
+    this.fail(err, true)
+  }
+
+  onLocalRedirect (location: string): void {
+    if (this.phase !== Phase.Dispatched) return
+    this.finish(null, true)
+    this.rt.redirect(this, location)
+  }
+
+  onStderr (chunk: Buffer): void {
+    this.rt.stderr(this, chunk)
+  }
+
+  // --- endings ----------------------------------------------------------------------------
+
+  /** The runtime's sweep found a deadline passed. */
+  timedOut (code: Extract<ErrorCode, 'ERR_HEADERS_TIMEOUT' | 'ERR_BODY_TIMEOUT'>): void {
+    this.abortBackend()
+    this.onError(new ProxyError(code, undefined, { phase: code === 'ERR_HEADERS_TIMEOUT' ? 'head' : 'body' }))
+  }
+
+  private readonly onResClose = (): void => {
+    if (this.phase === Phase.Done) return
+    // The client went away: cancel the backend exchange and free its slot. Not an error.
+    this.abortBackend()
+    this.finish('ERR_CLIENT_ABORTED')
+  }
+
+  private abortBackend (): void {
+    if (!this.ac.signal.aborted) this.ac.abort()
+  }
+
+  /** Fail the exchange: an error page if nothing was sent yet, else cut the client connection. */
+  private fail (err: ProxyError, logIt: boolean, retryAfter?: number): void {
+    if (this.phase === Phase.Done) return
+    const wasStreaming = this.phase === Phase.Streaming || this.res.headersSent
+    this.abortBackend()
+    this.finish(err.code)
+    if (err.code === 'ERR_CLIENT_ABORTED') return
+    if (logIt) this.rt.logError(this, err)
+    if (wasStreaming) {
+      // RELIABILITY rule 5: a truncated response stays truncated — no final chunk, no padding.
+      this.res.destroy(err)
+      return
+    }
+    this.status = err.status
+    this.rt.sendError(this.res, err, retryAfter ?? (err.status === 503 ? this.route.pool.retryAfterSeconds() : undefined))
+  }
+
+  private releaseBackend (): void {
+    const b = this.backend
+    if (b === null) return
+    this.backend = null
+    this.route.pool.finished(b)
+  }
+
+  private finish (error: ErrorCode | null, redirected = false): void {
+    if (this.phase === Phase.Done) return
+    const admitted = this.phase !== Phase.Admit
+    this.phase = Phase.Done
+    this.headDeadline = 0
+    this.idleDeadline = 0
+    this.releaseBackend()
+    if (admitted) {
+      this.route.admission.release()
+      this.rt.untrack(this)
+    }
+    if (this.onDrainBound !== null) this.res.removeListener('drain', this.onDrainBound)
+    this.res.removeListener('close', this.onResClose)
+    if (this.cleanupSpool !== null) this.cleanupSpool().catch(() => {})
+    if (redirected) return
+    const stats = this.route.stats
+    if (error !== null && error !== 'ERR_CLIENT_ABORTED') stats.errors++
+    const now = this.rt.now()
+    stats.observe(now - this.startedAt)
+    if (this.rt.events.wantsRequests) {
+      this.rt.events.requestEnd({
+        id: this.id,
+        route: this.route.name,
+        method: this.method,
+        url: this.url,
+        client: this.client.address,
+        status: error === 'ERR_CLIENT_ABORTED' ? 499 : this.status,
+        backend: this.backendId,
+        headMs: this.headAt === 0 ? -1 : this.headAt - this.startedAt,
+        totalMs: now - this.startedAt,
+        bytesOut: this.bytesOut,
+        error,
+      })
+    }
+  }
+
+  get inPhaseWaitingForHead (): boolean { return this.phase === Phase.Dispatched }
+}
+
+function headersToObject (raw: RawHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i].toLowerCase()
+    const prev = out[k]
+    out[k] = prev === undefined ? raw[i + 1] : Array.isArray(prev) ? [...prev, raw[i + 1]] : [prev, raw[i + 1]]
+  }
+  return out
+}

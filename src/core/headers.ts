@@ -1,0 +1,217 @@
+/**
+ * Header hygiene, both directions.
+ *
+ * Request: close the framing gaps Node's parser leaves open (RELIABILITY §2.6, rule 9), strip
+ * hop-by-hop and Connection-listed fields FIRST, then add our own X-Forwarded-* / Forwarded / Via
+ * (RFC 9110 §7.6.1; a client must not be able to make us strip what we add).
+ * Response: strip hop-by-hop and Connection-listed fields, rewrite Location and Set-Cookie for
+ * prefix-mapped routes, refuse statuses outside 100–599.
+ */
+import type { IncomingMessage } from 'node:http'
+import { ProxyError } from './errors.js'
+import type { ClientInfo, RawHeaders } from './types.js'
+
+/** RFC 9110 §7.6.1 + the fields it says intermediaries SHOULD remove. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
+])
+
+/** Fields a request may carry only once (RFC 9112 §3.2 for Host; lighttpd also 400s these). */
+const SINGLETON_REQUEST = new Set(['host', 'authorization', 'proxy-authorization', 'content-type', 'content-length'])
+
+/**
+ * Reject what Node accepts but an intermediary must not forward. Returns null when fine.
+ * Also tells whether the connection must be closed after the response.
+ */
+export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
+  const raw = req.rawHeaders
+  let seen = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toLowerCase()
+    if (!SINGLETON_REQUEST.has(name)) continue
+    const bit = name === 'host' ? 1 : name === 'authorization' ? 2 : name === 'proxy-authorization' ? 4 : name === 'content-type' ? 8 : 16
+    if (seen & bit) return new ProxyError('ERR_BAD_REQUEST', `duplicate ${name} header`, { phase: 'route' })
+    seen |= bit
+  }
+  const te = req.headers['transfer-encoding']
+  if (te !== undefined) {
+    // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means faulty framing.
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
+      return new ProxyError('ERR_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request', { phase: 'route' })
+    }
+    // Node de-chunks `gzip, chunked` but leaves the gzip coding: nothing downstream can take it
+    // (CGI cannot, RFC 3875 §4.2). RFC 9112 §6.1 suggests 501; we answer 400 with a stable code.
+    if (te.trim().toLowerCase() !== 'chunked') {
+      return new ProxyError('ERR_BAD_REQUEST', `unsupported Transfer-Encoding ${JSON.stringify(te)}`, { phase: 'route' })
+    }
+  }
+  return null
+}
+
+/** Names listed in `Connection` (lower-case), excluding `close`/`keep-alive` semantics. */
+export function connectionListed (value: string | string[] | undefined): Set<string> | null {
+  if (value === undefined) return null
+  const text = Array.isArray(value) ? value.join(',') : value
+  let out: Set<string> | null = null
+  for (const part of text.split(',')) {
+    const name = part.trim().toLowerCase()
+    if (name.length === 0) continue
+    if (out === null) out = new Set()
+    out.add(name)
+  }
+  return out
+}
+
+export interface ForwardOptions {
+  /** 'preserve' keeps the client's Host; 'backend' lets the client library use the backend address; any other string is sent as is. */
+  host: string
+  xForwarded: boolean
+  /** Add an RFC 7239 Forwarded element. */
+  forwarded: boolean
+  /** Add `Via: 1.1 <via>`; '' = no Via. */
+  via: string
+  /** The peer is a trusted proxy: keep its X-Forwarded-Proto/Host instead of replacing them. */
+  peerTrusted: boolean
+}
+
+/**
+ * Headers for an HTTP backend from the client's raw headers: drop hop-by-hop, Connection-listed,
+ * Expect (the proxy answers 100-continue itself) and the X-Forwarded-* we set; then add ours.
+ */
+export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo, peer: string, opts: ForwardOptions, keepUpgrade: boolean): RawHeaders {
+  const raw = req.rawHeaders
+  const listed = connectionListed(req.headers.connection)
+  const out: string[] = []
+  let xff: string | null = null
+  let fwd: string | null = null
+  let via: string | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower)) continue
+    if (listed !== null && listed.has(lower)) continue
+    switch (lower) {
+      case 'expect': continue
+      case 'host':
+        if (opts.host === 'preserve') out.push(name, raw[i + 1])
+        continue
+      case 'x-forwarded-for':
+        if (opts.xForwarded) { xff = xff === null ? raw[i + 1] : `${xff}, ${raw[i + 1]}`; continue }
+        break
+      case 'x-forwarded-proto':
+      case 'x-forwarded-host':
+        if (opts.xForwarded && !opts.peerTrusted) continue
+        break
+      case 'forwarded':
+        if (opts.forwarded) { fwd = fwd === null ? raw[i + 1] : `${fwd}, ${raw[i + 1]}`; continue }
+        break
+      case 'via':
+        if (opts.via !== '') { via = via === null ? raw[i + 1] : `${via}, ${raw[i + 1]}`; continue }
+        break
+    }
+    out.push(name, raw[i + 1])
+  }
+  if (opts.host !== 'preserve' && opts.host !== 'backend') out.push('host', opts.host)
+  if (keepUpgrade) {
+    const upgrade = req.headers.upgrade
+    if (upgrade !== undefined) out.push('connection', 'upgrade', 'upgrade', upgrade)
+  }
+  if (opts.xForwarded) {
+    out.push('x-forwarded-for', xff === null ? peer : `${xff}, ${peer}`)
+    if (!opts.peerTrusted || req.headers['x-forwarded-proto'] === undefined) out.push('x-forwarded-proto', client.secure ? 'https' : 'http')
+    if ((!opts.peerTrusted || req.headers['x-forwarded-host'] === undefined) && req.headers.host !== undefined) out.push('x-forwarded-host', req.headers.host)
+  }
+  if (opts.forwarded) {
+    const element = `for=${forwardedNode(peer)};proto=${client.secure ? 'https' : 'http'}${req.headers.host ? `;host=${quoteIfNeeded(req.headers.host)}` : ''}`
+    out.push('forwarded', fwd === null ? element : `${fwd}, ${element}`)
+  }
+  if (opts.via !== '') {
+    const element = `${req.httpVersion} ${opts.via}`
+    out.push('via', via === null ? element : `${via}, ${element}`)
+  }
+  return out
+}
+
+/** RFC 7239 §6: IPv6 nodes are quoted and bracketed. */
+function forwardedNode (addr: string): string {
+  return addr.includes(':') ? `"[${addr}]"` : addr
+}
+
+function quoteIfNeeded (v: string): string {
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`
+}
+
+export interface ResponseRewrite {
+  /** Client-facing prefix of a prefix-mapped route (`/app/`), or null. */
+  prefix: string | null
+  /** Backend-side prefix the client prefix maps onto (`/`). */
+  upstreamPrefix: string
+  /** Host:port the backend may use in absolute Location URLs (its own address, or the Host sent). */
+  backendAuthorities: readonly string[]
+  /** Domain the client used (for Set-Cookie Domain rewrite). */
+  clientHost: string
+  via: string
+}
+
+/**
+ * Response headers for the client: drop hop-by-hop and Connection-listed fields (a 101 keeps
+ * Connection/Upgrade, as nginx does), rewrite Location and Set-Cookie for prefix-mapped routes.
+ */
+export function filterResponseHeaders (raw: RawHeaders, status: number, rw: ResponseRewrite | null, httpVersion: string): RawHeaders {
+  let listed: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
+      const l = connectionListed(raw[i + 1])
+      if (l !== null) { listed ??= new Set(); for (const n of l) listed.add(n) }
+    }
+  }
+  const out: string[] = []
+  let via: string | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    const lower = name.toLowerCase()
+    if (status !== 101 && HOP_BY_HOP.has(lower)) continue
+    if (listed !== null && listed.has(lower) && status !== 101) continue
+    let value = raw[i + 1]
+    if (rw !== null) {
+      if (lower === 'location' || lower === 'content-location') value = rewriteLocation(value, rw)
+      else if (lower === 'set-cookie') value = rewriteCookie(value, rw)
+      else if (lower === 'via' && rw.via !== '') { via = via === null ? value : `${via}, ${value}`; continue }
+    }
+    out.push(name, value)
+  }
+  if (rw !== null && rw.via !== '') out.push('via', via === null ? `${httpVersion} ${rw.via}` : `${via}, ${httpVersion} ${rw.via}`)
+  return out
+}
+
+function rewriteLocation (value: string, rw: ResponseRewrite): string {
+  if (rw.prefix === null) return value
+  let path = value
+  if (!value.startsWith('/')) {
+    // Absolute URL pointing at the backend itself: make it relative to the client's view.
+    const m = /^https?:\/\/([^/?#]+)(.*)$/i.exec(value)
+    if (m === null || !rw.backendAuthorities.includes(m[1].toLowerCase())) return value
+    path = m[2] === '' ? '/' : m[2]
+  } else if (value.startsWith('//')) {
+    return value
+  }
+  if (!path.startsWith(rw.upstreamPrefix)) return value
+  return rw.prefix + path.slice(rw.upstreamPrefix.length)
+}
+
+function rewriteCookie (value: string, rw: ResponseRewrite): string {
+  if (rw.prefix === null) return value
+  return value.replace(/;\s*path=([^;]*)/i, (whole, p: string) => {
+    const path = p.trim()
+    if (!path.startsWith(rw.upstreamPrefix)) return whole
+    return `; Path=${rw.prefix}${path.slice(rw.upstreamPrefix.length)}`
+  }).replace(/;\s*domain=([^;]*)/i, (whole, d: string) => {
+    const domain = d.trim().replace(/^\./, '').toLowerCase()
+    return rw.backendAuthorities.some((a) => a.split(':')[0] === domain) ? `; Domain=${rw.clientHost}` : whole
+  })
+}
+
+/** RFC 9110 §15: status codes are three digits, 100–599. A backend sending 999 gets a 502. */
+export function validStatus (status: number): boolean {
+  return Number.isInteger(status) && status >= 100 && status <= 599
+}

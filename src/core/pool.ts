@@ -1,0 +1,207 @@
+/**
+ * Pools: the `route -> pool -> backend` half of lighttpd's `ext -> host -> procs` model.
+ *
+ * A BackendPool follows a BackendSource (a fixed list, or a spawn's live processes), keeps one
+ * Backend per endpoint with the adapter's client for it, asks the balancer for one, and applies
+ * passive health: a failed connect disables a backend for `disableTime`; the whole pool going down
+ * or coming back is logged once per transition, never once per request.
+ */
+import { parseEndpoint } from './endpoint.js'
+import { createBalancer, type BalanceKey, type BalanceMode, type Balancer } from './balancers.js'
+import type { ProxyEvents } from './events.js'
+import type { BackendClient, BackendSource, ClientContext, Endpoint, Logger, ProtocolAdapter, SourceEndpoint } from './types.js'
+
+/**
+ * Backend states:
+ * - up:       routable.
+ * - disabled: a connect failed; not routable until `disabledUntil`, then tried again.
+ * - draining: gone from the source (recycled, removed on reload); finishes in-flight, then closes.
+ */
+export type BackendState = 'up' | 'disabled' | 'draining'
+
+export class Backend {
+  inflight = 0
+  requests = 0
+  failures = 0
+  state: BackendState = 'up'
+  disabledUntil = 0
+  lastError = ''
+  constructor (readonly sourceId: string, readonly endpoint: Endpoint, readonly client: BackendClient) {}
+}
+
+export interface PoolOptions {
+  name: string
+  source: BackendSource
+  adapter: ProtocolAdapter
+  adapterOptions: unknown
+  ctx: ClientContext
+  balance: BalanceMode
+  /** ms a backend stays disabled after a failed connect. */
+  disableTime: number
+  events: ProxyEvents
+  log: Logger
+  now?: () => number
+}
+
+export class BackendPool {
+  readonly name: string
+  readonly source: BackendSource
+  /** Routable backends in source order (stable order keeps hash/sticky keys in place). */
+  backends: Backend[] = []
+  readonly draining = new Set<Backend>()
+  private readonly byId = new Map<string, Backend>()
+  private readonly balancer: Balancer<Backend>
+  private readonly unsubscribe: () => void
+  private readonly now: () => number
+  private down = false
+  private closed = false
+
+  constructor (private readonly opts: PoolOptions) {
+    this.name = opts.name
+    this.source = opts.source
+    this.balancer = createBalancer<Backend>(opts.balance)
+    this.now = opts.now ?? Date.now
+    this.sync()
+    this.unsubscribe = opts.source.subscribe(() => this.sync())
+  }
+
+  /** Follow the source: new endpoints get a client, vanished ones drain. */
+  private sync (): void {
+    if (this.closed) return
+    const list: readonly SourceEndpoint[] = this.source.list()
+    const seen = new Set<string>()
+    const next: Backend[] = []
+    for (const ep of list) {
+      seen.add(ep.id)
+      let b = this.byId.get(ep.id)
+      if (!b) {
+        const endpoint = ep.address.startsWith('process:')
+          ? { kind: 'process' as const, id: ep.address.slice(8) }
+          : parseEndpoint(ep.address)
+        b = new Backend(ep.id, endpoint, this.opts.adapter.createClient(endpoint, this.opts.adapterOptions, this.opts.ctx))
+        this.byId.set(ep.id, b)
+      }
+      next.push(b)
+    }
+    for (const [id, b] of this.byId) {
+      if (seen.has(id)) continue
+      this.byId.delete(id)
+      b.state = 'draining'
+      this.draining.add(b)
+      this.reapIfIdle(b)
+    }
+    this.backends = next
+  }
+
+  private readonly usable = (b: Backend): boolean => {
+    if (b.state === 'up') return true
+    if (b.state === 'disabled' && this.now() >= b.disabledUntil) {
+      b.state = 'up'
+      this.opts.events.backendState('backend:enabled', { pool: this.name, backend: b.endpoint.id, state: 'up' })
+      return true
+    }
+    return false
+  }
+
+  /** Pick a backend, skipping those already tried for this exchange. */
+  pick (key: BalanceKey, tried: Set<Backend> | null): Backend | null {
+    const usable = tried === null ? this.usable : (b: Backend) => !tried.has(b) && this.usable(b)
+    const b = this.balancer(this.backends, usable, key)
+    if (b !== null && this.down) this.transition(false)
+    return b
+  }
+
+  /** ms until the first disabled backend comes back (for Retry-After), at least 1 s. */
+  retryAfterSeconds (): number {
+    let soonest = Infinity
+    for (const b of this.backends) if (b.state === 'disabled') soonest = Math.min(soonest, b.disabledUntil - this.now())
+    return Number.isFinite(soonest) ? Math.max(1, Math.ceil(soonest / 1000)) : Math.max(1, Math.ceil(this.opts.disableTime / 1000))
+  }
+
+  started (b: Backend): void {
+    b.inflight++
+    b.requests++
+    this.source.requestStarted?.(b.sourceId)
+  }
+
+  finished (b: Backend): void {
+    b.inflight--
+    this.source.requestDone?.(b.sourceId)
+    if (b.state === 'draining') this.reapIfIdle(b)
+  }
+
+  /** Passive health: the backend could not be reached. */
+  connectFailed (b: Backend, reason: string): void {
+    b.failures++
+    b.lastError = reason
+    if (b.state === 'draining') return
+    b.disabledUntil = this.now() + this.opts.disableTime
+    if (b.state !== 'disabled') {
+      b.state = 'disabled'
+      this.opts.events.backendState('backend:disabled', { pool: this.name, backend: b.endpoint.id, state: 'disabled', reason })
+    }
+    if (!this.down && this.backends.every((x) => x.state === 'disabled')) this.transition(true, reason)
+  }
+
+  /** Called when every backend is unusable for an exchange. */
+  noneUsable (): void {
+    if (!this.down && this.backends.length > 0) this.transition(true, 'no usable backend')
+  }
+
+  private transition (down: boolean, reason?: string): void {
+    this.down = down
+    const e = { pool: this.name, backend: '*', state: down ? 'down' as const : 'up' as const, ...(reason ? { reason } : {}) }
+    // One log line per transition (lighttpd: "all handlers for ... are down"), never per request.
+    if (down) this.opts.log.error({ pool: this.name, reason, code: 'ERR_NO_BACKEND' }, `all backends of pool ${this.name} are down`)
+    else this.opts.log.info({ pool: this.name }, `pool ${this.name} is back up`)
+    this.opts.events.backendState(down ? 'pool:down' : 'pool:up', e)
+  }
+
+  private reapIfIdle (b: Backend): void {
+    if (b.inflight > 0) return
+    this.draining.delete(b)
+    b.client.close().catch((err: unknown) => this.opts.log.warn({ pool: this.name, backend: b.endpoint.id, err }, 'closing a drained backend failed'))
+  }
+
+  get inflight (): number {
+    let n = 0
+    for (const b of this.backends) n += b.inflight
+    for (const b of this.draining) n += b.inflight
+    return n
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.unsubscribe()
+    const all = [...this.byId.values(), ...this.draining]
+    this.byId.clear()
+    this.draining.clear()
+    this.backends = []
+    await Promise.allSettled(all.map((b) => b.client.close()))
+  }
+
+  destroy (reason?: Error): void {
+    this.closed = true
+    this.unsubscribe()
+    for (const b of [...this.byId.values(), ...this.draining]) b.client.destroy(reason)
+    this.byId.clear()
+    this.draining.clear()
+    this.backends = []
+  }
+}
+
+/** A fixed list of backends: the `backends:` key of a route. */
+export class StaticSource implements BackendSource {
+  private readonly endpoints: SourceEndpoint[]
+  constructor (readonly name: string, addresses: readonly string[]) {
+    this.endpoints = addresses.map((a) => {
+      const address = a.startsWith('process:') ? a : parseEndpoint(a).id
+      return { id: address, address }
+    })
+  }
+
+  list (): readonly SourceEndpoint[] { return this.endpoints }
+  subscribe (): () => void { return () => {} }
+  async ensure (): Promise<void> {}
+}

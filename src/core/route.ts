@@ -1,0 +1,186 @@
+/**
+ * A route compiled once at load: its match, pool, admission, timeouts, and the per-protocol
+ * preparation of an exchange (forwarded headers for HTTP-speaking backends; body spooling, script
+ * resolution and the RFC 3875 environment for the CGI family).
+ */
+import type { Readable } from 'node:stream'
+import { Admission } from './admission.js'
+import { spoolBody } from './body-spool.js'
+import { buildCgiEnv } from './cgi/env.js'
+import { fixedScript, resolveScript, type SymlinkPolicy } from './cgi/script.js'
+import { ProxyError } from './errors.js'
+import { forwardRequestHeaders, type ResponseRewrite } from './headers.js'
+import type { BackendPool } from './pool.js'
+import type { ProxyExchange } from './exchange.js'
+import { RouteStats } from './stats.js'
+import type { ProtocolAdapter, RawHeaders, ScriptInfo } from './types.js'
+
+export interface RouteTimeouts { connect: number, headers: number, idle: number }
+
+export interface CgiRouteSettings {
+  docroot: string | null
+  scriptFilename: string | null
+  extensions: string[] | undefined
+  index: string[] | undefined
+  symlinks: SymlinkPolicy
+  params: Record<string, string> | undefined
+  passAuthorization: boolean
+}
+
+export interface Prepared {
+  body?: Readable | null
+  length?: number | null
+  cleanup?: () => Promise<void>
+  script?: ScriptInfo
+  env?: Record<string, string>
+}
+
+export interface RouteSettings {
+  name: string
+  index: number
+  adapter: ProtocolAdapter
+  adapterOptions: unknown
+  pool: BackendPool
+  timeouts: RouteTimeouts
+  retries: number
+  maxConcurrent: number
+  queue: number
+  queueTimeout: number
+  maxBodySize: number
+  spoolLimit: number
+  prefix: string | null
+  stripPrefix: boolean
+  hostHeader: string
+  xForwarded: boolean
+  forwarded: boolean
+  via: string
+  cgi: CgiRouteSettings | null
+  serverSoftware: string
+  serverName: string | undefined
+  /** Is this socket peer a trusted proxy? */
+  peerTrusted: (peer: string) => boolean
+}
+
+export class CompiledRoute {
+  readonly name: string
+  readonly adapter: ProtocolAdapter
+  readonly adapterOptions: unknown
+  readonly pool: BackendPool
+  readonly admission: Admission
+  readonly timeouts: RouteTimeouts
+  readonly retries: number
+  readonly stats = new RouteStats()
+  readonly cgi: CgiRouteSettings | null
+  readonly prepare: ((ex: ProxyExchange) => Promise<Prepared>) | null
+  private readonly rewrite: ResponseRewrite | null
+
+  constructor (readonly s: RouteSettings) {
+    this.name = s.name
+    this.adapter = s.adapter
+    this.adapterOptions = s.adapterOptions
+    this.pool = s.pool
+    this.timeouts = s.timeouts
+    this.retries = s.retries
+    this.cgi = s.cgi
+    this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout)
+    const caps = s.adapter.capabilities
+    this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null
+    this.rewrite = s.stripPrefix && s.prefix !== null
+      ? { prefix: s.prefix, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
+      : s.via !== '' ? { prefix: null, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via } : null
+  }
+
+  /** Does this exchange need the asynchronous preparation step? */
+  needsBodyPrepare (ex: ProxyExchange): boolean {
+    return this.adapter.capabilities.needsContentLength && ex.redirects === 0 && ex.req.headers['transfer-encoding'] !== undefined
+  }
+
+  /** The request body as the client framed it. Throws 413 when over maxBodySize. */
+  requestBody (ex: ProxyExchange): { body: Readable | null, length: number | null } {
+    if (ex.redirects > 0) return { body: null, length: null }
+    const h = ex.req.headers
+    if (h['transfer-encoding'] !== undefined) return { body: ex.req, length: null }
+    const cl = h['content-length']
+    if (cl === undefined) return { body: null, length: null }
+    const length = Number(cl)
+    if (this.s.maxBodySize > 0 && length > this.s.maxBodySize) throw new ProxyError('ERR_BODY_TOO_LARGE', `${length} bytes`, { phase: 'route' })
+    return { body: length === 0 ? null : ex.req, length }
+  }
+
+  forwardHeaders (ex: ProxyExchange): RawHeaders {
+    const peerTrusted = this.s.peerTrusted(ex.peer)
+    return forwardRequestHeaders(ex.req, ex.client, ex.peer, {
+      host: this.s.hostHeader,
+      xForwarded: this.s.xForwarded,
+      forwarded: this.s.forwarded,
+      via: this.s.via,
+      peerTrusted,
+    }, false)
+  }
+
+  /** The path the backend sees (prefix stripped when the route maps a prefix). */
+  upstreamUrl (url: string): string {
+    const p = this.s.prefix
+    if (!this.s.stripPrefix || p === null) return url
+    if (!url.startsWith(p)) return url === p.slice(0, -1) ? '/' : url
+    const rest = url.slice(p.length)
+    return rest.startsWith('/') ? rest : `/${rest}`
+  }
+
+  responseRewrite (ex: ProxyExchange): ResponseRewrite | null {
+    if (this.rewrite === null || this.rewrite.prefix === null) return this.rewrite
+    const b = ex.req.headers.host ?? ''
+    return { ...this.rewrite, clientHost: b.split(':')[0], backendAuthorities: this.pool.backends.map((x) => x.endpoint.id.toLowerCase()) }
+  }
+
+  private async prepareCgi (ex: ProxyExchange): Promise<Prepared> {
+    const out: Prepared = {}
+    let length = ex.contentLength
+    if (this.adapter.capabilities.needsContentLength && ex.body !== null && length === null) {
+      const spooled = await spoolBody(ex.body, { maxBytes: this.s.spoolLimit, signal: ex.signal })
+      out.body = spooled.body
+      out.length = length = spooled.length
+      out.cleanup = spooled.cleanup
+    }
+    const cgi = this.cgi
+    if (cgi === null || !this.adapter.capabilities.cgiEnv) return out
+    const script = cgi.docroot !== null
+      ? await resolveScript({
+        docroot: cgi.docroot,
+        urlPath: ex.path,
+        rule: { ...(cgi.extensions ? { extensions: cgi.extensions } : {}), ...(cgi.index ? { index: cgi.index } : {}) },
+        symlinks: cgi.symlinks,
+        ...(this.s.stripPrefix && this.s.prefix !== null ? { prefix: this.s.prefix.replace(/\/$/, '') } : {}),
+      })
+      : fixedScript({ scriptFilename: cgi.scriptFilename ?? '', prefix: (this.s.prefix ?? '').replace(/\/$/, ''), urlPath: ex.path })
+    out.script = script
+    out.env = buildCgiEnv({
+      method: ex.method,
+      url: ex.url,
+      path: ex.path,
+      query: ex.query,
+      httpVersion: ex.httpVersion,
+      headers: ex.requestHeaders,
+      rawHeaders: ex.redirects > 0 ? withoutBodyHeaders(ex.req.rawHeaders) : ex.req.rawHeaders,
+      client: ex.client,
+      script,
+      serverSoftware: this.s.serverSoftware,
+      ...(this.s.serverName !== undefined ? { defaultServerName: this.s.serverName } : {}),
+      contentLength: ex.body === null && out.body === undefined ? null : length,
+      passAuthorization: cgi.passAuthorization,
+      ...(cgi.params !== undefined ? { params: cgi.params } : {}),
+    })
+    return out
+  }
+}
+
+/** A local redirect is a GET without body: drop what described the original body. */
+function withoutBodyHeaders (raw: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i].toLowerCase()
+    if (n === 'content-length' || n === 'content-type' || n === 'transfer-encoding') continue
+    out.push(raw[i], raw[i + 1])
+  }
+  return out
+}

@@ -1,0 +1,113 @@
+/**
+ * The router: every route's match compiled once at load into one predicate; first match wins,
+ * every given field must match (lighttpd's condition blocks, nginx's location order made explicit).
+ */
+import picomatch from 'picomatch'
+
+export interface RouteMatch {
+  /** Exact host, or a leading wildcard `*.example.com` (matches sub.example.com, not example.com). */
+  host?: string | string[]
+  /** Path prefix; `/api/` matches `/api/x`, and `/api` also matches `/api` exactly. */
+  prefix?: string
+  /** File extension(s) of the path's last segment (`.php`) — or any segment, see `extensionAnywhere`. */
+  extension?: string | string[]
+  /** picomatch glob over the decoded path (`/static/**\/*.css`). */
+  glob?: string
+  /** JavaScript regular expression over the raw path. */
+  regex?: string
+  /** Allowed methods (upper-case). */
+  methods?: string[]
+}
+
+export interface MatchInput {
+  /** Host without port, lower-case. */
+  host: string
+  /** Raw path (no query). */
+  path: string
+  method: string
+}
+
+type Predicate = (req: MatchInput) => boolean
+
+export function compileMatch (m: RouteMatch): Predicate {
+  const tests: Predicate[] = []
+  if (m.host !== undefined) tests.push(hostTest(Array.isArray(m.host) ? m.host : [m.host]))
+  if (m.prefix !== undefined) {
+    const prefix = m.prefix
+    const bare = prefix.endsWith('/') && prefix.length > 1 ? prefix.slice(0, -1) : null
+    tests.push((r) => r.path.startsWith(prefix) || r.path === bare)
+  }
+  if (m.extension !== undefined) {
+    const exts = (Array.isArray(m.extension) ? m.extension : [m.extension]).map(normalizeExt)
+    // The extension rule looks at every path segment: `/index.php/extra` is a PHP request whose
+    // PATH_INFO is `/extra` (the script resolver later proves the file really exists).
+    tests.push((r) => {
+      const p = r.path.toLowerCase()
+      for (const e of exts) {
+        const at = p.indexOf(e)
+        if (at < 0) continue
+        for (let i = at; i >= 0; i = p.indexOf(e, i + 1)) {
+          const after = p.charCodeAt(i + e.length)
+          if (Number.isNaN(after) || after === 47 /* / */) return true
+        }
+      }
+      return false
+    })
+  }
+  if (m.glob !== undefined) {
+    const re = picomatch.makeRe(m.glob, { dot: true })
+    tests.push((r) => re.test(safeDecode(r.path)))
+  }
+  if (m.regex !== undefined) {
+    const re = new RegExp(m.regex)
+    tests.push((r) => re.test(r.path))
+  }
+  if (m.methods !== undefined) {
+    const set = new Set(m.methods.map((x) => x.toUpperCase()))
+    tests.push((r) => set.has(r.method))
+  }
+  if (tests.length === 0) return () => true
+  if (tests.length === 1) return tests[0]
+  return (r) => {
+    for (const t of tests) if (!t(r)) return false
+    return true
+  }
+}
+
+function normalizeExt (e: string): string {
+  const x = e.toLowerCase()
+  return x.startsWith('.') ? x : `.${x}`
+}
+
+function hostTest (hosts: string[]): Predicate {
+  const exact = new Set<string>()
+  const suffixes: string[] = []
+  for (const h of hosts) {
+    const x = h.toLowerCase()
+    if (x === '*') return () => true
+    if (x.startsWith('*.')) suffixes.push(x.slice(1))
+    else exact.add(x)
+  }
+  return (r) => {
+    if (exact.has(r.host)) return true
+    for (const s of suffixes) if (r.host.length > s.length && r.host.endsWith(s)) return true
+    return false
+  }
+}
+
+function safeDecode (p: string): string {
+  try { return decodeURIComponent(p) } catch { return p }
+}
+
+/** First match wins. Generic over what a route carries. */
+export class Router<R> {
+  private readonly entries: Array<{ test: Predicate, route: R }>
+  constructor (routes: Array<{ match: RouteMatch, route: R }>) {
+    this.entries = routes.map(({ match, route }) => ({ test: compileMatch(match), route }))
+  }
+
+  find (req: MatchInput): R | null {
+    for (const e of this.entries) if (e.test(req)) return e.route
+    return null
+  }
+}

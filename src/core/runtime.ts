@@ -1,0 +1,222 @@
+/**
+ * The running proxy: front-side checks, routing, the timeout sweep, error pages, local redirects
+ * and graceful close. Built by `createProxy()` from a validated config.
+ *
+ * Timeouts use one coarse sweep over the exchanges in flight (lighttpd's one-second tick, finer when
+ * a route asks for short timeouts) instead of a timer per request.
+ */
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { ProxyError, statusFor } from './errors.js'
+import { ProxyExchange } from './exchange.js'
+import { checkRequestFraming } from './headers.js'
+import type { ProxyEvents } from './events.js'
+import type { CompiledRoute } from './route.js'
+import type { Router } from './router.js'
+import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
+import { UpgradeExchange } from './upgrade.js'
+import type { ClientInfo, Logger } from './types.js'
+
+export type { CompiledRoute } from './route.js'
+
+const MAX_LOCAL_REDIRECTS = 10
+const STDERR_LINE_CAP = 4096
+
+export interface Target { method: string, url: string, path: string, query: string, host: string }
+
+export class ProxyRuntime {
+  private id = 0
+  private readonly active = new Set<ProxyExchange>()
+  private readonly tunnels = new Set<UpgradeExchange>()
+  private sweepTimer: NodeJS.Timeout | null = null
+  private closing = false
+
+  constructor (
+    readonly router: Router<CompiledRoute>,
+    readonly routes: readonly CompiledRoute[],
+    readonly events: ProxyEvents,
+    readonly log: Logger,
+    readonly trust: TrustedProxies,
+    private readonly sweepMs: number,
+  ) {}
+
+  nextId (): number { return ++this.id }
+  now (): number { return Date.now() }
+
+  /** node:http request handler; with `next`, an unmatched request falls through (middleware). */
+  handle (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
+    const bad = checkRequestFraming(req)
+    if (bad !== null) {
+      res.shouldKeepAlive = false
+      this.sendError(res, bad)
+      return
+    }
+    const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
+    if (target === null) { this.sendError(res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target', { phase: 'route' })); return }
+    const route = this.router.find(target)
+    if (route === null) {
+      if (next !== undefined) { next(); return }
+      this.sendError(res, new ProxyError('ERR_NO_ROUTE', undefined, { phase: 'route' }))
+      return
+    }
+    if (this.closing) { this.sendError(res, new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }), 1); return }
+    const peer = plainAddress(req.socket.remoteAddress)
+    const ex = new ProxyExchange(this, route, req, res, withUpstream(route, target), this.clientOf(req, peer), peer, 0)
+    try {
+      ex.start()
+    } catch (err) {
+      this.sendError(res, err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
+    }
+  }
+
+  /** node:http 'upgrade' listener. Unmatched or non-upgradable routes are refused. */
+  upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
+    const bad = checkRequestFraming(req)
+    const route = target === null || bad !== null ? null : this.router.find(target)
+    if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing) {
+      const status = route === null ? 404 : this.closing ? 503 : 400
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      return
+    }
+    const peer = plainAddress(req.socket.remoteAddress)
+    const ex = new UpgradeExchange(this, route, req, socket, head, withUpstream(route, target), this.clientOf(req, peer), peer)
+    this.tunnels.add(ex)
+    ex.start(() => this.tunnels.delete(ex))
+  }
+
+  private clientOf (req: IncomingMessage, peer: string): ClientInfo {
+    const sock = req.socket as Duplex & { encrypted?: boolean, localAddress?: string, localPort?: number, remotePort?: number }
+    let address = peer
+    let secure = sock.encrypted === true
+    if (!this.trust.empty && this.trust.has(peer)) {
+      const h = req.headers
+      address = this.trust.resolve(peer, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded))
+      const proto = h['x-forwarded-proto']
+      if (typeof proto === 'string') secure = proto.split(',')[0].trim().toLowerCase() === 'https'
+    }
+    return { address, port: sock.remotePort ?? 0, localAddress: plainAddress(sock.localAddress), localPort: sock.localPort ?? 0, secure }
+  }
+
+  // --- services for exchanges ------------------------------------------------------------
+
+  track (ex: ProxyExchange): void {
+    this.active.add(ex)
+    if (this.sweepTimer === null) {
+      this.sweepTimer = setInterval(() => this.sweep(), this.sweepMs)
+      this.sweepTimer.unref()
+    }
+  }
+
+  untrack (ex: ProxyExchange): void {
+    this.active.delete(ex)
+    if (this.active.size === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer)
+      this.sweepTimer = null
+    }
+    if (this.closing && this.active.size === 0) this.drained?.()
+  }
+
+  private sweep (): void {
+    const now = this.now()
+    for (const ex of this.active) {
+      if (ex.headDeadline !== 0 && now >= ex.headDeadline) ex.timedOut('ERR_HEADERS_TIMEOUT')
+      else if (ex.idleDeadline !== 0 && now >= ex.idleDeadline) ex.timedOut('ERR_BODY_TIMEOUT')
+    }
+  }
+
+  /** The single place an error becomes a response. */
+  sendError (res: ServerResponse, err: ProxyError, retryAfter?: number): void {
+    if (res.headersSent || res.destroyed) { res.destroy(); return }
+    const status = statusFor(err)
+    const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${err.code}\n`
+    const headers: Record<string, string | number> = {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+    }
+    if (status === 503 && retryAfter !== undefined) headers['retry-after'] = retryAfter
+    if (err.code === 'ERR_BAD_REQUEST') headers.connection = 'close'
+    res.writeHead(status, headers)
+    res.end(res.req?.method === 'HEAD' ? undefined : body)
+  }
+
+  logError (ex: ProxyExchange, err: ProxyError): void {
+    const level = err.status >= 500 ? 'error' : 'warn'
+    this.log[level]({ code: err.code, route: ex.routeName, id: ex.id, backend: err.backend, url: ex.url }, err.message)
+  }
+
+  stderr (ex: ProxyExchange, chunk: Buffer): void {
+    const text = chunk.length > STDERR_LINE_CAP ? `${chunk.subarray(0, STDERR_LINE_CAP).toString()}…` : chunk.toString()
+    this.log.warn({ route: ex.routeName, id: ex.id, stream: 'stderr' }, text.trimEnd())
+  }
+
+  /** RFC 3875 §6.2.2 local redirect: the server re-processes `location` as a new GET. */
+  redirect (from: ProxyExchange, location: string): void {
+    const res = from.res
+    if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) { this.sendError(res, new ProxyError('ERR_REDIRECT_LOOP', location)); return }
+    const target = parseTarget('GET', location, from.req.headers.host)
+    const route = target === null ? null : this.router.find(target)
+    if (route === null || target === null) { this.sendError(res, new ProxyError('ERR_NO_ROUTE', location, { phase: 'route' })); return }
+    const ex = new ProxyExchange(this, route, from.req, res, withUpstream(route, target), from.client, from.peer, from.redirects + 1)
+    ex.start()
+  }
+
+  // --- close ----------------------------------------------------------------------------------
+
+  private drained: (() => void) | null = null
+
+  /** Stop admitting, let in-flight exchanges finish (up to `graceMs`), then close the pools. */
+  async close (graceMs = 30_000): Promise<void> {
+    this.closing = true
+    for (const r of this.routes) r.admission.rejectAll(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }))
+    if (this.active.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs)
+        t.unref()
+        this.drained = () => { clearTimeout(t); resolve() }
+      })
+    }
+    for (const tunnel of this.tunnels) tunnel.destroy()
+    if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null }
+    await Promise.allSettled(this.routes.map((r) => r.pool.close()))
+  }
+
+  get inflight (): number { return this.active.size }
+}
+
+/**
+ * Split the request-target. Absolute-form (`GET http://h/x`) routes on its authority and ignores the
+ * Host header (RFC 9112 §3.2.2). Returns null for targets a proxy must not forward.
+ */
+export function parseTarget (method: string, url: string, hostHeader: string | undefined): Target | null {
+  let path = url
+  let host = hostHeader ?? ''
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    if (url === '*' && method === 'OPTIONS') return { method, url, path: '*', query: '', host: hostOnly(host) }
+    const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(url)
+    if (m === null) return null
+    host = m[1]
+    path = m[2] === '' ? '/' : m[2]
+    if (path.charCodeAt(0) !== 47) path = `/${path}`
+  }
+  const q = path.indexOf('?')
+  const p = q < 0 ? path : path.slice(0, q)
+  const query = q < 0 ? '' : path.slice(q + 1)
+  return { method, url: path, path: p, query, host: hostOnly(host) }
+}
+
+function hostOnly (h: string): string {
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1).toLowerCase()
+  const c = h.indexOf(':')
+  return (c < 0 ? h : h.slice(0, c)).toLowerCase()
+}
+
+/** The target the backend sees: the route's prefix stripped for HTTP backends that map it to `/`. */
+function withUpstream (route: CompiledRoute, t: Target): Target {
+  if (route.adapter.capabilities.cgiEnv) return t
+  const url = route.upstreamUrl(t.url)
+  if (url === t.url) return t
+  const q = url.indexOf('?')
+  return { ...t, url, path: q < 0 ? url : url.slice(0, q) }
+}

@@ -1,0 +1,78 @@
+/**
+ * Trusted proxies (nginx realip with real_ip_recursive, lighttpd mod_extforward): the client address
+ * is the socket peer unless the peer is trusted; then X-Forwarded-For / Forwarded is walked right to
+ * left, trusted hops skipped, and the first untrusted entry is the client. An invalid entry stops the
+ * walk. Nothing is ever taken from a header by default (RELIABILITY §2.8).
+ */
+import ipaddr from 'ipaddr.js'
+
+export class TrustedProxies {
+  private readonly ranges: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>
+
+  constructor (list: readonly string[]) {
+    this.ranges = list.map((entry) => {
+      if (entry.includes('/')) return ipaddr.parseCIDR(entry)
+      const addr = ipaddr.parse(entry)
+      return [addr, addr.kind() === 'ipv4' ? 32 : 128]
+    })
+  }
+
+  get empty (): boolean { return this.ranges.length === 0 }
+
+  has (address: string): boolean {
+    if (this.ranges.length === 0) return false
+    let addr: ipaddr.IPv4 | ipaddr.IPv6
+    try { addr = normalize(ipaddr.parse(address)) } catch { return false }
+    for (const [range, bits] of this.ranges) {
+      if (addr.kind() === range.kind() && addr.match(range, bits)) return true
+    }
+    return false
+  }
+
+  /**
+   * The real client address given the peer and the forwarding chain (left = oldest). Returns the
+   * peer when it is not trusted.
+   */
+  resolve (peer: string, chain: readonly string[]): string {
+    if (!this.has(peer)) return peer
+    let client = peer
+    for (let i = chain.length - 1; i >= 0; i--) {
+      const hop = chain[i]
+      if (!ipaddr.isValid(hop)) break
+      client = hop
+      if (!this.has(hop)) break
+    }
+    return client
+  }
+}
+
+function normalize (a: ipaddr.IPv4 | ipaddr.IPv6): ipaddr.IPv4 | ipaddr.IPv6 {
+  return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address() : a
+}
+
+/** Addresses of `X-Forwarded-For: a, b` and `Forwarded: for=a, for="[b]:1"` lines, in order. */
+export function forwardedChain (xff: string | undefined, forwarded: string | undefined): string[] {
+  if (forwarded !== undefined) {
+    const out: string[] = []
+    for (const element of forwarded.split(',')) {
+      for (const pair of element.split(';')) {
+        const eq = pair.indexOf('=')
+        if (eq < 0 || pair.slice(0, eq).trim().toLowerCase() !== 'for') continue
+        let v = pair.slice(eq + 1).trim()
+        if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1)
+        if (v.startsWith('[')) v = v.slice(1, v.indexOf(']'))
+        else if (v.includes(':') && v.indexOf(':') === v.lastIndexOf(':')) v = v.slice(0, v.indexOf(':'))
+        out.push(v)
+      }
+    }
+    return out
+  }
+  if (xff === undefined) return []
+  return xff.split(',').map((s) => s.trim()).filter((s) => s.length > 0)
+}
+
+/** `::ffff:127.0.0.1` -> `127.0.0.1`, as CGI scripts and logs expect. */
+export function plainAddress (a: string | undefined): string {
+  if (a === undefined) return ''
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a
+}

@@ -1,0 +1,146 @@
+/**
+ * Protocol upgrades (WebSocket and any `Upgrade:`): the backend answers 101 and from then on the
+ * proxy is a byte tunnel. Close and errors propagate both ways; a backend that answers with a plain
+ * response instead gets that response written to the client socket and the socket closed.
+ */
+import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import type { Duplex, Readable } from 'node:stream'
+import { ProxyError } from './errors.js'
+import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
+import type { Backend } from './pool.js'
+import type { CompiledRoute } from './route.js'
+import type { ProxyRuntime, Target } from './runtime.js'
+import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
+
+export class UpgradeExchange implements Exchange, UpgradeHandler {
+  readonly id: number
+  readonly method: string
+  readonly url: string
+  readonly path: string
+  readonly query: string
+  readonly httpVersion: string
+  readonly requestHeaders: IncomingHttpHeaders
+  readonly headers: RawHeaders
+  readonly env: Record<string, string> | null = null
+  readonly script: ScriptInfo | null = null
+  readonly body: Readable | null = null
+  readonly contentLength: number | null = null
+  readonly role = 'responder' as const
+  readonly options: unknown
+  readonly routeName: string
+  readonly signal: AbortSignal
+  private readonly ac = new AbortController()
+  private backend: Backend | null = null
+  private backendSocket: Duplex | null = null
+  private done: (() => void) | null = null
+  private ended = false
+
+  constructor (
+    private readonly rt: ProxyRuntime,
+    private readonly route: CompiledRoute,
+    private readonly req: IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+    target: Target,
+    readonly client: ClientInfo,
+    peer: string,
+  ) {
+    this.id = rt.nextId()
+    this.method = target.method
+    this.url = target.url
+    this.path = target.path
+    this.query = target.query
+    this.httpVersion = req.httpVersion
+    this.requestHeaders = req.headers
+    this.options = route.adapterOptions
+    this.routeName = route.name
+    this.signal = this.ac.signal
+    this.headers = forwardRequestHeaders(req, client, peer, {
+      host: route.s.hostHeader, xForwarded: route.s.xForwarded, forwarded: route.s.forwarded, via: route.s.via, peerTrusted: route.s.peerTrusted(peer),
+    }, true)
+  }
+
+  start (done: () => void): void {
+    this.done = done
+    this.route.stats.requests++
+    this.socket.on('error', this.onClientGone)
+    this.socket.on('close', this.onClientGone)
+    const pool = this.route.pool
+    const b = pool.pick({ url: this.url, client: this.client.address }, null)
+    const client = b?.client
+    if (b === null || client?.upgrade === undefined) { this.refuse(new ProxyError('ERR_NO_BACKEND', undefined, { phase: 'connect' })); return }
+    this.backend = b
+    pool.started(b)
+    client.upgrade(this, this)
+  }
+
+  onUpgrade (status: number, headers: RawHeaders, backend: Duplex, head: Buffer): void {
+    if (this.ended) { backend.destroy(); return }
+    this.backendSocket = backend
+    const out = filterResponseHeaders(headers, status, null, this.httpVersion)
+    let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
+    for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
+    this.socket.write(`${text}\r\n`)
+    if (head.length > 0) this.socket.write(head)
+    if (this.head.length > 0) backend.write(this.head)
+    backend.on('error', () => this.destroy())
+    backend.on('close', () => this.destroy())
+    this.socket.pipe(backend)
+    backend.pipe(this.socket)
+  }
+
+  onHead (status: number, headers: RawHeaders, _flow: FlowControl, statusText?: string): void {
+    if (this.ended) return
+    if (!validStatus(status)) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`)); return }
+    const out = filterResponseHeaders(headers, status, null, this.httpVersion)
+    let text = `HTTP/1.1 ${status} ${statusText ?? STATUS_CODES[status] ?? ''}\r\n`
+    for (let i = 0; i < out.length; i += 2) {
+      const lower = out[i].toLowerCase()
+      if (lower === 'content-length' || lower === 'transfer-encoding') continue
+      text += `${out[i]}: ${out[i + 1]}\r\n`
+    }
+    // The body length is not known here: frame it by closing the connection.
+    this.socket.write(`${text}connection: close\r\n\r\n`)
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (!this.ended) this.socket.write(chunk)
+    return true
+  }
+
+  onEnd (): void {
+    this.socket.end()
+    this.finish()
+  }
+
+  onError (err: ProxyError): void {
+    if (this.ended) return
+    if (err.retryable && this.backend !== null) this.route.pool.connectFailed(this.backend, err.code)
+    this.refuse(err)
+  }
+
+  private refuse (err: ProxyError): void {
+    if (!this.ended && this.socket.writable) {
+      const status = err.status
+      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    }
+    this.rt.log.warn({ code: err.code, route: this.routeName, url: this.url }, `upgrade failed: ${err.message}`)
+    this.finish()
+  }
+
+  private readonly onClientGone = (): void => { this.destroy() }
+
+  destroy (): void {
+    this.backendSocket?.destroy()
+    this.socket.destroy()
+    if (!this.ac.signal.aborted) this.ac.abort()
+    this.finish()
+  }
+
+  private finish (): void {
+    if (this.ended) return
+    this.ended = true
+    if (this.backend !== null) { this.route.pool.finished(this.backend); this.backend = null }
+    this.done?.()
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * proxycore — public API. Everything not exported here is internal.
+ */
+import { registerAdapter } from './core/registry.js'
+import { httpAdapter } from './protocols/http/index.js'
+
+registerAdapter(httpAdapter)
+
+export { createProxy, type CreateProxyOptions, type Proxy } from './proxy.js'
+export { registerAdapter, getAdapter } from './core/registry.js'
+export { ProxyError, ConfigError, ERRORS, statusFor, type ErrorCode, type ErrorPhase, type ConfigIssue } from './core/errors.js'
+export { ProxyEvents, channels, type RequestStartEvent, type RequestEndEvent, type BackendStateEvent } from './core/events.js'
+export { CgiResponseParser, type CgiHead } from './core/cgi/response-head.js'
+export { buildCgiEnv } from './core/cgi/env.js'
+export { parseEndpoint } from './core/endpoint.js'
+export { silentLogger } from './logger.js'
+export { VERSION } from './version.js'
+export { httpAdapter }
+export type {
+  AdapterCapabilities, BackendClient, BackendSource, ClientContext, ClientInfo, Endpoint, Exchange, FlowControl,
+  Logger, ProcessStarter, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo, SourceEndpoint, UpgradeHandler,
+} from './core/types.js'

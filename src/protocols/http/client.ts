@@ -1,0 +1,204 @@
+/**
+ * HTTP/1.1 backend client on undici's Pool: keep-alive connection reuse, streaming both ways with
+ * backpressure, llhttp's strict response parsing. undici's own timeouts are off — the core owns
+ * timeouts — and connections are opened through the core's connector so every protocol shares one
+ * connect-timeout and one error mapping.
+ *
+ * The legacy handler interface (onConnect/onHeaders/onData/onComplete) is undici's direct path:
+ * raw header buffers, no header object built per response.
+ */
+import type { Socket } from 'node:net'
+import type { Duplex, Readable } from 'node:stream'
+import { Pool, type buildConnector } from 'undici'
+import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
+import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
+import type { HttpOptions } from './options.js'
+
+/** RFC 9110 §9.2.2: a request that failed before any response byte may be replayed if idempotent. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+
+export class HttpClient implements BackendClient {
+  inflight = 0
+  private readonly pool: Pool
+
+  constructor (readonly endpoint: Endpoint, opts: HttpOptions, ctx: ClientContext) {
+    const origin = endpoint.kind === 'tcp'
+      ? `http://${endpoint.id}`
+      : 'http://localhost'
+    this.pool = new Pool(origin, {
+      connections: opts.connections,
+      pipelining: 1,
+      keepAliveTimeout: opts.keepAliveTimeout,
+      keepAliveMaxTimeout: opts.keepAliveTimeout,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      maxHeaderSize: ctx.limits.maxResponseHeadSize,
+      // The core's connector: route connect timeout, ERR_CONNECT_* codes.
+      connect: ((_opts: object, cb: (err: Error | null, socket: Socket | null) => void) => {
+        ctx.connect(endpoint).then((s) => cb(null, s), (err: Error) => cb(err, null))
+      }) as unknown as buildConnector.connector,
+    })
+  }
+
+  dispatch (ex: Exchange, handler: ResponseHandler): void {
+    this.inflight++
+    const h = new ExchangeHandler(this, ex, handler)
+    try {
+      this.pool.dispatch({
+        path: ex.url,
+        method: ex.method,
+        headers: ex.headers,
+        // undici destroys a stream body when the exchange fails; handing it an iterator that does
+        // not destroy on return keeps the client connection alive so it can still get a 502.
+        body: ex.body === null ? null : ex.body.iterator({ destroyOnReturn: false }) as unknown as Readable,
+      }, h as unknown as Parameters<Pool["dispatch"]>[1])
+    } catch (err) {
+      h.onError(err as Error)
+    }
+  }
+
+  upgrade (ex: Exchange, handler: UpgradeHandler): void {
+    this.inflight++
+    const h = new UpgradeBridge(this, ex, handler)
+    const headers: string[] = []
+    let protocol = 'websocket'
+    for (let i = 0; i < ex.headers.length; i += 2) {
+      const n = ex.headers[i].toLowerCase()
+      if (n === 'upgrade') { protocol = ex.headers[i + 1]; continue }
+      if (n === 'connection') continue
+      headers.push(ex.headers[i], ex.headers[i + 1])
+    }
+    try {
+      this.pool.dispatch({ path: ex.url, method: ex.method, headers, upgrade: protocol, body: null }, h)
+    } catch (err) {
+      h.onError(err as Error)
+    }
+  }
+
+  done (): void { this.inflight-- }
+
+  async close (): Promise<void> { await this.pool.close() }
+
+  destroy (reason?: Error): void { this.pool.destroy(reason ?? null).catch(() => {}) }
+}
+
+/** Adapts undici's handler calls to the core's ResponseHandler. One per exchange. */
+class ExchangeHandler implements FlowControl {
+  private resumeFn: (() => void) | null = null
+  private abortFn: ((err: Error) => void) | null = null
+  private headSeen = false
+  private finished = false
+
+  constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: ResponseHandler) {}
+
+  onConnect (abort: (err: Error) => void): void {
+    if (this.ex.signal.aborted) { abort(new Error('aborted')); return }
+    this.abortFn = abort
+    this.ex.signal.addEventListener('abort', this.onAbort, { once: true })
+  }
+
+  private readonly onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
+
+  onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    if (status < 200) {
+      this.h.onInformational?.(status, toStrings(raw))
+      return true
+    }
+    this.headSeen = true
+    this.resumeFn = resume
+    this.h.onHead(status, toStrings(raw), this, statusText)
+    return true
+  }
+
+  resume (): void { this.resumeFn?.() }
+
+  onData (chunk: Buffer): boolean { return this.h.onData(chunk) }
+
+  onComplete (trailers: Buffer[] | null): void {
+    if (this.end()) this.h.onEnd(trailers !== null && trailers.length > 0 ? toStrings(trailers) : undefined)
+  }
+
+  onError (err: Error): void {
+    if (!this.end()) return
+    if (this.ex.signal.aborted) {
+      // We aborted (client gone or core timeout): the core already decided what to send.
+      this.h.onError(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'body' }))
+      return
+    }
+    const e = mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id)
+    // A reused keep-alive connection the backend had just closed: safe to replay an idempotent
+    // request without body on another connection (no response byte was seen).
+    if (!this.headSeen && e.phase !== 'connect' && (e.code === 'ERR_BACKEND_CLOSED' || e.code === 'ERR_BACKEND_RESET') &&
+        this.ex.body === null && IDEMPOTENT.has(this.ex.method)) {
+      e.replayable = true
+    }
+    this.h.onError(e)
+  }
+
+  private end (): boolean {
+    if (this.finished) return false
+    this.finished = true
+    this.ex.signal.removeEventListener('abort', this.onAbort)
+    this.client.done()
+    return true
+  }
+}
+
+/** Upgrade requests: 101 hands over the socket; anything else is a plain response. */
+class UpgradeBridge implements FlowControl {
+  private resumeFn: (() => void) | null = null
+  private finished = false
+  constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: UpgradeHandler) {}
+
+  onConnect (abort: (err: Error) => void): void {
+    this.ex.signal.addEventListener('abort', () => abort(new Error('aborted')), { once: true })
+  }
+
+  onUpgrade (status: number, raw: Buffer[], socket: Duplex): void {
+    if (!this.end()) return
+    this.h.onUpgrade(status, toStrings(raw), socket, Buffer.alloc(0))
+  }
+
+  onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    if (status < 200) return true
+    this.resumeFn = resume
+    this.h.onHead(status, toStrings(raw), this, statusText)
+    return true
+  }
+
+  resume (): void { this.resumeFn?.() }
+  onData (chunk: Buffer): boolean { return this.h.onData(chunk) }
+  onComplete (): void { if (this.end()) this.h.onEnd() }
+  onError (err: Error): void {
+    if (!this.end()) return
+    const e = mapError(err, 'head', this.client.endpoint.id)
+    this.h.onError(e.phase === 'connect' ? e : new ProxyError('ERR_UPGRADE_FAILED', err.message, { phase: 'head', cause: err }))
+  }
+
+  private end (): boolean {
+    if (this.finished) return false
+    this.finished = true
+    this.client.done()
+    return true
+  }
+}
+
+function toStrings (raw: Buffer[]): RawHeaders {
+  const out = new Array<string>(raw.length)
+  for (let i = 0; i < raw.length; i++) out[i] = raw[i].toString('latin1')
+  return out
+}
+
+/** undici / llhttp errors -> stable codes. */
+function mapError (err: Error & { code?: string }, phase: ErrorPhase, backend: string): ProxyError {
+  if (err instanceof ProxyError) return err
+  const code = err.code ?? ''
+  let mapped: ErrorCode
+  if (code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'HPE_HEADER_OVERFLOW') mapped = 'ERR_RESPONSE_HEAD_TOO_LARGE'
+  else if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || err.message === 'bad response' || err.message === 'bad upgrade') mapped = 'ERR_BAD_RESPONSE'
+  else if (code === 'ECONNRESET' || code === 'EPIPE') mapped = 'ERR_BACKEND_RESET'
+  else if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BACKEND_CLOSED'
+  else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BAD_REQUEST'
+  else mapped = 'ERR_PROTOCOL'
+  return new ProxyError(mapped, `${code || err.name}: ${err.message}`, { phase, backend, cause: err })
+}
