@@ -3,8 +3,13 @@
  */
 import { registerAdapter } from './core/registry.js'
 import { httpAdapter } from './protocols/http/index.js'
+import { fastcgiAdapter } from './protocols/fastcgi/index.js'
+import { scgiAdapter } from './protocols/scgi/index.js'
 
+// Built-in adapters register here, never from the core (the core imports no protocol).
 registerAdapter(httpAdapter)
+registerAdapter(fastcgiAdapter)
+registerAdapter(scgiAdapter)
 
 export { createProxy, type CreateProxyOptions, type Proxy } from './proxy.js'
 export { registerAdapter, getAdapter } from './core/registry.js'
@@ -15,7 +20,7 @@ export { buildCgiEnv } from './core/cgi/env.js'
 export { parseEndpoint } from './core/endpoint.js'
 export { silentLogger } from './logger.js'
 export { VERSION } from './version.js'
-export { httpAdapter }
+export { httpAdapter, fastcgiAdapter, scgiAdapter }
 export type {
   AdapterCapabilities, BackendClient, BackendSource, ClientContext, ClientInfo, Endpoint, Exchange, FlowControl,
   Logger, ProcessStarter, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo, SourceEndpoint, UpgradeHandler,
