@@ -197,3 +197,10 @@ t.test('IPv4-mapped addresses are shown plain', async (t) => {
   t.equal(env.REMOTE_ADDR, '10.0.0.1')
   t.equal(env.SERVER_ADDR, '127.0.0.1')
 })
+
+t.test('env values are Unicode text: UTF-8 header bytes are decoded', async (t) => {
+  const latin1OfUtf8 = Buffer.from('café', 'utf8').toString('latin1')
+  const env = buildCgiEnv(input({ raw: ['Host', 'h', 'X-Name', latin1OfUtf8, 'X-Latin', 'caf\xe9'] }))
+  t.equal(env.HTTP_X_NAME, 'café')
+  t.equal(env.HTTP_X_LATIN, 'caf\xe9', 'not UTF-8: kept as is')
+})

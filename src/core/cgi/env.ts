@@ -90,6 +90,22 @@ function connectionTokens (pairs: Array<[string, string]>): Set<string> {
   return tokens
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * node:http hands header values over as latin1 strings, one char per byte. Env values are Unicode
+ * text that the adapters encode as UTF-8 (as node does for a child's environment), so UTF-8 bytes
+ * are decoded here; anything else stays as it is.
+ */
+export function headerText (value: string): string {
+  if (!/[\x80-\xff]/.test(value) || /[^\x00-\xff]/.test(value)) return value
+  try {
+    return UTF8.decode(Buffer.from(value, 'latin1'))
+  } catch {
+    return value
+  }
+}
+
 function checkValue (name: string, value: string): void {
   if (BAD_VALUE.test(value)) throw new ProxyError('ERR_BAD_HEADER_VALUE', `NUL, CR or LF in ${name}`, { phase: 'request' })
 }
@@ -151,7 +167,7 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
     const type = pairs.find(([n]) => n === 'content-type')
     if (type !== undefined) {
       checkValue('Content-Type', type[1])
-      env.CONTENT_TYPE = type[1] // §4.1.3
+      env.CONTENT_TYPE = headerText(type[1]) // §4.1.3
     }
   }
 
@@ -166,8 +182,8 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
     if (name === 'authorization' && input.passAuthorization !== true) continue
     checkValue(name, value)
     const list = joined.get(name)
-    if (list === undefined) joined.set(name, [value])
-    else list.push(value)
+    if (list === undefined) joined.set(name, [headerText(value)])
+    else list.push(headerText(value))
   }
   // §4.1.18: same-name fields become one value with the same semantics.
   for (const [name, values] of joined) {

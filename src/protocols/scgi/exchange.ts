@@ -1,0 +1,169 @@
+/**
+ * One SCGI exchange on its own connection (SCGI §2: one request per connection; the server ends
+ * the response by closing). The core owns connect timeouts, head/idle timeouts (they abort
+ * `exchange.signal`), retries and balancing; this is only the wire.
+ *
+ *   encode head ─> connect ─> write head + body (backpressure) ─┐
+ *   socket data ─> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* ─> onEnd (EOF or CL)
+ *   any failure / abort ─> onError, socket destroyed                  (exactly one ending)
+ */
+import type { Socket } from 'node:net'
+import { ProxyError, fromSocketError } from '../../core/errors.js'
+import type { ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
+import { CgiResponseParser } from '../../core/cgi/response-head.js'
+import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
+import { encodeScgiHead } from './netstring.js'
+import type { ScgiOptions } from './options.js'
+
+export class ScgiExchange {
+  private socket: Socket | null = null
+  private settled = false
+  private parser: CgiResponseParser | null
+  /** Request body bytes are still being written. */
+  private uploading = false
+  private framer: CgiBodyFramer | null = null
+  private readonly onAbort = (): void => this.fail(this.abortReason())
+
+  constructor (
+    private readonly endpoint: Endpoint,
+    private readonly opts: ScgiOptions,
+    private readonly ctx: ClientContext,
+    private readonly exchange: Exchange,
+    private readonly handler: ResponseHandler,
+    private readonly done: (x: ScgiExchange) => void
+  ) {
+    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, acceptStatusLine: opts.acceptStatusLine })
+  }
+
+  start (): void {
+    const ex = this.exchange
+    if (ex.signal.aborted) return this.fail(this.abortReason())
+    if (ex.body !== null && ex.contentLength === null) {
+      return this.fail(new ProxyError('ERR_LENGTH_REQUIRED', 'SCGI needs the body length up front', { phase: 'request' }))
+    }
+    let head: Buffer
+    try {
+      // Before any connection: a value that cannot be encoded is the client's fault (400).
+      head = encodeScgiHead(ex.env ?? {}, ex.body === null ? 0 : ex.contentLength ?? 0)
+    } catch (err) {
+      return this.fail(err as ProxyError)
+    }
+    ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    this.ctx.connect(this.endpoint).then((socket) => {
+      if (this.settled) { socket.destroy(); return }
+      this.socket = socket
+      socket.on('data', (chunk: Buffer) => this.onData(chunk))
+      socket.once('end', () => this.onEof())
+      socket.once('error', (err: NodeJS.ErrnoException) => this.onSocketError(err))
+      socket.write(head)
+      this.sendBody(socket)
+    }, (err: unknown) => this.fail(err instanceof ProxyError ? err : fromSocketError(err as NodeJS.ErrnoException, 'connect', this.endpoint.id)))
+  }
+
+  /** Stop now (client gone, client destroyed). */
+  abort (reason: ProxyError): void {
+    this.fail(reason)
+  }
+
+  private abortReason (): ProxyError {
+    const reason: unknown = this.exchange.signal.reason
+    return reason instanceof ProxyError ? reason : new ProxyError('ERR_CLIENT_ABORTED', undefined, { cause: reason, backend: this.endpoint.id })
+  }
+
+  /** Stream exactly CONTENT_LENGTH body bytes, pausing the source while the socket is full. */
+  private sendBody (socket: Socket): void {
+    const body = this.exchange.body
+    const total = this.exchange.contentLength ?? 0
+    if (body === null || total === 0) return
+    let sent = 0
+    this.uploading = true
+    const onDrain = (): void => { body.resume() }
+    const onChunk = (chunk: Buffer): void => {
+      const part = chunk.length > total - sent ? chunk.subarray(0, total - sent) : chunk
+      sent += part.length
+      if (!socket.write(part)) body.pause()
+      if (sent === total) stop()
+    }
+    const onEnd = (): void => {
+      stop()
+      if (sent < total) this.fail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
+    }
+    const onError = (err: Error): void => {
+      stop()
+      this.fail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
+    }
+    const stop = (): void => {
+      this.uploading = false
+      body.off('data', onChunk)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      socket.off('drain', onDrain)
+    }
+    socket.on('drain', onDrain)
+    body.on('data', onChunk)
+    body.once('end', onEnd)
+    body.once('error', onError)
+    socket.once('close', stop)
+    body.resume()
+  }
+
+  private onData (chunk: Buffer): void {
+    if (this.settled) return
+    let data = chunk
+    if (this.parser !== null) {
+      const r = this.parser.push(chunk)
+      if ('error' in r) return this.fail(withBackend(r.error, this.endpoint.id))
+      if (!r.done) return
+      this.parser = null
+      this.framer = new CgiBodyFramer(r.head.contentLength)
+      const socket = this.socket as Socket
+      const flow = { resume: () => { if (!this.settled) socket.resume() } }
+      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') return this.settle()
+      data = r.rest
+    }
+    const framer = this.framer as CgiBodyFramer
+    const part = framer.take(data)
+    if (part.length > 0 && !this.handler.onData(part)) this.socket?.pause()
+    // AC-88: a Content-Length from the backend ends the response; extra bytes are dropped.
+    if (framer.complete && !this.settled) this.succeed()
+  }
+
+  private onEof (): void {
+    if (this.settled) return
+    if (this.parser !== null) return this.fail(withBackend(this.parser.end(), this.endpoint.id))
+    const short = (this.framer as CgiBodyFramer).eof()
+    if (short !== null) return this.fail(withBackend(short, this.endpoint.id))
+    this.succeed()
+  }
+
+  private onSocketError (err: NodeJS.ErrnoException): void {
+    if (this.settled) return
+    // AC-89: the server answered and closed without reading the whole upload. Once its head is
+    // in, the failed write is how SCGI's end-by-close looks from here: the response is over.
+    if (this.uploading && this.parser === null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) return this.onEof()
+    this.fail(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id))
+  }
+
+  private succeed (): void {
+    this.settle()
+    this.handler.onEnd()
+  }
+
+  private fail (err: ProxyError): void {
+    if (this.settled) return
+    this.settle()
+    this.handler.onError(err)
+  }
+
+  private settle (): void {
+    this.settled = true
+    this.exchange.signal.removeEventListener('abort', this.onAbort)
+    this.socket?.destroy()
+    this.done(this)
+  }
+}
+
+function withBackend (err: ProxyError, backend: string): ProxyError {
+  err.backend ??= backend
+  return err
+}

@@ -1,0 +1,38 @@
+/**
+ * The SCGI request head: one netstring of NUL-separated name/value pairs (SCGI spec §3,
+ * RELIABILITY §2.12). nginx writes it the same way: `"%ui:CONTENT_LENGTH%Z%V%Z"` first.
+ *
+ *   <len>":" "CONTENT_LENGTH" NUL <digits> NUL "SCGI" NUL "1" NUL (name NUL value NUL)* ","
+ */
+import { ProxyError } from '../../core/errors.js'
+
+/** Variables the adapter writes itself, first and exactly once. */
+const OWN = new Set(['CONTENT_LENGTH', 'SCGI'])
+
+/**
+ * Encode the SCGI request head. CONTENT_LENGTH comes first and is always present, even "0"
+ * (§3 MUST); `SCGI=1` follows. A NUL in a name or value cannot be encoded → ERR_BAD_HEADER_VALUE
+ * (400, before any connection is made); so can't an empty name (`name ::= notnull+`).
+ * Empty values are sent (`value ::= notnull*`; QUERY_STRING="" is an RFC 3875 §4.1.7 MUST).
+ */
+export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLength: number): Buffer {
+  if (!Number.isSafeInteger(contentLength) || contentLength < 0) {
+    throw new ProxyError('ERR_INTERNAL', `invalid SCGI CONTENT_LENGTH ${contentLength}`)
+  }
+  const parts: string[] = ['CONTENT_LENGTH', String(contentLength), 'SCGI', '1']
+  for (const [name, value] of Object.entries(env)) {
+    // Names are case-sensitive in SCGI, but CGI meta-variables are not (RFC 3875 §4.1):
+    // a `content_length` variant must not sneak a second length past the backend.
+    if (OWN.has(name.toUpperCase())) continue
+    if (name === '') throw new ProxyError('ERR_BAD_HEADER_VALUE', 'empty SCGI header name', { phase: 'request' })
+    if (name.includes('\0') || value.includes('\0')) {
+      throw new ProxyError('ERR_BAD_HEADER_VALUE', `NUL in SCGI header ${JSON.stringify(name.replace(/\0/g, '\\0'))}`, { phase: 'request' })
+    }
+    parts.push(name, value)
+  }
+  // Env values are Unicode text (buildCgiEnv decodes UTF-8 header bytes); the wire is UTF-8.
+  const payload = Buffer.from(parts.join('\0') + '\0', 'utf8')
+  return Buffer.concat([Buffer.from(`${payload.length}:`, 'latin1'), payload, COMMA])
+}
+
+const COMMA = Buffer.from(',', 'latin1')
