@@ -1,0 +1,74 @@
+/**
+ * Real uWSGI as a test peer (RELIABILITY harness: real peers; missing peer → skip locally, fail
+ * under CI=true). One master + workers in their own process group, listening on a unix socket in
+ * a temp dir; stopped by killing the whole group, so no worker outlives the test.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { waitFor } from '../helpers/leaks.js'
+
+export const UWSGI = '/usr/bin/uwsgi'
+export const ECHO_APP = fileURLToPath(new URL('./fixtures/echo_app.py', import.meta.url))
+
+/** Why the peer cannot run here, or null. */
+export function uwsgiMissing (): string | null {
+  if (!existsSync(UWSGI)) return `${UWSGI} not installed (apt-get install uwsgi uwsgi-plugin-python3)`
+  if (!existsSync('/usr/lib/uwsgi/plugins/python3_plugin.so')) return 'uwsgi-plugin-python3 not installed'
+  return null
+}
+
+/** The skip option for a test that needs uWSGI: fails instead under CI=true. */
+export function uwsgiSkip (): string | false {
+  const why = uwsgiMissing()
+  if (why === null) return false
+  if (process.env.CI === 'true') throw new Error(`uWSGI peer missing in CI: ${why}`)
+  return why
+}
+
+export interface UwsgiPeer {
+  readonly socketPath: string
+  readonly pid: number
+  stop (): Promise<void>
+}
+
+function connectable (path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path })
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}
+
+/** Start uWSGI speaking `mode` ('scgi' = --scgi-socket, 'uwsgi' = native --socket). */
+export async function startUwsgi (mode: 'scgi' | 'uwsgi', app = ECHO_APP): Promise<UwsgiPeer> {
+  const dir = await mkdtemp(join(tmpdir(), 'proxycore-uwsgi-'))
+  const socketPath = join(dir, 'app.sock')
+  const child: ChildProcess = spawn(UWSGI, [
+    '--plugin', 'python3', mode === 'scgi' ? '--scgi-socket' : '--socket', socketPath,
+    '--wsgi-file', app, '--master', '--processes', '2', '--die-on-term', '--disable-logging',
+    '--buffer-size', '32768'
+  ], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
+  let log = ''
+  child.stderr?.on('data', (c: Buffer) => { if (log.length < 20000) log += c.toString() })
+  let exited = false
+  const exit = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve() }))
+  const stop = async (): Promise<void> => {
+    if (!exited && child.pid !== undefined) {
+      try { process.kill(-child.pid, 'SIGKILL') } catch { /* group already gone */ }
+    }
+    await exit
+    child.stderr?.destroy()
+    await rm(dir, { recursive: true, force: true })
+  }
+  const ready = await waitFor(async () => exited || await connectable(socketPath), 15000, 20)
+  if (!ready || exited) {
+    await stop()
+    throw new Error(`uWSGI did not become ready: ${log.slice(-2000)}`)
+  }
+  return { socketPath, pid: child.pid as number, stop }
+}
