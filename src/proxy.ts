@@ -31,6 +31,8 @@ export interface CreateProxyOptions extends CompileInput {
 export interface Proxy {
   /** `(req, res)` for node:http, or `(req, res, next)` as middleware. */
   readonly handler: (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => void
+  /** node:http 'checkContinue' listener: 413 without 100 for over-limit uploads (optional). */
+  readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void
   /** node:http 'upgrade' listener (WebSocket and any Upgrade). */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
   /** Typed events; the same events go to diagnostics_channel `proxycore:*`. */
@@ -56,6 +58,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   return {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
+    checkContinue: (req, res) => runtime.checkContinue(req, res),
     events,
     routes: runtime.routes,
     get inflight () { return runtime.inflight },

@@ -69,6 +69,23 @@ export class ProxyRuntime {
     }
   }
 
+  /**
+   * node:http 'checkContinue' listener: answer 413 to an over-limit `Expect: 100-continue` upload
+   * without ever sending 100 (so the client never sends the body); otherwise 100, then proxy.
+   */
+  checkContinue (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
+    const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
+    const route = target === null ? null : this.router.find(target)
+    const cl = Number(req.headers['content-length'] ?? 0)
+    if (route !== null && route.s.maxBodySize > 0 && cl > route.s.maxBodySize) {
+      res.shouldKeepAlive = false
+      this.sendError(res, new ProxyError('ERR_BODY_TOO_LARGE', `${cl} bytes`, { phase: 'route' }))
+      return
+    }
+    res.writeContinue()
+    this.handle(req, res, next)
+  }
+
   /** node:http 'upgrade' listener. Unmatched or non-upgradable routes are refused. */
   upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
@@ -136,7 +153,7 @@ export class ProxyRuntime {
       'cache-control': 'no-store',
     }
     if (status === 503 && retryAfter !== undefined) headers['retry-after'] = retryAfter
-    if (err.code === 'ERR_BAD_REQUEST') headers.connection = 'close'
+    if (err.code === 'ERR_BAD_REQUEST' || err.code === 'ERR_BODY_TOO_LARGE') headers.connection = 'close'
     res.writeHead(status, headers)
     res.end(res.req?.method === 'HEAD' ? undefined : body)
   }

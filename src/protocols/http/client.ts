@@ -106,7 +106,16 @@ class ExchangeHandler implements FlowControl {
     }
     this.headSeen = true
     this.resumeFn = resume
-    this.h.onHead(status, toStrings(raw), this, statusText)
+    const headers = toStrings(raw)
+    const bad = framingProblem(headers)
+    if (bad !== null) {
+      // llhttp accepts these, but the body framing is ambiguous: 502 now, connection destroyed.
+      this.abortFn?.(new Error(bad))
+      this.headSeen = false
+      if (this.end()) this.h.onError(new ProxyError('ERR_BAD_RESPONSE', bad, { phase: 'head', backend: this.client.endpoint.id }))
+      return false
+    }
+    this.h.onHead(status, headers, this, statusText)
     return true
   }
 
@@ -181,6 +190,23 @@ class UpgradeBridge implements FlowControl {
     this.client.done()
     return true
   }
+}
+
+/**
+ * Response framing llhttp lets through but a proxy must not (RELIABILITY §2.6, nginx's 'duplicate
+ * transfer encoding' / 'unknown transfer encoding'): Transfer-Encoding twice, or anything but
+ * `chunked` (which would make the client wait for EOF).
+ */
+function framingProblem (headers: RawHeaders): string | null {
+  let te = 0
+  for (let i = 0; i < headers.length; i += 2) {
+    const n = headers[i]
+    if (n.length !== 17 || n.toLowerCase() !== 'transfer-encoding') continue
+    te++
+    if (te > 1) return 'duplicate Transfer-Encoding'
+    if (headers[i + 1].trim().toLowerCase() !== 'chunked') return `unsupported Transfer-Encoding ${JSON.stringify(headers[i + 1])}`
+  }
+  return null
 }
 
 function toStrings (raw: Buffer[]): RawHeaders {
