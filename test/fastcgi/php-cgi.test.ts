@@ -3,7 +3,7 @@
  * discovery, GET/POST, a body over 64 KiB in several STDIN records, 1 MiB with backpressure,
  * keep-alive reuse, queueing above the children count, STDERR, abort.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,7 +13,7 @@ import { FASTCGI_DEFAULTS } from '../../src/protocols/fastcgi/options.js'
 import { header, makeExchange, record, testContext, unixEndpoint } from './helpers/harness.js'
 import { PHP_CGI, PHP_FIXTURE, havePeer, startPhpCgi, tempDir } from './helpers/peers.js'
 
-async function setup (t: Parameters<Parameters<typeof t.test>[1]>[0], children = 2) {
+async function setup (t: Test, children = 2) {
   const dir = tempDir(t)
   const script = join(dir, 't.php')
   writeFileSync(script, PHP_FIXTURE)
@@ -30,10 +30,10 @@ async function setup (t: Parameters<Parameters<typeof t.test>[1]>[0], children =
 }
 
 t.test('php-cgi', async (t) => {
-  guardLeaks(t)
   if (!havePeer(t, PHP_CGI)) return
 
   t.test('discovery, GET, keep-alive reuse', async (t) => {
+    guardLeaks(t)
     const { ctx, client, ask } = await setup(t)
     const r1 = await ask()
     t.equal(r1.error, null)
@@ -52,6 +52,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('Status header, QUERY_STRING set and empty, big param', async (t) => {
+    guardLeaks(t)
     const { ask } = await setup(t)
     const r = await ask({ query: 'status=1' })
     t.equal(r.status, 404)
@@ -70,6 +71,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('POST bodies: small, and 200 KiB split into several STDIN records', async (t) => {
+    guardLeaks(t)
     const { ask } = await setup(t)
     const small = Buffer.from('hello=world')
     const r = await ask({ method: 'POST', query: 'echo=1', body: small })
@@ -82,6 +84,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('1 MiB response with a slow consumer (backpressure)', async (t) => {
+    guardLeaks(t)
     const { ask } = await setup(t)
     const size = 1024 * 1024
     const r = await ask({ query: `big=${size}` }, { pauseEvery: 64 * 1024 })
@@ -93,6 +96,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('20 concurrent requests against 2 children queue, none fails', async (t) => {
+    guardLeaks(t)
     const { ctx, client, ask } = await setup(t)
     const all = await Promise.all(Array.from({ length: 20 }, () => ask({ query: 'sleep=20' })))
     t.same(all.map((r) => r.error?.code ?? r.status), Array(20).fill(200))
@@ -101,6 +105,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('STDERR is captured', async (t) => {
+    guardLeaks(t)
     const { ask } = await setup(t)
     const r = await ask({ query: 'stderr=abc' })
     t.equal(r.status, 200)
@@ -109,6 +114,7 @@ t.test('php-cgi', async (t) => {
   })
 
   t.test('abort mid-request frees the slot at once; the next request is served', async (t) => {
+    guardLeaks(t)
     const { client, ask, ctx } = await setup(t, 1)
     await ask() // discovery done, one kept-alive connection
     const ac = new AbortController()
