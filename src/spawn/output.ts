@@ -5,12 +5,16 @@
  * the disk cannot take fast enough is dropped and counted instead of queued, so a flood cannot
  * grow the host's memory without bound.
  */
-import { createWriteStream, renameSync, rmSync, type WriteStream } from 'node:fs'
+import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import type { LogOptions } from './types.js'
 
 export const LOG_DEFAULTS = { maxSize: 10 * 1024 * 1024, keep: 3, maxBuffered: 1024 * 1024 } as const
+
+function fileSize (file: string): number {
+  try { return statSync(file).size } catch { return 0 }
+}
 
 export type OutputListener = (stream: 'stdout' | 'stderr', chunk: Buffer, pid: number) => void
 
@@ -52,7 +56,7 @@ export class OutputSink {
     if (this.stream === null) {
       this.stream = createWriteStream(this.file, { flags: 'a' })
       this.stream.on('error', () => { /* disk trouble must not crash the host; output is best effort */ })
-      this.size = 0
+      this.size = fileSize(this.file)
     }
     this.stream.write(chunk)
     this.size += chunk.length

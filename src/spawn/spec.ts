@@ -133,6 +133,10 @@ export function childEnvironment (spec: ResolvedSpec, extra: Record<string, stri
     if (v !== undefined) env[key] = v
   }
   Object.assign(env, spec.environment, extra)
+  // php-cgi exits on its own after a compiled-in 500 requests when PHP_FCGI_MAX_REQUESTS is unset
+  // [VERIFIED: request 501 → ECONNRESET, then ECONNREFUSED with PHP_FCGI_CHILDREN=0]. A spawn that
+  // speaks php-cgi's vocabulary gets 0 (unlimited): recycling is the manager's job (maxRequests).
+  if (env.PHP_FCGI_CHILDREN !== undefined && env.PHP_FCGI_MAX_REQUESTS === undefined) env.PHP_FCGI_MAX_REQUESTS = '0'
   env[MARKER_ENV] = spec.name
   return env
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, listed, manager, nodeBackend, tempDir } from './fixtures/manager.js'
 import { get } from './fixtures/http.js'
-import { processGroup } from '../helpers/leaks.js'
+import { processGroup, waitFor } from '../helpers/leaks.js'
 
 leakTest(t, 'fd0 over TCP and unix: one process per address, each its own group', async (t, defer) => {
   const dir = tempDir(defer)
@@ -81,7 +81,7 @@ leakTest(t, 'minProcs 0: nothing runs until ensure(); idle process stops after i
   src.requestDone(ep.id)
   await listed(src, 0)
   t.pass('scaled to zero after idleTimeout')
-  await t.resolves(async () => { while (m.status()[0].processes.length > 0) await new Promise((r) => setTimeout(r, 10)) })
+  t.ok(await waitFor(() => m.status()[0].processes.length === 0, 5000), 'process reaped')
   t.equal(m.status()[0].state, 'idle')
 })
 
