@@ -1,11 +1,14 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { PassThrough } from 'node:stream'
+import { createServer, request, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createProxy, silentLogger } from '../../src/index.js'
 import { scgiAdapter } from '../../src/protocols/scgi/index.js'
 import { alive, processGroup, waitFor } from '../helpers/leaks.js'
 import { assertNoLeaks, leakBaseline } from '../cgi-shared/leak-check.js'
 import { headerMap, makeExchange, recorder, testContext, unixEndpoint, type ExchangeInit, type Recorded } from './harness.js'
-import { startUwsgi, uwsgiSkip } from './uwsgi-peer.js'
+import { ECHO_APP, startUwsgi, uwsgiSkip } from './uwsgi-peer.js'
 
 const baseline = leakBaseline()
 const skip = uwsgiSkip()
@@ -91,6 +94,44 @@ t.test('SCGI against real uWSGI (--scgi-socket)', { skip }, async (t) => {
     src.destroy()
     await client.close()
   })
+})
+
+t.test('SCGI through createProxy: chunked upload is spooled, env built by the core', { skip }, async (t) => {
+  const peer = await startUwsgi('scgi')
+  const proxy = await createProxy({
+    logger: silentLogger,
+    routes: [{ match: { prefix: '/app/' }, protocol: 'scgi', backends: [`unix:${peer.socketPath}`], scriptFilename: ECHO_APP }]
+  } as Parameters<typeof createProxy>[0])
+  const server: Server = createServer(proxy.handler)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(async () => {
+    await new Promise((resolve) => server.close(resolve))
+    await proxy.close()
+    await peer.stop()
+  })
+  const port = (server.address() as AddressInfo).port
+  const hash = createHash('sha256')
+  const res = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+    const req = request({ port, host: '127.0.0.1', method: 'POST', path: '/app/x/%C3%A9?k=v', headers: { 'transfer-encoding': 'chunked', 'x_evil': '1', 'x-good': '2' } }, (r) => {
+      let body = ''
+      r.setEncoding('utf8')
+      r.on('data', (c: string) => { body += c })
+      r.on('end', () => resolve({ status: r.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    for (let i = 0; i < 40; i++) {
+      const c = Buffer.alloc(8192, i)
+      hash.update(c)
+      req.write(c)
+    }
+    req.end()
+  })
+  t.equal(res.status, 200)
+  const out = JSON.parse(res.body) as { env: Record<string, string>, body_len: number, body_sha256: string }
+  t.match(out.env, { SCRIPT_NAME: '/app', QUERY_STRING: 'k=v', CONTENT_LENGTH: String(40 * 8192), HTTP_X_GOOD: '2', SCGI: '1' })
+  t.equal(Buffer.from(out.env.PATH_INFO, 'latin1').toString('utf8'), '/x/é')
+  t.notOk('HTTP_X_EVIL' in out.env, 'underscore header dropped')
+  t.equal(out.body_sha256, hash.digest('hex'), 'spooled chunked body arrives byte-exact')
 })
 
 t.test('no leaked fd or child', (t) => assertNoLeaks(t, baseline))
