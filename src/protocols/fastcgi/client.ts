@@ -153,11 +153,10 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       }
       const conn = new FcgiConnection(socket, this)
       this.conns.add(conn)
-      if (req.isSettled) {
-        this.release(conn)
-        return this.pump()
-      }
-      conn.start(req)
+      if (req.isSettled) this.release(conn)
+      else conn.start(req)
+      // A multiplexing connection may take more of the queue.
+      this.pump()
     }, (err: unknown) => {
       this.connecting--
       req.fail(connectError(err, this.backend))
