@@ -1,0 +1,276 @@
+/**
+ * One CGI exchange: one process, three pipes (RFC 3875 §7.2 on UNIX). The spawn layer starts the
+ * process (clean environment, only fds 0-2, own process group, the spawn's identity); the core owns
+ * admission, timeouts and the environment. This is only the plumbing between them.
+ *
+ *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full
+ *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
+ *         ─> stderr ──> onStderr (capped, always drained)
+ *   stdout EOF + exit status ─> onEnd, or onError when the script died before its head / by a signal
+ *   exchange.signal (client gone, core timeout) ─> kill the process group, settle silently
+ *
+ * The three pipes are pumped independently, so a script that writes a large response before it
+ * reads its body cannot deadlock against us (RFC 3875 §3.4, RELIABILITY §2.13).
+ */
+import type { ChildProcess } from 'node:child_process'
+import { basename, dirname } from 'node:path'
+import type { Writable } from 'node:stream'
+import { ProxyError } from '../../core/errors.js'
+import { CgiResponseParser } from '../../core/cgi/response-head.js'
+import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
+import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
+import type { CgiOptions } from './options.js'
+
+interface ExitStatus { readonly code: number | null, readonly signal: NodeJS.Signals | null }
+
+/**
+ * What to exec. With a script file (docroot route, or `scriptFilename`), the file is the one
+ * argument after the spawn's optional interpreter (`perl -wT`), and the working directory is the
+ * script's own (RFC 3875 §7.2 SHOULD, as Apache does). Without one, the spawn's binPath is the CGI
+ * program itself (git http-backend) and runs in the spawn's working directory. Nothing ever comes
+ * from the query string: CVE-2012-1823, a documented deviation from RFC 3875 §4.4.
+ */
+export function commandFor (script: ScriptInfo | null): { argv: string[], cwd: string | undefined } {
+  if (script === null || script.filename === '') return { argv: [], cwd: undefined }
+  return { argv: [script.filename], cwd: dirname(script.filename) }
+}
+
+/** RFC 3875 §5.1: NPH scripts are identified by the conventional `nph-` file-name prefix. */
+export function isNph (script: ScriptInfo | null): boolean {
+  if (script === null) return false
+  return basename(script.filename !== '' ? script.filename : script.name).startsWith('nph-')
+}
+
+export class CgiExchange {
+  private child: ChildProcess | null = null
+  /** The handler got its one ending (or the core aborted and needs none). */
+  private settled = false
+  private parser: CgiResponseParser | null
+  private framer: CgiBodyFramer | null = null
+  /** stdout reached EOF after a complete head; the ending waits for the exit status. */
+  private outputDone = false
+  private exit: ExitStatus | null = null
+  private stderrLeft: number
+  private stopBody: (() => void) | null = null
+  /** We stopped the group ourselves: its exit status says nothing about the script. */
+  private killed = false
+  private readonly onAbort = (): void => this.abort()
+
+  constructor (
+    private readonly endpoint: Endpoint,
+    private readonly opts: CgiOptions,
+    private readonly ctx: ClientContext,
+    private readonly exchange: Exchange,
+    private readonly handler: ResponseHandler,
+    private readonly done: (x: CgiExchange) => void
+  ) {
+    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, nph: opts.nph && isNph(exchange.script) })
+    this.stderrLeft = opts.maxStderr
+  }
+
+  start (): void {
+    const ex = this.exchange
+    if (ex.signal.aborted) return this.finish()
+    const starter: ProcessStarter | undefined = this.ctx.processes
+    if (starter === undefined) return this.fail(this.error('ERR_CGI_SPAWN', 'the route has no pipe spawn to start processes with', 'connect'))
+    if (ex.env === null) return this.fail(new ProxyError('ERR_INTERNAL', 'CGI exchange without an environment'))
+    if (ex.body !== null && ex.contentLength === null) {
+      return this.fail(new ProxyError('ERR_LENGTH_REQUIRED', 'CGI needs CONTENT_LENGTH (RFC 3875 §4.2)', { phase: 'request' }))
+    }
+    const { argv, cwd } = commandFor(ex.script)
+    let child: ChildProcess
+    try {
+      // `cwd` undefined = the spawn's own working directory (PipeStarter: `cwd ?? spec.cwd`).
+      child = starter.start({ argv, env: ex.env, cwd } as Parameters<ProcessStarter['start']>[0])
+    } catch (err) {
+      return this.fail(this.error('ERR_CGI_SPAWN', (err as Error).message, 'connect', err))
+    }
+    this.child = child
+    ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      // exec failed (ENOENT, EACCES, ENOEXEC): no process, nothing reached a script.
+      if (child.pid === undefined) this.fail(this.error('ERR_CGI_SPAWN', err.code ?? err.message, 'connect', err))
+    })
+    if (child.pid === undefined) return
+    const stdout = child.stdout
+    stdout?.on('data', (chunk: Buffer) => this.onStdout(chunk))
+    stdout?.once('end', () => this.onStdoutEnd())
+    stdout?.on('error', () => {})
+    child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk))
+    child.stderr?.on('error', () => {})
+    child.once('exit', (code, signal) => this.onExit({ code, signal }))
+    const stdin = child.stdin as Writable
+    // EPIPE: a script may answer without reading its whole body (§4.2 only bounds what it reads).
+    stdin.on('error', () => {})
+    this.sendBody(stdin)
+  }
+
+  /** The pool dropped this client: end the exchange with `err` and stop the process. */
+  destroy (err: ProxyError): void {
+    this.fail(err)
+  }
+
+  /** The core aborted (client gone, timeout) and has already answered: only stop the process. */
+  private abort (): void {
+    this.finish()
+  }
+
+  /** Stream exactly CONTENT_LENGTH bytes to stdin, pausing the source while the pipe is full. */
+  private sendBody (stdin: Writable): void {
+    const body = this.exchange.body
+    const total = this.exchange.contentLength ?? 0
+    if (body === null || total === 0) { stdin.end(); return }
+    let sent = 0
+    const onDrain = (): void => { body.resume() }
+    const onChunk = (chunk: Buffer): void => {
+      const part = chunk.length > total - sent ? chunk.subarray(0, total - sent) : chunk
+      sent += part.length
+      if (!stdin.write(part)) body.pause()
+      if (sent === total) { stop(); stdin.end() }
+    }
+    const onEnd = (): void => {
+      stop()
+      if (sent < total) this.fail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
+    }
+    const onError = (err: Error): void => {
+      stop()
+      this.fail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
+    }
+    const stop = (): void => {
+      this.stopBody = null
+      body.off('data', onChunk)
+      body.off('end', onEnd)
+      body.off('error', onError)
+      stdin.off('drain', onDrain)
+      stdin.off('close', stop)
+    }
+    this.stopBody = () => { stop(); stdin.destroy() }
+    stdin.on('drain', onDrain)
+    stdin.once('close', stop)
+    body.on('data', onChunk)
+    body.once('end', onEnd)
+    body.once('error', onError)
+    body.resume()
+  }
+
+  private onStdout (chunk: Buffer): void {
+    // After the ending the rest of the output is drained and dropped, so the script never blocks.
+    if (this.settled) return
+    let data = chunk
+    if (this.parser !== null) {
+      const r = this.parser.push(chunk)
+      if ('error' in r) return this.fail(this.withBackend(r.error))
+      if (!r.done) return
+      this.parser = null
+      this.framer = new CgiBodyFramer(r.head.contentLength)
+      const stdout = this.child?.stdout
+      const flow = { resume: () => { if (!this.settled) stdout?.resume() } }
+      // §6.2.2 local redirect: the core re-dispatches; whatever else the script prints is dropped.
+      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') return this.finish()
+      if (this.settled) return
+      data = r.rest
+    }
+    const framer = this.framer as CgiBodyFramer
+    const part = framer.take(data)
+    if (part.length > 0 && !this.handler.onData(part)) this.child?.stdout?.pause()
+    // AC-43: a Content-Length from the script ends the response; bytes past it are dropped.
+    if (framer.complete && !this.settled) this.succeed()
+  }
+
+  private onStdoutEnd (): void {
+    if (this.settled) return
+    if (this.parser !== null) {
+      // RFC 3875 §6.1 "MUST always provide a non-empty response" (httpd: "End of script output
+      // before headers"). The process is stopped: it closed stdout, the exchange is over.
+      const why = this.parser.end()
+      return this.fail(this.error('ERR_CGI_EXIT', `${why.message}${this.describeExit()}`, 'head', why))
+    }
+    const short = (this.framer as CgiBodyFramer).eof()
+    if (short !== null) return this.fail(this.withBackend(short))
+    this.outputDone = true
+    if (this.exit !== null) this.endByExit()
+  }
+
+  private onExit (status: ExitStatus): void {
+    this.exit = status
+    if (!this.settled && this.outputDone) return this.endByExit()
+    if (this.settled && !this.killed && this.parser === null && (status.code !== 0 || status.signal !== null)) this.logExit()
+  }
+
+  /**
+   * An EOF-delimited body is complete only if the script was not killed: a signal death (OOM
+   * killer, SIGSEGV, `kill -9 $$`) mid-body must reach the client as a truncated response, never as
+   * a clean end (RELIABILITY rule 5, AC-92c). A non-zero exit code after a whole response is the
+   * script's own business: logged, the response stands (AC-92b).
+   */
+  private endByExit (): void {
+    const status = this.exit as ExitStatus
+    if (status.signal !== null) {
+      return this.fail(this.error('ERR_CGI_EXIT', `killed by ${status.signal} during the body`, 'body'))
+    }
+    if (status.code !== 0) this.logExit()
+    this.succeed()
+  }
+
+  private logExit (): void {
+    const s = this.exit as ExitStatus
+    this.ctx.log.warn({ route: this.exchange.routeName, id: this.exchange.id, backend: this.endpoint.id, code: s.code, signal: s.signal }, 'CGI program exited with a failure status after its response')
+  }
+
+  /** RELIABILITY §2.13 / AC-91: drain stderr always, log at most `maxStderr` bytes of it. */
+  private onStderr (chunk: Buffer): void {
+    if (this.stderrLeft <= 0) return
+    const part = chunk.length > this.stderrLeft ? chunk.subarray(0, this.stderrLeft) : chunk
+    this.stderrLeft -= chunk.length
+    this.handler.onStderr?.(part)
+    if (this.stderrLeft < 0) this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))
+  }
+
+  private describeExit (): string {
+    const s = this.exit
+    if (s === null) return ''
+    return s.signal !== null ? ` (killed by ${s.signal})` : ` (exit code ${s.code})`
+  }
+
+  private error (code: 'ERR_CGI_SPAWN' | 'ERR_CGI_EXIT', detail: string, phase: 'connect' | 'head' | 'body', cause?: unknown): ProxyError {
+    return new ProxyError(code, detail, { phase, backend: this.endpoint.id, ...(cause !== undefined ? { cause } : {}) })
+  }
+
+  private withBackend (err: ProxyError): ProxyError {
+    err.backend ??= this.endpoint.id
+    return err
+  }
+
+  private succeed (): void {
+    if (this.settled) return
+    this.finish()
+    this.handler.onEnd()
+  }
+
+  /** A failure ends the process too: kill the whole group (grandchildren included, AC-93). */
+  private fail (err: ProxyError): void {
+    if (this.settled) return
+    this.finish()
+    this.kill()
+    this.handler.onError(err)
+  }
+
+  /** Settle without telling the handler: the core aborted the exchange and already answered. */
+  private finish (): void {
+    if (this.settled) return
+    this.settled = true
+    this.exchange.signal.removeEventListener('abort', this.onAbort)
+    this.stopBody?.()
+    // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
+    this.child?.stdout?.resume()
+    if (this.exchange.signal.aborted) this.kill()
+    this.done(this)
+  }
+
+  private kill (): void {
+    const child = this.child
+    if (child === null || child.pid === undefined || this.exit !== null) return
+    this.killed = true
+    this.ctx.processes?.kill(child)
+  }
+}
