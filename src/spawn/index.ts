@@ -3,6 +3,8 @@ export { SpawnManager, type SpawnSource } from './manager.js'
 export { PipeStarter } from './pipe-starter.js'
 export { SPAWN_DEFAULTS, MARKER_ENV, parseAddress, formatAddress } from './spec.js'
 export { LOG_DEFAULTS } from './output.js'
+export { IDENTITY_CODES, type Identity } from './identity.js'
+export { SAFE_PATH, CHILD_UMASK, type CgroupSupport } from './launcher.js'
 export { RestartPolicy, realClock, type RestartDecision } from './backoff.js'
 export type {
   Clock, ExitInfo, Handoff, HealthCheckSpec, LimitsSpec, LogOptions, ManagerOptions, ProcessState, ProcessStatus,

@@ -1,16 +1,108 @@
 /**
- * Turns a spawn's argv + clean environment into the exact exec plan.
+ * Turns a spawn's argv + clean environment into the exact exec plan: identity (uid/gid, checked
+ * suEXEC-style at start()), umask, resource limits, and socket ownership.
+ *
+ * Wrapping, outermost first, all exec'ing so the pid stays the one we supervise:
+ *   prlimit --as= --cpu= --nofile= --nproc= --  (util-linux; RLIMITs survive exec)
+ *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide)
+ *   program args…
+ * uid/gid go through Node's spawn options: libuv calls setgroups(0) first, so the child has no
+ * supplementary groups [VERIFIED, RELIABILITY.md §1.4].
  */
-import type { ManagerOptions } from './types.js'
+import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs'
+import type { LimitsSpec, ManagerOptions } from './types.js'
+import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
+import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
+
+/** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
+export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin'
+export const CHILD_UMASK = '022'
+
+export interface CgroupSupport { readonly available: boolean, readonly reason: string }
+
+/**
+ * cgroup v2 limits need a delegated subtree (cgroup.controllers at the unified mount, writable).
+ * Reported, never silently assumed: limits fall back to prlimit, which is per process.
+ */
+export function detectCgroup (): CgroupSupport {
+  const root = '/sys/fs/cgroup'
+  if (!existsSync(`${root}/cgroup.controllers`)) return { available: false, reason: 'no cgroup v2 unified hierarchy at /sys/fs/cgroup (v1 or hybrid)' }
+  const own = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))
+  if (own === undefined) return { available: false, reason: 'process is not in a cgroup v2 group' }
+  return { available: true, reason: `cgroup v2 at ${root}${own.slice(3)}` }
+}
+
+function prlimitArgs (l: LimitsSpec): string[] {
+  const out: string[] = []
+  if (l.memory !== undefined) out.push(`--as=${l.memory}`)
+  if (l.cpu !== undefined) out.push(`--cpu=${l.cpu}`)
+  if (l.nofile !== undefined) out.push(`--nofile=${l.nofile}`)
+  if (l.processes !== undefined) out.push(`--nproc=${l.processes}`)
+  return out
+}
+
+interface Resolved { identity: Identity | null, limits: LimitsSpec | undefined }
 
 export class Launcher {
-  constructor (_opts: ManagerOptions) {}
+  private readonly opts: ManagerOptions
+  private readonly policy: IdentityPolicy
+  private readonly resolved = new Map<string, Resolved>()
 
-  async validate (_spec: ResolvedSpec): Promise<void> {}
+  constructor (opts: ManagerOptions) {
+    this.opts = opts
+    this.policy = { minUid: opts.minUid ?? 1000, minGid: opts.minGid ?? 1000, allowedRoots: opts.allowedRoots }
+  }
+
+  /** Resolve the tenant, the identity and run the suEXEC checks; throws a coded error. */
+  async validate (spec: ResolvedSpec): Promise<void> {
+    let { user, group, limits } = spec
+    if (spec.tenant !== undefined) {
+      const tenant = this.opts.tenants?.[spec.tenant]
+      if (tenant === undefined) throw spawnError('ERR_IDENTITY_UNKNOWN_TENANT', `spawns.${spec.name}.tenant: no tenant named ${spec.tenant}`)
+      if ((user !== undefined && String(user) !== String(tenant.user)) || (group !== undefined && String(group) !== String(tenant.group))) {
+        throw spawnError('ERR_IDENTITY_TENANT_CONFLICT', `spawns.${spec.name}: user/group differ from tenant ${spec.tenant}`)
+      }
+      user = tenant.user
+      group = tenant.group
+      limits = { ...tenant.limits, ...limits }
+    }
+    let identity: Identity | null = null
+    if (user !== undefined || group !== undefined) {
+      identity = resolveIdentity(user, group, this.policy)
+      if (spec.argv.length > 0) checkProgram(spec.argv[0], identity, this.policy)
+    }
+    if (limits !== undefined && prlimitArgs(limits).length > 0 && !existsSync('/usr/bin/prlimit')) {
+      throw spawnError('ERR_SPAWN_LIMITS_UNSUPPORTED', `spawns.${spec.name}.limits: prlimit (util-linux) is not installed`)
+    }
+    this.resolved.set(spec.name, { identity, limits })
+  }
 
   plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined): LaunchPlan {
-    return { file: argv[0], args: argv.slice(1), env, cwd: cwd ?? spec.cwd }
+    const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits }
+    let file = argv[0]
+    let args = argv.slice(1)
+    const id = r.identity
+    if (id !== null) {
+      env = { ...env, PATH: SAFE_PATH }
+      args = ['-c', `umask ${CHILD_UMASK}; exec "$0" "$@"`, file, ...args]
+      file = '/bin/sh'
+    }
+    const limitArgs = r.limits === undefined ? [] : prlimitArgs(r.limits)
+    if (limitArgs.length > 0) {
+      args = [...limitArgs, '--', file, ...args]
+      file = '/usr/bin/prlimit'
+    }
+    return {
+      file,
+      args,
+      env,
+      cwd: cwd ?? spec.cwd,
+      uid: id?.uid,
+      gid: id?.gid,
+      // spawn-fcgi -M 0660 -U user: the backend and the host's group may connect, other tenants not.
+      socketAccess: id === null ? undefined : (path) => { chownSync(path, id.uid, process.getgid?.() ?? 0); chmodSync(path, 0o660) },
+    }
   }
 }

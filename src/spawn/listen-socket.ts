@@ -24,9 +24,10 @@ export interface BoundSocket {
   readonly address: SpawnAddress
   /**
    * Run `start(fd)` (which must spawn synchronously, passing `fd` in its stdio), then drop the
-   * host's copy of the socket in the same tick. Returns what `start` returned.
+   * host's copy of the socket in the same tick. `beforePublish` sees a unix socket under its
+   * private name, before it appears at the operator's path. Returns what `start` returned.
    */
-  handOff<T> (start: (fd: number) => T): T
+  handOff<T> (start: (fd: number) => T, beforePublish?: (path: string) => void): T
   /** Drop the socket without handing it off (error paths); unlinks a unix path we created. */
   close (): void
 }
@@ -110,11 +111,15 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
   }
   return {
     address: bound,
-    handOff<T> (start: (fd: number) => T): T {
+    handOff<T> (start: (fd: number) => T, beforePublish?: (path: string) => void): T {
       if (!open) throw spawnError('ERR_SPAWN_FAILED', 'listening socket already handed off')
       try {
         const out = start(handleFd(server))
-        if (tmpPath !== null && addr.kind === 'unix') renameSync(tmpPath, addr.path)
+        if (tmpPath !== null && addr.kind === 'unix') {
+          // Ownership and mode are set while the socket still has its private name.
+          beforePublish?.(tmpPath)
+          renameSync(tmpPath, addr.path)
+        }
         return out
       } finally {
         release()

@@ -13,7 +13,7 @@ import { PipeStarter } from './pipe-starter.js'
 import { OutputSink } from './output.js'
 import { PidFiles } from './pidfile.js'
 import type { LaunchPlan } from './process.js'
-import { Launcher } from './launcher.js'
+import { Launcher, detectCgroup, type CgroupSupport } from './launcher.js'
 
 /** The `BackendSource` shape of src/core/types.ts, implemented structurally. */
 export interface SpawnSource {
@@ -142,6 +142,11 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   /** Leave FAILED (operator action, like `systemctl reset-failed`), restarting minProcs. */
   clear (name: string): void {
     this.group(name).clear()
+  }
+
+  /** Whether cgroup v2 limits could be used here, and why not; limits use prlimit either way. */
+  cgroupSupport (): CgroupSupport {
+    return detectCgroup()
   }
 
   status (): SpawnStatus[] {

@@ -112,8 +112,7 @@ export class SpawnedProcess {
       }
       if (this.state !== 'starting') { bound?.close(); this.finish(null); return }
       const plan = this.opts.plan(extraEnv)
-      if (bound !== null && this.address.kind === 'unix') plan.socketAccess?.(this.address.path)
-      this.child = bound === null ? this.exec(plan, -1) : bound.handOff((fd) => this.exec(plan, fd))
+      this.child = bound === null ? this.exec(plan, -1) : bound.handOff((fd) => this.exec(plan, fd), plan.socketAccess)
     } catch (err) {
       bound?.close()
       this.startError = err as Error

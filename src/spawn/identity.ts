@@ -1,0 +1,105 @@
+/**
+ * Running a backend as its own user: suEXEC's checks (httpd support/suexec.c, RELIABILITY.md
+ * §1.1/§1.4), done in the host before exec. Each refusal has its own stable code.
+ *
+ * Program ownership: suexec requires the program to be owned by the target user. A spawn's
+ * program is often a system interpreter (/usr/bin/php-cgi), so a program owned by root, in a
+ * root-owned directory, neither writable by group/other, is accepted too: the property the check
+ * protects (nobody but the target user or root can change what runs) holds. Anything else owned
+ * by another user is refused. Residual TOCTOU between these stats and exec: only root or the
+ * target user can race it, and that gains nothing beyond the target user's own rights (§1.4).
+ */
+import { execFileSync } from 'node:child_process'
+import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs'
+import { dirname, isAbsolute, sep } from 'node:path'
+import { spawnError } from './types.js'
+
+export interface Identity { readonly uid: number, readonly gid: number, readonly user: string, readonly group: string }
+
+export interface IdentityPolicy {
+  readonly minUid: number
+  readonly minGid: number
+  readonly allowedRoots: readonly string[] | undefined
+}
+
+/** Stable refusal codes (the core's error table lists them; never reuse one for another meaning). */
+export const IDENTITY_CODES = [
+  'ERR_IDENTITY_NOT_ROOT', 'ERR_IDENTITY_USER_REQUIRED', 'ERR_IDENTITY_GROUP_REQUIRED', 'ERR_IDENTITY_BAD_ID',
+  'ERR_IDENTITY_UNKNOWN_USER', 'ERR_IDENTITY_UNKNOWN_GROUP', 'ERR_IDENTITY_UID_ZERO', 'ERR_IDENTITY_GID_ZERO',
+  'ERR_IDENTITY_UID_BELOW_MIN', 'ERR_IDENTITY_GID_BELOW_MIN', 'ERR_IDENTITY_UNKNOWN_TENANT', 'ERR_IDENTITY_TENANT_CONFLICT',
+  'ERR_SUEXEC_RELATIVE_PATH', 'ERR_SUEXEC_DOTDOT', 'ERR_SUEXEC_NOT_FOUND', 'ERR_SUEXEC_SYMLINK', 'ERR_SUEXEC_NOT_IN_ROOT',
+  'ERR_SUEXEC_OWNER_MISMATCH', 'ERR_SUEXEC_FILE_WRITABLE', 'ERR_SUEXEC_DIR_WRITABLE', 'ERR_SUEXEC_SETID', 'ERR_SUEXEC_NOT_EXECUTABLE',
+] as const
+
+/** getent(1) answers from every NSS source (files, LDAP, sssd), not just /etc/passwd. */
+function getent (db: 'passwd' | 'group', key: string): string[] | null {
+  try {
+    return execFileSync('getent', [db, key], { encoding: 'utf8', env: {} }).trim().split(':')
+  } catch {
+    return null
+  }
+}
+
+/** suexec check 6: strictly numeric ids, no sign, no overflow. */
+function parseId (raw: string | number, what: string): number | null {
+  const s = String(raw)
+  if (!/^\d+$/.test(s)) {
+    if (/^[-+]?\d/.test(s)) throw spawnError('ERR_IDENTITY_BAD_ID', `${what} ${JSON.stringify(s)} is not a valid id`)
+    return null
+  }
+  const n = Number(s)
+  if (n >= 0xffffffff) throw spawnError('ERR_IDENTITY_BAD_ID', `${what} ${s} is out of range`)
+  return n
+}
+
+export function resolveIdentity (user: string | number | undefined, group: string | number | undefined, policy: IdentityPolicy): Identity {
+  if (user === undefined) throw spawnError('ERR_IDENTITY_USER_REQUIRED', 'group is set without user')
+  // spawn({uid}) alone leaves the child in gid 0 [VERIFIED, AC-20].
+  if (group === undefined) throw spawnError('ERR_IDENTITY_GROUP_REQUIRED', `user ${String(user)} is set without group`)
+  if (process.getuid?.() !== 0) throw spawnError('ERR_IDENTITY_NOT_ROOT', 'switching user needs the host to run as root')
+  const uidNum = parseId(user, 'user')
+  const pw = getent('passwd', String(user))
+  if (pw === null) throw spawnError('ERR_IDENTITY_UNKNOWN_USER', `no passwd entry for user ${String(user)}`)
+  const gidNum = parseId(group, 'group')
+  const gr = getent('group', String(group))
+  if (gr === null) throw spawnError('ERR_IDENTITY_UNKNOWN_GROUP', `no group entry for ${String(group)}`)
+  const uid = uidNum ?? Number(pw[2])
+  const gid = gidNum ?? Number(gr[2])
+  if (uid === 0) throw spawnError('ERR_IDENTITY_UID_ZERO', 'refusing to run a backend as uid 0 (suexec 107)')
+  if (gid === 0) throw spawnError('ERR_IDENTITY_GID_ZERO', 'refusing to run a backend as gid 0 (suexec 108)')
+  if (uid < policy.minUid) throw spawnError('ERR_IDENTITY_UID_BELOW_MIN', `uid ${uid} is below minUid ${policy.minUid}`)
+  if (gid < policy.minGid) throw spawnError('ERR_IDENTITY_GID_BELOW_MIN', `gid ${gid} is below minGid ${policy.minGid}`)
+  return { uid, gid, user: pw[0], group: gr[0] }
+}
+
+function ownerOk (st: Stats, id: Identity): boolean {
+  return (st.uid === id.uid && st.gid === id.gid) || (st.uid === 0 && st.gid === 0)
+}
+
+/** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */
+export function checkProgram (program: string, id: Identity, policy: IdentityPolicy): void {
+  if (!isAbsolute(program)) throw spawnError('ERR_SUEXEC_RELATIVE_PATH', `${program}: user-switched programs need an absolute path`)
+  if (program.split('/').includes('..')) throw spawnError('ERR_SUEXEC_DOTDOT', `${program}: '..' is not allowed`)
+  let st: Stats
+  try { st = lstatSync(program) } catch {
+    throw spawnError('ERR_SUEXEC_NOT_FOUND', `${program}: cannot stat program`)
+  }
+  // suexec 117: the program itself must not be a symlink; a symlinked directory above it is
+  // caught by the realpath root check below.
+  if (st.isSymbolicLink()) throw spawnError('ERR_SUEXEC_SYMLINK', `${program}: program is a symlink`)
+  if (policy.allowedRoots !== undefined) {
+    const real = realpathSync(program)
+    const inside = policy.allowedRoots.some((root) => {
+      const r = realpathSync(root)
+      return real.startsWith(r.endsWith(sep) ? r : r + sep) // boundary-aware, unlike suexec's strncmp (AC-23)
+    })
+    if (!inside) throw spawnError('ERR_SUEXEC_NOT_IN_ROOT', `${program}: not inside ${policy.allowedRoots.join(', ')}`)
+  }
+  const dir = statSync(dirname(program))
+  if (!ownerOk(dir, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${dirname(program)}: owned by ${dir.uid}:${dir.gid}, not ${id.uid}:${id.gid} or root`)
+  if ((dir.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dirname(program)}: directory writable by group or others`)
+  if (!ownerOk(st, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${program}: owned by ${st.uid}:${st.gid}, not ${id.uid}:${id.gid} or root`)
+  if ((st.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_FILE_WRITABLE', `${program}: writable by group or others`)
+  if ((st.mode & 0o6000) !== 0) throw spawnError('ERR_SUEXEC_SETID', `${program}: setuid or setgid`)
+  if ((st.mode & 0o100) === 0) throw spawnError('ERR_SUEXEC_NOT_EXECUTABLE', `${program}: no owner execute bit`)
+}
