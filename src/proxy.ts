@@ -10,12 +10,18 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { checkConfig } from './config/check.js'
+import { EmbedConfigSchema } from './config/schema.js'
+import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
+import { managerOptions, toSpawnSpec } from './config/spawns.js'
 import { compileProxy, type CompileInput } from './core/compile.js'
+import { ConfigError } from './core/errors.js'
 import { ProxyEvents } from './core/events.js'
 import type { CompiledRoute } from './core/route.js'
 import type { ProxyRuntime } from './core/runtime.js'
 import type { BackendSource, Logger, ProcessStarter, ProtocolAdapter } from './core/types.js'
 import { defaultLogger } from './logger.js'
+import { SpawnManager } from './spawn/index.js'
 import { VERSION } from './version.js'
 
 export interface CreateProxyOptions extends CompileInput {
@@ -26,6 +32,14 @@ export interface CreateProxyOptions extends CompileInput {
   /** Per-request process starters by name, for `cgi` routes with `spawn: name`. */
   processStarters?: Record<string, ProcessStarter>
   logger?: Logger
+  /** Backend programs to start and supervise (`spawns.<name>` of the operator file). */
+  spawns?: Record<string, SpawnConfig>
+  /** Named identity + limits blocks for spawns. */
+  tenants?: Record<string, TenantConfig>
+  /** Pid-file directory (orphan cleanup after a crash). */
+  runDir?: string
+  /** Directory for the spawns' `<name>.log` output files. */
+  logDir?: string
 }
 
 export interface Proxy {
@@ -41,27 +55,87 @@ export interface Proxy {
   readonly routes: readonly CompiledRoute[]
   /** Exchanges in flight. */
   readonly inflight: number
-  /** Stop admitting, finish in-flight exchanges (up to `graceMs`), release every connection. */
+  /** The spawn manager started from `config.spawns` (status pages), or null. */
+  readonly spawns: SpawnManager | null
+  /**
+   * Stop admitting, finish in-flight exchanges (up to `graceMs`), release every connection, then
+   * stop every spawned process.
+   */
   close (graceMs?: number): Promise<void>
 }
 
 export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   const events = new ProxyEvents()
-  const runtime: ProxyRuntime = compileProxy(config, {
-    ...(config.adapters !== undefined ? { adapters: config.adapters } : {}),
-    sources: new Map(Object.entries(config.sources ?? {})),
-    processStarters: new Map(Object.entries(config.processStarters ?? {})),
-    log: config.logger ?? defaultLogger(),
-    events,
-    serverSoftware: `proxycore/${VERSION}`,
-  })
+  const log = config.logger ?? defaultLogger()
+  const sources = new Map(Object.entries(config.sources ?? {}))
+  const processStarters = new Map(Object.entries(config.processStarters ?? {}))
+  let manager: SpawnManager | null = null
+  if (config.spawns !== undefined && Object.keys(config.spawns).length > 0) {
+    // Validate everything before the first child starts: a bad config must not leave processes.
+    const { adapters, sources: s, processStarters: p, logger, ...fileShape } = config
+    const issues = await checkConfig(fileShape, {
+      schema: EmbedConfigSchema,
+      ...(adapters !== undefined ? { adapters } : {}),
+      ...(s !== undefined ? { sources: s } : {}),
+      ...(p !== undefined ? { processStarters: p } : {}),
+    })
+    if (issues.length > 0) throw new ConfigError(issues)
+    manager = await startSpawns(config, log)
+    for (const [name, spec] of Object.entries(config.spawns)) {
+      if (spec.socketType === 'pipe') processStarters.set(name, manager.pipeStarter(name))
+      else sources.set(name, manager.source(name))
+    }
+  }
+  let runtime: ProxyRuntime
+  try {
+    runtime = compileProxy(config, {
+      ...(config.adapters !== undefined ? { adapters: config.adapters } : {}),
+      sources,
+      processStarters,
+      log,
+      events,
+      serverSoftware: `proxycore/${VERSION}`,
+    })
+  } catch (err) {
+    await manager?.close()
+    throw err
+  }
   return {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
     checkContinue: (req, res) => runtime.checkContinue(req, res),
     events,
     routes: runtime.routes,
+    spawns: manager,
     get inflight () { return runtime.inflight },
-    close: (graceMs) => runtime.close(graceMs),
+    close: async (graceMs) => {
+      try { await runtime.close(graceMs) } finally { await manager?.close() }
+    },
   }
+}
+
+/** One manager for every spawn; a spec the manager rejects becomes a config issue at its path. */
+async function startSpawns (config: CreateProxyOptions, log: Logger): Promise<SpawnManager> {
+  const manager = new SpawnManager(managerOptions(config))
+  manager.on('failed', (e) => log.error({ spawn: e.spawn, reason: e.reason }, 'spawn failed'))
+  manager.on('restart', (e) => log.warn({ spawn: e.spawn, delay: e.delay, restarts: e.restarts }, 'spawn restarting'))
+  manager.on('exit', (e) => { if (!e.expected) log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
+  // Without a logDir, children's output goes to the log (one line per chunk, never mixed into ours).
+  if (config.logDir === undefined) {
+    manager.on('stderr', (e) => log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, e.chunk.toString('utf8').trimEnd()))
+  }
+  try {
+    for (const [name, spec] of Object.entries(config.spawns ?? {})) {
+      try { manager.add(name, toSpawnSpec(spec)) } catch (err) {
+        throw new ConfigError([{ path: `/spawns/${name}`, message: (err as Error).message }])
+      }
+    }
+    await manager.start()
+  } catch (err) {
+    await manager.close()
+    if (err instanceof ConfigError) throw err
+    const code = (err as { code?: string }).code
+    throw new ConfigError([{ path: '/spawns', message: `${code !== undefined ? `${code}: ` : ''}${(err as Error).message}` }])
+  }
+  return manager
 }

@@ -5,19 +5,8 @@
  * operator-facing description; the config reference in docs/ is generated from them.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.js'
-
-const Duration = (description: string, dflt?: string) => Type.Union([
-  Type.Number({ minimum: 0 }),
-  Type.String({ pattern: DURATION_PATTERN }),
-], { description: `${description} Duration: milliseconds, or "250ms", "60s", "5m", "1h".`, ...(dflt !== undefined ? { default: dflt } : {}) })
-
-const Size = (description: string, dflt?: string) => Type.Union([
-  Type.Number({ minimum: 0 }),
-  Type.String({ pattern: SIZE_PATTERN }),
-], { description: `${description} Size: bytes, or "64KiB", "256MiB", "1GiB".`, ...(dflt !== undefined ? { default: dflt } : {}) })
-
-const StringOrList = (description: string) => Type.Union([Type.String(), Type.Array(Type.String())], { description })
+import { Duration, Size, StringOrList } from './schema-parts.js'
+import { SpawnSchema, TenantSchema } from './spawn-schema.js'
 
 export const MatchSchema = Type.Object({
   host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain. Port is ignored.')),
@@ -74,6 +63,41 @@ export const ProxyConfigSchema = Type.Object({
   maxResponseHeadSize: Type.Optional(Size('Largest backend response head.', '64KiB')),
 }, { additionalProperties: true })
 
+const ListenSchema = Type.Union([
+  Type.String({ minLength: 1 }),
+  Type.Array(Type.String({ minLength: 1 }), { minItems: 1 }),
+], { default: '127.0.0.1:8080', description: 'Where the gateway listens: host:port, [v6]:port, or unix:/path; one or a list. Port 0 lets the OS pick (the bound address is logged).' })
+
+export const StatusSchema = Type.Object({
+  path: Type.Optional(Type.String({ pattern: '^/', default: '/server-status', description: 'Status page path: HTML, JSON with `?format=json` or `Accept: application/json`.' })),
+  allow: Type.Optional(Type.Array(Type.String(), { default: ['127.0.0.1', '::1'], description: 'Client addresses/CIDRs allowed to read it; others get 403.' })),
+}, { additionalProperties: false, description: 'The built-in status page (spawns, processes, routes).' })
+
+/** The operator file (proxycore.yaml / .json): the published JSON Schema is generated from this. */
+export const OperatorConfigSchema = Type.Object({
+  $schema: Type.Optional(Type.String({ description: 'Editors: the JSON Schema of this file.' })),
+  listen: Type.Optional(ListenSchema),
+  include: Type.Optional(StringOrList('fast-glob patterns relative to this file (e.g. conf.d/*.yaml); files are merged in sorted order: routes appended, spawns/tenants added (a name defined twice is an error).')),
+  status: Type.Optional(StatusSchema),
+  runDir: Type.Optional(Type.String({ description: 'Directory for spawn pid files; lets a restarted proxycore stop children orphaned by a crashed one.' })),
+  logDir: Type.Optional(Type.String({ description: 'Directory for `<spawn>.log` files with the spawns\' stdout/stderr (rotated); without it they go to the log.' })),
+  logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level (PROXYCORE_LOG_LEVEL overrides).' })),
+  drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests may take to finish.', '30s')),
+  spawns: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), SpawnSchema, { description: 'Backend programs proxycore starts and supervises, by name.' })),
+  tenants: Type.Optional(Type.Record(Type.String(), TenantSchema, { description: 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).' })),
+  routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
+  trustedProxies: Type.Optional(TrustedProxiesSchema),
+  serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),
+  maxResponseHeadSize: Type.Optional(Size('Largest backend response head.', '64KiB')),
+}, { additionalProperties: false, title: 'proxycore configuration' })
+
+export type OperatorConfig = Static<typeof OperatorConfigSchema>
 export type MatchConfig = Static<typeof MatchSchema>
 export type TimeoutsConfig = Static<typeof TimeoutsSchema>
 export type RouteConfig = Static<typeof RouteSchema>
+
+/**
+ * `createProxy()` takes the file's shape plus embedder-only options (adapters, sources, logger), so
+ * its top level allows extra keys; everything nested stays strict.
+ */
+export const EmbedConfigSchema = Type.Object(OperatorConfigSchema.properties, { additionalProperties: true })

@@ -1,0 +1,205 @@
+/**
+ * Operator spawn config -> the spawn manager's `SpawnSpec` (durations to ms, sizes to bytes), and
+ * the cross-field rules no schema can express: a route's spawn exists and fits its protocol, no two
+ * listeners share an address, identities are complete, dependencies are known.
+ */
+import type { ConfigIssue } from '../core/errors.js'
+import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
+import type { RouteConfig } from './schema.js'
+import type { LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
+import { parseDuration, parseSize } from './units.js'
+
+const ms = (v: number | string | undefined): number | undefined => v === undefined ? undefined : parseDuration(v) ?? undefined
+
+function toLimits (l: LimitsConfig | undefined): LimitsSpec | undefined {
+  if (l === undefined) return undefined
+  const cpu = ms(l.cpu)
+  return {
+    ...(l.memory !== undefined ? { memory: parseSize(l.memory) ?? undefined } : {}),
+    // RLIMIT_CPU counts whole seconds; round up so "500ms" is not 0 = unlimited.
+    ...(cpu !== undefined ? { cpu: Math.max(1, Math.ceil(cpu / 1000)) } : {}),
+    ...(l.nofile !== undefined ? { nofile: l.nofile } : {}),
+    ...(l.processes !== undefined ? { processes: l.processes } : {}),
+  }
+}
+
+/** Drop undefined fields so the manager's `??` defaults apply. */
+function compact<T extends object> (o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T
+}
+
+export function toSpawnSpec (c: SpawnConfig): SpawnSpec {
+  return compact<SpawnSpec>({
+    binPath: c.binPath,
+    socketType: c.socketType,
+    socketName: c.socketName,
+    handoff: c.handoff,
+    environment: c.environment,
+    copyEnvironment: c.copyEnvironment,
+    maxRequests: c.maxRequests,
+    minProcs: c.minProcs,
+    maxProcs: c.maxProcs,
+    maxLoadPerProc: c.maxLoadPerProc,
+    idleTimeout: ms(c.idleTimeout),
+    cwd: c.cwd,
+    killSignal: c.killSignal as NodeJS.Signals | undefined,
+    stopTimeout: ms(c.stopTimeout),
+    startTimeout: ms(c.startTimeout),
+    restart: c.restart === undefined
+      ? undefined
+      : compact({
+        initialDelay: ms(c.restart.initialDelay),
+        maxDelay: ms(c.restart.maxDelay),
+        stableAfter: ms(c.restart.stableAfter),
+        maxStarts: c.restart.maxStarts,
+        window: ms(c.restart.window),
+      }),
+    healthCheck: c.healthCheck === undefined
+      ? undefined
+      : compact({
+        type: c.healthCheck.type,
+        command: c.healthCheck.command,
+        interval: ms(c.healthCheck.interval),
+        timeout: ms(c.healthCheck.timeout),
+        failures: c.healthCheck.failures,
+      }),
+    dependsOn: c.dependsOn,
+    user: c.user,
+    group: c.group,
+    tenant: c.tenant,
+    limits: toLimits(c.limits),
+  })
+}
+
+export interface SpawnLayerConfig {
+  spawns?: Record<string, SpawnConfig>
+  tenants?: Record<string, TenantConfig>
+  runDir?: string
+  logDir?: string
+}
+
+export function managerOptions (c: SpawnLayerConfig): ManagerOptions {
+  const tenants: Record<string, TenantSpec> = {}
+  for (const [name, t] of Object.entries(c.tenants ?? {})) {
+    tenants[name] = compact({ user: t.user, group: t.group, limits: toLimits(t.limits) })
+  }
+  return compact<ManagerOptions>({
+    runDir: c.runDir,
+    log: c.logDir !== undefined ? { dir: c.logDir } : undefined,
+    tenants: c.tenants !== undefined ? tenants : undefined,
+  })
+}
+
+/** A comparable key for an address, or null for port 0 (the OS picks, so never a conflict). */
+export function addressKey (raw: string): { key: string, wildcardPort: number | null } | null {
+  const s = raw.startsWith('unix:') ? raw.slice(5) : raw
+  if (s.startsWith('/') || s.startsWith('.')) return { key: `unix:${s}`, wildcardPort: null }
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s)
+  if (m === null) return null
+  const port = Number(m[2])
+  if (port === 0) return null
+  const wildcard = m[1] === '0.0.0.0' || m[1] === '::' || m[1] === ''
+  return { key: `tcp:${m[1]}:${port}`, wildcardPort: wildcard ? port : null }
+}
+
+interface Listener { at: string, address: string }
+
+function addressConflicts (listeners: Listener[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  const seen = new Map<string, Listener>()
+  const wildcards = new Map<number, Listener>()
+  const portOf = (k: string): number => Number(k.slice(k.lastIndexOf(':') + 1))
+  for (const l of listeners) {
+    const k = addressKey(l.address)
+    if (k === null) continue
+    const clash = seen.get(k.key) ??
+      (k.key.startsWith('tcp:') ? wildcards.get(portOf(k.key)) : undefined) ??
+      (k.wildcardPort !== null ? [...seen.entries()].find(([key]) => key.startsWith('tcp:') && portOf(key) === k.wildcardPort)?.[1] : undefined)
+    if (clash !== undefined) {
+      issues.push({ path: l.at, message: `address ${l.address} is already used by ${clash.at}`, found: l.address, expected: 'an address no other listener or spawn uses' })
+    }
+    seen.set(k.key, l)
+    if (k.wildcardPort !== null) wildcards.set(k.wildcardPort, l)
+  }
+  return issues
+}
+
+export interface CrossFieldInput extends SpawnLayerConfig {
+  listen?: string | string[]
+  routes?: RouteConfig[]
+}
+
+/**
+ * Rules across fields. `external` are spawn names an embedder provides itself (`sources` /
+ * `processStarters` of createProxy); `perRequest(protocol)` says whether a protocol runs one process
+ * per request (the cgi adapter), or null when the protocol is unknown (compile reports that).
+ */
+export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<string>, perRequest: (protocol: string) => boolean | null): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  const spawns = c.spawns ?? {}
+  const names = Object.keys(spawns)
+  const listeners: Listener[] = [];
+  [c.listen ?? []].flat().forEach((a, i) => listeners.push({ at: Array.isArray(c.listen) ? `/listen/${i}` : '/listen', address: a }))
+
+  for (const [name, s] of Object.entries(spawns)) {
+    const at = `/spawns/${name}`
+    const pipe = s.socketType === 'pipe'
+    const addrs = [s.socketName ?? []].flat()
+    if (!pipe && (s.binPath === undefined || [s.binPath].flat().join('').trim() === '')) {
+      issues.push({ path: `${at}/binPath`, message: 'a socket spawn needs binPath', expected: 'a program path or argv list' })
+    }
+    if (!pipe && addrs.length === 0) {
+      issues.push({ path: `${at}/socketName`, message: 'a socket spawn needs socketName', expected: 'host:port, [v6]:port or a unix socket path' })
+    }
+    if (pipe && s.socketName !== undefined) {
+      issues.push({ path: `${at}/socketName`, message: 'a pipe spawn has no socket (one process per request on stdin/stdout)', found: s.socketName, expected: 'no socketName, or socketType: socket' })
+    }
+    addrs.forEach((a, i) => {
+      const where = Array.isArray(s.socketName) ? `${at}/socketName/${i}` : `${at}/socketName`
+      if (addressKey(a) === null && !/:0$/.test(a)) issues.push({ path: where, message: `not an address: ${JSON.stringify(a)}`, found: a, expected: 'host:port, [v6]:port or a unix socket path' })
+      listeners.push({ at: where, address: a })
+    })
+    if (s.minProcs !== undefined && s.maxProcs !== undefined && s.minProcs > s.maxProcs) {
+      issues.push({ path: `${at}/minProcs`, message: `minProcs ${s.minProcs} exceeds maxProcs ${s.maxProcs}`, found: s.minProcs, expected: `at most ${s.maxProcs}` })
+    }
+    if (s.user !== undefined && s.group === undefined) {
+      issues.push({ path: `${at}/group`, message: 'user needs group (a process never keeps root\'s group)', expected: 'a group name or gid' })
+    }
+    if (s.group !== undefined && s.user === undefined) {
+      issues.push({ path: `${at}/user`, message: 'group without user', expected: 'a user name or uid' })
+    }
+    if (s.tenant !== undefined) {
+      if (c.tenants?.[s.tenant] === undefined) issues.push({ path: `${at}/tenant`, message: `no tenant named ${JSON.stringify(s.tenant)}`, found: s.tenant, expected: Object.keys(c.tenants ?? {}).join(' | ') || 'a name under `tenants`' })
+      if (s.user !== undefined) issues.push({ path: `${at}/user`, message: 'set either tenant or user/group, not both', found: s.user })
+    }
+    if (s.healthCheck?.type === 'command' && s.healthCheck.command === undefined) {
+      issues.push({ path: `${at}/healthCheck/command`, message: 'healthCheck type command needs command', expected: 'argv list or string' })
+    }
+    s.dependsOn?.forEach((d, i) => {
+      const dep = spawns[d]
+      if (d === name) issues.push({ path: `${at}/dependsOn/${i}`, message: 'a spawn cannot depend on itself', found: d })
+      else if (dep === undefined) issues.push({ path: `${at}/dependsOn/${i}`, message: `no spawn named ${JSON.stringify(d)}`, found: d, expected: names.join(' | ') })
+      else if (dep.socketType === 'pipe') issues.push({ path: `${at}/dependsOn/${i}`, message: `${d} is a pipe spawn; only socket spawns can be depended on`, found: d })
+    })
+  }
+  issues.push(...addressConflicts(listeners))
+
+  c.routes?.forEach((r, i) => {
+    if (r.spawn === undefined) return
+    const at = `/routes/${i}/spawn`
+    const s = spawns[r.spawn]
+    const perReq = perRequest(r.protocol)
+    if (s === undefined) {
+      if (!external.has(r.spawn)) issues.push({ path: at, message: `no spawn named ${JSON.stringify(r.spawn)}`, found: r.spawn, expected: names.join(' | ') || 'a spawn defined under `spawns`' })
+      return
+    }
+    if (perReq === null) return
+    if (s.socketType === 'pipe' && !perReq) {
+      issues.push({ path: at, message: `spawn ${r.spawn} is a pipe spawn (one process per request): only the cgi protocol can use it, not ${r.protocol}`, found: r.spawn, expected: 'protocol: cgi, or a socket spawn' })
+    }
+    if (s.socketType !== 'pipe' && perReq) {
+      issues.push({ path: at, message: `protocol ${r.protocol} starts one process per request: its spawn needs socketType: pipe`, found: r.spawn, expected: 'a spawn with socketType: pipe' })
+    }
+  })
+  return issues
+}
