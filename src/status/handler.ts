@@ -1,0 +1,149 @@
+/**
+ * `createStatus(proxy, opts)`: the status page, its JSON, the live WebSocket and Prometheus
+ * metrics as one handler an embedder mounts in front of `proxy.handler`:
+ *
+ *   const status = createStatus(proxy, { allow: ['127.0.0.1', '10.0.0.0/8'] })
+ *   http.createServer((req, res) => { if (!status.handler(req, res)) proxy.handler(req, res) })
+ *     .on('upgrade', (req, sock, head) => { if (!status.upgrade(req, sock, head)) proxy.upgrade(req, sock, head) })
+ *
+ * It is not a route. A backend's CGI local redirect (RFC 3875 §6.2.2) is re-dispatched through the
+ * proxy's router only, so `Location: /server-status` from a script reaches a backend, never this
+ * page (lighttpd had to special-case mod_status for the same reason).
+ *
+ * Access is decided on the socket peer only — never X-Forwarded-For, which a client writes itself.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { plainAddress, TrustedProxies } from '../core/trust.js'
+import { VERSION } from '../version.js'
+import { LiveView, type LiveOptions } from './live.js'
+import { createMetrics } from './metrics.js'
+import { collectStatus, type StatusSnapshot, type StatusTarget } from './model.js'
+import { renderPage } from './page.js'
+import { StderrTail, type StderrTailOptions } from './stderr-tail.js'
+
+/** Defaults, mirrored in docs/reference/status.md. */
+export const STATUS_DEFAULTS = {
+  path: '/server-status',
+  metricsPath: '/metrics',
+  allow: ['127.0.0.0/8', '::1'],
+} as const
+
+export interface StatusOptions {
+  /** The HTML page; JSON with `?format=json` or `Accept: application/json`; live view at `<path>/live`. */
+  path?: string
+  /** Prometheus text; `false` turns metrics off. */
+  metricsPath?: string | false
+  /** Addresses or CIDRs allowed to see status and metrics; others get 403. Default: loopback only. */
+  allow?: string[]
+  /** Page title. */
+  title?: string
+  live?: LiveOptions | false
+  stderrTail?: StderrTailOptions
+}
+
+export interface StatusHandler {
+  /** Returns true when the request was for status (and was answered); false: pass it on. */
+  handler (req: IncomingMessage, res: ServerResponse): boolean
+  /** node:http 'upgrade' for the live view; false when the upgrade is not for status. */
+  upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): boolean
+  /** The current snapshot (what the JSON endpoint serves). */
+  snapshot (): StatusSnapshot
+  /** Stop timers, close live clients, stop listening to the proxy. */
+  close (): Promise<void>
+}
+
+export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): StatusHandler {
+  const path = trimSlash(opts.path ?? STATUS_DEFAULTS.path)
+  const livePath = `${path}/live`
+  const metricsPath = opts.metricsPath === false ? null : trimSlash(opts.metricsPath ?? STATUS_DEFAULTS.metricsPath)
+  const allow = new TrustedProxies(opts.allow ?? STATUS_DEFAULTS.allow)
+  const startedAt = Date.now()
+  const software = `proxycore/${VERSION}`
+  const tail = new StderrTail(opts.stderrTail)
+  if (proxy.spawns) tail.attach(proxy.spawns)
+  const snapshot = (): StatusSnapshot => collectStatus(proxy, { software, startedAt, stderr: tail })
+  const metrics = metricsPath === null ? null : createMetrics(proxy, snapshot)
+  const live = opts.live === false ? null : new LiveView(proxy, snapshot, opts.live)
+
+  const allowed = (req: IncomingMessage): boolean => allow.has(plainAddress(req.socket.remoteAddress))
+
+  const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const p = trimSlash(q < 0 ? url : url.slice(0, q))
+    const isPage = p === path
+    const isMetrics = metricsPath !== null && p === metricsPath
+    if (!isPage && !isMetrics && p !== livePath) return false
+    if (!allowed(req)) { send(res, 403, 'text/plain; charset=utf-8', '403 Forbidden\n'); return true }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(res, 405, 'text/plain; charset=utf-8', '405 Method Not Allowed\n', { allow: 'GET, HEAD' })
+      return true
+    }
+    if (p === livePath) { send(res, 426, 'text/plain; charset=utf-8', '426 Upgrade Required\n', { upgrade: 'websocket' }); return true }
+    if (isMetrics && metrics !== null) {
+      metrics.render().then(
+        (text) => send(res, 200, metrics.registry.contentType, text),
+        (err: unknown) => send(res, 500, 'text/plain; charset=utf-8', `500 metrics failed: ${String(err)}\n`),
+      )
+      return true
+    }
+    const s = snapshot()
+    if (wantsJson(q < 0 ? '' : url.slice(q + 1), req.headers.accept)) {
+      send(res, 200, 'application/json; charset=utf-8', JSON.stringify(s, null, 2) + '\n', { vary: 'Accept' })
+      return true
+    }
+    const page = renderPage(s, { ...(opts.title !== undefined ? { title: opts.title } : {}), live: live !== null })
+    send(res, 200, 'text/html; charset=utf-8', page.html, { vary: 'Accept', 'content-security-policy': page.csp })
+    return true
+  }
+
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    if (trimSlash(q < 0 ? url : url.slice(0, q)) !== livePath) return false
+    const refuse = (status: number, text: string): void => {
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    }
+    if (!allowed(req)) refuse(403, 'Forbidden')
+    else if (live === null) refuse(404, 'Not Found')
+    else live.accept(req, socket, head)
+    return true
+  }
+
+  return {
+    handler,
+    upgrade,
+    snapshot,
+    async close () {
+      tail.detach()
+      metrics?.close()
+      await live?.close()
+    },
+  }
+}
+
+function trimSlash (p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p
+}
+
+/** `?format=json` wins; otherwise JSON when the client prefers it to HTML (curl -H 'Accept: application/json'). */
+function wantsJson (query: string, accept: string | undefined): boolean {
+  const format = new URLSearchParams(query).get('format')
+  if (format !== null) return format === 'json'
+  if (accept === undefined) return false
+  const a = accept.toLowerCase()
+  return a.includes('application/json') && !a.includes('text/html')
+}
+
+function send (res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
+  const headers: Record<string, string | number> = {
+    'content-type': type,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...extra,
+  }
+  res.writeHead(status, headers)
+  res.end(res.req?.method === 'HEAD' ? undefined : body)
+}

@@ -1,0 +1,251 @@
+/**
+ * The status data model: one JSON snapshot of a running proxy, shared by the HTML page, the JSON
+ * endpoint and the live WebSocket view. The shape is versioned (`schema`) and documented in
+ * docs/reference/status.md; fields are only ever added.
+ *
+ *   snapshot ─> routes[]  (route -> pool -> backends[], lighttpd's ext -> host -> procs)
+ *           └─> spawns[]  (spawn -> processes[], plus FAILED reason and stderr tail)
+ *
+ * Nothing secret is collected: no environment, no request URLs, no query strings.
+ */
+import { readFileSync } from 'node:fs'
+import type { CompiledRoute } from '../core/route.js'
+import type { ProxyEvents } from '../core/events.js'
+import { StaticSource } from '../core/pool.js'
+import type { ProcessStatus, SpawnEvents, SpawnStatus } from '../spawn/types.js'
+import type { StderrTail } from './stderr-tail.js'
+
+export const STATUS_SCHEMA_VERSION = 1
+
+/** What the status module needs from a proxy: `createProxy()`'s result satisfies it. */
+export interface StatusTarget {
+  readonly routes: readonly CompiledRoute[]
+  readonly events: ProxyEvents
+  readonly inflight: number
+  /** The proxy's SpawnManager (null/absent when it spawns nothing). */
+  readonly spawns?: SpawnView | null
+}
+
+/** The part of `SpawnManager` the status module reads. */
+export interface SpawnView {
+  status (): readonly SpawnStatusLike[]
+  on<K extends keyof SpawnEvents> (event: K, fn: (...args: SpawnEvents[K]) => void): unknown
+  off<K extends keyof SpawnEvents> (event: K, fn: (...args: SpawnEvents[K]) => void): unknown
+}
+
+/** Fields a manager may report beyond `SpawnStatus`; used when present. */
+export type SpawnStatusLike = SpawnStatus & {
+  /** Upper bound of processes over all addresses (maxProcs × addresses). */
+  readonly maxProcs?: number
+  /** Recycle limit per process; 0 = unlimited. */
+  readonly maxRequests?: number
+  /** Last stderr lines kept by the manager itself. */
+  readonly stderrTail?: readonly string[]
+}
+
+export interface StatusSnapshot {
+  schema: typeof STATUS_SCHEMA_VERSION
+  software: string
+  /** ISO 8601 time the snapshot was taken. */
+  generatedAt: string
+  /** Seconds since the status module started watching. */
+  uptimeSeconds: number
+  inflight: number
+  routes: RouteReport[]
+  spawns: SpawnReport[]
+}
+
+export interface RouteReport {
+  name: string
+  protocol: string
+  /** Spawn feeding this route's pool, null for fixed backends. */
+  spawn: string | null
+  /** Counters since start (monotonic). */
+  requests: number
+  errors: number
+  dropped: number
+  /** Exchanges holding an admission slot / waiting for one. */
+  active: number
+  queued: number
+  /** 0 = unlimited. */
+  maxConcurrent: number
+  /** Usable capacity: routable backends (or ready processes) of `capacity`. */
+  available: number
+  capacity: number
+  /** available / capacity × 100, rounded to 0.1; null when capacity is 0. */
+  availPercent: number | null
+  /** Upper bounds of the latency buckets holding the quantile, ms; null = beyond the last bucket. */
+  latency: { p50Ms: number | null, p99Ms: number | null, meanMs: number | null }
+  backends: BackendReport[]
+}
+
+export interface BackendReport {
+  /** Endpoint display id: `127.0.0.1:9000`, `unix:/run/a.sock`, or the spawn name for CGI. */
+  id: string
+  /** Source id (a spawned process's `name#seq`). */
+  source: string
+  state: 'up' | 'disabled' | 'draining'
+  inflight: number
+  requests: number
+  failures: number
+  lastError: string | null
+}
+
+export interface SpawnReport {
+  name: string
+  state: SpawnStatus['state']
+  failed: boolean
+  reason: string | null
+  /** Processes not yet exited / ready / ready and without in-flight work. */
+  alive: number
+  ready: number
+  idle: number
+  /** maxProcs over all addresses; null when the manager does not report it. */
+  max: number | null
+  availPercent: number | null
+  pipeChildren: number
+  droppedOutputBytes: number
+  processes: ProcessReport[]
+  /** Last lines the spawn wrote to stderr (bounded). */
+  stderrTail: string[]
+}
+
+export interface ProcessReport {
+  id: string
+  pid: number | null
+  state: ProcessStatus['state']
+  address: string
+  requests: number
+  /** Recycle limit (0 = unlimited), null when unknown. */
+  maxRequests: number | null
+  inflight: number
+  uptimeSeconds: number
+  restarts: number
+  lastExit: { code: number | null, signal: string | null, at: string } | null
+  cpuSeconds: number | null
+  rssBytes: number | null
+  /** Real uid/gid the process runs as (from /proc), null when unreadable. */
+  uid: number | null
+  gid: number | null
+}
+
+export interface CollectOptions {
+  software?: string
+  startedAt?: number
+  stderr?: StderrTail
+  now?: () => number
+}
+
+const round1 = (n: number): number => Math.round(n * 10) / 10
+const finite = (n: number): number | null => (Number.isFinite(n) ? n : null)
+const percent = (a: number, b: number): number | null => (b > 0 ? round1((a / b) * 100) : null)
+
+export function collectStatus (proxy: StatusTarget, opts: CollectOptions = {}): StatusSnapshot {
+  const now = (opts.now ?? Date.now)()
+  const spawnStatus = proxy.spawns?.status() ?? []
+  const spawns = spawnStatus.map((s) => spawnReport(s, opts.stderr))
+  const byName = new Map(spawns.map((s) => [s.name, s]))
+  return {
+    schema: STATUS_SCHEMA_VERSION,
+    software: opts.software ?? 'proxycore',
+    generatedAt: new Date(now).toISOString(),
+    uptimeSeconds: round1((now - (opts.startedAt ?? now)) / 1000),
+    inflight: proxy.inflight,
+    routes: proxy.routes.map((r) => routeReport(r, byName)),
+    spawns,
+  }
+}
+
+function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>): RouteReport {
+  const pool = r.pool
+  // A spawn feeds the pool when its source is the manager's (not the route's fixed list).
+  const sp = pool.source instanceof StaticSource ? undefined : spawns.get(pool.source.name)
+  const backends: BackendReport[] = [...pool.backends, ...pool.draining].map((b) => ({
+    id: b.endpoint.id,
+    source: b.sourceId,
+    state: b.state,
+    inflight: b.inflight,
+    requests: b.requests,
+    failures: b.failures,
+    lastError: b.lastError === '' ? null : b.lastError,
+  }))
+  const usable = pool.backends.filter((b) => b.state === 'up').length
+  const available = sp !== undefined ? sp.ready : usable
+  const capacity = sp !== undefined ? (sp.max ?? Math.max(sp.alive, 1)) : pool.backends.length
+  const st = r.stats
+  let observed = 0
+  for (const n of st.latency) observed += n
+  return {
+    name: r.name,
+    protocol: r.adapter.name,
+    spawn: sp?.name ?? null,
+    requests: st.requests,
+    errors: st.errors,
+    dropped: st.dropped,
+    active: r.admission.active,
+    queued: r.admission.queued,
+    maxConcurrent: r.admission.maxConcurrent,
+    available,
+    capacity,
+    availPercent: percent(available, capacity),
+    latency: {
+      p50Ms: observed === 0 ? null : finite(st.quantile(0.5)),
+      p99Ms: observed === 0 ? null : finite(st.quantile(0.99)),
+      meanMs: observed === 0 ? null : round1(st.latencySumMs / observed),
+    },
+    backends,
+  }
+}
+
+function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnReport {
+  const alive = s.processes.filter((p) => p.state !== 'exited')
+  const ready = alive.filter((p) => p.state === 'ready')
+  const max = typeof s.maxProcs === 'number' ? s.maxProcs : null
+  return {
+    name: s.name,
+    state: s.state,
+    failed: s.state === 'failed',
+    reason: s.reason,
+    alive: alive.length,
+    ready: ready.length,
+    idle: ready.filter((p) => p.inflight === 0).length,
+    max,
+    availPercent: percent(ready.length, max ?? Math.max(alive.length, 1)),
+    pipeChildren: s.pipeChildren,
+    droppedOutputBytes: s.droppedOutputBytes,
+    processes: s.processes.map((p) => processReport(p, typeof s.maxRequests === 'number' ? s.maxRequests : null)),
+    stderrTail: [...(s.stderrTail ?? tail?.lines(s.name) ?? [])],
+  }
+}
+
+function processReport (p: ProcessStatus, maxRequests: number | null): ProcessReport {
+  const who = p.pid === null ? null : procIdentity(p.pid)
+  return {
+    id: p.id,
+    pid: p.pid,
+    state: p.state,
+    address: p.address,
+    requests: p.requests,
+    maxRequests,
+    inflight: p.inflight,
+    uptimeSeconds: round1(p.uptime / 1000),
+    restarts: p.restarts,
+    lastExit: p.lastExit === null ? null : { code: p.lastExit.code, signal: p.lastExit.signal, at: new Date(p.lastExit.at).toISOString() },
+    cpuSeconds: p.cpuMs === null ? null : p.cpuMs / 1000,
+    rssBytes: p.rssBytes,
+    uid: who?.uid ?? null,
+    gid: who?.gid ?? null,
+  }
+}
+
+/** Real uid/gid of a process from /proc/PID/status (proc(5) `Uid:`/`Gid:` lines); Linux only. */
+function procIdentity (pid: number): { uid: number, gid: number } | null {
+  try {
+    const text = readFileSync(`/proc/${pid}/status`, 'utf8')
+    const uid = /^Uid:\s+(\d+)/m.exec(text)
+    const gid = /^Gid:\s+(\d+)/m.exec(text)
+    return uid === null || gid === null ? null : { uid: Number(uid[1]), gid: Number(gid[1]) }
+  } catch {
+    return null
+  }
+}
