@@ -164,7 +164,6 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
     if (this.phase !== Phase.Dispatched) return
     if (!validStatus(status)) {
-      this.abortBackend()
       this.onError(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backend?.endpoint.id }))
       return
     }
@@ -182,7 +181,6 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     } catch (err) {
       // node:http refused a header value (invalid characters): the backend's fault.
       this.phase = Phase.Dispatched
-      this.abortBackend()
       this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err }))
     }
   }
@@ -242,15 +240,14 @@ export class ProxyExchange implements Exchange, ResponseHandler {
 
   /** The runtime's sweep found a deadline passed. */
   timedOut (code: Extract<ErrorCode, 'ERR_HEADERS_TIMEOUT' | 'ERR_BODY_TIMEOUT'>): void {
-    this.abortBackend()
     this.onError(new ProxyError(code, undefined, { phase: code === 'ERR_HEADERS_TIMEOUT' ? 'head' : 'body' }))
   }
 
   private readonly onResClose = (): void => {
     if (this.phase === Phase.Done) return
     // The client went away: cancel the backend exchange and free its slot. Not an error.
-    this.abortBackend()
     this.finish('ERR_CLIENT_ABORTED')
+    this.abortBackend()
   }
 
   private abortBackend (): void {
@@ -261,8 +258,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   private fail (err: ProxyError, logIt: boolean, retryAfter?: number): void {
     if (this.phase === Phase.Done) return
     const wasStreaming = this.phase === Phase.Streaming || this.res.headersSent
-    this.abortBackend()
+    // Finish first: aborting makes the adapter report back (re-entrantly), and that report must
+    // find the exchange already done.
     this.finish(err.code)
+    this.abortBackend()
     if (err.code === 'ERR_CLIENT_ABORTED') return
     if (logIt) this.rt.logError(this, err)
     if (wasStreaming) {

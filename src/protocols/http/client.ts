@@ -116,12 +116,16 @@ class ExchangeHandler implements FlowControl {
       return false
     }
     this.h.onHead(status, headers, this, statusText)
+    // RFC 9110 §6.4.1: 204 and 304 end at their head, whatever Content-Length says. undici would
+    // call a 304 with `Content-Length: 120` a length mismatch; stray bytes make it destroy the
+    // socket, which is what we want, but the client's response is already complete.
+    if ((status === 204 || status === 304) && this.end()) this.h.onEnd()
     return true
   }
 
   resume (): void { this.resumeFn?.() }
 
-  onData (chunk: Buffer): boolean { return this.h.onData(chunk) }
+  onData (chunk: Buffer): boolean { return this.finished ? true : this.h.onData(chunk) }
 
   onComplete (trailers: Buffer[] | null): void {
     if (this.end()) this.h.onEnd(trailers !== null && trailers.length > 0 ? toStrings(trailers) : undefined)

@@ -1,0 +1,124 @@
+/**
+ * RELIABILITY section F: what a client sends is checked before any backend sees it.
+ * Literal bytes over a raw socket; the backend counts every request it receives.
+ */
+import t from 'tap'
+import { createServer } from 'node:http'
+import { guardLeaks } from '../helpers/leaks.js'
+import { backend, get, listen, closeServer, rawRequest } from '../helpers/servers.js'
+import { createProxy, silentLogger } from '../../src/index.js'
+
+guardLeaks(t)
+
+async function setup (t: Tap, extra: Record<string, unknown> = {}) {
+  const seen: Array<{ url: string, headers: Record<string, string | string[] | undefined>, body: string }> = []
+  const be = await backend(t, (req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => {
+      seen.push({ url: req.url ?? '', headers: req.headers, body })
+      res.setHeader('x-xff', String(req.headers['x-forwarded-for'] ?? ''))
+      res.end(JSON.stringify({ headers: req.headers, body }))
+    })
+  })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address], maxBodySize: '100MiB', ...extra }], ...(extra.trustedProxies ? { trustedProxies: extra.trustedProxies as string[] } : {}) })
+  const server = createServer(proxy.handler)
+  server.on('checkContinue', proxy.checkContinue)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  return { port, seen, url: `http://127.0.0.1:${port}` }
+}
+type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+
+const H = 'Host: a\r\n'
+// AC-55: every classic smuggling and syntax input is refused before dispatch.
+const SMUGGLING: Array<[string, string, RegExp]> = [
+  ['CL.TE', `POST / HTTP/1.1\r\n${H}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX`, /^HTTP\/1\.1 400/],
+  ['TE.CL', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nX`, /^HTTP\/1\.1 400/],
+  ['dup CL same', `POST / HTTP/1.1\r\n${H}Content-Length: 1\r\nContent-Length: 1\r\n\r\nX`, /^HTTP\/1\.1 400/],
+  ['dup CL different', `POST / HTTP/1.1\r\n${H}Content-Length: 1\r\nContent-Length: 2\r\n\r\nXY`, /^HTTP\/1\.1 400/],
+  ['CL 1, 1', `POST / HTTP/1.1\r\n${H}Content-Length: 1, 1\r\n\r\nX`, /^HTTP\/1\.1 400/],
+  ['CL +1', `POST / HTTP/1.1\r\n${H}Content-Length: +1\r\n\r\nX`, /^HTTP\/1\.1 400/],
+  ['TE chunked, gzip', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['dup TE', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['TE xchunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['TE space before colon', `POST / HTTP/1.1\r\n${H}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['obs-fold', `GET / HTTP/1.1\r\n${H}X-A: 1\r\n  folded\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['obs-fold after TE', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n  x\r\n\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['bare LF', `GET / HTTP/1.1\n${H}\n`, /^HTTP\/1\.1 400/],
+  ['LF inside line', `GET / HTTP/1.1\r\n${H}X-A: a\nb\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['CR inside value', `GET / HTTP/1.1\r\n${H}X-A: a\rb\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['NUL in value', `GET / HTTP/1.1\r\n${H}X-A: a\0b\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['no Host on 1.1', 'GET / HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
+  ['chunk size overflow', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nx\r\n0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['chunk without CRLF', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\r\nXY0\r\n\r\n`, /^HTTP\/1\.1 400/],
+  ['space before colon', `GET / HTTP/1.1\r\n${H}X-A : 1\r\n\r\n`, /^HTTP\/1\.1 400/],
+  // The gaps Node leaves open (RELIABILITY rule 9), closed by proxycore.
+  ['duplicate Host', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', /^HTTP\/1\.1 400[^]*ERR_BAD_REQUEST/],
+  ['duplicate Authorization', `GET / HTTP/1.1\r\n${H}Authorization: a\r\nAuthorization: b\r\n\r\n`, /^HTTP\/1\.1 400[^]*ERR_BAD_REQUEST/],
+  ['duplicate Content-Type', `POST / HTTP/1.1\r\n${H}Content-Type: a\r\nContent-Type: b\r\nContent-Length: 0\r\n\r\n`, /^HTTP\/1\.1 400[^]*ERR_BAD_REQUEST/],
+  ['TE on HTTP/1.0', `POST / HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n1\r\nX\r\n0\r\n\r\n`, /^HTTP\/1\.1 400[^]*ERR_BAD_REQUEST/],
+  ['TE gzip, chunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n1\r\nX\r\n0\r\n\r\n`, /^HTTP\/1\.1 400[^]*ERR_BAD_REQUEST/],
+]
+
+t.test('AC-55 smuggling and syntax inputs never reach the backend', async (t) => {
+  const { port, seen } = await setup(t)
+  for (const [name, bytes, expect] of SMUGGLING) {
+    const out = await rawRequest(port, bytes)
+    t.match(out, expect, name)
+  }
+  t.equal(seen.length, 0, 'backend counter stays 0')
+})
+
+t.test('AC-57 oversized requests: 431, and 413 before reading the body', async (t) => {
+  const { port, seen } = await setup(t)
+  const big = await rawRequest(port, `GET / HTTP/1.1\r\n${H}X-Big: ${'a'.repeat(17 * 1024)}\r\n\r\n`)
+  t.match(big, /^HTTP\/1\.1 431/)
+  const huge = await rawRequest(port, `POST / HTTP/1.1\r\n${H}Content-Length: 2147483648\r\n\r\nabc`)
+  t.match(huge, /^HTTP\/1\.1 413[^]*ERR_BODY_TOO_LARGE/)
+  t.match(huge, /connection: close/i, 'the connection is closed')
+  t.equal(seen.length, 0)
+})
+
+t.test('AC-60 Expect: 100-continue', async (t) => {
+  const { port, seen } = await setup(t)
+  const over = await rawRequest(port, `POST / HTTP/1.1\r\n${H}Content-Length: ${200 * 1024 * 1024}\r\nExpect: 100-continue\r\n\r\n`)
+  t.match(over, /^HTTP\/1\.1 413/, '(b) over the limit: 413 ...')
+  t.notMatch(over, /100 Continue/, '... without a 100')
+  const ok = await rawRequest(port, `POST / HTTP/1.1\r\n${H}Content-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nbody`)
+  t.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200/, '(a) 100, then 200')
+  const foo = await rawRequest(port, `GET / HTTP/1.1\r\n${H}Expect: foo\r\nConnection: close\r\n\r\n`)
+  t.match(foo, /^HTTP\/1\.1 417/, '(d) unknown expectation: 417')
+  t.equal(seen.length, 1)
+  t.equal(seen[0].body, 'body')
+  t.notOk(seen[0].headers.expect, 'Expect is not forwarded')
+})
+
+t.test('AC-61 hop-by-hop and Connection-listed headers are stripped before ours are added', async (t) => {
+  const { url, seen } = await setup(t)
+  const r = await get(url, {
+    headers: {
+      Connection: 'keep-alive, X-Secret, X-Forwarded-For, Te',
+      'X-Secret': '1', TE: 'trailers', 'Keep-Alive': '5', 'Proxy-Connection': 'keep-alive', Upgrade: 'h2c',
+    },
+  })
+  t.equal(r.status, 200)
+  const h = seen[0].headers
+  for (const gone of ['x-secret', 'keep-alive', 'proxy-connection', 'upgrade', 'te']) t.notOk(h[gone], `${gone} stripped`)
+  t.not(h.connection, 'keep-alive, X-Secret, X-Forwarded-For, Te', 'client Connection not forwarded')
+  t.equal(h['x-forwarded-for'], '127.0.0.1', 'our X-Forwarded-For is added after stripping')
+})
+
+t.test('AC-62 X-Forwarded-For: untrusted peers are appended, never believed', async (t) => {
+  const { url, seen } = await setup(t)
+  await get(url, { headers: { 'X-Forwarded-For': '1.2.3.4' } })
+  t.equal(seen[0].headers['x-forwarded-for'], '1.2.3.4, 127.0.0.1')
+  t.equal(seen[0].headers['x-forwarded-proto'], 'http')
+})
+
+t.test('absolute-form targets route on their authority and reach the backend in origin-form', async (t) => {
+  const { port, seen } = await setup(t)
+  const out = await rawRequest(port, 'GET http://evil.example/x?y=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+  t.match(out, /^HTTP\/1\.1 200/)
+  t.equal(seen[0].url, '/x?y=1')
+})
