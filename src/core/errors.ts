@@ -148,3 +148,16 @@ export function formatIssue (i: ConfigIssue): string {
   const where = i.source ? `${i.source} ${i.path || '/'}` : (i.path || '/')
   return `${where}: ${i.message}`
 }
+
+/**
+ * Any error to a ProxyError: errors of the layers below (the spawn layer rejects with a plain Error
+ * whose `code` is one of ours, e.g. ERR_SPAWN_FAILED) keep their code; anything else is internal.
+ */
+export function toProxyError (err: unknown, phase: ErrorPhase = 'connect'): ProxyError {
+  if (err instanceof ProxyError) return err
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && Object.hasOwn(ERRORS, code)) {
+    return new ProxyError(code as ErrorCode, (err as Error).message, { cause: err, phase })
+  }
+  return new ProxyError('ERR_INTERNAL', String(err), { cause: err, phase })
+}

@@ -10,7 +10,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { ProxyError, type ErrorCode } from './errors.js'
+import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
@@ -109,7 +109,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.prepareAsync().then(() => {
       if (this.phase !== Phase.Prepare) return
       this.dispatch()
-    }, (err: unknown) => this.fail(err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }), true))
+    }, (err: unknown) => this.fail(toProxyError(err), true))
   }
 
   /** What every protocol needs and costs nothing asynchronous. */
@@ -131,7 +131,11 @@ export class ProxyExchange implements Exchange, ResponseHandler {
       if (p.script !== undefined) this.script = p.script
       if (p.env !== undefined) this.env = p.env
     }
-    if (route.pool.backends.length === 0) await route.pool.source.ensure(this.signal)
+    // A spawn may recycle the process that made ensure() resolve before we pick it: ask again
+    // (bounded) while nothing is routable.
+    for (let i = 0; i < 5 && route.pool.backends.length === 0 && !this.signal.aborted; i++) {
+      await route.pool.source.ensure(this.signal)
+    }
   }
 
   /** Lease a backend and hand the exchange to its client. */

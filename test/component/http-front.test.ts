@@ -28,7 +28,7 @@ async function setup (t: Tap, extra: Record<string, unknown> = {}) {
   t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
   return { port, seen, url: `http://127.0.0.1:${port}` }
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+interface Tap { teardown (fn: () => unknown): void }
 
 const H = 'Host: a\r\n'
 // AC-55: every classic smuggling and syntax input is refused before dispatch.

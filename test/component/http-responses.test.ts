@@ -28,7 +28,7 @@ async function fake (t: Tap, reply: (path: string, socket: Socket) => void) {
   })
   return { ...be, closed }
 }
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+interface Tap { teardown (fn: () => unknown): void }
 
 const AMBIGUOUS: Record<string, string> = {
   '/cl-foo': 'HTTP/1.1 200 OK\r\nContent-Length: foo\r\n\r\nabc',
