@@ -1,0 +1,276 @@
+/**
+ * The scenarios. Each `setup(ctx)` starts what it needs and returns
+ *   { targets: [{ id, label, url(size), rss: [{ pid, exclude }], proc }], skipped: [{ label, reason }] }
+ * or { skip: reason } when proxycore cannot take part. Every target is its own process tree so its
+ * CPU and RSS are its own. URLs encode the body size so one server serves both sizes.
+ */
+import { chmodSync, writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort, start } from './proc.mjs'
+import { lighttpdConf, nginxConf, nginxLocations, phpFpmConf, uwsgiPython, which } from './peers.mjs'
+
+const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
+const NODE = process.execPath
+const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat)$/
+
+export const SIZES = [100, 65536]
+
+/** Start proxycore (its own node process) with `config`; `cpuProf` = directory for --cpu-prof. */
+export async function startProxycore (ctx, name, config) {
+  const file = join(ctx.tmp, `${name}.json`)
+  writeFileSync(file, JSON.stringify(config))
+  const flags = ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : []
+  return start(name, NODE, [...flags, here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
+}
+
+const nodeTarget = (id, label, proc, path = (n) => `/${n}`) => ({
+  id, label, proc, url: (n) => `http://127.0.0.1:${proc.port}${path(n)}`, rss: [{ pid: proc.pid, exclude: BACKENDS }],
+})
+
+/** Try a peer; on failure record why it was skipped instead of failing the run. */
+async function peer (out, id, label, startFn, path) {
+  try {
+    const proc = await startFn()
+    out.targets.push(nodeTarget(id, label, proc, path))
+  } catch (err) {
+    out.skipped.push({ id, label, reason: String(err.message).split('\n')[0] })
+  }
+}
+
+function missing (out, id, label, reason) { out.skipped.push({ id, label, reason }) }
+
+// --- HTTP ---------------------------------------------------------------------------------
+
+export const http = {
+  id: 'http',
+  title: 'HTTP reverse proxy → node:http backend',
+  async setup (ctx) {
+    const out = { targets: [], skipped: [] }
+    const be = await start('backend', NODE, [here('servers/backend.mjs')])
+    out.backend = be
+    out.targets.push({ ...nodeTarget('direct', 'direct to the node:http backend (the limit)', be), direct: true })
+    await peer(out, 'proxycore', 'proxycore (HTTP adapter)', () => startProxycore(ctx, 'proxycore-http', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] }))
+    if (ctx.smoke) return out
+    await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => start('http-proxy', NODE, [here('servers/http-proxy.mjs'), String(be.port)]))
+    await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => start('http-proxy-3', NODE, [here('servers/http-proxy.mjs'), String(be.port), '3']))
+    await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => start('pipe', NODE, [here('servers/pipe.mjs'), String(be.port)]))
+    const nginx = which('nginx')
+    if (nginx) {
+      await peer(out, 'nginx', 'nginx proxy_pass, upstream keepalive', async () => {
+        const port = await freePort()
+        return start('nginx', nginx, nginxConf(ctx.tmp, 'nginx-http', port, nginxLocations.proxy(be.port)).args, { ready: port })
+      })
+    } else missing(out, 'nginx', 'nginx proxy_pass', 'nginx not installed')
+    const lighttpd = which('lighttpd')
+    if (lighttpd) {
+      await peer(out, 'lighttpd', 'lighttpd mod_proxy (connection per request)', async () => {
+        const port = await freePort()
+        return start('lighttpd', lighttpd, lighttpdConf(ctx.tmp, 'lighttpd-http', port, {
+          modules: ['mod_proxy'], body: `proxy.server = ( "" => (( "host" => "127.0.0.1", "port" => ${be.port} )) )`,
+        }).args, { ready: port })
+      })
+    } else missing(out, 'lighttpd', 'lighttpd mod_proxy', 'lighttpd not installed')
+    return out
+  },
+  comparisons: [
+    { peer: 'direct', label: 'direct (the limit)' },
+    { peer: 'http-proxy', target: 1.5 },
+    { peer: 'pipe', target: 1.2 },
+    { peer: 'nginx', target: 0.5 },
+    { peer: 'http-proxy-3' },
+    { peer: 'lighttpd' },
+  ],
+}
+
+// --- shared CGI-family fixtures -------------------------------------------------------------
+
+function www (ctx) {
+  const root = join(ctx.tmp, 'www')
+  mkdirSync(join(root, 'cgi-bin'), { recursive: true })
+  for (const n of SIZES) writeFileSync(join(ctx.tmp, `body-${n}`), Buffer.alloc(n, 'x'))
+  writeFileSync(join(root, 'bench.php'), "<?php header('Content-Type: text/plain'); echo str_repeat('x', (int)$_SERVER['QUERY_STRING']);\n")
+  const sh = join(root, 'cgi-bin', 'bench.sh')
+  writeFileSync(sh, `#!/bin/sh\ncase "$QUERY_STRING" in *[!0-9]*|'') QUERY_STRING=100;; esac\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec cat "${ctx.tmp}/body-$QUERY_STRING"\n`)
+  chmodSync(sh, 0o755)
+  writeFileSync(join(root, 'app.py'), `
+B = {}
+def application(environ, start_response):
+    q = environ.get('QUERY_STRING') or '100'
+    n = int(q) if q.isdigit() else 100
+    b = B.get(n)
+    if b is None:
+        b = B[n] = b'x' * n
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(n))])
+    return [b]
+`)
+  return root
+}
+
+function adapterMissing (ctx, name) {
+  return ctx.adapters.includes(name) ? null : `proxycore has no \`${name}\` adapter in dist/index.js yet`
+}
+
+// --- FastCGI → php-fpm ------------------------------------------------------------------------
+
+export const fastcgi = {
+  id: 'fastcgi',
+  title: 'FastCGI → php-fpm (static pool of 4)',
+  async setup (ctx) {
+    const why = adapterMissing(ctx, 'fastcgi')
+    if (why) return { skip: why }
+    const fpmBin = which('phpFpm')
+    if (!fpmBin) return { skip: 'php-fpm not installed' }
+    const out = { targets: [], skipped: [] }
+    const root = www(ctx)
+    // One php-fpm per target, same settings: a FastCGI client that keeps connections open (proxycore,
+    // nginx fastcgi_keep_conn) holds a php-fpm child per idle connection, so a shared pool would let
+    // whichever target ran first starve the next one.
+    out.extras = []
+    const fpmFor = async (name) => {
+      const fpm = phpFpmConf(ctx.tmp, name, 4)
+      out.extras.push(await start(name, fpmBin, fpm.args, { ready: fpm.sock }))
+      return fpm.sock
+    }
+    const path = (n) => `/bench.php?${n}`
+    await peer(out, 'proxycore', 'proxycore (FastCGI adapter)', async () => startProxycore(ctx, 'proxycore-fastcgi', {
+      routes: [{ protocol: 'fastcgi', backends: [`unix:${await fpmFor('fpm-proxycore')}`], docroot: root }],
+    }), path)
+    const nginx = which('nginx')
+    if (nginx) {
+      await peer(out, 'nginx', 'nginx fastcgi_pass (keepalive)', async () => {
+        const port = await freePort()
+        return start('nginx-fcgi', nginx, nginxConf(ctx.tmp, 'nginx-fastcgi', port, { ...nginxLocations.fastcgi(await fpmFor('fpm-nginx')), docroot: root }).args, { ready: port })
+      }, path)
+    } else missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
+    await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => start('fastcgi-client', NODE, [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
+    return out
+  },
+  comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }],
+}
+
+// --- SCGI → uWSGI ---------------------------------------------------------------------------
+
+export const scgi = {
+  id: 'scgi',
+  title: 'SCGI → uWSGI (4 processes)',
+  async setup (ctx) {
+    const why = adapterMissing(ctx, 'scgi')
+    if (why) return { skip: why }
+    const uwsgi = which('uwsgi')
+    if (!uwsgi || !uwsgiPython()) return { skip: 'uwsgi or uwsgi-plugin-python3 not installed' }
+    const out = { targets: [], skipped: [] }
+    const root = www(ctx)
+    const sock = join(ctx.tmp, 'uwsgi.sock')
+    out.backend = await start('uwsgi', uwsgi, ['--plugin', 'python3', '--scgi-socket', sock, '--wsgi-file', join(root, 'app.py'),
+      '--master', '--processes', '4', '--die-on-term', '--disable-logging', '--listen', '1024'], { ready: sock })
+    const path = (n) => `/app?${n}`
+    await peer(out, 'proxycore', 'proxycore (SCGI adapter)', () => startProxycore(ctx, 'proxycore-scgi', {
+      routes: [{ protocol: 'scgi', backends: [`unix:${sock}`], scriptFilename: join(root, 'app.py') }],
+    }), path)
+    const lighttpd = which('lighttpd')
+    if (lighttpd) {
+      await peer(out, 'lighttpd', 'lighttpd mod_scgi', async () => {
+        const port = await freePort()
+        return start('lighttpd-scgi', lighttpd, lighttpdConf(ctx.tmp, 'lighttpd-scgi', port, {
+          modules: ['mod_scgi'], docroot: root,
+          body: `scgi.server = ( "/" => (( "socket" => "${sock}", "check-local" => "disable" )) )`,
+        }).args, { ready: port })
+      }, path)
+    } else missing(out, 'lighttpd', 'lighttpd mod_scgi', 'lighttpd not installed')
+    const nginx = which('nginx')
+    if (nginx) {
+      await peer(out, 'nginx', 'nginx scgi_pass', async () => {
+        const port = await freePort()
+        return start('nginx-scgi', nginx, nginxConf(ctx.tmp, 'nginx-scgi', port, { ...nginxLocations.scgi(sock), docroot: root }).args, { ready: port })
+      }, path)
+    } else missing(out, 'nginx', 'nginx scgi_pass', 'nginx not installed')
+    return out
+  },
+  comparisons: [{ peer: 'lighttpd', target: 0.6 }, { peer: 'nginx' }],
+}
+
+// --- CGI → shell script ---------------------------------------------------------------------
+
+export const cgi = {
+  id: 'cgi',
+  title: 'CGI → shell script',
+  async setup (ctx) {
+    const why = adapterMissing(ctx, 'cgi')
+    if (why) return { skip: why }
+    const out = { targets: [], skipped: [] }
+    const root = www(ctx)
+    const path = (n) => `/cgi-bin/bench.sh?${n}`
+    await peer(out, 'proxycore', 'proxycore (CGI adapter)', () => startProxycore(ctx, 'proxycore-cgi', {
+      routes: [{ protocol: 'cgi', docroot: root }],
+    }), path)
+    const lighttpd = which('lighttpd')
+    if (lighttpd) {
+      await peer(out, 'lighttpd', 'lighttpd mod_cgi', async () => {
+        const port = await freePort()
+        return start('lighttpd-cgi', lighttpd, lighttpdConf(ctx.tmp, 'lighttpd-cgi', port, {
+          modules: ['mod_cgi'], docroot: root, body: 'cgi.assign = ( ".sh" => "" )',
+        }).args, { ready: port })
+      }, path)
+    } else missing(out, 'lighttpd', 'lighttpd mod_cgi', 'lighttpd not installed')
+    const nginx = which('nginx')
+    const fcgiwrap = which('fcgiwrap')
+    if (nginx && fcgiwrap) {
+      const sock = join(ctx.tmp, 'fcgiwrap.sock')
+      try {
+        out.extras = [await start('fcgiwrap', fcgiwrap, ['-c', '4', '-s', `unix:${sock}`], { ready: sock })]
+        await peer(out, 'nginx', 'nginx → fcgiwrap (4)', async () => {
+          const port = await freePort()
+          return start('nginx-cgi', nginx, nginxConf(ctx.tmp, 'nginx-cgi', port, { ...nginxLocations.fcgiwrap(sock), docroot: root }).args, { ready: port })
+        }, path)
+      } catch (err) { missing(out, 'nginx', 'nginx → fcgiwrap', String(err.message).split('\n')[0]) }
+    } else missing(out, 'nginx', 'nginx → fcgiwrap', 'nginx or fcgiwrap not installed')
+    return out
+  },
+  comparisons: [{ peer: 'lighttpd', target: 0.8 }, { peer: 'nginx' }],
+}
+
+// --- spawned php-cgi --------------------------------------------------------------------------
+
+export const spawn = {
+  id: 'spawn',
+  title: 'FastCGI → php-cgi spawned by the proxy (PHP_FCGI_CHILDREN=4)',
+  async setup (ctx) {
+    const why = adapterMissing(ctx, 'fastcgi')
+    if (why) return { skip: why }
+    const phpCgi = which('phpCgi')
+    if (!phpCgi) return { skip: 'php-cgi not installed' }
+    const out = { targets: [], skipped: [] }
+    const root = www(ctx)
+    const path = (n) => `/bench.php?${n}`
+    const env = { PHP_FCGI_CHILDREN: '4', PHP_FCGI_MAX_REQUESTS: '0' }
+    const config = {
+      spawns: { php: { binPath: phpCgi, socketName: join(ctx.tmp, 'pc-php.sock'), environment: env, minProcs: 1, maxProcs: 1 } },
+      routes: [{ protocol: 'fastcgi', spawn: 'php', docroot: root }],
+    }
+    try {
+      const proc = await startProxycore(ctx, 'proxycore-spawn', config)
+      out.targets.push({ ...nodeTarget('proxycore', 'proxycore spawning php-cgi', proc, path), rss: [{ pid: proc.pid, exclude: /^php-cgi/ }] })
+    } catch (err) {
+      const msg = String(err.message)
+      return { skip: /no spawn named|spawns/.test(msg) ? 'createProxy does not take `spawns:` yet (route `spawn: php` → "no spawn named")' : msg.split('\n')[0] }
+    }
+    const lighttpd = which('lighttpd')
+    if (lighttpd) {
+      await peer(out, 'lighttpd', 'lighttpd mod_fastcgi spawning php-cgi', async () => {
+        const port = await freePort()
+        return start('lighttpd-spawn', lighttpd, lighttpdConf(ctx.tmp, 'lighttpd-spawn', port, {
+          modules: ['mod_fastcgi'], docroot: root,
+          body: `fastcgi.server = ( ".php" => (( "bin-path" => "${phpCgi}", "socket" => "${join(ctx.tmp, 'lt-php.sock')}", "max-procs" => 1,
+            "bin-environment" => ( "PHP_FCGI_CHILDREN" => "4", "PHP_FCGI_MAX_REQUESTS" => "0" ) )) )`,
+        }).args, { ready: port })
+      }, path)
+      const t = out.targets.find((x) => x.id === 'lighttpd')
+      if (t) t.rss = [{ pid: t.proc.pid, exclude: /^php-cgi/ }]
+    } else missing(out, 'lighttpd', 'lighttpd mod_fastcgi', 'lighttpd not installed')
+    return out
+  },
+  comparisons: [{ peer: 'lighttpd', target: 0.9 }],
+}
+
+export const ALL = [http, fastcgi, scgi, cgi, spawn]
