@@ -219,11 +219,14 @@ export class CgiExchange {
 
   /** RELIABILITY §2.13 / AC-91: drain stderr always, log at most `maxStderr` bytes of it. */
   private onStderr (chunk: Buffer): void {
-    if (this.stderrLeft <= 0) return
+    if (this.stderrLeft < 0) return
     const part = chunk.length > this.stderrLeft ? chunk.subarray(0, this.stderrLeft) : chunk
-    this.stderrLeft -= chunk.length
-    this.handler.onStderr?.(part)
-    if (this.stderrLeft < 0) this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))
+    this.stderrLeft -= part.length
+    if (part.length > 0) this.handler.onStderr?.(part)
+    if (part.length < chunk.length) {
+      this.stderrLeft = -1
+      this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))
+    }
   }
 
   private describeExit (): string {
