@@ -30,7 +30,14 @@ export async function checkConfig (config: unknown, opts: CheckOptions = {}): Pr
   const issues = validateConfig(config, { ...opts, externalSpawns: external })
   if (typeof config !== 'object' || config === null) return issues
   const c = config as CompileInput & { spawns?: Record<string, { socketType?: string }> }
-  if (!Array.isArray(c.routes) || issues.some((i) => i.path === '/routes' || i.path.startsWith('/routes/'))) return issues
+  if (!Array.isArray(c.routes)) return issues
+  // Compile the routes whose shape is right, so one malformed route does not hide another's
+  // unknown protocol or bad adapter options; `keep` maps compiled indices back to file indices.
+  const bad = (i: number): boolean => issues.some((x) => x.path === `/routes/${i}` || x.path.startsWith(`/routes/${i}/`))
+  const keep = c.routes.map((_, i) => i).filter((i) => !bad(i))
+  const topBad = new Set(issues.map((x) => x.path.split('/')[1]))
+  const input = Object.fromEntries(Object.entries(c).filter(([k]) => k === 'routes' || !topBad.has(k))) as unknown as CompileInput
+  input.routes = keep.map((i) => c.routes[i])
   const sources = new Map<string, BackendSource>(Object.entries(opts.sources ?? {}))
   const starters = new Map<string, ProcessStarter>(Object.entries(opts.processStarters ?? {}))
   for (const [name, s] of Object.entries(c.spawns ?? {})) {
@@ -38,7 +45,7 @@ export async function checkConfig (config: unknown, opts: CheckOptions = {}): Pr
     if (s?.socketType === 'pipe') starters.set(name, placeholderStarter)
   }
   try {
-    const runtime = compileProxy(c, {
+    const runtime = compileProxy(input, {
       ...(opts.adapters !== undefined ? { adapters: opts.adapters as ProtocolAdapter[] } : {}),
       sources,
       processStarters: starters,
@@ -49,7 +56,10 @@ export async function checkConfig (config: unknown, opts: CheckOptions = {}): Pr
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     const have = new Set(issues.map((i) => i.path))
-    issues.push(...err.issues.filter((i) => !have.has(i.path)))
+    for (const i of err.issues) {
+      const path = i.path.replace(/^\/routes\/(\d+)/, (_, k: string) => `/routes/${keep[Number(k)]}`)
+      if (!have.has(path)) issues.push({ ...i, path })
+    }
   }
   return issues
 }

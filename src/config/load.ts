@@ -1,0 +1,194 @@
+/**
+ * File -> validated config. Reads YAML or JSON, substitutes `${VAR}`, follows `include` globs
+ * (relative to the including file, sorted, cycles refused), merges, resolves relative paths against
+ * the file that wrote them, validates everything at once, and maps every issue to `file:line:col`.
+ *
+ * Merge rule: a file's included routes come before its own routes, so the main file's catch-all
+ * stays last; spawns and tenants are unions, and a name defined twice is an error naming both places.
+ */
+import { dirname, isAbsolute, resolve } from 'node:path'
+import fg from 'fast-glob'
+import { ConfigError, type ConfigIssue } from '../core/errors.js'
+import type { ProtocolAdapter } from '../core/types.js'
+import { checkConfig } from './check.js'
+import { substituteEnv } from './env.js'
+import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
+import type { OperatorConfig } from './schema.js'
+
+/** Keys an included file may set; the rest belong to the main file only. */
+const INCLUDABLE = new Set(['routes', 'spawns', 'tenants', 'include', '$schema'])
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv
+  adapters?: readonly ProtocolAdapter[]
+}
+
+export interface LoadResult {
+  /** The merged config (meaningful only when `issues` is empty). */
+  config: OperatorConfig
+  issues: ConfigIssue[]
+  /** Every file read, main first. */
+  files: string[]
+}
+
+interface Origin { file: ParsedFile, local: Array<string | number> }
+
+type Obj = Record<string, unknown>
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+class Merger {
+  readonly issues: ConfigIssue[] = []
+  readonly files: ParsedFile[] = []
+  readonly routes: unknown[] = []
+  readonly routeOrigins: Origin[] = []
+  readonly named = { spawns: new Map<string, { value: unknown, origin: Origin }>(), tenants: new Map<string, { value: unknown, origin: Origin }>() }
+  private readonly visiting = new Set<string>()
+  constructor (private readonly env: NodeJS.ProcessEnv) {}
+
+  async add (file: string, main: boolean): Promise<Obj | null> {
+    if (this.visiting.has(file)) {
+      this.issues.push({ path: '/include', message: `include cycle: ${file} includes itself (directly or through another file)`, source: file })
+      return null
+    }
+    const { parsed, issues } = await parseFile(file)
+    this.issues.push(...issues)
+    if (parsed === null) return null
+    this.files.push(parsed)
+    const subst = substituteEnv(parsed.value, this.env)
+    for (const i of subst.issues) this.issues.push({ ...i, source: positionOf(parsed, pointerSegments(i.path)) })
+    if (!isObj(subst.value)) {
+      this.issues.push({ path: '', message: 'the config must be a mapping', found: subst.value, expected: 'a mapping with at least `routes`', source: positionOf(parsed, []) })
+      return null
+    }
+    const value = resolvePaths(subst.value, dirname(file))
+    if (!main) {
+      for (const k of Object.keys(value)) {
+        if (!INCLUDABLE.has(k)) this.issues.push({ path: `/${k}`, message: `${k} may only be set in the main file (included files hold routes, spawns, tenants)`, found: k, source: positionOf(parsed, [k], true) })
+      }
+    }
+    this.visiting.add(file)
+    for (const inc of await this.expand(value.include, parsed)) await this.add(inc, false)
+    this.visiting.delete(file)
+
+    if (Array.isArray(value.routes)) {
+      value.routes.forEach((r, i) => { this.routes.push(r); this.routeOrigins.push({ file: parsed, local: ['routes', i] }) })
+    } else if (value.routes !== undefined && !main) {
+      this.issues.push({ path: '/routes', message: 'routes must be a list', found: value.routes, expected: 'a list', source: positionOf(parsed, ['routes']) })
+    }
+    for (const kind of ['spawns', 'tenants'] as const) {
+      if (!isObj(value[kind])) continue
+      for (const [name, v] of Object.entries(value[kind])) {
+        const had = this.named[kind].get(name)
+        const origin = { file: parsed, local: [kind, name] }
+        if (had !== undefined) {
+          this.issues.push({
+            path: `/${kind}/${name}`,
+            message: `${kind.slice(0, -1)} ${JSON.stringify(name)} is defined twice: here and at ${positionOf(had.origin.file, had.origin.local, true)}`,
+            source: positionOf(parsed, origin.local, true),
+          })
+          continue
+        }
+        this.named[kind].set(name, { value: v, origin })
+      }
+    }
+    return value
+  }
+
+  private async expand (include: unknown, from: ParsedFile): Promise<string[]> {
+    if (include === undefined) return []
+    const patterns = [include].flat()
+    const out: string[] = []
+    for (const [i, p] of patterns.entries()) {
+      const at = Array.isArray(include) ? ['include', i] : ['include']
+      if (typeof p !== 'string') continue
+      const matches = (await fg(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
+      // A glob matching nothing is an empty conf.d; a plain path that is missing is a mistake.
+      if (matches.length === 0 && !fg.isDynamicPattern(p)) {
+        this.issues.push({ path: `/${at.join('/')}`, message: `included file not found: ${p}`, found: p, expected: 'an existing file, or a glob', source: positionOf(from, at) })
+      }
+      for (const m of matches) if (!out.includes(m)) out.push(m)
+    }
+    return out
+  }
+
+  /** Where a merged-config path was written. */
+  locate (path: string, keyOf: boolean): string {
+    const seg = pointerSegments(path)
+    const main = this.files[0]
+    if (seg[0] === 'routes' && typeof seg[1] === 'number' && this.routeOrigins[seg[1]] !== undefined) {
+      const o = this.routeOrigins[seg[1]]
+      return positionOf(o.file, [...o.local, ...seg.slice(2)], keyOf)
+    }
+    if ((seg[0] === 'spawns' || seg[0] === 'tenants') && typeof seg[1] === 'string') {
+      const o = this.named[seg[0]].get(seg[1])?.origin
+      if (o !== undefined) return positionOf(o.file, [...o.local, ...seg.slice(2)], keyOf)
+    }
+    return main === undefined ? '' : positionOf(main, seg, keyOf)
+  }
+}
+
+/** Relative paths mean "next to the file that says so", whatever the cwd of proxycore is. */
+function resolvePaths (value: Obj, dir: string): Obj {
+  const abs = (p: unknown): unknown => typeof p === 'string' && p !== '' && !isAbsolute(p) && !p.includes('${') ? resolve(dir, p) : p
+  const out: Obj = { ...value }
+  for (const k of ['runDir', 'logDir'] as const) if (k in out) out[k] = abs(out[k])
+  if (isObj(out.spawns)) {
+    out.spawns = Object.fromEntries(Object.entries(out.spawns).map(([n, s]) => {
+      if (!isObj(s)) return [n, s]
+      const sock = (a: unknown): unknown => typeof a === 'string' && a.startsWith('./') ? abs(a) : typeof a === 'string' && a.startsWith('unix:./') ? `unix:${abs(a.slice(5)) as string}` : a
+      return [n, {
+        ...s,
+        cwd: s.cwd === undefined ? dir : abs(s.cwd),
+        ...(s.socketName !== undefined ? { socketName: Array.isArray(s.socketName) ? s.socketName.map(sock) : sock(s.socketName) } : {}),
+      }]
+    }))
+  }
+  if (Array.isArray(out.routes)) {
+    out.routes = out.routes.map((r) => isObj(r)
+      ? { ...r, ...('docroot' in r ? { docroot: abs(r.docroot) } : {}), ...('scriptFilename' in r ? { scriptFilename: abs(r.scriptFilename) } : {}) }
+      : r)
+  }
+  return out
+}
+
+/** Route names label logs and metrics; two routes with one name would merge their counters. */
+function duplicateRouteNames (m: Merger): ConfigIssue[] {
+  const first = new Map<string, number>()
+  const out: ConfigIssue[] = []
+  m.routes.forEach((r, i) => {
+    const name = isObj(r) && typeof r.name === 'string' ? r.name : undefined
+    if (name === undefined) return
+    const prev = first.get(name)
+    if (prev === undefined) { first.set(name, i); return }
+    out.push({ path: `/routes/${i}/name`, message: `route name ${JSON.stringify(name)} is used twice: here and at ${m.locate(`/routes/${prev}/name`, false)}`, found: name, source: m.locate(`/routes/${i}/name`, false) })
+  })
+  return out
+}
+
+export async function loadConfig (file: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const m = new Merger(opts.env ?? process.env)
+  const main = await m.add(resolve(file), true)
+  const config = {
+    ...(main ?? {}),
+    routes: main !== null && main.routes !== undefined && !Array.isArray(main.routes) ? main.routes : m.routes,
+    ...(m.named.spawns.size > 0 ? { spawns: Object.fromEntries([...m.named.spawns].map(([k, v]) => [k, v.value])) } : {}),
+    ...(m.named.tenants.size > 0 ? { tenants: Object.fromEntries([...m.named.tenants].map(([k, v]) => [k, v.value])) } : {}),
+  } as Obj
+  delete config.include
+  const issues = [...m.issues, ...duplicateRouteNames(m)]
+  if (main !== null) {
+    const have = new Set(issues.map((i) => i.path))
+    const found = await checkConfig(config, opts.adapters !== undefined ? { adapters: opts.adapters } : {})
+    for (const i of found) {
+      if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, /^unknown key/.test(i.message)) })
+    }
+  }
+  return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }
+}
+
+/** loadConfig that throws a ConfigError carrying every issue. */
+export async function loadConfigOrThrow (file: string, opts: LoadOptions = {}): Promise<LoadResult> {
+  const r = await loadConfig(file, opts)
+  if (r.issues.length > 0) throw new ConfigError(r.issues)
+  return r
+}

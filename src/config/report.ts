@@ -1,0 +1,57 @@
+/**
+ * Config issues as operators read them (nginx -t style): one line per problem, where it is, what
+ * is wrong, what was found and what was expected. `--explain` adds the field's documentation,
+ * taken from the schema descriptions so the text never drifts from the code.
+ */
+import type { TSchema } from '@sinclair/typebox'
+import type { ConfigIssue } from '../core/errors.js'
+import { pointerSegments } from './locate.js'
+import { OperatorConfigSchema } from './schema.js'
+
+function show (v: unknown): string {
+  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+export function issueLine (i: ConfigIssue): string {
+  const where = i.source !== undefined && i.source !== '' ? `${i.source}: ` : ''
+  const extra = [
+    i.found !== undefined && !i.message.includes(show(i.found)) ? `found ${show(i.found)}` : '',
+    i.expected !== undefined && !i.message.includes(i.expected) ? `expected ${i.expected}` : '',
+  ].filter((s) => s !== '').join('; ')
+  return `${where}${i.path || '/'}: ${i.message}${extra !== '' ? ` (${extra})` : ''}`
+}
+
+/** The schema node describing `path`, following objects, records, lists and unions. */
+export function schemaAt (path: string, root: TSchema = OperatorConfigSchema): Record<string, unknown> | null {
+  let node: Record<string, unknown> | null = root as unknown as Record<string, unknown>
+  for (const seg of pointerSegments(path)) {
+    if (node === null) return null
+    const candidates: Array<Record<string, unknown>> = Array.isArray(node.anyOf) ? node.anyOf as Array<Record<string, unknown>> : [node]
+    let next: Record<string, unknown> | null = null
+    for (const c of candidates) {
+      const props = c.properties as Record<string, Record<string, unknown>> | undefined
+      const pattern = c.patternProperties as Record<string, Record<string, unknown>> | undefined
+      if (typeof seg === 'string' && props?.[seg] !== undefined) next = props[seg]
+      else if (typeof seg === 'string' && pattern !== undefined) next = Object.values(pattern)[0]
+      else if (typeof seg === 'number' && c.items !== undefined) next = c.items as Record<string, unknown>
+      if (next !== null) break
+    }
+    node = next
+  }
+  return node
+}
+
+/** Documentation lines for an issue's field (nearest described ancestor). */
+export function explain (i: ConfigIssue): string[] {
+  const segs = pointerSegments(i.path)
+  for (let n = segs.length; n > 0; n--) {
+    const path = `/${segs.slice(0, n).join('/')}`
+    const s = schemaAt(path)
+    if (s !== null && typeof s.description === 'string') {
+      const dflt = s.default !== undefined ? ` Default: ${JSON.stringify(s.default)}.` : ''
+      return [`    ${path}: ${s.description}${dflt}`]
+    }
+  }
+  return []
+}
