@@ -9,6 +9,7 @@ import type { Endpoint } from './types.js'
 export class AddressError extends Error {
   constructor (readonly input: string, reason: string) {
     super(`invalid address ${JSON.stringify(input)}: ${reason}`)
+    this.name = 'AddressError'
   }
 }
 

@@ -62,6 +62,44 @@ export const ERRORS = {
   ERR_CGI_SPAWN: { status: 502, message: 'CGI program could not be started', action: 'Check binPath, permissions, and the interpreter.' },
   ERR_SENDFILE_FORBIDDEN: { status: 502, message: 'X-Sendfile path is outside the allowed roots', action: 'Fix the backend or add the directory to xSendfile.allow.' },
 
+  // --- spawn layer (src/spawn); definition errors surface at load, the rest as a FAILED spawn ------
+  ERR_SPAWN_BAD_SPEC: { status: 500, message: 'Invalid spawn definition', action: 'Fix the spawn in the config (the message names the key).' },
+  ERR_SPAWN_BAD_ADDRESS: { status: 500, message: 'Invalid spawn socketName', action: 'Use host:port, [v6]:port or an absolute unix socket path.' },
+  ERR_SPAWN_ADDRESS_IN_USE: { status: 503, message: 'The spawn address is in use by another program', action: 'Stop the other program or change socketName.' },
+  ERR_SPAWN_BIND: { status: 503, message: 'The spawn listening socket could not be bound', action: 'Check the directory/port permissions of socketName.' },
+  ERR_SPAWN_EXEC: { status: 503, message: 'The backend program could not be executed', action: 'Check binPath exists and is executable by the spawn user.' },
+  ERR_SPAWN_UNKNOWN: { status: 500, message: 'No spawn of that name', action: 'Fix the spawn name (route `spawn:` or API call).' },
+  ERR_SPAWN_UNKNOWN_DEPENDENCY: { status: 500, message: 'dependsOn names an unknown spawn', action: 'Fix dependsOn.' },
+  ERR_SPAWN_DEPENDENCY_CYCLE: { status: 500, message: 'dependsOn forms a cycle', action: 'Break the dependency cycle.' },
+  ERR_SPAWN_LIMITS_UNSUPPORTED: { status: 503, message: 'A configured resource limit cannot be applied on this host', action: 'Install util-linux prlimit, or drop the limit.' },
+
+  // --- identity (suEXEC-style, RELIABILITY §1): refused at load for spawns --------------------------
+  ERR_IDENTITY_NOT_ROOT: { status: 503, message: 'Switching user needs the host to run as root', action: 'Run proxycore as root, or drop user/group from the spawn.' },
+  ERR_IDENTITY_USER_REQUIRED: { status: 500, message: 'group is set without user', action: 'Set both user and group.' },
+  ERR_IDENTITY_GROUP_REQUIRED: { status: 500, message: 'user is set without group', action: 'Set both user and group (a uid alone keeps gid 0).' },
+  ERR_IDENTITY_BAD_ID: { status: 500, message: 'Malformed numeric user or group id', action: 'Use a name or a plain decimal id.' },
+  ERR_IDENTITY_UNKNOWN_USER: { status: 500, message: 'No such user', action: 'Create the user or fix the name.' },
+  ERR_IDENTITY_UNKNOWN_GROUP: { status: 500, message: 'No such group', action: 'Create the group or fix the name.' },
+  ERR_IDENTITY_UID_ZERO: { status: 500, message: 'Refusing to run a backend as uid 0', action: 'Use an unprivileged user.' },
+  ERR_IDENTITY_GID_ZERO: { status: 500, message: 'Refusing to run a backend as gid 0', action: 'Use an unprivileged group.' },
+  ERR_IDENTITY_UID_BELOW_MIN: { status: 500, message: 'uid below the configured minimum', action: 'Use a regular user, or lower minUid deliberately.' },
+  ERR_IDENTITY_GID_BELOW_MIN: { status: 500, message: 'gid below the configured minimum', action: 'Use a regular group, or lower minGid deliberately.' },
+  ERR_IDENTITY_UNKNOWN_TENANT: { status: 500, message: 'The spawn names an unknown tenant environment', action: 'Define the tenant or fix its name.' },
+  ERR_IDENTITY_TENANT_CONFLICT: { status: 500, message: 'The spawn sets identity or limits that its tenant already sets', action: 'Set them in one place: the tenant.' },
+  ERR_SUEXEC_RELATIVE_PATH: { status: 403, message: 'Program path is not absolute', action: 'Use an absolute binPath.' },
+  ERR_SUEXEC_DOTDOT: { status: 403, message: 'Program path contains ..', action: 'Use a canonical path.' },
+  ERR_SUEXEC_NOT_FOUND: { status: 403, message: 'Program not found', action: 'Check the path.' },
+  ERR_SUEXEC_SYMLINK: { status: 403, message: 'Program is a symlink the policy refuses', action: 'Point binPath at the real file, or relax the symlink policy.' },
+  ERR_SUEXEC_NOT_IN_ROOT: { status: 403, message: 'Program is outside the allowed roots', action: 'Move it under an allowed root, or add the root.' },
+  ERR_SUEXEC_OWNER_MISMATCH: { status: 403, message: 'Program or its directory is not owned by the target user', action: 'chown it to the spawn user.' },
+  ERR_SUEXEC_FILE_WRITABLE: { status: 403, message: 'Program is writable by group or others', action: 'chmod go-w the program.' },
+  ERR_SUEXEC_DIR_WRITABLE: { status: 403, message: 'Program directory is writable by group or others', action: 'chmod go-w the directory.' },
+  ERR_SUEXEC_SETID: { status: 403, message: 'Program is setuid or setgid', action: 'Remove the setuid/setgid bits.' },
+  ERR_SUEXEC_NOT_EXECUTABLE: { status: 403, message: 'Program is not executable', action: 'chmod u+x the program.' },
+
+  // --- configuration ------------------------------------------------------------------------------
+  ERR_CONFIG: { status: 500, message: 'Invalid configuration', action: 'Run `proxycore check` and fix every listed path.' },
+
   // --- internal ------------------------------------------------------------------------
   ERR_INTERNAL: { status: 500, message: 'Internal proxy error', action: 'Report a bug with the log line.' },
 } as const satisfies Record<string, ErrorSpec>

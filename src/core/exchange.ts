@@ -54,6 +54,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   private bytesOut = 0
   private status = 0
   private backendId = ''
+  private lastError: ProxyError | null = null
 
   constructor (
     private readonly rt: ProxyRuntime,
@@ -102,7 +103,12 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.rt.track(this)
     const needsPrepare = this.route.prepare !== null && (this.route.needsBodyPrepare(this) || this.route.cgi !== null)
     if (!needsPrepare && this.route.pool.backends.length > 0) {
-      this.prepareSync()
+      try {
+        this.prepareSync()
+      } catch (err) {
+        this.fail(toProxyError(err, 'route'), true)
+        return
+      }
       this.dispatch()
       return
     }
@@ -144,6 +150,8 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
     if (b === null) {
       pool.noneUsable()
+      // Every backend was tried for this exchange: the last real failure says more than "none left".
+      if (this.lastError !== null) { this.fail(this.lastError, true); return }
       this.fail(new ProxyError('ERR_NO_BACKEND', `pool ${pool.name}`, { phase: 'connect' }), true, pool.retryAfterSeconds())
       return
     }
@@ -219,6 +227,8 @@ export class ProxyExchange implements Exchange, ResponseHandler {
       if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
       this.releaseBackend()
       if (this.attempts <= this.route.retries && this.signal.aborted === false) {
+        if (err.backend === undefined) err.backend = b.endpoint.id
+        this.lastError = err
         this.tried ??= new Set()
         this.tried.add(b)
         this.phase = Phase.Prepare
