@@ -1,0 +1,40 @@
+/**
+ * proxycore inside a plain node:http server: one route to an HTTP upstream (WebSockets included),
+ * everything else answered by the server itself.
+ *
+ *   UPSTREAM=127.0.0.1:3000 node --import <ts loader> examples/node-http/server.ts
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createProxy, type Proxy } from '../../src/index.js'
+
+export async function start (upstream: string, port = 0): Promise<{ server: Server, proxy: Proxy, url: string, close: () => Promise<void> }> {
+  const proxy = await createProxy({
+    routes: [{ match: { prefix: '/api/' }, protocol: 'http', backends: [upstream], stripPrefix: true }],
+  })
+  const server = createServer((req, res) => {
+    proxy.handler(req, res, () => {
+      res.setHeader('content-type', 'text/plain')
+      res.end('served by node:http itself\n')
+    })
+  })
+  server.on('upgrade', proxy.upgrade)
+  server.on('checkContinue', proxy.checkContinue)
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    server,
+    proxy,
+    url,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await proxy.close()
+    },
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { url } = await start(process.env.UPSTREAM ?? '127.0.0.1:3000', Number(process.env.PORT ?? 8080))
+  console.log(`listening on ${url}; /api/* -> ${process.env.UPSTREAM ?? '127.0.0.1:3000'}`)
+}
