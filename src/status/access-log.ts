@@ -14,6 +14,7 @@
  * are dropped and counted (`dropped`) instead of queued.
  */
 import type { Writable } from 'node:stream'
+import { ERRORS } from '../core/errors.js'
 import type { ProxyEvents, RequestEndEvent } from '../core/events.js'
 
 export type AccessLogFormat = 'combined' | 'json'
@@ -61,10 +62,19 @@ export function createAccessLog (events: ProxyEvents, opts: AccessLogOptions): A
   }
 }
 
+/**
+ * The status the client got. The core reports 0 when it failed the exchange before a response
+ * head was chosen; the error table gives the status that error page carries.
+ */
+export function clientStatus (e: RequestEndEvent): number {
+  if (e.status !== 0 || e.error === null) return e.status
+  return ERRORS[e.error]?.status ?? 500
+}
+
 /** The backend's status when one answered; null when the proxy made the response itself. */
 function upstreamStatus (e: EndEvent): number | null {
   if (typeof e.upstreamStatus === 'number') return e.upstreamStatus
-  return e.backend !== '' && e.error === null && e.headMs >= 0 ? e.status : null
+  return e.backend !== '' && e.error === null && e.headMs >= 0 && e.status !== 0 ? e.status : null
 }
 
 const seconds = (ms: number): string => (ms < 0 ? '-' : (ms / 1000).toFixed(3))
@@ -72,7 +82,7 @@ const seconds = (ms: number): string => (ms < 0 ? '-' : (ms / 1000).toFixed(3))
 export function combinedLine (e: EndEvent, at: number): string {
   const up = upstreamStatus(e)
   return `${esc(e.client || '-')} - - [${clf(at)}] "${esc(e.method)} ${esc(e.url)} ${esc(e.httpVersion !== undefined ? `HTTP/${e.httpVersion}` : 'HTTP/1.1')}" ` +
-    `${e.status} ${e.bytesOut > 0 ? e.bytesOut : '-'} "${esc(e.referer ?? '-')}" "${esc(e.userAgent ?? '-')}" ` +
+    `${clientStatus(e)} ${e.bytesOut > 0 ? e.bytesOut : '-'} "${esc(e.referer ?? '-')}" "${esc(e.userAgent ?? '-')}" ` +
     `route=${esc(e.route)} upstream=${esc(e.backend || '-')} upstream_status=${up ?? '-'} ` +
     `rt=${seconds(e.totalMs)} uht=${seconds(e.headMs)} code=${e.error ?? '-'}`
 }
@@ -84,7 +94,7 @@ export function jsonLine (e: EndEvent, at: number): string {
     method: e.method,
     url: e.url,
     ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
-    status: e.status,
+    status: clientStatus(e),
     bytes: e.bytesOut,
     ...(e.referer !== undefined ? { referer: e.referer } : {}),
     ...(e.userAgent !== undefined ? { userAgent: e.userAgent } : {}),

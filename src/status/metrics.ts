@@ -13,6 +13,7 @@ import { Counter, Gauge, Histogram, Registry, type LabelValues, type MetricType 
 import { LATENCY_BUCKETS_MS } from '../core/stats.js'
 import type { RequestEndEvent } from '../core/events.js'
 import type { SpawnEvents, SpawnState } from '../spawn/types.js'
+import { clientStatus } from './access-log.js'
 import type { StatusSnapshot, StatusTarget } from './model.js'
 
 const SPAWN_STATES: readonly SpawnState[] = ['idle', 'waiting', 'starting', 'running', 'backoff', 'failed', 'stopping', 'stopped']
@@ -143,7 +144,7 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   const exits = new Counter({ name: 'proxycore_spawn_exits_total', help: 'Spawned processes that exited, expected (stop, recycle) or not (crash).', labelNames: ['spawn', 'expected'], registers: [registry] })
   const restarts = new Counter({ name: 'proxycore_spawn_restarts_total', help: 'Crash restarts scheduled by the supervisor.', labelNames: ['spawn'], registers: [registry] })
   const onEnd = (e: RequestEndEvent): void => {
-    responses.inc({ route: e.route, status: e.status })
+    responses.inc({ route: e.route, status: clientStatus(e) })
     if (e.error !== null) failures.inc({ route: e.route, code: e.error })
   }
   const onExit = (e: SpawnEvents['exit'][0]): void => { exits.inc({ spawn: e.spawn, expected: String(e.expected) }) }
