@@ -1,0 +1,15 @@
+/**
+ * The CLI's logger: JSON lines on stderr (for journald, log shippers and tests that parse the bound
+ * address), or pino-pretty's readable lines when stderr is a terminal. Writes are synchronous so
+ * the last lines before an exit are never lost.
+ */
+import { pino, type Logger as Pino } from 'pino'
+import pretty from 'pino-pretty'
+
+export function cliLogger (level: string): Pino {
+  const opts = { level, base: { name: 'proxycore' } }
+  if (process.stderr.isTTY === true && process.env.PROXYCORE_LOG_FORMAT !== 'json') {
+    return pino(opts, pretty({ colorize: true, destination: 2, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' }))
+  }
+  return pino(opts, pino.destination({ dest: 2, sync: true }))
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+/**
+ * proxycore CLI. Exit codes (ARCHITECTURE.md "Errors"): 0 ok, 1 runtime failure, 2 usage or config
+ * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
+ * serving), SIGTERM/SIGINT drain and stop every child, a second one exits at once.
+ */
+import { resolve } from 'node:path'
+import '../index.js'
+import { loadConfig } from '../config/load.js'
+import { explain, issueLine } from '../config/report.js'
+import { ConfigError } from '../core/errors.js'
+import { Gateway } from '../gateway/server.js'
+import { VERSION } from '../version.js'
+import { cliLogger } from './log.js'
+import { fetchStatus, statusTable } from './status.js'
+
+const USAGE = `proxycore ${VERSION} — reverse proxy and process spawner for FastCGI, SCGI, HTTP and CGI backends
+
+Usage:
+  proxycore serve [config]          run the gateway (default config: ./proxycore.yaml)
+  proxycore check <config> [--explain]
+                                    validate a config: exit 0 valid, 2 invalid (every problem listed)
+  proxycore status [url]            status table (default http://127.0.0.1:8080/server-status)
+  proxycore --help | --version
+
+Signals (serve): SIGHUP reload, SIGTERM/SIGINT graceful stop (twice: immediate).
+Environment: PROXYCORE_LOG_LEVEL (default from the config, else info), PROXYCORE_LOG_FORMAT=json.`
+
+function usageError (msg: string): number {
+  process.stderr.write(`proxycore: ${msg}\n\n${USAGE}\n`)
+  return 2
+}
+
+async function check (args: string[]): Promise<number> {
+  const file = args.find((a) => !a.startsWith('-'))
+  if (file === undefined) return usageError('check needs a config file')
+  const r = await loadConfig(resolve(file))
+  if (r.issues.length === 0) {
+    const c = r.config
+    process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
+    return 0
+  }
+  for (const i of r.issues) {
+    process.stderr.write(`${issueLine(i)}\n`)
+    if (args.includes('--explain')) for (const l of explain(i)) process.stderr.write(`${l}\n`)
+  }
+  process.stderr.write(`${file}: ${r.issues.length} problem(s)\n`)
+  return 2
+}
+
+async function status (args: string[]): Promise<number> {
+  const url = args.find((a) => !a.startsWith('-')) ?? 'http://127.0.0.1:8080/server-status'
+  try {
+    process.stdout.write(`${statusTable(await fetchStatus(url))}\n`)
+    return 0
+  } catch (err) {
+    process.stderr.write(`proxycore status: ${(err as Error).message}\n`)
+    return 1
+  }
+}
+
+async function serve (args: string[]): Promise<number> {
+  const file = resolve(args.find((a) => !a.startsWith('-')) ?? 'proxycore.yaml')
+  const pre = await loadConfig(file)
+  const log = cliLogger(process.env.PROXYCORE_LOG_LEVEL ?? pre.config.logLevel ?? 'info')
+  if (pre.issues.length > 0) {
+    for (const i of pre.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
+    return 2
+  }
+  const gw = new Gateway({ configFile: file, log })
+  let stopping = false
+  const stop = (signal: string): void => {
+    if (stopping) {
+      // Second signal: the operator wants out now. Kill the children's groups so none outlives us.
+      log.warn({ signal }, 'second signal: exiting now')
+      for (const pid of gw.pids()) { try { process.kill(-pid, 'SIGKILL') } catch {} }
+      process.exit(1)
+    }
+    stopping = true
+    log.info({ signal }, 'stopping: draining requests and stopping spawned processes')
+    gw.close().then(() => { log.info('stopped'); process.exit(0) }, (err: unknown) => { log.error({ err }, 'stop failed'); process.exit(1) })
+  }
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', () => {
+    log.info({ config: file }, 'SIGHUP: reloading')
+    void gw.reload()
+  })
+  try {
+    await gw.start()
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
+      return 2
+    }
+    log.error({ err }, 'start failed')
+    return 1
+  }
+  log.info({ addresses: gw.addresses, pid: process.pid }, 'serving')
+  // Keep running; the signal handlers end the process.
+  return await new Promise<number>(() => {})
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(`${USAGE}\n`)
+    return cmd === undefined ? 2 : 0
+  }
+  if (cmd === '--version' || cmd === '-v') { process.stdout.write(`${VERSION}\n`); return 0 }
+  if (cmd === 'serve') return await serve(rest)
+  if (cmd === 'check') return await check(rest)
+  if (cmd === 'status') return await status(rest)
+  return usageError(`unknown command ${JSON.stringify(cmd)}`)
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: unknown) => {
+  process.stderr.write(`proxycore: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 1
+})

@@ -1,0 +1,194 @@
+/**
+ * The gateway: node:http listeners for `listen`, the status route, and the proxy behind them,
+ * with SIGHUP-style reload and graceful close.
+ *
+ * Reload is make-before-break: the new file is loaded and fully validated, changed spawns are
+ * started (spawn-set.ts), the new routes are compiled, and only then is the generation pointer
+ * swapped — one assignment, so a request sees either the old routes or the new ones. The old
+ * generation drains in the background. A config that fails at any step is logged and dropped; the
+ * old generation never stops serving.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { chmodSync, unlinkSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import { loadConfigOrThrow } from '../config/load.js'
+import type { OperatorConfig } from '../config/schema.js'
+import { parseDuration } from '../config/units.js'
+import type { Logger } from '../core/types.js'
+import { createProxy, type Proxy } from '../proxy.js'
+import { SpawnSet } from './spawn-set.js'
+import { createStatus, type StatusHandler } from '../status/index.js'
+import type { SpawnView } from '../status/model.js'
+
+interface Generation {
+  readonly config: OperatorConfig
+  readonly proxy: Proxy
+  readonly spawns: SpawnSet
+  readonly status: StatusHandler | null
+}
+
+type Listener = (...args: unknown[]) => void
+interface Emitter { on (e: string, fn: Listener): unknown, off (e: string, fn: Listener): unknown }
+
+/** The status module reads one manager; the gateway has one per spawn component. */
+function spawnView (set: SpawnSet): SpawnView {
+  return {
+    status: () => set.status(),
+    on: (event, fn) => { for (const c of set.components) (c.manager as unknown as Emitter).on(event, fn as Listener) },
+    off: (event, fn) => { for (const c of set.components) (c.manager as unknown as Emitter).off(event, fn as Listener) },
+  }
+}
+
+export interface GatewayOptions {
+  configFile: string
+  log: Logger
+  env?: NodeJS.ProcessEnv
+}
+
+export class Gateway {
+  private gen: Generation | null = null
+  private readonly servers: Server[] = []
+  private reloads = 0
+  private reloading: Promise<boolean> | null = null
+  private closing: Promise<void> | null = null
+  /** Bound addresses, as `http://host:port` or `unix:/path`. */
+  readonly addresses: string[] = []
+
+  constructor (private readonly opts: GatewayOptions) {}
+
+  get current (): Generation | null { return this.gen }
+
+  private async build (prev: SpawnSet): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
+    const { config } = await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})
+    const { set, retired } = await prev.next(config)
+    let proxy: Proxy
+    try {
+      const { spawns: _s, tenants: _t, runDir: _r, logDir: _l, ...rest } = config
+      proxy = await createProxy({ ...rest, sources: set.sources(), processStarters: set.starters(), logger: this.opts.log })
+    } catch (err) {
+      // Undo only what this attempt started; components kept from `prev` keep serving.
+      const mine = set.components.filter((c) => !prev.components.includes(c))
+      await SpawnSet.retire(mine)
+      throw err
+    }
+    const st = config.status
+    const status = st === undefined
+      ? null
+      : createStatus({ routes: proxy.routes, events: proxy.events, get inflight () { return proxy.inflight }, spawns: spawnView(set) }, {
+        ...(st.path !== undefined ? { path: st.path } : {}),
+        ...(st.allow !== undefined ? { allow: st.allow } : {}),
+      })
+    return { gen: { config, proxy, spawns: set, status }, retired }
+  }
+
+  /** Load, start spawns, listen. Throws ConfigError (exit 2) or a runtime error (exit 1). */
+  async start (): Promise<void> {
+    const { gen } = await this.build(SpawnSet.empty(this.opts.log))
+    this.gen = gen
+    try {
+      for (const l of [gen.config.listen ?? '127.0.0.1:8080'].flat()) await this.listen(l)
+    } catch (err) {
+      await this.close()
+      throw err
+    }
+  }
+
+  private handle (req: IncomingMessage, res: ServerResponse): void {
+    const g = this.gen
+    if (g === null) { res.writeHead(503).end(); return }
+    if (g.status?.handler(req, res) === true) return
+    g.proxy.handler(req, res, () => {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('404 Not Found (no route matches)\n')
+    })
+  }
+
+  private async listen (spec: string): Promise<void> {
+    const server = createServer({ requestTimeout: 0 }, (req, res) => this.handle(req, res))
+    server.on('upgrade', (req, socket, head) => {
+      const g = this.gen
+      if (g === null) { socket.destroy(); return }
+      if (g.status?.upgrade(req, socket, head) === true) return
+      g.proxy.upgrade(req, socket, head)
+    })
+    server.on('checkContinue', (req, res) => {
+      const g = this.gen
+      if (g !== null) g.proxy.checkContinue(req, res)
+      else res.writeHead(503).end()
+    })
+    server.on('clientError', (_err, socket) => { socket.destroy() })
+    const unix = spec.startsWith('unix:') ? spec.slice(5) : null
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      if (unix !== null) {
+        // A stale socket file from a crashed run would make listen fail with EADDRINUSE.
+        try { unlinkSync(unix) } catch {}
+        server.listen(unix, () => { server.off('error', reject); resolve() })
+      } else {
+        const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(spec)
+        if (m === null) { reject(new Error(`listen ${spec}: expected host:port or unix:/path`)); return }
+        server.listen(Number(m[2]), m[1] === '' ? undefined : m[1], () => { server.off('error', reject); resolve() })
+      }
+    })
+    if (unix !== null) chmodSync(unix, 0o660)
+    this.servers.push(server)
+    const a = server.address()
+    const shown = typeof a === 'string' ? `unix:${a}` : `http://${(a as AddressInfo).family === 'IPv6' ? `[${(a as AddressInfo).address}]` : (a as AddressInfo).address}:${(a as AddressInfo).port}`
+    this.addresses.push(shown)
+    this.opts.log.info({ address: shown }, 'listening')
+  }
+
+  /** Re-read the config; true when the new one is serving. Concurrent calls share one attempt. */
+  reload (): Promise<boolean> {
+    this.reloading ??= this.doReload().finally(() => { this.reloading = null })
+    return this.reloading
+  }
+
+  private async doReload (): Promise<boolean> {
+    const old = this.gen
+    if (old === null || this.closing !== null) return false
+    let next: Awaited<ReturnType<Gateway['build']>>
+    try {
+      next = await this.build(old.spawns)
+    } catch (err) {
+      const issues = (err as { issues?: unknown[] }).issues
+      this.opts.log.error({ err: issues === undefined ? err : undefined, issues }, 'reload rejected; the previous config keeps serving')
+      return false
+    }
+    const listenChanged = JSON.stringify([next.gen.config.listen ?? '127.0.0.1:8080'].flat()) !== JSON.stringify([old.config.listen ?? '127.0.0.1:8080'].flat())
+    if (listenChanged) this.opts.log.warn({ listen: next.gen.config.listen }, 'reload: listen changed; restart proxycore to move listeners')
+    this.gen = next.gen
+    this.reloads++
+    this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length }, 'reloaded')
+    // The old routes finish what they are serving, then the spawns nobody uses any more stop.
+    const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
+    await old.status?.close()
+    await old.proxy.close(grace)
+    await SpawnSet.retire(next.retired)
+    return true
+  }
+
+  /** Stop listening, drain in-flight requests, stop every spawned process. Idempotent. */
+  close (): Promise<void> {
+    this.closing ??= this.doClose()
+    return this.closing
+  }
+
+  private async doClose (): Promise<void> {
+    await this.reloading
+    const g = this.gen
+    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+    for (const s of this.servers) s.closeIdleConnections()
+    if (g !== null) {
+      await g.status?.close()
+      await g.proxy.close(parseDuration(g.config.drainTimeout ?? '30s') ?? 30_000)
+      for (const s of this.servers) s.closeAllConnections()
+      await g.spawns.close()
+    }
+    await closed
+  }
+
+  /** Pids of spawned processes: the last resort of a second signal. */
+  pids (): number[] {
+    return this.gen?.spawns.pids() ?? []
+  }
+}

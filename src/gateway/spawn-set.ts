@@ -1,0 +1,139 @@
+/**
+ * The gateway's spawns across reloads. Spawns are grouped into components (connected by
+ * `dependsOn`), each run by its own SpawnManager, so a reload can keep every unchanged component
+ * running untouched and replace only what changed:
+ *
+ *   unchanged component  -> kept (same processes, same sockets)
+ *   changed / new        -> a new manager, started before the swap (make-before-break) ...
+ *                           ... unless it reuses a fixed address of the old one: then the old one
+ *                           is stopped first (a port cannot be bound twice), a short gap for it only
+ *   removed              -> stopped after the swap, once its in-flight requests drained
+ */
+import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
+import { addressKey, managerOptions, toSpawnSpec, type SpawnLayerConfig } from '../config/spawns.js'
+import type { BackendSource, Logger, ProcessStarter } from '../core/types.js'
+import { SpawnManager, type SpawnStatus } from '../spawn/index.js'
+
+export interface Component {
+  readonly names: string[]
+  /** Everything that decides how the processes run; equal keys = nothing to restart. */
+  readonly key: string
+  readonly manager: SpawnManager
+}
+
+function components (spawns: Record<string, SpawnConfig>): string[][] {
+  const parent = new Map<string, string>(Object.keys(spawns).map((n) => [n, n]))
+  const find = (n: string): string => { let r = n; while (parent.get(r) !== r) r = parent.get(r) as string; return r }
+  for (const [n, s] of Object.entries(spawns)) for (const d of s.dependsOn ?? []) if (parent.has(d)) parent.set(find(n), find(d))
+  const groups = new Map<string, string[]>()
+  for (const n of Object.keys(spawns).sort()) groups.set(find(n), [...(groups.get(find(n)) ?? []), n])
+  return [...groups.values()]
+}
+
+function keyOf (names: string[], c: SpawnLayerConfig): string {
+  const tenants: Record<string, TenantConfig | undefined> = {}
+  for (const n of names) { const t = c.spawns?.[n]?.tenant; if (t !== undefined) tenants[t] = c.tenants?.[t] }
+  return JSON.stringify({ spawns: names.map((n) => [n, c.spawns?.[n]]), tenants, runDir: c.runDir, logDir: c.logDir })
+}
+
+function fixedAddresses (names: string[], c: SpawnLayerConfig): Set<string> {
+  const out = new Set<string>()
+  for (const n of names) for (const a of [c.spawns?.[n]?.socketName ?? []].flat()) { const k = addressKey(a); if (k !== null) out.add(k.key) }
+  return out
+}
+
+export class SpawnSet {
+  private constructor (readonly components: readonly Component[], private readonly log: Logger) {}
+
+  static empty (log: Logger): SpawnSet { return new SpawnSet([], log) }
+
+  /**
+   * The next set for `config`: keeps unchanged components of `this`, starts the rest. Returns the
+   * new set and the components of `this` that the caller must retire (after the swap) with `retire`.
+   */
+  async next (config: SpawnLayerConfig): Promise<{ set: SpawnSet, retired: Component[] }> {
+    const wanted = components(config.spawns ?? {})
+    const old = new Map(this.components.map((c) => [c.key, c]))
+    const kept: Component[] = []
+    const started: Component[] = []
+    const fresh: string[][] = []
+    for (const names of wanted) {
+      const same = old.get(keyOf(names, config))
+      if (same !== undefined) { kept.push(same); old.delete(same.key) } else fresh.push(names)
+    }
+    const retired = [...old.values()]
+    try {
+      for (const names of fresh) {
+        const mine = fixedAddresses(names, config)
+        for (const r of retired.filter((x) => !('stopped' in x))) {
+          const theirs = fixedAddresses(r.names, decode(r.key))
+          if ([...mine].some((a) => theirs.has(a))) {
+            this.log.warn({ spawns: r.names }, 'reload: address reused by a changed spawn; stopping the old one first')
+            await r.manager.close()
+            Object.assign(r, { stopped: true })
+          }
+        }
+        started.push(await this.start(names, config))
+      }
+    } catch (err) {
+      await Promise.all(started.map((c) => c.manager.close()))
+      throw err
+    }
+    return { set: new SpawnSet([...kept, ...started], this.log), retired }
+  }
+
+  private async start (names: string[], config: SpawnLayerConfig): Promise<Component> {
+    const manager = new SpawnManager(managerOptions(config))
+    manager.on('failed', (e) => this.log.error({ spawn: e.spawn, reason: e.reason }, 'spawn failed'))
+    manager.on('exit', (e) => { if (!e.expected) this.log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
+    if (config.logDir === undefined) {
+      manager.on('stderr', (e) => this.log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, e.chunk.toString('utf8').trimEnd()))
+    }
+    try {
+      for (const n of names) manager.add(n, toSpawnSpec((config.spawns ?? {})[n]))
+      await manager.start()
+    } catch (err) {
+      await manager.close()
+      throw err
+    }
+    return { names, key: keyOf(names, config), manager }
+  }
+
+  sources (): Record<string, BackendSource> {
+    const out: Record<string, BackendSource> = {}
+    for (const c of this.components) for (const n of c.names) if (!this.isPipe(c, n)) out[n] = c.manager.source(n)
+    return out
+  }
+
+  starters (): Record<string, ProcessStarter> {
+    const out: Record<string, ProcessStarter> = {}
+    for (const c of this.components) for (const n of c.names) if (this.isPipe(c, n)) out[n] = c.manager.pipeStarter(n)
+    return out
+  }
+
+  private isPipe (c: Component, name: string): boolean {
+    return decode(c.key).spawns?.[name]?.socketType === 'pipe'
+  }
+
+  status (): SpawnStatus[] {
+    return this.components.flatMap((c) => c.manager.status())
+  }
+
+  /** Process ids of every spawned process (a second SIGTERM kills their groups at once). */
+  pids (): number[] {
+    return this.status().flatMap((s) => s.processes.map((p) => p.pid)).filter((p): p is number => p !== null)
+  }
+
+  static async retire (components: readonly Component[]): Promise<void> {
+    await Promise.all(components.map((c) => c.manager.close()))
+  }
+
+  async close (): Promise<void> {
+    await SpawnSet.retire(this.components)
+  }
+}
+
+function decode (key: string): SpawnLayerConfig {
+  const k = JSON.parse(key) as { spawns: Array<[string, SpawnConfig]>, runDir?: string, logDir?: string }
+  return { spawns: Object.fromEntries(k.spawns), runDir: k.runDir, logDir: k.logDir }
+}
