@@ -47,6 +47,9 @@ t.test('AC-29/30/31/37: meta-variables, cwd, no argv from the query', async (t) 
   t.equal(parseEnv((await get(`${p.url}/cgi-bin/env.sh?a+b=%2B`)).body.toString()).QUERY_STRING, 'a+b=%2B', 'raw')
   t.equal(parseEnv((await get(`${p.url}/cgi-bin/env.sh/A%20B/C`)).body.toString()).PATH_INFO, '/A B/C', 'decoded, case kept')
 
+  const head = await fetchRaw(`${p.url}/cgi-bin/env.sh`, { method: 'HEAD' })
+  t.same([head.status, head.body.length, head.headers['content-type']], [200, 0, 'text/plain'], 'HEAD: body discarded (§4.3.3)')
+
   for (const q of ['-s', 'a+b']) {
     const a = (await get(`${p.url}/cgi-bin/sub/argv.sh?${q}`)).body.toString()
     t.match(a, `pwd=${join(p.cgiDir, 'sub')}\n`, 'cwd is the script directory (RFC 3875 §7.2)')

@@ -206,7 +206,7 @@ export class CgiExchange {
   private endByExit (): void {
     const status = this.exit as ExitStatus
     if (status.signal !== null) {
-      return this.fail(this.error('ERR_CGI_EXIT', `killed by ${status.signal} during the body`, 'body'))
+      return this.fail(new ProxyError('ERR_BACKEND_CLOSED', `CGI program killed by ${status.signal} during the body`, { phase: 'body', backend: this.endpoint.id }))
     }
     if (status.code !== 0) this.logExit()
     this.succeed()
@@ -235,7 +235,7 @@ export class CgiExchange {
     return s.signal !== null ? ` (killed by ${s.signal})` : ` (exit code ${s.code})`
   }
 
-  private error (code: 'ERR_CGI_SPAWN' | 'ERR_CGI_EXIT', detail: string, phase: 'connect' | 'head' | 'body', cause?: unknown): ProxyError {
+  private error (code: 'ERR_CGI_SPAWN' | 'ERR_CGI_EXIT', detail: string, phase: 'connect' | 'head', cause?: unknown): ProxyError {
     return new ProxyError(code, detail, { phase, backend: this.endpoint.id, ...(cause !== undefined ? { cause } : {}) })
   }
 
