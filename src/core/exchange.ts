@@ -272,6 +272,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   private fail (err: ProxyError, logIt: boolean, retryAfter?: number): void {
     if (this.phase === Phase.Done) return
     const wasStreaming = this.phase === Phase.Streaming || this.res.headersSent
+    if (!wasStreaming) this.status = err.status
     // Finish first: aborting makes the adapter report back (re-entrantly), and that report must
     // find the exchange already done.
     this.finish(err.code)
@@ -283,7 +284,6 @@ export class ProxyExchange implements Exchange, ResponseHandler {
       this.res.destroy(err)
       return
     }
-    this.status = err.status
     this.rt.sendError(this.res, err, retryAfter ?? (err.status === 503 ? this.route.pool.retryAfterSeconds() : undefined))
   }
 

@@ -166,7 +166,8 @@ export class CompiledRoute {
       script,
       serverSoftware: this.s.serverSoftware,
       ...(this.s.serverName !== undefined ? { defaultServerName: this.s.serverName } : {}),
-      contentLength: ex.body === null && out.body === undefined ? null : length,
+      // A declared `Content-Length: 0` is a body of zero bytes: CONTENT_LENGTH=0 (lighttpd does the same).
+      contentLength: length,
       passAuthorization: cgi.passAuthorization,
       ...(cgi.params !== undefined ? { params: cgi.params } : {}),
     })
