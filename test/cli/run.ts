@@ -1,0 +1,90 @@
+/**
+ * Running the real CLI (`node dist/cli/main.js`) as a child, as operators and `npm start` do.
+ * dist/ is rebuilt first when any file under src/ is newer (CI's `npm ci` builds it through
+ * `prepare`; locally it may be stale). A lock directory keeps parallel test files from building twice.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { waitFor } from '../helpers/leaks.js'
+
+export const root = fileURLToPath(new URL('../../', import.meta.url))
+export const cli = join(root, 'dist', 'cli', 'main.js')
+
+function newest (dir: string): number {
+  let t = 0
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name)
+    t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs)
+  }
+  return t
+}
+
+function stale (): boolean {
+  try { return statSync(cli).mtimeMs < newest(join(root, 'src')) } catch { return true }
+}
+
+export async function ensureBuilt (): Promise<void> {
+  if (!stale()) return
+  const lock = join(root, 'dist', '.build-lock')
+  mkdirSync(join(root, 'dist'), { recursive: true })
+  const got = await waitFor(() => { try { mkdirSync(lock); return true } catch { return !stale() } }, 120_000, 50)
+  if (!got) throw new Error('timed out waiting for another build')
+  try {
+    if (stale()) {
+      const r = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root, encoding: 'utf8' })
+      if (r.status !== 0) throw new Error(`build failed:\n${r.stdout}${r.stderr}`)
+    }
+  } finally {
+    try { rmdirSync(lock) } catch {}
+  }
+}
+
+export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  await ensureBuilt()
+  const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
+  return { code, stdout, stderr }
+}
+
+export interface Served {
+  child: ChildProcess
+  url: string
+  /** JSON log lines so far. */
+  logs: () => Array<Record<string, unknown>>
+  waitLog: (msg: string, after?: number) => Promise<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+/** `proxycore serve <config>` in its own process group; resolves once it logged its address. */
+export async function serve (config: string, env: NodeJS.ProcessEnv = {}): Promise<Served> {
+  await ensureBuilt()
+  const child = spawn(process.execPath, [cli, 'serve', config], { cwd: root, detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PROXYCORE_LOG_FORMAT: 'json', ...env } })
+  const lines: Array<Record<string, unknown>> = []
+  let buf = ''
+  child.stderr?.on('data', (c: Buffer) => {
+    buf += c.toString()
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl)
+      buf = buf.slice(nl + 1)
+      try { lines.push(JSON.parse(line) as Record<string, unknown>) } catch { lines.push({ msg: line }) }
+    }
+  })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+  let done = false
+  void exited.then(() => { done = true })
+  const waitLog = async (msg: string, after = 0): Promise<Record<string, unknown>> => {
+    let hit: Record<string, unknown> | undefined
+    await waitFor(() => { hit = lines.slice(after).find((l) => l.msg === msg); return hit !== undefined || done }, 30_000)
+    if (hit === undefined) throw new Error(`no "${msg}" log line; got:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)
+    return hit
+  }
+  const listening = await waitLog('listening')
+  return { child, url: String(listening.address), logs: () => lines, waitLog, exited }
+}
