@@ -195,7 +195,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   /** A connection has no active request: keep it idle, or close it. */
   private release (conn: FcgiConnection): void {
     if (!conn.idle || conn.closed) return
-    if (!conn.reusable || !this.keepConn || this.closing) {
+    if (!conn.reusable || !this.keepConn || this.closing || this.mayBeParked(conn)) {
       conn.destroy(null)
       return
     }
@@ -203,6 +203,22 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       conn.idleTimer = setTimeout(() => conn.destroy(null), this.opts.idleTimeout)
       conn.idleTimer.unref()
     }
+  }
+
+  /**
+   * Without a known FCGI_MAX_CONNS (php-fpm answers GET_VALUES without usable limits), a backend
+   * with N workers that each hold one kept-alive connection leaves connection N+1 in its listen
+   * backlog until a worker is freed — which only happens when we close a connection. So while any
+   * other connection still waits for its first response byte, an idle one is closed, not kept.
+   * An operator-set `maxConnections` is trusted to match the backend's workers instead.
+   */
+  private mayBeParked (idle: FcgiConnection): boolean {
+    if (this.values.maxConns !== null || this.opts.maxConnections !== null) return false
+    for (const conn of this.conns) {
+      if (conn === idle || conn.closed) continue
+      for (const req of conn.requests.values()) if (!req.gotResponse) return true
+    }
+    return false
   }
 
   private maybeClosed (): void {

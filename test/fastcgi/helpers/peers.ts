@@ -85,7 +85,8 @@ export async function startPhpFpm (t: Tap, dir: string, children = 2, poolExtra 
   const conf = join(dir, 'fpm.conf')
   writeFileSync(conf, [
     '[global]',
-    'error_log = /proc/self/fd/2',
+    // stderr is a socketpair, which /proc/self/fd/2 cannot reopen (ENXIO); -O copies the log to it.
+    `error_log = ${join(dir, 'fpm.log')}`,
     'daemonize = no',
     `pid = ${join(dir, 'fpm.pid')}`,
     '[pool]',
@@ -105,7 +106,7 @@ export async function startPhpFpm (t: Tap, dir: string, children = 2, poolExtra 
   const child = spawn(PHP_FPM, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, cwd: dir, env: { PATH: '/usr/bin:/bin' } })
   const peer = track(t, child, socketPath)
   const up = await waitFor(() => existsSync(socketPath) || child.exitCode !== null, 10_000)
-  t.ok(up && child.exitCode === null, 'php-fpm is listening')
+  t.ok(up && child.exitCode === null, `php-fpm is listening ${child.exitCode === null ? '' : peer.log()}`)
   return peer
 }
 
