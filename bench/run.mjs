@@ -41,12 +41,23 @@ const { values: opt } = parseArgs({
     profile: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     module: { type: 'string' },
+    render: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 })
 
 if (opt.help) {
-  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] --profile --no-write --module PATH')
+  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] --profile --no-write --module PATH --render results.json')
+  process.exit(0)
+}
+
+if (opt.render) {
+  // re-render docs from a saved bench/results/*.json (no measuring)
+  const { readFileSync } = await import('node:fs')
+  const rep = JSON.parse(readFileSync(opt.render, 'utf8'))
+  writeFileSync(join(repo, 'docs', 'benchmarks.svg'), renderSvg(rep))
+  writeFileSync(join(repo, 'docs', 'benchmarks.md'), renderMarkdown(rep))
+  console.log(renderConsole(rep))
   process.exit(0)
 }
 

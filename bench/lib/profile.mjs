@@ -9,24 +9,60 @@ import { load } from './load.mjs'
 import { start } from './proc.mjs'
 import { startProxycore } from './scenarios.mjs'
 
-/** Aggregate a .cpuprofile by function (name + file + line): self ms, % of samples. */
+const META = new Set(['(idle)', '(program)', '(garbage collector)', '(root)'])
+
+function keyOf (f, root) {
+  let url = f.url.replace(/^file:\/\//, '')
+  if (root && url.startsWith(root)) url = relative(root, url)
+  return `${f.functionName || '(anonymous)'} ${url ? `${url}:${f.lineNumber + 1}` : '(native)'}`
+}
+
+/**
+ * Aggregate a .cpuprofile by function (name + file + line). Returns self ms and % of busy samples
+ * (idle excluded), each with the JS function that called it most (useful for native frames like
+ * writev), plus totals per area (proxycore dist/, undici, node internals, native, GC).
+ */
 export function topSelf (profile, n = 15, root = '') {
   const dt = profile.samples.length > 0 ? (profile.endTime - profile.startTime) / profile.samples.length / 1000 : 0
   const byId = new Map(profile.nodes.map((x) => [x.id, x]))
+  const parent = new Map()
+  for (const x of profile.nodes) for (const c of x.children ?? []) parent.set(c, x.id)
   const counts = new Map()
   for (const id of profile.samples) counts.set(id, (counts.get(id) ?? 0) + 1)
   const agg = new Map()
-  let total = 0
+  const areas = { proxycore: 0, undici: 0, 'node internals': 0, 'native (syscalls, encoders)': 0, 'garbage collector': 0, other: 0 }
+  let busy = 0
+  let idle = 0
   for (const [id, c] of counts) {
-    const node = byId.get(id)
-    const f = node.callFrame
-    let url = f.url.replace(/^file:\/\//, '')
-    if (root && url.startsWith(root)) url = relative(root, url)
-    const key = `${f.functionName || '(anonymous)'} ${url}:${f.lineNumber + 1}`
-    agg.set(key, (agg.get(key) ?? 0) + c)
-    total += c
+    const f = byId.get(id).callFrame
+    if (f.functionName === '(idle)') { idle += c; continue }
+    busy += c
+    const key = keyOf(f, root)
+    let e = agg.get(key)
+    if (!e) { e = { fn: key, count: 0, callers: new Map() }; agg.set(key, e) }
+    e.count += c
+    const p = parent.get(id)
+    if (p !== undefined) { const pk = keyOf(byId.get(p).callFrame, root); e.callers.set(pk, (e.callers.get(pk) ?? 0) + c) }
+    const url = f.url
+    if (f.functionName === '(garbage collector)') areas['garbage collector'] += c
+    else if (url.includes('/dist/') && !url.includes('node_modules')) areas.proxycore += c
+    else if (url.includes('node_modules/undici')) areas.undici += c
+    else if (url.startsWith('node:')) areas['node internals'] += c
+    else if (url === '' && !META.has(f.functionName)) areas['native (syscalls, encoders)'] += c
+    else areas.other += c
   }
-  return [...agg].sort((a, b) => b[1] - a[1]).slice(0, n).map(([fn, c]) => ({ fn, ms: c * dt, pct: c / total * 100 }))
+  const pct = (c) => busy === 0 ? 0 : c / busy * 100
+  const sorted = [...agg.values()].sort((a, b) => b.count - a.count)
+  const row = (e) => {
+    const top = [...e.callers].sort((a, b) => b[1] - a[1])[0]
+    return { fn: e.fn, ms: e.count * dt, pct: pct(e.count), caller: top ? top[0] : '' }
+  }
+  return {
+    busyMs: busy * dt, idleMs: idle * dt,
+    top: sorted.filter((e) => !META.has(e.fn.split(' ')[0])).slice(0, n).map(row),
+    ours: sorted.filter((e) => /\bdist\//.test(e.fn) && !e.fn.includes('node_modules')).slice(0, n).map(row),
+    areas: Object.entries(areas).map(([area, c]) => ({ area, ms: c * dt, pct: pct(c) })),
+  }
 }
 
 export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log }) {
@@ -45,10 +81,16 @@ export async function runProfile ({ ctx, tool, seconds, connections, resultsDir,
   const dest = join(resultsDir, `proxycore-http-${stamp}.cpuprofile`)
   renameSync(join(profDir, file), dest)
   const repo = fileURLToPath(new URL('../..', import.meta.url))
-  const top = topSelf(JSON.parse(readFileSync(dest, 'utf8')), 15, repo)
-  const lines = ['self ms   self %  function', ...top.map((t) => `${t.ms.toFixed(0).padStart(7)}  ${t.pct.toFixed(1).padStart(6)}  ${t.fn}`)]
+  const prof = topSelf(JSON.parse(readFileSync(dest, 'utf8')), 15, repo)
+  const fmt = (t) => `${t.ms.toFixed(0).padStart(7)}  ${t.pct.toFixed(1).padStart(6)}  ${t.fn}${t.caller ? `   ← ${t.caller}` : ''}`
+  const lines = [
+    `busy ${prof.busyMs.toFixed(0)} ms, idle ${prof.idleMs.toFixed(0)} ms; % below = share of busy samples`,
+    '', 'by area:', ...prof.areas.map((a) => `${a.ms.toFixed(0).padStart(7)}  ${a.pct.toFixed(1).padStart(6)}  ${a.area}`),
+    '', 'top self time (all code; ← = most frequent caller):', 'self ms   self %  function', ...prof.top.map(fmt),
+    '', 'top self time in proxycore (dist/):', ...prof.ours.map(fmt),
+  ]
   writeFileSync(dest.replace(/\.cpuprofile$/, '.top.txt'), `${lines.join('\n')}\n`)
   log(`\nprofile: ${relative(repo, dest)} (open in Chrome DevTools › Performance, or speedscope)\n`)
   log(lines.join('\n'))
-  return top
+  return prof
 }

@@ -63,6 +63,7 @@ function rowCells (r, sizes, direct) {
   if (direct) cells.push(sizes.map((n) => direct.bySize[n].runs ? (r.bySize[n].median / direct.bySize[n].median).toFixed(2) : '—').join(' / '))
   cells.push((Math.max(...sizes.map((n) => r.bySize[n].rssMaxKiB)) / 1024).toFixed(1))
   cells.push(sizes.map((n) => `${(r.bySize[n].cpu * 100).toFixed(0)}`).join(' / '))
+  cells.push(sizes.map((n) => r.bySize[n].median > 0 ? (r.bySize[n].cpu / r.bySize[n].median * 1e6).toFixed(0) : '—').join(' / '))
   const errs = sizes.reduce((a, n) => a + r.bySize[n].errors, 0)
   cells.push(String(errs))
   return cells
@@ -77,8 +78,8 @@ function scenarioMarkdown (sc, sizes) {
   if (sc.skip) { out.push(`Skipped: ${sc.skip}.`, ''); return out.join('\n') }
   const direct = sc.rows.find((r) => r.direct)
   const head = ['server', ...sizes.map((n) => `req/s ${sizeName(n)} median (min–max)`), ...sizes.map((n) => `p99 ms ${sizeName(n)}`),
-    ...(direct ? [`ratio to direct (${sizes.map(sizeName).join(' / ')})`] : []), 'RSS max MiB', `CPU % (${sizes.map(sizeName).join(' / ')})`, 'errors']
-  out.push(table(head, sc.rows.map((r) => rowCells(r, sizes, direct)), ['l', ...sizes.map(() => 'r'), ...sizes.map(() => 'r'), ...(direct ? ['r'] : []), 'r', 'r', 'r']), '')
+    ...(direct ? [`ratio to direct (${sizes.map(sizeName).join(' / ')})`] : []), 'RSS max MiB', `CPU % (${sizes.map(sizeName).join(' / ')})`, 'CPU µs/req', 'errors']
+  out.push(table(head, sc.rows.map((r) => rowCells(r, sizes, direct)), ['l', ...sizes.map(() => 'r'), ...sizes.map(() => 'r'), ...(direct ? ['r'] : []), 'r', 'r', 'r', 'r']), '')
   if (sc.ratios.length > 0) {
     const rrows = sc.ratios.map((q) => q.peer === 'rss'
       ? [q.label, ...sizes.map((_, i) => i === 0 ? `${q.rssMiB.toFixed(1)} MiB` : ''), `≤ ${q.target} MiB`, mark(q.pass)]
@@ -101,15 +102,16 @@ export function renderMarkdown (rep) {
     '',
     `Peers: ${Object.entries(f.peers).map(([k, v]) => `${k} ${v}`).join(', ')}.`,
     '',
-    `Method: every server is started by the bench itself on loopback, each in its own process (proxy CPU and RSS are its own process tree, backends excluded); nginx runs one worker, like the one Node process. Load: \`${rep.tool === 'wrk' ? `wrk -t1 -c${rep.connections} -d${rep.seconds}s --latency` : `autocannon -c ${rep.connections} -d ${rep.seconds}`}\`, keep-alive; 1 s warm-up per target and size; ${rep.runs} run(s) per target and size, targets interleaved and rotated each run; the table shows the median and the min–max spread. The load generator, the proxy and the backend share the same ${f.nproc} CPUs, so absolute numbers are low and noisy (runs of one invocation differ by 10–20 %); **only ratios taken in the same run compare**. Ratios are proxycore's median ÷ the peer's median. RSS is the max of VmRSS sampled every 100 ms during the runs.`,
+    `Method: every server is started by the bench itself on loopback, each in its own process (proxy CPU and RSS are its own process tree, backends excluded); nginx runs one worker, like the one Node process. Load: \`${rep.tool === 'wrk' ? `wrk -t1 -c${rep.connections} -d${rep.seconds}s --latency` : `autocannon -c ${rep.connections} -d ${rep.seconds}`}\`, keep-alive; 1 s warm-up per target and size; ${rep.runs} run(s) per target and size, targets interleaved and rotated each run; the table shows the median and the min–max spread. The load generator, the proxy and the backend share the same ${f.nproc} CPUs, so absolute numbers are low and noisy (runs of one invocation differ by 10–20 %); **only ratios taken in the same run compare**. Ratios are proxycore's median ÷ the peer's median. RSS is the max of VmRSS sampled every 100 ms during the runs. CPU % is the server's own process tree (utime+stime ÷ wall time; 100 % = one core) and CPU µs/req = CPU ÷ req/s: when the machine is shared, the server that gets fewer CPU slices serves fewer requests, so CPU per request is the steadier measure of its cost.`,
     '',
+    ...(rep.notes ?? []).map((n) => `Note: ${n}\n`),
     '![requests per second by scenario](benchmarks.svg)',
     '',
   ]
   const summary = []
   for (const sc of rep.scenarios) for (const q of sc.ratios ?? []) {
     if (q.target === null) continue
-    summary.push([sc.title.split(' ')[0], q.peer === 'rss' ? 'RSS under load' : `÷ ${q.label}`,
+    summary.push([sc.id, q.peer === 'rss' ? 'RSS under load' : `÷ ${q.label}`,
       q.peer === 'rss' ? `${q.rssMiB.toFixed(1)} MiB` : rep.sizes.map((n) => fmtR(q.bySize[n])).join(' / '),
       q.peer === 'rss' ? `≤ ${q.target} MiB` : `≥ ${q.target}×`, mark(q.pass) || 'n/a'])
   }

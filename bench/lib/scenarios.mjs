@@ -12,7 +12,7 @@ import { lighttpdConf, nginxConf, nginxLocations, phpFpmConf, uwsgiPython, which
 
 const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const NODE = process.execPath
-const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat)$/
+const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)$/
 
 export const SIZES = [100, 65536]
 
@@ -201,8 +201,9 @@ export const cgi = {
     const out = { targets: [], skipped: [] }
     const root = www(ctx)
     const path = (n) => `/cgi-bin/bench.sh?${n}`
-    await peer(out, 'proxycore', 'proxycore (CGI adapter)', () => startProxycore(ctx, 'proxycore-cgi', {
-      routes: [{ protocol: 'cgi', docroot: root }],
+    await peer(out, 'proxycore', 'proxycore (CGI adapter, pipe spawn)', () => startProxycore(ctx, 'proxycore-cgi', {
+      spawns: { cgi: { socketType: 'pipe', copyEnvironment: ['PATH'] } },
+      routes: [{ protocol: 'cgi', spawn: 'cgi', docroot: root }],
     }), path)
     const lighttpd = which('lighttpd')
     if (lighttpd) {
@@ -245,7 +246,7 @@ export const spawn = {
     const path = (n) => `/bench.php?${n}`
     const env = { PHP_FCGI_CHILDREN: '4', PHP_FCGI_MAX_REQUESTS: '0' }
     const config = {
-      spawns: { php: { binPath: phpCgi, socketName: join(ctx.tmp, 'pc-php.sock'), environment: env, minProcs: 1, maxProcs: 1 } },
+      spawns: { php: { socketType: 'socket', binPath: phpCgi, socketName: join(ctx.tmp, 'pc-php.sock'), environment: env, minProcs: 1, maxProcs: 1 } },
       routes: [{ protocol: 'fastcgi', spawn: 'php', docroot: root }],
     }
     try {
