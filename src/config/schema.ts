@@ -51,7 +51,7 @@ export const RouteSchema = Type.Object({
   symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
   params: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra CGI variables (never HTTP_PROXY).' })),
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets a 302 (CVE-2024-38476).' })),
-  passAuthorization: Type.Optional(Type.Boolean({ default: true, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION.' })),
+  passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
 }, { additionalProperties: false })
 

@@ -150,7 +150,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
           index: rc.index,
           symlinks: rc.symlinks ?? 'owner',
           params: rc.params,
-          passAuthorization: rc.passAuthorization ?? true,
+          passAuthorization: rc.passAuthorization ?? false,
         }
       : null
     const route = new CompiledRoute({
@@ -173,6 +173,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       forwarded: rc.forwarded ?? false,
       via: rc.via ?? '',
       cgi,
+      localRedirects: rc.localRedirects ?? false,
       serverSoftware: deps.serverSoftware,
       serverName: config.serverName,
       peerTrusted,

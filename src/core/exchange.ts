@@ -65,6 +65,8 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     client: ClientInfo,
     readonly peer: string,
     readonly redirects: number,
+    /** The request that redirected here (REDIRECT_URL / REDIRECT_QUERY_STRING), or null. */
+    readonly redirectedFrom: { url: string, path: string, query: string } | null = null,
   ) {
     this.id = rt.nextId()
     this.method = target.method
@@ -240,8 +242,18 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.fail(err, true)
   }
 
+  /**
+   * RFC 3875 §6.2.2 local redirect. Off by default (CVE-2024-38476: backend output must not pick
+   * local handlers): the client gets the 302 RFC 3875 §6.2.3 asks for, Location unchanged.
+   */
   onLocalRedirect (location: string): void {
     if (this.phase !== Phase.Dispatched) return
+    if (!this.route.s.localRedirects) {
+      const flow: FlowControl = { resume () {} }
+      this.onHead(302, ['Location', location, 'Content-Length', '0'], flow)
+      this.onEnd()
+      return
+    }
     this.finish(null, true)
     this.rt.redirect(this, location)
   }

@@ -55,6 +55,8 @@ export interface RouteSettings {
   forwarded: boolean
   via: string
   cgi: CgiRouteSettings | null
+  /** Re-process CGI `Location: /path` responses inside this route (default off). */
+  localRedirects: boolean
   serverSoftware: string
   serverName: string | undefined
   /** Is this socket peer a trusted proxy? */
@@ -85,7 +87,9 @@ export class CompiledRoute {
     this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout)
     const caps = s.adapter.capabilities
     this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null
-    this.rewrite = s.stripPrefix && s.prefix !== null
+    // Location/Set-Cookie mapping is for HTTP upstreams that see the path without the prefix; CGI
+    // scripts see the client's own path (SCRIPT_NAME) and answer in its terms.
+    this.rewrite = s.stripPrefix && s.prefix !== null && !caps.cgiEnv
       ? { prefix: s.prefix, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
       : s.via !== '' ? { prefix: null, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via } : null
   }
@@ -169,10 +173,17 @@ export class CompiledRoute {
       // A declared `Content-Length: 0` is a body of zero bytes: CONTENT_LENGTH=0 (lighttpd does the same).
       contentLength: length,
       passAuthorization: cgi.passAuthorization,
-      ...(cgi.params !== undefined ? { params: cgi.params } : {}),
+      ...(cgi.params !== undefined || ex.redirectedFrom !== null ? { params: redirectParams(cgi.params, ex) } : {}),
     })
     return out
   }
+}
+
+/** RFC 3875 §6.2.2 re-processing: REDIRECT_* come from proxy state only, after operator params. */
+function redirectParams (params: Record<string, string> | undefined, ex: ProxyExchange): Record<string, string> {
+  const from = ex.redirectedFrom
+  if (from === null) return params ?? {}
+  return { ...params, REDIRECT_STATUS: '200', REDIRECT_URL: from.path, REDIRECT_QUERY_STRING: from.query }
 }
 
 /** A local redirect is a GET without body: drop what described the original body. */

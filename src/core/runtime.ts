@@ -172,10 +172,16 @@ export class ProxyRuntime {
   redirect (from: ProxyExchange, location: string): void {
     const res = from.res
     if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) { this.sendError(res, new ProxyError('ERR_REDIRECT_LOOP', location)); return }
-    const target = parseTarget('GET', location, from.req.headers.host)
+    const target = location.startsWith('/') ? parseTarget('GET', location, from.req.headers.host) : null
     const route = target === null ? null : this.router.find(target)
-    if (route === null || target === null) { this.sendError(res, new ProxyError('ERR_NO_ROUTE', location, { phase: 'route' })); return }
-    const ex = new ProxyExchange(this, route, from.req, res, withUpstream(route, target), from.client, from.peer, from.redirects + 1)
+    // Only inside the same route: a backend may not reach another tenant's route (or anything but
+    // the router: the status page is never a route).
+    if (route === null || target === null || route !== from.route) {
+      this.sendError(res, new ProxyError('ERR_NO_ROUTE', `local redirect to ${location} leaves the route`, { phase: 'route' }))
+      return
+    }
+    const origin = from.redirectedFrom ?? { url: from.url, path: from.path, query: from.query }
+    const ex = new ProxyExchange(this, route, from.req, res, withUpstream(route, target), from.client, from.peer, from.redirects + 1, origin)
     ex.start()
   }
 

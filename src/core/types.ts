@@ -163,7 +163,8 @@ export interface ClientContext {
 
 /** Starts one process per request (CGI). Implemented by the spawn layer; see src/spawn. */
 export interface ProcessStarter {
-  start (req: { argv: string[], env: Record<string, string>, cwd: string }): import('node:child_process').ChildProcess
+  /** `cwd` undefined = the spawn's own working directory (programs without a script file). */
+  start (req: { argv: string[], env: Record<string, string>, cwd?: string }): import('node:child_process').ChildProcess
   /** Kill the whole process group (killSignal, then SIGKILL after grace). */
   kill (child: import('node:child_process').ChildProcess): void
 }
