@@ -17,8 +17,19 @@ export { createProxy, type CreateProxyOptions, type Proxy } from './proxy.js'
 export { registerAdapter, getAdapter } from './core/registry.js'
 export { ProxyError, ConfigError, ERRORS, statusFor, type ErrorCode, type ErrorPhase, type ConfigIssue } from './core/errors.js'
 export { ProxyEvents, channels, type RequestStartEvent, type RequestEndEvent, type BackendStateEvent } from './core/events.js'
-export { CgiResponseParser, type CgiHead } from './core/cgi/response-head.js'
+export { CgiResponseParser, type CgiHead, type CgiResponseParserOptions } from './core/cgi/response-head.js'
+export { CgiBodyFramer, deliverCgiHead } from './core/cgi/response-body.js'
 export { buildCgiEnv } from './core/cgi/env.js'
+export { fromSocketError, toProxyError } from './core/errors.js'
+export {
+  createStatus, STATUS_DEFAULTS, collectStatus, STATUS_SCHEMA_VERSION, createMetrics, createAccessLog, StderrTail,
+  type StatusHandler, type StatusOptions, type StatusSnapshot, type StatusTarget, type SpawnView, type RouteReport,
+  type BackendReport, type SpawnReport, type ProcessReport, type Metrics, type AccessLog, type AccessLogOptions,
+  type AccessLogFormat, type LiveOptions, type StderrTailOptions,
+} from './status/index.js'
+export { SpawnManager, PipeStarter, SPAWN_DEFAULTS, IDENTITY_CODES } from './spawn/index.js'
+export type { SpawnSpec, SpawnStatus, ProcessStatus, SpawnState, ProcessState, ManagerOptions } from './spawn/index.js'
+export { loadConfig, loadConfigOrThrow, type LoadOptions, type LoadResult } from './config/load.js'
 export { parseEndpoint } from './core/endpoint.js'
 export { silentLogger } from './logger.js'
 export { VERSION } from './version.js'
