@@ -214,6 +214,8 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
    */
   private mayBeParked (idle: FcgiConnection): boolean {
     if (this.values.maxConns !== null || this.opts.maxConnections !== null) return false
+    // A connection still being opened may land behind this one in the backlog.
+    if (this.connecting > 0) return true
     for (const conn of this.conns) {
       if (conn === idle || conn.closed) continue
       for (const req of conn.requests.values()) if (!req.gotResponse) return true
@@ -230,9 +232,9 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
 
   // --- RequestOwner ------------------------------------------------------------------------------
 
-  settled (req: FcgiRequest): void {
+  settled (req: FcgiRequest, keepOnWire: boolean): void {
     this.unsettled--
-    req.carrier?.drop(req)
+    if (!keepOnWire) req.carrier?.drop(req)
     this.maybeClosed()
   }
 

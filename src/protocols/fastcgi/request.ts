@@ -12,11 +12,15 @@
 import { ProxyError, isProxyError } from '../../core/errors.js'
 import type { Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
 import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
-import { CgiResponseParser, type HeadParser } from './head.js'
+import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
+import { CgiResponseParser } from '../../core/cgi/response-head.js'
 
 export interface RequestOwner {
-  /** The exchange settled (for in-flight accounting and abort cleanup). */
-  settled (req: FcgiRequest): void
+  /**
+   * The exchange settled (in-flight accounting). Unless `keepOnWire` (a local redirect: the
+   * request runs on to its END_REQUEST), a request still active on a connection is stopped there.
+   */
+  settled (req: FcgiRequest, keepOnWire: boolean): void
   /** The client aborted while the request was queued or active. */
   aborted (req: FcgiRequest): void
   readonly maxHeadSize: number
@@ -56,9 +60,9 @@ export class FcgiRequest {
   /** Request id on `carrier`. */
   requestId = 0
   private readonly owner: RequestOwner
-  private parser: HeadParser | null = null
+  private parser: CgiResponseParser | null = null
+  private framer: CgiBodyFramer | null = null
   private headDone = false
-  private localRedirect: string | null = null
   private stderrBytes = 0
   private readonly abortListener: () => void
 
@@ -99,27 +103,29 @@ export class FcgiRequest {
   /** FCGI_STDOUT content. Returns false when the handler asked to pause. */
   stdout (chunk: Buffer): boolean {
     this.gotResponse = true
-    if (this.isSettled || this.localRedirect !== null) return true
+    if (this.isSettled) return true
     if (!this.headDone) {
       this.parser ??= new CgiResponseParser({ maxHeadSize: this.owner.maxHeadSize })
       const r = this.parser.push(chunk)
       if ('error' in r) {
-        r.error.backend = this.owner.backend
         this.fail(r.error)
         return true
       }
       if (!r.done) return true
       this.headDone = true
       this.parser = null
-      if (r.head.localRedirect !== undefined) {
-        this.localRedirect = r.head.localRedirect
+      this.framer = new CgiBodyFramer(r.head.contentLength)
+      if (deliverCgiHead(r.head, this.handler, this.flow) === 'redirect') {
+        // RFC 3875 §6.2.2: the core re-dispatches; this request still runs to its END_REQUEST.
+        this.settle(true)
         return true
       }
-      this.handler.onHead(r.head.status, r.head.headers, this.flow, r.head.statusText)
       if (this.isSettled || r.rest.length === 0) return true
       chunk = r.rest
     }
-    if (this.handler.onData(chunk)) return true
+    // A backend Content-Length frames the body: bytes past it are dropped (CVE-2024-24795).
+    const data = this.framer!.take(chunk)
+    if (data.length === 0 || this.handler.onData(data)) return true
     this.paused = !this.isSettled
     return !this.paused
   }
@@ -166,19 +172,13 @@ export class FcgiRequest {
       this.fail(new ProxyError('ERR_BAD_RESPONSE', 'FastCGI request ended before the CGI response head was complete', { phase: 'head', backend }))
       return 'done'
     }
-    this.settle()
-    if (this.localRedirect !== null) {
-      const location = this.localRedirect
-      if (this.handler.onLocalRedirect) {
-        this.handler.onLocalRedirect(location)
-      } else {
-        // No re-dispatch offered: degrade to a client redirect (RFC 3875 §6.2.3).
-        this.handler.onHead(302, ['Location', location], this.flow)
-        this.handler.onEnd()
-      }
-    } else {
-      this.handler.onEnd()
+    const short = this.framer!.eof()
+    if (short !== null) {
+      this.fail(short)
+      return 'done'
     }
+    this.settle(false)
+    this.handler.onEnd()
     return 'done'
   }
 
@@ -192,15 +192,15 @@ export class FcgiRequest {
   fail (err: ProxyError): void {
     if (this.isSettled) return
     err.backend ??= this.owner.backend
-    this.settle()
+    this.settle(false)
     this.handler.onError(err)
   }
 
-  private settle (): void {
+  private settle (keepOnWire: boolean): void {
     this.isSettled = true
     this.paused = false
     this.parser = null
     this.exchange.signal.removeEventListener('abort', this.abortListener)
-    this.owner.settled(this)
+    this.owner.settled(this, keepOnWire)
   }
 }
