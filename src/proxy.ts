@@ -66,7 +66,7 @@ export interface Proxy {
 
 export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   const events = new ProxyEvents()
-  const log = config.logger ?? defaultLogger()
+  const log = config.logger ?? await defaultLogger()
   const sources = new Map(Object.entries(config.sources ?? {}))
   const processStarters = new Map(Object.entries(config.processStarters ?? {}))
   let manager: SpawnManager | null = null
