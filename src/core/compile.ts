@@ -36,7 +36,7 @@ export interface CompileDeps {
 }
 
 const DEFAULTS = {
-  connect: 5_000, headers: 60_000, idle: 60_000, disableTime: 10_000, retries: 2,
+  connect: 5_000, headers: 60_000, idle: 60_000, clientIdle: 60_000, disableTime: 10_000, retries: 2,
   queue: 1024, queueTimeout: 30_000, maxResponseHeadSize: 64 * 1024, spoolLimit: 1024 ** 3,
 } as const
 
@@ -119,8 +119,9 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       connect: parseDuration(rc.timeouts?.connect ?? DEFAULTS.connect) ?? DEFAULTS.connect,
       headers: parseDuration(rc.timeouts?.headers ?? DEFAULTS.headers) ?? DEFAULTS.headers,
       idle: parseDuration(rc.timeouts?.idle ?? DEFAULTS.idle) ?? DEFAULTS.idle,
+      clientIdle: parseDuration(rc.timeouts?.clientIdle ?? DEFAULTS.clientIdle) ?? DEFAULTS.clientIdle,
     }
-    for (const t of [timeouts.headers, timeouts.idle]) if (t > 0) shortest = Math.min(shortest, t / 4)
+    for (const t of [timeouts.headers, timeouts.idle, timeouts.clientIdle]) if (t > 0) shortest = Math.min(shortest, t / 4)
     const processes = rc.spawn !== undefined ? deps.processStarters?.get(rc.spawn) : undefined
     const ctx: ClientContext = {
       log: deps.log,

@@ -34,6 +34,7 @@ export const ERRORS = {
   ERR_BAD_HEADER_VALUE: { status: 400, message: 'A request header cannot be encoded for the backend protocol', action: 'None: the client sent a header with a forbidden byte.' },
   ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate.' },
   ERR_LENGTH_REQUIRED: { status: 411, message: 'The backend protocol needs a Content-Length and spooling is disabled', action: 'Enable body spooling for the route, or have clients send Content-Length.' },
+  ERR_REQUEST_TIMEOUT: { status: 408, message: 'The client stopped sending its request body', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
   ERR_CLIENT_ABORTED: { status: 499, message: 'The client went away before the response completed', action: 'None: not an error of the proxy or backend.' },
 
   // --- script resolution (CGI family) ---------------------------------------------

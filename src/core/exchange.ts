@@ -40,6 +40,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   /** Deadlines checked by the runtime's sweep (0 = none). */
   headDeadline = 0
   idleDeadline = 0
+  /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
+  uploadWatch = false
+  private uploadBytes = 0
+  private uploadIdleSince = 0
 
   private readonly ac = new AbortController()
   private phase = Phase.Admit
@@ -125,6 +129,11 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     const r = this.route.requestBody(this)
     this.body = r.body
     this.contentLength = r.length
+    if (r.body !== null && this.route.timeouts.clientIdle > 0 && !this.req.complete) {
+      this.uploadWatch = true
+      this.uploadIdleSince = this.rt.now()
+      this.uploadBytes = this.req.socket.bytesRead
+    }
     if (!this.route.adapter.capabilities.cgiEnv) this.headers = this.route.forwardHeaders(this)
   }
 
@@ -269,6 +278,26 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.onError(new ProxyError(code, undefined, { phase: code === 'ERR_HEADERS_TIMEOUT' ? 'head' : 'body' }))
   }
 
+  /**
+   * Slow-drip uploads (AC-59): the client's socket delivered no byte for `timeouts.clientIdle` while
+   * we wanted more (a full read buffer means our own backpressure, not the client). No per-chunk
+   * bookkeeping: the sweep compares the socket's byte counter between ticks.
+   */
+  checkUpload (now: number): void {
+    const req = this.req
+    if (req.complete || this.phase === Phase.Done) { this.uploadWatch = false; return }
+    const read = req.socket.bytesRead
+    if (read !== this.uploadBytes || req.readableLength >= req.readableHighWaterMark) {
+      this.uploadBytes = read
+      this.uploadIdleSince = now
+      return
+    }
+    if (now - this.uploadIdleSince < this.route.timeouts.clientIdle) return
+    this.uploadWatch = false
+    this.res.shouldKeepAlive = false
+    this.fail(new ProxyError('ERR_REQUEST_TIMEOUT', `no request body byte for ${this.route.timeouts.clientIdle} ms`, { phase: 'request' }), true)
+  }
+
   private readonly onResClose = (): void => {
     if (this.phase === Phase.Done) return
     // The client went away: cancel the backend exchange and free its slot. Not an error.
@@ -312,6 +341,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.phase = Phase.Done
     this.headDeadline = 0
     this.idleDeadline = 0
+    this.uploadWatch = false
     this.releaseBackend()
     if (admitted) {
       this.route.admission.release()

@@ -15,7 +15,7 @@ import type { ProxyExchange } from './exchange.js'
 import { RouteStats } from './stats.js'
 import type { ProtocolAdapter, RawHeaders, ScriptInfo } from './types.js'
 
-export interface RouteTimeouts { connect: number, headers: number, idle: number }
+export interface RouteTimeouts { connect: number, headers: number, idle: number, clientIdle: number }
 
 export interface CgiRouteSettings {
   docroot: string | null

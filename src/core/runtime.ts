@@ -139,6 +139,7 @@ export class ProxyRuntime {
     for (const ex of this.active) {
       if (ex.headDeadline !== 0 && now >= ex.headDeadline) ex.timedOut('ERR_HEADERS_TIMEOUT')
       else if (ex.idleDeadline !== 0 && now >= ex.idleDeadline) ex.timedOut('ERR_BODY_TIMEOUT')
+      else if (ex.uploadWatch) ex.checkUpload(now)
     }
   }
 
@@ -153,7 +154,7 @@ export class ProxyRuntime {
       'cache-control': 'no-store',
     }
     if (status === 503 && retryAfter !== undefined) headers['retry-after'] = retryAfter
-    if (err.code === 'ERR_BAD_REQUEST' || err.code === 'ERR_BODY_TOO_LARGE') headers.connection = 'close'
+    if (err.code === 'ERR_BAD_REQUEST' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_REQUEST_TIMEOUT') headers.connection = 'close'
     res.writeHead(status, headers)
     res.end(res.req?.method === 'HEAD' ? undefined : body)
   }

@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { createServer } from 'node:http'
-import { guardLeaks } from '../helpers/leaks.js'
+import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, get, listen, closeServer, rawRequest } from '../helpers/servers.js'
 import { createProxy, silentLogger } from '../../src/index.js'
 
@@ -121,4 +121,24 @@ t.test('absolute-form targets route on their authority and reach the backend in 
   const out = await rawRequest(port, 'GET http://evil.example/x?y=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
   t.match(out, /^HTTP\/1\.1 200/)
   t.equal(seen[0].url, '/x?y=1')
+})
+
+t.test('AC-59 slow-drip upload: 408 after timeouts.clientIdle, backend request aborted', async (t) => {
+  let backendAborted = false
+  const be = await backend(t, (req, res) => {
+    req.on('data', () => {})
+    req.on('aborted', () => { backendAborted = true })
+    req.on('close', () => { if (!req.complete) backendAborted = true })
+    req.on('end', () => res.end('got it'))
+  })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address], timeouts: { clientIdle: '300ms' } }] })
+  const server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const started = Date.now()
+  const out = await rawRequest(port, `POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n${'x'.repeat(10 * 1024)}`)
+  t.match(out, /^HTTP\/1\.1 408[^]*ERR_REQUEST_TIMEOUT/, '408 with a stable code')
+  t.match(out, /connection: close/i, 'and the connection closed')
+  t.ok(Date.now() - started >= 250, 'not before the idle timeout')
+  t.ok(await waitFor(() => backendAborted, 2000), 'the backend request was aborted')
 })
