@@ -39,7 +39,7 @@ const good: Array<[string, string, Partial<CgiParserOptions>, Partial<CgiHead> &
   ['client redirect (§6.2.3, AC-46)', 'Location: http://x.example/\n\nignored', {}, { status: 302, headers: ['Location', 'http://x.example/'] }],
   ['network-path Location is not local', 'Location: //evil.example/\n\n', {}, { status: 302, headers: ['Location', '//evil.example/'] }],
   ['redirect with document (§6.2.4)', 'Status: 301 Moved\nLocation: /new\nContent-Type: text/html\n\nsee', {}, { status: 301, statusText: 'Moved', headers: ['Location', '/new', 'Content-Type', 'text/html'], rest: 'see' }],
-  ['Location + Content-Type is not a local redirect', 'Location: /x\nContent-Type: text/html\n\n', {}, { status: 302 }],
+  ['Location + Content-Type is still a local redirect (httpd, lighttpd; php-cgi always adds Content-Type)', 'Location: /x\nContent-Type: text/html\n\n', {}, { status: 302, localRedirect: '/x' }],
   ['hop-by-hop dropped (§6.3.4)', 'Connection: close, X-Hop\nKeep-Alive: 5\nX-Hop: 1\nUpgrade: h2c\nTrailer: X\nProxy-Connection: k\nX-CGI-Debug: 1\nX-Keep: 1\n\n', {}, { headers: ['X-Keep', '1'] }],
   ['Content-Length reported', 'Content-Type: a\nContent-Length: 8\n\n12345678', {}, { contentLength: 8, headers: ['Content-Type', 'a', 'Content-Length', '8'], rest: '12345678' }],
   ['Set-Cookie kept (AC-42 g)', 'Content-Type: text/html\r\nSet-Cookie: ok=1\r\n\r\n', {}, { headers: ['Content-Type', 'text/html', 'Set-Cookie', 'ok=1'] }],

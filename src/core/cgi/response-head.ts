@@ -204,8 +204,12 @@ export class CgiResponseParser {
     }
     const statusGiven = this.status !== null
     const status = this.status ?? (this.location !== undefined ? 302 : 200)
+    // httpd and lighttpd key a local redirect on "no Status, Location is a local path" only: php-cgi
+    // always adds Content-Type, and RFC 3875 §6.2.2's "no other fields" would make PHP's
+    // `header('Location: /x', true, 200)` unusable. Routes opt in (`localRedirects`), so this
+    // leniency never reaches a route that did not ask for it.
     const local = !statusGiven && this.location !== undefined && this.location.startsWith('/') &&
-      !this.location.startsWith('//') && !this.seen.has('content-type')
+      !this.location.startsWith('//')
     const head: CgiHead = {
       status,
       headers,
