@@ -83,7 +83,9 @@ t.test('php-fpm', async (t) => {
     const fcgiClient = require('fastcgi-client') as (o: object) => NodeJS.EventEmitter & { request: Function }
     const theirs = fcgiClient({ sockFile: fpm.socketPath, maxConns: 1, maxReqs: 1, mpxsConns: false, skipCheckServer: true })
     await new Promise<void>((resolve, reject) => { theirs.once('ready', resolve); theirs.once('error', reject) })
-    const query = 'big=200000'
+    // Kept under one socket read: fastcgi-client throws when a record header straddles two reads
+    // (BENCH.md), which made a 200 KB comparison flaky.
+    const query = 'big=30000'
     const env = makeExchange({ query, env: { SCRIPT_FILENAME: join(dir, 't.php') } }).env!
     const theirBytes = await new Promise<Buffer>((resolve, reject) => {
       theirs.request(env, (err: Error | null, req: { stdin: NodeJS.WritableStream, stdout: NodeJS.ReadableStream, stderr: NodeJS.ReadableStream }) => {
@@ -99,7 +101,7 @@ t.test('php-fpm', async (t) => {
     const sep = theirBytes.indexOf('\r\n\r\n')
     t.ok(sep > 0, 'their raw STDOUT has a CGI head')
     t.ok(theirBytes.subarray(sep + 4).equals(ours.body), 'identical body bytes')
-    t.equal(ours.body.length, 200_000)
+    t.equal(ours.body.length, 30_000)
     const theirHead = theirBytes.subarray(0, sep).toString('latin1').split('\r\n').map((l) => l.split(': ')[0].toLowerCase()).sort()
     const ourNames = ours.headers.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase()).sort()
     t.same(ourNames, theirHead, 'same header names')
