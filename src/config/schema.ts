@@ -54,6 +54,13 @@ export const RouteSchema = Type.Object({
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets a 302 (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
+  authorizer: Type.Optional(Type.Object({
+    backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'FastCGI authorizer addresses.' })),
+    spawn: Type.Optional(Type.String({ description: 'A socket spawn running the authorizer.' })),
+    scriptFilename: Type.Optional(Type.String({ description: 'SCRIPT_FILENAME sent to the authorizer (e.g. /srv/auth.php).' })),
+    timeout: Type.Optional(Duration('How long the authorizer may take to answer.', '10s')),
+    options: Type.Optional(Type.Unknown({ description: 'FastCGI adapter options for the authorizer.' })),
+  }, { additionalProperties: false, description: 'FastCGI Authorizer (FastCGI 1.0 §6.3, lighttpd mode=authorizer) asked before the handler: 200 continues with its Variable-* values as CGI variables; any other answer goes to the client.' })),
 }, { additionalProperties: false })
 
 export const TrustedProxiesSchema = Type.Array(Type.String(), { description: 'Addresses/CIDRs whose X-Forwarded-For / Forwarded are believed.' })

@@ -11,6 +11,7 @@ import { ConfigError, type ConfigIssue } from './errors.js'
 import { ProxyEvents } from './events.js'
 import { BackendPool, StaticSource } from './pool.js'
 import { getAdapter, adapterNames } from './registry.js'
+import type { AuthorizerSettings } from './authorizer.js'
 import { CompiledRoute, type CgiRouteSettings } from './route.js'
 import { Router } from './router.js'
 import { ProxyRuntime } from './runtime.js'
@@ -112,6 +113,27 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
     if (rc.match?.regex !== undefined) {
       try { new RegExp(rc.match.regex) } catch (err) { problems.push({ path: `${at}/match/regex`, message: (err as Error).message, found: rc.match.regex }) }
     }
+    const az = rc.authorizer
+    const fcgi = az !== undefined ? getAdapter('fastcgi', deps.adapters) : undefined
+    let azOptions: unknown
+    if (az !== undefined) {
+      if ((az.backends === undefined) === (az.spawn === undefined)) {
+        problems.push({ path: `${at}/authorizer`, message: 'an authorizer needs exactly one of `backends` or `spawn`', expected: 'backends or spawn' })
+      }
+      if (az.spawn !== undefined && deps.sources?.get(az.spawn) === undefined) {
+        problems.push({ path: `${at}/authorizer/spawn`, message: `no spawn named ${JSON.stringify(az.spawn)}`, found: az.spawn })
+      }
+      az.backends?.forEach((b, i) => {
+        try { parseEndpoint(b) } catch (err) { problems.push({ path: `${at}/authorizer/backends/${i}`, message: (err as Error).message, found: b }) }
+      })
+      if (fcgi === undefined) problems.push({ path: `${at}/authorizer`, message: 'the fastcgi adapter is not registered' })
+      else {
+        try { azOptions = fcgi.parseOptions(az.options ?? {}, `${at}/authorizer/options`) } catch (err) {
+          if (err instanceof ConfigError) problems.push(...err.issues)
+          else problems.push({ path: `${at}/authorizer/options`, message: (err as Error).message })
+        }
+      }
+    }
     if (problems.length > 0 || adapter === undefined) { issues.push(...problems); return }
 
     const name = rc.name ?? String(index)
@@ -143,6 +165,27 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       events,
       log: deps.log,
     })
+    let authorizer: AuthorizerSettings | null = null
+    if (az !== undefined && fcgi !== undefined) {
+      const azSource = az.spawn !== undefined ? deps.sources?.get(az.spawn) : undefined
+      authorizer = {
+        pool: new BackendPool({
+          name: `${name}:authorizer`,
+          source: azSource ?? new StaticSource(`${name}:authorizer`, az.backends ?? []),
+          adapter: fcgi,
+          adapterOptions: azOptions,
+          ctx,
+          balance: 'least-connection',
+          disableTime: parseDuration(rc.disableTime ?? DEFAULTS.disableTime) ?? DEFAULTS.disableTime,
+          events,
+          log: deps.log,
+        }),
+        adapterOptions: azOptions,
+        scriptFilename: az.scriptFilename ?? '',
+        timeout: parseDuration(az.timeout ?? 10_000) ?? 10_000,
+        serverSoftware: deps.serverSoftware,
+      }
+    }
     const cgi: CgiRouteSettings | null = adapter.capabilities.cgiEnv
       ? {
           docroot: rc.docroot ?? null,
@@ -175,6 +218,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       via: rc.via ?? '',
       cgi,
       localRedirects: rc.localRedirects ?? false,
+      authorizer,
       serverSoftware: deps.serverSoftware,
       serverName: config.serverName,
       peerTrusted,
@@ -184,7 +228,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
   })
 
   if (issues.length > 0) {
-    for (const r of routes) r.pool.destroy()
+    for (const r of routes) { r.pool.destroy(); r.authorizer?.pool.destroy() }
     throw new ConfigError(issues)
   }
   const sweepMs = Math.max(5, Math.min(1000, Math.floor(shortest)))

@@ -10,6 +10,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
+import { authorize } from './authorizer.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
@@ -107,7 +108,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   private admitted (): void {
     this.phase = Phase.Prepare
     this.rt.track(this)
-    const needsPrepare = this.route.prepare !== null && (this.route.needsBodyPrepare(this) || this.route.cgi !== null)
+    const needsPrepare = this.route.authorizer !== null || (this.route.prepare !== null && (this.route.needsBodyPrepare(this) || this.route.cgi !== null))
     if (!needsPrepare && this.route.pool.backends.length > 0) {
       try {
         this.prepareSync()
@@ -147,6 +148,16 @@ export class ProxyExchange implements Exchange, ResponseHandler {
       if (p.cleanup !== undefined) this.cleanupSpool = p.cleanup
       if (p.script !== undefined) this.script = p.script
       if (p.env !== undefined) this.env = p.env
+    }
+    if (route.authorizer !== null) {
+      const verdict = await authorize(this, route.authorizer)
+      if (!verdict.allowed) {
+        // The authorizer's own answer went to the client; this exchange ends here.
+        this.status = verdict.status
+        this.finish(null)
+        return
+      }
+      if (this.env !== null) Object.assign(this.env, verdict.variables)
     }
     // A spawn may recycle the process that made ensure() resolve before we pick it: ask again
     // (bounded) while nothing is routable.

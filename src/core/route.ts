@@ -5,6 +5,7 @@
  */
 import type { Readable } from 'node:stream'
 import { Admission } from './admission.js'
+import type { AuthorizerSettings } from './authorizer.js'
 import { spoolBody } from './body-spool.js'
 import { buildCgiEnv } from './cgi/env.js'
 import { fixedScript, resolveScript, type SymlinkPolicy } from './cgi/script.js'
@@ -57,6 +58,8 @@ export interface RouteSettings {
   cgi: CgiRouteSettings | null
   /** Re-process CGI `Location: /path` responses inside this route (default off). */
   localRedirects: boolean
+  /** FastCGI authorizer asked before the real handler (FastCGI 1.0 §6.3), or null. */
+  authorizer: AuthorizerSettings | null
   serverSoftware: string
   serverName: string | undefined
   /** Is this socket peer a trusted proxy? */
@@ -74,6 +77,7 @@ export class CompiledRoute {
   readonly stats = new RouteStats()
   readonly cgi: CgiRouteSettings | null
   readonly prepare: ((ex: ProxyExchange) => Promise<Prepared>) | null
+  readonly authorizer: AuthorizerSettings | null
   private readonly rewrite: ResponseRewrite | null
 
   constructor (readonly s: RouteSettings) {
@@ -84,6 +88,7 @@ export class CompiledRoute {
     this.timeouts = s.timeouts
     this.retries = s.retries
     this.cgi = s.cgi
+    this.authorizer = s.authorizer
     this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout)
     const caps = s.adapter.capabilities
     this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null

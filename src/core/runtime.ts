@@ -203,7 +203,7 @@ export class ProxyRuntime {
     }
     for (const tunnel of this.tunnels) tunnel.destroy()
     if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null }
-    await Promise.allSettled(this.routes.map((r) => r.pool.close()))
+    await Promise.allSettled(this.routes.flatMap((r) => r.authorizer !== null ? [r.pool.close(), r.authorizer.pool.close()] : [r.pool.close()]))
   }
 
   get inflight (): number { return this.active.size }

@@ -1,0 +1,198 @@
+/**
+ * The FastCGI Authorizer role (FastCGI 1.0 §6.3, lighttpd `mode = "authorizer"`): before a route's
+ * real handler runs, the request's environment — without its body — goes to an authorizer. A 200
+ * lets the request through, and the authorizer's `Variable-NAME: value` headers become NAME=value in
+ * the real handler's CGI environment. Any other answer is what the client gets, body included.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import { buildCgiEnv } from './cgi/env.js'
+import { fixedScript } from './cgi/script.js'
+import { ProxyError } from './errors.js'
+import { filterResponseHeaders, validStatus } from './headers.js'
+import type { BackendPool, Backend } from './pool.js'
+import type { ProxyExchange } from './exchange.js'
+import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
+
+export interface AuthorizerSettings {
+  readonly pool: BackendPool
+  readonly adapterOptions: unknown
+  /** SCRIPT_FILENAME for the authorizer (a PHP script, say); '' for a dedicated authorizer app. */
+  readonly scriptFilename: string
+  /** ms until the authorizer must have answered. */
+  readonly timeout: number
+  readonly serverSoftware: string
+}
+
+export type AuthResult = { allowed: true, variables: Record<string, string> } | { allowed: false, status: number }
+
+/** FastCGI 1.0 §6.3: an Authorizer gets the request's variables except these. */
+const NOT_FOR_AUTHORIZER = ['CONTENT_LENGTH', 'CONTENT_TYPE', 'PATH_INFO', 'PATH_TRANSLATED', 'SCRIPT_NAME']
+const VARIABLE = /^variable-(.+)$/i
+/** An authorizer variable never overrides what the proxy itself decides. */
+const PROTECTED = /^(HTTP_|CONTENT_|SCRIPT_|PATH_|REMOTE_ADDR$|REMOTE_PORT$|SERVER_|GATEWAY_INTERFACE$|REQUEST_|QUERY_STRING$|DOCUMENT_ROOT$|HTTPS$|REDIRECT_)/
+
+export async function authorize (main: ProxyExchange, a: AuthorizerSettings): Promise<AuthResult> {
+  // A spawned authorizer may start on demand, exactly as the route's own pool does.
+  for (let i = 0; i < 5 && a.pool.backends.length === 0 && !main.signal.aborted; i++) await a.pool.source.ensure(main.signal)
+  return await new Promise((resolve, reject) => {
+    const ax = new AuthExchange(main, a, resolve, reject)
+    ax.start()
+  })
+}
+
+class AuthExchange implements Exchange, ResponseHandler {
+  readonly id: number
+  readonly method: string
+  readonly url: string
+  readonly path: string
+  readonly query: string
+  readonly httpVersion: string
+  readonly requestHeaders: IncomingHttpHeaders
+  readonly headers: RawHeaders = []
+  readonly env: Record<string, string>
+  readonly script: ScriptInfo
+  readonly body = null
+  readonly contentLength = null
+  readonly client: ClientInfo
+  readonly role = 'authorizer' as const
+  readonly options: unknown
+  readonly routeName: string
+  readonly signal: AbortSignal
+  private readonly ac = new AbortController()
+  private backend: Backend | null = null
+  private variables: Record<string, string> = {}
+  private state: 'waiting' | 'allowed' | 'denying' | 'done' = 'waiting'
+  private status = 0
+  private timer: NodeJS.Timeout | null = null
+  private drain: (() => void) | null = null
+
+  constructor (
+    private readonly main: ProxyExchange,
+    private readonly a: AuthorizerSettings,
+    private readonly resolve: (r: AuthResult) => void,
+    private readonly reject: (err: ProxyError) => void,
+  ) {
+    this.id = main.id
+    this.method = main.method
+    this.url = main.url
+    this.path = main.path
+    this.query = main.query
+    this.httpVersion = main.httpVersion
+    this.requestHeaders = main.requestHeaders
+    this.client = main.client
+    this.options = a.adapterOptions
+    this.routeName = `${main.routeName}:authorizer`
+    this.signal = this.ac.signal
+    this.script = fixedScript({ scriptFilename: a.scriptFilename, prefix: '', urlPath: main.path })
+    const env = buildCgiEnv({
+      method: main.method, url: main.url, path: main.path, query: main.query, httpVersion: main.httpVersion,
+      headers: main.requestHeaders, rawHeaders: main.req.rawHeaders, client: main.client, script: this.script,
+      serverSoftware: a.serverSoftware, contentLength: null, passAuthorization: true,
+    })
+    for (const k of NOT_FOR_AUTHORIZER) delete env[k]
+    this.env = env
+  }
+
+  start (): void {
+    const pool = this.a.pool
+    const b = pool.pick({ url: this.url, client: this.client.address }, null)
+    if (b === null) {
+      pool.noneUsable()
+      this.settle(new ProxyError('ERR_NO_BACKEND', `authorizer pool ${pool.name}`, { phase: 'connect' }))
+      return
+    }
+    this.backend = b
+    pool.started(b)
+    if (this.a.timeout > 0) this.timer = setTimeout(() => this.abortWith(new ProxyError('ERR_HEADERS_TIMEOUT', 'authorizer', { phase: 'head' })), this.a.timeout)
+    // The client leaving aborts the authorization too.
+    this.main.signal.addEventListener('abort', this.onMainAbort, { once: true })
+    b.client.dispatch(this, this)
+  }
+
+  private readonly onMainAbort = (): void => { this.abortWith(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'head' })) }
+
+  onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
+    if (this.state !== 'waiting') return
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    if (!validStatus(status)) { this.abortWith(new ProxyError('ERR_BAD_RESPONSE', `authorizer status ${status}`, { phase: 'head' })); return }
+    this.status = status
+    if (status === 200) {
+      for (let i = 0; i < headers.length; i += 2) {
+        const m = VARIABLE.exec(headers[i])
+        if (m === null) continue
+        const name = m[1].toUpperCase().replace(/-/g, '_')
+        if (!PROTECTED.test(name) && /^[A-Z0-9_]+$/.test(name)) this.variables[name] = headers[i + 1]
+      }
+      this.state = 'allowed'
+      return
+    }
+    // Denied: the authorizer's answer is the client's answer (Variable-* stays internal).
+    this.state = 'denying'
+    const out: string[] = []
+    const filtered = filterResponseHeaders(headers, status, null, this.httpVersion)
+    for (let i = 0; i < filtered.length; i += 2) if (!VARIABLE.test(filtered[i])) out.push(filtered[i], filtered[i + 1])
+    const res = this.main.res
+    try {
+      if (statusText !== undefined && statusText !== '') res.writeHead(status, statusText, out)
+      else res.writeHead(status, out)
+    } catch (err) {
+      this.state = 'waiting'
+      this.abortWith(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err }))
+      return
+    }
+    this.drain = () => flow.resume()
+  }
+
+  onData (chunk: Buffer): boolean {
+    if (this.state !== 'denying') return true
+    if (this.main.res.write(chunk)) return true
+    if (this.drain !== null) this.main.res.once('drain', this.drain)
+    return false
+  }
+
+  onEnd (): void {
+    if (this.state === 'allowed') {
+      this.release()
+      this.resolve({ allowed: true, variables: this.variables })
+    } else if (this.state === 'denying') {
+      this.release()
+      this.main.res.end()
+      this.resolve({ allowed: false, status: this.status })
+    } else {
+      this.settle(new ProxyError('ERR_BAD_RESPONSE', 'authorizer ended without a response head', { phase: 'head' }))
+    }
+    this.state = 'done'
+  }
+
+  onError (err: ProxyError): void {
+    if (this.state === 'done') return
+    if (err.phase === 'connect' && this.backend !== null) this.a.pool.connectFailed(this.backend, err.code)
+    if (this.state === 'denying') {
+      // The denial was already streaming: cut it, never pad it.
+      this.release()
+      this.state = 'done'
+      this.main.res.destroy(err)
+      this.resolve({ allowed: false, status: this.status })
+      return
+    }
+    this.settle(err)
+  }
+
+  private abortWith (err: ProxyError): void {
+    if (!this.ac.signal.aborted) this.ac.abort()
+    this.onError(err)
+  }
+
+  private settle (err: ProxyError): void {
+    if (this.state === 'done') return
+    this.state = 'done'
+    this.release()
+    this.reject(err)
+  }
+
+  private release (): void {
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    this.main.signal.removeEventListener('abort', this.onMainAbort)
+    if (this.backend !== null) { this.a.pool.finished(this.backend); this.backend = null }
+  }
+}
