@@ -54,6 +54,9 @@ export const RouteSchema = Type.Object({
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets a 302 (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
+  xSendfile: Type.Optional(Type.Object({
+    allow: Type.Array(Type.String({ pattern: '^/' }), { minItems: 1, description: 'Directories the backend may name; the file\'s real path must be inside one.' }),
+  }, { additionalProperties: false, description: 'Serve `X-Sendfile` / `X-LIGHTTPD-send-file` responses from disk (lighttpd x-sendfile + x-sendfile-docroot). Off when absent.' })),
   authorizer: Type.Optional(Type.Object({
     backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'FastCGI authorizer addresses.' })),
     spawn: Type.Optional(Type.String({ description: 'A socket spawn running the authorizer.' })),

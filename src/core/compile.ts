@@ -2,6 +2,7 @@
  * Config -> running proxy. Validation reports every problem at once, each with its path; then routes
  * are compiled once (matchers, pools, admission) so the request path does no config work.
  */
+import { realpathSync } from 'node:fs'
 import { Value } from '@sinclair/typebox/value'
 import { ProxyConfigSchema, type RouteConfig } from '../config/schema.js'
 import { parseDuration, parseSize } from '../config/units.js'
@@ -134,6 +135,15 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
         }
       }
     }
+    let sendfileRoots: string[] | null = null
+    if (rc.xSendfile !== undefined) {
+      sendfileRoots = []
+      rc.xSendfile.allow.forEach((dir, i) => {
+        try { sendfileRoots?.push(realpathSync(dir)) } catch (err) {
+          problems.push({ path: `${at}/xSendfile/allow/${i}`, message: `cannot resolve: ${(err as Error).message}`, found: dir, expected: 'an existing directory' })
+        }
+      })
+    }
     if (problems.length > 0 || adapter === undefined) { issues.push(...problems); return }
 
     const name = rc.name ?? String(index)
@@ -218,6 +228,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       via: rc.via ?? '',
       cgi,
       localRedirects: rc.localRedirects ?? false,
+      sendfileRoots,
       authorizer,
       serverSoftware: deps.serverSoftware,
       serverName: config.serverName,

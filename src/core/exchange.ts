@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream'
 import { authorize } from './authorizer.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
+import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -208,6 +209,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.headAt = now
     if (this.route.timeouts.idle > 0) this.idleDeadline = now + this.route.timeouts.idle
     this.status = status
+    if (this.route.s.sendfileRoots !== null) {
+      const file = sendfilePath(headers)
+      if (file !== null) { this.startSendfile(file, headers); return }
+    }
     const out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
     try {
       if (statusText !== undefined && statusText !== '') this.res.writeHead(status, statusText, out)
@@ -220,7 +225,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   }
 
   onData (chunk: Buffer): boolean {
-    if (this.phase !== Phase.Streaming) return true
+    if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
     this.bytesOut += chunk.length
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
     if (this.res.write(chunk)) return true
@@ -231,6 +236,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   }
 
   onEnd (trailers?: RawHeaders): void {
+    if (this.sendfile !== null) { this.sendfileBackendDone(); return }
     if (this.phase !== Phase.Streaming) {
       if (this.phase === Phase.Dispatched) this.onError(new ProxyError('ERR_BAD_RESPONSE', 'response ended before its head', { phase: 'head' }))
       return
@@ -244,6 +250,8 @@ export class ProxyExchange implements Exchange, ResponseHandler {
 
   onError (err: ProxyError): void {
     if (this.phase === Phase.Done) return
+    // The backend's part of an X-Sendfile exchange is over once its head arrived.
+    if (this.sendfile !== null && err.code !== 'ERR_SENDFILE_FORBIDDEN' && err.code !== 'ERR_SCRIPT_NOT_FOUND') { this.sendfileBackendDone(); return }
     const b = this.backend
     if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
       if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
@@ -280,6 +288,51 @@ export class ProxyExchange implements Exchange, ResponseHandler {
 
   onStderr (chunk: Buffer): void {
     this.rt.stderr(this, chunk)
+  }
+
+  // --- X-Sendfile ---------------------------------------------------------------------------
+
+  /** Set while the proxy serves a file a backend named; `backend`/`file` say which half is done. */
+  private sendfile: { backend: boolean, file: boolean } | null = null
+
+  private startSendfile (path: string, headers: RawHeaders): void {
+    this.sendfile = { backend: false, file: false }
+    this.idleDeadline = 0
+    openSendfile(path, this.route.s.sendfileRoots ?? [], headers).then((f) => {
+      if (this.phase !== Phase.Streaming) { f.stream.destroy(); return }
+      const res = this.res
+      res.writeHead(this.status, f.headers)
+      if (this.method === 'HEAD') { f.stream.destroy(); this.sendfileFileDone(); return }
+      f.stream.on('data', (chunk: Buffer | string) => {
+        this.bytesOut += chunk.length
+        if (!res.write(chunk)) { f.stream.pause(); res.once('drain', () => f.stream.resume()) }
+      })
+      f.stream.once('end', () => this.sendfileFileDone())
+      f.stream.once('error', (err) => { this.sendfile = null; this.fail(new ProxyError('ERR_INTERNAL', `X-Sendfile read: ${err.message}`, { cause: err }), true) })
+      this.signal.addEventListener('abort', () => f.stream.destroy(), { once: true })
+    }, (err: unknown) => {
+      this.sendfile = null
+      this.fail(toProxyError(err, 'head'), true)
+    })
+  }
+
+  private sendfileBackendDone (): void {
+    if (this.sendfile === null) return
+    this.sendfile.backend = true
+    this.releaseBackend()
+    if (this.sendfile.file) this.sendfileComplete()
+  }
+
+  private sendfileFileDone (): void {
+    if (this.sendfile === null) return
+    this.sendfile.file = true
+    if (this.sendfile.backend) this.sendfileComplete()
+  }
+
+  private sendfileComplete (): void {
+    this.sendfile = null
+    this.finish(null)
+    this.res.end()
   }
 
   // --- endings ----------------------------------------------------------------------------
@@ -323,7 +376,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   /** Fail the exchange: an error page if nothing was sent yet, else cut the client connection. */
   private fail (err: ProxyError, logIt: boolean, retryAfter?: number): void {
     if (this.phase === Phase.Done) return
-    const wasStreaming = this.phase === Phase.Streaming || this.res.headersSent
+    const wasStreaming = this.res.headersSent
     if (!wasStreaming) this.status = err.status
     // Finish first: aborting makes the adapter report back (re-entrantly), and that report must
     // find the exchange already done.

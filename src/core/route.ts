@@ -58,6 +58,8 @@ export interface RouteSettings {
   cgi: CgiRouteSettings | null
   /** Re-process CGI `Location: /path` responses inside this route (default off). */
   localRedirects: boolean
+  /** X-Sendfile: real paths of the allowed roots, or null when off. */
+  sendfileRoots: string[] | null
   /** FastCGI authorizer asked before the real handler (FastCGI 1.0 §6.3), or null. */
   authorizer: AuthorizerSettings | null
   serverSoftware: string
