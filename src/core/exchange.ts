@@ -37,7 +37,6 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   readonly role: 'responder' | 'authorizer' = 'responder'
   readonly options: unknown
   readonly routeName: string
-  readonly signal: AbortSignal
 
   /** Deadlines checked by the runtime's sweep (0 = none). */
   headDeadline = 0
@@ -47,7 +46,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   private uploadBytes = 0
   private uploadIdleSince = 0
 
-  private readonly ac = new AbortController()
+  /** Created only when somebody reads `signal`: the hot path uses `setAbortHandler`. */
+  private ac: AbortController | null = null
+  private abortedFlag = false
+  private abortHandler: (() => void) | null = null
   private phase = Phase.Admit
   private backend: Backend | null = null
   private tried: Set<Backend> | null = null
@@ -84,9 +86,20 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.client = client
     this.options = route.adapterOptions
     this.routeName = route.name
-    this.signal = this.ac.signal
     this.startedAt = rt.now()
   }
+
+  get signal (): AbortSignal {
+    if (this.ac === null) {
+      this.ac = new AbortController()
+      if (this.abortedFlag) this.ac.abort()
+    }
+    return this.ac.signal
+  }
+
+  get aborted (): boolean { return this.abortedFlag }
+
+  setAbortHandler (fn: (() => void) | null): void { this.abortHandler = fn }
 
   /** Entry point: admission, then preparation, then the first dispatch. */
   start (): void {
@@ -162,7 +175,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     }
     // A spawn may recycle the process that made ensure() resolve before we pick it: ask again
     // (bounded) while nothing is routable.
-    for (let i = 0; i < 5 && route.pool.backends.length === 0 && !this.signal.aborted; i++) {
+    for (let i = 0; i < 5 && route.pool.backends.length === 0 && !this.abortedFlag; i++) {
       await route.pool.source.ensure(this.signal)
     }
   }
@@ -256,7 +269,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
       if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
       this.releaseBackend()
-      if (this.attempts <= this.route.retries && this.signal.aborted === false) {
+      if (this.attempts <= this.route.retries && !this.abortedFlag) {
         if (err.backend === undefined) err.backend = b.endpoint.id
         this.lastError = err
         this.tried ??= new Set()
@@ -370,7 +383,12 @@ export class ProxyExchange implements Exchange, ResponseHandler {
   }
 
   private abortBackend (): void {
-    if (!this.ac.signal.aborted) this.ac.abort()
+    if (this.abortedFlag) return
+    this.abortedFlag = true
+    const h = this.abortHandler
+    this.abortHandler = null
+    if (this.ac !== null) this.ac.abort()
+    if (h !== null) h()
   }
 
   /** Fail the exchange: an error page if nothing was sent yet, else cut the client connection. */

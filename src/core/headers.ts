@@ -51,6 +51,11 @@ export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
 /** Names listed in `Connection` (lower-case), excluding `close`/`keep-alive` semantics. */
 export function connectionListed (value: string | string[] | undefined): Set<string> | null {
   if (value === undefined) return null
+  // The common case lists no field name at all: no split, no Set (hot path, twice per request).
+  if (typeof value === 'string' && value.length <= 10) {
+    const v = value.toLowerCase()
+    if (v === 'keep-alive' || v === 'close' || v === 'upgrade') return null
+  }
   const text = Array.isArray(value) ? value.join(',') : value
   let out: Set<string> | null = null
   for (const part of text.split(',')) {

@@ -87,6 +87,14 @@ export interface Exchange {
   readonly client: ClientInfo
   /** Aborted when the client goes away or the core times the exchange out. */
   readonly signal: AbortSignal
+  /** Same as `signal.aborted`, without creating the signal (the core's exchanges create it lazily). */
+  readonly aborted?: boolean
+  /**
+   * Fast path for hot adapters: the one function the core calls when it aborts this exchange
+   * (instead of an 'abort' listener on `signal`, which costs an AbortController and an EventTarget
+   * listener per request). Calling again replaces it; `null` clears it.
+   */
+  setAbortHandler? (fn: (() => void) | null): void
   /** FastCGI role; other adapters ignore it. */
   readonly role: 'responder' | 'authorizer'
   /** The adapter options parsed from the route (`parseOptions`). */

@@ -92,12 +92,15 @@ class ExchangeHandler implements FlowControl {
   constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: ResponseHandler) {}
 
   onConnect (abort: (err: Error) => void): void {
-    if (this.ex.signal.aborted) { abort(new Error('aborted')); return }
+    const ex = this.ex
+    if (ex.aborted ?? ex.signal.aborted) { abort(new Error('aborted')); return }
     this.abortFn = abort
-    this.ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    // The core's fast path: no AbortSignal, no EventTarget listener per request.
+    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(abort as () => void)
+    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
   }
 
-  private readonly onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
+  private onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
 
   onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
     if (status < 200) {
@@ -133,7 +136,7 @@ class ExchangeHandler implements FlowControl {
 
   onError (err: Error): void {
     if (!this.end()) return
-    if (this.ex.signal.aborted) {
+    if (this.ex.aborted ?? this.ex.signal.aborted) {
       // We aborted (client gone or core timeout): the core already decided what to send.
       this.h.onError(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'body' }))
       return
@@ -151,7 +154,9 @@ class ExchangeHandler implements FlowControl {
   private end (): boolean {
     if (this.finished) return false
     this.finished = true
-    this.ex.signal.removeEventListener('abort', this.onAbort)
+    const ex = this.ex
+    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(null)
+    else if (this.abortFn !== null) ex.signal.removeEventListener('abort', this.onAbort)
     this.client.done()
     return true
   }
