@@ -14,7 +14,7 @@ const echoHeaders = (name: string) => async (t: Tap) => backend(t, (req, res) =>
   res.setHeader('content-type', 'application/json')
   res.end(JSON.stringify({ name, url: req.url, headers: req.headers }))
 })
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0]
+interface Tap { teardown (fn: () => unknown): void }
 
 t.test('stripPrefix: the backend sees /, Location and Set-Cookie are mapped back', async (t) => {
   const be = await backend(t, (req, res) => {
