@@ -63,7 +63,7 @@ t.test('each tenant runs as its own user and cannot read the other one', async (
     users[tenant] = { name, id }
   }
 
-  // /tmp/<base> (0755, root) / sites / <tenant> (0700, tenant) / app.mjs + secret.txt (0600)
+  // <tmpdir>/<base> (0755, root) / sites / <tenant> (0700, tenant) / app.mjs + secret.txt (0600)
   const base = mkdtempSync(join(tmpdir(), 'pc-tenants-'))
   t.teardown(() => rmSync(base, { recursive: true, force: true }))
   chmodSync(base, 0o755)
