@@ -80,7 +80,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       return
     }
     this.unsettled++
-    if (exchange.signal.aborted) return req.fail(req.abortReason())
+    if (exchange.aborted ?? exchange.signal.aborted) return req.fail(req.abortReason())
     this.queue.push(req)
     this.pump()
   }

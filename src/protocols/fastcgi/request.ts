@@ -79,7 +79,9 @@ export class FcgiRequest {
       Object.entries(exchange.env), !this.streamsBody)
     this.flow = { resume: () => { if (this.paused && !this.isSettled) { this.paused = false; this.onResume?.() } } }
     this.abortListener = () => { if (!this.isSettled) this.owner.aborted(this) }
-    exchange.signal.addEventListener('abort', this.abortListener, { once: true })
+    // The core's fast path (no AbortSignal per request); other Exchange implementations: the signal.
+    if (exchange.setAbortHandler !== undefined) exchange.setAbortHandler(this.abortListener)
+    else exchange.signal.addEventListener('abort', this.abortListener, { once: true })
   }
 
   /** Why the exchange was aborted, as a ProxyError (the core's timeout reason, or a client abort). */
@@ -200,7 +202,8 @@ export class FcgiRequest {
     this.isSettled = true
     this.paused = false
     this.parser = null
-    this.exchange.signal.removeEventListener('abort', this.abortListener)
+    if (this.exchange.setAbortHandler !== undefined) this.exchange.setAbortHandler(null)
+    else this.exchange.signal.removeEventListener('abort', this.abortListener)
     this.owner.settled(this, keepOnWire)
   }
 }

@@ -37,7 +37,7 @@ export class ScgiExchange {
 
   start (): void {
     const ex = this.exchange
-    if (ex.signal.aborted) return this.fail(this.abortReason())
+    if (ex.aborted ?? ex.signal.aborted) return this.fail(this.abortReason())
     if (ex.body !== null && ex.contentLength === null) {
       return this.fail(new ProxyError('ERR_LENGTH_REQUIRED', 'SCGI needs the body length up front', { phase: 'request' }))
     }
@@ -48,7 +48,8 @@ export class ScgiExchange {
     } catch (err) {
       return this.fail(err as ProxyError)
     }
-    ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(this.onAbort)
+    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
     this.ctx.connect(this.endpoint).then((socket) => {
       if (this.settled) { socket.destroy(); return }
       this.socket = socket
@@ -157,7 +158,8 @@ export class ScgiExchange {
 
   private settle (): void {
     this.settled = true
-    this.exchange.signal.removeEventListener('abort', this.onAbort)
+    if (this.exchange.setAbortHandler !== undefined) this.exchange.setAbortHandler(null)
+    else this.exchange.signal.removeEventListener('abort', this.onAbort)
     this.socket?.destroy()
     this.done(this)
   }
