@@ -48,6 +48,7 @@ export const RouteSchema = Type.Object({
   via: Type.Optional(Type.String({ default: '', description: 'Pseudonym for a Via header (e.g. `proxycore`); empty = no Via.' })),
   docroot: Type.Optional(Type.String({ description: 'CGI-family: scripts are resolved under this directory.' })),
   scriptFilename: Type.Optional(Type.String({ description: 'CGI-family without docroot: the single entry point (SCRIPT_FILENAME).' })),
+  scriptExtensions: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'CGI-family: the resolved script must end with one of these (default: match.extension). Set it on prefix routes so `/uploads/x.jpg` never runs as PHP.' })),
   index: Type.Optional(Type.Array(Type.String(), { description: 'Index files for directory requests, e.g. [index.php].' })),
   symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
   params: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra CGI variables (never HTTP_PROXY).' })),

@@ -200,7 +200,7 @@ export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRun
       ? {
           docroot: rc.docroot ?? null,
           scriptFilename: rc.scriptFilename ?? null,
-          extensions: rc.match?.extension === undefined ? undefined : [rc.match.extension].flat(),
+          extensions: rc.scriptExtensions ?? (rc.match?.extension === undefined ? undefined : [rc.match.extension].flat()),
           index: rc.index,
           symlinks: rc.symlinks ?? 'owner',
           params: rc.params,
