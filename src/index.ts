@@ -21,6 +21,7 @@ export { CgiResponseParser, type CgiHead, type CgiResponseParserOptions } from '
 export { CgiBodyFramer, deliverCgiHead } from './core/cgi/response-body.js'
 export { buildCgiEnv } from './core/cgi/env.js'
 export { fromSocketError, toProxyError } from './core/errors.js'
+export { OneShotClient } from './core/one-shot-client.js'
 export {
   createStatus, STATUS_DEFAULTS, collectStatus, STATUS_SCHEMA_VERSION, createMetrics, createAccessLog, StderrTail,
   type StatusHandler, type StatusOptions, type StatusSnapshot, type StatusTarget, type SpawnView, type RouteReport,

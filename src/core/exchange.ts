@@ -20,6 +20,9 @@ import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, Sc
 
 const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
 
+/** Response bytes queued for a slow client before the backend is paused. */
+const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
+
 export class ProxyExchange implements Exchange, ResponseHandler {
   readonly id: number
   readonly method: string
@@ -173,10 +176,22 @@ export class ProxyExchange implements Exchange, ResponseHandler {
       }
       if (this.env !== null) Object.assign(this.env, verdict.variables)
     }
-    // A spawn may recycle the process that made ensure() resolve before we pick it: ask again
-    // (bounded) while nothing is routable.
-    for (let i = 0; i < 5 && route.pool.backends.length === 0 && !this.abortedFlag; i++) {
-      await route.pool.source.ensure(this.signal)
+    await this.waitForBackends()
+  }
+
+  /**
+   * A spawn may start on demand, or recycle the process that made ensure() resolve before we pick it
+   * (maxRequests under load): wait — bounded by the route's headers timeout — while nothing is
+   * routable, instead of failing (the spawn manager's "requests that arrive meanwhile wait").
+   */
+  private async waitForBackends (): Promise<void> {
+    const pool = this.route.pool
+    const deadline = this.startedAt + Math.max(this.route.timeouts.headers, 1000)
+    while (pool.backends.length === 0 && !this.abortedFlag) {
+      if (this.rt.now() >= deadline) throw new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect' })
+      await pool.source.ensure(this.signal)
+      // ensure() may resolve on a process that is already gone again: let the event loop run first.
+      if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
     }
   }
 
@@ -185,6 +200,12 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     const pool = this.route.pool
     const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
     if (b === null) {
+      if (pool.backends.length === 0 && this.lastError === null && !this.abortedFlag) {
+        // Every process left the list between preparation and now (recycled): wait for the next.
+        this.phase = Phase.Prepare
+        this.waitForBackends().then(() => { if (this.phase === Phase.Prepare) this.dispatch() }, (err: unknown) => this.fail(toProxyError(err), true))
+        return
+      }
       pool.noneUsable()
       // Every backend was tried for this exchange: the last real failure says more than "none left".
       if (this.lastError !== null) { this.fail(this.lastError, true); return }
@@ -241,8 +262,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
     this.bytesOut += chunk.length
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
-    if (this.res.write(chunk)) return true
-    // Backpressure: the adapter pauses its backend until the client drains.
+    // Backpressure with slack: node:http says "full" past 16 KiB, which would pause and resume the
+    // backend on every 64 KiB chunk. Keep reading until MAX_BUFFERED_PER_EXCHANGE is queued, then
+    // pause the adapter until the client drains. Still bounded per exchange.
+    if (this.res.write(chunk) || this.res.writableLength < MAX_BUFFERED_PER_EXCHANGE) return true
     this.onDrainBound ??= () => { if (this.phase === Phase.Streaming) this.flow?.resume() }
     this.res.once('drain', this.onDrainBound)
     return false

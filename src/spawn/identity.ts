@@ -77,7 +77,7 @@ function ownerOk (st: Stats, id: Identity): boolean {
 }
 
 /** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */
-export function checkProgram (program: string, id: Identity, policy: IdentityPolicy): void {
+export function checkProgram (program: string, id: Identity, policy: IdentityPolicy, opts: { interpreted?: boolean } = {}): void {
   if (!isAbsolute(program)) throw spawnError('ERR_SUEXEC_RELATIVE_PATH', `${program}: user-switched programs need an absolute path`)
   if (program.split('/').includes('..')) throw spawnError('ERR_SUEXEC_DOTDOT', `${program}: '..' is not allowed`)
   let st: Stats
@@ -101,5 +101,6 @@ export function checkProgram (program: string, id: Identity, policy: IdentityPol
   if (!ownerOk(st, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${program}: owned by ${st.uid}:${st.gid}, not ${id.uid}:${id.gid} or root`)
   if ((st.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_FILE_WRITABLE', `${program}: writable by group or others`)
   if ((st.mode & 0o6000) !== 0) throw spawnError('ERR_SUEXEC_SETID', `${program}: setuid or setgid`)
-  if ((st.mode & 0o100) === 0) throw spawnError('ERR_SUEXEC_NOT_EXECUTABLE', `${program}: no owner execute bit`)
+  // A script run through the spawn's interpreter (`perl -wT script.pl`) is read, not executed.
+  if (opts.interpreted !== true && (st.mode & 0o100) === 0) throw spawnError('ERR_SUEXEC_NOT_EXECUTABLE', `${program}: no owner execute bit`)
 }

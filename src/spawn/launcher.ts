@@ -79,6 +79,17 @@ export class Launcher {
     this.resolved.set(spec.name, { identity, limits })
   }
 
+  /**
+   * suEXEC checks on a CGI script at request time (a user-switched pipe spawn runs whatever the URL
+   * resolved to, so each script gets the checks the spawn's program got at load). Throws a coded
+   * ERR_SUEXEC_* error; no-op for spawns that do not switch user.
+   */
+  checkScript (spec: ResolvedSpec, script: string): void {
+    const id = this.resolved.get(spec.name)?.identity ?? null
+    if (id === null) return
+    checkProgram(script, id, this.policy, { interpreted: spec.argv.length > 0 })
+  }
+
   plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined): LaunchPlan {
     const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits }
     let file = argv[0]

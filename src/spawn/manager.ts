@@ -61,7 +61,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
       ? new SpawnGroup(resolved, { clock: this.clock, output, pidFiles: this.pidFiles, events: this, plan })
       : null
     const pipe = resolved.socketType === 'pipe'
-      ? new PipeStarter(resolved, this.clock, (argv, env, cwd) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd))
+      ? new PipeStarter(resolved, this.clock, (argv, env, cwd) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd),
+        (script) => this.launcher.checkScript(resolved, script))
       : null
     this.entries.set(name, { spec: resolved, output, group, pipe })
     if (this.started) void this.bringUp([name])

@@ -24,10 +24,13 @@ export class PipeStarter {
   private readonly children = new Map<ChildProcess, Tracked>()
   private closed = false
 
-  constructor (spec: ResolvedSpec, clock: Clock, plan: PipePlan) {
+  private readonly checkScript: (script: string) => void
+
+  constructor (spec: ResolvedSpec, clock: Clock, plan: PipePlan, checkScript: (script: string) => void = () => {}) {
     this.spec = spec
     this.clock = clock
     this.plan = plan
+    this.checkScript = checkScript
   }
 
   /** Children alive now (status page). */
@@ -37,8 +40,10 @@ export class PipeStarter {
    * Start `[...binPath, ...req.argv]` (binPath is the optional interpreter, e.g. `perl -wT`).
    * Exec errors arrive as the child's 'error' event, as with any ChildProcess.
    */
-  start (req: { argv: string[], env: Record<string, string>, cwd: string }): ChildProcess {
+  start (req: { argv: string[], env: Record<string, string>, cwd?: string }): ChildProcess {
     if (this.closed) throw Object.assign(new Error(`spawn ${this.spec.name} is closed`), { code: 'ERR_SPAWN_NOT_READY' })
+    // The script the URL resolved to passes the suEXEC checks of the spawn's user, every time.
+    if (req.argv.length > 0) this.checkScript(req.argv[0])
     const argv = [...this.spec.argv, ...req.argv]
     const plan = this.plan(argv, req.env, req.cwd)
     const child = execPlan(plan, ['pipe', 'pipe', 'pipe'])

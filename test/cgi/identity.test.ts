@@ -29,3 +29,28 @@ t.test('scripts run as the spawn\'s user and group', async (t) => {
   t.equal(r.status, 200)
   t.equal(r.body.toString(), '65534 65534 65534 0022\ndenied\n', 'uid/gid switched, no supplementary groups, umask 022, root-only file unreadable')
 })
+
+t.test('each script passes the suEXEC checks at request time: 403 with the check\'s code', async (t) => {
+  if (process.getuid?.() !== 0) { t.plan(0, 'needs root'); return }
+  guardLeaks(t)
+  const dir = tempDir(t)
+  chmodSync(dir, 0o755)
+  const cgi = join(dir, 'cgi')
+  const hello = "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nok\\n'\n"
+  writeScripts(cgi, { 'ok.sh': hello, 'gw.sh': hello, 'noexec.sh': hello })
+  chmodSync(join(cgi, 'gw.sh'), 0o775)
+  chmodSync(join(cgi, 'noexec.sh'), 0o644)
+  const open = join(dir, 'open')
+  writeScripts(open, { 'x.sh': hello })
+  chmodSync(open, 0o777)
+  const p = await cgiProxy(t, { cgi: { user: 'nobody', group: 'nogroup' } }, [
+    { match: { prefix: '/open/' }, protocol: 'cgi', spawn: 'cgi', docroot: open, stripPrefix: true },
+    { match: { prefix: '/cgi-bin/' }, protocol: 'cgi', spawn: 'cgi', docroot: cgi, stripPrefix: true },
+  ])
+  t.equal((await get(`${p.url}/cgi-bin/ok.sh`)).body.toString(), 'ok\n', 'a clean script runs')
+  for (const [path, code] of [['/cgi-bin/gw.sh', 'ERR_SUEXEC_FILE_WRITABLE'], ['/cgi-bin/noexec.sh', 'ERR_SUEXEC_NOT_EXECUTABLE'], ['/open/x.sh', 'ERR_SUEXEC_DIR_WRITABLE']]) {
+    const r = await get(p.url + path)
+    t.equal(r.status, 403, `${path}: 403`)
+    t.match(r.body.toString(), code, `${path}: ${code}`)
+  }
+})

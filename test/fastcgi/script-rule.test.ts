@@ -3,17 +3,15 @@
  * `.jpg` carrying PHP code never runs, directly or as `x.jpg/y.php` (RELIABILITY §2.2).
  */
 import t from 'tap'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
+import { havePeer } from './helpers/peers.js'
 import { get, proxyServer } from '../helpers/servers.js'
 
 const PHP = '/usr/bin/php-cgi'
-if (!existsSync(PHP)) {
-  if (process.env.CI === 'true') t.fail('php-cgi is required under CI (scripts/install-peers.sh)')
-  else t.plan(0, 'skip: php-cgi not installed')
-} else {
+if (havePeer(t, PHP)) {
   guardLeaks(t, { timeoutMs: 10_000 })
   t.test('prefix route + index + scriptExtensions', async (t) => {
     const root = mkdtempSync(join(tmpdir(), 'pc-rule-'))

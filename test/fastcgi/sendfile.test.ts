@@ -5,17 +5,15 @@
  */
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
+import { havePeer } from './helpers/peers.js'
 import { get, proxyServer } from '../helpers/servers.js'
 
 const PHP = '/usr/bin/php-cgi'
-if (!existsSync(PHP)) {
-  if (process.env.CI === 'true') t.fail('php-cgi is required under CI (scripts/install-peers.sh)')
-  else t.plan(0, 'skip: php-cgi not installed')
-} else {
+if (havePeer(t, PHP)) {
   guardLeaks(t, { timeoutMs: 10_000 })
 
   t.test('X-Sendfile inside the allowed root is served by the proxy; outside is refused', async (t) => {

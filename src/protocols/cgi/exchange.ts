@@ -15,7 +15,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { basename, dirname } from 'node:path'
 import type { Writable } from 'node:stream'
-import { ProxyError } from '../../core/errors.js'
+import { ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
@@ -83,6 +83,10 @@ export class CgiExchange {
       // `cwd` undefined = the spawn's own working directory (PipeStarter: `cwd ?? spec.cwd`).
       child = starter.start({ argv, env: ex.env, cwd } as Parameters<ProcessStarter['start']>[0])
     } catch (err) {
+      // A refused script (suEXEC check of a user-switched spawn) keeps its own code: 403, and the
+      // core's one log line names the check.
+      const code = (err as { code?: unknown }).code
+      if (typeof code === 'string' && code.startsWith('ERR_SUEXEC_')) return this.fail(toProxyError(err, 'route'))
       return this.fail(this.error('ERR_CGI_SPAWN', (err as Error).message, 'connect', err))
     }
     this.child = child
