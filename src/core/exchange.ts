@@ -322,6 +322,10 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     this.rt.redirect(this, location)
   }
 
+  closeAfterResponse (): void {
+    this.res.shouldKeepAlive = false
+  }
+
   onStderr (chunk: Buffer): void {
     this.rt.stderr(this, chunk)
   }

@@ -123,6 +123,11 @@ export interface ResponseHandler {
   onLocalRedirect? (location: string): void
   /** Backend diagnostics (FastCGI STDERR, CGI stderr). The core logs it, capped. */
   onStderr? (chunk: Buffer): void
+  /**
+   * Close the client connection after this response (no keep-alive). Call before `onHead`. NPH
+   * scripts need it: RFC 3875 §5.2 forbids them to let the client reuse the connection.
+   */
+  closeAfterResponse? (): void
 }
 
 /** Handles a protocol upgrade (WebSocket ...). */

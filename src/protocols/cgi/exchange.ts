@@ -64,7 +64,10 @@ export class CgiExchange {
     private readonly handler: ResponseHandler,
     private readonly done: (x: CgiExchange) => void
   ) {
-    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, nph: opts.nph && isNph(exchange.script) })
+    const nph = opts.nph && isNph(exchange.script)
+    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, nph })
+    // RFC 3875 §5.2: after an NPH response the client may not send further requests on the connection.
+    if (nph) handler.closeAfterResponse?.()
     this.stderrLeft = opts.maxStderr
   }
 
