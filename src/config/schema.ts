@@ -6,7 +6,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox'
 import { Duration, Size, StringOrList } from './schema-parts.js'
-import { SpawnSchema, TenantSchema } from './spawn-schema.js'
+import { IdentityPolicySchema, SpawnSchema, TenantSchema } from './spawn-schema.js'
 
 export const MatchSchema = Type.Object({
   host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain. Port is ignored.')),
@@ -98,6 +98,7 @@ export const OperatorConfigSchema = Type.Object({
   drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests may take to finish.', '30s')),
   spawns: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), SpawnSchema, { description: 'Backend programs proxycore starts and supervises, by name.' })),
   tenants: Type.Optional(Type.Record(Type.String(), TenantSchema, { description: 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).' })),
+  identity: Type.Optional(IdentityPolicySchema),
   routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
   trustedProxies: Type.Optional(TrustedProxiesSchema),
   serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),

@@ -63,6 +63,13 @@ export const TenantSchema = Type.Object({
   limits: Type.Optional(LimitsSchema),
 }, { additionalProperties: false, description: 'A shared identity + limits block for spawns.' })
 
+export const IdentityPolicySchema = Type.Object({
+  minUid: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'Lowest uid a spawn may run as (suexec AP_UID_MIN); uid 0 is always refused.' })),
+  minGid: Type.Optional(Type.Integer({ minimum: 1, default: 1000, description: 'Lowest gid a spawn may run as (suexec AP_GID_MIN); gid 0 is always refused.' })),
+  allowedRoots: Type.Optional(Type.Array(Type.String({ pattern: '^/' }), { minItems: 1, description: 'Absolute directories: the program of a user-switched spawn must resolve (realpath) inside one of them.' })),
+}, { additionalProperties: false, description: 'Policy for spawns with user/group (suEXEC): id floors and allowed program roots.' })
+
 export type SpawnConfig = Static<typeof SpawnSchema>
 export type TenantConfig = Static<typeof TenantSchema>
 export type LimitsConfig = Static<typeof LimitsSchema>
+export type IdentityPolicyConfig = Static<typeof IdentityPolicySchema>

@@ -6,7 +6,7 @@
 import type { ConfigIssue } from '../core/errors.js'
 import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
 import type { RouteConfig } from './schema.js'
-import type { LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
+import type { IdentityPolicyConfig, LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
 import { parseDuration, parseSize } from './units.js'
 
 const ms = (v: number | string | undefined): number | undefined => v === undefined ? undefined : parseDuration(v) ?? undefined
@@ -74,6 +74,7 @@ export function toSpawnSpec (c: SpawnConfig): SpawnSpec {
 export interface SpawnLayerConfig {
   spawns?: Record<string, SpawnConfig>
   tenants?: Record<string, TenantConfig>
+  identity?: IdentityPolicyConfig
   runDir?: string
   logDir?: string
 }
@@ -87,6 +88,9 @@ export function managerOptions (c: SpawnLayerConfig): ManagerOptions {
     runDir: c.runDir,
     log: c.logDir !== undefined ? { dir: c.logDir } : undefined,
     tenants: c.tenants !== undefined ? tenants : undefined,
+    minUid: c.identity?.minUid,
+    minGid: c.identity?.minGid,
+    allowedRoots: c.identity?.allowedRoots,
   })
 }
 

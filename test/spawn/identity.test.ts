@@ -5,12 +5,14 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { backendScript, ensure, manager, tempDir } from './fixtures/manager.js'
 import { get } from './fixtures/http.js'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
+import { managerOptions } from '../../src/config/spawns.js'
+import { validateConfig } from '../../src/config/validate.js'
 
 const A = { name: 'pcsxa', id: 2001 }
 const B = { name: 'pcsxb', id: 2002 }
@@ -124,5 +126,26 @@ if (process.getuid?.() !== 0) {
     tt.ok(typeof p.cpuMs === 'number' && p.cpuMs >= 0, `cpu ${p.cpuMs} ms`)
     tt.ok(typeof p.rssBytes === 'number' && p.rssBytes > 1024 * 1024, `rss ${p.rssBytes} bytes`)
     tt.comment(`cgroup: ${JSON.stringify(m.cgroupSupport())}`)
+  })
+
+  leakTest(t, 'config `identity`: minUid/minGid lowered let a system user run; the default refuses it', async (tt, defer) => {
+    const daemon = execFileSync('id', ['-u', 'daemon'], { encoding: 'utf8' }).trim()
+    const dir = tempDir(defer)
+    chmodSync(dir, 0o755)
+    const script = join(dir, 'backend.mjs')
+    copyFileSync(backendScript, script)
+    chmodSync(script, 0o644)
+    const spec: SpawnSpec = { user: 'daemon', group: 'daemon', binPath: [process.execPath, script], socketName: '127.0.0.1:0' }
+    const identity = { minUid: 1, minGid: 1, allowedRoots: [dirname(process.execPath)] }
+    tt.same(validateConfig({ routes: [], identity }), [], 'the schema takes the identity block')
+    tt.match(validateConfig({ routes: [], identity: { minUid: 0 } }), [{ path: '/identity/minUid' }], 'minUid 0 is a config error')
+    await refuse(tt, spec, 'ERR_IDENTITY_UID_BELOW_MIN', managerOptions({}))
+    await refuse(tt, spec, 'ERR_SUEXEC_NOT_IN_ROOT', managerOptions({ identity: { ...identity, allowedRoots: [dir] } }))
+    const m = manager(defer, managerOptions({ identity }))
+    m.add('sys', spec)
+    await m.start()
+    await ensure(m, 'sys')
+    const pid = m.status()[0].processes[0].pid as number
+    tt.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${daemon}\\s`, 'm'), `runs as daemon (uid ${daemon})`)
   })
 }
