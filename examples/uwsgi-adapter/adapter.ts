@@ -11,8 +11,8 @@
  */
 import type { Socket } from 'node:net'
 import {
-  CgiResponseParser, ConfigError, ProxyError,
-  type BackendClient, type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler
+  CgiResponseParser, ConfigError, OneShotClient, ProxyError,
+  type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler
 } from '../../src/index.js'
 
 export type UwsgiOptions = Record<string, never>
@@ -40,79 +40,87 @@ export function encodeUwsgiVars (env: Readonly<Record<string, string>>, contentL
   return Buffer.concat([head, data])
 }
 
-class UwsgiClient implements BackendClient {
-  inflight = 0
-  private readonly sockets = new Set<Socket>()
-  private waiters: Array<() => void> = []
+/** One uwsgi exchange: one connection, closed by the server at the end of the response. */
+class UwsgiExchange {
+  private socket: Socket | null = null
+  private settled = false
+  private remaining: number | null = null
+  private readonly parser: CgiResponseParser
+  private inHead = true
 
-  constructor (private readonly endpoint: Endpoint, private readonly ctx: ClientContext) {}
+  constructor (
+    private readonly endpoint: Endpoint,
+    private readonly ctx: ClientContext,
+    private readonly ex: Exchange,
+    private readonly handler: ResponseHandler,
+    private readonly done: (x: UwsgiExchange) => void,
+  ) {
+    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, nph: true })
+  }
 
-  dispatch (ex: Exchange, handler: ResponseHandler): void {
-    this.inflight++
-    let socket: Socket | null = null
-    let settled = false
-    let remaining: number | null = null
-    const parser: CgiResponseParser | null = new CgiResponseParser({ maxHeadSize: this.ctx.limits.maxResponseHeadSize, nph: true })
-    let inHead = true
-    const settle = (): boolean => {
-      if (settled) return false
-      settled = true
-      ex.signal.removeEventListener('abort', onAbort)
-      if (socket !== null) { socket.destroy(); this.sockets.delete(socket) }
-      if (--this.inflight === 0) for (const w of this.waiters.splice(0)) w()
-      return true
-    }
-    const fail = (err: ProxyError): void => { if (settle()) handler.onError(err) }
-    const end = (): void => { if (settle()) handler.onEnd() }
-    const onAbort = (): void => fail(ex.signal.reason instanceof ProxyError ? ex.signal.reason : new ProxyError('ERR_CLIENT_ABORTED'))
-
+  start (): void {
     let packet: Buffer
     try {
-      packet = encodeUwsgiVars(ex.env ?? {}, ex.contentLength ?? 0)
+      packet = encodeUwsgiVars(this.ex.env ?? {}, this.ex.contentLength ?? 0)
     } catch (err) {
-      return fail(err as ProxyError)
+      this.fail(err as ProxyError)
+      return
     }
-    ex.signal.addEventListener('abort', onAbort, { once: true })
-    const body = (chunk: Buffer): void => {
-      const part = remaining === null ? chunk : chunk.subarray(0, remaining)
-      if (remaining !== null) remaining -= part.length
-      if (part.length > 0 && !handler.onData(part)) socket?.pause()
-      if (remaining === 0) end()
-    }
-    this.ctx.connect(this.endpoint).then((s) => {
-      if (settled) { s.destroy(); return }
-      socket = s
-      this.sockets.add(s)
-      s.on('data', (chunk: Buffer) => {
-        if (settled) return
-        if (!inHead) return body(chunk)
-        const r = (parser as CgiResponseParser).push(chunk)
-        if ('error' in r) return fail(r.error)
-        if (!r.done) return
-        inHead = false
-        remaining = r.head.contentLength
-        handler.onHead(r.head.status, r.head.headers, { resume: () => { if (!settled) s.resume() } }, r.head.statusText)
-        body(r.rest)
-      })
-      s.once('end', () => {
-        if (inHead) return fail((parser as CgiResponseParser).end())
-        if (remaining !== null && remaining > 0) return fail(new ProxyError('ERR_BACKEND_CLOSED', 'short body'))
-        end()
-      })
-      s.once('error', (err) => fail(new ProxyError(inHead ? 'ERR_BACKEND_RESET' : 'ERR_BACKEND_CLOSED', err.message, { cause: err })))
-      s.write(packet)
-      // The core already knows the length (needsContentLength); pipe() gives backpressure.
-      ex.body?.pipe(s, { end: false })
-    }, (err: ProxyError) => fail(err))
+    // The core's cheap abort hook when offered, the standard signal otherwise.
+    if (this.ex.setAbortHandler !== undefined) this.ex.setAbortHandler(this.onAbort)
+    else this.ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    this.ctx.connect(this.endpoint).then((s) => this.connected(s, packet), (err: ProxyError) => this.fail(err))
   }
 
-  close (): Promise<void> {
-    return this.inflight === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve))
+  /** The pool dropped this client. */
+  abort (err: ProxyError): void { this.fail(err) }
+
+  private readonly onAbort = (): void => { this.fail(new ProxyError('ERR_CLIENT_ABORTED')) }
+
+  private connected (s: Socket, packet: Buffer): void {
+    if (this.settled) { s.destroy(); return }
+    this.socket = s
+    s.on('data', (chunk: Buffer) => {
+      if (this.settled) return
+      if (!this.inHead) { this.body(chunk); return }
+      const r = this.parser.push(chunk)
+      if ('error' in r) { this.fail(r.error); return }
+      if (!r.done) return
+      this.inHead = false
+      this.remaining = r.head.contentLength
+      this.handler.onHead(r.head.status, r.head.headers, { resume: () => { if (!this.settled) s.resume() } }, r.head.statusText)
+      this.body(r.rest)
+    })
+    s.once('end', () => {
+      if (this.inHead) { this.fail(this.parser.end()); return }
+      if (this.remaining !== null && this.remaining > 0) { this.fail(new ProxyError('ERR_BACKEND_CLOSED', 'short body')); return }
+      this.end()
+    })
+    s.once('error', (err) => this.fail(new ProxyError(this.inHead ? 'ERR_BACKEND_RESET' : 'ERR_BACKEND_CLOSED', err.message, { cause: err })))
+    s.write(packet)
+    // The core already knows the length (needsContentLength); pipe() gives backpressure.
+    this.ex.body?.pipe(s, { end: false })
   }
 
-  destroy (): void {
-    for (const s of this.sockets) s.destroy(new Error('client destroyed'))
+  private body (chunk: Buffer): void {
+    const part = this.remaining === null ? chunk : chunk.subarray(0, this.remaining)
+    if (this.remaining !== null) this.remaining -= part.length
+    if (part.length > 0 && !this.handler.onData(part)) this.socket?.pause()
+    if (this.remaining === 0) this.end()
   }
+
+  private settle (): boolean {
+    if (this.settled) return false
+    this.settled = true
+    if (this.ex.setAbortHandler !== undefined) this.ex.setAbortHandler(null)
+    else this.ex.signal.removeEventListener('abort', this.onAbort)
+    this.socket?.destroy()
+    this.done(this)
+    return true
+  }
+
+  private fail (err: ProxyError): void { if (this.settle()) this.handler.onError(err) }
+  private end (): void { if (this.settle()) this.handler.onEnd() }
 }
 
 export const uwsgiAdapter: ProtocolAdapter<UwsgiOptions> = {
@@ -122,5 +130,7 @@ export const uwsgiAdapter: ProtocolAdapter<UwsgiOptions> = {
     if (raw === undefined || raw === null || (typeof raw === 'object' && Object.keys(raw).length === 0)) return {}
     throw new ConfigError([{ path: at, message: 'the uwsgi adapter takes no options', found: raw, expected: '{}' }])
   },
-  createClient: (endpoint: Endpoint, _opts: UwsgiOptions, ctx: ClientContext) => new UwsgiClient(endpoint, ctx)
+  // The core's OneShotClient keeps the exchanges in flight for close()/destroy(): nothing to pool.
+  createClient: (endpoint: Endpoint, _opts: UwsgiOptions, ctx: ClientContext) =>
+    new OneShotClient<UwsgiExchange>(endpoint, (ex, handler, done) => new UwsgiExchange(endpoint, ctx, ex, handler, done), (x, err) => x.abort(err))
 }
