@@ -8,6 +8,7 @@ import { resolve } from 'node:path'
 import '../index.js'
 import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
+import { spawnRefusals } from '../config/identity-check.js'
 import { ConfigError } from '../core/errors.js'
 import { Gateway } from '../gateway/server.js'
 import { VERSION } from '../version.js'
@@ -19,7 +20,9 @@ const USAGE = `proxycore ${VERSION} — reverse proxy and process spawner for Fa
 Usage:
   proxycore serve [config]          run the gateway (default config: ./proxycore.yaml)
   proxycore check <config> [--explain]
-                                    validate a config: exit 0 valid, 2 invalid (every problem listed)
+                                    validate a config: exit 0 valid, 2 invalid (every problem listed);
+                                    --explain adds field docs and the identity/suEXEC refusal of
+                                    every user-switched spawn (code and reason), nothing started
   proxycore status [url]            status table (default http://127.0.0.1:8080/server-status)
   proxycore --help | --version
 
@@ -35,6 +38,15 @@ async function check (args: string[]): Promise<number> {
   const file = args.find((a) => !a.startsWith('-'))
   if (file === undefined) return usageError('check needs a config file')
   const r = await loadConfig(resolve(file))
+  if (r.issues.length === 0 && args.includes('--explain')) {
+    // What SpawnManager.start() would refuse: identity, tenant and suEXEC program checks.
+    const refused = await spawnRefusals(r.config)
+    for (const x of refused) process.stderr.write(`${x.path}: ${x.code} ${x.message}\n`)
+    if (refused.length > 0) {
+      process.stderr.write(`${file}: ${refused.length} spawn(s) would be refused\n`)
+      return 2
+    }
+  }
   if (r.issues.length === 0) {
     const c = r.config
     process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
