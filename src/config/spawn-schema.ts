@@ -55,6 +55,7 @@ export const SpawnSchema = Type.Object({
   group: Type.Optional(Identity('Run with this group (name or gid).')),
   tenant: Type.Optional(Type.String({ description: 'Name of a `tenants` entry giving user, group and limits.' })),
   limits: Type.Optional(LimitsSchema),
+  groups: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('user')], { default: 'none', description: 'Supplementary groups of a user-switched process: none, or the target user\'s own groups (needs util-linux setpriv).' })),
 }, { additionalProperties: false, description: 'One backend program and how to run it (lighttpd mod_spawn).' })
 
 export const TenantSchema = Type.Object({

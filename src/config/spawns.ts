@@ -68,6 +68,7 @@ export function toSpawnSpec (c: SpawnConfig): SpawnSpec {
     group: c.group,
     tenant: c.tenant,
     limits: toLimits(c.limits),
+    groups: c.groups,
   })
 }
 

@@ -7,7 +7,9 @@
  *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide)
  *   program args…
  * uid/gid go through Node's spawn options: libuv calls setgroups(0) first, so the child has no
- * supplementary groups [VERIFIED, RELIABILITY.md §1.4].
+ * supplementary groups [VERIFIED, RELIABILITY.md §1.4]. With `groups: 'user'` the switch is done by
+ *   setpriv --reuid=U --regid=G --init-groups --   (util-linux; initgroups(3) of the target user)
+ * outside the umask shell instead, so the shell and the program run as the target.
  */
 import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs'
 import type { LimitsSpec, ManagerOptions } from './types.js'
@@ -19,6 +21,7 @@ import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } fro
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin'
 export const CHILD_UMASK = '022'
+export const SETPRIV = '/usr/bin/setpriv'
 
 export interface CgroupSupport { readonly available: boolean, readonly reason: string }
 
@@ -44,6 +47,11 @@ function prlimitArgs (l: LimitsSpec): string[] {
 }
 
 interface Resolved { identity: Identity | null, limits: LimitsSpec | undefined }
+
+/** `sh -c 'umask 022; exec "$0" "$@"' argv…`: Node has no per-child umask. */
+function withUmask (cmd: string[]): string[] {
+  return ['/bin/sh', '-c', `umask ${CHILD_UMASK}; exec "$0" "$@"`, ...cmd]
+}
 
 export class Launcher {
   private readonly opts: ManagerOptions
@@ -73,6 +81,10 @@ export class Launcher {
       identity = resolveIdentity(user, group, this.policy)
       if (spec.argv.length > 0) checkProgram(spec.argv[0], identity, this.policy)
     }
+    if (spec.groups === 'user') {
+      if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)
+      if (!existsSync(SETPRIV)) throw spawnError('ERR_SPAWN_GROUPS_UNSUPPORTED', `spawns.${spec.name}.groups: ${SETPRIV} (util-linux) is not installed`)
+    }
     if (limits !== undefined && prlimitArgs(limits).length > 0 && !existsSync('/usr/bin/prlimit')) {
       throw spawnError('ERR_SPAWN_LIMITS_UNSUPPORTED', `spawns.${spec.name}.limits: prlimit (util-linux) is not installed`)
     }
@@ -92,14 +104,20 @@ export class Launcher {
 
   plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined): LaunchPlan {
     const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits }
-    let file = argv[0]
-    let args = argv.slice(1)
+    let cmd = argv
     const id = r.identity
+    // Node switches uid/gid itself unless a helper does it (setpriv for the user's groups).
+    let nodeSwitches = id !== null
     if (id !== null) {
       env = { ...env, PATH: SAFE_PATH }
-      args = ['-c', `umask ${CHILD_UMASK}; exec "$0" "$@"`, file, ...args]
-      file = '/bin/sh'
+      cmd = withUmask(cmd)
+      if (spec.groups === 'user') {
+        cmd = [SETPRIV, `--reuid=${id.uid}`, `--regid=${id.gid}`, '--init-groups', '--', ...cmd]
+        nodeSwitches = false
+      }
     }
+    let file = cmd[0]
+    let args = cmd.slice(1)
     const limitArgs = r.limits === undefined ? [] : prlimitArgs(r.limits)
     if (limitArgs.length > 0) {
       args = [...limitArgs, '--', file, ...args]
@@ -110,8 +128,8 @@ export class Launcher {
       args,
       env,
       cwd: cwd ?? spec.cwd,
-      uid: id?.uid,
-      gid: id?.gid,
+      uid: nodeSwitches ? id?.uid : undefined,
+      gid: nodeSwitches ? id?.gid : undefined,
       // spawn-fcgi -M 0660 -U user: the backend and the host's group may connect, other tenants not.
       socketAccess: id === null ? undefined : (path) => { chownSync(path, id.uid, process.getgid?.() ?? 0); chmodSync(path, 0o660) },
     }

@@ -46,6 +46,7 @@ export interface ResolvedSpec {
   readonly group: string | number | undefined
   readonly tenant: string | undefined
   readonly limits: LimitsSpec | undefined
+  readonly groups: 'none' | 'user'
 }
 
 export function splitArgv (v: string | string[] | undefined): string[] {
@@ -115,6 +116,7 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
     group: spec.group,
     tenant: spec.tenant,
     limits: spec.limits,
+    groups: spec.groups ?? 'none',
   }
 }
 

@@ -104,6 +104,11 @@ export interface SpawnSpec {
   /** Named tenant environment (identity + limits block) from `ManagerOptions.tenants`. */
   tenant?: string
   limits?: LimitsSpec
+  /**
+   * Supplementary groups of a user-switched child. none (default): no supplementary groups (Node's
+   * setgroups(0)). user: the target user's groups (initgroups), through util-linux setpriv.
+   */
+  groups?: 'none' | 'user'
 }
 
 /** A process's life, like lighttpd's PROC_STATE_*. */

@@ -16,6 +16,8 @@ import { validateConfig } from '../../src/config/validate.js'
 
 const A = { name: 'pcsxa', id: 2001 }
 const B = { name: 'pcsxb', id: 2002 }
+/** An extra group A is a member of (supplementary). */
+const G = { name: 'pcsxg', id: 2005 }
 
 if (process.getuid?.() !== 0) {
   if (process.env.CI === 'true') t.fail('identity tests need root in CI')
@@ -24,8 +26,10 @@ if (process.getuid?.() !== 0) {
   for (const u of [A, B]) {
     execFileSync('sh', ['-c', `getent passwd ${u.name} >/dev/null || useradd -M -N -u ${u.id} -s /usr/sbin/nologin ${u.name}; getent group ${u.name} >/dev/null || groupadd -g ${u.id} ${u.name}`])
   }
+  execFileSync('sh', ['-c', `getent group ${G.name} >/dev/null || groupadd -g ${G.id} ${G.name}; usermod -aG ${G.name} ${A.name}`])
   t.teardown(() => {
     for (const u of [A, B]) execFileSync('sh', ['-c', `userdel ${u.name} 2>/dev/null; groupdel ${u.name} 2>/dev/null; true`])
+    execFileSync('sh', ['-c', `groupdel ${G.name} 2>/dev/null; true`])
   })
 
   const refuse = async (tt: Test, spec: SpawnSpec, code: string, opts: ConstructorParameters<typeof SpawnManager>[0] = {}): Promise<void> => {
@@ -147,5 +151,33 @@ if (process.getuid?.() !== 0) {
     await ensure(m, 'sys')
     const pid = m.status()[0].processes[0].pid as number
     tt.match(readFileSync(`/proc/${pid}/status`, 'utf8'), new RegExp(`^Uid:\\s+${daemon}\\s`, 'm'), `runs as daemon (uid ${daemon})`)
+  })
+
+  leakTest(t, 'groups: user gives the target user\'s supplementary groups (setpriv); the default none gives none', async (tt, defer) => {
+    const dir = tempDir(defer)
+    chmodSync(dir, 0o755)
+    const script = join(dir, 'backend.mjs')
+    copyFileSync(backendScript, script)
+    chmodSync(script, 0o644)
+    const m = manager(defer)
+    const base: SpawnSpec = { user: A.name, group: A.name, binPath: [process.execPath, script], socketName: '127.0.0.1:0', limits: { nofile: 300 } }
+    m.add('none', base)
+    m.add('user', { ...base, groups: 'user' })
+    await m.start()
+    await ensure(m, 'none')
+    await ensure(m, 'user')
+    const statusOf = (name: string): string => {
+      const pid = m.status().find((s) => s.name === name)?.processes[0].pid as number
+      return readFileSync(`/proc/${pid}/status`, 'utf8')
+    }
+    const withGroups = statusOf('user')
+    tt.match(withGroups, new RegExp(`^Groups:.*\\b${G.id}\\b`, 'm'), `groups: user has ${G.name} (${G.id})`)
+    tt.match(withGroups, new RegExp(`^Uid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'), 'real, effective, saved, fs uid')
+    tt.match(withGroups, new RegExp(`^Gid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'))
+    tt.match(withGroups, /^Umask:\s+0022$/m, 'umask 022')
+    tt.match(withGroups, /^CapEff:\s+0000000000000000$/m, 'no capabilities')
+    tt.match(readFileSync(`/proc/${m.status().find((s) => s.name === 'user')?.processes[0].pid as number}/limits`, 'utf8'), /^Max open files\s+300\s+300/m, 'limits kept')
+    tt.match(statusOf('none'), /^Groups:\s*$/m, 'groups: none (default) has no supplementary groups')
+    await refuse(tt, { groups: 'user' }, 'ERR_SPAWN_BAD_SPEC')
   })
 }
