@@ -138,7 +138,8 @@ function resolvePaths (value: Obj, dir: string): Obj {
       const sock = (a: unknown): unknown => typeof a === 'string' && a.startsWith('./') ? abs(a) : typeof a === 'string' && a.startsWith('unix:./') ? `unix:${abs(a.slice(5)) as string}` : a
       return [n, {
         ...s,
-        cwd: s.cwd === undefined ? dir : abs(s.cwd),
+        // Under chroot, cwd is a path inside the root (default: the binary's directory there).
+        cwd: s.chroot !== undefined ? s.cwd : s.cwd === undefined ? dir : abs(s.cwd),
         ...(s.socketName !== undefined ? { socketName: Array.isArray(s.socketName) ? s.socketName.map(sock) : sock(s.socketName) } : {}),
       }]
     }))

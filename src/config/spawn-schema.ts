@@ -55,6 +55,7 @@ export const SpawnSchema = Type.Object({
   group: Type.Optional(Identity('Run with this group (name or gid).')),
   tenant: Type.Optional(Type.String({ description: 'Name of a `tenants` entry giving user, group and limits.' })),
   limits: Type.Optional(LimitsSchema),
+  chroot: Type.Optional(Type.String({ pattern: '^/', description: 'Run the user-switched process chrooted here (absolute, root-owned, not writable by group/others). binPath and cwd are then paths inside this root (cwd default: the binary\'s directory there); socketName stays a host path. Socket spawns only.' })),
   groups: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('user')], { default: 'none', description: 'Supplementary groups of a user-switched process: none, or the target user\'s own groups (needs util-linux setpriv).' })),
 }, { additionalProperties: false, description: 'One backend program and how to run it (lighttpd mod_spawn).' })
 

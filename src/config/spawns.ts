@@ -69,6 +69,7 @@ export function toSpawnSpec (c: SpawnConfig): SpawnSpec {
     tenant: c.tenant,
     limits: toLimits(c.limits),
     groups: c.groups,
+    chroot: c.chroot,
   })
 }
 

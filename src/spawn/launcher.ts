@@ -10,8 +10,14 @@
  * supplementary groups [VERIFIED, RELIABILITY.md §1.4]. With `groups: 'user'` the switch is done by
  *   setpriv --reuid=U --regid=G --init-groups --   (util-linux; initgroups(3) of the target user)
  * outside the umask shell instead, so the shell and the program run as the target.
+ * With `chroot` the innermost wrapper is util-linux `unshare --root=DIR --wd=CWD [--setgid=G]
+ * --setuid=U --` (no namespaces: chroot, chdir, setgroups(0)+setgid, setuid, exec); for
+ * `groups: 'user'` setpriv sets the gid and the user's group list first (`--regid --groups`) and
+ * unshare only the uid, since after setuid nothing could chroot. Fds (the hand-off socket) survive.
  */
-import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, chownSync, existsSync, lstatSync, readFileSync, type Stats } from 'node:fs'
+import { isAbsolute, relative } from 'node:path'
 import type { LimitsSpec, ManagerOptions } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
@@ -22,6 +28,7 @@ import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } fro
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin'
 export const CHILD_UMASK = '022'
 export const SETPRIV = '/usr/bin/setpriv'
+export const UNSHARE = '/usr/bin/unshare'
 
 export interface CgroupSupport { readonly available: boolean, readonly reason: string }
 
@@ -46,7 +53,31 @@ function prlimitArgs (l: LimitsSpec): string[] {
   return out
 }
 
-interface Resolved { identity: Identity | null, limits: LimitsSpec | undefined }
+interface Resolved { identity: Identity | null, limits: LimitsSpec | undefined, groupList: string | null }
+
+/** sshd ChrootDirectory's rule: root-owned, not writable by group or others, not a symlink. */
+function checkChroot (spec: ResolvedSpec, root: string, id: Identity | null): void {
+  const unsafe = (why: string): never => { throw spawnError('ERR_SPAWN_CHROOT_UNSAFE', `spawns.${spec.name}.chroot ${root}: ${why}`) }
+  if (id === null) unsafe('chroot needs user and group (a root process can leave a chroot)')
+  if (spec.socketType === 'pipe') throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.chroot: only socket spawns can be chrooted (CGI script paths are host paths)`)
+  if (!isAbsolute(root) || root.split('/').includes('..')) unsafe('needs an absolute path without ..')
+  let st: Stats | null = null
+  try { st = lstatSync(root) } catch { unsafe('cannot stat') }
+  if (st === null || st.isSymbolicLink() || !st.isDirectory()) unsafe('not a directory (or a symlink)')
+  if (st !== null && st.uid !== 0) unsafe(`owned by uid ${st.uid}, not root`)
+  if (st !== null && (st.mode & 0o022) !== 0) unsafe('writable by group or others')
+  if (!existsSync(UNSHARE)) throw spawnError('ERR_SPAWN_CHROOT_UNSUPPORTED', `spawns.${spec.name}.chroot: ${UNSHARE} (util-linux) is not installed`)
+  if (spec.handoff === 'self') {
+    for (const a of spec.addresses) {
+      if (a.kind === 'unix' && !a.path.startsWith(`${root.replace(/\/+$/, '')}/`)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.socketName ${a.path}: with handoff self and chroot, a unix socket must lie inside the root`)
+    }
+  }
+}
+
+/** The host path of a path inside `root`. */
+function inRoot (root: string, p: string): string {
+  return `${root.replace(/\/+$/, '')}${p}`
+}
 
 /** `sh -c 'umask 022; exec "$0" "$@"' argv…`: Node has no per-child umask. */
 function withUmask (cmd: string[]): string[] {
@@ -79,8 +110,12 @@ export class Launcher {
     let identity: Identity | null = null
     if (user !== undefined || group !== undefined) {
       identity = resolveIdentity(user, group, this.policy)
-      if (spec.argv.length > 0) checkProgram(spec.argv[0], identity, this.policy)
+      if (spec.chroot !== undefined) checkChroot(spec, spec.chroot, identity)
+      const prog = spec.argv[0]
+      // Under chroot the program is checked where it really is: the root plus its path inside.
+      if (prog !== undefined) checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, identity, this.policy)
     }
+    if (spec.chroot !== undefined && identity === null) checkChroot(spec, spec.chroot, identity)
     if (spec.groups === 'user') {
       if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)
       if (!existsSync(SETPRIV)) throw spawnError('ERR_SPAWN_GROUPS_UNSUPPORTED', `spawns.${spec.name}.groups: ${SETPRIV} (util-linux) is not installed`)
@@ -88,7 +123,11 @@ export class Launcher {
     if (limits !== undefined && prlimitArgs(limits).length > 0 && !existsSync('/usr/bin/prlimit')) {
       throw spawnError('ERR_SPAWN_LIMITS_UNSUPPORTED', `spawns.${spec.name}.limits: prlimit (util-linux) is not installed`)
     }
-    this.resolved.set(spec.name, { identity, limits })
+    // The user's groups, resolved on the host (the chroot has no group database).
+    const groupList = spec.chroot !== undefined && spec.groups === 'user' && identity !== null
+      ? execFileSync('id', ['-G', '--', identity.user], { encoding: 'utf8', env: {} }).trim().split(/\s+/).join(',')
+      : null
+    this.resolved.set(spec.name, { identity, limits, groupList })
   }
 
   /**
@@ -103,16 +142,28 @@ export class Launcher {
   }
 
   plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined): LaunchPlan {
-    const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits }
+    const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits, groupList: null }
     let cmd = argv
     const id = r.identity
     // Node switches uid/gid itself unless a helper does it (setpriv for the user's groups).
     let nodeSwitches = id !== null
+    let nodeCwd = cwd ?? spec.cwd
+    const root = spec.chroot
     if (id !== null) {
       env = { ...env, PATH: SAFE_PATH }
+      if (root !== undefined) {
+        if (env.SOCKET !== undefined) env.SOCKET = `/${relative(root, env.SOCKET)}`
+        const ids = spec.groups === 'user' ? [`--setuid=${id.uid}`] : [`--setgid=${id.gid}`, `--setuid=${id.uid}`]
+        cmd = [UNSHARE, `--root=${root}`, `--wd=${nodeCwd ?? '/'}`, ...ids, '--', ...cmd]
+        nodeCwd = root
+        nodeSwitches = false
+      }
       cmd = withUmask(cmd)
       if (spec.groups === 'user') {
-        cmd = [SETPRIV, `--reuid=${id.uid}`, `--regid=${id.gid}`, '--init-groups', '--', ...cmd]
+        const sw = root !== undefined
+          ? [`--regid=${id.gid}`, `--groups=${r.groupList ?? String(id.gid)}`]
+          : [`--reuid=${id.uid}`, `--regid=${id.gid}`, '--init-groups']
+        cmd = [SETPRIV, ...sw, '--', ...cmd]
         nodeSwitches = false
       }
     }
@@ -127,7 +178,7 @@ export class Launcher {
       file,
       args,
       env,
-      cwd: cwd ?? spec.cwd,
+      cwd: nodeCwd,
       uid: nodeSwitches ? id?.uid : undefined,
       gid: nodeSwitches ? id?.gid : undefined,
       // spawn-fcgi -M 0660 -U user: the backend and the host's group may connect, other tenants not.

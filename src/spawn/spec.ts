@@ -47,6 +47,7 @@ export interface ResolvedSpec {
   readonly tenant: string | undefined
   readonly limits: LimitsSpec | undefined
   readonly groups: 'none' | 'user'
+  readonly chroot: string | undefined
 }
 
 export function splitArgv (v: string | string[] | undefined): string[] {
@@ -117,6 +118,7 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
     tenant: spec.tenant,
     limits: spec.limits,
     groups: spec.groups ?? 'none',
+    chroot: spec.chroot,
   }
 }
 

@@ -109,6 +109,12 @@ export interface SpawnSpec {
    * setgroups(0)). user: the target user's groups (initgroups), through util-linux setpriv.
    */
   groups?: 'none' | 'user'
+  /**
+   * Run the user-switched child chrooted into this absolute directory (root-owned, not writable by
+   * group/others), through util-linux unshare --root. binPath and cwd are then paths inside it;
+   * socket spawns only.
+   */
+  chroot?: string
 }
 
 /** A process's life, like lighttpd's PROC_STATE_*. */

@@ -4,9 +4,10 @@
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, readlinkSync, realpathSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
+import { waitFor } from '../helpers/leaks.js'
 import { backendScript, ensure, manager, tempDir } from './fixtures/manager.js'
 import { get } from './fixtures/http.js'
 import { SpawnManager } from '../../src/spawn/manager.js'
@@ -179,5 +180,78 @@ if (process.getuid?.() !== 0) {
     tt.match(readFileSync(`/proc/${m.status().find((s) => s.name === 'user')?.processes[0].pid as number}/limits`, 'utf8'), /^Max open files\s+300\s+300/m, 'limits kept')
     tt.match(statusOf('none'), /^Groups:\s*$/m, 'groups: none (default) has no supplementary groups')
     await refuse(tt, { groups: 'user' }, 'ERR_SPAWN_BAD_SPEC')
+  })
+
+  /** A minimal root: dash as /bin/sh, sleep, their libraries and loader (from ldd), and a script owned by A. */
+  const buildRoot = (dir: string): string => {
+    const root = join(dir, 'root')
+    mkdirSync(root, { mode: 0o755 })
+    chmodSync(root, 0o755)
+    const copy = (host: string, inside: string): void => {
+      mkdirSync(join(root, dirname(inside)), { recursive: true, mode: 0o755 })
+      copyFileSync(realpathSync(host), join(root, inside))
+      chmodSync(join(root, inside), 0o755)
+    }
+    for (const [host, inside] of [['/bin/sh', '/bin/sh'], ['/bin/sleep', '/bin/sleep']]) {
+      copy(host, inside)
+      for (const m of execFileSync('ldd', [realpathSync(host)], { encoding: 'utf8' }).matchAll(/(\/\S+) \(0x/g)) copy(m[1], m[1])
+    }
+    const app = join(root, 'app')
+    mkdirSync(app)
+    chownSync(app, A.id, A.id)
+    chmodSync(app, 0o755)
+    writeFileSync(join(app, 'run.sh'), '#!/bin/sh\nif [ -e /etc/hostname ]; then echo "hostname: visible"; else echo "hostname: absent"; fi\necho "cwd: $PWD"\nexec /bin/sleep 1000\n')
+    chownSync(join(app, 'run.sh'), A.id, A.id)
+    chmodSync(join(app, 'run.sh'), 0o755)
+    return root
+  }
+
+  leakTest(t, 'chroot: the child runs as the target inside the root, cannot see the host, keeps umask and limits', async (tt, defer) => {
+    const dir = tempDir(defer)
+    chmodSync(dir, 0o755)
+    const root = buildRoot(dir)
+    tt.ok(readFileSync('/etc/hostname', 'utf8').length > 0, 'the host has /etc/hostname')
+    const m = manager(defer)
+    const out = new Map<string, string>()
+    m.on('stderr', (e) => out.set(e.spawn, (out.get(e.spawn) ?? '') + e.chunk.toString()))
+    const base: SpawnSpec = { user: A.name, group: A.name, chroot: root, binPath: '/app/run.sh', socketName: '127.0.0.1:0', limits: { nofile: 64 } }
+    m.add('jail', base)
+    m.add('jailgroups', { ...base, groups: 'user' })
+    await m.start()
+    for (const name of ['jail', 'jailgroups']) {
+      await ensure(m, name)
+      tt.ok(await waitFor(() => (out.get(name) ?? '').includes('cwd:'), 10_000), `${name}: script output arrived`)
+      tt.match(out.get(name), /hostname: absent/, `${name}: /etc/hostname of the host is not visible`)
+      tt.match(out.get(name), /cwd: \/app\n/, `${name}: cwd is the binary's directory inside the root`)
+      const pid = m.status().find((s) => s.name === name)?.processes[0].pid as number
+      tt.equal(readlinkSync(`/proc/${pid}/root`), root, `${name}: /proc/PID/root is the chroot`)
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      tt.match(status, new RegExp(`^Uid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'), `${name}: runs as ${A.name}`)
+      tt.match(status, new RegExp(`^Gid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'))
+      tt.match(status, /^Umask:\s+0022$/m)
+      tt.match(status, /^CapEff:\s+0000000000000000$/m, 'no capabilities')
+      tt.match(readFileSync(`/proc/${pid}/limits`, 'utf8'), /^Max open files\s+64\s+64/m)
+      if (name === 'jail') tt.match(status, /^Groups:\s*$/m, 'no supplementary groups')
+      else tt.match(status, new RegExp(`^Groups:.*\\b${G.id}\\b`, 'm'), `groups: user has ${G.name}`)
+    }
+  })
+
+  leakTest(t, 'chroot refusals: unsafe root, no identity, a writable program inside the root, pipe spawns', async (tt, defer) => {
+    const dir = tempDir(defer)
+    chmodSync(dir, 0o755)
+    const root = buildRoot(dir)
+    const id = { user: A.name, group: A.name }
+    await refuse(tt, { binPath: '/app/run.sh', chroot: root }, 'ERR_SPAWN_CHROOT_UNSAFE')
+    await refuse(tt, { ...id, binPath: '/app/run.sh', chroot: join(dir, 'absent') }, 'ERR_SPAWN_CHROOT_UNSAFE')
+    await refuse(tt, { ...id, binPath: '/app/absent', chroot: root }, 'ERR_SUEXEC_NOT_FOUND')
+    await refuse(tt, { ...id, binPath: '/app/run.sh', chroot: root, socketType: 'pipe', socketName: undefined }, 'ERR_SPAWN_BAD_SPEC')
+    chmodSync(join(root, 'app', 'run.sh'), 0o775)
+    await refuse(tt, { ...id, binPath: '/app/run.sh', chroot: root }, 'ERR_SUEXEC_FILE_WRITABLE')
+    chmodSync(join(root, 'app', 'run.sh'), 0o755)
+    chmodSync(root, 0o775)
+    await refuse(tt, { ...id, binPath: '/app/run.sh', chroot: root }, 'ERR_SPAWN_CHROOT_UNSAFE')
+    chmodSync(root, 0o755)
+    chownSync(root, A.id, A.id)
+    await refuse(tt, { ...id, binPath: '/app/run.sh', chroot: root }, 'ERR_SPAWN_CHROOT_UNSAFE')
   })
 }
