@@ -15,6 +15,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { basename, dirname } from 'node:path'
 import type { Writable } from 'node:stream'
+import { pumpBody } from '../../core/body-pump.js'
 import { ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
@@ -127,37 +128,8 @@ export class CgiExchange {
     const body = this.exchange.body
     const total = this.exchange.contentLength ?? 0
     if (body === null || total === 0) { stdin.end(); return }
-    let sent = 0
-    const onDrain = (): void => { body.resume() }
-    const onChunk = (chunk: Buffer): void => {
-      const part = chunk.length > total - sent ? chunk.subarray(0, total - sent) : chunk
-      sent += part.length
-      if (!stdin.write(part)) body.pause()
-      if (sent === total) { stop(); stdin.end() }
-    }
-    const onEnd = (): void => {
-      stop()
-      if (sent < total) this.fail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
-    }
-    const onError = (err: Error): void => {
-      stop()
-      this.fail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
-    }
-    const stop = (): void => {
-      this.stopBody = null
-      body.off('data', onChunk)
-      body.off('end', onEnd)
-      body.off('error', onError)
-      stdin.off('drain', onDrain)
-      stdin.off('close', stop)
-    }
-    this.stopBody = () => { stop(); stdin.destroy() }
-    stdin.on('drain', onDrain)
-    stdin.once('close', stop)
-    body.on('data', onChunk)
-    body.once('end', onEnd)
-    body.once('error', onError)
-    body.resume()
+    const pump = pumpBody(body, total, stdin, { endSink: true, onFail: (err) => this.fail(err) })
+    this.stopBody = () => { if (pump.active) { pump.stop(); stdin.destroy() } }
   }
 
   private onStdout (chunk: Buffer): void {

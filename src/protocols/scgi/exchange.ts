@@ -8,6 +8,7 @@
  *   any failure / abort ─> onError, socket destroyed                  (exactly one ending)
  */
 import type { Socket } from 'node:net'
+import { pumpBody, type BodyPump } from '../../core/body-pump.js'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
 import type { ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
@@ -20,7 +21,7 @@ export class ScgiExchange {
   private settled = false
   private parser: CgiResponseParser | null
   /** Request body bytes are still being written. */
-  private uploading = false
+  private upload: BodyPump | null = null
   private framer: CgiBodyFramer | null = null
   private readonly onAbort = (): void => this.fail(this.abortReason())
 
@@ -76,36 +77,7 @@ export class ScgiExchange {
     const body = this.exchange.body
     const total = this.exchange.contentLength ?? 0
     if (body === null || total === 0) return
-    let sent = 0
-    this.uploading = true
-    const onDrain = (): void => { body.resume() }
-    const onChunk = (chunk: Buffer): void => {
-      const part = chunk.length > total - sent ? chunk.subarray(0, total - sent) : chunk
-      sent += part.length
-      if (!socket.write(part)) body.pause()
-      if (sent === total) stop()
-    }
-    const onEnd = (): void => {
-      stop()
-      if (sent < total) this.fail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
-    }
-    const onError = (err: Error): void => {
-      stop()
-      this.fail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
-    }
-    const stop = (): void => {
-      this.uploading = false
-      body.off('data', onChunk)
-      body.off('end', onEnd)
-      body.off('error', onError)
-      socket.off('drain', onDrain)
-    }
-    socket.on('drain', onDrain)
-    body.on('data', onChunk)
-    body.once('end', onEnd)
-    body.once('error', onError)
-    socket.once('close', stop)
-    body.resume()
+    this.upload = pumpBody(body, total, socket, { endSink: false, onFail: (err) => this.fail(err) })
   }
 
   private onData (chunk: Buffer): void {
@@ -141,7 +113,7 @@ export class ScgiExchange {
     if (this.settled) return
     // AC-89: the server answered and closed without reading the whole upload. Once its head is
     // in, the failed write is how SCGI's end-by-close looks from here: the response is over.
-    if (this.uploading && this.parser === null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) return this.onEof()
+    if (this.upload?.active === true && this.parser === null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) return this.onEof()
     this.fail(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id))
   }
 
