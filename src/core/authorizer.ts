@@ -4,14 +4,14 @@
  * lets the request through, and the authorizer's `Variable-NAME: value` headers become NAME=value in
  * the real handler's CGI environment. Any other answer is what the client gets, body included.
  */
-import type { IncomingHttpHeaders } from 'node:http'
 import { buildCgiEnv } from './cgi/env.js'
 import { fixedScript } from './cgi/script.js'
 import { ProxyError } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
+import { RequestFacts } from './request-facts.js'
 import type { BackendPool, Backend } from './pool.js'
 import type { ProxyExchange } from './exchange.js'
-import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
+import type { Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
 export interface AuthorizerSettings {
   readonly pool: BackendPool
@@ -40,23 +40,13 @@ export async function authorize (main: ProxyExchange, a: AuthorizerSettings): Pr
   })
 }
 
-class AuthExchange implements Exchange, ResponseHandler {
-  readonly id: number
-  readonly method: string
-  readonly url: string
-  readonly path: string
-  readonly query: string
-  readonly httpVersion: string
-  readonly requestHeaders: IncomingHttpHeaders
+class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   readonly headers: RawHeaders = []
   readonly env: Record<string, string>
   readonly script: ScriptInfo
   readonly body = null
   readonly contentLength = null
-  readonly client: ClientInfo
   readonly role = 'authorizer' as const
-  readonly options: unknown
-  readonly routeName: string
   readonly signal: AbortSignal
   private readonly ac = new AbortController()
   private backend: Backend | null = null
@@ -72,16 +62,7 @@ class AuthExchange implements Exchange, ResponseHandler {
     private readonly resolve: (r: AuthResult) => void,
     private readonly reject: (err: ProxyError) => void,
   ) {
-    this.id = main.id
-    this.method = main.method
-    this.url = main.url
-    this.path = main.path
-    this.query = main.query
-    this.httpVersion = main.httpVersion
-    this.requestHeaders = main.requestHeaders
-    this.client = main.client
-    this.options = a.adapterOptions
-    this.routeName = `${main.routeName}:authorizer`
+    super(main.id, main, main.req, main.client, `${main.routeName}:authorizer`, a.adapterOptions)
     this.signal = this.ac.signal
     this.script = fixedScript({ scriptFilename: a.scriptFilename, prefix: '', urlPath: main.path })
     const env = buildCgiEnv({

@@ -8,13 +8,14 @@
  * client abort, timeout, local redirect) goes through `finish()`, which releases the admission slot
  * and the backend exactly once.
  */
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize } from './authorizer.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
+import { RequestFacts } from './request-facts.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
@@ -23,23 +24,13 @@ const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
 /** Response bytes queued for a slow client before the backend is paused. */
 const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
 
-export class ProxyExchange implements Exchange, ResponseHandler {
-  readonly id: number
-  readonly method: string
-  readonly url: string
-  readonly path: string
-  readonly query: string
-  readonly httpVersion: string
-  readonly requestHeaders: IncomingHttpHeaders
+export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler {
   headers: RawHeaders = []
   env: Record<string, string> | null = null
   script: ScriptInfo | null = null
   body: Readable | null = null
   contentLength: number | null = null
-  readonly client: ClientInfo
   readonly role: 'responder' | 'authorizer' = 'responder'
-  readonly options: unknown
-  readonly routeName: string
 
   /** Deadlines checked by the runtime's sweep (0 = none). */
   headDeadline = 0
@@ -79,16 +70,7 @@ export class ProxyExchange implements Exchange, ResponseHandler {
     /** The request that redirected here (REDIRECT_URL / REDIRECT_QUERY_STRING), or null. */
     readonly redirectedFrom: { url: string, path: string, query: string } | null = null,
   ) {
-    this.id = rt.nextId()
-    this.method = target.method
-    this.url = target.url
-    this.path = target.path
-    this.query = target.query
-    this.httpVersion = req.httpVersion
-    this.requestHeaders = req.headers
-    this.client = client
-    this.options = route.adapterOptions
-    this.routeName = route.name
+    super(rt.nextId(), target, req, client, route.name, route.adapterOptions)
     this.startedAt = rt.now()
   }
 

@@ -3,31 +3,23 @@
  * proxy is a byte tunnel. Close and errors propagate both ways; a backend that answers with a plain
  * response instead gets that response written to the client socket and the socket closed.
  */
-import { STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage } from 'node:http'
+import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import type { Duplex, Readable } from 'node:stream'
 import { ProxyError } from './errors.js'
 import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
+import { RequestFacts } from './request-facts.js'
 import type { CompiledRoute } from './route.js'
 import type { ProxyRuntime, Target } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
 
-export class UpgradeExchange implements Exchange, UpgradeHandler {
-  readonly id: number
-  readonly method: string
-  readonly url: string
-  readonly path: string
-  readonly query: string
-  readonly httpVersion: string
-  readonly requestHeaders: IncomingHttpHeaders
+export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHandler {
   readonly headers: RawHeaders
   readonly env: Record<string, string> | null = null
   readonly script: ScriptInfo | null = null
   readonly body: Readable | null = null
   readonly contentLength: number | null = null
   readonly role = 'responder' as const
-  readonly options: unknown
-  readonly routeName: string
   readonly signal: AbortSignal
   private readonly ac = new AbortController()
   private backend: Backend | null = null
@@ -42,18 +34,10 @@ export class UpgradeExchange implements Exchange, UpgradeHandler {
     private readonly socket: Duplex,
     private readonly head: Buffer,
     target: Target,
-    readonly client: ClientInfo,
+    client: ClientInfo,
     peer: string,
   ) {
-    this.id = rt.nextId()
-    this.method = target.method
-    this.url = target.url
-    this.path = target.path
-    this.query = target.query
-    this.httpVersion = req.httpVersion
-    this.requestHeaders = req.headers
-    this.options = route.adapterOptions
-    this.routeName = route.name
+    super(rt.nextId(), target, req, client, route.name, route.adapterOptions)
     this.signal = this.ac.signal
     this.headers = forwardRequestHeaders(req, client, peer, {
       host: route.s.hostHeader, xForwarded: route.s.xForwarded, forwarded: route.s.forwarded, via: route.s.via, peerTrusted: route.s.peerTrusted(peer),
