@@ -7,7 +7,7 @@
  * stays last; spawns and tenants are unions, and a name defined twice is an error naming both places.
  */
 import { dirname, isAbsolute, resolve } from 'node:path'
-import fg from 'fast-glob'
+import { lazy } from '../lazy.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { ProtocolAdapter } from '../core/types.js'
 import { checkConfig } from './check.js'
@@ -16,6 +16,8 @@ import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locat
 import type { OperatorConfig } from './schema.js'
 
 /** Keys an included file may set; the rest belong to the main file only. */
+const fastGlob = lazy<typeof import('fast-glob')>('fast-glob')
+
 const INCLUDABLE = new Set(['routes', 'spawns', 'tenants', 'include', '$schema'])
 
 export interface LoadOptions {
@@ -101,9 +103,9 @@ class Merger {
     for (const [i, p] of patterns.entries()) {
       const at = Array.isArray(include) ? ['include', i] : ['include']
       if (typeof p !== 'string') continue
-      const matches = (await fg(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
+      const matches = (await fastGlob()(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
       // A glob matching nothing is an empty conf.d; a plain path that is missing is a mistake.
-      if (matches.length === 0 && !fg.isDynamicPattern(p)) {
+      if (matches.length === 0 && !fastGlob().isDynamicPattern(p)) {
         this.issues.push({ path: `/${at.join('/')}`, message: `included file not found: ${p}`, found: p, expected: 'an existing file, or a glob', source: positionOf(from, at) })
       }
       for (const m of matches) if (!out.includes(m)) out.push(m)

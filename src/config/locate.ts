@@ -5,7 +5,10 @@
  */
 import { readFile } from 'node:fs/promises'
 import { relative } from 'node:path'
-import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml'
+import type { Document, LineCounter } from 'yaml'
+import { lazy } from '../lazy.js'
+
+const yaml = lazy<typeof import('yaml')>('yaml')
 import type { ConfigIssue } from '../core/errors.js'
 
 export interface ParsedFile {
@@ -30,6 +33,7 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
   try { text = await readFile(file, 'utf8') } catch (err) {
     return { parsed: null, issues: [{ path: '', message: `cannot read ${display}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, source: display }] }
   }
+  const { LineCounter, parseDocument } = yaml()
   const lines = new LineCounter()
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, merge: true })
   if (doc.errors.length > 0) {
@@ -61,6 +65,7 @@ export function positionOf (f: ParsedFile, segments: Array<string | number>, key
     const parent = segments.slice(0, Math.max(0, n - 1))
     if (keyOf && n === segments.length && n > 0) {
       const map = f.doc.getIn(parent, true)
+      const { isMap, isScalar } = yaml()
       if (isMap(map)) {
         const pair = map.items.find((p) => isScalar(p.key) && String(p.key.value) === String(segments[n - 1]))
         const r = (pair?.key as Ranged | undefined)?.range

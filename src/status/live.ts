@@ -9,7 +9,10 @@
  */
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { WebSocketServer, type WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
+import { lazy } from '../lazy.js'
+
+const ws = lazy<typeof import('ws')>('ws')
 import type { ProxyEventMap } from '../core/events.js'
 import type { SpawnEvents } from '../spawn/types.js'
 import type { StatusSnapshot, StatusTarget } from './model.js'
@@ -27,7 +30,7 @@ const STATE_EVENTS = ['backend:disabled', 'backend:enabled', 'pool:down', 'pool:
 const SPAWN_EVENTS = ['ready', 'exit', 'failed', 'restart', 'recycle'] as const satisfies ReadonlyArray<keyof SpawnEvents>
 
 export class LiveView {
-  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: 1024, perMessageDeflate: false })
+  private readonly wss = new (ws().WebSocketServer)({ noServer: true, maxPayload: 1024, perMessageDeflate: false })
   private readonly clients = new Set<WebSocket>()
   private tick: NodeJS.Timeout | null = null
   private soon: NodeJS.Timeout | null = null

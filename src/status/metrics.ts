@@ -9,7 +9,8 @@
  * and adds on top (the Prometheus `rate()` convention done on our side), and a series is only ever
  * removed with the object it describes, never lowered.
  */
-import { Counter, Gauge, Histogram, Registry, type LabelValues, type MetricType } from 'prom-client'
+import type { Histogram, LabelValues, MetricType, Registry } from 'prom-client'
+import { lazy } from '../lazy.js'
 import { LATENCY_BUCKETS_MS } from '../core/stats.js'
 import type { RequestEndEvent } from '../core/events.js'
 import type { SpawnEvents, SpawnState } from '../spawn/types.js'
@@ -42,35 +43,42 @@ class Monotonic {
 /** A histogram whose buckets are the route's own fixed latency buckets (no double bookkeeping). */
 const LATENCY = { name: 'proxycore_route_request_duration_seconds', help: 'Time from arrival to the end of the response, per route.' }
 
-class RouteLatency extends Histogram<'route'> {
-  constructor (registry: Registry, private readonly snap: () => StatusTarget) {
-    super({ ...LATENCY, labelNames: ['route'], buckets: LATENCY_BUCKETS_MS.map((b) => b / 1000), registers: [registry] })
-  }
+const prom = lazy<typeof import('prom-client')>('prom-client')
 
-  private values (): Array<{ metricName: string, labels: LabelValues<string>, value: number }> {
-    const out: Array<{ metricName: string, labels: LabelValues<string>, value: number }> = []
-    for (const r of this.snap().routes) {
-      let cumulative = 0
-      LATENCY_BUCKETS_MS.forEach((b, i) => {
-        cumulative += r.stats.latency[i]
-        out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: b / 1000 }, value: cumulative })
-      })
-      cumulative += r.stats.latency[LATENCY_BUCKETS_MS.length]
-      out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: '+Inf' }, value: cumulative })
-      out.push({ metricName: `${LATENCY.name}_sum`, labels: { route: r.name }, value: r.stats.latencySumMs / 1000 })
-      out.push({ metricName: `${LATENCY.name}_count`, labels: { route: r.name }, value: cumulative })
+/** prom-client loads with the first status page, so the class is made then (once). */
+let RouteLatencyClass: ReturnType<typeof routeLatencyClass> | null = null
+
+function routeLatencyClass (Base: typeof Histogram) {
+  return class RouteLatency extends Base<'route'> {
+    constructor (registry: Registry, private readonly snap: () => StatusTarget) {
+      super({ ...LATENCY, labelNames: ['route'], buckets: LATENCY_BUCKETS_MS.map((b) => b / 1000), registers: [registry] })
     }
-    return out
-  }
 
-  override async get (): ReturnType<Histogram<'route'>['get']> {
-    // prom-client's d.ts declares `type` as a numeric enum the runtime does not export; the runtime uses the string.
-    return { ...LATENCY, type: 'histogram' as unknown as MetricType, aggregator: 'sum', collect: () => {}, values: this.values() }
-  }
+    private values (): Array<{ metricName: string, labels: LabelValues<string>, value: number }> {
+      const out: Array<{ metricName: string, labels: LabelValues<string>, value: number }> = []
+      for (const r of this.snap().routes) {
+        let cumulative = 0
+        LATENCY_BUCKETS_MS.forEach((b, i) => {
+          cumulative += r.stats.latency[i]
+          out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: b / 1000 }, value: cumulative })
+        })
+        cumulative += r.stats.latency[LATENCY_BUCKETS_MS.length]
+        out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: '+Inf' }, value: cumulative })
+        out.push({ metricName: `${LATENCY.name}_sum`, labels: { route: r.name }, value: r.stats.latencySumMs / 1000 })
+        out.push({ metricName: `${LATENCY.name}_count`, labels: { route: r.name }, value: cumulative })
+      }
+      return out
+    }
 
-  /** What the Registry formats (prom-client prefers it over `get()` when present). */
-  async getForPromString (): ReturnType<Histogram<'route'>['get']> {
-    return this.get()
+    override async get (): ReturnType<Histogram<'route'>['get']> {
+      // prom-client's d.ts declares `type` as a numeric enum the runtime does not export; the runtime uses the string.
+      return { ...LATENCY, type: 'histogram' as unknown as MetricType, aggregator: 'sum', collect: () => {}, values: this.values() }
+    }
+
+    /** What the Registry formats (prom-client prefers it over `get()` when present). */
+    async getForPromString (): ReturnType<Histogram<'route'>['get']> {
+      return this.get()
+    }
   }
 }
 
@@ -82,6 +90,8 @@ export interface Metrics {
 }
 
 export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapshot): Metrics {
+  const { Counter, Gauge, Registry } = prom()
+  const RouteLatency = (RouteLatencyClass ??= routeLatencyClass(prom().Histogram))
   const registry = new Registry()
   const mono = new Monotonic()
   let current: StatusSnapshot | null = null

@@ -9,10 +9,13 @@
  */
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { Pool, type buildConnector } from 'undici'
+import type { Pool, buildConnector } from 'undici'
+import { lazy } from '../../lazy.js'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
 import type { HttpOptions } from './options.js'
+
+const undici = lazy<typeof import('undici')>('undici')
 
 /** RFC 9110 §9.2.2: a request that failed before any response byte may be replayed if idempotent. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
@@ -25,7 +28,7 @@ export class HttpClient implements BackendClient {
     const origin = endpoint.kind === 'tcp'
       ? `http://${endpoint.id}`
       : 'http://localhost'
-    this.pool = new Pool(origin, {
+    this.pool = new (undici().Pool)(origin, {
       connections: opts.connections,
       pipelining: 1,
       keepAliveTimeout: opts.keepAliveTimeout,

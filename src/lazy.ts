@@ -1,0 +1,17 @@
+/**
+ * Load a CommonJS dependency on first use instead of at import time.
+ *
+ * `import 'proxycore'` should cost what the embedder uses: a proxy with only FastCGI routes never
+ * needs undici (~15 MiB RSS with its llhttp WASM), and one without a status page never needs
+ * prom-client, ws, yaml or fast-glob (~15 MiB more, measured in docs/design/architecture.md).
+ * Each of these packages ships CommonJS, so a synchronous `require` keeps the call sites
+ * synchronous; the types still come from `import type`.
+ */
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+
+export function lazy<T> (id: string): () => T {
+  let mod: T | undefined
+  return () => (mod ??= require(id) as T)
+}
