@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { load, loadTool } from './lib/load.mjs'
 import { killAll, sampleRss, sleep, treeCpuTicks } from './lib/proc.mjs'
-import { ALL, SIZES } from './lib/scenarios.mjs'
+import { ALL, NODE_PROXY_FLAGS, SIZES } from './lib/scenarios.mjs'
 import { machineFacts, renderMarkdown, renderConsole, renderSvg, summarize } from './lib/report.mjs'
 import { runBig } from './lib/big.mjs'
 import { runProfile } from './lib/profile.mjs'
@@ -176,7 +176,7 @@ let big = null
 if (opt.big && !opt.smoke) big = await runBig({ ctx, size: Number(opt['big-size']), log })
 
 const facts = await machineFacts(repo, tool)
-const report = { date: started.toISOString(), facts, runs, seconds, connections, tool: tool.name, sizes, scenarios: results, big }
+const report = { date: started.toISOString(), facts, nodeFlags: NODE_PROXY_FLAGS, runs, seconds, connections, tool: tool.name, sizes, scenarios: results, big }
 writeFileSync(join(resultsDir, `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
 
 if (opt.json) {

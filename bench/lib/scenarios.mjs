@@ -12,6 +12,12 @@ import { lighttpdConf, nginxConf, nginxLocations, phpFpmConf, uwsgiPython, which
 
 const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const NODE = process.execPath
+/**
+ * Every Node proxy (proxycore and the npm peers alike) runs with the V8 flags `proxycore serve`
+ * uses (its shebang, package.json `start`): a 2 MiB young generation keeps RSS under load near the
+ * idle size at no measured throughput cost (docs/guides/embedding.md "Memory").
+ */
+export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2']
 const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)$/
 
 export const SIZES = [100, 65536]
@@ -20,7 +26,7 @@ export const SIZES = [100, 65536]
 export async function startProxycore (ctx, name, config) {
   const file = join(ctx.tmp, `${name}.json`)
   writeFileSync(file, JSON.stringify(config))
-  const flags = ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : []
+  const flags = [...NODE_PROXY_FLAGS, ...(ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : [])]
   return start(name, NODE, [...flags, here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
 }
 
@@ -52,9 +58,9 @@ export const http = {
     out.targets.push({ ...nodeTarget('direct', 'direct to the node:http backend (the limit)', be), direct: true })
     await peer(out, 'proxycore', 'proxycore (HTTP adapter)', () => startProxycore(ctx, 'proxycore-http', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] }))
     if (ctx.smoke) return out
-    await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => start('http-proxy', NODE, [here('servers/http-proxy.mjs'), String(be.port)]))
-    await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => start('http-proxy-3', NODE, [here('servers/http-proxy.mjs'), String(be.port), '3']))
-    await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => start('pipe', NODE, [here('servers/pipe.mjs'), String(be.port)]))
+    await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => start('http-proxy', NODE, [...NODE_PROXY_FLAGS, here('servers/http-proxy.mjs'), String(be.port)]))
+    await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => start('http-proxy-3', NODE, [...NODE_PROXY_FLAGS, here('servers/http-proxy.mjs'), String(be.port), '3']))
+    await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => start('pipe', NODE, [...NODE_PROXY_FLAGS, here('servers/pipe.mjs'), String(be.port)]))
     const nginx = which('nginx')
     if (nginx) {
       await peer(out, 'nginx', 'nginx proxy_pass, upstream keepalive', async () => {
@@ -143,7 +149,7 @@ export const fastcgi = {
         return start('nginx-fcgi', nginx, nginxConf(ctx.tmp, 'nginx-fastcgi', port, { ...nginxLocations.fastcgi(await fpmFor('fpm-nginx')), docroot: root }).args, { ready: port })
       }, path)
     } else missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
-    await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => start('fastcgi-client', NODE, [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
+    await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => start('fastcgi-client', NODE, [...NODE_PROXY_FLAGS, here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
     return out
   },
   comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }],
