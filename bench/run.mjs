@@ -9,6 +9,7 @@
  *   npm run bench -- --only http,scgi  some scenarios
  *   npm run bench -- --big             + 1 GiB upload/download through proxycore (sha256, RSS growth)
  *   npm run bench -- --profile         proxycore HTTP path under --cpu-prof; top self-time functions
+ *   npm run bench -- --profile --only fastcgi   the same for one scenario's proxycore
  *   node bench/run.mjs --smoke --json  1 s, direct vs proxycore, JSON on stdout (the tap smoke test)
  *
  * Only numbers from one invocation compare (see the noise note in docs/benchmarks.md).
@@ -89,7 +90,8 @@ const adapters = ['http', 'fastcgi', 'scgi', 'cgi'].filter((n) => {
 const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, cpuProf: null }
 
 if (opt.profile) {
-  await runProfile({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log })
+  const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
+  await runProfile({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
   process.exit(0)
 }
 

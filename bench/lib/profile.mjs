@@ -1,5 +1,6 @@
 /**
- * --profile: proxycore's HTTP path under `node --cpu-prof` (100 B then 64 KiB), the profile saved in
+ * --profile [--only SCENARIO]: proxycore's HTTP path (or that scenario's) under `node --cpu-prof`
+ * (100 B then 64 KiB), the profile saved in
  * bench/results/, and the top self-time functions printed.
  */
 import { readdirSync, readFileSync, writeFileSync, mkdtempSync, renameSync } from 'node:fs'
@@ -65,20 +66,36 @@ export function topSelf (profile, n = 15, root = '') {
   }
 }
 
-export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log }) {
+export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null }) {
   const profDir = mkdtempSync(join(ctx.tmp, 'prof-'))
-  const be = await start('backend', process.execPath, [fileURLToPath(new URL('../servers/backend.mjs', import.meta.url))])
-  const pc = await startProxycore({ ...ctx, cpuProf: profDir }, 'proxycore-profile', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] })
+  let pc
+  let id = 'http'
+  const stops = []
+  if (scenario === null) {
+    const be = await start('backend', process.execPath, [fileURLToPath(new URL('../servers/backend.mjs', import.meta.url))])
+    stops.push(() => be.stop())
+    pc = await startProxycore({ ...ctx, cpuProf: profDir }, 'proxycore-profile', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] })
+    pc.url = (n) => `http://127.0.0.1:${pc.port}/${n}`
+  } else {
+    // Any scenario: its own setup with proxycore under --cpu-prof; only proxycore is loaded.
+    id = scenario.id
+    const setup = await scenario.setup({ ...ctx, cpuProf: profDir })
+    if (setup.skip) throw new Error(`profile ${id}: ${setup.skip}`)
+    const t = setup.targets.find((x) => x.id === 'proxycore')
+    if (!t) throw new Error(`profile ${id}: proxycore did not start: ${setup.skipped.map((x) => x.reason).join('; ')}`)
+    pc = t.proc
+    pc.url = t.url
+  }
   for (const n of [100, 65536]) {
-    const r = await load(tool, `http://127.0.0.1:${pc.port}/${n}`, { connections, seconds })
-    log(`profile load ${n} B: ${r.rps.toFixed(0)} req/s`)
+    const r = await load(tool, pc.url(n), { connections, seconds })
+    log(`profile ${id} load ${n} B: ${r.rps.toFixed(0)} req/s`)
   }
   await pc.stop('SIGTERM', 10_000)
-  await be.stop()
+  for (const stop of stops) await stop()
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'))
   if (!file) throw new Error(`no .cpuprofile written:\n${pc.log()}`)
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
-  const dest = join(resultsDir, `proxycore-http-${stamp}.cpuprofile`)
+  const dest = join(resultsDir, `proxycore-${id}-${stamp}.cpuprofile`)
   renameSync(join(profDir, file), dest)
   const repo = fileURLToPath(new URL('../..', import.meta.url))
   const prof = topSelf(JSON.parse(readFileSync(dest, 'utf8')), 15, repo)

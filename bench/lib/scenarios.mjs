@@ -140,7 +140,9 @@ export const fastcgi = {
     }
     const path = (n) => `/bench.php?${n}`
     await peer(out, 'proxycore', 'proxycore (FastCGI adapter)', async () => startProxycore(ctx, 'proxycore-fastcgi', {
-      routes: [{ protocol: 'fastcgi', backends: [`unix:${await fpmFor('fpm-proxycore')}`], docroot: root }],
+      // As docs/guides/php.md says: maxConnections = the pool's pm.max_children (php-fpm does not
+      // announce it), so idle connections are kept instead of closed while others wait.
+      routes: [{ protocol: 'fastcgi', backends: [`unix:${await fpmFor('fpm-proxycore')}`], docroot: root, options: { maxConnections: 4 } }],
     }), path)
     const nginx = which('nginx')
     if (nginx) {
