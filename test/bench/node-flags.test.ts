@@ -17,7 +17,8 @@ t.test('shebang, start script and bench agree on the V8 flags', async (t) => {
   const m = /^#!\/usr\/bin\/env -S node (.+)$/.exec(shebang)
   t.ok(m, `shebang passes flags through env -S: ${shebang}`)
   const flags = (m?.[1] ?? '').split(' ')
-  const bench = await import('../../bench/lib/scenarios.mjs') as { NODE_PROXY_FLAGS: string[] }
+  const scenarios: string = '../../bench/lib/scenarios.mjs' // plain JS, no types
+  const bench = await import(scenarios) as { NODE_PROXY_FLAGS: string[] }
   t.same(bench.NODE_PROXY_FLAGS, flags, 'bench Node proxies use the CLI flags')
   const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { scripts: Record<string, string> }
   t.match(pkg.scripts.start, `node ${flags.join(' ')} dist/cli/main.js serve`, 'npm start uses them')
