@@ -129,3 +129,26 @@ t.test('decodePairs: 1- and 4-byte lengths; truncation is null', async (t) => {
   t.equal(decodePairs(hex('80 00')), null)
   t.same([...decodePairs(Buffer.alloc(0))!], [])
 })
+
+t.test('round trip: 7-bit environments (one latin1 write per record) and Unicode ones (UTF-8 path) decode to what was sent', async (t) => {
+  const { default: fc } = await import('fast-check')
+  const decodeHead = (buf: Buffer): Array<[string, string]> => {
+    const out: Array<[string, string]> = []
+    let off = 16
+    for (;;) {
+      const len = buf.readUInt16BE(off + 4)
+      if (len === 0) return out
+      for (const [k, v] of decodePairs(buf.subarray(off + 8, off + 8 + len)) ?? []) out.push([k, Buffer.from(v, 'latin1').toString('utf8')])
+      off += 8 + len + buf[off + 6]
+    }
+  }
+  const name = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => !s.includes('\0'))
+  const ascii = fc.string({ maxLength: 300 }).map((s) => s.replace(/[^\x01-\x7f]/g, 'a'))
+  const unicode = fc.string({ unit: 'grapheme', maxLength: 200 }).filter((s) => !s.includes('\0'))
+  fc.assert(fc.property(fc.uniqueArray(fc.tuple(name.map((s) => s.replace(/[^\x01-\x7f]/g, 'N')), fc.oneof(ascii, unicode)), { selector: (p) => p[0], maxLength: 30 }), (env) => {
+    const got = decodeHead(encodeRequestHead(1, Role.RESPONDER, true, env, true))
+    // decodePairs keys are latin1; names here are 7-bit, values are compared as UTF-8 text.
+    return JSON.stringify(got) === JSON.stringify(env)
+  }), { numRuns: 300 })
+  t.pass('300 random environments round-trip')
+})

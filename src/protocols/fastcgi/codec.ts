@@ -120,12 +120,59 @@ function measurePairs (pairs: Iterable<readonly [string, string]>): { names: str
   return { names, values, sizes, nameLens, valueLens }
 }
 
+interface RecordPlan { size: number, write: (buf: Buffer, off: number, type: number, requestId: number) => number }
+
+/** Anything that is not plain 7-bit text without NUL sends a pair down the general (UTF-8) path. */
+const NOT_PLAIN = /[\0\x80-\uffff]/
+
+/** §3.4 length prefix as latin1 characters, one per byte. */
+function lengthChars (n: number): string {
+  return n > 127
+    ? String.fromCharCode(((n >>> 24) & 0x7f) | 0x80, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff)
+    : String.fromCharCode(n)
+}
+
 /**
  * Encode name-value pairs as a stream of `type` records (PARAMS or GET_VALUES), never splitting a
  * pair across records, each record ≤ 65535 content bytes, padded to 8.
  * Returns the total byte size and a writer, so the caller can place it inside a bigger Buffer.
+ *
+ * Almost every CGI environment is 7-bit text: then each record's content is built as one latin1
+ * string (characters = bytes) and written with one call, instead of measuring and writing ~60
+ * strings one by one (the FastCGI profile's largest proxycore cost after the env itself).
  */
-function planPairRecords (pairs: Iterable<readonly [string, string]>): { size: number, write: (buf: Buffer, off: number, type: number, requestId: number) => number } {
+function planPairRecords (pairs: Iterable<readonly [string, string]>): RecordPlan {
+  const list = Array.isArray(pairs) ? pairs as ReadonlyArray<readonly [string, string]> : [...pairs]
+  const contents: string[] = []
+  let cur = ''
+  for (const [name, value] of list) {
+    if (name.length === 0 || NOT_PLAIN.test(name) || NOT_PLAIN.test(value)) return planPairRecordsUtf8(list)
+    const pair = lengthChars(name.length) + lengthChars(value.length) + name + value
+    // AC-78: a pair split across two PARAMS records is rejected by php; refuse before connecting.
+    if (pair.length > MAX_PAIR) {
+      throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is ${pair.length} bytes, over the ${MAX_PAIR}-byte record limit`)
+    }
+    if (cur.length + pair.length > MAX_CONTENT) { contents.push(cur); cur = '' }
+    cur += pair
+  }
+  if (cur.length > 0) contents.push(cur)
+  let size = 0
+  for (const c of contents) size += HEADER_LEN + c.length + paddingFor(c.length)
+  const write = (buf: Buffer, off: number, type: number, requestId: number): number => {
+    for (const c of contents) {
+      const pad = paddingFor(c.length)
+      off = writeHeader(buf, off, type, requestId, c.length, pad)
+      off += buf.write(c, off, 'latin1')
+      buf.fill(0, off, off + pad)
+      off += pad
+    }
+    return off
+  }
+  return { size, write }
+}
+
+/** The general encoder: any Unicode text as UTF-8, two writes per pair. */
+function planPairRecordsUtf8 (pairs: Iterable<readonly [string, string]>): RecordPlan {
   const m = measurePairs(pairs)
   // Record boundaries: [startPairIndex, endPairIndex, contentLength]
   const records: number[] = []
