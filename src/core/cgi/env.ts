@@ -66,28 +66,28 @@ export function plainAddress (addr: string): string {
   return m ? m[1] : addr
 }
 
-/** Header pairs, duplicates kept apart, names lower-cased. */
-function headerPairs (input: CgiEnvInput): Array<[string, string]> {
-  const out: Array<[string, string]> = []
-  if (input.rawHeaders !== undefined) {
-    for (let i = 0; i + 1 < input.rawHeaders.length; i += 2) out.push([input.rawHeaders[i].toLowerCase(), input.rawHeaders[i + 1]])
-    return out
-  }
-  for (const [name, value] of Object.entries(input.headers)) {
+/** node:http `headers` as a flat raw list (the rawHeaders shape), duplicates kept apart. */
+function flatHeaders (headers: IncomingHttpHeaders): string[] {
+  const out: string[] = []
+  for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue
-    for (const v of Array.isArray(value) ? value : [value]) out.push([name, v])
+    for (const v of Array.isArray(value) ? value : [value]) out.push(name, v)
   }
   return out
 }
 
-/** Field names listed in Connection are hop-by-hop for this message (RFC 9110 §7.6.1). */
-function connectionTokens (pairs: Array<[string, string]>): Set<string> {
-  const tokens = new Set<string>()
-  for (const [name, value] of pairs) {
-    if (name !== 'connection') continue
-    for (const t of value.split(',')) tokens.add(t.trim().toLowerCase())
+/**
+ * `HTTP_` + the upper-cased name with `-` → `_` (§4.1.18), remembered: a server sees the same few
+ * dozen header names over and over.
+ */
+const envNames = new Map<string, string>()
+function envNameOf (lower: string): string {
+  let n = envNames.get(lower)
+  if (n === undefined) {
+    n = 'HTTP_' + lower.toUpperCase().replace(/-/g, '_')
+    if (envNames.size < 1024) envNames.set(lower, n)
   }
-  return tokens
+  return n
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true })
@@ -114,15 +114,14 @@ function checkValue (name: string, value: string): void {
  * SERVER_NAME (§4.1.14): the host of an absolute-form target (RFC 9112 §3.2.2), else the Host
  * header, without the port, lower-cased. An invalid or repeated Host → ERR_BAD_REQUEST (RFC 9112 §3.2).
  */
-function serverName (input: CgiEnvInput, pairs: Array<[string, string]>): string {
+function serverName (input: CgiEnvInput, hostField: string | undefined, hosts: number): string {
   let authority: string | undefined
-  const abs = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(input.url)
+  const abs = input.url.charCodeAt(0) === 0x2f ? null : /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(input.url)
   if (abs !== null) {
     authority = abs[1].replace(/^.*@/, '')
   } else {
-    const hosts = pairs.filter(([n]) => n === 'host')
-    if (hosts.length > 1) throw new ProxyError('ERR_BAD_REQUEST', 'more than one Host header', { phase: 'request' })
-    authority = hosts[0]?.[1].trim()
+    if (hosts > 1) throw new ProxyError('ERR_BAD_REQUEST', 'more than one Host header', { phase: 'request' })
+    authority = hostField?.trim()
   }
   if (authority === undefined || authority === '') return input.defaultServerName ?? plainAddress(input.client.localAddress)
   const host = authority.startsWith('[') ? authority.slice(0, authority.indexOf(']') + 1) : authority.replace(/:\d*$/, '')
@@ -133,7 +132,27 @@ function serverName (input: CgiEnvInput, pairs: Array<[string, string]>): string
 
 /** Build the RFC 3875 meta-variables for one request. Throws ProxyError (400-class) on bad input. */
 export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
-  const pairs = headerPairs(input)
+  // One pass over the raw headers for what the fixed variables need: names lower-cased once,
+  // the Host count, the first Content-Type, the Connection tokens (hop-by-hop for this message).
+  const raw = input.rawHeaders ?? flatHeaders(input.headers)
+  const count = raw.length >> 1
+  const names = new Array<string>(count)
+  let host: string | undefined
+  let hosts = 0
+  let contentType: string | undefined
+  let hop: Set<string> | null = null
+  for (let i = 0; i < count; i++) {
+    const name = raw[2 * i].toLowerCase()
+    names[i] = name
+    if (name === 'host') {
+      if (hosts++ === 0) host = raw[2 * i + 1]
+    } else if (name === 'content-type') {
+      contentType ??= raw[2 * i + 1]
+    } else if (name === 'connection') {
+      hop ??= new Set()
+      for (const t of raw[2 * i + 1].split(',')) hop.add(t.trim().toLowerCase())
+    }
+  }
   const env: Record<string, string> = {}
   const { client, script } = input
   const secure = client.secure
@@ -142,7 +161,7 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
   // §4.1.16; HTTP/2 front ends are presented as HTTP/1.1 (lighttpd does the same).
   env.SERVER_PROTOCOL = input.httpVersion === '1.0' ? 'HTTP/1.0' : 'HTTP/1.1'
   env.SERVER_SOFTWARE = input.serverSoftware
-  env.SERVER_NAME = serverName(input, pairs)
+  env.SERVER_NAME = serverName(input, host, hosts)
   env.SERVER_PORT = String(client.localPort) // §4.1.15: set even for the default port
   env.SERVER_ADDR = plainAddress(client.localAddress)
   env.REMOTE_ADDR = plainAddress(client.address) // §4.1.8
@@ -164,37 +183,39 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
 
   if (input.contentLength !== null) {
     env.CONTENT_LENGTH = String(input.contentLength) // §4.1.2: iff there is a body
-    const type = pairs.find(([n]) => n === 'content-type')
-    if (type !== undefined) {
-      checkValue('Content-Type', type[1])
-      env.CONTENT_TYPE = headerText(type[1]) // §4.1.3
+    if (contentType !== undefined) {
+      checkValue('Content-Type', contentType)
+      env.CONTENT_TYPE = headerText(contentType) // §4.1.3
     }
   }
 
-  const hop = connectionTokens(pairs)
-  const joined = new Map<string, string[]>()
-  for (const [name, value] of pairs) {
+  // §4.1.18: same-name fields become one value with the same semantics. Every name set above is
+  // fixed and none starts with HTTP_, so an HTTP_* key present here came from an earlier field.
+  for (let i = 0; i < count; i++) {
+    const name = names[i]
     if (!SAFE_NAME.test(name)) {
       input.onDroppedHeader?.(name)
       continue
     }
-    if (NOT_EXPORTED.has(name) || hop.has(name)) continue
+    if (NOT_EXPORTED.has(name) || hop?.has(name) === true) continue
     if (name === 'authorization' && input.passAuthorization !== true) continue
+    const value = raw[2 * i + 1]
     checkValue(name, value)
-    const list = joined.get(name)
-    if (list === undefined) joined.set(name, [headerText(value)])
-    else list.push(headerText(value))
-  }
-  // §4.1.18: same-name fields become one value with the same semantics.
-  for (const [name, values] of joined) {
-    env['HTTP_' + name.toUpperCase().replace(/-/g, '_')] = values.join(name === 'cookie' ? '; ' : ', ')
+    const key = envNameOf(name)
+    const prev = env[key]
+    env[key] = prev === undefined ? headerText(value) : prev + (name === 'cookie' ? '; ' : ', ') + headerText(value)
   }
 
+  // §4.1: names are case-insensitive; an operator variable replaces any case variant. Every key
+  // set so far is upper case, except earlier operator variables (remembered by their upper case).
+  let operatorNames: Map<string, string> | null = null
   for (const [name, value] of Object.entries(input.params ?? {})) {
     const upper = name.toUpperCase()
     if (upper === 'HTTP_PROXY') continue // httpoxy, whatever the config says
-    // §4.1: names are case-insensitive; an operator variable replaces any case variant.
-    for (const existing of Object.keys(env)) if (existing.toUpperCase() === upper) delete env[existing]
+    if (upper in env) delete env[upper]
+    const earlier = operatorNames?.get(upper)
+    if (earlier !== undefined) delete env[earlier]
+    ;(operatorNames ??= new Map()).set(upper, name)
     env[name] = value
   }
   for (const [name, value] of Object.entries(env)) {
