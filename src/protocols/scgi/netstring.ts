@@ -30,9 +30,13 @@ export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLe
     }
     parts.push(name, value)
   }
+  const text = parts.join('\0') + '\0'
+  // The usual 7-bit environment: characters are bytes, one Buffer for the whole netstring.
+  if (!NOT_ASCII.test(text)) return Buffer.from(`${text.length}:${text},`, 'latin1')
   // Env values are Unicode text (buildCgiEnv decodes UTF-8 header bytes); the wire is UTF-8.
-  const payload = Buffer.from(parts.join('\0') + '\0', 'utf8')
+  const payload = Buffer.from(text, 'utf8')
   return Buffer.concat([Buffer.from(`${payload.length}:`, 'latin1'), payload, COMMA])
 }
 
+const NOT_ASCII = /[^\x00-\x7f]/
 const COMMA = Buffer.from(',', 'latin1')
