@@ -7,7 +7,10 @@
  *   npm run bench -- --runs 5          more runs
  *   npm run bench -- --quick           1 run of 2 s
  *   npm run bench -- --only http,scgi  some scenarios
- *   npm run bench -- --big             + 1 GiB upload/download through proxycore (sha256, RSS growth)
+ *   npm run bench -- --big             + 1 GiB upload/download through every adapter (sha256, RSS growth)
+ *   npm run bench -- --only big        only that (writes bench/results/big-latest.json and the
+ *                                      "Memory: large bodies" section of docs/benchmarks.md)
+ *   npm run bench -- --only big --big-size 64MiB --big-backends http,cgi   smaller, some backends
  *   npm run bench -- --profile         proxycore HTTP path under --cpu-prof; top self-time functions
  *   npm run bench -- --profile --only fastcgi   the same for one scenario's proxycore
  *   node bench/run.mjs --smoke --json  1 s, direct vs proxycore, JSON on stdout (the tap smoke test)
@@ -22,8 +25,8 @@ import { parseArgs } from 'node:util'
 import { load, loadTool } from './lib/load.mjs'
 import { killAll, sampleRss, sleep, treeCpuTicks } from './lib/proc.mjs'
 import { ALL, NODE_PROXY_FLAGS, SIZES } from './lib/scenarios.mjs'
-import { machineFacts, renderMarkdown, renderConsole, renderSvg, summarize } from './lib/report.mjs'
-import { runBig } from './lib/big.mjs'
+import { machineFacts, renderMarkdown, spliceBigSection, renderConsole, renderSvg, summarize } from './lib/report.mjs'
+import { parseBigSize, runBig } from './lib/big.mjs'
 import { runProfile } from './lib/profile.mjs'
 
 const repo = fileURLToPath(new URL('..', import.meta.url))
@@ -39,6 +42,7 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     big: { type: 'boolean', default: false },
     'big-size': { type: 'string', default: String(1024 ** 3) },
+    'big-backends': { type: 'string' },
     profile: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     module: { type: 'string' },
@@ -48,7 +52,7 @@ const { values: opt } = parseArgs({
 })
 
 if (opt.help) {
-  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] --profile --no-write --module PATH --render results.json')
+  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --no-write --module PATH --render results.json')
   process.exit(0)
 }
 
@@ -67,7 +71,12 @@ const seconds = Number(opt.duration ?? (opt.smoke ? 1 : opt.quick ? 2 : 5))
 const connections = Number(opt.connections)
 const log = opt.json ? (...a) => console.error(...a) : (...a) => console.log(...a)
 
-const tool = await loadTool()
+// --only big (alone) = the large-body checks only; `big` in --only = --big.
+const onlyList = opt.only ? opt.only.split(',') : null
+const wantBig = (opt.big || (onlyList?.includes('big') ?? false)) && !opt.smoke
+const bigOnly = wantBig && onlyList !== null && onlyList.every((id) => id === 'big')
+
+const tool = bigOnly ? { name: 'none' } : await loadTool()
 if (tool === null) {
   console.error('bench: no load generator — install wrk (apt-get install wrk) or `npm i -D autocannon`')
   process.exit(2)
@@ -76,7 +85,7 @@ if (tool === null) {
 const tmp = mkdtempSync(join(tmpdir(), 'proxycore-bench-'))
 process.on('exit', () => { killAll(); try { rmSync(tmp, { recursive: true, force: true }) } catch {} })
 // Never hang: a hard ceiling on the whole invocation.
-const ceilingMs = opt.smoke ? 60_000 : (opt.big ? 3_600_000 : 3_600_000)
+const ceilingMs = opt.smoke ? 60_000 : 3_600_000
 setTimeout(() => { console.error(`bench: exceeded ${ceilingMs / 1000} s, giving up`); killAll(); process.exit(3) }, ceilingMs).unref()
 
 const resultsDir = join(repo, 'bench', 'results')
@@ -97,8 +106,8 @@ if (opt.profile) {
 
 let scenarios = ALL
 if (opt.smoke) scenarios = ALL.filter((s) => s.id === 'http')
-else if (opt.only) {
-  const want = new Set(opt.only.split(','))
+else if (onlyList) {
+  const want = new Set(onlyList)
   scenarios = ALL.filter((s) => want.has(s.id))
 }
 const sizes = opt.smoke ? [100] : SIZES
@@ -132,7 +141,7 @@ async function measure (target, size, secs) {
 
 const results = []
 const started = new Date()
-log(`proxycore bench: ${tool.name}, ${connections} connections, ${runs} run(s) × ${seconds} s, bodies ${sizes.join(' B, ')} B`)
+if (scenarios.length > 0 && !bigOnly) log(`proxycore bench: ${tool.name}, ${connections} connections, ${runs} run(s) × ${seconds} s, bodies ${sizes.join(' B, ')} B`)
 for (const sc of scenarios) {
   log(`\n## ${sc.title}`)
   let setup
@@ -174,10 +183,19 @@ for (const sc of scenarios) {
   if (setup.backend) await setup.backend.stop()
 }
 
-let big = null
-if (opt.big && !opt.smoke) big = await runBig({ ctx, size: Number(opt['big-size']), log })
-
+// Large bodies: measured now, or else the latest separate `--only big` run (so a full run keeps them).
 const facts = await machineFacts(repo, tool)
+const bigLatest = join(resultsDir, 'big-latest.json')
+let big = null
+if (wantBig) {
+  big = await runBig({ ctx, size: parseBigSize(opt['big-size']), log, only: opt['big-backends']?.split(',') ?? null })
+  big.facts = facts
+  if (!opt['no-write']) writeFileSync(bigLatest, JSON.stringify(big, null, 2))
+} else if (!opt.smoke) {
+  const { existsSync, readFileSync } = await import('node:fs')
+  if (existsSync(bigLatest)) { big = JSON.parse(readFileSync(bigLatest, 'utf8')); big.separate = true }
+}
+
 const report = { date: started.toISOString(), facts, nodeFlags: NODE_PROXY_FLAGS, runs, seconds, connections, tool: tool.name, sizes, scenarios: results, big }
 writeFileSync(join(resultsDir, `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
 
@@ -186,7 +204,15 @@ if (opt.json) {
 } else {
   console.log(`\n${renderConsole(report)}`)
 }
-if (!opt.smoke && !opt['no-write']) {
+if (bigOnly && !opt['no-write']) {
+  // only the large-body section of docs/benchmarks.md changes; the rest stays from the last full run
+  const { existsSync, readFileSync } = await import('node:fs')
+  const file = join(repo, 'docs', 'benchmarks.md')
+  const md = existsSync(file) ? readFileSync(file, 'utf8') : renderMarkdown({ ...report, big: null })
+  const next = spliceBigSection(md, big)
+  writeFileSync(file, next)
+  log('\nwrote the large-body section of docs/benchmarks.md and bench/results/big-latest.json')
+} else if (!opt.smoke && !opt['no-write']) {
   writeFileSync(join(repo, 'docs', 'benchmarks.svg'), renderSvg(report))
   writeFileSync(join(repo, 'docs', 'benchmarks.md'), renderMarkdown(report))
   log('\nwrote docs/benchmarks.md and docs/benchmarks.svg')

@@ -1,66 +1,166 @@
 /**
- * --big: a 1 GiB upload and a 1 GiB download through proxycore's HTTP adapter, sha256 checked end
- * to end (both ends generate the same deterministic stream), proxy RSS growth measured.
+ * --big: a large upload and a large download (1 GiB by default) through every proxycore adapter —
+ * HTTP (node:http backend), FastCGI (php-fpm, php-cgi), SCGI (uWSGI) and CGI (sh script) — sha256
+ * checked end to end, proxy RSS growth measured. One fresh proxycore per backend.
+ *
+ * Uploads carry Content-Length (never chunked), so no adapter spools them: the body must stream
+ * from the client socket to the backend. The backend answers with the sha256 of what it read;
+ * the bench compares it with the digest of the stream it sent (lib/gen.mjs). Downloads are a
+ * deterministic stream whose digest the bench computes itself (lib/gen.mjs or lib/seq.mjs).
  */
 import { request } from 'node:http'
 import { createHash } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { genSha256, genStream } from './gen.mjs'
-import { start, sampleRss, treeRssKiB } from './proc.mjs'
+import { seqSha256 } from './seq.mjs'
+import { sampleRss, treeRssKiB } from './proc.mjs'
 import { startProxycore } from './scenarios.mjs'
-import { fileURLToPath } from 'node:url'
+import { BIG_BACKENDS } from './big-backends.mjs'
 
-function req (port, method, path, body) {
+/** The target: proxy RSS grows by less than this during one transfer, and sha256 is intact. */
+export const BIG_GROWTH_TARGET_MIB = 32
+
+/** "1073741824", "64MiB", "1GiB", "512k" → bytes. */
+export function parseBigSize (s) {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?b)?\s*$/i.exec(String(s))
+  if (!m) throw new Error(`--big-size: not a size: ${s}`)
+  return Math.round(Number(m[1]) * 1024 ** ' kmg'.indexOf((m[2] || ' ').toLowerCase()))
+}
+
+/**
+ * One request on a fresh connection. `size` !== null sends that many lib/gen.mjs bytes with
+ * Content-Length. Resolves { status, bytes, sha256, text } once the response ended; rejects on a
+ * socket error, an early close, or after `timeoutMs`.
+ */
+function exchange (port, method, path, { size = null, timeoutMs }) {
   return new Promise((resolve, reject) => {
-    const r = request({ host: '127.0.0.1', port, method, path, headers: body ? { 'content-type': 'application/octet-stream', 'transfer-encoding': 'chunked' } : {} }, resolve)
-    r.on('error', reject)
-    if (body) pipeline(body, r).catch(reject)
-    else r.end()
+    let done = false
+    let timer = null
+    const finish = (err, v) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      if (err) { r.destroy(); reject(err) } else resolve(v)
+    }
+    const headers = size === null ? {} : { 'content-type': 'application/octet-stream', 'content-length': String(size) }
+    const r = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
+      const h = createHash('sha256')
+      let bytes = 0
+      let text = ''
+      res.on('data', (c) => { bytes += c.length; h.update(c); if (text.length < 4096) text += c.toString('latin1') })
+      res.on('end', () => finish(null, { status: res.statusCode, bytes, sha256: h.digest('hex'), text }))
+      res.on('error', (e) => finish(e))
+      res.on('close', () => { if (!res.complete) finish(new Error(`response closed after ${bytes} bytes (status ${res.statusCode})`)) })
+    })
+    timer = setTimeout(() => finish(new Error(`no complete response within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs)
+    r.on('error', (e) => finish(e))
+    if (size === null) r.end()
+    // An upload the proxy refuses midway errors here; the response (413, 502…) explains it better,
+    // so give it a moment before the socket error wins.
+    else pipeline(genStream(size), r).catch((e) => { setTimeout(() => finish(e), 1000).unref() })
   })
 }
 
-export async function runBig ({ ctx, size, log }) {
-  log(`\n## Memory: ${size} B upload and download through proxycore (HTTP adapter)`)
-  const be = await start('backend-big', process.execPath, [fileURLToPath(new URL('../servers/backend.mjs', import.meta.url))])
-  const pc = await startProxycore(ctx, 'proxycore-big', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] })
-  const expected = genSha256(size)
-  const out = []
-  try {
-    // warm the process so "before" is a steady state, not a cold heap
-    for (let i = 0; i < 50; i++) { const r = await req(pc.port, 'GET', '/65536'); r.resume(); await new Promise((res) => r.on('end', res)) }
-    for (const direction of ['upload', 'download']) {
-      const before = treeRssKiB(pc.pid)
-      const rss = sampleRss([{ pid: pc.pid, exclude: null }], 50)
-      const t0 = Date.now()
-      let ok = false
-      let error
-      try {
-        if (direction === 'upload') {
-          const res = await req(pc.port, 'POST', '/upload', genStream(size))
-          let text = ''
-          for await (const c of res) text += c
-          const [hash, n] = text.trim().split(' ')
-          ok = res.statusCode === 200 && hash === expected && Number(n) === size
-          if (!ok) error = `status ${res.statusCode}, ${n} bytes, sha256 ${hash === expected ? 'ok' : 'MISMATCH'}`
-        } else {
-          const res = await req(pc.port, 'GET', `/download/${size}`)
-          const h = createHash('sha256')
-          let n = 0
-          for await (const c of res) { n += c.length; h.update(c) }
-          const hash = h.digest('hex')
-          ok = res.statusCode === 200 && hash === expected && n === size
-          if (!ok) error = `status ${res.statusCode}, ${n} bytes, sha256 ${hash === expected ? 'ok' : 'MISMATCH'}`
-        }
-      } catch (err) { error = err.message }
-      const seconds = (Date.now() - t0) / 1000
-      const max = rss.stop()
-      out.push({ adapter: 'http', direction, bytes: size, ok, error, seconds, rssBeforeKiB: before, rssMaxKiB: max })
-      log(`  ${direction}: ${ok ? 'sha256 intact' : error}, ${seconds.toFixed(1)} s, RSS ${(before / 1024).toFixed(1)} → max ${(max / 1024).toFixed(1)} MiB (growth ${((max - before) / 1024).toFixed(1)} MiB)`)
-    }
-  } finally {
-    await pc.stop()
-    await be.stop()
+const expectedCache = new Map()
+function expected (pattern, size) {
+  const k = `${pattern}:${size}`
+  if (!expectedCache.has(k)) expectedCache.set(k, pattern === 'seq' ? seqSha256(size) : genSha256(size))
+  return expectedCache.get(k)
+}
+
+/** Did `r` (an exchange result) carry `size` bytes of `pattern` intact? null if so, else why not. */
+function verdict (direction, pattern, size, r) {
+  if (direction === 'upload') {
+    const [hash, n] = r.text.trim().split(/\s+/)
+    const good = r.status === 200 && hash === expected('gen', size) && (n === undefined || Number(n) === size)
+    if (good) return null
+    return r.status !== 200 ? `status ${r.status}: ${r.text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 120)}` : `backend read ${n ?? '?'} bytes, sha256 ${hash === expected('gen', size) ? 'ok' : 'MISMATCH'}`
   }
-  log('  (FastCGI/SCGI/CGI large-body runs: not yet in the bench — their peers cap request bodies by config)')
-  return out
+  const good = r.status === 200 && r.bytes === size && r.sha256 === expected(pattern, size)
+  if (good) return null
+  return r.status !== 200 ? `status ${r.status}: ${r.text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 120)}` : `${r.bytes} bytes, sha256 ${r.sha256 === expected(pattern, size) ? 'ok' : 'MISMATCH'}`
+}
+
+const tail = (p) => p.log().trim().split('\n').slice(-2).join(' | ').slice(0, 200)
+
+/**
+ * Returns { date, bytes, upload: 'content-length', targetMiB, rows }, one row per backend ×
+ * direction: { backend, adapter, label, direction, bytes, pattern, ok, error, seconds,
+ * rssBeforeKiB, rssMaxKiB } or, when the backend could not run, { …, skip: reason }.
+ * `only`: backend ids to run (default all).
+ */
+export async function runBig ({ ctx, size, log, only = null }) {
+  log(`\n## Memory: ${size} B upload and download through every proxycore adapter`)
+  const date = new Date().toISOString()
+  const rows = []
+  // 60 s plus 4 MiB/s: a transfer slower than that is a failure, not a measurement.
+  const timeoutMs = 60_000 + size / (4 * 1048576) * 1000
+  for (const be of BIG_BACKENDS) {
+    if (only && !only.includes(be.id)) continue
+    const base = { backend: be.id, adapter: be.adapter, label: be.label, bytes: size }
+    const skipAll = (reason) => {
+      for (const direction of ['upload', 'download']) rows.push({ ...base, direction, skip: reason })
+      log(`  ${be.id}: not measured — ${reason}`)
+    }
+    const why = ctx.adapters.includes(be.adapter) ? be.need() : `proxycore has no \`${be.adapter}\` adapter`
+    if (why) { skipAll(why); continue }
+    const dir = join(ctx.tmp, `big-${be.id}`)
+    mkdirSync(dir, { recursive: true })
+    let setup = null
+    let pc = null
+    try {
+      setup = await be.start(ctx, dir)
+      pc = await startProxycore(ctx, `proxycore-big-${be.id}`, setup.config)
+    } catch (err) {
+      for (const p of [pc, ...(setup?.procs ?? [])]) await p?.stop()
+      skipAll(`could not start: ${String(err.message).split('\n')[0]}`)
+      continue
+    }
+    const procs = [pc, ...setup.procs]
+    try {
+      // Warm the process (JIT, pools, first spawn) so "before" is a steady state, and check the
+      // path end to end on small bodies first: a broken backend fails in a second, not in minutes.
+      let warm = null
+      for (let i = 0; i < 20 && warm === null; i++) {
+        const n = 65536 + i
+        warm = verdict('download', setup.pattern, n, await exchange(pc.port, 'GET', setup.download(n), { timeoutMs: 10_000 }).catch((e) => ({ status: 0, text: e.message })))
+      }
+      for (let i = 0; i < 3 && warm === null; i++) {
+        const n = 262144 + i
+        warm = verdict('upload', setup.pattern, n, await exchange(pc.port, 'POST', setup.upload, { size: n, timeoutMs: 10_000 }).catch((e) => ({ status: 0, text: e.message })))
+      }
+      if (warm !== null) {
+        const why = `small-body check failed: ${warm}; proxycore: ${tail(pc)}${setup.procs[0] ? `; ${setup.procs[0].name}: ${tail(setup.procs[0])}` : ''}`
+        for (const direction of ['upload', 'download']) rows.push({ ...base, direction, pattern: setup.pattern, ok: false, error: why, seconds: 0, rssBeforeKiB: 0, rssMaxKiB: 0 })
+        log(`  ${be.id}: ${why}`)
+        continue
+      }
+      for (const direction of ['upload', 'download']) {
+        expected(direction === 'upload' ? 'gen' : setup.pattern, size) // digest first, outside the timed part
+        const before = treeRssKiB(pc.pid, setup.exclude)
+        const rss = sampleRss([{ pid: pc.pid, exclude: setup.exclude }], 50)
+        const t0 = process.hrtime.bigint()
+        let error = null
+        let status = 0
+        try {
+          const r = direction === 'upload'
+            ? await exchange(pc.port, 'POST', setup.upload, { size, timeoutMs })
+            : await exchange(pc.port, 'GET', setup.download(size), { timeoutMs })
+          status = r.status
+          error = verdict(direction, setup.pattern, size, r)
+        } catch (err) { error = err.message }
+        const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+        const max = rss.stop()
+        if (pc.child.exitCode !== null || pc.child.signalCode !== null) error = `${error ?? ''} proxycore exited (${pc.child.exitCode ?? pc.child.signalCode}): ${tail(pc)}`.trim()
+        const row = { ...base, direction, pattern: direction === 'upload' ? 'gen' : setup.pattern, ok: error === null, status, error, seconds, rssBeforeKiB: before, rssMaxKiB: max }
+        rows.push(row)
+        log(`  ${be.id.padEnd(8)} ${direction.padEnd(8)} ${error === null ? 'sha256 intact' : error}, ${seconds.toFixed(1)} s, ${(size / 1048576 / seconds).toFixed(0)} MiB/s, RSS ${(before / 1024).toFixed(1)} → max ${(max / 1024).toFixed(1)} MiB (growth ${((max - before) / 1024).toFixed(1)} MiB)`)
+      }
+    } finally {
+      for (const p of procs) await p.stop()
+    }
+  }
+  return { date, bytes: size, upload: 'content-length', targetMiB: BIG_GROWTH_TARGET_MIB, rows }
 }

@@ -119,24 +119,76 @@ export function renderMarkdown (rep) {
     out.push('## Targets', '', table(['scenario', 'proxycore', `measured (${rep.sizes.map(sizeName).join(' / ')})`, 'target', ''], summary, ['l', 'l', 'r', 'l', 'l']), '')
   }
   for (const sc of rep.scenarios) out.push(scenarioMarkdown(sc, rep.sizes))
-  if (rep.big) {
-    out.push('## Memory: large bodies through proxycore', '', table(['adapter', 'direction', 'bytes', 'sha256', 'seconds', 'MiB/s', 'RSS before MiB', 'RSS max MiB', 'growth MiB', 'target'],
-      rep.big.map((b) => [b.adapter, b.direction, fmtInt(b.bytes), b.ok ? 'intact' : `**${b.error ?? 'MISMATCH'}**`, b.seconds.toFixed(1), (b.bytes / 1048576 / b.seconds).toFixed(0),
-        (b.rssBeforeKiB / 1024).toFixed(1), (b.rssMaxKiB / 1024).toFixed(1), ((b.rssMaxKiB - b.rssBeforeKiB) / 1024).toFixed(1), `< 32 MiB ${mark(b.ok && b.rssMaxKiB - b.rssBeforeKiB < 32 * 1024)}`]),
-      ['l', 'l', 'r', 'l', 'r', 'r', 'r', 'r', 'r', 'l']), '')
-  } else {
-    out.push('## Memory: large bodies', '', 'Not part of this run (`npm run bench -- --big`: 1 GiB upload and download through the HTTP adapter, sha256 checked end to end, RSS growth measured).', '')
-  }
-  out.push('## Reproduce', '', '```sh', 'scripts/install-peers.sh   # nginx-light lighttpd php-fpm php-cgi fcgiwrap uwsgi wrk', `npm run bench -- --runs ${rep.runs}`, 'npm run bench -- --profile   # proxycore HTTP path under --cpu-prof, top self-time functions', '```', '')
+  out.push(renderBigSection(rep.big))
+  out.push('## Reproduce', '', '```sh', 'scripts/install-peers.sh   # nginx-light lighttpd php-fpm php-cgi fcgiwrap uwsgi wrk', `npm run bench -- --runs ${rep.runs}`,
+    'npm run bench -- --only big   # 1 GiB up and down through every adapter; rewrites only the large-body section',
+    'npm run bench -- --profile   # proxycore HTTP path under --cpu-prof, top self-time functions', '```', '')
   return out.join('\n')
+}
+
+// --- large bodies (--big / --only big) ----------------------------------------------------------
+
+export const BIG_SECTION_HEADING = '## Memory: large bodies'
+
+/** Reports before every adapter took part stored `big` as a bare array of HTTP rows. */
+function bigOf (big) {
+  if (!big) return null
+  if (Array.isArray(big)) return { rows: big.map((b) => ({ backend: b.adapter, pattern: 'gen', ...b })), bytes: big[0]?.bytes, upload: 'chunked', targetMiB: 32 }
+  return big
+}
+const growthMiB = (b) => (b.rssMaxKiB - b.rssBeforeKiB) / 1024
+const mibps = (b) => b.seconds > 0 ? (b.bytes / 1048576 / b.seconds).toFixed(0) : '—'
+const bigPass = (b, target = 32) => b.ok === true && growthMiB(b) < target
+const cell = (s) => String(s).replace(/\|/g, '\\|').replace(/\s+/g, ' ')
+const sizeText = (n) => n >= 1024 ** 3 && n % 1024 ** 3 === 0 ? `${n / 1024 ** 3} GiB` : n >= 1048576 && n % 1048576 === 0 ? `${n / 1048576} MiB` : `${fmtInt(n)} B`
+
+/** The "Memory: large bodies" section of docs/benchmarks.md (a full run and `--only big` both write it). */
+export function renderBigSection (raw) {
+  const big = bigOf(raw)
+  const out = [BIG_SECTION_HEADING, '']
+  if (!big) {
+    out.push('Not part of this run (`npm run bench -- --only big`: 1 GiB upload and download through every adapter, sha256 checked end to end, proxy RSS growth measured).', '')
+    return out.join('\n')
+  }
+  const target = big.targetMiB ?? 32
+  const f = big.facts
+  out.push(`${big.separate || f ? `Run ${String(big.date ?? '').slice(0, 16).replace('T', ' ')} UTC${f ? ` — proxycore ${f.proxycore}, ${f.nproc} CPUs, Node ${f.node}` : ''}${big.separate ? ' (a separate `npm run bench -- --only big`)' : ''}. ` : ''}` +
+    `One ${sizeText(big.bytes)} upload and one ${sizeText(big.bytes)} download per backend, each through a fresh proxycore process (after a warm-up of small bodies, sha256-checked too), one request at a time. ` +
+    `Uploads ${big.upload === 'chunked' ? 'are sent chunked' : 'carry Content-Length, so no adapter spools them to a temp file: the body streams from the client socket to the backend'}; the client sends the lib/gen.mjs stream and the backend answers with the sha256 of what it read. ` +
+    'Downloads are a stream the backend generates (the lib/gen.mjs stream, reproduced in PHP and Python, or `seq 1 inf | head -c N` for the shell script) whose sha256 the bench computes itself. ' +
+    `RSS is proxycore's process tree (CGI scripts it forks excluded), sampled every 50 ms; "before" is after the warm-up. MiB/s is the whole exchange, client and backend on the same CPUs. Target: sha256 intact and RSS growth < ${target} MiB.`, '')
+  out.push(table(['adapter', 'backend', 'direction', 'sha256', 'seconds', 'MiB/s', 'RSS before MiB', 'RSS max MiB', 'growth MiB', 'target'],
+    big.rows.map((b) => b.skip
+      ? [b.adapter, cell(b.label ?? b.backend), b.direction, `not measured: ${cell(b.skip)}`, '—', '—', '—', '—', '—', 'n/a']
+      : [b.adapter, cell(b.label ?? b.backend), `${b.direction}${b.direction === 'download' && b.pattern === 'seq' ? ' (seq)' : ''}`, b.ok ? 'intact' : `**${cell(b.error ?? 'MISMATCH')}**`,
+          b.seconds.toFixed(1), mibps(b), (b.rssBeforeKiB / 1024).toFixed(1), (b.rssMaxKiB / 1024).toFixed(1), growthMiB(b).toFixed(1), `< ${target} MiB ${mark(bigPass(b, target))}`]),
+    ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'l']), '')
+  return out.join('\n')
+}
+
+/** `md` (a docs/benchmarks.md) with its large-body section replaced by one rendered from `big`. */
+export function spliceBigSection (md, big) {
+  const section = renderBigSection(big)
+  const at = md.indexOf(`\n${BIG_SECTION_HEADING}`)
+  if (at >= 0) {
+    const end = md.indexOf('\n## ', at + 1)
+    return `${md.slice(0, at + 1)}${section}${end < 0 ? '' : `\n${md.slice(end + 1)}`}`
+  }
+  const repro = md.indexOf('\n## Reproduce')
+  if (repro >= 0) return `${md.slice(0, repro + 1)}${section}\n${md.slice(repro + 1)}`
+  return `${md.trimEnd()}\n\n${section}`
 }
 
 export function renderConsole (rep) {
   const out = []
   for (const sc of rep.scenarios) out.push(scenarioMarkdown(sc, rep.sizes))
-  if (rep.big) {
+  const big = bigOf(rep.big)
+  if (big && !big.separate) {
     out.push('## Memory: large bodies')
-    for (const b of rep.big) out.push(`${b.adapter} ${b.direction} ${fmtInt(b.bytes)} B: sha256 ${b.ok ? 'intact' : b.error ?? 'MISMATCH'}, ${b.seconds.toFixed(1)} s, RSS ${(b.rssBeforeKiB / 1024).toFixed(1)} → max ${(b.rssMaxKiB / 1024).toFixed(1)} MiB`)
+    for (const b of big.rows) {
+      out.push(b.skip ? `${b.adapter} (${b.backend}) ${b.direction}: not measured — ${b.skip}`
+        : `${b.adapter} (${b.backend}) ${b.direction} ${fmtInt(b.bytes)} B: sha256 ${b.ok ? 'intact' : b.error ?? 'MISMATCH'}, ${b.seconds.toFixed(1)} s, ${mibps(b)} MiB/s, RSS ${(b.rssBeforeKiB / 1024).toFixed(1)} → max ${(b.rssMaxKiB / 1024).toFixed(1)} MiB (growth ${growthMiB(b).toFixed(1)} MiB) ${mark(bigPass(b, big.targetMiB))}`)
+    }
   }
   return out.join('\n')
 }
