@@ -85,6 +85,10 @@ export async function runProfile ({ ctx, tool, seconds, connections, resultsDir,
     if (!t) throw new Error(`profile ${id}: proxycore did not start: ${setup.skipped.map((x) => x.reason).join('; ')}`)
     pc = t.proc
     pc.url = t.url
+    // Stop the peers the setup started too, as a full run does (lighttpd's php-cgi, php-fpm, …).
+    for (const x of setup.targets) if (x !== t) stops.push(() => x.proc.stop())
+    for (const e of setup.extras ?? []) stops.push(() => e.stop())
+    if (setup.backend) stops.push(() => setup.backend.stop())
   }
   for (const n of [100, 65536]) {
     const r = await load(tool, pc.url(n), { connections, seconds })
