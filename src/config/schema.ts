@@ -19,7 +19,7 @@ export const MatchSchema = Type.Object({
 
 export const TimeoutsSchema = Type.Object({
   connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
-  headers: Type.Optional(Duration('From dispatch to the response head.', '60s')),
+  headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head).', '60s')),
   idle: Type.Optional(Duration('Longest pause inside a response body.', '60s')),
   clientIdle: Type.Optional(Duration('Longest pause inside a request body from the client (slow-drip uploads get 408).', '60s')),
 }, { additionalProperties: false })

@@ -371,10 +371,25 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
    */
   checkUpload (now: number): void {
     const req = this.req
-    if (req.complete || this.phase === Phase.Done) { this.uploadWatch = false; return }
+    const waitingForHead = this.phase === Phase.Dispatched && this.headDeadline !== 0
+    if (req.complete || this.phase === Phase.Done) {
+      this.uploadWatch = false
+      // The backend's time to answer counts from the end of the upload, not from dispatch: a
+      // 1 GiB upload at 10 MiB/s must not turn into a 504 (nginx: proxy_read_timeout starts once
+      // the request is sent).
+      if (req.complete && waitingForHead) this.headDeadline = now + this.route.timeouts.headers
+      return
+    }
     const read = req.socket.bytesRead
-    if (read !== this.uploadBytes || req.readableLength >= req.readableHighWaterMark) {
+    if (read !== this.uploadBytes) {
       this.uploadBytes = read
+      this.uploadIdleSince = now
+      // Still uploading, so the head is not late yet. A backend that stops reading stops this too
+      // (the client's bytes stop), and its head timeout runs again.
+      if (waitingForHead) this.headDeadline = now + this.route.timeouts.headers
+      return
+    }
+    if (req.readableLength >= req.readableHighWaterMark) {
       this.uploadIdleSince = now
       return
     }

@@ -123,6 +123,47 @@ t.test('absolute-form targets route on their authority and reach the backend in 
   t.equal(seen[0].url, '/x?y=1')
 })
 
+t.test('an upload still arriving is not a late head: timeouts.headers counts from the end of the body', async (t) => {
+  const be = await backend(t, (req, res) => {
+    let n = 0
+    req.on('data', (c: Buffer) => { n += c.length })
+    req.on('end', () => res.end(`got ${n}`))
+  })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address], timeouts: { headers: '300ms', clientIdle: '2s' } }] })
+  const server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const { connect } = await import('node:net')
+  const s = connect({ host: '127.0.0.1', port })
+  let out = ''
+  s.on('data', (d: Buffer) => { out += d.toString('latin1') })
+  const closed = new Promise<void>((resolve) => s.on('close', () => resolve()))
+  s.on('error', () => {})
+  const started = Date.now()
+  s.write('POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 12288\r\nConnection: close\r\n\r\n')
+  // The client paces its upload over ~1.2 s: four times the headers timeout, never idle for long.
+  for (let i = 0; i < 12; i++) {
+    s.write('x'.repeat(1024))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  await closed
+  t.ok(Date.now() - started >= 1100, 'the upload took longer than timeouts.headers')
+  t.match(out, /^HTTP\/1\.1 200[^]*got 12288$/, 'the backend answered after the whole body, no 504')
+})
+
+t.test('a backend that stops reading the upload and never answers still gets ERR_HEADERS_TIMEOUT', async (t) => {
+  const be = await backend(t, (req) => { req.pause() })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address], maxBodySize: '100MiB', timeouts: { headers: '300ms', clientIdle: '10s' } }] })
+  const server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const started = Date.now()
+  const head = 'POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 33554432\r\n\r\n'
+  const out = await rawRequest(port, Buffer.concat([Buffer.from(head), Buffer.alloc(32 * 1024 * 1024, 'x')]), /ERR_HEADERS_TIMEOUT/)
+  t.match(out, /^HTTP\/1\.1 504[^]*ERR_HEADERS_TIMEOUT/, '504 once the upload stalls on the backend')
+  t.ok(Date.now() - started < 8000, 'well before the client idle timeout')
+})
+
 t.test('AC-59 slow-drip upload: 408 after timeouts.clientIdle, backend request aborted', async (t) => {
   let backendAborted = false
   const be = await backend(t, (req, res) => {
