@@ -1,7 +1,8 @@
 /**
  * One CGI exchange: one process, three pipes (RFC 3875 §7.2 on UNIX). The spawn layer starts the
- * process (clean environment, only fds 0-2, own process group, the spawn's identity); the core owns
- * admission, timeouts and the environment. This is only the plumbing between them.
+ * process (clean environment, only fds 0-2, own process group, the spawn's identity), directly or
+ * through its fork server (then the pid and the streams come a little later: `CgiChild`); the core
+ * owns admission, timeouts and the environment. This is only the plumbing between them.
  *
  *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full
  *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
@@ -13,16 +14,48 @@
  * reads its body cannot deadlock against us (RFC 3875 §3.4, RELIABILITY §2.13).
  */
 import type { ChildProcess } from 'node:child_process'
+import type { EventEmitter } from 'node:events'
 import { basename, dirname } from 'node:path'
-import type { Writable } from 'node:stream'
+import type { Readable, Writable } from 'node:stream'
 import { pumpBody } from '../../core/body-pump.js'
-import { ProxyError, toProxyError } from '../../core/errors.js'
+import { ERRORS, ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
 import type { CgiOptions } from './options.js'
 
 interface ExitStatus { readonly code: number | null, readonly signal: NodeJS.Signals | null }
+
+/**
+ * The one process of an exchange: a Node ChildProcess (direct start), or the spawn layer's
+ * fork-server child, whose pid and streams exist only once the helper forked, exec'd and the
+ * three connections arrived. So: streams are read from 'spawn' on; 'error' before 'spawn' means
+ * the program never ran; 'exit' (code, signal) follows 'spawn'.
+ */
+export interface CgiChild extends EventEmitter {
+  readonly pid?: number
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  readonly stderr: Readable | null
+}
+
+type StartRequest = Parameters<ProcessStarter['start']>[0]
+
+/** What the exchange needs from the spawn layer: start one process, stop its whole group. */
+interface CgiLauncher {
+  launch (req: StartRequest): CgiChild
+  kill (child: CgiChild): void
+}
+
+/**
+ * The spawn layer's PipeStarter has `launch()` (fork server or direct, per spawn); any other
+ * `ProcessStarter` starts a ChildProcess with `start()`.
+ */
+function launcherOf (starter: ProcessStarter): CgiLauncher {
+  const l = starter as ProcessStarter & Partial<CgiLauncher>
+  if (typeof l.launch === 'function') return l as unknown as CgiLauncher
+  return { launch: (req) => starter.start(req), kill: (child) => starter.kill(child as ChildProcess) }
+}
 
 /**
  * What to exec. With a script file (docroot route, or `scriptFilename`), the file is the one
@@ -43,7 +76,12 @@ export function isNph (script: ScriptInfo | null): boolean {
 }
 
 export class CgiExchange {
-  private child: ChildProcess | null = null
+  private child: CgiChild | null = null
+  private launcher: CgiLauncher | null = null
+  /** The program runs ('spawn'): its streams are ours to read and write. */
+  private spawned = false
+  /** It never ran: there is nothing to stop. */
+  private startFailed = false
   /** The handler got its one ending (or the core aborted and needs none). */
   private settled = false
   private parser: CgiResponseParser | null
@@ -82,10 +120,11 @@ export class CgiExchange {
       return this.fail(new ProxyError('ERR_LENGTH_REQUIRED', 'CGI needs CONTENT_LENGTH (RFC 3875 §4.2)', { phase: 'request' }))
     }
     const { argv, cwd } = commandFor(ex.script)
-    let child: ChildProcess
+    const launcher = launcherOf(starter)
+    let child: CgiChild
     try {
       // `cwd` undefined = the spawn's own working directory (PipeStarter: `cwd ?? spec.cwd`).
-      child = starter.start({ argv, env: ex.env, cwd } as Parameters<ProcessStarter['start']>[0])
+      child = launcher.launch({ argv, env: ex.env, cwd } as StartRequest)
     } catch (err) {
       // A refused script (suEXEC check of a user-switched spawn) keeps its own code: 403, and the
       // core's one log line names the check.
@@ -94,23 +133,51 @@ export class CgiExchange {
       return this.fail(this.error('ERR_CGI_SPAWN', (err as Error).message, 'connect', err))
     }
     this.child = child
+    this.launcher = launcher
     ex.signal.addEventListener('abort', this.onAbort, { once: true })
-    child.on('error', (err: NodeJS.ErrnoException) => {
-      // exec failed (ENOENT, EACCES, ENOEXEC): no process, nothing reached a script.
-      if (child.pid === undefined) this.fail(this.error('ERR_CGI_SPAWN', err.code ?? err.message, 'connect', err))
-    })
-    if (child.pid === undefined) return
+    child.on('error', (err: NodeJS.ErrnoException) => this.onChildError(err))
+    child.once('spawn', () => this.onSpawn(child))
+  }
+
+  /** The program runs: wire its three streams. Also after an abort, so its output is drained. */
+  private onSpawn (child: CgiChild): void {
+    this.spawned = true
     const stdout = child.stdout
     stdout?.on('data', (chunk: Buffer) => this.onStdout(chunk))
-    stdout?.once('end', () => this.onStdoutEnd())
+    // EOF is acted on after the current I/O turn: output and EOF that were already buffered
+    // (a fork-server child may have finished before 'spawn') arrive with 'end' scheduled ahead of
+    // node:http's uncork, and a truncation must not destroy the client connection before the
+    // bytes written for the last chunk left (AC-43b, AC-92c: a cut response, not a hang-up).
+    stdout?.once('end', () => setImmediate(() => this.onStdoutEnd()))
     stdout?.on('error', () => {})
     child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk))
     child.stderr?.on('error', () => {})
-    child.once('exit', (code, signal) => this.onExit({ code, signal }))
+    child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => this.onExit({ code, signal }))
     const stdin = child.stdin as Writable
     // EPIPE: a script may answer without reading its whole body (§4.2 only bounds what it reads).
     stdin.on('error', () => {})
+    if (this.settled) {
+      stdout?.resume()
+      stdin.end()
+      return
+    }
     this.sendBody(stdin)
+  }
+
+  /**
+   * Before 'spawn': exec failed (ENOENT, EACCES, chdir …: ERR_CGI_SPAWN with the errno code), or
+   * the fork server could not start it. After: only a coded error means anything (the fork
+   * server died, the program was killed with it); a ChildProcess's own kill/IPC errors do not.
+   */
+  private onChildError (err: NodeJS.ErrnoException): void {
+    const coded = typeof err.code === 'string' && Object.hasOwn(ERRORS, err.code)
+    if (!this.spawned) {
+      this.startFailed = true
+      // The message names the file, the errno code and, from the fork server, the failed step
+      // (`spawn /srv/cgi/x.sh ENOENT (chdir)`).
+      return this.fail(coded ? this.withBackend(toProxyError(err, 'connect')) : this.error('ERR_CGI_SPAWN', err.message !== '' ? err.message : String(err.code), 'connect', err))
+    }
+    if (coded) this.fail(this.withBackend(toProxyError(err, this.parser !== null ? 'head' : 'body')))
   }
 
   /** The pool dropped this client: end the exchange with `err` and stop the process. */
@@ -251,8 +318,8 @@ export class CgiExchange {
 
   private kill (): void {
     const child = this.child
-    if (child === null || child.pid === undefined || this.exit !== null) return
+    if (child === null || this.startFailed || this.exit !== null || this.killed) return
     this.killed = true
-    this.ctx.processes?.kill(child)
+    this.launcher?.kill(child)
   }
 }
