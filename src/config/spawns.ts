@@ -70,6 +70,7 @@ export function toSpawnSpec (c: SpawnConfig): SpawnSpec {
     limits: toLimits(c.limits),
     groups: c.groups,
     chroot: c.chroot,
+    launcher: c.launcher,
   })
 }
 

@@ -61,6 +61,7 @@ export const ERRORS = {
   ERR_UPGRADE_FAILED: { status: 502, message: 'Backend refused or broke the protocol upgrade', action: 'Check the backend supports the Upgrade protocol asked for.' },
   ERR_CGI_EXIT: { status: 502, message: 'CGI program exited before sending a response head', action: 'Read the CGI stderr log.' },
   ERR_CGI_SPAWN: { status: 502, message: 'CGI program could not be started', action: 'Check binPath, permissions, and the interpreter.' },
+  ERR_CGI_FORK_SERVER: { status: 502, message: 'The CGI fork server died or failed while this program was starting or running; the program was killed', action: 'Read the log line (it names why); the next request restarts the fork server. `launcher: direct` on the spawn bypasses it.' },
   ERR_SENDFILE_FORBIDDEN: { status: 502, message: 'X-Sendfile path is outside the allowed roots', action: 'Fix the backend or add the directory to xSendfile.allow.' },
 
   // --- spawn layer (src/spawn); definition errors surface at load, the rest as a FAILED spawn ------
@@ -75,6 +76,7 @@ export const ERRORS = {
   ERR_SPAWN_GROUPS_UNSUPPORTED: { status: 503, message: 'groups: user needs util-linux setpriv, which is not installed', action: 'Install util-linux (setpriv), or use groups: none.' },
   ERR_SPAWN_CHROOT_UNSAFE: { status: 503, message: 'The chroot directory is unusable or unsafe', action: 'Use an absolute, root-owned directory not writable by group or others (not a symlink), and set user and group.' },
   ERR_SPAWN_CHROOT_UNSUPPORTED: { status: 503, message: 'chroot needs util-linux unshare, which is not installed', action: 'Install util-linux (unshare), or drop chroot.' },
+  ERR_SPAWN_FORK_SERVER_UNSUPPORTED: { status: 503, message: 'launcher: fork-server needs perl, which is not installed', action: 'Install perl-base (Essential on Debian), or use launcher: auto or direct.' },
   ERR_SPAWN_LIMITS_UNSUPPORTED: { status: 503, message: 'A configured resource limit cannot be applied on this host', action: 'Install util-linux prlimit, or drop the limit.' },
 
   // --- identity (suEXEC-style, RELIABILITY §1): refused at load for spawns --------------------------

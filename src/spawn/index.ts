@@ -1,6 +1,7 @@
 /** Public API of the spawn layer (no HTTP inside; the core sees it through BackendSource). */
 export { SpawnManager, type SpawnSource } from './manager.js'
-export { PipeStarter } from './pipe-starter.js'
+export { PipeStarter, type PipeRequest } from './pipe-starter.js'
+export { ForkServer, ForkChild, type PipeChild } from './fork-server.js'
 export { SPAWN_DEFAULTS, MARKER_ENV, parseAddress, formatAddress } from './spec.js'
 export { LOG_DEFAULTS } from './output.js'
 export { IDENTITY_CODES, type Identity } from './identity.js'

@@ -4,7 +4,8 @@
  *
  * Wrapping, outermost first, all exec'ing so the pid stays the one we supervise:
  *   prlimit --as= --cpu= --nofile= --nproc= --  (util-linux; RLIMITs survive exec)
- *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide)
+ *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide;
+ *                                                 left out for the CGI fork server, which sets it itself)
  *   program args…
  * uid/gid go through Node's spawn options: libuv calls setgroups(0) first, so the child has no
  * supplementary groups [VERIFIED, RELIABILITY.md §1.4]. With `groups: 'user'` the switch is done by
@@ -23,10 +24,13 @@ import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
 import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
+import { findPerl } from './fork-server.js'
 
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin'
 export const CHILD_UMASK = '022'
+/** The same, for the fork server, which sets it itself (no wrapper shell). */
+export const CHILD_UMASK_BITS = 0o022
 export const SETPRIV = '/usr/bin/setpriv'
 export const UNSHARE = '/usr/bin/unshare'
 
@@ -120,6 +124,9 @@ export class Launcher {
       if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)
       if (!existsSync(SETPRIV)) throw spawnError('ERR_SPAWN_GROUPS_UNSUPPORTED', `spawns.${spec.name}.groups: ${SETPRIV} (util-linux) is not installed`)
     }
+    if (spec.socketType === 'pipe' && spec.launcher === 'fork-server' && findPerl() === null) {
+      throw spawnError('ERR_SPAWN_FORK_SERVER_UNSUPPORTED', `spawns.${spec.name}.launcher: fork-server needs perl (perl-base), which is not installed`)
+    }
     if (limits !== undefined && prlimitArgs(limits).length > 0 && !existsSync('/usr/bin/prlimit')) {
       throw spawnError('ERR_SPAWN_LIMITS_UNSUPPORTED', `spawns.${spec.name}.limits: prlimit (util-linux) is not installed`)
     }
@@ -141,7 +148,11 @@ export class Launcher {
     checkProgram(script, id, this.policy, { interpreted: spec.argv.length > 0 })
   }
 
-  plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined): LaunchPlan {
+  /**
+   * `nativeUmask`: the plan is for the fork server, which sets the umask itself between fork and
+   * exec; the `sh -c 'umask 022; exec …'` wrapper (an extra exec per request) is left out.
+   */
+  plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask = false): LaunchPlan {
     const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits, groupList: null }
     let cmd = argv
     const id = r.identity
@@ -158,7 +169,7 @@ export class Launcher {
         nodeCwd = root
         nodeSwitches = false
       }
-      cmd = withUmask(cmd)
+      if (!nativeUmask) cmd = withUmask(cmd)
       if (spec.groups === 'user') {
         const sw = root !== undefined
           ? [`--regid=${id.gid}`, `--groups=${r.groupList ?? String(id.gid)}`]
@@ -181,6 +192,7 @@ export class Launcher {
       cwd: nodeCwd,
       uid: nodeSwitches ? id?.uid : undefined,
       gid: nodeSwitches ? id?.gid : undefined,
+      umask: nativeUmask && id !== null ? CHILD_UMASK_BITS : undefined,
       // spawn-fcgi -M 0660 -U user: the backend and the host's group may connect, other tenants not.
       socketAccess: id === null ? undefined : (path) => { chownSync(path, id.uid, process.getgid?.() ?? 0); chmodSync(path, 0o660) },
     }

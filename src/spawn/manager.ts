@@ -14,6 +14,7 @@ import { OutputSink } from './output.js'
 import { PidFiles } from './pidfile.js'
 import type { LaunchPlan } from './process.js'
 import { Launcher, detectCgroup, type CgroupSupport } from './launcher.js'
+import { ForkServer, findPerl } from './fork-server.js'
 
 /** The `BackendSource` shape of src/core/types.ts, implemented structurally. */
 export interface SpawnSource {
@@ -40,6 +41,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   private readonly entries = new Map<string, Entry>()
   private started = false
   private closing: Promise<void> | null = null
+  /** One CGI fork server for every pipe spawn that uses it; its helper starts on first use. */
+  private forkServer: ForkServer | null = null
 
   constructor (opts: ManagerOptions = {}) {
     super()
@@ -47,6 +50,15 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     this.clock = opts.clock ?? realClock
     this.pidFiles = new PidFiles(opts.runDir)
     this.launcher = new Launcher(opts)
+  }
+
+  /** The shared fork server for a pipe spawn, or null when it starts its children directly. */
+  private forkServerFor (spec: ResolvedSpec): ForkServer | null {
+    // launcher: fork-server without perl is refused by Launcher.validate at start().
+    const perl = spec.launcher === 'direct' ? null : findPerl()
+    if (perl === null) return null
+    this.forkServer ??= new ForkServer({ perl, clock: this.clock })
+    return this.forkServer
   }
 
   /** Register a spawn. Throws ERR_SPAWN_BAD_SPEC / ERR_SPAWN_BAD_ADDRESS on an invalid spec. */
@@ -61,8 +73,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
       ? new SpawnGroup(resolved, { clock: this.clock, output, pidFiles: this.pidFiles, events: this, plan })
       : null
     const pipe = resolved.socketType === 'pipe'
-      ? new PipeStarter(resolved, this.clock, (argv, env, cwd) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd),
-        (script) => this.launcher.checkScript(resolved, script))
+      ? new PipeStarter(resolved, this.clock, (argv, env, cwd, nativeUmask) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd, nativeUmask),
+        (script) => this.launcher.checkScript(resolved, script), this.forkServerFor(resolved))
       : null
     this.entries.set(name, { spec: resolved, output, group, pipe })
     if (this.started) void this.bringUp([name])
@@ -185,6 +197,7 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
         await e.pipe?.close()
       }))
     }
+    await this.forkServer?.close()
     await Promise.all([...this.entries.values()].map((e) => e.output.close()))
   }
 }

@@ -3,65 +3,113 @@
  * the core hands to the CGI adapter. Each child gets a clean environment, only fds 0-2, its own
  * process group, and is always stopped as a group: a CGI that backgrounds `sleep 300 &` would
  * otherwise outlive the request and hold its stdout pipe open (AC-12).
+ *
+ * Two ways to start one (`spawns.<name>.launcher`): `launch()` goes through the fork server
+ * (fork-server.ts) when the spawn uses it — the proxy's own process never forks — and `start()` is
+ * Node's child_process.spawn (the `ProcessStarter` contract: a ChildProcess, synchronously).
  */
 import type { ChildProcess } from 'node:child_process'
 import type { Clock } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { escalation, stopGroup } from './group-kill.js'
 import { execPlan, type LaunchPlan } from './process.js'
+import { ForkChild, ForkServer, findPerl, type PipeChild } from './fork-server.js'
 
-export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string | undefined) => LaunchPlan
+/** `nativeUmask`: the plan is for the fork server, which sets the umask without a wrapper shell. */
+export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask: boolean) => LaunchPlan
+
+export interface PipeRequest { argv: string[], env: Record<string, string>, cwd?: string }
 
 interface Tracked {
   readonly exited: Promise<void>
   stopping: Promise<void> | null
+  /** kill() came before the fork server reported the exec: stop the group once it does. */
+  killPending: boolean
 }
 
 export class PipeStarter {
   private readonly spec: ResolvedSpec
   private readonly clock: Clock
   private readonly plan: PipePlan
-  private readonly children = new Map<ChildProcess, Tracked>()
+  private readonly children = new Map<PipeChild, Tracked>()
   private closed = false
-
   private readonly checkScript: (script: string) => void
+  /** null: every child is started directly. */
+  private readonly forkServer: ForkServer | null
+  /** This starter made the fork server itself (no manager gave one) and closes it. */
+  private readonly ownsForkServer: boolean
 
-  constructor (spec: ResolvedSpec, clock: Clock, plan: PipePlan, checkScript: (script: string) => void = () => {}) {
+  /**
+   * `forkServer`: the manager's shared one, or null for direct starts. Left out, the starter
+   * follows `spec.launcher` with a fork server of its own.
+   */
+  constructor (spec: ResolvedSpec, clock: Clock, plan: PipePlan, checkScript: (script: string) => void = () => {}, forkServer?: ForkServer | null) {
     this.spec = spec
     this.clock = clock
     this.plan = plan
     this.checkScript = checkScript
+    if (forkServer === undefined) {
+      const perl = spec.launcher === 'direct' ? null : findPerl()
+      this.forkServer = perl === null ? null : new ForkServer({ perl, clock })
+      this.ownsForkServer = this.forkServer !== null
+    } else {
+      this.forkServer = forkServer
+      this.ownsForkServer = false
+    }
   }
 
   /** Children alive now (status page). */
   get size (): number { return this.children.size }
 
+  /** How this spawn starts its children. */
+  get launcher (): 'fork-server' | 'direct' { return this.forkServer === null ? 'direct' : 'fork-server' }
+
   /**
-   * Start `[...binPath, ...req.argv]` (binPath is the optional interpreter, e.g. `perl -wT`).
-   * Exec errors arrive as the child's 'error' event, as with any ChildProcess.
+   * Start `[...binPath, ...req.argv]` (binPath is the optional interpreter, e.g. `perl -wT`) the
+   * spawn's way. The streams are to be read from 'spawn' on; exec errors arrive as 'error'.
    */
-  start (req: { argv: string[], env: Record<string, string>, cwd?: string }): ChildProcess {
-    if (this.closed) throw Object.assign(new Error(`spawn ${this.spec.name} is closed`), { code: 'ERR_SPAWN_NOT_READY' })
-    // The script the URL resolved to passes the suEXEC checks of the spawn's user, every time.
-    if (req.argv.length > 0) this.checkScript(req.argv[0])
-    const argv = [...this.spec.argv, ...req.argv]
-    const plan = this.plan(argv, req.env, req.cwd)
-    const child = execPlan(plan, ['pipe', 'pipe', 'pipe'])
+  launch (req: PipeRequest): PipeChild {
+    if (this.forkServer === null) return this.start(req)
+    const argv = this.prepare(req)
+    const child = this.forkServer.spawn(this.plan(argv, req.env, req.cwd, true))
+    this.track(child, child.exited, () => child.spawned)
+    return child
+  }
+
+  /**
+   * Start directly with Node's spawn(), synchronously (the `ProcessStarter` contract). Exec errors
+   * arrive as the child's 'error' event, as with any ChildProcess.
+   */
+  start (req: PipeRequest): ChildProcess {
+    const argv = this.prepare(req)
+    const child = execPlan(this.plan(argv, req.env, req.cwd, false), ['pipe', 'pipe', 'pipe'])
     const exited = new Promise<void>((resolve) => {
       child.once('exit', () => resolve())
       child.once('error', () => { if (child.pid === undefined) resolve() })
     })
-    const tracked: Tracked = { exited, stopping: null }
-    this.children.set(child, tracked)
-    void exited.then(() => {
-      // Whatever it left in its group goes with it.
-      const done = child.pid === undefined ? Promise.resolve() : this.stopGroup(child, tracked)
-      void done.then(() => this.children.delete(child))
-    })
+    this.track(child, exited, () => child.pid !== undefined)
     return child
   }
 
-  private stopGroup (child: ChildProcess, t: Tracked): Promise<void> {
+  private prepare (req: PipeRequest): string[] {
+    if (this.closed) throw Object.assign(new Error(`spawn ${this.spec.name} is closed`), { code: 'ERR_SPAWN_NOT_READY' })
+    // The script the URL resolved to passes the suEXEC checks of the spawn's user, every time.
+    if (req.argv.length > 0) this.checkScript(req.argv[0])
+    return [...this.spec.argv, ...req.argv]
+  }
+
+  /** `ran`: the program was exec'd (it has a group of its own to stop). */
+  private track (child: PipeChild, exited: Promise<void>, ran: () => boolean): void {
+    const tracked: Tracked = { exited, stopping: null, killPending: false }
+    this.children.set(child, tracked)
+    void exited.then(() => {
+      // Whatever it left in its group goes with it.
+      const done = ran() ? this.stopGroup(child, tracked) : Promise.resolve()
+      void done.then(() => this.children.delete(child))
+    })
+  }
+
+  private stopGroup (child: PipeChild, t: Tracked): Promise<void> {
     if (t.stopping === null) {
       t.stopping = stopGroup(child.pid as number, {
         signals: escalation(this.spec.killSignal),
@@ -74,18 +122,29 @@ export class PipeStarter {
   }
 
   /** Kill the whole process group: killSignal, SIGTERM, then SIGKILL after stopTimeout each. */
-  kill (child: ChildProcess): void {
+  kill (child: PipeChild): void {
     const t = this.children.get(child)
-    if (t === undefined || child.pid === undefined) return
+    if (t === undefined) return
+    if (child instanceof ForkChild && !child.spawned) {
+      // Forked but not exec'd yet (its setsid may still be ahead): stop it once it is the program.
+      if (!t.killPending) {
+        t.killPending = true
+        child.once('spawn', () => { void this.stopGroup(child, t) })
+      }
+      return
+    }
+    if (child.pid === undefined) return
     void this.stopGroup(child, t)
   }
 
-  /** Kill every child still running and wait until all are reaped. */
+  /** Kill every child still running and wait until all are reaped (then the own fork server). */
   async close (): Promise<void> {
     this.closed = true
     await Promise.all([...this.children].map(async ([child, t]) => {
-      if (child.pid !== undefined) await this.stopGroup(child, t)
+      this.kill(child)
       await t.exited
+      if (t.stopping !== null) await t.stopping
     }))
+    if (this.ownsForkServer) await this.forkServer?.close()
   }
 }

@@ -22,6 +22,11 @@ export interface LaunchPlan {
   readonly cwd: string | undefined
   readonly uid?: number
   readonly gid?: number
+  /**
+   * umask for the child, set natively by the fork server. Node's spawn() has no per-child umask:
+   * plans for it carry the `sh -c 'umask 022; exec …'` wrapper in argv instead (launcher.ts).
+   */
+  readonly umask?: number
   /** Applied to a unix socket the manager bound, before the child can be reached (issue 6). */
   readonly socketAccess?: (path: string) => void
 }

@@ -10,6 +10,7 @@ import { spawnError } from './types.js'
 export const SPAWN_DEFAULTS = {
   socketType: 'socket',
   handoff: 'fd0',
+  launcher: 'auto',
   maxRequests: 0,
   minProcs: 1,
   maxProcs: 1,
@@ -48,6 +49,7 @@ export interface ResolvedSpec {
   readonly limits: LimitsSpec | undefined
   readonly groups: 'none' | 'user'
   readonly chroot: string | undefined
+  readonly launcher: 'auto' | 'fork-server' | 'direct'
 }
 
 export function splitArgv (v: string | string[] | undefined): string[] {
@@ -90,6 +92,9 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
   const maxProcs = Math.max(1, nonNegative(name, 'maxProcs', spec.maxProcs ?? Math.max(minProcs, d.maxProcs)))
   if (minProcs > maxProcs) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.minProcs: ${minProcs} exceeds maxProcs ${maxProcs}`)
   const hc = spec.healthCheck
+  const launcher = spec.launcher ?? d.launcher
+  if (!['auto', 'fork-server', 'direct'].includes(launcher)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.launcher: expected auto, fork-server or direct, found ${String(launcher)}`)
+  if (socketType === 'socket' && launcher === 'fork-server') throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.launcher: the fork server starts pipe (CGI) spawns only`)
   return {
     name,
     argv,
@@ -119,6 +124,7 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
     limits: spec.limits,
     groups: spec.groups ?? 'none',
     chroot: spec.chroot,
+    launcher,
   }
 }
 

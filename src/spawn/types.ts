@@ -115,6 +115,13 @@ export interface SpawnSpec {
    * socket spawns only.
    */
   chroot?: string
+  /**
+   * How a pipe spawn (CGI) starts its per-request processes. fork-server: through a small perl
+   * helper that forks and execs them, so the proxy's big process never forks (see
+   * docs/design/spawn.md). direct: Node's own child_process.spawn. auto (default): the fork
+   * server when perl is installed, else direct. Socket spawns always start directly.
+   */
+  launcher?: 'auto' | 'fork-server' | 'direct'
 }
 
 /** A process's life, like lighttpd's PROC_STATE_*. */

@@ -1,0 +1,428 @@
+/**
+ * The fork server: a small long-lived Perl helper (fork-server-script.ts) that forks and execs the
+ * per-request CGI programs, so the proxy's own process never forks.
+ *
+ * Why: libuv (Node 20, libuv 1.46) spawns with a plain fork(). Forking the multi-threaded ~150 MiB
+ * Node process cost 1.2-2 ms of proxy CPU per CGI request (page-table copy, copy-on-write faults,
+ * TLB shootdowns to the V8/libuv threads; measured with perf), capping CGI at ~330 req/s where
+ * lighttpd's mod_cgi did ~980. A perl process forks in ~0.15 ms, on another core.
+ *
+ *   Node ──frame (id, token, file, argv, env, cwd, uid, gid, umask)──> helper stdin
+ *        <──"P id pid" / "S id" | "E id errno step" / "X id status"── helper stdout
+ *   helper: fork ─> child: setsid, connect ×3 to our unix socket (token + fd number on each),
+ *           dup2 onto 0-2, chdir, setgroups/setgid/setuid, umask, env, unblock signals, execvp
+ *   Node: accepts the three connections, matches them to the spawn by token, and emits 'spawn'
+ *         once the helper reported the exec (S) and all three are here.
+ *
+ * The exec report travels on the helper's stdout, ordered before the exit status, not on the
+ * program's own connections: an exec failure must surface as 'error' (ERR_CGI_SPAWN with the
+ * errno) before anything can read the program's stdout EOF as "no output".
+ *
+ * Stdio without fd passing: the socket lives in a private mkdtemp directory (0700, the proxy's
+ * user), the child connects before it drops privileges, and an unknown or late token is closed.
+ * Libuv's own stdio pipes are socketpairs, so scripts see the same kind of descriptor as before.
+ *
+ * The helper exits at EOF on its stdin (proxy gone or closing). If it dies, every program it
+ * started is killed (its group) and fails with ERR_CGI_FORK_SERVER; the next spawn restarts it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer, type Server, type Socket } from 'node:net'
+import { constants as osConstants, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Readable, Writable } from 'node:stream'
+import type { Clock } from './types.js'
+import { spawnError } from './types.js'
+import type { LaunchPlan } from './process.js'
+import { liveGroupMembers, signalGroup } from './group-kill.js'
+import { FORK_SERVER_PL } from './fork-server-script.js'
+
+/**
+ * A per-request process as the CGI adapter uses it: a Node ChildProcess or a ForkChild.
+ * Streams are read once 'spawn' fired; 'error' before 'spawn' means it never ran; 'exit'
+ * (code, signal) comes after 'spawn'.
+ */
+export interface PipeChild extends EventEmitter {
+  readonly pid?: number
+  readonly stdin: Writable | null
+  readonly stdout: Readable | null
+  readonly stderr: Readable | null
+}
+
+/** perl-base's perl; fixed paths only (a PATH search could pick up a user's perl). */
+const PERL_CANDIDATES = ['/usr/bin/perl', '/bin/perl', '/usr/local/bin/perl']
+
+let perlPath: string | null | undefined
+
+/** The perl the fork server runs on, or null (then pipe spawns start programs directly). */
+export function findPerl (): string | null {
+  if (perlPath !== undefined) return perlPath
+  perlPath = null
+  for (const p of PERL_CANDIDATES) {
+    try { accessSync(p, fsConstants.X_OK); perlPath = p; break } catch {}
+  }
+  return perlPath
+}
+
+const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]))
+const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]))
+
+/** 16 token bytes + 1 fd byte, written by the child on each connection before anything else. */
+const HELLO = 17
+/** A connection that has not said who it is within this is dropped. */
+const HELLO_TIMEOUT_MS = 10_000
+/** After S and X, the child's connections are in our accept queue; this only bounds a lost one. */
+const LATE_STDIO_MS = 2000
+/** The helper gets this long to leave after its stdin closed, then SIGKILL. */
+const HELPER_STOP_MS = 2000
+const POLL_MS = 20
+const ORPHAN_WAIT_MS = 5000
+
+/** Alive and not a zombie (an orphan is reaped by init, or by nobody when PID 1 does not reap). */
+function isLive (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+/** One program started by the fork server. */
+export class ForkChild extends EventEmitter implements PipeChild {
+  pid: number | undefined = undefined
+  stdin: Socket | null = null
+  stdout: Socket | null = null
+  stderr: Socket | null = null
+  /** exec succeeded and stdin/stdout/stderr are connected: 'spawn' was emitted. */
+  spawned = false
+  /** Resolves once the process is gone: reaped, failed to start, or (helper lost) killed. */
+  readonly exited: Promise<void>
+  /** @internal */ readonly file: string
+  /** @internal */ readonly token: string
+  /** @internal */ readonly id: number
+  /** @internal */ readonly helper: Helper
+  /** @internal */ execOk = false
+  /** @internal */ conns = 0
+  /** @internal */ status: { code: number | null, signal: NodeJS.Signals | null } | null = null
+  /** @internal */ settled = false
+  /** @internal */ lateTimer: unknown = null
+  /** @internal */ resolveExited!: () => void
+
+  constructor (file: string, token: string, id: number, helper: Helper) {
+    super()
+    this.file = file
+    this.token = token
+    this.id = id
+    this.helper = helper
+    this.exited = new Promise((resolve) => { this.resolveExited = resolve })
+  }
+}
+
+/** @internal One running helper process and the programs it has in flight. */
+export interface Helper {
+  readonly proc: ChildProcess
+  /** Programs in flight, by request id. */
+  readonly children: Map<number, ForkChild>
+  /** Resolves when the helper exited and its stdio closed. */
+  readonly closed: Promise<void>
+  lineBuf: string
+  stderrTail: string
+  dead: boolean
+}
+
+export interface ForkServerOptions {
+  readonly perl: string
+  readonly clock: Clock
+}
+
+export class ForkServer {
+  private readonly perl: string
+  private readonly clock: Clock
+  private helper: Helper | null = null
+  private server: Server | null = null
+  private dir: string | null = null
+  private sockPath = ''
+  private seq = 0
+  private readonly tokens = new Map<string, ForkChild>()
+  /** Connections that have not said their token yet. */
+  private readonly unknown = new Set<Socket>()
+  private active = 0
+  private closing: Promise<void> | null = null
+  /** Helpers not closed yet (one running; a crashed one may still be closing its pipes). */
+  private readonly dying = new Set<Promise<void>>()
+  /** Helpers started so far (a restart after a crash is the second). */
+  starts = 0
+
+  constructor (opts: ForkServerOptions) {
+    this.perl = opts.perl
+    this.clock = opts.clock
+  }
+
+  /** The helper's pid while it runs (status, tests). */
+  get pid (): number | undefined {
+    return this.helper?.proc.pid
+  }
+
+  /**
+   * Start `plan` through the helper (started on first use, restarted after it died). Throws like
+   * child_process.spawn for arguments no exec can take (NUL bytes); everything else arrives as
+   * events on the returned child.
+   */
+  spawn (plan: LaunchPlan): ForkChild {
+    if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', 'the fork server is closed')
+    const argv = [plan.file, ...plan.args]
+    const env = Object.entries(plan.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)
+    const fields = [plan.cwd ?? process.cwd(), plan.uid ?? '', plan.gid ?? '', plan.umask ?? '', argv.length, ...argv, ...env].map(String)
+    for (const f of fields) {
+      if (f.includes('\0')) throw Object.assign(new TypeError(`spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`), { code: 'ERR_INVALID_ARG_VALUE' })
+    }
+    const h = this.ensureHelper()
+    const id = ++this.seq
+    const token = randomBytes(16).toString('hex')
+    const child = new ForkChild(plan.file, token, id, h)
+    const payload = Buffer.from(`${id}\0${token}\0${fields.join('\0')}`, 'utf8')
+    const frame = Buffer.allocUnsafe(4 + payload.length)
+    frame.writeUInt32BE(payload.length, 0)
+    payload.copy(frame, 4)
+    h.children.set(id, child)
+    this.tokens.set(token, child)
+    if (++this.active === 1) this.setRef(true)
+    if (h.dead) this.orphan(child, 'is not running')
+    else h.proc.stdin?.write(frame)
+    return child
+  }
+
+  /** Stop the helper (after its programs were stopped) and remove the socket. Idempotent. */
+  close (): Promise<void> {
+    this.closing ??= this.closeAll()
+    return this.closing
+  }
+
+  private async closeAll (): Promise<void> {
+    const h = this.helper
+    if (h !== null) {
+      h.proc.stdin?.end()
+      let timer: unknown = null
+      await Promise.race([h.closed, new Promise<void>((resolve) => {
+        timer = this.clock.setTimeout(() => { try { h.proc.kill('SIGKILL') } catch {} ; resolve() }, HELPER_STOP_MS)
+      })])
+      this.clock.clearTimeout(timer)
+    }
+    await Promise.all([...this.dying])
+    for (const s of this.unknown) s.destroy()
+    this.unknown.clear()
+    const server = this.server
+    if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()))
+    if (this.dir !== null) rmSync(this.dir, { recursive: true, force: true })
+  }
+
+  private ensureHelper (): Helper {
+    if (this.helper !== null && !this.helper.dead) return this.helper
+    if (this.server === null) this.listen()
+    const proc = spawn(this.perl, ['-e', FORK_SERVER_PL, '--', this.sockPath], {
+      // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
+      stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
+    })
+    this.starts++
+    let closedResolve!: () => void
+    const h: Helper = {
+      proc,
+      children: new Map(),
+      closed: new Promise((resolve) => { closedResolve = resolve }),
+      lineBuf: '',
+      stderrTail: '',
+      dead: false,
+    }
+    proc.stdin?.on('error', () => {})
+    proc.stdout?.setEncoding('latin1')
+    proc.stdout?.on('data', (s: string) => this.onReplies(h, s))
+    proc.stderr?.setEncoding('utf8')
+    proc.stderr?.on('data', (s: string) => { h.stderrTail = (h.stderrTail + s).slice(-1024) })
+    // Gone = 'close', not 'exit': its last replies (exit statuses) may still be in the pipe at 'exit'.
+    let why = 'exited'
+    proc.on('error', (err) => { if (proc.pid === undefined) why = `could not be started (${err.message})` })
+    proc.on('exit', (code, signal) => { why = signal !== null ? `was killed by ${signal}` : `exited with code ${code}` })
+    proc.on('close', () => {
+      this.onHelperGone(h, why)
+      this.dying.delete(h.closed)
+      closedResolve()
+    })
+    this.dying.add(h.closed)
+    this.helper = h
+    if (this.active === 0) this.setRef(false)
+    return h
+  }
+
+  private listen (): void {
+    // sun_path holds 107 bytes: a long TMPDIR falls back to /tmp.
+    const base = tmpdir().length > 60 ? '/tmp' : tmpdir()
+    this.dir = mkdtempSync(join(base, 'proxycore-fork-')) // mode 0700
+    this.sockPath = join(this.dir, 'stdio.sock')
+    const server = createServer((sock) => this.onConnection(sock))
+    server.on('error', () => {})
+    // exclusive: listen here even in a cluster worker, synchronously, before any child connects.
+    server.listen({ path: this.sockPath, backlog: 4096, exclusive: true })
+    this.server = server
+  }
+
+  /** Keep the event loop alive only while programs are in flight. */
+  private setRef (on: boolean): void {
+    const h = this.helper
+    const handles: Array<{ ref (): unknown, unref (): unknown } | null | undefined> = [this.server, h?.proc, h?.proc.stdin as Socket | null, h?.proc.stdout as Socket | null, h?.proc.stderr as Socket | null]
+    for (const x of handles) { if (x != null) { if (on) x.ref(); else x.unref() } }
+  }
+
+  private onConnection (sock: Socket): void {
+    this.unknown.add(sock)
+    sock.on('error', () => {})
+    sock.setTimeout(HELLO_TIMEOUT_MS, () => sock.destroy())
+    const drop = (): void => { this.unknown.delete(sock) }
+    sock.once('close', drop)
+    const onReadable = (): void => {
+      const hello = sock.read(HELLO) as Buffer | null
+      if (hello === null) return
+      sock.off('readable', onReadable)
+      sock.off('close', drop)
+      this.unknown.delete(sock)
+      sock.setTimeout(0)
+      // Put it back: a stream whose buffer is empty at EOF emits 'end' at once, before the CGI
+      // exchange listens (a program with no output). It is taken again right before 'spawn'.
+      if (hello.length === HELLO) sock.unshift(hello)
+      this.onHello(sock, hello)
+    }
+    sock.on('readable', onReadable)
+  }
+
+  private onHello (sock: Socket, hello: Buffer): void {
+    const child = hello.length === HELLO ? this.tokens.get(hello.toString('hex', 0, 16)) : undefined
+    const fd = hello[16]
+    const slot = fd === 0 ? 'stdin' : fd === 1 ? 'stdout' : fd === 2 ? 'stderr' : null
+    if (child === undefined || slot === null || child[slot] !== null || child.settled) {
+      sock.destroy()
+      return
+    }
+    child[slot] = sock
+    if (fd === 0) {
+      // We only write to stdin: drain its reading side, so the program's EOF closes the socket.
+      sock.read(HELLO)
+      sock.resume()
+    }
+    if (++child.conns === 3) this.tokens.delete(child.token)
+    this.maybeSpawned(child)
+  }
+
+  private onReplies (h: Helper, text: string): void {
+    h.lineBuf += text
+    let nl: number
+    while ((nl = h.lineBuf.indexOf('\n')) >= 0) {
+      const line = h.lineBuf.slice(0, nl)
+      h.lineBuf = h.lineBuf.slice(nl + 1)
+      const parts = line.split(' ')
+      const id = Number(parts[1])
+      const child = h.children.get(id)
+      if (child === undefined) continue
+      switch (parts[0]) {
+        case 'P': child.pid = Number(parts[2]); break
+        case 'S': child.execOk = true; this.maybeSpawned(child); break
+        case 'E': this.failStart(child, Number(parts[2]), parts[3] ?? 'exec'); break
+        case 'X': this.onReaped(child, Number(parts[2])); break
+      }
+    }
+  }
+
+  private maybeSpawned (child: ForkChild): void {
+    if (child.spawned || child.settled || !child.execOk || child.conns < 3) return
+    child.spawned = true
+    // Drop the hellos in the same tick the listeners arrive (see onConnection).
+    child.stdout?.read(HELLO)
+    child.stderr?.read(HELLO)
+    child.emit('spawn')
+    if (child.status !== null) this.emitExit(child)
+  }
+
+  /** The child could not become the program: 'error' with Node's errno code, as spawn() gives. */
+  private failStart (child: ForkChild, errno: number, step: string): void {
+    const code = ERRNO_NAMES.get(errno) ?? `E${errno}`
+    const err = Object.assign(new Error(`spawn ${child.file} ${code}${step === 'exec' ? '' : ` (${step})`}`), {
+      code, errno: -errno, syscall: `spawn ${child.file}`, path: child.file,
+    })
+    this.settle(child)
+    this.emitError(child, err)
+  }
+
+  private onReaped (child: ForkChild, raw: number): void {
+    const sig = raw & 0x7f
+    child.status = sig === 0 ? { code: (raw >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(sig) ?? 'SIGKILL' }
+    if (child.spawned) { this.emitExit(child); return }
+    // Exec succeeded (S came first) but a connection is still in our accept queue: wait for it.
+    child.lateTimer = this.clock.setTimeout(() => {
+      if (child.spawned || child.settled) return
+      this.settle(child)
+      this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}) exited before its stdin/stdout/stderr connected`))
+    }, LATE_STDIO_MS)
+  }
+
+  private emitExit (child: ForkChild): void {
+    const status = child.status as { code: number | null, signal: NodeJS.Signals | null }
+    this.settle(child)
+    child.emit('exit', status.code, status.signal)
+  }
+
+  /**
+   * Forget the child: no more connections, replies or events for it. `exited` resolves now, or
+   * once `gone` does (an orphan being killed).
+   */
+  private settle (child: ForkChild, gone?: Promise<void>): void {
+    if (child.settled) return
+    child.settled = true
+    child.helper.children.delete(child.id)
+    this.tokens.delete(child.token)
+    if (child.lateTimer !== null) this.clock.clearTimeout(child.lateTimer)
+    if (!child.spawned) {
+      for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
+    }
+    if (gone === undefined) child.resolveExited()
+    else void gone.then(child.resolveExited)
+    if (--this.active === 0) this.setRef(false)
+  }
+
+  private emitError (child: ForkChild, err: Error): void {
+    if (child.listenerCount('error') > 0) child.emit('error', err)
+  }
+
+  private onHelperGone (h: Helper, why: string): void {
+    if (h.dead) return
+    h.dead = true
+    if (this.helper === h) this.helper = null
+    const tail = h.stderrTail.trim()
+    const reason = `${why}${tail !== '' ? `: ${tail.split('\n').slice(-3).join(' | ')}` : ''}`
+    for (const child of [...h.children.values()]) this.orphan(child, reason)
+  }
+
+  /**
+   * The helper is gone with `child` in flight: nobody will reap or report it. Kill its group now
+   * (the exchange fails anyway), fail it with a coded error, and resolve `exited` once it is gone.
+   */
+  private orphan (child: ForkChild, why: string): void {
+    if (child.settled) return
+    const pid = child.pid
+    if (pid === undefined) this.settle(child)
+    else {
+      // Before its setsid() the child is not a group leader yet: signal it by pid as well.
+      signalGroup(pid, 'SIGKILL')
+      try { process.kill(pid, 'SIGKILL') } catch {}
+      const deadline = this.clock.now() + ORPHAN_WAIT_MS
+      this.settle(child, new Promise<void>((resolve) => {
+        const poll = (): void => {
+          if ((liveGroupMembers(pid).length === 0 && !isLive(pid)) || this.clock.now() >= deadline) resolve()
+          else this.clock.setTimeout(poll, POLL_MS)
+        }
+        poll()
+      }))
+    }
+    this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `the CGI fork server ${why}${pid !== undefined ? `; pid ${pid} killed` : ''}`))
+  }
+}
