@@ -1,0 +1,107 @@
+/**
+ * The fork server at the spawn layer (PipeStarter.launch, no HTTP): the child's event contract
+ * ('spawn' before its streams, 'error' with the errno instead of 'spawn', 'exit' after), a kill
+ * that comes before the exec, refused arguments, the spec option, and the plan without the
+ * umask shell.
+ */
+import t from 'tap'
+import { once } from 'node:events'
+import { leakTest } from './fixtures/guard.js'
+import { manager } from './fixtures/manager.js'
+import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
+import { ForkChild, type PipeChild } from '../../src/spawn/fork-server.js'
+import { resolveSpec } from '../../src/spawn/spec.js'
+import { Launcher } from '../../src/spawn/launcher.js'
+
+function collect (child: PipeChild): { events: string[], out: () => string } {
+  const events: string[] = []
+  let out = ''
+  child.on('error', (err: NodeJS.ErrnoException) => events.push(`error ${err.code}`))
+  child.once('spawn', () => {
+    events.push('spawn')
+    child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+    child.stdout?.once('end', () => events.push('end'))
+    child.stdin?.end()
+  })
+  child.once('exit', (code: number | null, signal: string | null) => events.push(`exit ${code} ${signal}`))
+  return { events, out: () => out }
+}
+
+leakTest(t, 'launch(): spawn, then streams, then exit; the helper is ours and goes at close()', async (t, defer) => {
+  const m = manager(defer)
+  m.add('cgi', { socketType: 'pipe', binPath: '/bin/sh', stopTimeout: 300 })
+  await m.start()
+  const starter = m.pipeStarter('cgi')
+  t.equal(starter.launcher, 'fork-server')
+  const child = starter.launch({ argv: ['-c', 'printf "%s" "$GREETING"; exit 3'], env: { GREETING: 'hi there' }, cwd: '/' })
+  t.ok(child instanceof ForkChild)
+  t.equal(child.pid, undefined, 'no pid yet: the helper forks asynchronously')
+  const c = collect(child)
+  await (child as ForkChild).exited
+  t.ok(await waitFor(() => c.events.includes('end')))
+  t.equal(c.events[0], 'spawn', 'spawn first')
+  t.same(c.events.slice(1).sort(), ['end', 'exit 3 null'], 'then EOF and the exit status, in either order')
+  t.equal(c.out(), 'hi there')
+  t.ok(childrenOf().some((p) => p.comm.startsWith('proxycore-fork')), 'the helper keeps running between requests')
+  await m.close()
+  t.same(childrenOf().filter((p) => p.state !== 'Z'), [], 'close() stopped the helper')
+})
+
+leakTest(t, 'exec and chdir failures: error with the errno code, never spawn', async (t, defer) => {
+  const m = manager(defer)
+  m.add('ghost', { socketType: 'pipe', binPath: '/nonexistent/program' })
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
+  await m.start()
+  const enoent = m.pipeStarter('ghost').launch({ argv: [], env: {}, cwd: '/' })
+  const [e1] = await once(enoent, 'error') as [NodeJS.ErrnoException]
+  t.match(e1, { code: 'ENOENT', errno: -2, syscall: 'spawn /nonexistent/program', message: 'spawn /nonexistent/program ENOENT' })
+  const nocwd = m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: {}, cwd: '/nonexistent/dir' })
+  const c = collect(nocwd)
+  const [e2] = await once(nocwd, 'error') as [NodeJS.ErrnoException]
+  t.match(e2, { code: 'ENOENT', message: 'spawn /bin/sh ENOENT (chdir)' })
+  t.same(c.events, ['error ENOENT'])
+  t.ok(await waitFor(() => m.status().every((s) => s.pipeChildren === 0)))
+})
+
+leakTest(t, 'kill() before the exec is reported stops the program once it runs, group and all', async (t, defer) => {
+  const m = manager(defer)
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh', stopTimeout: 300 })
+  await m.start()
+  const starter = m.pipeStarter('sh')
+  const child = starter.launch({ argv: ['-c', 'sleep 300 & wait'], env: {}, cwd: '/' })
+  const c = collect(child)
+  starter.kill(child)
+  await (child as ForkChild).exited
+  t.equal(c.events[0], 'spawn')
+  t.ok(c.events.some((e) => /^exit null SIG(TERM|KILL)$/.test(e)), `stopped by the escalation ladder: ${c.events.join(', ')}`)
+  const pid = child.pid as number
+  t.ok(await waitFor(() => processGroup(pid).every((p) => p.state === 'Z'), 5000), 'the backgrounded sleep went too')
+})
+
+leakTest(t, 'arguments no exec can take are refused synchronously, like spawn()', async (t, defer) => {
+  const m = manager(defer)
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
+  await m.start()
+  t.throws(() => m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: { A: 'x\0y' }, cwd: '/' }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.equal(m.status()[0].pipeChildren, 0)
+})
+
+t.test('spec: launcher values; the fork server is for pipe spawns only', async (t) => {
+  guardLeaks(t)
+  t.equal(resolveSpec('a', { socketType: 'pipe' }).launcher, 'auto')
+  t.equal(resolveSpec('a', { socketType: 'pipe', launcher: 'direct' }).launcher, 'direct')
+  t.throws(() => resolveSpec('a', { socketType: 'pipe', launcher: 'fast' as 'auto' }), { code: 'ERR_SPAWN_BAD_SPEC' })
+  t.throws(() => resolveSpec('a', { binPath: '/bin/true', socketName: '127.0.0.1:0', launcher: 'fork-server' }), { code: 'ERR_SPAWN_BAD_SPEC' })
+})
+
+t.test('plan: the fork server sets the umask itself, without the wrapper shell', async (t) => {
+  if (process.getuid?.() !== 0) { t.plan(0, 'needs root (identity switch)'); return }
+  guardLeaks(t)
+  const launcher = new Launcher({})
+  const spec = resolveSpec('cgi', { socketType: 'pipe', user: 'nobody', group: 'nogroup' })
+  await launcher.validate(spec)
+  const direct = launcher.plan(spec, ['/srv/x.sh'], {}, '/srv')
+  t.same([direct.file, direct.args.slice(0, 2), direct.umask], ['/bin/sh', ['-c', 'umask 022; exec "$0" "$@"'], undefined], 'direct: sh sets the umask')
+  const forked = launcher.plan(spec, ['/srv/x.sh'], {}, '/srv', true)
+  t.same([forked.file, forked.args, forked.umask, forked.uid, forked.gid], ['/srv/x.sh', [], 0o022, 65534, 65534], 'fork server: the program itself, umask 022 native')
+})
