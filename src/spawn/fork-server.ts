@@ -167,9 +167,9 @@ export class ForkServer {
   }
 
   /**
-   * Start `plan` through the helper (started on first use, restarted after it died). Throws like
-   * child_process.spawn for arguments no exec can take (NUL bytes); everything else arrives as
-   * events on the returned child.
+   * Start `plan` through the helper (started on first use, restarted after it died). Throws, as
+   * child_process.spawn does, for arguments no exec can take (NUL bytes); everything else arrives
+   * as events on the returned child.
    */
   spawn (plan: LaunchPlan): ForkChild {
     if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', 'the fork server is closed')
@@ -177,7 +177,8 @@ export class ForkServer {
     const env = Object.entries(plan.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)
     const fields = [plan.cwd ?? process.cwd(), plan.uid ?? '', plan.gid ?? '', plan.umask ?? '', argv.length, ...argv, ...env].map(String)
     for (const f of fields) {
-      if (f.includes('\0')) throw Object.assign(new TypeError(`spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`), { code: 'ERR_INVALID_ARG_VALUE' })
+      // spawn() throws a TypeError here; the CGI adapter answers ERR_CGI_SPAWN for either.
+      if (f.includes('\0')) throw spawnError('ERR_CGI_SPAWN', `spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`)
     }
     const h = this.ensureHelper()
     const id = ++this.seq

@@ -82,7 +82,7 @@ leakTest(t, 'arguments no exec can take are refused synchronously, like spawn()'
   const m = manager(defer)
   m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
   await m.start()
-  t.throws(() => m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: { A: 'x\0y' }, cwd: '/' }), { code: 'ERR_INVALID_ARG_VALUE' })
+  t.throws(() => m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: { A: 'x\0y' }, cwd: '/' }), { code: 'ERR_CGI_SPAWN', message: /NUL bytes/ })
   t.equal(m.status()[0].pipeChildren, 0)
 })
 
