@@ -18,7 +18,8 @@ export const FORK_SERVER_PL = String.raw`
 #   S <id>                     exec succeeded (the child's close-on-exec pipe closed without a word)
 #   E <id> <errno> <step>      the child failed in <step> (connect, chdir, setuid, exec ...) and
 #                              exits 127; nothing more is said about this id
-#   X <id> <wait status>       reaped (after S)
+#   X <id> <wait status> <g>   reaped (after S); g = 1 if its process group still has members
+#                              (something it started lives on), 0 if the group is gone
 #
 # Stdio without fd passing: the child connects to the proxy's unix socket (argv 0, in a private
 # 0700 directory) three times, writes token + fd number (17 bytes) on each connection, and dup2()s
@@ -184,7 +185,8 @@ sub reap {
     my $status = $?;
     check_exec($pid) if $execpipe{$pid};    # its pipe is closed now: S or E goes out before X
     my $id = delete $idof{$pid};
-    reply("X $id $status\n") if defined $id;
+    # kill(-pgid, 0): does anything of its group remain? If not, the proxy has nothing to stop.
+    reply("X $id $status " . (kill(0, -$pid) ? 1 : 0) . "\n") if defined $id;
   }
 }
 

@@ -8,7 +8,7 @@
  * lighttpd's mod_cgi did ~980. A perl process forks in ~0.15 ms, on another core.
  *
  *   Node ──frame (id, token, file, argv, env, cwd, uid, gid, umask)──> helper stdin
- *        <──"P id pid" / "S id" | "E id errno step" / "X id status"── helper stdout
+ *        <──"P id pid" / "S id" | "E id errno step" / "X id status group-left"── helper stdout
  *   helper: fork ─> child: setsid, connect ×3 to our unix socket (token + fd number on each),
  *           dup2 onto 0-2, chdir, setgroups/setgid/setuid, umask, env, unblock signals, execvp
  *   Node: accepts the three connections, matches them to the spawn by token, and emits 'spawn'
@@ -107,6 +107,11 @@ export class ForkChild extends EventEmitter implements PipeChild {
   /** @internal */ execOk = false
   /** @internal */ conns = 0
   /** @internal */ status: { code: number | null, signal: NodeJS.Signals | null } | null = null
+  /**
+   * Its process group still had members when the helper reaped it (a backgrounded grandchild):
+   * only then is there a group left to stop. Unknown (true) until reaped.
+   */
+  groupLeft = true
   /** @internal */ settled = false
   /** @internal */ lateTimer: unknown = null
   /** @internal */ resolveExited!: () => void
@@ -147,8 +152,9 @@ export class ForkServer {
   private sockPath = ''
   private seq = 0
   private readonly tokens = new Map<string, ForkChild>()
-  /** Connections that have not said their token yet. */
-  private readonly unknown = new Set<Socket>()
+  /** Connections that have not said their token yet, with when they came. */
+  private readonly unknown = new Map<Socket, number>()
+  private sweeping: unknown = null
   private active = 0
   private closing: Promise<void> | null = null
   /** Helpers not closed yet (one running; a crashed one may still be closing its pipes). */
@@ -182,7 +188,7 @@ export class ForkServer {
     }
     const h = this.ensureHelper()
     const id = ++this.seq
-    const token = randomBytes(16).toString('hex')
+    const token = this.nextToken()
     const child = new ForkChild(plan.file, token, id, h)
     const payload = Buffer.from(`${id}\0${token}\0${fields.join('\0')}`, 'utf8')
     const frame = Buffer.allocUnsafe(4 + payload.length)
@@ -194,6 +200,20 @@ export class ForkServer {
     if (h.dead) this.orphan(child, 'is not running')
     else h.proc.stdin?.write(frame)
     return child
+  }
+
+  private tokenPool = Buffer.alloc(0)
+  private tokenAt = 0
+
+  /** 16 random bytes as hex; drawn from a pool refilled 256 tokens at a time. */
+  private nextToken (): string {
+    if (this.tokenAt + 16 > this.tokenPool.length) {
+      this.tokenPool = randomBytes(16 * 256)
+      this.tokenAt = 0
+    }
+    const token = this.tokenPool.toString('hex', this.tokenAt, this.tokenAt + 16)
+    this.tokenAt += 16
+    return token
   }
 
   /** Stop the helper (after its programs were stopped) and remove the socket. Idempotent. */
@@ -213,8 +233,9 @@ export class ForkServer {
       this.clock.clearTimeout(timer)
     }
     await Promise.all([...this.dying])
-    for (const s of this.unknown) s.destroy()
+    for (const s of this.unknown.keys()) s.destroy()
     this.unknown.clear()
+    if (this.sweeping !== null) this.clock.clearTimeout(this.sweeping)
     const server = this.server
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()))
     if (this.dir !== null) rmSync(this.dir, { recursive: true, force: true })
@@ -277,9 +298,9 @@ export class ForkServer {
   }
 
   private onConnection (sock: Socket): void {
-    this.unknown.add(sock)
+    this.unknown.set(sock, this.clock.now())
+    if (this.sweeping === null) this.sweepLater()
     sock.on('error', () => {})
-    sock.setTimeout(HELLO_TIMEOUT_MS, () => sock.destroy())
     const drop = (): void => { this.unknown.delete(sock) }
     sock.once('close', drop)
     const onReadable = (): void => {
@@ -288,13 +309,23 @@ export class ForkServer {
       sock.off('readable', onReadable)
       sock.off('close', drop)
       this.unknown.delete(sock)
-      sock.setTimeout(0)
       // Put it back: a stream whose buffer is empty at EOF emits 'end' at once, before the CGI
       // exchange listens (a program with no output). It is taken again right before 'spawn'.
       if (hello.length === HELLO) sock.unshift(hello)
       this.onHello(sock, hello)
     }
     sock.on('readable', onReadable)
+  }
+
+  /** One timer for every connection still to say its token (not one per connection). */
+  private sweepLater (): void {
+    this.sweeping = this.clock.setTimeout(() => {
+      this.sweeping = null
+      const now = this.clock.now()
+      for (const [s, at] of this.unknown) if (now - at >= HELLO_TIMEOUT_MS) s.destroy()
+      if (this.unknown.size > 0) this.sweepLater()
+    }, HELLO_TIMEOUT_MS / 4)
+    ;(this.sweeping as { unref?: () => void }).unref?.()
   }
 
   private onHello (sock: Socket, hello: Buffer): void {
@@ -329,7 +360,7 @@ export class ForkServer {
         case 'P': child.pid = Number(parts[2]); break
         case 'S': child.execOk = true; this.maybeSpawned(child); break
         case 'E': this.failStart(child, Number(parts[2]), parts[3] ?? 'exec'); break
-        case 'X': this.onReaped(child, Number(parts[2])); break
+        case 'X': child.groupLeft = parts[3] !== '0'; this.onReaped(child, Number(parts[2])); break
       }
     }
   }

@@ -72,7 +72,8 @@ export class PipeStarter {
     if (this.forkServer === null) return this.start(req)
     const argv = this.prepare(req)
     const child = this.forkServer.spawn(this.plan(argv, req.env, req.cwd, true))
-    this.track(child, child.exited, () => child.spawned)
+    // After the exit, the group is stopped only if the helper saw something of it left.
+    this.track(child, child.exited, () => child.spawned && child.groupLeft)
     return child
   }
 

@@ -78,6 +78,25 @@ leakTest(t, 'kill() before the exec is reported stops the program once it runs, 
   t.ok(await waitFor(() => processGroup(pid).every((p) => p.state === 'Z'), 5000), 'the backgrounded sleep went too')
 })
 
+leakTest(t, 'after a normal exit, what the program left in its group is stopped (and only then is there a group to stop)', async (t, defer) => {
+  const m = manager(defer)
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh', stopTimeout: 300 })
+  await m.start()
+  const starter = m.pipeStarter('sh')
+  const clean = starter.launch({ argv: ['-c', 'exit 0'], env: {}, cwd: '/' }) as ForkChild
+  collect(clean)
+  await clean.exited
+  t.equal(clean.groupLeft, false, 'nothing left: the helper said so, no signal needed')
+  const leaver = starter.launch({ argv: ['-c', 'sleep 300 & echo started'], env: {}, cwd: '/' }) as ForkChild
+  const c = collect(leaver)
+  await leaver.exited
+  t.ok(c.events.includes('exit 0 null'), 'the leader exited by itself')
+  t.equal(leaver.groupLeft, true, 'its sleep is still in the group')
+  const pid = leaver.pid as number
+  t.ok(await waitFor(() => processGroup(pid).every((p) => p.state === 'Z'), 5000), 'and is stopped with the group')
+  t.ok(await waitFor(() => m.status()[0].pipeChildren === 0, 5000))
+})
+
 leakTest(t, 'arguments no exec can take are refused synchronously, like spawn()', async (t, defer) => {
   const m = manager(defer)
   m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })

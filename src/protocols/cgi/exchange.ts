@@ -158,7 +158,7 @@ export class CgiExchange {
     stdin.on('error', () => {})
     if (this.settled) {
       stdout?.resume()
-      stdin.end()
+      if (!stdin.writableEnded) stdin.end()
       return
     }
     this.sendBody(stdin)
@@ -194,7 +194,8 @@ export class CgiExchange {
   private sendBody (stdin: Writable): void {
     const body = this.exchange.body
     const total = this.exchange.contentLength ?? 0
-    if (body === null || total === 0) { stdin.end(); return }
+    // (A program that already exited has ended its socket for us: end() again only makes an error.)
+    if (body === null || total === 0) { if (!stdin.writableEnded) stdin.end(); return }
     const pump = pumpBody(body, total, stdin, { endSink: true, onFail: (err) => this.fail(err) })
     this.stopBody = () => { if (pump.active) { pump.stop(); stdin.destroy() } }
   }
