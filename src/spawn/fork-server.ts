@@ -155,6 +155,8 @@ export class ForkServer {
   /** Connections that have not said their token yet, with when they came. */
   private readonly unknown = new Map<Socket, number>()
   private sweeping: unknown = null
+  /** Accepted stdio connections until they close (close() ends what no one read to the end). */
+  private readonly conns = new Set<Socket>()
   private active = 0
   private closing: Promise<void> | null = null
   /** Helpers not closed yet (one running; a crashed one may still be closing its pipes). */
@@ -235,6 +237,9 @@ export class ForkServer {
     await Promise.all([...this.dying])
     for (const s of this.unknown.keys()) s.destroy()
     this.unknown.clear()
+    // The server's close waits for every connection: a stream its consumer never read to EOF
+    // (an unread stderr) would hold it open for good.
+    for (const s of this.conns) s.destroy()
     if (this.sweeping !== null) this.clock.clearTimeout(this.sweeping)
     const server = this.server
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()))
@@ -337,6 +342,8 @@ export class ForkServer {
       return
     }
     child[slot] = sock
+    this.conns.add(sock)
+    sock.once('close', () => this.conns.delete(sock))
     if (fd === 0) {
       // We only write to stdin: drain its reading side, so the program's EOF closes the socket.
       sock.read(HELLO)
