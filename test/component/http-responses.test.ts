@@ -182,3 +182,30 @@ t.test('a client abort cancels the backend exchange and frees the connection', a
   t.ok(await waitFor(() => be.closed.length === 1, 2000), 'backend connection closed after the client left')
   t.ok(await waitFor(() => proxy.inflight === 0, 2000), 'slot released')
 })
+
+t.test('a body cut by the backend reaches the client up to the last byte the backend sent (flushed, then closed, never completed)', async (t) => {
+  const SENT = 2 * 1024 * 1024
+  let backendDone = false
+  const be = await fake(t, (_path, s) => {
+    s.write('HTTP/1.1 200 OK\r\nContent-Length: 16777216\r\n\r\n')
+    s.end(Buffer.alloc(SENT, 'y'), () => { backendDone = true })
+  })
+  const { port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], retries: 0 }] })
+  const { connect } = await import('node:net')
+  const c = connect({ host: '127.0.0.1', port })
+  c.on('error', () => {})
+  const chunks: Buffer[] = []
+  const closed = new Promise<void>((resolve) => c.on('close', () => resolve()))
+  c.write('GET /cut HTTP/1.1\r\nHost: a\r\n\r\n')
+  // Read nothing until the backend has handed over its whole (short) body, so the proxy still
+  // holds some of it when it learns the body was cut.
+  c.pause()
+  c.on('data', (d: Buffer) => chunks.push(d))
+  t.ok(await waitFor(() => backendDone, 10_000), 'the backend wrote 2 MiB and closed')
+  c.resume()
+  await closed
+  const all = Buffer.concat(chunks)
+  const body = all.subarray(all.indexOf('\r\n\r\n') + 4)
+  t.match(all.subarray(0, 64).toString('latin1'), /^HTTP\/1\.1 200/, 'the head went out')
+  t.equal(body.length, SENT, 'every byte the backend sent, and not one more')
+})
