@@ -7,16 +7,14 @@
  * Plus the pure parts: --big-size parsing and the docs section splice (idempotent, rest untouched).
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { ensureDist, repo, runBench } from './run-bench.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 
 guardLeaks(t)
 
-const repo = fileURLToPath(new URL('../..', import.meta.url))
 
 interface BigRow { backend: string, adapter: string, direction: string, bytes: number, skip?: string, ok?: boolean, error?: string | null }
 interface Big { bytes: number, upload: string, rows: BigRow[] }
@@ -51,25 +49,13 @@ t.test('--big-size and the docs splice', async (t) => {
 })
 
 t.test('--only big: every adapter, 4 MiB up and down, sha256 intact, nothing left running', { timeout: 120_000 }, async (t) => {
-  if (!existsSync(`${repo}/dist/index.js`)) {
-    const code = await new Promise<number | null>((resolve) => {
-      spawn(process.execPath, [`${repo}/node_modules/typescript/bin/tsc`, '-p', 'tsconfig.build.json'], { cwd: repo, stdio: 'ignore' }).once('exit', resolve)
-    })
-    t.equal(code, 0, 'built dist/')
-  }
+  t.equal(await ensureDist(), 0, 'dist/ is built')
   // The bench's temp dir (configs, sockets, scripts) goes under our own TMPDIR, so any process
   // still running with it on its command line or in its environment afterwards is one the bench
   // failed to stop.
   const tmp = mkdtempSync(join(tmpdir(), 'pc-bench-big-'))
   t.teardown(() => rmSync(tmp, { recursive: true, force: true }))
-  const child = spawn(process.execPath, ['bench/run.mjs', '--only', 'big', '--big-size', '4MiB', '--no-write', '--json'], {
-    cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp },
-  })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (c: Buffer) => { out += c.toString() })
-  child.stderr.on('data', (c: Buffer) => { err += c.toString() })
-  const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
+  const { code, out, err } = await runBench(['--only', 'big', '--big-size', '4MiB', '--no-write', '--json'], { ...process.env, TMPDIR: tmp })
   t.equal(code, 0, `exit 0\n${err}`)
   const report = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { scenarios: unknown[], big: Big }
   t.same(report.scenarios, [], 'no throughput scenario ran')

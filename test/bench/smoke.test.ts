@@ -4,15 +4,12 @@
  * asserted beyond "some requests went through".
  */
 import t from 'tap'
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
+import { ensureDist, repo, runBench } from './run-bench.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { findWrk, parseWrk } from '../../bench/lib/load.mjs'
 
 guardLeaks(t)
 
-const repo = fileURLToPath(new URL('../..', import.meta.url))
 
 const WRK_SAMPLE = `Running 5s test @ http://127.0.0.1:40000/100
   1 threads and 32 connections
@@ -49,18 +46,8 @@ const noWrk = findWrk() === null
 if (noWrk && process.env.CI === 'true') throw new Error('wrk missing in CI (scripts/install-peers.sh installs it)')
 
 t.test('npm run bench -- --smoke: direct vs proxycore completes', { skip: noWrk ? 'wrk not installed' : false, timeout: 60_000 }, async (t) => {
-  if (!existsSync(`${repo}/dist/index.js`)) {
-    const code = await new Promise<number | null>((resolve) => {
-      spawn(process.execPath, [`${repo}/node_modules/typescript/bin/tsc`, '-p', 'tsconfig.build.json'], { cwd: repo, stdio: 'ignore' }).once('exit', resolve)
-    })
-    t.equal(code, 0, 'built dist/')
-  }
-  const child = spawn(process.execPath, ['bench/run.mjs', '--smoke', '--json'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (c: Buffer) => { out += c.toString() })
-  child.stderr.on('data', (c: Buffer) => { err += c.toString() })
-  const code = await new Promise<number | null>((resolve) => child.once('close', resolve))
+  t.equal(await ensureDist(), 0, 'dist/ is built')
+  const { code, out, err } = await runBench(['--smoke', '--json'])
   t.equal(code, 0, `exit 0\n${err}`)
   const report = JSON.parse(out.trim().split('\n').pop() ?? '{}') as {
     tool: string
