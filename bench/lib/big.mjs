@@ -18,6 +18,7 @@ import { seqSha256 } from './seq.mjs'
 import { sampleRss, treeRssKiB } from './proc.mjs'
 import { startProxycore } from './scenarios.mjs'
 import { BIG_BACKENDS } from './big-backends.mjs'
+import { runRecycle } from './recycle.mjs'
 
 /** The target: proxy RSS grows by less than this during one transfer, and sha256 is intact. */
 export const BIG_GROWTH_TARGET_MIB = 32
@@ -162,5 +163,10 @@ export async function runBig ({ ctx, size, log, only = null }) {
       for (const p of procs) await p.stop()
     }
   }
-  return { date, bytes: size, upload: 'content-length', targetMiB: BIG_GROWTH_TARGET_MIB, rows }
+  // Recycling under load belongs to the same memory/lifecycle checks (`--big-backends` may name it).
+  let recycle = null
+  if (!only || only.includes('recycle')) {
+    try { recycle = await runRecycle({ ctx, log }) } catch (err) { recycle = { skip: String(err.message).split('\n')[0] } }
+  }
+  return { date, bytes: size, upload: 'content-length', targetMiB: BIG_GROWTH_TARGET_MIB, rows, recycle }
 }

@@ -163,6 +163,15 @@ export function renderBigSection (raw) {
       : [b.adapter, cell(b.label ?? b.backend), `${b.direction}${b.direction === 'download' && b.pattern === 'seq' ? ' (seq)' : ''}`, b.ok ? 'intact' : `**${cell(b.error ?? 'MISMATCH')}**`,
           b.seconds.toFixed(1), mibps(b), (b.rssBeforeKiB / 1024).toFixed(1), (b.rssMaxKiB / 1024).toFixed(1), growthMiB(b).toFixed(1), `< ${target} MiB ${mark(bigPass(b, target))}`]),
     ['l', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'l']), '')
+  const rc = big.recycle
+  if (rc?.skip) out.push(`**Recycling under load:** not measured: ${cell(rc.skip)}.`, '')
+  else if (rc) {
+    out.push(`**Recycling under load** (bench/lib/recycle.mjs): proxycore spawning php-cgi, ${rc.procs} slots with \`maxRequests: ${rc.maxRequests}\`, ${rc.connections} keep-alive clients for ${rc.seconds} s. ` +
+      'A failure is anything but a 200 carrying the pid PHP reports; the processes are counted from those pids. Target: 0 failures.', '')
+    out.push(table(['requests', 'php-cgi processes that served', 'failed', 'RSS max MiB', 'target'],
+      [[fmtInt(rc.requests), String(rc.processes), String(rc.failed), (rc.rssMaxKiB / 1024).toFixed(1), `0 failures ${mark(rc.failed === 0 && rc.requests > 0)}`]],
+      ['r', 'r', 'r', 'r', 'l']), '')
+  }
   return out.join('\n')
 }
 

@@ -17,7 +17,7 @@ guardLeaks(t)
 
 
 interface BigRow { backend: string, adapter: string, direction: string, bytes: number, skip?: string, ok?: boolean, error?: string | null }
-interface Big { bytes: number, upload: string, rows: BigRow[] }
+interface Big { bytes: number, upload: string, rows: BigRow[], recycle: { skip?: string, requests?: number, failed?: number, processes?: number, procs?: number } | null }
 
 t.test('--big-size and the docs splice', async (t) => {
   // plain JS modules without types: a string-typed specifier keeps tsc from looking for them
@@ -73,6 +73,16 @@ t.test('--only big: every adapter, 4 MiB up and down, sha256 intact, nothing lef
       }
       t.equal(row?.ok, true, `${backend} (${row?.adapter}) ${direction}: sha256 intact ${row?.error ?? ''}`)
     }
+  }
+
+  // Recycling under load: real processes retired and replaced while 32 clients keep asking.
+  const rc = report.big.recycle
+  if (rc?.skip !== undefined) {
+    if (process.env.CI === 'true' || !/not installed/.test(rc.skip)) t.fail(`recycling: ${rc.skip}`)
+    else t.comment(`recycling skipped: ${rc.skip}`)
+  } else {
+    t.equal(rc?.failed, 0, `recycling: 0 of ${rc?.requests} requests failed`)
+    t.ok((rc?.processes ?? 0) > (rc?.procs ?? 0), `recycling: ${rc?.processes} processes served (more than the ${rc?.procs} slots)`)
   }
 
   const leftover = (): string[] => {
