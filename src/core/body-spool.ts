@@ -61,10 +61,15 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
   let file: FileHandle | null = null
   let writing: Promise<void> = Promise.resolve()
 
+  // A second caller (cleanup() after the body's own 'close') waits for the close already running.
+  let closing: Promise<void> = Promise.resolve()
   const closeFile = async (): Promise<void> => {
     const f = file
-    file = null
-    if (f !== null) await f.close().catch(() => {})
+    if (f !== null) {
+      file = null
+      closing = f.close().catch(() => {})
+    }
+    await closing
   }
 
   try {
@@ -137,7 +142,13 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
     length,
     body,
     cleanup: async () => {
-      body.destroy()
+      // Destroying a FileHandle stream closes the handle itself, asynchronously (after any read in
+      // flight): wait for its 'close', so "cleaned up" means the fd is gone.
+      if (!body.closed) {
+        const closed = new Promise<void>((resolve) => body.once('close', () => resolve()))
+        body.destroy()
+        await closed
+      }
       await closeFile()
     }
   }
