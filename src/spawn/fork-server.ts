@@ -28,7 +28,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -150,6 +150,7 @@ export class ForkServer {
   private server: Server | null = null
   private dir: string | null = null
   private sockPath = ''
+  private scriptPath = ''
   private seq = 0
   private readonly tokens = new Map<string, ForkChild>()
   /** Connections that have not said their token yet, with when they came. */
@@ -249,7 +250,9 @@ export class ForkServer {
   private ensureHelper (): Helper {
     if (this.helper !== null && !this.helper.dead) return this.helper
     if (this.server === null) this.listen()
-    const proc = spawn(this.perl, ['-e', FORK_SERVER_PL, '--', this.sockPath], {
+    // The script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads the
+    // original argv, and a 200-line -e argument made `ps` show a screen of blanks.
+    const proc = spawn(this.perl, [this.scriptPath, this.sockPath], {
       // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
       stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
     })
@@ -288,6 +291,8 @@ export class ForkServer {
     const base = tmpdir().length > 60 ? '/tmp' : tmpdir()
     this.dir = mkdtempSync(join(base, 'proxycore-fork-')) // mode 0700
     this.sockPath = join(this.dir, 'stdio.sock')
+    this.scriptPath = join(this.dir, 'fork-server.pl')
+    writeFileSync(this.scriptPath, FORK_SERVER_PL, { mode: 0o600 })
     const server = createServer((sock) => this.onConnection(sock))
     server.on('error', () => {})
     // exclusive: listen here even in a cluster worker, synchronously, before any child connects.
