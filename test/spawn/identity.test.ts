@@ -113,6 +113,8 @@ if (process.getuid?.() !== 0) {
     await m.start()
     await ensure(m, 'app')
     const pid = m.status()[0].processes[0].pid as number
+    // Ready (the socket) can come before the pid has exec'd through prlimit and the umask shell.
+    tt.ok(await waitFor(() => !/^Name:\s+(prlimit|setpriv|sh|dash)$/m.test(readFileSync(`/proc/${pid}/status`, 'utf8')), 10_000), 'the program is running')
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
     tt.match(status, new RegExp(`^Uid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'), 'real, effective, saved, fs uid')
     tt.match(status, new RegExp(`^Gid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'))
@@ -171,6 +173,10 @@ if (process.getuid?.() !== 0) {
       const pid = m.status().find((s) => s.name === name)?.processes[0].pid as number
       return readFileSync(`/proc/${pid}/status`, 'utf8')
     }
+    // The socket is ready before the pid has exec'd through its wrappers (prlimit, setpriv, the
+    // umask shell): look at the program itself, not at setpriv halfway through dropping privileges.
+    const wrapper = /^Name:\s+(prlimit|setpriv|sh|dash|unshare)$/m
+    for (const name of ['none', 'user']) tt.ok(await waitFor(() => !wrapper.test(statusOf(name)), 10_000), `${name}: the program is running`)
     const withGroups = statusOf('user')
     tt.match(withGroups, new RegExp(`^Groups:.*\\b${G.id}\\b`, 'm'), `groups: user has ${G.name} (${G.id})`)
     tt.match(withGroups, new RegExp(`^Uid:\\s+${A.id}\\s+${A.id}\\s+${A.id}\\s+${A.id}$`, 'm'), 'real, effective, saved, fs uid')
