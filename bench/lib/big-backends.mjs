@@ -12,30 +12,15 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'n
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { start } from './proc.mjs'
-import { uwsgiPython, which } from './peers.mjs'
+import { phpFpmConf, uwsgiPython, which } from './peers.mjs'
 
 const server = (f) => fileURLToPath(new URL(`../servers/${f}`, import.meta.url))
 
-/** php-fpm, one static child, PHP settings that let a 1 GiB body stream through php://input. */
-function fpmConf (dir) {
-  mkdirSync(dir, { recursive: true })
-  const sock = join(dir, 'fpm.sock')
-  writeFileSync(join(dir, 'php-fpm.conf'), `
-[global]
-pid = ${dir}/php-fpm.pid
-error_log = ${dir}/error.log
-daemonize = no
-[big]
-listen = ${sock}
-pm = static
-pm.max_children = 1
-pm.max_requests = 0
-request_terminate_timeout = 0
-catch_workers_output = yes
-${PHP_INI.map(([k, v]) => `php_admin_value[${k}] = ${v}`).join('\n')}
-`)
-  return { sock, args: ['-F', '-n', '-y', join(dir, 'php-fpm.conf'), ...(process.getuid?.() === 0 ? ['-R'] : [])] }
-}
+/** Both PHP backends run bench/servers/big.php the same way; only the process differs. */
+const phpBackend = (sock, root, proc) => ({
+  config: { routes: [{ protocol: 'fastcgi', backends: [`unix:${sock}`], docroot: root }] },
+  upload: '/big.php', download: (n) => `/big.php?${n}`, pattern: 'gen', procs: [proc], exclude: null,
+})
 
 /**
  * enable_post_data_reading=Off: PHP otherwise reads the whole body into php://temp before the
@@ -71,9 +56,10 @@ export const BIG_BACKENDS = [
     need: () => which('phpFpm') ? null : 'php-fpm not installed',
     async start (ctx, dir) {
       const root = docroot(dir)
-      const fpm = fpmConf(join(dir, 'fpm'))
+      // One static child, with the PHP settings that let a 1 GiB body stream through php://input.
+      const fpm = phpFpmConf(dir, 'fpm', 1, ['request_terminate_timeout = 0', ...PHP_INI.map(([k, v]) => `php_admin_value[${k}] = ${v}`)])
       const p = await start('big-php-fpm', which('phpFpm'), fpm.args, { ready: fpm.sock })
-      return { config: { routes: [{ protocol: 'fastcgi', backends: [`unix:${fpm.sock}`], docroot: root }] }, upload: '/big.php', download: (n) => `/big.php?${n}`, pattern: 'gen', procs: [p], exclude: null }
+      return phpBackend(fpm.sock, root, p)
     },
   },
   {
@@ -87,7 +73,7 @@ export const BIG_BACKENDS = [
       const p = await start('big-php-cgi', which('phpCgi'), ['-n', ...PHP_INI.flatMap(([k, v]) => ['-d', `${k}=${v}`]), '-b', sock], {
         ready: sock, env: { PHP_FCGI_CHILDREN: '1', PHP_FCGI_MAX_REQUESTS: '0' },
       })
-      return { config: { routes: [{ protocol: 'fastcgi', backends: [`unix:${sock}`], docroot: root }] }, upload: '/big.php', download: (n) => `/big.php?${n}`, pattern: 'gen', procs: [p], exclude: null }
+      return phpBackend(sock, root, p)
     },
   },
   {

@@ -125,8 +125,8 @@ ${body}
   return { args: ['-D', '-f', join(d, 'lighttpd.conf'), '-m', LIGHTTPD_MODULES] }
 }
 
-/** php-fpm with a static pool of `children` on a unix socket. */
-export function phpFpmConf (tmp, name, children = 4) {
+/** php-fpm with a static pool of `children` on a unix socket; `extra` = more pool lines. */
+export function phpFpmConf (tmp, name, children = 4, extra = []) {
   const d = dirFor(tmp, name)
   const sock = join(d, 'fpm.sock')
   const root = process.getuid?.() === 0
@@ -141,6 +141,7 @@ pm = static
 pm.max_children = ${children}
 pm.max_requests = 0
 catch_workers_output = no
+${extra.join('\n')}
 `)
   return { sock, args: ['-F', '-n', '-y', join(d, 'php-fpm.conf'), ...(root ? ['-R'] : [])] }
 }
