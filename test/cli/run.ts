@@ -8,6 +8,7 @@ import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
+import { runNode } from '../helpers/run-node.js'
 
 export const root = fileURLToPath(new URL('../../', import.meta.url))
 export const cli = join(root, 'dist', 'cli', 'main.js')
@@ -43,13 +44,7 @@ export async function ensureBuilt (): Promise<void> {
 
 export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
   await ensureBuilt()
-  const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
-  child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
-  return { code, stdout, stderr }
+  return await runNode([cli, ...args], { cwd: root, env: { ...process.env, ...env } })
 }
 
 export interface Served {
