@@ -1,9 +1,8 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { PassThrough } from 'node:stream'
-import { createServer, request, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import { createProxy, silentLogger } from '../../src/index.js'
+import { request } from 'node:http'
+import { proxyServer } from '../helpers/servers.js'
 import { scgiAdapter } from '../../src/protocols/scgi/index.js'
 import { alive, processGroup, waitFor } from '../helpers/leaks.js'
 import { assertNoLeaks, leakBaseline } from '../cgi-shared/leak-check.js'
@@ -98,18 +97,10 @@ t.test('SCGI against real uWSGI (--scgi-socket)', { skip }, async (t) => {
 
 t.test('SCGI through createProxy: chunked upload is spooled, env built by the core', { skip }, async (t) => {
   const peer = await startUwsgi('scgi')
-  const proxy = await createProxy({
-    logger: silentLogger,
+  t.teardown(() => peer.stop()) // teardowns run last-first: after the proxy below has closed
+  const { port } = await proxyServer(t, {
     routes: [{ match: { prefix: '/app/' }, protocol: 'scgi', backends: [`unix:${peer.socketPath}`], scriptFilename: ECHO_APP }]
-  } as Parameters<typeof createProxy>[0])
-  const server: Server = createServer(proxy.handler)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    await new Promise((resolve) => server.close(resolve))
-    await proxy.close()
-    await peer.stop()
-  })
-  const port = (server.address() as AddressInfo).port
+  } as Parameters<typeof proxyServer>[1])
   const hash = createHash('sha256')
   const res = await new Promise<{ status: number, body: string }>((resolve, reject) => {
     const req = request({ port, host: '127.0.0.1', method: 'POST', path: '/app/x/%C3%A9?k=v', headers: { 'transfer-encoding': 'chunked', 'x_evil': '1', 'x-good': '2' } }, (r) => {
