@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { load, loadTool } from './lib/load.mjs'
 import { killAll, sampleRss, sleep, treeCpuTicks } from './lib/proc.mjs'
-import { ALL, NODE_PROXY_FLAGS, SIZES } from './lib/scenarios.mjs'
+import { ALL, NODE_PROXY_ENV, NODE_PROXY_FLAGS, SIZES } from './lib/scenarios.mjs'
 import { machineFacts, renderMarkdown, spliceBigSection, renderConsole, renderSvg, summarize } from './lib/report.mjs'
 import { parseBigSize, runBig } from './lib/big.mjs'
 import { runProfile } from './lib/profile.mjs'
@@ -196,7 +196,7 @@ if (wantBig) {
   if (existsSync(bigLatest)) { big = JSON.parse(readFileSync(bigLatest, 'utf8')); big.separate = true }
 }
 
-const report = { date: started.toISOString(), facts, nodeFlags: NODE_PROXY_FLAGS, runs, seconds, connections, tool: tool.name, sizes, scenarios: results, big }
+const report = { date: started.toISOString(), facts, nodeFlags: NODE_PROXY_FLAGS, nodeEnv: NODE_PROXY_ENV, runs, seconds, connections, tool: tool.name, sizes, scenarios: results, big }
 writeFileSync(join(resultsDir, `bench-${started.toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2))
 
 if (opt.json) {

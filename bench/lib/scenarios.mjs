@@ -18,6 +18,17 @@ const NODE = process.execPath
  * idle size at no measured throughput cost (docs/guides/embedding.md "Memory").
  */
 export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2']
+/**
+ * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 4 MiB
+ * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket
+ * buffers and faulting it in again (docs/getting-started.md "Memory"). Every Node proxy gets it.
+ */
+export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '4194304' }
+
+/** A Node proxy process: the same V8 flags and environment for proxycore and the npm peers. */
+export function startNodeProxy (name, args) {
+  return start(name, NODE, [...NODE_PROXY_FLAGS, ...args], { env: NODE_PROXY_ENV })
+}
 const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)$/
 
 export const SIZES = [100, 65536]
@@ -26,8 +37,8 @@ export const SIZES = [100, 65536]
 export async function startProxycore (ctx, name, config) {
   const file = join(ctx.tmp, `${name}.json`)
   writeFileSync(file, JSON.stringify(config))
-  const flags = [...NODE_PROXY_FLAGS, ...(ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : [])]
-  return start(name, NODE, [...flags, here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
+  const prof = ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : []
+  return startNodeProxy(name, [...prof, here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
 }
 
 const nodeTarget = (id, label, proc, path = (n) => `/${n}`) => ({
@@ -58,9 +69,9 @@ export const http = {
     out.targets.push({ ...nodeTarget('direct', 'direct to the node:http backend (the limit)', be), direct: true })
     await peer(out, 'proxycore', 'proxycore (HTTP adapter)', () => startProxycore(ctx, 'proxycore-http', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] }))
     if (ctx.smoke) return out
-    await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => start('http-proxy', NODE, [...NODE_PROXY_FLAGS, here('servers/http-proxy.mjs'), String(be.port)]))
-    await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => start('http-proxy-3', NODE, [...NODE_PROXY_FLAGS, here('servers/http-proxy.mjs'), String(be.port), '3']))
-    await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => start('pipe', NODE, [...NODE_PROXY_FLAGS, here('servers/pipe.mjs'), String(be.port)]))
+    await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => startNodeProxy('http-proxy', [here('servers/http-proxy.mjs'), String(be.port)]))
+    await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => startNodeProxy('http-proxy-3', [here('servers/http-proxy.mjs'), String(be.port), '3']))
+    await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => startNodeProxy('pipe', [here('servers/pipe.mjs'), String(be.port)]))
     const nginx = which('nginx')
     if (nginx) {
       await peer(out, 'nginx', 'nginx proxy_pass, upstream keepalive', async () => {
@@ -151,7 +162,7 @@ export const fastcgi = {
         return start('nginx-fcgi', nginx, nginxConf(ctx.tmp, 'nginx-fastcgi', port, { ...nginxLocations.fastcgi(await fpmFor('fpm-nginx')), docroot: root }).args, { ready: port })
       }, path)
     } else missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
-    await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => start('fastcgi-client', NODE, [...NODE_PROXY_FLAGS, here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
+    await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => startNodeProxy('fastcgi-client', [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
     return out
   },
   comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }],
