@@ -1,0 +1,93 @@
+/**
+ * The detailed issues of an invalid config, word for word, on every path that validates: the route
+ * schema inside `createProxy` (no spawns), the embedder schema (with spawns), the HTTP adapter's
+ * options (through createProxy and called directly) and `checkConfig` (the operator file). Valid
+ * configs are checked by generated code and TypeBox loads only to word these issues; the expected
+ * values below were recorded from the TypeBox-only validator before that change.
+ */
+import t from 'tap'
+import { guardLeaks } from '../helpers/leaks.js'
+import { createProxy, httpAdapter, silentLogger, type CreateProxyOptions } from '../../src/index.js'
+import { checkConfig } from '../../src/config/check.js'
+import type { ConfigIssue } from '../../src/core/errors.js'
+
+async function issuesOf (f: () => unknown): Promise<ConfigIssue[]> {
+  try { await f() } catch (err) {
+    const issues = (err as { issues?: ConfigIssue[] }).issues
+    if (issues !== undefined) return issues
+    throw err
+  }
+  throw new Error('no error')
+}
+
+const proxy = (c: Record<string, unknown>) => async () => {
+  const p = await createProxy({ logger: silentLogger, ...c } as unknown as CreateProxyOptions)
+  await p.close()
+}
+
+t.test('createProxy without spawns: the route schema, TypeBox wording', async (t) => {
+  guardLeaks(t)
+  t.strictSame(await issuesOf(proxy({ maxResponseHeadSize: '12 parsecs', routes: [{ protocol: 'http', backends: '127.0.0.1:1', retries: -1, balance: 'random', bogus: 1, timeouts: { connect: 'soon' } }] })), [
+    { path: '/routes/0/bogus', message: 'Unexpected property', found: 1, expected: 'object' },
+    { path: '/routes/0/backends', message: 'Expected array', found: '127.0.0.1:1', expected: 'array' },
+    { path: '/routes/0/balance', message: 'Expected union value', found: 'random', expected: 'a valid value' },
+    { path: '/routes/0/retries', message: 'Expected integer to be greater or equal to 0', found: -1, expected: 'integer' },
+    { path: '/routes/0/timeouts/connect', message: 'Expected union value', found: 'soon', expected: 'a valid value' },
+    { path: '/maxResponseHeadSize', message: 'Expected union value', found: '12 parsecs', expected: 'a valid value' },
+  ])
+  t.strictSame(await issuesOf(proxy({ routes: 'none' })), [{ path: '/routes', message: 'Expected array', found: 'none', expected: 'array' }])
+})
+
+t.test('createProxy with spawns: the embedder schema, operator wording and did-you-mean', async (t) => {
+  guardLeaks(t)
+  t.strictSame(await issuesOf(proxy({
+    embedderKey: 1,
+    listen: [],
+    logLevel: 'loud',
+    routes: [{ protocol: 'cgi', spawn: 'c', docroot: '/tmp', stripPrefx: true }],
+    spawns: { c: { socketType: 'pipe', launcher: 'direct', bnPath: 'x', maxProcs: 0 }, d: { socketName: 1, binPath: 'x' } },
+  })), [
+    { path: '/listen', message: 'invalid value', found: [], expected: 'a string | a list of a string' },
+    { path: '/logLevel', message: 'invalid value', found: 'loud', expected: '"fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent"' },
+    { path: '/spawns/c/bnPath', message: 'unknown key "bnPath" (did you mean "binPath"?)', found: 'bnPath', expected: 'binPath' },
+    { path: '/spawns/c/maxProcs', message: 'expected integer to be greater or equal to 1', found: 0, expected: 'an integer >= 1' },
+    { path: '/spawns/d/socketName', message: 'invalid value', found: 1, expected: 'a string | a list of a string' },
+    { path: '/routes/0/stripPrefx', message: 'unknown key "stripPrefx" (did you mean "stripPrefix"?)', found: 'stripPrefx', expected: 'stripPrefix' },
+  ])
+})
+
+t.test('HTTP adapter options: through createProxy and called directly', async (t) => {
+  guardLeaks(t)
+  const route = (options: unknown): Record<string, unknown> => ({ protocol: 'http', backends: ['127.0.0.1:1'], options })
+  t.strictSame(await issuesOf(proxy({ routes: [route({ connections: 0, keepAliveTimeout: '4 parsecs', extra: 1 }), route('fast')] })), [
+    { path: '/routes/0/options/extra', message: 'Unexpected property', found: 1, expected: 'object' },
+    { path: '/routes/0/options/connections', message: 'Expected integer to be greater or equal to 1', found: 0, expected: 'integer' },
+    { path: '/routes/0/options/keepAliveTimeout', message: 'Expected union value', found: '4 parsecs', expected: 'a valid value' },
+    { path: '/routes/1/options', message: 'Expected object', found: 'fast', expected: 'object' },
+  ])
+  t.strictSame(await issuesOf(() => httpAdapter.parseOptions({ connections: 1.5, keepAliveTimeout: -1 }, '/o')), [
+    { path: '/o/connections', message: 'Expected integer', found: 1.5, expected: 'integer' },
+    { path: '/o/keepAliveTimeout', message: 'Expected union value', found: -1, expected: 'a valid value' },
+  ])
+  t.strictSame(await issuesOf(() => httpAdapter.parseOptions(undefined, '/o')), [{ path: '/o', message: 'Expected object', found: undefined, expected: 'object' }])
+  t.strictSame(httpAdapter.parseOptions({}, '/o'), { connections: 128, keepAliveTimeout: 4000 }, 'defaults')
+  t.strictSame(httpAdapter.parseOptions({ connections: 7, keepAliveTimeout: '1.5s' }, '/o'), { connections: 7, keepAliveTimeout: 1500 })
+})
+
+t.test('checkConfig: the operator schema, then adapter options of the well-formed routes', async (t) => {
+  guardLeaks(t)
+  t.strictSame(await checkConfig({
+    routes: [{ protocol: 'http', backends: ['127.0.0.1:1'], options: { connections: 'many' } }],
+    status: { path: 'x', allw: [] },
+    tenants: { t: { user: 'u' } },
+    identity: { minUid: 0 },
+  }), [
+    { path: '/status/allw', message: 'unknown key "allw" (did you mean "allow"?)', found: 'allw', expected: 'allow' },
+    { path: '/status/path', message: 'expected string to match \'^/\'', found: 'x', expected: 'a string matching ^/' },
+    { path: '/tenants/t/group', message: 'required', expected: 'a string | an integer >= 0' },
+    { path: '/identity/minUid', message: 'expected integer to be greater or equal to 1', found: 0, expected: 'an integer >= 1' },
+    { path: '/routes/0/options/connections', message: 'Expected integer', found: 'many', expected: 'integer' },
+  ])
+  t.strictSame(await checkConfig(null), [{ path: '', message: 'expected object', found: null, expected: 'a mapping' }])
+  t.strictSame(await checkConfig([]), [{ path: '', message: 'expected object', found: [], expected: 'a mapping' }])
+})
