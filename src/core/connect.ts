@@ -2,7 +2,7 @@
  * The one way adapters open stream connections: with the route's connect timeout, errors mapped to
  * stable codes (ERR_CONNECT_REFUSED / _TIMEOUT / _FAILED, phase 'connect' so the core may fail over).
  */
-import { connect as netConnect, type Socket } from 'node:net'
+import { Socket, type SocketConstructorOpts } from 'node:net'
 import { ProxyError, fromSocketError } from './errors.js'
 import type { Endpoint } from './types.js'
 
@@ -15,15 +15,18 @@ import type { Endpoint } from './types.js'
  */
 export const BACKEND_READ_HIGH_WATER_MARK = 256 * 1024
 
+/** net.Socket hands its options to stream.Duplex; @types/node only lists the socket's own. */
+const SOCKET_OPTIONS: SocketConstructorOpts & { readableHighWaterMark: number } = { readableHighWaterMark: BACKEND_READ_HIGH_WATER_MARK }
+
 export function connectEndpoint (endpoint: Endpoint, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     if (endpoint.kind === 'process') {
       reject(new ProxyError('ERR_CONNECT_FAILED', `${endpoint.id} is not a socket endpoint`, { phase: 'connect', backend: endpoint.id }))
       return
     }
-    const socket = endpoint.kind === 'unix'
-      ? netConnect({ path: endpoint.path, readableHighWaterMark: BACKEND_READ_HIGH_WATER_MARK })
-      : netConnect({ host: endpoint.host, port: endpoint.port, noDelay: true, readableHighWaterMark: BACKEND_READ_HIGH_WATER_MARK })
+    const socket = new Socket(SOCKET_OPTIONS)
+    if (endpoint.kind === 'unix') socket.connect({ path: endpoint.path })
+    else socket.connect({ host: endpoint.host, port: endpoint.port, noDelay: true })
     let timer: NodeJS.Timeout | null = null
     const onError = (err: NodeJS.ErrnoException): void => {
       if (timer !== null) clearTimeout(timer)
