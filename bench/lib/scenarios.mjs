@@ -15,15 +15,15 @@ const NODE = process.execPath
 /**
  * Every Node proxy (proxycore and the npm peers alike) runs with the V8 flags `proxycore serve`
  * uses (its shebang, package.json `start`): a 2 MiB young generation keeps RSS under load near the
- * idle size at no measured throughput cost (docs/guides/embedding.md "Memory").
+ * idle size (docs/getting-started.md "Memory and speed").
  */
 export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2']
 /**
- * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 4 MiB
+ * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket
- * buffers and faulting it in again (docs/getting-started.md "Memory"). Every Node proxy gets it.
+ * buffers and faulting it in again (docs/getting-started.md "Memory and speed"). Every Node proxy gets it.
  */
-export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '4194304' }
+export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '16777216' }
 
 /** A Node proxy process: the same V8 flags and environment for proxycore and the npm peers. */
 export function startNodeProxy (name, args) {
