@@ -11,7 +11,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { checkConfig } from './config/check.js'
-import { EmbedConfigSchema } from './config/schema.js'
 import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
 import { managerOptions, toSpawnSpec } from './config/spawns.js'
 import { compileProxy, type CompileInput } from './core/compile.js'
@@ -74,7 +73,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     // Validate everything before the first child starts: a bad config must not leave processes.
     const { adapters, sources: s, processStarters: p, logger, ...fileShape } = config
     const issues = await checkConfig(fileShape, {
-      schema: EmbedConfigSchema,
+      shape: 'embed',
       ...(adapters !== undefined ? { adapters } : {}),
       ...(s !== undefined ? { sources: s } : {}),
       ...(p !== undefined ? { processStarters: p } : {}),
@@ -88,7 +87,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   }
   let runtime: ProxyRuntime
   try {
-    runtime = compileProxy(config, {
+    runtime = await compileProxy(config, {
       ...(config.adapters !== undefined ? { adapters: config.adapters } : {}),
       sources,
       processStarters,

@@ -8,7 +8,8 @@ import { compileProxy, type CompileInput } from '../core/compile.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { BackendSource, ProcessStarter, ProtocolAdapter } from '../core/types.js'
 import { silentLogger } from '../logger.js'
-import { validateConfig, type ValidateOptions } from './validate.js'
+import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
+import { isEmbedConfig, isOperatorConfig } from './validators.generated.js'
 
 /** A source that never lists anything: compile only needs the name to exist. */
 function placeholderSource (name: string): BackendSource {
@@ -20,14 +21,27 @@ const placeholderStarter: ProcessStarter = {
   kill () {},
 }
 
-export interface CheckOptions extends ValidateOptions {
+export interface CheckOptions extends CrossFieldOptions {
+  /** `embed`: createProxy's shape, where embedder options ride along at the top level. */
+  shape?: 'operator' | 'embed'
   sources?: Record<string, BackendSource>
   processStarters?: Record<string, ProcessStarter>
 }
 
+/**
+ * validateConfig (validate.ts) without TypeBox for a valid shape: the generated check accepts it,
+ * and only a rejected config loads TypeBox and the schema (~13 MiB RSS) to word its issues.
+ */
+async function validate (config: unknown, opts: CheckOptions): Promise<ConfigIssue[]> {
+  const embed = opts.shape === 'embed'
+  if ((embed ? isEmbedConfig : isOperatorConfig)(config)) return crossFieldCheck(config, [], opts)
+  const [{ validateConfig }, { EmbedConfigSchema, OperatorConfigSchema }] = await Promise.all([import('./validate.js'), import('./schema.js')])
+  return validateConfig(config, { ...opts, schema: embed ? EmbedConfigSchema : OperatorConfigSchema })
+}
+
 export async function checkConfig (config: unknown, opts: CheckOptions = {}): Promise<ConfigIssue[]> {
   const external = [...Object.keys(opts.sources ?? {}), ...Object.keys(opts.processStarters ?? {})]
-  const issues = validateConfig(config, { ...opts, externalSpawns: external })
+  const issues = await validate(config, { ...opts, externalSpawns: external })
   if (typeof config !== 'object' || config === null) return issues
   const c = config as CompileInput & { spawns?: Record<string, { socketType?: string }> }
   if (!Array.isArray(c.routes)) return issues
@@ -45,7 +59,7 @@ export async function checkConfig (config: unknown, opts: CheckOptions = {}): Pr
     if (s?.socketType === 'pipe') starters.set(name, placeholderStarter)
   }
   try {
-    const runtime = compileProxy(input, {
+    const runtime = await compileProxy(input, {
       ...(opts.adapters !== undefined ? { adapters: opts.adapters as ProtocolAdapter[] } : {}),
       sources,
       processStarters: starters,

@@ -4,6 +4,8 @@
  * listeners share an address, identities are complete, dependencies are known.
  */
 import type { ConfigIssue } from '../core/errors.js'
+import { getAdapter } from '../core/registry.js'
+import type { ProtocolAdapter } from '../core/types.js'
 import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
 import type { RouteConfig } from './schema.js'
 import type { IdentityPolicyConfig, LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
@@ -209,4 +211,37 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
     }
   })
   return issues
+}
+
+export interface CrossFieldOptions {
+  adapters?: readonly ProtocolAdapter[]
+  /** Spawn names provided by the embedder (`sources` / `processStarters`). */
+  externalSpawns?: Iterable<string>
+}
+
+function isRecord (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/**
+ * `crossFieldIssues` over the parts of a config whose shape is right: `shapeIssues` are the schema's
+ * issues, and a malformed part already has its own.
+ */
+export function crossFieldCheck (value: unknown, shapeIssues: readonly ConfigIssue[], opts: CrossFieldOptions = {}): ConfigIssue[] {
+  if (!isRecord(value)) return []
+  const known = new Set(shapeIssues.map((i) => i.path))
+  const spawns = isRecord(value.spawns)
+    ? Object.fromEntries(Object.entries(value.spawns).filter(([n]) => ![...known].some((p) => p.startsWith(`/spawns/${n}`))))
+    : undefined
+  const routes = Array.isArray(value.routes)
+    ? (value.routes as unknown[]).map((r, i) => [...known].some((p) => p.startsWith(`/routes/${i}/`) || p === `/routes/${i}`) ? { protocol: '' } : r)
+    : undefined
+  const perRequest = (protocol: string): boolean | null => {
+    if (protocol === '') return null
+    const a = getAdapter(protocol, opts.adapters)
+    return a === undefined ? (protocol === 'cgi' ? true : null) : a.capabilities.perRequestProcess
+  }
+  const input = { ...value, spawns, routes } as CrossFieldInput
+  if (known.has('/listen')) delete input.listen
+  return crossFieldIssues(input, new Set(opts.externalSpawns ?? []), perRequest)
 }

@@ -1,15 +1,14 @@
 /**
  * Whole-config validation without starting anything: schema errors (every one, each with path,
  * what was found and what was expected), unknown keys with a did-you-mean, and the cross-field
- * rules of spawns.ts. `proxycore check` and `createProxy` both use it, so they never disagree.
+ * rules of spawns.ts. `proxycore check` and `createProxy` both reach it through check.ts, so they
+ * never disagree; check.ts loads it (and TypeBox) only for a config the generated validator rejects.
  */
 import type { TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { ConfigIssue } from '../core/errors.js'
-import { getAdapter } from '../core/registry.js'
-import type { ProtocolAdapter } from '../core/types.js'
 import { OperatorConfigSchema } from './schema.js'
-import { crossFieldIssues, type CrossFieldInput } from './spawns.js'
+import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { didYouMean } from './suggest.js'
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.js'
 
@@ -70,36 +69,16 @@ export function shapeIssues (schema: TSchema, value: unknown): ConfigIssue[] {
   return out
 }
 
-export interface ValidateOptions {
-  adapters?: readonly ProtocolAdapter[]
-  /** Spawn names provided by the embedder (`sources` / `processStarters`). */
-  externalSpawns?: Iterable<string>
+export interface ValidateOptions extends CrossFieldOptions {
   /** Schema to check against; createProxy uses a looser one (embedder options ride along). */
   schema?: TSchema
 }
 
-function isRecord (v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
+/**
+ * Schema issues, then the cross-field rules over the well-formed parts. This is the TypeBox side:
+ * check.ts runs the generated validator first and loads this module only for an invalid config.
+ */
 export function validateConfig (value: unknown, opts: ValidateOptions = {}): ConfigIssue[] {
   const issues = shapeIssues(opts.schema ?? OperatorConfigSchema, value)
-  if (!isRecord(value)) return issues
-  const known = new Set(issues.map((i) => i.path))
-  // Cross-field rules only look at parts whose shape is right; a malformed part already has its issue.
-  const spawns = isRecord(value.spawns)
-    ? Object.fromEntries(Object.entries(value.spawns).filter(([n]) => ![...known].some((p) => p.startsWith(`/spawns/${n}`))))
-    : undefined
-  const routes = Array.isArray(value.routes)
-    ? (value.routes as unknown[]).map((r, i) => [...known].some((p) => p.startsWith(`/routes/${i}/`) || p === `/routes/${i}`) ? { protocol: '' } : r)
-    : undefined
-  const perRequest = (protocol: string): boolean | null => {
-    if (protocol === '') return null
-    const a = getAdapter(protocol, opts.adapters)
-    return a === undefined ? (protocol === 'cgi' ? true : null) : a.capabilities.perRequestProcess
-  }
-  const input = { ...value, spawns, routes } as CrossFieldInput
-  if (known.has('/listen')) delete input.listen
-  issues.push(...crossFieldIssues(input, new Set(opts.externalSpawns ?? []), perRequest))
-  return issues
+  return [...issues, ...crossFieldCheck(value, issues, opts)]
 }

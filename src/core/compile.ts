@@ -3,8 +3,9 @@
  * are compiled once (matchers, pools, admission) so the request path does no config work.
  */
 import { realpathSync } from 'node:fs'
-import { Value } from '@sinclair/typebox/value'
-import { ProxyConfigSchema, type RouteConfig } from '../config/schema.js'
+import type { ValueError } from '@sinclair/typebox/errors'
+import type { RouteConfig } from '../config/schema.js'
+import { isProxyConfig } from '../config/validators.generated.js'
 import { parseDuration, parseSize } from '../config/units.js'
 import { AddressError, parseEndpoint } from './endpoint.js'
 import { connectEndpoint } from './connect.js'
@@ -42,15 +43,15 @@ const DEFAULTS = {
   queue: 1024, queueTimeout: 30_000, maxResponseHeadSize: 64 * 1024, spoolLimit: 1024 ** 3,
 } as const
 
-/** Schema errors as `{ path, message, found, expected }`, one per problem. */
-export function schemaIssues (schema: Parameters<typeof Value.Errors>[0], value: unknown): ConfigIssue[] {
+/** TypeBox's errors (`Value.Errors`) as `{ path, message, found, expected }`, one per problem. */
+export function schemaIssues (errors: Iterable<ValueError>): ConfigIssue[] {
   const out: ConfigIssue[] = []
   const seen = new Set<string>()
-  for (const e of Value.Errors(schema, value)) {
+  for (const e of errors) {
     const key = `${e.path}\0${e.message}`
     if (seen.has(key)) continue
     seen.add(key)
-    out.push({ path: e.path, message: e.message, found: e.value, expected: describeSchema(e.schema) })
+    out.push({ path: e.path, message: e.message, found: e.value, expected: describeSchema(e.schema as Record<string, unknown>) })
   }
   return out
 }
@@ -62,9 +63,13 @@ function describeSchema (s: Record<string, unknown>): string {
   return 'a valid value'
 }
 
-export function compileProxy (config: CompileInput, deps: CompileDeps): ProxyRuntime {
-  const issues = schemaIssues(ProxyConfigSchema, config)
-  if (issues.length > 0) throw new ConfigError(issues)
+export async function compileProxy (config: CompileInput, deps: CompileDeps): Promise<ProxyRuntime> {
+  if (!isProxyConfig(config)) {
+    // The generated check said no; TypeBox (~13 MiB RSS) loads only now, to word the issues.
+    const [{ Value }, { ProxyConfigSchema }] = await Promise.all([import('@sinclair/typebox/value'), import('../config/schema.js')])
+    throw new ConfigError(schemaIssues(Value.Errors(ProxyConfigSchema, config)))
+  }
+  const issues: ConfigIssue[] = []
 
   const events = deps.events ?? new ProxyEvents()
   let trust: TrustedProxies

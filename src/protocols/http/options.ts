@@ -1,14 +1,29 @@
-/** Route `options` of the HTTP adapter. */
-import { Type, type Static } from '@sinclair/typebox'
-import { parseDuration } from '../../config/units.js'
-import { DURATION_PATTERN } from '../../config/units.js'
+/**
+ * Route `options` of the HTTP adapter. Valid options are checked by generated code
+ * (src/config/validators.generated.ts); TypeBox loads only to word the issues of invalid ones.
+ * `parseOptions` is synchronous (ProtocolAdapter), so that path takes TypeBox's CommonJS build.
+ */
+import type * as TypeBox from '@sinclair/typebox'
+import type * as TypeBoxValue from '@sinclair/typebox/value'
+import { isHttpOptions } from '../../config/validators.generated.js'
+import { DURATION_PATTERN, parseDuration } from '../../config/units.js'
 import { schemaIssues } from '../../core/compile.js'
 import { ConfigError } from '../../core/errors.js'
+import { lazy } from '../../lazy.js'
 
-export const HttpOptionsSchema = Type.Object({
-  connections: Type.Optional(Type.Integer({ minimum: 1, default: 128, description: 'Most connections kept to one backend.' })),
-  keepAliveTimeout: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION_PATTERN })], { default: '4s', description: 'How long an idle backend connection is kept.' })),
-}, { additionalProperties: false })
+const typebox = lazy<typeof TypeBox>('@sinclair/typebox')
+const typeboxValue = lazy<typeof TypeBoxValue>('@sinclair/typebox/value')
+
+/** The options schema, built on demand: by scripts/gen-validators.mjs and for a failed check. */
+export function httpOptionsSchema () {
+  const { Type } = typebox()
+  return Type.Object({
+    connections: Type.Optional(Type.Integer({ minimum: 1, default: 128, description: 'Most connections kept to one backend.' })),
+    keepAliveTimeout: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION_PATTERN })], { default: '4s', description: 'How long an idle backend connection is kept.' })),
+  }, { additionalProperties: false })
+}
+
+type HttpOptionsConfig = TypeBox.Static<ReturnType<typeof httpOptionsSchema>>
 
 export interface HttpOptions {
   connections: number
@@ -16,9 +31,11 @@ export interface HttpOptions {
 }
 
 export function parseHttpOptions (raw: unknown, at: string): HttpOptions {
-  const issues = schemaIssues(HttpOptionsSchema, raw)
-  if (issues.length > 0) throw new ConfigError(issues.map((i) => ({ ...i, path: at + i.path })))
-  const o = raw as Static<typeof HttpOptionsSchema>
+  if (!isHttpOptions(raw)) {
+    const issues = schemaIssues(typeboxValue().Value.Errors(httpOptionsSchema(), raw))
+    throw new ConfigError(issues.map((i) => ({ ...i, path: at + i.path })))
+  }
+  const o = raw as HttpOptionsConfig
   return {
     connections: o.connections ?? 128,
     keepAliveTimeout: parseDuration(o.keepAliveTimeout ?? 4000) ?? 4000,
