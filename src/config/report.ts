@@ -3,10 +3,21 @@
  * is wrong, what was found and what was expected. `--explain` adds the field's documentation,
  * taken from the schema descriptions so the text never drifts from the code.
  */
-import type { TSchema } from '@sinclair/typebox'
+import { readFileSync } from 'node:fs'
 import type { ConfigIssue } from '../core/errors.js'
 import { pointerSegments } from './locate.js'
-import { OperatorConfigSchema } from './schema.js'
+
+type SchemaNode = Record<string, unknown>
+
+let published: SchemaNode | undefined
+
+/**
+ * The published JSON Schema (generated from OperatorConfigSchema, kept equal by a test): the same
+ * descriptions and defaults without loading TypeBox into the CLI, which imports this module.
+ */
+function operatorSchema (): SchemaNode {
+  return (published ??= JSON.parse(readFileSync(new URL('../../schema/proxycore.schema.json', import.meta.url), 'utf8')) as SchemaNode)
+}
 
 function show (v: unknown): string {
   const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v)
@@ -23,8 +34,8 @@ export function issueLine (i: ConfigIssue): string {
 }
 
 /** The schema node describing `path`, following objects, records, lists and unions. */
-export function schemaAt (path: string, root: TSchema = OperatorConfigSchema): Record<string, unknown> | null {
-  let node: Record<string, unknown> | null = root as unknown as Record<string, unknown>
+export function schemaAt (path: string, root: SchemaNode = operatorSchema()): Record<string, unknown> | null {
+  let node: Record<string, unknown> | null = root
   for (const seg of pointerSegments(path)) {
     if (node === null) return null
     const candidates: Array<Record<string, unknown>> = Array.isArray(node.anyOf) ? node.anyOf as Array<Record<string, unknown>> : [node]
