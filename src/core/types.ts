@@ -176,8 +176,12 @@ export interface ClientContext {
 
 /** Starts one process per request (CGI). Implemented by the spawn layer; see src/spawn. */
 export interface ProcessStarter {
-  /** `cwd` undefined = the spawn's own working directory (programs without a script file). */
-  start (req: { argv: string[], env: Record<string, string>, cwd?: string }): import('node:child_process').ChildProcess
+  /**
+   * `cwd` undefined = the spawn's own working directory (programs without a script file).
+   * `stdin: 'null'` = the request has no body: the program may read /dev/null instead of a pipe
+   * (lighttpd's mod_cgi does the same); a starter that ignores it and gives a pipe works too.
+   */
+  start (req: { argv: string[], env: Record<string, string>, cwd?: string, stdin?: 'pipe' | 'null' }): import('node:child_process').ChildProcess
   /** Kill the whole process group (killSignal, then SIGKILL after grace). */
   kill (child: import('node:child_process').ChildProcess): void
 }

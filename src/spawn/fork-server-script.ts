@@ -11,8 +11,9 @@ export const FORK_SERVER_PL = String.raw`
 # multi-threaded process never forks (measured: 1.2-2 ms of proxy CPU per fork; this perl: ~0.15 ms).
 #
 # Requests (stdin, from the proxy): frames of  u32be length | fields joined by NUL:
-#   id, token (32 hex digits), cwd, uid, gid, umask (decimal), argc, argv[0 .. argc-1], env "K=V"...
-#   ('' = leave as is). argv[0] is the file to exec (searched in the env's PATH, like execvp(3)).
+#   id, token (32 hex digits), cwd, uid, gid, umask (decimal), stdin ('pipe' | 'null'), argc,
+#   argv[0 .. argc-1], env "K=V"... ('' = leave as is). argv[0] is the file to exec (searched in
+#   the env's PATH, like execvp(3)). stdin 'null': /dev/null, not a connection (no request body).
 # Replies (stdout, one line each; per id always in this order):
 #   P <id> <pid>               forked
 #   S <id>                     exec succeeded (the child's close-on-exec pipe closed without a word)
@@ -22,8 +23,9 @@ export const FORK_SERVER_PL = String.raw`
 #                              (something it started lives on), 0 if the group is gone
 #
 # Stdio without fd passing: the child connects to the proxy's unix socket (argv 0, in a private
-# 0700 directory) three times, writes token + fd number (17 bytes) on each connection, and dup2()s
-# them onto 0, 1, 2. Every other descriptor is close-on-exec (perl sets FD_CLOEXEC above $^F = 2).
+# 0700 directory) three times (twice with stdin 'null'), writes token + fd number (17 bytes) on
+# each connection, and dup2()s them onto 0, 1, 2. Every other descriptor is close-on-exec (perl
+# sets FD_CLOEXEC above $^F = 2).
 #
 # The loop never blocks in read: stdin and the exec pipes are O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD
 # and SIGIO stay blocked while it works, and sigsuspend() unblocks them atomically while it waits.
@@ -95,7 +97,7 @@ sub read_input {
 # The child, between fork and exec. Never returns. The order is libuv's (uv__process_child_init):
 # new session, stdio, cwd, groups, gid, uid, then umask, environment, signals, exec.
 sub child {
-  my ($w, $token, $cwd, $uid, $gid, $umask, $argv, $env) = @_;
+  my ($w, $token, $cwd, $uid, $gid, $umask, $stdin, $argv, $env) = @_;
   no warnings;    # nothing may reach fd 2: it is the program's stderr
   my $step = 'setsid';
   my $errno = 0;
@@ -107,7 +109,8 @@ sub child {
     $step = 'connect';
     my $tok = pack('H*', $token);
     my @s;
-    for my $fd (0 .. 2) {
+    if ($stdin eq 'null') { $step = 'open /dev/null'; open($s[0], '<', '/dev/null') or $fail->(); $step = 'connect' }
+    for my $fd (($stdin eq 'null' ? 1 : 0) .. 2) {
       socket($s[$fd], PF_UNIX, SOCK_STREAM, 0) or $fail->();
       connect($s[$fd], sockaddr_un($path)) or $fail->();
       my $hello = $tok . chr($fd);
@@ -147,7 +150,7 @@ sub child {
 
 sub start {
   my @f = split /\0/, $_[0], -1;
-  my ($id, $token, $cwd, $uid, $gid, $umask, $argc) = splice(@f, 0, 7);
+  my ($id, $token, $cwd, $uid, $gid, $umask, $stdin, $argc) = splice(@f, 0, 8);
   my @argv = splice(@f, 0, $argc);
   my ($r, $w);
   my $pid = pipe($r, $w) ? fork() : undef;
@@ -159,7 +162,7 @@ sub start {
   }
   if ($pid == 0) {
     close $r;
-    child($w, $token, $cwd, $uid, $gid, $umask, \@argv, \@f);
+    child($w, $token, $cwd, $uid, $gid, $umask, $stdin, \@argv, \@f);
   }
   close $w;
   notify_on_input($r);

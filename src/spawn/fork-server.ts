@@ -7,12 +7,13 @@
  * TLB shootdowns to the V8/libuv threads; measured with perf), capping CGI at ~330 req/s where
  * lighttpd's mod_cgi did ~980. A perl process forks in ~0.15 ms, on another core.
  *
- *   Node ──frame (id, token, file, argv, env, cwd, uid, gid, umask)──> helper stdin
+ *   Node ──frame (id, token, cwd, uid, gid, umask, stdin, argv, env)──> helper stdin
  *        <──"P id pid" / "S id" | "E id errno step" / "X id status group-left"── helper stdout
- *   helper: fork ─> child: setsid, connect ×3 to our unix socket (token + fd number on each),
- *           dup2 onto 0-2, chdir, setgroups/setgid/setuid, umask, env, unblock signals, execvp
- *   Node: accepts the three connections, matches them to the spawn by token, and emits 'spawn'
- *         once the helper reported the exec (S) and all three are here.
+ *   helper: fork ─> child: setsid, connect ×3 to our unix socket (token + fd number on each;
+ *           ×2 and /dev/null for stdin when the request has no body), dup2 onto 0-2, chdir,
+ *           setgroups/setgid/setuid, umask, env, unblock signals, execvp
+ *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
+ *         the helper reported the exec (S) and all of them are here.
  *
  * The exec report travels on the helper's stdout, ordered before the exit status, not on the
  * program's own connections: an exec failure must surface as 'error' (ERR_CGI_SPAWN with the
@@ -106,6 +107,8 @@ export class ForkChild extends EventEmitter implements PipeChild {
   /** @internal */ readonly helper: Helper
   /** @internal */ execOk = false
   /** @internal */ conns = 0
+  /** @internal Connections to wait for: 3, or 2 when stdin is /dev/null. */
+  readonly expected: number
   /** @internal */ status: { code: number | null, signal: NodeJS.Signals | null } | null = null
   /**
    * Its process group still had members when the helper reaped it (a backgrounded grandchild):
@@ -116,8 +119,9 @@ export class ForkChild extends EventEmitter implements PipeChild {
   /** @internal */ lateTimer: unknown = null
   /** @internal */ resolveExited!: () => void
 
-  constructor (file: string, token: string, id: number, helper: Helper) {
+  constructor (file: string, token: string, id: number, helper: Helper, nullStdin: boolean) {
     super()
+    this.expected = nullStdin ? 2 : 3
     this.file = file
     this.token = token
     this.id = id
@@ -178,13 +182,14 @@ export class ForkServer {
   /**
    * Start `plan` through the helper (started on first use, restarted after it died). Throws, as
    * child_process.spawn does, for arguments no exec can take (NUL bytes); everything else arrives
-   * as events on the returned child.
+   * as events on the returned child. `nullStdin`: the program's stdin is /dev/null (`stdin` stays
+   * null), as for a CGI request without a body; one connection fewer.
    */
-  spawn (plan: LaunchPlan): ForkChild {
+  spawn (plan: LaunchPlan, nullStdin = false): ForkChild {
     if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', 'the fork server is closed')
     const argv = [plan.file, ...plan.args]
     const env = Object.entries(plan.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)
-    const fields = [plan.cwd ?? process.cwd(), plan.uid ?? '', plan.gid ?? '', plan.umask ?? '', argv.length, ...argv, ...env].map(String)
+    const fields = [plan.cwd ?? process.cwd(), plan.uid ?? '', plan.gid ?? '', plan.umask ?? '', nullStdin ? 'null' : 'pipe', argv.length, ...argv, ...env].map(String)
     for (const f of fields) {
       // spawn() throws a TypeError here; the CGI adapter answers ERR_CGI_SPAWN for either.
       if (f.includes('\0')) throw spawnError('ERR_CGI_SPAWN', `spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`)
@@ -192,7 +197,7 @@ export class ForkServer {
     const h = this.ensureHelper()
     const id = ++this.seq
     const token = this.nextToken()
-    const child = new ForkChild(plan.file, token, id, h)
+    const child = new ForkChild(plan.file, token, id, h, nullStdin)
     const payload = Buffer.from(`${id}\0${token}\0${fields.join('\0')}`, 'utf8')
     const frame = Buffer.allocUnsafe(4 + payload.length)
     frame.writeUInt32BE(payload.length, 0)
@@ -342,7 +347,7 @@ export class ForkServer {
     const child = hello.length === HELLO ? this.tokens.get(hello.toString('hex', 0, 16)) : undefined
     const fd = hello[16]
     const slot = fd === 0 ? 'stdin' : fd === 1 ? 'stdout' : fd === 2 ? 'stderr' : null
-    if (child === undefined || slot === null || child[slot] !== null || child.settled) {
+    if (child === undefined || slot === null || child[slot] !== null || child.settled || (fd === 0 && child.expected < 3)) {
       sock.destroy()
       return
     }
@@ -354,7 +359,7 @@ export class ForkServer {
       sock.read(HELLO)
       sock.resume()
     }
-    if (++child.conns === 3) this.tokens.delete(child.token)
+    if (++child.conns === child.expected) this.tokens.delete(child.token)
     this.maybeSpawned(child)
   }
 
@@ -378,7 +383,7 @@ export class ForkServer {
   }
 
   private maybeSpawned (child: ForkChild): void {
-    if (child.spawned || child.settled || !child.execOk || child.conns < 3) return
+    if (child.spawned || child.settled || !child.execOk || child.conns < child.expected) return
     child.spawned = true
     // Drop the hellos in the same tick the listeners arrive (see onConnection).
     child.stdout?.read(HELLO)
@@ -405,7 +410,7 @@ export class ForkServer {
     child.lateTimer = this.clock.setTimeout(() => {
       if (child.spawned || child.settled) return
       this.settle(child)
-      this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}) exited before its stdin/stdout/stderr connected`))
+      this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}) exited before its stdio connected`))
     }, LATE_STDIO_MS)
   }
 

@@ -18,7 +18,8 @@ import { ForkChild, ForkServer, findPerl, type PipeChild } from './fork-server.j
 /** `nativeUmask`: the plan is for the fork server, which sets the umask without a wrapper shell. */
 export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask: boolean) => LaunchPlan
 
-export interface PipeRequest { argv: string[], env: Record<string, string>, cwd?: string }
+/** `stdin: 'null'`: no request body, the program reads /dev/null (no stdin pipe to set up). */
+export interface PipeRequest { argv: string[], env: Record<string, string>, cwd?: string, stdin?: 'pipe' | 'null' }
 
 interface Tracked {
   readonly exited: Promise<void>
@@ -71,7 +72,7 @@ export class PipeStarter {
   launch (req: PipeRequest): PipeChild {
     if (this.forkServer === null) return this.start(req)
     const argv = this.prepare(req)
-    const child = this.forkServer.spawn(this.plan(argv, req.env, req.cwd, true))
+    const child = this.forkServer.spawn(this.plan(argv, req.env, req.cwd, true), req.stdin === 'null')
     // After the exit, the group is stopped only if the helper saw something of it left.
     this.track(child, child.exited, () => child.spawned && child.groupLeft)
     return child
@@ -83,7 +84,7 @@ export class PipeStarter {
    */
   start (req: PipeRequest): ChildProcess {
     const argv = this.prepare(req)
-    const child = execPlan(this.plan(argv, req.env, req.cwd, false), ['pipe', 'pipe', 'pipe'])
+    const child = execPlan(this.plan(argv, req.env, req.cwd, false), [req.stdin === 'null' ? 'ignore' : 'pipe', 'pipe', 'pipe'])
     const exited = new Promise<void>((resolve) => {
       child.once('exit', () => resolve())
       child.once('error', () => { if (child.pid === undefined) resolve() })

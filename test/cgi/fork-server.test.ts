@@ -78,7 +78,13 @@ t.test('a fork-server child gets what spawn() gives: exact env, cwd, umask, fds 
     t.equal(r.pgrp, r.pid, `${name}: own process group`)
     t.equal(r.sid, r.pid, `${name}: own session`)
     t.equal(r.cwd, p.cgiDir, `${name}: cwd is the script's directory`)
-    t.match(r.fds.slice(0, 3), [/^0 -> socket:/, /^1 -> socket:/, /^2 -> socket:/], `${name}: stdio are sockets (libuv: socketpairs)`)
+    // No request body: stdin is /dev/null, as lighttpd's mod_cgi gives it (one connection fewer).
+    t.match(r.fds.slice(0, 3), [/^0 -> \/dev\/null$/, /^1 -> socket:/, /^2 -> socket:/], `${name}: no body, stdin is /dev/null; 1-2 are sockets (libuv: socketpairs)`)
+  }
+  // With a body, stdin is a socket the body is written to, on both launchers.
+  for (const route of ['fs', 'direct']) {
+    const posted = parseProbe((await get(`${p.url}/${route}/probe.sh`, { method: 'POST', body: 'a=1' })).body.toString())
+    t.match(posted.fds.slice(0, 3), [/^0 -> socket:/, /^1 -> socket:/, /^2 -> socket:/], `${route}: a POST's stdin is a socket`)
   }
   // Direct, Node passes on whatever the proxy inherited without close-on-exec; the helper closes
   // such descriptors when it starts, so a fork-server child has exactly 0-2.

@@ -65,9 +65,11 @@ t.test('AC-39: Proxy header never becomes HTTP_PROXY; only fds 0-2 (AC-95)', asy
   t.notOk('HTTP_PROXY' in env, 'httpoxy')
   t.equal(env.HTTP_X_OK, '1')
 
-  const fds = (await get(`${p.url}/cgi-bin/fds.sh`)).body.toString()
+  const fds = (await get(`${p.url}/cgi-bin/fds.sh`, { method: 'POST', body: 'x' })).body.toString()
   const entries = [...fds.matchAll(/ (\d+) -> (.*)$/gm)].map((m) => [Number(m[1]), m[2]] as const)
   t.same(entries.filter(([fd]) => fd <= 2).map(([, target]) => /^(pipe|socket):/.test(target)), [true, true, true], 'fds 0-2 are the exchange\'s pipes')
+  const bodiless = (await get(`${p.url}/cgi-bin/fds.sh`)).body.toString()
+  t.match(bodiless, / 0 -> \/dev\/null$/m, 'no body: stdin is /dev/null, as lighttpd\'s mod_cgi gives it')
   // Anything else may only be what this host itself inherited without CLOEXEC (tap's own pipes):
   // that part needs the fd-closing helper of AC-24. Never a descriptor the host opened.
   const inherited = inheritedFds()

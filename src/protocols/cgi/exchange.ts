@@ -5,6 +5,7 @@
  * owns admission, timeouts and the environment. This is only the plumbing between them.
  *
  *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full
+ *                       (no body: /dev/null when the starter supports it, as lighttpd's mod_cgi)
  *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
  *         ─> stderr ──> onStderr (capped, always drained)
  *   stdout EOF + exit status ─> onEnd, or onError when the script died before its head / by a signal
@@ -121,10 +122,12 @@ export class CgiExchange {
     }
     const { argv, cwd } = commandFor(ex.script)
     const launcher = launcherOf(starter)
+    // No body: the program reads /dev/null, one stdin pipe (a fork-server connection) fewer.
+    const stdin = ex.body === null || ex.contentLength === 0 ? 'null' : 'pipe'
     let child: CgiChild
     try {
       // `cwd` undefined = the spawn's own working directory (PipeStarter: `cwd ?? spec.cwd`).
-      child = launcher.launch({ argv, env: ex.env, cwd } as StartRequest)
+      child = launcher.launch({ argv, env: ex.env, cwd, stdin })
     } catch (err) {
       // A refused script (suEXEC check of a user-switched spawn) keeps its own code: 403, and the
       // core's one log line names the check.
@@ -153,15 +156,16 @@ export class CgiExchange {
     child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk))
     child.stderr?.on('error', () => {})
     child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => this.onExit({ code, signal }))
-    const stdin = child.stdin as Writable
+    const stdin = child.stdin
     // EPIPE: a script may answer without reading its whole body (§4.2 only bounds what it reads).
-    stdin.on('error', () => {})
+    stdin?.on('error', () => {})
     if (this.settled) {
       stdout?.resume()
-      if (!stdin.writableEnded) stdin.end()
+      if (stdin !== null && !stdin.writableEnded) stdin.end()
       return
     }
-    this.sendBody(stdin)
+    // null: /dev/null (no body). A starter that gave a pipe anyway gets it ended at once.
+    if (stdin !== null) this.sendBody(stdin)
   }
 
   /**
