@@ -5,6 +5,7 @@
  * error naming its path, never a silent empty string.
  */
 import type { ConfigIssue } from '../core/errors.js'
+import { escapeKey } from './locate.js'
 
 const REF = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 
@@ -25,7 +26,7 @@ export function substituteEnv (value: unknown, env: NodeJS.ProcessEnv, path = ''
     if (Array.isArray(v)) return v.map((x, i) => walk(x, `${at}/${i}`))
     if (typeof v === 'object' && v !== null) {
       const out: Record<string, unknown> = {}
-      for (const [k, x] of Object.entries(v)) out[k] = walk(x, `${at}/${k.replace(/~/g, '~0').replace(/\//g, '~1')}`)
+      for (const [k, x] of Object.entries(v)) out[k] = walk(x, `${at}/${escapeKey(k)}`)
       return out
     }
     return v

@@ -5,6 +5,7 @@
  */
 import { Launcher } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
+import { escapeKey } from './locate.js'
 import { managerOptions, toSpawnSpec, type SpawnLayerConfig } from './spawns.js'
 
 export interface SpawnRefusal {
@@ -23,7 +24,7 @@ export async function spawnRefusals (config: SpawnLayerConfig): Promise<SpawnRef
     } catch (err) {
       const e = err as Error & { code?: unknown }
       if (typeof e.code !== 'string') throw err
-      out.push({ path: `/spawns/${name}`, code: e.code, message: e.message })
+      out.push({ path: `/spawns/${escapeKey(name)}`, code: e.code, message: e.message })
     }
   }
   return out

@@ -183,7 +183,8 @@ export async function loadConfig (file: string, opts: LoadOptions = {}): Promise
     const have = new Set(issues.map((i) => i.path))
     const found = await checkConfig(config, opts.adapters !== undefined ? { adapters: opts.adapters } : {})
     for (const i of found) {
-      if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, /^unknown key/.test(i.message)) })
+      // A key's own issue (unknown key, bad spawn name) points at the key, not at its value.
+      if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, /^(unknown key|bad [a-zA-Z ]+ name) /.test(i.message)) })
     }
   }
   return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }

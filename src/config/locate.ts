@@ -48,6 +48,11 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
   return { parsed: { file, display, doc, lines, value: doc.toJS({ maxAliasCount: 100 }) ?? {} }, issues: [] }
 }
 
+/** A key as one JSON Pointer segment (RFC 6901): `b/c~d` -> `b~1c~0d`, as issue paths write it. */
+export function escapeKey (key: string): string {
+  return key.replace(/~/g, '~0').replace(/\//g, '~1')
+}
+
 /** `/a/0/b~1c` -> ['a', 0, 'b/c'] (JSON Pointer, RFC 6901). */
 export function pointerSegments (path: string): Array<string | number> {
   if (path === '' || path === '/') return []

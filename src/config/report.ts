@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import type { ConfigIssue } from '../core/errors.js'
-import { pointerSegments } from './locate.js'
+import { escapeKey, pointerSegments } from './locate.js'
 
 type SchemaNode = Record<string, unknown>
 
@@ -24,16 +24,24 @@ function show (v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s
 }
 
+/** A path as one line: a key with a line break (or another control character) shows it escaped. */
+function showPath (path: string): string {
+  return path.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => JSON.stringify(c).slice(1, -1))
+}
+
 export function issueLine (i: ConfigIssue): string {
   const where = i.source !== undefined && i.source !== '' ? `${i.source}: ` : ''
   const extra = [
     i.found !== undefined && !i.message.includes(show(i.found)) ? `found ${show(i.found)}` : '',
     i.expected !== undefined && !i.message.includes(i.expected) ? `expected ${i.expected}` : '',
   ].filter((s) => s !== '').join('; ')
-  return `${where}${i.path || '/'}: ${i.message}${extra !== '' ? ` (${extra})` : ''}`
+  return `${where}${showPath(i.path) || '/'}: ${i.message}${extra !== '' ? ` (${extra})` : ''}`
 }
 
-/** The schema node describing `path`, following objects, records, lists and unions. */
+/**
+ * The schema node describing `path`, following objects, records, lists and unions. A map key its
+ * pattern refuses (a spawn named `bad name`) has no schema, like an unknown key of an object.
+ */
 export function schemaAt (path: string, root: SchemaNode = operatorSchema()): Record<string, unknown> | null {
   let node: Record<string, unknown> | null = root
   for (const seg of pointerSegments(path)) {
@@ -44,7 +52,7 @@ export function schemaAt (path: string, root: SchemaNode = operatorSchema()): Re
       const props = c.properties as Record<string, Record<string, unknown>> | undefined
       const pattern = c.patternProperties as Record<string, Record<string, unknown>> | undefined
       if (typeof seg === 'string' && props?.[seg] !== undefined) next = props[seg]
-      else if (typeof seg === 'string' && pattern !== undefined) next = Object.values(pattern)[0]
+      else if (typeof seg === 'string' && pattern !== undefined) next = Object.entries(pattern).find(([re]) => new RegExp(re).test(seg))?.[1] ?? null
       else if (typeof seg === 'number' && c.items !== undefined) next = c.items as Record<string, unknown>
       if (next !== null) break
     }
@@ -57,11 +65,11 @@ export function schemaAt (path: string, root: SchemaNode = operatorSchema()): Re
 export function explain (i: ConfigIssue): string[] {
   const segs = pointerSegments(i.path)
   for (let n = segs.length; n > 0; n--) {
-    const path = `/${segs.slice(0, n).join('/')}`
+    const path = `/${segs.slice(0, n).map((x) => escapeKey(String(x))).join('/')}`
     const s = schemaAt(path)
     if (s !== null && typeof s.description === 'string') {
       const dflt = s.default !== undefined ? ` Default: ${JSON.stringify(s.default)}.` : ''
-      return [`    ${path}: ${s.description}${dflt}`]
+      return [`    ${showPath(path)}: ${s.description}${dflt}`]
     }
   }
   return []

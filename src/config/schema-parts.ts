@@ -1,8 +1,9 @@
 /**
  * Building blocks shared by the route and spawn schemas: operator-friendly durations and sizes
- * (a number, or "60s" / "256MiB"), and the string-or-list shape YAML users expect for one-or-many.
+ * (a number, or "60s" / "256MiB"), the string-or-list shape YAML users expect for one-or-many, and
+ * maps whose keys are checked too.
  */
-import { Type } from '@sinclair/typebox'
+import { Type, type TSchema, type TString } from '@sinclair/typebox'
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.js'
 
 export const Duration = (description: string, dflt?: string) => Type.Union([
@@ -16,3 +17,15 @@ export const Size = (description: string, dflt?: string) => Type.Union([
 ], { description: `${description} Size: bytes, or "64KiB", "256MiB", "1GiB".`, ...(dflt !== undefined ? { default: dflt } : {}) })
 
 export const StringOrList = (description: string) => Type.Union([Type.String(), Type.Array(Type.String())], { description })
+
+/** Spawn names: they become file names (pid files, `<spawn>.log`) and metric labels. */
+export const SPAWN_NAME_PATTERN = '^[A-Za-z0-9_.-]+$'
+
+/**
+ * A map (`spawns`, `tenants`, `environment`, ...). TypeBox's Record alone emits `patternProperties`
+ * without `additionalProperties: false`, which checks nothing under a key outside the pattern (a
+ * spawn named `bad name`, or any key with a line break for a plain string key): such keys are
+ * refused here, in the published JSON Schema and in the generated validators alike.
+ */
+export const StrictRecord = <V extends TSchema>(key: TString, value: V, description: string) =>
+  Type.Record(key, value, { additionalProperties: false, description })

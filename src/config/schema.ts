@@ -5,7 +5,7 @@
  * operator-facing description; the config reference in docs/ is generated from them.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, StringOrList } from './schema-parts.js'
+import { Duration, Size, SPAWN_NAME_PATTERN, StrictRecord, StringOrList } from './schema-parts.js'
 import { IdentityPolicySchema, SpawnSchema, TenantSchema } from './spawn-schema.js'
 
 export const MatchSchema = Type.Object({
@@ -51,7 +51,7 @@ export const RouteSchema = Type.Object({
   scriptExtensions: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'CGI-family: the resolved script must end with one of these (default: match.extension). Set it on prefix routes so `/uploads/x.jpg` never runs as PHP.' })),
   index: Type.Optional(Type.Array(Type.String(), { description: 'Index files for directory requests, e.g. [index.php].' })),
   symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
-  params: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Extra CGI variables (never HTTP_PROXY).' })),
+  params: Type.Optional(StrictRecord(Type.String(), Type.String(), 'Extra CGI variables (never HTTP_PROXY).')),
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets a 302 (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
@@ -96,8 +96,8 @@ export const OperatorConfigSchema = Type.Object({
   logDir: Type.Optional(Type.String({ description: 'Directory for `<spawn>.log` files with the spawns\' stdout/stderr (rotated); without it they go to the log.' })),
   logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level (PROXYCORE_LOG_LEVEL overrides).' })),
   drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests may take to finish.', '30s')),
-  spawns: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }), SpawnSchema, { description: 'Backend programs proxycore starts and supervises, by name.' })),
-  tenants: Type.Optional(Type.Record(Type.String(), TenantSchema, { description: 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).' })),
+  spawns: Type.Optional(StrictRecord(Type.String({ pattern: SPAWN_NAME_PATTERN }), SpawnSchema, 'Backend programs proxycore starts and supervises, by name (ASCII letters, digits, `_`, `.` and `-`).')),
+  tenants: Type.Optional(StrictRecord(Type.String(), TenantSchema, 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).')),
   identity: Type.Optional(IdentityPolicySchema),
   routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
   trustedProxies: Type.Optional(TrustedProxiesSchema),

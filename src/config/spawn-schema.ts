@@ -5,7 +5,7 @@
  * test/config/schema.test.ts checks they agree.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, StringOrList } from './schema-parts.js'
+import { Duration, Size, StrictRecord, StringOrList } from './schema-parts.js'
 
 const Identity = (description: string) => Type.Union([Type.String({ minLength: 1 }), Type.Integer({ minimum: 0 })], { description })
 
@@ -37,7 +37,7 @@ export const SpawnSchema = Type.Object({
   socketType: Type.Optional(Type.Union([Type.Literal('socket'), Type.Literal('pipe')], { default: 'socket', description: 'socket: long-lived processes behind a listening socket (http, fastcgi, scgi). pipe: one process per request (cgi routes only).' })),
   socketName: Type.Optional(StringOrList('Listening address(es): host:port, [v6]:port, or a path / unix:/path = unix socket. One process group per address. Port 0 lets the OS pick.')),
   handoff: Type.Optional(Type.Union([Type.Literal('fd0'), Type.Literal('self'), Type.Literal('systemd')], { default: 'fd0', description: 'fd0: the socket is passed as stdin (FastCGI FCGI_LISTENSOCK_FILENO: php-cgi, fcgiwrap). self: the program binds HOST/PORT or SOCKET from its environment. systemd: fd 3 with LISTEN_FDS/LISTEN_PID.' })),
-  environment: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Variables set for the program (after copyEnvironment).' })),
+  environment: Type.Optional(StrictRecord(Type.String(), Type.String(), 'Variables set for the program (after copyEnvironment).')),
   copyEnvironment: Type.Optional(Type.Array(Type.String(), { description: 'Names copied from proxycore\'s environment; nothing else leaks (e.g. [PATH]).' })),
   maxRequests: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Recycle a process after this many requests, without dropping any; 0 = never.' })),
   minProcs: Type.Optional(Type.Integer({ minimum: 0, default: 1, description: 'Processes kept per address even when idle; 0 = start on the first request.' })),

@@ -7,6 +7,7 @@ import type { ConfigIssue } from '../core/errors.js'
 import { getAdapter } from '../core/registry.js'
 import type { ProtocolAdapter } from '../core/types.js'
 import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
+import { escapeKey } from './locate.js'
 import type { RouteConfig } from './schema.js'
 import type { IdentityPolicyConfig, LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
 import { parseDuration, parseSize } from './units.js'
@@ -142,16 +143,19 @@ export interface CrossFieldInput extends SpawnLayerConfig {
  * Rules across fields. `external` are spawn names an embedder provides itself (`sources` /
  * `processStarters` of createProxy); `perRequest(protocol)` says whether a protocol runs one process
  * per request (the cgi adapter), or null when the protocol is unknown (compile reports that).
+ * `malformed` are spawns defined with schema issues and left out of `c`: naming one is no error here.
  */
-export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<string>, perRequest: (protocol: string) => boolean | null): ConfigIssue[] {
+export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<string>, perRequest: (protocol: string) => boolean | null, malformed: ReadonlySet<string> = new Set()): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   const spawns = c.spawns ?? {}
   const names = Object.keys(spawns)
+  // Own keys only: a route naming `constructor` or `toString` is no spawn.
+  const spawnNamed = (n: string): SpawnConfig | undefined => Object.hasOwn(spawns, n) ? spawns[n] : undefined
   const listeners: Listener[] = [];
   [c.listen ?? []].flat().forEach((a, i) => listeners.push({ at: Array.isArray(c.listen) ? `/listen/${i}` : '/listen', address: a }))
 
   for (const [name, s] of Object.entries(spawns)) {
-    const at = `/spawns/${name}`
+    const at = `/spawns/${escapeKey(name)}`
     const pipe = s.socketType === 'pipe'
     const addrs = [s.socketName ?? []].flat()
     if (!pipe && (s.binPath === undefined || [s.binPath].flat().join('').trim() === '')) {
@@ -178,15 +182,16 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
       issues.push({ path: `${at}/user`, message: 'group without user', expected: 'a user name or uid' })
     }
     if (s.tenant !== undefined) {
-      if (c.tenants?.[s.tenant] === undefined) issues.push({ path: `${at}/tenant`, message: `no tenant named ${JSON.stringify(s.tenant)}`, found: s.tenant, expected: Object.keys(c.tenants ?? {}).join(' | ') || 'a name under `tenants`' })
+      if (c.tenants === undefined || !Object.hasOwn(c.tenants, s.tenant)) issues.push({ path: `${at}/tenant`, message: `no tenant named ${JSON.stringify(s.tenant)}`, found: s.tenant, expected: Object.keys(c.tenants ?? {}).join(' | ') || 'a name under `tenants`' })
       if (s.user !== undefined) issues.push({ path: `${at}/user`, message: 'set either tenant or user/group, not both', found: s.user })
     }
     if (s.healthCheck?.type === 'command' && s.healthCheck.command === undefined) {
       issues.push({ path: `${at}/healthCheck/command`, message: 'healthCheck type command needs command', expected: 'argv list or string' })
     }
     s.dependsOn?.forEach((d, i) => {
-      const dep = spawns[d]
+      const dep = spawnNamed(d)
       if (d === name) issues.push({ path: `${at}/dependsOn/${i}`, message: 'a spawn cannot depend on itself', found: d })
+      else if (dep === undefined && malformed.has(d)) return
       else if (dep === undefined) issues.push({ path: `${at}/dependsOn/${i}`, message: `no spawn named ${JSON.stringify(d)}`, found: d, expected: names.join(' | ') })
       else if (dep.socketType === 'pipe') issues.push({ path: `${at}/dependsOn/${i}`, message: `${d} is a pipe spawn; only socket spawns can be depended on`, found: d })
     })
@@ -196,10 +201,10 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
   c.routes?.forEach((r, i) => {
     if (r.spawn === undefined) return
     const at = `/routes/${i}/spawn`
-    const s = spawns[r.spawn]
+    const s = spawnNamed(r.spawn)
     const perReq = perRequest(r.protocol)
     if (s === undefined) {
-      if (!external.has(r.spawn)) issues.push({ path: at, message: `no spawn named ${JSON.stringify(r.spawn)}`, found: r.spawn, expected: names.join(' | ') || 'a spawn defined under `spawns`' })
+      if (!external.has(r.spawn) && !malformed.has(r.spawn)) issues.push({ path: at, message: `no spawn named ${JSON.stringify(r.spawn)}`, found: r.spawn, expected: names.join(' | ') || 'a spawn defined under `spawns`' })
       return
     }
     if (perReq === null) return
@@ -225,16 +230,19 @@ function isRecord (v: unknown): v is Record<string, unknown> {
 
 /**
  * `crossFieldIssues` over the parts of a config whose shape is right: `shapeIssues` are the schema's
- * issues, and a malformed part already has its own.
+ * issues, and a malformed part already has its own. A spawn with an issue (a bad name, a bad value)
+ * is left out, and never reported as missing where a route or dependency names it.
  */
 export function crossFieldCheck (value: unknown, shapeIssues: readonly ConfigIssue[], opts: CrossFieldOptions = {}): ConfigIssue[] {
   if (!isRecord(value)) return []
-  const known = new Set(shapeIssues.map((i) => i.path))
+  const known = [...new Set(shapeIssues.map((i) => i.path))]
+  const hasIssue = (at: string): boolean => known.some((p) => p === at || p.startsWith(`${at}/`))
+  const malformed = new Set(isRecord(value.spawns) ? Object.keys(value.spawns).filter((n) => hasIssue(`/spawns/${escapeKey(n)}`)) : [])
   const spawns = isRecord(value.spawns)
-    ? Object.fromEntries(Object.entries(value.spawns).filter(([n]) => ![...known].some((p) => p.startsWith(`/spawns/${n}`))))
+    ? Object.fromEntries(Object.entries(value.spawns).filter(([n]) => !malformed.has(n)))
     : undefined
   const routes = Array.isArray(value.routes)
-    ? (value.routes as unknown[]).map((r, i) => [...known].some((p) => p.startsWith(`/routes/${i}/`) || p === `/routes/${i}`) ? { protocol: '' } : r)
+    ? (value.routes as unknown[]).map((r, i) => hasIssue(`/routes/${i}`) ? { protocol: '' } : r)
     : undefined
   const perRequest = (protocol: string): boolean | null => {
     if (protocol === '') return null
@@ -242,6 +250,6 @@ export function crossFieldCheck (value: unknown, shapeIssues: readonly ConfigIss
     return a === undefined ? (protocol === 'cgi' ? true : null) : a.capabilities.perRequestProcess
   }
   const input = { ...value, spawns, routes } as CrossFieldInput
-  if (known.has('/listen')) delete input.listen
-  return crossFieldIssues(input, new Set(opts.externalSpawns ?? []), perRequest)
+  if (known.includes('/listen')) delete input.listen
+  return crossFieldIssues(input, new Set(opts.externalSpawns ?? []), perRequest, malformed)
 }

@@ -7,6 +7,8 @@
 import type { TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { ConfigIssue } from '../core/errors.js'
+import { escapeKey, pointerSegments } from './locate.js'
+import { SPAWN_NAME_PATTERN } from './schema-parts.js'
 import { OperatorConfigSchema } from './schema.js'
 import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { didYouMean } from './suggest.js'
@@ -38,6 +40,44 @@ function lastSegment (path: string): string {
   return path.slice(path.lastIndexOf('/') + 1).replace(/~1/g, '/').replace(/~0/g, '~')
 }
 
+/** What a map calls its keys, by the map's own key in the config. */
+const KEY_NOUNS: Record<string, string> = {
+  spawns: 'spawn name',
+  tenants: 'tenant name',
+  environment: 'environment variable name',
+  params: 'CGI variable name',
+}
+
+/** The rule of a map's key pattern in words: the end of "a spawn name ...", and the expected value. */
+function keyRule (pattern: string): { rule: string, expected: string } {
+  if (pattern === SPAWN_NAME_PATTERN) return { rule: 'may contain only ASCII letters, digits, "_", "." and "-"', expected: 'ASCII letters, digits, "_", "." and "-"' }
+  // TypeBox's pattern for a plain string key: `.` matches anything but a line break.
+  if (pattern === '^(.*)$') return { rule: 'must be a single line', expected: 'a single line' }
+  return { rule: `must match ${pattern}`, expected: `a key matching ${pattern}` }
+}
+
+/**
+ * Every key of the map at `path` that its key pattern refuses (TypeBox reports only the first), each
+ * with the issues of its value, so one run names them all.
+ */
+function badKeyIssues (map: Record<string, unknown>, path: string, value: unknown): ConfigIssue[] {
+  let node = value
+  for (const seg of pointerSegments(path)) node = typeof node === 'object' && node !== null ? (node as Record<string, unknown>)[seg] : undefined
+  if (typeof node !== 'object' || node === null) return []
+  const [pattern, valueSchema] = Object.entries(map.patternProperties as Record<string, TSchema>)[0]
+  const re = new RegExp(pattern)
+  const noun = KEY_NOUNS[lastSegment(path)] ?? 'key'
+  const { rule, expected } = keyRule(pattern)
+  const out: ConfigIssue[] = []
+  for (const [key, v] of Object.entries(node)) {
+    if (re.test(key)) continue
+    const at = `${path}/${escapeKey(key)}`
+    out.push({ path: at, message: `bad ${noun} ${JSON.stringify(key)}: ${/^[aeiou]/.test(noun) ? 'an' : 'a'} ${noun} ${rule}`, found: key, expected })
+    for (const i of shapeIssues(valueSchema, v)) out.push({ ...i, path: `${at}${i.path}` })
+  }
+  return out
+}
+
 /** TypeBox errors as ConfigIssues: one per path, unknown keys with a suggestion. */
 export function shapeIssues (schema: TSchema, value: unknown): ConfigIssue[] {
   const out: ConfigIssue[] = []
@@ -46,6 +86,12 @@ export function shapeIssues (schema: TSchema, value: unknown): ConfigIssue[] {
     if (seen.has(e.path)) continue
     seen.add(e.path)
     const s = e.schema as Record<string, unknown>
+    if (e.message === 'Unexpected property' && typeof s.patternProperties === 'object' && s.patternProperties !== null) {
+      const issues = badKeyIssues(s, e.path.slice(0, e.path.lastIndexOf('/')), value)
+      for (const i of issues) seen.add(i.path)
+      out.push(...issues)
+      continue
+    }
     if (e.message === 'Unexpected property' && typeof s.properties === 'object' && s.properties !== null) {
       const key = lastSegment(e.path)
       const known = Object.keys(s.properties)

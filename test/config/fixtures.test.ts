@@ -1,7 +1,8 @@
 /**
  * The config corpus: every file under fixtures/valid loads with no issue; every file under
  * fixtures/invalid produces exactly the issues it names (`# expect: <path> @<line> <text>` comments,
- * or a `<file>.expect` sidecar for JSON), each at its path and line.
+ * or a `<file>.expect` sidecar for JSON), each at its path and line. A path with a space or an
+ * escape in it is written as a JSON string: `# expect: "/spawns/bad name" @3 <text>`.
  */
 import t from 'tap'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
@@ -24,9 +25,10 @@ function expectations (file: string): Expect[] {
     ? readFileSync(sidecar, 'utf8').split('\n')
     : readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('# expect: ')).map((l) => l.slice('# expect: '.length))
   return lines.filter((l) => l.trim() !== '').map((l) => {
-    const m = /^(\S+) @(\d+) (.+)$/.exec(l)
+    const m = /^("(?:[^"\\]|\\.)*"|\S+) @(\d+) (.+)$/.exec(l)
     if (m === null) throw new Error(`bad expectation in ${file}: ${l}`)
-    return { path: m[1] === "''" ? '' : m[1], line: Number(m[2]), text: m[3] }
+    const path = m[1] === "''" ? '' : m[1].startsWith('"') ? JSON.parse(m[1]) as string : m[1]
+    return { path, line: Number(m[2]), text: m[3] }
   })
 }
 

@@ -91,3 +91,45 @@ t.test('checkConfig: the operator schema, then adapter options of the well-forme
   t.strictSame(await checkConfig(null), [{ path: '', message: 'expected object', found: null, expected: 'a mapping' }])
   t.strictSame(await checkConfig([]), [{ path: '', message: 'expected object', found: [], expected: 'a mapping' }])
 })
+
+t.test('checkConfig: map keys outside their pattern are issues at the key, every one, with the value still checked', async (t) => {
+  guardLeaks(t)
+  const names = 'a spawn name may contain only ASCII letters, digits, "_", "." and "-"'
+  const rule = 'ASCII letters, digits, "_", "." and "-"'
+  t.strictSame(await checkConfig({
+    spawns: {
+      'bad name': { socketName: 1, binPath: 'x' },
+      ok: { binPath: 'x', socketName: '/tmp/pc-issues-ok.sock', environment: { PATH: '/bin', 'A\nB': 1 } },
+      'a/b~c': { binPath: 'x', socketName: '/tmp/pc-issues-ab.sock' },
+      'ü': 5,
+    },
+    tenants: { 'x\ny': { user: 'u', group: 'g' } },
+    routes: [
+      { protocol: 'http', spawn: 'bad name' },
+      { protocol: 'http', backends: ['127.0.0.1:1'], params: { 'A\nB': 'x' } },
+    ],
+  }), [
+    { path: '/spawns/ok/environment/A\nB', message: 'bad environment variable name "A\\nB": an environment variable name must be a single line', found: 'A\nB', expected: 'a single line' },
+    { path: '/spawns/ok/environment/A\nB', message: 'expected string', found: 1, expected: 'a string' },
+    { path: '/spawns/bad name', message: `bad spawn name "bad name": ${names}`, found: 'bad name', expected: rule },
+    { path: '/spawns/bad name/socketName', message: 'invalid value', found: 1, expected: 'a string | a list of a string' },
+    { path: '/spawns/a~1b~0c', message: `bad spawn name "a/b~c": ${names}`, found: 'a/b~c', expected: rule },
+    { path: '/spawns/ü', message: `bad spawn name "ü": ${names}`, found: 'ü', expected: rule },
+    { path: '/spawns/ü', message: 'expected object', found: 5, expected: 'a mapping' },
+    { path: '/tenants/x\ny', message: 'bad tenant name "x\\ny": a tenant name must be a single line', found: 'x\ny', expected: 'a single line' },
+    { path: '/routes/1/params/A\nB', message: 'bad CGI variable name "A\\nB": a CGI variable name must be a single line', found: 'A\nB', expected: 'a single line' },
+  ])
+})
+
+t.test('checkConfig: a spawn or tenant named like an Object.prototype member is still unknown', async (t) => {
+  guardLeaks(t)
+  t.strictSame(await checkConfig({
+    spawns: { app: { binPath: 'x', socketName: '/tmp/pc-issues-proto.sock', tenant: 'toString', dependsOn: ['hasOwnProperty'] } },
+    tenants: { t: { user: 'u', group: 'g' } },
+    routes: [{ protocol: 'http', spawn: 'constructor' }],
+  }), [
+    { path: '/spawns/app/tenant', message: 'no tenant named "toString"', found: 'toString', expected: 't' },
+    { path: '/spawns/app/dependsOn/0', message: 'no spawn named "hasOwnProperty"', found: 'hasOwnProperty', expected: 'app' },
+    { path: '/routes/0/spawn', message: 'no spawn named "constructor"', found: 'constructor', expected: 'app' },
+  ])
+})

@@ -88,3 +88,22 @@ t.test('cross-field errors reject the config before any child starts', async (t)
   t.match((err as ConfigError).message, /already used by \/spawns\/app\/socketName/)
   t.same(childrenOf(), [], 'nothing was started')
 })
+
+t.test('a spawn name outside [A-Za-z0-9_.-] is a config issue at its key, not a crash, and nothing starts', async (t) => {
+  guardLeaks(t)
+  const reject = async (spawns: Record<string, unknown>): Promise<unknown> => await createProxy({
+    logger: silentLogger,
+    spawns: spawns as never,
+    routes: [{ protocol: 'http', spawn: 'bad name' }],
+  }).catch((e: unknown) => e)
+  const err = await reject({ 'bad name': { binPath: [node, join(demo, 'http-app.mjs')], socketName: 1 } })
+  t.ok(err instanceof ConfigError, 'a ConfigError, not a TypeError')
+  t.equal((err as ConfigError).code, 'ERR_CONFIG')
+  t.same((err as ConfigError).issues.map((i) => i.path), ['/spawns/bad name', '/spawns/bad name/socketName'])
+  t.match((err as ConfigError).message, /\/spawns\/bad name: bad spawn name "bad name": a spawn name may contain only ASCII letters, digits, "_", "\." and "-"/)
+  const valid = await reject({ 'bad name': { binPath: [node, join(demo, 'http-app.mjs')], socketName: '127.0.0.1:0' } })
+  t.ok(valid instanceof ConfigError)
+  t.same((valid as ConfigError).issues.map((i) => i.path), ['/spawns/bad name'], 'a well-formed spawn under a bad name')
+  t.match((valid as ConfigError).issues[0].message, /^bad spawn name "bad name": /, 'refused by the config check, before the spawn manager sees it')
+  t.same(childrenOf(), [], 'nothing was started')
+})

@@ -37,8 +37,9 @@ const PATTERN_EXAMPLES: Record<string, string[]> = {
   '^/': ['/', '/srv/www', 'srv', '', ' /x'],
   '^SIG[A-Z0-9]+$': ['SIGTERM', 'SIGRTMIN1', 'sigterm', 'TERM', 'SIG'],
   '^[A-Za-z]+$': ['GET', 'purge', 'GET1', '', 'M-SEARCH'],
-  '^[A-Za-z0-9_.-]+$': ['php', 'a.b-c_1', 'bad name', '', 'ü'],
-  '^(.*)$': ['PATH', '', 'a b', 'x=y'],
+  '^[A-Za-z0-9_.-]+$': ['php', 'a.b-c_1', 'bad name', '', 'ü', 'a/b'],
+  // A plain string key: TypeBox's pattern, and a map refuses a key with a line break.
+  '^(.*)$': ['PATH', '', 'a b', 'x=y', 'a\nb', '\r'],
 }
 
 type Node = TSchema & Record<string, any>
