@@ -14,12 +14,10 @@ const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const NODE = process.execPath
 /**
  * Every Node proxy (proxycore and the npm peers alike) runs with the V8 flags `proxycore serve`
- * uses (its shebang, package.json `start`): none now. A 2 MiB young generation (the flags until
- * this round) kept RSS low but, once V8's memory reducer had shrunk the heap during an idle pause,
- * made proxycore run ~20 mark-compacts a second under load (docs/getting-started.md "Memory and
- * speed").
+ * uses (its shebang, package.json `start`): a 2 MiB young generation keeps RSS under load near the
+ * idle size (docs/getting-started.md "Memory and speed").
  */
-export const NODE_PROXY_FLAGS = []
+export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2']
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket
