@@ -3,12 +3,16 @@
  * address), or pino-pretty's readable lines when stderr is a terminal. Writes are synchronous so
  * the last lines before an exit are never lost.
  */
+import { createRequire } from 'node:module'
 import { pino, type Logger as Pino } from 'pino'
-import pretty from 'pino-pretty'
+
+const require = createRequire(import.meta.url)
 
 export function cliLogger (level: string): Pino {
   const opts = { level, base: { name: 'proxycore' } }
   if (process.stderr.isTTY === true && process.env.PROXYCORE_LOG_FORMAT !== 'json') {
+    // Loaded only for a terminal: a service's stderr is a pipe or a journal, where it is dead weight.
+    const pretty = require('pino-pretty') as typeof import('pino-pretty')
     return pino(opts, pretty({ colorize: true, destination: 2, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' }))
   }
   return pino(opts, pino.destination({ dest: 2, sync: true }))
