@@ -92,6 +92,21 @@ const tail = (p) => p.log().trim().split('\n').slice(-2).join(' | ').slice(0, 20
  * rssBeforeKiB, rssMaxKiB } or, when the backend could not run, { …, skip: reason }.
  * `only`: backend ids to run (default all).
  */
+/**
+ * The tree's RSS once it has settled: the median of 10 samples 100 ms apart. A single read right
+ * after the warm-up caught V8's optimizing compiler mid-flight (tens of MiB for a few tens of ms)
+ * in some runs and not in others, which moved "growth" by ±10 MiB between identical runs.
+ */
+async function settledRssKiB (pid, exclude) {
+  const samples = []
+  for (let i = 0; i < 10; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    samples.push(treeRssKiB(pid, exclude))
+  }
+  samples.sort((a, b) => a - b)
+  return samples[5]
+}
+
 export async function runBig ({ ctx, size, log, only = null }) {
   log(`\n## Memory: ${size} B upload and download through every proxycore adapter`)
   const date = new Date().toISOString()
@@ -140,7 +155,7 @@ export async function runBig ({ ctx, size, log, only = null }) {
       }
       for (const direction of ['upload', 'download']) {
         expected(direction === 'upload' ? 'gen' : setup.pattern, size) // digest first, outside the timed part
-        const before = treeRssKiB(pc.pid, setup.exclude)
+        const before = await settledRssKiB(pc.pid, setup.exclude)
         const rss = sampleRss([{ pid: pc.pid, exclude: setup.exclude }], 50)
         const t0 = process.hrtime.bigint()
         let error = null

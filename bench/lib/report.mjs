@@ -156,7 +156,7 @@ export function renderBigSection (raw) {
     `One ${sizeText(big.bytes)} upload and one ${sizeText(big.bytes)} download per backend, each through a fresh proxycore process (after a warm-up of small bodies, sha256-checked too), one request at a time. ` +
     `Uploads ${big.upload === 'chunked' ? 'are sent chunked' : 'carry Content-Length, so no adapter spools them to a temp file: the body streams from the client socket to the backend'}; the client sends the lib/gen.mjs stream and the backend answers with the sha256 of what it read. ` +
     'Downloads are a stream the backend generates (the lib/gen.mjs stream, reproduced in PHP and Python, or `seq 1 inf | head -c N` for the shell script) whose sha256 the bench computes itself. ' +
-    `RSS is proxycore's process tree (CGI scripts it forks excluded), sampled every 50 ms; "before" is after the warm-up. MiB/s is the whole exchange, client and backend on the same CPUs. Target: sha256 intact and RSS growth < ${target} MiB.`, '')
+    `RSS is proxycore's process tree (CGI scripts it forks excluded), sampled every 50 ms; "before" is the median of 10 samples 100 ms apart after the warm-up, once the JIT has settled. MiB/s is the whole exchange, client and backend on the same CPUs. Target: sha256 intact and RSS growth < ${target} MiB.`, '')
   out.push(table(['adapter', 'backend', 'direction', 'sha256', 'seconds', 'MiB/s', 'RSS before MiB', 'RSS max MiB', 'growth MiB', 'target'],
     big.rows.map((b) => b.skip
       ? [b.adapter, cell(b.label ?? b.backend), b.direction, `not measured: ${cell(b.skip)}`, '—', '—', '—', '—', '—', 'n/a']
