@@ -2,8 +2,9 @@
  * Load a CommonJS dependency on first use instead of at import time.
  *
  * `import 'proxycore'` should cost what the embedder uses: a proxy with only FastCGI routes never
- * needs undici (~11 MiB RSS for its Pool with the llhttp WASM; see src/protocols/http/client.ts), and one without a status page never needs
- * prom-client, ws, yaml or fast-glob (~15 MiB more, measured in docs/design/architecture.md).
+ * needs undici (~11 MiB RSS for its Pool and the llhttp WASM; src/protocols/http/client.ts), and
+ * one without a status page never needs prom-client, ws, yaml or fast-glob (~15 MiB more,
+ * measured in docs/design/architecture.md).
  * Each of these packages ships CommonJS, so a synchronous `require` keeps the call sites
  * synchronous; the types still come from `import type`.
  */

@@ -87,12 +87,6 @@ function verdict (direction, pattern, size, r) {
 const tail = (p) => p.log().trim().split('\n').slice(-2).join(' | ').slice(0, 200)
 
 /**
- * Returns { date, bytes, upload: 'content-length', targetMiB, rows }, one row per backend ×
- * direction: { backend, adapter, label, direction, bytes, pattern, ok, error, seconds,
- * rssBeforeKiB, rssMaxKiB } or, when the backend could not run, { …, skip: reason }.
- * `only`: backend ids to run (default all).
- */
-/**
  * The tree's RSS once it has settled: the median of 10 samples 100 ms apart. A single read right
  * after the warm-up caught V8's optimizing compiler mid-flight (tens of MiB for a few tens of ms)
  * in some runs and not in others, which moved "growth" by ±10 MiB between identical runs.
@@ -107,6 +101,12 @@ async function settledRssKiB (pid, exclude) {
   return samples[5]
 }
 
+/**
+ * Returns { date, bytes, upload: 'content-length', targetMiB, rows }, one row per backend ×
+ * direction: { backend, adapter, label, direction, bytes, pattern, ok, error, seconds,
+ * rssBeforeKiB, rssMaxKiB } or, when the backend could not run, { …, skip: reason }.
+ * `only`: backend ids to run (default all).
+ */
 export async function runBig ({ ctx, size, log, only = null }) {
   log(`\n## Memory: ${size} B upload and download through every proxycore adapter`)
   const date = new Date().toISOString()

@@ -7,10 +7,10 @@
  * The legacy handler interface (onConnect/onHeaders/onData/onComplete) is undici's direct path:
  * raw header buffers, no header object built per response.
  */
+import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
-import { createRequire } from 'node:module'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
 import type { HttpOptions } from './options.js'
