@@ -7,15 +7,13 @@
  * The legacy handler interface (onConnect/onHeaders/onData/onComplete) is undici's direct path:
  * raw header buffers, no header object built per response.
  */
-import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
+import { lazy } from '../../lazy.js'
 import type { HttpOptions } from './options.js'
-
-const require = createRequire(import.meta.url)
 
 /**
  * undici's Pool module alone, not the package entry: the entry also loads fetch, WebSocket, the
@@ -25,15 +23,14 @@ const require = createRequire(import.meta.url)
  * future undici move it, the entry is the fallback.
  */
 export const UNDICI_POOL_MODULE = 'undici/lib/dispatcher/pool.js'
-let PoolClass: typeof Pool | null = null
+const poolModule = lazy<typeof Pool>(UNDICI_POOL_MODULE)
+const undiciEntry = lazy<typeof import('undici')>('undici')
 export function undiciPool (): typeof Pool {
-  if (PoolClass !== null) return PoolClass
   try {
-    PoolClass = require(UNDICI_POOL_MODULE) as typeof Pool
+    return poolModule()
   } catch {
-    PoolClass = (require('undici') as typeof import('undici')).Pool
+    return undiciEntry().Pool
   }
-  return PoolClass
 }
 
 /** RFC 9110 §9.2.2: a request that failed before any response byte may be replayed if idempotent. */
