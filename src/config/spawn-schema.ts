@@ -57,7 +57,7 @@ export const SpawnSchema = Type.Object({
   limits: Type.Optional(LimitsSchema),
   chroot: Type.Optional(Type.String({ pattern: '^/', description: 'Run the user-switched process chrooted here (absolute, root-owned, not writable by group/others). binPath and cwd are then paths inside this root (cwd default: the binary\'s directory there); socketName stays a host path. Socket spawns only.' })),
   groups: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('user')], { default: 'none', description: 'Supplementary groups of a user-switched process: none, or the target user\'s own groups (needs util-linux setpriv).' })),
-  launcher: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('fork-server'), Type.Literal('direct')], { default: 'auto', description: 'How a pipe (CGI) spawn starts its per-request processes. fork-server: a small perl helper forks and execs them, so the proxy process never forks (forking it costs 1-2 ms of proxy CPU per request). direct: Node\'s own spawn(). auto: fork-server when perl is installed, else direct. Socket spawns always start directly.' })),
+  launcher: Type.Optional(Type.Union([Type.Literal('auto'), Type.Literal('fork-server'), Type.Literal('direct')], { default: 'auto', description: 'How a pipe (CGI) spawn starts its per-request processes. fork-server: a small perl helper forks and execs them, so the proxy process never forks (forking it costs 1-2 ms of proxy CPU per request). direct: Node\'s own spawn(). auto: fork-server when perl is installed and the CPU is x64, arm64, riscv64 or loong64, else direct. Socket spawns always start directly.' })),
 }, { additionalProperties: false, description: 'One backend program and how to run it (lighttpd mod_spawn).' })
 
 export const TenantSchema = Type.Object({

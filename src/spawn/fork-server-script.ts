@@ -1,49 +1,70 @@
 /**
- * The fork server's Perl source, run as `perl -e FORK_SERVER_PL -- <socket path>` (fork-server.ts).
+ * The fork server's Perl source, written to a file and run as `perl <file> <socket path> <arch>`
+ * (fork-server.ts).
  * Kept as a string so it ships from src (tap) and dist (tsc) alike. Hand-written: no Node library
  * forks from a small helper process, and Node's own spawn() forks the whole Node process.
  *
- * perl-base only (POSIX, Socket, Fcntl): perl-base is Essential on Debian, so it is always there.
- * Nothing in here may print: after fork, STDERR is the CGI program's stderr.
+ * Plain perl: no module but the strict and warnings pragmas (perl-base is Essential on Debian, so it is always there); syscalls
+ * by number for x64 and the generic table (arm64, riscv64, loong64): see `forkServerUnsupported()`.
+ * Nothing in the child may print: after its dup()s, STDERR is the CGI program's stderr.
  */
 export const FORK_SERVER_PL = String.raw`
 # proxycore fork server: forks and execs CGI programs for the proxy, so the proxy's own big,
-# multi-threaded process never forks (measured: 1.2-2 ms of proxy CPU per fork; this perl: ~0.15 ms).
+# multi-threaded process never forks.
+#
+# Run as: perl fork-server.pl <socket path> <arch>   (arch: Node's process.arch, for syscall numbers)
 #
 # Requests (stdin, from the proxy): frames of  u32be length | fields joined by NUL:
 #   id, token (32 hex digits), cwd, uid, gid, umask (decimal), stdin ('pipe' | 'null'), argc,
 #   argv[0 .. argc-1], env "K=V"... ('' = leave as is). argv[0] is the file to exec (searched in
 #   the env's PATH, like execvp(3)). stdin 'null': /dev/null, not a connection (no request body).
-# Replies (stdout, one line each; per id always in this order):
-#   P <id> <pid>               forked
-#   S <id>                     exec succeeded (the child's close-on-exec pipe closed without a word)
-#   E <id> <errno> <step>      the child failed in <step> (connect, chdir, setuid, exec ...) and
-#                              exits 127; nothing more is said about this id
-#   X <id> <wait status> <g>   reaped (after S); g = 1 if its process group still has members
-#                              (something it started lives on), 0 if the group is gone
+# Replies (stdout, one line each; per id S or E, and after S always one X):
+#   S <id> <pid>               forked and exec'd
+#   E <id> <errno> <step>      it could not be started (connect, fork, chdir, setuid, exec ...);
+#                              nothing more is said about this id
+#   X <id> <wait status> <g>   reaped; g = 1 if its process group still has members (something it
+#                              started lives on), 0 if the group is gone
 #
-# Stdio without fd passing: the child connects to the proxy's unix socket (argv 0, in a private
-# 0700 directory) three times (twice with stdin 'null'), writes token + fd number (17 bytes) on
-# each connection, and dup2()s them onto 0, 1, 2. Every other descriptor is close-on-exec (perl
+# Cheap forks. A forked perl pays for every page it touches before exec: its page-table entries
+# for code are not copied (each first touch faults), and every heap page it writes is copied
+# (perl writes reference counts wherever it reads). Measured per request under load, when the
+# child connected, built %ENV and called POSIX itself: 0.9 ms of CPU between fork and exec, twice
+# what the helper spends. So everything that can happen before the fork happens here, in the
+# parent (stdio connections, %ENV, which exec passes on), the child makes raw syscalls by number
+# and exec, and no module is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent then
+# blocks on the close-on-exec pipe until the exec, as libuv does: the child does nothing that waits.
+#
+# Stdio without fd passing: for each of fd 0-2 (1-2 with stdin 'null') the parent connects to the
+# proxy's unix socket (argv 0, in a private 0700 directory), writes token + fd number (17 bytes),
+# and the child dup()s the connections onto 0, 1, 2. Every other descriptor is close-on-exec (perl
 # sets FD_CLOEXEC above $^F = 2).
 #
-# The loop never blocks in read: stdin and the exec pipes are O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD
-# and SIGIO stay blocked while it works, and sigsuspend() unblocks them atomically while it waits.
-# A signal arriving at any other moment stays pending and ends the next sigsuspend() at once, so
-# no exit and no request can be missed (select() + a SIGCHLD flag would race: perl runs signal
-# handlers only between ops, and a child dying just before select() would go unnoticed).
+# The loop never blocks in read on stdin: it is O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD and SIGIO stay
+# blocked while it works, and sigsuspend() unblocks them atomically while it waits. A signal
+# arriving at any other moment stays pending and ends the next sigsuspend() at once, so no exit and
+# no request can be missed (select() + a SIGCHLD flag would race: perl runs signal handlers only
+# between ops, and a child dying just before select() would go unnoticed).
 use strict;
 use warnings;
-use POSIX ();
-use Socket qw(PF_UNIX SOCK_STREAM sockaddr_un);
-use Fcntl qw(F_GETFL F_SETFL F_SETOWN O_NONBLOCK O_ASYNC);
 
-my $path = $ARGV[0];
+my ($path, $arch) = @ARGV;
 $0 = "proxycore-fork-server $path";    # ps shows what it is and which proxy socket it serves
 
-# setgroups(0, NULL), as libuv does before setgid: perl has no builtin for an empty group list
-# ($) = "G G" would leave the list {G}). Syscall numbers of the common 64-bit ABIs.
-my $SYS_setgroups = { x86_64 => 116, aarch64 => 159, riscv64 => 159, loongarch64 => 159 }->{(POSIX::uname())[4]};
+# Syscall numbers: x86-64's table, and the generic one of arm64, riscv64 and loongarch64 (which has
+# dup3 but no dup2). The proxy runs the fork server only on these (fork-server.ts).
+my %SYS = $arch eq 'x64'
+  ? (close => 3, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, exit_group => 231)
+  : (close => 57, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, exit_group => 94);
+# The same on all of them: errno values, signal numbers, fcntl commands and flags, AF_UNIX and
+# SOCK_STREAM.
+my ($EINTR, $EAGAIN, $EIO) = (4, 11, 5);
+my ($SIG_BLOCK, $SIG_SETMASK) = (0, 2);
+my ($F_GETFL, $F_SETFL, $F_SETOWN, $O_NONBLOCK, $O_ASYNC) = (3, 4, 8, 0x800, 0x2000);
+my $WNOHANG = 1;
+my $SUN = pack('S Z108', 1, $path);    # struct sockaddr_un { AF_UNIX, path }
+# Kernel sigsets: bit n-1 is signal n. SIGCHLD = 17, SIGIO = 29.
+my $WAKE = pack('Q', (1 << 16) | (1 << 28));
+my $NONE = pack('Q', 0);
 
 # Descriptors the proxy inherited without close-on-exec are passed on by libuv to us as well; none
 # may reach a CGI program, so they go now (perl itself holds none at this point).
@@ -51,35 +72,24 @@ if (opendir(my $dh, '/proc/self/fd')) {
   my $own = fileno($dh);
   my @fds = grep { /^\d+$/ && $_ > 2 && $_ != $own } readdir($dh);
   closedir($dh);
-  POSIX::close($_) for @fds;
+  syscall($SYS{close}, 0 + $_) for @fds;
 }
 
-my %execpipe;   # pid => read end of its close-on-exec pipe, until S or E was sent
-my %idof;       # pid => request id, until it failed (E) or was reaped (X)
+my %idof;       # pid => request id, until it was reaped (X)
 my $in = '';    # unparsed request bytes
+my $out = '';   # replies not written yet
 
 # Handlers only so that sigsuspend() returns: SIGCHLD is ignored and SIGIO kills by default.
 $SIG{CHLD} = sub {};
 $SIG{IO} = sub {};
-my $wake = POSIX::SigSet->new(POSIX::SIGCHLD(), POSIX::SIGPOLL());
-my $none = POSIX::SigSet->new();
-POSIX::sigprocmask(POSIX::SIG_BLOCK(), $wake) or die "fork server: sigprocmask: $!\n";
+syscall($SYS{sigprocmask}, $SIG_BLOCK, $WAKE, 0, 8) == 0 or die "fork server: sigprocmask: $!\n";
 
-# Non-blocking, and SIGIO to us whenever there is input or EOF.
-sub notify_on_input {
-  my ($fh) = @_;
-  fcntl($fh, F_SETOWN, 0 + $$) or die "fork server: F_SETOWN: $!\n";
-  my $flags = fcntl($fh, F_GETFL, 0) or die "fork server: F_GETFL: $!\n";
-  fcntl($fh, F_SETFL, $flags | O_NONBLOCK | O_ASYNC) or die "fork server: F_SETFL: $!\n";
-}
-
-# Unbuffered, whole lines (a buffered STDOUT would be flushed again by every fork and exec).
-sub reply {
-  my ($line) = @_;
-  while (length $line) {
-    my $n = syswrite(STDOUT, $line);
-    if (!defined $n) { next if $! == POSIX::EINTR(); die "fork server: write: $!\n" }
-    substr($line, 0, $n) = '';
+# Unbuffered, whole lines (a buffered STDOUT would be flushed again by every fork).
+sub flush {
+  while (length $out) {
+    my $n = syswrite(STDOUT, $out);
+    if (!defined $n) { next if $! == $EINTR; die "fork server: write: $!\n" }
+    substr($out, 0, $n) = '';
   }
 }
 
@@ -89,111 +99,88 @@ sub read_input {
     my $n = sysread(STDIN, $in, 65536, length $in);
     return 1 if defined $n && $n == 0;
     next if defined $n;
-    return 0 if $! == POSIX::EAGAIN() || $! == POSIX::EINTR();
+    return 0 if $! == $EAGAIN || $! == $EINTR;
     die "fork server: read: $!\n";
   }
 }
 
-# The child, between fork and exec. Never returns. The order is libuv's (uv__process_child_init):
-# new session, stdio, cwd, groups, gid, uid, then umask, environment, signals, exec.
+# The child, between fork and exec: syscalls only (see "Cheap forks"). Never returns. The order is
+# libuv's (uv__process_child_init): new session, stdio, cwd, groups, gid, uid, then umask, signal
+# mask, exec. On failure "errno step" goes to the exec pipe and it exits 127.
 sub child {
-  my ($w, $token, $cwd, $uid, $gid, $umask, $stdin, $argv, $env) = @_;
+  my ($w, $io, $cwd, $uid, $gid, $umask, $argv) = @_;
   no warnings;    # nothing may reach fd 2: it is the program's stderr
-  my $step = 'setsid';
-  my $errno = 0;
-  my $fail = sub { $errno = $! + 0; die "\n" };
-  eval {
-    # Own session and process group: the proxy stops the whole group with kill(-pid).
-    POSIX::setsid() > 0 or $fail->();
-    # Connect while still privileged: the socket directory is the proxy user's, mode 0700.
-    $step = 'connect';
-    my $tok = pack('H*', $token);
-    my @s;
-    if ($stdin eq 'null') { $step = 'open /dev/null'; open($s[0], '<', '/dev/null') or $fail->(); $step = 'connect' }
-    for my $fd (($stdin eq 'null' ? 1 : 0) .. 2) {
-      socket($s[$fd], PF_UNIX, SOCK_STREAM, 0) or $fail->();
-      connect($s[$fd], sockaddr_un($path)) or $fail->();
-      my $hello = $tok . chr($fd);
-      (syswrite($s[$fd], $hello) // -1) == length($hello) or $fail->();
-    }
-    $step = 'dup2';
-    for my $fd (0 .. 2) { defined(POSIX::dup2(fileno($s[$fd]), $fd)) or $fail->() }
-    if ($cwd ne '') { $step = 'chdir'; chdir($cwd) or $fail->() }
-    if ($uid ne '' || $gid ne '') {
-      # No supplementary groups at all (libuv: setgroups(0, NULL) whenever uid or gid is given).
-      $step = 'setgroups';
-      if (defined $SYS_setgroups) { syscall($SYS_setgroups, 0, 0) == 0 or $fail->() }
-      elsif ($gid ne '') { $) = "$gid $gid" }
-      if ($gid ne '') { $step = 'setgid'; POSIX::setgid($gid) or $fail->() }
-      if ($uid ne '') { $step = 'setuid'; POSIX::setuid($uid) or $fail->() }
-    }
-    umask($umask) if $umask ne '';
-    # Exactly the given environment: %ENV is perl's view of environ, which exec passes on.
-    %ENV = ();
-    for my $kv (@$env) {
-      my $eq = index($kv, '=');
-      $ENV{substr($kv, 0, $eq)} = substr($kv, $eq + 1) if $eq > 0;
-    }
-    # Dispositions: exec resets caught signals to the default, and nothing here is ignored (the
-    # proxy started us with every signal at its default); the mask must be emptied by hand.
-    $SIG{CHLD} = 'DEFAULT';
-    $SIG{IO} = 'DEFAULT';
-    POSIX::sigprocmask(POSIX::SIG_SETMASK(), $none);
-    $step = 'exec';
-    exec { $argv->[0] } @$argv;    # execvp(3): PATH search, ENOEXEC scripts run by /bin/sh
-    $fail->();
-  };
-  $errno ||= POSIX::EIO();
+  # Own session and process group: the proxy stops the whole group with kill(-pid).
+  syscall($SYS{setsid}) >= 0 or failed($w, 'setsid');
+  for my $fd (0 .. 2) { syscall($SYS{dup3}, fileno($io->[$fd]), $fd, 0) >= 0 or failed($w, 'dup2') }
+  $cwd eq '' or chdir($cwd) or failed($w, 'chdir');
+  if ($uid ne '' || $gid ne '') {
+    # No supplementary groups at all (libuv: setgroups(0, NULL) whenever uid or gid is given).
+    syscall($SYS{setgroups}, 0, 0) == 0 or failed($w, 'setgroups');
+    $gid eq '' or syscall($SYS{setgid}, 0 + $gid) == 0 or failed($w, 'setgid');
+    $uid eq '' or syscall($SYS{setuid}, 0 + $uid) == 0 or failed($w, 'setuid');
+  }
+  umask($umask) if $umask ne '';
+  # exec resets caught signals to the default (nothing is ignored: the proxy started us with every
+  # signal at its default); the mask must be emptied by hand.
+  syscall($SYS{sigprocmask}, $SIG_SETMASK, $NONE, 0, 8) == 0 or failed($w, 'sigprocmask');
+  exec { $argv->[0] } @$argv;    # execvp(3): PATH search, ENOEXEC scripts run by /bin/sh
+  failed($w, 'exec');
+}
+
+sub failed {
+  my ($w, $step) = @_;
+  my $errno = ($! + 0) || $EIO;
   syswrite($w, "$errno $step");
-  POSIX::_exit(127);
+  syscall($SYS{exit_group}, 127);
 }
 
 sub start {
   my @f = split /\0/, $_[0], -1;
   my ($id, $token, $cwd, $uid, $gid, $umask, $stdin, $argc) = splice(@f, 0, 8);
   my @argv = splice(@f, 0, $argc);
-  my ($r, $w);
-  my $pid = pipe($r, $w) ? fork() : undef;
-  if (!defined $pid) {
-    reply("E $id " . ($! + 0) . " fork\n");
-    close $r if $r;
-    close $w if $w;
-    return;
+  my $hello = pack('H*', $token);
+  my @io;
+  my $fail = sub { $out .= "E $id " . (($! + 0) || $EIO) . " $_[0]\n"; close $_ for grep { defined } @io; return };
+  if ($stdin eq 'null') { open($io[0], '<', '/dev/null') or return $fail->('open /dev/null') }
+  for my $fd (($stdin eq 'null' ? 1 : 0) .. 2) {
+    socket($io[$fd], 1, 1, 0) && connect($io[$fd], $SUN) && (syswrite($io[$fd], $hello . chr($fd)) // -1) == 17
+      or return $fail->('connect');
   }
-  if ($pid == 0) {
-    close $r;
-    child($w, $token, $cwd, $uid, $gid, $umask, $stdin, \@argv, \@f);
+  # Exactly the given environment: %ENV is perl's view of environ, which exec passes on.
+  %ENV = ();
+  for my $kv (@f) {
+    my $eq = index($kv, '=');
+    $ENV{substr($kv, 0, $eq)} = substr($kv, $eq + 1) if $eq > 0;
   }
+  pipe(my $r, my $w) or return $fail->('fork');
+  my $pid = fork();
+  if (!defined $pid) { close $r; close $w; return $fail->('fork') }
+  child($w, \@io, $cwd, $uid, $gid, $umask, \@argv) if $pid == 0;
   close $w;
-  notify_on_input($r);
-  $execpipe{$pid} = $r;
-  $idof{$pid} = $id;
-  reply("P $id $pid\n");
-}
-
-# EOF on the exec pipe: exec succeeded (the write end was close-on-exec). Data: errno + step.
-sub check_exec {
-  my ($pid) = @_;
-  my $r = $execpipe{$pid};
-  my $n = sysread($r, my $buf, 256);
-  return if !defined $n && ($! == POSIX::EAGAIN() || $! == POSIX::EINTR());
-  delete $execpipe{$pid};
+  close $_ for @io;
+  # EOF: the exec succeeded (the write end was close-on-exec). Data: errno + step, and it exits.
+  my $n;
+  do { $n = sysread($r, my $buf, 256); $out .= "E $id $buf\n" if $n } while (!defined $n && $! == $EINTR);
   close $r;
-  if ($n) { reply('E ' . delete($idof{$pid}) . " $buf\n") }
-  else { reply("S $idof{$pid}\n") }
+  return if $n;
+  $idof{$pid} = $id;
+  $out .= "S $id $pid\n";
 }
 
 sub reap {
-  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+  while ((my $pid = waitpid(-1, $WNOHANG)) > 0) {
     my $status = $?;
-    check_exec($pid) if $execpipe{$pid};    # its pipe is closed now: S or E goes out before X
     my $id = delete $idof{$pid};
     # kill(-pgid, 0): does anything of its group remain? If not, the proxy has nothing to stop.
-    reply("X $id $status " . (kill(0, -$pid) ? 1 : 0) . "\n") if defined $id;
+    $out .= "X $id $status " . (kill(0, -$pid) ? 1 : 0) . "\n" if defined $id;
   }
 }
 
-notify_on_input(\*STDIN);
+# Non-blocking, and SIGIO to us whenever there is input or EOF.
+fcntl(STDIN, $F_SETOWN, 0 + $$) or die "fork server: F_SETOWN: $!\n";
+my $flags = fcntl(STDIN, $F_GETFL, 0) or die "fork server: F_GETFL: $!\n";
+fcntl(STDIN, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) or die "fork server: F_SETFL: $!\n";
 for (;;) {
   my $eof = read_input();
   while (length($in) >= 4) {
@@ -201,11 +188,12 @@ for (;;) {
     last if length($in) < 4 + $len;
     start(substr($in, 4, $len));
     substr($in, 0, 4 + $len) = '';
+    flush();    # the proxy waits for this S
   }
   # The proxy closed our stdin (closing) or is gone: its children are its own to stop.
   exit 0 if $eof;
-  check_exec($_) for keys %execpipe;
   reap();
-  POSIX::sigsuspend($none);
+  flush();
+  syscall($SYS{sigsuspend}, $NONE, 8);
 }
 `

@@ -5,13 +5,13 @@
  * Why: libuv (Node 20, libuv 1.46) spawns with a plain fork(). Forking the multi-threaded ~150 MiB
  * Node process cost 1.2-2 ms of proxy CPU per CGI request (page-table copy, copy-on-write faults,
  * TLB shootdowns to the V8/libuv threads; measured with perf), capping CGI at ~330 req/s where
- * lighttpd's mod_cgi did ~980. A perl process forks in ~0.15 ms, on another core.
+ * lighttpd's mod_cgi did ~980. A small perl forks far cheaper, on another core.
  *
  *   Node ──frame (id, token, cwd, uid, gid, umask, stdin, argv, env)──> helper stdin
- *        <──"P id pid" / "S id" | "E id errno step" / "X id status group-left"── helper stdout
- *   helper: fork ─> child: setsid, connect ×3 to our unix socket (token + fd number on each;
- *           ×2 and /dev/null for stdin when the request has no body), dup2 onto 0-2, chdir,
- *           setgroups/setgid/setuid, umask, env, unblock signals, execvp
+ *        <──"S id pid" | "E id errno step", then "X id status group-left"── helper stdout
+ *   helper: connect ×3 to our unix socket (token + fd number on each; ×2 and /dev/null for stdin
+ *           when the request has no body), %ENV, fork, wait on the exec pipe
+ *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execvp
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
  *         the helper reported the exec (S) and all of them are here.
  *
@@ -20,7 +20,7 @@
  * errno) before anything can read the program's stdout EOF as "no output".
  *
  * Stdio without fd passing: the socket lives in a private mkdtemp directory (0700, the proxy's
- * user), the child connects before it drops privileges, and an unknown or late token is closed.
+ * user), the helper connects as the proxy's user, and an unknown or late token is closed.
  * Libuv's own stdio pipes are socketpairs, so scripts see the same kind of descriptor as before.
  *
  * The helper exits at EOF on its stdin (proxy gone or closing). If it dies, every program it
@@ -55,16 +55,33 @@ export interface PipeChild extends EventEmitter {
 /** perl-base's perl; fixed paths only (a PATH search could pick up a user's perl). */
 const PERL_CANDIDATES = ['/usr/bin/perl', '/bin/perl', '/usr/local/bin/perl']
 
+/**
+ * The helper makes raw syscalls by number: x86-64's table, or the generic one these share. On any
+ * other architecture pipe spawns start their programs directly.
+ */
+const FORK_SERVER_ARCHES = ['x64', 'arm64', 'riscv64', 'loong64']
+
 let perlPath: string | null | undefined
 
-/** The perl the fork server runs on, or null (then pipe spawns start programs directly). */
+/**
+ * The perl the fork server runs on, or null (then pipe spawns start programs directly):
+ * `forkServerUnsupported()` says why.
+ */
 export function findPerl (): string | null {
   if (perlPath !== undefined) return perlPath
   perlPath = null
+  if (!FORK_SERVER_ARCHES.includes(process.arch)) return perlPath
   for (const p of PERL_CANDIDATES) {
     try { accessSync(p, fsConstants.X_OK); perlPath = p; break } catch {}
   }
   return perlPath
+}
+
+/** Why this machine cannot run the fork server, or null when it can. */
+export function forkServerUnsupported (): string | null {
+  if (!FORK_SERVER_ARCHES.includes(process.arch)) return `the fork server runs on ${FORK_SERVER_ARCHES.join(', ')}, not on ${process.arch}`
+  if (findPerl() === null) return 'the fork server needs perl (perl-base), which is not installed'
+  return null
 }
 
 const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]))
@@ -187,21 +204,32 @@ export class ForkServer {
    */
   spawn (plan: LaunchPlan, nullStdin = false): ForkChild {
     if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', 'the fork server is closed')
-    const argv = [plan.file, ...plan.args]
-    const env = Object.entries(plan.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`)
-    const fields = [plan.cwd ?? process.cwd(), plan.uid ?? '', plan.gid ?? '', plan.umask ?? '', nullStdin ? 'null' : 'pipe', argv.length, ...argv, ...env].map(String)
-    for (const f of fields) {
-      // spawn() throws a TypeError here; the CGI adapter answers ERR_CGI_SPAWN for either.
-      if (f.includes('\0')) throw spawnError('ERR_CGI_SPAWN', `spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`)
-    }
     const h = this.ensureHelper()
     const id = ++this.seq
     const token = this.nextToken()
+    let text = `${id}\0${token}`
+    const add = (f: string): void => {
+      // spawn() throws a TypeError here; the CGI adapter answers ERR_CGI_SPAWN for either.
+      if (f.includes('\0')) throw spawnError('ERR_CGI_SPAWN', `spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`)
+      text += '\0' + f
+    }
+    add(plan.cwd ?? process.cwd())
+    add(plan.uid === undefined ? '' : String(plan.uid))
+    add(plan.gid === undefined ? '' : String(plan.gid))
+    add(plan.umask === undefined ? '' : String(plan.umask))
+    add(nullStdin ? 'null' : 'pipe')
+    add(String(1 + plan.args.length))
+    add(plan.file)
+    for (const a of plan.args) add(a)
+    for (const k in plan.env) {
+      const v = plan.env[k]
+      if (v !== undefined) add(`${k}=${v}`)
+    }
+    const length = Buffer.byteLength(text)
+    const frame = Buffer.allocUnsafe(4 + length)
+    frame.writeUInt32BE(length, 0)
+    frame.write(text, 4)
     const child = new ForkChild(plan.file, token, id, h, nullStdin)
-    const payload = Buffer.from(`${id}\0${token}\0${fields.join('\0')}`, 'utf8')
-    const frame = Buffer.allocUnsafe(4 + payload.length)
-    frame.writeUInt32BE(payload.length, 0)
-    payload.copy(frame, 4)
     h.children.set(id, child)
     this.tokens.set(token, child)
     if (++this.active === 1) this.setRef(true)
@@ -257,7 +285,7 @@ export class ForkServer {
     if (this.server === null) this.listen()
     // The script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads the
     // original argv, and a 200-line -e argument made `ps` show a screen of blanks.
-    const proc = spawn(this.perl, [this.scriptPath, this.sockPath], {
+    const proc = spawn(this.perl, [this.scriptPath, this.sockPath, process.arch], {
       // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
       stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
     })
@@ -374,8 +402,7 @@ export class ForkServer {
       const child = h.children.get(id)
       if (child === undefined) continue
       switch (parts[0]) {
-        case 'P': child.pid = Number(parts[2]); break
-        case 'S': child.execOk = true; this.maybeSpawned(child); break
+        case 'S': child.pid = Number(parts[2]); child.execOk = true; this.maybeSpawned(child); break
         case 'E': this.failStart(child, Number(parts[2]), parts[3] ?? 'exec'); break
         case 'X': child.groupLeft = parts[3] !== '0'; this.onReaped(child, Number(parts[2])); break
       }

@@ -24,7 +24,7 @@ import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
 import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
-import { findPerl } from './fork-server.js'
+import { forkServerUnsupported } from './fork-server.js'
 
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin'
@@ -124,9 +124,8 @@ export class Launcher {
       if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)
       if (!existsSync(SETPRIV)) throw spawnError('ERR_SPAWN_GROUPS_UNSUPPORTED', `spawns.${spec.name}.groups: ${SETPRIV} (util-linux) is not installed`)
     }
-    if (spec.socketType === 'pipe' && spec.launcher === 'fork-server' && findPerl() === null) {
-      throw spawnError('ERR_SPAWN_FORK_SERVER_UNSUPPORTED', `spawns.${spec.name}.launcher: fork-server needs perl (perl-base), which is not installed`)
-    }
+    const noForkServer = spec.socketType === 'pipe' && spec.launcher === 'fork-server' ? forkServerUnsupported() : null
+    if (noForkServer !== null) throw spawnError('ERR_SPAWN_FORK_SERVER_UNSUPPORTED', `spawns.${spec.name}.launcher: ${noForkServer}`)
     if (limits !== undefined && prlimitArgs(limits).length > 0 && !existsSync('/usr/bin/prlimit')) {
       throw spawnError('ERR_SPAWN_LIMITS_UNSUPPORTED', `spawns.${spec.name}.limits: prlimit (util-linux) is not installed`)
     }

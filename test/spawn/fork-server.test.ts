@@ -2,16 +2,20 @@
  * The fork server at the spawn layer (PipeStarter.launch, no HTTP): the child's event contract
  * ('spawn' before its streams, 'error' with the errno instead of 'spawn', 'exit' after), a kill
  * that comes before the exec, refused arguments, the spec option, and the plan without the
- * umask shell.
+ * umask shell, and the architectures the helper runs on.
  */
 import t from 'tap'
 import { once } from 'node:events'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { leakTest } from './fixtures/guard.js'
 import { manager } from './fixtures/manager.js'
 import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { ForkChild, type PipeChild } from '../../src/spawn/fork-server.js'
 import { resolveSpec } from '../../src/spawn/spec.js'
 import { Launcher } from '../../src/spawn/launcher.js'
+import { runNode } from '../helpers/run-node.js'
+import { ensureBuilt, root } from '../cli/run.js'
 
 function collect (child: PipeChild): { events: string[], out: () => string } {
   const events: string[] = []
@@ -123,4 +127,36 @@ t.test('plan: the fork server sets the umask itself, without the wrapper shell',
   t.same([direct.file, direct.args.slice(0, 2), direct.umask], ['/bin/sh', ['-c', 'umask 022; exec "$0" "$@"'], undefined], 'direct: sh sets the umask')
   const forked = launcher.plan(spec, ['/srv/x.sh'], {}, '/srv', true)
   t.same([forked.file, forked.args, forked.umask, forked.uid, forked.gid], ['/srv/x.sh', [], 0o022, 65534, 65534], 'fork server: the program itself, umask 022 native')
+})
+
+// The helper calls syscalls by number: on an architecture whose table it does not carry, `auto`
+// starts CGI programs directly and `fork-server` is refused with the reason. Run in a child whose
+// process.arch is made to read ppc64 before the spawn layer loads (dist: plain node, no loader).
+const OTHER_ARCH = (dist: string): string => `
+Object.defineProperty(process, 'arch', { value: 'ppc64' })
+const { findPerl, forkServerUnsupported } = await import(${JSON.stringify(`${dist}/spawn/fork-server.js`)})
+const { SpawnManager } = await import(${JSON.stringify(`${dist}/spawn/manager.js`)})
+const out = { perl: findPerl(), why: forkServerUnsupported() }
+const m = new SpawnManager({})
+m.add('auto', { socketType: 'pipe', binPath: '/bin/true' })
+await m.start()
+out.auto = m.pipeStarter('auto').launcher
+await m.close()
+const m2 = new SpawnManager({})
+m2.add('forced', { socketType: 'pipe', binPath: '/bin/true', launcher: 'fork-server' })
+try { await m2.start(); out.forced = 'started' } catch (err) { out.forced = err.code + ': ' + err.message }
+await m2.close()
+console.log(JSON.stringify(out))
+`
+
+t.test('an architecture without a syscall table: auto starts directly, fork-server is refused', async (t) => {
+  guardLeaks(t)
+  await ensureBuilt()
+  const r = await runNode(['--input-type=module', '-e', OTHER_ARCH(pathToFileURL(join(root, 'dist')).href)], { cwd: root })
+  t.equal(r.code, 0, r.stderr)
+  const out = JSON.parse(r.stdout) as Record<string, string | null>
+  t.equal(out.perl, null, 'no perl for the fork server')
+  t.match(out.why, /runs on x64, arm64, riscv64, loong64, not on ppc64/)
+  t.equal(out.auto, 'direct')
+  t.match(out.forced, /^ERR_SPAWN_FORK_SERVER_UNSUPPORTED: spawns\.forced\.launcher: the fork server runs on .* not on ppc64/)
 })
