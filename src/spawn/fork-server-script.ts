@@ -31,19 +31,20 @@ export const FORK_SERVER_PL = String.raw`
 # child connected, built %ENV and called POSIX itself: 0.9 ms of CPU between fork and exec, twice
 # what the helper spends. So everything that can happen before the fork happens here, in the
 # parent (stdio connections, %ENV, which exec passes on), the child makes raw syscalls by number
-# and exec, and no module is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent then
-# blocks on the close-on-exec pipe until the exec, as libuv does: the child does nothing that waits.
+# and exec, and no module is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent does
+# not wait for the exec: it forks the next frames meanwhile, and a child stuck before its exec (a
+# hung chdir) holds up no other request.
 #
 # Stdio without fd passing: for each of fd 0-2 (1-2 with stdin 'null') the parent connects to the
 # proxy's unix socket (argv 0, in a private 0700 directory), writes token + fd number (17 bytes),
 # and the child dup()s the connections onto 0, 1, 2. Every other descriptor is close-on-exec (perl
 # sets FD_CLOEXEC above $^F = 2).
 #
-# The loop never blocks in read on stdin: it is O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD and SIGIO stay
-# blocked while it works, and sigsuspend() unblocks them atomically while it waits. A signal
-# arriving at any other moment stays pending and ends the next sigsuspend() at once, so no exit and
-# no request can be missed (select() + a SIGCHLD flag would race: perl runs signal handlers only
-# between ops, and a child dying just before select() would go unnoticed).
+# The loop never blocks in read: stdin and the exec pipes are O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD
+# and SIGIO stay blocked while it works, and sigsuspend() unblocks them atomically while it waits.
+# A signal arriving at any other moment stays pending and ends the next sigsuspend() at once, so no
+# exit and no request can be missed (select() + a SIGCHLD flag would race: perl runs signal
+# handlers only between ops, and a child dying just before select() would go unnoticed).
 use strict;
 use warnings;
 
@@ -75,7 +76,8 @@ if (opendir(my $dh, '/proc/self/fd')) {
   syscall($SYS{close}, 0 + $_) for @fds;
 }
 
-my %idof;       # pid => request id, until it was reaped (X)
+my %execpipe;   # pid => read end of its close-on-exec pipe, until S or E was said
+my %idof;       # pid => request id, until it failed (E) or was reaped (X)
 my $in = '';    # unparsed request bytes
 my $out = '';   # replies not written yet
 
@@ -91,6 +93,14 @@ sub flush {
     if (!defined $n) { next if $! == $EINTR; die "fork server: write: $!\n" }
     substr($out, 0, $n) = '';
   }
+}
+
+# Non-blocking, and SIGIO to us whenever there is input or EOF.
+sub notify_on_input {
+  my ($fh) = @_;
+  fcntl($fh, $F_SETOWN, 0 + $$) or die "fork server: F_SETOWN: $!\n";
+  my $flags = fcntl($fh, $F_GETFL, 0) or die "fork server: F_GETFL: $!\n";
+  fcntl($fh, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) or die "fork server: F_SETFL: $!\n";
 }
 
 # Read everything available; true at EOF (the proxy closed us or is gone).
@@ -159,28 +169,36 @@ sub start {
   child($w, \@io, $cwd, $uid, $gid, $umask, \@argv) if $pid == 0;
   close $w;
   close $_ for @io;
-  # EOF: the exec succeeded (the write end was close-on-exec). Data: errno + step, and it exits.
-  my $n;
-  do { $n = sysread($r, my $buf, 256); $out .= "E $id $buf\n" if $n } while (!defined $n && $! == $EINTR);
-  close $r;
-  return if $n;
+  # Not waited for here: the next frames are forked meanwhile (check_exec, SIGIO at EOF).
+  notify_on_input($r);
+  $execpipe{$pid} = $r;
   $idof{$pid} = $id;
-  $out .= "S $id $pid\n";
+}
+
+# EOF on the exec pipe: the exec succeeded (the write end was close-on-exec). Data: errno + step,
+# and the child exits 127 (reaped without an X).
+sub check_exec {
+  my ($pid) = @_;
+  my $r = $execpipe{$pid};
+  my $n = sysread($r, my $buf, 256);
+  return if !defined $n && ($! == $EAGAIN || $! == $EINTR);
+  delete $execpipe{$pid};
+  close $r;
+  if ($n) { $out .= 'E ' . delete($idof{$pid}) . " $buf\n" }
+  else { $out .= "S $idof{$pid} $pid\n" }
 }
 
 sub reap {
   while ((my $pid = waitpid(-1, $WNOHANG)) > 0) {
     my $status = $?;
+    check_exec($pid) if $execpipe{$pid};    # its pipe is closed now: S or E goes out before X
     my $id = delete $idof{$pid};
     # kill(-pgid, 0): does anything of its group remain? If not, the proxy has nothing to stop.
     $out .= "X $id $status " . (kill(0, -$pid) ? 1 : 0) . "\n" if defined $id;
   }
 }
 
-# Non-blocking, and SIGIO to us whenever there is input or EOF.
-fcntl(STDIN, $F_SETOWN, 0 + $$) or die "fork server: F_SETOWN: $!\n";
-my $flags = fcntl(STDIN, $F_GETFL, 0) or die "fork server: F_GETFL: $!\n";
-fcntl(STDIN, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) or die "fork server: F_SETFL: $!\n";
+notify_on_input(\*STDIN);
 for (;;) {
   my $eof = read_input();
   while (length($in) >= 4) {
@@ -188,10 +206,10 @@ for (;;) {
     last if length($in) < 4 + $len;
     start(substr($in, 4, $len));
     substr($in, 0, 4 + $len) = '';
-    flush();    # the proxy waits for this S
   }
   # The proxy closed our stdin (closing) or is gone: its children are its own to stop.
   exit 0 if $eof;
+  check_exec($_) for keys %execpipe;
   reap();
   flush();
   syscall($SYS{sigsuspend}, $NONE, 8);

@@ -10,7 +10,7 @@
  *   Node ──frame (id, token, cwd, uid, gid, umask, stdin, argv, env)──> helper stdin
  *        <──"S id pid" | "E id errno step", then "X id status group-left"── helper stdout
  *   helper: connect ×3 to our unix socket (token + fd number on each; ×2 and /dev/null for stdin
- *           when the request has no body), %ENV, fork, wait on the exec pipe
+ *           when the request has no body), %ENV, fork; S once the exec pipe closed
  *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execvp
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
  *         the helper reported the exec (S) and all of them are here.
@@ -204,8 +204,7 @@ export class ForkServer {
    */
   spawn (plan: LaunchPlan, nullStdin = false): ForkChild {
     if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', 'the fork server is closed')
-    const h = this.ensureHelper()
-    const id = ++this.seq
+    const id = this.seq + 1
     const token = this.nextToken()
     let text = `${id}\0${token}`
     const add = (f: string): void => {
@@ -229,6 +228,8 @@ export class ForkServer {
     const frame = Buffer.allocUnsafe(4 + length)
     frame.writeUInt32BE(length, 0)
     frame.write(text, 4)
+    const h = this.ensureHelper()
+    this.seq = id
     const child = new ForkChild(plan.file, token, id, h, nullStdin)
     h.children.set(id, child)
     this.tokens.set(token, child)

@@ -107,6 +107,7 @@ leakTest(t, 'arguments no exec can take are refused synchronously, like spawn()'
   await m.start()
   t.throws(() => m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: { A: 'x\0y' }, cwd: '/' }), { code: 'ERR_CGI_SPAWN', message: /NUL bytes/ })
   t.equal(m.status()[0].pipeChildren, 0)
+  t.notOk(childrenOf().some((p) => p.comm.startsWith('proxycore-fork')), 'nor was the helper started for it')
 })
 
 t.test('spec: launcher values; the fork server is for pipe spawns only', async (t) => {
