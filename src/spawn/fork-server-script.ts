@@ -4,8 +4,9 @@
  * Kept as a string so it ships from src (tap) and dist (tsc) alike. Hand-written: no Node library
  * forks from a small helper process, and Node's own spawn() forks the whole Node process.
  *
- * Plain perl: no module but the strict and warnings pragmas (perl-base is Essential on Debian, so it is always there); syscalls
- * by number for x64 and the generic table (arm64, riscv64, loong64): see `forkServerUnsupported()`.
+ * Plain perl, with no module but the strict and warnings pragmas (perl-base is Essential on
+ * Debian, so it is always there); syscalls by number for x64 and the generic table (arm64,
+ * riscv64, loong64): see `forkServerUnsupported()`.
  * Nothing in the child may print: after its dup()s, STDERR is the CGI program's stderr.
  */
 export const FORK_SERVER_PL = String.raw`
@@ -31,7 +32,7 @@ export const FORK_SERVER_PL = String.raw`
 # child connected, built %ENV and called POSIX itself: 0.9 ms of CPU between fork and exec, twice
 # what the helper spends. So everything that can happen before the fork happens here, in the
 # parent (stdio connections, %ENV, which exec passes on), the child makes raw syscalls by number
-# and exec, and no module is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent does
+# and exec, and no module but the pragmas is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent does
 # not wait for the exec: it forks the next frames meanwhile, and a child stuck before its exec (a
 # hung chdir) holds up no other request.
 #
