@@ -486,11 +486,12 @@ export class ForkServer {
   private orphan (child: ForkChild, why: string): void {
     if (child.settled) return
     const pid = child.pid
+    // No pid: the helper died before it said S. Settling closes the connections it made, so a
+    // program that still got to run reads EOF and its writes fail.
     if (pid === undefined) this.settle(child)
     else {
-      // Before its setsid() the child is not a group leader yet: signal it by pid as well.
+      // The pid comes with S, after the child's setsid(): its group holds it and all it started.
       signalGroup(pid, 'SIGKILL')
-      try { process.kill(pid, 'SIGKILL') } catch {}
       const deadline = this.clock.now() + ORPHAN_WAIT_MS
       this.settle(child, new Promise<void>((resolve) => {
         const poll = (): void => {

@@ -128,7 +128,7 @@ export class PipeStarter {
     const t = this.children.get(child)
     if (t === undefined) return
     if (child instanceof ForkChild && !child.spawned) {
-      // Forked but not exec'd yet (its setsid may still be ahead): stop it once it is the program.
+      // Not reported exec'd yet (its pid comes with that report): stop it once it is the program.
       if (!t.killPending) {
         t.killPending = true
         child.once('spawn', () => { void this.stopGroup(child, t) })
