@@ -16,6 +16,7 @@ import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
+import { SLOT, type Slotted } from './live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
@@ -24,7 +25,9 @@ const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
 /** Response bytes queued for a slow client before the backend is paused. */
 const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
 
-export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler {
+export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
+  /** Its place in the runtime's exchanges in flight. */
+  [SLOT] = -1
   headers: RawHeaders = []
   env: Record<string, string> | null = null
   script: ScriptInfo | null = null

@@ -4,10 +4,15 @@
  * ends them. Pooling, retries and timeouts stay in the core.
  */
 import { ProxyError } from './errors.js'
+import { LiveSet, SLOT } from './live-set.js'
 import type { BackendClient, Endpoint, Exchange, ResponseHandler } from './types.js'
 
+/** One in-flight exchange (a LiveSet member, so X itself needs no slot). */
+interface Entry<X> { x: X, [SLOT]: number }
+
 export class OneShotClient<X extends { start (): void }> implements BackendClient {
-  private readonly active = new Set<X>()
+  /** Not a Set: see core/live-set.ts. */
+  private readonly active = new LiveSet<Entry<X>>()
   private idle: Array<() => void> = []
 
   constructor (
@@ -21,12 +26,13 @@ export class OneShotClient<X extends { start (): void }> implements BackendClien
   get inflight (): number { return this.active.size }
 
   dispatch (exchange: Exchange, handler: ResponseHandler): void {
-    const x = this.make(exchange, handler, (done) => {
-      this.active.delete(done)
+    const entry: Entry<X> = { x: null as unknown as X, [SLOT]: -1 }
+    entry.x = this.make(exchange, handler, () => {
+      this.active.delete(entry)
       if (this.active.size === 0) for (const fn of this.idle.splice(0)) fn()
     })
-    this.active.add(x)
-    x.start()
+    this.active.add(entry)
+    entry.x.start()
   }
 
   /** Nothing is pooled: closing only waits for the exchanges in flight. */
@@ -37,6 +43,6 @@ export class OneShotClient<X extends { start (): void }> implements BackendClien
 
   destroy (reason?: Error): void {
     const err = reason instanceof ProxyError ? reason : new ProxyError('ERR_BACKEND_CLOSED', reason?.message ?? 'client destroyed', { cause: reason, backend: this.endpoint.id })
-    for (const x of [...this.active]) this.stop(x, err)
+    for (const e of this.active.values()) this.stop(e.x, err)
   }
 }

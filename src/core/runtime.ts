@@ -15,6 +15,7 @@ import type { CompiledRoute } from './route.js'
 import type { Router } from './router.js'
 import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
+import { LiveSet } from './live-set.js'
 import type { ClientInfo, Logger } from './types.js'
 
 export type { CompiledRoute } from './route.js'
@@ -26,7 +27,8 @@ export interface Target { method: string, url: string, path: string, query: stri
 
 export class ProxyRuntime {
   private id = 0
-  private readonly active = new Set<ProxyExchange>()
+  /** Not a Set: see live-set.ts (a Set churned per request got every request graph promoted). */
+  private readonly active = new LiveSet<ProxyExchange>()
   private readonly tunnels = new Set<UpgradeExchange>()
   private sweepTimer: NodeJS.Timeout | null = null
   private closing = false
@@ -136,7 +138,7 @@ export class ProxyRuntime {
 
   private sweep (): void {
     const now = this.now()
-    for (const ex of this.active) {
+    for (const ex of this.active.values()) {
       if (ex.headDeadline !== 0 && now >= ex.headDeadline) ex.timedOut('ERR_HEADERS_TIMEOUT')
       else if (ex.idleDeadline !== 0 && now >= ex.idleDeadline) ex.timedOut('ERR_BODY_TIMEOUT')
       else if (ex.uploadWatch) ex.checkUpload(now)
