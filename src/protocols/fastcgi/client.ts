@@ -12,6 +12,7 @@
  */
 import type { Socket } from 'node:net'
 import { ProxyError, fromSocketError, isProxyError } from '../../core/errors.js'
+import { LiveSet } from '../../core/live-set.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
 import { FcgiConnection, type ConnectionOwner } from './connection.js'
 import { NO_ANSWER, queryValues, type BackendValues } from './discovery.js'
@@ -31,7 +32,8 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   private readonly opts: FastcgiOptions
   private readonly ctx: ClientContext
   private readonly queue: FcgiRequest[] = []
-  private readonly conns = new Set<FcgiConnection>()
+  /** Not a Set: see core/live-set.ts. */
+  private readonly conns = new LiveSet<FcgiConnection>()
   private connecting = 0
   private unsettled = 0
   private discovery: 'none' | 'running' | 'done'
@@ -98,7 +100,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     const err = isProxyError(reason) ? reason : new ProxyError('ERR_SHUTTING_DOWN', reason?.message, { cause: reason, backend: this.backend })
     for (const req of this.queue.splice(0)) req.fail(err)
     this.discoverySocket?.destroy()
-    for (const conn of this.conns) {
+    for (const conn of this.conns.values()) {
       for (const req of conn.requests.values()) req.fail(err)
       conn.destroy(err)
     }
@@ -135,7 +137,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   /** An idle kept-alive connection (most recently used first), else room on a multiplexed one. */
   private pick (): FcgiConnection | null {
     let best: FcgiConnection | null = null
-    for (const conn of this.conns) {
+    for (const conn of this.conns.view()) {
       if (!conn.reusable || conn.closed) continue
       if (conn.idle) best = conn
       else if (best === null && conn.requests.size < this.perConnection) best = conn
@@ -216,7 +218,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     if (this.values.maxConns !== null || this.opts.maxConnections !== null) return false
     // A connection still being opened may land behind this one in the backlog.
     if (this.connecting > 0) return true
-    for (const conn of this.conns) {
+    for (const conn of this.conns.view()) {
       if (conn === idle || conn.closed) continue
       for (const req of conn.requests.values()) if (!req.gotResponse) return true
     }
@@ -225,7 +227,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
 
   private maybeClosed (): void {
     if (!this.closing || this.unsettled > 0 || this.connecting > 0) return
-    for (const conn of this.conns) if (conn.idle) conn.destroy(null)
+    for (const conn of this.conns.values()) if (conn.idle) conn.destroy(null)
     if (this.conns.size > 0) return
     for (const resolve of this.closeWaiters.splice(0)) resolve()
   }

@@ -13,6 +13,7 @@
  */
 import type { Socket } from 'node:net'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
+import { SLOT, type Slotted } from '../../core/live-set.js'
 import { MAX_CONTENT, encodeAbortRequest, encodeEmpty, RecordType, setRequestId, stdinFraming } from './codec.js'
 import { RecordDecoder, type RecordSink } from './decoder.js'
 import type { Carrier, FcgiRequest } from './request.js'
@@ -30,9 +31,52 @@ export interface ConnectionOwner {
   readonly log: { debug (obj: object, msg?: string): void, warn (obj: object, msg?: string): void }
 }
 
-export class FcgiConnection implements RecordSink, Carrier {
+/**
+ * The requests active on one connection, by request id: an array, not a Map. A long-lived Map
+ * with an entry per request gets every request graph promoted out of V8's young generation
+ * (see core/live-set.ts).
+ */
+export class RequestTable {
+  private readonly byId: Array<FcgiRequest | undefined> = [undefined]
+  size = 0
+
+  has (id: number): boolean { return this.byId[id] !== undefined }
+  get (id: number): FcgiRequest | undefined { return this.byId[id] }
+
+  /** The lowest request id not in use (FastCGI 1.0 §3.3: ids are reused, starting at 1). */
+  freeId (): number {
+    let id = 1
+    while (this.byId[id] !== undefined) id++
+    return id
+  }
+
+  set (id: number, req: FcgiRequest): void {
+    while (this.byId.length < id) this.byId.push(undefined)
+    if (this.byId[id] === undefined) this.size++
+    this.byId[id] = req
+  }
+
+  delete (id: number): boolean {
+    if (this.byId[id] === undefined) return false
+    this.byId[id] = undefined
+    this.size--
+    while (this.byId.length > 1 && this.byId[this.byId.length - 1] === undefined) this.byId.pop()
+    return true
+  }
+
+  values (): FcgiRequest[] { return this.byId.filter((r): r is FcgiRequest => r !== undefined) }
+
+  clear (): void {
+    this.byId.length = 1
+    this.size = 0
+  }
+}
+
+export class FcgiConnection implements RecordSink, Carrier, Slotted {
+  /** Its place in the client's connections. */
+  [SLOT] = -1
   readonly socket: Socket
-  readonly requests = new Map<number, FcgiRequest>()
+  readonly requests = new RequestTable()
   /** Requests that completed on this connection (a reused connection may have been closed by the backend). */
   served = 0
   /** False once the connection must not take another request. */
@@ -66,8 +110,7 @@ export class FcgiConnection implements RecordSink, Carrier {
   /** Put `req` on the wire with the lowest request id not active here (FastCGI 1.0 §3.3). */
   start (req: FcgiRequest): void {
     if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
-    let id = 1
-    while (this.requests.has(id)) id++
+    const id = this.requests.freeId()
     req.requestId = id
     req.carrier = this
     req.onResume = () => this.resumeFor(req)
@@ -230,7 +273,7 @@ export class FcgiConnection implements RecordSink, Carrier {
     this.reusable = false
     if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
     const truncated = !this.decoder.failed && !this.decoder.atBoundary
-    const reqs = [...this.requests.values()]
+    const reqs = this.requests.values()
     this.requests.clear()
     this.paused.clear()
     for (const req of reqs) {
