@@ -39,6 +39,7 @@ import { spawnError } from './types.js'
 import type { LaunchPlan } from './process.js'
 import { liveGroupMembers, signalGroup } from './group-kill.js'
 import { FORK_SERVER_PL } from './fork-server-script.js'
+import { KeyTable, LiveSet, SLOT } from '../core/live-set.js'
 
 /**
  * A per-request process as the CGI adapter uses it: a Node ChildProcess or a ForkChild.
@@ -147,11 +148,14 @@ export class ForkChild extends EventEmitter implements PipeChild {
   }
 }
 
+/** An accepted stdio connection, with when it came. */
+interface Accepted { readonly sock: Socket, readonly at: number, [SLOT]: number }
+
 /** @internal One running helper process and the programs it has in flight. */
 export interface Helper {
   readonly proc: ChildProcess
   /** Programs in flight, by request id. */
-  readonly children: Map<number, ForkChild>
+  readonly children: KeyTable<ForkChild>
   /** Resolves when the helper exited and its stdio closed. */
   readonly closed: Promise<void>
   lineBuf: string
@@ -173,12 +177,13 @@ export class ForkServer {
   private sockPath = ''
   private scriptPath = ''
   private seq = 0
-  private readonly tokens = new Map<string, ForkChild>()
+  // Not Maps or Sets: entries come and go once per request (see core/live-set.ts).
+  private readonly tokens = new KeyTable<ForkChild>()
   /** Connections that have not said their token yet, with when they came. */
-  private readonly unknown = new Map<Socket, number>()
+  private readonly unknown = new LiveSet<Accepted>()
   private sweeping: unknown = null
   /** Accepted stdio connections until they close (close() ends what no one read to the end). */
-  private readonly conns = new Set<Socket>()
+  private readonly conns = new LiveSet<Accepted>()
   private active = 0
   private closing: Promise<void> | null = null
   /** Helpers not closed yet (one running; a crashed one may still be closing its pipes). */
@@ -270,11 +275,11 @@ export class ForkServer {
       this.clock.clearTimeout(timer)
     }
     await Promise.all([...this.dying])
-    for (const s of this.unknown.keys()) s.destroy()
+    for (const a of this.unknown.values()) a.sock.destroy()
     this.unknown.clear()
     // The server's close waits for every connection: a stream its consumer never read to EOF
     // (an unread stderr) would hold it open for good.
-    for (const s of this.conns) s.destroy()
+    for (const a of this.conns.values()) a.sock.destroy()
     if (this.sweeping !== null) this.clock.clearTimeout(this.sweeping)
     const server = this.server
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()))
@@ -294,7 +299,7 @@ export class ForkServer {
     let closedResolve!: () => void
     const h: Helper = {
       proc,
-      children: new Map(),
+      children: new KeyTable(),
       closed: new Promise((resolve) => { closedResolve = resolve }),
       lineBuf: '',
       stderrTail: '',
@@ -342,21 +347,22 @@ export class ForkServer {
   }
 
   private onConnection (sock: Socket): void {
-    this.unknown.set(sock, this.clock.now())
+    const entry: Accepted = { sock, at: this.clock.now(), [SLOT]: -1 }
+    this.unknown.add(entry)
     if (this.sweeping === null) this.sweepLater()
     sock.on('error', () => {})
-    const drop = (): void => { this.unknown.delete(sock) }
+    const drop = (): void => { this.unknown.delete(entry) }
     sock.once('close', drop)
     const onReadable = (): void => {
       const hello = sock.read(HELLO) as Buffer | null
       if (hello === null) return
       sock.off('readable', onReadable)
       sock.off('close', drop)
-      this.unknown.delete(sock)
+      this.unknown.delete(entry)
       // Put it back: a stream whose buffer is empty at EOF emits 'end' at once, before the CGI
       // exchange listens (a program with no output). It is taken again right before 'spawn'.
       if (hello.length === HELLO) sock.unshift(hello)
-      this.onHello(sock, hello)
+      this.onHello(entry, hello)
     }
     sock.on('readable', onReadable)
   }
@@ -366,13 +372,14 @@ export class ForkServer {
     this.sweeping = this.clock.setTimeout(() => {
       this.sweeping = null
       const now = this.clock.now()
-      for (const [s, at] of this.unknown) if (now - at >= HELLO_TIMEOUT_MS) s.destroy()
+      for (const a of this.unknown.values()) if (now - a.at >= HELLO_TIMEOUT_MS) a.sock.destroy()
       if (this.unknown.size > 0) this.sweepLater()
     }, HELLO_TIMEOUT_MS / 4)
     ;(this.sweeping as { unref?: () => void }).unref?.()
   }
 
-  private onHello (sock: Socket, hello: Buffer): void {
+  private onHello (entry: Accepted, hello: Buffer): void {
+    const sock = entry.sock
     const child = hello.length === HELLO ? this.tokens.get(hello.toString('hex', 0, 16)) : undefined
     const fd = hello[16]
     const slot = fd === 0 ? 'stdin' : fd === 1 ? 'stdout' : fd === 2 ? 'stderr' : null
@@ -381,8 +388,8 @@ export class ForkServer {
       return
     }
     child[slot] = sock
-    this.conns.add(sock)
-    sock.once('close', () => this.conns.delete(sock))
+    this.conns.add(entry)
+    sock.once('close', () => this.conns.delete(entry))
     if (fd === 0) {
       // We only write to stdin: drain its reading side, so the program's EOF closes the socket.
       sock.read(HELLO)
@@ -476,7 +483,7 @@ export class ForkServer {
     if (this.helper === h) this.helper = null
     const tail = h.stderrTail.trim()
     const reason = `${why}${tail !== '' ? `: ${tail.split('\n').slice(-3).join(' | ')}` : ''}`
-    for (const child of [...h.children.values()]) this.orphan(child, reason)
+    for (const child of h.children.values()) this.orphan(child, reason)
   }
 
   /**

@@ -14,6 +14,7 @@ import type { ResolvedSpec } from './spec.js'
 import { escalation, stopGroup } from './group-kill.js'
 import { execPlan, type LaunchPlan } from './process.js'
 import { ForkChild, ForkServer, findPerl, type PipeChild } from './fork-server.js'
+import { LiveSet, SLOT } from '../core/live-set.js'
 
 /** `nativeUmask`: the plan is for the fork server, which sets the umask without a wrapper shell. */
 export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask: boolean) => LaunchPlan
@@ -22,6 +23,8 @@ export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string
 export interface PipeRequest { argv: string[], env: Record<string, string>, cwd?: string, stdin?: 'pipe' | 'null' }
 
 interface Tracked {
+  readonly child: PipeChild
+  [SLOT]: number
   readonly exited: Promise<void>
   stopping: Promise<void> | null
   /** kill() came before the fork server reported the exec: stop the group once it does. */
@@ -32,7 +35,8 @@ export class PipeStarter {
   private readonly spec: ResolvedSpec
   private readonly clock: Clock
   private readonly plan: PipePlan
-  private readonly children = new Map<PipeChild, Tracked>()
+  /** Not a Map: one entry per request (see core/live-set.ts); found by a scan on kill(), which is rare. */
+  private readonly children = new LiveSet<Tracked>()
   private closed = false
   private readonly checkScript: (script: string) => void
   /** null: every child is started directly. */
@@ -102,12 +106,12 @@ export class PipeStarter {
 
   /** `ran`: the program was exec'd (it has a group of its own to stop). */
   private track (child: PipeChild, exited: Promise<void>, ran: () => boolean): void {
-    const tracked: Tracked = { exited, stopping: null, killPending: false }
-    this.children.set(child, tracked)
+    const tracked: Tracked = { child, exited, stopping: null, killPending: false, [SLOT]: -1 }
+    this.children.add(tracked)
     void exited.then(() => {
       // Whatever it left in its group goes with it.
       const done = ran() ? this.stopGroup(child, tracked) : Promise.resolve()
-      void done.then(() => this.children.delete(child))
+      void done.then(() => this.children.delete(tracked))
     })
   }
 
@@ -125,7 +129,7 @@ export class PipeStarter {
 
   /** Kill the whole process group: killSignal, SIGTERM, then SIGKILL after stopTimeout each. */
   kill (child: PipeChild): void {
-    const t = this.children.get(child)
+    const t = this.children.view().find((x) => x.child === child)
     if (t === undefined) return
     if (child instanceof ForkChild && !child.spawned) {
       // Not reported exec'd yet (its pid comes with that report): stop it once it is the program.
@@ -142,8 +146,8 @@ export class PipeStarter {
   /** Kill every child still running and wait until all are reaped (then the own fork server). */
   async close (): Promise<void> {
     this.closed = true
-    await Promise.all([...this.children].map(async ([child, t]) => {
-      this.kill(child)
+    await Promise.all(this.children.values().map(async (t) => {
+      this.kill(t.child)
       await t.exited
       if (t.stopping !== null) await t.stopping
     }))
