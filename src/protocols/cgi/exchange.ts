@@ -113,7 +113,7 @@ export class CgiExchange {
 
   start (): void {
     const ex = this.exchange
-    if (ex.signal.aborted) return this.finish()
+    if (ex.aborted ?? ex.signal.aborted) return this.finish()
     const starter: ProcessStarter | undefined = this.ctx.processes
     if (starter === undefined) return this.fail(this.error('ERR_CGI_SPAWN', 'the route has no pipe spawn to start processes with', 'connect'))
     if (ex.env === null) return this.fail(new ProxyError('ERR_INTERNAL', 'CGI exchange without an environment'))
@@ -137,7 +137,9 @@ export class CgiExchange {
     }
     this.child = child
     this.launcher = launcher
-    ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    // The core's fast path (no AbortSignal per request); other Exchange implementations: the signal.
+    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(this.onAbort)
+    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
     child.on('error', (err: NodeJS.ErrnoException) => this.onChildError(err))
     child.once('spawn', () => this.onSpawn(child))
   }
@@ -313,11 +315,13 @@ export class CgiExchange {
   private finish (): void {
     if (this.settled) return
     this.settled = true
-    this.exchange.signal.removeEventListener('abort', this.onAbort)
+    const ex = this.exchange
+    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(null)
+    else ex.signal.removeEventListener('abort', this.onAbort)
     this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
     this.child?.stdout?.resume()
-    if (this.exchange.signal.aborted) this.kill()
+    if (ex.aborted ?? ex.signal.aborted) this.kill()
     this.done(this)
   }
 
