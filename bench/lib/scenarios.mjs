@@ -14,10 +14,12 @@ const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const NODE = process.execPath
 /**
  * Every Node proxy (proxycore and the npm peers alike) runs with the V8 flags `proxycore serve`
- * uses (its shebang, package.json `start`): a 2 MiB young generation keeps RSS under load near the
- * idle size (docs/getting-started.md "Memory and speed").
+ * uses (its shebang and package.json `start`, and the pretenuring flag it sets itself): a 2 MiB
+ * young generation keeps RSS under load near the idle size, and without allocation-site
+ * pretenuring short-lived request objects stay out of the old generation (docs/getting-started.md
+ * "Memory and speed").
  */
-export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2']
+export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2', '--no-allocation-site-pretenuring']
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket
