@@ -16,7 +16,7 @@ import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
-import { SLOT, type Slotted } from './live-set.js'
+import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 

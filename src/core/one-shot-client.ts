@@ -4,14 +4,14 @@
  * ends them. Pooling, retries and timeouts stay in the core.
  */
 import { ProxyError } from './errors.js'
-import { LiveSet, SLOT } from './live-set.js'
+import { LiveSet, SLOT } from '../live-set.js'
 import type { BackendClient, Endpoint, Exchange, ResponseHandler } from './types.js'
 
 /** One in-flight exchange (a LiveSet member, so X itself needs no slot). */
 interface Entry<X> { x: X, [SLOT]: number }
 
 export class OneShotClient<X extends { start (): void }> implements BackendClient {
-  /** Not a Set: see core/live-set.ts. */
+  /** Not a Set: see src/live-set.ts. */
   private readonly active = new LiveSet<Entry<X>>()
   private idle: Array<() => void> = []
 

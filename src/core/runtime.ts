@@ -15,7 +15,7 @@ import type { CompiledRoute } from './route.js'
 import type { Router } from './router.js'
 import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
-import { LiveSet } from './live-set.js'
+import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
 
 export type { CompiledRoute } from './route.js'
@@ -27,7 +27,7 @@ export interface Target { method: string, url: string, path: string, query: stri
 
 export class ProxyRuntime {
   private id = 0
-  /** Not a Set: see live-set.ts (a Set churned per request got every request graph promoted). */
+  /** Not a Set: see src/live-set.ts (a Set churned per request got every request graph promoted). */
   private readonly active = new LiveSet<ProxyExchange>()
   private readonly tunnels = new Set<UpgradeExchange>()
   private sweepTimer: NodeJS.Timeout | null = null

@@ -39,7 +39,7 @@ import { spawnError } from './types.js'
 import type { LaunchPlan } from './process.js'
 import { liveGroupMembers, signalGroup } from './group-kill.js'
 import { FORK_SERVER_PL } from './fork-server-script.js'
-import { KeyTable, LiveSet, SLOT } from '../core/live-set.js'
+import { KeyTable, LiveSet, SLOT } from '../live-set.js'
 
 /**
  * A per-request process as the CGI adapter uses it: a Node ChildProcess or a ForkChild.
@@ -177,7 +177,7 @@ export class ForkServer {
   private sockPath = ''
   private scriptPath = ''
   private seq = 0
-  // Not Maps or Sets: entries come and go once per request (see core/live-set.ts).
+  // Not Maps or Sets: entries come and go once per request (see src/live-set.ts).
   private readonly tokens = new KeyTable<ForkChild>()
   /** Connections that have not said their token yet, with when they came. */
   private readonly unknown = new LiveSet<Accepted>()

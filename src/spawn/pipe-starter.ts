@@ -14,7 +14,7 @@ import type { ResolvedSpec } from './spec.js'
 import { escalation, stopGroup } from './group-kill.js'
 import { execPlan, type LaunchPlan } from './process.js'
 import { ForkChild, ForkServer, findPerl, type PipeChild } from './fork-server.js'
-import { LiveSet, SLOT } from '../core/live-set.js'
+import { LiveSet, SLOT } from '../live-set.js'
 
 /** `nativeUmask`: the plan is for the fork server, which sets the umask without a wrapper shell. */
 export type PipePlan = (argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask: boolean) => LaunchPlan
@@ -35,7 +35,7 @@ export class PipeStarter {
   private readonly spec: ResolvedSpec
   private readonly clock: Clock
   private readonly plan: PipePlan
-  /** Not a Map: one entry per request (see core/live-set.ts); found by a scan on kill(), which is rare. */
+  /** Not a Map: one entry per request (see src/live-set.ts); found by a scan on kill(), which is rare. */
   private readonly children = new LiveSet<Tracked>()
   private closed = false
   private readonly checkScript: (script: string) => void

@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { join } from 'node:path'
-import { KeyTable, LiveSet, SLOT, type Slotted } from '../../src/core/live-set.js'
+import { KeyTable, LiveSet, SLOT, type Slotted } from '../../src/live-set.js'
 import { RequestTable } from '../../src/protocols/fastcgi/connection.js'
 import type { FcgiRequest } from '../../src/protocols/fastcgi/request.js'
 import { ensureBuilt, root } from '../cli/run.js'
@@ -101,7 +101,7 @@ t.test('FastCGI RequestTable: the lowest free id, reused after its end (FastCGI 
  */
 t.test('churn through a LiveSet promotes (almost) nothing; through a Set, nearly everything', async (t) => {
   await ensureBuilt()
-  const mod = JSON.stringify(`file://${join(root, 'dist', 'core', 'live-set.js')}`)
+  const mod = JSON.stringify(`file://${join(root, 'dist', 'live-set.js')}`)
   const script = `
     const { LiveSet, SLOT } = await import(${mod})
     const table = process.argv[1] === 'set' ? new Set() : new LiveSet()

@@ -12,7 +12,7 @@
  */
 import type { Socket } from 'node:net'
 import { ProxyError, fromSocketError, isProxyError } from '../../core/errors.js'
-import { LiveSet } from '../../core/live-set.js'
+import { LiveSet } from '../../live-set.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
 import { FcgiConnection, type ConnectionOwner } from './connection.js'
 import { NO_ANSWER, queryValues, type BackendValues } from './discovery.js'
@@ -32,7 +32,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   private readonly opts: FastcgiOptions
   private readonly ctx: ClientContext
   private readonly queue: FcgiRequest[] = []
-  /** Not a Set: see core/live-set.ts. */
+  /** Not a Set: see src/live-set.ts. */
   private readonly conns = new LiveSet<FcgiConnection>()
   private connecting = 0
   private unsettled = 0

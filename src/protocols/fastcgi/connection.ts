@@ -13,7 +13,7 @@
  */
 import type { Socket } from 'node:net'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
-import { SLOT, type Slotted } from '../../core/live-set.js'
+import { SLOT, type Slotted } from '../../live-set.js'
 import { MAX_CONTENT, encodeAbortRequest, encodeEmpty, RecordType, setRequestId, stdinFraming } from './codec.js'
 import { RecordDecoder, type RecordSink } from './decoder.js'
 import type { Carrier, FcgiRequest } from './request.js'
@@ -34,7 +34,7 @@ export interface ConnectionOwner {
 /**
  * The requests active on one connection, by request id: an array, not a Map. A long-lived Map
  * with an entry per request gets every request graph promoted out of V8's young generation
- * (see core/live-set.ts).
+ * (see src/live-set.ts).
  */
 export class RequestTable {
   private readonly byId: Array<FcgiRequest | undefined> = [undefined]
