@@ -23,9 +23,11 @@ export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2', '--no-allocation-sit
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket
- * buffers and faulting it in again (docs/getting-started.md "Memory and speed"). Every Node proxy gets it.
+ * buffers and faulting it in again, and V8's background threads share that one heap instead of
+ * each keeping up to 16 MiB of its own (docs/getting-started.md "Memory and speed"). Every Node
+ * proxy gets it.
  */
-export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '16777216' }
+export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '16777216', MALLOC_ARENA_MAX: '1' }
 
 /** A Node proxy process: the same V8 flags and environment for proxycore and the npm peers. */
 export function startNodeProxy (name, args) {
