@@ -1,8 +1,8 @@
 /**
  * The V8 flags and the environment `proxycore serve` runs with live in three places: the CLI's
- * shebang, the `start` script and the bench (which gives every Node proxy the same flags and
- * environment, so ratios stay fair). They must say the same thing, and the shebang must really
- * start Node with them.
+ * shebang (plus the flags `serve` sets at run time with v8.setFlagsFromString), the `start` script
+ * and the bench (which gives every Node proxy the same flags and environment, so ratios stay
+ * fair). They must say the same thing, and the shebang must really start Node with them.
  */
 import t from 'tap'
 import { readFileSync } from 'node:fs'
@@ -14,7 +14,10 @@ const root = fileURLToPath(new URL('../../', import.meta.url))
 
 t.test('shebang, start script and bench agree on the V8 flags and the environment', async (t) => {
   guardLeaks(t)
-  const shebang = readFileSync(`${root}src/cli/main.ts`, 'utf8').split('\n')[0]
+  const main = readFileSync(`${root}src/cli/main.ts`, 'utf8')
+  const shebang = main.split('\n')[0]
+  const atRunTime = [...main.matchAll(/setFlagsFromString\('([^']+)'\)/g)].map((x) => x[1])
+  t.same(atRunTime, ['--no-allocation-site-pretenuring'], 'serve turns off allocation-site pretenuring at start-up')
   const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S+ )*)node (.+)$/.exec(shebang)
   t.ok(m, `shebang passes the environment and flags through env -S: ${shebang}`)
   const assignments = (m?.[1] ?? '').trim()
@@ -22,7 +25,7 @@ t.test('shebang, start script and bench agree on the V8 flags and the environmen
   const flags = (m?.[2] ?? '').split(' ')
   const scenarios: string = '../../bench/lib/scenarios.mjs' // plain JS, no types
   const bench = await import(scenarios) as { NODE_PROXY_FLAGS: string[], NODE_PROXY_ENV: Record<string, string> }
-  t.same(bench.NODE_PROXY_FLAGS, flags, 'bench Node proxies use the CLI flags')
+  t.same(bench.NODE_PROXY_FLAGS, [...flags, ...atRunTime], 'bench Node proxies use the CLI flags, the run-time ones too')
   t.same(bench.NODE_PROXY_ENV, env, 'bench Node proxies use the CLI environment')
   t.ok(Object.keys(env).length > 0, 'the shebang sets the malloc trim threshold')
   const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { scripts: Record<string, string> }
