@@ -22,6 +22,7 @@ export { CgiBodyFramer, deliverCgiHead } from './core/cgi/response-body.js'
 export { buildCgiEnv } from './core/cgi/env.js'
 export { fromSocketError, toProxyError } from './core/errors.js'
 export { OneShotClient } from './core/one-shot-client.js'
+export { isAborted, watchAbort, unwatchAbort } from './core/abort.js'
 export {
   createStatus, STATUS_DEFAULTS, collectStatus, STATUS_SCHEMA_VERSION, createMetrics, createAccessLog, StderrTail,
   type StatusHandler, type StatusOptions, type StatusSnapshot, type StatusTarget, type SpawnView, type RouteReport,

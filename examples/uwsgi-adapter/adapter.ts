@@ -11,7 +11,7 @@
  */
 import type { Socket } from 'node:net'
 import {
-  CgiResponseParser, ConfigError, OneShotClient, ProxyError,
+  CgiResponseParser, ConfigError, OneShotClient, ProxyError, unwatchAbort, watchAbort,
   type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler
 } from '../../src/index.js'
 
@@ -67,8 +67,7 @@ class UwsgiExchange {
       return
     }
     // The core's cheap abort hook when offered, the standard signal otherwise.
-    if (this.ex.setAbortHandler !== undefined) this.ex.setAbortHandler(this.onAbort)
-    else this.ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    watchAbort(this.ex, this.onAbort)
     this.ctx.connect(this.endpoint).then((s) => this.connected(s, packet), (err: ProxyError) => this.fail(err))
   }
 
@@ -112,8 +111,7 @@ class UwsgiExchange {
   private settle (): boolean {
     if (this.settled) return false
     this.settled = true
-    if (this.ex.setAbortHandler !== undefined) this.ex.setAbortHandler(null)
-    else this.ex.signal.removeEventListener('abort', this.onAbort)
+    unwatchAbort(this.ex, this.onAbort)
     this.socket?.destroy()
     this.done(this)
     return true

@@ -18,6 +18,7 @@ import type { ChildProcess } from 'node:child_process'
 import type { EventEmitter } from 'node:events'
 import { basename, dirname } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
+import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { pumpBody } from '../../core/body-pump.js'
 import { ERRORS, ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
@@ -113,7 +114,7 @@ export class CgiExchange {
 
   start (): void {
     const ex = this.exchange
-    if (ex.aborted ?? ex.signal.aborted) return this.finish()
+    if (isAborted(ex)) return this.finish()
     const starter: ProcessStarter | undefined = this.ctx.processes
     if (starter === undefined) return this.fail(this.error('ERR_CGI_SPAWN', 'the route has no pipe spawn to start processes with', 'connect'))
     if (ex.env === null) return this.fail(new ProxyError('ERR_INTERNAL', 'CGI exchange without an environment'))
@@ -137,9 +138,7 @@ export class CgiExchange {
     }
     this.child = child
     this.launcher = launcher
-    // The core's fast path (no AbortSignal per request); other Exchange implementations: the signal.
-    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(this.onAbort)
-    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    watchAbort(ex, this.onAbort)
     child.on('error', (err: NodeJS.ErrnoException) => this.onChildError(err))
     child.once('spawn', () => this.onSpawn(child))
   }
@@ -315,13 +314,11 @@ export class CgiExchange {
   private finish (): void {
     if (this.settled) return
     this.settled = true
-    const ex = this.exchange
-    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(null)
-    else ex.signal.removeEventListener('abort', this.onAbort)
+    unwatchAbort(this.exchange, this.onAbort)
     this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
     this.child?.stdout?.resume()
-    if (ex.aborted ?? ex.signal.aborted) this.kill()
+    if (isAborted(this.exchange)) this.kill()
     this.done(this)
   }
 

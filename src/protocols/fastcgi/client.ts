@@ -11,6 +11,7 @@
  * extra ones in the listen backlog behind kept-alive idle connections, never to be accepted.
  */
 import type { Socket } from 'node:net'
+import { isAborted } from '../../core/abort.js'
 import { ProxyError, fromSocketError, isProxyError } from '../../core/errors.js'
 import { LiveSet } from '../../live-set.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
@@ -82,7 +83,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       return
     }
     this.unsettled++
-    if (exchange.aborted ?? exchange.signal.aborted) return req.fail(req.abortReason())
+    if (isAborted(exchange)) return req.fail(req.abortReason())
     this.queue.push(req)
     this.pump()
   }

@@ -9,6 +9,7 @@
  *                                     stays a "zombie" until END_REQUEST (FastCGI 1.0 §3.3: an id
  *                                     is never reused before its END_REQUEST).
  */
+import { unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, isProxyError } from '../../core/errors.js'
 import type { Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
 import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
@@ -79,9 +80,7 @@ export class FcgiRequest {
       Object.entries(exchange.env), !this.streamsBody)
     this.flow = { resume: () => { if (this.paused && !this.isSettled) { this.paused = false; this.onResume?.() } } }
     this.abortListener = () => { if (!this.isSettled) this.owner.aborted(this) }
-    // The core's fast path (no AbortSignal per request); other Exchange implementations: the signal.
-    if (exchange.setAbortHandler !== undefined) exchange.setAbortHandler(this.abortListener)
-    else exchange.signal.addEventListener('abort', this.abortListener, { once: true })
+    watchAbort(exchange, this.abortListener)
   }
 
   /** Why the exchange was aborted, as a ProxyError (the core's timeout reason, or a client abort). */
@@ -202,8 +201,7 @@ export class FcgiRequest {
     this.isSettled = true
     this.paused = false
     this.parser = null
-    if (this.exchange.setAbortHandler !== undefined) this.exchange.setAbortHandler(null)
-    else this.exchange.signal.removeEventListener('abort', this.abortListener)
+    unwatchAbort(this.exchange, this.abortListener)
     this.owner.settled(this, keepOnWire)
   }
 }

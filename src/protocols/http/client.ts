@@ -10,6 +10,7 @@
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
+import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
 import { lazy } from '../../lazy.js'
@@ -112,11 +113,9 @@ class ExchangeHandler implements FlowControl {
 
   onConnect (abort: (err: Error) => void): void {
     const ex = this.ex
-    if (ex.aborted ?? ex.signal.aborted) { abort(new Error('aborted')); return }
+    if (isAborted(ex)) { abort(new Error('aborted')); return }
     this.abortFn = abort
-    // The core's fast path: no AbortSignal, no EventTarget listener per request.
-    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(abort as () => void)
-    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    watchAbort(ex, this.onAbort)
   }
 
   private onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
@@ -155,7 +154,7 @@ class ExchangeHandler implements FlowControl {
 
   onError (err: Error): void {
     if (!this.end()) return
-    if (this.ex.aborted ?? this.ex.signal.aborted) {
+    if (isAborted(this.ex)) {
       // We aborted (client gone or core timeout): the core already decided what to send.
       this.h.onError(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'body' }))
       return
@@ -173,9 +172,7 @@ class ExchangeHandler implements FlowControl {
   private end (): boolean {
     if (this.finished) return false
     this.finished = true
-    const ex = this.ex
-    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(null)
-    else if (this.abortFn !== null) ex.signal.removeEventListener('abort', this.onAbort)
+    if (this.abortFn !== null) unwatchAbort(this.ex, this.onAbort)
     this.client.done()
     return true
   }

@@ -8,6 +8,7 @@
  *   any failure / abort ─> onError, socket destroyed                  (exactly one ending)
  */
 import type { Socket } from 'node:net'
+import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { pumpBody, type BodyPump } from '../../core/body-pump.js'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
 import type { ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
@@ -38,7 +39,7 @@ export class ScgiExchange {
 
   start (): void {
     const ex = this.exchange
-    if (ex.aborted ?? ex.signal.aborted) return this.fail(this.abortReason())
+    if (isAborted(ex)) return this.fail(this.abortReason())
     if (ex.body !== null && ex.contentLength === null) {
       return this.fail(new ProxyError('ERR_LENGTH_REQUIRED', 'SCGI needs the body length up front', { phase: 'request' }))
     }
@@ -49,8 +50,7 @@ export class ScgiExchange {
     } catch (err) {
       return this.fail(err as ProxyError)
     }
-    if (ex.setAbortHandler !== undefined) ex.setAbortHandler(this.onAbort)
-    else ex.signal.addEventListener('abort', this.onAbort, { once: true })
+    watchAbort(ex, this.onAbort)
     this.ctx.connect(this.endpoint).then((socket) => {
       if (this.settled) { socket.destroy(); return }
       this.socket = socket
@@ -130,8 +130,7 @@ export class ScgiExchange {
 
   private settle (): void {
     this.settled = true
-    if (this.exchange.setAbortHandler !== undefined) this.exchange.setAbortHandler(null)
-    else this.exchange.signal.removeEventListener('abort', this.onAbort)
+    unwatchAbort(this.exchange, this.onAbort)
     this.socket?.destroy()
     this.done(this)
   }
