@@ -3,7 +3,7 @@
  * (keep-alive sockets included) so the leak oracle sees a clean fd table.
  */
 import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
+import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createProxy, silentLogger, type CreateProxyOptions, type Proxy } from '../../src/index.js'
 
 interface Tap { teardown (fn: () => void | Promise<void>): void }
@@ -65,7 +65,7 @@ export function get (url: string, opts: { method?: string, headers?: Record<stri
 /** Send raw bytes, collect everything until the server closes (or `until` matches). */
 export function rawRequest (port: number, bytes: string | Buffer, until?: RegExp): Promise<string> {
   return new Promise((resolve, reject) => {
-    const s = createNetServerClient(port)
+    const s = connect({ host: '127.0.0.1', port })
     let out = ''
     s.on('data', (d: Buffer) => { out += d.toString('latin1'); if (until?.test(out)) s.destroy() })
     s.on('close', () => resolve(out))
@@ -74,7 +74,16 @@ export function rawRequest (port: number, bytes: string | Buffer, until?: RegExp
   })
 }
 
-import { connect } from 'node:net'
-function createNetServerClient (port: number): Socket { return connect({ host: '127.0.0.1', port }) }
+/**
+ * Whether a unix socket accepts a connection now. A socket file appears at bind(), before the
+ * peer's listen(): waiting for the file alone races ECONNREFUSED on a loaded machine.
+ */
+export function connectable (path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ path })
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}
 
 export type { ServerResponse }

@@ -6,11 +6,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
+import { connectable } from '../helpers/servers.js'
 
 export const UWSGI = '/usr/bin/uwsgi'
 export const ECHO_APP = fileURLToPath(new URL('./fixtures/echo_app.py', import.meta.url))
@@ -34,14 +34,6 @@ export interface UwsgiPeer {
   readonly socketPath: string
   readonly pid: number
   stop (): Promise<void>
-}
-
-function connectable (path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path })
-    s.once('connect', () => { s.destroy(); resolve(true) })
-    s.once('error', () => resolve(false))
-  })
 }
 
 /** Start uWSGI speaking `mode` ('scgi' = --scgi-socket, 'uwsgi' = native --socket). */

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { waitFor } from '../../helpers/leaks.js'
+import { connectable } from '../../helpers/servers.js'
 
 type Tap = Test
 
@@ -105,7 +106,7 @@ export async function startPhpFpm (t: Tap, dir: string, children = 2, poolExtra 
   if (process.getuid?.() === 0) args.push('-R')
   const child = spawn(PHP_FPM, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true, cwd: dir, env: { PATH: '/usr/bin:/bin' } })
   const peer = track(t, child, socketPath)
-  const up = await waitFor(() => existsSync(socketPath) || child.exitCode !== null, 10_000)
+  const up = await waitFor(async () => child.exitCode !== null || await connectable(socketPath), 10_000, 20)
   t.ok(up && child.exitCode === null, `php-fpm is listening ${child.exitCode === null ? '' : peer.log()}`)
   return peer
 }
