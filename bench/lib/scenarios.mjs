@@ -33,6 +33,13 @@ export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '16777216', MALLOC_ARENA
 export function startNodeProxy (name, args) {
   return start(name, NODE, [...NODE_PROXY_FLAGS, ...args], { env: NODE_PROXY_ENV })
 }
+/**
+ * The Node floor (bench/servers/floor-*.mjs): per protocol, the least a Node proxy can do per
+ * request — node:http in front, the backend protocol written and split by hand, no routing, no
+ * checks, no timeouts. What separates proxycore from it is the price of its features; what
+ * separates the floor from nginx or lighttpd is Node's own.
+ */
+const FLOOR_LABEL = 'the Node floor (hand-written, no features)'
 const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)$/
 
 export const SIZES = [100, 65536]
@@ -76,6 +83,7 @@ export const http = {
     await peer(out, 'http-proxy', 'http-proxy 1.18 + keep-alive agent', () => startNodeProxy('http-proxy', [here('servers/http-proxy.mjs'), String(be.port)]))
     await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => startNodeProxy('http-proxy-3', [here('servers/http-proxy.mjs'), String(be.port), '3']))
     await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => startNodeProxy('pipe', [here('servers/pipe.mjs'), String(be.port)]))
+    await peer(out, 'floor', FLOOR_LABEL, () => startNodeProxy('floor-http', [here('servers/floor-http.mjs'), String(be.port)]))
     const nginx = which('nginx')
     if (nginx) {
       await peer(out, 'nginx', 'nginx proxy_pass, upstream keepalive', async () => {
@@ -101,6 +109,7 @@ export const http = {
     { peer: 'nginx', target: 0.5 },
     { peer: 'http-proxy-3' },
     { peer: 'lighttpd' },
+    { peer: 'floor' },
   ],
 }
 
@@ -167,9 +176,10 @@ export const fastcgi = {
       }, path)
     } else missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
     await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => startNodeProxy('fastcgi-client', [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
+    await peer(out, 'floor', FLOOR_LABEL, async () => startNodeProxy('floor-fastcgi', [here('servers/floor-fastcgi.mjs'), await fpmFor('fpm-floor'), root, '4']), path)
     return out
   },
-  comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }],
+  comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }, { peer: 'floor' }],
 }
 
 // --- SCGI → uWSGI ---------------------------------------------------------------------------
@@ -208,9 +218,10 @@ export const scgi = {
         return start('nginx-scgi', nginx, nginxConf(ctx.tmp, 'nginx-scgi', port, { ...nginxLocations.scgi(sock), docroot: root }).args, { ready: port })
       }, path)
     } else missing(out, 'nginx', 'nginx scgi_pass', 'nginx not installed')
+    await peer(out, 'floor', FLOOR_LABEL, () => startNodeProxy('floor-scgi', [here('servers/floor-scgi.mjs'), sock, join(root, 'app.py')]), path)
     return out
   },
-  comparisons: [{ peer: 'lighttpd', target: 0.6 }, { peer: 'nginx' }],
+  comparisons: [{ peer: 'lighttpd', target: 0.6 }, { peer: 'nginx' }, { peer: 'floor' }],
 }
 
 // --- CGI → shell script ---------------------------------------------------------------------

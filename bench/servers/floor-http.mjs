@@ -1,0 +1,54 @@
+// The Node floor for HTTP: node:http in front, raw kept-alive TCP sockets to the backend, the
+// response head split by hand, Content-Length bodies only. No routing, no header hygiene, no
+// timeouts, no error handling worth the name: not a proxy to deploy, only the least a Node proxy
+// can do per request. node floor-http.mjs <backendPort>
+import { createServer } from 'node:http'
+import { connect } from 'node:net'
+
+const backendPort = Number(process.argv[2])
+const idle = []
+
+function open () {
+  const socket = connect(backendPort, '127.0.0.1')
+  socket.setNoDelay(true)
+  const conn = { socket, res: null, head: null, left: -1 }
+  socket.on('data', (chunk) => onData(conn, chunk))
+  socket.on('error', () => conn.res?.destroy())
+  return conn
+}
+
+function onData (conn, chunk) {
+  const res = conn.res
+  if (conn.left < 0) {
+    conn.head = conn.head === null ? chunk : Buffer.concat([conn.head, chunk])
+    const end = conn.head.indexOf('\r\n\r\n')
+    if (end < 0) return
+    const lines = conn.head.subarray(0, end).toString('latin1').split('\r\n')
+    const headers = {}
+    for (let i = 1; i < lines.length; i++) {
+      const colon = lines[i].indexOf(':')
+      const name = lines[i].slice(0, colon).toLowerCase()
+      if (name !== 'connection' && name !== 'keep-alive') headers[name] = lines[i].slice(colon + 1).trim()
+    }
+    conn.left = Number(headers['content-length'])
+    res.writeHead(Number(lines[0].slice(9, 12)), headers)
+    chunk = conn.head.subarray(end + 4)
+    conn.head = null
+  }
+  if (chunk.length > 0) { conn.left -= chunk.length; res.write(chunk) }
+  if (conn.left === 0) { conn.left = -1; conn.res = null; idle.push(conn); res.end() }
+}
+
+const server = createServer((req, res) => {
+  req.resume()
+  const conn = idle.pop() ?? open()
+  conn.res = res
+  let head = `${req.method} ${req.url} HTTP/1.1\r\n`
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    if (req.rawHeaders[i].toLowerCase() !== 'connection') head += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`
+  }
+  conn.socket.write(`${head}X-Forwarded-For: ${req.socket.remoteAddress}\r\n\r\n`, 'latin1')
+})
+server.keepAliveTimeout = 60_000
+server.listen(0, '127.0.0.1', () => console.log(`LISTENING ${server.address().port}`))
+process.on('SIGTERM', () => process.exit(0))
