@@ -1,7 +1,8 @@
-// The Node floor for FastCGI: node:http in front, a fixed number of kept-alive connections to the
-// FastCGI server, one request per connection at a time, records split by hand. No routing, no
-// checks, no error handling worth the name: not a gateway to deploy, only the least a Node
-// FastCGI gateway can do per request. node floor-fastcgi.mjs <socketPath> <docroot> <connections>
+// The Node floor for FastCGI: node:http in front, up to <connections> kept-alive connections to
+// the FastCGI server (opened when needed), one request per connection at a time, records split by
+// hand. No routing, no checks, no error handling worth the name: not a gateway to deploy, only the
+// least a Node FastCGI gateway can do per request.
+// node floor-fastcgi.mjs <socketPath> <docroot> <connections>
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
 
@@ -19,11 +20,22 @@ function nameValue (parts, name, value) {
   parts.push(len(name.length), len(v.length), Buffer.from(name, 'latin1'), v)
 }
 
-function open () {
+let open = 0
+
+/** A new connection for `req`: php-fpm closes one that sends no request within 5 s (measured). */
+function connectFor (req, res) {
+  open++
   const conn = { socket: connect(socketPath), res: null, buf: null, headDone: false }
   conn.socket.on('data', (chunk) => onData(conn, chunk))
-  conn.socket.on('error', () => conn.res?.destroy())
-  idle.push(conn)
+  conn.socket.on('error', () => {})
+  conn.socket.on('close', () => {
+    open--
+    const i = idle.indexOf(conn)
+    if (i !== -1) idle.splice(i, 1)
+    conn.res?.destroy()
+    if (waiting.length > 0) connectFor(...waiting.shift())
+  })
+  start(conn, req, res)
 }
 
 function onData (conn, chunk) {
@@ -87,12 +99,12 @@ function start (conn, req, res) {
   conn.socket.write(Buffer.concat([BEGIN, header, body, END_PARAMS_AND_STDIN]))
 }
 
-for (let i = 0; i < connections; i++) open()
 const server = createServer((req, res) => {
   req.resume()
   const conn = idle.pop()
-  if (conn === undefined) waiting.push([req, res])
-  else start(conn, req, res)
+  if (conn !== undefined) start(conn, req, res)
+  else if (open < connections) connectFor(req, res)
+  else waiting.push([req, res])
 })
 server.keepAliveTimeout = 60_000
 server.listen(0, '127.0.0.1', () => console.log(`LISTENING ${server.address().port}`))

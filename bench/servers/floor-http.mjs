@@ -13,7 +13,13 @@ function open () {
   socket.setNoDelay(true)
   const conn = { socket, res: null, head: null, left: -1 }
   socket.on('data', (chunk) => onData(conn, chunk))
-  socket.on('error', () => conn.res?.destroy())
+  socket.on('error', () => {})
+  // The backend closes idle kept-alive connections: forget them.
+  socket.on('close', () => {
+    const i = idle.indexOf(conn)
+    if (i !== -1) idle.splice(i, 1)
+    conn.res?.destroy()
+  })
   return conn
 }
 
