@@ -5,6 +5,7 @@
 // node floor-fastcgi.mjs <socketPath> <docroot> <connections>
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
+import { parseHead } from './floor-head.mjs'
 
 const [socketPath, docroot, connections] = [process.argv[2], process.argv[3], Number(process.argv[4] ?? 4)]
 const BEGIN = Buffer.from([1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0])   // BEGIN_REQUEST id 1, RESPONDER, KEEP_CONN
@@ -64,14 +65,7 @@ function stdout (conn, content) {
   if (conn.headDone) { conn.res.write(content); return }
   // The CGI head arrives in the first record with php: no reassembly across records.
   const end = content.indexOf('\r\n\r\n')
-  let status = 200
-  const headers = {}
-  for (const line of content.subarray(0, end).toString('latin1').split('\r\n')) {
-    const colon = line.indexOf(':')
-    const name = line.slice(0, colon).toLowerCase()
-    if (name === 'status') status = parseInt(line.slice(colon + 1), 10)
-    else headers[name] = line.slice(colon + 1).trim()
-  }
+  const { status, headers } = parseHead(content, end)
   conn.headDone = true
   conn.res.writeHead(status, headers)
   if (content.length > end + 4) conn.res.write(content.subarray(end + 4))

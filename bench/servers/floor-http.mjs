@@ -4,6 +4,7 @@
 // can do per request. node floor-http.mjs <backendPort>
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
+import { parseHead } from './floor-head.mjs'
 
 const backendPort = Number(process.argv[2])
 const idle = []
@@ -29,15 +30,9 @@ function onData (conn, chunk) {
     conn.head = conn.head === null ? chunk : Buffer.concat([conn.head, chunk])
     const end = conn.head.indexOf('\r\n\r\n')
     if (end < 0) return
-    const lines = conn.head.subarray(0, end).toString('latin1').split('\r\n')
-    const headers = {}
-    for (let i = 1; i < lines.length; i++) {
-      const colon = lines[i].indexOf(':')
-      const name = lines[i].slice(0, colon).toLowerCase()
-      if (name !== 'connection' && name !== 'keep-alive') headers[name] = lines[i].slice(colon + 1).trim()
-    }
+    const { status, headers } = parseHead(conn.head, end)
     conn.left = Number(headers['content-length'])
-    res.writeHead(Number(lines[0].slice(9, 12)), headers)
+    res.writeHead(status, headers)
     chunk = conn.head.subarray(end + 4)
     conn.head = null
   }

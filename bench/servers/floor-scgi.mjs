@@ -4,6 +4,7 @@
 // do per request. node floor-scgi.mjs <socketPath> <scriptFilename>
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
+import { parseHead } from './floor-head.mjs'
 
 const [socketPath, scriptFilename] = process.argv.slice(2)
 
@@ -32,17 +33,7 @@ const server = createServer((req, res) => {
     head = head === null ? chunk : Buffer.concat([head, chunk])
     const end = head.indexOf('\r\n\r\n')
     if (end < 0) return
-    const lines = head.subarray(0, end).toString('latin1').split('\r\n')
-    let status = 200
-    let first = 0
-    if (lines[0].startsWith('HTTP/')) { status = Number(lines[0].slice(9, 12)); first = 1 }
-    const headers = {}
-    for (let i = first; i < lines.length; i++) {
-      const colon = lines[i].indexOf(':')
-      const name = lines[i].slice(0, colon).toLowerCase()
-      if (name === 'status') status = parseInt(lines[i].slice(colon + 1), 10)
-      else headers[name] = lines[i].slice(colon + 1).trim()
-    }
+    const { status, headers } = parseHead(head, end)
     res.writeHead(status, headers)
     if (head.length > end + 4) res.write(head.subarray(end + 4))
     head = undefined
