@@ -83,6 +83,10 @@ export async function start (name, cmd, args, { env, cwd, ready = 'stdout', time
   return proc
 }
 
+/**
+ * Whether a TCP port (number) or unix socket (path) accepts a connection now. A socket file
+ * appears at bind(), before the peer's listen(): waiting for the file alone races ECONNREFUSED.
+ */
 export function connectable (where) {
   return new Promise((resolve) => {
     const s = typeof where === 'number' ? connect({ host: '127.0.0.1', port: where }) : connect({ path: where })

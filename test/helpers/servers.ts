@@ -74,16 +74,4 @@ export function rawRequest (port: number, bytes: string | Buffer, until?: RegExp
   })
 }
 
-/**
- * Whether a unix socket accepts a connection now. A socket file appears at bind(), before the
- * peer's listen(): waiting for the file alone races ECONNREFUSED on a loaded machine.
- */
-export function connectable (path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ path })
-    s.once('connect', () => { s.destroy(); resolve(true) })
-    s.once('error', () => resolve(false))
-  })
-}
-
 export type { ServerResponse }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
-import { connectable } from '../helpers/servers.js'
+import { connectable } from '../../bench/lib/proc.mjs'
 
 export const UWSGI = '/usr/bin/uwsgi'
 export const ECHO_APP = fileURLToPath(new URL('./fixtures/echo_app.py', import.meta.url))

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { waitFor } from '../../helpers/leaks.js'
-import { connectable } from '../../helpers/servers.js'
+import { connectable } from '../../../bench/lib/proc.mjs'
 
 type Tap = Test
 
