@@ -38,8 +38,13 @@ export const FORK_SERVER_PL = String.raw`
 #
 # Stdio without fd passing: for each of fd 0-2 (1-2 with stdin 'null') the parent connects to the
 # proxy's unix socket (argv 0, in a private 0700 directory), writes token + fd number (17 bytes),
-# and the child dup()s the connections onto 0, 1, 2. Every other descriptor is close-on-exec (perl
-# sets FD_CLOEXEC above $^F = 2).
+# and the child dup()s the connections onto 0, 1, 2. Every other descriptor is close-on-exec.
+#
+# Raw descriptors, no perl filehandles, on the per-request path: socket, connect, the exec pipe,
+# their reads, writes, fcntl()s and closes are syscalls by number. A perl handle costs 3-6 syscalls
+# of its own each time one is made (F_SETFD twice, a TCGETS ioctl and an lseek for PerlIO, an
+# fstat for a file): strace counted ~45 syscalls per request with handles, 16 without. /dev/null
+# is opened once, at start-up.
 #
 # The loop never blocks in read: stdin and the exec pipes are O_NONBLOCK|O_ASYNC (SIGIO), SIGCHLD
 # and SIGIO stay blocked while it works, and sigsuspend() unblocks them atomically while it waits.
@@ -55,13 +60,14 @@ $0 = "proxycore-fork-server $path";    # ps shows what it is and which proxy soc
 # Syscall numbers: x86-64's table, and the generic one of arm64, riscv64 and loongarch64 (which has
 # dup3 but no dup2). The proxy runs the fork server only on these (fork-server.ts).
 my %SYS = $arch eq 'x64'
-  ? (close => 3, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, exit_group => 231)
-  : (close => 57, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, exit_group => 94);
+  ? (read => 0, write => 1, close => 3, socket => 41, connect => 42, fcntl => 72, pipe2 => 293, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, exit_group => 231)
+  : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, exit_group => 94);
 # The same on all of them: errno values, signal numbers, fcntl commands and flags, AF_UNIX and
 # SOCK_STREAM.
 my ($EINTR, $EAGAIN, $EIO) = (4, 11, 5);
 my ($SIG_BLOCK, $SIG_SETMASK) = (0, 2);
-my ($F_GETFL, $F_SETFL, $F_SETOWN, $O_NONBLOCK, $O_ASYNC) = (3, 4, 8, 0x800, 0x2000);
+my ($F_GETFL, $F_SETFL, $F_SETOWN, $O_NONBLOCK, $O_ASYNC, $O_CLOEXEC) = (3, 4, 8, 0x800, 0x2000, 0x80000);
+my ($AF_UNIX, $SOCK_STREAM) = (1, 1);
 my $WNOHANG = 1;
 my $SUN = pack('S Z108', 1, $path);    # struct sockaddr_un { AF_UNIX, path }
 # Kernel sigsets: bit n-1 is signal n. SIGCHLD = 17, SIGIO = 29.
@@ -77,7 +83,10 @@ if (opendir(my $dh, '/proc/self/fd')) {
   syscall($SYS{close}, 0 + $_) for @fds;
 }
 
-my %execpipe;   # pid => read end of its close-on-exec pipe, until S or E was said
+my $PID = $$;   # perl asks the kernel again at every $$
+open(my $devnull, '<', '/dev/null') or die "fork server: /dev/null: $!\n";
+my $DEVNULL = fileno($devnull);
+my %execpipe;   # pid => read end (fd) of its close-on-exec pipe, until S or E was said
 my %idof;       # pid => request id, until it failed (E) or was reaped (X)
 my $in = '';    # unparsed request bytes
 my $out = '';   # replies not written yet
@@ -98,11 +107,14 @@ sub flush {
 
 # Non-blocking, and SIGIO to us whenever there is input or EOF.
 sub notify_on_input {
-  my ($fh) = @_;
-  fcntl($fh, $F_SETOWN, 0 + $$) or die "fork server: F_SETOWN: $!\n";
-  my $flags = fcntl($fh, $F_GETFL, 0) or die "fork server: F_GETFL: $!\n";
-  fcntl($fh, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) or die "fork server: F_SETFL: $!\n";
+  my ($fd) = @_;
+  syscall($SYS{fcntl}, $fd, $F_SETOWN, $PID) == 0 or die "fork server: F_SETOWN: $!\n";
+  my $flags = syscall($SYS{fcntl}, $fd, $F_GETFL, 0);
+  $flags >= 0 or die "fork server: F_GETFL: $!\n";
+  syscall($SYS{fcntl}, $fd, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) == 0 or die "fork server: F_SETFL: $!\n";
 }
+
+sub close_fds { syscall($SYS{close}, $_) for grep { defined } @_ }
 
 # Read everything available; true at EOF (the proxy closed us or is gone).
 sub read_input {
@@ -123,7 +135,7 @@ sub child {
   no warnings;    # nothing may reach fd 2: it is the program's stderr
   # Own session and process group: the proxy stops the whole group with kill(-pid).
   syscall($SYS{setsid}) >= 0 or failed($w, 'setsid');
-  for my $fd (0 .. 2) { syscall($SYS{dup3}, fileno($io->[$fd]), $fd, 0) >= 0 or failed($w, 'dup2') }
+  for my $fd (0 .. 2) { syscall($SYS{dup3}, $io->[$fd], $fd, 0) >= 0 or failed($w, 'dup2') }
   $cwd eq '' or chdir($cwd) or failed($w, 'chdir');
   if ($uid ne '' || $gid ne '') {
     # No supplementary groups at all (libuv: setgroups(0, NULL) whenever uid or gid is given).
@@ -141,8 +153,8 @@ sub child {
 
 sub failed {
   my ($w, $step) = @_;
-  my $errno = ($! + 0) || $EIO;
-  syswrite($w, "$errno $step");
+  my $msg = (($! + 0) || $EIO) . " $step";
+  syscall($SYS{write}, $w, $msg, length $msg);
   syscall($SYS{exit_group}, 127);
 }
 
@@ -151,11 +163,14 @@ sub start {
   my ($id, $token, $cwd, $uid, $gid, $umask, $stdin, $argc) = splice(@f, 0, 8);
   my @argv = splice(@f, 0, $argc);
   my $hello = pack('H*', $token);
-  my @io;
-  my $fail = sub { $out .= "E $id " . (($! + 0) || $EIO) . " $_[0]\n"; close $_ for grep { defined } @io; return };
-  if ($stdin eq 'null') { open($io[0], '<', '/dev/null') or return $fail->('open /dev/null') }
+  my @io = ($stdin eq 'null' ? $DEVNULL : undef);
+  my $fail = sub { $out .= "E $id " . (($! + 0) || $EIO) . " $_[0]\n"; close_fds(@io[($stdin eq 'null' ? 1 : 0) .. 2]); return };
   for my $fd (($stdin eq 'null' ? 1 : 0) .. 2) {
-    socket($io[$fd], 1, 1, 0) && connect($io[$fd], $SUN) && (syswrite($io[$fd], $hello . chr($fd)) // -1) == 17
+    my $s = syscall($SYS{socket}, $AF_UNIX, $SOCK_STREAM | $O_CLOEXEC, 0);
+    $s >= 0 or return $fail->('connect');
+    $io[$fd] = $s;
+    my $said = $hello . chr($fd);
+    syscall($SYS{connect}, $s, $SUN, length $SUN) == 0 && syscall($SYS{write}, $s, $said, 17) == 17
       or return $fail->('connect');
   }
   # Exactly the given environment: %ENV is perl's view of environ, which exec passes on.
@@ -164,12 +179,13 @@ sub start {
     my $eq = index($kv, '=');
     $ENV{substr($kv, 0, $eq)} = substr($kv, $eq + 1) if $eq > 0;
   }
-  pipe(my $r, my $w) or return $fail->('fork');
+  my $ends = pack('i2', -1, -1);
+  syscall($SYS{pipe2}, $ends, $O_CLOEXEC) == 0 or return $fail->('fork');
+  my ($r, $w) = unpack('i2', $ends);
   my $pid = fork();
-  if (!defined $pid) { close $r; close $w; return $fail->('fork') }
+  if (!defined $pid) { close_fds($r, $w); return $fail->('fork') }
   child($w, \@io, $cwd, $uid, $gid, $umask, \@argv) if $pid == 0;
-  close $w;
-  close $_ for @io;
+  close_fds($w, @io[($stdin eq 'null' ? 1 : 0) .. 2]);
   # Not waited for here: the next frames are forked meanwhile (check_exec, SIGIO at EOF).
   notify_on_input($r);
   $execpipe{$pid} = $r;
@@ -181,11 +197,12 @@ sub start {
 sub check_exec {
   my ($pid) = @_;
   my $r = $execpipe{$pid};
-  my $n = sysread($r, my $buf, 256);
-  return if !defined $n && ($! == $EAGAIN || $! == $EINTR);
+  my $buf = "\0" x 256;
+  my $n = syscall($SYS{read}, $r, $buf, 256);
+  return if $n < 0 && ($! == $EAGAIN || $! == $EINTR);
   delete $execpipe{$pid};
-  close $r;
-  if ($n) { $out .= 'E ' . delete($idof{$pid}) . " $buf\n" }
+  syscall($SYS{close}, $r);
+  if ($n > 0) { $out .= 'E ' . delete($idof{$pid}) . ' ' . substr($buf, 0, $n) . "\n" }
   else { $out .= "S $idof{$pid} $pid\n" }
 }
 
@@ -199,7 +216,7 @@ sub reap {
   }
 }
 
-notify_on_input(\*STDIN);
+notify_on_input(0);
 for (;;) {
   my $eof = read_input();
   while (length($in) >= 4) {
