@@ -127,14 +127,15 @@ async function check (url, size) {
 
 async function measure (target, size, secs) {
   const rss = sampleRss(target.rss)
-  const ticks0 = treeCpuTicks(target.rss[0].pid, target.rss[0].exclude)
+  const { pid, exclude, preExec } = target.rss[0]
+  const ticks0 = treeCpuTicks(pid, exclude, preExec)
   const t0 = Date.now()
   try {
     const r = await load(tool, target.url(size), { connections, seconds: secs })
     const wall = (Date.now() - t0) / 1000
     if (r.requests === 0) throw new Error(`no request completed in ${secs} s; ${target.proc.name} log: ${target.proc.log().trim().split('\n').slice(-3).join(' | ').slice(0, 300)}`)
     r.rssKiB = rss.stop()
-    r.cpu = (treeCpuTicks(target.rss[0].pid, target.rss[0].exclude) - ticks0) / 100 / wall
+    r.cpu = (treeCpuTicks(pid, exclude, preExec) - ticks0) / 100 / wall
     return r
   } finally { rss.stop() }
 }

@@ -2,11 +2,11 @@
  * The --big backends, one per proxycore adapter (FastCGI twice: php-fpm and php-cgi). Each
  * `start(ctx, dir)` starts what the backend needs (registered with proc.mjs, so killAll stops it)
  * and returns the proxycore config for it:
- *   { config, upload: path, download: (n) => path, pattern: 'gen' | 'seq', procs: [proc], exclude }
+ *   { config, upload: path, download: (n) => path, pattern: 'gen' | 'seq', procs: [proc], exclude, preExec }
  * Uploads are answered with "<sha256> [<bytes>]" of what the backend read; downloads are n bytes
  * of `pattern`: 'gen' = lib/gen.mjs (PHP and Python reproduce it), 'seq' = `seq 1 inf` (lib/seq.mjs).
  * `exclude` (a comm regex) keeps processes that proxycore forks for the backend (CGI scripts) out of
- * its RSS.
+ * its RSS; `preExec` also leaves out the scripts before their exec (proc.mjs `tree`).
  */
 import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -101,7 +101,7 @@ export const BIG_BACKENDS = [
       return {
         config: { spawns: { cgi: { socketType: 'pipe', copyEnvironment: ['PATH'] } }, routes: [{ protocol: 'cgi', spawn: 'cgi', docroot: root }] },
         upload: '/cgi-bin/big.sh', download: (n) => `/cgi-bin/big.sh?${n}`, pattern: 'seq', procs: [],
-        exclude: /^(sh|dash|bash|big\.sh|seq|head|sha256sum)$/,
+        exclude: /^(sh|dash|bash|big\.sh|seq|head|sha256sum)$/, preExec: true,
       }
     },
   },

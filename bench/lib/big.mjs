@@ -91,11 +91,11 @@ const tail = (p) => p.log().trim().split('\n').slice(-2).join(' | ').slice(0, 20
  * after the warm-up caught V8's optimizing compiler mid-flight (tens of MiB for a few tens of ms)
  * in some runs and not in others, which moved "growth" by ±10 MiB between identical runs.
  */
-async function settledRssKiB (pid, exclude) {
+async function settledRssKiB (pid, exclude, preExec) {
   const samples = []
   for (let i = 0; i < 10; i++) {
     await new Promise((resolve) => setTimeout(resolve, 100))
-    samples.push(treeRssKiB(pid, exclude))
+    samples.push(treeRssKiB(pid, exclude, preExec))
   }
   samples.sort((a, b) => a - b)
   return samples[5]
@@ -155,8 +155,8 @@ export async function runBig ({ ctx, size, log, only = null }) {
       }
       for (const direction of ['upload', 'download']) {
         expected(direction === 'upload' ? 'gen' : setup.pattern, size) // digest first, outside the timed part
-        const before = await settledRssKiB(pc.pid, setup.exclude)
-        const rss = sampleRss([{ pid: pc.pid, exclude: setup.exclude }], 50)
+        const before = await settledRssKiB(pc.pid, setup.exclude, setup.preExec)
+        const rss = sampleRss([{ pid: pc.pid, exclude: setup.exclude, preExec: setup.preExec }], 50)
         const t0 = process.hrtime.bigint()
         let error = null
         let status = 0

@@ -139,8 +139,15 @@ export function rssKiB (pid) {
   } catch { return 0 }
 }
 
-/** pid and all its descendants, minus processes whose comm matches `exclude` (backends it spawned). */
-export function tree (pid, exclude = null) {
+/**
+ * pid and all its descendants, minus processes whose comm matches `exclude` (backends it spawned).
+ * `preExec`: a child with its parent's comm is a CGI program between fork and exec (a copy of
+ * lighttpd, or of proxycore's fork-server helper, about to become the script), so it is left out
+ * like the script it becomes: its pages are the parent's, shared copy-on-write, and summing its
+ * VmRSS counted them twice (10–20 MiB at 32 connections). Not for servers whose workers share the
+ * master's name (nginx).
+ */
+export function tree (pid, exclude = null, preExec = false) {
   const all = []
   for (const n of readdirSync('/proc')) if (/^\d+$/.test(n)) { const st = statOf(Number(n)); if (st) all.push(st) }
   const out = []
@@ -150,14 +157,20 @@ export function tree (pid, exclude = null) {
     grew = false
     for (const p of all) if (!want.has(p.pid) && want.has(p.ppid)) { want.add(p.pid); grew = true }
   }
-  for (const p of all) if (want.has(p.pid) && (exclude === null || p.pid === pid || !exclude.test(p.comm))) out.push(p)
+  const commOf = preExec ? new Map(all.map((p) => [p.pid, p.comm])) : null
+  for (const p of all) {
+    if (!want.has(p.pid)) continue
+    if (p.pid !== pid && exclude !== null && exclude.test(p.comm)) continue
+    if (p.pid !== pid && commOf !== null && commOf.get(p.ppid) === p.comm) continue
+    out.push(p)
+  }
   return out
 }
 
 /** Sum of VmRSS over the tree, KiB. */
-export function treeRssKiB (pid, exclude = null) {
+export function treeRssKiB (pid, exclude = null, preExec = false) {
   let sum = 0
-  for (const p of tree(pid, exclude)) sum += rssKiB(p.pid)
+  for (const p of tree(pid, exclude, preExec)) sum += rssKiB(p.pid)
   return sum
 }
 
@@ -166,7 +179,7 @@ export function sampleRss (pids, everyMs = 100) {
   let max = 0
   const tick = () => {
     let sum = 0
-    for (const { pid, exclude } of pids) sum += treeRssKiB(pid, exclude)
+    for (const { pid, exclude, preExec } of pids) sum += treeRssKiB(pid, exclude, preExec)
     if (sum > max) max = sum
   }
   tick()
@@ -175,8 +188,8 @@ export function sampleRss (pids, everyMs = 100) {
 }
 
 /** CPU ticks (utime+stime) of a tree — for the CPU share of a proxy during a run. */
-export function treeCpuTicks (pid, exclude = null) {
+export function treeCpuTicks (pid, exclude = null, preExec = false) {
   let sum = 0
-  for (const p of tree(pid, exclude)) sum += p.utime + p.stime
+  for (const p of tree(pid, exclude, preExec)) sum += p.utime + p.stime
   return sum
 }

@@ -260,6 +260,8 @@ export const cgi = {
         }, path)
       } catch (err) { missing(out, 'nginx', 'nginx → fcgiwrap', String(err.message).split('\n')[0]) }
     } else missing(out, 'nginx', 'nginx → fcgiwrap', 'nginx or fcgiwrap not installed')
+    // proxycore's fork-server helper and lighttpd fork the scripts themselves (proc.mjs `tree`).
+    for (const t of out.targets) if (t.id === 'proxycore' || t.id === 'lighttpd') t.rss[0].preExec = true
     return out
   },
   comparisons: [{ peer: 'lighttpd', target: 0.8 }, { peer: 'nginx' }],
