@@ -5,11 +5,11 @@
  */
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, Socket as NetSocket, type Server, type Socket } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { BACKEND_READ_HIGH_WATER_MARK, connectEndpoint } from '../../src/core/connect.js'
+import { BACKEND_READ_HIGH_WATER_MARK, SOCKET_OPTIONS, connectEndpoint } from '../../src/core/connect.js'
 import { parseEndpoint } from '../../src/core/endpoint.js'
 import { guardLeaks } from '../helpers/leaks.js'
 
@@ -50,4 +50,23 @@ t.test('backend sockets hold 64 KiB reads without stopping the handle', async (t
     t.equal(socket.readableHighWaterMark, BACKEND_READ_HIGH_WATER_MARK, `${addr}: high-water mark`)
     t.same(await readsWithoutStopping(socket), { bytes: 2 * CHUNK.length, stopped: false }, `${addr}: every byte, no stop`)
   }
+})
+
+t.test('the socket options already hold every property net.Socket adds to its copy of them', async (t) => {
+  // net.Socket's constructor copies its options and assigns some properties on the copy. Adding a
+  // property to a spread copy is Node 20's slow path (connect.ts); assigning one it has is not.
+  const source = NetSocket.toString()
+  t.match(source, /options = \{ \.\.\.options \}/, 'the constructor still copies its options with a spread')
+  const assigned = [...source.matchAll(/\boptions\.(\w+) =[^=]/g)].map((m) => m[1] as string)
+  t.ok(assigned.length >= 4, `the constructor assigns ${assigned.join(', ')}`)
+  // keepAliveInitialDelay is clamped on the caller's object before the copy, only when given.
+  for (const name of new Set(assigned)) {
+    if (name === 'keepAliveInitialDelay') continue
+    t.ok(Object.hasOwn(SOCKET_OPTIONS, name), `SOCKET_OPTIONS has ${name}`)
+  }
+  // The values are the ones the constructor forces, so passing them changes nothing.
+  for (const m of source.matchAll(/\boptions\.(\w+) = (true|false);/g)) {
+    t.equal((SOCKET_OPTIONS as unknown as Record<string, unknown>)[m[1] as string], m[2] === 'true', `${m[1]} is ${m[2]}`)
+  }
+  t.equal(SOCKET_OPTIONS.allowHalfOpen, false, 'backend sockets are not half-open (the constructor default)')
 })
