@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url'
 import { undiciPool, UNDICI_POOL_MODULE } from '../../src/protocols/http/client.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { runNode } from '../helpers/run-node.js'
+import { oneRequestThroughProxy } from '../helpers/one-request.js'
 import { ensureBuilt, root } from '../cli/run.js'
 
 const require = createRequire(import.meta.url)
@@ -22,23 +23,7 @@ t.test('the adapter uses the very Pool class undici exports', async (t) => {
 })
 
 // A backend, the proxy in front of it, one request through; prints the status and body.
-const CHILD = (index: string): string => `
-import { createServer, request } from 'node:http'
-const { createProxy, silentLogger } = await import(${JSON.stringify(index)})
-const backend = createServer((req, res) => res.end('via ' + req.url))
-await new Promise((r) => backend.listen(0, '127.0.0.1', r))
-const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: ['127.0.0.1:' + backend.address().port] }] })
-const front = createServer(proxy.handler)
-await new Promise((r) => front.listen(0, '127.0.0.1', r))
-const text = await new Promise((resolve, reject) => {
-  request({ host: '127.0.0.1', port: front.address().port, path: '/x', agent: false }, (res) => {
-    let body = ''
-    res.on('data', (c) => { body += c })
-    res.on('end', () => resolve(res.statusCode + ' ' + body))
-  }).on('error', reject).end()
-})
-console.log(text)
-front.close(); backend.close(); await proxy.close()`
+const CHILD = (index: string): string => `${oneRequestThroughProxy(index)}\nconsole.log(text)`
 
 t.test('forwarding a request loads undici\'s Pool but not its package entry', async (t) => {
   guardLeaks(t)

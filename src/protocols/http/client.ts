@@ -7,6 +7,7 @@
  * The legacy handler interface (onConnect/onHeaders/onData/onComplete) is undici's direct path:
  * raw header buffers, no header object built per response.
  */
+import { createRequire } from 'node:module'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
@@ -34,6 +35,40 @@ export function undiciPool (): typeof Pool {
   }
 }
 
+/**
+ * undici's response parser is llhttp compiled to WebAssembly, and undici compiles it on its first
+ * connection. Left at V8's defaults, that compile is lazy and cheap, and the parser's hot function
+ * is compiled again by the optimizing compiler in the background once the load has started: that
+ * compile needs ~30 MiB of scratch memory for a few tens of milliseconds, which glibc keeps
+ * resident afterwards because the requests in flight allocated above it (docs/design/
+ * architecture.md "What RSS is made of"). `proxycore serve` therefore turns off the baseline
+ * compiler and lazy compilation (`--no-liftoff --no-wasm-lazy-compilation`), and the first HTTP
+ * client compiles the module here, while the proxy is being created: ~110 ms once, its scratch
+ * memory handed back before the first request. undici's own compile of the same bytes is then a
+ * hit in V8's per-process module cache. Without those flags this costs ~3 ms and changes nothing.
+ * The file choice mirrors undici's (SIMD unless UNDICI_NO_WASM_SIMD=1 or an old Node on ppc64);
+ * if undici moves the files, nothing is compiled early and undici compiles as before.
+ */
+let parserModule: object | null = null
+/** The one WebAssembly call needed here; the project's lib (ES2022, no DOM) does not declare it. */
+const Wasm = (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly
+export const UNDICI_PARSER_MODULES = ['undici/lib/llhttp/llhttp_simd-wasm.js', 'undici/lib/llhttp/llhttp-wasm.js'] as const
+const requireUndici = createRequire(import.meta.url)
+export function compileParserEarly (): object | null {
+  if (parserModule !== null) return parserModule
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number)
+  let simd = !(process.arch === 'ppc64' && (major < 24 || (major === 24 && minor < 12)))
+  if (process.env.UNDICI_NO_WASM_SIMD === '1') simd = false
+  else if (process.env.UNDICI_NO_WASM_SIMD === '0') simd = true
+  for (const file of simd ? UNDICI_PARSER_MODULES : UNDICI_PARSER_MODULES.slice(1)) {
+    try {
+      parserModule = new Wasm.Module(requireUndici(file) as Uint8Array)
+      return parserModule
+    } catch {}
+  }
+  return null
+}
+
 /** RFC 9110 §9.2.2: a request that failed before any response byte may be replayed if idempotent. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
 
@@ -45,6 +80,7 @@ export class HttpClient implements BackendClient {
     const origin = endpoint.kind === 'tcp'
       ? `http://${endpoint.id}`
       : 'http://localhost'
+    compileParserEarly()
     this.pool = new (undiciPool())(origin, {
       connections: opts.connections,
       pipelining: 1,
