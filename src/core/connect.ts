@@ -25,7 +25,7 @@ export const BACKEND_READ_HIGH_WATER_MARK = 256 * 1024
  * paid ~5.8 µs for it (0.3 µs when the properties are already there, as here), and the socket's
  * objects outlived two scavenges, ~390 B promoted to the old generation per socket (0 here).
  * SCGI opens a socket per request. The four values are the ones the constructor forces anyway;
- * `test/core/connect-options.test.ts` checks that the constructor still sets no other property.
+ * `test/component/connect.test.ts` checks that the constructor still adds no other property.
  * net.Socket hands the options to stream.Duplex; @types/node only lists the socket's own.
  */
 export const SOCKET_OPTIONS: SocketConstructorOpts & { readableHighWaterMark: number, emitClose: boolean, autoDestroy: boolean, decodeStrings: boolean } = {
