@@ -14,13 +14,15 @@ const here = (p) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const NODE = process.execPath
 /**
  * Every Node proxy (proxycore and the npm peers alike) runs with the V8 flags `proxycore serve`
- * uses (its shebang and package.json `start`, and the pretenuring flag it sets itself): a 2 MiB
- * young generation keeps RSS under load near the idle size, and without allocation-site
- * pretenuring short-lived request objects stay out of the old generation, and WebAssembly (undici's
- * llhttp, proxycore's HTTP adapter; none of the peers runs any) is compiled optimized, once, when
- * the proxy is created (docs/getting-started.md "Memory and speed").
+ * uses (its shebang and package.json `start`, and the flags it sets itself at start-up): a 2 MiB
+ * young generation keeps RSS under load near the idle size; without allocation-site pretenuring
+ * short-lived request objects stay out of the old generation; a first old-generation limit of
+ * 16 MB and a fixed growing factor of 2 keep garbage from piling up to ~33 MB between two
+ * mark-compacts; and WebAssembly (undici's llhttp, proxycore's HTTP adapter; none of the peers
+ * runs any) is compiled optimized, once, when the proxy is created (docs/getting-started.md
+ * "Memory and speed").
  */
-export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2', '--no-allocation-site-pretenuring', '--no-liftoff', '--no-wasm-lazy-compilation']
+export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2', '--initial-old-space-size=16', '--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation']
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket

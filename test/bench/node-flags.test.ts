@@ -17,7 +17,7 @@ t.test('shebang, start script and bench agree on the V8 flags and the environmen
   const main = readFileSync(`${root}src/cli/main.ts`, 'utf8')
   const shebang = main.split('\n')[0]
   const atRunTime = [...main.matchAll(/setFlagsFromString\('([^']+)'\)/g)].map((x) => x[1])
-  t.same(atRunTime, ['--no-allocation-site-pretenuring', '--no-liftoff', '--no-wasm-lazy-compilation'], 'serve turns off allocation-site pretenuring and lazy baseline WebAssembly at start-up')
+  t.same(atRunTime, ['--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation'], 'serve turns off allocation-site pretenuring and lazy baseline WebAssembly and fixes the old generation\'s growing factor at start-up')
   const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S+ )*)node (.+)$/.exec(shebang)
   t.ok(m, `shebang passes the environment and flags through env -S: ${shebang}`)
   const assignments = (m?.[1] ?? '').trim()
