@@ -24,6 +24,13 @@ const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
 
 /** Response bytes queued for a slow client before the backend is paused. */
 const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
+/**
+ * A body chunk this large is usually a full socket read with more of the response right behind
+ * it: a 64 KiB body and its head take two 64 KiB reads. Its writes wait for the end of the loop
+ * iteration's I/O (ProxyRuntime.corkUntilImmediate) and leave with the rest in one writev instead
+ * of one syscall per read. Smaller chunks (a whole small response, a streamed event) go at once.
+ */
+const CORK_MIN_CHUNK = 16 * 1024
 
 export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
   /** Its place in the runtime's exchanges in flight. */
@@ -247,6 +254,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
     this.bytesOut += chunk.length
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
+    if (chunk.length >= CORK_MIN_CHUNK) {
+      const socket = this.res.socket
+      if (socket !== null && socket.writableCorked === 0) this.rt.corkUntilImmediate(socket)
+    }
     // Backpressure with slack: node:http says "full" past 16 KiB, which would pause and resume the
     // backend on every 64 KiB chunk. Keep reading until MAX_BUFFERED_PER_EXCHANGE is queued, then
     // pause the adapter until the client drains. Still bounded per exchange.

@@ -6,7 +6,7 @@
  * a route asks for short timeouts) instead of a timer per request.
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { Duplex } from 'node:stream'
+import type { Duplex, Writable } from 'node:stream'
 import { ProxyError, statusFor } from './errors.js'
 import { ProxyExchange } from './exchange.js'
 import { checkRequestFraming } from './headers.js'
@@ -44,6 +44,24 @@ export class ProxyRuntime {
 
   nextId (): number { return ++this.id }
   now (): number { return Date.now() }
+
+  /**
+   * Client sockets whose writes wait for the end of this loop iteration's I/O callbacks, so the
+   * response bytes that several backend reads produced leave in one writev (ProxyExchange.onData).
+   * One setImmediate per loop iteration, however many sockets.
+   */
+  private corkedSockets: Writable[] = []
+  private readonly uncorkSockets = (): void => {
+    const list = this.corkedSockets
+    this.corkedSockets = []
+    for (const s of list) s.uncork()
+  }
+
+  corkUntilImmediate (s: Writable): void {
+    if (this.corkedSockets.length === 0) setImmediate(this.uncorkSockets)
+    this.corkedSockets.push(s)
+    s.cork()
+  }
 
   /** node:http request handler; with `next`, an unmatched request falls through (middleware). */
   handle (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
