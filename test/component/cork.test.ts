@@ -9,34 +9,21 @@ import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { createServer, request, type Server } from 'node:http'
 import type { Socket } from 'node:net'
-import { createProxy, silentLogger, type BackendClient, type Exchange, type ProtocolAdapter, type ResponseHandler } from '../../src/index.js'
+import { createProxy, silentLogger } from '../../src/index.js'
+import { scriptedAdapter } from '../helpers/adapters.js'
 import { guardLeaks } from '../helpers/leaks.js'
 
 /** Answers `/<first>/<second>`: a head, `first` bytes now and `second` bytes on the next tick. */
-const twoReads: ProtocolAdapter = {
-  name: 'two-reads',
-  capabilities: { keepAlive: false, multiplex: true, upgrade: false, cgiEnv: false, needsContentLength: false, perRequestProcess: false },
-  parseOptions: () => ({}),
-  createClient (): BackendClient {
-    let inflight = 0
-    return {
-      dispatch (ex: Exchange, h: ResponseHandler) {
-        const [first = 0, second = 0] = ex.path.split('/').slice(1).map(Number)
-        inflight++
-        h.onHead(200, ['content-type', 'application/octet-stream', 'content-length', String(first + second)], { resume () {} })
-        h.onData(Buffer.alloc(first, 1))
-        process.nextTick(() => {
-          h.onData(Buffer.alloc(second, 2))
-          inflight--
-          h.onEnd()
-        })
-      },
-      get inflight () { return inflight },
-      close: async () => {},
-      destroy () {},
-    }
-  },
-}
+const twoReads = scriptedAdapter('two-reads', (ex, h, done) => {
+  const [first = 0, second = 0] = ex.path.split('/').slice(1).map(Number)
+  h.onHead(200, ['content-type', 'application/octet-stream', 'content-length', String(first + second)], { resume () {} })
+  h.onData(Buffer.alloc(first, 1))
+  process.nextTick(() => {
+    h.onData(Buffer.alloc(second, 2))
+    done()
+    h.onEnd()
+  })
+})
 
 interface Rig { port: number, writes: () => number, socket: () => Socket | null }
 

@@ -8,32 +8,18 @@ import t from 'tap'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { BackendClient, Exchange, ProtocolAdapter, ResponseHandler } from '../../src/index.js'
+import { scriptedAdapter } from '../helpers/adapters.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { fetchText, statusRig } from './harness.js'
 
 /** An adapter whose backend answers `/go` with a local redirect to the status path. */
-const redirector: ProtocolAdapter = {
-  name: 'redirector',
-  capabilities: { keepAlive: false, multiplex: true, upgrade: false, cgiEnv: false, needsContentLength: false, perRequestProcess: false },
-  parseOptions: () => ({}),
-  createClient (): BackendClient {
-    let inflight = 0
-    return {
-      dispatch (ex: Exchange, h: ResponseHandler) {
-        if (ex.path === '/go') { h.onLocalRedirect?.('/server-status'); return }
-        inflight++
-        h.onHead(200, ['content-type', 'text/plain'], { resume () {} })
-        h.onData(Buffer.from(`backend saw ${ex.url}`))
-        inflight--
-        h.onEnd()
-      },
-      get inflight () { return inflight },
-      close: async () => {},
-      destroy () {},
-    }
-  },
-}
+const redirector = scriptedAdapter('redirector', (ex, h, done) => {
+  if (ex.path === '/go') { done(); h.onLocalRedirect?.('/server-status'); return }
+  h.onHead(200, ['content-type', 'text/plain'], { resume () {} })
+  h.onData(Buffer.from(`backend saw ${ex.url}`))
+  done()
+  h.onEnd()
+})
 
 t.test('custom adapter: onLocalRedirect("/server-status") lands on the backend, not the status page', async (t) => {
   guardLeaks(t)
