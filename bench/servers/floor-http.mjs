@@ -4,7 +4,7 @@
 // proxy to deploy, only the least a Node proxy can do per request. node floor-http.mjs <backendPort>
 import { createServer } from 'node:http'
 import { connect } from 'node:net'
-import { parseHead } from './floor-head.mjs'
+import { holdLarge, parseHead } from './floor-head.mjs'
 
 const backendPort = Number(process.argv[2])
 const idle = []
@@ -38,14 +38,6 @@ function onData (conn, chunk) {
   }
   if (chunk.length > 0) { conn.left -= chunk.length; holdLarge(res, chunk); res.write(chunk) }
   if (conn.left === 0) { conn.left = -1; conn.res = null; idle.push(conn); res.end() }
-}
-
-// A large chunk is a full 64 KiB read with the rest of the response right behind it: hold the
-// client socket's writes to the end of this loop iteration's I/O, so a 64 KiB body leaves in one
-// writev instead of two (proxycore does the same).
-function holdLarge (res, chunk) {
-  const s = res.socket
-  if (chunk.length >= 16384 && s !== null && s.writableCorked === 0) { s.cork(); setImmediate(() => s.uncork()) }
 }
 
 const server = createServer((req, res) => {

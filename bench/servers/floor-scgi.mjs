@@ -4,21 +4,13 @@
 // do per request. node floor-scgi.mjs <socketPath> <scriptFilename>
 import { createServer } from 'node:http'
 import { Socket } from 'node:net'
-import { parseHead } from './floor-head.mjs'
+import { holdLarge, parseHead } from './floor-head.mjs'
 
 const [socketPath, scriptFilename] = process.argv.slice(2)
 // net.connect(path) builds the socket from options it then extends, Node 20's slow path (~5.8 µs
 // and ~400 B promoted per socket; docs/design/architecture.md "A socket's options"). Options
 // that already hold what the constructor adds cost nothing, so the floor uses them too.
 const SOCKET_OPTIONS = { allowHalfOpen: false, emitClose: false, autoDestroy: true, decodeStrings: false }
-
-// A large chunk is a full 64 KiB read with the rest of the response right behind it: hold the
-// client socket's writes to the end of this loop iteration's I/O, so a 64 KiB body leaves in one
-// writev instead of two (proxycore does the same).
-function holdLarge (res, chunk) {
-  const s = res.socket
-  if (chunk.length >= 16384 && s !== null && s.writableCorked === 0) { s.cork(); setImmediate(() => s.uncork()) }
-}
 
 const server = createServer((req, res) => {
   req.resume()
