@@ -52,7 +52,7 @@ export function undiciPool (): typeof Pool {
 let parserModule: object | null = null
 /** The one WebAssembly call needed here; the project's lib (ES2022, no DOM) does not declare it. */
 const Wasm = (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly
-export const UNDICI_PARSER_MODULES = ['undici/lib/llhttp/llhttp_simd-wasm.js', 'undici/lib/llhttp/llhttp-wasm.js'] as const
+const UNDICI_PARSER_MODULES = ['undici/lib/llhttp/llhttp_simd-wasm.js', 'undici/lib/llhttp/llhttp-wasm.js'] as const
 const requireUndici = createRequire(import.meta.url)
 export function compileParserEarly (): object | null {
   if (parserModule !== null) return parserModule
