@@ -31,10 +31,14 @@ export const FORK_SERVER_PL = String.raw`
 # (perl writes reference counts wherever it reads). Measured per request under load, when the
 # child connected, built %ENV and called POSIX itself: 0.9 ms of CPU between fork and exec, twice
 # what the helper spends. So everything that can happen before the fork happens here, in the
-# parent (stdio connections, %ENV, which exec passes on), the child makes raw syscalls by number
-# and exec, and no module but the pragmas is loaded (POSIX alone made each fork ~0.09 ms dearer). The parent does
-# not wait for the exec: it forks the next frames meanwhile, and a child stuck before its exec (a
-# hung chdir) holds up no other request.
+# parent (stdio connections, execve's argv and environment arrays), the child makes raw syscalls
+# by number, execve(2) included, and no module but the pragmas is loaded (POSIX alone made each
+# fork ~0.09 ms dearer). The parent does not wait for the exec: it forks the next frames
+# meanwhile, and a child stuck before its exec (a hung chdir) holds up no other request.
+# The parent pays too: after each fork every page it writes faults once more (copy-on-write, or
+# taking the page back once the child has exec'd). Its heap is ~80 pages and a request touched
+# nearly all of them; building %ENV for exec touched ~25 of them, so it no longer does (measured
+# under load: 80-88 faults and ~0.34 ms of helper CPU per request before, 52-56 and ~0.28 ms after).
 #
 # Stdio without fd passing: for each of fd 0-2 (1-2 with stdin 'null') the parent connects to the
 # proxy's unix socket (argv 0, in a private 0700 directory), writes token + fd number (17 bytes),
@@ -60,11 +64,16 @@ $0 = "proxycore-fork-server $path";    # ps shows what it is and which proxy soc
 # Syscall numbers: x86-64's table, and the generic one of arm64, riscv64 and loongarch64 (which has
 # dup3 but no dup2). The proxy runs the fork server only on these (fork-server.ts).
 my %SYS = $arch eq 'x64'
-  ? (read => 0, write => 1, close => 3, socket => 41, connect => 42, fcntl => 72, pipe2 => 293, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, exit_group => 231)
-  : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, exit_group => 94);
+  ? (read => 0, write => 1, close => 3, socket => 41, connect => 42, fcntl => 72, pipe2 => 293, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, execve => 59, exit_group => 231)
+  : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, execve => 221, exit_group => 94);
 # The same on all of them: errno values, signal numbers, fcntl commands and flags, AF_UNIX and
 # SOCK_STREAM.
 my ($EINTR, $EAGAIN, $EIO) = (4, 11, 5);
+# execvp(3)'s: ENOEXEC runs the file with /bin/sh; EACCES is remembered and the search goes on;
+# these others only end the try of one PATH directory.
+my ($ENOEXEC, $EACCES) = (8, 13);
+my %NEXT_DIR = map { $_ => 1 } (13, 2, 20, 116, 19, 110);    # EACCES ENOENT ENOTDIR ESTALE ENODEV ETIMEDOUT
+my $SH = '/bin/sh';
 my ($SIG_BLOCK, $SIG_SETMASK) = (0, 2);
 my ($F_GETFL, $F_SETFL, $F_SETOWN, $O_NONBLOCK, $O_ASYNC, $O_CLOEXEC) = (3, 4, 8, 0x800, 0x2000, 0x80000);
 my ($AF_UNIX, $SOCK_STREAM) = (1, 1);
@@ -73,6 +82,7 @@ my $SUN = pack('S Z108', 1, $path);    # struct sockaddr_un { AF_UNIX, path }
 # Kernel sigsets: bit n-1 is signal n. SIGCHLD = 17, SIGIO = 29.
 my $WAKE = pack('Q', (1 << 16) | (1 << 28));
 my $NONE = pack('Q', 0);
+my $NULLP = pack('p', undef);    # the NULL that ends execve(2)'s argv and envp
 
 # Descriptors the proxy inherited without close-on-exec are passed on by libuv to us as well; none
 # may reach a CGI program, so they go now (perl itself holds none at this point).
@@ -131,7 +141,7 @@ sub read_input {
 # libuv's (uv__process_child_init): new session, stdio, cwd, groups, gid, uid, then umask, signal
 # mask, exec. On failure "errno step" goes to the exec pipe and it exits 127.
 sub child {
-  my ($w, $io, $cwd, $uid, $gid, $umask, $argv) = @_;
+  my ($w, $io, $cwd, $uid, $gid, $umask, $exec) = @_;
   no warnings;    # nothing may reach fd 2: it is the program's stderr
   # Own session and process group: the proxy stops the whole group with kill(-pid).
   syscall($SYS{setsid}) >= 0 or failed($w, 'setsid');
@@ -147,7 +157,21 @@ sub child {
   # exec resets caught signals to the default (nothing is ignored: the proxy started us with every
   # signal at its default); the mask must be emptied by hand.
   syscall($SYS{sigprocmask}, $SIG_SETMASK, $NONE, 0, 8) == 0 or failed($w, 'sigprocmask');
-  exec { $argv->[0] } @$argv;    # execvp(3): PATH search, ENOEXEC scripts run by /bin/sh
+  # execvp(3), by hand: the files to try, each with execve(2) and the arrays made in the parent.
+  my ($try, $argvp, $envp, $argv) = @$exec;
+  my $eacces = 0;
+  for my $file (@$try) {
+    syscall($SYS{execve}, $file, $argvp, $envp);
+    if ($! == $ENOEXEC) {
+      # No #! line: /bin/sh runs the file (only on this rare path does the child allocate).
+      my @sh = ($SH, $file, @$argv[1 .. $#$argv]);
+      my $shp = pack('p*', @sh) . $NULLP;
+      syscall($SYS{execve}, $SH, $shp, $envp);
+    }
+    last unless $NEXT_DIR{$! + 0};
+    $eacces = 1 if $! == $EACCES;
+  }
+  $! = $EACCES if $eacces && $NEXT_DIR{$! + 0};
   failed($w, 'exec');
 }
 
@@ -158,6 +182,14 @@ sub failed {
   syscall($SYS{exit_group}, 127);
 }
 
+# E for a request that could not be started; the connections it made so far are closed.
+sub refuse {
+  my ($id, $step, @fds) = @_;
+  $out .= "E $id " . (($! + 0) || $EIO) . " $step\n";
+  close_fds(@fds);
+  return;
+}
+
 sub start {
   my @f = split /\0/, $_[0], -1;
   my ($id, $token, $cwd, $uid, $gid, $umask, $stdin, $argc) = splice(@f, 0, 8);
@@ -165,27 +197,33 @@ sub start {
   my $hello = pack('H*', $token);
   my $first = $stdin eq 'null' ? 1 : 0;    # fds to connect: 1-2 with /dev/null as stdin, else 0-2
   my @io = ($first ? $DEVNULL : undef);
-  my $fail = sub { $out .= "E $id " . (($! + 0) || $EIO) . " $_[0]\n"; close_fds(@io[$first .. 2]); return };
   for my $fd ($first .. 2) {
     my $s = syscall($SYS{socket}, $AF_UNIX, $SOCK_STREAM | $O_CLOEXEC, 0);
-    $s >= 0 or return $fail->('connect');
+    $s >= 0 or return refuse($id, 'connect', @io[$first .. 2]);
     $io[$fd] = $s;
     my $said = $hello . chr($fd);
     syscall($SYS{connect}, $s, $SUN, length $SUN) == 0 && syscall($SYS{write}, $s, $said, 17) == 17
-      or return $fail->('connect');
+      or return refuse($id, 'connect', @io[$first .. 2]);
   }
-  # Exactly the given environment: %ENV is perl's view of environ, which exec passes on.
-  %ENV = ();
-  for my $kv (@f) {
-    my $eq = index($kv, '=');
-    $ENV{substr($kv, 0, $eq)} = substr($kv, $eq + 1) if $eq > 0;
+  # execve(2)'s arguments, made before the fork: argv and exactly the given environment as
+  # NULL-terminated arrays of pointers into strings that live until start() returns, and the files
+  # execvp(3) would try (argv[0] if it has a slash, else each directory of the environment's PATH).
+  # The child then only makes the syscall. Rebuilding %ENV instead cost dozens of allocations a
+  # request, and every page the parent writes is a copy-on-write fault after each fork.
+  my $file = $argv[0];
+  my @try = ($file);
+  if ($file ne '' && index($file, '/') < 0) {
+    my ($path) = map { substr($_, 5) } grep { substr($_, 0, 5) eq 'PATH=' } @f;
+    @try = map { ($_ eq '' ? '.' : $_) . "/$file" } (defined $path ? split(/:/, $path, -1) : ('/bin', '/usr/bin'));
+    @try = ($file) if !@try;    # PATH= (empty): the current directory
   }
+  my @exec = (\@try, pack('p*', @argv) . $NULLP, pack('p*', grep { index($_, '=') > 0 } @f) . $NULLP, \@argv);
   my $ends = pack('i2', -1, -1);
-  syscall($SYS{pipe2}, $ends, $O_CLOEXEC) == 0 or return $fail->('fork');
+  syscall($SYS{pipe2}, $ends, $O_CLOEXEC) == 0 or return refuse($id, 'fork', @io[$first .. 2]);
   my ($r, $w) = unpack('i2', $ends);
   my $pid = fork();
-  if (!defined $pid) { close_fds($r, $w); return $fail->('fork') }
-  child($w, \@io, $cwd, $uid, $gid, $umask, \@argv) if $pid == 0;
+  if (!defined $pid) { close_fds($r, $w); return refuse($id, 'fork', @io[$first .. 2]) }
+  child($w, \@io, $cwd, $uid, $gid, $umask, \@exec) if $pid == 0;
   close_fds($w, @io[$first .. 2]);
   # Not waited for here: the next frames are forked meanwhile (check_exec, SIGIO at EOF).
   notify_on_input($r);

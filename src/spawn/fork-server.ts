@@ -10,8 +10,9 @@
  *   Node ──frame (id, token, cwd, uid, gid, umask, stdin, argv, env)──> helper stdin
  *        <──"S id pid" | "E id errno step", then "X id status group-left"── helper stdout
  *   helper: connect ×3 to our unix socket (token + fd number on each; ×2 and /dev/null for stdin
- *           when the request has no body), %ENV, fork; S once the exec pipe closed
- *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execvp
+ *           when the request has no body), execve's argv and envp, fork; S once the exec pipe closed
+ *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execve
+ *           (execvp(3)'s PATH search and /bin/sh for a file without #!, by hand)
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
  *         the helper reported the exec (S) and all of them are here.
  *

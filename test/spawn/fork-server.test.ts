@@ -6,10 +6,11 @@
  */
 import t from 'tap'
 import { once } from 'node:events'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { leakTest } from './fixtures/guard.js'
-import { manager } from './fixtures/manager.js'
+import { manager, tempDir } from './fixtures/manager.js'
 import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { ForkChild, type PipeChild } from '../../src/spawn/fork-server.js'
 import { resolveSpec } from '../../src/spawn/spec.js'
@@ -64,6 +65,47 @@ leakTest(t, 'exec and chdir failures: error with the errno code, never spawn', a
   const [e2] = await once(nocwd, 'error') as [NodeJS.ErrnoException]
   t.match(e2, { code: 'ENOENT', message: 'spawn /bin/sh ENOENT (chdir)' })
   t.same(c.events, ['error ENOENT'])
+  t.ok(await waitFor(() => m.status().every((s) => s.pipeChildren === 0)))
+})
+
+// The helper runs execvp(3) by hand (execve by number, argv and environment made before the fork):
+// a bare name is searched in the PATH of the program's own environment, a directory where it is
+// not executable is remembered as EACCES while the search goes on, a file without #! runs under
+// /bin/sh. libuv does the same for the direct launcher: both must answer alike.
+leakTest(t, 'a bare program name: PATH search, EACCES, no #!, no PATH, the same as the direct launcher', async (t, defer) => {
+  const dir = tempDir(defer)
+  const bin = (sub: string, name: string, text: string, mode: number): void => {
+    mkdirSync(join(dir, sub), { recursive: true })
+    writeFileSync(join(dir, sub, name), text, { mode })
+  }
+  bin('noexec', 'prog', 'echo wrong\n', 0o644)
+  bin('exec', 'prog', '#!/bin/sh\necho "prog $1 $GREETING"\n', 0o755)
+  bin('plain', 'plain', 'echo "plain via sh: $1"\n', 0o755)
+  const m = manager(defer)
+  for (const launcher of ['fork-server', 'direct'] as const) {
+    m.add(`prog-${launcher}`, { socketType: 'pipe', binPath: 'prog', launcher })
+    m.add(`plain-${launcher}`, { socketType: 'pipe', binPath: 'plain', launcher })
+  }
+  await m.start()
+  const run = async (name: string, env: Record<string, string>): Promise<string> => {
+    const child = m.pipeStarter(name).launch({ argv: ['one'], env, cwd: '/' })
+    const c = collect(child)
+    const end = new Promise<void>((resolve) => { child.once('exit', () => resolve()); child.once('error', () => resolve()) })
+    await end
+    await waitFor(() => c.events.includes('end') || c.events.some((e) => e.startsWith('error')))
+    return c.events.some((e) => e.startsWith('error')) ? c.events.join(',') : c.out()
+  }
+  const cases: Array<[string, string, Record<string, string>, string]> = [
+    ['the first directory that has it as an executable', 'prog', { PATH: `${dir}/missing:${dir}/noexec:${dir}/exec`, GREETING: 'hi' }, 'prog one hi\n'],
+    ['no #!: /bin/sh runs it', 'plain', { PATH: `${dir}/plain` }, 'plain via sh: one\n'],
+    ['only a non-executable one: EACCES', 'prog', { PATH: `${dir}/missing:${dir}/noexec:${dir}/missing2` }, 'error EACCES'],
+    ['nowhere: ENOENT', 'prog', { PATH: `${dir}/missing` }, 'error ENOENT'],
+    ['no PATH: /bin:/usr/bin, ENOENT', 'prog', {}, 'error ENOENT'],
+  ]
+  for (const [what, name, env, want] of cases) {
+    t.equal(await run(`${name}-fork-server`, env), want, `fork server: ${what}`)
+    t.equal(await run(`${name}-direct`, env), want, `direct: ${what}`)
+  }
   t.ok(await waitFor(() => m.status().every((s) => s.pipeChildren === 0)))
 })
 
