@@ -72,7 +72,7 @@ my ($EINTR, $EAGAIN, $EIO) = (4, 11, 5);
 # execvp(3)'s: ENOEXEC runs the file with /bin/sh; EACCES is remembered and the search goes on;
 # these others only end the try of one PATH directory.
 my ($ENOEXEC, $EACCES) = (8, 13);
-my %NEXT_DIR = map { $_ => 1 } (13, 2, 20, 116, 19, 110);    # EACCES ENOENT ENOTDIR ESTALE ENODEV ETIMEDOUT
+my %NEXT_DIR = map { $_ => 1 } ($EACCES, 2, 20, 116, 19, 110);    # and ENOENT ENOTDIR ESTALE ENODEV ETIMEDOUT
 my $SH = '/bin/sh';
 my ($SIG_BLOCK, $SIG_SETMASK) = (0, 2);
 my ($F_GETFL, $F_SETFL, $F_SETOWN, $O_NONBLOCK, $O_ASYNC, $O_CLOEXEC) = (3, 4, 8, 0x800, 0x2000, 0x80000);
