@@ -4,9 +4,11 @@
  * the last lines before an exit are never lost.
  */
 import { createRequire } from 'node:module'
-import { pino, type Logger as Pino } from 'pino'
+import type { Logger as Pino } from 'pino'
 
 const require = createRequire(import.meta.url)
+// `require`, not `import`, for the reason in src/core/trust.ts (~7 MiB).
+const { pino } = require('pino') as typeof import('pino')
 
 export function cliLogger (level: string): Pino {
   const opts = { level, base: { name: 'proxycore' } }

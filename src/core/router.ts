@@ -2,7 +2,11 @@
  * The router: every route's match compiled once at load into one predicate; first match wins,
  * every given field must match (lighttpd's condition blocks, nginx's location order made explicit).
  */
-import picomatch from 'picomatch'
+import type Picomatch from 'picomatch'
+import { lazy } from '../lazy.js'
+
+// Through `require` on the first glob route, like ipaddr.js in trust.ts.
+const picomatch = lazy<typeof Picomatch>('picomatch')
 
 export interface RouteMatch {
   /** Exact host, or a leading wildcard `*.example.com` (matches sub.example.com, not example.com). */
@@ -55,7 +59,7 @@ export function compileMatch (m: RouteMatch): Predicate {
     })
   }
   if (m.glob !== undefined) {
-    const re = picomatch.makeRe(m.glob, { dot: true })
+    const re = picomatch().makeRe(m.glob, { dot: true })
     tests.push((r) => re.test(safeDecode(r.path)))
   }
   if (m.regex !== undefined) {

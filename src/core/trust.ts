@@ -4,15 +4,23 @@
  * left, trusted hops skipped, and the first untrusted entry is the client. An invalid entry stops the
  * walk. Nothing is ever taken from a header by default (RELIABILITY §2.8).
  */
-import ipaddr from 'ipaddr.js'
+import type Address from 'ipaddr.js'
+import { lazy } from '../lazy.js'
+
+type IP = Address.IPv4 | Address.IPv6
+
+// Through `require`, not `import`: imported, this CommonJS file went through Node's translator
+// (which parses it for export names) and left ~7 MiB more anonymous memory in every proxy process
+// (docs/design/architecture.md, "Memory"). Loaded at the first trusted-proxy list.
+const ipaddr = lazy<typeof Address>('ipaddr.js')
 
 export class TrustedProxies {
-  private readonly ranges: Array<[ipaddr.IPv4 | ipaddr.IPv6, number]>
+  private readonly ranges: Array<[IP, number]>
 
   constructor (list: readonly string[]) {
     this.ranges = list.map((entry) => {
-      if (entry.includes('/')) return ipaddr.parseCIDR(entry)
-      const addr = ipaddr.parse(entry)
+      if (entry.includes('/')) return ipaddr().parseCIDR(entry)
+      const addr = ipaddr().parse(entry)
       return [addr, addr.kind() === 'ipv4' ? 32 : 128]
     })
   }
@@ -21,8 +29,8 @@ export class TrustedProxies {
 
   has (address: string): boolean {
     if (this.ranges.length === 0) return false
-    let addr: ipaddr.IPv4 | ipaddr.IPv6
-    try { addr = normalize(ipaddr.parse(address)) } catch { return false }
+    let addr: IP
+    try { addr = normalize(ipaddr().parse(address)) } catch { return false }
     for (const [range, bits] of this.ranges) {
       if (addr.kind() === range.kind() && addr.match(range, bits)) return true
     }
@@ -38,7 +46,7 @@ export class TrustedProxies {
     let client = peer
     for (let i = chain.length - 1; i >= 0; i--) {
       const hop = chain[i]
-      if (!ipaddr.isValid(hop)) break
+      if (!ipaddr().isValid(hop)) break
       client = hop
       if (!this.has(hop)) break
     }
@@ -46,8 +54,8 @@ export class TrustedProxies {
   }
 }
 
-function normalize (a: ipaddr.IPv4 | ipaddr.IPv6): ipaddr.IPv4 | ipaddr.IPv6 {
-  return a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address() : a
+function normalize (a: IP): IP {
+  return a.kind() === 'ipv6' && (a as Address.IPv6).isIPv4MappedAddress() ? (a as Address.IPv6).toIPv4Address() : a
 }
 
 /** Addresses of `X-Forwarded-For: a, b` and `Forwarded: for=a, for="[b]:1"` lines, in order. */

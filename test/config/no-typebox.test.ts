@@ -5,6 +5,9 @@
  * serve`, may load one under node_modules/@sinclair/typebox. An invalid config must load it (TypeBox
  * words the issues): through import() for the config shape, through require() for the HTTP
  * adapter's options, which shows the recorder sees both module systems.
+ * Neither may `import` a CommonJS package either: each dependency that ships CommonJS goes through
+ * `require` (src/lazy.ts), because Node's parse of an imported one for its export names left ~7 MiB
+ * in the process (src/core/trust.ts).
  */
 import t from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -50,6 +53,9 @@ function loaded (file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '')
 }
 const typebox = (urls: string[]): string[] => urls.filter((u) => u.includes('/node_modules/@sinclair/typebox/'))
+/** CommonJS files of proxycore's dependencies that came in through `import` (not tap's own hooks). */
+const dependencies = Object.keys((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies)
+const importedCommonjs = (urls: string[]): string[] => urls.filter((u) => u.startsWith('esm-commonjs ') && dependencies.some((d) => u.includes(`/node_modules/${d}/`)))
 
 async function createProxies (dir: string, configs: unknown[]): Promise<{ stdout: string, urls: string[] }> {
   const record = join(dir, `loads-${Math.random().toString(36).slice(2)}.txt`)
@@ -76,6 +82,7 @@ t.test('createProxy with a valid config loads no TypeBox module', async (t) => {
   t.ok(valid.urls.some((u) => u.endsWith('/dist/config/validators.generated.js')), 'checked by the generated validators')
   t.ok(valid.urls.some((u) => u.includes('/node_modules/undici/')), 'the recorder sees CommonJS packages (undici, for the http route)')
   t.same(typebox(valid.urls), [], 'no module under @sinclair/typebox')
+  t.same(importedCommonjs(valid.urls), [], 'no CommonJS package through import')
 
   const shape = await createProxies(dir, [{ ...full, routes: 'none' }])
   t.equal(shape.stdout, '/routes\n')
@@ -101,4 +108,5 @@ t.test('proxycore serve with a valid config loads no TypeBox module', async (t) 
   t.ok(urls.some((u) => u.endsWith('/dist/cli/main.js')), 'the recorder ran in the serve process')
   t.ok(urls.some((u) => u.endsWith('/dist/config/validators.generated.js')), 'checked by the generated validators')
   t.same(typebox(urls), [], 'no module under @sinclair/typebox')
+  t.same(importedCommonjs(urls), [], 'no CommonJS package through import')
 })
