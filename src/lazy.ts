@@ -7,6 +7,11 @@
  * measured in docs/design/architecture.md).
  * Each of these packages ships CommonJS, so a synchronous `require` keeps the call sites
  * synchronous; the types still come from `import type`.
+ *
+ * A CommonJS dependency is never `import`ed, even one needed at once: ESM's `import` sends the file
+ * through Node's CommonJS translator, which parses it for export names, and ipaddr.js imported that
+ * way left ~7 MiB more anonymous memory in every process than the same file `require`d
+ * (docs/design/architecture.md, "Memory"; test/config/no-typebox.test.ts checks it).
  */
 import { createRequire } from 'node:module'
 

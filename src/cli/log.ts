@@ -7,7 +7,7 @@ import { createRequire } from 'node:module'
 import type { Logger as Pino } from 'pino'
 
 const require = createRequire(import.meta.url)
-// `require`, not `import`, for the reason in src/core/trust.ts (~7 MiB).
+// CommonJS, so through `require` (src/lazy.ts says why).
 const { pino } = require('pino') as typeof import('pino')
 
 export function cliLogger (level: string): Pino {

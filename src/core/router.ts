@@ -5,7 +5,7 @@
 import type Picomatch from 'picomatch'
 import { lazy } from '../lazy.js'
 
-// Through `require` on the first glob route, like ipaddr.js in trust.ts.
+// CommonJS, so through `require` (src/lazy.ts says why), at the first glob route.
 const picomatch = lazy<typeof Picomatch>('picomatch')
 
 export interface RouteMatch {

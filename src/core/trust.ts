@@ -9,9 +9,7 @@ import { lazy } from '../lazy.js'
 
 type IP = Address.IPv4 | Address.IPv6
 
-// Through `require`, not `import`: imported, this CommonJS file went through Node's translator
-// (which parses it for export names) and left ~7 MiB more anonymous memory in every proxy process
-// (docs/design/architecture.md, "Memory"). Loaded at the first trusted-proxy list.
+// CommonJS, so through `require` (src/lazy.ts says why), at the first trusted-proxy list.
 const ipaddr = lazy<typeof Address>('ipaddr.js')
 
 export class TrustedProxies {

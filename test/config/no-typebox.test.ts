@@ -6,8 +6,7 @@
  * words the issues): through import() for the config shape, through require() for the HTTP
  * adapter's options, which shows the recorder sees both module systems.
  * Neither may `import` a CommonJS package either: each dependency that ships CommonJS goes through
- * `require` (src/lazy.ts), because Node's parse of an imported one for its export names left ~7 MiB
- * in the process (src/core/trust.ts).
+ * `require` (src/lazy.ts says why: ~7 MiB per process).
  */
 import t from 'tap'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'

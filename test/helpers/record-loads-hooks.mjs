@@ -1,7 +1,7 @@
 /**
  * Module hooks of record-loads.mjs: append each resolved URL to the record file, and once more as
  * `esm-commonjs <url>` for a CommonJS file that came in through `import` (Node parses such a file
- * for its export names; src/core/trust.ts says what that costs).
+ * for its export names; src/lazy.ts says what that costs).
  */
 import { appendFileSync } from 'node:fs'
 
