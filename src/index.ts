@@ -14,6 +14,7 @@ registerAdapter(scgiAdapter)
 registerAdapter(cgiAdapter)
 
 export { createProxy, type CreateProxyOptions, type Proxy } from './proxy.js'
+export type { GcFunction } from './core/scavenge.js'
 export { registerAdapter, getAdapter } from './core/registry.js'
 export { ProxyError, ConfigError, ERRORS, statusFor, type ErrorCode, type ErrorPhase, type ConfigIssue } from './core/errors.js'
 export { ProxyEvents, channels, type RequestStartEvent, type RequestEndEvent, type BackendStateEvent } from './core/events.js'

@@ -18,6 +18,7 @@ import { ConfigError } from './core/errors.js'
 import { ProxyEvents } from './core/events.js'
 import type { CompiledRoute } from './core/route.js'
 import type { ProxyRuntime } from './core/runtime.js'
+import type { GcFunction } from './core/scavenge.js'
 import type { BackendSource, Logger, ProcessStarter, ProtocolAdapter } from './core/types.js'
 import { defaultLogger } from './logger.js'
 import { SpawnManager } from './spawn/index.js'
@@ -39,6 +40,12 @@ export interface CreateProxyOptions extends CompileInput {
   runDir?: string
   /** Directory for the spawns' `<name>.log` output files. */
   logDir?: string
+  /**
+   * V8's `gc` function, used to collect a large upload's spent chunks every 8 MiB instead of every
+   * 32 MB (docs/embedding.md, "Memory"). Default: the one `node --expose-gc` puts on globalThis, if
+   * any. `false`: leave collection to V8.
+   */
+  gc?: GcFunction | false
 }
 
 export interface Proxy {
@@ -71,7 +78,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   let manager: SpawnManager | null = null
   if (config.spawns !== undefined && Object.keys(config.spawns).length > 0) {
     // Validate everything before the first child starts: a bad config must not leave processes.
-    const { adapters, sources: s, processStarters: p, logger, ...fileShape } = config
+    const { adapters, sources: s, processStarters: p, logger, gc, ...fileShape } = config
     const issues = await checkConfig(fileShape, {
       shape: 'embed',
       ...(adapters !== undefined ? { adapters } : {}),
@@ -94,6 +101,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
       log,
       events,
       serverSoftware: `proxycore/${VERSION}`,
+      ...(config.gc !== undefined ? { gc: config.gc } : {}),
     })
   } catch (err) {
     await manager?.close()

@@ -19,10 +19,12 @@ const NODE = process.execPath
  * short-lived request objects stay out of the old generation; a first old-generation limit of
  * 16 MB and a fixed growing factor of 2 keep garbage from piling up to ~33 MB between two
  * mark-compacts; and WebAssembly (undici's llhttp, proxycore's HTTP adapter; none of the peers
- * runs any) is compiled optimized, once, when the proxy is created (docs/getting-started.md
- * "Memory and speed").
+ * runs any) is compiled optimized, once, when the proxy is created; and `gc` is exposed, which
+ * proxycore uses to collect a large body's spent chunks every 8 MiB (`serve` takes the same
+ * function without the flag; the peers never call it) (docs/getting-started.md "Memory and
+ * speed").
  */
-export const NODE_PROXY_FLAGS = ['--max-semi-space-size=2', '--initial-old-space-size=16', '--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation']
+export const NODE_PROXY_FLAGS = ['--expose-gc', '--max-semi-space-size=2', '--initial-old-space-size=16', '--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation']
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket

@@ -11,6 +11,7 @@ import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { spawnRefusals } from '../config/identity-check.js'
 import { ConfigError } from '../core/errors.js'
+import { gcFromV8 } from '../core/scavenge.js'
 import { Gateway } from '../gateway/server.js'
 import { VERSION } from '../version.js'
 import { cliLogger } from './log.js'
@@ -94,6 +95,9 @@ async function serve (args: string[]): Promise<number> {
   // connections ~100 → ~75 MiB on the HTTP scenario, CPU per request unchanged).
   setFlagsFromString('--no-liftoff')
   setFlagsFromString('--no-wasm-lazy-compilation')
+  // V8's gc(), so a large body's spent 64 KiB chunks are collected every 8 MiB instead of every
+  // 32 MB (src/core/scavenge.ts; bench: a 1 GiB upload grew RSS by 9–20 MiB instead of 29–33).
+  const gc = gcFromV8()
   const file = resolve(args.find((a) => !a.startsWith('-')) ?? 'proxycore.yaml')
   const pre = await loadConfig(file)
   const log = cliLogger(process.env.PROXYCORE_LOG_LEVEL ?? pre.config.logLevel ?? 'info')
@@ -101,7 +105,7 @@ async function serve (args: string[]): Promise<number> {
     for (const i of pre.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
     return 2
   }
-  const gw = new Gateway({ configFile: file, log })
+  const gw = new Gateway({ configFile: file, log, gc })
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) {

@@ -16,6 +16,7 @@ import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
+import { SCAVENGE_MIN_BODY } from './scavenge.js'
 import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -47,6 +48,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   idleDeadline = 0
   /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
   uploadWatch = false
+  /** A large body is on its way: the runtime's scavenger counts its bytes (src/core/scavenge.ts). */
+  private scavenging = false
   private uploadBytes = 0
   private uploadIdleSince = 0
 
@@ -144,6 +147,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.uploadIdleSince = this.rt.now()
       this.uploadBytes = this.req.socket.bytesRead
     }
+    if (r.body !== null && !this.req.complete && (r.length === null || r.length >= SCAVENGE_MIN_BODY)) this.scavenge()
     if (!this.route.adapter.capabilities.cgiEnv) this.headers = this.route.forwardHeaders(this)
   }
 
@@ -253,6 +257,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   onData (chunk: Buffer): boolean {
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
     this.bytesOut += chunk.length
+    if (this.bytesOut >= SCAVENGE_MIN_BODY && !this.scavenging) this.scavenge()
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
     if (chunk.length >= CORK_MIN_CHUNK) {
       const socket = this.res.socket
@@ -265,6 +270,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.onDrainBound ??= () => { if (this.phase === Phase.Streaming) this.flow?.resume() }
     this.res.once('drain', this.onDrainBound)
     return false
+  }
+
+  private scavenge (): void {
+    this.scavenging = true
+    this.rt.scavenger?.watch(this.req.socket)
   }
 
   onEnd (trailers?: RawHeaders): void {
@@ -341,6 +351,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (this.method === 'HEAD') { f.stream.destroy(); this.sendfileFileDone(); return }
       f.stream.on('data', (chunk: Buffer | string) => {
         this.bytesOut += chunk.length
+    if (this.bytesOut >= SCAVENGE_MIN_BODY && !this.scavenging) this.scavenge()
         if (!res.write(chunk)) { f.stream.pause(); res.once('drain', () => f.stream.resume()) }
       })
       f.stream.once('end', () => this.sendfileFileDone())
@@ -462,6 +473,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.headDeadline = 0
     this.idleDeadline = 0
     this.uploadWatch = false
+    if (this.scavenging) { this.scavenging = false; this.rt.scavenger?.unwatch(this.req.socket) }
     this.releaseBackend()
     if (admitted) {
       this.route.admission.release()

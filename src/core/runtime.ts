@@ -15,6 +15,7 @@ import type { CompiledRoute } from './route.js'
 import type { Router } from './router.js'
 import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
+import type { UploadScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
 
@@ -40,6 +41,8 @@ export class ProxyRuntime {
     readonly log: Logger,
     readonly trust: TrustedProxies,
     private readonly sweepMs: number,
+    /** Large uploads' garbage collected early (src/core/scavenge.ts), or null without a gc function. */
+    readonly scavenger: UploadScavenger | null = null,
   ) {}
 
   nextId (): number { return ++this.id }
@@ -223,6 +226,7 @@ export class ProxyRuntime {
     }
     for (const tunnel of this.tunnels) tunnel.destroy()
     if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null }
+    this.scavenger?.stop()
     await Promise.allSettled(this.routes.flatMap((r) => r.authorizer !== null ? [r.pool.close(), r.authorizer.pool.close()] : [r.pool.close()]))
   }
 

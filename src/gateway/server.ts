@@ -16,6 +16,7 @@ import type { OperatorConfig } from '../config/schema.js'
 import { parseDuration } from '../config/units.js'
 import type { Logger } from '../core/types.js'
 import { createProxy, type Proxy } from '../proxy.js'
+import type { GcFunction } from '../core/scavenge.js'
 import { SpawnSet } from './spawn-set.js'
 import { createStatus, type StatusHandler } from '../status/index.js'
 import type { SpawnView } from '../status/model.js'
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   configFile: string
   log: Logger
   env?: NodeJS.ProcessEnv
+  /** Handed to every generation's `createProxy` (src/core/scavenge.ts). */
+  gc?: GcFunction | false
 }
 
 export class Gateway {
@@ -64,7 +67,7 @@ export class Gateway {
     let proxy: Proxy
     try {
       const { spawns: _s, tenants: _t, runDir: _r, logDir: _l, ...rest } = config
-      proxy = await createProxy({ ...rest, sources: set.sources(), processStarters: set.starters(), logger: this.opts.log })
+      proxy = await createProxy({ ...rest, sources: set.sources(), processStarters: set.starters(), logger: this.opts.log, ...(this.opts.gc !== undefined ? { gc: this.opts.gc } : {}) })
     } catch (err) {
       // Undo only what this attempt started; components kept from `prev` keep serving.
       const mine = set.components.filter((c) => !prev.components.includes(c))

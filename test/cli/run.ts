@@ -53,13 +53,21 @@ export interface Served {
   /** JSON log lines so far. */
   logs: () => Array<Record<string, unknown>>
   waitLog: (msg: string, after?: number) => Promise<Record<string, unknown>>
+  /** What the process printed on stdout (V8's --trace-gc lines, say). */
+  stdout: () => string
   exited: Promise<number | null>
 }
 
-/** `proxycore serve <config>` in its own process group; resolves once it logged its address. */
-export async function serve (config: string, env: NodeJS.ProcessEnv = {}): Promise<Served> {
+/**
+ * `proxycore serve <config>` in its own process group; resolves once it logged its address.
+ * `nodeArgs` go to node before the script (`--trace-gc`).
+ */
+export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<Served> {
   await ensureBuilt()
-  const child = spawn(process.execPath, [cli, 'serve', config], { cwd: root, detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PROXYCORE_LOG_FORMAT: 'json', ...env } })
+  const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', config], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROXYCORE_LOG_FORMAT: 'json', ...env } })
+  let out = ''
+  child.stdout?.setEncoding('utf8')
+  child.stdout?.on('data', (c: string) => { out += c })
   const lines: Array<Record<string, unknown>> = []
   let buf = ''
   child.stderr?.on('data', (c: Buffer) => {
@@ -81,5 +89,5 @@ export async function serve (config: string, env: NodeJS.ProcessEnv = {}): Promi
     return hit
   }
   const listening = await waitLog('listening')
-  return { child, url: String(listening.address), logs: () => lines, waitLog, exited }
+  return { child, url: String(listening.address), logs: () => lines, waitLog, stdout: () => out, exited }
 }
