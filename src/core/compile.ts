@@ -249,6 +249,9 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     entries.push({ match: rc.match ?? {}, route })
   })
 
+  if (deps.gc !== undefined && deps.gc !== false && typeof deps.gc !== 'function') {
+    issues.push({ path: '/gc', message: 'gc must be V8\'s gc function or false', found: deps.gc, expected: 'function | false' })
+  }
   if (issues.length > 0) {
     for (const r of routes) { r.pool.destroy(); r.authorizer?.pool.destroy() }
     throw new ConfigError(issues)

@@ -55,6 +55,8 @@ export class UploadScavenger {
   private unscavenged = 0
   /** Scavenges requested so far. */
   requested = 0
+  /** The gc function threw once: never call it again. */
+  disabled = false
 
   constructor (
     private readonly gc: GcFunction,
@@ -71,7 +73,7 @@ export class UploadScavenger {
   get watching (): number { return this.watched.length }
 
   watch (counter: ByteCounter): void {
-    if (this.watched.some((w) => w.counter === counter)) return
+    if (this.disabled || this.watched.some((w) => w.counter === counter)) return
     this.watched.push({ counter, moved: moved(counter) })
     if (this.timer === null) {
       this.timer = setInterval(this.tick, this.tickMs)
@@ -112,6 +114,13 @@ export class UploadScavenger {
     // Everything allocated so far that is garbage goes with it: start counting again from zero.
     this.unscavenged = 0
     this.requested++
-    this.gc({ type: 'minor' })
+    try {
+      this.gc({ type: 'minor' })
+    } catch {
+      // An embedder's gc that throws must not take the proxy down: collection goes back to V8.
+      this.disabled = true
+      this.watched.length = 0
+      this.stop()
+    }
   }
 }

@@ -8,7 +8,7 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { request, type IncomingMessage } from 'node:http'
 import { gcFromV8, type GcFunction } from '../../src/core/scavenge.js'
-import type { CreateProxyOptions } from '../../src/index.js'
+import { createProxy, silentLogger, type CreateProxyOptions } from '../../src/index.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { backend, get, proxyServer } from '../helpers/servers.js'
 
@@ -125,4 +125,10 @@ t.test('the default is globalThis.gc when node exposes one; gc: false turns it o
   const b = await upload(on, 12 * MiB)
   t.equal(b.body, b.sent)
   t.ok(calls.length >= 1, `default: globalThis.gc was asked (${calls.length})`)
+})
+
+t.test('a gc option that is neither a function nor false is a config error at /gc', async (t) => {
+  guardLeaks(t)
+  const bad = { routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], gc: true } as unknown as CreateProxyOptions
+  await t.rejects(createProxy({ ...bad, logger: silentLogger }), { name: 'ConfigError', issues: [{ path: '/gc', expected: 'function | false' }] })
 })

@@ -104,3 +104,20 @@ t.test('gcFromV8: V8\'s gc() runs a minor collection, and globalThis gets no gc'
   t.pass('a minor GC was observed')
   t.equal(UploadScavenger.exposedGc(), had === 'function' ? (globalThis as { gc?: GcFunction }).gc : null, 'exposedGc reads only globalThis')
 })
+
+t.test('a gc function that throws turns scavenging off instead of throwing out of a timer', async (t) => {
+  let calls = 0
+  const s = new UploadScavenger(() => { calls++; throw new Error('not a gc') }, 10, 60_000)
+  const a = socket()
+  s.watch(a)
+  a.bytesRead += 10
+  t.doesNotThrow(() => s.tick())
+  t.equal(calls, 1)
+  t.ok(s.disabled)
+  t.notOk(s.running, 'the timer is gone')
+  s.watch(a)
+  a.bytesRead += 100
+  s.tick()
+  s.unwatch(a)
+  t.equal(calls, 1, 'never called again')
+})
