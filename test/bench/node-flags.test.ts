@@ -1,6 +1,7 @@
 /**
  * The V8 flags and the environment `proxycore serve` runs with live in three places: the CLI's
- * shebang (plus the flags `serve` sets at run time with v8.setFlagsFromString), the `start` script
+ * shebang (plus the flags `serve` sets at run time with v8.setFlagsFromString, and V8's gc function
+ * it takes with gcFromV8, which the bench's `--expose-gc` stands for), the `start` script
  * and the bench (which gives every Node proxy the same flags and environment, so ratios stay
  * fair). They must say the same thing, and the shebang must really start Node with them.
  */
@@ -25,7 +26,8 @@ t.test('shebang, start script and bench agree on the V8 flags and the environmen
   const flags = (m?.[2] ?? '').split(' ')
   const scenarios: string = '../../bench/lib/scenarios.mjs' // plain JS, no types
   const bench = await import(scenarios) as { NODE_PROXY_FLAGS: string[], NODE_PROXY_ENV: Record<string, string> }
-  t.same(bench.NODE_PROXY_FLAGS, [...flags, ...atRunTime], 'bench Node proxies use the CLI flags, the run-time ones too')
+  t.match(main, /const gc = gcFromV8\(\)/, 'serve takes V8\'s gc function')
+  t.same(bench.NODE_PROXY_FLAGS, [...flags, ...atRunTime, '--expose-gc'], 'bench Node proxies use the CLI flags, the run-time ones too, and expose gc')
   t.same(bench.NODE_PROXY_ENV, env, 'bench Node proxies use the CLI environment')
   t.ok(Object.keys(env).length > 0, 'the shebang sets the malloc trim threshold')
   const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8')) as { scripts: Record<string, string> }
