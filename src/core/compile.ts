@@ -17,7 +17,7 @@ import type { AuthorizerSettings } from './authorizer.js'
 import { CompiledRoute, type CgiRouteSettings } from './route.js'
 import { Router } from './router.js'
 import { ProxyRuntime } from './runtime.js'
-import { UploadScavenger, type GcFunction } from './scavenge.js'
+import { BodyScavenger, type GcFunction } from './scavenge.js'
 import { TrustedProxies } from './trust.js'
 import type { BackendSource, ClientContext, Logger, ProcessStarter, ProtocolAdapter } from './types.js'
 
@@ -38,7 +38,7 @@ export interface CompileDeps {
   events?: ProxyEvents
   serverSoftware: string
   /**
-   * V8's gc() for upload scavenging (src/core/scavenge.ts): default the one `node --expose-gc`
+   * V8's gc() for body scavenging (src/core/scavenge.ts): default the one `node --expose-gc`
    * exposes, if any; false = never.
    */
   gc?: GcFunction | false
@@ -257,6 +257,6 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     throw new ConfigError(issues)
   }
   const sweepMs = Math.max(5, Math.min(1000, Math.floor(shortest)))
-  const gc = deps.gc === false ? null : deps.gc ?? UploadScavenger.exposedGc()
-  return new ProxyRuntime(new Router(entries), routes, events, deps.log, trust, sweepMs, gc === null ? null : new UploadScavenger(gc))
+  const gc = deps.gc === false ? null : deps.gc ?? BodyScavenger.exposedGc()
+  return new ProxyRuntime(new Router(entries), routes, events, deps.log, trust, sweepMs, gc === null ? null : new BodyScavenger(gc))
 }

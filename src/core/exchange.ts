@@ -256,8 +256,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   onData (chunk: Buffer): boolean {
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
-    this.bytesOut += chunk.length
-    if (this.bytesOut >= SCAVENGE_MIN_BODY && !this.scavenging) this.scavenge()
+    this.sent(chunk.length)
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
     if (chunk.length >= CORK_MIN_CHUNK) {
       const socket = this.res.socket
@@ -270,6 +269,12 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.onDrainBound ??= () => { if (this.phase === Phase.Streaming) this.flow?.resume() }
     this.res.once('drain', this.onDrainBound)
     return false
+  }
+
+  /** `n` more response-body bytes went to the client; past 1 MiB the body counts as large. */
+  private sent (n: number): void {
+    this.bytesOut += n
+    if (this.bytesOut >= SCAVENGE_MIN_BODY && !this.scavenging) this.scavenge()
   }
 
   private scavenge (): void {
@@ -350,8 +355,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       res.writeHead(this.status, f.headers)
       if (this.method === 'HEAD') { f.stream.destroy(); this.sendfileFileDone(); return }
       f.stream.on('data', (chunk: Buffer | string) => {
-        this.bytesOut += chunk.length
-    if (this.bytesOut >= SCAVENGE_MIN_BODY && !this.scavenging) this.scavenge()
+        this.sent(chunk.length)
         if (!res.write(chunk)) { f.stream.pause(); res.once('drain', () => f.stream.resume()) }
       })
       f.stream.once('end', () => this.sendfileFileDone())

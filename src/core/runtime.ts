@@ -15,7 +15,7 @@ import type { CompiledRoute } from './route.js'
 import type { Router } from './router.js'
 import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
-import type { UploadScavenger } from './scavenge.js'
+import type { BodyScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
 
@@ -41,8 +41,8 @@ export class ProxyRuntime {
     readonly log: Logger,
     readonly trust: TrustedProxies,
     private readonly sweepMs: number,
-    /** Large uploads' garbage collected early (src/core/scavenge.ts), or null without a gc function. */
-    readonly scavenger: UploadScavenger | null = null,
+    /** Large bodies' garbage collected early (src/core/scavenge.ts), or null without a gc function. */
+    readonly scavenger: BodyScavenger | null = null,
   ) {}
 
   nextId (): number { return ++this.id }

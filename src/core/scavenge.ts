@@ -11,9 +11,9 @@
  *
  * A proxy knows better than V8 when those bytes became garbage. While a large body is in flight a
  * short tick reads the client socket's byte counters (no per-chunk work) and, every `everyBytes`
- * moved, asks V8 for a young-generation collection, queued as a task. It needs the `gc` function
- * that `node --expose-gc` puts on globalThis (`proxycore serve` runs with it); an embedder without
- * it gets V8's own schedule.
+ * moved, asks V8 for a young-generation collection. It needs V8's `gc` function: the one
+ * `node --expose-gc` puts on globalThis, or the `gc` option of createProxy (`proxycore serve` hands
+ * it the one gcFromV8 takes). Without one, V8 keeps its own schedule.
  */
 
 import { setFlagsFromString } from 'node:v8'
@@ -48,8 +48,8 @@ interface Watched { counter: ByteCounter, moved: number }
 
 const moved = (c: ByteCounter): number => c.bytesRead + c.bytesWritten
 
-export class UploadScavenger {
-  /** Few at a time (large uploads only), so a plain array. */
+export class BodyScavenger {
+  /** Few at a time (large bodies only), so a plain array. */
   private readonly watched: Watched[] = []
   private timer: NodeJS.Timeout | null = null
   private unscavenged = 0

@@ -1,11 +1,11 @@
 /**
- * UploadScavenger: a young-generation collection every `everyBytes` a watched client socket moves
+ * BodyScavenger: a young-generation collection every `everyBytes` a watched client socket moves
  * (read + written), counted from the sockets' counters on a tick and when a body ends; nothing
  * while no body is watched. gcFromV8 hands out V8's real gc() without touching globalThis.
  */
 import t from 'tap'
 import { PerformanceObserver, constants } from 'node:perf_hooks'
-import { UploadScavenger, gcFromV8, type GcFunction } from '../../src/core/scavenge.js'
+import { BodyScavenger, gcFromV8, type GcFunction } from '../../src/core/scavenge.js'
 
 function spy (): { gc: GcFunction, calls: unknown[] } {
   const calls: unknown[] = []
@@ -16,7 +16,7 @@ const socket = (): { bytesRead: number, bytesWritten: number } => ({ bytesRead: 
 
 t.test('one minor collection per `everyBytes` moved, both directions counted', async (t) => {
   const { gc, calls } = spy()
-  const s = new UploadScavenger(gc, 1000, 60_000)
+  const s = new BodyScavenger(gc, 1000, 60_000)
   const a = socket()
   a.bytesRead = 5000 // before the watch: not counted
   s.watch(a)
@@ -41,7 +41,7 @@ t.test('one minor collection per `everyBytes` moved, both directions counted', a
 
 t.test('a body that ends between ticks still counts; the tick stops with the last body', async (t) => {
   const { gc, calls } = spy()
-  const s = new UploadScavenger(gc, 1000, 60_000)
+  const s = new BodyScavenger(gc, 1000, 60_000)
   const a = socket()
   const b = socket()
   s.watch(a)
@@ -69,7 +69,7 @@ t.test('the timer ticks by itself while a body is watched', async (t) => {
     fired = () => { clearTimeout(deadline); resolve() }
     deadline = setTimeout(() => reject(new Error('no tick within 5 s')), 5000)
   })
-  const s = new UploadScavenger(() => fired(), 10, 1)
+  const s = new BodyScavenger(() => fired(), 10, 1)
   const a = socket()
   s.watch(a)
   a.bytesRead += 10
@@ -102,12 +102,12 @@ t.test('gcFromV8: V8\'s gc() runs a minor collection, and globalThis gets no gc'
   gc({ type: 'minor' })
   await minor
   t.pass('a minor GC was observed')
-  t.equal(UploadScavenger.exposedGc(), had === 'function' ? (globalThis as { gc?: GcFunction }).gc : null, 'exposedGc reads only globalThis')
+  t.equal(BodyScavenger.exposedGc(), had === 'function' ? (globalThis as { gc?: GcFunction }).gc : null, 'exposedGc reads only globalThis')
 })
 
 t.test('a gc function that throws turns scavenging off instead of throwing out of a timer', async (t) => {
   let calls = 0
-  const s = new UploadScavenger(() => { calls++; throw new Error('not a gc') }, 10, 60_000)
+  const s = new BodyScavenger(() => { calls++; throw new Error('not a gc') }, 10, 60_000)
   const a = socket()
   s.watch(a)
   a.bytesRead += 10
