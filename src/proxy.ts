@@ -41,9 +41,9 @@ export interface CreateProxyOptions extends CompileInput {
   /** Directory for the spawns' `<name>.log` output files. */
   logDir?: string
   /**
-   * V8's `gc` function, used to collect a large upload's spent chunks every 8 MiB instead of every
-   * 32 MB (docs/embedding.md, "Memory"). Default: the one `node --expose-gc` puts on globalThis, if
-   * any. `false`: leave collection to V8.
+   * V8's `gc` function, used to collect a large body's spent chunks every 8 MiB instead of every
+   * 32 MB (docs/getting-started.md, "Memory and speed"). Default: the one `node --expose-gc` puts
+   * on globalThis, if any. `false`: leave collection to V8.
    */
   gc?: GcFunction | false
 }
