@@ -13,6 +13,8 @@
  *   npm run bench -- --only big --big-size 64MiB --big-backends http,cgi   smaller, some backends
  *   npm run bench -- --profile         proxycore HTTP path under --cpu-prof; top self-time functions
  *   npm run bench -- --profile --only fastcgi   the same for one scenario's proxycore
+ *   npm run bench -- --survivors       what each request leaves for the old generation (bytes per
+ *                                      request by allocation site; also with --only SCENARIO)
  *   node bench/run.mjs --smoke --json  1 s, direct vs proxycore, JSON on stdout (the tap smoke test)
  *
  * Only numbers from one invocation compare (see the noise note in docs/benchmarks.md).
@@ -28,6 +30,7 @@ import { ALL, NODE_PROXY_ENV, NODE_PROXY_FLAGS, SIZES } from './lib/scenarios.mj
 import { machineFacts, renderMarkdown, spliceBigSection, renderConsole, renderSvg, summarize } from './lib/report.mjs'
 import { parseBigSize, runBig } from './lib/big.mjs'
 import { runProfile } from './lib/profile.mjs'
+import { runSurvivors } from './lib/survivors.mjs'
 
 const repo = fileURLToPath(new URL('..', import.meta.url))
 
@@ -44,6 +47,7 @@ const { values: opt } = parseArgs({
     'big-size': { type: 'string', default: String(1024 ** 3) },
     'big-backends': { type: 'string' },
     profile: { type: 'boolean', default: false },
+    survivors: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     module: { type: 'string' },
     render: { type: 'string' },
@@ -52,7 +56,7 @@ const { values: opt } = parseArgs({
 })
 
 if (opt.help) {
-  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --no-write --module PATH --render results.json')
+  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --no-write --module PATH --render results.json')
   process.exit(0)
 }
 
@@ -96,11 +100,16 @@ const api = await import(new URL(`file://${mod}`).href)
 const adapters = ['http', 'fastcgi', 'scgi', 'cgi'].filter((n) => {
   try { return api.getAdapter?.(n) !== undefined || api[`${n}Adapter`] !== undefined } catch { return false }
 })
-const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, cpuProf: null }
+const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, nodeArgs: [] }
 
 if (opt.profile) {
   const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
   await runProfile({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
+  process.exit(0)
+}
+if (opt.survivors) {
+  const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
+  await runSurvivors({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
   process.exit(0)
 }
 

@@ -66,30 +66,38 @@ export function topSelf (profile, n = 15, root = '') {
   }
 }
 
-export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null }) {
-  const profDir = mkdtempSync(join(ctx.tmp, 'prof-'))
-  let pc
-  let id = 'http'
+/**
+ * Start proxycore for one scenario (HTTP when `scenario` is null) with extra node arguments, the
+ * scenario's peers stopped again so only proxycore's backend runs. Returns the process (with
+ * `url(n)`), the scenario id and the stops to run afterwards.
+ */
+export async function startProfiled (ctx, scenario, nodeArgs) {
   const stops = []
+  const c = { ...ctx, nodeArgs }
   if (scenario === null) {
     const be = await start('backend', process.execPath, [fileURLToPath(new URL('../servers/backend.mjs', import.meta.url))])
     stops.push(() => be.stop())
-    pc = await startProxycore({ ...ctx, cpuProf: profDir }, 'proxycore-profile', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] })
+    const pc = await startProxycore(c, 'proxycore-profile', { routes: [{ protocol: 'http', backends: [`127.0.0.1:${be.port}`] }] })
     pc.url = (n) => `http://127.0.0.1:${pc.port}/${n}`
-  } else {
-    // Any scenario: its own setup with proxycore under --cpu-prof; only proxycore is loaded.
-    id = scenario.id
-    const setup = await scenario.setup({ ...ctx, cpuProf: profDir })
-    if (setup.skip) throw new Error(`profile ${id}: ${setup.skip}`)
-    const t = setup.targets.find((x) => x.id === 'proxycore')
-    if (!t) throw new Error(`profile ${id}: proxycore did not start: ${setup.skipped.map((x) => x.reason).join('; ')}`)
-    pc = t.proc
-    pc.url = t.url
-    // Stop the peers the setup started too, as a full run does (lighttpd's php-cgi, php-fpm, …).
-    for (const x of setup.targets) if (x !== t) stops.push(() => x.proc.stop())
-    for (const e of setup.extras ?? []) stops.push(() => e.stop())
-    if (setup.backend) stops.push(() => setup.backend.stop())
+    return { pc, id: 'http', stops }
   }
+  // Any scenario: its own setup; only proxycore is loaded.
+  const setup = await scenario.setup(c)
+  if (setup.skip) throw new Error(`profile ${scenario.id}: ${setup.skip}`)
+  const t = setup.targets.find((x) => x.id === 'proxycore')
+  if (!t) throw new Error(`profile ${scenario.id}: proxycore did not start: ${setup.skipped.map((x) => x.reason).join('; ')}`)
+  const pc = t.proc
+  pc.url = t.url
+  // Stop the peers the setup started too, as a full run does (lighttpd's php-cgi, php-fpm, …).
+  for (const x of setup.targets) if (x !== t) stops.push(() => x.proc.stop())
+  for (const e of setup.extras ?? []) stops.push(() => e.stop())
+  if (setup.backend) stops.push(() => setup.backend.stop())
+  return { pc, id: scenario.id, stops }
+}
+
+export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null }) {
+  const profDir = mkdtempSync(join(ctx.tmp, 'prof-'))
+  const { pc, id, stops } = await startProfiled(ctx, scenario, ['--cpu-prof', '--cpu-prof-dir', profDir])
   for (const n of [100, 65536]) {
     const r = await load(tool, pc.url(n), { connections, seconds })
     log(`profile ${id} load ${n} B: ${r.rps.toFixed(0)} req/s`)

@@ -49,12 +49,14 @@ const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)
 
 export const SIZES = [100, 65536]
 
-/** Start proxycore (its own node process) with `config`; `cpuProf` = directory for --cpu-prof. */
+/**
+ * Start proxycore (its own node process) with `config`; `ctx.nodeArgs` = extra node arguments for
+ * proxycore alone (--profile's --cpu-prof, --survivors' --import hook).
+ */
 export async function startProxycore (ctx, name, config) {
   const file = join(ctx.tmp, `${name}.json`)
   writeFileSync(file, JSON.stringify(config))
-  const prof = ctx.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProf] : []
-  return startNodeProxy(name, [...prof, here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
+  return startNodeProxy(name, [...(ctx.nodeArgs ?? []), here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
 }
 
 const nodeTarget = (id, label, proc, path = (n) => `/${n}`) => ({

@@ -1,0 +1,35 @@
+/**
+ * Preloaded into proxycore by `npm run bench -- --survivors` (node --import <this file>?out=DIR).
+ * SIGUSR2 starts V8's sampling heap profiler keeping only the objects a young-generation GC did
+ * not collect (includeObjectsCollectedByMinorGC: false): what gets promoted to the old generation,
+ * dead or alive, plus whatever is still alive when sampling stops. The next SIGUSR2 stops it and
+ * writes DIR/survivors-<pid>-<k>.heapprofile (Chrome DevTools › Memory can load it).
+ */
+import { Session } from 'node:inspector'
+import { renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+
+const dir = new URL(import.meta.url).searchParams.get('out')
+if (!dir) throw new Error('survivors-hook: no ?out=DIR in the --import URL')
+const interval = Number(new URL(import.meta.url).searchParams.get('interval') ?? 4096)
+const session = new Session()
+session.connect()
+let k = 0
+let sampling = false
+process.on('SIGUSR2', () => {
+  if (!sampling) {
+    sampling = true
+    session.post('HeapProfiler.startSampling', {
+      samplingInterval: interval, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: false,
+    }, (err) => { if (err) process.stderr.write(`survivors-hook: ${err.message}\n`) })
+    return
+  }
+  sampling = false
+  session.post('HeapProfiler.stopSampling', (err, r) => {
+    if (err) { process.stderr.write(`survivors-hook: ${err.message}\n`); return }
+    const file = join(dir, `survivors-${process.pid}-${k++}.heapprofile`)
+    // written whole, then renamed: the bench polls for the final name
+    writeFileSync(`${file}.part`, JSON.stringify(r.profile))
+    renameSync(`${file}.part`, file)
+  })
+})
