@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 MALLOC_ARENA_MAX=1 node --max-semi-space-size=2 --initial-old-space-size=16
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --initial-old-space-size=16
 /**
  * proxycore CLI. Exit codes (ARCHITECTURE.md "Errors"): 0 ok, 1 runtime failure, 2 usage or config
  * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
