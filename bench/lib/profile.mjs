@@ -12,7 +12,8 @@ import { startProxycore } from './scenarios.mjs'
 
 const META = new Set(['(idle)', '(program)', '(garbage collector)', '(root)'])
 
-function keyOf (f, root) {
+/** A frame as `function file:line`, the file relative to `root` (the repo) when under it. */
+export function keyOf (f, root) {
   let url = f.url.replace(/^file:\/\//, '')
   if (root && url.startsWith(root)) url = relative(root, url)
   return `${f.functionName || '(anonymous)'} ${url ? `${url}:${f.lineNumber + 1}` : '(native)'}`

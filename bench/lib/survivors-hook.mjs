@@ -9,9 +9,10 @@ import { Session } from 'node:inspector'
 import { renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-const dir = new URL(import.meta.url).searchParams.get('out')
+const params = new URL(import.meta.url).searchParams
+const dir = params.get('out')
 if (!dir) throw new Error('survivors-hook: no ?out=DIR in the --import URL')
-const interval = Number(new URL(import.meta.url).searchParams.get('interval') ?? 4096)
+const interval = Number(params.get('interval') ?? 4096)
 const session = new Session()
 session.connect()
 let k = 0

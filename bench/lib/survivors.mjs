@@ -12,14 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, renameSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { load } from './load.mjs'
-import { startProfiled } from './profile.mjs'
-
-const frameOf = (cf, root) => {
-  let url = cf.url.replace(/^file:\/\//, '')
-  if (root && url.startsWith(root)) url = relative(root, url)
-  url = url.replace(/^.*node_modules\//, '')
-  return `${cf.functionName || '(anonymous)'} ${url ? `${url}:${cf.lineNumber + 1}` : '(native)'}`
-}
+import { keyOf, startProfiled } from './profile.mjs'
 
 /**
  * Sum a sampling heap profile's self sizes by allocation site: the allocating frame and up to
@@ -30,7 +23,7 @@ export function aggregateSurvivors (profile, { requests, root = '', depth = 3, n
   const sites = new Map()
   let bytes = 0
   const walk = (node, stack) => {
-    const here = [frameOf(node.callFrame, root), ...stack]
+    const here = [keyOf(node.callFrame, root), ...stack]
     if (node.selfSize > 0) {
       bytes += node.selfSize
       const key = here.slice(0, depth).join(' ← ')

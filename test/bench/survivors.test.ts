@@ -35,7 +35,7 @@ t.test('aggregateSurvivors sums self sizes by allocation site and divides by the
   t.equal(r.bytes, 5000)
   t.equal(r.perRequest, 50)
   t.same(r.sites.map((s) => [s.site, s.bytes, s.perRequest, s.share]), [
-    ['(anonymous) undici/lib/dispatcher/client.js:340 ← handle dist/core/runtime.js:63', 3000, 30, 0.6],
+    ['(anonymous) node_modules/undici/lib/dispatcher/client.js:340 ← handle dist/core/runtime.js:63', 3000, 30, 0.6],
     ['Socket node:net:359 ← handle dist/core/runtime.js:63', 1000, 10, 0.2],
     ['onconnection node:net:2168', 600, 6, 0.12],
     ['Socket node:net:359 ← onconnection node:net:2168', 400, 4, 0.08],
@@ -43,7 +43,7 @@ t.test('aggregateSurvivors sums self sizes by allocation site and divides by the
   // depth 1: the allocating frame alone, so both Socket sites are one
   const flat = aggregateSurvivors(PROFILE, { requests: 100, root: '/repo/', depth: 1, n: 2 })
   t.same(flat.sites.map((s) => [s.site, s.bytes]), [
-    ['(anonymous) undici/lib/dispatcher/client.js:340', 3000],
+    ['(anonymous) node_modules/undici/lib/dispatcher/client.js:340', 3000],
     ['Socket node:net:359', 1400],
   ])
   t.equal(aggregateSurvivors(PROFILE, { requests: 0 }).perRequest, 0, 'no requests: no division by zero')
