@@ -4,8 +4,8 @@
  * Under the 32-connection load a request's objects should die young, in the semi-space. What a
  * scavenge does not collect is promoted, and promoted garbage grows the old generation until the
  * next mark-compact; V8 lets it grow by at least 8 MB past the live size, so a steady trickle of
- * promotions shows up as megabytes of peak RSS (docs/design/architecture.md, "What RSS is made
- * of"). This runs proxycore with survivors-hook.mjs preloaded, samples for the length of one load
+ * promotions shows up as megabytes of peak RSS (docs/design/architecture.md, "What HTTP's requests
+ * promote"). This runs proxycore with survivors-hook.mjs preloaded, samples for the length of one load
  * per body size, and prints the allocation sites of the surviving bytes per request.
  */
 import { existsSync, mkdtempSync, readFileSync, renameSync } from 'node:fs'
