@@ -312,9 +312,16 @@ export const spawn = {
       const t = out.targets.find((x) => x.id === 'lighttpd')
       if (t) t.rss = [{ pid: t.proc.pid, exclude: /^php-cgi/ }]
     } else missing(out, 'lighttpd', 'lighttpd mod_fastcgi', 'lighttpd not installed')
+    // The FastCGI floor has no spawner: the bench starts its php-cgi, with the same environment,
+    // and the floor keeps one connection per child, as proxycore does.
+    await peer(out, 'floor', `${FLOOR_LABEL}, php-cgi started by the bench`, async () => {
+      const sock = join(ctx.tmp, 'floor-php.sock')
+      out.extras = [...(out.extras ?? []), await start('php-cgi-floor', phpCgi, ['-b', sock], { env, ready: sock })]
+      return startNodeProxy('floor-spawn', [here('servers/floor-fastcgi.mjs'), sock, root, env.PHP_FCGI_CHILDREN])
+    }, path)
     return out
   },
-  comparisons: [{ peer: 'lighttpd', target: 0.9 }],
+  comparisons: [{ peer: 'lighttpd', target: 0.9 }, { peer: 'floor' }],
 }
 
 export const ALL = [http, fastcgi, scgi, cgi, spawn]

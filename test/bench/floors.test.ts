@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get, listen } from '../helpers/servers.js'
-import { PHP_FPM, havePeer, startPhpFpm, tempDir } from '../fastcgi/helpers/peers.js'
+import { PHP_CGI, PHP_FPM, havePeer, startPhpCgi, startPhpFpm, tempDir } from '../fastcgi/helpers/peers.js'
 import { startUwsgi, uwsgiSkip } from '../scgi/uwsgi-peer.js'
 import { repo } from './run-bench.js'
 
@@ -55,15 +55,23 @@ t.test('floor-http: kept-alive raw TCP to a node:http backend', async (t) => {
   t.equal(r.headers['x-seen-xff'], '127.0.0.1', 'the backend saw X-Forwarded-For')
 })
 
-t.test('floor-fastcgi: php-fpm over kept-alive connections', async (t) => {
-  if (!havePeer(t, PHP_FPM)) return
-  guardLeaks(t)
-  const dir = tempDir(t)
-  writeFileSync(join(dir, 'bench.php'), "<?php header('Content-Type: text/plain'); echo str_repeat('x', (int)$_SERVER['QUERY_STRING']);\n")
-  const fpm = await startPhpFpm(t, dir, 2)
-  const port = await startFloor(t, 'floor-fastcgi.mjs', [fpm.socketPath, dir, '2'])
-  await checkSizes(t, (n) => `http://127.0.0.1:${port}/bench.php?${n}`)
-})
+// Over kept-alive connections, two of them: to php-fpm (the FastCGI scenario) and to php-cgi's
+// own children (the spawn scenario).
+const FASTCGI_PEERS = [
+  { name: 'php-fpm', bin: PHP_FPM, startPeer: startPhpFpm },
+  { name: 'php-cgi', bin: PHP_CGI, startPeer: startPhpCgi },
+]
+for (const { name, bin, startPeer } of FASTCGI_PEERS) {
+  t.test(`floor-fastcgi: ${name} over kept-alive connections`, async (t) => {
+    if (!havePeer(t, bin)) return
+    guardLeaks(t)
+    const dir = tempDir(t)
+    writeFileSync(join(dir, 'bench.php'), "<?php header('Content-Type: text/plain'); echo str_repeat('x', (int)$_SERVER['QUERY_STRING']);\n")
+    const peer = await startPeer(t, dir, 2)
+    const port = await startFloor(t, 'floor-fastcgi.mjs', [peer.socketPath, dir, '2'])
+    await checkSizes(t, (n) => `http://127.0.0.1:${port}/bench.php?${n}`)
+  })
+}
 
 t.test('floor-scgi: uWSGI, one connection per request', { skip: uwsgiSkip() }, async (t) => {
   guardLeaks(t)
