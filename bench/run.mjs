@@ -15,6 +15,8 @@
  *   npm run bench -- --profile --only fastcgi   the same for one scenario's proxycore
  *   npm run bench -- --survivors       what each request leaves for the old generation (bytes per
  *                                      request by allocation site; also with --only SCENARIO)
+ *   npm run bench -- --allocations     the same for everything a request allocates, the objects
+ *                                      that die young included (what sets the scavenges' pace)
  *   node bench/run.mjs --smoke --json  1 s, direct vs proxycore, JSON on stdout (the tap smoke test)
  *
  * Only numbers from one invocation compare (see the noise note in docs/benchmarks.md).
@@ -48,6 +50,7 @@ const { values: opt } = parseArgs({
     'big-backends': { type: 'string' },
     profile: { type: 'boolean', default: false },
     survivors: { type: 'boolean', default: false },
+    allocations: { type: 'boolean', default: false },
     'no-write': { type: 'boolean', default: false },
     module: { type: 'string' },
     render: { type: 'string' },
@@ -56,7 +59,7 @@ const { values: opt } = parseArgs({
 })
 
 if (opt.help) {
-  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --no-write --module PATH --render results.json')
+  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --allocations --no-write --module PATH --render results.json')
   process.exit(0)
 }
 
@@ -107,9 +110,9 @@ if (opt.profile) {
   await runProfile({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
   process.exit(0)
 }
-if (opt.survivors) {
+if (opt.survivors || opt.allocations) {
   const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
-  await runSurvivors({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
+  await runSurvivors({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario, all: opt.allocations })
   process.exit(0)
 }
 

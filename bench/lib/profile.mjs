@@ -19,6 +19,17 @@ export function keyOf (f, root) {
   return `${f.functionName || '(anonymous)'} ${url ? `${url}:${f.lineNumber + 1}` : '(native)'}`
 }
 
+/** Which part of the process a frame is in: the areas that --profile and --survivors total. */
+export function areaOf (f) {
+  const url = f.url
+  if (f.functionName === '(garbage collector)') return 'garbage collector'
+  if (url.includes('/dist/') && !url.includes('node_modules')) return 'proxycore'
+  if (url.includes('node_modules/undici')) return 'undici'
+  if (url.startsWith('node:')) return 'node internals'
+  if (url === '' && !META.has(f.functionName)) return 'native (syscalls, encoders)'
+  return 'other'
+}
+
 /**
  * Aggregate a .cpuprofile by function (name + file + line). Returns self ms and % of busy samples
  * (idle excluded), each with the JS function that called it most (useful for native frames like
@@ -45,13 +56,7 @@ export function topSelf (profile, n = 15, root = '') {
     e.count += c
     const p = parent.get(id)
     if (p !== undefined) { const pk = keyOf(byId.get(p).callFrame, root); e.callers.set(pk, (e.callers.get(pk) ?? 0) + c) }
-    const url = f.url
-    if (f.functionName === '(garbage collector)') areas['garbage collector'] += c
-    else if (url.includes('/dist/') && !url.includes('node_modules')) areas.proxycore += c
-    else if (url.includes('node_modules/undici')) areas.undici += c
-    else if (url.startsWith('node:')) areas['node internals'] += c
-    else if (url === '' && !META.has(f.functionName)) areas['native (syscalls, encoders)'] += c
-    else areas.other += c
+    areas[areaOf(f)] += c
   }
   const pct = (c) => busy === 0 ? 0 : c / busy * 100
   const sorted = [...agg.values()].sort((a, b) => b.count - a.count)

@@ -123,7 +123,8 @@ export function renderMarkdown (rep) {
   out.push('## Reproduce', '', '```sh', 'scripts/install-peers.sh   # nginx-light lighttpd php-fpm php-cgi fcgiwrap uwsgi wrk', `npm run bench -- --runs ${rep.runs}`,
     'npm run bench -- --only big   # 1 GiB up and down through every adapter; rewrites only the large-body section',
     'npm run bench -- --profile   # proxycore HTTP path under --cpu-prof, top self-time functions',
-    'npm run bench -- --survivors   # what each request leaves for the old generation, by allocation site', '```', '')
+    'npm run bench -- --survivors   # what each request leaves for the old generation, by allocation site',
+    'npm run bench -- --allocations   # what each request allocates, by allocation site', '```', '')
   return out.join('\n')
 }
 

@@ -8,4 +8,4 @@ export interface SurvivorSite { site: string, bytes: number, perRequest: number,
 export function aggregateSurvivors (
   profile: { head: SamplingHeapProfileNode },
   opts?: { requests?: number, root?: string, depth?: number, n?: number },
-): { bytes: number, perRequest: number, sites: SurvivorSite[] }
+): { bytes: number, perRequest: number, sites: SurvivorSite[], areas: Array<{ area: string, bytes: number, perRequest: number }> }

@@ -7,20 +7,25 @@
  * promotions shows up as megabytes of peak RSS (docs/design/architecture.md, "What HTTP's requests
  * promote"). This runs proxycore with survivors-hook.mjs preloaded, samples for the length of one load
  * per body size, and prints the allocation sites of the surviving bytes per request.
+ *
+ * --allocations: the same, keeping the objects that died young too. What a request allocates sets
+ * how often the scavenger runs, and each scavenge copies whatever the requests in flight still hold.
  */
 import { existsSync, mkdtempSync, readFileSync, renameSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { load } from './load.mjs'
-import { keyOf, startProfiled } from './profile.mjs'
+import { areaOf, keyOf, startProfiled } from './profile.mjs'
 
 /**
  * Sum a sampling heap profile's self sizes by allocation site: the allocating frame and up to
  * `depth - 1` of its callers. `requests` (served while sampling) turns bytes into bytes per request.
- * Returns { bytes, perRequest, sites: [{ site, bytes, perRequest, share }] } (largest first, `n` of them).
+ * Returns { bytes, perRequest, sites: [{ site, bytes, perRequest, share }] (largest first, `n` of
+ * them), areas: [{ area, bytes, perRequest }] } — areas by the allocating frame, as --profile's.
  */
 export function aggregateSurvivors (profile, { requests, root = '', depth = 3, n = 12 } = {}) {
   const sites = new Map()
+  const areas = new Map()
   let bytes = 0
   const walk = (node, stack) => {
     const here = [keyOf(node.callFrame, root), ...stack]
@@ -28,6 +33,8 @@ export function aggregateSurvivors (profile, { requests, root = '', depth = 3, n
       bytes += node.selfSize
       const key = here.slice(0, depth).join(' ← ')
       sites.set(key, (sites.get(key) ?? 0) + node.selfSize)
+      const area = areaOf(node.callFrame)
+      areas.set(area, (areas.get(area) ?? 0) + node.selfSize)
     }
     for (const c of node.children ?? []) walk(c, here)
   }
@@ -39,6 +46,7 @@ export function aggregateSurvivors (profile, { requests, root = '', depth = 3, n
     perRequest: per(bytes),
     sites: [...sites].sort((a, b) => b[1] - a[1]).slice(0, n)
       .map(([site, b]) => ({ site, bytes: b, perRequest: per(b), share: bytes === 0 ? 0 : b / bytes })),
+    areas: [...areas].sort((a, b) => b[1] - a[1]).map(([area, b]) => ({ area, bytes: b, perRequest: per(b) })),
   }
 }
 
@@ -50,10 +58,16 @@ async function waitForFile (file, deadlineMs) {
   }
 }
 
-export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null }) {
+/**
+ * `all` (--allocations): every sampled allocation, the objects that died young included, instead
+ * of only the survivors: bytes allocated per request by site.
+ */
+export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null, all = false }) {
   const dir = mkdtempSync(join(ctx.tmp, 'survivors-'))
   const hook = pathToFileURL(fileURLToPath(new URL('survivors-hook.mjs', import.meta.url)))
   hook.searchParams.set('out', dir)
+  if (all) hook.searchParams.set('young', '1')
+  const kind = all ? 'allocations' : 'survivors'
   const { pc, id, stops } = await startProfiled(ctx, scenario, ['--import', hook.href])
   const repo = fileURLToPath(new URL('../..', import.meta.url))
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
@@ -69,7 +83,7 @@ export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDi
       process.kill(pc.pid, 'SIGUSR2')
       const file = join(dir, `survivors-${pc.pid}-${k++}.heapprofile`)
       await waitForFile(file, 30_000)
-      const dest = join(resultsDir, `survivors-${id}-${n}-${stamp}.heapprofile`)
+      const dest = join(resultsDir, `${kind}-${id}-${n}-${stamp}.heapprofile`)
       renameSync(file, dest)
       const agg = aggregateSurvivors(JSON.parse(readFileSync(dest, 'utf8')), { requests: r.requests, root: repo })
       results.push({ size: n, rps: r.rps, requests: r.requests, ...agg, file: relative(repo, dest) })
@@ -80,7 +94,8 @@ export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDi
   }
   for (const x of results) {
     log(`\n${id} at ${x.size} B: ${x.requests} requests (${x.rps.toFixed(0)} req/s, slowed by the sampling); ` +
-      `${(x.bytes / 1024).toFixed(0)} KiB survived a scavenge = ${x.perRequest.toFixed(1)} B per request (${x.file})`)
+      `${(x.bytes / 1024).toFixed(0)} KiB ${all ? 'allocated' : 'survived a scavenge'} = ${x.perRequest.toFixed(1)} B per request (${x.file})`)
+    log(`   by area: ${x.areas.map((a) => `${a.area} ${a.perRequest.toFixed(0)} B`).join(', ')}`)
     log('   B/req  share  allocation site ← callers')
     for (const s of x.sites) log(`${s.perRequest.toFixed(1).padStart(8)}  ${(s.share * 100).toFixed(0).padStart(4)} %  ${s.site}`)
   }
