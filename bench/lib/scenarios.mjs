@@ -316,7 +316,7 @@ export const spawn = {
     // and the floor keeps one connection per child, as proxycore does.
     await peer(out, 'floor', `${FLOOR_LABEL}, php-cgi started by the bench`, async () => {
       const sock = join(ctx.tmp, 'floor-php.sock')
-      out.extras = [...(out.extras ?? []), await start('php-cgi-floor', phpCgi, ['-b', sock], { env, ready: sock })]
+      out.extras = [await start('php-cgi-floor', phpCgi, ['-b', sock], { env, ready: sock })]
       return startNodeProxy('floor-spawn', [here('servers/floor-fastcgi.mjs'), sock, root, env.PHP_FCGI_CHILDREN])
     }, path)
     return out
