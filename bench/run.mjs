@@ -105,14 +105,12 @@ const adapters = ['http', 'fastcgi', 'scgi', 'cgi'].filter((n) => {
 })
 const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, nodeArgs: [] }
 
-if (opt.profile) {
+// The profiling modes: one proxycore (the HTTP one, or --only's), sampled under load.
+if (opt.profile || opt.survivors || opt.allocations) {
   const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
-  await runProfile({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario })
-  process.exit(0)
-}
-if (opt.survivors || opt.allocations) {
-  const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
-  await runSurvivors({ ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario, all: opt.allocations })
+  const args = { ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario }
+  if (opt.profile) await runProfile(args)
+  else await runSurvivors({ ...args, all: opt.allocations })
   process.exit(0)
 }
 
