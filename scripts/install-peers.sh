@@ -13,6 +13,7 @@ pkgs=(
   wrk                        # load generator for the benchmarks
   chromium                   # status page screenshot test
   util-linux procps          # setpriv, prlimit, ps
+  gcc libc6-dev              # builds the compiled CGI fork server at npm install (else perl's)
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -76,7 +76,7 @@ export const ERRORS = {
   ERR_SPAWN_GROUPS_UNSUPPORTED: { status: 503, message: 'groups: user needs util-linux setpriv, which is not installed', action: 'Install util-linux (setpriv), or use groups: none.' },
   ERR_SPAWN_CHROOT_UNSAFE: { status: 503, message: 'The chroot directory is unusable or unsafe', action: 'Use an absolute, root-owned directory not writable by group or others (not a symlink), and set user and group.' },
   ERR_SPAWN_CHROOT_UNSUPPORTED: { status: 503, message: 'chroot needs util-linux unshare, which is not installed', action: 'Install util-linux (unshare), or drop chroot.' },
-  ERR_SPAWN_FORK_SERVER_UNSUPPORTED: { status: 503, message: 'launcher: fork-server needs perl, which is not installed, and a CPU whose syscall numbers the helper knows (x64, arm64, riscv64, loong64)', action: 'Install perl-base (Essential on Debian), or use launcher: auto or direct.' },
+  ERR_SPAWN_FORK_SERVER_UNSUPPORTED: { status: 503, message: 'launcher: fork-server needs the compiled fork server (built by npm install when a C compiler is there) or, without it, perl and a CPU whose syscall numbers the Perl helper knows (x64, arm64, riscv64, loong64)', action: 'Install gcc and run npm run build (or reinstall the package), or install perl-base (Essential on Debian), or use launcher: auto or direct.' },
   ERR_SPAWN_LIMITS_UNSUPPORTED: { status: 503, message: 'A configured resource limit cannot be applied on this host', action: 'Install util-linux prlimit, or drop the limit.' },
 
   // --- identity (suEXEC-style, RELIABILITY §1): refused at load for spawns --------------------------

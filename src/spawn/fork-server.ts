@@ -1,16 +1,18 @@
 /**
- * The fork server: a small long-lived Perl helper (fork-server-script.ts) that forks and execs the
- * per-request CGI programs, so the proxy's own process never forks.
+ * The fork server: a small long-lived helper that forks and execs the per-request CGI programs, so
+ * the proxy's own process never forks. Two builds of one design, speaking one protocol: the
+ * compiled one (native/fork-server.c, built at npm install when a C compiler is there; it uses
+ * vfork) and, without it, a Perl one (fork-server-script.ts; perl-base is Essential on Debian).
  *
  * Why: libuv (Node 20, libuv 1.46) spawns with a plain fork(). Forking the multi-threaded ~150 MiB
  * Node process cost 1.2-2 ms of proxy CPU per CGI request (page-table copy, copy-on-write faults,
  * TLB shootdowns to the V8/libuv threads; measured with perf), capping CGI at ~330 req/s where
- * lighttpd's mod_cgi did ~980. A small perl forks far cheaper, on another core.
+ * lighttpd's mod_cgi did ~980. A small helper forks far cheaper, on another core.
  *
  *   Node ──frame (id, token, cwd, uid, gid, umask, stdin, argv, env)──> helper stdin
  *        <──"S id pid" | "E id errno step", then "X id status group-left"── helper stdout
  *   helper: connect ×3 to our unix socket (token + fd number on each; ×2 and /dev/null for stdin
- *           when the request has no body), execve's argv and envp, fork; S once the exec pipe closed
+ *           when the request has no body), execve's argv and envp, fork; S once the exec is done
  *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execve
  *           (execvp(3)'s PATH search and /bin/sh for a file without #!, by hand)
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
@@ -34,6 +36,7 @@ import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { Readable, Writable } from 'node:stream'
 import type { Clock } from './types.js'
 import { spawnError } from './types.js'
@@ -58,16 +61,20 @@ export interface PipeChild extends EventEmitter {
 const PERL_CANDIDATES = ['/usr/bin/perl', '/bin/perl', '/usr/local/bin/perl']
 
 /**
- * The helper makes raw syscalls by number: x86-64's table, or the generic one these share. On any
- * other architecture pipe spawns start their programs directly.
+ * The Perl helper makes raw syscalls by number: x86-64's table, or the generic one these share.
+ * On any other architecture, without the compiled helper, pipe spawns start their programs
+ * directly.
  */
 const FORK_SERVER_ARCHES = ['x64', 'arm64', 'riscv64', 'loong64']
 
+/** Where scripts/build-native.mjs puts the compiled helper (the same from src/ and dist/). */
+const NATIVE_HELPER = fileURLToPath(new URL('../../native/build/proxycore-fork-server', import.meta.url))
+
 let perlPath: string | null | undefined
+let nativeBuilt: boolean | undefined
 
 /**
- * The perl the fork server runs on, or null (then pipe spawns start programs directly):
- * `forkServerUnsupported()` says why.
+ * The perl the Perl fork server runs on, or null: `forkServerUnsupported()` says why.
  */
 export function findPerl (): string | null {
   if (perlPath !== undefined) return perlPath
@@ -79,11 +86,35 @@ export function findPerl (): string | null {
   return perlPath
 }
 
-/** Why this machine cannot run the fork server, or null when it can. */
+/** The program a fork server runs: the compiled helper, or perl with the script. */
+export interface HelperProgram {
+  readonly kind: 'native' | 'perl'
+  readonly path: string
+}
+
+/**
+ * The fork server this machine can run, or null (then pipe spawns start programs directly):
+ * the compiled helper when it was built, else the Perl one. `PROXYCORE_FORK_SERVER=perl` in the
+ * environment picks the Perl one even then (to compare them, or to rule the compiled one out).
+ */
+export function findForkServer (): HelperProgram | null {
+  if (process.env.PROXYCORE_FORK_SERVER !== 'perl') {
+    if (nativeBuilt === undefined) {
+      try { accessSync(NATIVE_HELPER, fsConstants.X_OK); nativeBuilt = process.platform === 'linux' } catch { nativeBuilt = false }
+    }
+    if (nativeBuilt) return { kind: 'native', path: NATIVE_HELPER }
+  }
+  const perl = findPerl()
+  return perl === null ? null : { kind: 'perl', path: perl }
+}
+
+/** Why this machine cannot run a fork server, or null when it can. */
 export function forkServerUnsupported (): string | null {
-  if (!FORK_SERVER_ARCHES.includes(process.arch)) return `the fork server runs on ${FORK_SERVER_ARCHES.join(', ')}, not on ${process.arch}`
-  if (findPerl() === null) return 'the fork server needs perl (perl-base), which is not installed'
-  return null
+  if (findForkServer() !== null) return null
+  const why = !FORK_SERVER_ARCHES.includes(process.arch)
+    ? `the Perl fork server runs on ${FORK_SERVER_ARCHES.join(', ')}, not on ${process.arch}`
+    : 'the Perl fork server needs perl (perl-base), which is not installed'
+  return `${why}, and the compiled one was not built (npm install builds it when a C compiler is there)`
 }
 
 const ERRNO_NAMES = new Map(Object.entries(osConstants.errno).map(([name, n]) => [n, name]))
@@ -165,12 +196,13 @@ export interface Helper {
 }
 
 export interface ForkServerOptions {
-  readonly perl: string
+  readonly helper: HelperProgram
   readonly clock: Clock
 }
 
 export class ForkServer {
-  private readonly perl: string
+  /** Which helper it runs (status, tests). */
+  readonly helperProgram: HelperProgram
   private readonly clock: Clock
   private helper: Helper | null = null
   private server: Server | null = null
@@ -193,7 +225,7 @@ export class ForkServer {
   starts = 0
 
   constructor (opts: ForkServerOptions) {
-    this.perl = opts.perl
+    this.helperProgram = opts.helper
     this.clock = opts.clock
   }
 
@@ -288,9 +320,10 @@ export class ForkServer {
   private ensureHelper (): Helper {
     if (this.helper !== null && !this.helper.dead) return this.helper
     if (this.server === null) this.listen()
-    // The script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads the
-    // original argv, and a 200-line -e argument made `ps` show a screen of blanks.
-    const proc = spawn(this.perl, [this.scriptPath, this.sockPath, process.arch], {
+    // The Perl script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads
+    // the original argv, and a 200-line -e argument made `ps` show a screen of blanks.
+    const { kind, path } = this.helperProgram
+    const proc = spawn(path, kind === 'native' ? [this.sockPath] : [this.scriptPath, this.sockPath, process.arch], {
       // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
       stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
     })
@@ -329,8 +362,10 @@ export class ForkServer {
     const base = tmpdir().length > 60 ? '/tmp' : tmpdir()
     this.dir = mkdtempSync(join(base, 'proxycore-fork-')) // mode 0700
     this.sockPath = join(this.dir, 'stdio.sock')
-    this.scriptPath = join(this.dir, 'fork-server.pl')
-    writeFileSync(this.scriptPath, FORK_SERVER_PL, { mode: 0o600 })
+    if (this.helperProgram.kind === 'perl') {
+      this.scriptPath = join(this.dir, 'fork-server.pl')
+      writeFileSync(this.scriptPath, FORK_SERVER_PL, { mode: 0o600 })
+    }
     const server = createServer((sock) => this.onConnection(sock))
     server.on('error', () => {})
     // exclusive: listen here even in a cluster worker, synchronously, before any child connects.

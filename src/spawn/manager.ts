@@ -14,7 +14,7 @@ import { OutputSink } from './output.js'
 import { PidFiles } from './pidfile.js'
 import type { LaunchPlan } from './process.js'
 import { Launcher, detectCgroup, type CgroupSupport } from './launcher.js'
-import { ForkServer, findPerl } from './fork-server.js'
+import { ForkServer, findForkServer } from './fork-server.js'
 
 /** The `BackendSource` shape of src/core/types.ts, implemented structurally. */
 export interface SpawnSource {
@@ -54,10 +54,10 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
 
   /** The shared fork server for a pipe spawn, or null when it starts its children directly. */
   private forkServerFor (spec: ResolvedSpec): ForkServer | null {
-    // launcher: fork-server without perl is refused by Launcher.validate at start().
-    const perl = spec.launcher === 'direct' ? null : findPerl()
-    if (perl === null) return null
-    this.forkServer ??= new ForkServer({ perl, clock: this.clock })
+    // launcher: fork-server without a helper is refused by Launcher.validate at start().
+    const helper = spec.launcher === 'direct' ? null : findForkServer()
+    if (helper === null) return null
+    this.forkServer ??= new ForkServer({ helper, clock: this.clock })
     return this.forkServer
   }
 

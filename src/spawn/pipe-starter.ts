@@ -13,7 +13,7 @@ import type { Clock } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { escalation, stopGroup } from './group-kill.js'
 import { execPlan, type LaunchPlan } from './process.js'
-import { ForkChild, ForkServer, findPerl, type PipeChild } from './fork-server.js'
+import { ForkChild, ForkServer, findForkServer, type PipeChild } from './fork-server.js'
 import { LiveSet, SLOT } from '../live-set.js'
 
 /** `nativeUmask`: the plan is for the fork server, which sets the umask without a wrapper shell. */
@@ -54,8 +54,8 @@ export class PipeStarter {
     this.plan = plan
     this.checkScript = checkScript
     if (forkServer === undefined) {
-      const perl = spec.launcher === 'direct' ? null : findPerl()
-      this.forkServer = perl === null ? null : new ForkServer({ perl, clock })
+      const helper = spec.launcher === 'direct' ? null : findForkServer()
+      this.forkServer = helper === null ? null : new ForkServer({ helper, clock })
       this.ownsForkServer = this.forkServer !== null
     } else {
       this.forkServer = forkServer

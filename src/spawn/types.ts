@@ -116,10 +116,11 @@ export interface SpawnSpec {
    */
   chroot?: string
   /**
-   * How a pipe spawn (CGI) starts its per-request processes. fork-server: through a small perl
-   * helper that forks and execs them, so the proxy's big process never forks (see
-   * docs/design/spawn.md). direct: Node's own child_process.spawn. auto (default): the fork
-   * server when perl is installed, else direct. Socket spawns always start directly.
+   * How a pipe spawn (CGI) starts its per-request processes. fork-server: through a small helper
+   * that forks and execs them, so the proxy's big process never forks: the compiled one when npm
+   * install built it, else the Perl one (see docs/design/spawn.md). direct: Node's own
+   * child_process.spawn. auto (default): the fork server when either helper can run, else
+   * direct. Socket spawns always start directly.
    */
   launcher?: 'auto' | 'fork-server' | 'direct'
 }

@@ -1,10 +1,11 @@
 /**
  * The CGI fork server through the whole pipeline (createProxy → cgi adapter → SpawnManager pipe
- * spawn → perl helper → real /bin/sh scripts). The default launcher is the fork server, so every
- * other CGI test runs through it too; these prove what is particular to it: the child is the
- * helper's, not ours, with exactly what Node's spawn() would have given it; exec failures keep
- * their errno; the helper dying fails only the exchanges in flight, with a code, and the next
- * request restarts it; a stranger on its socket gets nothing.
+ * spawn → the helper → real /bin/sh scripts; fork-server-perl.test.ts runs it all again with the
+ * Perl helper). The default launcher is the fork server, so every other CGI test runs through it
+ * too; these prove what is particular to it: the child is the helper's, not ours, with exactly
+ * what Node's spawn() would have given it; exec failures keep their errno; the helper dying fails
+ * only the exchanges in flight, with a code, and the next request restarts it; a stranger on its
+ * socket gets nothing.
  */
 import t from 'tap'
 import { lstatSync, readdirSync, readFileSync } from 'node:fs'
@@ -66,7 +67,7 @@ async function twoLaunchers (t: Parameters<typeof tempDir>[0]) {
 t.test('a fork-server child gets what spawn() gives: exact env, cwd, umask, fds 0-2 only, own session and group', async (t) => {
   guardLeaks(t)
   const p = await twoLaunchers(t)
-  t.equal(p.manager.pipeStarter('fs').launcher, 'fork-server', 'default launcher (perl is installed)')
+  t.equal(p.manager.pipeStarter('fs').launcher, 'fork-server', 'default launcher (a fork server is there)')
   t.equal(p.manager.pipeStarter('direct').launcher, 'direct')
   const viaFs = parseProbe((await get(`${p.url}/fs/probe.sh/x?q=1`)).body.toString())
   const viaDirect = parseProbe((await get(`${p.url}/direct/probe.sh/x?q=1`)).body.toString())
@@ -204,8 +205,9 @@ t.test('the helper socket: private directory, and a stranger\'s connection is dr
   const p = await twoLaunchers(t)
   t.equal((await get(`${p.url}/fs/hello.sh?a`)).body.toString(), 'a')
   const helper = helperPid() as number
-  // It names itself `proxycore-fork-server <socket path>`.
-  const path = readFileSync(`/proc/${helper}/cmdline`, 'utf8').replace(/\0+$/, '').split(' ').pop() as string
+  // Its command line ends with the socket path: `proxycore-fork-server <socket path>` (the Perl
+  // helper's $0, one string) or the compiled helper's argv.
+  const path = readFileSync(`/proc/${helper}/cmdline`, 'utf8').replace(/\0+$/, '').split(/[\0 ]/).pop() as string
   t.match(path, /\/proxycore-fork-[^/]+\/stdio\.sock$/)
   const st = lstatSync(dirname(path))
   t.equal(st.mode & 0o777, 0o700, 'socket directory mode 0700')

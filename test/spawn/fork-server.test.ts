@@ -2,17 +2,20 @@
  * The fork server at the spawn layer (PipeStarter.launch, no HTTP): the child's event contract
  * ('spawn' before its streams, 'error' with the errno instead of 'spawn', 'exit' after), a kill
  * that comes before the exec, refused arguments, the spec option, and the plan without the
- * umask shell, and the architectures the helper runs on.
+ * umask shell, the architectures the Perl helper runs on, which helper runs, and how the compiled
+ * one takes a frame the proxy never sends. fork-server-perl.test.ts runs this file again with the
+ * Perl helper.
  */
 import t from 'tap'
 import { once } from 'node:events'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readlinkSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { leakTest } from './fixtures/guard.js'
 import { manager, tempDir } from './fixtures/manager.js'
 import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { ForkChild, type PipeChild } from '../../src/spawn/fork-server.js'
+import { ForkChild, findForkServer, type PipeChild } from '../../src/spawn/fork-server.js'
 import { resolveSpec } from '../../src/spawn/spec.js'
 import { Launcher } from '../../src/spawn/launcher.js'
 import { runNode } from '../helpers/run-node.js'
@@ -195,11 +198,95 @@ console.log(JSON.stringify(out))
 t.test('an architecture without a syscall table: auto starts directly, fork-server is refused', async (t) => {
   guardLeaks(t)
   await ensureBuilt()
-  const r = await runNode(['--input-type=module', '-e', OTHER_ARCH(pathToFileURL(join(root, 'dist')).href)], { cwd: root })
+  // The compiled helper runs anywhere it was built: ruled out here, so only the Perl one is left.
+  const env = { ...process.env, PROXYCORE_FORK_SERVER: 'perl' }
+  const r = await runNode(['--input-type=module', '-e', OTHER_ARCH(pathToFileURL(join(root, 'dist')).href)], { cwd: root, env })
   t.equal(r.code, 0, r.stderr)
   const out = JSON.parse(r.stdout) as Record<string, string | null>
   t.equal(out.perl, null, 'no perl for the fork server')
-  t.match(out.why, /runs on x64, arm64, riscv64, loong64, not on ppc64/)
+  t.match(out.why, /the Perl fork server runs on x64, arm64, riscv64, loong64, not on ppc64, and the compiled one was not built/)
   t.equal(out.auto, 'direct')
-  t.match(out.forced, /^ERR_SPAWN_FORK_SERVER_UNSUPPORTED: spawns\.forced\.launcher: the fork server runs on .* not on ppc64/)
+  t.match(out.forced, /^ERR_SPAWN_FORK_SERVER_UNSUPPORTED: spawns\.forced\.launcher: the Perl fork server runs on .* not on ppc64/)
 })
+
+// Which helper runs: PROXYCORE_FORK_SERVER=perl picks the Perl one; otherwise the compiled one,
+// which npm install builds when a C compiler is there (CI installs gcc: it must be there).
+const wantPerl = process.env.PROXYCORE_FORK_SERVER === 'perl'
+const native = wantPerl ? null : findForkServer()
+const nativeMissing = native?.kind === 'native' ? null : 'the compiled fork server is not built (no C compiler at npm install)'
+
+/** A compiled-helper test where there is none: skipped with the reason locally, failed under CI. */
+function withoutNative (name: string): void {
+  if (process.env.CI === 'true') t.test(name, async (t) => { t.fail(`${nativeMissing}: scripts/install-peers.sh installs gcc`) })
+  else t.test(name, { skip: nativeMissing as string }, () => {})
+}
+
+const whichName = `the helper that runs is the ${wantPerl ? 'Perl one (PROXYCORE_FORK_SERVER=perl)' : 'compiled one'}`
+if (!wantPerl && nativeMissing !== null) withoutNative(whichName)
+else {
+  leakTest(t, whichName, async (t, defer) => {
+    const m = manager(defer)
+    m.add('cgi', { socketType: 'pipe', binPath: '/bin/true' })
+    await m.start()
+    const child = m.pipeStarter('cgi').launch({ argv: [], env: {}, cwd: '/' })
+    await (child as ForkChild).exited
+    const helper = childrenOf().find((p) => p.comm.startsWith('proxycore-fork') && p.state !== 'Z')
+    t.ok(helper !== undefined, 'the helper runs, as our child')
+    const exe = readlinkSync(`/proc/${helper?.pid}/exe`)
+    if (wantPerl) t.match(exe, /\/perl[\d.]*$/, `perl runs it (${exe})`)
+    else t.match(exe, /\/native\/build\/proxycore-fork-server$/, `the compiled helper (${exe})`)
+    await m.close()
+  })
+}
+
+/** Run the compiled helper by hand, give it `input`, and collect how it ends. */
+async function feedNative (dir: string, input: Buffer): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(native?.path as string, [join(dir, 'nobody-listens.sock')], { stdio: ['pipe', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (c: Buffer) => { stdout += c.toString() })
+  child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+  child.stdin.on('error', () => {})
+  child.stdin.end(input)
+  const [code] = await once(child, 'close') as [number | null]
+  return { code, stdout, stderr }
+}
+
+function frame (fields: string[]): Buffer {
+  const body = Buffer.from(fields.join('\0'))
+  const head = Buffer.alloc(4)
+  head.writeUInt32BE(body.length)
+  return Buffer.concat([head, body])
+}
+const TOKEN = 'ab'.repeat(16)
+
+const badFrameName = 'the compiled helper: a frame the proxy never sends ends it with a reason (the proxy then reports ERR_CGI_FORK_SERVER)'
+// The Perl helper's run of this file (fork-server-perl.test.ts) leaves it out.
+if (!wantPerl && nativeMissing !== null) withoutNative(badFrameName)
+else if (!wantPerl) {
+  leakTest(t, badFrameName, async (t, defer) => {
+    const dir = tempDir(defer)
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['too few fields', frame(['1', TOKEN, '/']), /bad frame: fewer than 8 fields/],
+      ['an id that is not a number', frame(['x1', TOKEN, '/', '', '', '', 'null', '1', '/bin/true']), /bad frame: id/],
+      ['a short token', frame(['1', 'abc', '/', '', '', '', 'null', '1', '/bin/true']), /bad frame: token/],
+      ['a token that is not hex', frame(['1', 'zz'.repeat(16), '/', '', '', '', 'null', '1', '/bin/true']), /bad frame: token/],
+      ['a uid that is not a number', frame(['1', TOKEN, '/', 'root', '', '', 'null', '1', '/bin/true']), /bad frame: a number field/],
+      ['argc past the end', frame(['1', TOKEN, '/', '', '', '', 'null', '5', '/bin/true']), /bad frame: argc/],
+      ['argc 0', frame(['1', TOKEN, '/', '', '', '', 'null', '0']), /bad frame: argc/],
+      ['a length over 64 MiB', Buffer.from([0x7f, 0xff, 0xff, 0xff]), /bad frame: too long/],
+    ]
+    for (const [name, input, why] of cases) {
+      const r = await feedNative(dir, input)
+      t.same([r.code, r.stdout], [1, ''], `${name}: exit 1, no reply`)
+      t.match(r.stderr, why, `${name}: says why`)
+    }
+    // A frame cut short by EOF is not started: the proxy closed us, and nothing more happens.
+    const whole = frame(['1', TOKEN, '/', '', '', '', 'null', '1', '/bin/true'])
+    t.same(await feedNative(dir, whole.subarray(0, whole.length - 3)), { code: 0, stdout: '', stderr: '' }, 'a frame cut by EOF: exit 0, nothing started')
+    // Well-formed frames whose socket is not there: E with the errno for each, then exit 0 at EOF.
+    const r = await feedNative(dir, Buffer.concat([whole, frame(['2', TOKEN, '/', '', '', '', 'pipe', '1', '/bin/true'])]))
+    t.same([r.code, r.stdout, r.stderr], [0, 'E 1 2 connect\nE 2 2 connect\n', ''], 'no socket to connect to: E <id> ENOENT connect, for each')
+  })
+}
+

@@ -1,0 +1,430 @@
+/*
+ * proxycore fork server, compiled: the same helper as the Perl one in
+ * src/spawn/fork-server-script.ts, speaking the same protocol, built at install time when a C
+ * compiler is there (scripts/build-native.mjs). It forks and execs CGI programs for the proxy, so
+ * the proxy's own big, multi-threaded process never forks.
+ *
+ * Run as: proxycore-fork-server <socket path>
+ *
+ * Requests (stdin, from the proxy): frames of  u32be length | fields joined by NUL:
+ *   id, token (32 hex digits), cwd, uid, gid, umask (decimal), stdin ('pipe' | 'null'), argc,
+ *   argv[0 .. argc-1], env "K=V"... ('' = leave as is). argv[0] is the file to exec (searched in
+ *   the env's PATH, like execvp(3)). stdin 'null': /dev/null, not a connection (no request body).
+ * Replies (stdout, one line each; per id S or E, and after S always one X):
+ *   S <id> <pid>               forked and exec'd
+ *   E <id> <errno> <step>      it could not be started (connect, fork, chdir, setuid, exec ...);
+ *                              nothing more is said about this id
+ *   X <id> <wait status> <g>   reaped; g = 1 if its process group still has members (something it
+ *                              started lives on), 0 if the group is gone
+ *
+ * What it does differently from the Perl helper, and why:
+ * - vfork(). The child borrows the helper's memory until its execve() instead of copying the page
+ *   tables, as glibc's posix_spawn() does; the Perl helper's forks cost ~0.3 ms of CPU each
+ *   (page tables, copy-on-write faults, unmapping perl at exec). The child only makes system
+ *   calls on arrays built before the fork, and a failed step leaves errno and the step's name in
+ *   `struct launch` (shared memory) before _exit(127): the helper knows S or E as soon as vfork()
+ *   returns, so there is no exec pipe. The price: the helper waits for each exec, so a program
+ *   stuck before it (a chdir into a hung network mount) holds up the launches behind it until it
+ *   gets through — as with posix_spawn(), and lighttpd's mod_cgi.
+ * - Everything else is the Perl helper's design: stdio by connecting to the proxy's unix socket
+ *   (token + fd number on each, no fd passing), the child's steps in libuv's order (setsid, stdio,
+ *   chdir, setgroups(0), setgid, setuid, umask, empty signal mask, execvp(3)'s PATH rules by hand),
+ *   every inherited descriptor above 2 closed at start, and a loop that never blocks in read:
+ *   stdin is O_NONBLOCK|O_ASYNC, SIGCHLD and SIGIO stay blocked while it works and sigsuspend()
+ *   unblocks them atomically while it waits.
+ *
+ * Nothing here prints to stdout but the replies; "fork server: ..." on stderr and exit 1 for a
+ * fault the proxy reports (a frame it did not send, a failed read or write).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HELLO 17                         /* 16 token bytes + the fd number */
+#define MAX_FRAME (64u << 20)            /* far above ARG_MAX: anything larger is not the proxy's */
+static const char SH[] = "/bin/sh";
+
+static struct sockaddr_un sun;
+static int devnull = -1;
+
+/* A growable byte buffer: unparsed input, replies not written yet. */
+struct buf { char *p; size_t len, cap; };
+static struct buf in, out;
+
+static void die (const char *what) {
+  fprintf(stderr, "fork server: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static void fail (const char *what) {
+  fprintf(stderr, "fork server: %s\n", what);
+  exit(1);
+}
+
+static void reserve (struct buf *b, size_t more) {
+  if (b->len + more <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + more) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (p == NULL) die("realloc");
+  b->p = p;
+  b->cap = cap;
+}
+
+static void say (const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  reserve(&out, (size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(out.p + out.len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  out.len += (size_t)n;
+}
+
+static void flush (void) {
+  size_t at = 0;
+  while (at < out.len) {
+    ssize_t n = write(1, out.p + at, out.len - at);
+    if (n < 0) { if (errno == EINTR) continue; die("write"); }
+    at += (size_t)n;
+  }
+  out.len = 0;
+}
+
+/* Programs started and not reaped yet: pid → request id. A plain array (a few hundred at most). */
+struct running { pid_t pid; char id[24]; };
+static struct running *run;
+static size_t nrun, caprun;
+
+static void remember (pid_t pid, const char *id) {
+  if (nrun == caprun) {
+    caprun = caprun ? caprun * 2 : 64;
+    run = realloc(run, caprun * sizeof *run);
+    if (run == NULL) die("realloc");
+  }
+  run[nrun].pid = pid;
+  snprintf(run[nrun].id, sizeof run[nrun].id, "%s", id);
+  nrun++;
+}
+
+static void reap (void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (size_t i = 0; i < nrun; i++) {
+      if (run[i].pid != pid) continue;
+      /* kill(-pgid, 0): does anything of its group remain? If not, the proxy has nothing to stop. */
+      say("X %s %d %d\n", run[i].id, status, kill(-pid, 0) == 0 ? 1 : 0);
+      run[i] = run[--nrun];
+      break;
+    }
+    /* Not found: a child whose exec failed (E was said) is reaped without an X. */
+  }
+}
+
+/* One launch: what the child needs, all built before vfork(); the child writes err and step. */
+struct launch {
+  int io[3];
+  const char *cwd;
+  int setids;                            /* uid or gid given: setgroups(0) first */
+  long uid, gid, umask;                  /* -1: not given */
+  char **argv, **envp, **sh;             /* sh: /bin/sh, <file>, argv[1..], NULL (ENOEXEC) */
+  char **try;                            /* the files execvp(3) would try, NULL-terminated */
+  volatile int err;
+  const char *volatile step;
+};
+
+static int next_dir (int e) {
+  /* execvp(3): these only end the try of one PATH directory (EACCES is also remembered). */
+  return e == EACCES || e == ENOENT || e == ENOTDIR || e == ESTALE || e == ENODEV || e == ETIMEDOUT;
+}
+
+/* The child, between vfork() and exec: system calls only, on memory it shares with the helper. */
+static void __attribute__((noreturn)) child (struct launch *l) {
+  sigset_t none;
+  int eacces = 0;
+  const char *step = "setsid";
+  if (setsid() < 0) goto failed;
+  step = "dup2";
+  for (int fd = 0; fd < 3; fd++) if (dup2(l->io[fd], fd) < 0) goto failed;
+  step = "chdir";
+  if (l->cwd[0] != '\0' && chdir(l->cwd) < 0) goto failed;
+  if (l->setids) {
+    /* No supplementary groups at all (libuv: setgroups(0, NULL) whenever uid or gid is given). The
+       helper is single-threaded, so glibc's set*id() are the plain system calls. */
+    step = "setgroups";
+    if (setgroups(0, NULL) < 0) goto failed;
+    step = "setgid";
+    if (l->gid >= 0 && setgid((gid_t)l->gid) < 0) goto failed;
+    step = "setuid";
+    if (l->uid >= 0 && setuid((uid_t)l->uid) < 0) goto failed;
+  }
+  if (l->umask >= 0) umask((mode_t)l->umask);
+  /* exec resets caught signals to the default (nothing is ignored); the mask is emptied here. */
+  step = "sigprocmask";
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) goto failed;
+  step = "exec";
+  for (char **f = l->try; *f != NULL; f++) {
+    execve(*f, l->argv, l->envp);
+    if (errno == ENOEXEC) {
+      /* No #! line: /bin/sh runs the file. */
+      l->sh[1] = *f;
+      execve(SH, l->sh, l->envp);
+    }
+    if (!next_dir(errno)) break;
+    if (errno == EACCES) eacces = 1;
+  }
+  if (eacces && next_dir(errno)) errno = EACCES;
+failed:
+  l->err = errno ? errno : EIO;
+  l->step = step;
+  _exit(127);
+}
+
+static int hexval (char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* A decimal field: '' → -1; anything but digits is a frame the proxy did not send. */
+static long decimal (const char *s) {
+  if (*s == '\0') return -1;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (*end != '\0' || v < 0 || errno != 0) fail("bad frame: a number field is not a number");
+  return v;
+}
+
+static void close_io (int *io, int first) {
+  for (int fd = first; fd < 3; fd++) if (io[fd] >= 0) close(io[fd]);
+}
+
+/* E for a request that could not be started; the connections it made so far are closed. */
+static void refuse (const char *id, const char *step, int *io, int first) {
+  say("E %s %d %s\n", id, errno ? errno : EIO, step);
+  close_io(io, first);
+}
+
+static void start (char *frame, size_t len) {
+  /* Split on NUL: the frame is copied with one more NUL, so every field is a C string. */
+  size_t nf = 1;
+  for (size_t i = 0; i < len; i++) if (frame[i] == '\0') nf++;
+  if (nf < 8) fail("bad frame: fewer than 8 fields");
+  char **f = malloc(nf * sizeof *f);
+  if (f == NULL) die("malloc");
+  f[0] = frame;
+  for (size_t i = 0, k = 1; i < len; i++) if (frame[i] == '\0') f[k++] = frame + i + 1;
+
+  const char *id = f[0];
+  size_t idlen = strlen(id);
+  if (idlen == 0 || idlen > 20 || strspn(id, "0123456789") != idlen) fail("bad frame: id");
+  if (strlen(f[1]) != 32) fail("bad frame: token");
+  unsigned char hello[HELLO];
+  for (int i = 0; i < 16; i++) {
+    int hi = hexval(f[1][2 * i]), lo = hexval(f[1][2 * i + 1]);
+    if (hi < 0 || lo < 0) fail("bad frame: token");
+    hello[i] = (unsigned char)(hi << 4 | lo);
+  }
+  struct launch l = { .io = { -1, -1, -1 }, .cwd = f[2], .err = 0, .step = NULL };
+  l.uid = decimal(f[3]);
+  l.gid = decimal(f[4]);
+  l.setids = l.uid >= 0 || l.gid >= 0;
+  l.umask = decimal(f[5]);
+  int first = strcmp(f[6], "null") == 0 ? 1 : 0;   /* fds to connect: 1-2 with /dev/null as stdin */
+  long argc = decimal(f[7]);
+  if (argc < 1 || (size_t)argc > nf - 8) fail("bad frame: argc");
+  char **argv = f + 8;
+  size_t nenv = nf - 8 - (size_t)argc;
+  char **env = argv + argc;
+
+  /* execve(2)'s arrays, and the files execvp(3) would try: argv[0] if it has a slash, else each
+     directory of the environment's PATH ('' = the current directory), /bin and /usr/bin without
+     one. */
+  char **av = malloc(((size_t)argc + 1) * sizeof *av);
+  char **ev = malloc((nenv + 1) * sizeof *ev);
+  char **sh = malloc(((size_t)argc + 2) * sizeof *sh);
+  if (av == NULL || ev == NULL || sh == NULL) die("malloc");
+  memcpy(av, argv, (size_t)argc * sizeof *av);
+  av[argc] = NULL;
+  const char *path = NULL;
+  size_t ne = 0;
+  for (size_t i = 0; i < nenv; i++) {
+    char *eq = strchr(env[i], '=');
+    if (eq == NULL || eq == env[i]) continue;
+    ev[ne++] = env[i];
+    if (path == NULL && strncmp(env[i], "PATH=", 5) == 0) path = env[i] + 5;
+  }
+  ev[ne] = NULL;
+  sh[0] = (char *)SH;
+  sh[1] = NULL;
+  memcpy(sh + 2, argv + 1, ((size_t)argc - 1) * sizeof *sh);
+  sh[argc + 1] = NULL;
+  const char *file = argv[0];
+  char **try;
+  char *tries = NULL;
+  if (file[0] == '\0' || strchr(file, '/') != NULL) {
+    try = malloc(2 * sizeof *try);
+    if (try == NULL) die("malloc");
+    try[0] = (char *)file;
+    try[1] = NULL;
+  } else {
+    const char *dirs = path != NULL ? path : "/bin:/usr/bin";
+    size_t ndirs = 1, flen = strlen(file);
+    for (const char *p = dirs; *p; p++) if (*p == ':') ndirs++;
+    try = malloc((ndirs + 1) * sizeof *try);
+    tries = malloc(strlen(dirs) + ndirs * (flen + 3) + 1);
+    if (try == NULL || tries == NULL) die("malloc");
+    char *w = tries;
+    const char *d = dirs;
+    for (size_t k = 0; k < ndirs; k++) {
+      const char *colon = strchr(d, ':');
+      size_t dl = colon != NULL ? (size_t)(colon - d) : strlen(d);
+      try[k] = w;
+      if (dl == 0) *w++ = '.';
+      else { memcpy(w, d, dl); w += dl; }
+      *w++ = '/';
+      memcpy(w, file, flen + 1);
+      w += flen + 1;
+      d = colon != NULL ? colon + 1 : d + dl;
+    }
+    try[ndirs] = NULL;
+  }
+  l.argv = av;
+  l.envp = ev;
+  l.sh = sh;
+  l.try = try;
+
+  l.io[0] = first ? devnull : -1;
+  for (int fd = first; fd < 3; fd++) {
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0) { refuse(id, "connect", l.io, first); goto done; }
+    l.io[fd] = s;
+    hello[16] = (unsigned char)fd;
+    if (connect(s, (struct sockaddr *)&sun, sizeof sun) < 0 || write(s, hello, HELLO) != HELLO) {
+      refuse(id, "connect", l.io, first);
+      goto done;
+    }
+  }
+  /* The child inherits the helper's signal mask (SIGCHLD, SIGIO blocked) and empties it itself. */
+  pid_t pid = vfork();
+  if (pid == 0) child(&l);
+  if (pid < 0) { refuse(id, "fork", l.io, first); goto done; }
+  close_io(l.io, first);
+  if (l.step != NULL) say("E %s %d %s\n", id, l.err, l.step);
+  else { say("S %s %d\n", id, (int)pid); remember(pid, id); }
+done:
+  free(tries);
+  free(try);
+  free(sh);
+  free(ev);
+  free(av);
+  free(f);
+}
+
+/* Read everything available; 1 at EOF (the proxy closed us or is gone). */
+static int read_input (void) {
+  for (;;) {
+    reserve(&in, 65536);
+    ssize_t n = read(0, in.p + in.len, in.cap - in.len);
+    if (n == 0) return 1;
+    if (n > 0) { in.len += (size_t)n; continue; }
+    if (errno == EAGAIN || errno == EINTR) return 0;
+    die("read");
+  }
+}
+
+static void wake (int sig) { (void)sig; }
+
+int main (int argc, char **argv) {
+  if (argc < 2 || strlen(argv[1]) >= sizeof sun.sun_path) fail("usage: proxycore-fork-server <socket path>");
+  sun.sun_family = AF_UNIX;
+  strcpy(sun.sun_path, argv[1]);
+
+  /* Descriptors the proxy inherited without close-on-exec reach us too; none may reach a CGI
+     program. */
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+#endif
+  {
+    /* Kernels before 5.9: close what /proc/self/fd lists, 1024 at a time, until nothing is left. */
+    for (int n = 1024; n == 1024;) {
+      DIR *d = opendir("/proc/self/fd");
+      if (d == NULL) break;
+      int own = dirfd(d), fds[1024];
+      struct dirent *e;
+      n = 0;
+      while ((e = readdir(d)) != NULL && n < 1024) {
+        int fd = atoi(e->d_name);
+        if (fd > 2 && fd != own) fds[n++] = fd;
+      }
+      closedir(d);
+      for (int i = 0; i < n; i++) close(fds[i]);
+    }
+  }
+  devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) die("/dev/null");
+
+  /* Handlers only so that sigsuspend() returns: SIGCHLD is ignored and SIGIO kills by default. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = wake;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGIO, &sa, NULL) < 0) die("sigaction");
+  sigset_t wakers, none;
+  sigemptyset(&wakers);
+  sigaddset(&wakers, SIGCHLD);
+  sigaddset(&wakers, SIGIO);
+  sigemptyset(&none);
+  if (sigprocmask(SIG_BLOCK, &wakers, NULL) < 0) die("sigprocmask");
+
+  /* Non-blocking, and SIGIO to us whenever there is input or EOF. */
+  int flags = fcntl(0, F_GETFL);
+  if (fcntl(0, F_SETOWN, getpid()) < 0 || flags < 0 || fcntl(0, F_SETFL, flags | O_NONBLOCK | O_ASYNC) < 0) die("fcntl");
+
+  for (;;) {
+    int eof = read_input();
+    size_t at = 0;
+    while (in.len - at >= 4) {
+      const unsigned char *h = (const unsigned char *)in.p + at;
+      uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+      if (len > MAX_FRAME) fail("bad frame: too long");
+      if (in.len - at - 4 < len) break;
+      /* One byte more for the last field's NUL. */
+      char *frame = malloc((size_t)len + 1);
+      if (frame == NULL) die("malloc");
+      memcpy(frame, in.p + at + 4, len);
+      frame[len] = '\0';
+      start(frame, len);
+      free(frame);
+      at += 4 + (size_t)len;
+    }
+    memmove(in.p, in.p + at, in.len - at);
+    in.len -= at;
+    /* The proxy closed our stdin (closing) or is gone: its children are its own to stop. */
+    if (eof) { flush(); return 0; }
+    reap();
+    flush();
+    sigsuspend(&none);
+  }
+}
