@@ -35,8 +35,8 @@ export const NODE_PROXY_FLAGS = ['--max-semi-space-size=1', '--initial-old-space
 export const NODE_PROXY_ENV = { MALLOC_TRIM_THRESHOLD_: '16777216', MALLOC_ARENA_MAX: '1' }
 
 /** A Node proxy process: the same V8 flags and environment for proxycore and the npm peers. */
-export function startNodeProxy (name, args) {
-  return start(name, NODE, [...NODE_PROXY_FLAGS, ...args], { env: NODE_PROXY_ENV })
+export function startNodeProxy (name, args, env = {}) {
+  return start(name, NODE, [...NODE_PROXY_FLAGS, ...args], { env: { ...NODE_PROXY_ENV, ...env } })
 }
 /**
  * The Node floor (bench/servers/floor-*.mjs): per protocol, the least a Node proxy can do per
@@ -53,10 +53,10 @@ export const SIZES = [100, 65536]
  * Start proxycore (its own node process) with `config`; `ctx.nodeArgs` = extra node arguments for
  * proxycore alone (--profile's --cpu-prof, --survivors' --import hook).
  */
-export async function startProxycore (ctx, name, config) {
+export async function startProxycore (ctx, name, config, env = {}) {
   const file = join(ctx.tmp, `${name}.json`)
   writeFileSync(file, JSON.stringify(config))
-  return startNodeProxy(name, [...(ctx.nodeArgs ?? []), here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])])
+  return startNodeProxy(name, [...(ctx.nodeArgs ?? []), here('servers/proxycore.mjs'), file, ...(ctx.module ? [ctx.module] : [])], env)
 }
 
 const nodeTarget = (id, label, proc, path = (n) => `/${n}`) => ({
@@ -242,10 +242,20 @@ export const cgi = {
     const out = { targets: [], skipped: [] }
     const root = www(ctx)
     const path = (n) => `/cgi-bin/bench.sh?${n}`
-    await peer(out, 'proxycore', 'proxycore (CGI adapter, pipe spawn)', () => startProxycore(ctx, 'proxycore-cgi', {
+    const config = {
       spawns: { cgi: { socketType: 'pipe', copyEnvironment: ['PATH'] } },
       routes: [{ protocol: 'cgi', spawn: 'cgi', docroot: root }],
-    }), path)
+    }
+    // The fork server proxycore will run (the same lookup, the same environment): the compiled one
+    // when npm install built it, and then the Perl one side by side, as on a machine without a C
+    // compiler.
+    const helper = (await import(new URL('../../dist/spawn/fork-server.js', import.meta.url).href)).findForkServer()?.kind
+    const how = { native: 'compiled fork server', perl: 'Perl fork server' }[helper] ?? 'direct spawn'
+    await peer(out, 'proxycore', `proxycore (CGI adapter, ${how})`, () => startProxycore(ctx, 'proxycore-cgi', config), path)
+    if (helper === 'native') {
+      await peer(out, 'perl', 'proxycore with the Perl fork server (PROXYCORE_FORK_SERVER=perl)',
+        () => startProxycore(ctx, 'proxycore-cgi-perl', config, { PROXYCORE_FORK_SERVER: 'perl' }), path)
+    }
     const lighttpd = which('lighttpd')
     if (lighttpd) {
       await peer(out, 'lighttpd', 'lighttpd mod_cgi', async () => {
@@ -268,10 +278,10 @@ export const cgi = {
       } catch (err) { missing(out, 'nginx', 'nginx → fcgiwrap', String(err.message).split('\n')[0]) }
     } else missing(out, 'nginx', 'nginx → fcgiwrap', 'nginx or fcgiwrap not installed')
     // proxycore's fork-server helper and lighttpd fork the scripts themselves (proc.mjs `tree`).
-    for (const t of out.targets) if (t.id === 'proxycore' || t.id === 'lighttpd') t.rss[0].preExec = true
+    for (const t of out.targets) if (['proxycore', 'perl', 'lighttpd'].includes(t.id)) t.rss[0].preExec = true
     return out
   },
-  comparisons: [{ peer: 'lighttpd', target: 0.8 }, { peer: 'nginx' }],
+  comparisons: [{ peer: 'lighttpd', target: 0.8 }, { peer: 'nginx' }, { peer: 'perl' }],
 }
 
 // --- spawned php-cgi --------------------------------------------------------------------------
