@@ -23,7 +23,9 @@ try {
   execFileSync(cc, ['-O2', '-Wall', '-Wextra', '-o', tmp, src], { stdio: ['ignore', 'inherit', 'pipe'] })
   renameSync(tmp, out)
 } catch (err) {
+  // No helper rather than one older than its source: the Perl one speaks the current protocol.
   rmSync(tmp, { force: true })
+  rmSync(out, { force: true })
   const why = err.code === 'ENOENT' ? `no C compiler (${cc})` : `${cc} failed: ${String(err.stderr ?? err.message).trim()}`
   console.log(`proxycore: ${why}; CGI uses the Perl fork server (install gcc and run npm run build to build the compiled one)`)
 }

@@ -1,0 +1,69 @@
+/**
+ * scripts/build-native.mjs, run on a copy of the package's two files in a temporary directory (the
+ * script finds its source and output next to itself, so the repo's own helper stays untouched):
+ * with a compiler it builds an executable helper; without one, or when the compiler fails, it
+ * says why, exits 0 (npm install goes on) and leaves no helper behind — not even an older one.
+ */
+import t from 'tap'
+import { accessSync, constants, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { leakTest } from './fixtures/guard.js'
+import { tempDir } from './fixtures/manager.js'
+import { runNode } from '../helpers/run-node.js'
+
+const repo = fileURLToPath(new URL('../..', import.meta.url))
+const hasCc = (() => {
+  for (const d of (process.env.PATH ?? '').split(':')) if (d !== '' && existsSync(join(d, 'cc'))) return true
+  return false
+})()
+
+/** A package skeleton with the script and the C source; returns its root and the helper's path. */
+function skeleton (dir: string): { root: string, helper: string } {
+  mkdirSync(join(dir, 'scripts'))
+  mkdirSync(join(dir, 'native'))
+  copyFileSync(join(repo, 'scripts', 'build-native.mjs'), join(dir, 'scripts', 'build-native.mjs'))
+  copyFileSync(join(repo, 'native', 'fork-server.c'), join(dir, 'native', 'fork-server.c'))
+  return { root: dir, helper: join(dir, 'native', 'build', 'proxycore-fork-server') }
+}
+
+const build = (root: string, cc?: string): ReturnType<typeof runNode> =>
+  runNode([join(root, 'scripts', 'build-native.mjs')], { cwd: root, env: { ...process.env, ...(cc === undefined ? {} : { CC: cc }) } })
+
+leakTest(t, 'no compiler: it says so, exits 0, and leaves no helper (an older one is removed)', async (t, defer) => {
+  const { root, helper } = skeleton(tempDir(defer))
+  mkdirSync(join(root, 'native', 'build'))
+  writeFileSync(helper, '#!/bin/sh\necho stale\n', { mode: 0o755 })
+  const r = await build(root, join(root, 'no-such-cc'))
+  t.equal(r.code, 0, 'npm install goes on')
+  t.match(r.stdout, /proxycore: no C compiler \(.*no-such-cc\); CGI uses the Perl fork server/)
+  t.notOk(existsSync(helper), 'no helper, not even the stale one')
+})
+
+leakTest(t, 'a compiler that fails: its reason is shown, exit 0, no helper', async (t, defer) => {
+  const { root, helper } = skeleton(tempDir(defer))
+  writeFileSync(join(root, 'failing-cc'), '#!/bin/sh\necho "fork-server.c:1: error: this compiler refuses" >&2\nexit 1\n', { mode: 0o755 })
+  const r = await build(root, join(root, 'failing-cc'))
+  t.equal(r.code, 0)
+  t.match(r.stdout, /failing-cc failed: fork-server\.c:1: error: this compiler refuses; CGI uses the Perl fork server/)
+  t.notOk(existsSync(helper))
+})
+
+if (!hasCc && process.env.CI !== 'true') {
+  t.test('with cc: an executable helper that speaks (it says its usage without a socket path)', { skip: 'no cc on PATH' }, () => {})
+} else {
+  leakTest(t, 'with cc: an executable helper that speaks (it says its usage without a socket path)', async (t, defer) => {
+    const { root, helper } = skeleton(tempDir(defer))
+    const r = await build(root)
+    t.equal(r.code, 0, r.stderr)
+    t.equal(r.stdout, '', 'nothing to say when it works')
+    t.doesNotThrow(() => accessSync(helper, constants.X_OK), 'built and executable')
+    const child = spawn(helper, [], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (c: Buffer) => { stderr += c.toString() })
+    const [code] = await once(child, 'close') as [number | null]
+    t.same([code, stderr], [1, 'fork server: usage: proxycore-fork-server <socket path>\n'])
+  })
+}
