@@ -206,14 +206,15 @@ static int hexval (char c) {
   return -1;
 }
 
-/* A decimal field: '' → -1; anything but digits is a frame the proxy did not send. */
-static long decimal (const char *s) {
+/* A decimal field up to max: '' → -1; anything else is a frame the proxy did not send (a uid past
+   uid_t would wrap to another user). */
+static long decimal (const char *s, unsigned long max) {
   if (*s == '\0') return -1;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (*end != '\0' || v < 0 || errno != 0) fail("bad frame: a number field is not a number");
-  return v;
+  size_t n = strlen(s);
+  if (n > 10 || strspn(s, "0123456789") != n) fail("bad frame: a number field is not a number");
+  unsigned long v = strtoul(s, NULL, 10);
+  if (v > max) fail("bad frame: a number field is out of range");
+  return (long)v;
 }
 
 static void close_io (int *io, int first) {
@@ -247,12 +248,12 @@ static void start (char *frame, size_t len) {
     hello[i] = (unsigned char)(hi << 4 | lo);
   }
   struct launch l = { .io = { -1, -1, -1 }, .cwd = f[2], .err = 0, .step = NULL };
-  l.uid = decimal(f[3]);
-  l.gid = decimal(f[4]);
+  l.uid = decimal(f[3], (uid_t)-1 - 1);
+  l.gid = decimal(f[4], (gid_t)-1 - 1);
   l.setids = l.uid >= 0 || l.gid >= 0;
-  l.umask = decimal(f[5]);
+  l.umask = decimal(f[5], 0777);
   int first = strcmp(f[6], "null") == 0 ? 1 : 0;   /* fds to connect: 1-2 with /dev/null as stdin */
-  long argc = decimal(f[7]);
+  long argc = decimal(f[7], nf);
   if (argc < 1 || (size_t)argc > nf - 8) fail("bad frame: argc");
   char **argv = f + 8;
   size_t nenv = nf - 8 - (size_t)argc;

@@ -201,8 +201,8 @@ export interface ForkServerOptions {
 }
 
 export class ForkServer {
-  /** Which helper it runs (status, tests). */
-  readonly helperProgram: HelperProgram
+  /** The compiled helper or perl (findForkServer()). */
+  private readonly program: HelperProgram
   private readonly clock: Clock
   private helper: Helper | null = null
   private server: Server | null = null
@@ -225,7 +225,7 @@ export class ForkServer {
   starts = 0
 
   constructor (opts: ForkServerOptions) {
-    this.helperProgram = opts.helper
+    this.program = opts.helper
     this.clock = opts.clock
   }
 
@@ -322,7 +322,7 @@ export class ForkServer {
     if (this.server === null) this.listen()
     // The Perl script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads
     // the original argv, and a 200-line -e argument made `ps` show a screen of blanks.
-    const { kind, path } = this.helperProgram
+    const { kind, path } = this.program
     const proc = spawn(path, kind === 'native' ? [this.sockPath] : [this.scriptPath, this.sockPath, process.arch], {
       // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
       stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
@@ -362,7 +362,7 @@ export class ForkServer {
     const base = tmpdir().length > 60 ? '/tmp' : tmpdir()
     this.dir = mkdtempSync(join(base, 'proxycore-fork-')) // mode 0700
     this.sockPath = join(this.dir, 'stdio.sock')
-    if (this.helperProgram.kind === 'perl') {
+    if (this.program.kind === 'perl') {
       this.scriptPath = join(this.dir, 'fork-server.pl')
       writeFileSync(this.scriptPath, FORK_SERVER_PL, { mode: 0o600 })
     }
