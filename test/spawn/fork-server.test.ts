@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import { once } from 'node:events'
-import { mkdirSync, readlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -69,6 +69,31 @@ leakTest(t, 'exec and chdir failures: error with the errno code, never spawn', a
   t.match(e2, { code: 'ENOENT', message: 'spawn /bin/sh ENOENT (chdir)' })
   t.same(c.events, ['error ENOENT'])
   t.ok(await waitFor(() => m.status().every((s) => s.pipeChildren === 0)))
+})
+
+leakTest(t, 'the helper keeps no descriptor of a finished request: programs that ran, failed to exec or to chdir', async (t, defer) => {
+  const m = manager(defer)
+  m.add('ghost', { socketType: 'pipe', binPath: '/nonexistent/program' })
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
+  await m.start()
+  const run = (name: string, argv: string[], cwd = '/'): Promise<string> => new Promise((resolve) => {
+    const child = m.pipeStarter(name).launch({ argv, env: {}, cwd })
+    child.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code}`))
+    child.once('spawn', () => { child.stdout?.resume(); child.stderr?.resume(); child.stdin?.end() })
+    child.once('exit', (code: number | null) => resolve(`exit ${code}`))
+  })
+  t.equal(await run('sh', ['-c', 'true']), 'exit 0')
+  const helper = childrenOf().find((p) => p.comm.startsWith('proxycore-fork') && p.state !== 'Z')?.pid
+  const fds = (): string[] => readdirSync(`/proc/${helper}/fd`).sort()
+  const before = fds()
+  const seen = new Map<string, number>()
+  for (let i = 0; i < 40; i++) {
+    for (const r of await Promise.all([run('sh', ['-c', 'echo hi']), run('ghost', []), run('sh', ['-c', 'true'], '/nonexistent/dir')])) {
+      seen.set(r, (seen.get(r) ?? 0) + 1)
+    }
+  }
+  t.same(Object.fromEntries(seen), { 'exit 0': 40, 'error ENOENT': 80 }, 'each ran or failed as it should')
+  t.same(fds(), before, `the helper's descriptors are the ones it had (${before.length})`)
 })
 
 // The helper runs execvp(3) by hand (execve by number, argv and environment made before the fork):
