@@ -250,9 +250,9 @@ export const cgi = {
     // when npm install built it, and then the Perl one side by side, as on a machine without a C
     // compiler.
     const helper = (await import(new URL('../../dist/spawn/fork-server.js', import.meta.url).href)).findForkServer()?.kind
-    const how = { native: 'compiled fork server', perl: 'Perl fork server' }[helper] ?? 'direct spawn'
+    const how = { compiled: 'compiled fork server', perl: 'Perl fork server' }[helper] ?? 'direct spawn'
     await peer(out, 'proxycore', `proxycore (CGI adapter, ${how})`, () => startProxycore(ctx, 'proxycore-cgi', config), path)
-    if (helper === 'native') {
+    if (helper === 'compiled') {
       await peer(out, 'perl', 'proxycore with the Perl fork server (PROXYCORE_FORK_SERVER=perl)',
         () => startProxycore(ctx, 'proxycore-cgi-perl', config, { PROXYCORE_FORK_SERVER: 'perl' }), path)
     }

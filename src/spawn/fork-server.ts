@@ -88,7 +88,7 @@ export function findPerl (): string | null {
 
 /** The program a fork server runs: the compiled helper, or perl with the script. */
 export interface HelperProgram {
-  readonly kind: 'native' | 'perl'
+  readonly kind: 'compiled' | 'perl'
   readonly path: string
 }
 
@@ -102,7 +102,7 @@ export function findForkServer (): HelperProgram | null {
     if (nativeBuilt === undefined) {
       try { accessSync(NATIVE_HELPER, fsConstants.X_OK); nativeBuilt = process.platform === 'linux' } catch { nativeBuilt = false }
     }
-    if (nativeBuilt) return { kind: 'native', path: NATIVE_HELPER }
+    if (nativeBuilt) return { kind: 'compiled', path: NATIVE_HELPER }
   }
   const perl = findPerl()
   return perl === null ? null : { kind: 'perl', path: perl }
@@ -229,6 +229,11 @@ export class ForkServer {
     this.clock = opts.clock
   }
 
+  /** Which helper it runs (status). */
+  get kind (): HelperProgram['kind'] {
+    return this.program.kind
+  }
+
   /** The helper's pid while it runs (status, tests). */
   get pid (): number | undefined {
     return this.helper?.proc.pid
@@ -323,7 +328,7 @@ export class ForkServer {
     // The Perl script runs from a file in the private directory, not `-e`: perl's $0 rewrite pads
     // the original argv, and a 200-line -e argument made `ps` show a screen of blanks.
     const { kind, path } = this.program
-    const proc = spawn(path, kind === 'native' ? [this.sockPath] : [this.scriptPath, this.sockPath, process.arch], {
+    const proc = spawn(path, kind === 'compiled' ? [this.sockPath] : [this.scriptPath, this.sockPath, process.arch], {
       // Own session: a terminal's ^C goes to the proxy, which then stops CGI programs itself.
       stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: {}, cwd: '/', shell: false,
     })

@@ -405,6 +405,8 @@ export class SpawnGroup {
         }
       }),
       pipeChildren,
+      launcher: null,
+      forkServer: null,
       droppedOutputBytes: this.ctx.output.dropped,
     }
   }

@@ -165,7 +165,10 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   status (): SpawnStatus[] {
     return [...this.entries.entries()].map(([name, e]) => e.group !== null
       ? e.group.status(0)
-      : { name, state: this.closing !== null ? 'stopped' : 'running', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0, droppedOutputBytes: e.output.dropped })
+      : {
+          name, state: this.closing !== null ? 'stopped' : 'running', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0,
+          launcher: e.pipe?.launcher ?? null, forkServer: e.pipe?.forkServerKind ?? null, droppedOutputBytes: e.output.dropped,
+        })
   }
 
   /**

@@ -69,6 +69,9 @@ export class PipeStarter {
   /** How this spawn starts its children. */
   get launcher (): 'fork-server' | 'direct' { return this.forkServer === null ? 'direct' : 'fork-server' }
 
+  /** Which fork server starts them: the compiled helper or the Perl one; null when direct. */
+  get forkServerKind (): 'compiled' | 'perl' | null { return this.forkServer?.kind ?? null }
+
   /**
    * Start `[...binPath, ...req.argv]` (binPath is the optional interpreter, e.g. `perl -wT`) the
    * spawn's way. The streams are to be read from 'spawn' on; exec errors arrive as 'error'.

@@ -193,6 +193,13 @@ export interface SpawnStatus {
   readonly processes: readonly ProcessStatus[]
   /** Per-request (pipe) children alive now. */
   readonly pipeChildren: number
+  /**
+   * How a pipe spawn starts its children (`spawns.<name>.launcher` as resolved); null for socket
+   * spawns. Optional: a manager of the embedder's may leave it out.
+   */
+  readonly launcher?: 'fork-server' | 'direct' | null
+  /** The fork server's helper: compiled (built at npm install) or Perl; null when none is used. */
+  readonly forkServer?: 'compiled' | 'perl' | null
   /** Output bytes dropped because the log sink was over its cap. */
   readonly droppedOutputBytes: number
 }

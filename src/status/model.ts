@@ -104,6 +104,10 @@ export interface SpawnReport {
   max: number | null
   availPercent: number | null
   pipeChildren: number
+  /** Pipe (CGI) spawns: 'fork-server' or 'direct'; null for socket spawns. */
+  launcher: 'fork-server' | 'direct' | null
+  /** The fork server's helper, compiled or Perl; null when none is used. */
+  forkServer: 'compiled' | 'perl' | null
   droppedOutputBytes: number
   processes: ProcessReport[]
   /** Last lines the spawn wrote to stderr (bounded). */
@@ -210,8 +214,11 @@ function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnRe
     ready: ready.length,
     idle: ready.filter((p) => p.inflight === 0).length,
     max,
-    availPercent: percent(ready.length, max ?? Math.max(alive.length, 1)),
+    // A pipe (CGI) spawn keeps no processes to be available: a child per request.
+    availPercent: s.launcher == null ? percent(ready.length, max ?? Math.max(alive.length, 1)) : null,
     pipeChildren: s.pipeChildren,
+    launcher: s.launcher ?? null,
+    forkServer: s.forkServer ?? null,
     droppedOutputBytes: s.droppedOutputBytes,
     processes: s.processes.map((p) => processReport(p, typeof s.maxRequests === 'number' ? s.maxRequests : null)),
     stderrTail: [...(s.stderrTail ?? tail?.lines(s.name) ?? [])],

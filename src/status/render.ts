@@ -85,9 +85,12 @@ export function renderStatusBody (s: StatusSnapshot): string {
   if (s.spawns.length > 0) html += '<h2>Spawns</h2>'
   for (const sp of s.spawns) {
     html += '<section class="spawn' + (sp.failed ? ' failed' : '') + '"><header><h3>' + esc(sp.name) + '</h3>' + badge(sp.state) +
-      '<span class="meta">alive <b>' + num(sp.alive) + '</b> · ready <b>' + num(sp.ready) + '</b> · idle <b>' + num(sp.idle) +
-      '</b> · max <b>' + num(sp.max) + '</b>' + (sp.pipeChildren > 0 ? ' · CGI children <b>' + num(sp.pipeChildren) + '</b>' : '') + '</span>' +
-      avail(sp.availPercent, sp.ready, sp.max ?? Math.max(sp.alive, 1)) + '</header>'
+      (sp.launcher === null
+        ? '<span class="meta">alive <b>' + num(sp.alive) + '</b> · ready <b>' + num(sp.ready) + '</b> · idle <b>' + num(sp.idle) +
+          '</b> · max <b>' + num(sp.max) + '</b></span>' + avail(sp.availPercent, sp.ready, sp.max ?? Math.max(sp.alive, 1))
+        // A pipe (CGI) spawn: a child per request, started by a fork server or Node's spawn().
+        : '<span class="meta">CGI children <b>' + num(sp.pipeChildren) + '</b> · started by <b>' +
+          (sp.forkServer === null ? 'Node\'s spawn()' : esc(sp.forkServer) + ' fork server') + '</b></span>') + '</header>'
     if (sp.reason !== null) html += '<p class="reason">' + esc(sp.reason) + '</p>'
     if (sp.processes.length > 0) {
       html += '<table class="grid"><thead><tr><th class="n">PID</th><th>State</th><th>Address</th><th class="n">Requests</th>' +

@@ -238,7 +238,7 @@ t.test('an architecture without a syscall table: auto starts directly, fork-serv
 // which npm install builds when a C compiler is there (CI installs gcc: it must be there).
 const wantPerl = process.env.PROXYCORE_FORK_SERVER === 'perl'
 const native = wantPerl ? null : findForkServer()
-const nativeMissing = native?.kind === 'native' ? null : 'the compiled fork server is not built (no C compiler at npm install)'
+const nativeMissing = native?.kind === 'compiled' ? null : 'the compiled fork server is not built (no C compiler at npm install)'
 
 /** A compiled-helper test where there is none: skipped with the reason locally, failed under CI. */
 function withoutNative (name: string): void {

@@ -5,7 +5,10 @@
  * spawn's environment anywhere (RELIABILITY K, AC-97).
  */
 import t from 'tap'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { findForkServer } from '../../src/spawn/fork-server.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
 import type { StatusSnapshot } from '../../src/status/index.js'
@@ -107,4 +110,34 @@ t.test('spawned processes: pids, identity, requests, a crash, FAILED with stderr
   for (const [what, text] of [['json', json.body], ['html', (await fetchText(`${rig.url}/server-status`)).body], ['metrics', m2.text], ['live', pushed]]) {
     t.notMatch(text, /hunter2|DB_PASSWORD/, `${what}: no secret`)
   }
+})
+
+t.test('pipe spawns show how their CGI programs start: which fork server, or Node\'s spawn()', async (t) => {
+  guardLeaks(t)
+  const dir = mkdtempSync(join(tmpdir(), 'pc-status-cgi-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'hi.sh'), '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nhi"\n', { mode: 0o755 })
+  const rig = await statusRig(t, {
+    spawns: {
+      cgi: { socketType: 'pipe' },
+      direct: { socketType: 'pipe', launcher: 'direct' },
+      app: { binPath: [node, appScript], socketName: '127.0.0.1:0', minProcs: 1, maxProcs: 1, stopTimeout: '2s' },
+    },
+    routes: [
+      { match: { prefix: '/cgi/' }, protocol: 'cgi', spawn: 'cgi', docroot: dir, stripPrefix: true },
+      { match: { prefix: '/direct/' }, protocol: 'cgi', spawn: 'direct', docroot: dir, stripPrefix: true },
+      { match: { prefix: '/app/' }, protocol: 'http', spawn: 'app' },
+    ],
+  })
+  for (const p of ['/cgi/hi.sh', '/direct/hi.sh', '/app/x']) t.equal((await get(`${rig.url}${p}`)).status, 200, p)
+  const expected = findForkServer()?.kind ?? null
+  const s = await snapshot(rig)
+  const row = (name: string) => { const x = s.spawns.find((sp) => sp.name === name); return [x?.launcher, x?.forkServer] }
+  t.same(row('cgi'), expected === null ? ['direct', null] : ['fork-server', expected], `the default: the ${expected ?? 'no'} fork server`)
+  t.same(row('direct'), ['direct', null], 'launcher: direct')
+  t.same(row('app'), [null, null], 'a socket spawn: neither')
+  const html = (await fetchText(`${rig.url}/server-status`)).body
+  if (expected !== null) t.match(html, `started by <b>${expected} fork server</b>`, 'on the page')
+  t.match(html, 'CGI children <b>0</b> · started by <b>Node\'s spawn()</b>', 'the direct one too')
+  t.same(s.spawns.map((sp) => [sp.name, sp.availPercent]), [['cgi', null], ['direct', null], ['app', 100]], 'availability: only where processes are kept')
 })
