@@ -138,6 +138,10 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   gauge('proxycore_spawn_processes', 'Processes of a spawn: alive, ready, idle, max.', ['spawn', 'kind'], (s) =>
     s.spawns.flatMap((sp) => [['alive', sp.alive], ['ready', sp.ready], ['idle', sp.idle], ...(sp.max === null ? [] : [['max', sp.max]])]
       .map(([kind, n]): [LabelValues<string>, number] => [{ spawn: sp.name, kind }, n as number])))
+  // An info series (value 1), only for pipe spawns: how their CGI programs start.
+  gauge('proxycore_spawn_launcher_info', 'How a pipe spawn starts its CGI programs: the fork server (compiled or perl) or Node\'s spawn() (direct).', ['spawn', 'launcher', 'fork_server'], (s) =>
+    s.spawns.flatMap((sp): Array<[LabelValues<string>, number]> =>
+      sp.launcher == null ? [] : [[{ spawn: sp.name, launcher: sp.launcher, fork_server: sp.forkServer ?? 'none' }, 1]]))
   const procRows = (s: StatusSnapshot, pick: (p: StatusSnapshot['spawns'][number]['processes'][number]) => number | null): Array<[LabelValues<string>, number]> =>
     s.spawns.flatMap((sp) => sp.processes.flatMap((p): Array<[LabelValues<string>, number]> => {
       const v = pick(p)

@@ -140,4 +140,9 @@ t.test('pipe spawns show how their CGI programs start: which fork server, or Nod
   if (expected !== null) t.match(html, `started by <b>${expected} fork server</b>`, 'on the page')
   t.match(html, 'CGI children <b>0</b> · started by <b>Node\'s spawn()</b>', 'the direct one too')
   t.same(s.spawns.map((sp) => [sp.name, sp.availPercent]), [['cgi', null], ['direct', null], ['app', 100]], 'availability: only where processes are kept')
+  const info = [...(await scrape(rig)).values].filter(([k]) => k.startsWith('proxycore_spawn_launcher_info{')).map(([k, v]) => `${k} ${v}`).sort()
+  t.same(info, [
+    expected === null ? 'proxycore_spawn_launcher_info{spawn="cgi",launcher="direct",fork_server="none"} 1' : `proxycore_spawn_launcher_info{spawn="cgi",launcher="fork-server",fork_server="${expected}"} 1`,
+    'proxycore_spawn_launcher_info{spawn="direct",launcher="direct",fork_server="none"} 1',
+  ], 'metrics: one info series per pipe spawn, none for the socket spawn')
 })
