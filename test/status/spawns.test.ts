@@ -130,6 +130,8 @@ t.test('pipe spawns show how their CGI programs start: which fork server, or Nod
     ],
   })
   for (const p of ['/cgi/hi.sh', '/direct/hi.sh', '/app/x']) t.equal((await get(`${rig.url}${p}`)).status, 200, p)
+  // A CGI response ends when the script closes its stdout; its exit is reported a moment later.
+  t.ok(await waitFor(async () => (await snapshot(rig)).spawns.every((sp) => sp.pipeChildren === 0)), 'the scripts have exited')
   const expected = findForkServer()?.kind ?? null
   const s = await snapshot(rig)
   const row = (name: string) => { const x = s.spawns.find((sp) => sp.name === name); return [x?.launcher, x?.forkServer] }
