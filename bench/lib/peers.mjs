@@ -92,17 +92,22 @@ export const nginxLocations = {
     upstream: `upstream be { server 127.0.0.1:${backendPort}; keepalive 64; keepalive_requests 1000000; }`,
     location: 'location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }',
   }),
+  // Kept-alive connections. nginx caps only the idle ones (`keepalive`), not how many it opens, and
+  // open-source nginx cannot queue a request for a busy upstream (max_conns without the commercial
+  // `queue` fails it), so under 32 connections it opens one per request in flight: php-fpm's
+  // workers each keep one and the rest wait in the listen backlog (p99 > 1 s, docs/benchmarks.md).
   fastcgi: (sock) => ({
     upstream: `upstream fcgi { server unix:${sock}; keepalive 16; }`,
     location: `location / { fastcgi_pass fcgi; fastcgi_keep_conn on; ${FASTCGI_PARAMS} }`,
   }),
+  // nginx's default: a new connection per request, closed by the FastCGI server after its answer.
+  fastcgiPerRequest: (sock) => ({
+    upstream: `upstream fcgi { server unix:${sock}; }`,
+    location: `location / { fastcgi_pass fcgi; ${FASTCGI_PARAMS} }`,
+  }),
   scgi: (sock) => ({
     upstream: `upstream scgi_be { server unix:${sock}; }`,
     location: `location / { scgi_pass scgi_be; ${SCGI_PARAMS} }`,
-  }),
-  fcgiwrap: (sock) => ({
-    upstream: `upstream fcgi { server unix:${sock}; }`,
-    location: `location / { fastcgi_pass fcgi; ${FASTCGI_PARAMS} }`,
   }),
 }
 

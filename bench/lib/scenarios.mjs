@@ -181,12 +181,19 @@ export const fastcgi = {
         const port = await freePort()
         return start('nginx-fcgi', nginx, nginxConf(ctx.tmp, 'nginx-fastcgi', port, { ...nginxLocations.fastcgi(await fpmFor('fpm-nginx')), docroot: root }).args, { ready: port })
       }, path)
-    } else missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
+      await peer(out, 'nginx-conn', 'nginx fastcgi_pass (a connection per request, its default)', async () => {
+        const port = await freePort()
+        return start('nginx-fcgi-conn', nginx, nginxConf(ctx.tmp, 'nginx-fastcgi-conn', port, { ...nginxLocations.fastcgiPerRequest(await fpmFor('fpm-nginx-conn')), docroot: root }).args, { ready: port })
+      }, path)
+    } else {
+      missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
+      missing(out, 'nginx-conn', 'nginx fastcgi_pass (a connection per request)', 'nginx not installed')
+    }
     await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => startNodeProxy('fastcgi-client', [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
     await peer(out, 'floor', FLOOR_LABEL, async () => startNodeProxy('floor-fastcgi', [here('servers/floor-fastcgi.mjs'), await fpmFor('fpm-floor'), root, '4']), path)
     return out
   },
-  comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'fastcgi-client', target: 2.5 }, { peer: 'floor' }],
+  comparisons: [{ peer: 'nginx', target: 1.0 }, { peer: 'nginx-conn' }, { peer: 'fastcgi-client', target: 2.5 }, { peer: 'floor' }],
 }
 
 // --- SCGI → uWSGI ---------------------------------------------------------------------------
@@ -273,7 +280,7 @@ export const cgi = {
         out.extras = [await start('fcgiwrap', fcgiwrap, ['-c', '4', '-s', `unix:${sock}`], { ready: sock })]
         await peer(out, 'nginx', 'nginx → fcgiwrap (4)', async () => {
           const port = await freePort()
-          return start('nginx-cgi', nginx, nginxConf(ctx.tmp, 'nginx-cgi', port, { ...nginxLocations.fcgiwrap(sock), docroot: root }).args, { ready: port })
+          return start('nginx-cgi', nginx, nginxConf(ctx.tmp, 'nginx-cgi', port, { ...nginxLocations.fastcgiPerRequest(sock), docroot: root }).args, { ready: port })
         }, path)
       } catch (err) { missing(out, 'nginx', 'nginx → fcgiwrap', String(err.message).split('\n')[0]) }
     } else missing(out, 'nginx', 'nginx → fcgiwrap', 'nginx or fcgiwrap not installed')
