@@ -48,6 +48,9 @@ t.test('php-fpm', async (t) => {
     // php-fpm gives no usable FCGI_MAX_CONNS: one connection per concurrent request, and idle ones
     // are closed while others wait, so none is parked in the backlog behind a kept-alive worker.
     t.ok(client.connections <= 2, `connections kept: ${client.connections}`)
+    const told = ctx.logs.filter((l) => l.level === 'warn' && /options\.maxConnections/.test(l.msg ?? ''))
+    t.equal(told.length, 1, 'the operator is told once to set maxConnections')
+    t.same(told[0]?.obj, { backend: client.backend })
     const e = await ask({ query: 'stderr=fpm' })
     t.equal(e.status, 200)
     t.match(e.stderr, /to-stderr-fpm/)
@@ -71,6 +74,7 @@ t.test('php-fpm', async (t) => {
     }))
     t.same(all.map((x) => x.error?.code ?? x.status), Array(10).fill(200), 'none fails')
     t.equal(ctx.connects, 3, 'discovery + 2 kept-alive connections')
+    t.same(ctx.logs.filter((l) => l.level === 'warn'), [], 'nothing to tell the operator')
   })
 
   t.test('differential: fastcgi-client 0.2.0 and our client see the same response from php-fpm', async (t) => {
