@@ -187,7 +187,7 @@ export const fastcgi = {
       }, path)
     } else {
       missing(out, 'nginx', 'nginx fastcgi_pass', 'nginx not installed')
-      missing(out, 'nginx-conn', 'nginx fastcgi_pass (a connection per request)', 'nginx not installed')
+      missing(out, 'nginx-conn', 'nginx fastcgi_pass (a connection per request, its default)', 'nginx not installed')
     }
     await peer(out, 'fastcgi-client', 'node:http + fastcgi-client 0.2', async () => startNodeProxy('fastcgi-client', [here('servers/fastcgi-client.mjs'), await fpmFor('fpm-fastcgi-client'), root]), path)
     await peer(out, 'floor', FLOOR_LABEL, async () => startNodeProxy('floor-fastcgi', [here('servers/floor-fastcgi.mjs'), await fpmFor('fpm-floor'), root, '4']), path)
