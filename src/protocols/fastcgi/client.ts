@@ -36,6 +36,8 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   /** Not a Set: see src/live-set.ts. */
   private readonly conns = new LiveSet<FcgiConnection>()
   private connecting = 0
+  /** Connections closed to make way for a fresh one, still open: not counted against the limit. */
+  private retiring = 0
   private unsettled = 0
   private discovery: 'none' | 'running' | 'done'
   private values: BackendValues = NO_ANSWER
@@ -126,26 +128,52 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       return
     }
     while (this.queue.length > 0) {
-      const conn = this.pick()
+      const req = this.queue[0]!
+      const conn = this.pick(req.replayable)
       if (conn !== null) {
-        conn.start(this.queue.shift()!)
-      } else if (this.conns.size + this.connecting < this.maxConns) {
-        this.open(this.queue.shift()!)
-      } else {
-        return
+        this.queue.shift()
+        conn.start(req)
+        continue
       }
+      // A request that could not be sent again waits for a fresh connection: a reused one may be
+      // closing under it (php-fpm's pm.max_requests ends a worker right after its last answer). An
+      // idle reused connection makes way, and its worker takes the new one. With the backend's
+      // limit unknown, it makes way even when there is room: a worker holds each idle connection,
+      // so a new connection could otherwise be parked in the listen backlog behind them.
+      if (!req.replayable && (this.maxConns === Infinity || !this.hasRoom())) this.retireIdle()
+      if (!this.hasRoom()) return
+      this.queue.shift()
+      this.open(req)
     }
   }
 
-  /** An idle kept-alive connection (most recently used first), else room on a multiplexed one. */
-  private pick (): FcgiConnection | null {
+  private hasRoom (): boolean {
+    return this.conns.size - this.retiring + this.connecting < this.maxConns
+  }
+
+  /**
+   * An idle kept-alive connection (most recently used first), else room on a multiplexed one. A
+   * request that is not `replayable` only takes a connection that has served nothing yet.
+   */
+  private pick (mayReuse: boolean): FcgiConnection | null {
     let best: FcgiConnection | null = null
     for (const conn of this.conns.view()) {
-      if (!conn.reusable || conn.closed) continue
+      if (!conn.reusable || conn.closed || (!mayReuse && conn.served > 0)) continue
       if (conn.idle) best = conn
       else if (best === null && conn.requests.size < this.perConnection) best = conn
     }
     return best
+  }
+
+  /** Close one idle connection that has served requests, to make way for a fresh one. */
+  private retireIdle (): void {
+    for (const conn of this.conns.view()) {
+      if (!conn.idle || !conn.reusable || conn.closed || conn.served === 0) continue
+      conn.retired = true
+      this.retiring++
+      conn.destroy(null)
+      return
+    }
   }
 
   private open (req: FcgiRequest): void {
@@ -281,6 +309,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   }
 
   connectionClosed (conn: FcgiConnection): void {
+    if (conn.retired) this.retiring--
     this.conns.delete(conn)
     this.pump()
     this.maybeClosed()

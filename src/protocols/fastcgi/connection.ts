@@ -81,6 +81,8 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
   served = 0
   /** False once the connection must not take another request. */
   reusable = true
+  /** Closed by the client to make way for a fresh connection; counted out of the limit until gone. */
+  retired = false
   closed = false
   idleTimer: NodeJS.Timeout | null = null
   private readonly owner: ConnectionOwner

@@ -90,6 +90,14 @@ export class FcgiRequest {
     return new ProxyError('ERR_CLIENT_ABORTED', undefined, { cause: reason, backend: this.owner.backend })
   }
 
+  /**
+   * Whether it could be sent again if a reused connection closed under it unanswered (the
+   * keep-alive race rule in connection.ts): no body to stream, and not sent again already.
+   */
+  get replayable (): boolean {
+    return !this.streamsBody && this.retries === 0
+  }
+
   /** A fresh attempt after CANT_MPX_CONN or a reused connection closing under us. */
   resetForRetry (): void {
     this.retries++
