@@ -282,8 +282,9 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       req.carrier = null
       if (req.isSettled) continue
       // A kept-alive connection the backend closed before it saw this request (the keep-alive
-      // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed.
-      if (this.failure === null && this.served > 0 && !req.gotResponse && !req.bodyStarted && req.retries === 0) {
+      // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed. Only a
+      // `replayable` request is ever sent on a reused connection (client.ts, pick).
+      if (this.failure === null && this.served > 0 && !req.gotResponse && req.replayable) {
         this.owner.requeue(req)
         continue
       }

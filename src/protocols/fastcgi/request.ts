@@ -91,8 +91,8 @@ export class FcgiRequest {
   }
 
   /**
-   * Whether it could be sent again if a reused connection closed under it unanswered (the
-   * keep-alive race rule in connection.ts): no body to stream, and not sent again already.
+   * Whether it may be sent again if a reused connection closes under it unanswered (the
+   * keep-alive race, connection.ts): no body to stream, and not sent again already.
    */
   get replayable (): boolean {
     return !this.streamsBody && this.retries === 0
