@@ -96,14 +96,22 @@ function writeLength (buf: Buffer, off: number, n: number): number {
   return off + 1
 }
 
+/**
+ * Name-value pairs as FastCGI sends them (FastCGI 1.0 §3.4), in the object's own key order: a CGI
+ * environment as the core builds it. The encoders walk its keys directly; a list of pairs
+ * (`Object.entries`) cost ~1.3 KB and ~2 µs per request (docs/design/architecture.md).
+ */
+export type Params = Readonly<Record<string, string>>
+
 /** Byte length of each pair (length prefixes included); rejects what FastCGI cannot carry. */
-function measurePairs (pairs: Iterable<readonly [string, string]>): { names: string[], values: string[], sizes: number[], nameLens: number[], valueLens: number[] } {
+function measurePairs (params: Params): { names: string[], values: string[], sizes: number[], nameLens: number[], valueLens: number[] } {
   const names: string[] = []
   const values: string[] = []
   const sizes: number[] = []
   const nameLens: number[] = []
   const valueLens: number[] = []
-  for (const [name, value] of pairs) {
+  for (const name in params) {
+    const value = params[name]
     // FastCGI 1.0 §6.1: "the value itself does not include a null byte" (php reads C strings).
     if (name.length === 0 || name.includes('\0') || value.includes('\0')) {
       throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is empty or contains NUL`)
@@ -141,12 +149,12 @@ function lengthChars (n: number): string {
  * string (characters = bytes) and written with one call, instead of measuring and writing ~60
  * strings one by one (the FastCGI profile's largest proxycore cost after the env itself).
  */
-function planPairRecords (pairs: Iterable<readonly [string, string]>): RecordPlan {
-  const list = Array.isArray(pairs) ? pairs as ReadonlyArray<readonly [string, string]> : [...pairs]
+function planPairRecords (params: Params): RecordPlan {
   const contents: string[] = []
   let cur = ''
-  for (const [name, value] of list) {
-    if (name.length === 0 || NOT_PLAIN.test(name) || NOT_PLAIN.test(value)) return planPairRecordsUtf8(list)
+  for (const name in params) {
+    const value = params[name]
+    if (name.length === 0 || NOT_PLAIN.test(name) || NOT_PLAIN.test(value)) return planPairRecordsUtf8(params)
     const pair = lengthChars(name.length) + lengthChars(value.length) + name + value
     // AC-78: a pair split across two PARAMS records is rejected by php; refuse before connecting.
     if (pair.length > MAX_PAIR) {
@@ -172,8 +180,8 @@ function planPairRecords (pairs: Iterable<readonly [string, string]>): RecordPla
 }
 
 /** The general encoder: any Unicode text as UTF-8, two writes per pair. */
-function planPairRecordsUtf8 (pairs: Iterable<readonly [string, string]>): RecordPlan {
-  const m = measurePairs(pairs)
+function planPairRecordsUtf8 (params: Params): RecordPlan {
+  const m = measurePairs(params)
   // Record boundaries: [startPairIndex, endPairIndex, contentLength]
   const records: number[] = []
   let start = 0
@@ -214,7 +222,7 @@ function planPairRecordsUtf8 (pairs: Iterable<readonly [string, string]>): Recor
  * Throws ProxyError('ERR_BAD_HEADER_VALUE') for a parameter FastCGI cannot carry — call it before
  * taking a connection so the backend never sees the request.
  */
-export function encodeRequestHead (requestId: number, role: number, keepConn: boolean, params: Iterable<readonly [string, string]>, endStdin: boolean): Buffer {
+export function encodeRequestHead (requestId: number, role: number, keepConn: boolean, params: Params, endStdin: boolean): Buffer {
   const plan = planPairRecords(params)
   const total = 16 + plan.size + HEADER_LEN + (endStdin ? HEADER_LEN : 0)
   const buf = Buffer.allocUnsafe(total)
@@ -246,7 +254,9 @@ export function setRequestId (buf: Buffer, requestId: number): void {
 
 /** FastCGI 1.0 §4.1: {FCGI_GET_VALUES, 0, {names with empty values}}. */
 export function encodeGetValues (names: readonly string[]): Buffer {
-  const plan = planPairRecords(names.map((n) => [n, ''] as const))
+  const params: Record<string, string> = Object.create(null)
+  for (const n of names) params[n] = ''
+  const plan = planPairRecords(params)
   const buf = Buffer.allocUnsafe(plan.size)
   plan.write(buf, 0, RecordType.GET_VALUES, 0)
   return buf

@@ -77,7 +77,7 @@ export class FcgiRequest {
     this.streamsBody = !authorizer && exchange.body !== null && (exchange.contentLength ?? 0) > 0
     if (exchange.env === null) throw new ProxyError('ERR_INTERNAL', 'FastCGI exchange without a CGI environment')
     this.headRecords = encodeRequestHead(1, authorizer ? Role.AUTHORIZER : Role.RESPONDER, owner.keepConn,
-      Object.entries(exchange.env), !this.streamsBody)
+      exchange.env, !this.streamsBody)
     this.flow = { resume: () => { if (this.paused && !this.isSettled) { this.paused = false; this.onResume?.() } } }
     this.abortListener = () => { if (!this.isSettled) this.owner.aborted(this) }
     watchAbort(exchange, this.abortListener)
