@@ -187,7 +187,7 @@ export class Launcher {
     return {
       file,
       args,
-      env,
+      env: ownVariables(env),
       cwd: nodeCwd,
       uid: nodeSwitches ? id?.uid : undefined,
       gid: nodeSwitches ? id?.gid : undefined,
@@ -196,4 +196,16 @@ export class Launcher {
       socketAccess: id === null ? undefined : (path) => { chownSync(path, id.uid, process.getgid?.() ?? 0); chmodSync(path, 0o660) },
     }
   }
+}
+
+/**
+ * The child's variables: the object's own keys, copied into an object without a prototype.
+ * spawn() reads inherited keys too (on purpose, for `Object.create(process.env)`), and so does the
+ * fork server's frame, so a polluted Object.prototype would otherwise become a variable of every
+ * backend and CGI script (a PHP_VALUE, an LD_PRELOAD).
+ */
+function ownVariables (env: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = Object.create(null)
+  for (const k of Object.keys(env)) out[k] = env[k]
+  return out
 }

@@ -20,6 +20,8 @@ export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLe
   }
   let text = `CONTENT_LENGTH\0${contentLength}\0SCGI\x001\0`
   for (const name in env) {
+    // Own keys only: a polluted Object.prototype must never reach the backend as a variable.
+    if (!Object.hasOwn(env, name)) continue
     const value = env[name]
     // Names are case-sensitive in SCGI, but CGI meta-variables are not (RFC 3875 §4.1):
     // a `content_length` variant must not sneak a second length past the backend.
