@@ -99,7 +99,7 @@ function writeLength (buf: Buffer, off: number, n: number): number {
 /**
  * Name-value pairs as FastCGI sends them (FastCGI 1.0 §3.4), in the object's key order: a CGI
  * environment as the core builds it. The encoders walk its own keys directly; going through
- * `Object.entries` cost ~1.2 KB and ~2.3 µs per request (docs/design/architecture.md, "What
+ * `Object.entries` cost ~1.2 KB and ~2 µs per request (docs/design/architecture.md, "What
  * proxycore's own code cost").
  */
 export type Params = Readonly<Record<string, string>>
