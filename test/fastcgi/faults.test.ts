@@ -11,9 +11,9 @@ import { type Fake, type FakeOptions, respond, startFake } from './helpers/fake.
 import { endBody, pairs, rec } from './helpers/records.js'
 import { tempDir } from './helpers/peers.js'
 
-async function setup (t: Test, onRequest: FakeOptions['onRequest'], opts: Partial<FastcgiOptions> = {}, values?: Buffer) {
+async function setup (t: Test, onRequest: FakeOptions['onRequest'], opts: Partial<FastcgiOptions> = {}, values?: Buffer, tcp = false) {
   const dir = tempDir(t)
-  const fake = await startFake(t, dir, { onRequest, ...(values ? { values } : {}) })
+  const fake = await startFake(t, dir, { onRequest, tcp, ...(values ? { values } : {}) })
   const ctx = testContext()
   const client = new FastcgiClient(fake.endpoint, { ...FASTCGI_DEFAULTS, discovery: false, ...opts }, ctx)
   t.teardown(() => client.destroy())
@@ -119,6 +119,21 @@ t.test('a reused connection closed by the backend before answering: request repl
   t.equal((await ask()).status, 200)
   const r = await ask()
   t.equal(r.error, null)
+  t.equal(r.status, 200)
+  t.same(fake.requests.map((q) => q.conn), [0, 0, 1])
+})
+
+t.test('a reused connection reset by the backend before answering: request replayed', async (t) => {
+  // php-fpm's pm.max_requests: the worker exits after its last answer, and a request already
+  // written to its connection lies unread, so the close comes as a reset (ECONNRESET), not an EOF.
+  guardLeaks(t)
+  const { fake, ask } = await setup(t, (req, f) => {
+    if (f.requests.filter((q) => q.conn === req.conn).length === 2) req.sock.resetAndDestroy()
+    else respond(req)
+  }, {}, undefined, true)
+  t.equal((await ask()).status, 200)
+  const r = await ask()
+  t.equal(r.error, null, 'the GET is sent again')
   t.equal(r.status, 200)
   t.same(fake.requests.map((q) => q.conn), [0, 0, 1])
 })

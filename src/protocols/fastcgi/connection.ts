@@ -282,9 +282,12 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       req.carrier = null
       if (req.isSettled) continue
       // A kept-alive connection the backend closed before it saw this request (the keep-alive
-      // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed. Only a
-      // `replayable` request is ever sent on a reused connection (client.ts, pick).
-      if (this.failure === null && this.served > 0 && !req.gotResponse && req.replayable) {
+      // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed. The
+      // close comes as an EOF, or as a reset when the request lay unread in the exited worker's
+      // socket (ECONNRESET; php-fpm's pm.max_requests). Only a `replayable` request is ever sent
+      // on a reused connection (client.ts, pick).
+      const raced = this.failure === null || this.failure.code === 'ERR_BACKEND_RESET'
+      if (raced && this.served > 0 && !req.gotResponse && req.replayable) {
         this.owner.requeue(req)
         continue
       }

@@ -3,7 +3,7 @@
  * each test answer with crafted bytes (RELIABILITY "Harness conventions"). Its record parser is
  * independent of the adapter's decoder.
  */
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { rec, endBody } from './records.js'
@@ -35,6 +35,8 @@ export interface Fake {
 export interface FakeOptions {
   /** Answer FCGI_GET_VALUES with this record (else ignore it). */
   values?: Buffer
+  /** Listen on 127.0.0.1 instead of a Unix socket (a TCP socket can be reset: `resetAndDestroy`). */
+  tcp?: boolean
   onRequest: (req: FakeRequest, fake: Fake) => void
 }
 
@@ -95,7 +97,13 @@ export async function startFake (t: Test, dir: string, opts: FakeOptions): Promi
       }
     })
   })
-  await new Promise<void>((resolve) => fake.server.listen(path, resolve))
+  if (opts.tcp === true) {
+    await new Promise<void>((resolve) => fake.server.listen(0, '127.0.0.1', resolve))
+    const port = (fake.server.address() as AddressInfo).port
+    fake.endpoint = { kind: 'tcp', host: '127.0.0.1', port, id: `127.0.0.1:${port}` }
+  } else {
+    await new Promise<void>((resolve) => fake.server.listen(path, resolve))
+  }
   t.teardown(async () => {
     for (const s of sockets) s.destroy()
     await new Promise<void>((resolve) => fake.server.close(() => resolve()))
