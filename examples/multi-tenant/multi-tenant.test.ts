@@ -115,7 +115,9 @@ t.test('each tenant runs as its own user and cannot read the other one', async (
     t.same(procStatus(p, 'Gid'), [id, id, id, id], `${tenant}: gid = ${u.name}`)
     t.same(procStatus(p, 'Groups'), [], `${tenant}: no supplementary groups`)
     t.equal(procStatus(p, 'CapEff')[0], '0000000000000000', `${tenant}: no capabilities`)
-    t.match(readFileSync(`/proc/${p}/limits`, 'utf8'), /Max open files\s+256\s+256/, `${tenant}: nofile limit applied`)
+    const limits = readFileSync(`/proc/${p}/limits`, 'utf8')
+    t.match(limits, /Max open files\s+256\s+256/, `${tenant}: nofile limit applied`)
+    t.match(limits, /Max data size\s+1073741824\s+1073741824/, `${tenant}: data limit (RLIMIT_DATA) applied`)
 
     const own = await ask(tenant, `/read?path=${encodeURIComponent(secrets[tenant])}`)
     t.equal(own.body.toString(), `${tenant}'s secret\n`, `${tenant} reads its own 0600 file`)

@@ -26,7 +26,8 @@ export const HealthCheckSchema = Type.Object({
 }, { additionalProperties: false, description: 'Active health checks; failing processes are restarted.' })
 
 export const LimitsSchema = Type.Object({
-  memory: Type.Optional(Size('Address-space limit per process (RLIMIT_AS).')),
+  memory: Type.Optional(Size('Address-space limit per process (RLIMIT_AS). Reserved, never-touched ranges count too, and Node reserves 0.75–12 GiB that way: use data for Node (docs/guides/multi-user.md).')),
+  data: Type.Optional(Size('Writable memory per process: heap and private writable mappings (RLIMIT_DATA). Address space only reserved is not counted; Node 20/22 start in 128MiB, Node 24 needs 640MiB.')),
   cpu: Type.Optional(Duration('CPU time per process (RLIMIT_CPU), rounded up to whole seconds.')),
   nofile: Type.Optional(Type.Integer({ minimum: 1, description: 'Open files per process (RLIMIT_NOFILE).' })),
   processes: Type.Optional(Type.Integer({ minimum: 1, description: 'Processes of the target uid (RLIMIT_NPROC).' })),

@@ -19,6 +19,7 @@ function toLimits (l: LimitsConfig | undefined): LimitsSpec | undefined {
   const cpu = ms(l.cpu)
   return {
     ...(l.memory !== undefined ? { memory: parseSize(l.memory) ?? undefined } : {}),
+    ...(l.data !== undefined ? { data: parseSize(l.data) ?? undefined } : {}),
     // RLIMIT_CPU counts whole seconds; round up so "500ms" is not 0 = unlimited.
     ...(cpu !== undefined ? { cpu: Math.max(1, Math.ceil(cpu / 1000)) } : {}),
     ...(l.nofile !== undefined ? { nofile: l.nofile } : {}),

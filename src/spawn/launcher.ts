@@ -3,7 +3,7 @@
  * suEXEC-style at start()), umask, resource limits, and socket ownership.
  *
  * Wrapping, outermost first, all exec'ing so the pid stays the one we supervise:
- *   prlimit --as= --cpu= --nofile= --nproc= --  (util-linux; RLIMITs survive exec)
+ *   prlimit --as= --data= --cpu= --nofile= --nproc= --  (util-linux; RLIMITs survive exec)
  *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide;
  *                                                 left out for the CGI fork server, which sets it itself)
  *   program args…
@@ -51,6 +51,7 @@ export function detectCgroup (): CgroupSupport {
 function prlimitArgs (l: LimitsSpec): string[] {
   const out: string[] = []
   if (l.memory !== undefined) out.push(`--as=${l.memory}`)
+  if (l.data !== undefined) out.push(`--data=${l.data}`)
   if (l.cpu !== undefined) out.push(`--cpu=${l.cpu}`)
   if (l.nofile !== undefined) out.push(`--nofile=${l.nofile}`)
   if (l.processes !== undefined) out.push(`--nproc=${l.processes}`)

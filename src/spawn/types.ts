@@ -52,8 +52,10 @@ export interface HealthCheckSpec {
 
 /** Resource limits applied through prlimit(1) (issue 6). Sizes in bytes, cpu in seconds. */
 export interface LimitsSpec {
-  /** RLIMIT_AS, bytes. */
+  /** RLIMIT_AS, bytes: address space, reserved ranges included. */
   memory?: number
+  /** RLIMIT_DATA, bytes: heap and private writable mappings (Linux ≥ 4.7). */
+  data?: number
   /** RLIMIT_CPU, seconds of CPU time. */
   cpu?: number
   /** RLIMIT_NOFILE. */

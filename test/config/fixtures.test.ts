@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { guardLeaks } from '../helpers/leaks.js'
 import { loadConfig } from '../../src/config/load.js'
 import { issueLine } from '../../src/config/report.js'
+import { toSpawnSpec } from '../../src/config/spawns.js'
 import '../../src/index.js'
 
 const dir = fileURLToPath(new URL('./fixtures/', import.meta.url))
@@ -51,6 +52,9 @@ t.test('valid/full.yaml: include merged, env substituted, relative paths resolve
   t.equal(r.config.spawns?.app.cwd, join(dir, 'valid'), 'spawn cwd defaults to the file\'s directory')
   t.equal(r.config.routes[0].docroot, join(dir, 'valid', 'conf.d', 'www'), 'relative to the including file')
   t.equal(r.config.runDir, join(dir, 'valid', 'run'))
+  const app = r.config.spawns?.app
+  t.same(app === undefined ? null : toSpawnSpec(app).limits, { memory: 256 * 2 ** 20, data: 2 ** 30, cpu: 2, nofile: 1024, processes: 64 },
+    'limits in bytes and whole CPU seconds (1500ms rounds up), data (RLIMIT_DATA) beside memory (RLIMIT_AS)')
   t.equal(r.files.length, 2)
 })
 

@@ -107,7 +107,7 @@ if (process.getuid?.() !== 0) {
     copyFileSync(backendScript, script)
     chmodSync(node, 0o755)
     chmodSync(script, 0o644)
-    const m = manager(defer, { tenants: { a: { user: A.name, group: A.name, limits: { nofile: 256, processes: 512 } } } })
+    const m = manager(defer, { tenants: { a: { user: A.name, group: A.name, limits: { nofile: 256, processes: 512, data: 3 * 2 ** 30 } } } })
     const sock = join(dir, 'a.sock')
     m.add('app', { tenant: 'a', binPath: [process.execPath, script], socketName: sock })
     await m.start()
@@ -124,6 +124,7 @@ if (process.getuid?.() !== 0) {
     const limits = readFileSync(`/proc/${pid}/limits`, 'utf8')
     tt.match(limits, /^Max open files\s+256\s+256/m)
     tt.match(limits, /^Max processes\s+512\s+512/m)
+    tt.match(limits, /^Max data size\s+3221225472\s+3221225472\s+bytes/m, 'data: RLIMIT_DATA')
     const env = JSON.parse((await get(`unix:${sock}`, '/env')).body) as Record<string, string>
     tt.equal(env.PATH, '/usr/local/bin:/usr/bin:/bin', 'fixed safe PATH')
     const st = statSync(sock)
