@@ -17,15 +17,18 @@ for major in "$@"; do
   dir=.cache/node/$major
   bin=$dir/package/bin
   if [ ! -x "$bin/node" ]; then
-    mkdir -p "$dir"
-    tgz=$(npm pack "node-linux-$arch@$major" --pack-destination "$dir" --silent 2>/dev/null | tail -n 1)
-    if [ -z "$tgz" ] || ! tar xzf "$dir/$tgz" -C "$dir" || [ ! -x "$bin/node" ]; then
+    # Unpacked beside it, then renamed: an interrupted download never leaves a half binary.
+    tmp=$dir.part
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    tgz=$(npm pack "node-linux-$arch@$major" --pack-destination "$tmp" --silent 2>/dev/null | tail -n 1)
+    if [ -z "$tgz" ] || ! tar xzf "$tmp/$tgz" -C "$tmp" || [ ! -x "$tmp/package/bin/node" ]; then
       why="node-linux-$arch@$major could not be fetched from the npm registry"
       if [ "${CI:-}" = true ]; then echo "not ok - Node $major: $why"; rc=1; else echo "# SKIP Node $major: $why"; fi
-      rm -rf "$dir"
+      rm -rf "$tmp"
       continue
     fi
-    rm -f "$dir/$tgz"
+    rm -f "$tmp/$tgz"
+    rm -rf "$dir" && mv "$tmp" "$dir"
   fi
   echo "# Node $("$bin/node" -v): ${#files[@]} test files"
   PATH="$PWD/$bin:$PATH" node_modules/.bin/tap "${files[@]}" || rc=1
