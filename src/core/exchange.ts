@@ -221,9 +221,20 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   // --- ResponseHandler ------------------------------------------------------------------
 
   onInformational (status: number, headers: RawHeaders): void {
-    if (this.phase !== Phase.Dispatched || status === 101) return
-    // 103 Early Hints and friends; 100 Continue was already answered by node:http itself.
-    if (status !== 100) this.res.writeEarlyHints?.(headersToObject(headers))
+    // Only 103 Early Hints (RFC 8297) is passed on, and only its Link fields: 100 Continue was
+    // answered by node:http itself, 101 is the upgrade path's, WebDAV's 102 is dropped (as nginx
+    // does). Never to an HTTP/1.0 client, which would take it for the response (RFC 9110 §15.2).
+    // A hint is best effort: node refuses some Link values RFC 8288 allows, and such a hint is
+    // dropped, not the response.
+    if (this.phase !== Phase.Dispatched || status !== 103) return
+    const req = this.req
+    if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor === 0)) return
+    let link: string[] | null = null
+    for (let i = 0; i < headers.length; i += 2) {
+      if (headers[i].length === 4 && headers[i].toLowerCase() === 'link') (link ??= []).push(headers[i + 1])
+    }
+    if (link === null) return
+    try { this.res.writeEarlyHints({ link }) } catch { /* dropped: see above */ }
   }
 
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
