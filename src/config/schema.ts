@@ -52,7 +52,7 @@ export const RouteSchema = Type.Object({
   index: Type.Optional(Type.Array(Type.String(), { description: 'Index files for directory requests, e.g. [index.php].' })),
   symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
   params: Type.Optional(StrictRecord(Type.String(), Type.String(), 'Extra CGI variables (never HTTP_PROXY).')),
-  localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets a 302 (CVE-2024-38476).' })),
+  localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets the answer as a 302 with its other fields (Set-Cookie) and body (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),
   xSendfile: Type.Optional(Type.Object({

@@ -332,6 +332,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
    * RFC 3875 §6.2.2 local redirect. Off by default (CVE-2024-38476: backend output must not pick
    * local handlers): the client gets the 302 RFC 3875 §6.2.3 asks for, Location unchanged.
    */
+  takesLocalRedirects (): boolean {
+    return this.route.s.localRedirects
+  }
+
   onLocalRedirect (location: string): void {
     if (this.phase !== Phase.Dispatched) return
     if (!this.route.s.localRedirects) {

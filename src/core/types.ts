@@ -121,6 +121,12 @@ export interface ResponseHandler {
   onError (err: ProxyError): void
   /** CGI local redirect (RFC 3875 §6.2.2): the core re-dispatches `location` as a GET. */
   onLocalRedirect? (location: string): void
+  /**
+   * Whether `onLocalRedirect` re-dispatches (the route enabled `localRedirects`). When false, an
+   * adapter sends the head as it is, a 302 with Location and the script's other fields
+   * (Set-Cookie…) and its body. Absent: true.
+   */
+  takesLocalRedirects? (): boolean
   /** Backend diagnostics (FastCGI STDERR, CGI stderr). The core logs it, capped. */
   onStderr? (chunk: Buffer): void
   /**

@@ -58,6 +58,7 @@ case "$QUERY_STRING" in
   abs) printf 'Location: http://x.example/\\n\\n' ;;
   doc301) printf 'Status: 301 Moved\\nLocation: http://x.example/\\nContent-Type: text/plain\\n\\nmoved' ;;
   local) printf 'Location: /perl/hello.pl?from=sh\\n\\n' ;;
+  localcookie) printf 'Location: /home\\nSet-Cookie: sid=abc\\nCache-Control: no-store\\nContent-Type: text/plain\\n\\nRedirecting\\n' ;;
   loop) printf 'Location: /cgi-bin/resp.sh?loop\\n\\n' ;;
   localsame) printf 'Location: /cgi-bin/resp.sh?show\\n\\n' ;;
   show) printf 'Content-Type: text/plain\\n\\n'; echo "method=$REQUEST_METHOD len=\${CONTENT_LENGTH:-unset} rs=$REDIRECT_STATUS ru=$REDIRECT_URL rq=$REDIRECT_QUERY_STRING" ;;

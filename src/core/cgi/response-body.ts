@@ -11,11 +11,21 @@ import { ProxyError } from '../errors.js'
 import type { FlowControl, ResponseHandler } from '../types.js'
 import type { CgiHead } from './response-head.js'
 
+/** RFC 9110 §6.4.1 / §9.3.2: no content follows the head of a HEAD response, a 1xx, 204 or 304. */
+export function isBodyless (method: string, status: number): boolean {
+  return method === 'HEAD' || status < 200 || status === 204 || status === 304
+}
+
 export class CgiBodyFramer {
   private remaining: number | null
 
   constructor (contentLength: number | null) {
     this.remaining = contentLength
+  }
+
+  /** The framer for `head` answering a `method` request: complete at once when bodyless. */
+  static forResponse (head: CgiHead, method: string): CgiBodyFramer {
+    return new CgiBodyFramer(isBodyless(method, head.status) ? 0 : head.contentLength)
   }
 
   /** The body is complete by length (never true for an EOF-delimited body). */
@@ -40,11 +50,12 @@ export class CgiBodyFramer {
 
 /**
  * Deliver a parsed head: a §6.2.2 local redirect goes to `handler.onLocalRedirect` when the core
- * offers one (the route enabled local redirects); otherwise the head, with its 302 + Location,
- * goes to `onHead`. Returns 'redirect' when the adapter must discard the rest of the output.
+ * takes it (the route enabled local redirects); otherwise the head goes to `onHead` as it is, a 302
+ * with Location and the script's other fields (a login's Set-Cookie) and its body after it, as
+ * lighttpd sends it. Returns 'redirect' when the adapter must discard the rest of the output.
  */
 export function deliverCgiHead (head: CgiHead, handler: ResponseHandler, flow: FlowControl): 'redirect' | 'body' {
-  if (head.localRedirect !== undefined && handler.onLocalRedirect !== undefined) {
+  if (head.localRedirect !== undefined && handler.onLocalRedirect !== undefined && handler.takesLocalRedirects?.() !== false) {
     handler.onLocalRedirect(head.localRedirect)
     return 'redirect'
   }

@@ -8,8 +8,11 @@
  * - LF or CRLF line ends, mixed too (§7.2). Continuation lines are refused (§6.3).
  * - Names must be RFC 9110 tokens; values must not carry CTLs other than HTAB (a bare CR would
  *   split the response downstream) → ERR_BAD_RESPONSE_HEADER.
- * - `Status: NNN reason` (§6.3.3): 3 digits, 100–599, else ERR_BAD_RESPONSE. Status, Location
- *   and Content-Type may appear once (§6.3).
+ * - `Status: NNN reason` (§6.3.3): 3 digits, 200–599, else ERR_BAD_RESPONSE. A 1xx is interim
+ *   (RFC 9110 §15.2) and this head is the one final response: node:http would end a 1xx bodyless
+ *   and keep the connection, so a pipelined request's answer would become this one's. Status,
+ *   Location and Content-Type may appear once (§6.3).
+ * - A 204 loses its Content-Length (RFC 9110 §8.6: MUST NOT be sent; node:http forwards it).
  * - Transfer-Encoding is REJECTED (CVE-2024-24795: a CGI-like backend must not frame the
  *   client response; forwarding or silently dropping it would desync the client).
  *   Content-Length must be one run of digits (`5, 5` is refused) and is reported so the adapter
@@ -75,7 +78,7 @@ function checkReason (text: string | undefined): string | undefined {
 
 function parseStatusCode (digits: string): number {
   const status = Number(digits)
-  if (status < 100 || status > 599) throw bad(`status ${digits} out of range 100-599`)
+  if (status < 200 || status > 599) throw bad(`status ${digits} out of range 200-599 (a CGI head is the final response)`)
   return status
 }
 
@@ -194,16 +197,16 @@ export class CgiResponseParser {
     if (this.lineNo === 0) throw bad('empty response head (RFC 3875 §6.3: at least one field)')
     const headers: string[] = []
     let keptLength = this.contentLength
+    const status = this.status ?? (this.location !== undefined ? 302 : 200)
     for (const [name, value] of this.fields) {
       const lname = name.toLowerCase()
-      if (this.hop.has(lname)) {
+      if (this.hop.has(lname) || (status === 204 && lname === 'content-length')) {
         if (lname === 'content-length') keptLength = null
         continue
       }
       headers.push(name, value)
     }
     const statusGiven = this.status !== null
-    const status = this.status ?? (this.location !== undefined ? 302 : 200)
     // httpd and lighttpd key a local redirect on "no Status, Location is a local path" only: php-cgi
     // always adds Content-Type, and RFC 3875 §6.2.2's "no other fields" would make PHP's
     // `header('Location: /x', true, 200)` unusable. Routes opt in (`localRedirects`), so this

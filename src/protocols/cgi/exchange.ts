@@ -214,7 +214,7 @@ export class CgiExchange {
       if ('error' in r) return this.fail(this.withBackend(r.error))
       if (!r.done) return
       this.parser = null
-      this.framer = new CgiBodyFramer(r.head.contentLength)
+      this.framer = CgiBodyFramer.forResponse(r.head, this.exchange.method)
       const stdout = this.child?.stdout
       const flow = { resume: () => { if (!this.settled) stdout?.resume() } }
       // §6.2.2 local redirect: the core re-dispatches; whatever else the script prints is dropped.

@@ -123,7 +123,7 @@ export class FcgiRequest {
       if (!r.done) return true
       this.headDone = true
       this.parser = null
-      this.framer = new CgiBodyFramer(r.head.contentLength)
+      this.framer = CgiBodyFramer.forResponse(r.head, this.exchange.method)
       if (deliverCgiHead(r.head, this.handler, this.flow) === 'redirect') {
         // RFC 3875 §6.2.2: the core re-dispatches; this request still runs to its END_REQUEST.
         this.settle(true)

@@ -88,7 +88,7 @@ export class ScgiExchange {
       if ('error' in r) return this.fail(withBackend(r.error, this.endpoint.id))
       if (!r.done) return
       this.parser = null
-      this.framer = new CgiBodyFramer(r.head.contentLength)
+      this.framer = CgiBodyFramer.forResponse(r.head, this.exchange.method)
       const socket = this.socket as Socket
       const flow = { resume: () => { if (!this.settled) socket.resume() } }
       if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') return this.settle()
