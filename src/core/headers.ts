@@ -81,7 +81,8 @@ export interface ForwardOptions {
 
 /**
  * Headers for an HTTP backend from the client's raw headers: drop hop-by-hop, Connection-listed,
- * Expect (the proxy answers 100-continue itself) and the X-Forwarded-* we set; then add ours.
+ * Expect (the proxy answers 100-continue itself), names with an underscore and the X-Forwarded-*
+ * we set; then add ours.
  */
 export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo, peer: string, opts: ForwardOptions, keepUpgrade: boolean): RawHeaders {
   const raw = req.rawHeaders
@@ -92,6 +93,9 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
   let via: string | null = null
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
+    // nginx `underscores_in_headers off`: WSGI, Rack, PHP and CGI-style backends fold `_` and `-`
+    // into one HTTP_X_FORWARDED_HOST, so `X_Forwarded_Host` would undo the replacement below.
+    if (name.includes('_')) continue
     const lower = name.toLowerCase()
     if (HOP_BY_HOP.has(lower)) continue
     if (listed !== null && listed.has(lower)) continue

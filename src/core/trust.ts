@@ -1,8 +1,13 @@
 /**
  * Trusted proxies (nginx realip with real_ip_recursive, lighttpd mod_extforward): the client address
- * is the socket peer unless the peer is trusted; then X-Forwarded-For / Forwarded is walked right to
- * left, trusted hops skipped, and the first untrusted entry is the client. An invalid entry stops the
- * walk. Nothing is ever taken from a header by default (RELIABILITY §2.8).
+ * is the socket peer unless the peer is trusted; then ONE configured header (X-Forwarded-For by
+ * default, nginx `real_ip_header`, lighttpd `extforward.headers`) is walked right to left, trusted
+ * hops skipped, and the first untrusted entry is the client. An invalid entry stops the walk.
+ * Nothing is ever taken from a header by default (RELIABILITY §2.8).
+ *
+ * Only one header: a front proxy that appends X-Forwarded-For (nginx `$proxy_add_x_forwarded_for`)
+ * passes a client's own `Forwarded` through untouched, so believing whichever header is present
+ * would let that client pick its address.
  */
 import type Address from 'ipaddr.js'
 import { lazy } from '../lazy.js'
@@ -15,7 +20,11 @@ const ipaddr = lazy<typeof Address>('ipaddr.js')
 export class TrustedProxies {
   private readonly ranges: Array<[IP, number]>
 
-  constructor (list: readonly string[]) {
+  /**
+   * @param header where a trusted peer's client chain is read (`forwardedChain`); the other
+   * header is never believed.
+   */
+  constructor (list: readonly string[], readonly header: ForwardedHeader = 'x-forwarded-for') {
     this.ranges = list.map((entry) => {
       if (entry.includes('/')) return ipaddr().parseCIDR(entry)
       const addr = ipaddr().parse(entry)
@@ -56,9 +65,16 @@ function normalize (a: IP): IP {
   return a.kind() === 'ipv6' && (a as Address.IPv6).isIPv4MappedAddress() ? (a as Address.IPv6).toIPv4Address() : a
 }
 
-/** Addresses of `X-Forwarded-For: a, b` and `Forwarded: for=a, for="[b]:1"` lines, in order. */
-export function forwardedChain (xff: string | undefined, forwarded: string | undefined): string[] {
-  if (forwarded !== undefined) {
+/** The one header a trusted peer's client chain is read from. */
+export type ForwardedHeader = 'x-forwarded-for' | 'forwarded'
+
+/**
+ * Addresses of the chain in `header` (left = oldest): `X-Forwarded-For: a, b` or
+ * `Forwarded: for=a, for="[b]:1"`. The other header is ignored.
+ */
+export function forwardedChain (xff: string | undefined, forwarded: string | undefined, header: ForwardedHeader = 'x-forwarded-for'): string[] {
+  if (header === 'forwarded') {
+    if (forwarded === undefined) return []
     const out: string[] = []
     for (const element of forwarded.split(',')) {
       for (const pair of element.split(';')) {
