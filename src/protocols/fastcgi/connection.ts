@@ -43,10 +43,10 @@ export class RequestTable {
   has (id: number): boolean { return this.byId[id] !== undefined }
   get (id: number): FcgiRequest | undefined { return this.byId[id] }
 
-  /** The lowest request id not in use (FastCGI 1.0 §3.3: ids are reused, starting at 1). */
-  freeId (): number {
+  /** The lowest request id neither in use nor `held` (FastCGI 1.0 §3.3: ids are reused, starting at 1). */
+  freeId (held: ReadonlyArray<{ id: number }> = []): number {
     let id = 1
-    while (this.byId[id] !== undefined) id++
+    while (this.byId[id] !== undefined || held.some((h) => h.id === id)) id++
     return id
   }
 
@@ -89,11 +89,19 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
   private readonly decoder: RecordDecoder
   private readonly paused = new Set<FcgiRequest>()
   private failure: ProxyError | null = null
+  /**
+   * Ids that ended while bytes read with their END_REQUEST were still undecoded (multiplexing):
+   * not given to a new request until the decoder has passed byte `until`, so stray records for the
+   * old request fail the connection instead of reaching the new one.
+   */
+  private held: Array<{ id: number, until: number }> = []
 
   constructor (socket: Socket, owner: ConnectionOwner) {
     this.socket = socket
     this.owner = owner
     this.decoder = new RecordDecoder(this)
+    // No request yet: the backend has nothing to say (see endRequest).
+    this.decoder.idle = true
     socket.setNoDelay(true)
     socket.on('data', (chunk: Buffer) => {
       this.decoder.write(chunk)
@@ -112,7 +120,10 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
   /** Put `req` on the wire with the lowest request id not active here (FastCGI 1.0 §3.3). */
   start (req: FcgiRequest): void {
     if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
-    const id = this.requests.freeId()
+    this.decoder.idle = false
+    const position = this.decoder.recordStart
+    if (this.held.length > 0) this.held = this.held.filter((h) => h.until > position)
+    const id = this.requests.freeId(this.held)
     req.requestId = id
     req.carrier = this
     req.onResume = () => this.resumeFor(req)
@@ -236,6 +247,15 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     this.paused.delete(req)
     req.carrier = null
     this.served++
+    // Decided before req.end(): its handler may dispatch the next request at once.
+    if (this.idle) {
+      // RELIABILITY §2.11: any byte past this record, now or while idle, fails the decoder and
+      // closes the connection — so with such bytes already read it must not take the next request.
+      this.decoder.idle = true
+      if (this.decoder.bytesPastRecord > 0) this.reusable = false
+    } else if (this.decoder.bytesPastRecord > 0) {
+      this.held.push({ id: requestId, until: this.decoder.bytesReceived })
+    }
     const outcome = req.end(appStatus, protocolStatus)
     if (outcome === 'retry') {
       // §5.5 CANT_MPX_CONN: rejected unprocessed. Retry once on a fresh, non-multiplexed connection.

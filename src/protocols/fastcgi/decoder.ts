@@ -54,6 +54,15 @@ export class RecordDecoder {
   private contentLength = 0
   private remaining = 0
   private paddingLength = 0
+  /** Bytes ever written, and where the record being read began (in that count). */
+  private received = 0
+  private headerAt = 0
+  /**
+   * Set by the sink while no request is active: any byte past the current record (its padding
+   * included) fails the decoder. RELIABILITY §2.11: data after END_REQUEST → close, never reuse;
+   * nginx keeps a connection only if END_REQUEST ends exactly where the read ended.
+   */
+  idle = false
 
   constructor (sink: RecordSink) {
     this.sink = sink
@@ -72,10 +81,29 @@ export class RecordDecoder {
     return this.paused
   }
 
+  /** Buffered bytes past the end of the record being read (its padding included). */
+  get bytesPastRecord (): number {
+    const rest = this.state === State.HEADER
+      ? 0
+      : this.state === State.PADDING ? this.remaining : this.remaining + this.paddingLength
+    return Math.max(0, this.bufferedBytes - rest)
+  }
+
+  /** Position, in bytes written, where the record being read (or the next one) begins. */
+  get recordStart (): number {
+    return this.state === State.HEADER ? this.received - this.bufferedBytes : this.headerAt
+  }
+
+  /** Bytes written so far. */
+  get bytesReceived (): number {
+    return this.received
+  }
+
   write (chunk: Buffer): void {
     if (this.state === State.FAILED || chunk.length === 0) return
     this.buffers.push(chunk)
     this.bufferedBytes += chunk.length
+    this.received += chunk.length
     this.loop()
   }
 
@@ -104,7 +132,11 @@ export class RecordDecoder {
     try {
       while (!this.paused && this.state !== State.FAILED) {
         if (this.state === State.HEADER) {
+          if (this.idle && this.bufferedBytes > 0) {
+            return this.fail(protocolError(`${this.bufferedBytes} bytes while no request is active (data after END_REQUEST)`))
+          }
           if (this.bufferedBytes < HEADER_LEN) return
+          this.headerAt = this.received - this.bufferedBytes
           this.readHeader(this.consume(HEADER_LEN))
         } else if (this.state === State.STREAM) {
           if (!this.readStream()) return
