@@ -12,8 +12,8 @@ export const MatchSchema = Type.Object({
   host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain. Port is ignored.')),
   prefix: Type.Optional(Type.String({ pattern: '^/', description: 'Path prefix, e.g. `/api/` (also matches `/api`).' })),
   extension: Type.Optional(StringOrList('File extension(s), e.g. `.php`; `/index.php/extra` matches too.')),
-  glob: Type.Optional(Type.String({ description: 'Glob over the decoded path, e.g. `/static/**/*.css`.' })),
-  regex: Type.Optional(Type.String({ description: 'JavaScript regular expression over the raw path.' })),
+  glob: Type.Optional(Type.String({ description: 'Glob over the normalised path (docs/reference/config.md, Route matching), e.g. `/static/**/*.css`.' })),
+  regex: Type.Optional(Type.String({ description: 'JavaScript regular expression over the normalised (decoded) path.' })),
   methods: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z]+$' }), { description: 'Allowed methods, e.g. [GET, HEAD].' })),
 }, { additionalProperties: false, description: 'Every given field must match. An empty match matches everything.' })
 

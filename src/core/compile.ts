@@ -15,7 +15,7 @@ import { BackendPool, StaticSource } from './pool.js'
 import { getAdapter, adapterNames } from './registry.js'
 import type { AuthorizerSettings } from './authorizer.js'
 import { CompiledRoute, type CgiRouteSettings } from './route.js'
-import { Router } from './router.js'
+import { Router, normalizeExt } from './router.js'
 import { ProxyRuntime } from './runtime.js'
 import { BodyScavenger, type GcFunction } from './scavenge.js'
 import { TrustedProxies } from './trust.js'
@@ -211,7 +211,8 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       ? {
           docroot: rc.docroot ?? null,
           scriptFilename: rc.scriptFilename ?? null,
-          extensions: rc.scriptExtensions ?? (rc.match?.extension === undefined ? undefined : [rc.match.extension].flat()),
+          // The router's own form (`php` → `.php`): a bare `php` suffix would let `/up/avatarphp/x.php` run `avatarphp`.
+          extensions: (rc.scriptExtensions ?? (rc.match?.extension === undefined ? undefined : [rc.match.extension].flat()))?.map(normalizeExt),
           index: rc.index,
           symlinks: rc.symlinks ?? 'owner',
           params: rc.params,

@@ -9,6 +9,7 @@ import type { AuthorizerSettings } from './authorizer.js'
 import { spoolBody } from './body-spool.js'
 import { buildCgiEnv } from './cgi/env.js'
 import { fixedScript, resolveScript, type SymlinkPolicy } from './cgi/script.js'
+import { encodePath, normalizePath } from './cgi/url-path.js'
 import { ProxyError } from './errors.js'
 import { forwardRequestHeaders, type ResponseRewrite } from './headers.js'
 import type { BackendPool } from './pool.js'
@@ -133,13 +134,20 @@ export class CompiledRoute {
     }, false)
   }
 
-  /** The path the backend sees (prefix stripped when the route maps a prefix). */
+  /**
+   * The URL the backend sees: with stripPrefix, the route prefix replaced by `/` (nginx
+   * `proxy_pass http://b/;`), the query kept (`/api?x=1` → `/?x=1`). The client's bytes are kept
+   * when they spell the prefix literally; a request the router chose this route for by its
+   * normalised path only (`/%61pi/x`, `//api/x`) gets that path, encoded again, as nginx does.
+   */
   upstreamUrl (url: string): string {
     const p = this.s.prefix
     if (!this.s.stripPrefix || p === null) return url
-    if (!url.startsWith(p)) return url === p.slice(0, -1) ? '/' : url
-    const rest = url.slice(p.length)
-    return rest.startsWith('/') ? rest : `/${rest}`
+    const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
+    const rest = afterPrefix(path, p) ?? afterPrefix(normalizedOrRaw(path), p)
+    if (rest === null) return url
+    return (rest.startsWith('/') ? rest : `/${rest}`) + (q < 0 ? '' : url.slice(q))
   }
 
   responseRewrite (ex: ProxyExchange): ResponseRewrite | null {
@@ -209,6 +217,17 @@ export class CompiledRoute {
     })
     return out
   }
+}
+
+/** The path after a route prefix (`/api/` also takes `/api`, as the router does), or null outside it. */
+function afterPrefix (path: string, prefix: string): string | null {
+  if (path.startsWith(prefix)) return path.slice(prefix.length)
+  return prefix.length > 1 && prefix.endsWith('/') && path === prefix.slice(0, -1) ? '' : null
+}
+
+/** The router's form of a path, encoded again; the path itself if it cannot be normalised. */
+function normalizedOrRaw (path: string): string {
+  try { return encodePath(normalizePath(path)) } catch { return path }
 }
 
 /** RFC 3875 §6.2.2 re-processing: REDIRECT_* come from proxy state only, after operator params. */

@@ -1,9 +1,16 @@
 /**
  * The router: every route's match compiled once at load into one predicate; first match wins,
  * every given field must match (lighttpd's condition blocks, nginx's location order made explicit).
+ *
+ * Every field is tested against ONE normalised path (`normalizePath`: decoded once, `//` merged,
+ * dot-segments resolved), as nginx and lighttpd match locations: `/%61dmin/`, `//admin/` and
+ * `/x/../admin/` are all `/admin/`, so no spelling reaches a backend by a route `/admin/` would
+ * not choose. Backends still get the client's bytes; only the choice uses the normal form.
  */
 import type Picomatch from 'picomatch'
 import { lazy } from '../lazy.js'
+import { normalizePath } from './cgi/url-path.js'
+import { ProxyError } from './errors.js'
 
 // CommonJS, so through `require` (src/lazy.ts says why), at the first glob route.
 const picomatch = lazy<typeof Picomatch>('picomatch')
@@ -15,9 +22,9 @@ export interface RouteMatch {
   prefix?: string
   /** File extension(s) of the path's last segment (`.php`) — or any segment, see `extensionAnywhere`. */
   extension?: string | string[]
-  /** picomatch glob over the decoded path (`/static/**\/*.css`). */
+  /** picomatch glob over the normalised path (`/static/**\/*.css`). */
   glob?: string
-  /** JavaScript regular expression over the raw path. */
+  /** JavaScript regular expression over the normalised path. */
   regex?: string
   /** Allowed methods (upper-case). */
   methods?: string[]
@@ -26,7 +33,10 @@ export interface RouteMatch {
 export interface MatchInput {
   /** Host without port, lower-case. */
   host: string
-  /** Raw path (no query). */
+  /**
+   * The path (no query). `Router` takes it as received, still percent-encoded, and normalises it;
+   * the predicates of `compileMatch` receive the normalised form.
+   */
   path: string
   method: string
 }
@@ -60,7 +70,7 @@ export function compileMatch (m: RouteMatch): Predicate {
   }
   if (m.glob !== undefined) {
     const re = picomatch().makeRe(m.glob, { dot: true })
-    tests.push((r) => re.test(safeDecode(r.path)))
+    tests.push((r) => re.test(r.path))
   }
   if (m.regex !== undefined) {
     const re = new RegExp(m.regex)
@@ -78,7 +88,11 @@ export function compileMatch (m: RouteMatch): Predicate {
   }
 }
 
-function normalizeExt (e: string): string {
+/**
+ * `php`, `.php` and `.PHP` are one extension: the router matches it and the script resolver
+ * (compile.ts `scriptExtensions`) requires it in this one form.
+ */
+export function normalizeExt (e: string): string {
   const x = e.toLowerCase()
   return x.startsWith('.') ? x : `.${x}`
 }
@@ -99,10 +113,6 @@ function hostTest (hosts: string[]): Predicate {
   }
 }
 
-function safeDecode (p: string): string {
-  try { return decodeURIComponent(p) } catch { return p }
-}
-
 /** First match wins. Generic over what a route carries. */
 export class Router<R> {
   private readonly entries: Array<{ test: Predicate, route: R }>
@@ -110,8 +120,24 @@ export class Router<R> {
     this.entries = routes.map(({ match, route }) => ({ test: compileMatch(match), route }))
   }
 
-  find (req: MatchInput): R | null {
-    for (const e of this.entries) if (e.test(req)) return e.route
+  /**
+   * The route for a request whose path is as received. Throws ProxyError when the path cannot be
+   * routed at all (see `normalizePath`: 400, or 404 for an encoded slash).
+   */
+  match (req: MatchInput): R | null {
+    const path = normalizePath(req.path)
+    const input = path === req.path ? req : { host: req.host, path, method: req.method }
+    for (const e of this.entries) if (e.test(input)) return e.route
     return null
+  }
+
+  /** `match` for callers that can only refuse: a path that cannot be routed matches no route. */
+  find (req: MatchInput): R | null {
+    try {
+      return this.match(req)
+    } catch (err) {
+      if (err instanceof ProxyError) return null
+      throw err
+    }
   }
 }

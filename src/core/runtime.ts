@@ -76,7 +76,15 @@ export class ProxyRuntime {
     }
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
     if (target === null) { this.sendError(res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target', { phase: 'route' })); return }
-    const route = this.router.find(target)
+    let route: CompiledRoute | null
+    try {
+      route = this.router.match(target)
+    } catch (err) {
+      // A path no route can be chosen for is answered here, never passed to `next`: the next
+      // handler might decode it into a path one of these routes guards.
+      this.sendError(res, err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
+      return
+    }
     if (route === null) {
       if (next !== undefined) { next(); return }
       this.sendError(res, new ProxyError('ERR_NO_ROUTE', undefined, { phase: 'route' }))
