@@ -39,7 +39,7 @@ export const RouteSchema = Type.Object({
   queue: Type.Optional(Type.Integer({ minimum: 0, default: 1024, description: 'Requests waiting for a slot beyond maxConcurrent; more are dropped with 503.' })),
   queueTimeout: Type.Optional(Duration('Longest wait in the queue before 503.', '30s')),
   timeouts: Type.Optional(TimeoutsSchema),
-  maxBodySize: Type.Optional(Size('Largest request body accepted (413 beyond). 0 = unlimited.', '0')),
+  maxBodySize: Type.Optional(Size('Largest request body accepted (413 beyond): a Content-Length one is refused before it is read, a chunked one once it passes the limit. 0 = unlimited.', '0')),
   spoolLimit: Type.Optional(Size('Largest chunked body spooled to learn its length (CGI-family protocols).', '1GiB')),
   stripPrefix: Type.Optional(Type.Boolean({ default: false, description: 'Send the path without `match.prefix` (the prefix maps to `/`). Location and Set-Cookie Path are rewritten back.' })),
   hostHeader: Type.Optional(Type.String({ default: 'preserve', description: '`preserve` (client Host), `backend` (the backend address), or a literal host.' })),

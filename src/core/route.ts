@@ -3,7 +3,7 @@
  * preparation of an exchange (forwarded headers for HTTP-speaking backends; body spooling, script
  * resolution and the RFC 3875 environment for the CGI family).
  */
-import type { Readable } from 'node:stream'
+import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
 import type { AuthorizerSettings } from './authorizer.js'
 import { spoolBody } from './body-spool.js'
@@ -115,7 +115,11 @@ export class CompiledRoute {
   requestBody (ex: ProxyExchange): { body: Readable | null, length: number | null } {
     if (ex.redirects > 0) return { body: null, length: null }
     const h = ex.req.headers
-    if (h['transfer-encoding'] !== undefined) return { body: ex.req, length: null }
+    if (h['transfer-encoding'] !== undefined) {
+      // Spooled bodies (CGI, SCGI) stop at the spool's limit; a streamed one is counted on its way.
+      const counted = this.s.maxBodySize > 0 && !this.adapter.capabilities.needsContentLength
+      return { body: counted ? limitBody(ex, this.s.maxBodySize) : ex.req, length: null }
+    }
     const cl = h['content-length']
     if (cl === undefined) return { body: null, length: null }
     const length = Number(cl)
@@ -181,7 +185,8 @@ export class CompiledRoute {
     const out: Prepared = {}
     let length = ex.contentLength
     if (this.adapter.capabilities.needsContentLength && ex.body !== null && length === null) {
-      const spooled = await spoolBody(ex.body, { maxBytes: this.s.spoolLimit, signal: ex.signal })
+      const max = this.s.maxBodySize > 0 ? Math.min(this.s.maxBodySize, this.s.spoolLimit) : this.s.spoolLimit
+      const spooled = await spoolBody(ex.body, { maxBytes: max, signal: ex.signal })
       out.body = spooled.body
       out.length = length = spooled.length
       out.cleanup = spooled.cleanup
@@ -246,4 +251,27 @@ function withoutBodyHeaders (raw: string[]): string[] {
     out.push(raw[i], raw[i + 1])
   }
   return out
+}
+
+/**
+ * A streamed chunked request body, counted on its way (a Content-Length one is checked up front):
+ * past `max` bytes the exchange fails with 413 ERR_BODY_TOO_LARGE, or is cut if the response has
+ * begun, as nginx's client_max_body_size does. The client's stream is unpiped, not destroyed, so
+ * the 413 can still be written on its socket; the backend's request is aborted by the failure.
+ */
+function limitBody (ex: ProxyExchange, max: number): Readable {
+  const source = ex.req
+  let seen = 0
+  const counted = new Transform({
+    transform (chunk: Buffer, _encoding, done) {
+      seen += chunk.length
+      if (seen <= max) { done(null, chunk); return }
+      source.unpipe(counted)
+      done()
+      ex.onError(new ProxyError('ERR_BODY_TOO_LARGE', `over ${max} bytes`, { phase: 'request' }))
+    },
+  })
+  counted.on('error', () => {}) // the consumer (the adapter) has its own listener while it reads
+  source.once('error', (err) => counted.destroy(err))
+  return source.pipe(counted)
 }

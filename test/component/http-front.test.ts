@@ -3,7 +3,10 @@
  * Literal bytes over a raw socket; the backend counts every request it receives.
  */
 import t from 'tap'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, get, listen, closeServer, rawRequest } from '../helpers/servers.js'
 import { createProxy, silentLogger } from '../../src/index.js'
@@ -149,6 +152,57 @@ t.test('an upload still arriving is not a late head: timeouts.headers counts fro
   await closed
   t.ok(Date.now() - started >= 1100, 'the upload took longer than timeouts.headers')
   t.match(out, /^HTTP\/1\.1 200[^]*got 12288$/, 'the backend answered after the whole body, no 504')
+})
+
+t.test('maxBodySize counts a chunked body as it streams: 413, the backend request aborted', async (t) => {
+  let completed = 0
+  let aborted = 0
+  const be = await backend(t, (req, res) => {
+    let n = 0
+    req.on('data', (d: Buffer) => { n += d.length })
+    req.on('end', () => { completed++; res.end(`got ${n}`) })
+    req.on('close', () => { if (!req.complete) aborted++ })
+  })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address], maxBodySize: '64KiB' }] })
+  const server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const chunked = (bytes: number): Buffer => {
+    const parts: Buffer[] = [Buffer.from('POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n')]
+    for (let left = bytes; left > 0; left -= 16384) {
+      const n = Math.min(16384, left)
+      parts.push(Buffer.from(`${n.toString(16)}\r\n`), Buffer.alloc(n, 'x'), Buffer.from('\r\n'))
+    }
+    parts.push(Buffer.from('0\r\n\r\n'))
+    return Buffer.concat(parts)
+  }
+  const ok = await rawRequest(port, chunked(64 * 1024))
+  t.match(ok, /^HTTP\/1\.1 200[^]*got 65536$/, 'exactly the limit passes, intact')
+  const over = await rawRequest(port, chunked(1024 * 1024))
+  t.match(over, /^HTTP\/1\.1 413[^]*ERR_BODY_TOO_LARGE/, 'over the limit: 413 with a stable code')
+  t.ok(await waitFor(() => aborted === 1, 5000), 'the backend request was aborted')
+  t.equal(completed, 1, 'only the first request reached the backend whole')
+})
+
+t.test('maxBodySize bounds a spooled chunked body too (CGI): 413, the script never runs', async (t) => {
+  const docroot = mkdtempSync(join(tmpdir(), 'pc-maxbody-'))
+  t.teardown(() => rmSync(docroot, { recursive: true, force: true }))
+  const ran = join(docroot, 'ran')
+  writeFileSync(join(docroot, 'up.sh'), `#!/bin/sh\ntouch ${ran}\nprintf 'Content-Type: text/plain\\n\\n'\necho "length=$CONTENT_LENGTH"\n`, { mode: 0o755 })
+  const proxy = await createProxy({
+    logger: silentLogger,
+    spawns: { cgi: { socketType: 'pipe', copyEnvironment: ['PATH'] } },
+    routes: [{ protocol: 'cgi', spawn: 'cgi', docroot, maxBodySize: '64KiB' }],
+  })
+  const server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const body = (bytes: number): string => `${bytes.toString(16)}\r\n${'x'.repeat(bytes)}\r\n0\r\n\r\n`
+  const head = 'POST /up.sh HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n'
+  t.match(await rawRequest(port, head + body(64 * 1024)), /^HTTP\/1\.1 200[^]*length=65536/, 'exactly the limit is spooled and passed on')
+  rmSync(ran)
+  t.match(await rawRequest(port, head + body(256 * 1024)), /^HTTP\/1\.1 413[^]*ERR_BODY_TOO_LARGE/, 'over it: 413 (the spool limit alone is 1 GiB)')
+  t.notOk(existsSync(ran), 'the script never ran')
 })
 
 t.test('a backend that stops reading the upload and never answers still gets ERR_HEADERS_TIMEOUT', async (t) => {
