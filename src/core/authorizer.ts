@@ -10,7 +10,7 @@ import { ProxyError } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
 import type { BackendPool, Backend } from './pool.js'
-import type { ProxyExchange } from './exchange.js'
+import type { Authorizable } from './exchange.js'
 import type { Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
 export interface AuthorizerSettings {
@@ -31,7 +31,7 @@ const VARIABLE = /^variable-(.+)$/i
 /** An authorizer variable never overrides what the proxy itself decides. */
 const PROTECTED = /^(HTTP_|CONTENT_|SCRIPT_|PATH_|REMOTE_ADDR$|REMOTE_PORT$|SERVER_|GATEWAY_INTERFACE$|REQUEST_|QUERY_STRING$|DOCUMENT_ROOT$|HTTPS$|REDIRECT_)/
 
-export async function authorize (main: ProxyExchange, a: AuthorizerSettings): Promise<AuthResult> {
+export async function authorize (main: Authorizable, a: AuthorizerSettings): Promise<AuthResult> {
   // A spawned authorizer may start on demand, exactly as the route's own pool does.
   for (let i = 0; i < 5 && a.pool.backends.length === 0 && !main.signal.aborted; i++) await a.pool.source.ensure(main.signal)
   return await new Promise((resolve, reject) => {
@@ -57,7 +57,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   private drain: (() => void) | null = null
 
   constructor (
-    private readonly main: ProxyExchange,
+    private readonly main: Authorizable,
     private readonly a: AuthorizerSettings,
     private readonly resolve: (r: AuthResult) => void,
     private readonly reject: (err: ProxyError) => void,

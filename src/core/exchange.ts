@@ -10,7 +10,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { authorize } from './authorizer.js'
+import { authorize, type AuthorizerSettings } from './authorizer.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
@@ -163,14 +163,13 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (p.env !== undefined) this.env = p.env
     }
     if (route.authorizer !== null) {
-      const verdict = await authorize(this, route.authorizer)
-      if (!verdict.allowed) {
+      const denied = await authorizeExchange(this, route.authorizer)
+      if (denied !== null) {
         // The authorizer's own answer went to the client; this exchange ends here.
-        this.status = verdict.status
+        this.status = denied
         this.finish(null)
         return
       }
-      if (this.env !== null) Object.assign(this.env, verdict.variables)
     }
     await this.waitForBackends()
   }
@@ -524,6 +523,21 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   get inPhaseWaitingForHead (): boolean { return this.phase === Phase.Dispatched }
+}
+
+/** What the authorizer step reads and writes of the exchange it guards (src/core/authorizer.ts). */
+export type Authorizable = Pick<ProxyExchange, 'id' | 'method' | 'url' | 'path' | 'query' | 'httpVersion' | 'requestHeaders' | 'client' | 'routeName' | 'req' | 'res' | 'signal' | 'env'>
+
+/**
+ * A route's authorizer step, shared by requests and upgrades (src/core/upgrade.ts): null when the
+ * exchange may go on, its Variable-* values merged into the CGI environment where it has one; else
+ * the status of the authorizer's own answer, already written to `main.res`.
+ */
+export async function authorizeExchange (main: Authorizable, a: AuthorizerSettings): Promise<number | null> {
+  const verdict = await authorize(main, a)
+  if (!verdict.allowed) return verdict.status
+  if (main.env !== null) Object.assign(main.env, verdict.variables)
+  return null
 }
 
 function headersToObject (raw: RawHeaders): Record<string, string | string[]> {

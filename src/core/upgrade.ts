@@ -2,10 +2,16 @@
  * Protocol upgrades (WebSocket and any `Upgrade:`): the backend answers 101 and from then on the
  * proxy is a byte tunnel. Close and errors propagate both ways; a backend that answers with a plain
  * response instead gets that response written to the client socket and the socket closed.
+ *
+ * Before any of that, an upgrade goes through the same gates as a request (nginx and lighttpd run
+ * their access and auth phases before proxying anything): the route's admission — a tunnel holds
+ * its slot for as long as it is open, as an exchange in flight — and the route's authorizer.
  */
-import { STATUS_CODES, type IncomingMessage } from 'node:http'
+import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { ProxyError } from './errors.js'
+import { ProxyError, toProxyError } from './errors.js'
+import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
@@ -26,11 +32,13 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private backendSocket: Duplex | null = null
   private done: (() => void) | null = null
   private ended = false
+  private admitted = false
+  private authRes: ServerResponse | null = null
 
   constructor (
     private readonly rt: ProxyRuntime,
     private readonly route: CompiledRoute,
-    private readonly req: IncomingMessage,
+    readonly req: IncomingMessage,
     private readonly socket: Duplex,
     private readonly head: Buffer,
     target: Target,
@@ -44,11 +52,54 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     }, true)
   }
 
+  /** Where the authorizer writes a denial: set by admit() before the authorizer is asked. */
+  get res (): ServerResponse {
+    if (this.authRes === null) throw new ProxyError('ERR_INTERNAL', 'upgrade: no response before the authorizer step')
+    return this.authRes
+  }
+
   start (done: () => void): void {
     this.done = done
-    this.route.stats.requests++
+    const route = this.route
+    route.stats.requests++
     this.socket.on('error', this.onClientGone)
     this.socket.on('close', this.onClientGone)
+    if (route.admission.tryAcquire()) { this.admit(); return }
+    route.admission.acquire(this.signal).then(() => {
+      if (this.ended) { route.admission.release(); return }
+      this.admit()
+    }, (err: ProxyError) => {
+      if (err.code === 'ERR_QUEUE_FULL' || err.code === 'ERR_QUEUE_TIMEOUT') route.stats.dropped++
+      this.refuse(err)
+    })
+  }
+
+  private admit (): void {
+    this.admitted = true
+    const a = this.route.authorizer
+    if (a === null) { this.connect(); return }
+    // A denial goes through node:http on the raw socket, framed as any response is, with
+    // `connection: close`; the socket ends with it.
+    const res = new ServerResponse(this.req)
+    res.shouldKeepAlive = false
+    try {
+      res.assignSocket(this.socket as Socket)
+    } catch (err) {
+      this.refuse(toProxyError(err))
+      return
+    }
+    res.once('finish', () => this.socket.end())
+    this.authRes = res
+    authorizeExchange(this, a).then((denied) => {
+      if (this.ended) return
+      // The authorizer's own answer went to the client; the socket closes once it is written.
+      if (denied !== null) { this.finish(); return }
+      res.detachSocket(this.socket as Socket)
+      this.connect()
+    }, (err: unknown) => this.refuse(toProxyError(err)))
+  }
+
+  private connect (): void {
     const pool = this.route.pool
     const b = pool.pick({ url: this.url, client: this.client.address }, null)
     const client = b?.client
@@ -104,11 +155,13 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   }
 
   private refuse (err: ProxyError): void {
-    if (!this.ended && this.socket.writable) {
+    if (this.ended) return
+    if (this.socket.writable) {
       const status = err.status
-      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      const retry = status === 503 ? `retry-after: ${this.route.pool.retryAfterSeconds()}\r\n` : ''
+      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\n${retry}content-length: 0\r\n\r\n`)
     }
-    this.rt.log.warn({ code: err.code, route: this.routeName, url: this.url }, `upgrade failed: ${err.message}`)
+    if (err.code !== 'ERR_CLIENT_ABORTED') this.rt.log.warn({ code: err.code, route: this.routeName, url: this.url }, `upgrade failed: ${err.message}`)
     this.finish()
   }
 
@@ -125,6 +178,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     if (this.ended) return
     this.ended = true
     if (this.backend !== null) { this.route.pool.finished(this.backend); this.backend = null }
+    if (this.admitted) { this.admitted = false; this.route.admission.release() }
     this.done?.()
   }
 }
