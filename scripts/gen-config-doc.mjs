@@ -117,6 +117,7 @@ const EXAMPLES = {
   'routes[].authorizer.options': '{ keepConn: false }',
   'routes[].timeouts.clientIdle': '30s',
   trustedProxies: '[127.0.0.1, "10.0.0.0/8"]',
+  forwardedHeader: 'forwarded',
   serverName: 'www.example.com',
   maxResponseHeadSize: '128KiB',
 }

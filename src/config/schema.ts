@@ -67,11 +67,16 @@ export const RouteSchema = Type.Object({
   }, { additionalProperties: false, description: 'FastCGI Authorizer (FastCGI 1.0 §6.3, lighttpd mode=authorizer) asked before the handler: 200 continues with its Variable-* values as CGI variables; any other answer goes to the client.' })),
 }, { additionalProperties: false })
 
-export const TrustedProxiesSchema = Type.Array(Type.String(), { description: 'Addresses/CIDRs whose X-Forwarded-For / Forwarded are believed.' })
+export const TrustedProxiesSchema = Type.Array(Type.String(), { description: 'Addresses/CIDRs whose X-Forwarded-For (or the forwardedHeader chosen) and X-Forwarded-Proto are believed.' })
+export const ForwardedHeaderSchema = Type.Union([Type.Literal('x-forwarded-for'), Type.Literal('forwarded')], {
+  default: 'x-forwarded-for',
+  description: 'The one header a trusted proxy\'s client chain is read from (nginx real_ip_header); the other is ignored, since a front proxy that appends to one passes a client\'s own other header through.',
+})
 
 export const ProxyConfigSchema = Type.Object({
   routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
   trustedProxies: Type.Optional(TrustedProxiesSchema),
+  forwardedHeader: Type.Optional(ForwardedHeaderSchema),
   serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),
   maxResponseHeadSize: Type.Optional(Size('Largest backend response head.', '64KiB')),
 }, { additionalProperties: true })
@@ -101,6 +106,7 @@ export const OperatorConfigSchema = Type.Object({
   identity: Type.Optional(IdentityPolicySchema),
   routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
   trustedProxies: Type.Optional(TrustedProxiesSchema),
+  forwardedHeader: Type.Optional(ForwardedHeaderSchema),
   serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),
   maxResponseHeadSize: Type.Optional(Size('Largest backend response head.', '64KiB')),
 }, { additionalProperties: false, title: 'proxycore configuration' })

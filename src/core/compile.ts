@@ -18,12 +18,14 @@ import { CompiledRoute, type CgiRouteSettings } from './route.js'
 import { Router, normalizeExt } from './router.js'
 import { ProxyRuntime } from './runtime.js'
 import { BodyScavenger, type GcFunction } from './scavenge.js'
-import { TrustedProxies } from './trust.js'
+import { TrustedProxies, type ForwardedHeader } from './trust.js'
 import type { BackendSource, ClientContext, Logger, ProcessStarter, ProtocolAdapter } from './types.js'
 
 export interface CompileInput {
   routes: RouteConfig[]
   trustedProxies?: string[]
+  /** The header a trusted peer's client chain is read from (default x-forwarded-for). */
+  forwardedHeader?: ForwardedHeader
   serverName?: string
   maxResponseHeadSize?: number | string
 }
@@ -79,7 +81,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
 
   const events = deps.events ?? new ProxyEvents()
   let trust: TrustedProxies
-  try { trust = new TrustedProxies(config.trustedProxies ?? []) } catch (err) {
+  try { trust = new TrustedProxies(config.trustedProxies ?? [], config.forwardedHeader ?? 'x-forwarded-for') } catch (err) {
     throw new ConfigError([{ path: '/trustedProxies', message: (err as Error).message, expected: 'IP addresses or CIDRs' }])
   }
   const peerTrusted = (peer: string): boolean => trust.has(peer)

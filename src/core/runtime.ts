@@ -13,7 +13,7 @@ import { checkRequestFraming } from './headers.js'
 import type { ProxyEvents } from './events.js'
 import type { CompiledRoute } from './route.js'
 import type { Router } from './router.js'
-import { forwardedChain, plainAddress, type TrustedProxies } from './trust.js'
+import { forwardedChain, forwardedSecure, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
 import type { BodyScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
@@ -75,7 +75,8 @@ export class ProxyRuntime {
       return
     }
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
-    if (target === null) { this.sendError(res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target', { phase: 'route' })); return }
+    if (target === null) { this.sendError(res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target or Host', { phase: 'route' })); return }
+    if (target.authority !== undefined) adoptAuthority(req, target.authority)
     let route: CompiledRoute | null
     try {
       route = this.router.match(target)
@@ -127,6 +128,7 @@ export class ProxyRuntime {
       socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
       return
     }
+    if (target.authority !== undefined) adoptAuthority(req, target.authority)
     const peer = plainAddress(req.socket.remoteAddress)
     const ex = new UpgradeExchange(this, route, req, socket, head, withUpstream(route, target), this.clientOf(req, peer), peer)
     this.tunnels.add(ex)
@@ -139,9 +141,9 @@ export class ProxyRuntime {
     let secure = sock.encrypted === true
     if (!this.trust.empty && this.trust.has(peer)) {
       const h = req.headers
-      address = this.trust.resolve(peer, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded))
-      const proto = h['x-forwarded-proto']
-      if (typeof proto === 'string') secure = proto.split(',')[0].trim().toLowerCase() === 'https'
+      const header = this.trust.header
+      address = this.trust.resolve(peer, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded, header))
+      secure = forwardedSecure(h['x-forwarded-proto'] as string | undefined, h.forwarded, header) ?? secure
     }
     return { address, port: sock.remotePort ?? 0, localAddress: plainAddress(sock.localAddress), localPort: sock.localPort ?? 0, secure }
   }
@@ -245,27 +247,51 @@ export class ProxyRuntime {
  * Split the request-target. Absolute-form (`GET http://h/x`) routes on its authority and ignores the
  * Host header (RFC 9112 §3.2.2). Returns null for targets a proxy must not forward.
  */
-export function parseTarget (method: string, url: string, hostHeader: string | undefined): Target | null {
+export function parseTarget (method: string, url: string, hostHeader: string | undefined): (Target & { authority?: string }) | null {
   let path = url
   let host = hostHeader ?? ''
+  let authority: string | undefined
   if (url.charCodeAt(0) !== 47 /* / */) {
-    if (url === '*' && method === 'OPTIONS') return { method, url, path: '*', query: '', host: hostOnly(host) }
+    if (url === '*' && method === 'OPTIONS') return VALID_HOST.test(host) ? { method, url, path: '*', query: '', host: hostOnly(host) } : null
     const m = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(url)
     if (m === null) return null
-    host = m[1]
+    host = authority = m[1]
     path = m[2] === '' ? '/' : m[2]
     if (path.charCodeAt(0) !== 47) path = `/${path}`
   }
+  // RFC 9112 §3.2: 400 for an invalid Host; userinfo (`a.example:1@b.example`) is not a host.
+  if (!VALID_HOST.test(host)) return null
   const q = path.indexOf('?')
   const p = q < 0 ? path : path.slice(0, q)
   const query = q < 0 ? '' : path.slice(q + 1)
-  return { method, url: path, path: p, query, host: hostOnly(host) }
+  const t = { method, url: path, path: p, query, host: hostOnly(host) }
+  return authority === undefined ? t : { ...t, authority }
 }
 
+/** uri-host [ ":" port ] (RFC 3986 §3.2.2: IP-literal or reg-name), possibly empty (HTTP/1.0). */
+const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/
+
+/** The host to match routes on: lower-case, no port, no trailing dot (`a.example.` is `a.example`). */
 function hostOnly (h: string): string {
   if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1).toLowerCase()
   const c = h.indexOf(':')
-  return (c < 0 ? h : h.slice(0, c)).toLowerCase()
+  const name = (c < 0 ? h : h.slice(0, c)).toLowerCase()
+  return name.endsWith('.') ? name.slice(0, -1) : name
+}
+
+/**
+ * Absolute-form (`GET http://a.example/x`): the Host header is ignored (RFC 9112 §3.2.2), so it is
+ * replaced by the target's authority, and the route, the backend's Host, X-Forwarded-Host and the
+ * CGI environment all name the same host (lighttpd does the same).
+ */
+function adoptAuthority (req: IncomingMessage, authority: string): void {
+  req.headers.host = authority
+  const raw = req.rawHeaders
+  let found = false
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') { raw[i + 1] = authority; found = true }
+  }
+  if (!found) raw.push('Host', authority)
 }
 
 /** The target the backend sees: the route's prefix stripped for HTTP backends that map it to `/`. */

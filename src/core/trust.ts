@@ -93,6 +93,25 @@ export function forwardedChain (xff: string | undefined, forwarded: string | und
   return xff.split(',').map((s) => s.trim()).filter((s) => s.length > 0)
 }
 
+/**
+ * Whether the hop next to a trusted peer was HTTPS: the rightmost `X-Forwarded-Proto` value (the one
+ * our peer appended; the left part may be the client's own), or with `forwarded` the `proto=` of the
+ * rightmost `Forwarded` element. Null when the header says nothing.
+ */
+export function forwardedSecure (xfp: string | undefined, forwarded: string | undefined, header: ForwardedHeader = 'x-forwarded-for'): boolean | null {
+  if (header === 'forwarded') {
+    if (forwarded === undefined) return null
+    const last = forwarded.slice(forwarded.lastIndexOf(',') + 1)
+    for (const pair of last.split(';')) {
+      const eq = pair.indexOf('=')
+      if (eq > 0 && pair.slice(0, eq).trim().toLowerCase() === 'proto') return pair.slice(eq + 1).trim().replace(/^"|"$/g, '').toLowerCase() === 'https'
+    }
+    return null
+  }
+  if (xfp === undefined) return null
+  return xfp.slice(xfp.lastIndexOf(',') + 1).trim().toLowerCase() === 'https'
+}
+
 /** `::ffff:127.0.0.1` -> `127.0.0.1`, as CGI scripts and logs expect. */
 export function plainAddress (a: string | undefined): string {
   if (a === undefined) return ''

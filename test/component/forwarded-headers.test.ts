@@ -5,7 +5,10 @@
  * Real node:http backends, a raw-socket client so the exact header bytes reach the proxy.
  */
 import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { backend, proxyServer, rawRequest } from '../helpers/servers.js'
 import { forwardedChain, TrustedProxies } from '../../src/core/trust.js'
@@ -88,4 +91,44 @@ t.test('nor to an Upgrade backend', async (t) => {
   t.equal(seen.length, 1)
   t.same(seen[0].filter((n, i) => i % 2 === 0 && n.includes('_')), [], 'no underscore name in the upgrade request')
   t.same(seen[0].filter((_, i) => i % 2 === 1 && seen[0][i - 1].toLowerCase() === 'x-forwarded-host'), ['a.example'])
+})
+
+t.test('forwardedHeader: forwarded reads Forwarded (for= and proto=) and ignores X-Forwarded-*', async (t) => {
+  const docroot = mkdtempSync(join(tmpdir(), 'pc-fwd-'))
+  t.teardown(() => rmSync(docroot, { recursive: true, force: true }))
+  writeFileSync(join(docroot, 'who.sh'), "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"addr=$REMOTE_ADDR scheme=$REQUEST_SCHEME https=${HTTPS:-off}\"\n", { mode: 0o755 })
+  const cgi = { spawns: { cgi: { socketType: 'pipe' as const } }, routes: [{ protocol: 'cgi', spawn: 'cgi', docroot }] }
+  const xff = await proxyServer(t, { trustedProxies: ['127.0.0.1'], ...cgi })
+  const who = async (port: number, headers: string): Promise<string> => {
+    const r = await rawRequest(port, `GET /who.sh HTTP/1.1\r\nHost: a.example\r\n${headers}Connection: close\r\n\r\n`)
+    return r.slice(r.indexOf('addr='), r.indexOf('\n', r.indexOf('addr=')))
+  }
+  t.equal(await who(xff.port, 'X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n'), 'addr=203.0.113.7 scheme=https https=on')
+  t.equal(await who(xff.port, 'X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https, http\r\n'), 'addr=203.0.113.7 scheme=http https=off',
+    'the rightmost X-Forwarded-Proto is our peer\'s; the left part may be the client\'s')
+  const fwd = await proxyServer(t, { trustedProxies: ['127.0.0.1'], forwardedHeader: 'forwarded', ...cgi })
+  t.equal(await who(fwd.port, 'Forwarded: for=10.9.9.9;proto=http, for=203.0.113.7;proto=https\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n'), 'addr=203.0.113.7 scheme=https https=on')
+  t.equal(await who(fwd.port, 'X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n'), 'addr=127.0.0.1 scheme=http https=off', 'X-Forwarded-* alone are not read')
+})
+
+t.test('absolute-form targets and Host values: one host for the route, the backend and its headers', async (t) => {
+  const a = await recorder(t)
+  const b = await recorder(t)
+  const { port } = await proxyServer(t, {
+    routes: [
+      { match: { host: ['a.example'] }, protocol: 'http', backends: [a.address] },
+      { protocol: 'http', backends: [b.address] },
+    ],
+  })
+  const value = (raw: string[], n: string): string[] => raw.filter((_, i) => i % 2 === 1 && raw[i - 1].toLowerCase() === n)
+  const r = await rawRequest(port, 'GET http://a.example/h/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n')
+  t.match(r, /^HTTP\/1\.1 200 /)
+  t.equal(a.seen.length, 1, 'the target\'s authority chose the route (RFC 9112 §3.2.2)')
+  t.same([value(a.seen[0], 'host'), value(a.seen[0], 'x-forwarded-host')], [['a.example'], ['a.example']], 'and the backend is told the same host')
+  for (const bad of ['GET http://a.example:1@b.example/ HTTP/1.1\r\nHost: b.example\r\n', 'GET / HTTP/1.1\r\nHost: a.example:1@b.example\r\n', 'GET / HTTP/1.1\r\nHost: a b\r\n']) {
+    t.match(await rawRequest(port, `${bad}Connection: close\r\n\r\n`), /^HTTP\/1\.1 400 /, `400: ${bad.split('\r\n').join(' | ')}`)
+  }
+  t.match(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a.example.\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 /)
+  t.equal(a.seen.length, 2, 'a trailing dot names the same host')
+  t.equal(b.seen.length, 0)
 })

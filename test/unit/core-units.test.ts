@@ -38,7 +38,7 @@ t.test('match predicates', async (t) => {
 
 t.test('request targets', async (t) => {
   t.same(parseTarget('GET', '/a/b?x=1&y', 'H:80'), { method: 'GET', url: '/a/b?x=1&y', path: '/a/b', query: 'x=1&y', host: 'h' })
-  t.same(parseTarget('GET', 'http://Evil.Example:81/p?q', 'a'), { method: 'GET', url: '/p?q', path: '/p', query: 'q', host: 'evil.example' })
+  t.same(parseTarget('GET', 'http://Evil.Example:81/p?q', 'a'), { method: 'GET', url: '/p?q', path: '/p', query: 'q', host: 'evil.example', authority: 'Evil.Example:81' })
   t.equal(parseTarget('GET', 'ftp://x/y', 'a'), null)
   t.equal(parseTarget('GET', '[::1]:80/x', 'a'), null)
   t.equal(parseTarget('GET', '/', '[::1]:8080')?.host, '[::1]')
