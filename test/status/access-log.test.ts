@@ -43,7 +43,8 @@ for (const format of ['combined', 'json'] as AccessLogFormat[]) {
     await get(`${url}/api/teapot`)
     const failed = await get(`${url}/down/x`)
     t.equal(failed.status, 502)
-    await rawRequest(Number(new URL(url).port), 'GET /api/"evil\\path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    // (A backslash in the path itself is refused before routing, 400; the query keeps it.)
+    await rawRequest(Number(new URL(url).port), 'GET /api/"evil?\\path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
     t.equal(access.written, 4)
     const [ok, teapot, down, evil] = out.lines()
     if (format === 'combined') {
@@ -51,14 +52,14 @@ for (const format of ['combined', 'json'] as AccessLogFormat[]) {
       t.match(ok, new RegExp(`upstream=${be.address.replace(/\./g, '\\.')} upstream_status=200 rt=\\d+\\.\\d{3} uht=\\d+\\.\\d{3} code=-$`))
       t.match(teapot, /" 418 5 .* upstream_status=418 /)
       t.match(down, /" 502 (\d+|-) .*route=down upstream=(-|127\.0\.0\.1:\d+) upstream_status=- .* code=ERR_CONNECT_REFUSED$/)
-      t.match(evil, /"GET \/api\/\\x22evil\\x5Cpath HTTP\/1\.1"/, 'quote and backslash escaped')
+      t.match(evil, /"GET \/api\/\\x22evil\?\\x5Cpath HTTP\/1\.1"/, 'quote and backslash escaped')
     } else {
       const o = JSON.parse(ok)
       t.match(o, { time: '2025-10-10T13:55:36.000Z', client: '127.0.0.1', method: 'GET', url: '/api/ok?q=1', status: 200, bytes: 5, route: 'api', upstream: be.address, upstreamStatus: 200, error: null })
       t.ok(o.headMs >= 0 && o.totalMs >= o.headMs)
       t.equal(JSON.parse(teapot).upstreamStatus, 418)
       t.match(JSON.parse(down), { status: 502, upstreamStatus: null, error: 'ERR_CONNECT_REFUSED', route: 'down' })
-      t.equal(JSON.parse(evil).url, '/api/"evil\\path')
+      t.equal(JSON.parse(evil).url, '/api/"evil?\\path')
     }
     // The core's error log names the same stable code (H-LOG), without a stack trace.
     const err = log.entries.find((e) => e.obj.code === 'ERR_CONNECT_REFUSED')
