@@ -95,6 +95,8 @@ export class CgiExchange {
   private stopBody: (() => void) | null = null
   /** We stopped the group ourselves: its exit status says nothing about the script. */
   private killed = false
+  /** Stops a script that outlives its complete response (`linger`). */
+  private lingerTimer: NodeJS.Timeout | null = null
   private readonly onAbort = (): void => this.abort()
 
   constructor (
@@ -245,6 +247,7 @@ export class CgiExchange {
 
   private onExit (status: ExitStatus): void {
     this.exit = status
+    if (this.lingerTimer !== null) { clearTimeout(this.lingerTimer); this.lingerTimer = null }
     if (!this.settled && this.outputDone) return this.endByExit()
     if (this.settled && !this.killed && this.parser === null && (status.code !== 0 || status.signal !== null)) this.logExit()
   }
@@ -300,6 +303,14 @@ export class CgiExchange {
     if (this.settled) return
     this.finish()
     this.handler.onEnd()
+    // Complete by Content-Length while the script still runs: it has `linger` ms to exit.
+    if (this.child !== null && this.exit === null && !this.killed) {
+      this.lingerTimer = setTimeout(() => {
+        this.ctx.log.warn({ route: this.exchange.routeName, id: this.exchange.id, backend: this.endpoint.id, linger: this.opts.linger }, 'CGI program still running after its complete response: stopped')
+        this.kill()
+      }, this.opts.linger)
+      this.lingerTimer.unref()
+    }
   }
 
   /** A failure ends the process too: kill the whole group (grandchildren included, AC-93). */
