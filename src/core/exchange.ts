@@ -48,6 +48,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   idleDeadline = 0
   /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
   uploadWatch = false
+  /** Log lines this exchange's backend stderr produced (runtime.stderr caps them). */
+  stderrLines = 0
   /** A large body is on its way: the runtime's scavenger counts its bytes (src/core/scavenge.ts). */
   private scavenging = false
   private uploadBytes = 0

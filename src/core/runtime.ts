@@ -23,6 +23,8 @@ export type { CompiledRoute } from './route.js'
 
 const MAX_LOCAL_REDIRECTS = 10
 const STDERR_LINE_CAP = 4096
+/** Log lines of backend stderr per request. */
+const STDERR_LINES = 100
 
 export interface Target { method: string, url: string, path: string, query: string, host: string }
 
@@ -198,6 +200,13 @@ export class ProxyRuntime {
   }
 
   stderr (ex: ProxyExchange, chunk: Buffer): void {
+    // Bytes are capped by the adapter; lines here: a backend writing 1-byte FastCGI STDERR records
+    // would otherwise make 64K log lines of one request (RELIABILITY: rate- and size-limited).
+    const n = ++ex.stderrLines
+    if (n > STDERR_LINES) {
+      if (n === STDERR_LINES + 1) this.log.warn({ route: ex.routeName, id: ex.id, stream: 'stderr' }, `[stderr: more than ${STDERR_LINES} writes, the rest of this request's is dropped]`)
+      return
+    }
     const text = chunk.length > STDERR_LINE_CAP ? `${chunk.subarray(0, STDERR_LINE_CAP).toString()}…` : chunk.toString()
     this.log.warn({ route: ex.routeName, id: ex.id, stream: 'stderr' }, text.trimEnd())
   }
