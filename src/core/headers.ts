@@ -181,6 +181,8 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
     const lower = name.toLowerCase()
     if (status !== 101 && HOP_BY_HOP.has(lower)) continue
     if (listed !== null && listed.has(lower) && status !== 101) continue
+    // RFC 9110 §8.6: a 204 MUST NOT carry Content-Length, and node:http would send the backend's.
+    if (status === 204 && lower === 'content-length') continue
     let value = raw[i + 1]
     if (rw !== null) {
       if (lower === 'location' || lower === 'content-location') value = rewriteLocation(value, rw)

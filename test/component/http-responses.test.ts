@@ -115,6 +115,7 @@ t.test('AC-70 1xx and upgrade safety', async (t) => {
     // A Link value RFC 8288 allows and node's writeEarlyHints refuses, and hop-by-hop fields beside it.
     else if (path === '/early-quoted') s.write('HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel="preload stylesheet"; as=style\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal')
     else if (path === '/early-extra') s.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 99\r\nKeep-Alive: timeout=1\r\nX-Other: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal')
+    else if (path === '/204-cl') s.write('HTTP/1.1 204 No Content\r\nContent-Length: 11\r\nX-A: 1\r\n\r\n')
     else if (path === '/processing') s.write('HTTP/1.1 102 Processing\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal')
     else if (path === '/ws') s.write('HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 0\r\n\r\n')
     else s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok')
@@ -132,6 +133,9 @@ t.test('AC-70 1xx and upgrade safety', async (t) => {
   t.match(extra, /200 OK[^]*final$/)
   const old = await rawRequest(port, 'GET /early HTTP/1.0\r\nHost: a\r\n\r\n')
   t.match(old, /^HTTP\/1\.1 200 OK[^]*ok$/, '(b) no 1xx to an HTTP/1.0 client (RFC 9110 §15.2)')
+  const nc = await rawRequest(port, 'GET /204-cl HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+  t.match(nc, /^HTTP\/1\.1 204 [^]*x-a: 1/i, '204 passed on')
+  t.notMatch(nc, /content-length/i, 'without the Content-Length RFC 9110 §8.6 forbids (the CGI side drops it too)')
   const processing = await rawRequest(port, 'GET /processing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
   t.match(processing, /^HTTP\/1\.1 200 OK[^]*final$/, '(b) 102 is not passed on (nor relabelled 103)')
   const ws = await rawRequest(port, 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nGET /private HTTP/1.1\r\nHost: a\r\n\r\n')
