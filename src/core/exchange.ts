@@ -251,11 +251,13 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.headAt = now
     if (this.route.timeouts.idle > 0) this.idleDeadline = now + this.route.timeouts.idle
     this.status = status
-    if (this.route.s.sendfileRoots !== null) {
-      const file = sendfilePath(headers)
-      if (file !== null) { this.startSendfile(file, headers); return }
-    }
     const out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
+    if (this.route.s.sendfileRoots !== null) {
+      // The file's response keeps the backend's fields as filtered for any response (hop-by-hop
+      // dropped, Location and cookies mapped); openSendfile then drops the framing and X-Sendfile.
+      const file = sendfilePath(headers)
+      if (file !== null) { this.startSendfile(file, out); return }
+    }
     try {
       if (statusText !== undefined && statusText !== '') this.res.writeHead(status, statusText, out)
       else this.res.writeHead(status, out)
