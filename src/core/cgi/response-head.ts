@@ -85,6 +85,12 @@ function parseStatusCode (digits: string): number {
 export class CgiResponseParser {
   private readonly opts: CgiResponseParserOptions
   private buf: Buffer = Buffer.alloc(0)
+  /**
+   * The head so far grows in a buffer of its own, doubled when full: a head arriving a byte at a
+   * time (1-byte FastCGI STDOUT records) costs O(n) copying, not O(n²) (65 000 pushes took
+   * ~220 ms with a concatenation per push). `buf` is a view of `store` once it owns the bytes.
+   */
+  private store: Buffer | null = null
   /** Start of the line being collected. */
   private lineStart = 0
   /** Where the LF search resumes (everything before it has been scanned). */
@@ -109,7 +115,7 @@ export class CgiResponseParser {
   push (chunk: Buffer): CgiPushResult {
     if (this.failed !== null) return { error: this.failed }
     if (this.finished) return { error: new ProxyError('ERR_INTERNAL', 'CgiResponseParser fed after the head was complete') }
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk])
+    this.append(chunk)
     try {
       for (;;) {
         const lf = this.buf.indexOf(0x0a, this.scanFrom)
@@ -127,6 +133,7 @@ export class CgiResponseParser {
           this.finished = true
           const rest = this.buf.subarray(lf + 1)
           this.buf = Buffer.alloc(0)
+          this.store = null
           return { done: true, head, rest }
         }
         this.line(line)
@@ -135,6 +142,20 @@ export class CgiResponseParser {
       this.failed = err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err, phase: 'head' })
       return { error: this.failed }
     }
+  }
+
+  private append (chunk: Buffer): void {
+    const have = this.buf.length
+    if (have === 0) { this.buf = chunk; return }
+    const need = have + chunk.length
+    let store = this.store
+    if (store === null || need > store.length || this.buf.buffer !== store.buffer || this.buf.byteOffset !== store.byteOffset) {
+      store = Buffer.allocUnsafeSlow(Math.max(need, 2 * have, 1024))
+      this.buf.copy(store, 0)
+      this.store = store
+    }
+    chunk.copy(store, have)
+    this.buf = store.subarray(0, need)
   }
 
   /** The stream ended before the head was complete: the error to report (adapters may remap it). */
