@@ -12,9 +12,15 @@
  * - libuv unlinks a unix socket path when the listening handle closes (uv__pipe_close). The host
  *   therefore binds a private temporary name and renames it onto the operator's path before it
  *   closes its copy, so a socket file is never unlinked while a child listens on it.
+ * - That private name lies in a fresh directory of its own (root's, mode 0700) next to the
+ *   operator's path. The socket's owner and mode are set there, where nobody else can swap the
+ *   file for a symlink: chown and chmod follow symlinks, and root chowning a path in a directory a
+ *   tenant can write would hand the tenant any file it links there (spawn-fcgi and php-fpm set them
+ *   on a socket nobody else can reach, too).
  */
 import net from 'node:net'
-import { existsSync, renameSync, unlinkSync } from 'node:fs'
+import { lstatSync, mkdtempSync, renameSync, rmSync, unlinkSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import type { SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import { formatAddress } from './spec.js'
@@ -54,7 +60,10 @@ export function probeConnect (addr: SpawnAddress, timeoutMs: number): Promise<bo
  * first; only a refused path is stale). A live listener is an error, never unlinked.
  */
 export async function removeStaleUnixSocket (path: string): Promise<void> {
-  if (!existsSync(path)) return
+  let st
+  try { st = lstatSync(path) } catch { return }
+  // Only a socket is ever unlinked: a file, a symlink or a directory there is the operator's.
+  if (!st.isSocket()) throw spawnError('ERR_SPAWN_BIND', `unix:${path} exists and is not a socket`)
   if (await probeConnect({ kind: 'unix', path }, 1000)) {
     throw spawnError('ERR_SPAWN_ADDRESS_IN_USE', `unix:${path} is in use by a process this manager does not own`)
   }
@@ -86,10 +95,15 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
   const server = net.createServer({ pauseOnConnect: true }, (sock) => sock.destroy())
   let bound: SpawnAddress
   let tmpPath: string | null = null
+  let tmpDir: string | null = null
+  const dropTmpDir = (): void => {
+    if (tmpDir !== null) { try { rmSync(tmpDir, { recursive: true, force: true }) } catch {} tmpDir = null }
+  }
   try {
     if (addr.kind === 'unix') {
       await removeStaleUnixSocket(addr.path)
-      tmpPath = `${addr.path}.${process.pid}.${++tmpSeq}.tmp`
+      tmpDir = mkdtempSync(join(dirname(addr.path), `.pc${++tmpSeq}-`))
+      tmpPath = join(tmpDir, 's')
       await listen(server, { path: tmpPath, backlog })
       bound = addr
     } else {
@@ -99,6 +113,7 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
     }
   } catch (err) {
     server.close()
+    dropTmpDir()
     const code = (err as NodeJS.ErrnoException).code
     if ((err as { code?: string }).code?.startsWith('ERR_SPAWN_') === true) throw err
     throw spawnError(code === 'EADDRINUSE' ? 'ERR_SPAWN_ADDRESS_IN_USE' : 'ERR_SPAWN_BIND', `cannot listen on ${formatAddress(addr)}: ${(err as Error).message}`, err)
@@ -108,6 +123,7 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
     if (!open) return
     open = false
     server.close()
+    dropTmpDir()
   }
   return {
     address: bound,

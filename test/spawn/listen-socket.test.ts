@@ -1,9 +1,9 @@
 import t from 'tap'
 import net from 'node:net'
-import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn } from 'node:child_process'
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { leakTest, type Defer } from './fixtures/guard.js'
 import { bindListenSocket, probeConnect, removeStaleUnixSocket } from '../../src/spawn/listen-socket.js'
@@ -32,13 +32,43 @@ leakTest(t, 'unix: path exists under its final name after the host dropped its c
   const dir = mkdtempSync(join(tmpdir(), 'pc-ls-'))
   defer(() => rmSync(dir, { recursive: true, force: true }))
   const path = join(dir, 'a.sock')
-  writeFileSync(path, '') // stale leftover: not a listening socket
+  // A stale leftover: the socket file of a process that died without unlinking it.
+  execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.exit(0))`])
+  t.ok(lstatSync(path).isSocket(), 'a stale socket file is there')
   const address = await serveOnFd0(defer, { kind: 'unix', path })
   t.equal(address, `unix:${path}`)
   t.same(readdirSync(dir), ['a.sock'], 'no temporary name left behind')
   t.equal((await get(address)).status, 200)
   await t.rejects(removeStaleUnixSocket(path), { code: 'ERR_SPAWN_ADDRESS_IN_USE' }, 'a live socket is never unlinked')
   t.ok(existsSync(path))
+})
+
+leakTest(t, 'unix: owner and mode are set in a private root-only directory; a non-socket is never unlinked', async (t, defer) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-ls-'))
+  defer(() => rmSync(dir, { recursive: true, force: true }))
+  chmodSync(dir, 0o1777) // a directory anyone can write, like a shared run directory gone wrong
+  const path = join(dir, 'b.sock')
+  const bound = await bindListenSocket({ kind: 'unix', path })
+  let seen: { path: string, mode: number, uid: number, entries: string[] } | null = null
+  const child = bound.handOff((fd) => spawn(process.execPath, [backend], { stdio: [fd, 'ignore', 'inherit'], env: {} }), (tmp) => {
+    const st = statSync(dirname(tmp))
+    seen = { path: tmp, mode: st.mode & 0o7777, uid: st.uid, entries: readdirSync(dirname(tmp)) }
+  })
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  defer(async () => { child.kill('SIGKILL'); await exited })
+  const s = seen as { path: string, mode: number, uid: number, entries: string[] } | null
+  t.ok(s !== null && dirname(s.path) !== dir, 'the socket is owned and moded under a name of its own directory')
+  t.equal(s?.mode, 0o700, 'that directory is 0700')
+  t.equal(s?.uid, process.getuid?.(), 'and ours: nobody else can swap the socket for a symlink there')
+  t.same(s?.entries, ['s'])
+  t.same(readdirSync(dir), ['b.sock'], 'the private directory is gone after the hand-off')
+  t.ok(lstatSync(path).isSocket())
+
+  const file = join(dir, 'not-a-socket')
+  writeFileSync(file, 'keep me')
+  await t.rejects(bindListenSocket({ kind: 'unix', path: file }), { code: 'ERR_SPAWN_BIND' }, 'a regular file at socketName is refused')
+  t.equal(readFileSync(file, 'utf8'), 'keep me', 'and left alone')
+  t.same(readdirSync(dir).sort(), ['b.sock', 'not-a-socket'], 'no private directory left by the refusal')
 })
 
 leakTest(t, 'bind failures carry stable codes', async (t, defer) => {
