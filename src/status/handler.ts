@@ -11,9 +11,13 @@
  * page (lighttpd had to special-case mod_status for the same reason).
  *
  * Access is decided on the socket peer only — never X-Forwarded-For, which a client writes itself.
+ * Paths are compared on the router's normalised path, so no other spelling of the status path can
+ * slip past this page to a catch-all backend; the live view also refuses cross-site upgrades.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
+import { normalizePath } from '../core/cgi/url-path.js'
+import { parseTarget } from '../core/runtime.js'
 import { plainAddress, TrustedProxies } from '../core/trust.js'
 import { VERSION } from '../version.js'
 import { LiveView, type LiveOptions } from './live.js'
@@ -54,9 +58,9 @@ export interface StatusHandler {
 }
 
 export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): StatusHandler {
-  const path = trimSlash(opts.path ?? STATUS_DEFAULTS.path)
+  const path = trimSlash(normalizePath(opts.path ?? STATUS_DEFAULTS.path))
   const livePath = `${path}/live`
-  const metricsPath = opts.metricsPath === false ? null : trimSlash(opts.metricsPath ?? STATUS_DEFAULTS.metricsPath)
+  const metricsPath = opts.metricsPath === false ? null : trimSlash(normalizePath(opts.metricsPath ?? STATUS_DEFAULTS.metricsPath))
   const allow = new TrustedProxies(opts.allow ?? STATUS_DEFAULTS.allow)
   const startedAt = Date.now()
   const software = `proxycore/${VERSION}`
@@ -69,9 +73,9 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const allowed = (req: IncomingMessage): boolean => allow.has(plainAddress(req.socket.remoteAddress))
 
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
-    const url = req.url ?? '/'
-    const q = url.indexOf('?')
-    const p = trimSlash(q < 0 ? url : url.slice(0, q))
+    const t = targetOf(req)
+    if (t === null) return false
+    const p = t.path
     const isPage = p === path
     const isMetrics = metricsPath !== null && p === metricsPath
     if (!isPage && !isMetrics && p !== livePath) return false
@@ -89,7 +93,7 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       return true
     }
     const s = snapshot()
-    if (wantsJson(q < 0 ? '' : url.slice(q + 1), req.headers.accept)) {
+    if (wantsJson(t.query, req.headers.accept)) {
       send(res, 200, 'application/json; charset=utf-8', JSON.stringify(s, null, 2) + '\n', { vary: 'Accept' })
       return true
     }
@@ -99,13 +103,12 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   }
 
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
-    const url = req.url ?? '/'
-    const q = url.indexOf('?')
-    if (trimSlash(q < 0 ? url : url.slice(0, q)) !== livePath) return false
+    const t = targetOf(req)
+    if (t === null || t.path !== livePath) return false
     const refuse = (status: number, text: string): void => {
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
     }
-    if (!allowed(req)) refuse(403, 'Forbidden')
+    if (!allowed(req) || crossSite(req, t.host)) refuse(403, 'Forbidden')
     else if (live === null) refuse(404, 'Not Found')
     else live.accept(req, socket, head)
     return true
@@ -121,6 +124,41 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       await live?.close()
     },
   }
+}
+
+/**
+ * The path and query the status paths are compared on: the router's (`normalizePath` of the path,
+ * or of the path of an absolute-form target), as nginx matches locations on the normalised URI.
+ * On the raw URL, `//server-status`, `/%73erver-status`, `/server-status/../server-status` or
+ * `GET http://h/server-status` would pass this page by and reach a catch-all backend as
+ * `/server-status` — where a backend's own loopback-only status page (php-fpm, mod_status behind
+ * the proxy) sees the proxy's 127.0.0.1. null: a target the router refuses too (it answers 400).
+ */
+function targetOf (req: IncomingMessage): { path: string, query: string, host: string | undefined } | null {
+  const t = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
+  if (t === null) return null
+  let path: string
+  try { path = trimSlash(normalizePath(t.path)) } catch { return null }
+  return { path, query: t.query, host: t.authority ?? req.headers.host }
+}
+
+/**
+ * Cross-site WebSocket hijacking: a page from any site, opened in a browser on an allowed host, can
+ * open `ws://127.0.0.1/…/live`, and the peer check alone would hand it every snapshot. Browsers send
+ * the page's Origin (RFC 6455 §4.1, §10.2); unless its host[:port] is the request's own Host the
+ * upgrade is refused. No Origin: not a browser, nothing to hijack.
+ */
+function crossSite (req: IncomingMessage, host: string | undefined): boolean {
+  // Sec-WebSocket-Origin: protocol version 8 (hybi-10), which ws still accepts.
+  const origin = req.headers.origin ?? (req.headers['sec-websocket-origin'] as string | undefined)
+  if (origin === undefined) return false
+  if (host === undefined) return true
+  let u: URL
+  try { u = new URL(origin) } catch { return true } // `null` (sandboxed, file:) and garbage
+  const h = host.toLowerCase()
+  const defaultPort = u.protocol === 'https:' ? ':443' : u.protocol === 'http:' ? ':80' : null
+  // URL drops the scheme's default port; a Host header may spell it out.
+  return u.host !== (defaultPort !== null && h.endsWith(defaultPort) ? h.slice(0, -defaultPort.length) : h)
 }
 
 function trimSlash (p: string): string {

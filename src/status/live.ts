@@ -50,7 +50,7 @@ export class LiveView {
 
   get size (): number { return this.clients.size }
 
-  /** Take over an upgrade already checked for path and access. */
+  /** Take over an upgrade already checked for path, peer access and Origin (see handler.ts). */
   accept (req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.closed) { socket.destroy(); return }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
