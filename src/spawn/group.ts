@@ -17,7 +17,7 @@ import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { SpawnedProcess, type LaunchPlan } from './process.js'
 import { RestartPolicy } from './backoff.js'
-import { HealthMonitor } from './health.js'
+import { HealthMonitor, type CommandPlanner } from './health.js'
 import type { OutputSink } from './output.js'
 import type { PidFiles } from './pidfile.js'
 import { procStats } from './proc-stats.js'
@@ -38,6 +38,8 @@ export interface GroupContext {
   readonly pidFiles: PidFiles
   readonly events: EventEmitter<SpawnEvents>
   readonly plan: (extraEnv: Record<string, string>) => LaunchPlan
+  /** Plans a health-check command as the backend is planned (its identity, limits, environment). */
+  readonly planCommand: CommandPlanner
 }
 
 export class SpawnGroup {
@@ -65,7 +67,7 @@ export class SpawnGroup {
     this.changes.setMaxListeners(0)
     this.health = spec.healthCheck === null
       ? null
-      : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.plan({}).env, (p) => { this.unhealthy.add(p); void p.stop() })
+      : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.planCommand, (p) => { this.unhealthy.add(p); void p.stop() })
   }
 
   // ---- BackendSource ------------------------------------------------------------------------

@@ -4,42 +4,49 @@
  * probes the group restarts it through the normal crash path, so backoff and the start-rate
  * limit apply as to any crash.
  */
-import { spawn } from 'node:child_process'
 import type { Clock } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { probeConnect } from './listen-socket.js'
-import type { SpawnedProcess } from './process.js'
+import { execPlan, type LaunchPlan, type SpawnedProcess } from './process.js'
 
 type Check = NonNullable<ResolvedSpec['healthCheck']>
 
-/** One probe: connect to the socket, or run the command (exit 0 = healthy) with a hard timeout. */
-export function probeHealth (check: Check, proc: SpawnedProcess, env: Record<string, string>): Promise<boolean> {
+/** Plans a command exactly as the spawn's backend is planned: identity, limits, chroot, clean env. */
+export type CommandPlanner = (command: string[], extraEnv: Record<string, string>) => LaunchPlan
+
+/**
+ * One probe: connect to the socket, or run the command (exit 0 = healthy) with a hard timeout.
+ * The command gets its own process group and a timeout SIGKILLs the whole group, so a hung
+ * check's children (curl under sh) do not outlive it.
+ */
+export function probeHealth (check: Check, proc: SpawnedProcess, planCommand: CommandPlanner): Promise<boolean> {
   if (check.type === 'connect') return probeConnect(proc.address, check.timeout)
   return new Promise((resolve) => {
-    const [file, ...args] = check.command
-    const child = spawn(file, args, {
-      stdio: 'ignore',
-      env: { ...env, SPAWN_ADDRESS: proc.addressId, SPAWN_PID: String(proc.pid) },
-      timeout: check.timeout,
-      killSignal: 'SIGKILL',
-    })
-    child.once('error', () => resolve(false))
-    child.once('exit', (code) => resolve(code === 0))
+    let plan: LaunchPlan
+    // Through the Launcher path the backend took (systemd runs ExecStartPre= as User=), never as
+    // the host's root.
+    try { plan = planCommand(check.command, { SPAWN_ADDRESS: proc.addressId, SPAWN_PID: String(proc.pid) }) } catch { resolve(false); return }
+    const child = execPlan(plan, 'ignore')
+    const timer = setTimeout(() => {
+      try { process.kill(-(child.pid as number), 'SIGKILL') } catch { /* already gone */ }
+    }, check.timeout)
+    child.once('error', () => { clearTimeout(timer); resolve(false) })
+    child.once('exit', (code) => { clearTimeout(timer); resolve(code === 0) })
   })
 }
 
 export class HealthMonitor {
   private readonly check: Check
   private readonly clock: Clock
-  private readonly env: Record<string, string>
+  private readonly planCommand: CommandPlanner
   private readonly onUnhealthy: (p: SpawnedProcess) => void
   private readonly timers = new Map<SpawnedProcess, unknown>()
   private readonly probes = new Set<Promise<unknown>>()
 
-  constructor (check: Check, clock: Clock, env: Record<string, string>, onUnhealthy: (p: SpawnedProcess) => void) {
+  constructor (check: Check, clock: Clock, planCommand: CommandPlanner, onUnhealthy: (p: SpawnedProcess) => void) {
     this.check = check
     this.clock = clock
-    this.env = env
+    this.planCommand = planCommand
     this.onUnhealthy = onUnhealthy
   }
 
@@ -47,7 +54,7 @@ export class HealthMonitor {
     let failures = 0
     const schedule = (): void => {
       this.timers.set(p, this.clock.setTimeout(() => {
-        const probe = probeHealth(this.check, p, this.env)
+        const probe = probeHealth(this.check, p, this.planCommand)
         this.probes.add(probe)
         void probe.then((ok) => {
           this.probes.delete(probe)

@@ -76,6 +76,27 @@ function ownerOk (st: Stats, id: Identity): boolean {
   return (st.uid === id.uid && st.gid === id.gid) || (st.uid === 0 && st.gid === 0)
 }
 
+/**
+ * Every directory above the program's, up to `/`: whoever may rename an entry of one of them can
+ * swap the whole subtree below it, program included (audit D: a tenant owning the directory above
+ * another tenant's root-owned program directory replaced it and ran as that tenant). Each must be
+ * owned by root or the target user and not writable by group or others; a root-owned directory
+ * with the sticky bit (/tmp) is accepted, since there only an entry's owner can rename it.
+ * Both the path as written (its symlinks can be replaced) and its realpath are walked.
+ */
+function checkAncestors (programDir: string, id: Identity): void {
+  const dirs = new Set<string>()
+  for (const start of [programDir, realpathSync(programDir)]) {
+    for (let d = start, up = dirname(d); up !== d; d = up, up = dirname(d)) dirs.add(up)
+  }
+  for (const dir of dirs) {
+    const st = statSync(dir)
+    if (st.uid === 0 && (st.mode & 0o1000) !== 0) continue
+    if (st.uid !== 0 && st.uid !== id.uid) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dir}: directory above the program is owned by uid ${st.uid}, not ${id.uid} or root`)
+    if ((st.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dir}: directory above the program is writable by group or others`)
+  }
+}
+
 /** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */
 export function checkProgram (program: string, id: Identity, policy: IdentityPolicy, opts: { interpreted?: boolean } = {}): void {
   if (!isAbsolute(program)) throw spawnError('ERR_SUEXEC_RELATIVE_PATH', `${program}: user-switched programs need an absolute path`)
@@ -98,6 +119,7 @@ export function checkProgram (program: string, id: Identity, policy: IdentityPol
   const dir = statSync(dirname(program))
   if (!ownerOk(dir, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${dirname(program)}: owned by ${dir.uid}:${dir.gid}, not ${id.uid}:${id.gid} or root`)
   if ((dir.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dirname(program)}: directory writable by group or others`)
+  checkAncestors(dirname(program), id)
   if (!ownerOk(st, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${program}: owned by ${st.uid}:${st.gid}, not ${id.uid}:${id.gid} or root`)
   if ((st.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_FILE_WRITABLE', `${program}: writable by group or others`)
   if ((st.mode & 0o6000) !== 0) throw spawnError('ERR_SUEXEC_SETID', `${program}: setuid or setgid`)

@@ -138,6 +138,24 @@ export class Launcher {
   }
 
   /**
+   * The program checks again, right before each exec of a user-switched socket spawn (restart,
+   * maxRequests recycle, scale-up): a directory swapped after start() must not get its code run as
+   * the target user. Throws the coded ERR_SUEXEC_* error, which the process reports as a failed
+   * start (backoff, then FAILED). Per process start, never per request.
+   */
+  recheckProgram (spec: ResolvedSpec): void {
+    const id = this.resolved.get(spec.name)?.identity ?? null
+    const prog = spec.argv[0]
+    if (id === null || prog === undefined) return
+    try {
+      checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, id, this.policy)
+    } catch (err) {
+      const code = (err as { code: string }).code
+      throw spawnError(code, `${code}: spawns.${spec.name}: program refused before exec: ${(err as Error).message}`, err)
+    }
+  }
+
+  /**
    * suEXEC checks on a CGI script at request time (a user-switched pipe spawn runs whatever the URL
    * resolved to, so each script gets the checks the spawn's program got at load). Throws a coded
    * ERR_SUEXEC_* error; no-op for spawns that do not switch user.

@@ -67,10 +67,19 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: name must match [A-Za-z0-9_.-]+`)
     const resolved = resolveSpec(name, spec)
     const output = new OutputSink(name, this.opts.log, (stream, chunk, pid) => this.emit('stderr', { spawn: name, pid, stream, chunk }))
-    const plan = (extraEnv: Record<string, string>): LaunchPlan =>
-      this.launcher.plan(resolved, resolved.argv, childEnvironment(resolved, extraEnv), resolved.cwd)
+    const plan = (extraEnv: Record<string, string>): LaunchPlan => {
+      this.launcher.recheckProgram(resolved)
+      return this.launcher.plan(resolved, resolved.argv, childEnvironment(resolved, extraEnv), resolved.cwd)
+    }
     const group = resolved.socketType === 'socket'
-      ? new SpawnGroup(resolved, { clock: this.clock, output, pidFiles: this.pidFiles, events: this, plan })
+      ? new SpawnGroup(resolved, {
+        clock: this.clock,
+        output,
+        pidFiles: this.pidFiles,
+        events: this,
+        plan,
+        planCommand: (command, extraEnv) => this.launcher.plan(resolved, command, childEnvironment(resolved, extraEnv), resolved.cwd),
+      })
       : null
     const pipe = resolved.socketType === 'pipe'
       ? new PipeStarter(resolved, this.clock, (argv, env, cwd, nativeUmask) => this.launcher.plan(resolved, argv, childEnvironment(resolved, env), cwd, nativeUmask),

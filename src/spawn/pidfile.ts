@@ -36,6 +36,15 @@ function carriesMarker (pid: number, spawn: string): boolean {
   }
 }
 
+/**
+ * Whether `name` is exactly `<spawn>.<digits>.pid`. Spawn names may contain dots, so a prefix
+ * test would hand spawn `a` the files of spawn `a.b` (`a.b.123.pid`), which it would then delete
+ * without killing (wrong marker), leaving `a.b`'s orphans holding its address.
+ */
+export function isPidFileOf (name: string, spawn: string): boolean {
+  return name.startsWith(`${spawn}.`) && /^\d+\.pid$/.test(name.slice(spawn.length + 1))
+}
+
 export class PidFiles {
   private readonly dir: string | undefined
 
@@ -63,7 +72,7 @@ export class PidFiles {
     const dir = this.dir as string
     const out: Array<{ file: string, rec: PidRecord | null }> = []
     for (const name of readdirSync(dir)) {
-      if (!name.startsWith(`${spawn}.`) || !name.endsWith('.pid')) continue
+      if (!isPidFileOf(name, spawn)) continue
       const file = join(dir, name)
       let rec: PidRecord | null = null
       try { rec = JSON.parse(readFileSync(file, 'utf8')) as PidRecord } catch { /* torn write: stale */ }

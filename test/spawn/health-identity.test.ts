@@ -1,0 +1,65 @@
+/**
+ * Command health checks run as the backend does (systemd runs ExecStartPre= as User=): same
+ * uid/gid, no supplementary groups, clean environment with the safe PATH, same limits; in their
+ * own process group, which a timeout kills whole. Before, a user-switched spawn's health command
+ * ran as the host's root (audit D). The identity part needs root to create a user: skipped with
+ * the reason locally, a failure under CI=true.
+ */
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { leakTest } from './fixtures/guard.js'
+import { alive, waitFor } from '../helpers/leaks.js'
+import { backendScript, ensure, manager, nodeBackend, tempDir } from './fixtures/manager.js'
+
+const U = { name: 'pchealth', id: 2011 }
+
+leakTest(t, 'a health command that hangs is killed with its whole process group at the timeout', async (t, defer) => {
+  const dir = tempDir(defer)
+  const m = manager(defer)
+  const pids = join(dir, 'pids')
+  // The backgrounded sleep would outlive a kill of the shell alone (it is reparented, not ours).
+  m.add('web', { binPath: nodeBackend(), socketName: '127.0.0.1:0', healthCheck: { type: 'command', command: ['/bin/sh', '-c', `sleep 300 & echo $! >> ${pids}; wait`], interval: 50, timeout: 200, failures: 100 } })
+  await m.start()
+  await ensure(m, 'web')
+  t.ok(await waitFor(() => existsSync(pids) && readFileSync(pids, 'utf8').split('\n').length >= 3, 10_000), 'two probes ran (the first timed out)')
+  const first = Number(readFileSync(pids, 'utf8').split('\n')[0])
+  t.ok(await waitFor(() => !alive(first), 5000), "the timed-out probe's background child was killed with its group")
+  await m.close()
+})
+
+if (process.getuid?.() !== 0) {
+  if (process.env.CI === 'true') t.fail('health identity test needs root in CI')
+  else t.pass('needs root', { skip: 'needs root to create a user and switch to it' })
+} else {
+  execFileSync('sh', ['-c', `getent passwd ${U.name} >/dev/null || useradd -M -N -u ${U.id} -s /usr/sbin/nologin ${U.name}; getent group ${U.name} >/dev/null || groupadd -g ${U.id} ${U.name}`])
+  t.teardown(() => { execFileSync('sh', ['-c', `userdel ${U.name} 2>/dev/null; groupdel ${U.name} 2>/dev/null; true`]) })
+
+  leakTest(t, 'the health command of a user-switched spawn runs as its user, with its limits', async (t, defer) => {
+    const dir = tempDir(defer)
+    chmodSync(dir, 0o755)
+    const bin = join(dir, 'bin')
+    mkdirSync(bin, { mode: 0o755 })
+    const script = join(bin, 'backend.mjs')
+    copyFileSync(backendScript, script)
+    chmodSync(script, 0o644)
+    const out = join(dir, 'out')
+    mkdirSync(out)
+    chownSync(out, U.id, U.id)
+    const report = join(out, 'health')
+    const m = manager(defer, { tenants: { h: { user: U.name, group: U.name, limits: { nofile: 321 } } } })
+    m.add('app', {
+      tenant: 'h',
+      binPath: [process.execPath, script],
+      socketName: join(dir, 'app.sock'),
+      healthCheck: { type: 'command', command: ['/bin/sh', '-c', `echo "$(id -u) $(id -g) [$(id -G)] $(ulimit -n) $PATH $SPAWN_PID" > ${report}.tmp && mv ${report}.tmp ${report}`], interval: 50 },
+    })
+    await m.start()
+    await ensure(m, 'app')
+    t.ok(await waitFor(() => existsSync(report), 10_000), 'the health command ran')
+    const pid = m.status()[0].processes[0].pid
+    t.equal(readFileSync(report, 'utf8').trim(), `${U.id} ${U.id} [${U.id}] 321 /usr/local/bin:/usr/bin:/bin ${pid}`, 'uid, gid, only its own group, the tenant limit, safe PATH')
+    await m.close()
+  })
+}
