@@ -26,7 +26,15 @@ export function substituteEnv (value: unknown, env: NodeJS.ProcessEnv, path = ''
     if (Array.isArray(v)) return v.map((x, i) => walk(x, `${at}/${i}`))
     if (typeof v === 'object' && v !== null) {
       const out: Record<string, unknown> = {}
-      for (const [k, x] of Object.entries(v)) out[k] = walk(x, `${at}/${escapeKey(k)}`)
+      for (const [k, x] of Object.entries(v)) {
+        const here = `${at}/${escapeKey(k)}`
+        // Prototype pollution: `out[k] = ...` with k `__proto__` would set out's prototype and lose
+        // the key (a spawn named `__proto__` vanished, an environment block became inherited).
+        // The key stays an own property, and is refused here at its path: the schema accepts it
+        // wherever a map's keys are names (spawns, tenants, environment, params).
+        if (k === '__proto__') issues.push({ path: here, message: 'bad key name "__proto__": no key may be named __proto__ (JavaScript reads it as the object\'s prototype)', found: k, expected: 'another name' })
+        Object.defineProperty(out, k, { value: walk(x, here), enumerable: true, writable: true, configurable: true })
+      }
       return out
     }
     return v

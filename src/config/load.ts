@@ -15,10 +15,13 @@ import { substituteEnv } from './env.js'
 import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
 import type { OperatorConfig } from './schema.js'
 
-/** Keys an included file may set; the rest belong to the main file only. */
 const fastGlob = lazy<typeof import('fast-glob')>('fast-glob')
 
+/** Keys an included file may set; the rest belong to the main file only. */
 const INCLUDABLE = new Set(['routes', 'spawns', 'tenants', 'include', '$schema'])
+
+/** A key's own issue (unknown key, bad spawn name, `__proto__`) points at the key, not at its value. */
+const KEY_ISSUE = /^(unknown key|bad [a-zA-Z ]+ name) /
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
@@ -57,7 +60,7 @@ class Merger {
     if (parsed === null) return null
     this.files.push(parsed)
     const subst = substituteEnv(parsed.value, this.env)
-    for (const i of subst.issues) this.issues.push({ ...i, source: positionOf(parsed, pointerSegments(i.path)) })
+    for (const i of subst.issues) this.issues.push({ ...i, source: positionOf(parsed, pointerSegments(i.path), KEY_ISSUE.test(i.message)) })
     if (!isObj(subst.value)) {
       this.issues.push({ path: '', message: 'the config must be a mapping', found: subst.value, expected: 'a mapping with at least `routes`', source: positionOf(parsed, []) })
       return null
@@ -102,7 +105,11 @@ class Merger {
     const out: string[] = []
     for (const [i, p] of patterns.entries()) {
       const at = Array.isArray(include) ? ['include', i] : ['include']
-      if (typeof p !== 'string') continue
+      if (typeof p !== 'string' || p === '') {
+        // Checked here, not by the schema: `include` is consumed (and deleted) before validation.
+        this.issues.push({ path: `/${at.join('/')}`, message: p === '' ? 'an include entry must not be empty' : 'an include entry must be a string: a path or glob relative to this file', found: p, expected: 'a path or glob', source: positionOf(from, at) })
+        continue
+      }
       const matches = (await fastGlob()(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
       // A glob matching nothing is an empty conf.d; a plain path that is missing is a mistake.
       if (matches.length === 0 && !fastGlob().isDynamicPattern(p)) {
@@ -183,8 +190,7 @@ export async function loadConfig (file: string, opts: LoadOptions = {}): Promise
     const have = new Set(issues.map((i) => i.path))
     const found = await checkConfig(config, opts.adapters !== undefined ? { adapters: opts.adapters } : {})
     for (const i of found) {
-      // A key's own issue (unknown key, bad spawn name) points at the key, not at its value.
-      if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, /^(unknown key|bad [a-zA-Z ]+ name) /.test(i.message)) })
+      if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, KEY_ISSUE.test(i.message)) })
     }
   }
   return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }

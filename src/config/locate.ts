@@ -45,8 +45,34 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
       }),
     }
   }
-  return { parsed: { file, display, doc, lines, value: doc.toJS({ maxAliasCount: 100 }) ?? {} }, issues: [] }
+  let value: unknown
+  try { value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {} } catch (err) {
+    // yaml throws (ReferenceErrors) for an unresolved alias and when aliases expand past the limit:
+    // a "billion laughs" file would otherwise take the memory of the process reading it.
+    const bomb = /^Excessive alias count/.test((err as Error).message)
+    let where: number | undefined
+    yaml().visit(doc, {
+      Alias (_, node) {
+        if (!bomb && node.resolve(doc) !== undefined) return undefined
+        where = node.range?.[0]
+        return yaml().visit.BREAK
+      },
+    })
+    const pos = where === undefined ? null : lines.linePos(where)
+    return {
+      parsed: null,
+      issues: [{
+        path: '',
+        message: bomb ? `syntax: YAML aliases expand too far (an alias bomb?): at most ${MAX_ALIAS_COUNT} alias uses, weighted by nesting` : `syntax: ${(err as Error).message}`,
+        source: pos === null ? display : `${display}:${pos.line}:${pos.col}`,
+      }],
+    }
+  }
+  return { parsed: { file, display, doc, lines, value }, issues: [] }
 }
+
+/** yaml's limit on alias uses (an alias of a node that holds aliases counts as many). */
+const MAX_ALIAS_COUNT = 100
 
 /** A key as one JSON Pointer segment (RFC 6901): `b/c~d` -> `b~1c~0d`, as issue paths write it. */
 export function escapeKey (key: string): string {

@@ -5,6 +5,7 @@
  */
 import type { ConfigIssue } from '../core/errors.js'
 import { getAdapter } from '../core/registry.js'
+import { TrustedProxies } from '../core/trust.js'
 import type { ProtocolAdapter } from '../core/types.js'
 import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
 import { escapeKey } from './locate.js'
@@ -138,6 +139,21 @@ function addressConflicts (listeners: Listener[]): ConfigIssue[] {
 export interface CrossFieldInput extends SpawnLayerConfig {
   listen?: string | string[]
   routes?: RouteConfig[]
+  status?: { allow?: string[] }
+}
+
+/**
+ * Each `status.allow` entry parsed as createStatus will, so a bad one is a config issue at its path
+ * (as compile reports `/trustedProxies`), not a throw in `serve` after the spawns have started.
+ */
+function statusAllowIssues (allow: readonly string[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  allow.forEach((entry, i) => {
+    try { new TrustedProxies([entry]) } catch (err) {
+      issues.push({ path: `/status/allow/${i}`, message: (err as Error).message, found: entry, expected: 'IP addresses or CIDRs' })
+    }
+  })
+  return issues
 }
 
 /**
@@ -198,6 +214,7 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
     })
   }
   issues.push(...addressConflicts(listeners))
+  if (c.status?.allow !== undefined) issues.push(...statusAllowIssues(c.status.allow))
 
   c.routes?.forEach((r, i) => {
     if (r.spawn === undefined) return
@@ -252,5 +269,6 @@ export function crossFieldCheck (value: unknown, shapeIssues: readonly ConfigIss
   }
   const input = { ...value, spawns, routes } as CrossFieldInput
   if (known.includes('/listen')) delete input.listen
+  if (hasIssue('/status')) delete input.status
   return crossFieldIssues(input, new Set(opts.externalSpawns ?? []), perRequest, malformed)
 }

@@ -1,0 +1,58 @@
+/**
+ * Hostile config files: what a file can do to the loader beyond being wrong. `__proto__` keys, a
+ * YAML alias bomb, include entries that are not paths, a status.allow `serve` would throw on. Each is
+ * an ordinary config issue at its path (the corpus files under fixtures/invalid pin path and line);
+ * here: the loaded value is not polluted, embedders get the same issue, and `proxycore check`
+ * exits 2 with file:line and no stack trace.
+ */
+import t from 'tap'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { guardLeaks } from '../helpers/leaks.js'
+import { runCli } from '../cli/run.js'
+import { checkConfig } from '../../src/config/check.js'
+import { loadConfig } from '../../src/config/load.js'
+import '../../src/index.js'
+
+const invalid = fileURLToPath(new URL('./fixtures/invalid/', import.meta.url))
+
+t.test('__proto__ keys stay own keys: nothing is inherited, no spawn vanishes', async (t) => {
+  guardLeaks(t)
+  const r = await loadConfig(join(invalid, 'proto.yaml'), { env: {} })
+  const spawns = r.config.spawns ?? {}
+  t.same(Object.keys(spawns), ['__proto__', 'app'], 'the spawn named __proto__ is kept, so it is reported')
+  t.equal(Object.getPrototypeOf(spawns), Object.prototype)
+  const env = spawns.app.environment ?? {}
+  t.equal(Object.getPrototypeOf(env), Object.prototype, 'environment did not become a prototype')
+  t.equal((env as Record<string, unknown>).EVIL, undefined, 'nothing inherited from the __proto__ block')
+  t.ok(Object.hasOwn(env, '__proto__'))
+  t.equal(Object.getPrototypeOf(r.config.routes[0]), Object.prototype)
+  t.equal(r.config.routes[0].spawn, '__proto__')
+  t.equal(({} as Record<string, unknown>).EVIL, undefined, 'Object.prototype untouched')
+  t.ok(r.issues.length > 0)
+  t.ok(r.issues.every((i) => /^bad key name "__proto__"/.test(i.message) && /proto\.yaml:\d+:\d+$/.test(i.source ?? '')), 'each at its key')
+})
+
+t.test('status.allow: an entry createStatus cannot parse is an issue for embedders too', async (t) => {
+  guardLeaks(t)
+  const config = { routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], status: { allow: ['::1', 'localhost'] } }
+  const issues = await checkConfig(config, { shape: 'embed' })
+  t.same(issues.map((i) => [i.path, i.found, i.expected]), [['/status/allow/1', 'localhost', 'IP addresses or CIDRs']])
+  t.same(await checkConfig({ ...config, status: { allow: ['127.0.0.1', '10.0.0.0/8', '::1'] } }), [], 'addresses and CIDRs pass')
+})
+
+t.test('proxycore check: exit 2 with file:line for each, no stack trace', async (t) => {
+  guardLeaks(t)
+  const cases: Array<[string, RegExp]> = [
+    ['proto.yaml', /proto\.yaml:10:3: \/spawns\/__proto__: bad key name "__proto__"/],
+    ['alias-bomb.yaml', /alias-bomb\.yaml:4:\d+: \/: syntax: YAML aliases expand too far/],
+    ['include-entries.yaml', /include-entries\.yaml:5:\d+: \/include\/1: an include entry must be a string/],
+    ['status-allow.yaml', /status-allow\.yaml:5:\d+: \/status\/allow\/1: .*found "localhost"/],
+  ]
+  for (const [file, want] of cases) {
+    const r = await runCli(['check', join(invalid, file)])
+    t.equal(r.code, 2, `${file}: exit 2`)
+    t.match(r.stderr, want, file)
+    t.notMatch(r.stderr, /Error:|\n\s+at /, `${file}: no stack trace`)
+  }
+})
