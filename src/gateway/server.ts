@@ -52,7 +52,10 @@ export class Gateway {
   private gen: Generation | null = null
   private readonly servers: Server[] = []
   private reloads = 0
+  /** The reload building now, and the one asked for meanwhile (runs after it). */
   private reloading: Promise<boolean> | null = null
+  private queued: Promise<boolean> | null = null
+  private readonly draining = new Set<Promise<void>>()
   private closing: Promise<void> | null = null
   /** Bound addresses, as `http://host:port` or `unix:/path`. */
   readonly addresses: string[] = []
@@ -61,8 +64,8 @@ export class Gateway {
 
   get current (): Generation | null { return this.gen }
 
-  private async build (prev: SpawnSet): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
-    const { config } = await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})
+  private async build (prev: SpawnSet, given?: OperatorConfig): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
+    const config = given ?? (await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})).config
     const { set, retired } = await prev.next(config)
     let proxy: Proxy
     try {
@@ -70,8 +73,7 @@ export class Gateway {
       proxy = await createProxy({ ...rest, sources: set.sources(), processStarters: set.starters(), logger: this.opts.log, ...(this.opts.gc !== undefined ? { gc: this.opts.gc } : {}) })
     } catch (err) {
       // Undo only what this attempt started; components kept from `prev` keep serving.
-      const mine = set.components.filter((c) => !prev.components.includes(c))
-      await SpawnSet.retire(mine)
+      await set.retire(set.components.filter((c) => !prev.components.includes(c)))
       throw err
     }
     const st = config.status
@@ -140,10 +142,22 @@ export class Gateway {
     this.opts.log.info({ address: shown }, 'listening')
   }
 
-  /** Re-read the config; true when the new one is serving. Concurrent calls share one attempt. */
+  /**
+   * Re-read the config; true when the new one is serving (the old generation may still be
+   * draining). Reloads never build at once: one asked for while another builds runs once more
+   * after it, so the file is read again after the last HUP (nginx re-reads on every one). The
+   * drain of the old generation is not part of it: a HUP during a drain starts a new reload.
+   */
   reload (): Promise<boolean> {
-    this.reloading ??= this.doReload().finally(() => { this.reloading = null })
-    return this.reloading
+    if (this.reloading === null) return this.runReload()
+    this.queued ??= this.reloading.then(() => { this.queued = null; return this.runReload() })
+    return this.queued
+  }
+
+  private runReload (): Promise<boolean> {
+    const p: Promise<boolean> = this.doReload().finally(() => { if (this.reloading === p) this.reloading = null })
+    this.reloading = p
+    return p
   }
 
   private async doReload (): Promise<boolean> {
@@ -154,6 +168,7 @@ export class Gateway {
       next = await this.build(old.spawns)
     } catch (err) {
       const issues = (err as { issues?: unknown[] }).issues
+      if (old.spawns.stopped.length > 0) return await this.restore(old, err, issues)
       this.opts.log.error({ err: issues === undefined ? err : undefined, issues }, 'reload rejected; the previous config keeps serving')
       return false
     }
@@ -162,12 +177,39 @@ export class Gateway {
     this.gen = next.gen
     this.reloads++
     this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length }, 'reloaded')
-    // The old routes finish what they are serving, then the spawns nobody uses any more stop.
-    const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
-    await old.status?.close()
-    await old.proxy.close(grace)
-    await SpawnSet.retire(next.retired)
+    this.retire(old, next.retired)
     return true
+  }
+
+  /**
+   * A reload failed after it had stopped old spawns (a fixed address reused, then the new spawn
+   * would not start): the previous config is built again around its surviving components, so it
+   * really keeps serving — those spawns had a gap, nothing else.
+   */
+  private async restore (old: Generation, err: unknown, issues: unknown[] | undefined): Promise<boolean> {
+    const names = old.spawns.stopped.flatMap((c) => c.names)
+    this.opts.log.error({ err: issues === undefined ? err : undefined, issues, spawns: names }, 'reload rejected; restarting the previous config\'s spawns it had stopped')
+    try {
+      const again = await this.build(old.spawns, old.config)
+      this.gen = again.gen
+      this.retire(old, again.retired)
+      this.opts.log.warn({ spawns: names }, 'reload rejected; the previous config keeps serving')
+    } catch (err2) {
+      this.opts.log.error({ err: err2, spawns: names }, 'reload rejected, and the previous config\'s spawns could not be restarted')
+    }
+    return false
+  }
+
+  /** The old routes finish what they are serving, then the spawns nobody uses any more stop. */
+  private retire (old: Generation, retired: Awaited<ReturnType<Gateway['build']>>['retired']): void {
+    const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
+    const done: Promise<void> = (async () => {
+      await old.status?.close()
+      await old.proxy.close(grace)
+      await old.spawns.retire(retired)
+    })().catch((err: unknown) => { this.opts.log.error({ err }, 'reload: stopping the old generation failed') })
+      .finally(() => { this.draining.delete(done) })
+    this.draining.add(done)
   }
 
   /** Stop listening, drain in-flight requests, stop every spawned process. Idempotent. */
@@ -178,6 +220,7 @@ export class Gateway {
 
   private async doClose (): Promise<void> {
     await this.reloading
+    await this.queued
     const g = this.gen
     const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     for (const s of this.servers) s.closeIdleConnections()
@@ -187,10 +230,15 @@ export class Gateway {
       for (const s of this.servers) s.closeAllConnections()
       await g.spawns.close()
     }
+    // Old generations still draining after reloads stop on their own clock (their drainTimeout).
+    await Promise.all([...this.draining])
     await closed
   }
 
-  /** Pids of spawned processes: the last resort of a second signal. */
+  /**
+   * Pids of every spawned process — current generation, a reload being built, retired generations
+   * still draining: the last resort of a second signal, so none outlives proxycore.
+   */
   pids (): number[] {
     return this.gen?.spawns.pids() ?? []
   }

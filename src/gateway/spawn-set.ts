@@ -6,13 +6,18 @@
  *   unchanged component  -> kept (same processes, same sockets)
  *   changed / new        -> a new manager, started before the swap (make-before-break) ...
  *                           ... unless it reuses a fixed address of the old one: then the old one
- *                           is stopped first (a port cannot be bound twice), a short gap for it only
+ *                           is stopped first (a port cannot be bound twice), a short gap for it only;
+ *                           what start() would refuse is checked before that, and should the start
+ *                           still fail, the set reports the old one in `stopped` for the gateway
+ *                           to start again under the previous config
  *   removed              -> stopped after the swap, once its in-flight requests drained
  */
 import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
 import { addressKey, managerOptions, toSpawnSpec, type SpawnLayerConfig } from '../config/spawns.js'
 import type { BackendSource, Logger, ProcessStarter } from '../core/types.js'
 import { SpawnManager, type SpawnStatus } from '../spawn/index.js'
+import { Launcher } from '../spawn/launcher.js'
+import { resolveSpec } from '../spawn/spec.js'
 
 export interface Component {
   readonly names: string[]
@@ -36,6 +41,9 @@ function keyOf (names: string[], c: SpawnLayerConfig): string {
   return JSON.stringify({ spawns: names.map((n) => [n, c.spawns?.[n]]), tenants, runDir: c.runDir, logDir: c.logDir })
 }
 
+/** Components a reload stopped before their replacement started (a fixed address reused). */
+const stoppedEarly = new WeakSet<Component>()
+
 function fixedAddresses (names: string[], c: SpawnLayerConfig): Set<string> {
   const out = new Set<string>()
   for (const n of names) for (const a of [c.spawns?.[n]?.socketName ?? []].flat()) { const k = addressKey(a); if (k !== null) out.add(k.key) }
@@ -43,9 +51,14 @@ function fixedAddresses (names: string[], c: SpawnLayerConfig): Set<string> {
 }
 
 export class SpawnSet {
-  private constructor (readonly components: readonly Component[], private readonly log: Logger) {}
+  /**
+   * `live`: every manager this set's lineage (from `empty()` through each `next()`) started and has
+   * not finished stopping — the current generation's, a building reload's and the retired ones
+   * still draining. A second SIGTERM kills all of them.
+   */
+  private constructor (readonly components: readonly Component[], private readonly log: Logger, private readonly live: Set<SpawnManager>) {}
 
-  static empty (log: Logger): SpawnSet { return new SpawnSet([], log) }
+  static empty (log: Logger): SpawnSet { return new SpawnSet([], log, new Set()) }
 
   /**
    * The next set for `config`: keeps unchanged components of `this`, starts the rest. Returns the
@@ -53,7 +66,8 @@ export class SpawnSet {
    */
   async next (config: SpawnLayerConfig): Promise<{ set: SpawnSet, retired: Component[] }> {
     const wanted = components(config.spawns ?? {})
-    const old = new Map(this.components.map((c) => [c.key, c]))
+    // A component stopped early by a failed reload is gone: its names start anew.
+    const old = new Map(this.components.filter((c) => !stoppedEarly.has(c)).map((c) => [c.key, c]))
     const kept: Component[] = []
     const started: Component[] = []
     const fresh: string[][] = []
@@ -62,25 +76,32 @@ export class SpawnSet {
       if (same !== undefined) { kept.push(same); old.delete(same.key) } else fresh.push(names)
     }
     const retired = [...old.values()]
+    // Everything start() would refuse is refused here, before any old component is touched: a
+    // rejected reload leaves the previous generation as it was (nginx, Apache graceful).
+    const launcher = new Launcher(managerOptions(config))
+    for (const names of fresh) for (const n of names) await launcher.validate(resolveSpec(n, toSpawnSpec((config.spawns ?? {})[n])))
     try {
       for (const names of fresh) {
         const mine = fixedAddresses(names, config)
-        for (const r of retired.filter((x) => !('stopped' in x))) {
+        for (const r of retired.filter((x) => !stoppedEarly.has(x))) {
           const theirs = fixedAddresses(r.names, decode(r.key))
           if ([...mine].some((a) => theirs.has(a))) {
             this.log.warn({ spawns: r.names }, 'reload: address reused by a changed spawn; stopping the old one first')
-            await r.manager.close()
-            Object.assign(r, { stopped: true })
+            stoppedEarly.add(r)
+            await this.stop(r)
           }
         }
         started.push(await this.start(names, config))
       }
     } catch (err) {
-      await Promise.all(started.map((c) => c.manager.close()))
+      await this.retire(started)
       throw err
     }
-    return { set: new SpawnSet([...kept, ...started], this.log), retired }
+    return { set: new SpawnSet([...kept, ...started], this.log, this.live), retired }
   }
+
+  /** Components of this set that a failed reload stopped; the caller starts them again. */
+  get stopped (): Component[] { return this.components.filter((c) => stoppedEarly.has(c)) }
 
   private async start (names: string[], config: SpawnLayerConfig): Promise<Component> {
     const manager = new SpawnManager(managerOptions(config))
@@ -89,14 +110,21 @@ export class SpawnSet {
     if (config.logDir === undefined) {
       manager.on('stderr', (e) => this.log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, e.chunk.toString('utf8').trimEnd()))
     }
+    const c: Component = { names, key: keyOf(names, config), manager }
+    this.live.add(manager)
     try {
       for (const n of names) manager.add(n, toSpawnSpec((config.spawns ?? {})[n]))
       await manager.start()
     } catch (err) {
-      await manager.close()
+      await this.stop(c)
       throw err
     }
-    return { names, key: keyOf(names, config), manager }
+    return c
+  }
+
+  private async stop (c: Component): Promise<void> {
+    await c.manager.close()
+    this.live.delete(c.manager)
   }
 
   sources (): Record<string, BackendSource> {
@@ -119,17 +147,21 @@ export class SpawnSet {
     return this.components.flatMap((c) => c.manager.status())
   }
 
-  /** Process ids of every spawned process (a second SIGTERM kills their groups at once). */
+  /**
+   * Process ids of every process the lineage started that may still run (see `live`), not only
+   * this set's: a second SIGTERM kills their groups at once, so none outlives proxycore.
+   */
   pids (): number[] {
-    return this.status().flatMap((s) => s.processes.map((p) => p.pid)).filter((p): p is number => p !== null)
+    return [...this.live].flatMap((m) => m.status()).flatMap((s) => s.processes.map((p) => p.pid)).filter((p): p is number => p !== null)
   }
 
-  static async retire (components: readonly Component[]): Promise<void> {
-    await Promise.all(components.map((c) => c.manager.close()))
+  /** Stop `components` (retired by a reload, or undone by a failed one). */
+  async retire (components: readonly Component[]): Promise<void> {
+    await Promise.all(components.map((c) => this.stop(c)))
   }
 
   async close (): Promise<void> {
-    await SpawnSet.retire(this.components)
+    await this.retire(this.components)
   }
 }
 
