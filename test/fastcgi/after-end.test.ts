@@ -3,27 +3,13 @@
  * id is reused at once (§3.3), so such bytes would otherwise be credited to the next request sent on
  * the connection — another client's response.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { FastcgiClient } from '../../src/protocols/fastcgi/client.js'
-import { FASTCGI_DEFAULTS, type FastcgiOptions } from '../../src/protocols/fastcgi/options.js'
-import { makeExchange, record, testContext, type ExchangeInit, type TestContext } from './helpers/harness.js'
-import { type FakeOptions, type FakeRequest, respond, startFake } from './helpers/fake.js'
+import { record, type TestContext } from './helpers/harness.js'
+import { type FakeRequest, fakeClient, respond } from './helpers/fake.js'
 import { endBody, pairs, rec } from './helpers/records.js'
-import { tempDir } from './helpers/peers.js'
 
-async function setup (t: Test, onRequest: FakeOptions['onRequest'], opts: Partial<FastcgiOptions> = {}, values?: Buffer) {
-  const fake = await startFake(t, tempDir(t), { onRequest, ...(values ? { values } : {}) })
-  const ctx = testContext()
-  const client = new FastcgiClient(fake.endpoint, { ...FASTCGI_DEFAULTS, discovery: false, ...opts }, ctx)
-  t.teardown(() => client.destroy())
-  const ask = (init: ExchangeInit = {}) => {
-    const r = record()
-    client.dispatch(makeExchange(init), r.handler)
-    return r.done
-  }
-  return { fake, ctx, client, ask }
-}
+const setup = fakeClient
 
 /** The complete answer `body` for `id`, its END_REQUEST padded by `padding` bytes. */
 const answer = (id: number, body: string, padding = 0): Buffer =>

@@ -2,28 +2,16 @@
  * Faults real peers cannot produce, from FAKE-FCGI on literal bytes (ACCEPTANCE H, AC-74..76, 78, 79):
  * each gives the right code and the connection is never reused.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { FastcgiClient } from '../../src/protocols/fastcgi/client.js'
-import { FASTCGI_DEFAULTS, type FastcgiOptions } from '../../src/protocols/fastcgi/options.js'
-import { makeExchange, record, testContext, type ExchangeInit } from './helpers/harness.js'
-import { type Fake, type FakeOptions, respond, startFake } from './helpers/fake.js'
+import { FASTCGI_DEFAULTS } from '../../src/protocols/fastcgi/options.js'
+import { makeExchange, record, testContext } from './helpers/harness.js'
+import { type Fake, type FakeOptions, fakeClient, respond } from './helpers/fake.js'
 import { endBody, pairs, rec } from './helpers/records.js'
 import { tempDir } from './helpers/peers.js'
 
-async function setup (t: Test, onRequest: FakeOptions['onRequest'], opts: Partial<FastcgiOptions> = {}, values?: Buffer, tcp = false) {
-  const dir = tempDir(t)
-  const fake = await startFake(t, dir, { onRequest, tcp, ...(values ? { values } : {}) })
-  const ctx = testContext()
-  const client = new FastcgiClient(fake.endpoint, { ...FASTCGI_DEFAULTS, discovery: false, ...opts }, ctx)
-  t.teardown(() => client.destroy())
-  const ask = (init: ExchangeInit = {}) => {
-    const r = record()
-    client.dispatch(makeExchange(init), r.handler)
-    return r.done
-  }
-  return { fake, ctx, client, ask }
-}
+const setup = fakeClient
 
 /** First request on each connection gets `bad`; later ones a good answer. */
 const firstBad = (bad: (id: number) => Buffer, close = false) => (req: Parameters<FakeOptions['onRequest']>[0], fake: Fake) => {

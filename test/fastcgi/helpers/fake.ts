@@ -7,8 +7,11 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { rec, endBody } from './records.js'
-import { unixEndpoint } from './harness.js'
+import { makeExchange, record, testContext, unixEndpoint, type ExchangeInit } from './harness.js'
+import { tempDir } from './peers.js'
 import type { Endpoint } from '../../../src/core/types.js'
+import { FastcgiClient } from '../../../src/protocols/fastcgi/client.js'
+import { FASTCGI_DEFAULTS, type FastcgiOptions } from '../../../src/protocols/fastcgi/options.js'
 
 export interface FakeRequest {
   conn: number
@@ -109,4 +112,21 @@ export async function startFake (t: Test, dir: string, opts: FakeOptions): Promi
     await new Promise<void>((resolve) => fake.server.close(() => resolve()))
   })
   return fake
+}
+
+/**
+ * A FastcgiClient (no discovery) on a fresh fake: what the fault tests start with. `ask` dispatches
+ * one exchange and resolves with what its handler recorded.
+ */
+export async function fakeClient (t: Test, onRequest: FakeOptions['onRequest'], opts: Partial<FastcgiOptions> = {}, values?: Buffer, tcp = false) {
+  const fake = await startFake(t, tempDir(t), { onRequest, tcp, ...(values ? { values } : {}) })
+  const ctx = testContext()
+  const client = new FastcgiClient(fake.endpoint, { ...FASTCGI_DEFAULTS, discovery: false, ...opts }, ctx)
+  t.teardown(() => client.destroy())
+  const ask = (init: ExchangeInit = {}) => {
+    const r = record()
+    client.dispatch(makeExchange(init), r.handler)
+    return r.done
+  }
+  return { fake, ctx, client, ask }
 }
