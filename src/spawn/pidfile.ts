@@ -28,6 +28,20 @@ export function processStartTime (pid: number): string | null {
   }
 }
 
+/**
+ * Whether `pid` leads its own process group (pgrp = pid). Spawned processes are group leaders, and
+ * only a verified leader's own group is ever killed: the `pgid` a pid file names is not trusted,
+ * so whoever can write runDir cannot steer root into killing another group.
+ */
+function leadsOwnGroup (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]) === pid
+  } catch {
+    return false
+  }
+}
+
 function carriesMarker (pid: number, spawn: string): boolean {
   try {
     return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`${MARKER_ENV}=${spawn}`)
@@ -89,8 +103,8 @@ export class PidFiles {
     if (this.dir === undefined) return []
     const killed: number[] = []
     for (const { file, rec } of this.records(spawn)) {
-      if (rec !== null && rec.pid !== process.pid && processStartTime(rec.pid) === rec.startTime && carriesMarker(rec.pid, spawn)) {
-        await stopGroup(rec.pgid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
+      if (rec !== null && rec.pid !== process.pid && processStartTime(rec.pid) === rec.startTime && carriesMarker(rec.pid, spawn) && leadsOwnGroup(rec.pid)) {
+        await stopGroup(rec.pid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
         killed.push(rec.pid)
       }
       rmSync(file, { force: true })

@@ -12,7 +12,7 @@ import { leakTest } from './fixtures/guard.js'
 import { tempDir } from './fixtures/manager.js'
 import { PidFiles, isPidFileOf, processStartTime } from '../../src/spawn/pidfile.js'
 import { realClock } from '../../src/spawn/backoff.js'
-import { alive } from '../helpers/leaks.js'
+import { alive, waitFor } from '../helpers/leaks.js'
 
 t.test('isPidFileOf parses the whole name', async (t) => {
   t.ok(isPidFileOf('a.123.pid', 'a'))
@@ -41,4 +41,25 @@ leakTest(t, "cleanOrphans(a) leaves a.b's pid file and orphan alone; cleanOrphan
   t.same(await files.cleanOrphans('a.b', realClock, 2000), [pid], 'spawn a.b kills its own orphan')
   await orphanExit
   t.same(readdirSync(runDir), [], 'and removes its file')
+})
+
+leakTest(t, 'the pgid a pid file names is not trusted: only the verified orphan\'s own group is killed', async (t, defer) => {
+  const runDir = join(tempDir(defer), 'run')
+  const files = new PidFiles(runDir)
+  const start = (env: Record<string, string>) => {
+    const child = spawn('sleep', ['300'], { detached: true, stdio: 'ignore', env })
+    const exit = once(child, 'exit')
+    defer(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exit } })
+    return { child, exit }
+  }
+  const orphan = start({ PROXYCORE_SPAWN: 'app' })
+  const bystander = start({})
+  await Promise.all([once(orphan.child, 'spawn'), once(bystander.child, 'spawn')])
+  const pid = orphan.child.pid as number
+  const other = bystander.child.pid as number
+  // A pid file written by someone who could write runDir: a real orphan, someone else's group.
+  writeFileSync(join(runDir, `app.${pid}.pid`), JSON.stringify({ spawn: 'app', pid, pgid: other, startTime: processStartTime(pid), address: '127.0.0.1:1' }))
+  t.same(await files.cleanOrphans('app', realClock, 2000), [pid], 'the orphan is reported killed')
+  t.ok(await waitFor(() => !alive(pid), 5000), 'and is gone')
+  t.ok(alive(other), 'the group the file named is not')
 })
