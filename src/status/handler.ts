@@ -135,11 +135,24 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
  * the proxy) sees the proxy's 127.0.0.1. null: a target the router refuses too (it answers 400).
  */
 function targetOf (req: IncomingMessage): { path: string, query: string, host: string | undefined } | null {
-  const t = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
-  if (t === null) return null
-  let path: string
-  try { path = trimSlash(normalizePath(t.path)) } catch { return null }
-  return { path, query: t.query, host: t.authority ?? req.headers.host }
+  const url = req.url ?? '/'
+  let path = url
+  let query = ''
+  let host = req.headers.host
+  if (url.charCodeAt(0) === 47 /* / */) {
+    // Origin form, nearly every request (this runs before each one in `serve`): no full parse;
+    // normalizePath returns an already normal path as it is.
+    const q = url.indexOf('?')
+    if (q >= 0) { path = url.slice(0, q); query = url.slice(q + 1) }
+  } else {
+    const t = parseTarget(req.method ?? 'GET', url, host)
+    if (t === null) return null
+    path = t.path
+    query = t.query
+    host = t.authority ?? host
+  }
+  try { path = trimSlash(normalizePath(path)) } catch { return null }
+  return { path, query, host }
 }
 
 /**
