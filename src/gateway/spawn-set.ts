@@ -38,7 +38,9 @@ function components (spawns: Record<string, SpawnConfig>): string[][] {
 function keyOf (names: string[], c: SpawnLayerConfig): string {
   const tenants: Record<string, TenantConfig | undefined> = {}
   for (const n of names) { const t = c.spawns?.[n]?.tenant; if (t !== undefined) tenants[t] = c.tenants?.[t] }
-  return JSON.stringify({ spawns: names.map((n) => [n, c.spawns?.[n]]), tenants, runDir: c.runDir, logDir: c.logDir })
+  // The identity policy is checked at every exec, restarts included: a component kept across a
+  // reload that changed it would go on starting programs under the old policy.
+  return JSON.stringify({ spawns: names.map((n) => [n, c.spawns?.[n]]), tenants, runDir: c.runDir, logDir: c.logDir, identity: c.identity })
 }
 
 /** Components a reload stopped before their replacement started (a fixed address reused). */
