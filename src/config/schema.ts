@@ -28,7 +28,7 @@ export const RouteSchema = Type.Object({
   name: Type.Optional(Type.String({ description: 'Name for logs, metrics and the status page (default: its index).' })),
   match: Type.Optional(MatchSchema),
   protocol: Type.String({ description: '`http`, `fastcgi`, `scgi`, `cgi`, or a registered custom adapter.' }),
-  backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'Fixed backends: `host:port`, `[v6]:port`, `unix:/path`.' })),
+  backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'Fixed backends: `host:port`, `[v6]:port`, `unix:/path`, each address once.' })),
   spawn: Type.Optional(Type.String({ description: 'Name of a spawn whose processes serve this route.' })),
   balance: Type.Optional(Type.Union([
     Type.Literal('least-connection'), Type.Literal('round-robin'), Type.Literal('hash'), Type.Literal('sticky'),

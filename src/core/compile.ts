@@ -71,6 +71,25 @@ function describeSchema (s: Record<string, unknown>): string {
   return 'a valid value'
 }
 
+/**
+ * Backend addresses: each must parse, and none may be listed twice. The pool keeps one state per
+ * entry, so a repeated address would be two backends with one label: its health and request
+ * counts split, and `/metrics` would report one series twice.
+ */
+function checkBackends (list: readonly string[], at: string, problems: ConfigIssue[]): void {
+  const first = new Map<string, number>()
+  list.forEach((b, i) => {
+    let id: string
+    try { id = parseEndpoint(b).id } catch (err) {
+      if (err instanceof AddressError) { problems.push({ path: `${at}/${i}`, message: err.message, found: b, expected: 'host:port, [v6]:port or unix:/path' }); return }
+      throw err
+    }
+    const prev = first.get(id)
+    if (prev === undefined) first.set(id, i)
+    else problems.push({ path: `${at}/${i}`, message: `backend ${id} is listed twice (here and at ${at}/${prev})`, found: b, expected: 'each address once' })
+  })
+}
+
 export async function compileProxy (config: CompileInput, deps: CompileDeps): Promise<ProxyRuntime> {
   if (!isProxyConfig(config)) {
     // The generated check said no; TypeBox (~13 MiB RSS) loads only now, to word the issues.
@@ -102,12 +121,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     }
     let source: BackendSource | undefined
     if (rc.backends !== undefined) {
-      rc.backends.forEach((b, i) => {
-        try { parseEndpoint(b) } catch (err) {
-          if (err instanceof AddressError) problems.push({ path: `${at}/backends/${i}`, message: err.message, found: b, expected: 'host:port, [v6]:port or unix:/path' })
-          else throw err
-        }
-      })
+      checkBackends(rc.backends, `${at}/backends`, problems)
     } else if (rc.spawn !== undefined) {
       source = deps.sources?.get(rc.spawn)
       if (source === undefined && !adapter?.capabilities.perRequestProcess) {
@@ -137,9 +151,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       if (az.spawn !== undefined && deps.sources?.get(az.spawn) === undefined) {
         problems.push({ path: `${at}/authorizer/spawn`, message: `no spawn named ${JSON.stringify(az.spawn)}`, found: az.spawn })
       }
-      az.backends?.forEach((b, i) => {
-        try { parseEndpoint(b) } catch (err) { problems.push({ path: `${at}/authorizer/backends/${i}`, message: (err as Error).message, found: b }) }
-      })
+      if (az.backends !== undefined) checkBackends(az.backends, `${at}/authorizer/backends`, problems)
       if (fcgi === undefined) problems.push({ path: `${at}/authorizer`, message: 'the fastcgi adapter is not registered' })
       else {
         try { azOptions = fcgi.parseOptions(az.options ?? {}, `${at}/authorizer/options`) } catch (err) {

@@ -133,3 +133,18 @@ t.test('checkConfig: a spawn or tenant named like an Object.prototype member is 
     { path: '/routes/0/spawn', message: 'no spawn named "constructor"', found: 'constructor', expected: 'app' },
   ])
 })
+
+t.test('a backend listed twice in a route or an authorizer is an issue at the repeat', async (t) => {
+  guardLeaks(t)
+  t.strictSame(await issuesOf(proxy({ routes: [{ protocol: 'http', backends: ['127.0.0.1:9000', '127.0.0.1:9001', ' 127.0.0.1:9000'] }] })), [
+    { path: '/routes/0/backends/2', message: 'backend 127.0.0.1:9000 is listed twice (here and at /routes/0/backends/0)', found: ' 127.0.0.1:9000', expected: 'each address once' },
+  ])
+  const issues = await checkConfig({
+    listen: '127.0.0.1:0',
+    routes: [{ protocol: 'http', backends: ['unix:/run/a.sock'], authorizer: { backends: ['[::1]:9000', '[::1]:9000'] } }],
+  })
+  t.strictSame(issues.map((i) => [i.path, i.message]), [['/routes/0/authorizer/backends/1', 'backend [::1]:9000 is listed twice (here and at /routes/0/authorizer/backends/0)']])
+  // The same address in two routes is two pools: allowed.
+  const p = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: ['127.0.0.1:9000'] }, { protocol: 'http', backends: ['127.0.0.1:9000'] }] } as unknown as CreateProxyOptions)
+  await p.close()
+})
