@@ -55,6 +55,11 @@ export interface Proxy {
   readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void
   /** node:http 'upgrade' listener (WebSocket and any Upgrade). */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
+  /**
+   * node:http 'clientError' listener (optional): node's own answer (400, 408, 431) to a request its
+   * parser refused, plus a `request:end` event, so the access log shows it.
+   */
+  readonly clientError: (err: Error, socket: Duplex) => void
   /** Typed events; the same events go to diagnostics_channel `proxycore:*`. */
   readonly events: ProxyEvents
   /** Compiled routes with their pools and counters (read-only view for status pages). */
@@ -111,6 +116,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
     checkContinue: (req, res) => runtime.checkContinue(req, res),
+    clientError: (err, socket) => runtime.clientError(err, socket),
     events,
     routes: runtime.routes,
     spawns: manager,

@@ -7,7 +7,7 @@
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex, Writable } from 'node:stream'
-import { ProxyError, statusFor } from './errors.js'
+import { ProxyError, statusFor, type ErrorCode } from './errors.js'
 import { ProxyExchange } from './exchange.js'
 import { checkRequestFraming } from './headers.js'
 import type { ProxyEvents } from './events.js'
@@ -73,11 +73,11 @@ export class ProxyRuntime {
     const bad = checkRequestFraming(req)
     if (bad !== null) {
       res.shouldKeepAlive = false
-      this.sendError(res, bad)
+      this.refuse(req, res, bad, '')
       return
     }
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
-    if (target === null) { this.sendError(res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target or Host', { phase: 'route' })); return }
+    if (target === null) { this.refuse(req, res, new ProxyError('ERR_BAD_REQUEST', 'bad request-target or Host', { phase: 'route' }), ''); return }
     if (target.authority !== undefined) adoptAuthority(req, target.authority)
     let route: CompiledRoute | null
     try {
@@ -85,21 +85,21 @@ export class ProxyRuntime {
     } catch (err) {
       // A path no route can be chosen for is answered here, never passed to `next`: the next
       // handler might decode it into a path one of these routes guards.
-      this.sendError(res, err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
+      this.refuse(req, res, asProxyError(err), '')
       return
     }
     if (route === null) {
       if (next !== undefined) { next(); return }
-      this.sendError(res, new ProxyError('ERR_NO_ROUTE', undefined, { phase: 'route' }))
+      this.refuse(req, res, new ProxyError('ERR_NO_ROUTE', undefined, { phase: 'route' }), '')
       return
     }
-    if (this.closing) { this.sendError(res, new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }), 1); return }
+    if (this.closing) { this.refuse(req, res, new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }), route.name, 1); return }
     const peer = plainAddress(req.socket.remoteAddress)
     const ex = new ProxyExchange(this, route, req, res, withUpstream(route, target), this.clientOf(req, peer), peer, 0)
     try {
       ex.start()
     } catch (err) {
-      this.sendError(res, err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
+      this.sendError(res, asProxyError(err))
     }
   }
 
@@ -113,7 +113,7 @@ export class ProxyRuntime {
     const cl = Number(req.headers['content-length'] ?? 0)
     if (route !== null && route.s.maxBodySize > 0 && cl > route.s.maxBodySize) {
       res.shouldKeepAlive = false
-      this.sendError(res, new ProxyError('ERR_BODY_TOO_LARGE', `${cl} bytes`, { phase: 'route' }))
+      this.refuse(req, res, new ProxyError('ERR_BODY_TOO_LARGE', `${cl} bytes`, { phase: 'route' }), route.name)
       return
     }
     res.writeContinue()
@@ -126,8 +126,11 @@ export class ProxyRuntime {
     const bad = checkRequestFraming(req)
     const route = target === null || bad !== null ? null : this.router.find(target)
     if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing) {
-      const status = route === null ? 404 : this.closing ? 503 : 400
+      // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
+      const code: ErrorCode = bad !== null || target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
+      const status = statusFor(new ProxyError(code))
       socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      this.refused(req, route?.name ?? '', status, code, 0)
       return
     }
     if (target.authority !== undefined) adoptAuthority(req, target.authority)
@@ -178,9 +181,9 @@ export class ProxyRuntime {
     }
   }
 
-  /** The single place an error becomes a response. */
-  sendError (res: ServerResponse, err: ProxyError, retryAfter?: number): void {
-    if (res.headersSent || res.destroyed) { res.destroy(); return }
+  /** The single place an error becomes a response. Returns the body bytes sent, or -1: none could be. */
+  sendError (res: ServerResponse, err: ProxyError, retryAfter?: number): number {
+    if (res.headersSent || res.destroyed) { res.destroy(); return -1 }
     const status = statusFor(err)
     const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${err.code}\n`
     const headers: Record<string, string | number> = {
@@ -191,7 +194,55 @@ export class ProxyRuntime {
     if (status === 503 && retryAfter !== undefined) headers['retry-after'] = retryAfter
     if (err.code === 'ERR_BAD_REQUEST' || err.code === 'ERR_BODY_TOO_LARGE' || err.code === 'ERR_REQUEST_TIMEOUT') headers.connection = 'close'
     res.writeHead(status, headers)
-    res.end(res.req?.method === 'HEAD' ? undefined : body)
+    const head = res.req?.method === 'HEAD'
+    res.end(head ? undefined : body)
+    return head ? 0 : headers['content-length'] as number
+  }
+
+  /** An error page for a request no exchange took (refused before or instead of routing), logged. */
+  private refuse (req: IncomingMessage, res: ServerResponse, err: ProxyError, route: string, retryAfter?: number): void {
+    const bytes = this.sendError(res, err, retryAfter)
+    this.refused(req, route, bytes < 0 ? 0 : res.statusCode, err.code, Math.max(bytes, 0))
+  }
+
+  /**
+   * `request:end` for a request answered without an exchange, so the access log and metrics see
+   * every response the proxy sends (nginx logs its 400s and 404s too). No backend, no head time.
+   */
+  private refused (req: IncomingMessage, route: string, status: number, code: ErrorCode, bytesOut: number): void {
+    if (!this.events.wantsRequests) return
+    this.events.requestEnd({
+      id: this.nextId(),
+      route,
+      method: req.method ?? '',
+      url: req.url ?? '',
+      client: this.clientOf(req, plainAddress(req.socket.remoteAddress)).address,
+      status,
+      backend: '',
+      headMs: -1,
+      totalMs: 0,
+      bytesOut,
+      error: code,
+    })
+  }
+
+  /**
+   * node:http 'clientError' listener: a request node's parser refused (bad syntax, a head over
+   * `maxHeaderSize`, a head timeout) gets its status, as node's default listener would give it, and
+   * a `request:end` with an empty method and URL, so the access log has it (nginx logs these too).
+   */
+  clientError (err: Error & { code?: string }, socket: Duplex): void {
+    // A response already under way on this connection (pipelining) cannot be followed by another.
+    const started = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage?.headersSent === true
+    if (err.code === 'ECONNRESET' || !socket.writable || started) { socket.destroy(); return }
+    const status = PARSER_STATUS[err.code ?? ''] ?? 400
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    if (!this.events.wantsRequests) return
+    const s = socket as Duplex & { remoteAddress?: string }
+    this.events.requestEnd({
+      id: this.nextId(), route: '', method: '', url: '', client: plainAddress(s.remoteAddress), status, backend: '', headMs: -1, totalMs: 0, bytesOut: 0,
+      error: status === 408 ? 'ERR_REQUEST_TIMEOUT' : 'ERR_BAD_REQUEST',
+    })
   }
 
   logError (ex: ProxyExchange, err: ProxyError): void {
@@ -214,13 +265,13 @@ export class ProxyRuntime {
   /** RFC 3875 §6.2.2 local redirect: the server re-processes `location` as a new GET. */
   redirect (from: ProxyExchange, location: string): void {
     const res = from.res
-    if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) { this.sendError(res, new ProxyError('ERR_REDIRECT_LOOP', location)); return }
+    if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) { this.refuse(from.req, res, new ProxyError('ERR_REDIRECT_LOOP', location), from.routeName); return }
     const target = location.startsWith('/') ? parseTarget('GET', location, from.req.headers.host) : null
     const route = target === null ? null : this.router.find(target)
     // Only inside the same route: a backend may not reach another tenant's route (or anything but
     // the router: the status page is never a route).
     if (route === null || target === null || route !== from.route) {
-      this.sendError(res, new ProxyError('ERR_NO_ROUTE', `local redirect to ${location} leaves the route`, { phase: 'route' }))
+      this.refuse(from.req, res, new ProxyError('ERR_NO_ROUTE', `local redirect to ${location} leaves the route`, { phase: 'route' }), from.routeName)
       return
     }
     const origin = from.redirectedFrom ?? { url: from.url, path: from.path, query: from.query }
@@ -310,4 +361,11 @@ function withUpstream (route: CompiledRoute, t: Target): Target {
   if (url === t.url) return t
   const q = url.indexOf('?')
   return { ...t, url, path: q < 0 ? url : url.slice(0, q) }
+}
+
+/** Node's codes for a request its parser refused with something other than 400 (as its default listener answers). */
+const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, ERR_HTTP_REQUEST_TIMEOUT: 408 }
+
+function asProxyError (err: unknown): ProxyError {
+  return err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err })
 }

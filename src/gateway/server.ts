@@ -102,9 +102,8 @@ export class Gateway {
     const g = this.gen
     if (g === null) { res.writeHead(503).end(); return }
     if (g.status?.handler(req, res) === true) return
-    g.proxy.handler(req, res, () => {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('404 Not Found (no route matches)\n')
-    })
+    // No `next`: an unmatched request gets the proxy's own 404 (ERR_NO_ROUTE), in the access log.
+    g.proxy.handler(req, res)
   }
 
   private async listen (spec: string): Promise<void> {
@@ -120,7 +119,11 @@ export class Gateway {
       if (g !== null) g.proxy.checkContinue(req, res)
       else res.writeHead(503).end()
     })
-    server.on('clientError', (_err, socket) => { socket.destroy() })
+    server.on('clientError', (err, socket) => {
+      const g = this.gen
+      if (g !== null) g.proxy.clientError(err, socket)
+      else socket.destroy()
+    })
     const unix = spec.startsWith('unix:') ? spec.slice(5) : null
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)

@@ -81,9 +81,11 @@ const seconds = (ms: number): string => (ms < 0 ? '-' : (ms / 1000).toFixed(3))
 
 export function combinedLine (e: EndEvent, at: number): string {
   const up = upstreamStatus(e)
-  return `${esc(e.client || '-')} - - [${clf(at)}] "${esc(e.method)} ${esc(e.url)} ${esc(e.httpVersion !== undefined ? `HTTP/${e.httpVersion}` : 'HTTP/1.1')}" ` +
+  // No method: node's parser refused the request line or head (nginx writes "-" for these too).
+  const request = e.method === '' ? '-' : `${esc(e.method)} ${esc(e.url)} ${esc(e.httpVersion !== undefined ? `HTTP/${e.httpVersion}` : 'HTTP/1.1')}`
+  return `${esc(e.client || '-')} - - [${clf(at)}] "${request}" ` +
     `${clientStatus(e)} ${e.bytesOut > 0 ? e.bytesOut : '-'} "${esc(e.referer ?? '-')}" "${esc(e.userAgent ?? '-')}" ` +
-    `route=${esc(e.route)} upstream=${esc(e.backend || '-')} upstream_status=${up ?? '-'} ` +
+    `route=${esc(e.route || '-')} upstream=${esc(e.backend || '-')} upstream_status=${up ?? '-'} ` +
     `rt=${seconds(e.totalMs)} uht=${seconds(e.headMs)} code=${e.error ?? '-'}`
 }
 

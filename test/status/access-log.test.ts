@@ -81,3 +81,45 @@ t.test('a stalled stream drops lines instead of buffering without bound', async 
   t.ok(stalled.writableLength < 200 + 400, 'queued bytes stay near the cap')
   access.close()
 })
+
+t.test('requests refused before or instead of an exchange are logged too: 400, 404, 413, 431, upgrades', async (t) => {
+  guardLeaks(t)
+  const be = await backend(t, (_req, res) => { res.end('hello') })
+  const { proxy, server, port } = await proxyServer(t, {
+    routes: [
+      { name: 'api', match: { prefix: '/api/' }, protocol: 'http', backends: [be.address], maxBodySize: 10 },
+      { name: 'scgi', match: { prefix: '/scgi/' }, protocol: 'scgi', backends: ['127.0.0.1:9'], scriptFilename: '/srv/app.py' },
+    ],
+  })
+  server.on('clientError', proxy.clientError)
+  server.on('checkContinue', proxy.checkContinue)
+  const out = sink()
+  const access = createAccessLog(proxy.events, { stream: out.stream })
+  t.teardown(() => access.close())
+  const raw = (head: string): Promise<string> => rawRequest(port, head).then(String)
+
+  t.match(await raw('GET /api/a HTTP/1.1\r\nHost: x\r\nHost: y\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /, 'duplicate Host')
+  t.match(await raw('GET /api/b HTTP/1.1\r\nHost: a@b\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /, 'userinfo in Host')
+  t.match(await raw('GET /api/%2e%2e%5cc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 400 /, 'backslash in the path')
+  t.match(await raw('GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 404 /, 'no route')
+  t.match(await raw('POST /api/up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 99\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 413 /, 'over maxBodySize, refused before 100')
+  t.match(await raw(`GET /api/big HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /, 'head over maxHeaderSize')
+  t.match(await raw('GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 /, 'no request line')
+  t.match(await raw('GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'), /^HTTP\/1\.1 404 /, 'upgrade without a route')
+  t.match(await raw('GET /scgi/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'), /^HTTP\/1\.1 400 /, 'upgrade on a route that cannot carry one')
+
+  const lines = out.lines()
+  t.equal(lines.length, 9, 'one line per refused request')
+  const fields = lines.map((l) => { const m = /"(.*)" (\d+) (\S+) .* route=(\S+) upstream=- upstream_status=- rt=\S+ uht=- code=(\S+)$/.exec(l); return m === null ? l : [m[1], Number(m[2]), m[3], m[4], m[5]] })
+  t.strictSame(fields, [
+    ['GET /api/a HTTP/1.1', 400, '32', '-', 'ERR_BAD_REQUEST'],
+    ['GET /api/b HTTP/1.1', 400, '32', '-', 'ERR_BAD_REQUEST'],
+    ['GET /api/%2e%2e%5cc HTTP/1.1', 400, '32', '-', 'ERR_BAD_REQUEST'],
+    ['GET /nowhere HTTP/1.1', 404, '27', '-', 'ERR_NO_ROUTE'],
+    ['POST /api/up HTTP/1.1', 413, '41', 'api', 'ERR_BODY_TOO_LARGE'],
+    ['-', 431, '-', '-', 'ERR_BAD_REQUEST'],
+    ['-', 400, '-', '-', 'ERR_BAD_REQUEST'],
+    ['GET /elsewhere HTTP/1.1', 404, '-', '-', 'ERR_NO_ROUTE'],
+    ['GET /scgi/x HTTP/1.1', 400, '-', 'scgi', 'ERR_BAD_REQUEST'],
+  ])
+})
