@@ -109,9 +109,10 @@ async function serve (args: string[]): Promise<number> {
   let stopping = false
   const stop = (signal: string): void => {
     if (stopping) {
-      // Second signal: the operator wants out now. Kill the children's groups so none outlives us.
+      // Second signal: the operator wants out now. Kill the children's groups so none outlives us:
+      // socket spawns' processes, CGI children mid-request and the CGI fork server.
       log.warn({ signal }, 'second signal: exiting now')
-      for (const pid of gw.pids()) { try { process.kill(-pid, 'SIGKILL') } catch {} }
+      for (const pgid of gw.groups()) { try { process.kill(-pgid, 'SIGKILL') } catch {} }
       process.exit(1)
     }
     stopping = true

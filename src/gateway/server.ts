@@ -56,11 +56,15 @@ export class Gateway {
   private reloading: Promise<boolean> | null = null
   private queued: Promise<boolean> | null = null
   private readonly draining = new Set<Promise<void>>()
+  /** The first spawn set; every later one shares its record of live managers (groups()). */
+  private readonly lineage: SpawnSet
   private closing: Promise<void> | null = null
   /** Bound addresses, as `http://host:port` or `unix:/path`. */
   readonly addresses: string[] = []
 
-  constructor (private readonly opts: GatewayOptions) {}
+  constructor (private readonly opts: GatewayOptions) {
+    this.lineage = SpawnSet.empty(opts.log)
+  }
 
   get current (): Generation | null { return this.gen }
 
@@ -88,7 +92,7 @@ export class Gateway {
 
   /** Load, start spawns, listen. Throws ConfigError (exit 2) or a runtime error (exit 1). */
   async start (): Promise<void> {
-    const { gen } = await this.build(SpawnSet.empty(this.opts.log))
+    const { gen } = await this.build(this.lineage)
     this.gen = gen
     try {
       for (const l of [gen.config.listen ?? '127.0.0.1:8080'].flat()) await this.listen(l)
@@ -239,10 +243,13 @@ export class Gateway {
   }
 
   /**
-   * Pids of every spawned process — current generation, a reload being built, retired generations
-   * still draining: the last resort of a second signal, so none outlives proxycore.
+   * Process groups of every spawned process — socket spawns' processes, CGI children and the fork
+   * server; of the current generation, a reload being built and retired generations still
+   * draining: the last resort of a second signal, so none outlives proxycore. Asked of the
+   * lineage's first set, which shares the others' `live` managers and exists from start() on, so
+   * spawns still starting up count too.
    */
-  pids (): number[] {
-    return this.gen?.spawns.pids() ?? []
+  groups (): number[] {
+    return this.lineage.groups()
   }
 }

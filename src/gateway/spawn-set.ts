@@ -150,11 +150,12 @@ export class SpawnSet {
   }
 
   /**
-   * Process ids of every process the lineage started that may still run (see `live`), not only
-   * this set's: a second SIGTERM kills their groups at once, so none outlives proxycore.
+   * Process groups of every process the lineage started that may still run (see `live`), not only
+   * this set's: socket spawns' processes, CGI children and the fork server (SpawnManager.groups()).
+   * A second SIGTERM kills them at once, so none outlives proxycore.
    */
-  pids (): number[] {
-    return [...this.live].flatMap((m) => m.status()).flatMap((s) => s.processes.map((p) => p.pid)).filter((p): p is number => p !== null)
+  groups (): number[] {
+    return [...this.live].flatMap((m) => m.groups())
   }
 
   /** Stop `components` (retired by a reload, or undone by a failed one). */

@@ -32,7 +32,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants as fsConstants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -141,6 +141,21 @@ function isLive (pid: number): boolean {
   }
 }
 
+/**
+ * Processes whose parent is `ppid` and that it has not reaped (zombies included): their pids are
+ * still theirs.
+ */
+function unreapedChildren (ppid: number): number[] {
+  const out: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    let stat: string
+    try { stat = readFileSync(`/proc/${name}/stat`, 'utf8') } catch { continue }
+    if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(name))
+  }
+  return out
+}
+
 /** One program started by the fork server. */
 export class ForkChild extends EventEmitter implements PipeChild {
   pid: number | undefined = undefined
@@ -237,6 +252,22 @@ export class ForkServer {
   /** The helper's pid while it runs (status, tests). */
   get pid (): number | undefined {
     return this.helper?.proc.pid
+  }
+
+  /**
+   * Process groups to SIGKILL when the proxy must go at once (a second SIGTERM): the helper's own
+   * (it runs in a session of its own, see ensureHelper) and that of every program it forked and
+   * has not reaped. Those are found in /proc by parent, not by the S reports: one forked a moment
+   * ago has not been reported yet, and would outlive the helper. Each calls setsid() first thing,
+   * so its pid is its group's id; one that has not yet is still in the helper's group. Only while
+   * Node has not reaped the helper: until then neither its pid nor its children's can be reused.
+   * (A program's group left behind after the helper reaped it is its PipeStarter's to list.)
+   */
+  groups (): number[] {
+    const proc = this.helper?.proc
+    const pid = proc?.pid
+    if (proc === undefined || pid === undefined || proc.exitCode !== null || proc.signalCode !== null) return []
+    return [...unreapedChildren(pid), pid]
   }
 
   /**

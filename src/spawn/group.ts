@@ -21,6 +21,7 @@ import { HealthMonitor, type CommandPlanner } from './health.js'
 import type { OutputSink } from './output.js'
 import type { PidFiles } from './pidfile.js'
 import { procStats } from './proc-stats.js'
+import { liveGroupMembers } from './group-kill.js'
 
 interface Slot {
   readonly addrIndex: number
@@ -381,6 +382,17 @@ export class SpawnGroup {
     })
     this.closed = true
     this.notify()
+  }
+
+  /**
+   * Process groups of its processes that may still have members (SpawnManager.groups()): each
+   * process leads its own, whose id is its pid — surely its own until the leader is reaped, then
+   * only while the group has a live member.
+   */
+  groups (): number[] {
+    const out: number[] = []
+    for (const p of this.live) if (p.pid !== null && (p.exit === null || liveGroupMembers(p.pid).length > 0)) out.push(p.pid)
+    return out
   }
 
   status (pipeChildren: number): SpawnStatus {

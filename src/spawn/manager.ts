@@ -181,6 +181,20 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   }
 
   /**
+   * Process groups of everything this manager started that may still run: socket spawns'
+   * processes, CGI children (either launcher) and the fork server. The last resort of a second
+   * SIGTERM, so none outlives the proxy; each is listed only while its id is known to be its own
+   * (see the groups() of SpawnGroup, PipeStarter and ForkServer). Not part of status(): the status
+   * page shows processes, not a kill list.
+   */
+  groups (): number[] {
+    const out = new Set<number>()
+    for (const e of this.entries.values()) for (const g of e.group?.groups() ?? e.pipe?.groups() ?? []) out.add(g)
+    for (const g of this.forkServer?.groups() ?? []) out.add(g)
+    return [...out]
+  }
+
+  /**
    * Graceful stop: every spawn leaves rotation, drains in-flight (bounded by its stopTimeout) and
    * is stopped as a group; dependents stop before what they depend on. Idempotent.
    */

@@ -11,7 +11,7 @@
 import type { ChildProcess } from 'node:child_process'
 import type { Clock } from './types.js'
 import type { ResolvedSpec } from './spec.js'
-import { escalation, stopGroup } from './group-kill.js'
+import { escalation, liveGroupMembers, stopGroup } from './group-kill.js'
 import { execPlan, type LaunchPlan } from './process.js'
 import { ForkChild, ForkServer, findForkServer, type PipeChild } from './fork-server.js'
 import { LiveSet, SLOT } from '../live-set.js'
@@ -29,6 +29,8 @@ interface Tracked {
   stopping: Promise<void> | null
   /** kill() came before the fork server reported the exec: stop the group once it does. */
   killPending: boolean
+  /** `exited` resolved: the pid may be anyone's once nothing is left in its group (see groups()). */
+  reaped: boolean
 }
 
 export class PipeStarter {
@@ -109,9 +111,10 @@ export class PipeStarter {
 
   /** `ran`: the program was exec'd (it has a group of its own to stop). */
   private track (child: PipeChild, exited: Promise<void>, ran: () => boolean): void {
-    const tracked: Tracked = { child, exited, stopping: null, killPending: false, [SLOT]: -1 }
+    const tracked: Tracked = { child, exited, stopping: null, killPending: false, reaped: false, [SLOT]: -1 }
     this.children.add(tracked)
     void exited.then(() => {
+      tracked.reaped = true
       // Whatever it left in its group goes with it.
       const done = ran() ? this.stopGroup(child, tracked) : Promise.resolve()
       void done.then(() => this.children.delete(tracked))
@@ -128,6 +131,25 @@ export class PipeStarter {
       })
     }
     return t.stopping
+  }
+
+  /**
+   * Process groups of its children that may still have members, for a last-resort SIGKILL (a
+   * second SIGTERM): each child leads its own group, whose id is the child's pid. That id is
+   * surely the child's only until the child is reaped (a fork server's child: until its exit
+   * report, which the helper writes right after reaping it); after that (its group being stopped,
+   * something it backgrounded still there) only while the group has a live member, which /proc
+   * tells. A child without a pid was not exec'd (or not reported yet: its fork server lists it).
+   * With a fork server of its own, that one's groups too.
+   */
+  groups (): number[] {
+    const out: number[] = []
+    for (const t of this.children.view()) {
+      const pid = t.child.pid
+      if (pid !== undefined && (!t.reaped || liveGroupMembers(pid).length > 0)) out.push(pid)
+    }
+    if (this.ownsForkServer) out.push(...(this.forkServer?.groups() ?? []))
+    return out
   }
 
   /** Kill the whole process group: killSignal, SIGTERM, then SIGKILL after stopTimeout each. */
