@@ -11,7 +11,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs'
-import { dirname, isAbsolute, sep } from 'node:path'
+import { dirname, isAbsolute, resolve, sep } from 'node:path'
 import { spawnError } from './types.js'
 
 export interface Identity { readonly uid: number, readonly gid: number, readonly user: string, readonly group: string }
@@ -77,24 +77,52 @@ function ownerOk (st: Stats, id: Identity): boolean {
 }
 
 /**
- * Every directory above the program's, up to `/`: whoever may rename an entry of one of them can
- * swap the whole subtree below it, program included (audit D: a tenant owning the directory above
- * another tenant's root-owned program directory replaced it and ran as that tenant). Each must be
- * owned by root or the target user and not writable by group or others; a root-owned directory
- * with the sticky bit (/tmp) is accepted, since there only an entry's owner can rename it.
- * Both the path as written (its symlinks can be replaced) and its realpath are walked.
+ * Every directory above `start`, up to `/`: whoever may rename an entry of one of them can swap
+ * the whole subtree below it (audit D: a tenant owning the directory above another tenant's
+ * root-owned program directory replaced it and ran as that tenant). Each must be owned by root or
+ * the target user and not writable by group or others; a root-owned directory with the sticky bit
+ * (/tmp) is accepted, since there only an entry's owner can rename it. Both the path as written
+ * (its symlinks can be replaced) and its realpath are walked. Used for the program's directory
+ * and, with handoff self, for a unix socket's directory (`what` names it in the message).
  */
-function checkAncestors (programDir: string, id: Identity): void {
+export function checkAncestors (start: string, id: Pick<Identity, 'uid'>, what = 'the program', code = 'ERR_SUEXEC_DIR_WRITABLE'): void {
   const dirs = new Set<string>()
-  for (const start of [programDir, realpathSync(programDir)]) {
-    for (let d = start, up = dirname(d); up !== d; d = up, up = dirname(d)) dirs.add(up)
+  for (const first of [start, realpathSync(start)]) {
+    for (let d = first, up = dirname(d); up !== d; d = up, up = dirname(d)) dirs.add(up)
   }
   for (const dir of dirs) {
     const st = statSync(dir)
     if (st.uid === 0 && (st.mode & 0o1000) !== 0) continue
-    if (st.uid !== 0 && st.uid !== id.uid) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dir}: directory above the program is owned by uid ${st.uid}, not ${id.uid} or root`)
-    if ((st.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dir}: directory above the program is writable by group or others`)
+    if (st.uid !== 0 && st.uid !== id.uid) throw spawnError(code, `${dir}: directory above ${what} is owned by uid ${st.uid}, not ${id.uid} or root`)
+    if ((st.mode & 0o022) !== 0) throw spawnError(code, `${dir}: directory above ${what} is writable by group or others`)
   }
+}
+
+/**
+ * handoff self: the program binds its unix socket itself, after the host removed a stale one.
+ * Whoever else can create an entry in the socket's directory can bind the name first, and the proxy
+ * then sends that user the site's requests; whoever can rename an entry of a directory above can
+ * swap the directory. So the socket's own directory must be owned by root or the spawn's user and
+ * not writable by group or others, sticky or not (in a sticky directory others can still create
+ * the name; sticky only stops them removing it), and every directory above it gets the program's
+ * ancestor rule (`checkAncestors`: a root-owned sticky one such as /tmp is fine there).
+ * A precondition only: after the program is ready, the socket's owner is checked as well
+ * (listen-socket.ts `verifySelfBoundSocket`).
+ */
+export function checkSocketDir (socketPath: string, owner: Pick<Identity, 'uid'>): void {
+  const dir = dirname(resolve(socketPath))
+  function unsafe (why: string): never { throw spawnError('ERR_SPAWN_SOCKET_DIR_UNSAFE', `${dir}: ${why}`) }
+  let st: Stats
+  try { st = statSync(dir) } catch (err) {
+    unsafe(`cannot stat the socket's directory (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+  }
+  if (!st.isDirectory()) unsafe('the socket\'s directory is not a directory')
+  if (st.uid !== 0 && st.uid !== owner.uid) unsafe(`the socket's directory is owned by uid ${st.uid}, not ${owner.uid} or root`)
+  if ((st.mode & 0o022) !== 0) {
+    const sticky = (st.mode & 0o1000) !== 0 ? ', sticky or not (others can still create the name there)' : ''
+    unsafe(`the socket's directory is writable by group or others (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})${sticky}`)
+  }
+  checkAncestors(dir, owner, 'the socket', 'ERR_SPAWN_SOCKET_DIR_UNSAFE')
 }
 
 /** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */

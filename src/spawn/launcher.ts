@@ -23,7 +23,7 @@ import type { LimitsSpec, ManagerOptions } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
-import { checkProgram, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
+import { checkProgram, checkSocketDir, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
 import { forkServerUnsupported } from './fork-server.js'
 
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
@@ -121,6 +121,7 @@ export class Launcher {
       if (prog !== undefined) checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, identity, this.policy)
     }
     if (spec.chroot !== undefined && identity === null) checkChroot(spec, spec.chroot, identity)
+    this.checkSocketDirs(spec, identity)
     if (spec.groups === 'user') {
       if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)
       if (!existsSync(SETPRIV)) throw spawnError('ERR_SPAWN_GROUPS_UNSUPPORTED', `spawns.${spec.name}.groups: ${SETPRIV} (util-linux) is not installed`)
@@ -140,18 +141,50 @@ export class Launcher {
   /**
    * The program checks again, right before each exec of a user-switched socket spawn (restart,
    * maxRequests recycle, scale-up): a directory swapped after start() must not get its code run as
-   * the target user. Throws the coded ERR_SUEXEC_* error, which the process reports as a failed
-   * start (backoff, then FAILED). Per process start, never per request.
+   * the target user. The socket directory check of a `handoff: self` unix spawn is repeated too
+   * (every spawn, user-switched or not), before the stale socket is removed. Throws the coded
+   * error, which the process reports as a failed start (backoff, then FAILED). Per process start,
+   * never per request.
    */
   recheckProgram (spec: ResolvedSpec): void {
     const id = this.resolved.get(spec.name)?.identity ?? null
     const prog = spec.argv[0]
-    if (id === null || prog === undefined) return
+    if (id !== null && prog !== undefined) {
+      try {
+        checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, id, this.policy)
+      } catch (err) {
+        const code = (err as { code: string }).code
+        throw spawnError(code, `${code}: spawns.${spec.name}: program refused before exec: ${(err as Error).message}`, err)
+      }
+    }
     try {
-      checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, id, this.policy)
+      this.checkSocketDirs(spec, id)
     } catch (err) {
       const code = (err as { code: string }).code
-      throw spawnError(code, `${code}: spawns.${spec.name}: program refused before exec: ${(err as Error).message}`, err)
+      throw spawnError(code, `${code}: refused before exec: ${(err as Error).message}`, err)
+    }
+  }
+
+  /**
+   * `handoff: self` with a unix socketName: the program binds the name itself after the host
+   * removed a stale socket, so nobody but root and the spawn's user (the host's own uid when the
+   * spawn does not switch user) may be able to create it first (identity.ts checkSocketDir). Every
+   * `<path>-N` of further processes lies in the same directory. ERR_SPAWN_SOCKET_DIR_UNSAFE.
+   */
+  private checkSocketDirs (spec: ResolvedSpec, id: Identity | null): void {
+    if (spec.handoff !== 'self') return
+    const uid = id?.uid ?? process.geteuid?.() ?? 0
+    const who = id?.user ?? (uid === 0 ? 'root' : `uid ${uid}`)
+    for (const a of spec.addresses) {
+      if (a.kind !== 'unix') continue
+      try {
+        checkSocketDir(a.path, { uid })
+      } catch (err) {
+        const code = (err as { code?: unknown }).code
+        if (code !== 'ERR_SPAWN_SOCKET_DIR_UNSAFE') throw err
+        const example = `${(this.opts.runDir ?? '/run/proxycore').replace(/\/+$/, '')}/${spec.name}/`
+        throw spawnError(code, `spawns.${spec.name}.socketName ${a.path}: ${(err as Error).message}. With handoff self the program binds the socket itself, so another user who can write there could bind the name first and receive the site's requests: put the socket in a directory only ${who === 'root' ? 'root' : `${who} (or root)`} can write, with no directory above it writable by others, e.g. ${example} owned by ${who}, mode 0700 or 0755`, err)
+      }
     }
   }
 
@@ -211,6 +244,7 @@ export class Launcher {
       uid: nodeSwitches ? id?.uid : undefined,
       gid: nodeSwitches ? id?.gid : undefined,
       umask: nativeUmask && id !== null ? CHILD_UMASK_BITS : undefined,
+      runAs: id?.uid,
       // spawn-fcgi -M 0660 -U user: the backend and the host's group may connect, other tenants not.
       socketAccess: id === null ? undefined : (path) => { chownSync(path, id.uid, process.getgid?.() ?? 0); chmodSync(path, 0o660) },
     }

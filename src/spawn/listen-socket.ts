@@ -72,6 +72,24 @@ export async function removeStaleUnixSocket (path: string): Promise<void> {
   }
 }
 
+/**
+ * handoff self, after the readiness probe connected: the path must be a socket (not a symlink)
+ * owned by `uid`, the uid the program runs as. Anything else means another process bound the name
+ * before the program did (the proxy would send it the site's requests): a failed start. The probe
+ * only connected and closed; no request reached it. ERR_SPAWN_SOCKET_NOT_OWNED.
+ */
+export function verifySelfBoundSocket (path: string, uid: number): void {
+  const refuse = (why: string): never => {
+    throw spawnError('ERR_SPAWN_SOCKET_NOT_OWNED', `ERR_SPAWN_SOCKET_NOT_OWNED: unix:${path} ${why}; with handoff self the program must bind it itself, so another process took the name first or replaced it. Nothing was routed to it; stop that process (ss -xlp shows it) and keep the socket in a directory only the spawn's user can write`)
+  }
+  let st
+  try { st = lstatSync(path) } catch (err) {
+    return refuse(`is gone after the readiness probe connected (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+  }
+  if (!st.isSocket()) refuse(`is not a socket (${st.isSymbolicLink() ? 'a symlink' : 'another kind of file'})`)
+  if (st.uid !== uid) refuse(`is owned by uid ${st.uid}, not uid ${uid} the program runs as`)
+}
+
 function listen (server: net.Server, opts: net.ListenOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => { server.off('listening', onListening); reject(err) }

@@ -9,7 +9,7 @@ import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { formatAddress } from './spec.js'
-import { bindListenSocket, freePort, probeConnect, removeStaleUnixSocket, type BoundSocket } from './listen-socket.js'
+import { bindListenSocket, freePort, probeConnect, removeStaleUnixSocket, verifySelfBoundSocket, type BoundSocket } from './listen-socket.js'
 import { escalation, stopGroup } from './group-kill.js'
 import type { OutputSink } from './output.js'
 import type { PidFiles } from './pidfile.js'
@@ -29,6 +29,11 @@ export interface LaunchPlan {
   readonly umask?: number
   /** Applied to a unix socket the manager bound, before the child can be reached (issue 6). */
   readonly socketAccess?: (path: string) => void
+  /**
+   * The uid the program runs as, when the plan switches user (however it does: Node's uid, setpriv
+   * or unshare). Unset: the host's own. A `handoff: self` unix socket must end up owned by it.
+   */
+  readonly runAs?: number
 }
 
 export interface ProcessHooks {
@@ -83,6 +88,8 @@ export class SpawnedProcess {
   private leaderExited!: Promise<ExitInfo>
   private stopped: Promise<void> | null = null
   private ownsSocketFile = false
+  /** handoff self, unix: the uid that must own the socket the program bound (checked at readiness). */
+  private selfBoundOwner: number | null = null
 
   constructor (opts: ProcessOptions) {
     this.opts = opts
@@ -99,11 +106,16 @@ export class SpawnedProcess {
     const { spec } = this.opts
     let bound: BoundSocket | null = null
     const extraEnv: Record<string, string> = {}
+    let plan: LaunchPlan | null = null
     try {
       if (spec.handoff === 'self') {
         if (this.address.kind === 'unix') {
-          await removeStaleUnixSocket(this.address.path)
           extraEnv.SOCKET = this.address.path
+          // Planning re-runs the Launcher's checks, the socket directory's among them (nobody but
+          // root and the spawn's user may create the name): before the stale socket is touched.
+          plan = this.opts.plan(extraEnv)
+          this.selfBoundOwner = plan.runAs ?? process.geteuid?.() ?? 0
+          await removeStaleUnixSocket(this.address.path)
         } else {
           if (this.address.port === 0) this.address = { ...this.address, port: await freePort(this.address.host) }
           extraEnv.HOST = this.address.host
@@ -116,8 +128,8 @@ export class SpawnedProcess {
         if (spec.handoff === 'systemd') Object.assign(extraEnv, { LISTEN_FDS: '1', LISTEN_FDNAMES: spec.name })
       }
       if (this.state !== 'starting') { bound?.close(); this.finish(null); return }
-      const plan = this.opts.plan(extraEnv)
-      this.child = bound === null ? this.exec(plan, -1) : bound.handOff((fd) => this.exec(plan, fd), plan.socketAccess)
+      const planned = plan ?? this.opts.plan(extraEnv)
+      this.child = bound === null ? this.exec(planned, -1) : bound.handOff((fd) => this.exec(planned, fd), planned.socketAccess)
     } catch (err) {
       bound?.close()
       this.startError = err as Error
@@ -173,6 +185,17 @@ export class SpawnedProcess {
     while (!exited && this.state === 'starting') {
       if (this.pid !== null && await probeConnect(this.address, Math.max(1, Math.min(1000, deadline - clock.now())))) {
         if (exited || this.state !== 'starting') return
+        if (this.selfBoundOwner !== null && this.address.kind === 'unix') {
+          // What answered must be the program's socket: the directory check before exec is a
+          // precondition only, and a socket someone else bound first would get every request.
+          try {
+            verifySelfBoundSocket(this.address.path, this.selfBoundOwner)
+          } catch (err) {
+            this.startError = err as Error
+            void this.stop()
+            return
+          }
+        }
         this.state = 'ready'
         this.wasReady = true
         this.opts.hooks.onReady(this)
