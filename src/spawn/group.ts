@@ -422,6 +422,8 @@ export class SpawnGroup {
       launcher: null,
       forkServer: null,
       droppedOutputBytes: this.ctx.output.dropped,
+      maxProcs: this.spec.maxProcs * this.spec.addresses.length,
+      maxRequests: this.spec.maxRequests,
     }
   }
 }

@@ -204,6 +204,10 @@ export interface SpawnStatus {
   readonly forkServer?: 'compiled' | 'perl' | null
   /** Output bytes dropped because the log sink was over its cap. */
   readonly droppedOutputBytes: number
+  /** Upper bound of processes over all addresses (maxProcs × addresses); absent for pipe spawns. */
+  readonly maxProcs?: number
+  /** Recycle limit per process; 0 = unlimited. Absent for pipe spawns. */
+  readonly maxRequests?: number
 }
 
 /** Timers and time, injectable so tests of backoff finish in milliseconds. */

@@ -35,10 +35,6 @@ export interface SpawnView {
 
 /** Fields a manager may report beyond `SpawnStatus`; used when present. */
 export type SpawnStatusLike = SpawnStatus & {
-  /** Upper bound of processes over all addresses (maxProcs × addresses). */
-  readonly maxProcs?: number
-  /** Recycle limit per process; 0 = unlimited. */
-  readonly maxRequests?: number
   /** Last stderr lines kept by the manager itself. */
   readonly stderrTail?: readonly string[]
 }
@@ -100,7 +96,7 @@ export interface SpawnReport {
   alive: number
   ready: number
   idle: number
-  /** maxProcs over all addresses; null when the manager does not report it. */
+  /** maxProcs over all addresses; null for pipe spawns, or when the manager does not report it. */
   max: number | null
   availPercent: number | null
   pipeChildren: number
@@ -175,7 +171,9 @@ function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>
   }))
   const usable = pool.backends.filter((b) => b.state === 'up').length
   const available = sp !== undefined ? sp.ready : usable
-  const capacity = sp !== undefined ? (sp.max ?? Math.max(sp.alive, 1)) : pool.backends.length
+  // A spawn's availability is the health of what runs (ready over alive), not its headroom: an
+  // idle pool below maxProcs is not "less available", it grows on demand.
+  const capacity = sp !== undefined ? Math.max(sp.alive, 1) : pool.backends.length
   const st = r.stats
   let observed = 0
   for (const n of st.latency) observed += n
@@ -215,7 +213,7 @@ function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnRe
     idle: ready.filter((p) => p.inflight === 0).length,
     max,
     // A pipe (CGI) spawn keeps no processes to be available: a child per request.
-    availPercent: s.launcher == null ? percent(ready.length, max ?? Math.max(alive.length, 1)) : null,
+    availPercent: s.launcher == null ? percent(ready.length, Math.max(alive.length, 1)) : null,
     pipeChildren: s.pipeChildren,
     launcher: s.launcher ?? null,
     forkServer: s.forkServer ?? null,

@@ -53,6 +53,9 @@ t.test('spawned processes: pids, identity, requests, a crash, FAILED with stderr
     t.ok(p.uptimeSeconds >= 0)
   }
   t.equal(app.processes.reduce((n, p) => n + p.requests, 0), 20, 'requests served add up')
+  t.equal(app.max, 2, 'max: maxProcs over its addresses, as configured')
+  t.same(app.processes.map((p) => p.maxRequests), [1000, 1000], 'the recycle limit of each process')
+  t.match(await fetchText(`${rig.url}/metrics`).then((r) => r.body), /proxycore_spawn_processes\{spawn="app",kind="max"\} 2\n/, 'and the max series')
   const appRoute = s.routes.find((r) => r.name === 'app')!
   t.equal(appRoute.spawn, 'app', 'route linked to its spawn')
   t.equal(appRoute.requests, 20)
