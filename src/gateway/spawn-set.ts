@@ -99,7 +99,21 @@ export class SpawnSet {
       await this.retire(started)
       throw err
     }
+    for (const c of kept) this.clearFailed(c)
     return { set: new SpawnSet([...kept, ...started], this.log, this.live), retired }
+  }
+
+  /**
+   * A reload is the operator's word that the fault is fixed (the missing file restored, the
+   * database back): a kept spawn in FAILED starts again, as a changed one would
+   * (`systemctl reset-failed` + start). Nothing else about it changes.
+   */
+  private clearFailed (c: Component): void {
+    for (const s of c.manager.status()) {
+      if (s.state !== 'failed') continue
+      this.log.info({ spawn: s.name, reason: s.reason }, 'reload: restarting a FAILED spawn')
+      c.manager.clear(s.name)
+    }
   }
 
   /** Components of this set that a failed reload stopped; the caller starts them again. */
