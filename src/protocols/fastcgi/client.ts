@@ -28,6 +28,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   readonly maxHeadSize: number
   readonly stderrLimit: number
   readonly keepConn: boolean
+  readonly abortTimeout: number
   readonly log: ClientContext['log']
   private readonly endpoint: Endpoint
   private readonly opts: FastcgiOptions
@@ -57,6 +58,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     this.maxHeadSize = ctx.limits.maxResponseHeadSize
     this.stderrLimit = opts.stderrLimit
     this.keepConn = opts.keepConn
+    this.abortTimeout = opts.abortTimeout
     this.discovery = opts.discovery ? 'none' : 'done'
   }
 

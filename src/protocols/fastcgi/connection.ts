@@ -28,6 +28,8 @@ export interface ConnectionOwner {
   connectionClosed (conn: FcgiConnection): void
   /** The backend said it cannot multiplex (FCGI_CANT_MPX_CONN). */
   noMultiplexing (): void
+  /** ms to wait for the END_REQUEST of a request sent FCGI_ABORT_REQUEST (see drop). */
+  readonly abortTimeout: number
   readonly log: { debug (obj: object, msg?: string): void, warn (obj: object, msg?: string): void }
 }
 
@@ -89,6 +91,8 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
   private readonly decoder: RecordDecoder
   private readonly paused = new Set<FcgiRequest>()
   private failure: ProxyError | null = null
+  /** An aborted request's END_REQUEST never came: take nothing new, close once only such remain. */
+  private ignoresAbort = false
   /**
    * Ids that ended while bytes read with their END_REQUEST were still undecoded (multiplexing):
    * not given to a new request until the decoder has passed byte `until`, so stray records for the
@@ -143,11 +147,20 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     const id = req.requestId
     let sent = 0
     const detach = (): void => {
+      if (req.stopBody === stop) req.stopBody = null
       body.off('data', onData)
       body.off('end', onEnd)
       body.off('error', onError)
       this.socket.off('drain', onDrain)
     }
+    // The request leaves this connection (settled, or to be sent again). A body not read yet stays
+    // paused when another attempt may read it from its first byte (a flowing stream with no
+    // listener would drop it); any other body is left flowing, its rest dropped unread.
+    const stop = (keepWhole: boolean): void => {
+      detach()
+      if (keepWhole && !req.bodyStarted) body.pause()
+    }
+    req.stopBody = stop
     const active = (): boolean => req.carrier === this && !req.isSettled && !this.closed
     const onDrain = (): void => { if (active()) body.resume() }
     const onData = (chunk: Buffer): void => {
@@ -188,6 +201,8 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     body.on('data', onData)
     body.on('end', onEnd)
     body.on('error', onError)
+    // Paused by an earlier attempt's stop: a 'data' listener alone does not restart it.
+    body.resume()
     if (body.readableEnded) onEnd()
   }
 
@@ -198,10 +213,41 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     if (this.requests.size > 1) {
       // FastCGI 1.0 §5.4: ask the application to end it; the id stays taken until END_REQUEST.
       this.socket.write(encodeAbortRequest(req.requestId))
+      if (this.ignoresAbort) this.closeIfOnlyAborted()
+      else this.awaitAbortEnd(req)
       return
     }
     // §5.4: "When a Web server is not multiplexing requests over a transport connection, the Web
     // server can abort a request by closing the request's transport connection."
+    this.destroy(null)
+  }
+
+  /**
+   * A backend that ignores FCGI_ABORT_REQUEST (§5.4 lets it finish the request first, but it
+   * never sends the END_REQUEST) would keep the id taken for as long as the connection lives, and
+   * with enough such ids a multiplexed connection fills up for good. After `abortTimeout` the
+   * connection takes no new request and is closed as soon as only aborted requests remain on it:
+   * the close frees their ids (§5.4: closing the connection aborts what is on it) without cutting
+   * the requests still being answered there.
+   */
+  private awaitAbortEnd (req: FcgiRequest): void {
+    if (req.abortTimer !== null) return
+    req.abortTimer = setTimeout(() => {
+      req.abortTimer = null
+      if (this.closed || this.requests.get(req.requestId) !== req) return
+      this.owner.log.warn({ backend: this.owner.backend, requestId: req.requestId, abortTimeout: this.owner.abortTimeout },
+        'FastCGI backend sent no END_REQUEST for an aborted request; connection retired')
+      this.ignoresAbort = true
+      this.reusable = false
+      this.closeIfOnlyAborted()
+    }, this.owner.abortTimeout)
+    req.abortTimer.unref()
+  }
+
+  /** Close a connection retired by awaitAbortEnd once every request left on it is settled. */
+  private closeIfOnlyAborted (): void {
+    if (!this.ignoresAbort || this.closed) return
+    for (const r of this.requests.values()) if (!r.isSettled) return
     this.destroy(null)
   }
 
@@ -246,6 +292,7 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     this.requests.delete(requestId)
     this.paused.delete(req)
     req.carrier = null
+    if (req.abortTimer !== null) { clearTimeout(req.abortTimer); req.abortTimer = null }
     this.served++
     // Decided before req.end(): its handler may dispatch the next request at once.
     if (this.idle) {
@@ -263,6 +310,7 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       this.owner.noMultiplexing()
     }
     this.owner.requestDone(this, req, outcome === 'retry')
+    this.closeIfOnlyAborted()
   }
 
   values (): void {
@@ -300,12 +348,16 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     this.paused.clear()
     for (const req of reqs) {
       req.carrier = null
+      if (req.abortTimer !== null) { clearTimeout(req.abortTimer); req.abortTimer = null }
       if (req.isSettled) continue
       // A kept-alive connection the backend closed before it saw this request (the keep-alive
       // race, e.g. php-cgi recycling after PHP_FCGI_MAX_REQUESTS): nothing was processed. The
       // close comes as an EOF, or as a reset when the request lay unread in the exited worker's
       // socket (ECONNRESET; php-fpm's pm.max_requests). Only a `replayable` request is ever sent
-      // on a reused connection (client.ts, pick).
+      // on a reused connection (client.ts, pick), and only one the backend answered nothing yet
+      // goes again: any STDOUT/STDERR byte (END_REQUEST takes it off this table) says it ran.
+      // That it never ran cannot be known — a worker may act on a request and die before its
+      // first byte — which is why only idempotent methods are `replayable` (request.ts).
       const raced = this.failure === null || this.failure.code === 'ERR_BACKEND_RESET'
       if (raced && this.served > 0 && !req.gotResponse && req.replayable) {
         this.owner.requeue(req)

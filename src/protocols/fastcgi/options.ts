@@ -19,6 +19,11 @@ export interface FastcgiOptions {
   discoveryTimeout: number
   /** FCGI_STDERR bytes handed to the core per request; the rest is read and dropped. */
   stderrLimit: number
+  /**
+   * ms a multiplexed connection waits for the END_REQUEST of a request sent FCGI_ABORT_REQUEST;
+   * past it the connection takes no new request and closes once only aborted requests remain.
+   */
+  abortTimeout: number
 }
 
 export const FASTCGI_DEFAULTS: Readonly<FastcgiOptions> = Object.freeze({
@@ -29,6 +34,7 @@ export const FASTCGI_DEFAULTS: Readonly<FastcgiOptions> = Object.freeze({
   discovery: true,
   discoveryTimeout: 500,
   stderrLimit: 65_536,
+  abortTimeout: 5_000,
 })
 
 type Check = (v: unknown) => string | null
@@ -45,6 +51,7 @@ const CHECKS: Record<keyof FastcgiOptions, Check> = {
   discovery: bool,
   discoveryTimeout: int(1, 60_000),
   stderrLimit: int(0, 1 << 30),
+  abortTimeout: int(1, 3_600_000),
 }
 
 /** Validate `raw` (undefined = all defaults); every problem is reported with its path under `at`. */

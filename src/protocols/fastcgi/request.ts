@@ -9,8 +9,9 @@
  *                                     stays a "zombie" until END_REQUEST (FastCGI 1.0 §3.3: an id
  *                                     is never reused before its END_REQUEST).
  */
-import { unwatchAbort, watchAbort } from '../../core/abort.js'
+import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, isProxyError } from '../../core/errors.js'
+import { isIdempotent } from '../../core/idempotent.js'
 import type { Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
 import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
@@ -60,6 +61,13 @@ export class FcgiRequest {
   carrier: Carrier | null = null
   /** Request id on `carrier`. */
   requestId = 0
+  /**
+   * Set by the connection streaming the body: stop reading it; `keepWhole` and no byte read yet
+   * leaves it paused for another attempt (see connection.ts streamBody).
+   */
+  stopBody: ((keepWhole: boolean) => void) | null = null
+  /** Armed when FCGI_ABORT_REQUEST was sent for this request: its END_REQUEST is overdue then. */
+  abortTimer: NodeJS.Timeout | null = null
   private readonly owner: RequestOwner
   private parser: CgiResponseParser | null = null
   private framer: CgiBodyFramer | null = null
@@ -92,14 +100,17 @@ export class FcgiRequest {
 
   /**
    * Whether it may be sent again if a reused connection closes under it unanswered (the
-   * keep-alive race, connection.ts): no body to stream, and not sent again already.
+   * keep-alive race, connection.ts): an idempotent method (the backend may have read the request
+   * and acted on it before its worker died: a POST must not run twice), no body to stream, and not
+   * sent again already. The HTTP adapter applies the same rule (src/core/idempotent.ts).
    */
   get replayable (): boolean {
-    return !this.streamsBody && this.retries === 0
+    return !this.streamsBody && this.retries === 0 && isIdempotent(this.exchange.method)
   }
 
   /** A fresh attempt after CANT_MPX_CONN or a reused connection closing under us. */
   resetForRetry (): void {
+    this.stopBody?.(true)
     this.retries++
     this.stdoutEnded = false
     this.gotResponse = false
@@ -201,15 +212,48 @@ export class FcgiRequest {
   fail (err: ProxyError): void {
     if (this.isSettled) return
     err.backend ??= this.owner.backend
-    this.settle(false)
+    // Another backend may be tried only with the whole body: once a byte of it went to this one,
+    // the one-shot stream cannot give it again (the core has no replayable body), whatever the code.
+    if (this.bodyStarted && err.retryable) err = spent(err)
+    this.settle(false, err.retryable)
     this.handler.onError(err)
   }
 
-  private settle (keepOnWire: boolean): void {
+  /** `retryable`: the core may send the exchange again, so a body not read yet is kept whole. */
+  private settle (keepOnWire: boolean, retryable = false): void {
     this.isSettled = true
     this.paused = false
     this.parser = null
     unwatchAbort(this.exchange, this.abortListener)
+    this.stopBody?.(retryable)
+    if (retryable) this.releaseUnreadBody()
     this.owner.settled(this, keepOnWire)
   }
+
+  /**
+   * stopBody keeps a body not read yet paused, whole, for the core's next attempt (a retryable
+   * failure such as FCGI_OVERLOADED). Should the core make none, it aborts the exchange: the body
+   * then flows on unread, as an abandoned body always did, so the client connection is not stalled.
+   * The next attempt's request takes the exchange's one abort watcher over (watchAbort).
+   */
+  private releaseUnreadBody (): void {
+    const body = this.exchange.body
+    if (!this.streamsBody || this.bodyStarted || body === null || !body.isPaused()) return
+    if (isAborted(this.exchange)) body.resume()
+    else watchAbort(this.exchange, () => { body.resume() })
+  }
+}
+
+/**
+ * `err` (whose code is retryable: FCGI_OVERLOADED) after request bytes reached the backend: same
+ * code, status and message, never retried.
+ */
+function spent (err: ProxyError): ProxyError {
+  const e = new SpentRequestError(err.code, undefined, { cause: err.cause, phase: err.phase, ...(err.backend !== undefined ? { backend: err.backend } : {}) })
+  e.message = err.message
+  return e
+}
+
+class SpentRequestError extends ProxyError {
+  override get retryable (): boolean { return false }
 }

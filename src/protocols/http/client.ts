@@ -13,6 +13,7 @@ import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
+import { isIdempotent } from '../../core/idempotent.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
 import { lazy } from '../../lazy.js'
 import type { HttpOptions } from './options.js'
@@ -199,7 +200,7 @@ class ExchangeHandler implements FlowControl {
     // A reused keep-alive connection the backend had just closed: safe to replay an idempotent
     // request without body on another connection (no response byte was seen).
     if (!this.headSeen && e.phase !== 'connect' && (e.code === 'ERR_BACKEND_CLOSED' || e.code === 'ERR_BACKEND_RESET') &&
-        this.ex.body === null && IDEMPOTENT.has(this.ex.method)) {
+        this.ex.body === null && isIdempotent(this.ex.method)) {
       e.replayable = true
     }
     this.h.onError(e)
