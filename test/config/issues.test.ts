@@ -71,6 +71,12 @@ t.test('HTTP adapter options: through createProxy and called directly', async (t
   ])
   t.strictSame(await issuesOf(() => httpAdapter.parseOptions(undefined, '/o')), [{ path: '/o', message: 'Expected object', found: undefined, expected: 'object' }])
   t.strictSame(httpAdapter.parseOptions({}, '/o'), { connections: 128, keepAliveTimeout: 4000 }, 'defaults')
+  // undici takes no 0 (before, every request failed as a 502 blamed on the backend).
+  for (const zero of [0, '0s']) {
+    t.strictSame(await issuesOf(() => httpAdapter.parseOptions({ keepAliveTimeout: zero }, '/o')), [
+      { path: '/o/keepAliveTimeout', message: 'must be above 0 (an idle connection is kept at least this long)', found: zero, expected: 'a duration above 0, e.g. 1s' },
+    ], `keepAliveTimeout ${JSON.stringify(zero)}`)
+  }
   t.strictSame(httpAdapter.parseOptions({ connections: 7, keepAliveTimeout: '1.5s' }, '/o'), { connections: 7, keepAliveTimeout: 1500 })
 })
 

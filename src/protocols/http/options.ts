@@ -19,7 +19,7 @@ export function httpOptionsSchema () {
   const { Type } = typebox()
   return Type.Object({
     connections: Type.Optional(Type.Integer({ minimum: 1, default: 128, description: 'Most connections kept to one backend.' })),
-    keepAliveTimeout: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION_PATTERN })], { default: '4s', description: 'How long an idle backend connection is kept.' })),
+    keepAliveTimeout: Type.Optional(Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: DURATION_PATTERN })], { default: '4s', description: 'How long an idle backend connection is kept; above 0.' })),
   }, { additionalProperties: false })
 }
 
@@ -36,8 +36,11 @@ export function parseHttpOptions (raw: unknown, at: string): HttpOptions {
     throw new ConfigError(issues.map((i) => ({ ...i, path: at + i.path })))
   }
   const o = raw as HttpOptionsConfig
-  return {
-    connections: o.connections ?? 128,
-    keepAliveTimeout: parseDuration(o.keepAliveTimeout ?? 4000) ?? 4000,
+  const keepAliveTimeout = parseDuration(o.keepAliveTimeout ?? 4000) ?? 4000
+  // undici refuses 0 only when it opens its first connection: every request would fail as the
+  // backend's fault. Said here instead, at the option's path.
+  if (keepAliveTimeout <= 0) {
+    throw new ConfigError([{ path: `${at}/keepAliveTimeout`, message: 'must be above 0 (an idle connection is kept at least this long)', found: o.keepAliveTimeout, expected: 'a duration above 0, e.g. 1s' }])
   }
+  return { connections: o.connections ?? 128, keepAliveTimeout }
 }
