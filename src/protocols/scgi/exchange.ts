@@ -6,6 +6,7 @@
  *   encode head ─> connect ─> write head + body (backpressure) ─┐
  *   socket data ─> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* ─> onEnd (EOF or CL)
  *   any failure / abort ─> onError, socket destroyed                  (exactly one ending)
+ *   reset (ECONNRESET/EPIPE, on a read or on the upload's write) ─> onError, never onEnd
  */
 import type { Socket } from 'node:net'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
@@ -109,11 +110,16 @@ export class ScgiExchange {
     this.succeed()
   }
 
+  /**
+   * A socket error is never an end of the response, also while the upload is still going. SCGI
+   * ends a response by a clean close (FIN: 'end', onEof). An early answer that does not read the
+   * upload (AC-89, a 413) is delivered when it is complete by its Content-Length (onData settles
+   * before any error) or when the server closes its side cleanly. A reset, whether a read or the
+   * upload's write sees it (ECONNRESET, EPIPE), cuts the response: 502 before the head, an aborted
+   * client connection after it (as nginx: a response delimited by close ends only at EOF).
+   */
   private onSocketError (err: NodeJS.ErrnoException): void {
     if (this.settled) return
-    // AC-89: the server answered and closed without reading the whole upload. Once its head is
-    // in, the failed write is how SCGI's end-by-close looks from here: the response is over.
-    if (this.upload?.active === true && this.parser === null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) return this.onEof()
     this.fail(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id))
   }
 
@@ -130,6 +136,7 @@ export class ScgiExchange {
 
   private settle (): void {
     this.settled = true
+    this.upload?.stop()
     unwatchAbort(this.exchange, this.onAbort)
     this.socket?.destroy()
     this.done(this)
