@@ -104,6 +104,10 @@ my $out = '';   # replies not written yet
 # Handlers only so that sigsuspend() returns: SIGCHLD is ignored and SIGIO kills by default.
 $SIG{CHLD} = sub {};
 $SIG{IO} = sub {};
+# perl ignores SIGFPE at start-up, and an ignored signal stays ignored across fork and exec: back to
+# the default, which the proxy started us with, so that CGI programs start as spawn() starts them.
+# (perl's own arithmetic never raises it: division by zero is a perl error.)
+$SIG{FPE} = 'DEFAULT';
 syscall($SYS{sigprocmask}, $SIG_BLOCK, $WAKE, 0, 8) == 0 or die "fork server: sigprocmask: $!\n";
 
 # Unbuffered, whole lines (a buffered STDOUT would be flushed again by every fork).
@@ -154,8 +158,9 @@ sub child {
     $uid eq '' or syscall($SYS{setuid}, 0 + $uid) == 0 or failed($w, 'setuid');
   }
   umask($umask) if $umask ne '';
-  # exec resets caught signals to the default (nothing is ignored: the proxy started us with every
-  # signal at its default); the mask must be emptied by hand.
+  # exec resets caught signals to the default, and none is ignored (the proxy started us with every
+  # signal at its default, and SIGFPE, which perl ignores, was set back at start-up); the mask must
+  # be emptied by hand.
   syscall($SYS{sigprocmask}, $SIG_SETMASK, $NONE, 0, 8) == 0 or failed($w, 'sigprocmask');
   # execvp(3), by hand: the files to try, each with execve(2) and the arrays made in the parent.
   my ($try, $argvp, $envp, $argv) = @$exec;

@@ -16,7 +16,9 @@
  *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execve
  *           (execvp(3)'s PATH search and /bin/sh for a file without #!, by hand)
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
- *         the helper reported the exec (S) and all of them are here.
+ *         the helper reported the exec (S) and all of them are here. One that never comes (lost
+ *         on the way: at EMFILE libuv accepts and closes what is pending) fails the spawn
+ *         LATE_STDIO_MS after S, while the program runs: its group is then the caller's to stop.
  *
  * The exec report travels on the helper's stdout, ordered before the exit status, not on the
  * program's own connections: an exec failure must surface as 'error' (ERR_CGI_SPAWN with the
@@ -124,7 +126,11 @@ const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n])
 const HELLO = 17
 /** A connection that has not said who it is within this is dropped. */
 const HELLO_TIMEOUT_MS = 10_000
-/** After S and X, the child's connections are in our accept queue; this only bounds a lost one. */
+/**
+ * The helper connects a child's stdio before it forks it, so by S its connections are in our
+ * accept queue: this only bounds one that was lost (counted from S, not from the exit: the program
+ * may run for ever with nobody to read it or to stop it).
+ */
 const LATE_STDIO_MS = 2000
 /** The helper gets this long to leave after its stdin closed, then SIGKILL. */
 const HELPER_STOP_MS = 2000
@@ -156,21 +162,40 @@ function unreapedChildren (ppid: number): number[] {
   return out
 }
 
-/** One program started by the fork server. */
+/**
+ * @internal Test seams. `dropStdio`: drop a child's stdio connection for `fd` as if it never
+ * reached us (the proxy out of descriptors: libuv accepts and closes what is pending).
+ */
+export const forkServerSeams: { dropStdio: ((fd: number) => boolean) | null } = { dropStdio: null }
+
+/**
+ * One program started by the fork server. Besides the PipeChild events, 'exec' (no arguments)
+ * when the helper reported the exec: `pid` is set, and its group (-pid) is the program's.
+ */
 export class ForkChild extends EventEmitter implements PipeChild {
+  /**
+   * @internal Its place among the children waiting for their stdio. First: after another field, a
+   * computed key would be read as an index into that field's initializer.
+   */
+  [SLOT] = -1
   pid: number | undefined = undefined
   stdin: Socket | null = null
   stdout: Socket | null = null
   stderr: Socket | null = null
   /** exec succeeded and stdin/stdout/stderr are connected: 'spawn' was emitted. */
   spawned = false
-  /** Resolves once the process is gone: reaped, failed to start, or (helper lost) killed. */
+  /**
+   * Resolves once the process is gone: reaped, failed to start, or (helper lost) killed. Also when
+   * its stdio was lost ('error' ERR_CGI_FORK_SERVER after S): the program may still run then, and
+   * its group is the caller's to stop (PipeStarter does, as for any child that was exec'd).
+   */
   readonly exited: Promise<void>
   /** @internal */ readonly file: string
   /** @internal */ readonly token: string
   /** @internal */ readonly id: number
   /** @internal */ readonly helper: Helper
-  /** @internal */ execOk = false
+  /** @internal The helper reported the exec (S): `pid` is set. */ execOk = false
+  /** @internal When S came (for LATE_STDIO_MS). */ execAt = 0
   /** @internal */ conns = 0
   /** @internal Connections to wait for: 3, or 2 when stdin is /dev/null. */
   readonly expected: number
@@ -181,7 +206,6 @@ export class ForkChild extends EventEmitter implements PipeChild {
    */
   groupLeft = true
   /** @internal */ settled = false
-  /** @internal */ lateTimer: unknown = null
   /** @internal */ resolveExited!: () => void
 
   constructor (file: string, token: string, id: number, helper: Helper, nullStdin: boolean) {
@@ -230,6 +254,11 @@ export class ForkServer {
   /** Connections that have not said their token yet, with when they came. */
   private readonly unknown = new LiveSet<Accepted>()
   private sweeping: unknown = null
+  /** Children reported exec'd (S) whose connections are not all here yet, each since `execAt`. */
+  private readonly awaitingStdio = new LiveSet<ForkChild>()
+  private stdioSweep: unknown = null
+  /** The last stdio sweep ran late and judged no one (see sweepStdioLater). */
+  private stdioSweepSkipped = false
   /** Accepted stdio connections until they close (close() ends what no one read to the end). */
   private readonly conns = new LiveSet<Accepted>()
   private active = 0
@@ -348,6 +377,7 @@ export class ForkServer {
     // (an unread stderr) would hold it open for good.
     for (const a of this.conns.values()) a.sock.destroy()
     if (this.sweeping !== null) this.clock.clearTimeout(this.sweeping)
+    if (this.stdioSweep !== null) this.clock.clearTimeout(this.stdioSweep)
     const server = this.server
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()))
     if (this.dir !== null) rmSync(this.dir, { recursive: true, force: true })
@@ -453,7 +483,8 @@ export class ForkServer {
     const child = hello.length === HELLO ? this.tokens.get(hello.toString('hex', 0, 16)) : undefined
     const fd = hello[16]
     const slot = fd === 0 ? 'stdin' : fd === 1 ? 'stdout' : fd === 2 ? 'stderr' : null
-    if (child === undefined || slot === null || child[slot] !== null || child.settled || (fd === 0 && child.expected < 3)) {
+    if (child === undefined || slot === null || child[slot] !== null || child.settled || (fd === 0 && child.expected < 3) ||
+      forkServerSeams.dropStdio?.(fd) === true) {
       sock.destroy()
       return
     }
@@ -480,16 +511,64 @@ export class ForkServer {
       const child = h.children.get(id)
       if (child === undefined) continue
       switch (parts[0]) {
-        case 'S': child.pid = Number(parts[2]); child.execOk = true; this.maybeSpawned(child); break
+        case 'S': this.onExec(child, Number(parts[2])); break
         case 'E': this.failStart(child, Number(parts[2]), parts[3] ?? 'exec'); break
         case 'X': child.groupLeft = parts[3] !== '0'; this.onReaped(child, Number(parts[2])); break
       }
     }
   }
 
+  /**
+   * S: the program runs, past its setsid(), so -pid is its group from now on (not before: until
+   * then the child is in the helper's group). Its connections may still be on the way.
+   */
+  private onExec (child: ForkChild, pid: number): void {
+    child.pid = pid
+    child.execOk = true
+    child.emit('exec')
+    this.maybeSpawned(child)
+    if (child.spawned || child.settled) return
+    child.execAt = this.clock.now()
+    this.awaitingStdio.add(child)
+    if (this.stdioSweep === null) this.sweepStdioLater()
+  }
+
+  /**
+   * One timer for every child still waiting for a connection (not one per request): each gets
+   * LATE_STDIO_MS from its S, then fails. A sweep that itself ran late means our loop stalled, and
+   * timers run before the accepts of the same turn: the children are judged on the next sweep
+   * (only the next: a clock that jumps must not keep them for ever).
+   */
+  private sweepStdioLater (): void {
+    const every = LATE_STDIO_MS / 4
+    const due = this.clock.now() + every
+    this.stdioSweep = this.clock.setTimeout(() => {
+      this.stdioSweep = null
+      const now = this.clock.now()
+      this.stdioSweepSkipped = now - due >= every && !this.stdioSweepSkipped
+      if (!this.stdioSweepSkipped) {
+        for (const child of this.awaitingStdio.values()) if (now - child.execAt >= LATE_STDIO_MS) this.stdioLost(child)
+      }
+      if (this.awaitingStdio.size > 0) this.sweepStdioLater()
+    }, every)
+    ;(this.stdioSweep as { unref?: () => void }).unref?.()
+  }
+
+  /**
+   * The program runs (or ran) but a stdio connection never reached us: nothing can read or feed
+   * it. It fails with a coded error, and `exited` resolves so that its starter stops its group.
+   */
+  private stdioLost (child: ForkChild): void {
+    const missing = child.expected - child.conns
+    const ran = child.status !== null ? ' (it has exited)' : ''
+    this.settle(child)
+    this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}): ${missing} of its ${child.expected} stdio connections never reached the proxy${ran}`))
+  }
+
   private maybeSpawned (child: ForkChild): void {
     if (child.spawned || child.settled || !child.execOk || child.conns < child.expected) return
     child.spawned = true
+    this.awaitingStdio.delete(child)
     // Drop the hellos in the same tick the listeners arrive (see onConnection).
     child.stdout?.read(HELLO)
     child.stderr?.read(HELLO)
@@ -510,13 +589,9 @@ export class ForkServer {
   private onReaped (child: ForkChild, raw: number): void {
     const sig = raw & 0x7f
     child.status = sig === 0 ? { code: (raw >> 8) & 0xff, signal: null } : { code: null, signal: SIGNAL_NAMES.get(sig) ?? 'SIGKILL' }
-    if (child.spawned) { this.emitExit(child); return }
-    // Exec succeeded (S came first) but a connection is still in our accept queue: wait for it.
-    child.lateTimer = this.clock.setTimeout(() => {
-      if (child.spawned || child.settled) return
-      this.settle(child)
-      this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}) exited before its stdio connected`))
-    }, LATE_STDIO_MS)
+    // Else a connection is still in our accept queue (then 'spawn' emits the exit too) or lost
+    // (its LATE_STDIO_MS from S run out).
+    if (child.spawned) this.emitExit(child)
   }
 
   private emitExit (child: ForkChild): void {
@@ -534,7 +609,7 @@ export class ForkServer {
     child.settled = true
     child.helper.children.delete(child.id)
     this.tokens.delete(child.token)
-    if (child.lateTimer !== null) this.clock.clearTimeout(child.lateTimer)
+    this.awaitingStdio.delete(child)
     if (!child.spawned) {
       for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
     }

@@ -27,7 +27,7 @@ interface Tracked {
   [SLOT]: number
   readonly exited: Promise<void>
   stopping: Promise<void> | null
-  /** kill() came before the fork server reported the exec: stop the group once it does. */
+  /** kill() came before the fork server reported the exec (S): stop the group once it does. */
   killPending: boolean
   /** `exited` resolved: the pid may be anyone's once nothing is left in its group (see groups()). */
   reaped: boolean
@@ -82,8 +82,9 @@ export class PipeStarter {
     if (this.forkServer === null) return this.start(req)
     const argv = this.prepare(req)
     const child = this.forkServer.spawn(this.plan(argv, req.env, req.cwd, true), req.stdin === 'null')
-    // After the exit, the group is stopped only if the helper saw something of it left.
-    this.track(child, child.exited, () => child.spawned && child.groupLeft)
+    // Exec'd (S), not necessarily 'spawn'ed: one whose stdio was lost runs all the same. After the
+    // exit, the group is stopped only if the helper saw something of it left.
+    this.track(child, child.exited, () => child.execOk && child.groupLeft)
     return child
   }
 
@@ -156,11 +157,13 @@ export class PipeStarter {
   kill (child: PipeChild): void {
     const t = this.children.view().find((x) => x.child === child)
     if (t === undefined) return
-    if (child instanceof ForkChild && !child.spawned) {
-      // Not reported exec'd yet (its pid comes with that report): stop it once it is the program.
+    if (child instanceof ForkChild && !child.execOk) {
+      // Not reported exec'd yet: its pid comes with that report, and before its setsid() the child
+      // is in the helper's group, so -pid means nothing yet. Stopped as soon as S comes — not at
+      // 'spawn', which never comes when one of its stdio connections was lost.
       if (!t.killPending) {
         t.killPending = true
-        child.once('spawn', () => { void this.stopGroup(child, t) })
+        child.once('exec', () => { void this.stopGroup(child, t) })
       }
       return
     }
