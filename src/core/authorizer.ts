@@ -2,10 +2,11 @@
  * The FastCGI Authorizer role (FastCGI 1.0 §6.3, lighttpd `mode = "authorizer"`): before a route's
  * real handler runs, the request's environment — without its body — goes to an authorizer. A 200
  * lets the request through, and the authorizer's `Variable-NAME: value` headers become NAME=value in
- * the real handler's CGI environment. Any other answer is what the client gets, body included.
+ * the real handler's CGI environment, for the names AUTHORIZER_NAME allows and only where that
+ * environment has no such variable yet (mergeAuthorizerVariables). Any other answer is what the
+ * client gets, body included.
  */
 import { buildCgiEnv } from './cgi/env.js'
-import { fixedScript } from './cgi/script.js'
 import { ProxyError } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
@@ -28,8 +29,31 @@ export type AuthResult = { allowed: true, variables: Record<string, string> } | 
 /** FastCGI 1.0 §6.3: an Authorizer gets the request's variables except these. */
 const NOT_FOR_AUTHORIZER = ['CONTENT_LENGTH', 'CONTENT_TYPE', 'PATH_INFO', 'PATH_TRANSLATED', 'SCRIPT_NAME']
 const VARIABLE = /^variable-(.+)$/i
-/** An authorizer variable never overrides what the proxy itself decides. */
-const PROTECTED = /^(HTTP_|CONTENT_|SCRIPT_|PATH_|REMOTE_ADDR$|REMOTE_PORT$|SERVER_|GATEWAY_INTERFACE$|REQUEST_|QUERY_STRING$|DOCUMENT_ROOT$|HTTPS$|REDIRECT_)/
+/**
+ * The names an authorizer may set (an allow-list; `Variable-X-User-Id` is X_USER_ID). FastCGI 1.0
+ * §6.3 passes every Variable-*, but an authorizer that turns request data (a token's claims) into
+ * names could then hand the responder PATH, LD_PRELOAD, PHP_VALUE, PERL5OPT or GIT_PROJECT_ROOT,
+ * and no deny-list knows every variable a loader or interpreter reads. Allowed:
+ * - REMOTE_USER and AUTH_TYPE, which RFC 3875 (§4.1.11, §4.1.1) leaves to authentication;
+ * - the authorizer's own names: AUTH* (the spec's AUTH_METHOD, httpd mod_authnz_fcgi's AUTHN_* and
+ *   AUTHZ_*) and X_*.
+ * No CGI meta-variable the server computes is among them, and mergeAuthorizerVariables never
+ * replaces a variable the environment already has (route `params` included).
+ */
+export const AUTHORIZER_NAME = /^(?:REMOTE_USER|AUTH[A-Z0-9_]*|X_[A-Z0-9_]+)$/
+
+/**
+ * Add an allowed authorizer's variables to a responder environment. A name the environment already
+ * has, in any case (the operator's `params` may be lower case), is left as it is: the operator and
+ * the server decide before the authorizer does.
+ */
+export function mergeAuthorizerVariables (env: Record<string, string>, variables: Readonly<Record<string, string>>): void {
+  const taken = new Set<string>()
+  for (const name in env) taken.add(name.toUpperCase())
+  for (const [name, value] of Object.entries(variables)) {
+    if (AUTHORIZER_NAME.test(name) && !taken.has(name)) env[name] = value
+  }
+}
 
 export async function authorize (main: Authorizable, a: AuthorizerSettings): Promise<AuthResult> {
   // A spawned authorizer may start on demand, exactly as the route's own pool does.
@@ -55,6 +79,8 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   private status = 0
   private timer: NodeJS.Timeout | null = null
   private drain: (() => void) | null = null
+  /** Why abortWith() aborted the authorizer request (a timeout, a bad head, the client leaving). */
+  private abortReason: ProxyError | null = null
 
   constructor (
     private readonly main: Authorizable,
@@ -64,7 +90,10 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   ) {
     super(main.id, main, main.req, main.client, `${main.routeName}:authorizer`, a.adapterOptions)
     this.signal = this.ac.signal
-    this.script = fixedScript({ scriptFilename: a.scriptFilename, prefix: '', urlPath: main.path })
+    // §6.3: the authorizer gets no SCRIPT_NAME and no PATH_INFO, so nothing of the path is decoded
+    // for it: an `http` route forwards `/a%2Fb` or `/x/../y` as the router normalised them, and
+    // the authorizer's verdict, not the CGI walk's rules, decides about them.
+    this.script = { filename: a.scriptFilename, name: '', pathInfo: '', docroot: '' }
     const env = buildCgiEnv({
       method: main.method, url: main.url, path: main.path, query: main.query, httpVersion: main.httpVersion,
       headers: main.requestHeaders, rawHeaders: main.req.rawHeaders, client: main.client, script: this.script,
@@ -102,7 +131,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
         const m = VARIABLE.exec(headers[i])
         if (m === null) continue
         const name = m[1].toUpperCase().replace(/-/g, '_')
-        if (!PROTECTED.test(name) && /^[A-Z0-9_]+$/.test(name)) this.variables[name] = headers[i + 1]
+        if (AUTHORIZER_NAME.test(name)) this.variables[name] = headers[i + 1]
       }
       this.state = 'allowed'
       return
@@ -147,6 +176,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
 
   onError (err: ProxyError): void {
     if (this.state === 'done') return
+    if (this.abortReason !== null) err = this.abortReason
     if (err.phase === 'connect' && this.backend !== null) this.a.pool.connectFailed(this.backend, err.code)
     if (this.state === 'denying') {
       // The denial was already streaming: cut it, never pad it.
@@ -160,6 +190,8 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   }
 
   private abortWith (err: ProxyError): void {
+    // Aborting makes the adapter report back at once (ERR_CLIENT_ABORTED): the reason is ours.
+    this.abortReason ??= err
     if (!this.ac.signal.aborted) this.ac.abort()
     this.onError(err)
   }

@@ -10,7 +10,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
-import { authorize, type AuthorizerSettings } from './authorizer.js'
+import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
+import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
@@ -136,7 +137,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.prepareAsync().then(() => {
       if (this.phase !== Phase.Prepare) return
       this.dispatch()
-    }, (err: unknown) => this.fail(toProxyError(err), true))
+    }, (err: unknown) => { if (err instanceof DirectoryRedirect) this.redirectToDirectory(err.location); else this.fail(toProxyError(err), true) })
   }
 
   /** What every protocol needs and costs nothing asynchronous. */
@@ -481,6 +482,16 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.rt.sendError(this.res, err, retryAfter ?? (err.status === 503 ? this.route.pool.retryAfterSeconds() : undefined))
   }
 
+  /** `/dir` names a directory with an index (DirectoryRedirect): 301 to `/dir/`, the query kept. */
+  private redirectToDirectory (location: string): void {
+    if (this.phase === Phase.Done) return
+    this.status = 301
+    this.finish(null)
+    if (this.res.headersSent || this.res.destroyed) return
+    this.res.writeHead(301, { location: this.query === '' ? location : `${location}?${this.query}`, 'content-length': 0 })
+    this.res.end()
+  }
+
   private releaseBackend (): void {
     const b = this.backend
     if (b === null) return
@@ -540,7 +551,7 @@ export type Authorizable = Pick<ProxyExchange, 'id' | 'method' | 'url' | 'path' 
 export async function authorizeExchange (main: Authorizable, a: AuthorizerSettings): Promise<number | null> {
   const verdict = await authorize(main, a)
   if (!verdict.allowed) return verdict.status
-  if (main.env !== null) Object.assign(main.env, verdict.variables)
+  if (main.env !== null) mergeAuthorizerVariables(main.env, verdict.variables)
   return null
 }
 

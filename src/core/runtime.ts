@@ -305,9 +305,12 @@ export class ProxyRuntime {
 
 /**
  * Split the request-target. Absolute-form (`GET http://h/x`) routes on its authority and ignores the
- * Host header (RFC 9112 §3.2.2). Returns null for targets a proxy must not forward.
+ * Host header (RFC 9112 §3.2.2). Returns null for targets a proxy must not forward, among them any
+ * target with a `#`: a fragment is not part of a request-target (RFC 9112 §3.2, RFC 9110 §7.1) and
+ * a client must not send one; kept, it would end up in QUERY_STRING or in the path.
  */
 export function parseTarget (method: string, url: string, hostHeader: string | undefined): (Target & { authority?: string }) | null {
+  if (url.includes('#')) return null
   let path = url
   let host = hostHeader ?? ''
   let authority: string | undefined

@@ -2,7 +2,7 @@ import t from 'tap'
 import { lchown, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fixedScript, isInside, resolveScript, type ResolveScriptInput, type SymlinkPolicy } from '../../src/core/cgi/script.js'
+import { DirectoryRedirect, fixedScript, isInside, resolveScript, type ResolveScriptInput, type SymlinkPolicy } from '../../src/core/cgi/script.js'
 import { ProxyError, type ErrorCode } from '../../src/core/errors.js'
 import type { ScriptInfo } from '../../src/core/types.js'
 
@@ -23,13 +23,15 @@ await symlink('../www2/x.php', join(www, 'w2.php')) // sibling with a common str
 await symlink('missing.php', join(www, 'dangling.php'))
 await symlink('www', join(T, 'wwwlink'))
 
-type Want = Partial<ScriptInfo> | ErrorCode
+/** `301 <Location>`: the path names a directory with an index but lacks its trailing slash. */
+type Want = Partial<ScriptInfo> | ErrorCode | `301 ${string}`
 
-async function outcome (input: Partial<ResolveScriptInput> & { urlPath: string }): Promise<ScriptInfo | ErrorCode> {
+async function outcome (input: Partial<ResolveScriptInput> & { urlPath: string }): Promise<ScriptInfo | ErrorCode | `301 ${string}`> {
   try {
     return await resolveScript({ docroot: www, rule: { index: ['index.php'] }, symlinks: 'follow', ...input })
   } catch (err) {
     if (err instanceof ProxyError) return err.code
+    if (err instanceof DirectoryRedirect) return `301 ${err.location}`
     throw err
   }
 }
@@ -74,7 +76,8 @@ const cases: Array<[string, Partial<ResolveScriptInput> & { urlPath: string }, W
   ['PATH_INFO below a directory', { urlPath: '/dir/abc/def' }, 'ERR_SCRIPT_NOT_FOUND'],
   ['directory without index', { urlPath: '/dir/' }, 'ERR_SCRIPT_NOT_FOUND'],
   ['directory with index', { urlPath: '/sub/' }, { filename: join(www, 'sub/index.php'), name: '/sub/index.php', pathInfo: '' }],
-  ['directory with index, no slash', { urlPath: '/sub' }, { name: '/sub/index.php' }],
+  ['directory with index, no slash', { urlPath: '/sub' }, '301 /sub/'],
+  ['prefix-mounted directory, no slash', { urlPath: '/m/sub', prefix: '/m' }, '301 /m/sub/'],
   ['docroot index', { urlPath: '/', rule: { index: ['app.php'] } }, { name: '/app.php', pathInfo: '' }],
   // Alias-style mount
   ['prefix mount', { urlPath: '/cgi-bin/env.sh/x', prefix: '/cgi-bin/', docroot: join(www, 'cgi-bin') }, { filename: join(www, 'cgi-bin/env.sh'), name: '/cgi-bin/env.sh', pathInfo: '/x' }],

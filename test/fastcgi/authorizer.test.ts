@@ -21,7 +21,8 @@ if (havePeer(t, PHP)) {
 if (getenv('FCGI_ROLE') !== 'AUTHORIZER') { http_response_code(500); echo 'not called as authorizer'; exit; }
 if (isset($_SERVER['CONTENT_LENGTH'])) { http_response_code(500); echo 'authorizer must not see a body'; exit; }
 if (($_SERVER['HTTP_X_TOKEN'] ?? '') === 'secret') {
-  header('Variable-USER_ROLE: admin');
+  header('Variable-X-User-Role: admin');
+  header('Variable-USER_ROLE: outside-the-allow-list');
   header('Variable-REMOTE_ADDR: 6.6.6.6');
   echo 'ignored body';
 } else {
@@ -30,7 +31,7 @@ if (($_SERVER['HTTP_X_TOKEN'] ?? '') === 'secret') {
   header('Variable-LEAK: no');
   echo 'denied by authorizer';
 }`)
-    writeFileSync(join(root, 'app.php'), `<?php echo 'role=', getenv('USER_ROLE') ?: '-', ' remote=', $_SERVER['REMOTE_ADDR'], ' body=', file_get_contents('php://input');`)
+    writeFileSync(join(root, 'app.php'), `<?php echo 'role=', getenv('X_USER_ROLE') ?: '-', ' other=', getenv('USER_ROLE') ?: '-', ' remote=', $_SERVER['REMOTE_ADDR'], ' body=', file_get_contents('php://input');`)
     const { url } = await proxyServer(t, {
       spawns: { php: { binPath: PHP, socketName: join(root, 'php.sock'), environment: { PHP_FCGI_CHILDREN: '2' }, stopTimeout: '2s' } },
       routes: [{
@@ -40,7 +41,7 @@ if (($_SERVER['HTTP_X_TOKEN'] ?? '') === 'secret') {
     })
     const ok = await get(`${url}/app.php`, { method: 'POST', headers: { 'x-token': 'secret' }, body: 'payload' })
     t.equal(ok.status, 200, ok.body.toString())
-    t.equal(ok.body.toString(), 'role=admin remote=127.0.0.1 body=payload', 'Variable-* passed on; proxy variables cannot be overridden; the body reaches only the handler')
+    t.equal(ok.body.toString(), 'role=admin other=- remote=127.0.0.1 body=payload', 'allowed Variable-* passed on (X_*), others dropped; proxy variables cannot be overridden; the body reaches only the handler')
     const no = await get(`${url}/app.php`, { headers: { 'x-token': 'wrong' } })
     t.equal(no.status, 401, 'the authorizer status goes to the client')
     t.equal(no.body.toString(), 'denied by authorizer')

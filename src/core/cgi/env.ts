@@ -11,6 +11,7 @@
  * - Authorization / Proxy-Authorization are not passed (§9.2) unless the route opts in
  *   (Authorization only); hop-by-hop fields are dropped (§4.1.18 MAY).
  * - A value with NUL, CR or LF cannot be encoded for any CGI-family wire → ERR_BAD_HEADER_VALUE.
+ * - No PATH_TRANSLATED (see buildCgiEnv): php-cgi would execute it.
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { ProxyError } from '../errors.js'
@@ -172,11 +173,12 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
   env.QUERY_STRING = input.query // §4.1.7: MUST be set, raw, '' when absent
   env.SCRIPT_NAME = script.name // §4.1.13: MUST be set, may be ''
   env.SCRIPT_FILENAME = script.filename
-  if (script.pathInfo !== '') {
-    env.PATH_INFO = script.pathInfo // §4.1.5: decoded
-    // §4.1.6: PATH_TRANSLATED only alongside PATH_INFO; needs a docroot to translate into.
-    if (script.docroot !== '') env.PATH_TRANSLATED = script.docroot.replace(/\/+$/, '') + script.pathInfo
-  }
+  // §4.1.5: decoded. No PATH_TRANSLATED (§4.1.6 SHOULD, a documented deviation, as nginx's
+  // fastcgi_params): php-cgi with cgi.fix_pathinfo=0 runs PATH_TRANSLATED instead of
+  // SCRIPT_FILENAME, so `/index.php/uploads/evil.jpg` would run the upload past the route's
+  // extension rule, and `/index.php/.env` would print the file. DOCUMENT_ROOT + PATH_INFO is
+  // what it would have been.
+  if (script.pathInfo !== '') env.PATH_INFO = script.pathInfo
   if (script.docroot !== '') env.DOCUMENT_ROOT = script.docroot
   env.REQUEST_SCHEME = secure ? 'https' : 'http'
   if (secure) env.HTTPS = 'on'

@@ -17,7 +17,7 @@ import type { Stats } from 'node:fs'
 import { isAbsolute, join, relative } from 'node:path'
 import { ProxyError } from '../errors.js'
 import type { ScriptInfo } from '../types.js'
-import { decodePath, normalizePrefix, pathInfoOf, stripPrefix } from './url-path.js'
+import { decodePath, encodePath, normalizePrefix, pathInfoOf, stripPrefix } from './url-path.js'
 
 /**
  * How symlinks met during the walk are treated (lighttpd `server.follow-symlink`, Apache
@@ -134,6 +134,20 @@ export async function resolveScript (input: ResolveScriptInput): Promise<ScriptI
   throw notFound('no such file')
 }
 
+/**
+ * Thrown, not a ProxyError, when the path names a directory that has an index file but lacks the
+ * trailing slash (`/dir`): the client is sent to `/dir/` (301; Apache mod_dir `DirectorySlash`,
+ * lighttpd and nginx do the same), else the index's relative links would resolve against the
+ * parent. `location` is an absolute path built from the decoded, normalised segments, never from
+ * the raw target, so it cannot become `//host` (an open redirect); the caller appends the query.
+ */
+export class DirectoryRedirect extends Error {
+  constructor (readonly location: string) {
+    super(`directory without its trailing slash: redirect to ${location}`)
+    this.name = 'DirectoryRedirect'
+  }
+}
+
 async function resolveIndex (input: ResolveScriptInput, realRoot: string, dir: string, prefix: string, rel: string[]): Promise<ScriptInfo> {
   for (const name of input.rule.index ?? []) {
     const path = join(dir, name)
@@ -141,7 +155,11 @@ async function resolveIndex (input: ResolveScriptInput, realRoot: string, dir: s
     if (own === null) continue
     const st = await followPolicy(path, own, input.symlinks)
     if (st === null || !st.isFile()) continue
-    return await finish(input, realRoot, path, prefix, [...rel, name], '')
+    const script = await finish(input, realRoot, path, prefix, [...rel, name], '')
+    // Only once the index passed every check: the redirect never points at what would be refused.
+    const segs = [...prefix.split('/').filter((s) => s !== ''), ...rel]
+    if (segs.length > 0 && !input.urlPath.endsWith('/')) throw new DirectoryRedirect(encodePath('/' + segs.join('/')) + '/')
+    return script
   }
   throw notFound('directory without an index file')
 }
