@@ -14,7 +14,7 @@
  */
 import { lstat, realpath, stat } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
-import { isAbsolute, join, relative } from 'node:path'
+import { isAbsolute, join, relative, sep } from 'node:path'
 import { ProxyError } from '../errors.js'
 import type { ScriptInfo } from '../types.js'
 import { decodePath, encodePath, normalizePrefix, pathInfoOf, stripPrefix } from './url-path.js'
@@ -67,10 +67,13 @@ async function lstatOrNull (path: string): Promise<Stats | null> {
   }
 }
 
-/** `inner` lies strictly inside `root`, boundary-aware (`/srv/www2` is not inside `/srv/www`). */
+/**
+ * `inner` lies strictly inside `root`, boundary-aware (`/srv/www2` is not inside `/srv/www`). Only a
+ * whole `..` element leads out: `..hidden.sh` or `..notes.txt` is an ordinary name inside.
+ */
 export function isInside (root: string, inner: string): boolean {
   const rel = relative(root, inner)
-  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
+  return rel !== '' && rel !== '..' && !rel.startsWith('..' + sep) && !isAbsolute(rel)
 }
 
 /**
