@@ -3,6 +3,7 @@
  * the source while the sink is full. Used by adapters that frame the body by CONTENT_LENGTH (SCGI,
  * CGI): bytes past it are never sent, and a body that ends short fails the exchange.
  */
+import type { IncomingMessage } from 'node:http'
 import type { Readable, Writable } from 'node:stream'
 import { ProxyError } from './errors.js'
 
@@ -26,13 +27,18 @@ export function pumpBody (body: Readable, total: number, sink: Writable, opts: {
       if (opts.endSink) sink.end()
     }
   }
+  // A client whose body stops short of its Content-Length fails the request stream ('aborted'),
+  // it never ends it: a clean end before `total` can only be a source of ours (a spooled body),
+  // so it is our fault, and the client, still connected, must get an answer.
   const onEnd = (): void => {
     stop()
-    if (sent < total) opts.onFail(new ProxyError('ERR_CLIENT_ABORTED', `request body ended at ${sent} of ${total} bytes`, { phase: 'request' }))
+    if (sent < total) opts.onFail(new ProxyError('ERR_INTERNAL', `request body source ended at ${sent} of ${total} bytes`, { phase: 'request' }))
   }
+  // A source that fails with a code of its own (a spooled body) keeps it; the client's stream
+  // failing means the client went away.
   const onError = (err: Error): void => {
     stop()
-    opts.onFail(new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
+    opts.onFail(err instanceof ProxyError ? err : new ProxyError('ERR_CLIENT_ABORTED', 'request body failed', { cause: err, phase: 'request' }))
   }
   const stop = (): void => {
     if (!active) return
@@ -50,4 +56,42 @@ export function pumpBody (body: Readable, total: number, sink: Writable, opts: {
   body.once('error', onError)
   body.resume()
   return { get active () { return active }, stop }
+}
+
+/**
+ * Read the rest of a request body nobody wants any more, and drop it (nginx's
+ * discard_request_body), so node:http goes on to the next request of the connection. Why not
+ * just close the connection: closing a socket with unread bytes makes the kernel answer with a
+ * reset, which can destroy the response before the client read it (the reason nginx lingers),
+ * and once a response head went out keep-alive can no longer be taken back; the bytes dropped
+ * are the ones the client sends anyway. Bounded: past `maxBytes` more, or `maxMs`, the
+ * connection is closed after all. Nothing to do when the body ended or the client is gone.
+ *
+ * It reads with 'readable' + read(), not by resuming the flow: a consumer that let go of the
+ * body with a 'readable' listener still attached (an async iterator) would keep resume() from
+ * doing anything.
+ */
+export function discardBody (req: IncomingMessage, maxBytes: number, maxMs: number): void {
+  if (req.complete || req.destroyed || req.socket.destroyed) return
+  const socket = req.socket
+  let left = maxBytes
+  const done = (): void => {
+    clearTimeout(timer)
+    req.off('readable', drain)
+    req.off('end', done)
+    socket.off('close', done)
+  }
+  const giveUp = (): void => { done(); socket.destroy() }
+  const drain = (): void => {
+    for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+      left -= chunk.length
+      if (left < 0) { giveUp(); return }
+    }
+  }
+  const timer = setTimeout(giveUp, maxMs)
+  timer.unref() // the socket keeps the process alive while it is open; this timer need not
+  req.unpipe()
+  req.on('readable', drain)
+  req.once('end', done)
+  socket.once('close', done)
 }

@@ -11,7 +11,8 @@
  * Over `maxBytes` → ERR_BODY_TOO_LARGE (413). The source stream is then left paused and unread:
  * the caller answers 413 and closes the connection (destroying an IncomingMessage would take the
  * socket, and the 413, with it). Abort (signal, or the source erroring/closing early) →
- * ERR_CLIENT_ABORTED.
+ * ERR_CLIENT_ABORTED. A full spool filesystem (ENOSPC, quota, or a write that cannot make progress)
+ * → ERR_SPOOL_NO_SPACE (507): the body is never handed on short.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -40,10 +41,43 @@ export interface SpooledBody {
 
 export const DEFAULT_SPOOL_MEMORY = 64 * 1024
 
+/** errnos that mean the spool directory's filesystem is full (blocks, inodes, quota, size limit). */
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT', 'EFBIG'])
+
+/**
+ * Write all of `buf`: a write on a nearly full filesystem can succeed short without an error
+ * (write(2) returns what fit), and only the next one fails with ENOSPC. A body must never be
+ * spooled short, or the backend would read a truncated CONTENT_LENGTH's worth.
+ */
+async function writeAll (file: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0
+  while (off < buf.length) {
+    let n: number
+    try {
+      n = (await file.write(buf, off, buf.length - off)).bytesWritten
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? ''
+      throw NO_SPACE.has(code) ? noSpace(code, err) : err
+    }
+    if (n <= 0) throw noSpace('a write of 0 bytes')
+    off += n
+  }
+}
+
+function noSpace (why: string, cause?: unknown): ProxyError {
+  return new ProxyError('ERR_SPOOL_NO_SPACE', why, { phase: 'request', ...(cause !== undefined ? { cause } : {}) })
+}
+
 /** A temp file that exists on disk only between open and unlink, both inside this function. */
 async function openAnonymousFile (dir: string): Promise<FileHandle> {
   const path = join(dir, `proxycore-spool-${randomUUID()}`)
-  const handle = await open(path, 'wx+', 0o600)
+  let handle: FileHandle
+  try {
+    handle = await open(path, 'wx+', 0o600)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? ''
+    throw NO_SPACE.has(code) ? noSpace(code, err) : err
+  }
   try {
     await unlink(path)
   } catch (err) {
@@ -112,7 +146,7 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
         chunks = []
         writing = writing.then(async () => {
           file ??= await openAnonymousFile(opts.tmpDir ?? tmpdir())
-          for (const c of pending) await file.write(c)
+          for (const c of pending) await writeAll(file, c)
         })
         writing.then(() => { if (!stopped && !source.destroyed) source.resume() }, (err: unknown) => stop(toProxyError(err)))
       }

@@ -11,6 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
+import { discardBody } from './body-pump.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
@@ -33,6 +34,13 @@ const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
  * of one syscall per read. Smaller chunks (a whole small response, a streamed event) go at once.
  */
 const CORK_MIN_CHUNK = 16 * 1024
+/**
+ * An unread request body left at the end of an exchange is read and dropped up to this many bytes
+ * (and the route's maxBodySize) and for this long (nginx's lingering_time), then the connection is
+ * closed instead: past that, closing costs the client less than sending the rest for nothing.
+ */
+const DISCARD_MAX_BYTES = 16 * 1024 * 1024
+const DISCARD_MAX_MS = 30_000
 
 export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
   /** Its place in the runtime's exchanges in flight. */
@@ -159,6 +167,12 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const route = this.route
     if (route.prepare !== null) {
       const p = await route.prepare(this)
+      if (this.phase !== Phase.Prepare) {
+        // The exchange ended while it was being prepared (client gone, timeout, shutdown): finish()
+        // has run already and nobody will read the spooled body, so its fd goes now.
+        p.cleanup?.().catch(() => {})
+        return
+      }
       if (p.body !== undefined) this.body = p.body
       if (p.length !== undefined) this.contentLength = p.length
       if (p.cleanup !== undefined) this.cleanupSpool = p.cleanup
@@ -466,6 +480,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   /** Fail the exchange: an error page if nothing was sent yet, else cut the client connection. */
   private fail (err: ProxyError, logIt: boolean, retryAfter?: number): void {
     if (this.phase === Phase.Done) return
+    // "Client aborted" is said by whoever lost the request body; only the client's connection can
+    // tell whether the client really left. If it is still there it must get an answer, not hang.
+    if (err.code === 'ERR_CLIENT_ABORTED' && !this.clientGone()) err = stillConnected(err)
     const wasStreaming = this.res.headersSent
     if (!wasStreaming) this.status = err.status
     // Finish first: aborting makes the adapter report back (re-entrantly), and that report must
@@ -492,6 +509,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.res.end()
   }
 
+  /** The client's connection is closed, or its request stream was aborted mid-body. */
+  private clientGone (): boolean {
+    return this.res.destroyed || this.req.socket.destroyed || this.req.readableAborted
+  }
+
   private releaseBackend (): void {
     const b = this.backend
     if (b === null) return
@@ -516,6 +538,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.res.removeListener('close', this.onResClose)
     if (this.cleanupSpool !== null) this.cleanupSpool().catch(() => {})
     if (redirected) return
+    if (!this.req.complete) this.discardUnreadBody()
     const stats = this.route.stats
     if (error !== null && error !== 'ERR_CLIENT_ABORTED') stats.errors++
     const now = this.rt.now()
@@ -538,6 +561,24 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   get inPhaseWaitingForHead (): boolean { return this.phase === Phase.Dispatched }
+
+  /**
+   * The exchange is over but the client's request body is not read to its end (the backend
+   * answered without reading it all, a 404 before any spooling, an error): node:http parses the
+   * next request of a keep-alive connection only after this body, and a body paused for
+   * backpressure is never read again, so the connection would stall. After this turn (the adapter
+   * lets go of the body when the core aborts it), the rest is read and dropped (src/core/body-pump.ts
+   * discardBody).
+   */
+  private discardUnreadBody (): void {
+    const max = this.route.s.maxBodySize > 0 ? Math.min(this.route.s.maxBodySize, DISCARD_MAX_BYTES) : DISCARD_MAX_BYTES
+    setImmediate(() => discardBody(this.req, max, DISCARD_MAX_MS))
+  }
+}
+
+/** A body source said "client aborted" while the client is still connected: our failure, answered as one. */
+function stillConnected (err: ProxyError): ProxyError {
+  return new ProxyError('ERR_INTERNAL', `${err.message}, yet the client is still connected`, { cause: err, phase: err.phase, ...(err.backend !== undefined ? { backend: err.backend } : {}) })
 }
 
 /** What the authorizer step reads and writes of the exchange it guards (src/core/authorizer.ts). */

@@ -181,8 +181,15 @@ export class CompiledRoute {
     return script
   }
 
+  /**
+   * The script is resolved before the body is spooled: a 404/403 must not first read (and write to
+   * disk) up to spoolLimit bytes, and a failure after spooling must not lose the spool's fd.
+   * Resolution needs only the path, never the body's length; the environment needs both.
+   */
   private async prepareCgi (ex: ProxyExchange): Promise<Prepared> {
     const out: Prepared = {}
+    const cgi = this.cgi
+    const script = cgi !== null && this.adapter.capabilities.cgiEnv ? await this.scriptFor(ex, cgi) : null
     let length = ex.contentLength
     if (this.adapter.capabilities.needsContentLength && ex.body !== null && length === null) {
       const max = this.s.maxBodySize > 0 ? Math.min(this.s.maxBodySize, this.s.spoolLimit) : this.s.spoolLimit
@@ -191,19 +198,30 @@ export class CompiledRoute {
       out.length = length = spooled.length
       out.cleanup = spooled.cleanup
     }
-    const cgi = this.cgi
-    if (cgi === null || !this.adapter.capabilities.cgiEnv) return out
-    const script = cgi.docroot !== null
-      ? this.cachedScript(ex.path) ?? this.remember(ex.path, await resolveScript({
-        docroot: cgi.docroot,
-        urlPath: ex.path,
-        rule: { ...(cgi.extensions ? { extensions: cgi.extensions } : {}), ...(cgi.index ? { index: cgi.index } : {}) },
-        symlinks: cgi.symlinks,
-        ...(this.s.stripPrefix && this.s.prefix !== null ? { prefix: this.s.prefix.replace(/\/$/, '') } : {}),
-      }))
-      : fixedScript({ scriptFilename: cgi.scriptFilename ?? '', prefix: (this.s.prefix ?? '').replace(/\/$/, ''), urlPath: ex.path })
+    if (cgi === null || script === null) return out
     out.script = script
-    out.env = buildCgiEnv({
+    try {
+      out.env = this.cgiEnv(ex, cgi, script, length)
+    } catch (err) {
+      await out.cleanup?.()
+      throw err
+    }
+    return out
+  }
+
+  private async scriptFor (ex: ProxyExchange, cgi: CgiRouteSettings): Promise<ScriptInfo> {
+    if (cgi.docroot === null) return fixedScript({ scriptFilename: cgi.scriptFilename ?? '', prefix: (this.s.prefix ?? '').replace(/\/$/, ''), urlPath: ex.path })
+    return this.cachedScript(ex.path) ?? this.remember(ex.path, await resolveScript({
+      docroot: cgi.docroot,
+      urlPath: ex.path,
+      rule: { ...(cgi.extensions ? { extensions: cgi.extensions } : {}), ...(cgi.index ? { index: cgi.index } : {}) },
+      symlinks: cgi.symlinks,
+      ...(this.s.stripPrefix && this.s.prefix !== null ? { prefix: this.s.prefix.replace(/\/$/, '') } : {}),
+    }))
+  }
+
+  private cgiEnv (ex: ProxyExchange, cgi: CgiRouteSettings, script: ScriptInfo, length: number | null): Record<string, string> {
+    return buildCgiEnv({
       method: ex.method,
       url: ex.url,
       path: ex.path,
@@ -220,7 +238,6 @@ export class CompiledRoute {
       passAuthorization: cgi.passAuthorization,
       ...(cgi.params !== undefined || ex.redirectedFrom !== null ? { params: redirectParams(cgi.params, ex) } : {}),
     })
-    return out
   }
 }
 
