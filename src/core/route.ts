@@ -3,6 +3,7 @@
  * preparation of an exchange (forwarded headers for HTTP-speaking backends; body spooling, script
  * resolution and the RFC 3875 environment for the CGI family).
  */
+import { realpath } from 'node:fs/promises'
 import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
 import type { AuthorizerSettings } from './authorizer.js'
@@ -164,20 +165,25 @@ export class CompiledRoute {
    * Script resolution walks the docroot with lstat/realpath: the dominant cost of a FastCGI request
    * (~40% of CPU measured). Like lighttpd's stat cache, a successful resolution is reused for
    * SCRIPT_CACHE_MS; failures are never cached, and a deleted script stops resolving within that
-   * second.
+   * second. A hit is trusted only while the script's realpath is still the one the walk checked:
+   * one realpath(3) instead of the walk, and a script (or a directory above it) swapped for a
+   * symlink since then, which `symlinks: deny|owner` or the docroot bound would refuse, sends the
+   * request through the whole walk again (audit: for up to a second it ran the link's target).
    */
-  private readonly scriptCache = new Map<string, { script: ScriptInfo, until: number }>()
+  private readonly scriptCache = new Map<string, { script: ScriptInfo, real: string, until: number }>()
 
-  private cachedScript (path: string): ScriptInfo | null {
+  private async cachedScript (path: string): Promise<ScriptInfo | null> {
     const hit = this.scriptCache.get(path)
     if (hit === undefined) return null
-    if (hit.until < Date.now()) { this.scriptCache.delete(path); return null }
+    if (hit.until < Date.now() || await realpathOrNull(hit.script.filename) !== hit.real) { this.scriptCache.delete(path); return null }
     return hit.script
   }
 
-  private remember (path: string, script: ScriptInfo): ScriptInfo {
+  private async remember (path: string, script: ScriptInfo): Promise<ScriptInfo> {
+    const real = await realpathOrNull(script.filename)
+    if (real === null) return script
     if (this.scriptCache.size >= SCRIPT_CACHE_ENTRIES) this.scriptCache.clear()
-    this.scriptCache.set(path, { script, until: Date.now() + SCRIPT_CACHE_MS })
+    this.scriptCache.set(path, { script, real, until: Date.now() + SCRIPT_CACHE_MS })
     return script
   }
 
@@ -211,7 +217,7 @@ export class CompiledRoute {
 
   private async scriptFor (ex: ProxyExchange, cgi: CgiRouteSettings): Promise<ScriptInfo> {
     if (cgi.docroot === null) return fixedScript({ scriptFilename: cgi.scriptFilename ?? '', prefix: (this.s.prefix ?? '').replace(/\/$/, ''), urlPath: ex.path })
-    return this.cachedScript(ex.path) ?? this.remember(ex.path, await resolveScript({
+    return await this.cachedScript(ex.path) ?? await this.remember(ex.path, await resolveScript({
       docroot: cgi.docroot,
       urlPath: ex.path,
       rule: { ...(cgi.extensions ? { extensions: cgi.extensions } : {}), ...(cgi.index ? { index: cgi.index } : {}) },
@@ -291,4 +297,8 @@ function limitBody (ex: ProxyExchange, max: number): Readable {
   counted.on('error', () => {}) // the consumer (the adapter) has its own listener while it reads
   source.once('error', (err) => counted.destroy(err))
   return source.pipe(counted)
+}
+
+async function realpathOrNull (path: string): Promise<string | null> {
+  try { return await realpath(path) } catch { return null }
 }

@@ -1,0 +1,32 @@
+/**
+ * The script cache (src/core/route.ts) keeps a resolution for a second; a hit is trusted only
+ * while the script's realpath is the one the walk checked. Before, a script swapped for a symlink
+ * to a file outside the docroot ran for up to that second on a `symlinks: deny` route (audit:
+ * `OUTSIDE-RAN`), where the walk gives 403.
+ */
+import t from 'tap'
+import { renameSync, symlinkSync } from 'node:fs'
+import { join } from 'node:path'
+import { guardLeaks } from '../helpers/leaks.js'
+import { get } from '../helpers/servers.js'
+import { cgiProxy, tempDir, writeScripts } from './harness.js'
+
+for (const symlinks of ['deny', 'follow'] as const) {
+  t.test(`symlinks: ${symlinks}: a cached script swapped for a symlink leading out is walked again and refused`, async (t) => {
+    guardLeaks(t)
+    const dir = tempDir(t)
+    writeScripts(dir, {
+      'www/page.sh': '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\ninside"\n',
+      'outside/evil.sh': '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nOUTSIDE-RAN"\n',
+    })
+    const p = await cgiProxy(t, { sh: {} }, [{ protocol: 'cgi', spawn: 'sh', docroot: join(dir, 'www'), symlinks, match: { prefix: '/' } }])
+    const first = await get(`${p.url}/page.sh`)
+    t.same([first.status, first.body.toString()], [200, 'inside'], 'resolved and cached')
+    // Swapped in one rename, within the cache's second.
+    symlinkSync(join(dir, 'outside/evil.sh'), join(dir, 'www/page.sh.new'))
+    renameSync(join(dir, 'www/page.sh.new'), join(dir, 'www/page.sh'))
+    const second = await get(`${p.url}/page.sh`)
+    t.not(second.body.toString(), 'OUTSIDE-RAN', 'the target outside the docroot never runs')
+    t.equal(second.status, 403, 'the walk refuses it, as without a cache')
+  })
+}
