@@ -27,7 +27,7 @@ export const ERRORS = {
   ERR_NO_BACKEND: { status: 503, message: 'Every backend of the pool is disabled or down', action: 'Check the backends; they come back after disableTime or when the spawn recovers.' },
   ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log, fix the backend, then clear it (SIGHUP, `proxycore clear`, or the API).' },
   ERR_SPAWN_NOT_READY: { status: 503, message: 'The spawned backend did not become ready in time', action: 'Check the start timeout and the backend log.' },
-  ERR_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down', action: 'None: the request arrived during a drain.' },
+  ERR_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down', action: 'None if it arrived during a drain; one still in flight when the drain ended: raise drainTimeout.' },
 
   // --- client side --------------------------------------------------------------
   ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },
@@ -35,6 +35,7 @@ export const ERRORS = {
   ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate.' },
   ERR_LENGTH_REQUIRED: { status: 411, message: 'The backend protocol needs a Content-Length and spooling is disabled', action: 'Enable body spooling for the route, or have clients send Content-Length.' },
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'The client stopped sending its request body', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
+  ERR_CLIENT_TIMEOUT: { status: 408, message: 'The client stopped reading its response', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
   ERR_SPOOL_NO_SPACE: { status: 507, message: 'The request body could not be spooled: no space left in the spool directory', action: 'Free space (or inodes, quota) in the temp directory (TMPDIR), or lower spoolLimit/maxBodySize on the route.' },
   ERR_CLIENT_ABORTED: { status: 499, message: 'The client went away before the response completed', action: 'None: not an error of the proxy or backend.' },
 

@@ -57,12 +57,22 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   idleDeadline = 0
   /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
   uploadWatch = false
+  /**
+   * The backend is paused until the client drains its response: the sweep watches the client for a
+   * stall instead of the backend for idleness (checkDownload).
+   */
+  downloadWatch = false
   /** Log lines this exchange's backend stderr produced (runtime.stderr caps them). */
   stderrLines = 0
   /** A large body is on its way: the runtime's scavenger counts its bytes (src/core/scavenge.ts). */
   private scavenging = false
   private uploadBytes = 0
   private uploadIdleSince = 0
+  /** Response bytes the client had taken at the last sign of progress, and when that was. */
+  private downloadTaken = 0
+  private downloadIdleSince = 0
+  /** A keep-alive race was replayed once (onError): a second one is a real failure. */
+  private replayed = false
 
   /** Created only when somebody reads `signal`: the hot path uses `setAbortHandler`. */
   private ac: AbortController | null = null
@@ -153,7 +163,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const r = this.route.requestBody(this)
     this.body = r.body
     this.contentLength = r.length
-    if (r.body !== null && this.route.timeouts.clientIdle > 0 && !this.req.complete) {
+    // Watched even with clientIdle 0 (no 408 then): the head deadline counts from the last upload byte.
+    if (r.body !== null && !this.req.complete) {
       this.uploadWatch = true
       this.uploadIdleSince = this.rt.now()
       this.uploadBytes = this.req.socket.bytesRead
@@ -295,9 +306,27 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // backend on every 64 KiB chunk. Keep reading until MAX_BUFFERED_PER_EXCHANGE is queued, then
     // pause the adapter until the client drains. Still bounded per exchange.
     if (this.res.write(chunk) || this.res.writableLength < MAX_BUFFERED_PER_EXCHANGE) return true
-    this.onDrainBound ??= () => { if (this.phase === Phase.Streaming) this.flow?.resume() }
-    this.res.once('drain', this.onDrainBound)
+    this.pauseForClient()
     return false
+  }
+
+  /**
+   * We hold the backend paused for a slow client: its idle deadline stops (the pause is ours, not
+   * the backend's) and starts again when the client drains. Meanwhile the client is what may stall.
+   */
+  private pauseForClient (): void {
+    if (this.downloadWatch) return
+    this.downloadWatch = true
+    this.idleDeadline = 0
+    this.downloadTaken = this.taken()
+    this.downloadIdleSince = this.rt.now()
+    this.onDrainBound ??= () => {
+      if (this.phase !== Phase.Streaming) return
+      this.downloadWatch = false
+      if (this.route.timeouts.idle > 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
+      this.flow?.resume()
+    }
+    this.res.once('drain', this.onDrainBound)
   }
 
   /** `n` more response-body bytes went to the client; past 1 MiB the body counts as large. */
@@ -329,6 +358,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // The backend's part of an X-Sendfile exchange is over once its head arrived.
     if (this.sendfile !== null && err.code !== 'ERR_SENDFILE_FORBIDDEN' && err.code !== 'ERR_SCRIPT_NOT_FOUND') { this.sendfileBackendDone(); return }
     const b = this.backend
+    if (b !== null && this.phase === Phase.Dispatched && err.replayable && err.phase !== 'connect' && !this.replayed && !this.abortedFlag) {
+      this.replay()
+      return
+    }
     if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
       if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
       this.releaseBackend()
@@ -344,6 +377,20 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     }
     if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
     this.fail(err, true)
+  }
+
+  /**
+   * A reused keep-alive connection the backend closed as the request arrived (the adapter marks the
+   * error `replayable`): send it once more on a fresh connection. Not a failover: the backend is
+   * healthy, so it may take the request again, nothing is counted against `retries`, and the pool
+   * hears nothing of it.
+   */
+  private replay (): void {
+    this.replayed = true
+    this.releaseBackend()
+    this.attempts--
+    this.phase = Phase.Prepare
+    this.dispatch()
   }
 
   /**
@@ -427,6 +474,38 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   /**
+   * Response bytes that left the proxy's queue for the client's socket. Not the queue's length
+   * alone: an adapter may still deliver a chunk or two after it was paused.
+   */
+  private taken (): number {
+    return this.bytesOut - this.res.writableLength
+  }
+
+  /** The proxy's close() grace is over: a 503 if nothing was sent yet, else the connection is cut. */
+  shutDown (): void {
+    this.fail(new ProxyError('ERR_SHUTTING_DOWN', 'still in flight when the drain ended', { phase: this.phase === Phase.Streaming ? 'body' : 'head' }), true)
+  }
+
+  /**
+   * A client that reads its response slowly is served at its pace; one that reads nothing for
+   * `timeouts.clientIdle` while the backend waits on it is cut (ERR_CLIENT_TIMEOUT, the client's
+   * fault, not the backend's). Like checkUpload, no per-write bookkeeping: the sweep compares the
+   * bytes the client took between ticks.
+   */
+  checkDownload (now: number): void {
+    const taken = this.taken()
+    if (taken > this.downloadTaken) {
+      this.downloadTaken = taken
+      this.downloadIdleSince = now
+      return
+    }
+    const limit = this.route.timeouts.clientIdle
+    if (limit === 0 || now - this.downloadIdleSince < limit) return
+    this.downloadWatch = false
+    this.fail(new ProxyError('ERR_CLIENT_TIMEOUT', `the client read no response byte for ${limit} ms`, { phase: 'body' }), true)
+  }
+
+  /**
    * Slow-drip uploads (AC-59): the client's socket delivered no byte for `timeouts.clientIdle` while
    * we wanted more (a full read buffer means our own backpressure, not the client). No per-chunk
    * bookkeeping: the sweep compares the socket's byte counter between ticks.
@@ -455,7 +534,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.uploadIdleSince = now
       return
     }
-    if (now - this.uploadIdleSince < this.route.timeouts.clientIdle) return
+    // clientIdle 0: no limit on the client's pauses; the watch only keeps the head deadline above.
+    const limit = this.route.timeouts.clientIdle
+    if (limit === 0 || now - this.uploadIdleSince < limit) return
     this.uploadWatch = false
     this.res.shouldKeepAlive = false
     this.fail(new ProxyError('ERR_REQUEST_TIMEOUT', `no request body byte for ${this.route.timeouts.clientIdle} ms`, { phase: 'request' }), true)
@@ -528,6 +609,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.headDeadline = 0
     this.idleDeadline = 0
     this.uploadWatch = false
+    this.downloadWatch = false
     if (this.scavenging) { this.scavenging = false; this.rt.scavenger?.unwatch(this.req.socket) }
     this.releaseBackend()
     if (admitted) {

@@ -32,7 +32,8 @@ export class ProxyRuntime {
   private id = 0
   /** Not a Set: see src/live-set.ts (a Set churned per request got every request graph promoted). */
   private readonly active = new LiveSet<ProxyExchange>()
-  private readonly tunnels = new Set<UpgradeExchange>()
+  /** Open upgrades; close() is told when the last one ends (TunnelSet). */
+  private readonly tunnels = new TunnelSet(() => this.checkDrained())
   private sweepTimer: NodeJS.Timeout | null = null
   private closing = false
 
@@ -169,7 +170,11 @@ export class ProxyRuntime {
       clearInterval(this.sweepTimer)
       this.sweepTimer = null
     }
-    if (this.closing && this.active.size === 0) this.drained?.()
+    this.checkDrained()
+  }
+
+  private checkDrained (): void {
+    if (this.closing && this.active.size === 0 && this.tunnels.size === 0) this.drained?.()
   }
 
   private sweep (): void {
@@ -178,6 +183,7 @@ export class ProxyRuntime {
       if (ex.headDeadline !== 0 && now >= ex.headDeadline) ex.timedOut('ERR_HEADERS_TIMEOUT')
       else if (ex.idleDeadline !== 0 && now >= ex.idleDeadline) ex.timedOut('ERR_BODY_TIMEOUT')
       else if (ex.uploadWatch) ex.checkUpload(now)
+      else if (ex.downloadWatch) ex.checkDownload(now)
     }
   }
 
@@ -283,24 +289,59 @@ export class ProxyRuntime {
 
   private drained: (() => void) | null = null
 
-  /** Stop admitting, let in-flight exchanges finish (up to `graceMs`), then close the pools. */
-  async close (graceMs = 30_000): Promise<void> {
+  /**
+   * Stop admitting; let in-flight exchanges and open tunnels (WebSockets: a reload must not drop
+   * them) finish for up to `graceMs`, the sweep's timeouts still running; then end whatever is left
+   * — a 503 or a cut connection, tunnels destroyed — and release every backend connection. Resolves
+   * soon after `graceMs` whatever the backends do: the gateway's drainTimeout bounds a stop.
+   */
+  close (graceMs = 30_000): Promise<void> {
+    // Once: a second call (a test's teardown after the test closed) shares the first one's drain.
+    this.closed ??= this.shutDown(graceMs)
+    return this.closed
+  }
+
+  private closed: Promise<void> | null = null
+
+  private async shutDown (graceMs: number): Promise<void> {
     this.closing = true
     for (const r of this.routes) r.admission.rejectAll(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }))
-    if (this.active.size > 0) {
+    if (this.active.size > 0 || this.tunnels.size > 0) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, graceMs)
         t.unref()
         this.drained = () => { clearTimeout(t); resolve() }
       })
+      this.drained = null
     }
-    for (const tunnel of this.tunnels) tunnel.destroy()
+    const cut = this.active.size > 0 || this.tunnels.size > 0
+    for (const tunnel of [...this.tunnels]) tunnel.destroy()
+    for (const ex of this.active.values()) ex.shutDown()
     if (this.sweepTimer !== null) { clearInterval(this.sweepTimer); this.sweepTimer = null }
     this.scavenger?.stop()
-    await Promise.allSettled(this.routes.flatMap((r) => r.authorizer !== null ? [r.pool.close(), r.authorizer.pool.close()] : [r.pool.close()]))
+    const pools = this.routes.flatMap((r) => r.authorizer !== null ? [r.pool, r.authorizer.pool] : [r.pool])
+    if (cut) {
+      // A graceful pool close waits for the requests on its connections, and a backend that never
+      // answers would hold it forever: the grace is over, so the connections go now.
+      const reason = new ProxyError('ERR_SHUTTING_DOWN', 'drain timeout')
+      for (const p of pools) p.destroy(reason)
+      return
+    }
+    await Promise.allSettled(pools.map((p) => p.close()))
   }
 
   get inflight (): number { return this.active.size }
+}
+
+/** A Set that reports every delete (the upgrade path deletes a tunnel when it ends): close() waits for it to empty. */
+class TunnelSet extends Set<UpgradeExchange> {
+  constructor (private readonly onDelete: () => void) { super() }
+
+  override delete (x: UpgradeExchange): boolean {
+    const had = super.delete(x)
+    if (had) this.onDelete()
+    return had
+  }
 }
 
 /**
