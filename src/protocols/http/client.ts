@@ -70,8 +70,19 @@ export function compileParserEarly (): object | null {
   return null
 }
 
-/** RFC 9110 §9.2.2: a request that failed before any response byte may be replayed if idempotent. */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE'])
+/**
+ * undici ends a response framed by the close of the connection (no Content-Length and not chunked,
+ * or `Connection: close`) as complete when the socket fails with ECONNRESET after the status line:
+ * a macOS workaround (client-h1.js onHttpSocketError, "we get an ECONNRESET even if there is a full
+ * body"). A reset cuts such a body as it cuts any other; it can never be told complete. So the
+ * connector's first 'error' listener renames the code before undici sees it: undici then reports
+ * the error, and mapError maps it to ERR_BACKEND_RESET (the client connection is cut, the event
+ * records the error), as nginx does. A clean close (FIN) still ends such a body.
+ */
+const HIDDEN_RESET = 'PROXYCORE_ECONNRESET'
+function hideReset (err: NodeJS.ErrnoException): void {
+  if (err.code === 'ECONNRESET') err.code = HIDDEN_RESET
+}
 
 export class HttpClient implements BackendClient {
   inflight = 0
@@ -92,7 +103,7 @@ export class HttpClient implements BackendClient {
       maxHeaderSize: ctx.limits.maxResponseHeadSize,
       // The core's connector: route connect timeout, ERR_CONNECT_* codes.
       connect: ((_opts: object, cb: (err: Error | null, socket: Socket | null) => void) => {
-        ctx.connect(endpoint).then((s) => cb(null, s), (err: Error) => cb(err, null))
+        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset); cb(null, s) }, (err: Error) => cb(err, null))
       }) as unknown as buildConnector.connector,
     })
   }
@@ -226,6 +237,8 @@ class UpgradeBridge implements FlowControl {
   }
 
   onUpgrade (status: number, raw: Buffer[], socket: Duplex): void {
+    // The tunnel is no longer undici's: its errors keep their own codes.
+    socket.off('error', hideReset)
     if (!this.end()) return
     this.h.onUpgrade(status, toStrings(raw), socket, Buffer.alloc(0))
   }
@@ -284,7 +297,7 @@ function mapError (err: Error & { code?: string }, phase: ErrorPhase, backend: s
   let mapped: ErrorCode
   if (code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'HPE_HEADER_OVERFLOW') mapped = 'ERR_RESPONSE_HEAD_TOO_LARGE'
   else if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || err.message === 'bad response' || err.message === 'bad upgrade') mapped = 'ERR_BAD_RESPONSE'
-  else if (code === 'ECONNRESET' || code === 'EPIPE') mapped = 'ERR_BACKEND_RESET'
+  else if (code === 'ECONNRESET' || code === HIDDEN_RESET || code === 'EPIPE') mapped = 'ERR_BACKEND_RESET'
   else if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BACKEND_CLOSED'
   else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BAD_REQUEST'
   else mapped = 'ERR_PROTOCOL'
