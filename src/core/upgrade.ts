@@ -1,16 +1,35 @@
 /**
  * Protocol upgrades (WebSocket and any `Upgrade:`): the backend answers 101 and from then on the
- * proxy is a byte tunnel. Close and errors propagate both ways; a backend that answers with a plain
- * response instead gets that response written to the client socket and the socket closed.
+ * proxy is a byte tunnel; a backend that answers with a plain response instead gets that response
+ * written to the client socket, framed by the close of the connection.
+ *
+ *   admit (slot, authorizer) ─> pick ─> Upgrade request ─┬─ 101 ─> tunnel ─> both sides closed ─┐
+ *        ^ connect failure: an untried backend (retries)  └─ other status ─> response, close ──┤
+ *   refusal, head timeout, client gone (FIN or close) before the 101 ─────────────────────────┴─> end
  *
  * Before any of that, an upgrade goes through the same gates as a request (nginx and lighttpd run
  * their access and auth phases before proxying anything): the route's admission — a tunnel holds
  * its slot for as long as it is open, as an exchange in flight — and the route's authorizer.
+ *
+ * Like a ProxyExchange (src/core/exchange.ts) it fails over on connect failures, times out a
+ * backend that sends no head (`timeouts.headers`) or stalls inside a plain answer's body
+ * (`timeouts.idle`), pauses the backend for a client that does not read a plain answer, and reports
+ * `request:start` / `request:end`. Upgrades are rare, so the timeouts are a timer of the exchange's
+ * own instead of the runtime's sweep.
+ *
+ * While the backend has not answered, the client socket is read (node leaves it unread after the
+ * 'upgrade' event) so that its FIN or close is seen at once: what it sends meanwhile is kept, up to
+ * MAX_EARLY_BYTES, and goes to the backend after the 101, behind node's `head`.
+ *
+ * The tunnel carries a half-close: a FIN from either side ends the other side's write direction and
+ * nothing more, so the other direction still flows (for `timeouts.idle` without a byte at most). It
+ * ends when both sockets closed cleanly, or at once when either fails or is destroyed; a socket error
+ * (a reset) is passed on as a reset.
  */
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { ProxyError, toProxyError } from './errors.js'
+import { ProxyError, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
 import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
@@ -18,6 +37,13 @@ import { RequestFacts } from './request-facts.js'
 import type { CompiledRoute } from './route.js'
 import type { ProxyRuntime, Target } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
+
+const enum Phase { Admit, Connecting, Response, Tunnel, Done }
+
+/** Client bytes kept while waiting for the backend's answer; past it the client socket is paused. */
+const MAX_EARLY_BYTES = 64 * 1024
+/** A plain answer's bytes queued for a slow client before the backend is paused (as ProxyExchange). */
+const MAX_BUFFERED = 256 * 1024
 
 export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHandler {
   readonly headers: RawHeaders
@@ -28,12 +54,35 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   readonly role = 'responder' as const
   readonly signal: AbortSignal
   private readonly ac = new AbortController()
-  private backend: Backend | null = null
-  private backendSocket: Duplex | null = null
-  private done: (() => void) | null = null
-  private ended = false
+  private phase = Phase.Admit
   private admitted = false
+  private done: (() => void) | null = null
   private authRes: ServerResponse | null = null
+  /** The backend leased for the current attempt; `tried` the ones that failed to connect. */
+  private backend: Backend | null = null
+  private tried: Set<Backend> | null = null
+  private attempts = 0
+  private lastError: ProxyError | null = null
+  private backendSocket: Duplex | null = null
+  /**
+   * `timeouts.headers` until the answer's head; then `timeouts.idle` inside a plain answer, or in a
+   * tunnel once one side sent its FIN.
+   */
+  private timer: NodeJS.Timeout | null = null
+  /** Client bytes read before the 101, for the backend; null once they can go nowhere. */
+  private early: Buffer[] | null = []
+  private earlyBytes = 0
+  private flow: FlowControl | null = null
+  private waitingDrain = false
+  private clientClosed = false
+  private backendClosed = false
+  /** What ended a tunnel badly (a backend socket error), for `request:end`. */
+  private tunnelError: ErrorCode | null = null
+  private readonly startedAt: number
+  private headAt = 0
+  private status = 0
+  private bytesOut = 0
+  private backendId = ''
 
   constructor (
     private readonly rt: ProxyRuntime,
@@ -47,6 +96,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   ) {
     super(rt.nextId(), target, req, client, route.name, route.adapterOptions)
     this.signal = this.ac.signal
+    this.startedAt = rt.now()
     this.headers = forwardRequestHeaders(req, client, peer, {
       host: route.s.hostHeader, xForwarded: route.s.xForwarded, forwarded: route.s.forwarded, via: route.s.via, peerTrusted: route.s.peerTrusted(peer),
     }, true)
@@ -62,11 +112,18 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.done = done
     const route = this.route
     route.stats.requests++
-    this.socket.on('error', this.onClientGone)
-    this.socket.on('close', this.onClientGone)
+    if (this.rt.events.wantsRequests) {
+      this.rt.events.requestStart({ id: this.id, route: route.name, method: this.method, url: this.url, client: this.client.address })
+    }
+    const s = this.socket
+    s.on('error', this.onClientError)
+    s.on('close', this.onClientClose)
+    s.on('end', this.onClientEnd)
+    s.on('data', this.onEarlyData)
+    if (s.destroyed) { this.clientGone(); return }
     if (route.admission.tryAcquire()) { this.admit(); return }
     route.admission.acquire(this.signal).then(() => {
-      if (this.ended) { route.admission.release(); return }
+      if (this.phase === Phase.Done) { route.admission.release(); return }
       this.admit()
     }, (err: ProxyError) => {
       if (err.code === 'ERR_QUEUE_FULL' || err.code === 'ERR_QUEUE_TIMEOUT') route.stats.dropped++
@@ -91,94 +148,381 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     res.once('finish', () => this.socket.end())
     this.authRes = res
     authorizeExchange(this, a).then((denied) => {
-      if (this.ended) return
+      if (this.phase === Phase.Done) return
       // The authorizer's own answer went to the client; the socket closes once it is written.
-      if (denied !== null) { this.finish(); return }
+      if (denied !== null) { this.status = denied; this.settle(null); return }
       res.detachSocket(this.socket as Socket)
+      this.authRes = null
       this.connect()
     }, (err: unknown) => this.refuse(toProxyError(err)))
   }
 
+  /** Lease a backend (one not tried yet) and send it the Upgrade request. */
   private connect (): void {
+    if (this.phase === Phase.Done) return
     const pool = this.route.pool
-    const b = pool.pick({ url: this.url, client: this.client.address }, null)
-    const client = b?.client
-    if (b === null || client?.upgrade === undefined) { this.refuse(new ProxyError('ERR_NO_BACKEND', undefined, { phase: 'connect' })); return }
+    if (pool.backends.length === 0 && this.lastError === null) {
+      // A spawn that starts on demand (or is recycling): wait for it, as a request does.
+      this.waitForBackends().then(() => {
+        if (pool.backends.length > 0) this.connect()
+        else this.refuse(new ProxyError('ERR_NO_BACKEND', `pool ${pool.name}`, { phase: 'connect' }))
+      }, (err: unknown) => this.refuse(toProxyError(err)))
+      return
+    }
+    const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
+    if (b === null) {
+      pool.noneUsable()
+      // Every backend was tried: the last real failure says more than "none left".
+      this.refuse(this.lastError ?? new ProxyError('ERR_NO_BACKEND', `pool ${pool.name}`, { phase: 'connect' }))
+      return
+    }
+    const client = b.client
+    if (client.upgrade === undefined) { this.refuse(new ProxyError('ERR_UPGRADE_FAILED', `${b.endpoint.id}: its client cannot carry an upgrade`, { phase: 'connect' })); return }
     this.backend = b
+    this.backendId = b.endpoint.id
+    this.attempts++
     pool.started(b)
+    this.phase = Phase.Connecting
+    this.startTimer(this.route.timeouts.headers)
     client.upgrade(this, this)
   }
 
-  onUpgrade (status: number, headers: RawHeaders, backend: Duplex, head: Buffer): void {
-    if (this.ended) { backend.destroy(); return }
-    this.backendSocket = backend
-    const out = filterResponseHeaders(headers, status, null, this.httpVersion)
-    let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
-    for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
-    this.socket.write(`${text}\r\n`)
-    if (head.length > 0) this.socket.write(head)
-    if (this.head.length > 0) backend.write(this.head)
-    backend.on('error', () => this.destroy())
-    backend.on('close', () => this.destroy())
-    this.socket.pipe(backend)
-    backend.pipe(this.socket)
+  /** As ProxyExchange.waitForBackends: bounded by the route's headers timeout (at least 1 s). */
+  private async waitForBackends (): Promise<void> {
+    const pool = this.route.pool
+    const deadline = this.startedAt + Math.max(this.route.timeouts.headers, 1000)
+    while (pool.backends.length === 0 && this.phase !== Phase.Done) {
+      if (this.rt.now() >= deadline) throw new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect' })
+      await pool.source.ensure(this.signal)
+      if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
+    }
   }
 
-  onHead (status: number, headers: RawHeaders, _flow: FlowControl, statusText?: string): void {
-    if (this.ended) return
-    if (!validStatus(status)) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`)); return }
+  // --- UpgradeHandler -------------------------------------------------------------------
+
+  onUpgrade (_status: number, headers: RawHeaders, backend: Duplex, head: Buffer): void {
+    if (this.phase !== Phase.Connecting) { backend.destroy(); return }
+    this.stopTimer()
+    this.phase = Phase.Tunnel
+    this.status = 101
+    this.headAt = this.rt.now()
+    this.backendSocket = backend
+    const s = this.socket
+    s.off('data', this.onEarlyData)
+    s.off('end', this.onClientEnd)
+    const early = this.early ?? []
+    this.early = null
+    const out = filterResponseHeaders(headers, 101, null, this.httpVersion)
+    let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
+    for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
+    s.write(`${text}\r\n`)
+    if (head.length > 0) { this.bytesOut += head.length; s.write(head) }
+    // What the client sent so far, in order: node's `head`, then what was read while waiting.
+    if (this.head.length > 0 || early.length > 0) backend.write(early.length === 0 ? this.head : Buffer.concat([this.head, ...early]))
+    // Half-close: a FIN ends the peer's write side (pipe's end()), never the other direction.
+    // Backend sockets are made with allowHalfOpen false (node would end our side at its FIN).
+    ;(backend as { allowHalfOpen: boolean }).allowHalfOpen = true
+    ;(s as { allowHalfOpen: boolean }).allowHalfOpen = true
+    backend.on('error', this.onBackendError)
+    backend.on('close', this.onBackendClose)
+    backend.on('data', this.countOut)
+    backend.on('end', this.onHalfClose)
+    s.on('end', this.onHalfClose)
+    s.on('data', this.onTunnelIn)
+    s.pipe(backend)
+    backend.pipe(s)
+  }
+
+  onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
+    if (this.phase !== Phase.Connecting) return
+    if (!validStatus(status)) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backendId })); return }
+    this.stopTimer()
+    this.phase = Phase.Response
+    this.status = status
+    this.headAt = this.rt.now()
+    this.flow = flow
+    // No tunnel: what the client sent for one goes nowhere. It is still read, to see it leave.
+    this.discardEarly()
     const out = filterResponseHeaders(headers, status, null, this.httpVersion)
+    let chunked = false
+    for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() === 'transfer-encoding') chunked = true
     let text = `HTTP/1.1 ${status} ${statusText ?? STATUS_CODES[status] ?? ''}\r\n`
     for (let i = 0; i < out.length; i += 2) {
-      const lower = out[i].toLowerCase()
-      if (lower === 'content-length' || lower === 'transfer-encoding') continue
+      // A Content-Length stays (the client can tell a cut body); a chunked body arrives decoded.
+      if (chunked && out[i].toLowerCase() === 'content-length') continue
       text += `${out[i]}: ${out[i + 1]}\r\n`
     }
-    // The body length is not known here: frame it by closing the connection.
+    // The body ends with the connection, whatever its length.
     this.socket.write(`${text}connection: close\r\n\r\n`)
+    this.startTimer(this.route.timeouts.idle)
   }
 
   onData (chunk: Buffer): boolean {
-    if (!this.ended) this.socket.write(chunk)
-    return true
+    if (this.phase !== Phase.Response) return true
+    this.bytesOut += chunk.length
+    this.timer?.refresh()
+    const s = this.socket
+    if (s.write(chunk) || s.writableLength < MAX_BUFFERED) return true
+    // Pause the backend until the client drains; a client that does not read is not a stalled
+    // backend, so the idle timer waits too.
+    this.stopTimer()
+    if (!this.waitingDrain) { this.waitingDrain = true; s.once('drain', this.onDrain) }
+    return false
+  }
+
+  private readonly onDrain = (): void => {
+    this.waitingDrain = false
+    if (this.phase !== Phase.Response) return
+    this.startTimer(this.route.timeouts.idle)
+    this.flow?.resume()
   }
 
   onEnd (): void {
-    this.socket.end()
-    this.finish()
+    if (this.phase === Phase.Response) {
+      this.settle(null)
+      this.socket.end()
+      return
+    }
+    if (this.phase === Phase.Connecting) this.refuse(new ProxyError('ERR_BAD_RESPONSE', 'response ended before its head', { phase: 'head', backend: this.backendId }))
   }
 
   onError (err: ProxyError): void {
-    if (this.ended) return
-    if (err.retryable && this.backend !== null) this.route.pool.connectFailed(this.backend, err.code)
+    if (this.phase === Phase.Response) { this.cut(err); return }
+    if (this.phase !== Phase.Connecting) return
+    const b = this.backend
+    if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
+    // Failover as ProxyExchange.onError, restricted to connect failures: nothing reached the backend.
+    if (b !== null && err.retryable && err.phase === 'connect') {
+      this.route.pool.connectFailed(b, err.code)
+      this.releaseBackend()
+      if (this.attempts <= this.route.retries && !this.signal.aborted) {
+        this.lastError = err
+        this.tried ??= new Set()
+        this.tried.add(b)
+        this.stopTimer()
+        this.phase = Phase.Admit
+        this.connect()
+        return
+      }
+    }
     this.refuse(err)
   }
 
+  // --- the client side ------------------------------------------------------------------
+
+  private readonly onEarlyData = (chunk: Buffer): void => {
+    const early = this.early
+    if (early === null) return
+    early.push(chunk)
+    this.earlyBytes += chunk.length
+    if (this.earlyBytes >= MAX_EARLY_BYTES) this.socket.pause()
+  }
+
+  private discardEarly (): void {
+    this.early = null
+    this.earlyBytes = 0
+    if (!this.socket.destroyed) this.socket.resume()
+  }
+
+  /** A FIN before the tunnel: the client went away (as node:http takes it for any request). */
+  private readonly onClientEnd = (): void => { this.clientGone() }
+
+  private readonly onClientError = (): void => {
+    if (this.phase === Phase.Tunnel) this.closeTunnel(true)
+    else this.clientGone()
+  }
+
+  private readonly onClientClose = (): void => {
+    if (this.phase !== Phase.Tunnel) { this.clientGone(); return }
+    this.clientClosed = true
+    if (!closedCleanly(this.socket)) this.closeTunnel()
+    else if (this.backendClosed) this.settle(this.tunnelError)
+  }
+
+  private clientGone (): void {
+    if (this.phase === Phase.Done) return
+    if (this.phase === Phase.Tunnel) { this.closeTunnel(); return }
+    this.settle('ERR_CLIENT_ABORTED')
+    this.abortBackend()
+    this.socket.destroy()
+  }
+
+  // --- the tunnel -----------------------------------------------------------------------
+
+  private readonly countOut = (chunk: Buffer): void => {
+    this.bytesOut += chunk.length
+    this.timer?.refresh()
+  }
+
+  private readonly onTunnelIn = (): void => { this.timer?.refresh() }
+
+  /**
+   * One side sent its FIN: the other direction goes on, but a pause of `timeouts.idle` in it now
+   * closes the tunnel. A side whose peer left and that never ends its own (a backend that ignores
+   * the FIN) would otherwise hold the tunnel and its slot forever.
+   */
+  private readonly onHalfClose = (): void => {
+    if (this.phase === Phase.Tunnel && this.timer === null) this.startTimer(this.route.timeouts.idle)
+  }
+
+  private readonly onBackendError = (err: NodeJS.ErrnoException): void => {
+    if (this.phase !== Phase.Tunnel) return
+    const e = fromSocketError(err, 'body', this.backendId)
+    this.tunnelError = e.code
+    this.log(e)
+    // The reset goes on to the client, as it came: a FIN would tell it the stream ended well.
+    this.closeTunnel(true)
+  }
+
+  private readonly onBackendClose = (): void => {
+    if (this.phase !== Phase.Tunnel) return
+    this.backendClosed = true
+    const b = this.backendSocket
+    if (b === null || !closedCleanly(b)) this.closeTunnel()
+    else if (this.clientClosed) this.settle(this.tunnelError)
+  }
+
+  /** Either side failed or was cut: both go now; after a socket error, with a reset. */
+  private closeTunnel (failed = false): void {
+    this.settle(this.tunnelError)
+    if (failed) {
+      const b = this.backendSocket
+      if (b !== null) reset(b)
+      reset(this.socket)
+    }
+    this.abortBackend()
+    this.socket.destroy()
+  }
+
+  // --- endings --------------------------------------------------------------------------
+
+  /**
+   * The proxy is closing (ProxyRuntime.close): a tunnel or a plain answer under way is cut; an
+   * upgrade still waiting for its slot, its authorizer or its backend is refused with 503.
+   */
+  destroy (): void {
+    if (this.phase === Phase.Tunnel) this.closeTunnel()
+    else if (this.phase === Phase.Response) this.cut(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'body' }))
+    else this.refuse(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }))
+  }
+
+  private readonly onTimer = (): void => {
+    this.timer = null
+    if (this.phase === Phase.Connecting) {
+      this.refuse(new ProxyError('ERR_HEADERS_TIMEOUT', `no answer to the upgrade in ${this.route.timeouts.headers} ms`, { phase: 'head', backend: this.backendId }))
+    } else if (this.phase === Phase.Response) {
+      this.cut(new ProxyError('ERR_BODY_TIMEOUT', `no byte for ${this.route.timeouts.idle} ms`, { phase: 'body', backend: this.backendId }))
+    } else if (this.phase === Phase.Tunnel) {
+      this.rt.log.debug({ route: this.routeName, id: this.id, backend: this.backendId }, `upgrade: half-closed tunnel idle for ${this.route.timeouts.idle} ms, closed`)
+      this.closeTunnel()
+    }
+  }
+
+  private startTimer (ms: number): void {
+    this.stopTimer()
+    if (ms <= 0) return
+    this.timer = setTimeout(this.onTimer, ms)
+    this.timer.unref()
+  }
+
+  private stopTimer (): void {
+    if (this.timer === null) return
+    clearTimeout(this.timer)
+    this.timer = null
+  }
+
+  /** Nothing was sent to the client yet: a status line of its own, and the socket ends. */
   private refuse (err: ProxyError): void {
-    if (this.ended) return
-    if (this.socket.writable) {
+    if (this.phase === Phase.Done) return
+    this.status = err.status
+    this.settle(err.code)
+    this.abortBackend()
+    const s = this.socket
+    if (this.authRes !== null) { this.authRes.detachSocket(s as Socket); this.authRes = null }
+    if (s.writable) {
       const status = err.status
       const retry = status === 503 ? `retry-after: ${this.route.pool.retryAfterSeconds()}\r\n` : ''
-      this.socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\n${retry}content-length: 0\r\n\r\n`)
+      s.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\n${retry}content-length: 0\r\n\r\n`)
     }
-    if (err.code !== 'ERR_CLIENT_ABORTED') this.rt.log.warn({ code: err.code, route: this.routeName, url: this.url }, `upgrade failed: ${err.message}`)
-    this.finish()
+    this.log(err)
   }
 
-  private readonly onClientGone = (): void => { this.destroy() }
+  /** A plain answer's head went out: a failure cuts the client connection, never pads it (RELIABILITY rule 5). */
+  private cut (err: ProxyError): void {
+    if (this.phase === Phase.Done) return
+    this.settle(err.code)
+    this.abortBackend()
+    // A reset, where the socket is TCP: the body ends with the connection, so a FIN would pass for its end.
+    reset(this.socket)
+    this.log(err)
+  }
 
-  destroy (): void {
-    this.backendSocket?.destroy()
-    this.socket.destroy()
+  private abortBackend (): void {
     if (!this.ac.signal.aborted) this.ac.abort()
-    this.finish()
+    this.backendSocket?.destroy()
   }
 
-  private finish (): void {
-    if (this.ended) return
-    this.ended = true
-    if (this.backend !== null) { this.route.pool.finished(this.backend); this.backend = null }
+  private releaseBackend (): void {
+    const b = this.backend
+    if (b === null) return
+    this.backend = null
+    this.route.pool.finished(b)
+  }
+
+  private log (err: ProxyError): void {
+    if (err.code === 'ERR_CLIENT_ABORTED') return
+    const level = err.status >= 500 ? 'error' : 'warn'
+    this.rt.log[level]({ code: err.code, route: this.routeName, id: this.id, backend: err.backend, url: this.url }, `upgrade: ${err.message}`)
+  }
+
+  /** The one ending: slot and backend released, stats and `request:end`, exactly once. */
+  private settle (error: ErrorCode | null): void {
+    if (this.phase === Phase.Done) return
+    const tunnel = this.phase === Phase.Tunnel
+    this.phase = Phase.Done
+    this.stopTimer()
+    if (this.waitingDrain) { this.waitingDrain = false; this.socket.off('drain', this.onDrain) }
+    // Still read the client (what it sends goes nowhere): its FIN then closes the socket.
+    if (!tunnel) this.discardEarly()
+    this.releaseBackend()
     if (this.admitted) { this.admitted = false; this.route.admission.release() }
+    const now = this.rt.now()
+    const stats = this.route.stats
+    if (error !== null && error !== 'ERR_CLIENT_ABORTED') stats.errors++
+    // A tunnel's latency is its setup, to the 101: how long it then stays open is the client's.
+    stats.observe((tunnel ? this.headAt : now) - this.startedAt)
+    if (this.rt.events.wantsRequests) {
+      this.rt.events.requestEnd({
+        id: this.id,
+        route: this.route.name,
+        method: this.method,
+        url: this.url,
+        client: this.client.address,
+        status: error === 'ERR_CLIENT_ABORTED' ? 499 : this.status,
+        backend: this.backendId,
+        headMs: this.headAt === 0 ? -1 : this.headAt - this.startedAt,
+        totalMs: now - this.startedAt,
+        bytesOut: this.bytesOut,
+        error,
+      })
+    }
     this.done?.()
   }
+}
+
+/** Close with a TCP reset (RST) where the socket is TCP; destroy it otherwise (TLS, unix socket). */
+function reset (s: Duplex): void {
+  if (s.destroyed) return
+  const tcp = s as Duplex & { resetAndDestroy?: () => void }
+  try {
+    if (typeof tcp.resetAndDestroy === 'function') { tcp.resetAndDestroy(); return }
+  } catch {
+    // ERR_INVALID_HANDLE_TYPE: not a TCP handle.
+  }
+  s.destroy()
+}
+
+/** Both directions ended: the read side saw a FIN and the write side finished its end(). */
+function closedCleanly (s: Duplex): boolean {
+  return s.readableEnded && s.writableFinished
 }

@@ -229,12 +229,19 @@ class ExchangeHandler implements FlowControl {
 /** Upgrade requests: 101 hands over the socket; anything else is a plain response. */
 class UpgradeBridge implements FlowControl {
   private resumeFn: (() => void) | null = null
+  private abortFn: ((err: Error) => void) | null = null
+  private headSeen = false
   private finished = false
   constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: UpgradeHandler) {}
 
   onConnect (abort: (err: Error) => void): void {
-    this.ex.signal.addEventListener('abort', () => abort(new Error('aborted')), { once: true })
+    // The core may have given up (head timeout, client gone) while the request waited for a connection.
+    if (isAborted(this.ex)) { abort(new Error('aborted')); return }
+    this.abortFn = abort
+    watchAbort(this.ex, this.onAbort)
   }
+
+  private readonly onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
 
   onUpgrade (status: number, raw: Buffer[], socket: Duplex): void {
     // The tunnel is no longer undici's: its errors keep their own codes.
@@ -245,23 +252,27 @@ class UpgradeBridge implements FlowControl {
 
   onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
     if (status < 200) return true
+    this.headSeen = true
     this.resumeFn = resume
     this.h.onHead(status, toStrings(raw), this, statusText)
     return true
   }
 
   resume (): void { this.resumeFn?.() }
-  onData (chunk: Buffer): boolean { return this.h.onData(chunk) }
+  // undici pauses the connection when this returns false, until resume().
+  onData (chunk: Buffer): boolean { return this.finished ? true : this.h.onData(chunk) }
   onComplete (): void { if (this.end()) this.h.onEnd() }
   onError (err: Error): void {
     if (!this.end()) return
-    const e = mapError(err, 'head', this.client.endpoint.id)
-    this.h.onError(e.phase === 'connect' ? e : new ProxyError('ERR_UPGRADE_FAILED', err.message, { phase: 'head', cause: err }))
+    // Inside a plain answer's body a failure keeps its code (ERR_BACKEND_RESET…): the core cuts the client.
+    const e = mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id)
+    this.h.onError(e.phase === 'connect' || this.headSeen ? e : new ProxyError('ERR_UPGRADE_FAILED', err.message, { phase: 'head', cause: err }))
   }
 
   private end (): boolean {
     if (this.finished) return false
     this.finished = true
+    if (this.abortFn !== null) unwatchAbort(this.ex, this.onAbort)
     this.client.done()
     return true
   }
