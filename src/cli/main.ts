@@ -1,6 +1,6 @@
 #!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --initial-old-space-size=16
 /**
- * proxycore CLI. Exit codes (ARCHITECTURE.md "Errors"): 0 ok, 1 runtime failure, 2 usage or config
+ * proxycore CLI. Exit codes (docs/reference/cli.md): 0 ok, 1 runtime failure, 2 usage or config
  * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
  * serving), SIGTERM/SIGINT drain and stop every child, a second one exits at once.
  */
@@ -13,6 +13,7 @@ import { spawnRefusals } from '../config/identity-check.js'
 import { ConfigError } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
 import { Gateway } from '../gateway/server.js'
+import { LOG_LEVELS } from '../logger.js'
 import { VERSION } from '../version.js'
 import { cliLogger } from './log.js'
 import { fetchStatus, statusTable } from './status.js'
@@ -25,19 +26,64 @@ Usage:
                                     validate a config: exit 0 valid, 2 invalid (every problem listed);
                                     --explain adds field docs and the identity/suEXEC refusal of
                                     every user-switched spawn (code and reason), nothing started
-  proxycore status [url]            status table (default http://127.0.0.1:8080/server-status)
+  proxycore status [url|host:port]  status table (default http://127.0.0.1:8080/server-status;
+                                    host:port means http://host:port/server-status)
   proxycore --help | --version
 
 Signals (serve): SIGHUP reload, SIGTERM/SIGINT graceful stop (twice: immediate).
-Environment: PROXYCORE_LOG_LEVEL (default from the config, else info), PROXYCORE_LOG_FORMAT=json.`
+Environment: PROXYCORE_LOG_LEVEL (fatal|error|warn|info|debug|trace|silent; default from the config,
+  else info), PROXYCORE_LOG_FORMAT=json.`
 
 function usageError (msg: string): number {
   process.stderr.write(`proxycore: ${msg}\n\n${USAGE}\n`)
   return 2
 }
 
+/**
+ * A command's arguments: at most one `what` (config file, URL) plus the `flags` it knows. Anything
+ * else is a usage error, so a typo (`--explian`, a second config file) is never silently ignored.
+ */
+function parseArgs (cmd: string, args: string[], what: string, flags: string[] = []): { value?: string, error?: string } {
+  let value: string | undefined
+  for (const a of args) {
+    if (a.startsWith('-') && a !== '-') {
+      if (!flags.includes(a)) return { error: `${cmd}: unknown option ${JSON.stringify(a)}${flags.length > 0 ? ` (known: ${flags.join(' ')})` : ''}` }
+    } else if (value === undefined) {
+      value = a
+    } else {
+      return { error: `${cmd}: unexpected extra argument ${JSON.stringify(a)} (${cmd} takes one ${what})` }
+    }
+  }
+  return value === undefined ? {} : { value }
+}
+
+/**
+ * `proxycore status` takes the status page's URL, or just `host:port` (then
+ * `http://host:port/server-status`); a URL without a path gets `/server-status` too.
+ */
+function statusUrl (arg: string): string {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(arg) ? arg : `http://${arg}`
+  let u: URL
+  try { u = new URL(withScheme) } catch { throw new Error(`not a URL or host:port: ${JSON.stringify(arg)} (e.g. http://127.0.0.1:8080/server-status or 127.0.0.1:8080)`) }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`not an http(s) URL: ${JSON.stringify(arg)}`)
+  if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*$/i.test(withScheme)) u.pathname = '/server-status'
+  return u.href
+}
+
+/** `fetch failed` says nothing: name the URL and the cause (ECONNREFUSED, ENOTFOUND, …). */
+function fetchError (url: string, err: unknown): string {
+  const e = err as Error & { cause?: { code?: string, message?: string } }
+  if (e.message === 'fetch failed' || e.cause !== undefined) {
+    const cause = e.cause?.code ?? e.cause?.message ?? e.message
+    return `cannot reach ${url}: ${cause}${cause === 'ECONNREFUSED' ? ' (is proxycore serving there, with `status` in its config?)' : ''}`
+  }
+  return e.message
+}
+
 async function check (args: string[]): Promise<number> {
-  const file = args.find((a) => !a.startsWith('-'))
+  const parsed = parseArgs('check', args, 'config file', ['--explain'])
+  if (parsed.error !== undefined) return usageError(parsed.error)
+  const file = parsed.value
   if (file === undefined) return usageError('check needs a config file')
   const r = await loadConfig(resolve(file))
   if (r.issues.length === 0 && args.includes('--explain')) {
@@ -63,12 +109,19 @@ async function check (args: string[]): Promise<number> {
 }
 
 async function status (args: string[]): Promise<number> {
-  const url = args.find((a) => !a.startsWith('-')) ?? 'http://127.0.0.1:8080/server-status'
+  const parsed = parseArgs('status', args, 'URL')
+  if (parsed.error !== undefined) return usageError(parsed.error)
+  let url: string
+  try {
+    url = statusUrl(parsed.value ?? 'http://127.0.0.1:8080/server-status')
+  } catch (err) {
+    return usageError(`status: ${(err as Error).message}`)
+  }
   try {
     process.stdout.write(`${statusTable(await fetchStatus(url))}\n`)
     return 0
   } catch (err) {
-    process.stderr.write(`proxycore status: ${(err as Error).message}\n`)
+    process.stderr.write(`proxycore status: ${fetchError(url, err)}\n`)
     return 1
   }
 }
@@ -98,9 +151,18 @@ async function serve (args: string[]): Promise<number> {
   // V8's gc(), so a large body's spent 64 KiB chunks are collected every 8 MiB instead of every
   // 32 MB (src/core/scavenge.ts; bench: a 1 GiB upload grew RSS by 9–20 MiB instead of 29–33).
   const gc = gcFromV8()
-  const file = resolve(args.find((a) => !a.startsWith('-')) ?? 'proxycore.yaml')
+  const parsed = parseArgs('serve', args, 'config file')
+  if (parsed.error !== undefined) return usageError(parsed.error)
+  const envLevel = process.env.PROXYCORE_LOG_LEVEL
+  if (envLevel !== undefined && envLevel !== '' && !(LOG_LEVELS as readonly string[]).includes(envLevel)) {
+    process.stderr.write(`proxycore: PROXYCORE_LOG_LEVEL=${JSON.stringify(envLevel)} is not a log level (expected ${LOG_LEVELS.join(' | ')})\n`)
+    return 2
+  }
+  const file = resolve(parsed.value ?? 'proxycore.yaml')
   const pre = await loadConfig(file)
-  const log = cliLogger(process.env.PROXYCORE_LOG_LEVEL ?? pre.config.logLevel ?? 'info')
+  // A bad `logLevel` in the file is one of pre.issues, logged below at the default level.
+  const fileLevel = typeof pre.config.logLevel === 'string' && (LOG_LEVELS as readonly string[]).includes(pre.config.logLevel) ? pre.config.logLevel : undefined
+  const log = cliLogger(envLevel !== undefined && envLevel !== '' ? envLevel : fileLevel ?? 'info')
   if (pre.issues.length > 0) {
     for (const i of pre.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
     return 2
