@@ -20,8 +20,8 @@ export const MatchSchema = Type.Object({
 export const TimeoutsSchema = Type.Object({
   connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
   headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head).', '60s')),
-  idle: Type.Optional(Duration('Longest pause inside a response body.', '60s')),
-  clientIdle: Type.Optional(Duration('Longest pause inside a request body from the client (slow-drip uploads get 408).', '60s')),
+  idle: Type.Optional(Duration('Longest pause of the backend inside a response body; it does not run while the proxy holds the backend back for a slow client.', '60s')),
+  clientIdle: Type.Optional(Duration('Longest pause of the client: inside its request body (slow-drip uploads get 408 `ERR_REQUEST_TIMEOUT`), or in reading a response the backend waits to send (the connection is cut, `ERR_CLIENT_TIMEOUT`). 0 = no limit.', '60s')),
 }, { additionalProperties: false })
 
 export const RouteSchema = Type.Object({
@@ -64,7 +64,7 @@ export const RouteSchema = Type.Object({
     scriptFilename: Type.Optional(Type.String({ description: 'SCRIPT_FILENAME sent to the authorizer (e.g. /srv/auth.php).' })),
     timeout: Type.Optional(Duration('How long the authorizer may take to answer.', '10s')),
     options: Type.Optional(Type.Unknown({ description: 'FastCGI adapter options for the authorizer.' })),
-  }, { additionalProperties: false, description: 'FastCGI Authorizer (FastCGI 1.0 §6.3, lighttpd mode=authorizer) asked before the handler: 200 continues with its Variable-* values as CGI variables; any other answer goes to the client.' })),
+  }, { additionalProperties: false, description: 'FastCGI Authorizer (FastCGI 1.0 §6.3, lighttpd mode=authorizer) asked before the handler: 200 continues, its Variable-* values named REMOTE_USER, AUTH_TYPE, AUTH* or X_* added as CGI variables the environment does not have yet (others dropped); any other answer goes to the client.' })),
 }, { additionalProperties: false })
 
 export const TrustedProxiesSchema = Type.Array(Type.String(), { description: 'Addresses/CIDRs whose X-Forwarded-For (or the forwardedHeader chosen) and X-Forwarded-Proto are believed.' })
@@ -95,16 +95,16 @@ export const StatusSchema = Type.Object({
 export const OperatorConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String({ description: 'Editors: the JSON Schema of this file.' })),
   listen: Type.Optional(ListenSchema),
-  include: Type.Optional(StringOrList('fast-glob patterns relative to this file (e.g. conf.d/*.yaml); files are merged in sorted order: routes appended, spawns/tenants added (a name defined twice is an error).')),
+  include: Type.Optional(StringOrList('fast-glob patterns relative to this file (e.g. conf.d/*.yaml); files are merged in sorted order: their routes come before the routes of this file (so its catch-all stays last), spawns/tenants are added (a name defined twice is an error).')),
   status: Type.Optional(StatusSchema),
   runDir: Type.Optional(Type.String({ description: 'Directory for spawn pid files; lets a restarted proxycore stop children orphaned by a crashed one.' })),
   logDir: Type.Optional(Type.String({ description: 'Directory for `<spawn>.log` files with the spawns\' stdout/stderr (rotated); without it they go to the log.' })),
   logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level (PROXYCORE_LOG_LEVEL overrides).' })),
-  drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests may take to finish.', '30s')),
+  drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests and open WebSockets may take to finish; then they are ended (503 `ERR_SHUTTING_DOWN`, or the connection cut).', '30s')),
   spawns: Type.Optional(StrictRecord(Type.String({ pattern: SPAWN_NAME_PATTERN }), SpawnSchema, 'Backend programs proxycore starts and supervises, by name (ASCII letters, digits, `_`, `.` and `-`).')),
   tenants: Type.Optional(StrictRecord(Type.String(), TenantSchema, 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).')),
   identity: Type.Optional(IdentityPolicySchema),
-  routes: Type.Array(RouteSchema, { description: 'First match wins.' }),
+  routes: Type.Array(RouteSchema, { description: 'First match wins. The routes of included files come first, then those of this file. Marked required for editors, but check and serve accept a file without it: its routes may all come from `include` (with none at all, every request but the status page gets 404).' }),
   trustedProxies: Type.Optional(TrustedProxiesSchema),
   forwardedHeader: Type.Optional(ForwardedHeaderSchema),
   serverName: Type.Optional(Type.String({ description: 'SERVER_NAME fallback when a request has no Host.' })),

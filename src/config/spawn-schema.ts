@@ -13,7 +13,7 @@ export const RestartSchema = Type.Object({
   initialDelay: Type.Optional(Duration('First delay before restarting a crashed process (systemd RestartSec).', '100ms')),
   maxDelay: Type.Optional(Duration('Cap of the doubling restart delay.', '15s')),
   stableAfter: Type.Optional(Duration('Uptime after which the delay resets to initialDelay.', '30s')),
-  maxStarts: Type.Optional(Type.Integer({ minimum: 1, default: 5, description: 'More crash restarts than this inside `window` put the spawn in FAILED until `clear` (systemd StartLimitBurst).' })),
+  maxStarts: Type.Optional(Type.Integer({ minimum: 1, default: 5, description: 'More crash restarts than this inside `window` put the spawn in FAILED (systemd StartLimitBurst); a reload (SIGHUP) restarts a FAILED spawn, embedders call `spawns.clear(name)`.' })),
   window: Type.Optional(Duration('The start-rate window (systemd StartLimitIntervalSec).', '10s')),
 }, { additionalProperties: false, description: 'Crash restarts: exponential backoff plus a start-rate limit, so a broken backend cannot spin.' })
 
@@ -45,7 +45,7 @@ export const SpawnSchema = Type.Object({
   maxProcs: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'Upper bound of processes per address; more start while all are busy.' })),
   maxLoadPerProc: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'In-flight requests per process before it counts as busy.' })),
   idleTimeout: Type.Optional(Duration('A process above minProcs idle this long is stopped; 0 = never shrink.', '60s')),
-  cwd: Type.Optional(Type.String({ description: 'Working directory (default: the directory of an absolute binPath, else proxycore\'s).' })),
+  cwd: Type.Optional(Type.String({ description: 'Working directory. In a config file: relative to that file, and by default the directory of the file that defines the spawn (with chroot: the directory of the binary inside the root). Through the API (SpawnManager): by default the directory of an absolute binPath, else the working directory of proxycore.' })),
   killSignal: Type.Optional(Type.String({ pattern: '^SIG[A-Z0-9]+$', default: 'SIGTERM', description: 'First stop signal sent to the process group (then SIGTERM, then SIGKILL).' })),
   stopTimeout: Type.Optional(Duration('Grace between stop signals, and the bound on draining in-flight requests.', '10s')),
   startTimeout: Type.Optional(Duration('A process not accepting connections within this is killed and counted as a failed start.', '10s')),

@@ -25,7 +25,7 @@ export const ERRORS = {
   ERR_QUEUE_FULL: { status: 503, message: 'Route is at maxConcurrent and its wait queue is full', action: 'Raise maxConcurrent/queue on the route, or add backends.' },
   ERR_QUEUE_TIMEOUT: { status: 503, message: 'Request waited in the route queue longer than queueTimeout', action: 'Raise maxConcurrent or queueTimeout, or add backends.' },
   ERR_NO_BACKEND: { status: 503, message: 'Every backend of the pool is disabled or down', action: 'Check the backends; they come back after disableTime or when the spawn recovers.' },
-  ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log, fix the backend, then clear it (SIGHUP, `proxycore clear`, or the API).' },
+  ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log and fix the backend; a reload (SIGHUP) restarts a FAILED spawn, embedders call `spawns.clear(name)`.' },
   ERR_SPAWN_NOT_READY: { status: 503, message: 'The spawned backend did not become ready in time', action: 'Check the start timeout and the backend log.' },
   ERR_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down', action: 'None if it arrived during a drain; one still in flight when the drain ended: raise drainTimeout.' },
 
