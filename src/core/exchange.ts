@@ -176,6 +176,20 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   private async prepareAsync (): Promise<void> {
     this.prepareSync()
     const route = this.route
+    // The authorizer first (it gets no body and no script, FastCGI 1.0 §6.3): a refused client must
+    // learn nothing the script walk says (404 vs 403 vs 401) and get no body spooled to disk.
+    let variables: Readonly<Record<string, string>> | null = null
+    if (route.authorizer !== null) {
+      const verdict = await authorize(this, route.authorizer)
+      if (this.phase !== Phase.Prepare) return
+      if (!verdict.allowed) {
+        // The authorizer's own answer went to the client; this exchange ends here.
+        this.status = verdict.status
+        this.finish(null)
+        return
+      }
+      variables = verdict.variables
+    }
     if (route.prepare !== null) {
       const p = await route.prepare(this)
       if (this.phase !== Phase.Prepare) {
@@ -190,15 +204,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (p.script !== undefined) this.script = p.script
       if (p.env !== undefined) this.env = p.env
     }
-    if (route.authorizer !== null) {
-      const denied = await authorizeExchange(this, route.authorizer)
-      if (denied !== null) {
-        // The authorizer's own answer went to the client; this exchange ends here.
-        this.status = denied
-        this.finish(null)
-        return
-      }
-    }
+    if (variables !== null && this.env !== null) mergeAuthorizerVariables(this.env, variables)
     await this.waitForBackends()
   }
 
