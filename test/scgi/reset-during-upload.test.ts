@@ -127,13 +127,16 @@ t.test('reset right after the netstring, no response byte: 502 ERR_BACKEND_RESET
   t.ok(out.uploaded < UPLOAD, 'the reset came while the client was still uploading')
 })
 
-t.test('a partial response head, then a reset: 502 ERR_BACKEND_RESET', async (t) => {
+t.test('a partial response head, then a reset: 502, never a response', async (t) => {
   const fake = await resetFake(t, (s) => { s.write('Status: 200 OK\r\nContent-Ty', () => s.resetAndDestroy()) })
   const out = await upload(t, fake.address, fake.sawHead, STALL)
   t.equal(out.status, 502)
-  t.match(out.body, RESET_CODE)
+  // Which the proxy sees first is the kernel's race: the reset (ERR_BACKEND_RESET), or the head's
+  // bytes and then an end (a cut head: ERR_BAD_RESPONSE; CI saw it once in three runs).
+  const code = /ERR_BACKEND_RESET|ERR_BAD_RESPONSE/
+  t.match(out.body, code)
   t.equal(out.event.status, 502)
-  t.equal(out.event.error, RESET_CODE)
+  t.match(out.event.error, code)
   t.ok(out.uploaded < UPLOAD)
 })
 
