@@ -24,6 +24,28 @@ export interface RequestEndEvent {
   /** Stable code when the exchange failed; null on success. Client aborts are `ERR_CLIENT_ABORTED`. */
   error: ErrorCode | null
 }
+/** What an exchange (or an upgrade) knows when it ends; `endEvent` derives the rest. */
+export interface EndFacts {
+  id: number, route: string, method: string, url: string, client: string, status: number, backend: string,
+  startedAt: number, headAt: number, bytesOut: number
+}
+
+/**
+ * The `request:end` of an exchange that reached routing, one rule for requests and upgrades: a
+ * client abort is 499, no head is headMs -1.
+ */
+export function endEvent (f: EndFacts, error: ErrorCode | null, now: number): RequestEndEvent {
+  return {
+    id: f.id, route: f.route, method: f.method, url: f.url, client: f.client,
+    status: error === 'ERR_CLIENT_ABORTED' ? 499 : f.status,
+    backend: f.backend,
+    headMs: f.headAt === 0 ? -1 : f.headAt - f.startedAt,
+    totalMs: now - f.startedAt,
+    bytesOut: f.bytesOut,
+    error,
+  }
+}
+
 export interface BackendStateEvent { pool: string, backend: string, state: 'up' | 'disabled' | 'down', reason?: string }
 
 export interface ProxyEventMap {

@@ -19,6 +19,7 @@ import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { SCAVENGE_MIN_BODY } from './scavenge.js'
+import { endEvent } from './events.js'
 import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -632,19 +633,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const now = this.rt.now()
     stats.observe(now - this.startedAt)
     if (this.rt.events.wantsRequests) {
-      this.rt.events.requestEnd({
-        id: this.id,
-        route: this.route.name,
-        method: this.method,
-        url: this.url,
-        client: this.client.address,
-        status: error === 'ERR_CLIENT_ABORTED' ? 499 : this.status,
-        backend: this.backendId,
-        headMs: this.headAt === 0 ? -1 : this.headAt - this.startedAt,
-        totalMs: now - this.startedAt,
-        bytesOut: this.bytesOut,
-        error,
-      })
+      this.rt.events.requestEnd(endEvent({
+        id: this.id, route: this.route.name, method: this.method, url: this.url, client: this.client.address,
+        status: this.status, backend: this.backendId, startedAt: this.startedAt, headAt: this.headAt, bytesOut: this.bytesOut,
+      }, error, now))
     }
   }
 

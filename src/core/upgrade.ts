@@ -34,6 +34,7 @@ import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
+import { endEvent } from './events.js'
 import type { CompiledRoute } from './route.js'
 import type { ProxyRuntime, Target } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
@@ -492,19 +493,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     // A tunnel's latency is its setup, to the 101: how long it then stays open is the client's.
     stats.observe((tunnel ? this.headAt : now) - this.startedAt)
     if (this.rt.events.wantsRequests) {
-      this.rt.events.requestEnd({
-        id: this.id,
-        route: this.route.name,
-        method: this.method,
-        url: this.url,
-        client: this.client.address,
-        status: error === 'ERR_CLIENT_ABORTED' ? 499 : this.status,
-        backend: this.backendId,
-        headMs: this.headAt === 0 ? -1 : this.headAt - this.startedAt,
-        totalMs: now - this.startedAt,
-        bytesOut: this.bytesOut,
-        error,
-      })
+      this.rt.events.requestEnd(endEvent({
+        id: this.id, route: this.route.name, method: this.method, url: this.url, client: this.client.address,
+        status: this.status, backend: this.backendId, startedAt: this.startedAt, headAt: this.headAt, bytesOut: this.bytesOut,
+      }, error, now))
     }
     this.done?.()
   }
