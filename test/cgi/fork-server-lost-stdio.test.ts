@@ -11,21 +11,10 @@ import t from 'tap'
 import { join } from 'node:path'
 import { get } from '../helpers/servers.js'
 import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { cgiProxy, tempDir, writeScripts } from './harness.js'
+import { cgiProxy, tempDir, withHelperEnv, writeScripts } from './harness.js'
 import { findForkServer, forkServerSeams } from '../../src/spawn/fork-server.js'
 
 const SLOW = '#!/bin/sh\nsleep 300 &\nwait\n'
-
-/** The helper that runs with PROXYCORE_FORK_SERVER set to `env` while the spawns are added. */
-function withHelperEnv<T> (env: string | undefined, fn: () => T): T {
-  const saved = process.env.PROXYCORE_FORK_SERVER
-  if (env === undefined) delete process.env.PROXYCORE_FORK_SERVER
-  else process.env.PROXYCORE_FORK_SERVER = env
-  try { return fn() } finally {
-    if (saved === undefined) delete process.env.PROXYCORE_FORK_SERVER
-    else process.env.PROXYCORE_FORK_SERVER = saved
-  }
-}
 
 const compiledBuilt = withHelperEnv(undefined, () => findForkServer()?.kind === 'compiled')
 const perlThere = withHelperEnv('perl', () => findForkServer()?.kind === 'perl')

@@ -8,7 +8,7 @@ import t from 'tap'
 import { join } from 'node:path'
 import { get } from '../helpers/servers.js'
 import { guardLeaks } from '../helpers/leaks.js'
-import { cgiProxy, tempDir, writeScripts } from './harness.js'
+import { cgiProxy, tempDir, withHelperEnv, writeScripts } from './harness.js'
 import { findForkServer } from '../../src/spawn/fork-server.js'
 
 const SIGNALS = `#!/bin/sh
@@ -27,17 +27,6 @@ async function signalState (url: string): Promise<string> {
 }
 
 const CLEAN = 'SigBlk: 0000000000000000\nSigIgn: 0000000000000000'
-
-/** The helper that runs with PROXYCORE_FORK_SERVER set to `env` while the spawns are added. */
-function withHelperEnv<T> (env: string | undefined, fn: () => T): T {
-  const saved = process.env.PROXYCORE_FORK_SERVER
-  if (env === undefined) delete process.env.PROXYCORE_FORK_SERVER
-  else process.env.PROXYCORE_FORK_SERVER = env
-  try { return fn() } finally {
-    if (saved === undefined) delete process.env.PROXYCORE_FORK_SERVER
-    else process.env.PROXYCORE_FORK_SERVER = saved
-  }
-}
 
 const compiledBuilt = withHelperEnv(undefined, () => findForkServer()?.kind === 'compiled')
 const perlThere = withHelperEnv('perl', () => findForkServer()?.kind === 'perl')

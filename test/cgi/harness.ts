@@ -113,3 +113,17 @@ export function fetchRaw (url: string, opts: { method?: string, headers?: Record
     req.end(opts.body)
   })
 }
+
+/**
+ * Run `fn` with PROXYCORE_FORK_SERVER set to `env` (undefined: unset), restored after: the helper
+ * a spawn added inside `fn` uses ('perl' forces the Perl one).
+ */
+export function withHelperEnv<T> (env: string | undefined, fn: () => T): T {
+  const saved = process.env.PROXYCORE_FORK_SERVER
+  if (env === undefined) delete process.env.PROXYCORE_FORK_SERVER
+  else process.env.PROXYCORE_FORK_SERVER = env
+  try { return fn() } finally {
+    if (saved === undefined) delete process.env.PROXYCORE_FORK_SERVER
+    else process.env.PROXYCORE_FORK_SERVER = saved
+  }
+}

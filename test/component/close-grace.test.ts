@@ -5,11 +5,12 @@
  * resolves soon after the grace whatever the backends do. The gateway's drainTimeout relies on it.
  */
 import t, { type Test } from 'tap'
-import { createServer, request } from 'node:http'
-import { WebSocket, WebSocketServer } from 'ws'
+import { request } from 'node:http'
+import { WebSocket } from 'ws'
 import type { Proxy } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { backend, closeServer, get, listen, proxyServer, rawBackend } from '../helpers/servers.js'
+import { wsBackend } from '../helpers/ws-backend.js'
+import { backend, get, proxyServer, rawBackend } from '../helpers/servers.js'
 
 guardLeaks(t)
 
@@ -87,18 +88,6 @@ t.test('a request that finishes within the grace is answered normally, and close
   t.ok(await settlesWithin(closed, 10_000), 'close() resolved once the last request ended, long before 30 s')
 })
 
-async function wsBackend (t: Parameters<typeof backend>[0]) {
-  const server = createServer((_req, res) => res.end('plain'))
-  const wss = new WebSocketServer({ server })
-  const sockets: WebSocket[] = []
-  wss.on('connection', (ws) => {
-    sockets.push(ws)
-    ws.on('message', (data, binary) => ws.send(data, { binary }))
-  })
-  const port = await listen(server)
-  t.teardown(async () => { for (const s of sockets) s.terminate(); wss.close(); await closeServer(server) })
-  return { address: `127.0.0.1:${port}`, sockets }
-}
 
 function open (url: string): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
@@ -117,7 +106,7 @@ function echo (ws: WebSocket, text: string): Promise<string> {
 }
 
 t.test('an open WebSocket keeps working during the grace and is closed when it ends', async (t) => {
-  const be = await wsBackend(t)
+  const be = await wsBackend(t, { greet: false })
   const { proxy, port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address] }] })
   const ws = await open(`ws://127.0.0.1:${port}/chat`)
   ws.on('error', () => {})
@@ -133,7 +122,7 @@ t.test('an open WebSocket keeps working during the grace and is closed when it e
 })
 
 t.test('close() resolves as soon as the last tunnel ends by itself', async (t) => {
-  const be = await wsBackend(t)
+  const be = await wsBackend(t, { greet: false })
   const { proxy, port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address] }] })
   const ws = await open(`ws://127.0.0.1:${port}/chat`)
   const closed = proxy.close(60_000)

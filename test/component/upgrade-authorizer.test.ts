@@ -6,31 +6,18 @@
  */
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import { havePeer } from '../fastcgi/helpers/peers.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { closeServer, get, listen, proxyServer, rawRequest } from '../helpers/servers.js'
+import { wsBackend } from '../helpers/ws-backend.js'
+import { get, proxyServer, rawRequest } from '../helpers/servers.js'
 
 const PHP = '/usr/bin/php-cgi'
 
 interface Tap { teardown (fn: () => unknown): void }
 
-async function wsBackend (t: Tap) {
-  const server = createServer((_req, res) => res.end('plain'))
-  const wss = new WebSocketServer({ server })
-  const sockets: WebSocket[] = []
-  wss.on('connection', (ws, req) => {
-    sockets.push(ws)
-    ws.send(`hello ${req.url}`)
-    ws.on('message', (data, binary) => ws.send(data, { binary }))
-  })
-  const port = await listen(server)
-  t.teardown(async () => { for (const s of sockets) s.terminate(); wss.close(); await closeServer(server) })
-  return { address: `127.0.0.1:${port}`, sockets }
-}
 
 /** An authorizer that lets `X-Token: secret` through and tells what it saw when it denies. */
 function authScript (t: Tap): string {

@@ -10,9 +10,10 @@ import { createServer, type IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { fileURLToPath } from 'node:url'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocket } from 'ws'
 import type { Proxy, RequestEndEvent, RequestStartEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { wsBackend } from '../helpers/ws-backend.js'
 import { backend, closeServer, get, listen, proxyServer, rawBackend } from '../helpers/servers.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
@@ -57,20 +58,6 @@ function record (proxy: Proxy): { starts: RequestStartEvent[], ends: RequestEndE
   return { starts, ends }
 }
 
-/** A `ws` backend that greets and echoes. */
-async function wsBackend (t: Tap) {
-  const server = createServer((_req, res) => res.end('plain'))
-  const wss = new WebSocketServer({ server })
-  const sockets: WebSocket[] = []
-  wss.on('connection', (ws, req) => {
-    sockets.push(ws)
-    ws.send(`hello ${req.url}`)
-    ws.on('message', (data, binary) => ws.send(data, { binary }))
-  })
-  const port = await listen(server)
-  t.teardown(async () => { for (const s of sockets) s.terminate(); wss.close(); await closeServer(server) })
-  return { address: `127.0.0.1:${port}`, sockets }
-}
 
 /** A node:http backend whose 'upgrade' listener gets the raw socket (a generic Upgrade protocol). */
 async function upgradeBackend (t: Tap, fn: (req: IncomingMessage, socket: Duplex, head: Buffer) => void) {

@@ -12,7 +12,7 @@
  */
 import t from 'tap'
 import net from 'node:net'
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
@@ -21,6 +21,7 @@ import { backendScript, ensure, manager, nextEvent, tempDir } from './fixtures/m
 import { get } from './fixtures/http.js'
 import type { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
+import { withTestUsers } from '../helpers/users.js'
 
 const V = { name: 'pchsv', id: 2061 } // the spawn's user
 const Q = { name: 'pchsq', id: 2062 } // another tenant, the squatter
@@ -59,16 +60,7 @@ function readyOrFailed (m: SpawnManager): Promise<{ ready: boolean, reason: stri
 const selfSpawn = (path: string, extra: Partial<SpawnSpec> = {}): SpawnSpec =>
   ({ user: V.name, group: V.name, binPath: [process.execPath, backendScript], socketName: path, handoff: 'self', ...extra })
 
-if (process.getuid?.() !== 0) {
-  if (process.env.CI === 'true') t.fail('handoff self socket tests need root in CI')
-  else t.pass('needs root', { skip: 'needs root to create users and switch to them' })
-} else {
-  for (const u of [V, Q]) {
-    execFileSync('sh', ['-c', `getent passwd ${u.name} >/dev/null || useradd -M -N -u ${u.id} -s /usr/sbin/nologin ${u.name}; getent group ${u.name} >/dev/null || groupadd -g ${u.id} ${u.name}`])
-  }
-  t.teardown(() => {
-    for (const u of [V, Q]) execFileSync('sh', ['-c', `userdel ${u.name} 2>/dev/null; groupdel ${u.name} 2>/dev/null; true`])
-  })
+if (withTestUsers(t, 'handoff self socket tests', [V, Q])) {
 
   leakTest(t, 'a socket directory others can write (world-writable, sticky, or an ancestor) is refused before anything is touched', async (tt, defer) => {
     const dir = base(defer)

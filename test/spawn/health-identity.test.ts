@@ -6,12 +6,12 @@
  * the reason locally, a failure under CI=true.
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { alive, waitFor } from '../helpers/leaks.js'
 import { backendScript, ensure, manager, nodeBackend, tempDir } from './fixtures/manager.js'
+import { withTestUsers } from '../helpers/users.js'
 
 const U = { name: 'pchealth', id: 2011 }
 
@@ -29,12 +29,7 @@ leakTest(t, 'a health command that hangs is killed with its whole process group 
   await m.close()
 })
 
-if (process.getuid?.() !== 0) {
-  if (process.env.CI === 'true') t.fail('health identity test needs root in CI')
-  else t.pass('needs root', { skip: 'needs root to create a user and switch to it' })
-} else {
-  execFileSync('sh', ['-c', `getent passwd ${U.name} >/dev/null || useradd -M -N -u ${U.id} -s /usr/sbin/nologin ${U.name}; getent group ${U.name} >/dev/null || groupadd -g ${U.id} ${U.name}`])
-  t.teardown(() => { execFileSync('sh', ['-c', `userdel ${U.name} 2>/dev/null; groupdel ${U.name} 2>/dev/null; true`]) })
+if (withTestUsers(t, 'health identity test', [U])) {
 
   leakTest(t, 'the health command of a user-switched spawn runs as its user, with its limits', async (t, defer) => {
     const dir = tempDir(defer)

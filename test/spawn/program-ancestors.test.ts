@@ -7,12 +7,12 @@
  * Needs root to create users: skipped with the reason locally, a failure under CI=true.
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { backendScript, ensure, manager, nextEvent, tempDir } from './fixtures/manager.js'
 import type { Defer } from './fixtures/guard.js'
+import { withTestUsers } from '../helpers/users.js'
 
 const T = { name: 'pcanct', id: 2021 } // the tenant who owns a directory above
 const V = { name: 'pcancv', id: 2022 } // the spawn's user
@@ -33,16 +33,7 @@ function program (defer: Defer, sub: string): { dir: string, top: string, prog: 
   return { dir, top, prog }
 }
 
-if (process.getuid?.() !== 0) {
-  if (process.env.CI === 'true') t.fail('program ancestor tests need root in CI')
-  else t.pass('needs root', { skip: 'needs root to create users and switch to them' })
-} else {
-  for (const u of [T, V]) {
-    execFileSync('sh', ['-c', `getent passwd ${u.name} >/dev/null || useradd -M -N -u ${u.id} -s /usr/sbin/nologin ${u.name}; getent group ${u.name} >/dev/null || groupadd -g ${u.id} ${u.name}`])
-  }
-  t.teardown(() => {
-    for (const u of [T, V]) execFileSync('sh', ['-c', `userdel ${u.name} 2>/dev/null; groupdel ${u.name} 2>/dev/null; true`])
-  })
+if (withTestUsers(t, 'program ancestor tests', [T, V])) {
 
   leakTest(t, 'a directory above the program owned by another tenant, or group-writable, is refused at start()', async (tt, defer) => {
     const { top, prog } = program(defer, 'tenant-t')

@@ -6,7 +6,6 @@
  * locally, a failure under CI=true.
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { chmodSync, copyFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
@@ -14,15 +13,11 @@ import { backendScript, tempDir } from './fixtures/manager.js'
 import { SpawnSet } from '../../src/gateway/spawn-set.js'
 import type { SpawnLayerConfig } from '../../src/config/spawns.js'
 import { silentLogger } from '../../src/logger.js'
+import { withTestUsers } from '../helpers/users.js'
 
 const U = { name: 'pcreloadid', id: 2041 }
 
-if (process.getuid?.() !== 0) {
-  if (process.env.CI === 'true') t.fail('reload identity test needs root in CI')
-  else t.pass('needs root', { skip: 'needs root to create a user and switch to it' })
-} else {
-  execFileSync('sh', ['-c', `getent passwd ${U.name} >/dev/null || useradd -M -N -u ${U.id} -s /usr/sbin/nologin ${U.name}; getent group ${U.name} >/dev/null || groupadd -g ${U.id} ${U.name}`])
-  t.teardown(() => { execFileSync('sh', ['-c', `userdel ${U.name} 2>/dev/null; groupdel ${U.name} 2>/dev/null; true`]) })
+if (withTestUsers(t, 'reload identity test', [U])) {
 
   leakTest(t, 'a reload raising minUid above a running spawn\'s uid is refused, and the spawn keeps running', async (t, defer) => {
     const dir = tempDir(defer)
