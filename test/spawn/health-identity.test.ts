@@ -6,11 +6,11 @@
  * the reason locally, a failure under CI=true.
  */
 import t from 'tap'
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { alive, waitFor } from '../helpers/leaks.js'
-import { backendScript, ensure, manager, nodeBackend, tempDir } from './fixtures/manager.js'
+import { ensure, manager, nodeBackend, tempDir, userSafeBackend } from './fixtures/manager.js'
 import { withTestUsers } from '../helpers/users.js'
 
 const U = { name: 'pchealth', id: 2011 }
@@ -30,15 +30,8 @@ leakTest(t, 'a health command that hangs is killed with its whole process group 
 })
 
 if (withTestUsers(t, 'health identity test', [U])) {
-
   leakTest(t, 'the health command of a user-switched spawn runs as its user, with its limits', async (t, defer) => {
-    const dir = tempDir(defer)
-    chmodSync(dir, 0o755)
-    const bin = join(dir, 'bin')
-    mkdirSync(bin, { mode: 0o755 })
-    const script = join(bin, 'backend.mjs')
-    copyFileSync(backendScript, script)
-    chmodSync(script, 0o644)
+    const { dir, script } = userSafeBackend(defer)
     const out = join(dir, 'out')
     mkdirSync(out)
     chownSync(out, U.id, U.id)

@@ -6,10 +6,8 @@
  * locally, a failure under CI=true.
  */
 import t from 'tap'
-import { chmodSync, copyFileSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
-import { backendScript, tempDir } from './fixtures/manager.js'
+import { userSafeBackend } from './fixtures/manager.js'
 import { SpawnSet } from '../../src/gateway/spawn-set.js'
 import type { SpawnLayerConfig } from '../../src/config/spawns.js'
 import { silentLogger } from '../../src/logger.js'
@@ -18,15 +16,8 @@ import { withTestUsers } from '../helpers/users.js'
 const U = { name: 'pcreloadid', id: 2041 }
 
 if (withTestUsers(t, 'reload identity test', [U])) {
-
   leakTest(t, 'a reload raising minUid above a running spawn\'s uid is refused, and the spawn keeps running', async (t, defer) => {
-    const dir = tempDir(defer)
-    chmodSync(dir, 0o755)
-    const bin = join(dir, 'bin')
-    mkdirSync(bin, { mode: 0o755 })
-    const script = join(bin, 'backend.mjs')
-    copyFileSync(backendScript, script)
-    chmodSync(script, 0o644)
+    const { script } = userSafeBackend(defer)
     const config = (minUid: number): SpawnLayerConfig => ({
       identity: { minUid },
       spawns: { app: { binPath: [process.execPath, script], socketName: '127.0.0.1:0', user: U.name, group: U.name } },
