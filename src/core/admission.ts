@@ -5,6 +5,19 @@
  */
 import { ProxyError } from './errors.js'
 
+/** What waits for a slot: an exchange or an upgrade. */
+export interface Entrant {
+  /** Read only when it has to queue (an exchange's signal is made on demand). */
+  readonly signal: AbortSignal
+  /** It ended while it waited: a slot granted then is handed back. */
+  readonly ended: boolean
+  admitted (): void
+  refused (err: ProxyError): void
+}
+
+/** Where drops are counted (the route's stats, which the status page and metrics read). */
+export interface DropCounter { dropped: number }
+
 interface Waiter {
   resolve: () => void
   reject: (err: ProxyError) => void
@@ -15,7 +28,6 @@ interface Waiter {
 
 export class Admission {
   active = 0
-  dropped = 0
   private readonly queue: Waiter[] = []
 
   constructor (
@@ -24,9 +36,25 @@ export class Admission {
     readonly maxQueue: number,
     /** ms; 0 = wait as long as the client does. */
     readonly queueTimeout: number,
+    private readonly drops: DropCounter = { dropped: 0 },
   ) {}
 
   get queued (): number { return this.queue.length }
+
+  /** Requests refused for a full queue or a queue timeout. */
+  get dropped (): number { return this.drops.dropped }
+
+  /**
+   * Admit `x` now if a slot is free (no promise, no closure), else queue it; `x.refused` gets
+   * ERR_QUEUE_FULL, ERR_QUEUE_TIMEOUT (both counted as drops) or the client's abort.
+   */
+  enter (x: Entrant): void {
+    if (this.tryAcquire()) { x.admitted(); return }
+    this.acquire(x.signal).then(() => {
+      if (x.ended) { this.release(); return }
+      x.admitted()
+    }, (err: ProxyError) => { x.refused(err) })
+  }
 
   /** Take a slot now if one is free (the fast path: no promise). */
   tryAcquire (): boolean {
@@ -40,7 +68,7 @@ export class Admission {
   /** Wait for a slot; rejects with ERR_QUEUE_FULL / ERR_QUEUE_TIMEOUT, or on abort. */
   acquire (signal: AbortSignal): Promise<void> {
     if (this.queue.length >= this.maxQueue) {
-      this.dropped++
+      this.drops.dropped++
       return Promise.reject(new ProxyError('ERR_QUEUE_FULL', undefined, { phase: 'admit' }))
     }
     return new Promise<void>((resolve, reject) => {
@@ -57,7 +85,7 @@ export class Admission {
       if (this.queueTimeout > 0) {
         w.timer = setTimeout(() => {
           this.remove(w)
-          this.dropped++
+          this.drops.dropped++
           reject(new ProxyError('ERR_QUEUE_TIMEOUT', undefined, { phase: 'admit' }))
         }, this.queueTimeout)
       }

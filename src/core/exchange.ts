@@ -129,17 +129,14 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.rt.events.requestStart({ id: this.id, route: route.name, method: this.method, url: this.url, client: this.client.address })
     }
     this.res.once('close', this.onResClose)
-    if (route.admission.tryAcquire()) { this.admitted(); return }
-    route.admission.acquire(this.signal).then(() => {
-      if (this.phase === Phase.Done) { route.admission.release(); return }
-      this.admitted()
-    }, (err: ProxyError) => {
-      if (err.code === 'ERR_QUEUE_FULL' || err.code === 'ERR_QUEUE_TIMEOUT') route.stats.dropped++
-      this.fail(err, false)
-    })
+    route.admission.enter(this)
   }
 
-  private admitted (): void {
+  // Entrant (admission.ts)
+  get ended (): boolean { return this.phase === Phase.Done }
+  refused (err: ProxyError): void { this.fail(err, false) }
+
+  admitted (): void {
     this.phase = Phase.Prepare
     this.rt.track(this)
     const needsPrepare = this.route.authorizer !== null || (this.route.prepare !== null && (this.route.needsBodyPrepare(this) || this.route.cgi !== null))

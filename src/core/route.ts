@@ -97,7 +97,7 @@ export class CompiledRoute {
     this.retries = s.retries
     this.cgi = s.cgi
     this.authorizer = s.authorizer
-    this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout)
+    this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout, this.stats)
     const caps = s.adapter.capabilities
     this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null
     // Location/Set-Cookie mapping is for HTTP upstreams that see the path without the prefix; CGI

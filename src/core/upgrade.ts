@@ -56,7 +56,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   readonly signal: AbortSignal
   private readonly ac = new AbortController()
   private phase = Phase.Admit
-  private admitted = false
+  private holdsSlot = false
   private done: (() => void) | null = null
   private authRes: ServerResponse | null = null
   /** The backend leased for the current attempt; `tried` the ones that failed to connect. */
@@ -122,18 +122,15 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     s.on('end', this.onClientEnd)
     s.on('data', this.onEarlyData)
     if (s.destroyed) { this.clientGone(); return }
-    if (route.admission.tryAcquire()) { this.admit(); return }
-    route.admission.acquire(this.signal).then(() => {
-      if (this.phase === Phase.Done) { route.admission.release(); return }
-      this.admit()
-    }, (err: ProxyError) => {
-      if (err.code === 'ERR_QUEUE_FULL' || err.code === 'ERR_QUEUE_TIMEOUT') route.stats.dropped++
-      this.refuse(err)
-    })
+    route.admission.enter(this)
   }
 
-  private admit (): void {
-    this.admitted = true
+  // Entrant (admission.ts)
+  get ended (): boolean { return this.phase === Phase.Done }
+  refused (err: ProxyError): void { this.refuse(err) }
+
+  admitted (): void {
+    this.holdsSlot = true
     const a = this.route.authorizer
     if (a === null) { this.connect(); return }
     // A denial goes through node:http on the raw socket, framed as any response is, with
@@ -486,7 +483,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     // Still read the client (what it sends goes nowhere): its FIN then closes the socket.
     if (!tunnel) this.discardEarly()
     this.releaseBackend()
-    if (this.admitted) { this.admitted = false; this.route.admission.release() }
+    if (this.holdsSlot) { this.holdsSlot = false; this.route.admission.release() }
     const now = this.rt.now()
     const stats = this.route.stats
     if (error !== null && error !== 'ERR_CLIENT_ABORTED') stats.errors++
