@@ -178,8 +178,11 @@ t.test('head with Content-Length and part of the body, then a reset: cut, and th
   t.ok(out.uploaded < UPLOAD)
 })
 
+// In the two FIN cases the fake drains what the client still uploads after answering: a socket
+// closed with unread bytes sends a reset, which can destroy the answer before the proxy reads it
+// (a kernel race, documented in docs/protocols/scgi.md; CI hit it once). The app never reads it.
 t.test('an early complete 413 and a clean close (FIN), body never read: delivered intact', async (t) => {
-  const fake = await resetFake(t, (s) => { s.end('Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\ntoo big, not read') })
+  const fake = await resetFake(t, (s) => { s.end('Status: 413 Payload Too Large\r\nContent-Type: text/plain\r\n\r\ntoo big, not read'); s.resume() })
   const out = await upload(t, fake.address, fake.sawHead)
   t.equal(out.status, 413)
   t.equal(out.body, 'too big, not read')
@@ -190,7 +193,7 @@ t.test('an early complete 413 and a clean close (FIN), body never read: delivere
 })
 
 t.test('an early 413 with Content-Length, then a FIN: delivered intact', async (t) => {
-  const fake = await resetFake(t, (s) => { s.end('Status: 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big') })
+  const fake = await resetFake(t, (s) => { s.end('Status: 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big'); s.resume() })
   const out = await upload(t, fake.address, fake.sawHead)
   t.equal(out.status, 413)
   t.equal(out.body, 'too big')
