@@ -387,10 +387,10 @@ export class SpawnGroup {
   /**
    * Process groups of its processes that may still have members (SpawnManager.groups()): each
    * process leads its own, whose id is its pid — surely its own until the leader is reaped, then
-   * only while the group has a live member.
+   * only while the group has a live member. Running health-check commands lead groups of their own.
    */
   groups (): number[] {
-    const out: number[] = []
+    const out: number[] = this.health?.groups() ?? []
     for (const p of this.live) if (p.pid !== null && (p.exit === null || liveGroupMembers(p.pid).length > 0)) out.push(p.pid)
     return out
   }

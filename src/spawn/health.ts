@@ -19,7 +19,7 @@ export type CommandPlanner = (command: string[], extraEnv: Record<string, string
  * The command gets its own process group and a timeout SIGKILLs the whole group, so a hung
  * check's children (curl under sh) do not outlive it.
  */
-export function probeHealth (check: Check, proc: SpawnedProcess, planCommand: CommandPlanner): Promise<boolean> {
+export function probeHealth (check: Check, proc: SpawnedProcess, planCommand: CommandPlanner, running?: Set<number>): Promise<boolean> {
   if (check.type === 'connect') return probeConnect(proc.address, check.timeout)
   return new Promise((resolve) => {
     let plan: LaunchPlan
@@ -27,11 +27,18 @@ export function probeHealth (check: Check, proc: SpawnedProcess, planCommand: Co
     // the host's root.
     try { plan = planCommand(check.command, { SPAWN_ADDRESS: proc.addressId, SPAWN_PID: String(proc.pid) }) } catch { resolve(false); return }
     const child = execPlan(plan, 'ignore')
+    const pgid = child.pid
+    if (pgid !== undefined) running?.add(pgid)
     const timer = setTimeout(() => {
       try { process.kill(-(child.pid as number), 'SIGKILL') } catch { /* already gone */ }
     }, check.timeout)
-    child.once('error', () => { clearTimeout(timer); resolve(false) })
-    child.once('exit', (code) => { clearTimeout(timer); resolve(code === 0) })
+    const done = (ok: boolean): void => {
+      clearTimeout(timer)
+      if (pgid !== undefined) running?.delete(pgid)
+      resolve(ok)
+    }
+    child.once('error', () => { done(false) })
+    child.once('exit', (code) => { done(code === 0) })
   })
 }
 
@@ -42,6 +49,8 @@ export class HealthMonitor {
   private readonly onUnhealthy: (p: SpawnedProcess) => void
   private readonly timers = new Map<SpawnedProcess, unknown>()
   private readonly probes = new Set<Promise<unknown>>()
+  /** Process groups of the check commands running now (each leads its own). */
+  private readonly running = new Set<number>()
 
   constructor (check: Check, clock: Clock, planCommand: CommandPlanner, onUnhealthy: (p: SpawnedProcess) => void) {
     this.check = check
@@ -54,7 +63,7 @@ export class HealthMonitor {
     let failures = 0
     const schedule = (): void => {
       this.timers.set(p, this.clock.setTimeout(() => {
-        const probe = probeHealth(this.check, p, this.planCommand)
+        const probe = probeHealth(this.check, p, this.planCommand, this.running)
         this.probes.add(probe)
         void probe.then((ok) => {
           this.probes.delete(probe)
@@ -78,9 +87,18 @@ export class HealthMonitor {
     this.timers.delete(p)
   }
 
-  /** Stop every timer and let running probes finish (their sockets and children are released). */
+  /** Process groups of running check commands, for the second signal's kill list (SpawnGroup.groups()). */
+  groups (): number[] {
+    return [...this.running]
+  }
+
+  /**
+   * Stop every timer and end running probes: a connect probe is bounded by its timeout, a check
+   * command is killed with its group (a stop waits for nobody's check, however long its timeout).
+   */
   async close (): Promise<void> {
     for (const p of [...this.timers.keys()]) this.unwatch(p)
+    for (const g of this.running) { try { process.kill(-g, 'SIGKILL') } catch { /* already gone */ } }
     await Promise.all([...this.probes])
   }
 }
