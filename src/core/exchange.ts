@@ -315,8 +315,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   /**
-   * We hold the backend paused for a slow client: its idle deadline stops (the pause is ours, not
-   * the backend's) and starts again when the client drains. Meanwhile the client is what may stall.
+   * We hold the backend (or an X-Sendfile file) paused for a slow client: its idle deadline stops
+   * (the pause is ours, not the backend's) and starts again when the client drains. Meanwhile the
+   * client is what may stall.
    */
   private pauseForClient (): void {
     if (this.downloadWatch) return
@@ -327,6 +328,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.onDrainBound ??= () => {
       if (this.phase !== Phase.Streaming) return
       this.downloadWatch = false
+      if (this.sendfileStream !== null) { this.sendfileStream.resume(); return }
       if (this.route.timeouts.idle > 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
       this.flow?.resume()
     }
@@ -429,6 +431,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   /** Set while the proxy serves a file a backend named; `backend`/`file` say which half is done. */
   private sendfile: { backend: boolean, file: boolean } | null = null
+  /** The file being sent, paused while the client drains (pauseForClient) instead of the backend. */
+  private sendfileStream: Readable | null = null
 
   private startSendfile (path: string, headers: RawHeaders): void {
     this.sendfile = { backend: false, file: false }
@@ -438,9 +442,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       const res = this.res
       res.writeHead(this.status, f.headers)
       if (this.method === 'HEAD') { f.stream.destroy(); this.sendfileFileDone(); return }
+      this.sendfileStream = f.stream
       f.stream.on('data', (chunk: Buffer | string) => {
         this.sent(chunk.length)
-        if (!res.write(chunk)) { f.stream.pause(); res.once('drain', () => f.stream.resume()) }
+        // A client that stops reading is cut after clientIdle, as for a backend's body.
+        if (!res.write(chunk)) { f.stream.pause(); this.pauseForClient() }
       })
       f.stream.once('end', () => this.sendfileFileDone())
       f.stream.once('error', (err) => { this.sendfile = null; this.fail(new ProxyError('ERR_INTERNAL', `X-Sendfile read: ${err.message}`, { cause: err }), true) })
