@@ -21,7 +21,8 @@ export const TimeoutsSchema = Type.Object({
   connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
   headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head).', '60s')),
   idle: Type.Optional(Duration('Longest pause of the backend inside a response body; it does not run while the proxy holds the backend back for a slow client.', '60s')),
-  clientIdle: Type.Optional(Duration('Longest pause of the client: inside its request body (slow-drip uploads get 408 `ERR_REQUEST_TIMEOUT`), or in reading a response the backend waits to send (the connection is cut, `ERR_CLIENT_TIMEOUT`). 0 = no limit.', '60s')),
+  clientIdle: Type.Optional(Duration('Longest pause of the client: inside its request body (slow-drip uploads get 408 `ERR_REQUEST_TIMEOUT`), or in reading a response the backend or an X-Sendfile file waits to send (the connection is cut, `ERR_CLIENT_TIMEOUT`). 0 = no limit.', '60s')),
+  tunnel: Type.Optional(Duration('Longest time an upgraded connection (WebSocket) carries no byte in either direction; then both sides are closed. Once one side sent its FIN, `idle` bounds the other. 0 = no limit.', '1h')),
 }, { additionalProperties: false })
 
 export const RouteSchema = Type.Object({

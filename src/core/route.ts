@@ -22,7 +22,7 @@ import type { ProtocolAdapter, RawHeaders, ScriptInfo } from './types.js'
 const SCRIPT_CACHE_MS = 1000
 const SCRIPT_CACHE_ENTRIES = 4096
 
-export interface RouteTimeouts { connect: number, headers: number, idle: number, clientIdle: number }
+export interface RouteTimeouts { connect: number, headers: number, idle: number, clientIdle: number, tunnel: number }
 
 export interface CgiRouteSettings {
   docroot: string | null

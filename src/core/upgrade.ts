@@ -24,7 +24,9 @@
  * The tunnel carries a half-close: a FIN from either side ends the other side's write direction and
  * nothing more, so the other direction still flows (for `timeouts.idle` without a byte at most). It
  * ends when both sockets closed cleanly, or at once when either fails or is destroyed; a socket error
- * (a reset) is passed on as a reset.
+ * (a reset) is passed on as a reset. A tunnel that carries no byte either way for `timeouts.tunnel`
+ * is closed (HAProxy's `timeout tunnel`): peers that vanished without a FIN or a reset (a laptop
+ * closed, a NAT entry dropped) would otherwise hold the tunnel and its slot forever.
  */
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
@@ -66,10 +68,11 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private lastError: ProxyError | null = null
   private backendSocket: Duplex | null = null
   /**
-   * `timeouts.headers` until the answer's head; then `timeouts.idle` inside a plain answer, or in a
-   * tunnel once one side sent its FIN.
+   * `timeouts.headers` until the answer's head; then `timeouts.idle` inside a plain answer; in a
+   * tunnel `timeouts.tunnel`, or `timeouts.idle` once one side sent its FIN (halfClosed).
    */
   private timer: NodeJS.Timeout | null = null
+  private halfClosed = false
   /** Client bytes read before the 101, for the backend; null once they can go nowhere. */
   private early: Buffer[] | null = []
   private earlyBytes = 0
@@ -229,6 +232,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     s.on('data', this.onTunnelIn)
     s.pipe(backend)
     backend.pipe(s)
+    this.startTimer(this.route.timeouts.tunnel)
   }
 
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
@@ -356,11 +360,14 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 
   /**
    * One side sent its FIN: the other direction goes on, but a pause of `timeouts.idle` in it now
-   * closes the tunnel. A side whose peer left and that never ends its own (a backend that ignores
-   * the FIN) would otherwise hold the tunnel and its slot forever.
+   * closes the tunnel (or of `timeouts.tunnel`, if shorter). A side whose peer left and that never
+   * ends its own (a backend that ignores the FIN) would otherwise hold the tunnel for that long.
    */
   private readonly onHalfClose = (): void => {
-    if (this.phase === Phase.Tunnel && this.timer === null) this.startTimer(this.route.timeouts.idle)
+    if (this.phase !== Phase.Tunnel || this.halfClosed) return
+    this.halfClosed = true
+    const { idle, tunnel } = this.route.timeouts
+    this.startTimer(idle > 0 && (tunnel <= 0 || idle < tunnel) ? idle : tunnel)
   }
 
   private readonly onBackendError = (err: NodeJS.ErrnoException): void => {
@@ -411,7 +418,8 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     } else if (this.phase === Phase.Response) {
       this.cut(new ProxyError('ERR_BODY_TIMEOUT', `no byte for ${this.route.timeouts.idle} ms`, { phase: 'body', backend: this.backendId }))
     } else if (this.phase === Phase.Tunnel) {
-      this.rt.log.debug({ route: this.routeName, id: this.id, backend: this.backendId }, `upgrade: half-closed tunnel idle for ${this.route.timeouts.idle} ms, closed`)
+      const what = this.halfClosed ? 'half-closed tunnel' : 'tunnel'
+      this.rt.log.debug({ route: this.routeName, id: this.id, backend: this.backendId }, `upgrade: ${what} carried no byte for its timeout, closed`)
       this.closeTunnel()
     }
   }

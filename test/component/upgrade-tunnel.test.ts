@@ -1,7 +1,8 @@
 /**
  * Upgrade tunnels (src/core/upgrade.ts) beyond the happy path: the head timeout, a client that
  * leaves before the 101, a plain answer instead of a 101 (backpressure, truncation), half-close in
- * both directions, failover on connect failures, waiting for an on-demand spawn, and the request
+ * both directions, the tunnel idle timeout, failover on connect failures, waiting for an on-demand
+ * spawn, and the request
  * events and route counters. Real `ws` clients and servers and node:http backends where they can
  * show it; raw TCP only for the faults and the byte-level checks a real peer cannot make.
  */
@@ -299,6 +300,31 @@ t.test('a half-closed tunnel whose other side never ends is closed after timeout
   t.match(ev.ends[0], { status: 101, error: null })
   await c.closed
   t.equal(proxy.routes[0].admission.active, 0)
+})
+
+t.test('a tunnel that carries no byte either way for timeouts.tunnel is closed; one in use stays open', async (t) => {
+  const be = await wsBackend(t, { greet: false })
+  const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], timeouts: { tunnel: 400 } }] })
+  const ev = record(proxy)
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/t`)
+  ws.on('error', () => {})
+  t.teardown(() => { ws.terminate() })
+  await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
+  // A message each 100 ms (in one direction or the other, the echo), for five times the timeout.
+  for (let i = 0; i < 20; i++) {
+    ws.send(`m${i}`)
+    await new Promise<void>((resolve) => ws.once('message', () => resolve()))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  t.equal(ev.ends.length, 0, 'a tunnel in use is not closed')
+  t.equal(ws.readyState, WebSocket.OPEN)
+  // Then silence: both sides are closed (no close frame: the proxy does not speak WebSocket).
+  t.equal(await closed, 1006, 'the client connection was closed')
+  t.ok(await waitFor(() => ev.ends.length === 1, 3000), 'request:end')
+  t.match(ev.ends[0], { url: '/t', status: 101, error: null })
+  t.ok(await waitFor(() => be.sockets[0]?.readyState === WebSocket.CLOSED, 3000), 'the backend connection was closed too')
+  t.equal(proxy.routes[0].admission.active, 0, 'its slot is free')
 })
 
 t.test('WebSocket close codes and resets still propagate through the half-closing tunnel', async (t) => {
