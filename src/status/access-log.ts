@@ -11,7 +11,10 @@
  * outside printable ASCII become `\xHH`, so a crafted URL cannot forge a log line.
  *
  * The log never blocks the proxy: when the stream is more than `maxBuffered` bytes behind, lines
- * are dropped and counted (`dropped`) instead of queued.
+ * are dropped and counted (`dropped`) instead of queued. Nor does it bring the proxy down: a stream
+ * that fails (ENOSPC on a full disk, EACCES, a log directory that does not exist) emits 'error',
+ * which with no listener is an uncaught exception that ends the process; the log listens, keeps
+ * the first error in `error`, and counts every later line as dropped.
  */
 import type { Writable } from 'node:stream'
 import { ERRORS } from '../core/errors.js'
@@ -33,6 +36,8 @@ export interface AccessLog {
   /** Lines dropped because the stream was too far behind. */
   readonly dropped: number
   readonly written: number
+  /** The stream's first 'error' (ENOSPC, EACCES, ENOENT...), null while it works; lines after it are dropped. */
+  readonly error: Error | null
   /** Stop listening (the stream stays open; it belongs to the caller). */
   close (): void
 }
@@ -48,8 +53,12 @@ export function createAccessLog (events: ProxyEvents, opts: AccessLogOptions): A
   const now = opts.now ?? Date.now
   let dropped = 0
   let written = 0
+  let error: Error | null = null
+  // Without a listener a write error (a full disk) is an uncaught exception: the whole proxy exits.
+  const onError = (err: Error): void => { error ??= err }
+  opts.stream.on('error', onError)
   const onEnd = (e: EndEvent): void => {
-    if (opts.stream.writableLength > maxBuffered || opts.stream.destroyed) { dropped++; return }
+    if (error !== null || opts.stream.writableLength > maxBuffered || opts.stream.destroyed) { dropped++; return }
     const line = format === 'json' ? jsonLine(e, now()) : combinedLine(e, now())
     opts.stream.write(line + '\n')
     written++
@@ -58,7 +67,11 @@ export function createAccessLog (events: ProxyEvents, opts: AccessLogOptions): A
   return {
     get dropped () { return dropped },
     get written () { return written },
-    close () { events.off('request:end', onEnd) },
+    get error () { return error },
+    close () {
+      events.off('request:end', onEnd)
+      opts.stream.off('error', onError)
+    },
   }
 }
 
