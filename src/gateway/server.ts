@@ -86,6 +86,8 @@ export class Gateway {
       : createStatus({ routes: proxy.routes, events: proxy.events, get inflight () { return proxy.inflight }, spawns: spawnView(set) }, {
         ...(st.path !== undefined ? { path: st.path } : {}),
         ...(st.allow !== undefined ? { allow: st.allow } : {}),
+        // A reload: counters carry on from the status this one replaces, never down to zero.
+        ...(this.gen?.status != null ? { previous: this.gen.status } : {}),
       })
     return { gen: { config, proxy, spawns: set, status }, retired }
   }

@@ -21,7 +21,7 @@ import { parseTarget } from '../core/runtime.js'
 import { plainAddress, TrustedProxies } from '../core/trust.js'
 import { VERSION } from '../version.js'
 import { LiveView, type LiveOptions } from './live.js'
-import { createMetrics } from './metrics.js'
+import { createMetrics, type MetricsCarry } from './metrics.js'
 import { collectStatus, type StatusSnapshot, type StatusTarget } from './model.js'
 import { renderPage } from './page.js'
 import { StderrTail, type StderrTailOptions } from './stderr-tail.js'
@@ -44,6 +44,12 @@ export interface StatusOptions {
   title?: string
   live?: LiveOptions | false
   stderrTail?: StderrTailOptions
+  /**
+   * The status of the proxy this one replaces (a config reload builds a new proxy whose route and
+   * backend counters start at zero): its metric totals carry over, so no counter series goes down.
+   * Its metrics stop counting from here on.
+   */
+  previous?: StatusHandler
 }
 
 export interface StatusHandler {
@@ -57,6 +63,9 @@ export interface StatusHandler {
   close (): Promise<void>
 }
 
+/** How a status hands its metric totals to the one that replaces it (`previous`); not public API. */
+const handOvers = new WeakMap<StatusHandler, () => MetricsCarry | undefined>()
+
 export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): StatusHandler {
   const path = trimSlash(normalizePath(opts.path ?? STATUS_DEFAULTS.path))
   const livePath = `${path}/live`
@@ -67,7 +76,8 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const tail = new StderrTail(opts.stderrTail)
   if (proxy.spawns) tail.attach(proxy.spawns)
   const snapshot = (): StatusSnapshot => collectStatus(proxy, { software, startedAt, stderr: tail })
-  const metrics = metricsPath === null ? null : createMetrics(proxy, snapshot)
+  const carried = opts.previous === undefined ? undefined : handOvers.get(opts.previous)?.()
+  const metrics = metricsPath === null ? null : createMetrics(proxy, snapshot, carried)
   const live = opts.live === false ? null : new LiveView(proxy, snapshot, opts.live)
 
   const allowed = (req: IncomingMessage): boolean => allow.has(plainAddress(req.socket.remoteAddress))
@@ -114,7 +124,7 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
     return true
   }
 
-  return {
+  const self: StatusHandler = {
     handler,
     upgrade,
     snapshot,
@@ -124,6 +134,9 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       await live?.close()
     },
   }
+  // Metrics turned off here: whatever this status was handed passes on unchanged.
+  handOvers.set(self, () => metrics?.handOver() ?? carried)
+  return self
 }
 
 /**

@@ -19,17 +19,25 @@ import type { StatusSnapshot, StatusTarget } from './model.js'
 
 const SPAWN_STATES: readonly SpawnState[] = ['idle', 'waiting', 'starting', 'running', 'backoff', 'failed', 'stopping', 'stopped']
 
-/** Running totals per series that never decrease, whatever the source does. */
-class Monotonic {
-  private readonly series = new Map<string, { last: number, total: number }>()
+/**
+ * Running totals per series that never decrease, whatever the source does. A series is either
+ * `scoped` to the proxy (routes, their backends and latency: objects a new `createProxy` makes
+ * afresh, so after a hand-over to a reload's status their first value is a restart from zero, added
+ * in full) or not (spawned processes: the same objects on both sides of a reload).
+ */
+export class Monotonic {
+  private readonly series = new Map<string, { last: number, total: number, epoch: number }>()
   private seen = new Set<string>()
+  /** Bumped by a hand-over: scoped series of the previous proxy restart from zero. */
+  epoch = 0
 
-  total (key: string, raw: number): number {
+  total (key: string, raw: number, scoped = false): number {
     this.seen.add(key)
     const s = this.series.get(key)
-    if (s === undefined) { this.series.set(key, { last: raw, total: raw }); return raw }
-    s.total += raw >= s.last ? raw - s.last : raw
+    if (s === undefined) { this.series.set(key, { last: raw, total: raw, epoch: this.epoch }); return raw }
+    s.total += scoped && s.epoch !== this.epoch ? raw : raw >= s.last ? raw - s.last : raw
     s.last = raw
+    s.epoch = this.epoch
     return s.total
   }
 
@@ -38,6 +46,31 @@ class Monotonic {
     for (const k of this.series.keys()) if (!this.seen.has(k)) this.series.delete(k)
     this.seen = new Set()
   }
+}
+
+/** Event-fed counts (responses, failures, exits, restarts): label set -> count. */
+export class EventCounts {
+  private readonly counts = new Map<string, { labels: LabelValues<string>, n: number }>()
+  inc (labels: LabelValues<string>): void {
+    const key = JSON.stringify(labels)
+    const c = this.counts.get(key)
+    if (c === undefined) this.counts.set(key, { labels, n: 1 })
+    else c.n++
+  }
+
+  rows (): Array<[LabelValues<string>, number]> {
+    return [...this.counts.values()].map((c) => [c.labels, c.n])
+  }
+}
+
+/**
+ * What a reload's status takes over from the one it replaces (`createStatus({ previous })`), so no
+ * counter series goes down when the gateway swaps in a new proxy: the running totals and the
+ * event-fed counts.
+ */
+export interface MetricsCarry {
+  readonly mono: Monotonic
+  readonly events: { responses: EventCounts, failures: EventCounts, exits: EventCounts, restarts: EventCounts }
 }
 
 /** A histogram whose buckets are the route's own fixed latency buckets (no double bookkeeping). */
@@ -50,22 +83,26 @@ let RouteLatencyClass: ReturnType<typeof routeLatencyClass> | null = null
 
 function routeLatencyClass (Base: typeof Histogram) {
   return class RouteLatency extends Base<'route'> {
-    constructor (registry: Registry, private readonly snap: () => StatusTarget) {
+    constructor (registry: Registry, private readonly snap: () => StatusTarget, private readonly mono: Monotonic) {
       super({ ...LATENCY, labelNames: ['route'], buckets: LATENCY_BUCKETS_MS.map((b) => b / 1000), registers: [registry] })
     }
 
     private values (): Array<{ metricName: string, labels: LabelValues<string>, value: number }> {
       const out: Array<{ metricName: string, labels: LabelValues<string>, value: number }> = []
+      // Buckets, sum and count are counters too: through Monotonic, so a reload does not lower them.
+      const push = (metricName: string, labels: LabelValues<string>, raw: number): void => {
+        out.push({ metricName, labels, value: this.mono.total(`${metricName}${JSON.stringify(labels)}`, raw, true) })
+      }
       for (const r of this.snap().routes) {
         let cumulative = 0
         LATENCY_BUCKETS_MS.forEach((b, i) => {
           cumulative += r.stats.latency[i]
-          out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: b / 1000 }, value: cumulative })
+          push(`${LATENCY.name}_bucket`, { route: r.name, le: b / 1000 }, cumulative)
         })
         cumulative += r.stats.latency[LATENCY_BUCKETS_MS.length]
-        out.push({ metricName: `${LATENCY.name}_bucket`, labels: { route: r.name, le: '+Inf' }, value: cumulative })
-        out.push({ metricName: `${LATENCY.name}_sum`, labels: { route: r.name }, value: r.stats.latencySumMs / 1000 })
-        out.push({ metricName: `${LATENCY.name}_count`, labels: { route: r.name }, value: cumulative })
+        push(`${LATENCY.name}_bucket`, { route: r.name, le: '+Inf' }, cumulative)
+        push(`${LATENCY.name}_sum`, { route: r.name }, r.stats.latencySumMs / 1000)
+        push(`${LATENCY.name}_count`, { route: r.name }, cumulative)
       }
       return out
     }
@@ -86,24 +123,43 @@ export interface Metrics {
   readonly registry: Registry
   /** Text exposition format (content type in `registry.contentType`). */
   render (): Promise<string>
+  /**
+   * Hand the running totals over to the metrics of the proxy that replaces this one (a reload);
+   * this one stops counting spawn events (the new one sees the same spawns) and counts its own
+   * requests still draining into the counts handed over; the new one continues every series from
+   * where it was.
+   */
+  handOver (): MetricsCarry
   close (): void
 }
 
-export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapshot): Metrics {
+export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapshot, carry?: MetricsCarry): Metrics {
   const { Counter, Gauge, Registry } = prom()
   const RouteLatency = (RouteLatencyClass ??= routeLatencyClass(prom().Histogram))
   const registry = new Registry()
-  const mono = new Monotonic()
+  const mono = carry?.mono ?? new Monotonic()
+  // Series of this proxy's routes and backends start from zero: a hand-over adds them on top.
+  if (carry !== undefined) mono.epoch++
+  const ev = carry?.events ?? { responses: new EventCounts(), failures: new EventCounts(), exits: new EventCounts(), restarts: new EventCounts() }
   let current: StatusSnapshot | null = null
   // One snapshot per scrape, shared by every collect() of that scrape.
   const snap = (): StatusSnapshot => (current ??= snapshot())
 
-  const counter = (name: string, help: string, labelNames: string[], rows: (s: StatusSnapshot) => Array<[LabelValues<string>, number]>): void => {
+  const counter = (name: string, help: string, labelNames: string[], rows: (s: StatusSnapshot) => Array<[LabelValues<string>, number]>, scoped = true): void => {
     new Counter({
       name, help, labelNames, registers: [registry],
       collect () {
         this.reset()
-        for (const [labels, raw] of rows(snap())) this.inc(labels, mono.total(`${name}${JSON.stringify(labels)}`, raw))
+        for (const [labels, raw] of rows(snap())) this.inc(labels, mono.total(`${name}${JSON.stringify(labels)}`, raw, scoped))
+      },
+    })
+  }
+  const eventCounter = (name: string, help: string, labelNames: string[], counts: EventCounts): void => {
+    new Counter({
+      name, help, labelNames, registers: [registry],
+      collect () {
+        this.reset()
+        for (const [labels, n] of counts.rows()) this.inc(labels, n)
       },
     })
   }
@@ -124,7 +180,7 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   gauge('proxycore_route_active', 'Exchanges holding an admission slot.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.active]))
   gauge('proxycore_route_queued', 'Exchanges waiting for an admission slot.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.queued]))
   gauge('proxycore_route_available_ratio', 'Usable backends (or ready processes) over capacity, 0..1.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.capacity === 0 ? 0 : r.available / r.capacity]))
-  new RouteLatency(registry, () => proxy)
+  new RouteLatency(registry, () => proxy, mono)
 
   const backendRows = (s: StatusSnapshot, pick: (b: StatusSnapshot['routes'][number]['backends'][number]) => number): Array<[LabelValues<string>, number]> =>
     s.routes.flatMap((r) => r.backends.map((b): [LabelValues<string>, number] => [{ route: r.name, backend: b.id, source: b.source }, pick(b)]))
@@ -147,25 +203,30 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
       const v = pick(p)
       return v === null || p.pid === null ? [] : [[{ spawn: sp.name, id: p.id, pid: p.pid }, v]]
     }))
-  counter('proxycore_process_requests_total', 'Requests handed to a spawned process.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.requests))
-  counter('proxycore_process_cpu_seconds_total', 'User+system CPU of a spawned process and its reaped children.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.cpuSeconds))
+  // Processes outlive a reload (the same managers): not scoped to this proxy.
+  counter('proxycore_process_requests_total', 'Requests handed to a spawned process.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.requests), false)
+  counter('proxycore_process_cpu_seconds_total', 'User+system CPU of a spawned process and its reaped children.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.cpuSeconds), false)
   gauge('proxycore_process_resident_memory_bytes', 'Resident set size of a spawned process.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.rssBytes))
   gauge('proxycore_process_inflight', 'Exchanges in flight on a spawned process.', ['spawn', 'id', 'pid'], (s) => procRows(s, (p) => p.inflight))
 
-  // Event-fed counters: monotonic by construction.
-  const responses = new Counter({ name: 'proxycore_responses_total', help: 'Responses sent, per route and status code (499 = client went away).', labelNames: ['route', 'status'], registers: [registry] })
-  const failures = new Counter({ name: 'proxycore_request_failures_total', help: 'Exchanges that failed, per route and stable error code.', labelNames: ['route', 'code'], registers: [registry] })
-  const exits = new Counter({ name: 'proxycore_spawn_exits_total', help: 'Spawned processes that exited, expected (stop, recycle) or not (crash).', labelNames: ['spawn', 'expected'], registers: [registry] })
-  const restarts = new Counter({ name: 'proxycore_spawn_restarts_total', help: 'Crash restarts scheduled by the supervisor.', labelNames: ['spawn'], registers: [registry] })
+  // Event-fed counters: monotonic by construction, and handed over on reload.
+  eventCounter('proxycore_responses_total', 'Responses sent, per route and status code (499 = client went away).', ['route', 'status'], ev.responses)
+  eventCounter('proxycore_request_failures_total', 'Exchanges that failed, per route and stable error code.', ['route', 'code'], ev.failures)
+  eventCounter('proxycore_spawn_exits_total', 'Spawned processes that exited, expected (stop, recycle) or not (crash).', ['spawn', 'expected'], ev.exits)
+  eventCounter('proxycore_spawn_restarts_total', 'Crash restarts scheduled by the supervisor.', ['spawn'], ev.restarts)
   const onEnd = (e: RequestEndEvent): void => {
-    responses.inc({ route: e.route, status: clientStatus(e) })
-    if (e.error !== null) failures.inc({ route: e.route, code: e.error })
+    ev.responses.inc({ route: e.route, status: clientStatus(e) })
+    if (e.error !== null) ev.failures.inc({ route: e.route, code: e.error })
   }
-  const onExit = (e: SpawnEvents['exit'][0]): void => { exits.inc({ spawn: e.spawn, expected: String(e.expected) }) }
-  const onRestart = (e: SpawnEvents['restart'][0]): void => { restarts.inc({ spawn: e.spawn }) }
+  const onExit = (e: SpawnEvents['exit'][0]): void => { ev.exits.inc({ spawn: e.spawn, expected: String(e.expected) }) }
+  const onRestart = (e: SpawnEvents['restart'][0]): void => { ev.restarts.inc({ spawn: e.spawn }) }
   proxy.events.on('request:end', onEnd)
   proxy.spawns?.on('exit', onExit)
   proxy.spawns?.on('restart', onRestart)
+  const stopSpawns = (): void => {
+    proxy.spawns?.off('exit', onExit)
+    proxy.spawns?.off('restart', onRestart)
+  }
 
   return {
     registry,
@@ -178,10 +239,15 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
         mono.sweep()
       }
     },
+    handOver () {
+      // The spawn managers are shared with the new proxy's status: stop now, or exits count twice.
+      // This proxy's own requests still draining go on counting, into the counts handed over.
+      stopSpawns()
+      return { mono, events: ev }
+    },
     close () {
       proxy.events.off('request:end', onEnd)
-      proxy.spawns?.off('exit', onExit)
-      proxy.spawns?.off('restart', onRestart)
+      stopSpawns()
     },
   }
 }

@@ -208,3 +208,36 @@ t.test('a second SIGTERM kills the children of a retired generation still draini
   t.equal(await s.exited, 1)
   t.ok(await waitFor(() => seen.every((p) => !alive(p))), `no spawned process outlives proxycore: ${seen.filter(alive).join(' ')}`)
 })
+
+t.test('counters carry on across a reload: /metrics goes on from where it was, never back to zero', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { file, app } = setup(t)
+  writeFileSync(file, spawnYaml(app, '127.0.0.1:0'))
+  const s = await serve(file)
+  const seen: number[] = []
+  killer(t, s, () => seen)
+  for (let i = 0; i < 3; i++) t.equal((await get(`${s.url}/`)).status, 200)
+  const value = async (series: string): Promise<number> => {
+    const text = (await get(`${s.url}/metrics`)).body
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `))
+    return line === undefined ? NaN : Number(line.slice(series.length + 1))
+  }
+  const REQUESTS = 'proxycore_route_requests_total{route="app"}'
+  const RESPONSES = 'proxycore_responses_total{route="app",status="200"}'
+  t.equal(await value(REQUESTS), 3)
+  t.equal(await value(RESPONSES), 3)
+
+  // A changed spawn and a new status path: a new proxy, a new status, the same counters.
+  writeFileSync(file, spawnYaml(app, '127.0.0.1:0', '    environment: { TAG: v2 }\n'))
+  const mark = s.logs().length
+  s.child.kill('SIGHUP')
+  await s.waitLog('reloaded', mark)
+  t.equal(await value(REQUESTS), 3, 'the route counter kept its total')
+  t.equal(await value(RESPONSES), 3, 'so did the responses')
+  t.equal((await get(`${s.url}/`)).body.split(' ')[1], 'v2', 'the new generation serves')
+  t.equal(await value(REQUESTS), 4, 'and counts on')
+  t.equal(await value(RESPONSES), 4)
+
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+})
