@@ -6,6 +6,7 @@
  * Merge rule: a file's included routes come before its own routes, so the main file's catch-all
  * stays last; spawns and tenants are unions, and a name defined twice is an error naming both places.
  */
+import { stat } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { lazy } from '../lazy.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
@@ -113,7 +114,11 @@ class Merger {
       const matches = (await fastGlob()(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
       // A glob matching nothing is an empty conf.d; a plain path that is missing is a mistake.
       if (matches.length === 0 && !fastGlob().isDynamicPattern(p)) {
-        this.issues.push({ path: `/${at.join('/')}`, message: `included file not found: ${p}`, found: p, expected: 'an existing file, or a glob', source: positionOf(from, at) })
+        // fast-glob lists regular files only: a directory, FIFO or device is there, but not a file.
+        const kind = await stat(resolve(dirname(from.file), p)).then((st) => st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isSocket() ? 'a socket' : 'not a regular file', () => null)
+        this.issues.push(kind === null
+          ? { path: `/${at.join('/')}`, message: `included file not found: ${p}`, found: p, expected: 'an existing file, or a glob', source: positionOf(from, at) }
+          : { path: `/${at.join('/')}`, message: `included path is not a regular file: ${p} (${kind})`, found: p, expected: 'a regular file, or a glob (conf.d/*.yaml)', source: positionOf(from, at) })
       }
       for (const m of matches) if (!out.includes(m)) out.push(m)
     }

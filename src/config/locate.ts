@@ -3,7 +3,8 @@
  * so any issue path (`/routes/2/match/prefix`) maps back to `file:line:col`. An unknown key points
  * at the key itself, a missing one at its parent, a bad value at the value.
  */
-import { readFile } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { relative } from 'node:path'
 import type { Document, LineCounter } from 'yaml'
 import { lazy } from '../lazy.js'
@@ -30,18 +31,27 @@ export function displayName (file: string): string {
 export async function parseFile (file: string): Promise<{ parsed: ParsedFile | null, issues: ConfigIssue[] }> {
   const display = displayName(file)
   let text: string
-  try { text = await readFile(file, 'utf8') } catch (err) {
+  try { text = await readText(file) } catch (err) {
     return { parsed: null, issues: [{ path: '', message: `cannot read ${display}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, source: display }] }
   }
   const { LineCounter, parseDocument } = yaml()
   const lines = new LineCounter()
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, merge: true })
+  let doc: Document
+  try {
+    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, merge: true })
+  } catch (err) {
+    // yaml's parser recurses once per level of block nesting: a few thousand levels overflow the
+    // stack, which it throws instead of reporting (a crash with a stack trace, exit 1).
+    if (!(err instanceof RangeError)) throw err
+    return { parsed: null, issues: [{ path: '', message: `syntax: the file nests too deeply to parse (${err.message})`, source: display }] }
+  }
   if (doc.errors.length > 0) {
     return {
       parsed: null,
       issues: doc.errors.map((e) => {
         const pos = lines.linePos(e.pos[0])
-        return { path: '', message: `syntax: ${e.message.split('\n')[0]}`, source: `${display}:${pos.line}:${pos.col}` }
+        const first = e.message.split('\n')[0]
+        return { path: '', message: /^Maximum call stack/.test(first) ? `syntax: the file nests too deeply to parse (${first})` : `syntax: ${first}`, source: `${display}:${pos.line}:${pos.col}` }
       }),
     }
   }
@@ -68,7 +78,67 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
       }],
     }
   }
+  const deep = tooDeep(value)
+  if (deep !== null) {
+    const message = deep.cycle ? 'syntax: a YAML alias refers to a node that contains it (the value would be infinite)' : `syntax: nested deeper than ${MAX_DEPTH} levels`
+    return { parsed: null, issues: [{ path: deep.at.map((k) => `/${escapeKey(String(k))}`).join(''), message, source: positionOf({ file, display, doc, lines, value }, deep.at) }] }
+  }
   return { parsed: { file, display, doc, lines, value }, issues: [] }
+}
+
+/** The largest config file read (a config is kilobytes; /dev/zero or a log file by mistake is not). */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+/** Nesting a config never needs (the deepest schema path is ~8 levels); deeper would only overflow later recursive stages. */
+export const MAX_DEPTH = 64
+
+/**
+ * A regular file's text, at most MAX_CONFIG_BYTES. O_NONBLOCK so that opening a FIFO does not
+ * wait for a writer forever; anything but a regular file (FIFO, device, socket) is refused before
+ * a byte is read, and a directory keeps its EISDIR.
+ */
+async function readText (file: string): Promise<string> {
+  const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
+  try {
+    const st = await fh.stat()
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
+    if (!st.isFile()) {
+      const kind = st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'a special file'
+      throw new Error(`not a regular file (${kind})`)
+    }
+    const tooBig = (): Error => new Error(`larger than ${MAX_CONFIG_BYTES / 1024 / 1024} MiB (not a config file?)`)
+    if (st.size > MAX_CONFIG_BYTES) throw tooBig()
+    // Read at most one byte past the limit: the file may grow after the stat.
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1)
+    let n = 0
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null)
+      if (bytesRead === 0) break
+      n += bytesRead
+      if (n > MAX_CONFIG_BYTES) throw tooBig()
+    }
+    return buf.toString('utf8', 0, n)
+  } finally {
+    await fh.close()
+  }
+}
+
+/**
+ * The first value nested deeper than MAX_DEPTH, or inside itself (`x: &a [*a]`: yaml's toJS builds
+ * a cyclic value), walked iteratively so that nothing here can overflow the stack.
+ */
+function tooDeep (value: unknown): { at: Array<string | number>, cycle: boolean } | null {
+  const stack: Array<{ v: unknown, at: Array<string | number>, up: object[] }> = [{ v: value, at: [], up: [] }]
+  while (stack.length > 0) {
+    const { v, at, up } = stack.pop() as { v: unknown, at: Array<string | number>, up: object[] }
+    if (typeof v !== 'object' || v === null) continue
+    if (up.includes(v)) return { at, cycle: true }
+    if (at.length >= MAX_DEPTH) return { at, cycle: false }
+    const here = [...up, v]
+    if (Array.isArray(v)) v.forEach((x, i) => stack.push({ v: x, at: [...at, i], up: here }))
+    else for (const [k, x] of Object.entries(v)) stack.push({ v: x, at: [...at, k], up: here })
+  }
+  return null
 }
 
 /** yaml's limit on alias uses (an alias of a node that holds aliases counts as many). */
