@@ -14,12 +14,21 @@ const SIZE_BYTES: Record<string, number> = {
 export const DURATION_PATTERN = '^\\d+(\\.\\d+)?\\s*(ms|s|m|h|d)?$'
 export const SIZE_PATTERN = '^\\d+(\\.\\d+)?\\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?$'
 
-/** Milliseconds; null when not a duration. A bare number (or numeric string) is milliseconds. */
+/**
+ * The longest duration a timer can wait: Node.js sets a `setTimeout` above 2^31-1 ms (24.8 days)
+ * to 1 ms, so `drainTimeout: 30d` would have cut every in-flight request at once.
+ */
+export const MAX_DURATION_MS = 2_147_483_647
+
+/**
+ * Milliseconds; null when not a duration. A bare number (or numeric string) is milliseconds.
+ * Longer than MAX_DURATION_MS (`30d`, `1e308`) is MAX_DURATION_MS: "practically forever" stays that.
+ */
 export function parseDuration (v: number | string): number | null {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v : null
+  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? Math.min(v, MAX_DURATION_MS) : null
   const m = DURATION.exec(v.trim())
   if (m === null) return null
-  return Math.round(Number(m[1]) * DURATION_MS[m[2] ?? 'ms'])
+  return Math.min(Math.round(Number(m[1]) * DURATION_MS[m[2] ?? 'ms']), MAX_DURATION_MS)
 }
 
 /** Bytes; null when not a size. */
