@@ -9,6 +9,7 @@ import { setFlagsFromString } from 'node:v8'
 import '../index.js'
 import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
+import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
 import { ConfigError } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
@@ -16,7 +17,7 @@ import { Gateway } from '../gateway/server.js'
 import { LOG_LEVELS } from '../logger.js'
 import { VERSION } from '../version.js'
 import { cliLogger } from './log.js'
-import { fetchStatus, statusTable } from './status.js'
+import { fetchStatus, STATUS_TIMEOUT_MS, statusTable } from './status.js'
 
 const USAGE = `proxycore ${VERSION} — reverse proxy and process spawner for FastCGI, SCGI, HTTP and CGI backends
 
@@ -26,13 +27,22 @@ Usage:
                                     validate a config: exit 0 valid, 2 invalid (every problem listed);
                                     --explain adds field docs and the identity/suEXEC refusal of
                                     every user-switched spawn (code and reason), nothing started
-  proxycore status [url|host:port]  status table (default http://127.0.0.1:8080/server-status;
-                                    host:port means http://host:port/server-status)
+  proxycore status [url|host:port] [--timeout=10s]
+                                    status table (default http://127.0.0.1:8080/server-status;
+                                    host:port means http://host:port/server-status); gives up
+                                    after --timeout (default 10s)
   proxycore --help | --version
 
 Signals (serve): SIGHUP reload, SIGTERM/SIGINT graceful stop (twice: immediate).
 Environment: PROXYCORE_LOG_LEVEL (fatal|error|warn|info|debug|trace|silent; default from the config,
   else info), PROXYCORE_LOG_FORMAT=json.`
+
+/** `listen` failures an operator fixes in the config or the system, in words (exit 1, no stack). */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use (another process listens there; stop it or change `listen`)',
+  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a unix socket needs a writable directory)',
+  EADDRNOTAVAIL: 'address not available (no local interface has this address)',
+}
 
 function usageError (msg: string): number {
   process.stderr.write(`proxycore: ${msg}\n\n${USAGE}\n`)
@@ -71,8 +81,9 @@ function statusUrl (arg: string): string {
 }
 
 /** `fetch failed` says nothing: name the URL and the cause (ECONNREFUSED, ENOTFOUND, …). */
-function fetchError (url: string, err: unknown): string {
+function fetchError (url: string, err: unknown, timeoutMs: number): string {
   const e = err as Error & { cause?: { code?: string, message?: string } }
+  if (e.name === 'TimeoutError') return `no answer from ${url} within ${timeoutMs} ms (is it proxycore? --timeout=30s waits longer)`
   if (e.message === 'fetch failed' || e.cause !== undefined) {
     const cause = e.cause?.code ?? e.cause?.message ?? e.message
     return `cannot reach ${url}: ${cause}${cause === 'ECONNREFUSED' ? ' (is proxycore serving there, with `status` in its config?)' : ''}`
@@ -109,7 +120,15 @@ async function check (args: string[]): Promise<number> {
 }
 
 async function status (args: string[]): Promise<number> {
-  const parsed = parseArgs('status', args, 'URL')
+  let timeoutMs = STATUS_TIMEOUT_MS
+  const rest: string[] = []
+  for (const a of args) {
+    if (!a.startsWith('--timeout=')) { rest.push(a); continue }
+    const ms = parseDuration(a.slice('--timeout='.length))
+    if (ms === null || ms <= 0) return usageError(`status: --timeout needs a duration above 0 like "10s" or "500ms": ${JSON.stringify(a)}`)
+    timeoutMs = ms
+  }
+  const parsed = parseArgs('status', rest, 'URL', ['--timeout=DURATION'])
   if (parsed.error !== undefined) return usageError(parsed.error)
   let url: string
   try {
@@ -118,10 +137,10 @@ async function status (args: string[]): Promise<number> {
     return usageError(`status: ${(err as Error).message}`)
   }
   try {
-    process.stdout.write(`${statusTable(await fetchStatus(url))}\n`)
+    process.stdout.write(`${statusTable(await fetchStatus(url, timeoutMs))}\n`)
     return 0
   } catch (err) {
-    process.stderr.write(`proxycore status: ${fetchError(url, err)}\n`)
+    process.stderr.write(`proxycore status: ${fetchError(url, err, timeoutMs)}\n`)
     return 1
   }
 }
@@ -193,6 +212,14 @@ async function serve (args: string[]): Promise<number> {
     if (err instanceof ConfigError) {
       for (const i of err.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
       return 2
+    }
+    const e = err as NodeJS.ErrnoException & { address?: string, port?: number }
+    const why = e.syscall === 'listen' && e.code !== undefined ? LISTEN_ERRORS[e.code] : undefined
+    if (why !== undefined) {
+      // An operator's mistake, not a bug: one line naming the address and what to do, no stack.
+      const address = e.port !== undefined ? `${(e.address ?? '').includes(':') ? `[${e.address ?? ''}]` : e.address ?? ''}:${e.port}` : `unix:${e.address ?? ''}`
+      log.error({ code: e.code, address }, `cannot listen on ${address}: ${why}`)
+      return 1
     }
     log.error({ err }, 'start failed')
     return 1

@@ -29,10 +29,28 @@ export function statusTable (j: StatusJson): string {
   return out.join('\n')
 }
 
-export async function fetchStatus (url: string): Promise<StatusJson> {
+/** How long `proxycore status` waits for the whole answer by default (`--timeout=` changes it). */
+export const STATUS_TIMEOUT_MS = 10_000
+
+/** The page answered, but not with proxycore's status JSON (another server, a wrong path). */
+export class NotStatusError extends Error {}
+
+export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<StatusJson> {
   const u = new URL(url)
   if (!u.searchParams.has('format')) u.searchParams.set('format', 'json')
-  const res = await fetch(u, { headers: { accept: 'application/json' } })
+  // One deadline for connect, head and body: a server that accepts and never answers (or trickles
+  // its body) must not hang the command.
+  const res = await fetch(u, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) })
   if (!res.ok) throw new Error(`${u.href}: HTTP ${res.status}`)
-  return await res.json() as StatusJson
+  const type = res.headers.get('content-type') ?? '(none)'
+  const text = await res.text()
+  let j: unknown
+  try { j = JSON.parse(text) } catch {
+    throw new NotStatusError(`${u.href} is not a proxycore status page: the answer is not JSON (content-type ${type})`)
+  }
+  const o = j as Partial<StatusJson> | null
+  if (typeof o !== 'object' || o === null || typeof o.software !== 'string' || !Array.isArray(o.routes) || !Array.isArray(o.spawns)) {
+    throw new NotStatusError(`${u.href} is not a proxycore status page: the JSON has no software, routes and spawns`)
+  }
+  return o as StatusJson
 }
