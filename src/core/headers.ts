@@ -35,6 +35,13 @@ export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
   }
   const te = req.headers['transfer-encoding']
   if (te !== undefined) {
+    // RFC 9112 §6.1: both framings is the smuggling shape and "ought to be handled as an error".
+    // node's strict parser 400s it itself; a server made with `insecureHTTPParser` (or a process
+    // run with --insecure-http-parser) hands it over, and the client's Content-Length would then
+    // reach the backend in front of a de-chunked body of another length.
+    if (req.headers['content-length'] !== undefined) {
+      return new ProxyError('ERR_BAD_REQUEST', 'both Transfer-Encoding and Content-Length', { phase: 'route' })
+    }
     // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means faulty framing.
     if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
       return new ProxyError('ERR_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request', { phase: 'route' })
