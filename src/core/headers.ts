@@ -229,6 +229,58 @@ function rewriteCookie (value: string, rw: ResponseRewrite): string {
   })
 }
 
+/**
+ * Fields a trailer section must not carry across the proxy (RFC 9110 §6.5.1: framing, routing,
+ * request modifiers, authentication, response control data, how to process the content). A client
+ * that merged one into the head (`Set-Cookie`, `Location`, `Content-Type`, `Content-Length`) would
+ * take the backend's trailer for a header the head never had.
+ */
+const NOT_IN_TRAILERS = new Set([
+  'content-length', 'host', 'cache-control', 'expect', 'max-forwards', 'pragma', 'range',
+  'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range',
+  'authorization', 'proxy-authorization', 'www-authenticate', 'proxy-authenticate', 'set-cookie', 'cookie',
+  'age', 'expires', 'date', 'location', 'retry-after', 'vary', 'warning',
+  'content-encoding', 'content-type', 'content-range',
+])
+
+/**
+ * Trailer fields for the client: drop the hop-by-hop fields, the fields the response head's
+ * `Connection` named (RFC 9110 §7.6.1: "any header or trailer field(s)"), and the fields that may
+ * not be trailers at all (NOT_IN_TRAILERS). Duplicates are kept in order.
+ */
+export function filterTrailers (raw: RawHeaders, head: RawHeaders): RawHeaders {
+  let listed: Set<string> | null = null
+  for (let i = 0; i < head.length; i += 2) {
+    if (head[i].length === 10 && head[i].toLowerCase() === 'connection') {
+      const l = connectionListed(head[i + 1])
+      if (l !== null) { listed ??= new Set(); for (const n of l) listed.add(n) }
+    }
+  }
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i].toLowerCase()
+    if (HOP_BY_HOP.has(lower) || NOT_IN_TRAILERS.has(lower) || (listed !== null && listed.has(lower))) continue
+    out.push(raw[i], raw[i + 1])
+  }
+  return out
+}
+
+/**
+ * The reason phrase to send for an HTTP backend's, or null when the response must be refused.
+ * undici decodes the phrase as UTF-8 (header values it keeps as bytes); node:http writes it as
+ * latin1 and throws ERR_INVALID_CHAR for anything but HTAB, SP, VCHAR and obs-text, keeping the bad
+ * phrase as `statusMessage` so that the error page after it throws too (the client hangs).
+ * - Control characters (RFC 9112 §4 allows none): null, a 502 as for a CGI Status line.
+ * - obs-text: the backend's own bytes again (UTF-8 → latin1 is exact for what decoded cleanly);
+ *   bytes that were not UTF-8 are gone (U+FFFD), so the phrase is dropped: node sends its own.
+ */
+export function reasonPhrase (text: string): string | null {
+  if (/^[\t\x20-\x7e]*$/.test(text)) return text
+  if (/[\x00-\x08\x0a-\x1f\x7f]/.test(text)) return null
+  if (text.includes('\ufffd')) return ''
+  return Buffer.from(text, 'utf8').toString('latin1')
+}
+
 /** RFC 9110 §15: status codes are three digits, 100–599. A backend sending 999 gets a 502. */
 export function validStatus (status: number): boolean {
   return Number.isInteger(status) && status >= 100 && status <= 599

@@ -13,6 +13,7 @@ import type { Duplex, Readable } from 'node:stream'
 import type { Pool, buildConnector } from 'undici'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, type ErrorCode, type ErrorPhase } from '../../core/errors.js'
+import { filterTrailers, reasonPhrase } from '../../core/headers.js'
 import { isIdempotent } from '../../core/idempotent.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, FlowControl, RawHeaders, ResponseHandler, UpgradeHandler } from '../../core/types.js'
 import { lazy } from '../../lazy.js'
@@ -156,6 +157,8 @@ class ExchangeHandler implements FlowControl {
   private abortFn: ((err: Error) => void) | null = null
   private headSeen = false
   private finished = false
+  /** The response head's fields: its `Connection` names the trailer fields to drop too. */
+  private head: RawHeaders = []
 
   constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: ResponseHandler) {}
 
@@ -176,15 +179,22 @@ class ExchangeHandler implements FlowControl {
     this.headSeen = true
     this.resumeFn = resume
     const headers = toStrings(raw)
-    const bad = framingProblem(headers)
+    const reason = reasonPhrase(statusText)
+    const bad = framingProblem(headers) ??
+      // node:http would refuse it in writeHead, and then in the 502 after it: refused here instead.
+      (reason === null ? 'control character in the reason phrase' : null)
     if (bad !== null) {
       // llhttp accepts these, but the body framing is ambiguous: 502 now, connection destroyed.
-      this.abortFn?.(new Error(bad))
+      // undici hands the abort reason straight to onError, which keeps a ProxyError as it is:
+      // the code stays ERR_BAD_RESPONSE (a plain Error would be mapped to ERR_PROTOCOL).
+      const err = new ProxyError('ERR_BAD_RESPONSE', bad, { phase: 'head', backend: this.client.endpoint.id })
       this.headSeen = false
-      if (this.end()) this.h.onError(new ProxyError('ERR_BAD_RESPONSE', bad, { phase: 'head', backend: this.client.endpoint.id }))
+      this.abortFn?.(err)
+      if (this.end()) this.h.onError(err)
       return false
     }
-    this.h.onHead(status, headers, this, statusText)
+    this.head = headers
+    this.h.onHead(status, headers, this, reason as string)
     // RFC 9110 §6.4.1: 204 and 304 end at their head, whatever Content-Length says. undici would
     // call a 304 with `Content-Length: 120` a length mismatch; stray bytes make it destroy the
     // socket, which is what we want, but the client's response is already complete.
@@ -197,7 +207,9 @@ class ExchangeHandler implements FlowControl {
   onData (chunk: Buffer): boolean { return this.finished ? true : this.h.onData(chunk) }
 
   onComplete (trailers: Buffer[] | null): void {
-    if (this.end()) this.h.onEnd(trailers !== null && trailers.length > 0 ? toStrings(trailers) : undefined)
+    if (!this.end()) return
+    const kept = trailers !== null && trailers.length > 0 ? filterTrailers(toStrings(trailers), this.head) : []
+    this.h.onEnd(kept.length > 0 ? kept : undefined)
   }
 
   onError (err: Error): void {
@@ -309,7 +321,11 @@ function mapError (err: Error & { code?: string }, phase: ErrorPhase, backend: s
   if (code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'HPE_HEADER_OVERFLOW') mapped = 'ERR_RESPONSE_HEAD_TOO_LARGE'
   else if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || err.message === 'bad response' || err.message === 'bad upgrade') mapped = 'ERR_BAD_RESPONSE'
   else if (code === 'ECONNRESET' || code === HIDDEN_RESET || code === 'EPIPE') mapped = 'ERR_BACKEND_RESET'
-  else if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BACKEND_CLOSED'
+  // undici reports ANY parse error as a length mismatch once a Content-Length was read
+  // (client-h1.js createError): before the head was delivered that is a malformed head
+  // (`Content-Length: 2, 2`, two different values), never a closed connection to replay on.
+  else if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') mapped = phase === 'head' ? 'ERR_BAD_RESPONSE' : 'ERR_BACKEND_CLOSED'
+  else if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') mapped = 'ERR_BACKEND_CLOSED'
   else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BAD_REQUEST'
   else mapped = 'ERR_PROTOCOL'
   return new ProxyError(mapped, `${code || err.name}: ${err.message}`, { phase, backend, cause: err })
