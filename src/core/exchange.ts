@@ -292,7 +292,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (statusText !== undefined && statusText !== '') this.res.writeHead(status, statusText, out)
       else this.res.writeHead(status, out)
     } catch (err) {
-      // node:http refused a header value (invalid characters): the backend's fault.
+      // node:http refused a header value or the reason phrase (invalid characters): the backend's
+      // fault. writeHead kept that phrase as statusMessage, and the 502 page's writeHead would
+      // reuse it (throwing again: the client hung) — the error page gets node's own phrase.
+      this.res.statusMessage = ''
       this.phase = Phase.Dispatched
       this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err }))
     }
