@@ -33,7 +33,7 @@ import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import { ProxyError, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
 import { authorizeExchange } from './exchange.js'
-import { filterResponseHeaders, forwardRequestHeaders, validStatus } from './headers.js'
+import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { endEvent } from './events.js'
@@ -216,7 +216,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     const out = filterResponseHeaders(headers, 101, null, this.httpVersion)
     let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
     for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
-    s.write(`${text}\r\n`)
+    s.write(`${text}\r\n`, 'latin1')
     if (head.length > 0) { this.bytesOut += head.length; s.write(head) }
     // What the client sent so far, in order: node's `head`, then what was read while waiting.
     if (this.head.length > 0 || early.length > 0) backend.write(early.length === 0 ? this.head : Buffer.concat([this.head, ...early]))
@@ -237,7 +237,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
     if (this.phase !== Phase.Connecting) return
-    if (!validStatus(status)) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backendId })); return }
+    // The status line is written by hand here: a reason phrase with a control character is refused
+    // as node:http would refuse it, never written raw to the client.
+    const reason = reasonPhrase(statusText ?? '')
+    if (!validStatus(status) || reason === null) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', reason === null ? 'control character in the reason phrase' : `status ${status}`, { phase: 'head', backend: this.backendId })); return }
     this.stopTimer()
     this.phase = Phase.Response
     this.status = status
@@ -248,14 +251,14 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     const out = filterResponseHeaders(headers, status, null, this.httpVersion)
     let chunked = false
     for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() === 'transfer-encoding') chunked = true
-    let text = `HTTP/1.1 ${status} ${statusText ?? STATUS_CODES[status] ?? ''}\r\n`
+    let text = `HTTP/1.1 ${status} ${reason !== '' ? reason : STATUS_CODES[status] ?? ''}\r\n`
     for (let i = 0; i < out.length; i += 2) {
       // A Content-Length stays (the client can tell a cut body); a chunked body arrives decoded.
       if (chunked && out[i].toLowerCase() === 'content-length') continue
       text += `${out[i]}: ${out[i + 1]}\r\n`
     }
     // The body ends with the connection, whatever its length.
-    this.socket.write(`${text}connection: close\r\n\r\n`)
+    this.socket.write(`${text}connection: close\r\n\r\n`, 'latin1')
     this.startTimer(this.route.timeouts.idle)
   }
 

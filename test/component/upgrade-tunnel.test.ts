@@ -212,6 +212,36 @@ t.test('a plain answer to a client that does not read is bounded: the backend is
   t.match(ev.ends, [{ status: 200, error: null, bytesOut: TOTAL }])
 })
 
+t.test('the status line and fields of an upgrade answer: backend bytes passed as they came, a control character refused', async (t) => {
+  // Raw bytes a real server may send: a latin1 field value (obs-text) and a UTF-8 reason phrase.
+  const be = await rawBackend(t, (s) => {
+    let got = ''
+    s.on('data', (d: Buffer) => {
+      got += d.toString('latin1')
+      if (!got.includes('\r\n\r\n')) return
+      if (got.startsWith('GET /ctl')) s.end(Buffer.from('HTTP/1.1 401 Unauth\x01orized\r\nContent-Length: 0\r\n\r\n', 'latin1'))
+      else if (got.startsWith('GET /plain')) s.end(Buffer.concat([Buffer.from('HTTP/1.1 403 '), Buffer.from('Verboten – nein', 'utf8'), Buffer.from('\r\nX-Name: caf\xe9\r\nContent-Length: 2\r\n\r\nno', 'latin1')]))
+      else s.write(Buffer.from('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\nX-Name: caf\xe9\r\n\r\n', 'latin1'))
+    })
+  })
+  const { port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address] }] })
+
+  const tunnel = new RawClient(t, port, UPGRADE('/up', 'echo'))
+  t.ok(await waitFor(() => tunnel.text.includes('\r\n\r\n'), 3000))
+  t.match(tunnel.text, /^HTTP\/1\.1 101 [^]*\r\nX-Name: caf\xe9\r\n/i, '101: the latin1 byte as it came, not UTF-8-encoded')
+
+  const plain = new RawClient(t, port, UPGRADE('/plain', 'echo'))
+  await plain.closed
+  const utf8 = Buffer.from('Verboten – nein', 'utf8').toString('latin1')
+  t.ok(plain.text.startsWith(`HTTP/1.1 403 ${utf8}\r\n`), 'a plain answer: the reason phrase\'s bytes as they came')
+  t.match(plain.text, /\r\nX-Name: caf\xe9\r\n/i, 'and its fields\' bytes')
+
+  const ctl = new RawClient(t, port, UPGRADE('/ctl', 'echo'))
+  await ctl.closed
+  t.match(ctl.text, /^HTTP\/1\.1 502 /, 'a control character in the reason phrase: 502, never written to the client')
+  t.notMatch(ctl.text, /\x01/)
+})
+
 t.test('a plain answer cut by the backend: the client connection is reset, never padded with a second response', async (t) => {
   const cases: Array<[string, (s: Socket) => void, string]> = [
     ['reset after 10 of 100 bytes', (s) => {
