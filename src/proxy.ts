@@ -14,7 +14,8 @@ import { checkConfig } from './config/check.js'
 import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
 import { managerOptions, toSpawnSpec } from './config/spawns.js'
 import { compileProxy, type CompileInput } from './core/compile.js'
-import { ConfigError } from './core/errors.js'
+import { ConfigError, ProxyError } from './core/errors.js'
+import { insecureParserFlag } from './core/headers.js'
 import { ProxyEvents } from './core/events.js'
 import type { CompiledRoute } from './core/route.js'
 import type { ProxyRuntime } from './core/runtime.js'
@@ -76,6 +77,7 @@ export interface Proxy {
 }
 
 export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
+  if (insecureParserFlag()) throw new ProxyError('ERR_INSECURE_PARSER', 'node runs with --insecure-http-parser; proxycore will not start behind a lenient request parser')
   const events = new ProxyEvents()
   const log = config.logger ?? await defaultLogger()
   const sources = new Map(Object.entries(config.sources ?? {}))

@@ -109,6 +109,7 @@ export const ERRORS = {
 
   // --- configuration ------------------------------------------------------------------------------
   ERR_CONFIG: { status: 500, message: 'Invalid configuration', action: 'Run `proxycore check` and fix every listed path.' },
+  ERR_INSECURE_PARSER: { status: 500, message: 'Requests are parsed leniently (insecureHTTPParser or --insecure-http-parser)', action: 'Create the node:http server without insecureHTTPParser and run node without --insecure-http-parser: a lenient parser lets clients smuggle requests past the proxy.' },
 
   // --- internal ------------------------------------------------------------------------
   ERR_INTERNAL: { status: 500, message: 'Internal proxy error', action: 'Report a bug with the log line.' },

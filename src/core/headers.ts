@@ -20,10 +20,26 @@ const HOP_BY_HOP = new Set([
 const SINGLETON_REQUEST = new Set(['host', 'authorization', 'proxy-authorization', 'content-type', 'content-length'])
 
 /**
+ * Whether node runs with `--insecure-http-parser` (on the command line or in NODE_OPTIONS): every
+ * server made without `insecureHTTPParser: false` then parses requests leniently. createProxy
+ * refuses to start (RELIABILITY: the llhttp lenient flags expose the backends to smuggling).
+ */
+export function insecureParserFlag (argv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
+  // NODE_OPTIONS may quote its arguments ("--import=…" "--insecure-http-parser"), as tools that
+  // add their own options to a child's do.
+  return argv.includes('--insecure-http-parser') || /(?:^|[\s"])--insecure-http-parser(?:$|[\s"])/.test(nodeOptions)
+}
+
+/**
  * Reject what Node accepts but an intermediary must not forward. Returns null when fine.
  * Also tells whether the connection must be closed after the response.
  */
 export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
+  // An embedder's server made with `insecureHTTPParser: true` (net.Server sets socket.server):
+  // every request is refused, loudly, rather than forwarded from a parser that allows smuggling.
+  if ((req.socket as { server?: { insecureHTTPParser?: boolean } }).server?.insecureHTTPParser === true) {
+    return new ProxyError('ERR_INSECURE_PARSER', 'the server was created with insecureHTTPParser: true', { phase: 'route' })
+  }
   const raw = req.rawHeaders
   let seen = 0
   for (let i = 0; i < raw.length; i += 2) {

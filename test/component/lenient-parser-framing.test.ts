@@ -1,18 +1,28 @@
 /**
- * Request framing behind a lenient front server. node's strict parser 400s
- * `Content-Length` + `Transfer-Encoding` itself; a host that made its server with
- * `insecureHTTPParser: true` hands such a request over, and proxycore must still refuse it rather
- * than send the client's Content-Length in front of a de-chunked body of another length.
+ * proxycore behind a lenient request parser (RELIABILITY: never enable insecureHTTPParser; the
+ * library must refuse to run behind one). llhttp's lenient flags let a client smuggle a second
+ * request past the proxy inside the first one's body.
+ * - A node:http server made with `insecureHTTPParser: true`: every request is refused with 500
+ *   ERR_INSECURE_PARSER, and no byte reaches a backend.
+ * - node run with `--insecure-http-parser` (command line or NODE_OPTIONS): createProxy refuses to
+ *   start, and so does `proxycore serve`.
+ * - Should a lenient parser's request get through all the same, Content-Length together with
+ *   Transfer-Encoding is still a 400 (node's strict parser 400s it itself).
  */
 import t from 'tap'
-import { createServer } from 'node:http'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type IncomingMessage } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createProxy, silentLogger } from '../../src/index.js'
+import { checkRequestFraming, insecureParserFlag } from '../../src/core/headers.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { closeServer, listen, rawBackend, rawRequest } from '../helpers/servers.js'
+import { runCli } from '../cli/run.js'
 
 guardLeaks(t)
 
-t.test('Content-Length + Transfer-Encoding is a 400 even when the front parser let it through', async (t) => {
+t.test('a server made with insecureHTTPParser: every request is a 500 ERR_INSECURE_PARSER, none reaches the backend', async (t) => {
   const received: string[] = []
   const be = await rawBackend(t, (s) => {
     s.on('data', (d: Buffer) => {
@@ -27,27 +37,40 @@ t.test('Content-Length + Transfer-Encoding is a 400 even when the front parser l
   const port = await listen(server)
   t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
 
-  for (const order of [
-    'Content-Length: 4\r\nTransfer-Encoding: chunked\r\n',
-    'Transfer-Encoding: chunked\r\nContent-Length: 4\r\n',
-  ]) {
-    received.length = 0
-    codes.length = 0
-    // Pipelined: a second request must not be read as part of the first one's body.
-    const out = await rawRequest(port, `POST /x HTTP/1.1\r\nHost: a\r\n${order}\r\n3\r\nabc\r\n0\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n`)
-    t.match(out, /^HTTP\/1\.1 400 Bad Request\r\n/, `${JSON.stringify(order)}: 400`)
-    t.match(out, /ERR_BAD_REQUEST\n$/, 'stable code, and nothing after it: the connection is closed')
-    t.match(out, /\r\nConnection: close\r\n/i)
-    t.same(received, [], 'no byte of it reached the backend')
-    // (The pipelined GET, if node parsed it before the close, ends as ERR_CLIENT_ABORTED unsent.)
-    t.equal(codes[0], 'ERR_BAD_REQUEST')
-  }
+  // The smuggling shape, and a plain GET: both refused.
+  const smuggle = await rawRequest(port, 'POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n')
+  t.match(smuggle, /^HTTP\/1\.1 500 Internal Server Error\r\n/, 'the smuggling shape: 500')
+  t.match(smuggle, /ERR_INSECURE_PARSER\n$/, 'stable code, and nothing after it: the connection is closed')
+  const plain = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')
+  t.match(plain, /^HTTP\/1\.1 500 [^]*ERR_INSECURE_PARSER/, 'a plain GET too')
+  t.same(received, [], 'no byte reached the backend')
+  t.equal(codes[0], 'ERR_INSECURE_PARSER')
+})
 
-  // A plain chunked request still goes through.
-  received.length = 0
-  const ok = await rawRequest(port, 'POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n')
-  t.match(ok, /^HTTP\/1\.1 200 OK\r\n/)
-  const seen = received.join('')
-  t.notMatch(seen, /content-length/i, 'no Content-Length to the backend for a chunked upload')
-  t.match(seen, /abc/)
+t.test('--insecure-http-parser: createProxy and proxycore serve refuse to start', async (t) => {
+  t.ok(insecureParserFlag(['--insecure-http-parser'], ''), 'on the command line')
+  t.ok(insecureParserFlag([], '--max-old-space-size=64 --insecure-http-parser'), 'in NODE_OPTIONS')
+  t.ok(insecureParserFlag([], '"--import=file:///x.mjs" "--insecure-http-parser"'), 'in NODE_OPTIONS, quoted')
+  t.notOk(insecureParserFlag(['--trace-gc'], '--max-old-space-size=64 --insecure-http-parser-x'), 'not otherwise')
+  t.notOk(insecureParserFlag(), 'not in this test process')
+
+  const dir = mkdtempSync(join(tmpdir(), 'pc-lenient-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'proxycore.yaml')
+  writeFileSync(file, 'listen: 127.0.0.1:0\nroutes:\n  - { protocol: http, backends: ["127.0.0.1:9"] }\n')
+  const r = await runCli(['serve', file], { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --insecure-http-parser`, PROXYCORE_LOG_FORMAT: 'json' })
+  t.equal(r.code, 1, 'exit 1')
+  t.match(r.stderr, /ERR_INSECURE_PARSER/, 'the log names the code')
+})
+
+t.test('Content-Length with Transfer-Encoding is a 400 should a lenient parser pass one on', async (t) => {
+  const req = (raw: string[]): IncomingMessage => {
+    const headers: Record<string, string> = {}
+    for (let i = 0; i < raw.length; i += 2) headers[raw[i].toLowerCase()] = raw[i + 1]
+    return { rawHeaders: raw, headers, httpVersionMajor: 1, httpVersionMinor: 1, socket: {} } as unknown as IncomingMessage
+  }
+  for (const raw of [['Content-Length', '4', 'Transfer-Encoding', 'chunked'], ['Transfer-Encoding', 'chunked', 'Content-Length', '4']]) {
+    t.equal(checkRequestFraming(req(raw))?.code, 'ERR_BAD_REQUEST', raw.join(' '))
+  }
+  t.equal(checkRequestFraming(req(['Transfer-Encoding', 'chunked'])), null, 'chunked alone is fine')
 })
