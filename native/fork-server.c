@@ -31,7 +31,8 @@
  *   chdir, setgroups(0), setgid, setuid, umask, empty signal mask, execvp(3)'s PATH rules by hand),
  *   every inherited descriptor above 2 closed at start, and a loop that never blocks in read:
  *   stdin is O_NONBLOCK|O_ASYNC, SIGCHLD and SIGIO stay blocked while it works and sigsuspend()
- *   unblocks them atomically while it waits.
+ *   unblocks them atomically while it waits. At EOF on stdin it kills the groups of the programs
+ *   it has not reaped (a proxy killed with SIGKILL leaves nobody else to stop them) and exits.
  *
  * Nothing here prints to stdout but the replies; "fork server: ..." on stderr and exit 1 for a
  * fault the proxy reports (a frame it did not send, a failed read or write).
@@ -98,11 +99,13 @@ static void say (const char *fmt, ...) {
   out.len += (size_t)n;
 }
 
+static void __attribute__((noreturn)) gone (void);
+
 static void flush (void) {
   size_t at = 0;
   while (at < out.len) {
     ssize_t n = write(1, out.p + at, out.len - at);
-    if (n < 0) { if (errno == EINTR) continue; die("write"); }
+    if (n < 0) { if (errno == EINTR) continue; if (errno == EPIPE) gone(); die("write"); }
     at += (size_t)n;
   }
   out.len = 0;
@@ -122,6 +125,19 @@ static void remember (pid_t pid, const char *id) {
   run[nrun].pid = pid;
   snprintf(run[nrun].id, sizeof run[nrun].id, "%s", id);
   nrun++;
+}
+
+/* Kill the groups of the programs not reaped yet (each leads its own: vfork returned after its
+   setsid(); unreaped, its pid is nobody else's). */
+static void kill_running (void) {
+  for (size_t i = 0; i < nrun; i++) { kill(-run[i].pid, SIGKILL); kill(run[i].pid, SIGKILL); }
+}
+
+/* The proxy is gone (EPIPE on stdout: it died between two reads of stdin): nobody would ever stop
+   its programs. */
+static void gone (void) {
+  kill_running();
+  exit(0);
 }
 
 static void reap (void) {
@@ -386,12 +402,17 @@ int main (int argc, char **argv) {
   devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) die("/dev/null");
 
-  /* Handlers only so that sigsuspend() returns: SIGCHLD is ignored and SIGIO kills by default. */
+  /* Handlers only so that sigsuspend() returns: SIGCHLD is ignored and SIGIO kills by default.
+     SIGPIPE is caught too, so that a write to a closed peer fails with EPIPE instead of killing
+     us: a stdio connection the proxy closed before its hello (libuv at EMFILE accepts and closes
+     what is pending) fails that one launch (E ... connect), not every program in flight. Caught,
+     not ignored: exec sets caught signals back to the default, an ignored one would stay ignored
+     in every program. */
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = wake;
   sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGIO, &sa, NULL) < 0) die("sigaction");
+  if (sigaction(SIGCHLD, &sa, NULL) < 0 || sigaction(SIGIO, &sa, NULL) < 0 || sigaction(SIGPIPE, &sa, NULL) < 0) die("sigaction");
   sigset_t wakers, none;
   sigemptyset(&wakers);
   sigaddset(&wakers, SIGCHLD);
@@ -422,8 +443,14 @@ int main (int argc, char **argv) {
     }
     memmove(in.p, in.p + at, in.len - at);
     in.len -= at;
-    /* The proxy closed our stdin (closing) or is gone: its children are its own to stop. */
-    if (eof) { flush(); return 0; }
+    /* The proxy closed our stdin or is gone. Closing, it stopped its programs first and nothing
+       is left here; gone (SIGKILL, a crash), nobody would ever stop the programs not reaped yet, so
+       their groups are killed. */
+    if (eof) {
+      kill_running();
+      flush();
+      return 0;
+    }
     reap();
     flush();
     sigsuspend(&none);

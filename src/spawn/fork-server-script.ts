@@ -68,7 +68,7 @@ my %SYS = $arch eq 'x64'
   : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, execve => 221, exit_group => 94);
 # The same on all of them: errno values, signal numbers, fcntl commands and flags, AF_UNIX and
 # SOCK_STREAM.
-my ($EINTR, $EAGAIN, $EIO) = (4, 11, 5);
+my ($EINTR, $EAGAIN, $EIO, $EPIPE) = (4, 11, 5, 32);
 # execvp(3)'s: ENOEXEC runs the file with /bin/sh; EACCES is remembered and the search goes on;
 # these others only end the try of one PATH directory.
 my ($ENOEXEC, $EACCES) = (8, 13);
@@ -108,13 +108,18 @@ $SIG{IO} = sub {};
 # the default, which the proxy started us with, so that CGI programs start as spawn() starts them.
 # (perl's own arithmetic never raises it: division by zero is a perl error.)
 $SIG{FPE} = 'DEFAULT';
+# SIGPIPE is caught, so that a write to a closed peer fails with EPIPE instead of killing us: a stdio
+# connection the proxy closed before its hello (libuv at EMFILE accepts and closes what is pending)
+# fails that one launch (E ... connect), not every program in flight. Caught, not ignored: exec sets
+# caught signals back to the default, an ignored one would stay ignored in every program.
+$SIG{PIPE} = sub {};
 syscall($SYS{sigprocmask}, $SIG_BLOCK, $WAKE, 0, 8) == 0 or die "fork server: sigprocmask: $!\n";
 
 # Unbuffered, whole lines (a buffered STDOUT would be flushed again by every fork).
 sub flush {
   while (length $out) {
     my $n = syswrite(STDOUT, $out);
-    if (!defined $n) { next if $! == $EINTR; die "fork server: write: $!\n" }
+    if (!defined $n) { next if $! == $EINTR; gone() if $! == $EPIPE; die "fork server: write: $!\n" }
     substr($out, 0, $n) = '';
   }
 }
@@ -126,6 +131,15 @@ sub notify_on_input {
   my $flags = syscall($SYS{fcntl}, $fd, $F_GETFL, 0);
   $flags >= 0 or die "fork server: F_GETFL: $!\n";
   syscall($SYS{fcntl}, $fd, $F_SETFL, $flags | $O_NONBLOCK | $O_ASYNC) == 0 or die "fork server: F_SETFL: $!\n";
+}
+
+# The proxy closed our stdin or is gone (EOF, or EPIPE on stdout). Closing, it stopped its programs
+# first and nothing is left here; gone (SIGKILL, a crash), nobody would ever stop the programs not
+# reaped yet, so their groups are killed, and each one itself (one still before its setsid() is in
+# our group).
+sub gone {
+  for my $pid (keys %idof) { kill('KILL', -$pid); kill('KILL', $pid) }
+  exit 0;
 }
 
 sub close_fds { syscall($SYS{close}, $_) for grep { defined } @_ }
@@ -269,8 +283,7 @@ for (;;) {
     start(substr($in, 4, $len));
     substr($in, 0, 4 + $len) = '';
   }
-  # The proxy closed our stdin (closing) or is gone: its children are its own to stop.
-  exit 0 if $eof;
+  gone() if $eof;
   check_exec($_) for keys %execpipe;
   reap();
   flush();

@@ -25,16 +25,19 @@
  * errno) before anything can read the program's stdout EOF as "no output".
  *
  * Stdio without fd passing: the socket lives in a private mkdtemp directory (0700, the proxy's
- * user), the helper connects as the proxy's user, and an unknown or late token is closed.
+ * user), the helper connects as the proxy's user, and an unknown or late token is closed. The
+ * directory's name says whose it is, so that one left by a proxy killed with SIGKILL is removed by
+ * the next fork server (removeStaleDirs).
  * Libuv's own stdio pipes are socketpairs, so scripts see the same kind of descriptor as before.
  *
- * The helper exits at EOF on its stdin (proxy gone or closing). If it dies, every program it
+ * The helper exits at EOF on its stdin (proxy gone or closing), killing the groups of the programs
+ * it has not reaped (after a crash nobody else would stop them). If it dies, every program it
  * started is killed (its group) and fails with ERR_CGI_FORK_SERVER; the next spawn restarts it.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { accessSync, constants as fsConstants, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants as fsConstants, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -136,6 +139,75 @@ const LATE_STDIO_MS = 2000
 const HELPER_STOP_MS = 2000
 const POLL_MS = 20
 const ORPHAN_WAIT_MS = 5000
+
+/** The private directory's name starts with this, then the owner's mark (ownerMark()). */
+const DIR_PREFIX = 'proxycore-fork-'
+/** The longest unix socket path (sun_path, 108 bytes with the NUL). */
+const SUN_PATH_MAX = 107
+/** `<prefix><pid namespace>-<pid>-<start time>-<6 random>` (mkdtemp adds the last part). */
+const OWNED_DIR = /^proxycore-fork-(\d+)-(\d+)-(\d+)-[A-Za-z0-9]{6}$/
+
+/** A process's start time (clock ticks since boot, /proc/PID/stat field 22), null if it is gone or a zombie. */
+function startTime (pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return rest[0] === 'Z' ? null : (rest[19] ?? null)
+  } catch {
+    return null
+  }
+}
+
+/** The pid namespace's inode, or null when /proc does not say (then no directory is ever cleaned). */
+function pidNamespace (): string | null {
+  try { return /^pid:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/pid'))?.[1] ?? null } catch { return null }
+}
+
+/**
+ * `<pid namespace>-<pid>-<start time>-`: who owns a private directory, in its name. A proxy killed
+ * with SIGKILL never removes its directory; the next fork server of the same user removes those
+ * whose owner is gone (removeStaleDirs). The pid as /proc numbers it (the one it is checked by
+ * later), not process.pid. When /proc does not tell all three, `x-`: a name no one ever removes.
+ */
+function ownerMark (): string {
+  let pid: string | null = null
+  try { pid = /^\d+$/.exec(readlinkSync('/proc/self'))?.[0] ?? null } catch {}
+  const ns = pidNamespace()
+  const start = pid === null ? null : startTime(Number(pid))
+  return ns === null || pid === null || start === null ? 'x-' : `${ns}-${pid}-${start}-`
+}
+
+/**
+ * Remove the private directories left in `base` by proxies that died without closing (SIGKILL, a
+ * crash): only names of our own form whose pid namespace is ours, only real directories (lstat:
+ * a symlink is never followed) owned by our uid, and only when the owner pid is gone, a zombie,
+ * or now another process (its start time differs). A live proxy's directory stays, and so does
+ * one from another pid namespace (its pid means nothing here). Best effort: errors are ignored.
+ */
+export function removeStaleDirs (base: string): string[] {
+  const ns = pidNamespace()
+  const uid = process.geteuid?.()
+  const removed: string[] = []
+  if (ns === null || uid === undefined) return removed
+  let names: string[]
+  try { names = readdirSync(base) } catch { return removed }
+  for (const name of names) {
+    const m = OWNED_DIR.exec(name)
+    if (m === null || m[1] !== ns) continue
+    const pid = Number(m[2])
+    if (startTime(pid) === m[3]) continue
+    const dir = join(base, name)
+    try {
+      const st = lstatSync(dir)
+      if (!st.isDirectory() || st.uid !== uid) continue
+      // rm lstat()s each entry: a symlink inside (or one swapped in for the directory) is unlinked,
+      // never followed.
+      rmSync(dir, { recursive: true, force: true })
+      removed.push(dir)
+    } catch {}
+  }
+  return removed
+}
 
 /** Alive and not a zombie (an orphan is reaped by init, or by nobody when PID 1 does not reap). */
 function isLive (pid: number): boolean {
@@ -425,8 +497,12 @@ export class ForkServer {
 
   private listen (): void {
     // sun_path holds 107 bytes: a long TMPDIR falls back to /tmp.
-    const base = tmpdir().length > 60 ? '/tmp' : tmpdir()
-    this.dir = mkdtempSync(join(base, 'proxycore-fork-')) // mode 0700
+    const prefix = DIR_PREFIX + ownerMark()
+    const fits = (b: string): boolean => join(b, prefix).length + 6 + '/stdio.sock'.length <= SUN_PATH_MAX
+    const base = fits(tmpdir()) ? tmpdir() : '/tmp'
+    // Directories of proxies killed before they could remove theirs go first.
+    removeStaleDirs(base)
+    this.dir = mkdtempSync(join(base, prefix)) // mode 0700
     this.sockPath = join(this.dir, 'stdio.sock')
     if (this.program.kind === 'perl') {
       this.scriptPath = join(this.dir, 'fork-server.pl')
