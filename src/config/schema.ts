@@ -9,7 +9,7 @@ import { Duration, Size, SPAWN_NAME_PATTERN, StrictRecord, StringOrList } from '
 import { IdentityPolicySchema, SpawnSchema, TenantSchema } from './spawn-schema.js'
 
 export const MatchSchema = Type.Object({
-  host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain. Port is ignored.')),
+  host: Type.Optional(StringOrList('Exact host, or `*.example.com` for any subdomain; compared without case, trailing dot or the request port. A host with a port is refused.')),
   prefix: Type.Optional(Type.String({ pattern: '^/', description: 'Path prefix, e.g. `/api/` (also matches `/api`).' })),
   extension: Type.Optional(StringOrList('File extension(s), e.g. `.php`; `/index.php/extra` matches too.')),
   glob: Type.Optional(Type.String({ description: 'Glob over the normalised path (docs/reference/config.md, Route matching), e.g. `/static/**/*.css`.' })),

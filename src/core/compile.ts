@@ -15,7 +15,7 @@ import { BackendPool, StaticSource } from './pool.js'
 import { getAdapter, adapterNames } from './registry.js'
 import type { AuthorizerSettings } from './authorizer.js'
 import { CompiledRoute, type CgiRouteSettings } from './route.js'
-import { Router, normalizeExt } from './router.js'
+import { Router, normalizeExt, routeHost } from './router.js'
 import { ProxyRuntime } from './runtime.js'
 import { BodyScavenger, type GcFunction } from './scavenge.js'
 import { TrustedProxies, type ForwardedHeader } from './trust.js'
@@ -137,6 +137,12 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
         if (err instanceof ConfigError) problems.push(...err.issues)
         else problems.push({ path: `${at}/options`, message: (err as Error).message })
       }
+    }
+    if (rc.match?.host !== undefined) {
+      const hosts = [rc.match.host].flat()
+      hosts.forEach((h, i) => {
+        if (routeHost(h) === null) problems.push({ path: `${at}/match/host${Array.isArray(rc.match?.host) ? `/${i}` : ''}`, message: 'a route host is matched without its port: write the host alone', found: h, expected: 'a host (`example.com`, `*.example.com`, `[::1]`) without `:port`' })
+      })
     }
     if (rc.match?.regex !== undefined) {
       try { new RegExp(rc.match.regex) } catch (err) { problems.push({ path: `${at}/match/regex`, message: (err as Error).message, found: rc.match.regex }) }

@@ -9,6 +9,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { ProxyError } from './errors.js'
+import { hostOnly } from './router.js'
 import type { ClientInfo, RawHeaders } from './types.js'
 
 /** RFC 9110 §7.6.1 + the fields it says intermediaries SHOULD remove. */
@@ -241,7 +242,8 @@ function rewriteCookie (value: string, rw: ResponseRewrite): string {
     return `; Path=${rw.prefix}${path.slice(rw.upstreamPrefix.length)}`
   }).replace(/;\s*domain=([^;]*)/i, (whole, d: string) => {
     const domain = d.trim().replace(/^\./, '').toLowerCase()
-    return rw.backendAuthorities.some((a) => a.split(':')[0] === domain) ? `; Domain=${rw.clientHost}` : whole
+    // The authority's host part (`[::1]:3000` is `[::1]`, not `[`).
+    return rw.backendAuthorities.some((a) => hostOnly(a) === domain) ? `; Domain=${rw.clientHost}` : whole
   })
 }
 

@@ -15,6 +15,7 @@ import { ProxyError } from './errors.js'
 import { forwardRequestHeaders, type ResponseRewrite } from './headers.js'
 import type { BackendPool } from './pool.js'
 import type { ProxyExchange } from './exchange.js'
+import { hostOnly } from './router.js'
 import { RouteStats } from './stats.js'
 import type { ProtocolAdapter, RawHeaders, ScriptInfo } from './types.js'
 
@@ -102,8 +103,10 @@ export class CompiledRoute {
     this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null
     // Location/Set-Cookie mapping is for HTTP upstreams that see the path without the prefix; CGI
     // scripts see the client's own path (SCRIPT_NAME) and answer in its terms.
+    // The backend's `/x` is the client's `<prefix>/x`: a prefix written without its slash (`/app`)
+    // is joined with one, or `Location: /x` would come back as `/appx`.
     this.rewrite = s.stripPrefix && s.prefix !== null && !caps.cgiEnv
-      ? { prefix: s.prefix, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
+      ? { prefix: s.prefix.endsWith('/') ? s.prefix : `${s.prefix}/`, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
       : s.via !== '' ? { prefix: null, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via } : null
   }
 
@@ -155,10 +158,18 @@ export class CompiledRoute {
     return (rest.startsWith('/') ? rest : `/${rest}`) + (q < 0 ? '' : url.slice(q))
   }
 
+  /**
+   * The backend names itself in absolute `Location` URLs and cookie `Domain`s by its own address
+   * or by the Host it was sent (`preserve`: the client's; a literal `hostHeader`: that name), so
+   * all of them map back to the client's view.
+   */
   responseRewrite (ex: ProxyExchange): ResponseRewrite | null {
     if (this.rewrite === null || this.rewrite.prefix === null) return this.rewrite
     const b = ex.req.headers.host ?? ''
-    return { ...this.rewrite, clientHost: b.split(':')[0], backendAuthorities: this.pool.backends.map((x) => x.endpoint.id.toLowerCase()) }
+    const authorities = this.pool.backends.map((x) => x.endpoint.id.toLowerCase())
+    const sent = this.s.hostHeader === 'preserve' ? b : this.s.hostHeader === 'backend' ? '' : this.s.hostHeader
+    if (sent !== '') authorities.push(sent.toLowerCase())
+    return { ...this.rewrite, clientHost: hostOnly(b), backendAuthorities: authorities }
   }
 
   /**

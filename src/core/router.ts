@@ -7,6 +7,7 @@
  * `/x/../admin/` are all `/admin/`, so no spelling reaches a backend by a route `/admin/` would
  * not choose. Backends still get the client's bytes; only the choice uses the normal form.
  */
+import { isIP } from 'node:net'
 import type Picomatch from 'picomatch'
 import { lazy } from '../lazy.js'
 import { normalizePath } from './cgi/url-path.js'
@@ -16,7 +17,10 @@ import { ProxyError } from './errors.js'
 const picomatch = lazy<typeof Picomatch>('picomatch')
 
 export interface RouteMatch {
-  /** Exact host, or a leading wildcard `*.example.com` (matches sub.example.com, not example.com). */
+  /**
+   * Exact host, or a leading wildcard `*.example.com` (matches sub.example.com, not example.com);
+   * compared as `routeHost` gives it (lower-case, no trailing dot).
+   */
   host?: string | string[]
   /** Path prefix; `/api/` matches `/api/x`, and `/api` also matches `/api` exactly. */
   prefix?: string
@@ -97,11 +101,34 @@ export function normalizeExt (e: string): string {
   return x.startsWith('.') ? x : `.${x}`
 }
 
+/**
+ * The host a request is routed on: lower-case, no port, no trailing dot (`A.Example.:8080` is
+ * `a.example`, `[::1]:8080` is `[::1]`). Also the form a route's `match.host` is compared in.
+ */
+export function hostOnly (h: string): string {
+  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1).toLowerCase()
+  const c = h.indexOf(':')
+  const name = (c < 0 ? h : h.slice(0, c)).toLowerCase()
+  return name.endsWith('.') ? name.slice(0, -1) : name
+}
+
+/**
+ * A route's `match.host` entry in the form requests are routed on: `Example.COM.` is
+ * `example.com`, a bare IPv6 literal `::1` is `[::1]`. Null when it names a port
+ * (`a.example:8080`, `[::1]:80`): ports are not matched, and such an entry matched nothing.
+ */
+export function routeHost (h: string): string | null {
+  const x = isIP(h) === 6 ? `[${h}]` : h
+  const host = hostOnly(x)
+  if (host.length !== (x.endsWith('.') && !x.startsWith('[') ? x.length - 1 : x.length)) return null
+  return host
+}
+
 function hostTest (hosts: string[]): Predicate {
   const exact = new Set<string>()
   const suffixes: string[] = []
   for (const h of hosts) {
-    const x = h.toLowerCase()
+    const x = routeHost(h) ?? h.toLowerCase()
     if (x === '*') return () => true
     if (x.startsWith('*.')) suffixes.push(x.slice(1))
     else exact.add(x)

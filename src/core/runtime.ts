@@ -12,7 +12,7 @@ import { ProxyExchange } from './exchange.js'
 import { checkRequestFraming } from './headers.js'
 import type { ProxyEvents } from './events.js'
 import type { CompiledRoute } from './route.js'
-import type { Router } from './router.js'
+import { hostOnly, type Router } from './router.js'
 import { forwardedChain, forwardedSecure, plainAddress, type TrustedProxies } from './trust.js'
 import { UpgradeExchange } from './upgrade.js'
 import type { BodyScavenger } from './scavenge.js'
@@ -94,6 +94,7 @@ export class ProxyRuntime {
       this.refuse(req, res, new ProxyError('ERR_NO_ROUTE', undefined, { phase: 'route' }), '')
       return
     }
+    if (target.path === '*' && !route.adapter.capabilities.cgiEnv) { this.refuse(req, res, asteriskRefused(), route.name); return }
     if (this.closing) { this.refuse(req, res, new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }), route.name, 1); return }
     const peer = plainAddress(req.socket.remoteAddress)
     const ex = new ProxyExchange(this, route, req, res, withUpstream(route, target), this.clientOf(req, peer), peer, 0)
@@ -126,7 +127,7 @@ export class ProxyRuntime {
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
     const bad = checkRequestFraming(req)
     const route = target === null || bad !== null ? null : this.router.find(target)
-    if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing) {
+    if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing || target.path === '*') {
       // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
       const code: ErrorCode = bad !== null || target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
       const status = statusFor(new ProxyError(code))
@@ -375,14 +376,6 @@ export function parseTarget (method: string, url: string, hostHeader: string | u
 /** uri-host [ ":" port ] (RFC 3986 §3.2.2: IP-literal or reg-name), possibly empty (HTTP/1.0). */
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/
 
-/** The host to match routes on: lower-case, no port, no trailing dot (`a.example.` is `a.example`). */
-function hostOnly (h: string): string {
-  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1).toLowerCase()
-  const c = h.indexOf(':')
-  const name = (c < 0 ? h : h.slice(0, c)).toLowerCase()
-  return name.endsWith('.') ? name.slice(0, -1) : name
-}
-
 /**
  * Absolute-form (`GET http://a.example/x`): the Host header is ignored (RFC 9112 §3.2.2), so it is
  * replaced by the target's authority, and the route, the backend's Host, X-Forwarded-Host and the
@@ -409,6 +402,15 @@ function withUpstream (route: CompiledRoute, t: Target): Target {
 
 /** Node's codes for a request its parser refused with something other than 400 (as its default listener answers). */
 const PARSER_STATUS: Record<string, number> = { HPE_HEADER_OVERFLOW: 431, ERR_HTTP_REQUEST_TIMEOUT: 408 }
+
+/**
+ * `OPTIONS *` (RFC 9110 §9.3.7) asks about the server, not a resource: it has no origin-form an
+ * HTTP backend could be sent (undici refuses it), so it is a 400 with a stable code here, as nginx
+ * answers it, where it was a 502 ERR_BAD_RESPONSE that blamed the backend.
+ */
+function asteriskRefused (): ProxyError {
+  return new ProxyError('ERR_BAD_REQUEST', 'OPTIONS * is not forwarded to an HTTP backend', { phase: 'route' })
+}
 
 function asProxyError (err: unknown): ProxyError {
   return err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err })

@@ -25,10 +25,10 @@ export class TrustedProxies {
    * header is never believed.
    */
   constructor (list: readonly string[], readonly header: ForwardedHeader = 'x-forwarded-for') {
-    this.ranges = list.map((entry) => {
-      if (entry.includes('/')) return ipaddr().parseCIDR(entry)
+    this.ranges = list.flatMap((entry) => {
+      if (entry.includes('/')) return rangesOf(ipaddr().parseCIDR(entry))
       const addr = ipaddr().parse(entry)
-      return [addr, addr.kind() === 'ipv4' ? 32 : 128]
+      return rangesOf([addr, addr.kind() === 'ipv4' ? 32 : 128])
     })
   }
 
@@ -59,6 +59,20 @@ export class TrustedProxies {
     }
     return client
   }
+}
+
+/**
+ * A list entry in the form `has` compares: peers and hops are looked up as plain IPv4 when they are
+ * IPv4-mapped (`::ffff:10.0.0.5`, as a dual-stack socket reports them), so a mapped entry is kept
+ * as the IPv4 range it covers (`::ffff:10.0.0.0/104` is `10.0.0.0/8`). Kept as written, a mapped
+ * entry never matched: the load balancer it names was not trusted (nor a status `allow` entry
+ * allowed). A wider IPv6 range (`::/0`) is left alone: it never reaches IPv4 peers.
+ */
+function rangesOf ([addr, bits]: [IP, number]): Array<[IP, number]> {
+  if (addr.kind() !== 'ipv6') return [[addr, bits]]
+  const v6 = addr as Address.IPv6
+  if (bits >= 96 && v6.isIPv4MappedAddress()) return [[v6.toIPv4Address(), bits - 96]]
+  return [[addr, bits]]
 }
 
 function normalize (a: IP): IP {
