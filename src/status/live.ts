@@ -5,7 +5,10 @@
  * from clients.
  *
  * A slow client is skipped rather than queued for: a tick is dropped for a socket that still has
- * more than `maxBuffered` bytes unsent, so one stalled browser cannot grow the host's memory.
+ * more than `maxBuffered` bytes unsent, so one stalled browser cannot grow the host's memory. A
+ * client that stays that far behind for `stallMs` (it connected and stopped reading, or its network
+ * went away without a FIN) is cut, so stuck clients do not keep a socket and `maxBuffered` bytes
+ * each for ever.
  */
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
@@ -24,6 +27,8 @@ export interface LiveOptions {
   coalesceMs?: number
   /** Unsent bytes above which a client misses a tick (default 1 MiB). */
   maxBuffered?: number
+  /** How long a client may stay more than `maxBuffered` behind before it is cut, ms (default 30000). */
+  stallMs?: number
 }
 
 const STATE_EVENTS = ['backend:disabled', 'backend:enabled', 'pool:down', 'pool:up'] as const satisfies ReadonlyArray<keyof ProxyEventMap>
@@ -39,11 +44,15 @@ export class LiveView {
   private readonly intervalMs: number
   private readonly coalesceMs: number
   private readonly maxBuffered: number
+  private readonly stallMs: number
+  /** Clients over `maxBuffered`, and since when. */
+  private readonly stalled = new Map<WebSocket, number>()
 
   constructor (private readonly proxy: StatusTarget, private readonly snapshot: () => StatusSnapshot, opts: LiveOptions = {}) {
     this.intervalMs = opts.intervalMs ?? 1000
     this.coalesceMs = opts.coalesceMs ?? 100
     this.maxBuffered = opts.maxBuffered ?? 1024 * 1024
+    this.stallMs = opts.stallMs ?? 30_000
     for (const e of STATE_EVENTS) proxy.events.on(e, this.changed)
     for (const e of SPAWN_EVENTS) proxy.spawns?.on(e, this.changed)
   }
@@ -55,7 +64,7 @@ export class LiveView {
     if (this.closed) { socket.destroy(); return }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.clients.add(ws)
-      ws.on('close', () => { this.clients.delete(ws); if (this.clients.size === 0) this.stopTick() })
+      ws.on('close', () => { this.clients.delete(ws); this.stalled.delete(ws); if (this.clients.size === 0) this.stopTick() })
       ws.on('error', () => ws.terminate())
       // Clients have nothing to say; a message is a misuse and ends the connection.
       ws.on('message', () => ws.close(1003, 'read-only'))
@@ -91,7 +100,16 @@ export class LiveView {
   }
 
   private send (ws: WebSocket, msg: string): void {
-    if (ws.readyState !== ws.OPEN || ws.bufferedAmount > this.maxBuffered) return
+    if (ws.readyState !== ws.OPEN) return
+    if (ws.bufferedAmount > this.maxBuffered) {
+      const now = Date.now()
+      const since = this.stalled.get(ws)
+      if (since === undefined) this.stalled.set(ws, now)
+      // Checked at each push: a client that stopped reading is cut rather than kept for ever.
+      else if (now - since >= this.stallMs) ws.terminate()
+      return
+    }
+    this.stalled.delete(ws)
     ws.send(msg)
   }
 
