@@ -2,34 +2,59 @@
  * The last lines each spawn wrote to stderr, so a FAILED spawn on the status page shows why
  * (php-cgi's "Could not open input file", a Python traceback) without opening a log file.
  *
- * Bounded twice: at most `lines` lines per spawn and `lineBytes` bytes per line, so a process
- * flooding stderr costs a fixed amount of memory. A partial line is kept until its newline arrives
- * (or it reaches `lineBytes`).
+ * Bounded twice: at most `lines` lines per spawn and `lineBytes` characters per line, so a process
+ * flooding stderr costs a fixed amount of memory. Lines are cut on the bytes, never on chunk
+ * boundaries: a line that arrives in many chunks (a long JSON log line split by the pipe) is one
+ * line, shown with its first `lineBytes` characters and `…`; a UTF-8 character split between two
+ * chunks stays one character; a chunk larger than the ring is scanned from its end, so the lines
+ * kept are whole lines, never an old partial line glued onto a fragment of another one.
+ *
+ * What a process writes is shown as text, not replayed: ANSI escape sequences (colours, cursor
+ * movement, window titles) are removed, and other control characters appear as `\xHH`, so neither
+ * the page nor `curl …?format=json | jq -r` on a terminal acts on them.
  */
+import { StringDecoder } from 'node:string_decoder'
 import type { SpawnEvents } from '../spawn/types.js'
 import type { SpawnView } from './model.js'
 
 export interface StderrTailOptions {
   /** Lines kept per spawn (default 20). */
   lines?: number
-  /** Longest line kept; the rest is cut with `…` (default 512). */
+  /** Longest line kept, in characters; the rest is cut with `…` (default 512). */
   lineBytes?: number
 }
 
 interface Ring {
   lines: string[]
-  partial: string
+  /** The bytes of the line not ended yet, at most `keep` of them. */
+  partial: Buffer
+  /** The pending line is longer than `partial` holds. */
+  cut: boolean
+}
+
+const NL = 0x0a
+const CR = 0x0d
+/** ESC-introduced sequences: CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ST`), and two-byte escapes; plus 8-bit CSI. */
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]*[0-~])|\x9b[0-?]*[ -/]*[@-~]/g
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/g
+
+/** Remove ANSI sequences and show any other control character as `\xHH` (tab stays). */
+export function cleanLine (s: string): string {
+  return s.replace(ANSI, '').replace(CONTROL, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'))
 }
 
 export class StderrTail {
   private readonly rings = new Map<string, Ring>()
   private readonly max: number
   private readonly lineBytes: number
+  /** Bytes kept of one line: enough for `lineBytes` characters however they are encoded. */
+  private readonly keep: number
   private view: SpawnView | null = null
 
   constructor (opts: StderrTailOptions = {}) {
     this.max = opts.lines ?? 20
     this.lineBytes = opts.lineBytes ?? 512
+    this.keep = 4 * (this.lineBytes + 1)
   }
 
   /** Follow a manager's `stderr` events until `detach()`. */
@@ -50,27 +75,73 @@ export class StderrTail {
 
   push (spawn: string, chunk: Buffer): void {
     let ring = this.rings.get(spawn)
-    if (ring === undefined) { ring = { lines: [], partial: '' }; this.rings.set(spawn, ring) }
-    // Only the tail of a huge chunk can survive the ring, so never decode more than that.
-    const cap = this.max * (this.lineBytes + 1)
-    const text = ring.partial + (chunk.length > cap ? chunk.subarray(chunk.length - cap) : chunk).toString('utf8')
-    const parts = text.split('\n')
-    ring.partial = parts.pop() ?? ''
-    for (const line of parts) this.add(ring, line)
-    if (ring.partial.length >= this.lineBytes) { this.add(ring, ring.partial); ring.partial = '' }
+    if (ring === undefined) { ring = { lines: [], partial: Buffer.alloc(0), cut: false }; this.rings.set(spawn, ring) }
+    if (this.max <= 0) return
+    const last = chunk.lastIndexOf(NL)
+    if (last < 0) { this.extend(ring, chunk); return }
+    // Walk back from the last newline over at most `max` non-empty lines: older ones would only be
+    // pushed out of the ring again, so a huge chunk costs `max` line decodes, not its size.
+    const found: Buffer[] = [] // newest first
+    let end = last
+    let first: Buffer | null = null // the chunk's first line, which ends the pending partial line
+    while (found.length < this.max) {
+      const start = end === 0 ? -1 : chunk.lastIndexOf(NL, end - 1)
+      const line = chunk.subarray(start + 1, end)
+      if (start < 0) { first = line; break }
+      if (!(line.length === 0 || (line.length === 1 && line[0] === CR))) found.push(line)
+      end = start
+    }
+    if (first !== null) {
+      this.extend(ring, first)
+      this.add(ring, ring.partial, ring.cut)
+    }
+    for (let i = found.length - 1; i >= 0; i--) this.add(ring, found[i], false)
+    ring.partial = Buffer.alloc(0)
+    ring.cut = false
+    this.extend(ring, chunk.subarray(last + 1))
   }
 
-  private add (ring: Ring, raw: string): void {
-    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw
+  /** Append to the pending line, keeping at most `keep` bytes of it. */
+  private extend (ring: Ring, bytes: Buffer): void {
+    if (bytes.length === 0) return
+    const room = this.keep - ring.partial.length
+    if (room <= 0) { ring.cut = true; return }
+    if (bytes.length > room) ring.cut = true
+    ring.partial = Buffer.concat([ring.partial, bytes.subarray(0, room)])
+  }
+
+  private add (ring: Ring, bytes: Buffer, cut: boolean): void {
+    const line = this.decode(bytes, cut, true)
     if (line === '') return
-    ring.lines.push(line.length > this.lineBytes ? `${line.slice(0, this.lineBytes)}…` : line)
+    ring.lines.push(line)
     if (ring.lines.length > this.max) ring.lines.splice(0, ring.lines.length - this.max)
+  }
+
+  /** One line's bytes as shown: decoded, cleaned, cut to `lineBytes` characters. */
+  private decode (bytes: Buffer, cut: boolean, ended: boolean): string {
+    let b = bytes
+    if (b.length > this.keep) { b = b.subarray(0, this.keep); cut = true }
+    if (!cut && ended && b.length > 0 && b[b.length - 1] === CR) b = b.subarray(0, -1)
+    // A line cut (or still pending) may end inside a UTF-8 character: leave that half out.
+    const text = cut || !ended ? new StringDecoder('utf8').write(b) : b.toString('utf8')
+    let s = cleanLine(text)
+    if (s.length > this.lineBytes) {
+      s = s.slice(0, this.lineBytes)
+      cut = true
+    }
+    // Never end on half a surrogate pair.
+    if (cut && s.length > 0) {
+      const c = s.charCodeAt(s.length - 1)
+      if (c >= 0xd800 && c <= 0xdbff) s = s.slice(0, -1)
+    }
+    return cut ? `${s}…` : s
   }
 
   /** Complete lines, oldest first, plus a pending partial line. */
   lines (spawn: string): string[] {
     const ring = this.rings.get(spawn)
     if (ring === undefined) return []
-    return ring.partial === '' ? [...ring.lines] : [...ring.lines, ring.partial].slice(-this.max)
+    const pending = ring.partial.length === 0 ? '' : this.decode(ring.partial, ring.cut, false)
+    return pending === '' ? [...ring.lines] : [...ring.lines, pending].slice(-this.max)
   }
 }
