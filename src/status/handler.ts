@@ -102,8 +102,13 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       )
       return true
     }
+    const format = formatOf(t.query)
+    if (format === undefined) {
+      send(res, 400, 'text/plain; charset=utf-8', '400 Bad Request\nERR_BAD_REQUEST\nformat must be json or html\n')
+      return true
+    }
     const s = snapshot()
-    if (wantsJson(t.query, req.headers.accept)) {
+    if (format === 'json' || (format === null && wantsJson(req.headers.accept))) {
       send(res, 200, 'application/json; charset=utf-8', JSON.stringify(s, null, 2) + '\n', { vary: 'Accept' })
       return true
     }
@@ -191,10 +196,22 @@ function trimSlash (p: string): string {
   return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p
 }
 
-/** `?format=json` wins; otherwise JSON when the client prefers it to HTML (curl -H 'Accept: application/json'). */
-function wantsJson (query: string, accept: string | undefined): boolean {
-  const format = new URLSearchParams(query).get('format')
-  if (format !== null) return format === 'json'
+/**
+ * The `format` query parameter: `json` or `html` (any case), null when absent, undefined when it is
+ * anything else — a typo, `xml`, `prometheus` (that is the metrics path), an empty value, or two
+ * different values. Those get a 400 rather than a page the caller did not ask for and cannot parse.
+ */
+function formatOf (query: string): 'json' | 'html' | null | undefined {
+  if (query === '') return null
+  const values = new URLSearchParams(query).getAll('format')
+  if (values.length === 0) return null
+  const first = values[0].toLowerCase()
+  if (first !== 'json' && first !== 'html') return undefined
+  return values.every((v) => v.toLowerCase() === first) ? first : undefined
+}
+
+/** Without `?format`: JSON when the client prefers it to HTML (curl -H 'Accept: application/json'). */
+function wantsJson (accept: string | undefined): boolean {
   if (accept === undefined) return false
   const a = accept.toLowerCase()
   return a.includes('application/json') && !a.includes('text/html')
