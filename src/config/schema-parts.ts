@@ -27,5 +27,14 @@ export const SPAWN_NAME_PATTERN = '^[A-Za-z0-9_.-]+$'
  * spawn named `bad name`, or any key with a line break for a plain string key): such keys are
  * refused here, in the published JSON Schema and in the generated validators alike.
  */
+/**
+ * An environment variable (route `params`, spawn `environment`): a name on one line without `=` or
+ * NUL, a value without NUL. The kernel's environment is NUL-separated `NAME=value` strings: such a variable
+ * cannot be passed (node refuses it at spawn time, FastCGI and SCGI have no way to carry it), so
+ * it is a config error here rather than a failure on every request or start.
+ */
+export const VARIABLE_NAME_PATTERN = '^[^\\u0000=\\n\\r\\u2028\\u2029]+$'
+export const VARIABLE_VALUE_PATTERN = '^[^\\u0000]*$'
+
 export const StrictRecord = <V extends TSchema>(key: TString, value: V, description: string) =>
   Type.Record(key, value, { additionalProperties: false, description })

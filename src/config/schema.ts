@@ -5,7 +5,7 @@
  * operator-facing description; the config reference in docs/ is generated from them.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, SPAWN_NAME_PATTERN, StrictRecord, StringOrList } from './schema-parts.js'
+import { Duration, Size, SPAWN_NAME_PATTERN, StrictRecord, StringOrList, VARIABLE_NAME_PATTERN, VARIABLE_VALUE_PATTERN } from './schema-parts.js'
 import { IdentityPolicySchema, SpawnSchema, TenantSchema } from './spawn-schema.js'
 
 export const MatchSchema = Type.Object({
@@ -52,7 +52,7 @@ export const RouteSchema = Type.Object({
   scriptExtensions: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'CGI-family: the resolved script must end with one of these (default: match.extension). Set it on prefix routes so `/uploads/x.jpg` never runs as PHP.' })),
   index: Type.Optional(Type.Array(Type.String(), { description: 'Index files for directory requests, e.g. [index.php].' })),
   symlinks: Type.Optional(Type.Union([Type.Literal('follow'), Type.Literal('owner'), Type.Literal('deny')], { default: 'owner', description: 'Script symlink policy.' })),
-  params: Type.Optional(StrictRecord(Type.String(), Type.String(), 'Extra CGI variables (never HTTP_PROXY).')),
+  params: Type.Optional(StrictRecord(Type.String({ pattern: VARIABLE_NAME_PATTERN }), Type.String({ pattern: VARIABLE_VALUE_PATTERN }), 'Extra CGI variables (never HTTP_PROXY); no NUL anywhere, no `=` in a name.')),
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets the answer as a 302 with its other fields (Set-Cookie) and body (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
   options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter.' })),

@@ -5,7 +5,7 @@
  * test/config/schema.test.ts checks they agree.
  */
 import { Type, type Static } from '@sinclair/typebox'
-import { Duration, Size, StrictRecord, StringOrList } from './schema-parts.js'
+import { Duration, Size, StrictRecord, StringOrList, VARIABLE_NAME_PATTERN, VARIABLE_VALUE_PATTERN } from './schema-parts.js'
 
 const Identity = (description: string) => Type.Union([Type.String({ minLength: 1 }), Type.Integer({ minimum: 0 })], { description })
 
@@ -38,7 +38,7 @@ export const SpawnSchema = Type.Object({
   socketType: Type.Optional(Type.Union([Type.Literal('socket'), Type.Literal('pipe')], { default: 'socket', description: 'socket: long-lived processes behind a listening socket (http, fastcgi, scgi). pipe: one process per request (cgi routes only).' })),
   socketName: Type.Optional(StringOrList('Listening address(es): host:port, [v6]:port, or a path / unix:/path = unix socket. One process group per address. Port 0 lets the OS pick.')),
   handoff: Type.Optional(Type.Union([Type.Literal('fd0'), Type.Literal('self'), Type.Literal('systemd')], { default: 'fd0', description: 'fd0: the socket is passed as stdin (FastCGI FCGI_LISTENSOCK_FILENO: php-cgi, fcgiwrap). self: the program binds HOST/PORT or SOCKET from its environment; a unix socket must then lie in a directory only root and the spawn user can write, sticky or not, with no directory above it writable by others (ERR_SPAWN_SOCKET_DIR_UNSAFE), and must end up owned by the spawn user (ERR_SPAWN_SOCKET_NOT_OWNED). systemd: fd 3 with LISTEN_FDS/LISTEN_PID.' })),
-  environment: Type.Optional(StrictRecord(Type.String(), Type.String(), 'Variables set for the program (after copyEnvironment).')),
+  environment: Type.Optional(StrictRecord(Type.String({ pattern: VARIABLE_NAME_PATTERN }), Type.String({ pattern: VARIABLE_VALUE_PATTERN }), 'Variables set for the program (after copyEnvironment); no NUL anywhere, no `=` in a name.')),
   copyEnvironment: Type.Optional(Type.Array(Type.String(), { description: 'Names copied from proxycore\'s environment; nothing else leaks (e.g. [PATH]).' })),
   maxRequests: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Recycle a process after this many requests, without dropping any; 0 = never.' })),
   minProcs: Type.Optional(Type.Integer({ minimum: 0, default: 1, description: 'Processes kept per address even when idle; 0 = start on the first request.' })),

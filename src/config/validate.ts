@@ -8,7 +8,7 @@ import type { TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { ConfigIssue } from '../core/errors.js'
 import { escapeKey, pointerSegments } from './locate.js'
-import { SPAWN_NAME_PATTERN } from './schema-parts.js'
+import { SPAWN_NAME_PATTERN, VARIABLE_NAME_PATTERN, VARIABLE_VALUE_PATTERN } from './schema-parts.js'
 import { OperatorConfigSchema } from './schema.js'
 import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { didYouMean } from './suggest.js'
@@ -25,6 +25,7 @@ export function describeExpected (s: Record<string, unknown>): string {
   }
   if (s.pattern === DURATION_PATTERN) return 'a duration like "60s"'
   if (s.pattern === SIZE_PATTERN) return 'a size like "256MiB"'
+  if (s.pattern === VARIABLE_VALUE_PATTERN) return 'a string without a NUL byte'
   if (typeof s.pattern === 'string') return `a string matching ${s.pattern}`
   if (s.type === 'array') return `a list of ${describeExpected((s.items ?? {}) as Record<string, unknown>)}`
   if (s.type === 'integer' || s.type === 'number') {
@@ -53,6 +54,7 @@ function keyRule (pattern: string): { rule: string, expected: string } {
   if (pattern === SPAWN_NAME_PATTERN) return { rule: 'may contain only ASCII letters, digits, "_", "." and "-"', expected: 'ASCII letters, digits, "_", "." and "-"' }
   // TypeBox's pattern for a plain string key: `.` matches anything but a line break.
   if (pattern === '^(.*)$') return { rule: 'must be a single line', expected: 'a single line' }
+  if (pattern === VARIABLE_NAME_PATTERN) return { rule: 'must be a single line without "=" or a NUL byte', expected: 'a single line without "=" or NUL' }
   return { rule: `must match ${pattern}`, expected: `a key matching ${pattern}` }
 }
 
@@ -107,7 +109,7 @@ export function shapeIssues (schema: TSchema, value: unknown): ConfigIssue[] {
     const required = /^Expected required property/.test(e.message)
     out.push({
       path: e.path,
-      message: required ? 'required' : e.message === 'Expected union value' ? 'invalid value' : e.message.replace(/^Expected/, 'expected'),
+      message: required ? 'required' : e.message === 'Expected union value' ? 'invalid value' : s.pattern === VARIABLE_VALUE_PATTERN && typeof e.value === 'string' ? 'a variable value may not contain a NUL byte' : e.message.replace(/^Expected/, 'expected'),
       ...(required ? {} : { found: e.value }),
       expected: describeExpected(s),
     })

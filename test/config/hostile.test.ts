@@ -56,3 +56,18 @@ t.test('proxycore check: exit 2 with file:line for each, no stack trace', async 
     t.notMatch(r.stderr, /Error:|\n\s+at /, `${file}: no stack trace`)
   }
 })
+
+t.test('a NUL in a params or environment variable, or "=" in its name: a config issue at its path, not a failure per request or start', async (t) => {
+  guardLeaks(t)
+  const config = {
+    routes: [{ protocol: 'fastcgi', backends: ['127.0.0.1:9'], scriptFilename: '/x.php', params: { 'A\u0000B': 'x', 'C=D': 'y', OK: 'v\u0000w', FINE: 'ok' } }],
+    spawns: { s: { binPath: '/bin/true', socketName: '127.0.0.1:0', environment: { 'E\u0000': 'a', GOOD: 'b', BAD: 'c\u0000' } } },
+  }
+  const issues = await checkConfig(config, { shape: 'operator' })
+  t.same(issues.map((i) => i.path).sort(), [
+    '/routes/0/params/A\u0000B', '/routes/0/params/C=D', '/routes/0/params/OK',
+    '/spawns/s/environment/BAD', '/spawns/s/environment/E\u0000',
+  ], 'each bad name or value, and nothing else')
+  t.ok(issues.some((i) => /bad CGI variable name "C=D": a CGI variable name must be a single line without "=" or a NUL byte/.test(i.message)), 'a bad name says why')
+  t.match(issues.find((i) => i.path === '/routes/0/params/OK'), { message: 'a variable value may not contain a NUL byte', found: 'v\u0000w', expected: 'a string without a NUL byte' }, 'so does a bad value')
+})

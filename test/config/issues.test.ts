@@ -115,15 +115,15 @@ t.test('checkConfig: map keys outside their pattern are issues at the key, every
       { protocol: 'http', backends: ['127.0.0.1:1'], params: { 'A\nB': 'x' } },
     ],
   }), [
-    { path: '/spawns/ok/environment/A\nB', message: 'bad environment variable name "A\\nB": an environment variable name must be a single line', found: 'A\nB', expected: 'a single line' },
-    { path: '/spawns/ok/environment/A\nB', message: 'expected string', found: 1, expected: 'a string' },
+    { path: '/spawns/ok/environment/A\nB', message: 'bad environment variable name "A\\nB": an environment variable name must be a single line without "=" or a NUL byte', found: 'A\nB', expected: 'a single line without "=" or NUL' },
+    { path: '/spawns/ok/environment/A\nB', message: 'expected string', found: 1, expected: 'a string without a NUL byte' },
     { path: '/spawns/bad name', message: `bad spawn name "bad name": ${names}`, found: 'bad name', expected: rule },
     { path: '/spawns/bad name/socketName', message: 'invalid value', found: 1, expected: 'a string | a list of a string' },
     { path: '/spawns/a~1b~0c', message: `bad spawn name "a/b~c": ${names}`, found: 'a/b~c', expected: rule },
     { path: '/spawns/ü', message: `bad spawn name "ü": ${names}`, found: 'ü', expected: rule },
     { path: '/spawns/ü', message: 'expected object', found: 5, expected: 'a mapping' },
     { path: '/tenants/x\ny', message: 'bad tenant name "x\\ny": a tenant name must be a single line', found: 'x\ny', expected: 'a single line' },
-    { path: '/routes/1/params/A\nB', message: 'bad CGI variable name "A\\nB": a CGI variable name must be a single line', found: 'A\nB', expected: 'a single line' },
+    { path: '/routes/1/params/A\nB', message: 'bad CGI variable name "A\\nB": a CGI variable name must be a single line without "=" or a NUL byte', found: 'A\nB', expected: 'a single line without "=" or NUL' },
   ])
 })
 

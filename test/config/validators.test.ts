@@ -40,6 +40,9 @@ const PATTERN_EXAMPLES: Record<string, string[]> = {
   '^[A-Za-z0-9_.-]+$': ['php', 'a.b-c_1', 'bad name', '', 'ü', 'a/b'],
   // A plain string key: TypeBox's pattern, and a map refuses a key with a line break.
   '^(.*)$': ['PATH', '', 'a b', 'x=y', 'a\nb', '\r'],
+  // Variable names and values (params, environment): no NUL, a name on one line without `=`.
+  '^[^\\u0000=\\n\\r\\u2028\\u2029]+$': ['PATH', 'a b', '', 'x=y', 'a\nb', '\r', 'A\u0000B'],
+  '^[^\\u0000]*$': ['value', '', 'a=b', 'a\nb', 'v\u0000w'],
 }
 
 type Node = TSchema & Record<string, any>
