@@ -11,7 +11,7 @@
  */
 import type { Socket } from 'node:net'
 import {
-  CgiResponseParser, ConfigError, OneShotClient, ProxyError, unwatchAbort, watchAbort,
+  CgiBodyFramer, CgiResponseParser, ConfigError, OneShotClient, ProxyError, fromSocketError, unwatchAbort, watchAbort,
   type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler
 } from '../../src/index.js'
 
@@ -44,9 +44,9 @@ export function encodeUwsgiVars (env: Readonly<Record<string, string>>, contentL
 class UwsgiExchange {
   private socket: Socket | null = null
   private settled = false
-  private remaining: number | null = null
   private readonly parser: CgiResponseParser
-  private inHead = true
+  /** Set once the head is parsed: frames the body by the backend's Content-Length, if any. */
+  private framer: CgiBodyFramer | null = null
 
   constructor (
     private readonly endpoint: Endpoint,
@@ -81,31 +81,34 @@ class UwsgiExchange {
     this.socket = s
     s.on('data', (chunk: Buffer) => {
       if (this.settled) return
-      if (!this.inHead) { this.body(chunk); return }
+      if (this.framer !== null) { this.body(chunk); return }
       const r = this.parser.push(chunk)
       if ('error' in r) { this.fail(r.error); return }
       if (!r.done) return
-      this.inHead = false
-      this.remaining = r.head.contentLength
+      // A HEAD request, a 1xx, 204 or 304 has no body whatever its Content-Length says
+      // (RFC 9110 §6.4.1): the framer is then complete at once.
+      this.framer = CgiBodyFramer.forResponse(r.head, this.ex.method)
       this.handler.onHead(r.head.status, r.head.headers, { resume: () => { if (!this.settled) s.resume() } }, r.head.statusText)
       this.body(r.rest)
     })
     s.once('end', () => {
-      if (this.inHead) { this.fail(this.parser.end()); return }
-      if (this.remaining !== null && this.remaining > 0) { this.fail(new ProxyError('ERR_BACKEND_CLOSED', 'short body')); return }
-      this.end()
+      if (this.framer === null) { this.fail(this.parser.end()); return }
+      const short = this.framer.eof() // ERR_BACKEND_CLOSED when short of Content-Length
+      if (short !== null) this.fail(short)
+      else this.end()
     })
-    s.once('error', (err) => this.fail(new ProxyError(this.inHead ? 'ERR_BACKEND_RESET' : 'ERR_BACKEND_CLOSED', err.message, { cause: err })))
+    // ECONNRESET / EPIPE → ERR_BACKEND_RESET, anything else ERR_BACKEND_CLOSED; never an end.
+    s.once('error', (err: NodeJS.ErrnoException) => this.fail(fromSocketError(err, this.framer === null ? 'head' : 'body', this.endpoint.id)))
     s.write(packet)
     // The core already knows the length (needsContentLength); pipe() gives backpressure.
     this.ex.body?.pipe(s, { end: false })
   }
 
   private body (chunk: Buffer): void {
-    const part = this.remaining === null ? chunk : chunk.subarray(0, this.remaining)
-    if (this.remaining !== null) this.remaining -= part.length
+    const framer = this.framer as CgiBodyFramer
+    const part = framer.take(chunk) // bytes past Content-Length are dropped
     if (part.length > 0 && !this.handler.onData(part)) this.socket?.pause()
-    if (this.remaining === 0) this.end()
+    if (framer.complete) this.end()
   }
 
   private settle (): boolean {
