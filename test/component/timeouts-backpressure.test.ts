@@ -143,8 +143,10 @@ t.test('with clientIdle 0 a steady upload longer than timeouts.headers still get
     req.on('data', (c: Buffer) => { n += c.length })
     req.on('end', () => res.end(`got ${n}`))
   })
-  const { url } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], timeouts: { headers: 600, clientIdle: 0 } }] })
-  const CHUNKS = 30
+  // Paced by a timer: a pause of the whole test process (a loaded CI machine) longer than the
+  // headers timeout would be a real 504, so the timeout leaves room for that.
+  const { url } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], timeouts: { headers: 1500, clientIdle: 0 } }] })
+  const CHUNKS = 40
   const got = await new Promise<string>((resolve, reject) => {
     const req = request(`${url}/up`, { method: 'POST', headers: { 'content-length': CHUNKS * 1000 }, agent: false }, (res) => {
       let b = ''
@@ -153,7 +155,7 @@ t.test('with clientIdle 0 a steady upload longer than timeouts.headers still get
     })
     req.on('error', reject)
     let i = 0
-    // A 3 s upload at a steady pace (the scenario: a slow uploader), 5x the headers timeout.
+    // A 4 s upload at a steady pace (the scenario: a slow uploader), 2.7x the headers timeout.
     const tick = setInterval(() => {
       req.write(Buffer.alloc(1000, 97))
       if (++i === CHUNKS) { clearInterval(tick); req.end() }

