@@ -23,6 +23,7 @@ import type { GcFunction } from './core/scavenge.js'
 import type { BackendSource, Logger, ProcessStarter, ProtocolAdapter } from './core/types.js'
 import { defaultLogger } from './logger.js'
 import { SpawnManager } from './spawn/index.js'
+import { logOutput } from './spawn/output.js'
 import { VERSION } from './version.js'
 
 export interface CreateProxyOptions extends CompileInput {
@@ -136,9 +137,7 @@ async function startSpawns (config: CreateProxyOptions, log: Logger): Promise<Sp
   manager.on('restart', (e) => log.warn({ spawn: e.spawn, delay: e.delay, restarts: e.restarts }, 'spawn restarting'))
   manager.on('exit', (e) => { if (!e.expected) log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
   // Without a logDir, children's output goes to the log (one line per chunk, never mixed into ours).
-  if (config.logDir === undefined) {
-    manager.on('stderr', (e) => log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, e.chunk.toString('utf8').trimEnd()))
-  }
+  if (config.logDir === undefined) logOutput(manager, log)
   try {
     for (const [name, spec] of Object.entries(config.spawns ?? {})) {
       try { manager.add(name, toSpawnSpec(spec)) } catch (err) {

@@ -16,6 +16,7 @@ import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
 import { addressKey, managerOptions, toSpawnSpec, type SpawnLayerConfig } from '../config/spawns.js'
 import type { BackendSource, Logger, ProcessStarter } from '../core/types.js'
 import { SpawnManager, type SpawnStatus } from '../spawn/index.js'
+import { logOutput } from '../spawn/output.js'
 import { Launcher } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
 
@@ -123,9 +124,7 @@ export class SpawnSet {
     const manager = new SpawnManager(managerOptions(config))
     manager.on('failed', (e) => this.log.error({ spawn: e.spawn, reason: e.reason }, 'spawn failed'))
     manager.on('exit', (e) => { if (!e.expected) this.log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
-    if (config.logDir === undefined) {
-      manager.on('stderr', (e) => this.log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, e.chunk.toString('utf8').trimEnd()))
-    }
+    if (config.logDir === undefined) logOutput(manager, this.log)
     const c: Component = { names, key: keyOf(names, config), manager }
     this.live.add(manager)
     try {

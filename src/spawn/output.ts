@@ -8,9 +8,14 @@
 import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
-import type { LogOptions } from './types.js'
+import { StringDecoder } from 'node:string_decoder'
+import type { Logger } from '../core/types.js'
+import type { LogOptions, SpawnEvents } from './types.js'
 
 export const LOG_DEFAULTS = { maxSize: 10 * 1024 * 1024, keep: 3, maxBuffered: 1024 * 1024 } as const
+
+/** After the log file failed (directory gone, disk full), output is dropped this long before it is opened again. */
+const REOPEN_AFTER_MS = 1000
 
 function fileSize (file: string): number {
   try { return statSync(file).size } catch { return 0 }
@@ -29,6 +34,11 @@ export class OutputSink {
   private stream: WriteStream | null = null
   private size = 0
   private readonly closing = new Set<Promise<void>>()
+  private closed = false
+  /** Bytes handed to each open stream, to count what a failing one lost. */
+  private readonly queued = new Map<WriteStream, number>()
+  /** When the log file last failed (Date.now()); 0 = never. */
+  private failedAt = 0
 
   constructor (name: string, opts: LogOptions | undefined, listener: OutputListener) {
     this.file = opts?.dir === undefined ? null : join(opts.dir, `${name}.log`)
@@ -48,18 +58,40 @@ export class OutputSink {
   write (stream: 'stdout' | 'stderr', chunk: Buffer, pid: number): void {
     this.listener(stream, chunk, pid)
     if (this.file === null) return
+    // Closed (a program that left its group, setsid, may still write), or the file failed a moment
+    // ago (its directory gone, disk full): drop and count rather than open a file per chunk.
+    if (this.closed || (this.stream === null && Date.now() - this.failedAt < REOPEN_AFTER_MS)) {
+      this.dropped += chunk.length
+      return
+    }
     if (this.stream !== null && this.stream.writableLength > this.maxBuffered) {
       this.dropped += chunk.length
       return
     }
     if (this.stream !== null && this.size > 0 && this.size + chunk.length > this.maxSize) this.rotate()
-    if (this.stream === null) {
-      this.stream = createWriteStream(this.file, { flags: 'a' })
-      this.stream.on('error', () => { /* disk trouble must not crash the host; output is best effort */ })
-      this.size = fileSize(this.file)
-    }
-    this.stream.write(chunk)
+    const s = this.stream ?? this.open(this.file)
+    this.queued.set(s, (this.queued.get(s) ?? 0) + chunk.length)
+    s.write(chunk)
     this.size += chunk.length
+  }
+
+  private open (file: string): WriteStream {
+    const s = createWriteStream(file, { flags: 'a' })
+    this.stream = s
+    this.size = fileSize(file)
+    this.queued.set(s, 0)
+    s.on('error', () => {
+      // Disk trouble must not crash the host; output is best effort. What this stream had not
+      // written is lost: count it, and open the file anew later (the directory may come back).
+      this.dropped += Math.max(0, (this.queued.get(s) ?? 0) - s.bytesWritten)
+      this.queued.set(s, s.bytesWritten)
+      if (this.stream === s) {
+        this.stream = null
+        this.failedAt = Date.now()
+      }
+    })
+    s.once('close', () => this.queued.delete(s))
+    return s
   }
 
   private rotate (): void {
@@ -67,7 +99,7 @@ export class OutputSink {
     const file = this.file as string
     // Renaming under an open fd is safe on POSIX: the old writer keeps its inode.
     if (this.keep === 0) {
-      rmSync(file, { force: true })
+      try { rmSync(file, { force: true }) } catch { /* its directory unreadable: the reopen fails and counts */ }
     } else {
       for (let i = this.keep - 1; i >= 1; i--) {
         try { renameSync(`${file}.${i}`, `${file}.${i + 1}`) } catch { /* not there yet */ }
@@ -80,14 +112,63 @@ export class OutputSink {
     const s = this.stream
     if (s === null) return
     this.stream = null
-    const done = new Promise<void>((resolve) => { s.once('close', () => resolve()); s.end() })
+    // A stream that failed (its 'close' already emitted) must not be waited for: close() would hang.
+    const done = new Promise<void>((resolve) => {
+      if (s.closed || s.destroyed) { resolve(); return }
+      s.once('close', () => resolve())
+      s.end()
+    })
     this.closing.add(done)
     void done.then(() => this.closing.delete(done))
   }
 
   /** Flush and close the file (no fd stays open after the manager closes). */
   async close (): Promise<void> {
+    this.closed = true
     this.endStream()
     await Promise.all([...this.closing])
   }
+}
+
+/**
+ * Output chunks as text, per process and stream, for logging them chunk by chunk. A pipe splits
+ * output wherever a write (or the 64 KiB pipe buffer) ends, so a UTF-8 character can straddle two
+ * chunks; decoded alone, each half became U+FFFD. The incomplete tail is held for that stream's
+ * next chunk; `end(pid)` forgets a process's decoders once it exited.
+ */
+export class OutputText {
+  /** node's StringDecoder holds an incomplete character's bytes until the next write. */
+  private readonly decoders = new Map<string, StringDecoder>()
+
+  text (pid: number, stream: 'stdout' | 'stderr', chunk: Buffer): string {
+    const key = `${pid}:${stream}`
+    let d = this.decoders.get(key)
+    if (d === undefined) { d = new StringDecoder('utf8'); this.decoders.set(key, d) }
+    return d.write(chunk)
+  }
+
+  end (pid: number): void {
+    this.decoders.delete(`${pid}:stdout`)
+    this.decoders.delete(`${pid}:stderr`)
+  }
+}
+
+/** The events `logOutput` follows (a SpawnManager's). */
+interface OutputEvents {
+  on (event: 'stderr', fn: (e: SpawnEvents['stderr'][0]) => void): unknown
+  on (event: 'exit', fn: (e: SpawnEvents['exit'][0]) => void): unknown
+}
+
+/**
+ * Without a logDir: children's output goes to the host's log, one line per chunk (never mixed
+ * into the host's own), decoded per process and stream so a character split between two chunks is
+ * logged whole; whitespace-only chunks are skipped.
+ */
+export function logOutput (manager: OutputEvents, log: Pick<Logger, 'info'>): void {
+  const text = new OutputText()
+  manager.on('stderr', (e) => {
+    const line = text.text(e.pid, e.stream, e.chunk).trimEnd()
+    if (line !== '') log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, line)
+  })
+  manager.on('exit', (e) => { text.end(e.pid) })
 }
