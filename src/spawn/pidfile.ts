@@ -9,7 +9,7 @@
  * alive, started at the recorded time (pid reuse), and carries our marker `PROXYCORE_SPAWN=<name>`
  * in its environment; anything else is just a stale file and is removed.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from './types.js'
 import { escalation, stopGroup } from './group-kill.js'
@@ -59,6 +59,25 @@ export function isPidFileOf (name: string, spawn: string): boolean {
   return name.startsWith(`${spawn}.`) && /^\d+\.pid$/.test(name.slice(spawn.length + 1))
 }
 
+/** Bigger than any record: more is not ours. */
+const MAX_RECORD = 4096
+
+/**
+ * A pid file's text, read without following a symlink and without blocking: a FIFO or a link
+ * to one planted in runDir would hang the host's start (readFileSync blocks in open(2)).
+ */
+function readRecord (file: string): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile() || st.size > MAX_RECORD) throw new Error('not a pid file')
+    const buf = Buffer.alloc(st.size)
+    return buf.toString('utf8', 0, readSync(fd, buf, 0, st.size, 0))
+  } finally {
+    closeSync(fd)
+  }
+}
+
 export class PidFiles {
   private readonly dir: string | undefined
 
@@ -71,25 +90,49 @@ export class PidFiles {
     return join(this.dir as string, `${spawn}.${pid}.pid`)
   }
 
-  write (spawn: string, pid: number, address: string): void {
-    if (this.dir === undefined) return
+  /**
+   * Record a process just spawned. Best effort, never throws (it runs in the child's 'spawn'
+   * handler, where a throw would be an uncaught exception): a runDir removed meanwhile (tmpfiles,
+   * an operator) is made again; a file that cannot be written leaves the process without one.
+   * The file is created anew (O_EXCL, which never follows a symlink): whoever can write runDir
+   * must not make root write through a symlink or a hard link planted at the next pid's name.
+   * Returns whether the file was written.
+   */
+  write (spawn: string, pid: number, address: string): boolean {
+    if (this.dir === undefined) return false
     const rec: PidRecord = { spawn, pid, pgid: pid, startTime: processStartTime(pid) ?? '', address }
-    writeFileSync(this.file(spawn, pid), JSON.stringify(rec) + '\n', { mode: 0o640 })
+    const file = this.file(spawn, pid)
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o750 })
+      rmSync(file, { force: true })
+      writeFileSync(file, JSON.stringify(rec) + '\n', { mode: 0o640, flag: 'wx' })
+      return true
+    } catch {
+      return false
+    }
   }
 
   remove (spawn: string, pid: number): void {
     if (this.dir === undefined) return
-    rmSync(this.file(spawn, pid), { force: true })
+    try { rmSync(this.file(spawn, pid), { force: true }) } catch { /* runDir unreadable: nothing to remove */ }
   }
 
   private records (spawn: string): Array<{ file: string, rec: PidRecord | null }> {
     const dir = this.dir as string
     const out: Array<{ file: string, rec: PidRecord | null }> = []
-    for (const name of readdirSync(dir)) {
+    let names: string[]
+    try {
+      names = readdirSync(dir)
+    } catch (err) {
+      // Removed since the constructor made it: no previous host left anything there.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return out
+      throw err
+    }
+    for (const name of names) {
       if (!isPidFileOf(name, spawn)) continue
       const file = join(dir, name)
       let rec: PidRecord | null = null
-      try { rec = JSON.parse(readFileSync(file, 'utf8')) as PidRecord } catch { /* torn write: stale */ }
+      try { rec = JSON.parse(readRecord(file)) as PidRecord } catch { /* torn write, not a plain file: stale */ }
       out.push({ file, rec: rec !== null && rec.spawn === spawn ? rec : null })
     }
     return out
