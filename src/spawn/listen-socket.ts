@@ -150,9 +150,14 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
       try {
         const out = start(handleFd(server))
         if (tmpPath !== null && addr.kind === 'unix') {
-          // Ownership and mode are set while the socket still has its private name.
-          beforePublish?.(tmpPath)
-          renameSync(tmpPath, addr.path)
+          try {
+            // Ownership and mode are set while the socket still has its private name.
+            beforePublish?.(tmpPath)
+            renameSync(tmpPath, addr.path)
+          } catch (err) {
+            // The child runs already: the caller must stop it (SpawnedProcess.start does).
+            throw spawnError('ERR_SPAWN_BIND', `cannot publish the socket at unix:${addr.path}: ${(err as Error).message}`, err)
+          }
         }
         return out
       } finally {

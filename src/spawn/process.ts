@@ -4,7 +4,7 @@
  * reports what happened through `ProcessHooks`.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { rmSync } from 'node:fs'
+import { lstatSync, unlinkSync } from 'node:fs'
 import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
@@ -59,6 +59,8 @@ export interface ProcessOptions {
 }
 
 const PROBE_STEP_MS = 25
+/** How long stdout/stderr stay open after the process group is gone (see releaseOutput). */
+const STDIO_LINGER_MS = 500
 
 /**
  * exec a plan in its own process group (`detached`), so stop signals reach every worker it forks
@@ -66,6 +68,17 @@ const PROBE_STEP_MS = 25
  */
 export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
   return spawn(plan.file, plan.args, { stdio, detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false })
+}
+
+/**
+ * Unlink the socket this process published, if a socket is still what the path names: whatever
+ * replaced it meanwhile (a directory, someone's file) is left alone, and nothing here may throw
+ * (finish() runs from exit callbacks, where a throw is an unhandled rejection).
+ */
+function removeOwnSocket (path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path)
+  } catch { /* already gone */ }
 }
 
 export class SpawnedProcess {
@@ -124,15 +137,25 @@ export class SpawnedProcess {
       } else {
         bound = await bindListenSocket(this.address)
         this.address = bound.address
-        this.ownsSocketFile = this.address.kind === 'unix'
         if (spec.handoff === 'systemd') Object.assign(extraEnv, { LISTEN_FDS: '1', LISTEN_FDNAMES: spec.name })
       }
       if (this.state !== 'starting') { bound?.close(); this.finish(null); return }
       const planned = plan ?? this.opts.plan(extraEnv)
-      this.child = bound === null ? this.exec(planned, -1) : bound.handOff((fd) => this.exec(planned, fd), planned.socketAccess)
+      if (bound === null) {
+        this.child = this.exec(planned, -1)
+      } else {
+        // The child is assigned as soon as it exists: publishing its socket (chown, rename onto
+        // the configured path) comes after the spawn and may still fail.
+        bound.handOff((fd) => (this.child = this.exec(planned, fd)), planned.socketAccess)
+        // Only a socket renamed into place is ours to unlink when the process ends.
+        this.ownsSocketFile = this.address.kind === 'unix'
+      }
     } catch (err) {
       bound?.close()
       this.startError = err as Error
+      // Spawned, then its socket could not be published: a failed start, and the child must not
+      // run on unsupervised. The stop ends in onLeaderExit → finish.
+      if (this.child !== null) { void this.stop(); return }
       this.finish(null)
       return
     }
@@ -233,9 +256,25 @@ export class SpawnedProcess {
     const beforeReady = !this.wasReady
     this.state = 'exited'
     if (this.pid !== null) this.opts.pidFiles.remove(this.opts.spec.name, this.pid)
-    if (this.ownsSocketFile && this.address.kind === 'unix') rmSync(this.address.path, { force: true })
+    if (this.ownsSocketFile && this.address.kind === 'unix') removeOwnSocket(this.address.path)
+    this.releaseOutput()
     this.exit = info ?? { code: null, signal: null, at: this.opts.clock.now() }
     this.opts.hooks.onExit(this, this.exit, this.expected, beforeReady)
+  }
+
+  /**
+   * The group is gone, but a program that left it (setsid, a daemonizing worker) may still hold
+   * the write ends of stdout/stderr: the host would keep those pipes (two fds, and a handle that
+   * keeps its event loop alive) for as long as that program lives, after close() too. Output
+   * already written is read meanwhile; what is still open after STDIO_LINGER_MS is dropped.
+   */
+  private releaseOutput (): void {
+    const { clock } = this.opts
+    for (const s of [this.child?.stdout, this.child?.stderr]) {
+      if (s === null || s === undefined || s.destroyed || s.readableEnded) continue
+      const timer = clock.setTimeout(() => s.destroy(), STDIO_LINGER_MS)
+      s.once('close', () => clock.clearTimeout(timer))
+    }
   }
 
   /** Out of rotation; the group stops it once in-flight reaches 0. */
