@@ -68,7 +68,14 @@ export class SpawnGroup {
     this.changes.setMaxListeners(0)
     this.health = spec.healthCheck === null
       ? null
-      : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.planCommand, (p) => { this.unhealthy.add(p); void p.stop() })
+      : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.planCommand, (p) => {
+        // Out of list() now, not when its leader exits: the stop ladder can take 2 × stopTimeout,
+        // and every request routed to it meanwhile would meet a process being killed.
+        this.unhealthy.add(p)
+        this.clearIdle(p)
+        void p.stop()
+        this.notify()
+      })
   }
 
   // ---- BackendSource ------------------------------------------------------------------------
@@ -289,8 +296,12 @@ export class SpawnGroup {
     }, decision.delay)
   }
 
-  /** FAILED stops the whole spawn (systemd: a unit over its start limit), until clear(). */
-  private fail (reason: string): void {
+  /**
+   * FAILED stops the whole spawn (systemd: a unit over its start limit), until clear(). Also
+   * the manager's, for a spawn added while running that its checks refuse.
+   */
+  fail (reason: string): void {
+    if (this.closing || this.failed !== null) return
     this.failed = reason
     for (const s of this.slots) {
       s.active = false

@@ -86,7 +86,33 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
         (script) => this.launcher.checkScript(resolved, script), this.forkServerFor(resolved))
       : null
     this.entries.set(name, { spec: resolved, output, group, pipe })
-    if (this.started) void this.bringUp([name])
+    if (!this.started) return
+    // Added to a running manager: what start() would reject (an unknown dependency, a cycle) is
+    // thrown here, and a later failure (identity checks) puts the spawn in FAILED; neither may
+    // become an unhandled rejection, which ends the host process.
+    try {
+      this.linkDeps(name)
+      this.checkCycles()
+    } catch (err) {
+      this.entries.delete(name)
+      throw err
+    }
+    void this.bringUp([name]).catch((err: Error & { code?: string }) => {
+      const reason = `${err.code !== undefined ? `${err.code}: ` : ''}${err.message}`
+      if (group !== null) group.fail(reason)
+      else this.emit('failed', { spawn: name, reason })
+    })
+  }
+
+  /** Resolve `dependsOn` of socket spawn `name` to its groups (ERR_SPAWN_UNKNOWN_DEPENDENCY). */
+  private linkDeps (name: string): void {
+    const e = this.entry(name)
+    if (e.group === null) return
+    e.group.deps = e.spec.dependsOn.map((d) => {
+      const dep = this.entries.get(d)?.group
+      if (dep === undefined || dep === null) throw spawnError('ERR_SPAWN_UNKNOWN_DEPENDENCY', `spawns.${name}.dependsOn: no socket spawn named ${d}`)
+      return dep
+    })
   }
 
   /**
@@ -102,12 +128,7 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     for (const name of names) {
       const e = this.entry(name)
       await this.launcher.validate(e.spec)
-      if (e.group === null) continue
-      e.group.deps = e.spec.dependsOn.map((d) => {
-        const dep = this.entries.get(d)?.group
-        if (dep === undefined || dep === null) throw spawnError('ERR_SPAWN_UNKNOWN_DEPENDENCY', `spawns.${name}.dependsOn: no socket spawn named ${d}`)
-        return dep
-      })
+      this.linkDeps(name)
     }
     this.checkCycles()
     for (const name of names) {
