@@ -205,6 +205,11 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
     if (s.healthCheck?.type === 'command' && s.healthCheck.command === undefined) {
       issues.push({ path: `${at}/healthCheck/command`, message: 'healthCheck type command needs command', expected: 'argv list or string' })
     }
+    // A check every 0 ms is a busy loop of probes; one with no time to answer always fails.
+    for (const key of ['interval', 'timeout'] as const) {
+      const v = s.healthCheck?.[key]
+      if (v !== undefined && ms(v) === 0) issues.push({ path: `${at}/healthCheck/${key}`, message: `healthCheck ${key} must be above 0`, found: v, expected: 'a duration above 0, like "5s"' })
+    }
     s.dependsOn?.forEach((d, i) => {
       const dep = spawnNamed(d)
       if (d === name) issues.push({ path: `${at}/dependsOn/${i}`, message: 'a spawn cannot depend on itself', found: d })

@@ -81,6 +81,34 @@ function nonNegative (name: string, field: string, v: number): number {
   return v
 }
 
+/**
+ * A field given as `undefined` takes its default (as in the rest of the spec, where `??` applies):
+ * spreading `{ maxStarts: undefined }` over the defaults used to switch the start limit off, and
+ * an undefined `initialDelay` made every backoff delay NaN (an immediate restart).
+ */
+function pick<K extends string> (name: string, section: string, defaults: Record<K, number>, given: Partial<Record<K, number>> | undefined, min: Partial<Record<K, number>>): Record<K, number> {
+  const out = { ...defaults }
+  for (const key of Object.keys(defaults) as K[]) {
+    const v = given?.[key]
+    if (v === undefined) continue
+    const floor = min[key] ?? 0
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < floor) {
+      throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.${section}.${key}: expected a number >= ${floor}, found ${String(v)}`)
+    }
+    out[key] = v
+  }
+  return out
+}
+
+function resolveRestart (name: string, given: SpawnSpec['restart']): ResolvedSpec['restart'] {
+  return pick<keyof typeof SPAWN_DEFAULTS.restart>(name, 'restart', SPAWN_DEFAULTS.restart, given, {})
+}
+
+/** A check every 0 ms (or with no timeout) would be a busy loop of probes. */
+function resolveHealthTimes (name: string, given: HealthCheckSpec): { interval: number, timeout: number, failures: number } {
+  return pick<'interval' | 'timeout' | 'failures'>(name, 'healthCheck', SPAWN_DEFAULTS.healthCheck, given, { interval: 1, timeout: 1, failures: 1 })
+}
+
 export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
   const d = SPAWN_DEFAULTS
   const socketType = spec.socketType ?? d.socketType
@@ -113,10 +141,10 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
     killSignal: spec.killSignal ?? d.killSignal,
     stopTimeout: nonNegative(name, 'stopTimeout', spec.stopTimeout ?? d.stopTimeout),
     startTimeout: nonNegative(name, 'startTimeout', spec.startTimeout ?? d.startTimeout),
-    restart: { ...d.restart, ...spec.restart },
+    restart: resolveRestart(name, spec.restart),
     healthCheck: hc === undefined
       ? null
-      : { ...d.healthCheck, ...hc, command: splitArgv(hc.command) },
+      : { ...hc, ...resolveHealthTimes(name, hc), command: splitArgv(hc.command) },
     dependsOn: [...(spec.dependsOn ?? [])],
     user: spec.user,
     group: spec.group,

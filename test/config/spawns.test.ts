@@ -89,6 +89,21 @@ t.test('cross-field errors reject the config before any child starts', async (t)
   t.same(childrenOf(), [], 'nothing was started')
 })
 
+t.test('a health check every 0 ms, or with 0 ms to answer, is a config issue, not a busy loop or a start failure', async (t) => {
+  guardLeaks(t)
+  const err = await createProxy({
+    logger: silentLogger,
+    spawns: { app: { binPath: [node, join(demo, 'http-app.mjs')], socketName: '127.0.0.1:0', healthCheck: { type: 'connect', interval: '0s', timeout: 0 } } },
+    routes: [{ protocol: 'http', spawn: 'app' }],
+  }).catch((e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  t.same((err as ConfigError).issues.map((i) => [i.path, i.message]), [
+    ['/spawns/app/healthCheck/interval', 'healthCheck interval must be above 0'],
+    ['/spawns/app/healthCheck/timeout', 'healthCheck timeout must be above 0'],
+  ])
+  t.same(childrenOf(), [], 'nothing was started')
+})
+
 t.test('a spawn name outside [A-Za-z0-9_.-] is a config issue at its key, not a crash, and nothing starts', async (t) => {
   guardLeaks(t)
   const reject = async (spawns: Record<string, unknown>): Promise<unknown> => await createProxy({
