@@ -5,14 +5,14 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createServer, request, type Server } from 'node:http'
+import { request } from 'node:http'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
-import { createProxy, silentLogger, type RequestEndEvent } from '../../src/index.js'
+import type { RequestEndEvent } from '../../src/index.js'
 import { assertNoLeaks, leakBaseline } from '../cgi-shared/leak-check.js'
 import { waitFor } from '../helpers/leaks.js'
+import { proxyServer } from '../helpers/servers.js'
 import { connectable } from '../../bench/lib/proc.mjs'
 import { ECHO_APP, UWSGI, uwsgiSkip } from './uwsgi-peer.js'
 
@@ -39,19 +39,11 @@ t.test('an environment over uWSGI --buffer-size (default 4 KiB): 502 ERR_BACKEND
   t.ok(await waitFor(async () => exited || await connectable(socketPath), 15000, 20), 'uWSGI listening')
   t.notOk(exited, 'uWSGI running')
 
-  const proxy = await createProxy({
-    logger: silentLogger,
+  const { proxy, port } = await proxyServer(t, {
     routes: [{ match: { prefix: '/app/' }, protocol: 'scgi', backends: [`unix:${socketPath}`], scriptFilename: ECHO_APP }]
   })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const server: Server = createServer(proxy.handler)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    await new Promise((resolve) => server.close(resolve))
-    await proxy.close()
-  })
-  const port = (server.address() as AddressInfo).port
   const get = (headers: Record<string, string>): Promise<{ status: number, body: string }> => new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path: '/app/x', agent: false, headers }, (res) => {
       let body = ''

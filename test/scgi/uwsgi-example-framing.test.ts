@@ -5,15 +5,16 @@
  * And a reset after the head is reported as ERR_BACKEND_RESET, as the built-in adapters do.
  */
 import t from 'tap'
-import { createServer, request, type Server } from 'node:http'
+import { request } from 'node:http'
 import { createServer as netServer, type AddressInfo, type Socket } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createProxy, silentLogger, type RequestEndEvent } from '../../src/index.js'
+import type { RequestEndEvent } from '../../src/index.js'
 import { uwsgiAdapter } from '../../examples/uwsgi-adapter/adapter.js'
 import { assertNoLeaks, leakBaseline } from '../cgi-shared/leak-check.js'
 import { waitFor } from '../helpers/leaks.js'
+import { proxyServer } from '../helpers/servers.js'
 import { makeExchange, recorder, tcpEndpoint, testContext, unixEndpoint } from './harness.js'
 import { startUwsgi, uwsgiSkip } from './uwsgi-peer.js'
 
@@ -65,20 +66,12 @@ t.test('uwsgi example: bodyless answers with a Content-Length end cleanly (real 
     await client.close()
   })
 
-  const proxy = await createProxy({
-    logger: silentLogger,
+  const { proxy, port } = await proxyServer(t, {
     adapters: [uwsgiAdapter],
     routes: [{ match: { prefix: '/app/' }, protocol: 'uwsgi', backends: [`unix:${peer.socketPath}`], scriptFilename: app }]
   })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const server: Server = createServer(proxy.handler)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    await new Promise((resolve) => server.close(resolve))
-    await proxy.close()
-  })
-  const port = (server.address() as AddressInfo).port
 
   for (const [method, path, status] of [['HEAD', '/app/x', 200], ['GET', '/app/x?status=304', 304], ['GET', '/app/x?status=204', 204]] as const) {
     await t.test(`through createProxy: ${method} ${path}`, async (t) => {

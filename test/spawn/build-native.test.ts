@@ -1,8 +1,9 @@
 /**
  * scripts/build-native.mjs, run on a copy of the package's two files in a temporary directory (the
  * script finds its source and output next to itself, so the repo's own helper stays untouched):
- * with a compiler it builds an executable helper; without one, or when the compiler fails, it
- * says why, exits 0 (npm install goes on) and leaves no helper behind — not even an older one.
+ * with a compiler it builds an executable helper; without one, or when the compiler fails (an
+ * error, a signal, an output directory it cannot make), it says why, exits 0 (npm install goes on)
+ * and leaves no helper behind — not even an older one. CC may carry arguments, as make takes it.
  */
 import t from 'tap'
 import { accessSync, constants, copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -64,3 +65,30 @@ leakTest(t, 'with cc: an executable helper that speaks (it says its usage withou
   const [code] = await once(child, 'close') as [number | null]
   t.same([code, stderr], [1, 'fork server: usage: proxycore-fork-server <socket path>\n'])
 }, { skip: hasCc || process.env.CI === 'true' ? false : 'no cc on PATH' })
+
+leakTest(t, 'the output directory cannot be made: it says why and exits 0 (npm install goes on)', async (t, defer) => {
+  const { root } = skeleton(tempDir(defer))
+  // A file where native/build should be: mkdir fails as it would in a package directory we cannot write.
+  writeFileSync(join(root, 'native', 'build'), '')
+  const r = await build(root, 'cc')
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stderr, '', 'no stack trace')
+  t.match(r.stdout, /^proxycore: the compiled fork server could not be built \(EEXIST: .*native\/build.*\); CGI uses the Perl fork server/)
+})
+
+leakTest(t, 'CC with arguments, as make takes it (cc -std=gnu11): the helper is built', async (t, defer) => {
+  const { root, helper } = skeleton(tempDir(defer))
+  const r = await build(root, ' cc  -std=gnu11 -DPROXYCORE_CC_ARGS=1 ')
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, '', 'nothing to say when it works')
+  t.doesNotThrow(() => accessSync(helper, constants.X_OK), 'built and executable')
+}, { skip: hasCc || process.env.CI === 'true' ? false : 'no cc on PATH' })
+
+leakTest(t, 'a compiler killed by a signal: exit 0, a reason, no helper', async (t, defer) => {
+  const { root, helper } = skeleton(tempDir(defer))
+  writeFileSync(join(root, 'killed-cc'), '#!/bin/sh\nkill -9 $$\n', { mode: 0o755 })
+  const r = await build(root, join(root, 'killed-cc'))
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, /killed-cc failed: .*; CGI uses the Perl fork server/)
+  t.notOk(existsSync(helper))
+})
