@@ -89,7 +89,7 @@ const ListenSchema = Type.Union([
 
 export const StatusSchema = Type.Object({
   path: Type.Optional(Type.String({ pattern: '^/', default: '/server-status', description: 'Status page path: HTML, JSON with `?format=json` or `Accept: application/json`.' })),
-  allow: Type.Optional(Type.Array(Type.String(), { default: ['127.0.0.0/8', '::1'], description: 'Client addresses/CIDRs allowed to read it; others get 403.' })),
+  allow: Type.Optional(Type.Array(Type.String(), { default: ['127.0.0.0/8', '::1'], description: 'Client addresses/CIDRs allowed to read it, and `unix:` for every client of a unix-socket listener; others get 403.' })),
 }, { additionalProperties: false, description: 'The built-in status page (spawns, processes, routes).' })
 
 /** The operator file (proxycore.yaml / .json): the published JSON Schema is generated from this. */

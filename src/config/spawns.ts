@@ -149,8 +149,9 @@ export interface CrossFieldInput extends SpawnLayerConfig {
 function statusAllowIssues (allow: readonly string[]): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   allow.forEach((entry, i) => {
+    if (entry === 'unix:') return // every peer of a unix-socket listener (createStatus)
     try { new TrustedProxies([entry]) } catch (err) {
-      issues.push({ path: `/status/allow/${i}`, message: (err as Error).message, found: entry, expected: 'IP addresses or CIDRs' })
+      issues.push({ path: `/status/allow/${i}`, message: (err as Error).message, found: entry, expected: 'IP addresses or CIDRs, or unix:' })
     }
   })
   return issues

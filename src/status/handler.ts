@@ -38,7 +38,11 @@ export interface StatusOptions {
   path?: string
   /** Prometheus text; `false` turns metrics off. */
   metricsPath?: string | false
-  /** Addresses or CIDRs allowed to see status and metrics; others get 403. Default: loopback only. */
+  /**
+   * Addresses or CIDRs allowed to see status and metrics; others get 403. Default: loopback only.
+   * `unix:` (nginx's `allow unix:`) allows every client of a unix-socket listener, which has no
+   * peer address (without it they get 403).
+   */
   allow?: string[]
   /** Page title. */
   title?: string
@@ -63,6 +67,9 @@ export interface StatusHandler {
   close (): Promise<void>
 }
 
+/** The `allow` entry for every peer of a unix-socket listener (nginx: `allow unix:`). */
+export const UNIX_PEERS = 'unix:'
+
 /** How a status hands its metric totals to the one that replaces it (`previous`); not public API. */
 const handOvers = new WeakMap<StatusHandler, () => MetricsCarry | undefined>()
 
@@ -70,7 +77,9 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const path = trimSlash(normalizePath(opts.path ?? STATUS_DEFAULTS.path))
   const livePath = `${path}/live`
   const metricsPath = opts.metricsPath === false ? null : trimSlash(normalizePath(opts.metricsPath ?? STATUS_DEFAULTS.metricsPath))
-  const allow = new TrustedProxies(opts.allow ?? STATUS_DEFAULTS.allow)
+  const allowList: readonly string[] = opts.allow ?? STATUS_DEFAULTS.allow
+  const allow = new TrustedProxies(allowList.filter((a) => a !== UNIX_PEERS))
+  const allowUnix = allowList.includes(UNIX_PEERS)
   const startedAt = Date.now()
   const software = `proxycore/${VERSION}`
   const tail = new StderrTail(opts.stderrTail)
@@ -80,7 +89,11 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const metrics = metricsPath === null ? null : createMetrics(proxy, snapshot, carried)
   const live = opts.live === false ? null : new LiveView(proxy, snapshot, opts.live)
 
-  const allowed = (req: IncomingMessage): boolean => allow.has(plainAddress(req.socket.remoteAddress))
+  const allowed = (req: IncomingMessage): boolean => {
+    const peer = req.socket.remoteAddress
+    // A unix-socket listener's peers have no address: only `unix:` lets them in.
+    return peer === undefined ? allowUnix : allow.has(plainAddress(peer))
+  }
 
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
     const t = targetOf(req)

@@ -37,7 +37,7 @@ t.test('status.allow: an entry createStatus cannot parse is an issue for embedde
   guardLeaks(t)
   const config = { routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], status: { allow: ['::1', 'localhost'] } }
   const issues = await checkConfig(config, { shape: 'embed' })
-  t.same(issues.map((i) => [i.path, i.found, i.expected]), [['/status/allow/1', 'localhost', 'IP addresses or CIDRs']])
+  t.same(issues.map((i) => [i.path, i.found, i.expected]), [['/status/allow/1', 'localhost', 'IP addresses or CIDRs, or unix:']])
   t.same(await checkConfig({ ...config, status: { allow: ['127.0.0.1', '10.0.0.0/8', '::1'] } }), [], 'addresses and CIDRs pass')
 })
 
