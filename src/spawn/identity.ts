@@ -138,11 +138,18 @@ export function checkProgram (program: string, id: Identity, policy: IdentityPol
   if (st.isSymbolicLink()) throw spawnError('ERR_SUEXEC_SYMLINK', `${program}: program is a symlink`)
   if (policy.allowedRoots !== undefined) {
     const real = realpathSync(program)
+    // A root that cannot be resolved (a typo, a tenant's directory not created yet) contains
+    // nothing: skipped, never a raw ENOENT that would refuse every spawn without a code.
+    const missing: string[] = []
     const inside = policy.allowedRoots.some((root) => {
-      const r = realpathSync(root)
+      let r: string
+      try { r = realpathSync(root) } catch { missing.push(root); return false }
       return real.startsWith(r.endsWith(sep) ? r : r + sep) // boundary-aware, unlike suexec's strncmp (AC-23)
     })
-    if (!inside) throw spawnError('ERR_SUEXEC_NOT_IN_ROOT', `${program}: not inside ${policy.allowedRoots.join(', ')}`)
+    if (!inside) {
+      const note = missing.length > 0 ? ` (${missing.join(', ')}: does not exist)` : ''
+      throw spawnError('ERR_SUEXEC_NOT_IN_ROOT', `${program}: not inside ${policy.allowedRoots.join(', ')}${note}`)
+    }
   }
   const dir = statSync(dirname(program))
   if (!ownerOk(dir, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${dirname(program)}: owned by ${dir.uid}:${dir.gid}, not ${id.uid}:${id.gid} or root`)
