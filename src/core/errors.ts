@@ -95,7 +95,7 @@ export const ERRORS = {
   ERR_IDENTITY_UID_BELOW_MIN: { status: 500, message: 'uid below the configured minimum', action: 'Use a regular user, or lower minUid deliberately.' },
   ERR_IDENTITY_GID_BELOW_MIN: { status: 500, message: 'gid below the configured minimum', action: 'Use a regular group, or lower minGid deliberately.' },
   ERR_IDENTITY_UNKNOWN_TENANT: { status: 500, message: 'The spawn names an unknown tenant environment', action: 'Define the tenant or fix its name.' },
-  ERR_IDENTITY_TENANT_CONFLICT: { status: 500, message: 'The spawn sets identity or limits that its tenant already sets', action: 'Set them in one place: the tenant.' },
+  ERR_IDENTITY_TENANT_CONFLICT: { status: 500, message: 'The spawn sets a user or group that contradicts its tenant', action: 'Set the identity in one place, the tenant; limits may be set in both (those of the spawn win).' },
   ERR_SUEXEC_RELATIVE_PATH: { status: 403, message: 'Program path is not absolute', action: 'Use an absolute binPath.' },
   ERR_SUEXEC_DOTDOT: { status: 403, message: 'Program path contains ..', action: 'Use a canonical path.' },
   ERR_SUEXEC_NOT_FOUND: { status: 403, message: 'Program not found', action: 'Check the path.' },

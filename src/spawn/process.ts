@@ -4,7 +4,7 @@
  * reports what happened through `ProcessHooks`.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { lstatSync, unlinkSync } from 'node:fs'
+import { lstatSync, statSync, unlinkSync } from 'node:fs'
 import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
@@ -75,6 +75,10 @@ export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
  * replaced it meanwhile (a directory, someone's file) is left alone, and nothing here may throw
  * (finish() runs from exit callbacks, where a throw is an unhandled rejection).
  */
+function isDirectory (path: string): boolean {
+  try { return statSync(path).isDirectory() } catch { return false }
+}
+
 function removeOwnSocket (path: string): void {
   try {
     if (lstatSync(path).isSocket()) unlinkSync(path)
@@ -181,7 +185,12 @@ export class SpawnedProcess {
     child.once('error', (err) => {
       // ENOENT/EACCES from exec arrive here without 'exit'.
       if (this.pid === null) {
-        this.startError = spawnError('ERR_SPAWN_EXEC', `cannot exec ${plan.file}: ${err.message}`, err)
+        // node reports a missing cwd as the program's ENOENT ("spawn /usr/bin/prlimit ENOENT"):
+        // name the directory instead, which is what the operator has to fix.
+        const why = (err as NodeJS.ErrnoException).code === 'ENOENT' && plan.cwd !== undefined && !isDirectory(plan.cwd)
+          ? `cwd ${plan.cwd} is not a directory (ENOENT)`
+          : err.message
+        this.startError = spawnError('ERR_SPAWN_EXEC', `cannot exec ${plan.file}: ${why}`, err)
         resolveExit({ code: null, signal: null, at: this.opts.clock.now() })
       }
     })

@@ -45,3 +45,12 @@ leakTest(t, 'add() after start(): a spawn refused by the start checks goes FAILE
   await new Promise<void>((resolve) => setImmediate(resolve))
   t.same(rejections, [], 'no unhandled rejection')
 })
+
+leakTest(t, 'a cwd that does not exist is named in the failure, not reported as the program missing', async (t, defer) => {
+  const m = manager(defer)
+  m.add('nocwd', { binPath: nodeBackend(), socketName: '127.0.0.1:0', cwd: '/nonexistent-pc-cwd', restart: { maxStarts: 0 } })
+  const failed = nextEvent(m, 'failed', (e) => e.spawn === 'nocwd', 10_000)
+  await m.start().catch(() => {})
+  const e = await failed
+  t.match(e.reason, /cannot exec .*: cwd \/nonexistent-pc-cwd is not a directory/, e.reason)
+})
