@@ -26,7 +26,8 @@ Usage:
   proxycore check <config> [--explain]
                                     validate a config: exit 0 valid, 2 invalid (every problem listed);
                                     --explain adds field docs and the identity/suEXEC refusal of
-                                    every user-switched spawn (code and reason), nothing started
+                                    every user-switched spawn and CGI docroot (code and reason),
+                                    nothing started
   proxycore status [url|host:port] [--timeout=10s]
                                     status table (default http://127.0.0.1:8080/server-status;
                                     host:port means http://host:port/server-status); gives up
@@ -102,7 +103,7 @@ async function check (args: string[]): Promise<number> {
     const refused = await spawnRefusals(r.config)
     for (const x of refused) process.stderr.write(`${x.path}: ${x.code} ${x.message}\n`)
     if (refused.length > 0) {
-      process.stderr.write(`${file}: ${refused.length} spawn(s) would be refused\n`)
+      process.stderr.write(`${file}: ${refused.length} spawn(s) or CGI docroot(s) would be refused\n`)
       return 2
     }
   }

@@ -125,6 +125,27 @@ export function checkSocketDir (socketPath: string, owner: Pick<Identity, 'uid'>
   checkAncestors(dir, owner, 'the socket', 'ERR_SPAWN_SOCKET_DIR_UNSAFE')
 }
 
+/**
+ * `identity.allowedRoots` (suexec's docroot check): the real path of `path` (a program, a CGI
+ * docroot) lies inside one of them, boundary-aware (unlike suexec's strncmp, AC-23). A root that
+ * cannot be resolved (a typo, a tenant's directory not created yet) contains nothing: skipped,
+ * never a raw ENOENT that would refuse every spawn without a code.
+ */
+export function checkInsideRoots (path: string, policy: IdentityPolicy): void {
+  if (policy.allowedRoots === undefined) return
+  const real = realpathSync(path)
+  const missing: string[] = []
+  const inside = policy.allowedRoots.some((root) => {
+    let r: string
+    try { r = realpathSync(root) } catch { missing.push(root); return false }
+    return real === r || real.startsWith(r.endsWith(sep) ? r : r + sep)
+  })
+  if (!inside) {
+    const note = missing.length > 0 ? ` (${missing.join(', ')}: does not exist)` : ''
+    throw spawnError('ERR_SUEXEC_NOT_IN_ROOT', `${path}: not inside ${policy.allowedRoots.join(', ')}${note}`)
+  }
+}
+
 /** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */
 export function checkProgram (program: string, id: Identity, policy: IdentityPolicy, opts: { interpreted?: boolean } = {}): void {
   if (!isAbsolute(program)) throw spawnError('ERR_SUEXEC_RELATIVE_PATH', `${program}: user-switched programs need an absolute path`)
@@ -136,21 +157,7 @@ export function checkProgram (program: string, id: Identity, policy: IdentityPol
   // suexec 117: the program itself must not be a symlink; a symlinked directory above it is
   // caught by the realpath root check below.
   if (st.isSymbolicLink()) throw spawnError('ERR_SUEXEC_SYMLINK', `${program}: program is a symlink`)
-  if (policy.allowedRoots !== undefined) {
-    const real = realpathSync(program)
-    // A root that cannot be resolved (a typo, a tenant's directory not created yet) contains
-    // nothing: skipped, never a raw ENOENT that would refuse every spawn without a code.
-    const missing: string[] = []
-    const inside = policy.allowedRoots.some((root) => {
-      let r: string
-      try { r = realpathSync(root) } catch { missing.push(root); return false }
-      return real.startsWith(r.endsWith(sep) ? r : r + sep) // boundary-aware, unlike suexec's strncmp (AC-23)
-    })
-    if (!inside) {
-      const note = missing.length > 0 ? ` (${missing.join(', ')}: does not exist)` : ''
-      throw spawnError('ERR_SUEXEC_NOT_IN_ROOT', `${program}: not inside ${policy.allowedRoots.join(', ')}${note}`)
-    }
-  }
+  checkInsideRoots(program, policy)
   const dir = statSync(dirname(program))
   if (!ownerOk(dir, id)) throw spawnError('ERR_SUEXEC_OWNER_MISMATCH', `${dirname(program)}: owned by ${dir.uid}:${dir.gid}, not ${id.uid}:${id.gid} or root`)
   if ((dir.mode & 0o022) !== 0) throw spawnError('ERR_SUEXEC_DIR_WRITABLE', `${dirname(program)}: directory writable by group or others`)

@@ -1,6 +1,7 @@
 /**
  * `proxycore check --explain` runs the spawn manager's identity and suEXEC checks on every spawn
- * without starting anything, and names each refusal's code and spawn path (exit 2). Needs root
+ * (and the allowedRoots check on user-switched CGI docroots) without starting anything, and names
+ * each refusal's code and path (exit 2). Needs root
  * to create the test user: skipped with the reason locally, a failure under CI=true.
  */
 import t from 'tap'
@@ -54,17 +55,36 @@ routes:
     t.match(r.stderr, /\/spawns\/sys: ERR_IDENTITY_UID_BELOW_MIN uid 1 is below minUid 1000/)
     t.notMatch(r.stderr, /\/spawns\/ok:/, 'a compliant spawn is not listed')
     t.notMatch(r.stderr, /\/spawns\/plain:/, 'a spawn without user/group is not checked')
-    t.match(r.stderr, /2 spawn\(s\) would be refused/)
+    t.match(r.stderr, /2 spawn\(s\) or CGI docroot\(s\) would be refused/)
     const plain = await runCli(['check', file])
     t.equal(plain.code, 0, 'without --explain the identity checks are not run')
     write(`identity: { minUid: 1, minGid: 1, allowedRoots: [${JSON.stringify(bin)}, ${JSON.stringify(dirname(process.execPath))}] }\n`)
     const lowered = await runCli(['check', file, '--explain'])
     t.equal(lowered.code, 2)
     t.notMatch(lowered.stderr, /\/spawns\/sys:/, 'the config identity policy is applied')
-    t.match(lowered.stderr, /1 spawn\(s\) would be refused/)
+    t.match(lowered.stderr, /1 spawn\(s\) or CGI docroot\(s\) would be refused/)
     chmodSync(writable, 0o755)
     const fixed = await runCli(['check', file, '--explain'])
     t.equal(fixed.code, 0, fixed.stderr)
     t.match(fixed.stdout, /ok \(1 route/)
+
+    // A user-switched CGI route whose docroot lies outside allowedRoots: every script would be
+    // refused per request (403), so --explain names the docroot.
+    const www = join(dir, 'www')
+    mkdirSync(www)
+    const cgi = (docroot: string): void => writeFileSync(file, `listen: 127.0.0.1:0
+identity: { minUid: 1, minGid: 1, allowedRoots: [${JSON.stringify(bin)}] }
+spawns:
+  cgi: { socketType: pipe, user: ${U.name}, group: ${U.name} }
+routes:
+  - { protocol: cgi, spawn: cgi, docroot: ${JSON.stringify(docroot)} }
+`)
+    cgi(www)
+    const outside = await runCli(['check', file, '--explain'])
+    t.equal(outside.code, 2, 'exit 2')
+    t.match(outside.stderr, `/routes/0/docroot: ERR_SUEXEC_NOT_IN_ROOT ${www}: not inside ${bin}`)
+    cgi(bin)
+    const inside = await runCli(['check', file, '--explain'])
+    t.equal(inside.code, 0, inside.stderr)
   })
 }
