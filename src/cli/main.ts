@@ -4,6 +4,8 @@
  * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
  * serving), SIGTERM/SIGINT drain and stop every child, a second one exits at once.
  */
+// First: a SIGHUP during the imports below must not end the process (early-signals.ts).
+import { takeEarlyHup } from './early-signals.js'
 import { resolve } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import '../index.js'
@@ -203,10 +205,33 @@ async function serve (args: string[]): Promise<number> {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
-  process.on('SIGHUP', () => {
+  const fixedLevel = envLevel !== undefined && envLevel !== ''
+  let started = false
+  let hupWhileStarting = false
+  const reload = (): void => {
     log.info({ config: file }, 'SIGHUP: reloading')
-    void gw.reload()
+    void gw.reload().then((ok) => {
+      // The new file's `logLevel` applies from now on, as nginx's error_log level does after a
+      // reload; PROXYCORE_LOG_LEVEL, when set, still wins over any file.
+      const level = gw.current?.config.logLevel ?? 'info'
+      if (ok && !fixedLevel && level !== log.level) {
+        // Said at whichever of the two levels lets an info line through.
+        const from = log.level
+        const said = log.isLevelEnabled('info')
+        if (said) log.info({ from, to: level }, 'reload: log level changed')
+        log.level = level
+        if (!said) log.info({ from, to: level }, 'reload: log level changed')
+      }
+    })
+  }
+  process.on('SIGHUP', () => {
+    // Before the first generation is up there is nothing to reload yet: once it is, the file is
+    // read again (it may have changed since it was read for the start).
+    if (!started) { hupWhileStarting = true; return }
+    reload()
   })
+  // A HUP that came while the modules loaded or the config was first read (early-signals.ts).
+  if (takeEarlyHup()) hupWhileStarting = true
   try {
     await gw.start()
   } catch (err) {
@@ -226,6 +251,8 @@ async function serve (args: string[]): Promise<number> {
     return 1
   }
   log.info({ addresses: gw.addresses, pid: process.pid }, 'serving')
+  started = true
+  if (hupWhileStarting && !stopping) reload()
   // Keep running; the signal handlers end the process.
   return await new Promise<number>(() => {})
 }

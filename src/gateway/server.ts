@@ -3,10 +3,10 @@
  * with SIGHUP-style reload and graceful close.
  *
  * Reload is make-before-break: the new file is loaded and fully validated, changed spawns are
- * started (spawn-set.ts), the new routes are compiled, and only then is the generation pointer
- * swapped — one assignment, so a request sees either the old routes or the new ones. The old
- * generation drains in the background. A config that fails at any step is logged and dropped; the
- * old generation never stops serving.
+ * started and waited for until ready (spawn-set.ts), the new routes are compiled, and only then is
+ * the generation pointer swapped — one assignment, so a request sees either the old routes or the
+ * new ones. The old generation drains in the background. A config that fails at any step is
+ * logged and dropped; the old generation never stops serving.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { chmodSync, unlinkSync } from 'node:fs'
@@ -40,6 +40,10 @@ function spawnView (set: SpawnSet): SpawnView {
   }
 }
 
+function listenKey (c: OperatorConfig): string {
+  return JSON.stringify([c.listen ?? '127.0.0.1:8080'].flat())
+}
+
 export interface GatewayOptions {
   configFile: string
   log: Logger
@@ -59,6 +63,10 @@ export class Gateway {
   /** The first spawn set; every later one shares its record of live managers (groups()). */
   private readonly lineage: SpawnSet
   private closing: Promise<void> | null = null
+  /** Aborted by close(): a reload stops waiting for its new spawns to be ready. */
+  private readonly closed = new AbortController()
+  /** What the listeners were bound from at start(); reloads compare their `listen` with this. */
+  private bound = ''
   /** Bound addresses, as `http://host:port` or `unix:/path`. */
   readonly addresses: string[] = []
 
@@ -68,9 +76,9 @@ export class Gateway {
 
   get current (): Generation | null { return this.gen }
 
-  private async build (prev: SpawnSet, given?: OperatorConfig): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
+  private async build (prev: SpawnSet, given?: OperatorConfig, ready?: AbortSignal): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
     const config = given ?? (await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})).config
-    const { set, retired } = await prev.next(config)
+    const { set, retired } = await prev.next(config, ready)
     let proxy: Proxy
     try {
       const { spawns: _s, tenants: _t, runDir: _r, logDir: _l, ...rest } = config
@@ -96,6 +104,7 @@ export class Gateway {
   async start (): Promise<void> {
     const { gen } = await this.build(this.lineage)
     this.gen = gen
+    this.bound = listenKey(gen.config)
     try {
       for (const l of [gen.config.listen ?? '127.0.0.1:8080'].flat()) await this.listen(l)
     } catch (err) {
@@ -174,15 +183,16 @@ export class Gateway {
     if (old === null || this.closing !== null) return false
     let next: Awaited<ReturnType<Gateway['build']>>
     try {
-      next = await this.build(old.spawns)
+      next = await this.build(old.spawns, undefined, this.closed.signal)
     } catch (err) {
       const issues = (err as { issues?: unknown[] }).issues
       if (old.spawns.stopped.length > 0) return await this.restore(old, err, issues)
       this.opts.log.error({ err: issues === undefined ? err : undefined, issues }, 'reload rejected; the previous config keeps serving')
       return false
     }
-    const listenChanged = JSON.stringify([next.gen.config.listen ?? '127.0.0.1:8080'].flat()) !== JSON.stringify([old.config.listen ?? '127.0.0.1:8080'].flat())
-    if (listenChanged) this.opts.log.warn({ listen: next.gen.config.listen }, 'reload: listen changed; restart proxycore to move listeners')
+    // Against what is bound, not the previous file: listeners never move, so a file that still
+    // differs warns on every reload, and one changed back to the bound address does not.
+    if (listenKey(next.gen.config) !== this.bound) this.opts.log.warn({ listen: next.gen.config.listen, listening: this.addresses }, 'reload: listen changed; restart proxycore to move listeners')
     this.gen = next.gen
     this.reloads++
     this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length }, 'reloaded')
@@ -199,7 +209,7 @@ export class Gateway {
     const names = old.spawns.stopped.flatMap((c) => c.names)
     this.opts.log.error({ err: issues === undefined ? err : undefined, issues, spawns: names }, 'reload rejected; restarting the previous config\'s spawns it had stopped')
     try {
-      const again = await this.build(old.spawns, old.config)
+      const again = await this.build(old.spawns, old.config, this.closed.signal)
       this.gen = again.gen
       this.retire(old, again.retired)
       this.opts.log.warn({ spawns: names }, 'reload rejected; the previous config keeps serving')
@@ -223,6 +233,7 @@ export class Gateway {
 
   /** Stop listening, drain in-flight requests, stop every spawned process. Idempotent. */
   close (): Promise<void> {
+    this.closed.abort()
     this.closing ??= this.doClose()
     return this.closing
   }

@@ -4,7 +4,7 @@
  * running untouched and replace only what changed:
  *
  *   unchanged component  -> kept (same processes, same sockets)
- *   changed / new        -> a new manager, started before the swap (make-before-break) ...
+ *   changed / new        -> a new manager, started and ready before the swap (make-before-break) ...
  *                           ... unless it reuses a fixed address of the old one: then the old one
  *                           is stopped first (a port cannot be bound twice), a short gap for it only;
  *                           what start() would refuse is checked before that, and should the start
@@ -67,7 +67,7 @@ export class SpawnSet {
    * The next set for `config`: keeps unchanged components of `this`, starts the rest. Returns the
    * new set and the components of `this` that the caller must retire (after the swap) with `retire`.
    */
-  async next (config: SpawnLayerConfig): Promise<{ set: SpawnSet, retired: Component[] }> {
+  async next (config: SpawnLayerConfig, ready?: AbortSignal): Promise<{ set: SpawnSet, retired: Component[] }> {
     const wanted = components(config.spawns ?? {})
     // A component stopped early by a failed reload is gone: its names start anew.
     const old = new Map(this.components.filter((c) => !stoppedEarly.has(c)).map((c) => [c.key, c]))
@@ -96,6 +96,9 @@ export class SpawnSet {
         }
         started.push(await this.start(names, config))
       }
+      // Make-before-break means the new processes serve before the swap: until they accept, the
+      // old generation's processes (still running) answer, not a queue waiting on a slow start.
+      if (ready !== undefined) await Promise.all(started.map((c) => this.settled(c, config, ready)))
     } catch (err) {
       await this.retire(started)
       throw err
@@ -115,6 +118,37 @@ export class SpawnSet {
       this.log.info({ spawn: s.name, reason: s.reason }, 'reload: restarting a FAILED spawn')
       c.manager.clear(s.name)
     }
+  }
+
+  /**
+   * Resolves once every spawn of `c` has settled: a process ready (`running`), nothing wanted yet
+   * (`idle`: minProcs 0) or `failed` (the swap goes on; its routes answer 503 as before). Bounded by
+   * the longest `startTimeout` of its spawns plus a second (a spawn whose restarts go on forever
+   * never settles), and by `abort` (a stop signal must not wait for a slow start).
+   */
+  private async settled (c: Component, config: SpawnLayerConfig, abort: AbortSignal): Promise<void> {
+    const busy = (): boolean => c.manager.status().some((s) => s.state === 'starting' || s.state === 'waiting' || s.state === 'backoff')
+    if (!busy() || abort.aborted) return
+    // Node fires a longer timer at once: 2147483647 ms is the longest it sets.
+    const limit = Math.min(2_147_483_647, 1000 + Math.max(0, ...c.names.map((n) => resolveSpec(n, toSpawnSpec((config.spawns ?? {})[n])).startTimeout)))
+    const events = ['ready', 'failed', 'exit', 'restart'] as const
+    await new Promise<void>((resolve) => {
+      const check = (): void => { if (!busy() || abort.aborted) done() }
+      const timer = setTimeout(() => {
+        this.log.warn({ spawns: c.names }, 'reload: a changed spawn is not ready yet; swapping anyway')
+        done()
+      }, limit)
+      const poll = setInterval(check, 250)
+      const done = (): void => {
+        clearTimeout(timer)
+        clearInterval(poll)
+        for (const e of events) c.manager.off(e, check)
+        abort.removeEventListener('abort', done)
+        resolve()
+      }
+      for (const e of events) c.manager.on(e, check)
+      abort.addEventListener('abort', done)
+    })
   }
 
   /** Components of this set that a failed reload stopped; the caller starts them again. */

@@ -1,0 +1,168 @@
+/**
+ * `proxycore serve` reload (SIGHUP), on the real CLI with real spawned node:http backends:
+ * a changed spawn serves before the swap (make-before-break, no queue behind a slow start), a stop
+ * signal does not wait for such a start, the file's `logLevel` applies after a reload, and the
+ * `listen` warning compares with what is bound, not with the previous file.
+ */
+import t from 'tap'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { alive, childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
+import { serve, type Served } from './run.js'
+
+interface Teardown { teardown (fn: () => void | Promise<void>): void }
+
+// Listens after DELAY ms (a slow application boot), then writes its pid to MARK.
+const BACKEND = `import http from 'node:http'
+import { writeFileSync } from 'node:fs'
+setTimeout(() => {
+  http.createServer((req, res) => res.end(process.pid + ' ' + (process.env.TAG ?? '')))
+    .listen(Number(process.env.PORT), process.env.HOST, () => { if (process.env.MARK) writeFileSync(process.env.MARK, String(process.pid)) })
+}, Number(process.env.DELAY ?? 0))
+`
+
+function setup (t: Teardown): { dir: string, file: string, app: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-audit3-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const app = join(dir, 'app.mjs')
+  writeFileSync(app, BACKEND)
+  return { dir, file: join(dir, 'proxycore.yaml'), app }
+}
+
+function killer (t: Teardown, s: Served, pids: () => number[]): void {
+  t.teardown(() => {
+    try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {}
+    for (const p of pids()) { try { process.kill(-p, 'SIGKILL') } catch {} }
+  })
+}
+
+async function get (url: string): Promise<{ status: number, body: string }> {
+  const r = await fetch(url)
+  return { status: r.status, body: await r.text() }
+}
+
+const spawnYaml = (app: string, env: string, top = ''): string => `listen: 127.0.0.1:0
+drainTimeout: 60s
+${top}spawns:
+  app:
+    binPath: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}]
+    socketName: 127.0.0.1:0
+    handoff: self
+    startTimeout: 120s
+    environment: { ${env} }
+routes:
+  - { name: app, protocol: http, spawn: app }
+`
+
+t.test('a changed spawn is ready before the swap: requests never queue behind its start', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { dir, file, app } = setup(t)
+  writeFileSync(file, spawnYaml(app, 'TAG: v1'))
+  const s = await serve(file)
+  const seen: number[] = []
+  killer(t, s, () => seen)
+  const v1 = await get(`${s.url}/`)
+  t.match(v1.body, / v1$/)
+  seen.push(Number(v1.body.split(' ')[0]))
+
+  // v2 needs 2 s to listen; v1 keeps answering meanwhile.
+  const mark = join(dir, 'v2.ready')
+  writeFileSync(file, spawnYaml(app, `TAG: v2, DELAY: "2000", MARK: ${JSON.stringify(mark)}`))
+  const at = s.logs().length
+  s.child.kill('SIGHUP')
+  t.match((await get(`${s.url}/`)).body, / v1$/, 'the old generation answers while the new spawn starts')
+  await s.waitLog('reloaded', at)
+  t.ok(existsSync(mark), 'the new spawn was listening when the routes were swapped')
+  const v2 = await get(`${s.url}/`)
+  t.equal(v2.status, 200)
+  t.match(v2.body, / v2$/)
+  seen.push(Number(v2.body.split(' ')[0]))
+  t.equal(Number(readFileSync(mark, 'utf8')), seen[1])
+  t.ok(await waitFor(() => !alive(seen[0] as number), 15_000), 'the replaced process stopped after the drain')
+
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+  t.ok(await waitFor(() => !alive(seen[1] as number)), 'spawned process gone')
+})
+
+t.test('a stop signal does not wait for a reload\'s slow spawn to be ready', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { file, app } = setup(t)
+  writeFileSync(file, spawnYaml(app, 'TAG: v1'))
+  const s = await serve(file)
+  killer(t, s, () => [])
+  t.equal((await get(`${s.url}/`)).status, 200)
+  const group = s.child.pid as number
+  const before = childrenOf(group).length
+
+  // Would take 10 minutes to listen (startTimeout 120s): the reload is still waiting for it.
+  writeFileSync(file, spawnYaml(app, 'TAG: v2, DELAY: "600000"'))
+  s.child.kill('SIGHUP')
+  t.ok(await waitFor(() => childrenOf(group).length > before, 15_000), 'the new spawn started')
+  t.notOk(s.logs().some((l) => l.msg === 'reloaded'), 'the reload waits for it')
+  const at = s.logs().length
+  s.child.kill('SIGTERM')
+  await s.waitLog('stopping: draining requests and stopping spawned processes', at)
+  const code = await Promise.race([s.exited, new Promise<string>((resolve) => { const x = setTimeout(() => resolve('still running after 60 s'), 60_000); x.unref() })])
+  t.equal(code, 0, 'stopped without waiting for the start')
+  t.ok(await waitFor(() => processGroup(group).length === 0), 'CLI process group empty')
+  t.same(childrenOf(group), [], 'no spawned process left')
+})
+
+t.test('the reloaded file\'s logLevel applies', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { file, app } = setup(t)
+  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: info\n'))
+  const s = await serve(file, { PROXYCORE_LOG_LEVEL: '' })
+  killer(t, s, () => [])
+  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n'))
+  let at = s.logs().length
+  s.child.kill('SIGHUP')
+  t.match(await s.waitLog('reload: log level changed', at), { from: 'info', to: 'warn' })
+
+  // At warn, a reload's info lines are gone; the listen warning (a warn line) ends it.
+  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n').replace('listen: 127.0.0.1:0', 'listen: 127.0.0.1:1'))
+  at = s.logs().length
+  s.child.kill('SIGHUP')
+  await s.waitLog('reload: listen changed; restart proxycore to move listeners', at)
+  t.notOk(s.logs().slice(at).some((l) => l.msg === 'SIGHUP: reloading'), 'no info line at warn')
+
+  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: debug\n'))
+  at = s.logs().length
+  s.child.kill('SIGHUP')
+  t.match(await s.waitLog('reload: log level changed', at), { from: 'warn', to: 'debug' })
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+})
+
+t.test('the listen warning compares the file with what is bound, on every reload', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { file } = setup(t)
+  const backend = createServer((req, res) => res.end('ok'))
+  await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => { backend.closeAllConnections(); backend.close(() => resolve()) }))
+  const port = (backend.address() as AddressInfo).port
+  const config = (listen: string): void => writeFileSync(file, `listen: ${listen}
+routes:
+  - { name: r, protocol: http, backends: ['127.0.0.1:${port}'] }
+`)
+  config('127.0.0.1:0')
+  const s = await serve(file)
+  killer(t, s, () => [])
+  const warned = async (listen: string): Promise<boolean> => {
+    config(listen)
+    const at = s.logs().length
+    s.child.kill('SIGHUP')
+    await s.waitLog('reloaded', at)
+    return s.logs().slice(at).some((l) => l.msg === 'reload: listen changed; restart proxycore to move listeners')
+  }
+  t.equal(await warned('127.0.0.1:1'), true, 'a changed listen warns')
+  t.equal(await warned('127.0.0.1:1'), true, 'and warns again while the listeners are still the old ones')
+  t.equal(await warned('127.0.0.1:0'), false, 'the bound listen again: no warning')
+  t.equal((await get(`${s.url}/`)).status, 200, 'still served where it listens')
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+})
