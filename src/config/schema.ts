@@ -100,7 +100,7 @@ export const OperatorConfigSchema = Type.Object({
   status: Type.Optional(StatusSchema),
   runDir: Type.Optional(Type.String({ description: 'Directory for spawn pid files; lets a restarted proxycore stop children orphaned by a crashed one.' })),
   logDir: Type.Optional(Type.String({ description: 'Directory for `<spawn>.log` files with the spawns\' stdout/stderr (rotated); without it they go to the log.' })),
-  logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level (PROXYCORE_LOG_LEVEL overrides).' })),
+  logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level, applied again on every reload (PROXYCORE_LOG_LEVEL overrides).' })),
   drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests and open WebSockets may take to finish; then they are ended (503 `ERR_SHUTTING_DOWN`, or the connection cut).', '30s')),
   spawns: Type.Optional(StrictRecord(Type.String({ pattern: SPAWN_NAME_PATTERN }), SpawnSchema, 'Backend programs proxycore starts and supervises, by name (ASCII letters, digits, `_`, `.` and `-`).')),
   tenants: Type.Optional(StrictRecord(Type.String(), TenantSchema, 'Named identity + limits blocks shared by spawns (`spawns.<name>.tenant`).')),
