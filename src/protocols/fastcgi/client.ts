@@ -48,6 +48,13 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   private discoverySocket: Socket | null = null
   /** The operator was told once that an unknown connection limit costs reuse. */
   private toldNoLimit = false
+  /**
+   * A connect found the backend's listen queue full (EAGAIN on a unix socket) while connections of
+   * ours were open to it: open no other connection until one of them finishes a request or closes.
+   */
+  private backlogFull = false
+  /** The operator was told once that the listen queue filled up. */
+  private toldBacklog = false
 
   constructor (endpoint: Endpoint, opts: FastcgiOptions, ctx: ClientContext) {
     this.endpoint = endpoint
@@ -150,6 +157,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   }
 
   private hasRoom (): boolean {
+    if (this.backlogFull) return false
     return this.conns.size - this.retiring + this.connecting < this.maxConns
   }
 
@@ -194,9 +202,35 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       this.pump()
     }, (err: unknown) => {
       this.connecting--
+      if (this.waitForRoom(err, req)) return
       req.fail(connectError(err, this.backend))
       this.pump()
     })
+  }
+
+  /**
+   * EAGAIN on a unix socket: the backend is up, its listen queue is full (php-fpm's listen.backlog,
+   * all workers busy). When connections of ours are open to it, one of them will free a worker:
+   * the request waits at the head of the queue, like any request above the limits, instead of
+   * failing (nginx answers 502 "Resource temporarily unavailable", and a connect failure would
+   * make the core disable the backend). With none of ours open, nothing would wake it: it fails
+   * with the connect error (ERR_CONNECT_FAILED).
+   */
+  private waitForRoom (err: unknown, req: FcgiRequest): boolean {
+    const cause = isProxyError(err) ? err.cause : err
+    if ((cause as NodeJS.ErrnoException | undefined)?.code !== 'EAGAIN') return false
+    // Only an open connection is sure to wake the queue (requestDone or connectionClosed); one
+    // still connecting may fail the same way.
+    if (this.conns.size === 0 || this.closing) return false
+    this.backlogFull = true
+    if (!this.toldBacklog) {
+      this.toldBacklog = true
+      this.log.warn({ backend: this.backend, connections: this.conns.size + this.connecting },
+        'FastCGI backend listen queue is full (EAGAIN); requests wait for a connection to free up. Set options.maxConnections to its worker count (php-fpm: pm.max_children), or raise its listen backlog')
+    }
+    if (req.isSettled) return true
+    this.queue.unshift(req)
+    return true
   }
 
   private connect (): Promise<Socket> {
@@ -299,6 +333,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   // --- ConnectionOwner ---------------------------------------------------------------------------
 
   requestDone (conn: FcgiConnection, req: FcgiRequest, retry: boolean): void {
+    this.backlogFull = false
     if (retry) this.requeue(req)
     this.release(conn)
     this.pump()
@@ -311,6 +346,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   }
 
   connectionClosed (conn: FcgiConnection): void {
+    this.backlogFull = false
     if (conn.retired) this.retiring--
     this.conns.delete(conn)
     this.pump()

@@ -253,8 +253,11 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
 
   private resumeFor (req: FcgiRequest): void {
     if (!this.paused.delete(req) || this.paused.size > 0 || this.closed) return
-    this.socket.resume()
+    // The decoder first works through what it holds; the socket flows again only if that did not
+    // pause it anew. Resuming the socket first read one more chunk (several 8 KiB records from
+    // php) per resume while a slow client took one record: the buffer grew with the response.
     this.decoder.resume()
+    if (!this.decoder.isPaused && !this.closed) this.socket.resume()
   }
 
   // --- RecordSink --------------------------------------------------------------------------------
