@@ -25,7 +25,7 @@ setTimeout(() => {
 `
 
 function setup (t: Teardown): { dir: string, file: string, app: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-audit3-'))
+  const dir = mkdtempSync(join(tmpdir(), 'pc-reload-ready-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const app = join(dir, 'app.mjs')
   writeFileSync(app, BACKEND)

@@ -23,14 +23,14 @@ if (withTestUsers(t, 'allowedRoots tests', [A])) {
   const id = { uid: A.id, gid: A.id, user: A.name, group: A.name }
 
   t.test('checkProgram: a missing root is skipped, not a raw ENOENT', async (tt) => {
-    const missing = '/nonexistent-pc-audit3-root'
+    const missing = '/nonexistent-pc-allowed-root'
     tt.doesNotThrow(() => { checkProgram(process.execPath, id, { minUid: 1000, minGid: 1000, allowedRoots: [missing, nodeDir] }) }, 'program inside the existing root: accepted')
     tt.throws(() => { checkProgram(process.execPath, id, { minUid: 1000, minGid: 1000, allowedRoots: [missing] }) },
       { code: 'ERR_SUEXEC_NOT_IN_ROOT', message: new RegExp(`${missing}.*does not exist`) }, 'outside every existing root: the stable code, naming the missing root')
   })
 
   t.test('check --explain reports the stable code, not ENOENT', async (tt) => {
-    const missing = '/nonexistent-pc-audit3-root'
+    const missing = '/nonexistent-pc-allowed-root'
     const ok = await spawnRefusals({
       identity: { minUid: 1000, minGid: 1000, allowedRoots: [missing, nodeDir] },
       tenants: { a: { user: A.name, group: A.name } },
