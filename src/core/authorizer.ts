@@ -7,7 +7,7 @@
  * client gets, body included.
  */
 import { buildCgiEnv } from './cgi/env.js'
-import { ProxyError } from './errors.js'
+import { ProxyError, backendOverloaded } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
 import type { BackendPool, Backend } from './pool.js'
@@ -177,7 +177,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   onError (err: ProxyError): void {
     if (this.state === 'done') return
     if (this.abortReason !== null) err = this.abortReason
-    if (err.phase === 'connect' && this.backend !== null) this.a.pool.connectFailed(this.backend, err.code)
+    if (err.phase === 'connect' && this.backend !== null) this.a.pool.connectFailed(this.backend, err.code, backendOverloaded(err))
     if (this.state === 'denying') {
       // The denial was already streaming: cut it, never pad it.
       this.release()

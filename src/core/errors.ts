@@ -46,7 +46,7 @@ export const ERRORS = {
   // --- backend connection -----------------------------------------------------------
   ERR_CONNECT_REFUSED: { status: 502, message: 'Backend refused the connection', action: 'Start the backend or fix its address.', retryable: true },
   ERR_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the backend timed out', action: 'Check the backend host and its listen backlog.', retryable: true },
-  ERR_CONNECT_FAILED: { status: 502, message: 'Could not connect to the backend', action: 'Check the backend address and that it is listening.', retryable: true },
+  ERR_CONNECT_FAILED: { status: 502, message: 'Could not connect to the backend', action: 'Check the backend address and that it is listening; EAGAIN means its listen queue is full (every worker busy: raise its workers or backlog).', retryable: true },
   ERR_BACKEND_OVERLOADED: { status: 503, message: 'Backend reported it is overloaded', action: 'Add capacity to the backend or lower maxConcurrent.', retryable: true },
 
   // --- backend exchange -----------------------------------------------------------
@@ -156,6 +156,15 @@ export function isProxyError (err: unknown): err is ProxyError {
 /** The single place where an error becomes an HTTP status. */
 export function statusFor (err: unknown): number {
   return isProxyError(err) ? err.status : 500
+}
+
+/**
+ * A connect refused because the backend's listen queue is full (EAGAIN on a unix socket: php-fpm's
+ * listen.backlog with every worker busy): the backend is up, only busy, so it is skipped briefly
+ * rather than for a whole disableTime (BackendPool.connectFailed; lighttpd does the same).
+ */
+export function backendOverloaded (err: ProxyError): boolean {
+  return err.phase === 'connect' && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EAGAIN'
 }
 
 /** Map a socket-level error (ECONNREFUSED, ...) to a stable code. */

@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
 import { discardBody } from './body-pump.js'
 import { DirectoryRedirect } from './cgi/script.js'
-import { ProxyError, toProxyError, type ErrorCode } from './errors.js'
+import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import type { Backend } from './pool.js'
@@ -372,7 +372,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       return
     }
     if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
-      if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code)
+      if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code, backendOverloaded(err))
       this.releaseBackend()
       if (this.attempts <= this.route.retries && !this.abortedFlag) {
         if (err.backend === undefined) err.backend = b.endpoint.id

@@ -11,6 +11,9 @@ import { createBalancer, type BalanceKey, type BalanceMode, type Balancer } from
 import type { ProxyEvents } from './events.js'
 import type { BackendClient, BackendSource, ClientContext, Endpoint, Logger, ProtocolAdapter, SourceEndpoint } from './types.js'
 
+/** How long a backend whose listen queue was full is skipped (lighttpd: 1 s for EAGAIN). */
+const OVERLOAD_DISABLE_MS = 1000
+
 /**
  * Backend states:
  * - up:       routable.
@@ -131,11 +134,15 @@ export class BackendPool {
   }
 
   /** Passive health: the backend could not be reached. */
-  connectFailed (b: Backend, reason: string): void {
+  /**
+   * A connect to `b` failed: it is skipped for `disableTime`, or at most OVERLOAD_DISABLE_MS when
+   * it only refused for a full listen queue (`overloaded`: it is up, and a worker frees up soon).
+   */
+  connectFailed (b: Backend, reason: string, overloaded = false): void {
     b.failures++
     b.lastError = reason
     if (b.state === 'draining') return
-    b.disabledUntil = this.now() + this.opts.disableTime
+    b.disabledUntil = this.now() + (overloaded ? Math.min(OVERLOAD_DISABLE_MS, this.opts.disableTime) : this.opts.disableTime)
     if (b.state !== 'disabled') {
       b.state = 'disabled'
       this.opts.events.backendState('backend:disabled', { pool: this.name, backend: b.endpoint.id, state: 'disabled', reason })

@@ -31,7 +31,7 @@
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
-import { ProxyError, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
+import { ProxyError, backendOverloaded, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
 import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
@@ -298,7 +298,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
     // Failover as ProxyExchange.onError, restricted to connect failures: nothing reached the backend.
     if (b !== null && err.retryable && err.phase === 'connect') {
-      this.route.pool.connectFailed(b, err.code)
+      this.route.pool.connectFailed(b, err.code, backendOverloaded(err))
       this.releaseBackend()
       if (this.attempts <= this.route.retries && !this.signal.aborted) {
         this.lastError = err
