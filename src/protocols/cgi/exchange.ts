@@ -9,6 +9,8 @@
  *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
  *         ─> stderr ──> onStderr (capped, always drained)
  *   stdout EOF + exit status ─> onEnd, or onError when the script died before its head / by a signal
+ *   stdout EOF + a leader still running EOF_GRACE_MS later (it closed stdout itself) ─> onEnd
+ *   response over (Content-Length, EOF, local redirect), script still running ─> `linger`, then stop
  *   exchange.signal (client gone, core timeout) ─> kill the process group, settle silently
  *
  * The three pipes are pumped independently, so a script that writes a large response before it
@@ -16,6 +18,7 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import type { EventEmitter } from 'node:events'
+import { existsSync, readFileSync } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
@@ -42,6 +45,29 @@ export interface CgiChild extends EventEmitter {
 }
 
 type StartRequest = Parameters<ProcessStarter['start']>[0]
+
+/**
+ * How long after stdout EOF the exit status is awaited before the leader is looked at: a process
+ * killed by a signal closes its descriptors and turns zombie within microseconds (kernel
+ * `do_exit`), so one still running this long after the EOF closed its stdout on purpose.
+ */
+const EOF_GRACE_MS = 200
+const PROCFS = existsSync('/proc/self/stat')
+
+/**
+ * The leader's state from /proc: 'running' (alive, not a zombie), 'dead' (zombie or gone: its
+ * exit status is on its way) or 'unknown' (no procfs, no pid: keep waiting for the status).
+ */
+function leaderState (pid: number | undefined): 'running' | 'dead' | 'unknown' {
+  if (pid === undefined || !PROCFS) return 'unknown'
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+    const state = stat.charAt(stat.lastIndexOf(')') + 2)
+    return state === 'Z' || state === 'X' || state === 'x' ? 'dead' : 'running'
+  } catch {
+    return 'dead'
+  }
+}
 
 /** What the exchange needs from the spawn layer: start one process, stop its whole group. */
 interface CgiLauncher {
@@ -97,6 +123,8 @@ export class CgiExchange {
   private killed = false
   /** Stops a script that outlives its complete response (`linger`). */
   private lingerTimer: NodeJS.Timeout | null = null
+  /** stdout EOF came before the exit status: look at the leader after EOF_GRACE_MS. */
+  private eofTimer: NodeJS.Timeout | null = null
   private readonly onAbort = (): void => this.abort()
 
   constructor (
@@ -220,7 +248,9 @@ export class CgiExchange {
       const stdout = this.child?.stdout
       const flow = { resume: () => { if (!this.settled) stdout?.resume() } }
       // §6.2.2 local redirect: the core re-dispatches; whatever else the script prints is dropped.
-      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') return this.finish()
+      // The script may go on running (Apache drains its output to EOF): `linger`, as after a
+      // complete response, then its group is stopped; it must not outlive the request.
+      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') { this.finish(); this.lingerOrStop(); return }
       if (this.settled) return
       data = r.rest
     }
@@ -242,12 +272,26 @@ export class CgiExchange {
     const short = (this.framer as CgiBodyFramer).eof()
     if (short !== null) return this.fail(this.withBackend(short))
     this.outputDone = true
-    if (this.exit !== null) this.endByExit()
+    if (this.exit !== null) return this.endByExit()
+    // The script closed stdout and goes on running ("answer, then do the slow work"): Apache and
+    // lighttpd end the response at EOF. The exit status is awaited a moment only, to tell a signal
+    // death (a truncated body) from a deliberate close; then the response ends and the script has
+    // `linger` ms, as after a Content-Length response.
+    this.eofTimer = setTimeout(() => this.onEofGrace(), EOF_GRACE_MS)
+  }
+
+  private onEofGrace (): void {
+    this.eofTimer = null
+    if (this.settled || this.exit !== null) return
+    const state = leaderState(this.child?.pid)
+    // Dead: the exit status is on its way (onExit). Unknown: wait for it, as before.
+    if (state === 'running') this.succeed()
   }
 
   private onExit (status: ExitStatus): void {
     this.exit = status
     if (this.lingerTimer !== null) { clearTimeout(this.lingerTimer); this.lingerTimer = null }
+    if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     if (!this.settled && this.outputDone) return this.endByExit()
     if (this.settled && !this.killed && this.parser === null && (status.code !== 0 || status.signal !== null)) this.logExit()
   }
@@ -303,8 +347,15 @@ export class CgiExchange {
     if (this.settled) return
     this.finish()
     this.handler.onEnd()
-    // Complete by Content-Length while the script still runs: it has `linger` ms to exit.
-    if (this.child !== null && this.exit === null && !this.killed) {
+    this.lingerOrStop()
+  }
+
+  /**
+   * The response is over (complete by Content-Length, stdout closed, a local redirect) while the
+   * script still runs: it has `linger` ms to exit, then its group is stopped.
+   */
+  private lingerOrStop (): void {
+    if (this.child !== null && this.exit === null && !this.killed && this.lingerTimer === null) {
       this.lingerTimer = setTimeout(() => {
         this.ctx.log.warn({ route: this.exchange.routeName, id: this.exchange.id, backend: this.endpoint.id, linger: this.opts.linger }, 'CGI program still running after its complete response: stopped')
         this.kill()
@@ -325,6 +376,7 @@ export class CgiExchange {
   private finish (): void {
     if (this.settled) return
     this.settled = true
+    if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     unwatchAbort(this.exchange, this.onAbort)
     this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
