@@ -535,6 +535,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       return
     }
     const read = req.socket.bytesRead
+    // Expect: 100-continue and nobody read the body yet: the client waits for the 100, not idle.
+    if (this.rt.holdsBodyForContinue(req)) { this.uploadIdleSince = now; return }
     if (read !== this.uploadBytes) {
       this.uploadBytes = read
       this.uploadIdleSince = now

@@ -107,7 +107,12 @@ export class ProxyRuntime {
 
   /**
    * node:http 'checkContinue' listener: answer 413 to an over-limit `Expect: 100-continue` upload
-   * without ever sending 100 (so the client never sends the body); otherwise 100, then proxy.
+   * without ever sending 100 (so the client never sends the body); otherwise proxy it, and send
+   * 100 only when the body starts being read (nginx sends it when it starts reading the body). A
+   * request answered without its body — no route, a missing script, a refusing authorizer, a
+   * backend that cannot be reached — gets its final status with no 100 before it: the client
+   * does not send the body, and node:http closes the connection after such an answer, so a body
+   * the client sends anyway is never parsed as the next request.
    */
   checkContinue (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
@@ -118,8 +123,16 @@ export class ProxyRuntime {
       this.refuse(req, res, new ProxyError('ERR_BODY_TOO_LARGE', `${cl} bytes`, { phase: 'route' }), route.name)
       return
     }
-    res.writeContinue()
+    continueOnFirstRead(req, res, this.awaitingContinue)
     this.handle(req, res, next)
+  }
+
+  /** Requests whose 100 Continue is held until their body is first read (checkContinue). */
+  private readonly awaitingContinue = new WeakSet<IncomingMessage>()
+
+  /** The client holds its body back until a 100 not sent yet: its silence is not idleness. */
+  holdsBodyForContinue (req: IncomingMessage): boolean {
+    return this.awaitingContinue.has(req)
   }
 
   /** node:http 'upgrade' listener. Unmatched or non-upgradable routes are refused. */
@@ -398,6 +411,28 @@ function withUpstream (route: CompiledRoute, t: Target): Target {
   if (url === t.url) return t
   const q = url.indexOf('?')
   return { ...t, url, path: q < 0 ? url : url.slice(0, q) }
+}
+
+/**
+ * Send `res` its 100 Continue when `req`'s body is first asked for: IncomingMessage's _read runs
+ * on the first read(), resume(), 'data' or 'readable' listener and pipe, whoever the reader is
+ * (undici, a FastCGI or SCGI pump, the spool, a CGI's stdin). Also when body bytes (or the end of
+ * an empty body) arrive first: a client that did not wait for the 100 loses nothing by it, and
+ * node:http would otherwise close its keep-alive connection. Never once the final response head
+ * went out: a 100 after it would be a protocol error.
+ */
+function continueOnFirstRead (req: IncomingMessage, res: ServerResponse, awaiting: WeakSet<IncomingMessage>): void {
+  const r = req as IncomingMessage & { _read: (n: number) => void, push: (chunk: unknown, encoding?: BufferEncoding) => boolean }
+  awaiting.add(req)
+  const send = (): void => {
+    // Back to the prototype's methods: the hooks run once.
+    delete (r as Partial<typeof r>)._read
+    delete (r as Partial<typeof r>).push
+    awaiting.delete(req)
+    if (!res.headersSent && !res.writableEnded && !res.destroyed) res.writeContinue()
+  }
+  r._read = function (this: IncomingMessage, n: number): void { send(); this._read(n) }
+  r.push = function (this: IncomingMessage, chunk: unknown, encoding?: BufferEncoding): boolean { send(); return this.push(chunk, encoding) }
 }
 
 /** Node's codes for a request its parser refused with something other than 400 (as its default listener answers). */
