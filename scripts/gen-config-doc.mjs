@@ -106,7 +106,7 @@ const EXAMPLES = {
   'routes[].params': '{ REDIRECT_STATUS: "200" }',
   'routes[].localRedirects': 'true',
   'routes[].passAuthorization': 'true',
-  'routes[].options': 'fastcgi: { maxConnections: 8 }; http: { connections: 64, keepAliveTimeout: 4s }',
+  'routes[].options': '{ maxConnections: 8 }',
   'routes[].xSendfile': '{ allow: [/srv/downloads] }',
   'routes[].xSendfile.allow': '[/srv/downloads, /var/cache/app]',
   'routes[].authorizer': '{ spawn: auth, scriptFilename: /srv/auth.php }',
