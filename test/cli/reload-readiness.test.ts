@@ -5,13 +5,12 @@
  * `listen` warning compares with what is bound, not with the previous file.
  */
 import t from 'tap'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alive, childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { serve, type Served } from './run.js'
+import { appDir, killAtTeardown, serve } from './run.js'
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
 
@@ -24,20 +23,7 @@ setTimeout(() => {
 }, Number(process.env.DELAY ?? 0))
 `
 
-function setup (t: Teardown): { dir: string, file: string, app: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-reload-ready-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const app = join(dir, 'app.mjs')
-  writeFileSync(app, BACKEND)
-  return { dir, file: join(dir, 'proxycore.yaml'), app }
-}
-
-function killer (t: Teardown, s: Served, pids: () => number[]): void {
-  t.teardown(() => {
-    try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {}
-    for (const p of pids()) { try { process.kill(-p, 'SIGKILL') } catch {} }
-  })
-}
+const setup = (t: Teardown): { dir: string, file: string, app: string } => appDir(t, BACKEND, 'pc-reload-ready-')
 
 async function get (url: string): Promise<{ status: number, body: string }> {
   const r = await fetch(url)
@@ -63,7 +49,7 @@ t.test('a changed spawn is ready before the swap: requests never queue behind it
   writeFileSync(file, spawnYaml(app, 'TAG: v1'))
   const s = await serve(file)
   const seen: number[] = []
-  killer(t, s, () => seen)
+  killAtTeardown(t, s, () => seen)
   const v1 = await get(`${s.url}/`)
   t.match(v1.body, / v1$/)
   seen.push(Number(v1.body.split(' ')[0]))
@@ -93,7 +79,7 @@ t.test('a stop signal does not wait for a reload\'s slow spawn to be ready', asy
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1'))
   const s = await serve(file)
-  killer(t, s, () => [])
+  killAtTeardown(t, s, () => [])
   t.equal((await get(`${s.url}/`)).status, 200)
   const group = s.child.pid as number
   const before = childrenOf(group).length
@@ -117,7 +103,7 @@ t.test('the reloaded file\'s logLevel applies', async (t) => {
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: info\n'))
   const s = await serve(file, { PROXYCORE_LOG_LEVEL: '' })
-  killer(t, s, () => [])
+  killAtTeardown(t, s, () => [])
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n'))
   let at = s.logs().length
   s.child.kill('SIGHUP')
@@ -151,7 +137,7 @@ routes:
 `)
   config('127.0.0.1:0')
   const s = await serve(file)
-  killer(t, s, () => [])
+  killAtTeardown(t, s, () => [])
   const warned = async (listen: string): Promise<boolean> => {
     config(listen)
     const at = s.logs().length

@@ -4,13 +4,12 @@
  * generation's drain is read, and a second SIGTERM kills the children of retired generations too.
  */
 import t from 'tap'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alive, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { serve, type Served } from './run.js'
+import { appDir, killAtTeardown, serve } from './run.js'
 
 // `/hold` answers its head and never ends: a request the old generation must drain.
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
@@ -22,13 +21,7 @@ http.createServer((req, res) => {
 }).listen(Number(process.env.PORT), process.env.HOST)
 `
 
-function setup (t: Teardown): { dir: string, file: string, app: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-reload-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const app = join(dir, 'app.mjs')
-  writeFileSync(app, BACKEND)
-  return { dir, file: join(dir, 'proxycore.yaml'), app }
-}
+const setup = (t: Teardown): { dir: string, file: string, app: string } => appDir(t, BACKEND, 'pc-reload-')
 
 async function freePort (): Promise<number> {
   const s = createServer()
@@ -53,13 +46,6 @@ async function hold (url: string, t: Teardown): Promise<void> {
   })
 }
 
-function killer (t: Teardown, s: Served, pids: () => number[]): void {
-  t.teardown(() => {
-    try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {}
-    for (const p of pids()) { try { process.kill(-p, 'SIGKILL') } catch {} }
-  })
-}
-
 const spawnYaml = (app: string, socketName: string, extra = '', top = ''): string => `listen: 127.0.0.1:0
 drainTimeout: 60s
 status: { path: /server-status }
@@ -79,7 +65,7 @@ t.test('a reload refused on a spawn that reuses its fixed address leaves the old
   writeFileSync(file, spawnYaml(app, `127.0.0.1:${port}`))
   const s = await serve(file)
   const seen: number[] = []
-  killer(t, s, () => seen)
+  killAtTeardown(t, s, () => seen)
   const before = await get(`${s.url}/`)
   t.equal(before.status, 200)
   const pid = Number(before.body.split(' ')[0])
@@ -107,7 +93,7 @@ t.test('a reload that fails after stopping the old spawn starts it again under t
   writeFileSync(file, spawnYaml(app, `127.0.0.1:${port}`))
   const s = await serve(file)
   const seen: number[] = []
-  killer(t, s, () => seen)
+  killAtTeardown(t, s, () => seen)
   const pid = Number((await get(`${s.url}/`)).body.split(' ')[0])
   seen.push(pid)
 
@@ -154,7 +140,7 @@ routes:
   }
   config('v1')
   const s = await serve(file)
-  killer(t, s, () => [])
+  killAtTeardown(t, s, () => [])
   t.equal(await routes(), 'v1')
   await hold(s.url, t)
 
@@ -184,7 +170,7 @@ t.test('a second SIGTERM kills the children of a retired generation still draini
   config('v1')
   const s = await serve(file)
   const seen: number[] = []
-  killer(t, s, () => seen)
+  killAtTeardown(t, s, () => seen)
   const v1 = await get(`${s.url}/`)
   t.match(v1.body, / v1$/)
   seen.push(Number(v1.body.split(' ')[0]))
@@ -215,7 +201,7 @@ t.test('counters carry on across a reload: /metrics goes on from where it was, n
   writeFileSync(file, spawnYaml(app, '127.0.0.1:0'))
   const s = await serve(file)
   const seen: number[] = []
-  killer(t, s, () => seen)
+  killAtTeardown(t, s, () => seen)
   for (let i = 0; i < 3; i++) t.equal((await get(`${s.url}/`)).status, 200)
   const value = async (series: string): Promise<number> => {
     const text = (await get(`${s.url}/metrics`)).body

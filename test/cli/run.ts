@@ -4,7 +4,8 @@
  * `prepare`; locally it may be stale). A lock directory keeps parallel test files from building twice.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdirSync, readdirSync, rmdirSync, statSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
@@ -90,4 +91,23 @@ export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeAr
   }
   const listening = await waitLog('listening')
   return { child, url: String(listening.address), logs: () => lines, waitLog, stdout: () => out, exited }
+}
+
+interface Teardown { teardown (fn: () => void | Promise<void>): void }
+
+/** A temporary directory (removed at teardown) with `app.mjs` holding `backend`, and where its config goes. */
+export function appDir (t: Teardown, backend: string, prefix: string): { dir: string, file: string, app: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const app = join(dir, 'app.mjs')
+  writeFileSync(app, backend)
+  return { dir, file: join(dir, 'proxycore.yaml'), app }
+}
+
+/** At teardown, SIGKILL the proxy's process group and those of `pids()`: a failing test leaves nothing running. */
+export function killAtTeardown (t: Teardown, s: Served, pids: () => number[]): void {
+  t.teardown(() => {
+    try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {}
+    for (const p of pids()) { try { process.kill(-p, 'SIGKILL') } catch {} }
+  })
 }
