@@ -5,23 +5,15 @@
  */
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
+import { get } from '../helpers/servers.js'
 import { runCli, serve } from './run.js'
 
-function overUnix (socketPath: string, path: string): Promise<{ status: number, body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
+async function overUnix (socketPath: string, path: string): Promise<{ status: number, body: string }> {
+  const r = await get(`http://localhost${path}`, { socketPath })
+  return { status: r.status, body: r.body.toString() }
 }
 
 for (const allow of [['127.0.0.0/8', 'unix:'], ['127.0.0.0/8']]) {

@@ -48,10 +48,10 @@ export async function proxyServer (t: Tap, config: CreateProxyOptions): Promise<
 
 export interface Got { status: number, headers: IncomingHttpHeaders, body: Buffer, trailers: NodeJS.Dict<string>, rawHeaders: string[] }
 
-/** One request without keep-alive (no pooled socket outlives the test). */
-export function get (url: string, opts: { method?: string, headers?: Record<string, string | string[]>, body?: string | Buffer } = {}): Promise<Got> {
+/** One request without keep-alive (no pooled socket outlives the test); `socketPath`: over a unix socket. */
+export function get (url: string, opts: { method?: string, headers?: Record<string, string | string[]>, body?: string | Buffer, socketPath?: string } = {}): Promise<Got> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res: IncomingMessage) => {
+    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false, ...(opts.socketPath !== undefined ? { socketPath: opts.socketPath } : {}) }, (res: IncomingMessage) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), trailers: res.trailers, rawHeaders: res.rawHeaders }))

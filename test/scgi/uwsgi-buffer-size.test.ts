@@ -5,14 +5,13 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { request } from 'node:http'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { RequestEndEvent } from '../../src/index.js'
 import { assertNoLeaks, leakBaseline } from '../cgi-shared/leak-check.js'
 import { waitFor } from '../helpers/leaks.js'
-import { proxyServer } from '../helpers/servers.js'
+import { get, proxyServer } from '../helpers/servers.js'
 import { connectable } from '../../bench/lib/proc.mjs'
 import { ECHO_APP, UWSGI, uwsgiSkip } from './uwsgi-peer.js'
 
@@ -44,20 +43,14 @@ t.test('an environment over uWSGI --buffer-size (default 4 KiB): 502 ERR_BACKEND
   })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const get = (headers: Record<string, string>): Promise<{ status: number, body: string }> => new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/app/x', agent: false, headers }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const ask = async (headers: Record<string, string>): Promise<{ status: number, body: string }> => {
+    const r = await get(`http://127.0.0.1:${port}/app/x`, { headers })
+    return { status: r.status, body: r.body.toString() }
+  }
 
-  t.equal((await get({ 'x-small': 'a' })).status, 200, 'a small environment is served')
+  t.equal((await ask({ 'x-small': 'a' })).status, 200, 'a small environment is served')
   events.length = 0
-  const big = await get({ 'x-big': 'a'.repeat(8000) })
+  const big = await ask({ 'x-big': 'a'.repeat(8000) })
   t.equal(big.status, 502)
   t.match(big.body, /ERR_BACKEND_RESET/)
   t.ok(await waitFor(() => events.length > 0, 5000))
