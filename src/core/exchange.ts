@@ -559,6 +559,15 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   private readonly onResClose = (): void => {
     if (this.phase === Phase.Done) return
+    if (this.res.writableFinished) {
+      // The whole answer went out and node closed the connection before this exchange heard of it
+      // (an authorizer's refusal under Expect: 100-continue: node closes at once, the body never
+      // asked for). A completed response, logged with the status the client got.
+      this.status = this.res.statusCode
+      this.finish(null)
+      this.abortBackend()
+      return
+    }
     // The client went away: cancel the backend exchange and free its slot. Not an error.
     this.finish('ERR_CLIENT_ABORTED')
     this.abortBackend()
