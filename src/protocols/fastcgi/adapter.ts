@@ -14,8 +14,8 @@ import { parseFastcgiOptions, type FastcgiOptions } from './options.js'
  * time, so an idle keep-alive connection holds a worker; with a client per route, each kept idle
  * connections the others could not use, and with `PHP_FCGI_CHILDREN: 2` two routes hung a third
  * request until an idle connection timed out (60 s). nginx likewise keeps one keep-alive cache per
- * upstream. The client is made with the first user's context (its connect timeout and log); it
- * is closed when its last user closes it.
+ * upstream. Each request connects with its own pool's context (its route's connect timeout); the
+ * client is closed when its last user closes it.
  */
 const shared = new Map<string, { client: FastcgiClient, users: number }>()
 
@@ -38,7 +38,7 @@ function sharedClient (endpoint: Endpoint, opts: FastcgiOptions, ctx: ClientCont
     return true
   }
   return {
-    dispatch: (exchange, handler) => { s.client.dispatch(exchange, handler) },
+    dispatch: (exchange, handler) => { s.client.dispatch(exchange, handler, ctx) },
     get inflight () { return s.client.inflight },
     // Another user's exchanges go on; this user's were finished or aborted by the core already.
     close: async () => { if (last()) await s.client.close() },

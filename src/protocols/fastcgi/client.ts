@@ -83,14 +83,18 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     return this.conns.size
   }
 
-  dispatch (exchange: Exchange, handler: ResponseHandler): void {
+  /**
+   * `ctx`: the context of the pool this exchange comes from (a shared client serves several, each
+   * with its route's connect timeout); a connection opened for this request connects with it.
+   */
+  dispatch (exchange: Exchange, handler: ResponseHandler, ctx: ClientContext = this.ctx): void {
     if (this.closing) {
       handler.onError(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'connect', backend: this.backend }))
       return
     }
     let req: FcgiRequest
     try {
-      req = new FcgiRequest(exchange, handler, this)
+      req = new FcgiRequest(exchange, handler, this, ctx)
     } catch (err) {
       handler.onError(isProxyError(err) ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err }))
       return
@@ -188,7 +192,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
 
   private open (req: FcgiRequest): void {
     this.connecting++
-    this.connect().then((socket) => {
+    req.ctx.connect(this.endpoint).then((socket) => {
       this.connecting--
       if (this.closing && req.isSettled) {
         socket.destroy()
@@ -233,13 +237,11 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     return true
   }
 
-  private connect (): Promise<Socket> {
-    return this.ctx.connect(this.endpoint)
-  }
-
   private discover (): void {
     this.discovery = 'running'
-    this.connect().then((socket) => {
+    // With the connect timeout of the request that is waiting for it.
+    const ctx = this.queue[0]?.ctx ?? this.ctx
+    ctx.connect(this.endpoint).then((socket) => {
       if (this.closing && this.queue.length === 0) {
         socket.destroy()
         return NO_ANSWER

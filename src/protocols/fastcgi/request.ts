@@ -12,7 +12,7 @@
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, isProxyError } from '../../core/errors.js'
 import { isIdempotent } from '../../core/idempotent.js'
-import type { Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
+import type { ClientContext, Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
 import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
@@ -41,6 +41,8 @@ export interface Carrier {
 export class FcgiRequest {
   readonly exchange: Exchange
   readonly handler: ResponseHandler
+  /** The context of the pool that sent it: a connection opened for it uses its connect timeout. */
+  readonly ctx: ClientContext
   /** BEGIN_REQUEST + PARAMS (+ empty STDIN when there is no body to stream), id patched at start. */
   readonly headRecords: Buffer
   /** Whether the body is streamed as STDIN records after the head. */
@@ -76,8 +78,9 @@ export class FcgiRequest {
   private readonly abortListener: () => void
 
   /** Throws ProxyError for params FastCGI cannot carry; the caller reports it before queueing. */
-  constructor (exchange: Exchange, handler: ResponseHandler, owner: RequestOwner) {
+  constructor (exchange: Exchange, handler: ResponseHandler, owner: RequestOwner, ctx: ClientContext) {
     this.exchange = exchange
+    this.ctx = ctx
     this.handler = handler
     this.owner = owner
     const authorizer = exchange.role === 'authorizer'
