@@ -17,6 +17,9 @@ export function parseEndpoint (input: string): Endpoint {
   const s = input.trim()
   if (s.startsWith('unix:')) return unixEndpoint(s.slice(5), input)
   if (s.startsWith('/')) return unixEndpoint(s, input)
+  // nginx's proxy_pass habit: a URL, not an address.
+  const url = /^[a-z][a-z0-9+.-]*:\/\//i.exec(s)
+  if (url !== null) throw new AddressError(input, prefixReason(url[0]))
   let host: string
   let portText: string
   if (s.startsWith('[')) {
@@ -29,7 +32,11 @@ export function parseEndpoint (input: string): Endpoint {
     const colon = s.lastIndexOf(':')
     if (colon <= 0) throw new AddressError(input, 'expected host:port, [v6]:port or unix:/path')
     host = s.slice(0, colon)
-    if (host.includes(':')) throw new AddressError(input, 'IPv6 addresses need brackets: [::1]:port')
+    if (host.includes(':')) {
+      if (isIP(host) === 6) throw new AddressError(input, 'IPv6 addresses need brackets: [::1]:port')
+      const prefix = /^[a-z][a-z0-9+.-]*:/i.exec(host)
+      throw new AddressError(input, prefix !== null ? prefixReason(prefix[0]) : 'expected host:port, [v6]:port or unix:/path')
+    }
     portText = s.slice(colon + 1)
   }
   if (!/^\d{1,5}$/.test(portText)) throw new AddressError(input, 'port must be a number')
@@ -37,6 +44,10 @@ export function parseEndpoint (input: string): Endpoint {
   if (port < 1 || port > 65535) throw new AddressError(input, 'port must be 1-65535')
   const id = isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`
   return { kind: 'tcp', host, port, id }
+}
+
+function prefixReason (prefix: string): string {
+  return `no "${prefix}" prefix: write host:port, [v6]:port or unix:/path (the route's protocol says how to talk to it)`
 }
 
 function unixEndpoint (path: string, input: string): Endpoint {

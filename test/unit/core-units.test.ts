@@ -17,6 +17,13 @@ t.test('endpoints', async (t) => {
   for (const bad of ['::1:80', 'host', 'h:0', 'h:70000', 'unix:rel.sock', '[1.2.3.4]:80', `unix:/${'x'.repeat(120)}`]) {
     t.throws(() => parseEndpoint(bad), { name: 'AddressError' }, bad)
   }
+  // A URL or a scheme prefix (nginx's proxy_pass, php-fpm habits) is named as such, not as an
+  // unbracketed IPv6 address.
+  for (const [bad, prefix] of [['tcp:127.0.0.1:9000', 'tcp:'], ['http://127.0.0.1:8080', 'http://'], ['http://localhost', 'http://'], ['fcgi://[::1]:9000', 'fcgi://']]) {
+    t.throws(() => parseEndpoint(bad!), { name: 'AddressError', message: `invalid address "${bad!}": no "${prefix!}" prefix: write host:port, [v6]:port or unix:/path (the route's protocol says how to talk to it)` }, bad)
+  }
+  t.throws(() => parseEndpoint('fe80::1:80'), { message: /IPv6 addresses need brackets/ }, 'an unbracketed IPv6 address is still told to use brackets')
+  t.same(parseEndpoint('localhost:9000').id, 'localhost:9000', 'a host name is no scheme')
 })
 
 t.test('match predicates', async (t) => {
