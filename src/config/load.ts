@@ -53,7 +53,10 @@ class Merger {
 
   async add (file: string, main: boolean): Promise<Obj | null> {
     if (this.visiting.has(file)) {
-      this.issues.push({ path: '/include', message: `include cycle: ${file} includes itself (directly or through another file)`, source: file })
+      // The files being read, in order (a Set keeps it): the chain from `file` back to itself.
+      const open = [...this.visiting]
+      const chain = [...open.slice(open.indexOf(file)), file].join(' → ')
+      this.issues.push({ path: '/include', message: `include cycle: ${chain}`, source: file })
       return null
     }
     const { parsed, issues } = await parseFile(file)

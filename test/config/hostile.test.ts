@@ -6,6 +6,8 @@
  * exits 2 with file:line and no stack trace.
  */
 import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { guardLeaks } from '../helpers/leaks.js'
@@ -70,4 +72,19 @@ t.test('a NUL in a params or environment variable, or "=" in its name: a config 
   ], 'each bad name or value, and nothing else')
   t.ok(issues.some((i) => /bad CGI variable name "C=D": a CGI variable name must be a single line without "=" or a NUL byte/.test(i.message)), 'a bad name says why')
   t.match(issues.find((i) => i.path === '/routes/0/params/OK'), { message: 'a variable value may not contain a NUL byte', found: 'v\u0000w', expected: 'a string without a NUL byte' }, 'so does a bad value')
+})
+
+t.test('an include cycle is one issue that names the whole chain, and the load ends', async (t) => {
+  guardLeaks(t)
+  const dir = mkdtempSync(join(tmpdir(), 'pc-include-cycle-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const file = (name: string): string => join(dir, name)
+  writeFileSync(file('main.yaml'), 'include: a.yaml\nroutes:\n  - protocol: http\n    backends: ["127.0.0.1:9"]\n')
+  writeFileSync(file('a.yaml'), 'include: b.yaml\n')
+  writeFileSync(file('b.yaml'), 'include: a.yaml\n')
+  const r = await loadConfig(file('main.yaml'), { env: {} })
+  t.same(r.issues.map((i) => [i.path, i.message]), [['/include', `include cycle: ${file('a.yaml')} → ${file('b.yaml')} → ${file('a.yaml')}`]])
+  writeFileSync(file('self.yaml'), 'include: self.yaml\nroutes:\n  - protocol: http\n    backends: ["127.0.0.1:9"]\n')
+  const self = await loadConfig(file('self.yaml'), { env: {} })
+  t.same(self.issues.map((i) => i.message), [`include cycle: ${file('self.yaml')} → ${file('self.yaml')}`], 'a file that includes itself')
 })
