@@ -133,11 +133,12 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     const t = targetOf(req)
     if (t === null || t.path !== livePath) return false
-    const refuse = (status: number, text: string): void => {
-      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    const refuse = (status: number, text: string, extra = ''): void => {
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`)
     }
     if (!allowed(req) || crossSite(req, t.host)) refuse(403, 'Forbidden')
     else if (live === null) refuse(404, 'Not Found')
+    else if (live.full) refuse(503, 'Service Unavailable', 'retry-after: 5\r\n')
     else live.accept(req, socket, head)
     return true
   }

@@ -29,6 +29,12 @@ export interface LiveOptions {
   maxBuffered?: number
   /** How long a client may stay more than `maxBuffered` behind before it is cut, ms (default 30000). */
   stallMs?: number
+  /**
+   * Live clients at once (default 64); one more gets 503. Each may hold up to `maxBuffered` bytes
+   * until `stallMs` cuts it, so without a cap an allowed peer opening thousands of sockets could
+   * hold gigabytes.
+   */
+  maxClients?: number
 }
 
 const STATE_EVENTS = ['backend:disabled', 'backend:enabled', 'pool:down', 'pool:up'] as const satisfies ReadonlyArray<keyof ProxyEventMap>
@@ -45,6 +51,7 @@ export class LiveView {
   private readonly coalesceMs: number
   private readonly maxBuffered: number
   private readonly stallMs: number
+  private readonly maxClients: number
   /** Clients over `maxBuffered`, and since when. */
   private readonly stalled = new Map<WebSocket, number>()
 
@@ -53,11 +60,15 @@ export class LiveView {
     this.coalesceMs = opts.coalesceMs ?? 100
     this.maxBuffered = opts.maxBuffered ?? 1024 * 1024
     this.stallMs = opts.stallMs ?? 30_000
+    this.maxClients = opts.maxClients ?? 64
     for (const e of STATE_EVENTS) proxy.events.on(e, this.changed)
     for (const e of SPAWN_EVENTS) proxy.spawns?.on(e, this.changed)
   }
 
   get size (): number { return this.clients.size }
+
+  /** No room for one more client (`maxClients`). */
+  get full (): boolean { return this.clients.size >= this.maxClients }
 
   /** Take over an upgrade already checked for path, peer access and Origin (see handler.ts). */
   accept (req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -6,6 +6,7 @@
 import t from 'tap'
 import type { Server } from 'node:http'
 import { connect, type Socket } from 'node:net'
+import { WebSocket } from 'ws'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { liveClient, statusRig } from './harness.js'
 
@@ -59,4 +60,27 @@ t.test('close() ends stuck clients too, and resolves', async (t) => {
   t.ok(Date.now() - started < 5000, `close() resolved in ${Date.now() - started} ms`)
   t.ok(await waitFor(async () => await held(rig.server) === 0, 5000), 'the stuck client was cut')
   t.equal(await readerGone, 1001, 'the reading client got 1001')
+})
+
+t.test('maxClients: one client over the cap gets 503 with Retry-After; a freed place is taken again', async (t) => {
+  guardLeaks(t)
+  const rig = await statusRig(t, { routes: [{ protocol: 'http' as const, backends: ['127.0.0.1:1'] }] }, { live: { maxClients: 2 } })
+  const url = `ws://127.0.0.1:${rig.port}/server-status/live`
+  const a = await liveClient(url)
+  const b = await liveClient(url)
+  t.teardown(() => { a.ws.terminate(); b.ws.terminate() })
+  const refused = await new Promise<{ status: number, retryAfter: string | undefined }>((resolve, reject) => {
+    const ws = new WebSocket(url)
+    ws.once('unexpected-response', (_req, res) => { resolve({ status: res.statusCode ?? 0, retryAfter: res.headers['retry-after'] }); res.resume(); ws.terminate() })
+    ws.once('open', () => { ws.terminate(); reject(new Error('a third client was let in')) })
+    ws.once('error', () => {})
+  })
+  t.same(refused, { status: 503, retryAfter: '5' }, 'the third client: 503, retry in 5 s')
+  const aGone = new Promise((resolve) => a.ws.once('close', resolve))
+  a.ws.close()
+  await aGone
+  t.ok(await waitFor(async () => await held(rig.server) === 1, 5000), 'the server let go of the first client')
+  const c = await liveClient(url)
+  t.teardown(() => c.ws.terminate())
+  t.ok((await c.next()).seq >= 0, 'a place freed is taken by the next client')
 })
