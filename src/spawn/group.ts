@@ -1,7 +1,9 @@
 /**
  * SpawnGroup: the policy for one spawn (lighttpd's gw_host with its procs). It decides how many
  * processes run per address, restarts crashed ones with backoff, recycles after maxRequests
- * (make-before-break), shrinks idle ones, and is the `BackendSource` the core routes from.
+ * (its successor started ahead, so the limit is kept and nothing waits for a boot; a successor
+ * that cannot start never takes its predecessor down), shrinks idle ones, and is the
+ * `BackendSource` the core routes from.
  *
  * Address of each process: every process gets its own listening socket so the proxy can stop
  * routing to exactly that one. The first process of an address gets the configured address; any
@@ -27,9 +29,22 @@ interface Slot {
   readonly addrIndex: number
   readonly policy: RestartPolicy
   active: boolean
+  /** The slot's process: serving, or starting as its first (or crash-restarted) one. */
   current: SpawnedProcess | null
+  /**
+   * Recycling: the replacement started when `current` nears maxRequests (`prewarmAt`). Ready
+   * before `current` reaches the limit, it waits out of rotation (standby); at the limit the two
+   * swap in one tick. A crash of `current` meanwhile hands it the slot.
+   */
+  successor: SpawnedProcess | null
+  /**
+   * This recycle's successor failed to start at least once: `current` serves on past its limit
+   * (rather than leave rotation for a replacement that may never come) while it is retried.
+   */
+  successorFailed: boolean
   restarts: number
   lastExit: ExitInfo | null
+  /** Timer of the slot's next start after a failure: a crash restart or a successor's retry. */
   backoff: unknown
 }
 
@@ -50,6 +65,12 @@ export class SpawnGroup {
   private readonly ctx: GroupContext
   private readonly slots: Slot[] = []
   private readonly live = new Set<SpawnedProcess>()
+  /**
+   * Ready processes kept out of rotation by recycling: a successor on standby until its
+   * predecessor reaches maxRequests, and a process at its limit whose successor is still booting
+   * (held: it takes no more requests, yet is not stopped until the successor is up).
+   */
+  private readonly benched = new Set<SpawnedProcess>()
   private readonly idleTimers = new Map<SpawnedProcess, unknown>()
   private readonly unhealthy = new WeakSet<SpawnedProcess>()
   private readonly health: HealthMonitor | null
@@ -122,7 +143,7 @@ export class SpawnGroup {
     p.inflight++
     p.requests++
     this.clearIdle(p)
-    if (this.spec.maxRequests > 0 && p.requests >= this.spec.maxRequests && p.state === 'ready') this.recycle(p)
+    if (this.spec.maxRequests > 0 && p.state === 'ready' && !this.benched.has(p)) this.countTowardsRecycle(p)
     this.maybeGrow()
   }
 
@@ -192,9 +213,9 @@ export class SpawnGroup {
 
   private activate (addrIndex: number): boolean {
     if (this.activeSlots(addrIndex).length >= this.spec.maxProcs) return false
-    let slot = this.slots.find((s) => s.addrIndex === addrIndex && !s.active && s.current === null)
+    let slot = this.slots.find((s) => s.addrIndex === addrIndex && !s.active && s.current === null && s.successor === null)
     if (slot === undefined) {
-      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, restarts: 0, lastExit: null, backoff: null }
+      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, successor: null, successorFailed: false, restarts: 0, lastExit: null, backoff: null }
       this.slots.push(slot)
     }
     slot.active = true
@@ -205,7 +226,8 @@ export class SpawnGroup {
   /** Grow while every routable process is at maxLoadPerProc (lighttpd max-load-per-proc). */
   private maybeGrow (): void {
     if (this.closing || this.failed !== null || this.waitingFor !== null) return
-    const procs = [...this.live].filter((p) => p.state === 'ready' || p.state === 'starting')
+    // A recycle's successor is no capacity of its own: it takes its predecessor's place.
+    const procs = [...this.live].filter((p) => (p.state === 'ready' || p.state === 'starting') && this.slots[p.slot].successor !== p && !this.benched.has(p))
     if (procs.length === 0 || procs.some((p) => p.inflight < this.spec.maxLoadPerProc)) return
     let best = -1
     for (let a = 0; a < this.spec.addresses.length; a++) {
@@ -230,7 +252,7 @@ export class SpawnGroup {
     return { kind: 'tcp', host, port: 0 }
   }
 
-  private launch (slot: Slot): void {
+  private launch (slot: Slot, asSuccessor = false): void {
     slot.backoff = null
     const p = new SpawnedProcess({
       id: `${this.name}#${this.seq++}`,
@@ -248,7 +270,7 @@ export class SpawnGroup {
         onExit: (q, info, expected, beforeReady) => this.onExit(slot, q, info, expected, beforeReady),
       },
     })
-    slot.current = p
+    if (asSuccessor) slot.successor = p; else slot.current = p
     this.live.add(p)
     void p.start()
     this.notify()
@@ -256,15 +278,42 @@ export class SpawnGroup {
 
   private onReady (p: SpawnedProcess): void {
     const slot = this.slots[p.slot]
-    if (this.closing || !slot.active || slot.current !== p) { p.drain(); void p.stop(); return }
+    const successor = slot.successor === p
+    if (this.closing || !slot.active || (slot.current !== p && !successor)) { p.drain(); void p.stop(); return }
     this.ctx.events.emit('ready', { spawn: this.name, id: p.id, pid: p.pid as number, address: p.addressId })
     this.health?.watch(p)
+    if (successor) {
+      const old = slot.current
+      // Ready before its predecessor's limit: standby, out of rotation, until the limit.
+      if (old !== null && old.state === 'ready' && !this.benched.has(old) && old.requests < this.spec.maxRequests) {
+        this.benched.add(p)
+        this.notify()
+        return
+      }
+      this.handOver(slot)
+      return
+    }
     this.armIdle(p)
+    this.notify()
+  }
+
+  /** The successor enters rotation in the same tick its predecessor leaves it (retire). */
+  private handOver (slot: Slot): void {
+    const p = slot.successor
+    if (p === null) return
+    const old = slot.current
+    slot.current = p
+    slot.successor = null
+    slot.successorFailed = false
+    this.benched.delete(p)
+    this.armIdle(p)
+    if (old !== null) { this.benched.delete(old); this.retire(old) }
     this.notify()
   }
 
   private onExit (slot: Slot, p: SpawnedProcess, info: ExitInfo, expected: boolean, beforeReady: boolean): void {
     this.live.delete(p)
+    this.benched.delete(p)
     this.clearIdle(p)
     this.health?.unwatch(p)
     // A start that timed out was stopped by us, yet it is a failed start for the backoff.
@@ -272,11 +321,29 @@ export class SpawnGroup {
     if (p.pid !== null) {
       this.ctx.events.emit('exit', { spawn: this.name, id: p.id, pid: p.pid, code: info.code, signal: info.signal, expected: !crashed })
     }
+    const running = slot.active && !this.closing && this.failed === null
     if (slot.current === p) {
       slot.current = null
       slot.lastExit = info
-      if (crashed && slot.active && !this.closing && this.failed === null) this.restartSlot(slot, p, beforeReady)
+      if (slot.successor !== null) {
+        // Its recycle's successor is booting (or on standby): that one takes the slot, no second
+        // replacement.
+        slot.current = slot.successor
+        slot.successor = null
+        slot.successorFailed = false
+        this.benched.delete(slot.current)
+        if (slot.current.state === 'ready') this.armIdle(slot.current)
+      } else if (crashed && running && slot.backoff === null) {
+        this.restartSlot(slot, p, beforeReady)
+      }
+      // (A pending backoff is a successor's retry: when it fires it starts the slot's process.)
+    } else if (slot.successor === p) {
+      slot.successor = null
+      slot.lastExit = info
+      if (crashed && running) this.retrySuccessor(slot, p)
     }
+    // A slot with nothing running or due (its process gone while FAILED) is free for activate().
+    if (slot.current === null && slot.successor === null && slot.backoff === null) slot.active = false
     this.notify()
   }
 
@@ -288,27 +355,64 @@ export class SpawnGroup {
       this.fail(decision.reason + cause)
       return
     }
+    this.scheduleStart(slot, p, decision.delay)
+  }
+
+  /**
+   * A recycle's successor failed to start while its predecessor serves on: retried under the
+   * slot's backoff and start limit like any failed start. At the limit the spawn goes FAILED but
+   * keeps its ready processes in rotation: a routine recycle must not take a site down (see
+   * docs/design/spawn.md, "Recycling").
+   */
+  private retrySuccessor (slot: Slot, p: SpawnedProcess): void {
+    // Its predecessor, held at its limit for it, serves again (past the limit) meanwhile.
+    slot.successorFailed = true
+    if (slot.current !== null && this.benched.delete(slot.current)) this.notify()
+    const decision = slot.policy.onCrash(this.ctx.clock.now(), 0)
+    if (decision.action === 'fail') {
+      const cause = p.startError !== null ? ` (last: ${p.startError.message})` : ''
+      const of = slot.current !== null ? ` of ${slot.current.id}` : ''
+      this.fail(`recycle${of} failed: ${decision.reason}${cause}`, true)
+      return
+    }
+    this.scheduleStart(slot, p, decision.delay)
+  }
+
+  /** After `delay`: the slot's process if it has none, else its recycle's successor if still due. */
+  private scheduleStart (slot: Slot, p: SpawnedProcess, delay: number): void {
     slot.restarts++
-    this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay: decision.delay, restarts: slot.restarts })
+    this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay, restarts: slot.restarts })
     slot.backoff = this.ctx.clock.setTimeout(() => {
       slot.backoff = null
-      if (slot.active && !this.closing && this.failed === null) this.launch(slot)
-    }, decision.delay)
+      if (!slot.active || this.closing || this.failed !== null) return
+      if (slot.current === null) this.launch(slot)
+      else if (slot.successor === null && this.dueForSuccessor(slot.current)) this.launch(slot, true)
+      // Else its process is being stopped (health check) and not gone yet: its exit restarts it.
+    }, delay)
   }
 
   /**
    * FAILED stops the whole spawn (systemd: a unit over its start limit), until clear(). Also
-   * the manager's, for a spawn added while running that its checks refuse.
+   * the manager's, for a spawn added while running that its checks refuse. `keepReady` (a
+   * recycle's successor over the start limit): nothing new starts until clear(), but the ready
+   * processes serve on, each until it exits.
    */
-  fail (reason: string): void {
+  fail (reason: string, keepReady = false): void {
     if (this.closing || this.failed !== null) return
     this.failed = reason
+    const kept = (p: SpawnedProcess | null): boolean => keepReady && p !== null && p.state === 'ready'
     for (const s of this.slots) {
-      s.active = false
+      if (!kept(s.current)) s.active = false
       if (s.backoff !== null) this.ctx.clock.clearTimeout(s.backoff)
       s.backoff = null
     }
-    for (const p of this.live) { p.drain(); void p.stop() }
+    for (const p of this.live) {
+      if (kept(p) && this.slots[p.slot].current === p) continue
+      // Retired processes finish their requests (requestDone stops them), as they would have.
+      if (keepReady && p.state === 'draining' && p.inflight > 0) continue
+      p.drain()
+      void p.stop()
+    }
     this.ctx.events.emit('failed', { spawn: this.name, reason })
     this.notify()
   }
@@ -318,20 +422,58 @@ export class SpawnGroup {
     this.failed = null
     for (const s of this.slots) s.policy.reset()
     this.notify()
+    // A recycle the start limit held up (its process kept serving) is tried again.
+    for (const s of this.slots) if (s.current !== null && this.dueForSuccessor(s.current)) this.recycle(s.current)
     this.startUp()
   }
 
+  /**
+   * Requests after which a process's successor starts: a tenth of maxRequests ahead (at least
+   * one), so that for any real limit the successor is up before it is needed.
+   */
+  private get prewarmAt (): number {
+    const max = this.spec.maxRequests
+    return Math.max(1, max - Math.max(1, Math.ceil(max / 10)))
+  }
+
+  private dueForSuccessor (p: SpawnedProcess): boolean {
+    return this.spec.maxRequests > 0 && p.requests >= this.prewarmAt && p.state === 'ready'
+  }
+
+  /**
+   * One more request for `p` (in rotation): near its limit its successor starts; at the limit it
+   * hands over to a successor on standby, or, the successor still booting, leaves rotation (held)
+   * until it is up. Only a successor that failed to start leaves it serving past the limit.
+   */
+  private countTowardsRecycle (p: SpawnedProcess): void {
+    const slot = this.slots[p.slot]
+    if (slot.current !== p) return
+    if (p.requests >= this.prewarmAt) this.recycle(p)
+    if (p.requests < this.spec.maxRequests) return
+    const next = slot.successor
+    if (next !== null && next.state === 'ready') { this.handOver(slot); return }
+    if (slot.successorFailed || (next === null && slot.backoff === null)) return
+    this.benched.add(p)
+    this.notify()
+  }
+
+  /** Start `p`'s successor (make-before-break, PM2 reload); its readiness retires `p`. */
   private recycle (p: SpawnedProcess): void {
     const slot = this.slots[p.slot]
-    p.drain()
-    this.health?.unwatch(p)
-    this.ctx.events.emit('recycle', { spawn: this.name, id: p.id, requests: p.requests })
-    if (slot.current === p) {
-      slot.current = null
-      if (slot.active && !this.closing && this.failed === null) this.launch(slot)
-    }
-    if (p.inflight === 0) void p.stop()
-    this.notify()
+    if (slot.current !== p || slot.successor !== null || slot.backoff !== null) return
+    if (!slot.active || this.closing || this.failed !== null) return
+    this.launch(slot, true)
+  }
+
+  /** Out of rotation now, stopped once its in-flight requests end. */
+  private retire (old: SpawnedProcess): void {
+    this.health?.unwatch(old)
+    this.clearIdle(old)
+    // Already being stopped (health check): its exit finds the slot taken and restarts nothing.
+    if (old.state !== 'ready') return
+    old.drain()
+    this.ctx.events.emit('recycle', { spawn: this.name, id: old.id, requests: old.requests })
+    if (old.inflight === 0) void old.stop()
   }
 
   private armIdle (p: SpawnedProcess): void {
@@ -344,6 +486,12 @@ export class SpawnGroup {
       if (this.activeSlots(slot.addrIndex).length <= this.spec.minProcs) return
       slot.active = false
       slot.current = null
+      // Idle while a recycle's successor boots (or waits out its backoff): neither is wanted now.
+      if (slot.backoff !== null) this.ctx.clock.clearTimeout(slot.backoff)
+      slot.backoff = null
+      const successor = slot.successor
+      slot.successor = null
+      if (successor !== null) { successor.drain(); void successor.stop() }
       p.drain()
       void p.stop()
       this.notify()
@@ -362,7 +510,7 @@ export class SpawnGroup {
   }
 
   private notify (): void {
-    const next = [...this.live].filter((p) => p.state === 'ready').map((p) => ({ id: p.id, address: p.addressId }))
+    const next = [...this.live].filter((p) => p.state === 'ready' && !this.benched.has(p)).map((p) => ({ id: p.id, address: p.addressId }))
     this.ready = next
     this.changes.emit('change')
   }

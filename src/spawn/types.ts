@@ -78,7 +78,10 @@ export interface SpawnSpec {
   environment?: Record<string, string>
   /** Names copied from the host environment; nothing else leaks (lighttpd bin-copy-environment). */
   copyEnvironment?: string[]
-  /** Recycle a process after it was handed this many requests, make-before-break; 0 = unlimited. */
+  /**
+   * Recycle a process after it was handed this many requests, make-before-break: its replacement
+   * starts a tenth earlier and takes over at the limit; 0 = unlimited.
+   */
   maxRequests?: number
   /** Processes kept per address even when idle; 0 = start on the first request. */
   minProcs?: number
@@ -152,7 +155,10 @@ export type SpawnState =
   | 'running'
   /** A process crashed; the restart waits out its backoff delay. */
   | 'backoff'
-  /** Start-rate limit hit (or a permanent error); `ensure()` rejects until `clear()`. */
+  /**
+   * Start-rate limit hit (or a permanent error); nothing starts until `clear()`. `ensure()`
+   * rejects while nothing is ready (a failed recycle leaves the old processes serving).
+   */
   | 'failed'
   /** `close()` is draining and stopping it. */
   | 'stopping'

@@ -30,7 +30,7 @@ leakTest(t, 'maxRequests recycles make-before-break: 0 failed requests under con
   for (const p of m.status()[0].processes) t.ok(p.requests <= 5 + 20, 'no process far past maxRequests')
 })
 
-leakTest(t, 'a process handed maxRequests leaves list() at once and stops when its in-flight reaches 0', async (t, defer) => {
+leakTest(t, 'a process handed maxRequests leaves list() at once, is held until its successor is up, and stops when its in-flight reaches 0', async (t, defer) => {
   const m = manager(defer)
   m.add('one', { binPath: nodeBackend(), socketName: '127.0.0.1:0', maxRequests: 2 })
   await m.start()
@@ -44,11 +44,14 @@ leakTest(t, 'a process handed maxRequests leaves list() at once and stops when i
   src.requestStarted(ep.id)
   t.notOk(src.list().some((e) => e.id === ep.id), 'left list()')
   t.ok(notified > 0, 'subscribers notified')
-  const old = m.status()[0].processes.find((p) => p.id === ep.id)
-  t.equal(old?.state, 'draining')
-  t.equal(old?.inflight, 2)
+  const held = m.status()[0].processes.find((p) => p.id === ep.id)
+  t.equal(held?.state, 'ready', 'held, not stopped: its successor is still booting')
+  t.equal(held?.inflight, 2)
   const exited = nextEvent(m, 'exit', (e) => e.id === ep.id)
   await ensure(m, 'one')
+  const old = m.status()[0].processes.find((p) => p.id === ep.id)
+  t.equal(old?.state, 'draining', 'retired once the successor is ready')
+  t.equal(old?.inflight, 2)
   t.equal((await get(ep.address)).status, 200, 'draining process still serves its in-flight requests')
   src.requestDone(ep.id)
   t.equal(m.status()[0].processes.find((p) => p.id === ep.id)?.state, 'draining', 'still draining with 1 in flight')
