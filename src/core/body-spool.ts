@@ -24,6 +24,8 @@ import { ProxyError } from './errors.js'
 export interface SpoolOptions {
   /** Largest body accepted, bytes. */
   readonly maxBytes: number
+  /** The setting `maxBytes` comes from, named in the 413's message (the operator raises it). */
+  readonly limitName?: string
   /** Bodies up to this many bytes stay in memory. Default 64 KiB. */
   readonly memoryBytes?: number
   /** Directory for the temp file. Default `os.tmpdir()`. */
@@ -133,7 +135,8 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
         const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
         length += buf.length
         if (length > opts.maxBytes) {
-          stop(new ProxyError('ERR_BODY_TOO_LARGE', `over ${opts.maxBytes} bytes`, { phase: 'request' }))
+          const name = opts.limitName !== undefined ? ` (${opts.limitName})` : ''
+          stop(new ProxyError('ERR_BODY_TOO_LARGE', `over ${opts.maxBytes} bytes${name}`, { phase: 'request' }))
           return
         }
         if (file === null && length <= memoryBytes) {

@@ -209,8 +209,9 @@ export class CompiledRoute {
     const script = cgi !== null && this.adapter.capabilities.cgiEnv ? await this.scriptFor(ex, cgi) : null
     let length = ex.contentLength
     if (this.adapter.capabilities.needsContentLength && ex.body !== null && length === null) {
-      const max = this.s.maxBodySize > 0 ? Math.min(this.s.maxBodySize, this.s.spoolLimit) : this.s.spoolLimit
-      const spooled = await spoolBody(ex.body, { maxBytes: max, signal: ex.signal })
+      const byMaxBody = this.s.maxBodySize > 0 && this.s.maxBodySize <= this.s.spoolLimit
+      const max = byMaxBody ? this.s.maxBodySize : this.s.spoolLimit
+      const spooled = await spoolBody(ex.body, { maxBytes: max, limitName: byMaxBody ? 'maxBodySize' : 'spoolLimit', signal: ex.signal })
       out.body = spooled.body
       out.length = length = spooled.length
       out.cleanup = spooled.cleanup
