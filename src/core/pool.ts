@@ -133,26 +133,40 @@ export class BackendPool {
     if (b.state === 'draining') this.reapIfIdle(b)
   }
 
-  /** Passive health: the backend could not be reached. */
   /**
-   * A connect to `b` failed: it is skipped for `disableTime`, or at most OVERLOAD_DISABLE_MS when
-   * it only refused for a full listen queue (`overloaded`: it is up, and a worker frees up soon).
+   * Passive health: a connect to `b` failed, it is skipped for `disableTime`; or at most
+   * OVERLOAD_DISABLE_MS when it is only busy: it refused for a full listen queue (`overloaded`), or
+   * it answered FastCGI's FCGI_OVERLOADED (`reason` ERR_BACKEND_OVERLOADED). Either way it is up,
+   * and a worker frees up soon: a whole disableTime would leave a one-backend pool answering 503.
    */
   connectFailed (b: Backend, reason: string, overloaded = false): void {
     b.failures++
     b.lastError = reason
     if (b.state === 'draining') return
-    b.disabledUntil = this.now() + (overloaded ? Math.min(OVERLOAD_DISABLE_MS, this.opts.disableTime) : this.opts.disableTime)
+    const busy = overloaded || reason === 'ERR_BACKEND_OVERLOADED'
+    b.disabledUntil = this.now() + (busy ? Math.min(OVERLOAD_DISABLE_MS, this.opts.disableTime) : this.opts.disableTime)
     if (b.state !== 'disabled') {
       b.state = 'disabled'
       this.opts.events.backendState('backend:disabled', { pool: this.name, backend: b.endpoint.id, state: 'disabled', reason })
     }
-    if (!this.down && this.backends.every((x) => x.state === 'disabled')) this.transition(true, reason)
+    if (!this.down && this.allSkipped()) this.transition(true, reason)
   }
 
-  /** Called when every backend is unusable for an exchange. */
+  /**
+   * Called when no backend is left for an exchange: the pool is down only if none is usable for
+   * anybody, not when this exchange tried every one (a busy backend is not asked twice by one).
+   */
   noneUsable (): void {
-    if (!this.down && this.backends.length > 0) this.transition(true, 'no usable backend')
+    if (!this.down && this.backends.length > 0 && this.allSkipped()) this.transition(true, 'no usable backend')
+  }
+
+  /**
+   * Every backend is disabled and still within its disableTime. One whose time is over stays marked
+   * disabled until a pick next looks at it (usable()), and it is routable all the same.
+   */
+  private allSkipped (): boolean {
+    const now = this.now()
+    return this.backends.every((x) => x.state === 'disabled' && now < x.disabledUntil)
   }
 
   private transition (down: boolean, reason?: string): void {
