@@ -1,8 +1,14 @@
 /**
  * proxycore as Express middleware: requests that match a route are proxied; the rest fall through
- * to the Express routes that follow.
+ * to the Express routes that follow. `proxy.handler` comes before the body parser: proxycore
+ * streams the request body itself, and a body a parser has already read is gone (a proxied POST
+ * would get 400 ERR_BAD_REQUEST). The parser after it still serves the app's own routes.
  *
- *   UPSTREAM=127.0.0.1:3000 PORT=8080 node --import <ts loader> examples/express/server.ts
+ * From the repository root (`npm install` first), with an upstream on 127.0.0.1:3000
+ * (TS_NODE_TRANSPILE_ONLY=1 skips ts-node's type check, which can take half a minute before the
+ * server starts):
+ *
+ *   UPSTREAM=127.0.0.1:3000 PORT=8080 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import examples/express/server.ts
  */
 import express from 'express'
 import type { Server } from 'node:http'
@@ -14,8 +20,10 @@ export async function start (upstream: string, port = 0): Promise<{ url: string,
     routes: [{ match: { prefix: '/api/' }, protocol: 'http', backends: [upstream] }],
   })
   const app = express()
-  app.use(proxy.handler)
+  app.use(proxy.handler)        // first, and without a mount path (Express would strip it from req.url)
+  app.use(express.json())       // after it: parses bodies for the routes below only
   app.get('/', (_req, res) => { res.send('express home') })
+  app.post('/echo', (req, res) => { res.json({ parsed: req.body as unknown }) })
   const server: Server = await new Promise((resolve) => { const s = app.listen(port, '127.0.0.1', () => resolve(s)) })
   server.on('upgrade', proxy.upgrade)
   return {

@@ -1,8 +1,14 @@
 /**
  * proxycore as Fastify middleware through @fastify/middie: matched requests are proxied (streamed,
- * with backpressure), unmatched ones reach the Fastify routes.
+ * with backpressure), unmatched ones reach the Fastify routes. middie runs the middleware in
+ * Fastify's onRequest hook, before Fastify parses any body, so a proxied body arrives untouched and
+ * Fastify's own routes still get theirs parsed.
  *
- *   UPSTREAM=127.0.0.1:3000 PORT=8080 node --import <ts loader> examples/fastify/server.ts
+ * From the repository root (`npm install` first), with an upstream on 127.0.0.1:3000
+ * (TS_NODE_TRANSPILE_ONLY=1 skips ts-node's type check, which can take half a minute before the
+ * server starts):
+ *
+ *   UPSTREAM=127.0.0.1:3000 PORT=8080 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import examples/fastify/server.ts
  */
 import Fastify from 'fastify'
 import middie from '@fastify/middie'
@@ -16,6 +22,7 @@ export async function start (upstream: string, port = 0): Promise<{ url: string,
   await app.register(middie)
   app.use(proxy.handler)
   app.get('/', async () => ({ from: 'fastify' }))
+  app.post('/echo', async (req) => ({ parsed: req.body }))
   app.server.on('upgrade', proxy.upgrade)
   const url = await app.listen({ port, host: '127.0.0.1' })
   return { url, close: async () => { await app.close(); await proxy.close() } }

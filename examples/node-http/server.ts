@@ -2,7 +2,11 @@
  * proxycore inside a plain node:http server: one route to an HTTP upstream (WebSockets included),
  * everything else answered by the server itself.
  *
- *   UPSTREAM=127.0.0.1:3000 node --import <ts loader> examples/node-http/server.ts
+ * From the repository root (`npm install` first), with an upstream on 127.0.0.1:3000
+ * (TS_NODE_TRANSPILE_ONLY=1 skips ts-node's type check, which can take half a minute before the
+ * server starts):
+ *
+ *   UPSTREAM=127.0.0.1:3000 PORT=8080 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import examples/node-http/server.ts
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
