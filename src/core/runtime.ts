@@ -96,6 +96,13 @@ export class ProxyRuntime {
     }
     if (target.path === '*' && !route.adapter.capabilities.cgiEnv) { this.refuse(req, res, asteriskRefused(), route.name); return }
     if (this.closing) { this.refuse(req, res, new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }), route.name, 1); return }
+    if (req.readableDidRead && declaresBody(req)) {
+      // Middleware before proxy.handler read the body (express.json()): whatever is forwarded
+      // would be an empty or short body under the client's length, blamed on the client (400) or
+      // on the client going away. Said as what it is, and no backend is asked.
+      this.refuse(req, res, new ProxyError('ERR_BODY_CONSUMED', `${req.method ?? ''} ${req.url ?? ''}: register proxy.handler before body parsers`, { phase: 'route' }), route.name)
+      return
+    }
     const peer = plainAddress(req.socket.remoteAddress)
     const ex = new ProxyExchange(this, route, req, res, withUpstream(route, target), this.clientOf(req, peer), peer, 0)
     try {
@@ -449,4 +456,10 @@ function asteriskRefused (): ProxyError {
 
 function asProxyError (err: unknown): ProxyError {
   return err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', String(err), { cause: err })
+}
+
+/** The request says a body follows: a non-zero Content-Length, or Transfer-Encoding. */
+function declaresBody (req: IncomingMessage): boolean {
+  const cl = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')
 }
