@@ -264,6 +264,8 @@ export async function main (argv: string[]): Promise<number> {
     return cmd === undefined ? 2 : 0
   }
   if (cmd === '--version' || cmd === '-v') { process.stdout.write(`${VERSION}\n`); return 0 }
+  // `proxycore serve --help` asks for help, not to serve a file named --help.
+  if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(`${USAGE}\n`); return 0 }
   if (cmd === 'serve') return await serve(rest)
   if (cmd === 'check') return await check(rest)
   if (cmd === 'status') return await status(rest)

@@ -48,6 +48,10 @@ t.test('check: 0 valid, 2 invalid with every problem at file:line, 2 on usage er
   const help = await runCli(['--help'])
   t.equal(help.code, 0)
   t.match(help.stdout, /proxycore serve \[config\]/)
+  for (const sub of [['serve', '--help'], ['check', 'x.yaml', '-h'], ['status', '--help']]) {
+    const r = await runCli(sub)
+    t.same([r.code, r.stdout.includes('proxycore serve [config]'), r.stderr], [0, true, ''], `${sub.join(' ')}: the usage, exit 0`)
+  }
   const names = await runCli(['check', join(fixtures, 'invalid', 'names.yaml')])
   t.equal(names.code, 2, 'bad spawn names: exit 2, not a crash')
   t.notMatch(names.stderr, /TypeError|at .*\.js:\d+/, 'no stack trace')
