@@ -4,7 +4,8 @@
  * through its fork server (then the pid and the streams come a little later: `CgiChild`); the core
  * owns admission, timeouts and the environment. This is only the plumbing between them.
  *
- *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full
+ *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full;
+ *                       EOF only after all of them (cut short: held open until the process is gone)
  *                       (no body: /dev/null when the starter supports it, as lighttpd's mod_cgi)
  *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
  *         ─> stderr ──> onStderr (capped, always drained)
@@ -118,7 +119,10 @@ export class CgiExchange {
   private outputDone = false
   private exit: ExitStatus | null = null
   private stderrLeft: number
-  private stopBody: (() => void) | null = null
+  /** Stop feeding stdin mid-body; `eof`: close it too (see sendBody). */
+  private stopBody: ((eof: boolean) => void) | null = null
+  /** stdin of a body cut short, left open until the process is gone (see sendBody). */
+  private heldStdin: Writable | null = null
   /** We stopped the group ourselves: its exit status says nothing about the script. */
   private killed = false
   /** Stops a script that outlives its complete response (`linger`). */
@@ -213,6 +217,8 @@ export class CgiExchange {
       return this.fail(coded ? this.withBackend(toProxyError(err, 'connect')) : this.error('ERR_CGI_SPAWN', err.message !== '' ? err.message : String(err.code), 'connect', err))
     }
     if (coded) this.fail(this.withBackend(toProxyError(err, this.parser !== null ? 'head' : 'body')))
+    // A coded error after 'spawn' (the fork server died): no exit status will come for it.
+    if (coded) this.releaseStdin()
   }
 
   /** The pool dropped this client: end the exchange with `err` and stop the process. */
@@ -222,17 +228,35 @@ export class CgiExchange {
 
   /** The core aborted (client gone, timeout) and has already answered: only stop the process. */
   private abort (): void {
-    this.finish()
+    this.finish(false)
   }
 
-  /** Stream exactly CONTENT_LENGTH bytes to stdin, pausing the source while the pipe is full. */
+  /**
+   * Stream exactly CONTENT_LENGTH bytes to stdin, pausing the source while the pipe is full.
+   * stdin reaches EOF only after the whole body. When the exchange fails or is aborted mid-body
+   * (the client hung up during its upload), stdin stays open until the process is gone: an EOF
+   * then would hand a script that reads to EOF (`wc -c`, `cat > file`) a short body as if it were
+   * whole, and it could act on it in the moment before its group is killed (never a short stdin,
+   * RELIABILITY rule 5).
+   */
   private sendBody (stdin: Writable): void {
     const body = this.exchange.body
     const total = this.exchange.contentLength ?? 0
     // (A program that already exited has ended its socket for us: end() again only makes an error.)
     if (body === null || total === 0) { if (!stdin.writableEnded) stdin.end(); return }
     const pump = pumpBody(body, total, stdin, { endSink: true, onFail: (err) => this.fail(err) })
-    this.stopBody = () => { if (pump.active) { pump.stop(); stdin.destroy() } }
+    this.stopBody = (eof) => {
+      if (!pump.active) return
+      pump.stop()
+      if (eof || this.exit !== null || this.startFailed) stdin.destroy()
+      else this.heldStdin = stdin
+    }
+  }
+
+  /** The process is gone (or no longer ours to wait for): a held stdin can close now. */
+  private releaseStdin (): void {
+    this.heldStdin?.destroy()
+    this.heldStdin = null
   }
 
   private onStdout (chunk: Buffer): void {
@@ -290,6 +314,7 @@ export class CgiExchange {
 
   private onExit (status: ExitStatus): void {
     this.exit = status
+    this.releaseStdin()
     if (this.lingerTimer !== null) { clearTimeout(this.lingerTimer); this.lingerTimer = null }
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     if (!this.settled && this.outputDone) return this.endByExit()
@@ -367,18 +392,21 @@ export class CgiExchange {
   /** A failure ends the process too: kill the whole group (grandchildren included, AC-93). */
   private fail (err: ProxyError): void {
     if (this.settled) return
-    this.finish()
+    this.finish(false)
     this.kill()
     this.handler.onError(err)
   }
 
-  /** Settle without telling the handler: the core aborted the exchange and already answered. */
-  private finish (): void {
+  /**
+   * Settle without telling the handler: the core aborted the exchange and already answered.
+   * `eof` false (a failure or an abort): a body still being sent is not closed (sendBody).
+   */
+  private finish (eof = true): void {
     if (this.settled) return
     this.settled = true
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     unwatchAbort(this.exchange, this.onAbort)
-    this.stopBody?.()
+    this.stopBody?.(eof)
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
     this.child?.stdout?.resume()
     if (isAborted(this.exchange)) this.kill()
