@@ -34,7 +34,7 @@ export const RouteSchema = Type.Object({
   balance: Type.Optional(Type.Union([
     Type.Literal('least-connection'), Type.Literal('round-robin'), Type.Literal('hash'), Type.Literal('sticky'),
   ], { default: 'least-connection', description: 'hash: by URL; sticky: by client address.' })),
-  disableTime: Type.Optional(Duration('How long a backend that refused a connection is skipped; one that is only busy (its listen queue full, EAGAIN, or a FastCGI FCGI_OVERLOADED answer) at most 1s.', '10s')),
+  disableTime: Type.Optional(Duration('How long a backend that refused a connection is skipped; one that is only busy (its listen queue full, EAGAIN, or a FastCGI FCGI_OVERLOADED answer) at most 1s; the only backend of a route never.', '10s')),
   retries: Type.Optional(Type.Integer({ minimum: 0, default: 2, description: 'Other backends tried after a connect failure.' })),
   maxConcurrent: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Exchanges in flight for this route; 0 = unlimited.' })),
   queue: Type.Optional(Type.Integer({ minimum: 0, default: 1024, description: 'Requests waiting for a slot beyond maxConcurrent; more are dropped with 503.' })),

@@ -3,8 +3,8 @@
  *
  * A BackendPool follows a BackendSource (a fixed list, or a spawn's live processes), keeps one
  * Backend per endpoint with the adapter's client for it, asks the balancer for one, and applies
- * passive health: a failed connect disables a backend for `disableTime`; the whole pool going down
- * or coming back is logged once per transition, never once per request.
+ * passive health: a failed connect disables a backend for `disableTime` (never the only one); the
+ * whole pool going down or coming back is logged once per transition, never once per request.
  */
 import { parseEndpoint } from './endpoint.js'
 import { createBalancer, type BalanceKey, type BalanceMode, type Balancer } from './balancers.js'
@@ -143,6 +143,10 @@ export class BackendPool {
     b.failures++
     b.lastError = reason
     if (b.state === 'draining') return
+    // A backend alone in its pool is never skipped (nginx: a single server is never considered
+    // unavailable): there is nothing else to send to, and a 200 ms restart of the backend would
+    // turn into disableTime of 503s. Each request tries it; the failures are counted.
+    if (this.backends.length === 1 && this.backends[0] === b) return
     const busy = overloaded || reason === 'ERR_BACKEND_OVERLOADED'
     b.disabledUntil = this.now() + (busy ? Math.min(OVERLOAD_DISABLE_MS, this.opts.disableTime) : this.opts.disableTime)
     if (b.state !== 'disabled') {
