@@ -96,6 +96,18 @@ async function shProxy (t: Test, dir: string, route: Partial<RouteConfig> = {}, 
   return { proxy, port, close: async () => { closed = true; await proxy.close(1000) } }
 }
 
+/**
+ * One test's setup: leak guard, a docroot of the scripts below and a directory for their marks,
+ * and the proxy (`extra` routes may use both directories).
+ */
+async function rig (t: Test, route: Partial<RouteConfig> = {}, extra: (dir: string, marks: string) => RouteConfig[] = () => []) {
+  guardLeaks(t)
+  const dir = tempDir(t)
+  const marks = tempDir(t, 'pc-marks-')
+  scripts(dir, marks)
+  return { dir, marks, p: await shProxy(t, dir, route, extra(dir, marks)) }
+}
+
 function scripts (dir: string, marks: string): void {
   writeScripts(dir, {
     'sha.sh': "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nsha256sum | cut -d' ' -f1\n",
@@ -110,9 +122,7 @@ function scripts (dir: string, marks: string): void {
 }
 
 t.test('success: the spooled body arrives whole, then its fd is closed', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { p } = await rig(t)
   const u = new Upload(p.port, '/sha.sh')
   await u.send(0, 16)
   u.end()
@@ -123,9 +133,7 @@ t.test('success: the spooled body arrives whole, then its fd is closed', async (
 })
 
 t.test('client aborts in the middle of the upload', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { marks, p } = await rig(t)
   const u = new Upload(p.port, '/hang.sh')
   await u.send(0, 8)
   t.ok(await waitFor(() => spoolFds().length === 1, 5000), 'the body is being spooled to a file')
@@ -136,9 +144,7 @@ t.test('client aborts in the middle of the upload', async (t) => {
 })
 
 t.test('client aborts after the spool, while the script runs', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { marks, p } = await rig(t)
   const u = new Upload(p.port, '/hang.sh')
   await u.send(0, 16)
   u.end()
@@ -149,9 +155,7 @@ t.test('client aborts after the spool, while the script runs', async (t) => {
 })
 
 t.test('the backend fails or cannot be reached after the spool', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir, {}, [{ protocol: 'fastcgi', backends: [`unix:${join(marks, 'nobody.sock')}`], docroot: dir, match: { prefix: '/refused/' }, stripPrefix: true, retries: 0 }])
+  const { p } = await rig(t, {}, (dir, marks) => [{ protocol: 'fastcgi', backends: [`unix:${join(marks, 'nobody.sock')}`], docroot: dir, match: { prefix: '/refused/' }, stripPrefix: true, retries: 0 }])
   const a = new Upload(p.port, '/fail.sh')
   await a.send(0, 16)
   a.end()
@@ -168,9 +172,7 @@ t.test('the backend fails or cannot be reached after the spool', async (t) => {
 })
 
 t.test('413 in the middle of the spool', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir, { maxBodySize: 5 * CHUNK + 1 })
+  const { p } = await rig(t, { maxBodySize: 5 * CHUNK + 1 })
   const u = new Upload(p.port, '/sha.sh')
   await u.send(0, 16)
   t.ok(await u.answered(), 'answered')
@@ -181,9 +183,7 @@ t.test('413 in the middle of the spool', async (t) => {
 })
 
 t.test('the client stalls in the middle of its upload: 408 after clientIdle, spool gone', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir, { timeouts: { clientIdle: 500 } })
+  const { p } = await rig(t, { timeouts: { clientIdle: 500 } })
   const u = new Upload(p.port, '/sha.sh')
   await u.send(0, 4)
   t.ok(await waitFor(() => spoolFds().length === 1, 5000), 'spooling to a file')
@@ -195,9 +195,7 @@ t.test('the client stalls in the middle of its upload: 408 after clientIdle, spo
 })
 
 t.test('proxy.close() while a body is being spooled', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { p } = await rig(t)
   const u = new Upload(p.port, '/sha.sh')
   await u.send(0, 4)
   t.ok(await waitFor(() => spoolFds().length === 1, 5000), 'spooling to a file')
@@ -208,9 +206,7 @@ t.test('proxy.close() while a body is being spooled', async (t) => {
 })
 
 t.test('the script answers without reading its body: the spool fd goes with the exchange', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { p } = await rig(t)
   const u = new Upload(p.port, '/early.sh')
   await u.send(0, 16)
   u.end()
@@ -221,9 +217,7 @@ t.test('the script answers without reading its body: the spool fd goes with the 
 })
 
 t.test('a local redirect after the body was read: the spool fd is closed', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir, { localRedirects: true })
+  const { p } = await rig(t, { localRedirects: true })
   const u = new Upload(p.port, '/redirect.sh')
   await u.send(0, 16)
   u.end()
@@ -254,9 +248,7 @@ t.test('FastCGI: a refused first backend, retried on php-cgi, gets the whole spo
 })
 
 t.test('bad chunk framing in the middle of the spool: 400, spool gone', async (t) => {
-  guardLeaks(t)
-  const dir = tempDir(t); const marks = tempDir(t, 'pc-marks-'); scripts(dir, marks)
-  const p = await shProxy(t, dir)
+  const { marks, p } = await rig(t)
   const u = new Upload(p.port, '/hang.sh')
   await u.send(0, 4)
   t.ok(await waitFor(() => spoolFds().length === 1, 5000), 'spooling to a file')
