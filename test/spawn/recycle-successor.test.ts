@@ -59,17 +59,32 @@ async function serveNow (src: SpawnSource): Promise<string | null> {
   }
 }
 
-leakTest(t, 'maxProcs 1: the successor starts ahead and waits on standby; at maxRequests the two swap, nothing waits, the limit is kept', async (t, defer) => {
+/** The gated spawn `web` (`before` may listen to the manager first), started, its first process ready. */
+async function webSpawn (defer: Defer, extra: SpawnSpec = {}, before: (m: Manager) => void = () => {}) {
   const g = gated(defer)
   const m = manager(defer)
-  m.add('web', g.spec())
-  const recycles: Array<{ id: string, requests: number }> = []
-  m.on('recycle', (e) => recycles.push(e))
+  m.add('web', g.spec(extra))
+  before(m)
   await m.start()
   await ensure(m, 'web')
   const src = m.source('web')
   const [old] = src.list()
-  const oldPid = String(m.status()[0].processes[0].pid)
+  return { g, m, src, old, oldPid: m.status()[0].processes[0].pid as number }
+}
+
+/** Serve requests 1 and 2 (of maxRequests 3): the second starts the successor; its spawn event. */
+async function untilSuccessor (m: Manager, src: SpawnSource, oldId: string): Promise<{ id: string, pid: number }> {
+  const spawned = nextEvent(m, 'spawn', (e) => e.id !== oldId)
+  for (let i = 0; i < 2; i++) await serveNow(src)
+  return await spawned
+}
+
+type Manager = ReturnType<typeof manager>
+
+leakTest(t, 'maxProcs 1: the successor starts ahead and waits on standby; at maxRequests the two swap, nothing waits, the limit is kept', async (t, defer) => {
+  const recycles: Array<{ id: string, requests: number }> = []
+  const { g, m, src, old, oldPid: pid } = await webSpawn(defer, {}, (m) => m.on('recycle', (e) => recycles.push(e)))
+  const oldPid = String(pid)
   const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
   t.equal(await serveNow(src), oldPid, 'request 1 by the old process')
   t.equal(await serveNow(src), oldPid, 'request 2 by the old process')
@@ -92,14 +107,7 @@ leakTest(t, 'maxProcs 1: the successor starts ahead and waits on standby; at max
 })
 
 leakTest(t, 'a successor still booting at maxRequests: its predecessor is held out of rotation, not stopped, until the successor is up', async (t, defer) => {
-  const g = gated(defer)
-  const m = manager(defer)
-  m.add('web', g.spec())
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
-  const oldPid = m.status()[0].processes[0].pid as number
+  const { g, m, src, old, oldPid } = await webSpawn(defer)
   const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
   for (let i = 0; i < 3; i++) t.equal(await serveNow(src), String(oldPid), `request ${i + 1} by the old process`)
   const successor = await successorSpawned
@@ -157,21 +165,13 @@ leakTest(t, 'a successor that cannot start: the old process keeps serving; at th
 })
 
 leakTest(t, 'the old process crashes while its successor boots: the successor takes the slot, no second replacement', async (t, defer) => {
-  const g = gated(defer)
-  const m = manager(defer)
-  m.add('web', g.spec({ restart: { initialDelay: 10 } }))
   let spawns = 0
   let restarts = 0
-  m.on('spawn', () => { spawns++ })
-  m.on('restart', () => { restarts++ })
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
-  const oldPid = m.status()[0].processes[0].pid as number
-  const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
-  for (let i = 0; i < 2; i++) await serveNow(src)
-  const successor = await successorSpawned
+  const { g, m, src, old, oldPid } = await webSpawn(defer, { restart: { initialDelay: 10 } }, (m) => {
+    m.on('spawn', () => { spawns++ })
+    m.on('restart', () => { restarts++ })
+  })
+  const successor = await untilSuccessor(m, src, old.id)
   t.same(src.list().map((e) => e.id), [old.id], 'old still in rotation')
   const crashed = nextEvent(m, 'exit', (e) => e.id === old.id)
   process.kill(oldPid, 'SIGKILL')
@@ -190,19 +190,9 @@ leakTest(t, 'the old process crashes while its successor boots: the successor ta
 })
 
 leakTest(t, 'close() while a successor boots stops both processes', async (t, defer) => {
-  const g = gated(defer)
-  const m = manager(defer)
-  m.add('web', g.spec())
   let readies = 0
-  m.on('ready', () => { readies++ })
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
-  const oldPid = m.status()[0].processes[0].pid as number
-  const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
-  for (let i = 0; i < 2; i++) await serveNow(src)
-  const successor = await successorSpawned
+  const { m, src, old, oldPid } = await webSpawn(defer, {}, (m) => m.on('ready', () => { readies++ }))
+  const successor = await untilSuccessor(m, src, old.id)
   t.same(src.list().map((e) => e.id), [old.id], 'old still in rotation while the successor boots')
   const exits = new Map<string, boolean>()
   m.on('exit', (e) => exits.set(e.id, e.expected))
@@ -215,16 +205,8 @@ leakTest(t, 'close() while a successor boots stops both processes', async (t, de
 })
 
 leakTest(t, 'an idle process whose successor is booting is shrunk together with it', async (t, defer) => {
-  const g = gated(defer)
-  const m = manager(defer)
-  m.add('web', g.spec({ minProcs: 0, idleTimeout: 300 }))
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
-  const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
-  for (let i = 0; i < 2; i++) await serveNow(src)
-  const successor = await successorSpawned
+  const { g, m, src, old } = await webSpawn(defer, { minProcs: 0, idleTimeout: 300 })
+  const successor = await untilSuccessor(m, src, old.id)
   const exits = new Map<string, boolean>()
   m.on('exit', (e) => exits.set(e.id, e.expected))
   t.ok(await waitFor(() => exits.size === 2, 10_000), 'both stopped after idleTimeout')
@@ -237,20 +219,13 @@ leakTest(t, 'an idle process whose successor is booting is shrunk together with 
 })
 
 leakTest(t, 'the old process fails its health check while its successor boots: the successor takes the slot', async (t, defer) => {
-  const g = gated(defer)
-  const m = manager(defer)
-  m.add('web', g.spec({ restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 200, failures: 2 } }))
   let spawns = 0
   let restarts = 0
-  m.on('spawn', () => { spawns++ })
-  m.on('restart', () => { restarts++ })
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
-  const successorSpawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
-  for (let i = 0; i < 2; i++) await serveNow(src)
-  const successor = await successorSpawned
+  const { g, m, src, old } = await webSpawn(defer, { restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 200, failures: 2 } }, (m) => {
+    m.on('spawn', () => { spawns++ })
+    m.on('restart', () => { restarts++ })
+  })
+  const successor = await untilSuccessor(m, src, old.id)
   const stopped = nextEvent(m, 'exit', (e) => e.id === old.id)
   await get(old.address, '/hang')
   t.equal((await stopped).expected, false, 'stopped as unhealthy (a crash)')
