@@ -6,7 +6,7 @@ import { chmodSync, existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, listed, manager, tempDir } from './fixtures/manager.js'
-import { cgiEnv, fcgiRequest } from './fixtures/fcgi.js'
+import { cgiEnv, fcgiRequest, phpPid } from './fixtures/fcgi.js'
 import { drive } from './fixtures/drive.js'
 import { processGroup, waitFor } from '../helpers/leaks.js'
 
@@ -24,13 +24,6 @@ function phpScript (dir: string): string {
   const script = join(dir, 'pid.php')
   writeFileSync(script, '<?php echo getmypid();')
   return script
-}
-
-async function phpPid (address: string, script: string): Promise<string> {
-  const r = await fcgiRequest(address, cgiEnv(script))
-  const body = r.stdout.split('\r\n\r\n')[1]
-  if (!/^\d+$/.test(body ?? '')) throw new Error(`unexpected php output ${JSON.stringify(r.stdout.slice(0, 200))}`)
-  return body
 }
 
 leakTest(t, 'php-cgi on fd 0 over unix and TCP', async (t, defer) => {

@@ -10,9 +10,9 @@ import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, manager, tempDir } from './fixtures/manager.js'
-import { cgiEnv, fcgiRequest } from './fixtures/fcgi.js'
+import { phpPid } from './fixtures/fcgi.js'
+import { drive } from './fixtures/drive.js'
 import { childrenOf } from '../helpers/leaks.js'
-import type { SpawnSource } from '../../src/spawn/manager.js'
 
 const PHP = '/usr/bin/php-cgi'
 
@@ -21,46 +21,6 @@ function peer (t: Test): boolean {
   if (process.env.CI === 'true') t.fail(`${PHP} missing (required in CI)`)
   else t.pass(`${PHP} not installed`, { skip: `${PHP} not installed` })
   return false
-}
-
-interface Load { ok: number, failed: number, waited: number, errors: string[], pids: string[] }
-
-/**
- * The core's part (as fixtures/drive.ts), `concurrency` FastCGI connections at a time, one request
- * each; `waited` counts requests that found list() empty and had to wait in ensure().
- */
-async function load (src: SpawnSource, total: number, concurrency: number, script: string): Promise<Load> {
-  const out: Load = { ok: 0, failed: 0, waited: 0, errors: [], pids: [] }
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < total) {
-      next++
-      try {
-        let list = src.list()
-        if (list.length === 0) out.waited++
-        while (list.length === 0) {
-          await src.ensure(AbortSignal.timeout(10_000))
-          list = src.list()
-        }
-        const ep = list[0]
-        src.requestStarted(ep.id)
-        try {
-          const r = await fcgiRequest(ep.address, cgiEnv(script))
-          const body = r.stdout.split('\r\n\r\n')[1]
-          if (!/^\d+$/.test(body ?? '')) throw new Error(`unexpected php output ${JSON.stringify(r.stdout.slice(0, 200))}`)
-          out.pids.push(body)
-          out.ok++
-        } finally {
-          src.requestDone(ep.id)
-        }
-      } catch (err) {
-        out.failed++
-        if (out.errors.length < 5) out.errors.push(String(err))
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, worker))
-  return out
 }
 
 leakTest(t, 'php-cgi, maxProcs 1, maxRequests 10: 200 requests over 8 connections, 0 failures, every process retired at exactly maxRequests', async (t, defer) => {
@@ -79,11 +39,11 @@ leakTest(t, 'php-cgi, maxProcs 1, maxRequests 10: 200 requests over 8 connection
   await m.start()
   await ensure(m, 'php')
   const t0 = Date.now()
-  const res = await load(m.source('php'), 200, 8, script)
+  const res = await drive(m.source('php'), 200, 8, (address) => phpPid(address, script))
   t.comment(`200 php requests over 8 connections, recycling at 10: ${Date.now() - t0} ms, ${recycled.length} recycles, ${res.waited} requests found nothing routable`)
   t.equal(res.failed, 0, 'no failed request', { errors: res.errors })
   t.equal(res.ok, 200)
-  const pids = new Set(res.pids)
+  const pids = new Set(res.bodies)
   t.ok(pids.size >= 200 / 10, `200 / 10 processes or more served (${pids.size} php-cgi pids)`)
   t.ok(recycled.length >= 19, `recycle events (${recycled.length})`)
   t.same([...new Set(recycled)], [10], 'each retired process served exactly maxRequests')
