@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, get, proxyServer, type Got } from '../helpers/servers.js'
 import type { BackendSource, SourceEndpoint } from '../../src/core/types.js'
+import type { RouteConfig } from '../../src/config/schema.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
 
@@ -49,15 +50,18 @@ class MovingSource implements BackendSource {
   }
 }
 
+
+/** A proxy whose one route follows a MovingSource that starts at `first`. */
+async function movingProxy (t: Parameters<typeof proxyServer>[0], first: string, route: Partial<RouteConfig> = {}) {
+  const src = new MovingSource()
+  src.set([first])
+  const { url, proxy } = await proxyServer(t, { sources: { moving: src }, routes: [{ protocol: 'http', spawn: 'moving', ...route }] })
+  return { url, proxy, src }
+}
 t.test('a backend drained with requests in flight on it and more queued: nothing lost, nothing hangs', async (t) => {
   const a = await holding(t, 'a')
   const b = await holding(t, 'b')
-  const src = new MovingSource()
-  src.set([a.address])
-  const { url, proxy } = await proxyServer(t, {
-    sources: { moving: src },
-    routes: [{ protocol: 'http', spawn: 'moving', maxConcurrent: 2, queue: 10, queueTimeout: '60s' }],
-  })
+  const { url, proxy, src } = await movingProxy(t, a.address, { maxConcurrent: 2, queue: 10, queueTimeout: '60s' })
   const route = proxy.routes[0]
   const pending: Array<Promise<Got>> = []
   for (let i = 0; i < 4; i++) pending.push(get(`${url}/${i}`))
@@ -77,12 +81,7 @@ t.test('a backend drained with requests in flight on it and more queued: nothing
 t.test('every backend gone while requests wait: they wait for the next one, then are served', async (t) => {
   const a = await holding(t, 'a')
   const c = await holding(t, 'c')
-  const src = new MovingSource()
-  src.set([a.address])
-  const { url, proxy } = await proxyServer(t, {
-    sources: { moving: src },
-    routes: [{ protocol: 'http', spawn: 'moving', maxConcurrent: 1, queue: 10, queueTimeout: '60s', timeouts: { headers: '30s' } }],
-  })
+  const { url, proxy, src } = await movingProxy(t, a.address, { maxConcurrent: 1, queue: 10, queueTimeout: '60s', timeouts: { headers: '30s' } })
   const route = proxy.routes[0]
   const first = get(`${url}/first`)
   t.ok(await waitFor(() => a.seen.length === 1, 5000))
@@ -129,12 +128,7 @@ t.test('a flooded route does not hold up another route', async (t) => {
 t.test('requests waiting in a drained backend\'s own connection queue finish there', async (t) => {
   const a = await holding(t, 'a')
   const b = await holding(t, 'b')
-  const src = new MovingSource()
-  src.set([a.address])
-  const { url, proxy } = await proxyServer(t, {
-    sources: { moving: src },
-    routes: [{ protocol: 'http', spawn: 'moving', options: { connections: 1 } }],
-  })
+  const { url, proxy, src } = await movingProxy(t, a.address, { options: { connections: 1 } })
   const pool = proxy.routes[0].pool
   const pending = [0, 1, 2].map((i) => get(`${url}/${i}`))
   t.ok(await waitFor(() => a.seen.length === 1 && pool.inflight === 3, 5000), 'one on the wire, two waiting for the connection')
