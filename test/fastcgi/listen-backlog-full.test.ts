@@ -17,15 +17,20 @@ import { FASTCGI_DEFAULTS } from '../../src/protocols/fastcgi/options.js'
 import { makeExchange, record, testContext, unixEndpoint } from './helpers/harness.js'
 import { PHP_FIXTURE, PHP_FPM, havePeer, startPhpFpm, tempDir } from './helpers/peers.js'
 
+/** Leak guard, a php-fpm pool of one worker with listen.backlog = 1, and its test script. */
+async function oneWorker (t: Parameters<typeof startPhpFpm>[0]) {
+  guardLeaks(t)
+  const dir = tempDir(t)
+  const script = join(dir, 't.php')
+  writeFileSync(script, PHP_FIXTURE)
+  return { dir, script, fpm: await startPhpFpm(t, dir, 1, 'listen.backlog = 1') }
+}
+
 t.test('php-fpm, 1 worker, listen.backlog = 1', async (t) => {
   if (!havePeer(t, PHP_FPM)) return
 
   t.test('a full listen queue delays requests while ours are open to the pool; none fails', async (t) => {
-    guardLeaks(t)
-    const dir = tempDir(t)
-    const script = join(dir, 't.php')
-    writeFileSync(script, PHP_FIXTURE)
-    const fpm = await startPhpFpm(t, dir, 1, 'listen.backlog = 1')
+    const { script, fpm } = await oneWorker(t)
     const ctx = testContext()
     const client = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS }, ctx)
     t.teardown(() => client.destroy())
@@ -44,11 +49,7 @@ t.test('php-fpm, 1 worker, listen.backlog = 1', async (t) => {
   })
 
   t.test('requests waiting on a full listen queue leave with the core timeout, then the pool serves again', async (t) => {
-    guardLeaks(t)
-    const dir = tempDir(t)
-    const script = join(dir, 't.php')
-    writeFileSync(script, PHP_FIXTURE)
-    const fpm = await startPhpFpm(t, dir, 1, 'listen.backlog = 1')
+    const { script, fpm } = await oneWorker(t)
     const client = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS }, testContext())
     t.teardown(() => client.destroy())
     const ask = (query: string, timeoutMs = 0) => {
@@ -71,11 +72,7 @@ t.test('php-fpm, 1 worker, listen.backlog = 1', async (t) => {
   })
 
   t.test('a listen queue filled by others, none of ours open: ERR_CONNECT_FAILED at once, never a wait', async (t) => {
-    guardLeaks(t)
-    const dir = tempDir(t)
-    const script = join(dir, 't.php')
-    writeFileSync(script, PHP_FIXTURE)
-    const fpm = await startPhpFpm(t, dir, 1, 'listen.backlog = 1')
+    const { dir, script, fpm } = await oneWorker(t)
     // Another client: a request holds the worker (its script has started), raw connections fill
     // the queue until the kernel refuses one.
     writeFileSync(join(dir, 'hold.php'), `<?php touch(__DIR__ . '/holding'); sleep(3); echo 'held';`)
