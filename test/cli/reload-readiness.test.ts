@@ -10,7 +10,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { alive, childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { appDir, killAtTeardown, serve } from './run.js'
+import { appDir, getText, serveKilled } from './run.js'
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
 
@@ -25,10 +25,7 @@ setTimeout(() => {
 
 const setup = (t: Teardown): { dir: string, file: string, app: string } => appDir(t, BACKEND, 'pc-reload-ready-')
 
-async function get (url: string): Promise<{ status: number, body: string }> {
-  const r = await fetch(url)
-  return { status: r.status, body: await r.text() }
-}
+const get = getText
 
 const spawnYaml = (app: string, env: string, top = ''): string => `listen: 127.0.0.1:0
 drainTimeout: 60s
@@ -47,9 +44,7 @@ t.test('a changed spawn is ready before the swap: requests never queue behind it
   guardLeaks(t, { timeoutMs: 15_000 })
   const { dir, file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1'))
-  const s = await serve(file)
-  const seen: number[] = []
-  killAtTeardown(t, s, () => seen)
+  const { s, seen } = await serveKilled(t, file)
   const v1 = await get(`${s.url}/`)
   t.match(v1.body, / v1$/)
   seen.push(Number(v1.body.split(' ')[0]))
@@ -78,8 +73,7 @@ t.test('a stop signal does not wait for a reload\'s slow spawn to be ready', asy
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1'))
-  const s = await serve(file)
-  killAtTeardown(t, s, () => [])
+  const { s } = await serveKilled(t, file)
   t.equal((await get(`${s.url}/`)).status, 200)
   const group = s.child.pid as number
   const before = childrenOf(group).length
@@ -102,8 +96,7 @@ t.test('the reloaded file\'s logLevel applies', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: info\n'))
-  const s = await serve(file, { PROXYCORE_LOG_LEVEL: '' })
-  killAtTeardown(t, s, () => [])
+  const { s } = await serveKilled(t, file, { PROXYCORE_LOG_LEVEL: '' })
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n'))
   let at = s.logs().length
   s.child.kill('SIGHUP')
@@ -136,8 +129,7 @@ routes:
   - { name: r, protocol: http, backends: ['127.0.0.1:${port}'] }
 `)
   config('127.0.0.1:0')
-  const s = await serve(file)
-  killAtTeardown(t, s, () => [])
+  const { s } = await serveKilled(t, file)
   const warned = async (listen: string): Promise<boolean> => {
     config(listen)
     const at = s.logs().length

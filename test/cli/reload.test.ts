@@ -9,7 +9,7 @@ import { createServer, request } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { alive, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { appDir, killAtTeardown, serve } from './run.js'
+import { appDir, getText, serveKilled } from './run.js'
 
 // `/hold` answers its head and never ends: a request the old generation must drain.
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
@@ -31,10 +31,7 @@ async function freePort (): Promise<number> {
   return port
 }
 
-async function get (url: string): Promise<{ status: number, body: string }> {
-  const r = await fetch(url)
-  return { status: r.status, body: await r.text() }
-}
+const get = getText
 
 /** A request whose head came back and whose body never ends; resolves once the head arrived. */
 async function hold (url: string, t: Teardown): Promise<void> {
@@ -63,9 +60,7 @@ t.test('a reload refused on a spawn that reuses its fixed address leaves the old
   const { file, app } = setup(t)
   const port = await freePort()
   writeFileSync(file, spawnYaml(app, `127.0.0.1:${port}`))
-  const s = await serve(file)
-  const seen: number[] = []
-  killAtTeardown(t, s, () => seen)
+  const { s, seen } = await serveKilled(t, file)
   const before = await get(`${s.url}/`)
   t.equal(before.status, 200)
   const pid = Number(before.body.split(' ')[0])
@@ -91,9 +86,7 @@ t.test('a reload that fails after stopping the old spawn starts it again under t
   const { dir, file, app } = setup(t)
   const port = await freePort()
   writeFileSync(file, spawnYaml(app, `127.0.0.1:${port}`))
-  const s = await serve(file)
-  const seen: number[] = []
-  killAtTeardown(t, s, () => seen)
+  const { s, seen } = await serveKilled(t, file)
   const pid = Number((await get(`${s.url}/`)).body.split(' ')[0])
   seen.push(pid)
 
@@ -139,8 +132,7 @@ routes:
     return j.routes.map((x) => x.name).join(',')
   }
   config('v1')
-  const s = await serve(file)
-  killAtTeardown(t, s, () => [])
+  const { s } = await serveKilled(t, file)
   t.equal(await routes(), 'v1')
   await hold(s.url, t)
 
@@ -168,9 +160,7 @@ t.test('a second SIGTERM kills the children of a retired generation still draini
   const { file, app } = setup(t)
   const config = (tag: string): void => writeFileSync(file, spawnYaml(app, '127.0.0.1:0', `    environment: { TAG: ${tag} }\n`))
   config('v1')
-  const s = await serve(file)
-  const seen: number[] = []
-  killAtTeardown(t, s, () => seen)
+  const { s, seen } = await serveKilled(t, file)
   const v1 = await get(`${s.url}/`)
   t.match(v1.body, / v1$/)
   seen.push(Number(v1.body.split(' ')[0]))
@@ -199,9 +189,7 @@ t.test('counters carry on across a reload: /metrics goes on from where it was, n
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, '127.0.0.1:0'))
-  const s = await serve(file)
-  const seen: number[] = []
-  killAtTeardown(t, s, () => seen)
+  const { s, seen } = await serveKilled(t, file)
   for (let i = 0; i < 3; i++) t.equal((await get(`${s.url}/`)).status, 200)
   const value = async (series: string): Promise<number> => {
     const text = (await get(`${s.url}/metrics`)).body

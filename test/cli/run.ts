@@ -105,6 +105,23 @@ export function appDir (t: Teardown, backend: string, prefix: string): { dir: st
 }
 
 /** At teardown, SIGKILL the proxy's process group and those of `pids()`: a failing test leaves nothing running. */
+/**
+ * `serve config`, killed at teardown (process group) together with every group in `seen`: push
+ * the pids of the backends it starts there.
+ */
+export async function serveKilled (t: Teardown, config: string, env: NodeJS.ProcessEnv = {}): Promise<{ s: Served, seen: number[] }> {
+  const s = await serve(config, env)
+  const seen: number[] = []
+  killAtTeardown(t, s, () => seen)
+  return { s, seen }
+}
+
+/** GET `url` with fetch: status and body text. */
+export async function getText (url: string): Promise<{ status: number, body: string }> {
+  const r = await fetch(url)
+  return { status: r.status, body: await r.text() }
+}
+
 export function killAtTeardown (t: Teardown, s: Served, pids: () => number[]): void {
   t.teardown(() => {
     try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {}
