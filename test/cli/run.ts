@@ -89,8 +89,11 @@ export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeAr
     if (hit === undefined) throw new Error(`no "${msg}" log line; got:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)
     return hit
   }
-  const listening = await waitLog('listening')
-  return { child, url: String(listening.address), logs: () => lines, waitLog, stdout: () => out, exited }
+  // "serving" comes once every listener is bound (and SIGHUP means reload): waiting only for the
+  // first "listening" raced a second listener (a unix socket not there yet: ENOENT on CI).
+  const serving = await waitLog('serving')
+  const addresses = serving.addresses as string[]
+  return { child, url: addresses[0], logs: () => lines, waitLog, stdout: () => out, exited }
 }
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
