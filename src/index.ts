@@ -31,7 +31,7 @@ export {
   type AccessLogFormat, type LiveOptions, type StderrTailOptions,
 } from './status/index.js'
 export { SpawnManager, PipeStarter, SPAWN_DEFAULTS, IDENTITY_CODES } from './spawn/index.js'
-export type { SpawnSpec, SpawnStatus, ProcessStatus, SpawnState, ProcessState, ManagerOptions } from './spawn/index.js'
+export type { SpawnSpec, SpawnStatus, ProcessStatus, SpawnState, ProcessState, ProcessStatusState, ManagerOptions } from './spawn/index.js'
 export { loadConfig, loadConfigOrThrow, type LoadOptions, type LoadResult } from './config/load.js'
 export { parseEndpoint } from './core/endpoint.js'
 export { silentLogger } from './logger.js'

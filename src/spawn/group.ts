@@ -14,7 +14,7 @@
  *     ports other services expect; the kernel's choice cannot collide. `list()` reports it.
  */
 import { EventEmitter } from 'node:events'
-import type { Clock, ExitInfo, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
+import type { Clock, ExitInfo, ProcessStatusState, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { SpawnedProcess, type LaunchPlan } from './process.js'
@@ -554,6 +554,16 @@ export class SpawnGroup {
     return out
   }
 
+  /**
+   * What status() shows for `p`: a ready process recycling keeps out of list() is `standby` (a
+   * successor waiting for its predecessor's limit) or `held` (at its limit, its successor still
+   * booting), never `ready`, so a count of ready processes is a count of routable ones.
+   */
+  private statusState (p: SpawnedProcess): ProcessStatusState {
+    if (p.state !== 'ready' || !this.benched.has(p)) return p.state
+    return this.slots[p.slot].successor === p ? 'standby' : 'held'
+  }
+
   status (pipeChildren: number): SpawnStatus {
     const now = this.ctx.clock.now()
     return {
@@ -566,7 +576,7 @@ export class SpawnGroup {
         return {
           id: p.id,
           pid: p.pid,
-          state: p.state,
+          state: this.statusState(p),
           address: p.addressId,
           requests: p.requests,
           inflight: p.inflight,

@@ -8,6 +8,6 @@ export { IDENTITY_CODES, type Identity } from './identity.js'
 export { SAFE_PATH, CHILD_UMASK, type CgroupSupport } from './launcher.js'
 export { RestartPolicy, realClock, type RestartDecision } from './backoff.js'
 export type {
-  Clock, ExitInfo, Handoff, HealthCheckSpec, LimitsSpec, LogOptions, ManagerOptions, ProcessState, ProcessStatus,
+  Clock, ExitInfo, Handoff, HealthCheckSpec, LimitsSpec, LogOptions, ManagerOptions, ProcessState, ProcessStatusState, ProcessStatus,
   RestartSpec, SpawnAddress, SpawnError, SpawnEvents, SpawnSpec, SpawnState, SpawnStatus, TenantSpec,
 } from './types.js'

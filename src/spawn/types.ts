@@ -143,6 +143,17 @@ export type ProcessState =
   /** Reaped, group empty. Terminal. */
   | 'exited'
 
+/**
+ * A process's state as `status()` reports it: its `ProcessState`, except that a ready process
+ * recycling keeps out of `list()` is not shown as `ready` (it is up, but takes no requests).
+ */
+export type ProcessStatusState =
+  | ProcessState
+  /** A recycle's successor, up before its predecessor reached maxRequests; out of `list()` until the swap. */
+  | 'standby'
+  /** At maxRequests while its successor still boots: out of `list()`, not stopped until the successor is ready. */
+  | 'held'
+
 /** A spawn's life (all its addresses together). */
 export type SpawnState =
   /** Nothing runs and nothing is wanted yet (minProcs 0 before the first request, or scaled to zero). */
@@ -153,7 +164,10 @@ export type SpawnState =
   | 'starting'
   /** At least one process is ready. */
   | 'running'
-  /** A process crashed; the restart waits out its backoff delay. */
+  /**
+   * A process crashed (or failed its start or health check) and none is ready: its process group
+   * is still being stopped, or its restart waits out the backoff delay.
+   */
   | 'backoff'
   /**
    * Start-rate limit hit (or a permanent error); nothing starts until `clear()`. `ensure()`
@@ -176,7 +190,8 @@ export interface ProcessStatus {
   /** Endpoint id as the core sees it (`name#seq`). */
   readonly id: string
   readonly pid: number | null
-  readonly state: ProcessState
+  /** `ready` only while in `list()`; `standby`/`held` for ready processes recycling keeps out of it. */
+  readonly state: ProcessStatusState
   /** `host:port`, `[v6]:port` or `unix:/path`. */
   readonly address: string
   /** Requests handed to this process. */

@@ -191,8 +191,9 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
 
   gauge('proxycore_spawn_state', '1 for the state the spawn is in, 0 for the others.', ['spawn', 'state'], (s) =>
     s.spawns.flatMap((sp) => SPAWN_STATES.map((st): [LabelValues<string>, number] => [{ spawn: sp.name, state: st }, sp.state === st ? 1 : 0])))
-  gauge('proxycore_spawn_processes', 'Processes of a spawn: alive, ready, idle, max.', ['spawn', 'kind'], (s) =>
-    s.spawns.flatMap((sp) => [['alive', sp.alive], ['ready', sp.ready], ['idle', sp.idle], ...(sp.max === null ? [] : [['max', sp.max]])]
+  // ready counts processes in rotation only; standby and held ones (recycling) are up but not in it.
+  gauge('proxycore_spawn_processes', 'Processes of a spawn: alive, ready (in rotation), idle, standby and held (up, out of rotation by recycling), max.', ['spawn', 'kind'], (s) =>
+    s.spawns.flatMap((sp) => [['alive', sp.alive], ['ready', sp.ready], ['idle', sp.idle], ['standby', sp.standby], ['held', sp.held], ...(sp.max === null ? [] : [['max', sp.max]])]
       .map(([kind, n]): [LabelValues<string>, number] => [{ spawn: sp.name, kind }, n as number])))
   // An info series (value 1), only for pipe spawns: how their CGI programs start.
   gauge('proxycore_spawn_launcher_info', 'How a pipe spawn starts its CGI programs: the fork server (compiled or perl) or Node\'s spawn() (direct).', ['spawn', 'launcher', 'fork_server'], (s) =>

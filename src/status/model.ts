@@ -92,10 +92,16 @@ export interface SpawnReport {
   state: SpawnStatus['state']
   failed: boolean
   reason: string | null
-  /** Processes not yet exited / ready / ready and without in-flight work. */
+  /** Processes not yet exited / ready (in rotation) / ready and without in-flight work. */
   alive: number
   ready: number
   idle: number
+  /**
+   * Up but out of rotation by recycling (counted in `alive`, never in `ready`): successors waiting
+   * for their predecessor's limit, and processes at their limit held until their successor is up.
+   */
+  standby: number
+  held: number
   /** maxProcs over all addresses; null for pipe spawns, or when the manager does not report it. */
   max: number | null
   availPercent: number | null
@@ -172,8 +178,9 @@ function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>
   const usable = pool.backends.filter((b) => b.state === 'up').length
   const available = sp !== undefined ? sp.ready : usable
   // A spawn's availability is the health of what runs (ready over alive), not its headroom: an
-  // idle pool below maxProcs is not "less available", it grows on demand.
-  const capacity = sp !== undefined ? Math.max(sp.alive, 1) : pool.backends.length
+  // idle pool below maxProcs is not "less available", it grows on demand. A recycle's successor
+  // on standby is a spare, not capacity: it takes its predecessor's place at the swap.
+  const capacity = sp !== undefined ? Math.max(sp.alive - sp.standby, 1) : pool.backends.length
   const st = r.stats
   let observed = 0
   for (const n of st.latency) observed += n
@@ -201,7 +208,9 @@ function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>
 
 function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnReport {
   const alive = s.processes.filter((p) => p.state !== 'exited')
+  // Only `ready` is in rotation: standby and held processes are up but take no requests.
   const ready = alive.filter((p) => p.state === 'ready')
+  const standby = alive.filter((p) => p.state === 'standby').length
   const max = typeof s.maxProcs === 'number' ? s.maxProcs : null
   return {
     name: s.name,
@@ -211,9 +220,12 @@ function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnRe
     alive: alive.length,
     ready: ready.length,
     idle: ready.filter((p) => p.inflight === 0).length,
+    standby,
+    held: alive.filter((p) => p.state === 'held').length,
     max,
-    // A pipe (CGI) spawn keeps no processes to be available: a child per request.
-    availPercent: s.launcher == null ? percent(ready.length, Math.max(alive.length, 1)) : null,
+    // A pipe (CGI) spawn keeps no processes to be available: a child per request. A successor on
+    // standby is a spare (it replaces its predecessor at the swap), not a process that is down.
+    availPercent: s.launcher == null ? percent(ready.length, Math.max(alive.length - standby, 1)) : null,
     pipeChildren: s.pipeChildren,
     launcher: s.launcher ?? null,
     forkServer: s.forkServer ?? null,

@@ -14,7 +14,7 @@ export function renderStatusBody (s: StatusSnapshot): string {
   const TONE: Record<string, string> = {
     up: 'ok', ready: 'ok', running: 'ok',
     starting: 'warn', waiting: 'warn', backoff: 'warn', disabled: 'warn',
-    draining: 'info', stopping: 'info', idle: 'info',
+    draining: 'info', stopping: 'info', idle: 'info', standby: 'info', held: 'warn',
     failed: 'bad', down: 'bad', exited: 'mute', stopped: 'mute',
   }
   const badge = (state: string): string => '<span class="badge ' + (TONE[state] ?? 'mute') + '">' + esc(state.toUpperCase()) + '</span>'
@@ -87,7 +87,8 @@ export function renderStatusBody (s: StatusSnapshot): string {
     html += '<section class="spawn' + (sp.failed ? ' failed' : '') + '"><header><h3>' + esc(sp.name) + '</h3>' + badge(sp.state) +
       (sp.launcher === null
         ? '<span class="meta">alive <b>' + num(sp.alive) + '</b> · ready <b>' + num(sp.ready) + '</b> · idle <b>' + num(sp.idle) +
-          '</b> · max <b>' + num(sp.max) + '</b></span>' + avail(sp.availPercent, sp.ready, Math.max(sp.alive, 1))
+          '</b>' + (sp.standby > 0 ? ' · standby <b>' + num(sp.standby) + '</b>' : '') + (sp.held > 0 ? ' · held <b>' + num(sp.held) + '</b>' : '') +
+          ' · max <b>' + num(sp.max) + '</b></span>' + avail(sp.availPercent, sp.ready, Math.max(sp.alive - sp.standby, 1))
         // A pipe (CGI) spawn: a child per request, started by a fork server or Node's spawn().
         : '<span class="meta">CGI children <b>' + num(sp.pipeChildren) + '</b> · started by <b>' +
           (sp.forkServer === null ? 'Node\'s spawn()' : esc(sp.forkServer) + ' fork server') + '</b></span>') + '</header>'

@@ -112,7 +112,7 @@ leakTest(t, 'a successor still booting at maxRequests: its predecessor is held o
   for (let i = 0; i < 3; i++) t.equal(await serveNow(src), String(oldPid), `request ${i + 1} by the old process`)
   const successor = await successorSpawned
   t.same(src.list(), [], 'at the limit it left rotation: no request past maxRequests')
-  t.same(m.status()[0].processes.map((p) => [p.id, p.state]), [[old.id, 'ready'], [successor.id, 'starting']], 'held (not stopped), the successor booting')
+  t.same(m.status()[0].processes.map((p) => [p.id, p.state]), [[old.id, 'held'], [successor.id, 'starting']], 'held (not stopped), the successor booting')
   t.ok(alive(oldPid), 'the old process is alive')
   const ready = nextEvent(m, 'ready', (e) => e.id === successor.id)
   const oldExit = nextEvent(m, 'exit', (e) => e.id === old.id)

@@ -45,7 +45,7 @@ leakTest(t, 'a process handed maxRequests leaves list() at once, is held until i
   t.notOk(src.list().some((e) => e.id === ep.id), 'left list()')
   t.ok(notified > 0, 'subscribers notified')
   const held = m.status()[0].processes.find((p) => p.id === ep.id)
-  t.equal(held?.state, 'ready', 'held, not stopped: its successor is still booting')
+  t.equal(held?.state, 'held', 'held, not stopped: its successor is still booting')
   t.equal(held?.inflight, 2)
   const exited = nextEvent(m, 'exit', (e) => e.id === ep.id)
   await ensure(m, 'one')
