@@ -164,7 +164,9 @@ export class SpawnGroup {
     if (this.failed !== null) return 'failed'
     if (this.waitingFor !== null) return 'waiting'
     if (this.ready.length > 0) return 'running'
-    if (this.slots.some((s) => s.backoff !== null)) return 'backoff'
+    // A slot's process that crashed (or failed its start or health check) is being stopped: its
+    // group can take up to 2 × stopTimeout to die, and its restart follows. Not idle meanwhile.
+    if (this.slots.some((s) => s.backoff !== null || (s.active && s.successor === null && s.current?.state === 'stopping'))) return 'backoff'
     if ([...this.live].some((p) => p.state === 'starting')) return 'starting'
     return 'idle'
   }
@@ -266,7 +268,7 @@ export class SpawnGroup {
       hooks: {
         onSpawn: (q) => this.ctx.events.emit('spawn', { spawn: this.name, id: q.id, pid: q.pid as number, address: q.addressId }),
         onReady: (q) => this.onReady(q),
-        onDown: () => this.notify(),
+        onDown: (q) => this.onDown(slot, q),
         onExit: (q, info, expected, beforeReady) => this.onExit(slot, q, info, expected, beforeReady),
       },
     })
@@ -294,6 +296,20 @@ export class SpawnGroup {
       return
     }
     this.armIdle(p)
+    this.notify()
+  }
+
+  /**
+   * A process's leader exited; its group may take up to 2 × stopTimeout more to stop. A recycle's
+   * successor on standby takes the slot now, not once that group is gone: it is up, and nothing
+   * else is routable meanwhile.
+   */
+  private onDown (slot: Slot, p: SpawnedProcess): void {
+    if (slot.current === p && slot.successor !== null && slot.successor.state === 'ready' && !this.closing) {
+      slot.lastExit = p.exit
+      this.handOver(slot)
+      return
+    }
     this.notify()
   }
 
