@@ -41,6 +41,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   private readonly entries = new Map<string, Entry>()
   private started = false
   private closing: Promise<void> | null = null
+  /** Pipe spawns whose close() finished (their children all reaped): `stopped` in status(). */
+  private readonly pipesClosed = new Set<string>()
   /** One CGI fork server for every pipe spawn that uses it; its helper starts on first use. */
   private forkServer: ForkServer | null = null
 
@@ -196,7 +198,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     return [...this.entries.entries()].map(([name, e]) => e.group !== null
       ? e.group.status(0)
       : {
-          name, state: this.closing !== null ? 'stopped' : 'running', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0,
+          // `stopping` while close() still stops its children, as a socket spawn's.
+          name, state: this.closing === null ? 'running' : this.pipesClosed.has(name) ? 'stopped' : 'stopping', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0,
           launcher: e.pipe?.launcher ?? null, forkServer: e.pipe?.forkServerKind ?? null, droppedOutputBytes: e.output.dropped,
         })
   }
@@ -241,7 +244,10 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
       await Promise.all(names.filter((n) => depthOf(n) === level).map(async (n) => {
         const e = this.entry(n)
         await e.group?.close()
-        await e.pipe?.close()
+        if (e.pipe !== null) {
+          await e.pipe.close()
+          this.pipesClosed.add(n)
+        }
       }))
     }
     await this.forkServer?.close()
