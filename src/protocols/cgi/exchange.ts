@@ -28,6 +28,7 @@ import { ERRORS, ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
+import { Utf8Carry } from '../../core/utf8.js'
 import type { CgiOptions } from './options.js'
 
 interface ExitStatus { readonly code: number | null, readonly signal: NodeJS.Signals | null }
@@ -119,6 +120,8 @@ export class CgiExchange {
   private outputDone = false
   private exit: ExitStatus | null = null
   private stderrLeft: number
+  /** The incomplete UTF-8 character the last stderr read ended with (onStderr). */
+  private readonly stderrCarry = new Utf8Carry()
   /** Stop feeding stdin mid-body; `eof`: close it too (see sendBody). */
   private stopBody: ((eof: boolean) => void) | null = null
   /** stdin of a body cut short, left open until the process is gone (see sendBody). */
@@ -341,12 +344,19 @@ export class CgiExchange {
     this.ctx.log.warn({ route: this.exchange.routeName, id: this.exchange.id, backend: this.endpoint.id, code: s.code, signal: s.signal }, 'CGI program exited with a failure status after its response')
   }
 
-  /** RELIABILITY §2.13 / AC-91: drain stderr always, log at most `maxStderr` bytes of it. */
+  /**
+   * RELIABILITY §2.13 / AC-91: drain stderr always, log at most `maxStderr` bytes of it, then one
+   * marker. The core decodes each chunk on its own, and a pipe read ends wherever a write did: the
+   * incomplete UTF-8 character a read ends with (at most 3 bytes) is held for the next read, so a
+   * character split between two reads is logged whole rather than as two U+FFFD. At the cap that
+   * half character is left out, as the rest.
+   */
   private onStderr (chunk: Buffer): void {
     if (this.stderrLeft < 0) return
     const part = chunk.length > this.stderrLeft ? chunk.subarray(0, this.stderrLeft) : chunk
     this.stderrLeft -= part.length
-    if (part.length > 0) this.handler.onStderr?.(part)
+    const whole = this.stderrCarry.take(part, part.length < chunk.length)
+    if (whole.length > 0) this.handler.onStderr?.(whole)
     if (part.length < chunk.length) {
       this.stderrLeft = -1
       this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))

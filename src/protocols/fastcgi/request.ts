@@ -13,6 +13,7 @@ import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { ProxyError, isProxyError } from '../../core/errors.js'
 import { isIdempotent } from '../../core/idempotent.js'
 import type { ClientContext, Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
+import { Utf8Carry } from '../../core/utf8.js'
 import { ProtocolStatus, Role, encodeRequestHead } from './codec.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
@@ -75,6 +76,9 @@ export class FcgiRequest {
   private framer: CgiBodyFramer | null = null
   private headDone = false
   private stderrBytes = 0
+  /** The incomplete UTF-8 character the last STDERR record ended with; the marker said (stderr). */
+  private readonly stderrCarry = new Utf8Carry()
+  private stderrMarked = false
   private readonly abortListener: () => void
 
   /** Throws ProxyError for params FastCGI cannot carry; the caller reports it before queueing. */
@@ -153,14 +157,25 @@ export class FcgiRequest {
     return !this.paused
   }
 
-  /** FCGI_STDERR: always drained, handed on up to the cap. */
+  /**
+   * FCGI_STDERR: always drained, handed on up to the cap, then one marker (as CGI's, AC-91) so the
+   * log says the rest was dropped. The core decodes each record on its own, and a backend cuts its
+   * records by size: the incomplete UTF-8 character a record ends with (at most 3 bytes) is held
+   * for the next record, so a character split between two is logged whole rather than as two
+   * U+FFFD. At the cap that half character is left out, as the rest.
+   */
   stderr (chunk: Buffer): void {
     this.gotResponse = true
+    if (this.stderrMarked || chunk.length === 0 || this.isSettled || this.handler.onStderr === undefined) return
     const room = this.owner.stderrLimit - this.stderrBytes
-    if (room <= 0 || this.isSettled || this.handler.onStderr === undefined) return
     const part = chunk.length > room ? chunk.subarray(0, room) : chunk
     this.stderrBytes += part.length
-    this.handler.onStderr(part)
+    const whole = this.stderrCarry.take(part, part.length < chunk.length)
+    if (whole.length > 0) this.handler.onStderr(whole)
+    if (part.length < chunk.length) {
+      this.stderrMarked = true
+      this.handler.onStderr(Buffer.from(`[stderr truncated after ${this.owner.stderrLimit} bytes]`))
+    }
   }
 
   /**
