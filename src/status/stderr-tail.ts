@@ -9,9 +9,10 @@
  * chunks stays one character; a chunk larger than the ring is scanned from its end, so the lines
  * kept are whole lines, never an old partial line glued onto a fragment of another one.
  *
- * What a process writes is shown as text, not replayed: ANSI escape sequences (colours, cursor
- * movement, window titles) are removed, and other control characters appear as `\xHH`, so neither
- * the page nor `curl …?format=json | jq -r` on a terminal acts on them.
+ * What a process writes is shown as text, not replayed: complete ANSI escape sequences (colours,
+ * cursor movement, window titles) are removed, and other control characters (an ESC that starts no
+ * complete sequence too) appear as `\xHH`, so neither the page nor `curl …?format=json | jq -r` on
+ * a terminal acts on them, and no text after a lone escape is lost.
  */
 import { StringDecoder } from 'node:string_decoder'
 import type { SpawnEvents } from '../spawn/types.js'
@@ -34,8 +35,13 @@ interface Ring {
 
 const NL = 0x0a
 const CR = 0x0d
-/** ESC-introduced sequences: CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ST`), and two-byte escapes; plus 8-bit CSI. */
-const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]*[0-~])|\x9b[0-?]*[ -/]*[@-~]/g
+/**
+ * ESC-introduced sequences: CSI (`ESC [ … final`), OSC (`ESC ] … BEL|ST`), and two-byte escapes;
+ * plus 8-bit CSI. Only complete ones: an OSC without its terminator would otherwise take the rest of
+ * the line with it (`FATAL: \x1b]0;` hid the reason after it), and a lone `ESC [` or `ESC ]` is no
+ * two-byte escape; they are shown, as `\x1b`, with the text after them.
+ */
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])|\x9b[0-?]*[ -/]*[@-~]/g
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/g
 
 /** Remove ANSI sequences and show any other control character as `\xHH` (tab stays). */
