@@ -14,10 +14,11 @@ import { checkConfig } from './config/check.js'
 import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
 import { managerOptions, toSpawnSpec } from './config/spawns.js'
 import { compileProxy, type CompileInput } from './core/compile.js'
-import { ConfigError, ProxyError } from './core/errors.js'
+import { ConfigError, ProxyError, type ConfigIssue } from './core/errors.js'
 import { insecureParserFlag } from './core/headers.js'
 import { ProxyEvents } from './core/events.js'
 import type { CompiledRoute } from './core/route.js'
+import { BrokenClient } from './core/registry.js'
 import type { ProxyRuntime } from './core/runtime.js'
 import type { GcFunction } from './core/scavenge.js'
 import type { BackendSource, Logger, ProcessStarter, ProtocolAdapter } from './core/types.js'
@@ -115,6 +116,13 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     await manager?.close()
     throw err
   }
+  const broken = brokenClients(runtime.routes)
+  if (broken.length > 0) {
+    // An adapter that cannot make a client at load is a config error, not a proxy that 500s.
+    await runtime.close(0)
+    await manager?.close()
+    throw new ConfigError(broken)
+  }
   return {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
@@ -128,6 +136,22 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
       try { await runtime.close(graceMs) } finally { await manager?.close() }
     },
   }
+}
+
+/** The clients an adapter's createClient could not make at load (src/core/registry.ts), as config issues. */
+function brokenClients (routes: readonly CompiledRoute[]): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  for (const r of routes) {
+    const pools: Array<[string, CompiledRoute['pool']]> = [[`/routes/${r.s.index}`, r.pool]]
+    if (r.authorizer !== null) pools.push([`/routes/${r.s.index}/authorizer`, r.authorizer.pool])
+    for (const [path, pool] of pools) {
+      for (const b of pool.backends) {
+        const c = b.client
+        if (c instanceof BrokenClient) issues.push({ path, message: `the ${c.adapter} adapter's ${c.problem} (backend ${c.endpoint.id})` })
+      }
+    }
+  }
+  return issues
 }
 
 /** One manager for every spawn; a spec the manager rejects becomes a config issue at its path. */

@@ -2,8 +2,19 @@
  * Protocol adapters by name. The core never imports a protocol: built-in adapters register
  * themselves from the package entry point, custom ones through `registerAdapter()` or
  * `createProxy({ adapters })`.
+ *
+ * An adapter is code the core does not control, so the core only ever sees it through a guard
+ * (`getAdapter` returns the guarded form): a `dispatch` or `upgrade` that throws or returns a
+ * rejected promise fails its exchange with ERR_INTERNAL (a 500, or a cut connection after the
+ * head) and a log line naming the adapter, never an uncaught exception, an unhandled rejection or a
+ * request left to its head timeout; a `parseOptions` that throws something other than a
+ * ConfigError becomes a config issue at its `at`; a `createClient` that throws (or returns no
+ * client) gives a client that fails every exchange the same way, and at load `createProxy` rejects
+ * with a ConfigError naming the route (src/proxy.ts); `close()` / `destroy()` that throw are
+ * logged, not passed on.
  */
-import type { ProtocolAdapter } from './types.js'
+import { ConfigError, ProxyError } from './errors.js'
+import type { BackendClient, ClientContext, Endpoint, Exchange, Logger, ProtocolAdapter, ResponseHandler, UpgradeHandler } from './types.js'
 
 const registry = new Map<string, ProtocolAdapter>()
 
@@ -14,11 +25,162 @@ export function registerAdapter (adapter: ProtocolAdapter): void {
   registry.set(adapter.name, adapter)
 }
 
+/** The adapter registered (or passed in `extra`) under `name`, in its guarded form. */
 export function getAdapter (name: string, extra?: readonly ProtocolAdapter[]): ProtocolAdapter | undefined {
-  if (extra !== undefined) for (const a of extra) if (a.name === name) return a
-  return registry.get(name)
+  if (extra !== undefined) for (const a of extra) if (a.name === name) return guarded(a)
+  const a = registry.get(name)
+  return a === undefined ? undefined : guarded(a)
 }
 
 export function adapterNames (extra?: readonly ProtocolAdapter[]): string[] {
   return [...new Set([...(extra ?? []).map((a) => a.name), ...registry.keys()])].sort()
+}
+
+// --- the guard -----------------------------------------------------------------------------------
+
+const guards = new WeakMap<ProtocolAdapter, ProtocolAdapter>()
+const isGuard = new WeakSet<ProtocolAdapter>()
+
+/** One guard per adapter object, so `getAdapter(name)` is stable. */
+function guarded (adapter: ProtocolAdapter): ProtocolAdapter {
+  if (isGuard.has(adapter)) return adapter
+  let g = guards.get(adapter)
+  if (g === undefined) {
+    g = new GuardedAdapter(adapter)
+    guards.set(adapter, g)
+    isGuard.add(g)
+  }
+  return g
+}
+
+class GuardedAdapter implements ProtocolAdapter {
+  readonly name: string
+  /** The adapter's own object: the core reads it on every request. */
+  readonly capabilities: ProtocolAdapter['capabilities']
+
+  constructor (private readonly inner: ProtocolAdapter) {
+    this.name = inner.name
+    this.capabilities = inner.capabilities
+  }
+
+  parseOptions (raw: unknown, at: string): unknown {
+    try {
+      return this.inner.parseOptions(raw, at)
+    } catch (err) {
+      if (err instanceof ConfigError) throw err
+      throw new ConfigError([{ path: at, message: `the ${this.inner.name} adapter's parseOptions threw: ${describe(err)}` }])
+    }
+  }
+
+  createClient (endpoint: Endpoint, opts: unknown, ctx: ClientContext): BackendClient {
+    let client: BackendClient | undefined
+    try {
+      client = this.inner.createClient(endpoint, opts, ctx)
+    } catch (err) {
+      return new BrokenClient(this.inner.name, endpoint, ctx.log, `createClient threw: ${describe(err)}`, err)
+    }
+    if (client === null || typeof client !== 'object' || typeof client.dispatch !== 'function') {
+      return new BrokenClient(this.inner.name, endpoint, ctx.log, `createClient returned ${client === null ? 'null' : typeof client === 'object' ? 'an object without dispatch()' : typeof client}, not a BackendClient`)
+    }
+    return new GuardedClient(client, this.inner.name, endpoint, ctx.log)
+  }
+}
+
+/** A client whose adapter bugs fail the exchange at hand instead of the process. */
+class GuardedClient implements BackendClient {
+  /** Present only when the adapter's client has one: the upgrade path asks `client.upgrade === undefined`. */
+  readonly upgrade?: (exchange: Exchange, handler: UpgradeHandler) => void
+
+  constructor (
+    private readonly inner: BackendClient,
+    private readonly adapter: string,
+    private readonly endpoint: Endpoint,
+    private readonly log: Logger,
+  ) {
+    if (typeof inner.upgrade === 'function') {
+      this.upgrade = (exchange, handler) => {
+        let r: unknown
+        try { r = inner.upgrade?.(exchange, handler) } catch (err) { this.failed('upgrade', handler, err); return }
+        if (isThenable(r)) Promise.resolve(r).catch((err: unknown) => this.failed('upgrade', handler, err))
+      }
+    }
+  }
+
+  dispatch (exchange: Exchange, handler: ResponseHandler): void {
+    let r: unknown
+    try { r = this.inner.dispatch(exchange, handler) } catch (err) { this.failed('dispatch', handler, err); return }
+    // `dispatch` returns nothing; an `async dispatch` returns a promise whose rejection nobody else sees.
+    if (isThenable(r)) Promise.resolve(r).catch((err: unknown) => this.failed('dispatch', handler, err))
+  }
+
+  get inflight (): number {
+    try {
+      const n = this.inner.inflight
+      return typeof n === 'number' && n >= 0 ? n : 0
+    } catch { return 0 }
+  }
+
+  close (): Promise<void> {
+    let r: unknown
+    try { r = this.inner.close() } catch (err) { this.logBug('close', err); return Promise.resolve() }
+    return isThenable(r) ? Promise.resolve(r).then(() => {}, (err: unknown) => { this.logBug('close', err) }) : Promise.resolve()
+  }
+
+  destroy (reason?: Error): void {
+    try { this.inner.destroy(reason) } catch (err) { this.logBug('destroy', err) }
+  }
+
+  /**
+   * The adapter threw (or rejected) instead of reporting: the exchange fails with what it threw when
+   * that is a ProxyError, else with ERR_INTERNAL. What the core already finished ignores the report.
+   */
+  private failed (method: string, handler: ResponseHandler | UpgradeHandler, err: unknown): void {
+    let e: ProxyError
+    if (err instanceof ProxyError) e = err
+    else {
+      this.logBug(method, err)
+      e = new ProxyError('ERR_INTERNAL', `the ${this.adapter} adapter's ${method}() threw: ${describe(err)}`, { cause: err, phase: 'head', backend: this.endpoint.id })
+    }
+    try { handler.onError(e) } catch (err2) { this.logBug(`${method}'s error report`, err2) }
+  }
+
+  private logBug (method: string, err: unknown): void {
+    this.log.error({ adapter: this.adapter, backend: this.endpoint.id, code: 'ERR_INTERNAL', err }, `the ${this.adapter} adapter's ${method}() threw: ${describe(err)}`)
+  }
+}
+
+/** Stands for a client the adapter could not make: every exchange on it fails with ERR_INTERNAL. */
+export class BrokenClient implements BackendClient {
+  readonly inflight = 0
+
+  constructor (
+    readonly adapter: string,
+    readonly endpoint: Endpoint,
+    log: Logger,
+    /** What went wrong, for the config error and the log. */
+    readonly problem: string,
+    cause?: unknown,
+  ) {
+    log.error({ adapter, backend: endpoint.id, code: 'ERR_INTERNAL', err: cause }, `the ${adapter} adapter's ${problem} (backend ${endpoint.id})`)
+  }
+
+  dispatch (_exchange: Exchange, handler: ResponseHandler): void { this.fail(handler) }
+  upgrade (_exchange: Exchange, handler: UpgradeHandler): void { this.fail(handler) }
+  close (): Promise<void> { return Promise.resolve() }
+  destroy (): void {}
+
+  private fail (handler: ResponseHandler | UpgradeHandler): void {
+    handler.onError(new ProxyError('ERR_INTERNAL', `the ${this.adapter} adapter has no client for ${this.endpoint.id}: its ${this.problem}`, { phase: 'head', backend: this.endpoint.id }))
+  }
+}
+
+function isThenable (x: unknown): x is PromiseLike<unknown> {
+  return x !== null && x !== undefined && typeof (x as { then?: unknown }).then === 'function'
+}
+
+/** What an adapter threw, as text, whatever it threw (a string, null, an object without toString). */
+function describe (err: unknown): string {
+  if (err instanceof Error) return err.message
+  if (typeof err === 'string') return err
+  try { return String(err) } catch { return typeof err }
 }

@@ -22,6 +22,8 @@ import type { ClientInfo, Logger } from './types.js'
 export type { CompiledRoute } from './route.js'
 
 const MAX_LOCAL_REDIRECTS = 10
+/** close(): the least time backend clients get to close their idle connections, whatever is left of the grace. */
+const CLOSE_FLOOR_MS = 1000
 const STDERR_LINE_CAP = 4096
 /** Log lines of backend stderr per request. */
 const STDERR_LINES = 100
@@ -274,7 +276,7 @@ export class ProxyRuntime {
 
   logError (ex: ProxyExchange, err: ProxyError): void {
     const level = err.status >= 500 ? 'error' : 'warn'
-    this.log[level]({ code: err.code, route: ex.routeName, id: ex.id, backend: err.backend, url: ex.url }, err.message)
+    this.log[level]({ code: err.code, route: ex.routeName, id: ex.id, adapter: ex.route.adapter.name, backend: err.backend, url: ex.url }, err.message)
   }
 
   stderr (ex: ProxyExchange, chunk: Buffer): void {
@@ -325,6 +327,7 @@ export class ProxyRuntime {
   private closed: Promise<void> | null = null
 
   private async shutDown (graceMs: number): Promise<void> {
+    const deadline = this.now() + graceMs
     this.closing = true
     for (const r of this.routes) r.admission.rejectAll(new ProxyError('ERR_SHUTTING_DOWN', undefined, { phase: 'admit' }))
     if (this.active.size > 0 || this.tunnels.size > 0) {
@@ -348,7 +351,22 @@ export class ProxyRuntime {
       for (const p of pools) p.destroy(reason)
       return
     }
-    await Promise.allSettled(pools.map((p) => p.close()))
+    // The clients are taken before close() lets go of them: an adapter whose close() never settles
+    // (a bug, or a backend that never lets a connection end) has them destroyed when the grace is
+    // over (CLOSE_FLOOR_MS at least, for idle connections to close cleanly), and close() resolves.
+    const closing = pools.map((p) => ({ pool: p, clients: p.backends.map((b) => b.client), done: false }))
+    let timer: NodeJS.Timeout | null = null
+    await Promise.race([
+      Promise.allSettled(closing.map((c) => c.pool.close().finally(() => { c.done = true }))),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, Math.max(CLOSE_FLOOR_MS, deadline - this.now())) }),
+    ])
+    if (timer !== null) clearTimeout(timer)
+    const reason = new ProxyError('ERR_SHUTTING_DOWN', 'drain timeout')
+    for (const c of closing) {
+      if (c.done) continue
+      this.log.warn({ pool: c.pool.name, adapter: this.routes.find((r) => r.pool === c.pool)?.adapter.name }, `the backend clients of pool ${c.pool.name} were still closing when the drain ended: destroyed`)
+      for (const client of c.clients) client.destroy(reason)
+    }
   }
 
   get inflight (): number { return this.active.size }

@@ -149,7 +149,10 @@ export interface UpgradeHandler {
 
 /** One backend endpoint, speaking one protocol. Created by the adapter, owned by the core's pool. */
 export interface BackendClient {
-  /** Start an exchange. Never throws: every failure goes to `handler.onError`. */
+  /**
+   * Start an exchange. Never throws: every failure goes to `handler.onError`. (The core guards
+   * anyway: a throw or a rejected promise fails the exchange with ERR_INTERNAL, docs/adapters.md.)
+   */
   dispatch (exchange: Exchange, handler: ResponseHandler): void
   /** Start an upgrade exchange (only when `capabilities.upgrade`). */
   upgrade? (exchange: Exchange, handler: UpgradeHandler): void
