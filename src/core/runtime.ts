@@ -18,6 +18,7 @@ import { UpgradeExchange } from './upgrade.js'
 import type { BodyScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
+import { incompleteUtf8Tail } from './utf8.js'
 
 export type { CompiledRoute } from './route.js'
 
@@ -287,7 +288,8 @@ export class ProxyRuntime {
       if (n === STDERR_LINES + 1) this.log.warn({ route: ex.routeName, id: ex.id, stream: 'stderr' }, `[stderr: more than ${STDERR_LINES} writes, the rest of this request's is dropped]`)
       return
     }
-    const text = chunk.length > STDERR_LINE_CAP ? `${chunk.subarray(0, STDERR_LINE_CAP).toString()}…` : chunk.toString()
+    // The cap may fall inside a UTF-8 character: it is left out rather than shown as U+FFFD.
+    const text = chunk.length > STDERR_LINE_CAP ? `${chunk.subarray(0, STDERR_LINE_CAP - incompleteUtf8Tail(chunk.subarray(0, STDERR_LINE_CAP))).toString()}…` : chunk.toString()
     this.log.warn({ route: ex.routeName, id: ex.id, stream: 'stderr' }, text.trimEnd())
   }
 

@@ -136,3 +136,24 @@ t.test('php-cgi: a long error_log() of multi-byte characters is logged without a
   t.notOk(kept.includes('\ufffd'), 'no replacement character at the cut')
   t.ok(Buffer.byteLength(kept) === 999, 'the 999 bytes before the cut character logged')
 })
+
+t.test('a stderr write longer than a log line: the cut at 4096 bytes never splits a UTF-8 character', async (t) => {
+  guardLeaks(t)
+  const dir = mkdtempSync(join(tmpdir(), 'pc-loghyg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const fake = await startFake(t, dir, {
+    onRequest: (req) => {
+      // é takes bytes 4095 and 4096 (0-based): the line cap falls between them.
+      req.sock.write(rec(7, req.id, Buffer.concat([Buffer.from('a'.repeat(4095)), E_ACUTE, Buffer.from('b'.repeat(100))])))
+      respond(req, 'done')
+    },
+  })
+  const { logger, lines } = captureLogger()
+  const { url } = await proxyServer(t, { logger, routes: [{ protocol: 'fastcgi', backends: [fake.endpoint.id], scriptFilename: join(dir, 'app') }] })
+  const r = await get(`${url}/x`)
+  t.same([r.status, r.body.toString()], [200, 'done'])
+  const stderr = lines.filter((l) => l.obj.stream === 'stderr').map((l) => l.msg)
+  t.equal(stderr.length, 1)
+  t.notOk(stderr[0].includes('\ufffd'), 'no replacement character')
+  t.equal(stderr[0], 'a'.repeat(4095) + '…', 'the half character is left out, then the ellipsis')
+})
