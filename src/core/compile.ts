@@ -47,7 +47,7 @@ export interface CompileDeps {
 }
 
 const DEFAULTS = {
-  connect: 5_000, headers: 60_000, idle: 60_000, clientIdle: 60_000, tunnel: 3_600_000, disableTime: 10_000, retries: 2,
+  connect: 5_000, headers: 60_000, idle: 60_000, clientIdle: 60_000, tunnel: 3_600_000, minUploadRate: 500, uploadGrace: 60_000, disableTime: 10_000, retries: 2,
   queue: 1024, queueTimeout: 30_000, maxResponseHeadSize: 64 * 1024, spoolLimit: 1024 ** 3,
 } as const
 
@@ -184,8 +184,10 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       idle: parseDuration(rc.timeouts?.idle ?? DEFAULTS.idle) ?? DEFAULTS.idle,
       clientIdle: parseDuration(rc.timeouts?.clientIdle ?? DEFAULTS.clientIdle) ?? DEFAULTS.clientIdle,
       tunnel: parseDuration(rc.timeouts?.tunnel ?? DEFAULTS.tunnel) ?? DEFAULTS.tunnel,
+      minUploadRate: parseSize(rc.timeouts?.minUploadRate ?? DEFAULTS.minUploadRate) ?? DEFAULTS.minUploadRate,
+      uploadGrace: parseDuration(rc.timeouts?.uploadGrace ?? DEFAULTS.uploadGrace) ?? DEFAULTS.uploadGrace,
     }
-    for (const t of [timeouts.headers, timeouts.idle, timeouts.clientIdle]) if (t > 0) shortest = Math.min(shortest, t / 4)
+    for (const t of [timeouts.headers, timeouts.idle, timeouts.clientIdle, timeouts.minUploadRate > 0 ? timeouts.uploadGrace : 0]) if (t > 0) shortest = Math.min(shortest, t / 4)
     const processes = rc.spawn !== undefined ? deps.processStarters?.get(rc.spawn) : undefined
     const ctx: ClientContext = {
       log: deps.log,

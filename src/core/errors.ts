@@ -35,6 +35,7 @@ export const ERRORS = {
   ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate (spoolLimit when the log names it: a chunked body to FastCGI, SCGI or CGI).' },
   ERR_LENGTH_REQUIRED: { status: 411, message: 'The backend protocol needs a Content-Length and spooling is disabled', action: 'Enable body spooling for the route, or have clients send Content-Length.' },
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'The client stopped sending its request body', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
+  ERR_UPLOAD_TOO_SLOW: { status: 408, message: 'The client sent its request body slower than the route allows', action: 'None if the client is slow or hostile; else lower timeouts.minUploadRate (0 = no minimum) or raise timeouts.uploadGrace.' },
   ERR_CLIENT_TIMEOUT: { status: 408, message: 'The client stopped reading its response', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
   ERR_SPOOL_NO_SPACE: { status: 507, message: 'The request body could not be spooled: no space left in the spool directory', action: 'Free space (or inodes, quota) in the temp directory (TMPDIR), or lower spoolLimit/maxBodySize on the route.' },
   ERR_CLIENT_ABORTED: { status: 499, message: 'The client went away before the response completed', action: 'None: not an error of the proxy or backend.' },

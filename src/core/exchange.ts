@@ -69,6 +69,15 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   private scavenging = false
   private uploadBytes = 0
   private uploadIdleSince = 0
+  /**
+   * The minimum upload rate (checkUpload): the socket's byte counter and the time when the body
+   * began to be watched, the sweep's last tick, and how long the proxy itself held the client
+   * back since (its time is not the client's).
+   */
+  private uploadFrom = 0
+  private uploadStartedAt = 0
+  private uploadTickAt = 0
+  private uploadHeldMs = 0
   /** Response bytes the client had taken at the last sign of progress, and when that was. */
   private downloadTaken = 0
   private downloadIdleSince = 0
@@ -164,8 +173,13 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // Watched even with clientIdle 0 (no 408 then): the head deadline counts from the last upload byte.
     if (r.body !== null && !this.req.complete) {
       this.uploadWatch = true
-      this.uploadIdleSince = this.rt.now()
+      const now = this.rt.now()
+      this.uploadIdleSince = this.uploadStartedAt = this.uploadTickAt = now
       this.uploadBytes = this.req.socket.bytesRead
+      // Body bytes that came while the request was queued are in its buffer, unread, and count as
+      // received. Those of the very socket read that carried the head are not parsed yet and are
+      // taken for the head's (at most one read, 64 KiB): the check errs on the strict side there.
+      this.uploadFrom = this.uploadBytes - this.req.readableLength
     }
     if (r.body !== null && !this.req.complete && (r.length === null || r.length >= SCAVENGE_MIN_BODY)) this.scavenge()
     if (!this.route.adapter.capabilities.cgiEnv) this.headers = this.route.forwardHeaders(this)
@@ -535,8 +549,14 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       return
     }
     const read = req.socket.bytesRead
+    const tick = now - this.uploadTickAt
+    this.uploadTickAt = now
     // Expect: 100-continue and nobody read the body yet: the client waits for the 100, not idle.
-    if (this.rt.holdsBodyForContinue(req)) { this.uploadIdleSince = now; return }
+    if (this.rt.holdsBodyForContinue(req)) { this.uploadIdleSince = now; this.uploadHeldMs += tick; return }
+    // A full read buffer: the proxy holds the client back (a backend or the spool reads slowly).
+    const held = req.readableLength >= req.readableHighWaterMark
+    if (held) this.uploadHeldMs += tick
+    if (this.uploadTooSlow(now, read)) return
     if (read !== this.uploadBytes) {
       this.uploadBytes = read
       this.uploadIdleSince = now
@@ -545,7 +565,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (waitingForHead) this.headDeadline = now + this.route.timeouts.headers
       return
     }
-    if (req.readableLength >= req.readableHighWaterMark) {
+    if (held) {
       this.uploadIdleSince = now
       return
     }
@@ -555,6 +575,28 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.uploadWatch = false
     this.res.shouldKeepAlive = false
     this.fail(new ProxyError('ERR_REQUEST_TIMEOUT', `no request body byte for ${this.route.timeouts.clientIdle} ms`, { phase: 'request' }), true)
+  }
+
+  /**
+   * Slowloris on the body (mod_reqtimeout `body=,MinRate=`): a client that sends a byte now and
+   * then is never idle for clientIdle, yet holds its slot and a backend (a CGI process, a FastCGI
+   * worker) for as long as it likes. The body must keep up with `timeouts.minUploadRate` on
+   * average from its start, `uploadGrace` being its credit: every minUploadRate bytes received buy
+   * one more second, as mod_reqtimeout extends its deadline. Time the proxy held the client back
+   * does not count. Checked on the sweep's tick, from the socket's byte counter (chunk framing
+   * counts, a few bytes per chunk): nothing per chunk, no timer of its own.
+   */
+  private uploadTooSlow (now: number, read: number): boolean {
+    const { minUploadRate: rate, uploadGrace: grace } = this.route.timeouts
+    if (rate <= 0) return false
+    const elapsed = now - this.uploadStartedAt - this.uploadHeldMs
+    const got = read - this.uploadFrom
+    if (elapsed <= grace + got * 1000 / rate) return false
+    this.uploadWatch = false
+    this.res.shouldKeepAlive = false
+    const average = Math.floor(got * 1000 / Math.max(elapsed, 1))
+    this.fail(new ProxyError('ERR_UPLOAD_TOO_SLOW', `${got} request body bytes in ${elapsed} ms (${average} bytes/s; time the proxy held the client back not counted): below timeouts.minUploadRate ${rate} bytes/s once timeouts.uploadGrace ${grace} ms is used up`, { phase: 'request' }), true)
+    return true
   }
 
   private readonly onResClose = (): void => {

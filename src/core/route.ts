@@ -23,7 +23,11 @@ import type { ProtocolAdapter, RawHeaders, ScriptInfo } from './types.js'
 const SCRIPT_CACHE_MS = 1000
 const SCRIPT_CACHE_ENTRIES = 4096
 
-export interface RouteTimeouts { connect: number, headers: number, idle: number, clientIdle: number, tunnel: number }
+export interface RouteTimeouts {
+  connect: number, headers: number, idle: number, clientIdle: number, tunnel: number
+  /** Bytes per second a request body must keep up with on average (0 = none), past `uploadGrace` ms. */
+  minUploadRate: number, uploadGrace: number
+}
 
 export interface CgiRouteSettings {
   docroot: string | null
