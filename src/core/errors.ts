@@ -104,7 +104,7 @@ export const ERRORS = {
   ERR_SUEXEC_NOT_IN_ROOT: { status: 403, message: 'Program is outside the allowed roots', action: 'Move it under an allowed root, or add the root.' },
   ERR_SUEXEC_OWNER_MISMATCH: { status: 403, message: 'Program or its directory is not owned by the target user', action: 'chown it to the spawn user.' },
   ERR_SUEXEC_FILE_WRITABLE: { status: 403, message: 'Program is writable by group or others', action: 'chmod go-w the program.' },
-  ERR_SUEXEC_DIR_WRITABLE: { status: 403, message: 'Program directory is writable by group or others', action: 'chmod go-w the directory.' },
+  ERR_SUEXEC_DIR_WRITABLE: { status: 403, message: 'A directory of the program can be changed by another user (writable by group or others, or owned by someone other than the target user or root)', action: 'chmod go-w the directory named, and chown it to the target user or root.' },
   ERR_SUEXEC_SETID: { status: 403, message: 'Program is setuid or setgid', action: 'Remove the setuid/setgid bits.' },
   ERR_SUEXEC_NOT_EXECUTABLE: { status: 403, message: 'Program is not executable', action: 'chmod u+x the program.' },
 

@@ -4,7 +4,7 @@
  * spawn layer's identity switch (uid/gid, no supplementary groups, SAFE_PATH, umask). [ROOT]
  */
 import t from 'tap'
-import { chmodSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { get } from '../helpers/servers.js'
 import { guardLeaks } from '../helpers/leaks.js'
@@ -43,14 +43,23 @@ t.test('each script passes the suEXEC checks at request time: 403 with the check
   const open = join(dir, 'open')
   writeScripts(open, { 'x.sh': hello })
   chmodSync(open, 0o777)
+  const theirs = join(dir, 'theirs')
+  writeScripts(join(theirs, 'sub'), { 'x.sh': hello })
+  chmodSync(theirs, 0o755)
+  chownSync(theirs, 1, 1)
   const p = await cgiProxy(t, { cgi: { user: 'nobody', group: 'nogroup' } }, [
     { match: { prefix: '/open/' }, protocol: 'cgi', spawn: 'cgi', docroot: open, stripPrefix: true },
+    { match: { prefix: '/theirs/' }, protocol: 'cgi', spawn: 'cgi', docroot: theirs, stripPrefix: true },
     { match: { prefix: '/cgi-bin/' }, protocol: 'cgi', spawn: 'cgi', docroot: cgi, stripPrefix: true },
   ])
   t.equal((await get(`${p.url}/cgi-bin/ok.sh`)).body.toString(), 'ok\n', 'a clean script runs')
-  for (const [path, code] of [['/cgi-bin/gw.sh', 'ERR_SUEXEC_FILE_WRITABLE'], ['/cgi-bin/noexec.sh', 'ERR_SUEXEC_NOT_EXECUTABLE'], ['/open/x.sh', 'ERR_SUEXEC_DIR_WRITABLE']]) {
+  for (const [path, code] of [['/cgi-bin/gw.sh', 'ERR_SUEXEC_FILE_WRITABLE'], ['/cgi-bin/noexec.sh', 'ERR_SUEXEC_NOT_EXECUTABLE'], ['/open/x.sh', 'ERR_SUEXEC_DIR_WRITABLE'], ['/theirs/sub/x.sh', 'ERR_SUEXEC_DIR_WRITABLE']]) {
     const r = await get(p.url + path)
     t.equal(r.status, 403, `${path}: 403`)
     t.match(r.body.toString(), code, `${path}: ${code}`)
   }
+  // A directory above the script owned by another user (uid 1, daemon): not writable by group or
+  // others, yet its owner can swap what is below it. The log line says what was found, not "writable".
+  const line = p.lines.find((l) => l.obj.code === 'ERR_SUEXEC_DIR_WRITABLE' && l.msg.includes(theirs))
+  t.match(line?.msg, /^A directory of the program can be changed by another user .*: directory above the program is owned by uid 1, not 65534 or root$/, `the log line: ${line?.msg}`)
 })
