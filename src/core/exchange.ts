@@ -295,7 +295,15 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.headAt = now
     if (this.route.timeouts.idle > 0) this.idleDeadline = now + this.route.timeouts.idle
     this.status = status
-    const out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
+    let out: RawHeaders
+    try {
+      out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
+    } catch (err) {
+      // Headers a custom adapter handed over in a shape they cannot have (not a flat array of strings).
+      this.phase = Phase.Dispatched
+      this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error)?.message ?? String(err), { phase: 'head', cause: err }))
+      return
+    }
     if (this.route.s.sendfileRoots !== null) {
       // The file's response keeps the backend's fields as filtered for any response (hop-by-hop
       // dropped, Location and cookies mapped); openSendfile then drops the framing and X-Sendfile.
@@ -347,7 +355,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.downloadWatch = false
       if (this.sendfileStream !== null) { this.sendfileStream.resume(); return }
       if (this.route.timeouts.idle > 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
-      this.flow?.resume()
+      // Runs from the client's 'drain': an adapter's throw here would be an uncaught exception.
+      try { this.flow?.resume() } catch (err) { this.fail(new ProxyError('ERR_INTERNAL', `the ${this.route.adapter.name} adapter's flow.resume() threw: ${(err as Error)?.message ?? String(err)}`, { phase: 'body', cause: err }), true) }
     }
     this.res.once('drain', this.onDrainBound)
   }
@@ -378,6 +387,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   onError (err: ProxyError): void {
     if (this.phase === Phase.Done) return
+    // A custom adapter may report a plain Error (or a string): the core reads code and status.
+    if (!(err instanceof ProxyError)) err = toProxyError(err, this.phase === Phase.Streaming ? 'body' : 'head')
     // The backend's part of an X-Sendfile exchange is over once its head arrived.
     if (this.sendfile !== null && err.code !== 'ERR_SENDFILE_FORBIDDEN' && err.code !== 'ERR_SCRIPT_NOT_FOUND') { this.sendfileBackendDone(); return }
     const b = this.backend
@@ -621,7 +632,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const h = this.abortHandler
     this.abortHandler = null
     if (this.ac !== null) this.ac.abort()
-    if (h !== null) h()
+    if (h === null) return
+    try { h() } catch (err) {
+      // An adapter's abort hook that throws: its backend work may linger, the process must not die.
+      this.rt.log.error({ adapter: this.route.adapter.name, route: this.routeName, id: this.id, code: 'ERR_INTERNAL', err }, `the ${this.route.adapter.name} adapter's abort handler threw`)
+    }
   }
 
   /** Fail the exchange: an error page if nothing was sent yet, else cut the client connection. */

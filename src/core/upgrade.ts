@@ -292,6 +292,8 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   }
 
   onError (err: ProxyError): void {
+    // A custom adapter may report a plain Error (or a string): the core reads code and status.
+    if (!(err instanceof ProxyError)) err = toProxyError(err, 'head')
     if (this.phase === Phase.Response) { this.cut(err); return }
     if (this.phase !== Phase.Connecting) return
     const b = this.backend

@@ -100,6 +100,18 @@ class FaultyClient implements BackendClient {
       }, 1500)
       return
     }
+    // Reports in shapes the types forbid, made asynchronously (a throw there would be uncaught).
+    if (p === '/plain-error') { setImmediate(() => h.onError(new Error('plain error') as ProxyError)); return }
+    if (p === '/string-error') { setImmediate(() => h.onError('a string' as unknown as ProxyError)); return }
+    if (p === '/null-headers') { setImmediate(() => { h.onHead(200, null as unknown as string[], { resume () {} }); h.onEnd() }); return }
+    if (p === '/abort-throws') { watchAbort(ex, () => { state.aborts++; throw new Error('abort hook blew up') }); return }
+    if (p === '/resume-throws') {
+      // 4 MiB to a client that does not read yet: the core pauses the adapter; resume() throws.
+      h.onHead(200, ['content-type', 'application/octet-stream'], { resume () { state.aborts++; throw new Error('resume blew up') } })
+      const chunk = Buffer.alloc(64 * 1024, 97)
+      for (let i = 0; i < 64; i++) if (!h.onData(chunk)) break
+      return
+    }
     if (p === '/stream') {
       // Sends part of a body, then waits: the client leaves meanwhile.
       watchAbort(ex, () => { state.aborts++ })
@@ -304,5 +316,59 @@ t.test('the client leaves mid-response: the adapter\'s abort hook and its signal
   })
   t.ok(await settled(proxy), 'slot freed')
   t.equal(state.aborts, 101, 'watchAbort\'s hook once (1) and the signal once (100)')
+  await noUnhandled()
+})
+
+t.test('reports in shapes the types forbid: a plain Error, a string, null headers: 500/502 with a code, no crash', async (t) => {
+  const noUnhandled = strictRejections(t)
+  const { lines, logger } = recordingLogger()
+  const { url, proxy } = await proxyServer(t, { logger, routes: [{ protocol: 'faulty', backends: ['127.0.0.1:9'], maxConcurrent: 1 }] })
+  for (const [path, status, code] of [['/plain-error', 500, 'ERR_INTERNAL'], ['/string-error', 500, 'ERR_INTERNAL'], ['/null-headers', 502, 'ERR_BAD_RESPONSE_HEADER']] as const) {
+    const r = await get(`${url}${path}`)
+    t.equal(r.status, status, `${path}: ${status}`)
+    t.match(r.body.toString(), code, `${path}: ${code} in the page`)
+    t.ok(lines.some((l) => l.obj.code === code && l.obj.url === path), `${path}: logged with its code`)
+    t.ok(await settled(proxy), `${path}: slot freed`)
+  }
+  t.ok(lines.some((l) => l.obj.url === '/plain-error' && /plain error/.test(l.msg)), 'the plain error\'s message is kept')
+  await noUnhandled()
+})
+
+t.test('an abort hook that throws: the head timeout still answers 504, the throw is logged with the adapter, no crash', async (t) => {
+  const noUnhandled = strictRejections(t)
+  const { lines, logger } = recordingLogger()
+  const { url, proxy } = await proxyServer(t, { logger, routes: [{ protocol: 'faulty', backends: ['127.0.0.1:9'], maxConcurrent: 1, timeouts: { headers: '300ms' } }] })
+  state.aborts = 0
+  const r = await get(`${url}/abort-throws`)
+  t.equal(r.status, 504)
+  t.equal(state.aborts, 1, 'the hook ran once')
+  t.ok(lines.some((l) => l.level === 'error' && l.obj.adapter === 'faulty' && /abort handler threw/.test(l.msg)), 'logged, naming the adapter')
+  t.ok(await settled(proxy), 'slot freed')
+  await noUnhandled()
+})
+
+t.test('a flow.resume() that throws when the client drains: the response is cut, the throw logged, no crash', async (t) => {
+  const noUnhandled = strictRejections(t)
+  const { lines, logger } = recordingLogger()
+  const { url, proxy } = await proxyServer(t, { logger, routes: [{ protocol: 'faulty', backends: ['127.0.0.1:9'], maxConcurrent: 1 }] })
+  state.aborts = 0
+  const got = await new Promise<{ bytes: number, complete: boolean }>((resolve, reject) => {
+    const req = request(`${url}/resume-throws`, (res) => {
+      let bytes = 0
+      // Read only once the core has paused the adapter: the drain that follows calls resume().
+      res.pause()
+      void waitFor(() => lines.length > 0 || counters(proxy).inflight === 1, 5000).then(() => {
+        res.on('data', (c: Buffer) => { bytes += c.length })
+        res.on('close', () => resolve({ bytes, complete: res.complete }))
+        res.resume()
+      })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(state.aborts, 1, 'resume() was called once')
+  t.notOk(got.complete, `the response was cut (${got.bytes} bytes)`)
+  t.ok(lines.some((l) => l.obj.code === 'ERR_INTERNAL' && /flow\.resume\(\) threw: resume blew up/.test(l.msg)), 'logged with the code')
+  t.ok(await settled(proxy), 'slot freed')
   await noUnhandled()
 })
