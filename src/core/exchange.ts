@@ -654,11 +654,32 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (err.code === 'ERR_CLIENT_ABORTED') return
     if (logIt) this.rt.logError(this, err)
     if (wasStreaming) {
-      // RELIABILITY rule 5: a truncated response stays truncated — no final chunk, no padding.
-      this.res.destroy(err)
+      this.cutResponse(err)
       return
     }
     this.rt.sendError(this.res, err, retryAfter ?? (err.status === 503 ? this.route.pool.retryAfterSeconds() : undefined))
+  }
+
+  /**
+   * A response that fails after its head (RELIABILITY rule 5): it stays truncated — no final chunk,
+   * no padding — and the connection ends. What the backend sent before the failure and the client
+   * has not taken yet still reaches it: the socket is ended after its queue (destroying it would
+   * drop up to MAX_BUFFERED_PER_EXCHANGE bytes the backend did send), within clientIdle (5 s when
+   * that is 0). A client that stopped reading (ERR_CLIENT_TIMEOUT) is cut at once.
+   */
+  private cutResponse (err: ProxyError): void {
+    const socket = this.res.socket
+    if (socket === null || socket.destroyed || !socket.writable || err.code === 'ERR_CLIENT_TIMEOUT' || this.res.writableLength + socket.writableLength === 0) {
+      this.res.destroy(err)
+      return
+    }
+    this.res.shouldKeepAlive = false
+    const limit = this.route.timeouts.clientIdle > 0 ? this.route.timeouts.clientIdle : 5000
+    const timer = setTimeout(() => socket.destroy(), limit)
+    timer.unref()
+    socket.once('close', () => clearTimeout(timer))
+    // end() uncorks (corkUntilImmediate) and sends FIN after the queue: no chunked terminator.
+    socket.end()
   }
 
   /** `/dir` names a directory with an index (DirectoryRedirect): 301 to `/dir/`, the query kept. */
