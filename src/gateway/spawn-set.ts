@@ -82,7 +82,17 @@ export class SpawnSet {
     // Everything start() would refuse is refused here, before any old component is touched: a
     // rejected reload leaves the previous generation as it was (nginx, Apache graceful).
     const launcher = new Launcher(managerOptions(config))
-    for (const names of fresh) for (const n of names) await launcher.validate(resolveSpec(n, toSpawnSpec((config.spawns ?? {})[n])))
+    for (const names of fresh) {
+      for (const n of names) {
+        try {
+          await launcher.validate(resolveSpec(n, toSpawnSpec((config.spawns ?? {})[n])))
+        } catch (err) {
+          // The reload's log line names the spawn, as a start's does (`spawns.<name>: …`).
+          if (err instanceof Error && !err.message.startsWith(`spawns.${n}`)) err.message = `spawns.${n}: ${err.message}`
+          throw err
+        }
+      }
+    }
     try {
       for (const names of fresh) {
         const mine = fixedAddresses(names, config)

@@ -71,7 +71,7 @@ t.test('a reload refused on a spawn that reuses its fixed address leaves the old
   const mark = s.logs().length
   s.child.kill('SIGHUP')
   const rejected = await s.waitLog('reload rejected; the previous config keeps serving', mark)
-  t.match(rejected, { err: { code: 'ERR_SUEXEC_RELATIVE_PATH' } })
+  t.match(rejected, { err: { code: 'ERR_SUEXEC_RELATIVE_PATH', message: /^spawns\.app: / } }, 'the log names the code and the spawn')
   t.notOk(s.logs().slice(mark).some((l) => l.msg === 'reload: address reused by a changed spawn; stopping the old one first'), 'the old spawn was not stopped')
   t.same(await get(`${s.url}/`), { status: 200, body: `${pid} ` }, 'the same process serves')
   t.ok(alive(pid))
