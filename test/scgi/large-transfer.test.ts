@@ -9,11 +9,11 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { request, type IncomingMessage } from 'node:http'
+import { request } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
 import { uwsgiSkip } from './uwsgi-peer.js'
-import { APP, MiB, mib, patternSha, rssGrowth, setup, spoolFds, upload, wchar, block, type Upload } from './transfer-harness.js'
+import { APP, MiB, mib, patternSha, pausingDownload, rssGrowth, setup, spoolFds, upload, wchar, block, type Upload } from './transfer-harness.js'
 
 const BIG = 128 * MiB
 // Generous (RSS bounds tight against Node 24 flaked before): far below any transfer here.
@@ -26,28 +26,11 @@ t.test(`a 128 MiB response ${cl ? 'with a Content-Length' : 'to EOF (chunked to 
   let pid = 0
   let writtenAtPause = 0
   let maxWhilePaused = 0
-  const { result, growth } = await rssGrowth(() => new Promise<{ status: number, length: string | undefined, chunked: boolean, bytes: number, sha: string, complete: boolean }>((resolve, reject) => {
-    const req = request({ port: s.port, host: '127.0.0.1', path: `/app/?gen=${BIG}${cl ? '' : '&nocl=1'}`, agent: false }, (res: IncomingMessage) => {
-      pid = Number(res.headers['x-pid'])
-      const h = createHash('sha256')
-      let bytes = 0
-      let paused = false
-      res.on('data', (c: Buffer) => {
-        h.update(c)
-        bytes += c.length
-        if (paused || bytes < MiB) return
-        paused = true
-        res.pause()
-        // Held for 3 s: unbuffered, uWSGI could write the whole 128 MiB in well under a second.
-        writtenAtPause = wchar(pid)
-        void waitFor(() => { maxWhilePaused = Math.max(maxWhilePaused, wchar(pid)); return false }, 3000, 50).then(() => res.resume())
-      })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], chunked: res.headers['transfer-encoding'] === 'chunked', bytes, sha: h.digest('hex'), complete: res.complete }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  }))
+  const { result, growth } = await rssGrowth(() => pausingDownload(s.port, `/app/?gen=${BIG}${cl ? '' : '&nocl=1'}`, 3000, (res) => {
+    // Held for 3 s: unbuffered, uWSGI could write the whole 128 MiB in well under a second.
+    pid = Number(res.headers['x-pid'])
+    writtenAtPause = wchar(pid)
+  }, () => { maxWhilePaused = Math.max(maxWhilePaused, wchar(pid)) }))
   const ahead = maxWhilePaused - writtenAtPause
   t.comment(`rss growth ${mib(growth)} for ${mib(BIG)}; uWSGI wrote ${mib(maxWhilePaused)} while the client had read 1 MiB and paused (${mib(ahead)} more during the 3 s pause)`)
   t.equal(result.status, 200)
@@ -104,25 +87,7 @@ t.test('the guide\'s uWSGI command: a client that pauses 6 s in its download (no
   const s = await setup(t, {}, guideCommand)
   t.comment(`uwsgi ${guideCommand('SOCKET').join(' ')}`)
   const PAUSE = 6000
-  const down = await new Promise<{ bytes: number, sha: string, complete: boolean }>((resolve, reject) => {
-    const req = request({ port: s.port, host: '127.0.0.1', path: `/app/?gen=${32 * MiB}&nocl=1`, agent: false }, (res) => {
-      const h = createHash('sha256')
-      let bytes = 0
-      let paused = false
-      res.on('data', (c: Buffer) => {
-        h.update(c)
-        bytes += c.length
-        if (paused || bytes < MiB) return
-        paused = true
-        res.pause()
-        void waitFor(() => false, PAUSE, 100).then(() => res.resume())
-      })
-      res.on('end', () => resolve({ bytes, sha: h.digest('hex'), complete: res.complete }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const down = await pausingDownload(s.port, `/app/?gen=${32 * MiB}&nocl=1`, PAUSE)
   t.equal(down.bytes, 32 * MiB, `the whole response arrived (${down.bytes} bytes)`)
   t.equal(down.sha, patternSha(32 * MiB), 'sha256 of what arrived')
 

@@ -4,21 +4,16 @@
  * createProxy, the fixture's byte pattern (fixtures/transfer_app.py), and probes: the worker's
  * read/written byte counters (/proc/PID/io), the proxy's spool fds, "is the worker free".
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { request } from 'node:http'
+import { request, type IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { RequestEndEvent } from '../../src/index.js'
-import { connectable } from '../../bench/lib/proc.mjs'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
 import { proxyServer } from '../helpers/servers.js'
 import { captureLogger, type LogLine } from '../cgi/harness.js'
-import { UWSGI } from './uwsgi-peer.js'
+import { launchUwsgi } from './uwsgi-peer.js'
 
 export const APP = fileURLToPath(new URL('./fixtures/transfer_app.py', import.meta.url))
 export const MiB = 1024 * 1024
@@ -47,24 +42,9 @@ export async function startUwsgi (t: Tap, args = (socketPath: string): string[] 
   '--plugin', 'python3', '--scgi-socket', socketPath, '--wsgi-file', APP, '--master', '--processes', '1',
   '--die-on-term', '--disable-logging', '--buffer-size', '32768'
 ]): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'proxycore-scgi-large-'))
-  const socketPath = join(dir, 'app.sock')
-  const child: ChildProcess = spawn(UWSGI, args(socketPath), { detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
-  let log = ''
-  child.stderr?.on('data', (c: Buffer) => { if (log.length < 20000) log += c.toString() })
-  let exited = false
-  const exit = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve() }))
-  const stop = async (): Promise<void> => {
-    if (!exited && child.pid !== undefined) {
-      try { process.kill(-child.pid, 'SIGKILL') } catch { /* group already gone */ }
-    }
-    await exit
-    child.stderr?.destroy()
-    await rm(dir, { recursive: true, force: true })
-  }
-  t.teardown(stop)
-  if (!await waitFor(async () => exited || await connectable(socketPath), 15000, 20) || exited) throw new Error(`uWSGI did not start: ${log.slice(-2000)}`)
-  return socketPath
+  const peer = await launchUwsgi(args)
+  t.teardown(peer.stop)
+  return peer.socketPath
 }
 
 export interface Setup { port: number, lines: LogLine[], events: RequestEndEvent[] }
@@ -156,6 +136,35 @@ export function upload (port: number, path: string, total: number, chunked: bool
       req.end()
     }
     pump()
+  })
+}
+
+export interface Download { status: number, length: string | undefined, chunked: boolean, bytes: number, sha: string, complete: boolean }
+
+/**
+ * GET `path` with a client that reads 1 MiB, then stops reading for `pauseMs` (the stimulus: a
+ * slow client); `onPause(res)` runs as it stops, `whilePaused()` on every poll of the pause.
+ */
+export function pausingDownload (port: number, path: string, pauseMs: number, onPause: (res: IncomingMessage) => void = () => {}, whilePaused: () => void = () => {}): Promise<Download> {
+  return new Promise((resolve, reject) => {
+    const req = request({ port, host: '127.0.0.1', path, agent: false }, (res) => {
+      const h = createHash('sha256')
+      let bytes = 0
+      let paused = false
+      res.on('data', (c: Buffer) => {
+        h.update(c)
+        bytes += c.length
+        if (paused || bytes < MiB) return
+        paused = true
+        res.pause()
+        onPause(res)
+        void waitFor(() => { whilePaused(); return false }, pauseMs, 50).then(() => res.resume())
+      })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], chunked: res.headers['transfer-encoding'] === 'chunked', bytes, sha: h.digest('hex'), complete: res.complete }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end()
   })
 }
 

@@ -38,13 +38,18 @@ export interface UwsgiPeer {
 
 /** Start uWSGI speaking `mode` ('scgi' = --scgi-socket, 'uwsgi' = native --socket). */
 export async function startUwsgi (mode: 'scgi' | 'uwsgi', app = ECHO_APP): Promise<UwsgiPeer> {
-  const dir = await mkdtemp(join(tmpdir(), 'proxycore-uwsgi-'))
-  const socketPath = join(dir, 'app.sock')
-  const child: ChildProcess = spawn(UWSGI, [
+  return launchUwsgi((socketPath) => [
     '--plugin', 'python3', mode === 'scgi' ? '--scgi-socket' : '--socket', socketPath,
     '--wsgi-file', app, '--master', '--processes', '2', '--die-on-term', '--disable-logging',
     '--buffer-size', '32768'
-  ], { detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
+  ])
+}
+
+/** Start uWSGI with `args` (given its socket path, in a fresh temp dir); ready once it accepts. */
+export async function launchUwsgi (args: (socketPath: string) => string[]): Promise<UwsgiPeer> {
+  const dir = await mkdtemp(join(tmpdir(), 'proxycore-uwsgi-'))
+  const socketPath = join(dir, 'app.sock')
+  const child: ChildProcess = spawn(UWSGI, args(socketPath), { detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
   child.stderr?.on('data', (c: Buffer) => { if (log.length < 20000) log += c.toString() })
   let exited = false
