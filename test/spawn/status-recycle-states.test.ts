@@ -11,21 +11,11 @@ import { join } from 'node:path'
 import { leakTest, type Defer } from './fixtures/guard.js'
 import { ensure, manager, nextEvent, tempDir } from './fixtures/manager.js'
 import { get } from './fixtures/http.js'
+import { GATED } from './fixtures/gated.js'
 import { alive } from '../helpers/leaks.js'
 import type { SpawnSource } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
 
-const GATED = `
-import http from 'node:http'
-import { appendFileSync, existsSync, readFileSync } from 'node:fs'
-const dir = process.argv[2]
-appendFileSync(dir + '/starts', process.pid + '\\n')
-const n = readFileSync(dir + '/starts', 'utf8').split('\\n').filter(Boolean).length
-const server = http.createServer((req, res) => res.end(String(process.pid)))
-const listen = () => server.listen(Number(process.env.PORT), process.env.HOST)
-if (n === 1) listen()
-else { const poll = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(poll); listen() } }, 10) }
-`
 
 function gatedSpec (defer: Defer, extra: SpawnSpec = {}): { dir: string, spec: SpawnSpec } {
   const dir = tempDir(defer)
@@ -45,7 +35,8 @@ async function serveNow (src: SpawnSource): Promise<string | null> {
   }
 }
 
-leakTest(t, 'a successor up before the limit shows as standby, not ready', async (t, defer) => {
+/** A manager with the gated app as spawn `web`, its first process up. */
+async function gatedWeb (defer: Defer) {
   const g = gatedSpec(defer)
   const m = manager(defer)
   m.add('web', g.spec)
@@ -53,6 +44,11 @@ leakTest(t, 'a successor up before the limit shows as standby, not ready', async
   await ensure(m, 'web')
   const src = m.source('web')
   const [old] = src.list()
+  return { g, m, src, old }
+}
+
+leakTest(t, 'a successor up before the limit shows as standby, not ready', async (t, defer) => {
+  const { g, m, src, old } = await gatedWeb(defer)
   const spawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
   await serveNow(src)
   await serveNow(src)
@@ -72,13 +68,7 @@ leakTest(t, 'a successor up before the limit shows as standby, not ready', async
 })
 
 leakTest(t, 'a predecessor at its limit whose successor still boots shows as held, not ready', async (t, defer) => {
-  const g = gatedSpec(defer)
-  const m = manager(defer)
-  m.add('web', g.spec)
-  await m.start()
-  await ensure(m, 'web')
-  const src = m.source('web')
-  const [old] = src.list()
+  const { g, m, src, old } = await gatedWeb(defer)
   const oldPid = m.status()[0].processes[0].pid as number
   const spawned = nextEvent(m, 'spawn', (e) => e.id !== old.id)
   for (let i = 0; i < 3; i++) await serveNow(src)

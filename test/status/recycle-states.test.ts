@@ -14,18 +14,8 @@ import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
 import type { StatusSnapshot } from '../../src/status/index.js'
 import { fetchText, scrape, snapshot, statusRig } from './harness.js'
+import { GATED } from '../spawn/fixtures/gated.js'
 
-const GATED = `
-import http from 'node:http'
-import { appendFileSync, existsSync, readFileSync } from 'node:fs'
-const dir = process.argv[2]
-appendFileSync(dir + '/starts', process.pid + '\\n')
-const n = readFileSync(dir + '/starts', 'utf8').split('\\n').filter(Boolean).length
-const server = http.createServer((req, res) => res.end(String(process.pid)))
-const listen = () => server.listen(Number(process.env.PORT), process.env.HOST)
-if (n === 1) listen()
-else { const poll = setInterval(() => { if (existsSync(dir + '/go')) { clearInterval(poll); listen() } }, 10) }
-`
 
 t.test('held and standby processes: own states in JSON, HTML and metrics; not counted as ready', async (t) => {
   guardLeaks(t, { timeoutMs: 10_000 })
