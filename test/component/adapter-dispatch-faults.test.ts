@@ -11,9 +11,9 @@ import t from 'tap'
 import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { ZERO, counters, settled } from '../helpers/counters.js'
 import { get, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
-import { collectStatus } from '../../src/status/model.js'
-import { ProxyError, registerAdapter, watchAbort, type BackendClient, type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type Proxy, type ResponseHandler, type UpgradeHandler } from '../../src/index.js'
+import { ProxyError, registerAdapter, watchAbort, type BackendClient, type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler, type UpgradeHandler } from '../../src/index.js'
 
 guardLeaks(t)
 
@@ -42,15 +42,6 @@ function recordingLogger (): { lines: Line[], logger: { debug (): void, info ():
   return { lines, logger: { debug () {}, info () {}, warn: push('warn'), error: push('error') } }
 }
 
-function counters (proxy: Proxy) {
-  const s = collectStatus(proxy as never)
-  const r = s.routes[0]
-  return { inflight: s.inflight, active: r.active, queued: r.queued, backendInflight: r.backends.reduce((n, b) => n + b.inflight, 0) }
-}
-const ZERO = { inflight: 0, active: 0, queued: 0, backendInflight: 0 }
-async function settled (proxy: Proxy): Promise<boolean> {
-  return waitFor(() => { const c = counters(proxy); return c.inflight === 0 && c.active === 0 && c.queued === 0 && c.backendInflight === 0 }, 10_000)
-}
 
 /**
  * The adapter under test. Its well-behaved path connects with `ctx.connect`, and answers with what

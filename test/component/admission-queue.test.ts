@@ -7,9 +7,8 @@
 import t from 'tap'
 import { request, type ClientRequest } from 'node:http'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { ZERO, counters, settled } from '../helpers/counters.js'
 import { backend, get, proxyServer, type Got } from '../helpers/servers.js'
-import { collectStatus } from '../../src/status/model.js'
-import type { Proxy } from '../../src/index.js'
 
 guardLeaks(t)
 
@@ -27,18 +26,6 @@ async function holding (t: Tap) {
   return { ...be, order, held }
 }
 
-/** The counters the status page shows, for the first route. */
-function counters (proxy: Proxy) {
-  const s = collectStatus(proxy as never)
-  const r = s.routes[0]
-  return { inflight: s.inflight, active: r.active, queued: r.queued, backendInflight: r.backends.reduce((n, b) => n + b.inflight, 0) }
-}
-
-const ZERO = { inflight: 0, active: 0, queued: 0, backendInflight: 0 }
-
-async function settled (proxy: Proxy): Promise<boolean> {
-  return waitFor(() => { const c = counters(proxy); return c.inflight === 0 && c.active === 0 && c.queued === 0 && c.backendInflight === 0 }, 10_000)
-}
 
 /** A request whose ClientRequest the test can destroy (a client that goes away). */
 function open (url: string): { req: ClientRequest, done: Promise<Got | Error> } {
