@@ -175,6 +175,9 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
         }
       })
     }
+    if (rc.requestBuffering === true && adapter !== undefined && !adapter.capabilities.cgiEnv) {
+      problems.push({ path: `${at}/requestBuffering`, message: `protocol ${rc.protocol} streams request bodies: requestBuffering applies to the CGI family (fastcgi, scgi, cgi)`, found: true, expected: 'false or absent' })
+    }
     if (problems.length > 0 || adapter === undefined) { issues.push(...problems); return }
 
     const name = rc.name ?? String(index)
@@ -255,6 +258,9 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       queueTimeout: parseDuration(rc.queueTimeout ?? DEFAULTS.queueTimeout) ?? DEFAULTS.queueTimeout,
       maxBodySize: parseSize(rc.maxBodySize ?? 0) ?? 0,
       spoolLimit: parseSize(rc.spoolLimit ?? DEFAULTS.spoolLimit) ?? DEFAULTS.spoolLimit,
+      // On by default for adapters that take the RFC 3875 environment (the CGI family, custom ones
+      // included): their backends run a script per request on whatever body they are handed.
+      requestBuffering: adapter.capabilities.cgiEnv && (rc.requestBuffering ?? true),
       prefix: rc.match?.prefix ?? null,
       stripPrefix: rc.stripPrefix ?? false,
       hostHeader: rc.hostHeader ?? 'preserve',

@@ -32,7 +32,7 @@ export const ERRORS = {
   // --- client side --------------------------------------------------------------
   ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },
   ERR_BAD_HEADER_VALUE: { status: 400, message: 'A request header cannot be encoded for the backend protocol', action: 'None: the client sent a header with a forbidden byte.' },
-  ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate (spoolLimit when the log names it: a chunked body to FastCGI, SCGI or CGI).' },
+  ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate (spoolLimit when the log names it: a body buffered for FastCGI, SCGI or CGI).' },
   ERR_LENGTH_REQUIRED: { status: 411, message: 'The backend protocol needs a Content-Length and spooling is disabled', action: 'Enable body spooling for the route, or have clients send Content-Length.' },
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'The client stopped sending its request body', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
   ERR_UPLOAD_TOO_SLOW: { status: 408, message: 'The client sent its request body slower than the route allows', action: 'None if the client is slow or hostile; else lower timeouts.minUploadRate (0 = no minimum) or raise timeouts.uploadGrace.' },

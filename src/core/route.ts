@@ -60,6 +60,11 @@ export interface RouteSettings {
   queueTimeout: number
   maxBodySize: number
   spoolLimit: number
+  /**
+   * Read the whole request body (memory, then an unlinked temp file, up to spoolLimit) before the
+   * backend is contacted (nginx fastcgi_request_buffering). Only ever true for `cgiEnv` adapters.
+   */
+  requestBuffering: boolean
   prefix: string | null
   stripPrefix: boolean
   hostHeader: string
@@ -116,7 +121,10 @@ export class CompiledRoute {
 
   /** Does this exchange need the asynchronous preparation step? */
   needsBodyPrepare (ex: ProxyExchange): boolean {
-    return this.adapter.capabilities.needsContentLength && ex.redirects === 0 && ex.req.headers['transfer-encoding'] !== undefined
+    if (ex.redirects > 0) return false
+    const h = ex.req.headers
+    if (h['transfer-encoding'] !== undefined) return this.adapter.capabilities.needsContentLength || this.s.requestBuffering
+    return this.s.requestBuffering && h['content-length'] !== undefined && h['content-length'] !== '0'
   }
 
   /** The request body as the client framed it. Throws 413 when over maxBodySize. */
@@ -125,7 +133,7 @@ export class CompiledRoute {
     const h = ex.req.headers
     if (h['transfer-encoding'] !== undefined) {
       // Spooled bodies (CGI, SCGI) stop at the spool's limit; a streamed one is counted on its way.
-      const counted = this.s.maxBodySize > 0 && !this.adapter.capabilities.needsContentLength
+      const counted = this.s.maxBodySize > 0 && !this.adapter.capabilities.needsContentLength && !this.s.requestBuffering
       return { body: counted ? limitBody(ex, this.s.maxBodySize) : ex.req, length: null }
     }
     const cl = h['content-length']
@@ -206,15 +214,24 @@ export class CompiledRoute {
    * The script is resolved before the body is spooled: a 404/403 must not first read (and write to
    * disk) up to spoolLimit bytes, and a failure after spooling must not lose the spool's fd.
    * Resolution needs only the path, never the body's length; the environment needs both.
+   *
+   * The body is spooled when its length is unknown (chunked) and the adapter needs it, and, with
+   * `requestBuffering`, whatever its framing: the backend is contacted only once the whole body is
+   * here, so a client that goes away mid-upload never runs the script on a short body, and a slow
+   * upload holds no backend worker (nginx fastcgi_request_buffering, lighttpd's default). A
+   * Content-Length over spoolLimit is refused before a byte is read, as a chunked body is once it
+   * passes it: streamed instead, it would hand a slow client the worker buffering exists to spare.
    */
   private async prepareCgi (ex: ProxyExchange): Promise<Prepared> {
     const out: Prepared = {}
     const cgi = this.cgi
     const script = cgi !== null && this.adapter.capabilities.cgiEnv ? await this.scriptFor(ex, cgi) : null
     let length = ex.contentLength
-    if (this.adapter.capabilities.needsContentLength && ex.body !== null && length === null) {
+    const spool = ex.body !== null && (length === null ? this.adapter.capabilities.needsContentLength || this.s.requestBuffering : this.s.requestBuffering && length > 0)
+    if (spool && ex.body !== null) {
       const byMaxBody = this.s.maxBodySize > 0 && this.s.maxBodySize <= this.s.spoolLimit
       const max = byMaxBody ? this.s.maxBodySize : this.s.spoolLimit
+      if (length !== null && length > max) throw new ProxyError('ERR_BODY_TOO_LARGE', `${length} bytes, over ${max} (spoolLimit)`, { phase: 'route' })
       const spooled = await spoolBody(ex.body, { maxBytes: max, limitName: byMaxBody ? 'maxBodySize' : 'spoolLimit', signal: ex.signal })
       out.body = spooled.body
       out.length = length = spooled.length

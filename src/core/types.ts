@@ -80,7 +80,11 @@ export interface Exchange {
   /** The RFC 3875 environment (CGI-family adapters: `capabilities.cgiEnv`). */
   readonly env: Record<string, string> | null
   readonly script: ScriptInfo | null
-  /** Request body, or null when the request has none. Never buffered whole. */
+  /**
+   * Request body, or null when the request has none. Streamed, except for CGI-family routes with
+   * `requestBuffering` (the default) and chunked bodies to `needsContentLength` adapters: those are
+   * read whole first (memory up to 64 KiB, then an unlinked temp file).
+   */
   readonly body: Readable | null
   /** Body length; null when unknown (chunked). With `needsContentLength` it is always known. */
   readonly contentLength: number | null

@@ -101,7 +101,8 @@ async function setup (t: Parameters<typeof tempDir>[0], launcher: Launcher = 'fo
     spawn: 'cgi',
     docroot: dir,
     stripPrefix: true,
-    timeouts: { headers: '30s', idle: '30s', clientIdle: '2s' }
+    timeouts: { headers: '30s', idle: '30s', clientIdle: '2s' },
+    requestBuffering: false
   }]) }
 }
 

@@ -300,7 +300,7 @@ t.test('spawn failures → 502 ERR_CGI_SPAWN', async (t) => {
 
 t.test('concurrency cap is the core\'s route maxConcurrent/queue', async (t) => {
   guardLeaks(t)
-  const p = await standardProxy(t, [], { maxConcurrent: 1, queue: 0 })
+  const p = await standardProxy(t, [], { maxConcurrent: 1, queue: 0, requestBuffering: false })
   let release = (): void => {}
   const first = new Promise<string>((resolve, reject) => {
     const req = request(`${p.url}/cgi-bin/hold.sh`, { method: 'POST', agent: false, headers: { 'content-length': '1' } }, (res) => {

@@ -125,7 +125,7 @@ t.test('through the proxy: a POST refused with FCGI_OVERLOADED before its body a
   const { port } = await proxyServer(t, {
     routes: [{
       protocol: 'fastcgi', backends: [a.address, b.endpoint.id], balance: 'round-robin',
-      scriptFilename: join(dir, 'x.php'), options: { discovery: false },
+      scriptFilename: join(dir, 'x.php'), options: { discovery: false }, requestBuffering: false,
     }],
   })
   const answer = new Promise<{ status: number, body: string }>((resolve, reject) => {

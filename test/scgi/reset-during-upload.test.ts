@@ -69,7 +69,7 @@ interface Outcome {
  * Resolves with what the client saw and the one `request:end` event.
  */
 async function upload (t: Tap, backend: string, sawHead: () => void, stallAt = UPLOAD): Promise<Outcome> {
-  const { proxy, port } = await proxyServer(t, { routes: [{ protocol: 'scgi', backends: [backend], scriptFilename: '/srv/app/app.py' }] })
+  const { proxy, port } = await proxyServer(t, { routes: [{ protocol: 'scgi', backends: [backend], scriptFilename: '/srv/app/app.py', requestBuffering: false }] })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
   let uploaded = 0

@@ -73,7 +73,7 @@ t.test('HEAD of a 128 MiB response: the head only, the backend connection closed
 })
 
 t.test('the client aborts mid-upload (Content-Length): 499, the worker freed', { skip }, async (t) => {
-  const s = await setup(t)
+  const s = await setup(t, { requestBuffering: false })
   const pid = await workerFree(s.port)
   const url = '/app/?sink=1&cut=1'
   const sock = connect(s.port, '127.0.0.1')
