@@ -68,6 +68,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   /** A large body is on its way: the runtime's scavenger counts its bytes (src/core/scavenge.ts). */
   private scavenging = false
   private uploadBytes = 0
+  /** When this exchange first found no routable backend (waitForBackends); 0 = not yet. */
+  private waitFrom = 0
   private uploadIdleSince = 0
   /**
    * The minimum upload rate (checkUpload): the socket's byte counter and the time when the body
@@ -227,7 +229,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
    */
   private async waitForBackends (): Promise<void> {
     const pool = this.route.pool
-    const deadline = this.startedAt + Math.max(this.route.timeouts.headers, 1000)
+    if (pool.backends.length === 0 && this.waitFrom === 0) this.waitFrom = this.rt.now()
+    // From the first wait, not the request's start: a buffered upload may take far longer than the
+    // headers timeout, and is no backend's delay.
+    const deadline = this.waitFrom + Math.max(this.route.timeouts.headers, 1000)
     while (pool.backends.length === 0 && !this.abortedFlag) {
       if (this.rt.now() >= deadline) throw new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect' })
       await pool.source.ensure(this.signal)

@@ -27,7 +27,7 @@ import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
 import { createProxy, silentLogger } from '../../src/index.js'
 import { closeServer, get, listen } from '../helpers/servers.js'
 import { Raw, postHead } from '../helpers/raw-client.js'
-import { PHP_FPM, havePeer, startPhpFpm, tempDir } from './helpers/peers.js'
+import { PHP_CGI, PHP_FPM, havePeer, startPhpFpm, tempDir } from './helpers/peers.js'
 
 const SCRIPTS: Record<string, string> = {
   // Appends the length of the body it got, answers with the length and its sha256.
@@ -225,3 +225,28 @@ t.test('a buffered POST whose first backend refuses the connection goes whole to
   t.ok(await spoolClosed(), 'the spool fd is closed after the retry')
 })
 
+
+t.test('an upload longer than the headers timeout to a spawn started on demand: the wait for its process counts from the end of the body', async (t) => {
+  if (!havePeer(t, PHP_CGI)) return
+  guardLeaks(t, { timeoutMs: 10_000 })
+  const dir = tempDir(t, 'pc-rbuf-spawn-')
+  writeFileSync(join(dir, 'mark.php'), SCRIPTS['mark.php'])
+  const proxy = await createProxy({
+    logger: silentLogger,
+    spawns: { php: { binPath: PHP_CGI, socketName: '127.0.0.1:0', minProcs: 0, environment: { PHP_FCGI_CHILDREN: '0' }, stopTimeout: '2s' } },
+    routes: [{ protocol: 'fastcgi', spawn: 'php', docroot: dir, timeouts: { headers: '1s' } }],
+  })
+  const server = createHttpServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const whole = body(10)
+  const c = new Raw(port, postHead('/mark.php', whole.length))
+  await c.send(whole.subarray(0, 5))
+  // Longer than the 1 s headers timeout (the floor of the wait for a process): not answered meanwhile.
+  t.notOk(await waitFor(() => c.raw !== '', 2500), 'no answer while the body is still arriving')
+  await c.send(whole.subarray(5))
+  t.ok(await c.answered(30_000), 'answered')
+  t.equal(c.status(), 200, c.raw.slice(0, 300))
+  t.equal(c.body(), `10 ${sha256(whole)}`, 'the script got the whole body')
+  c.socket.destroy()
+})
