@@ -16,32 +16,21 @@
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer } from 'node:http'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createProxy, silentLogger } from '../../src/index.js'
 import type { RouteConfig } from '../../src/config/schema.js'
 import { collectStatus } from '../../src/status/model.js'
-import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
+import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { closeServer, get, listen } from '../helpers/servers.js'
 import { Raw, postHead } from '../helpers/raw-client.js'
 import { tempDir, writeScripts } from '../cgi/harness.js'
+import { privateSpoolDir } from '../helpers/spool.js'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { CreateProxyOptions } from '../../src/index.js'
 import { startUwsgi, uwsgiSkip } from '../scgi/uwsgi-peer.js'
 
-const spoolDir = mkdtempSync(join(tmpdir(), 'pc-rbuf-spool-'))
-const savedTmp = process.env.TMPDIR
-process.env.TMPDIR = spoolDir
-t.teardown(() => {
-  if (savedTmp === undefined) delete process.env.TMPDIR
-  else process.env.TMPDIR = savedTmp
-  rmSync(spoolDir, { recursive: true, force: true })
-})
-
-const spoolFds = (): string[] => [...openFds().values()].filter((p) => p.includes('proxycore-spool-'))
-const spoolFiles = (): string[] => readdirSync(spoolDir).filter((n) => n.startsWith('proxycore-spool-'))
-const spoolGone = async (): Promise<boolean> => await waitFor(() => spoolFds().length === 0 && spoolFiles().length === 0, 10_000)
+const { spoolFds, spoolFiles, spoolGone } = privateSpoolDir(t, 'pc-rbuf-spool-')
 
 const body = (n: number): Buffer => {
   const b = Buffer.alloc(n)

@@ -8,39 +8,21 @@
  */
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createProxy, silentLogger } from '../../src/index.js'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { RouteConfig } from '../../src/config/schema.js'
-import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
+import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { closeServer, listen } from '../helpers/servers.js'
 import { tempDir, writeScripts } from '../cgi/harness.js'
+import { privateSpoolDir } from '../helpers/spool.js'
 import { havePeer as haveFcgiPeer, PHP_CGI, startPhpCgi } from '../fastcgi/helpers/peers.js'
 
-// The spool's directory is os.tmpdir(), which reads TMPDIR on each call: a private one, so the
-// listing sees only this file's spools.
-const spoolDir = mkdtempSync(join(tmpdir(), 'pc-spool-dir-'))
-const savedTmp = process.env.TMPDIR
-process.env.TMPDIR = spoolDir
-t.teardown(() => {
-  if (savedTmp === undefined) delete process.env.TMPDIR
-  else process.env.TMPDIR = savedTmp
-  rmSync(spoolDir, { recursive: true, force: true })
-})
-
-function spoolFds (): string[] {
-  return [...openFds().values()].filter((p) => p.includes('proxycore-spool-'))
-}
-function spoolFiles (): string[] {
-  return readdirSync(spoolDir).filter((n) => n.startsWith('proxycore-spool-'))
-}
-async function spoolGone (): Promise<boolean> {
-  return await waitFor(() => spoolFds().length === 0 && spoolFiles().length === 0, 5000)
-}
+const { spoolFds, spoolFiles, spoolGone: privateSpoolGone } = privateSpoolDir(t, 'pc-spool-dir-')
+const spoolGone = async (): Promise<boolean> => await privateSpoolGone(5000)
 
 const CHUNK = 64 * 1024
 const chunk = (i: number): Buffer => Buffer.alloc(CHUNK, 97 + (i % 26))

@@ -9,11 +9,10 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { waitFor } from '../helpers/leaks.js'
 import { uwsgiSkip } from './uwsgi-peer.js'
-import { APP, MiB, mib, patternSha, pausingDownload, rssGrowth, setup, spoolFds, upload, wchar, block, type Upload } from './transfer-harness.js'
+import { APP, MiB, mib, patternSha, pausingDownload, rssGrowth, setup, spoolFds, upload, wchar } from './transfer-harness.js'
 
 const BIG = 128 * MiB
 // Generous (RSS bounds tight against Node 24 flaked before): far below any transfer here.
@@ -91,20 +90,7 @@ t.test('the guide\'s uWSGI command: a client that pauses 6 s in its download (no
   t.equal(down.bytes, 32 * MiB, `the whole response arrived (${down.bytes} bytes)`)
   t.equal(down.sha, patternSha(32 * MiB), 'sha256 of what arrived')
 
-  const up = await new Promise<Upload>((resolve, reject) => {
-    const total = 16 * MiB
-    const req = request({ port: s.port, host: '127.0.0.1', method: 'POST', path: '/app/?sink=1', agent: false, headers: { 'content-length': String(total) } }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { text += c })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: res.statusCode === 200 ? JSON.parse(text) as Upload['json'] : null }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    const write = (from: number, to: number): void => { for (let i = from; i < to && !req.destroyed; i++) req.write(block(i)) }
-    write(0, 64)
-    void waitFor(() => false, PAUSE, 100).then(() => { write(64, 256); req.end() })
-  })
+  const up = await upload(s.port, '/app/?sink=1', 16 * MiB, false, createHash('sha256'), { after: 4 * MiB, ms: PAUSE })
   t.equal(up.status, 200, 'the upload was answered')
   t.equal(up.json?.body_sha256, patternSha(16 * MiB), 'sha256 of what the app read')
   t.same(s.events.map((e) => [e.status, e.error]), [[200, null], [200, null]])

@@ -112,8 +112,11 @@ export async function endOf (s: Setup, url: string): Promise<RequestEndEvent | u
 
 export interface Upload { status: number, json: { pid: number, body_len: number, body_sha256: string } | null }
 
-/** POST `total` pattern bytes (Content-Length or chunked), writing with backpressure. */
-export function upload (port: number, path: string, total: number, chunked: boolean, sha: ReturnType<typeof createHash>): Promise<Upload> {
+/**
+ * POST `total` pattern bytes (Content-Length or chunked), writing with backpressure; `pause`: stop
+ * sending for `ms` once `after` bytes went (the stimulus: a client that pauses in its upload).
+ */
+export function upload (port: number, path: string, total: number, chunked: boolean, sha: ReturnType<typeof createHash>, pause?: { after: number, ms: number }): Promise<Upload> {
   return new Promise((resolve, reject) => {
     const headers = chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(total) }
     const req = request({ port, host: '127.0.0.1', method: 'POST', path, agent: false, headers }, (res) => {
@@ -126,8 +129,14 @@ export function upload (port: number, path: string, total: number, chunked: bool
     req.on('error', reject)
     let i = 0
     let sent = 0
+    let paused = false
     const pump = (): void => {
       while (sent < total) {
+        if (pause !== undefined && !paused && sent >= pause.after) {
+          paused = true
+          void waitFor(() => false, pause.ms, 100).then(pump)
+          return
+        }
         const b = block(i++, Math.min(BLOCK, total - sent))
         sha.update(b)
         sent += b.length
