@@ -6,8 +6,9 @@
  * streamed to an HTTP backend and for one spooled for a CGI script.
  */
 import t, { type Test } from 'tap'
-import { connect, type Socket } from 'node:net'
+import { type Socket } from 'node:net'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
+import { Raw } from '../helpers/raw-client.js'
 import { backend, get, proxyServer } from '../helpers/servers.js'
 import { cgiProxy, tempDir, writeScripts } from '../cgi/harness.js'
 
@@ -17,20 +18,14 @@ interface Drip { socket: Socket, raw: () => string, closed: () => boolean, stop:
 
 /** Send `head`, then the bytes of `body` one at a time every `everyMs` until stop(). */
 function drip (port: number, head: string, body: Buffer, everyMs: number): Drip {
-  const socket = connect({ host: '127.0.0.1', port })
-  let raw = ''
-  let closed = false
-  socket.on('error', () => {})
-  socket.on('data', (d: Buffer) => { raw += d.toString('latin1') })
-  socket.on('close', () => { closed = true })
-  socket.write(head)
+  const c = new Raw(port, head)
   let i = 0
   const timer = setInterval(() => {
-    if (closed || i >= body.length) { clearInterval(timer); return }
-    socket.write(body.subarray(i, i + 1))
+    if (c.closed || i >= body.length) { clearInterval(timer); return }
+    c.socket.write(body.subarray(i, i + 1))
     i++
   }, everyMs)
-  return { socket, raw: () => raw, closed: () => closed, stop: () => clearInterval(timer) }
+  return { socket: c.socket, raw: () => c.raw, closed: () => c.closed, stop: () => clearInterval(timer) }
 }
 
 const spoolFds = (): number => [...openFds().values()].filter((p) => p.includes('proxycore-spool-')).length

@@ -12,7 +12,7 @@
  */
 import t, { type Test } from 'tap'
 import { createServer } from 'node:http'
-import { connect, type Socket } from 'node:net'
+import { connect } from 'node:net'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SpawnManager } from '../../src/spawn/manager.js'
@@ -20,6 +20,7 @@ import type { RouteConfig } from '../../src/config/schema.js'
 import type { BackendSource, ProcessStarter, SourceEndpoint } from '../../src/core/types.js'
 import { createProxy, type Proxy } from '../../src/index.js'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
+import { Raw } from '../helpers/raw-client.js'
 import { backend, closeServer, get, listen, proxyServer } from '../helpers/servers.js'
 import { captureLogger, tempDir, writeScripts, type LogLine } from '../cgi/harness.js'
 import { PHP_FPM, havePeer, startPhpFpm } from '../fastcgi/helpers/peers.js'
@@ -40,24 +41,19 @@ interface Trickle { raw: () => string, closed: () => boolean, sent: () => number
  * `chunked`, every write is one chunk, and the last chunk follows the body.
  */
 function trickle (port: number, head: string, body: Buffer, perSecond: number, chunked = false, burst = 0, gate: Promise<void> = Promise.resolve()): Trickle {
-  const socket: Socket = connect({ host: '127.0.0.1', port })
-  let raw = ''
-  let closed = false
-  socket.on('error', () => {})
-  socket.on('data', (d: Buffer) => { raw += d.toString('latin1') })
-  socket.on('close', () => { closed = true })
-  socket.write(head)
+  const c = new Raw(port, head)
+  const socket = c.socket
   // Once `gate` resolved, `burst` bytes at once (a body big enough to be spooled to disk), then the trickle.
   let sent = 0
   let started = Infinity
   void gate.then(() => {
     started = Date.now()
-    if (burst === 0 || closed) return
+    if (burst === 0 || c.closed) return
     sent = burst
     socket.write(chunked ? `${burst.toString(16)}\r\n${body.toString('latin1', 0, burst)}\r\n` : body.subarray(0, burst))
   })
   const timer = setInterval(() => {
-    if (closed || sent >= body.length) { clearInterval(timer); return }
+    if (c.closed || sent >= body.length) { clearInterval(timer); return }
     if (started === Infinity) return
     const due = Math.min(body.length, burst + Math.floor((Date.now() - started) * perSecond / 1000))
     if (due <= sent) return
@@ -67,7 +63,7 @@ function trickle (port: number, head: string, body: Buffer, perSecond: number, c
     else socket.write(part)
   }, 25)
   const stop = (): void => { clearInterval(timer); socket.destroy() }
-  return { raw: () => raw, closed: () => closed, sent: () => sent, stop }
+  return { raw: () => c.raw, closed: () => c.closed, sent: () => sent, stop }
 }
 
 function headFor (path: string, length: number | 'chunked'): string {
