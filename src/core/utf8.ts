@@ -29,4 +29,14 @@ export class Utf8Carry {
     this.held = cut > 0 && !last ? Buffer.from(whole.subarray(whole.length - cut)) : null
     return cut > 0 ? whole.subarray(0, whole.length - cut) : whole
   }
+
+  /**
+   * The stream ended: the bytes still held (an incomplete character no next chunk will finish; at
+   * most 3, empty when none), handed back rather than dropped. The carry is empty afterwards.
+   */
+  end (): Buffer {
+    const held = this.held ?? Buffer.alloc(0)
+    this.held = null
+    return held
+  }
 }

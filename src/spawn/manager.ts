@@ -68,7 +68,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     if (this.entries.has(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: defined twice`)
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: name must match [A-Za-z0-9_.-]+`)
     const resolved = resolveSpec(name, spec)
-    const output = new OutputSink(name, this.opts.log, (stream, chunk, pid) => this.emit('stderr', { spawn: name, pid, stream, chunk }))
+    const output = new OutputSink(name, this.opts.log, (stream, chunk, pid) => this.emit('stderr', { spawn: name, pid, stream, chunk }),
+      (stream, pid) => this.emit('output-end', { spawn: name, pid, stream }))
     const plan = (extraEnv: Record<string, string>): LaunchPlan => {
       this.launcher.recheckProgram(resolved)
       return this.launcher.plan(resolved, resolved.argv, childEnvironment(resolved, extraEnv), resolved.cwd)

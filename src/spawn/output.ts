@@ -4,12 +4,19 @@
  * The pipes are always read (flowing mode), so a chatty child never blocks on a full pipe; what
  * the disk cannot take fast enough is dropped and counted instead of queued, so a flood cannot
  * grow the host's memory without bound.
+ *
+ * The processes of a spawn share its file, chunk by chunk. A UTF-8 character a pipe read cut in
+ * two is held (per process and stream, at most 3 bytes) until that stream's next chunk, so another
+ * process's output never lands between its halves; when the pipe ends first, the held bytes are
+ * written as they are (the file has every byte the program wrote) and the end is reported, so the
+ * log without a file (`logOutput`) can flush its decoder too.
  */
 import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import type { Logger } from '../core/types.js'
+import { Utf8Carry } from '../core/utf8.js'
 import type { LogOptions, SpawnEvents } from './types.js'
 
 export const LOG_DEFAULTS = { maxSize: 10 * 1024 * 1024, keep: 3, maxBuffered: 1024 * 1024 } as const
@@ -22,6 +29,8 @@ function fileSize (file: string): number {
 }
 
 export type OutputListener = (stream: 'stdout' | 'stderr', chunk: Buffer, pid: number) => void
+/** A process's stdout or stderr ended (after its last chunk), or was cut off. */
+export type OutputEndListener = (stream: 'stdout' | 'stderr', pid: number) => void
 
 export class OutputSink {
   /** Bytes dropped because the file writer was more than `maxBuffered` behind. */
@@ -31,6 +40,9 @@ export class OutputSink {
   private readonly keep: number
   private readonly maxBuffered: number
   private readonly listener: OutputListener
+  private readonly onEnd: OutputEndListener
+  /** The incomplete character each process's stream ended its last chunk with (file only). */
+  private readonly carries = new Map<string, Utf8Carry>()
   private stream: WriteStream | null = null
   private size = 0
   private readonly closing = new Set<Promise<void>>()
@@ -40,12 +52,13 @@ export class OutputSink {
   /** When the log file last failed (Date.now()); 0 = never. */
   private failedAt = 0
 
-  constructor (name: string, opts: LogOptions | undefined, listener: OutputListener) {
+  constructor (name: string, opts: LogOptions | undefined, listener: OutputListener, onEnd: OutputEndListener = () => {}) {
     this.file = opts?.dir === undefined ? null : join(opts.dir, `${name}.log`)
     this.maxSize = opts?.maxSize ?? LOG_DEFAULTS.maxSize
     this.keep = opts?.keep ?? LOG_DEFAULTS.keep
     this.maxBuffered = opts?.maxBuffered ?? LOG_DEFAULTS.maxBuffered
     this.listener = listener
+    this.onEnd = onEnd
   }
 
   /** Read a child's pipe until it ends. */
@@ -53,10 +66,33 @@ export class OutputSink {
     if (readable === null) return
     readable.on('data', (chunk: Buffer) => this.write(stream, chunk, pid))
     readable.on('error', () => { /* the child went away; its exit is reported elsewhere */ })
+    // 'close' comes after the last 'data', whether the pipe ended or was cut off (releaseOutput).
+    readable.once('close', () => this.ended(stream, pid))
   }
 
   write (stream: 'stdout' | 'stderr', chunk: Buffer, pid: number): void {
     this.listener(stream, chunk, pid)
+    if (this.file === null) return
+    const key = `${pid}:${stream}`
+    let carry = this.carries.get(key)
+    if (carry === undefined) { carry = new Utf8Carry(); this.carries.set(key, carry) }
+    const bytes = carry.take(chunk, false)
+    if (bytes.length > 0) this.toFile(bytes)
+  }
+
+  /** A process's pipe ended: what its carry held goes to the file as written, then the end is told. */
+  private ended (stream: 'stdout' | 'stderr', pid: number): void {
+    const key = `${pid}:${stream}`
+    const carry = this.carries.get(key)
+    if (carry !== undefined) {
+      this.carries.delete(key)
+      const rest = carry.end()
+      if (rest.length > 0) this.toFile(rest)
+    }
+    this.onEnd(stream, pid)
+  }
+
+  private toFile (chunk: Buffer): void {
     if (this.file === null) return
     // Closed (a program that left its group, setsid, may still write), or the file failed a moment
     // ago (its directory gone, disk full): drop and count rather than open a file per chunk.
@@ -124,6 +160,13 @@ export class OutputSink {
 
   /** Flush and close the file (no fd stays open after the manager closes). */
   async close (): Promise<void> {
+    // Pipes still open (a process that left its group) or not yet reported closed: their held
+    // bytes are written now, not dropped with the file.
+    for (const carry of this.carries.values()) {
+      const rest = carry.end()
+      if (rest.length > 0) this.toFile(rest)
+    }
+    this.carries.clear()
     this.closed = true
     this.endStream()
     await Promise.all([...this.closing])
@@ -134,7 +177,9 @@ export class OutputSink {
  * Output chunks as text, per process and stream, for logging them chunk by chunk. A pipe splits
  * output wherever a write (or the 64 KiB pipe buffer) ends, so a UTF-8 character can straddle two
  * chunks; decoded alone, each half became U+FFFD. The incomplete tail is held for that stream's
- * next chunk; `end(pid)` forgets a process's decoders once it exited.
+ * next chunk; `end(pid, stream)` at the end of the pipe hands back what is still held, as U+FFFD
+ * (a character the program never finished, shown as invalid bytes are everywhere else it is
+ * decoded), and forgets the decoder.
  */
 export class OutputText {
   /** node's StringDecoder holds an incomplete character's bytes until the next write. */
@@ -147,28 +192,37 @@ export class OutputText {
     return d.write(chunk)
   }
 
-  end (pid: number): void {
-    this.decoders.delete(`${pid}:stdout`)
-    this.decoders.delete(`${pid}:stderr`)
+  /** The stream (both, without `stream`) ended: the text still held (U+FFFD per incomplete character; usually ''). */
+  end (pid: number, stream?: 'stdout' | 'stderr'): string {
+    let rest = ''
+    for (const s of stream === undefined ? ['stdout', 'stderr'] as const : [stream]) {
+      const key = `${pid}:${s}`
+      rest += this.decoders.get(key)?.end() ?? ''
+      this.decoders.delete(key)
+    }
+    return rest
   }
 }
 
 /** The events `logOutput` follows (a SpawnManager's). */
 interface OutputEvents {
   on (event: 'stderr', fn: (e: SpawnEvents['stderr'][0]) => void): unknown
-  on (event: 'exit', fn: (e: SpawnEvents['exit'][0]) => void): unknown
+  on (event: 'output-end', fn: (e: SpawnEvents['output-end'][0]) => void): unknown
 }
 
 /**
  * Without a logDir: children's output goes to the host's log, one line per chunk (never mixed
  * into the host's own), decoded per process and stream so a character split between two chunks is
- * logged whole; whitespace-only chunks are skipped.
+ * logged whole; whitespace-only chunks are skipped. A character still incomplete when its pipe ends
+ * (the program exited in the middle of it) is logged as U+FFFD, in an entry of its own.
  */
 export function logOutput (manager: OutputEvents, log: Pick<Logger, 'info'>): void {
   const text = new OutputText()
-  manager.on('stderr', (e) => {
-    const line = text.text(e.pid, e.stream, e.chunk).trimEnd()
+  const entry = (e: { spawn: string, pid: number, stream: 'stdout' | 'stderr' }, s: string): void => {
+    const line = s.trimEnd()
     if (line !== '') log.info({ spawn: e.spawn, pid: e.pid, stream: e.stream }, line)
-  })
-  manager.on('exit', (e) => { text.end(e.pid) })
+  }
+  manager.on('stderr', (e) => entry(e, text.text(e.pid, e.stream, e.chunk)))
+  // Per pipe, not at the process's exit: output can still arrive after the exit is reported.
+  manager.on('output-end', (e) => entry(e, text.end(e.pid, e.stream)))
 }

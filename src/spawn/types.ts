@@ -208,6 +208,37 @@ export interface ProcessStatus {
   readonly rssBytes: number | null
 }
 
+/**
+ * The last crash of a spawn's processes (an unexpected exit, a failed start or health check), kept
+ * after the process is reaped: while its restart waits out the backoff, and in FAILED, it is what
+ * tells why.
+ */
+export interface CrashInfo extends ExitInfo {
+  /** Endpoint id (`name#seq`) of the process that crashed. */
+  readonly id: string
+  /** null when it never ran (exec failed). */
+  readonly pid: number | null
+  /** Why its start failed (exec error, not connectable within startTimeout); null for a crash. */
+  readonly error: string | null
+}
+
+/** A slot whose next start waits out the restart backoff. */
+export interface PendingRestart {
+  /** The slot's configured address (its next process may be given another, see group.ts). */
+  readonly address: string
+  /**
+   * restart: the slot has no process (a crash or failed start). successor: a recycle's successor
+   * failed to start and is retried; its predecessor serves on meanwhile.
+   */
+  readonly kind: 'restart' | 'successor'
+  /** Crash restarts of this slot so far, the one waiting included. */
+  readonly restarts: number
+  /** How the slot's last process ended. */
+  readonly lastExit: ExitInfo | null
+  /** Epoch ms (clock.now()) the next start is due. */
+  readonly at: number
+}
+
 export interface SpawnStatus {
   readonly name: string
   readonly state: SpawnState
@@ -229,6 +260,18 @@ export interface SpawnStatus {
   readonly maxProcs?: number
   /** Recycle limit per process; 0 = unlimited. Absent for pipe spawns. */
   readonly maxRequests?: number
+  /**
+   * Processes wanted now: one per active slot (minProcs, or more scaled up on load), whatever
+   * its process is doing (starting, ready, crashed and waiting for its restart). A recycle's
+   * successor takes its predecessor's place and is not counted. Absent for pipe spawns.
+   */
+  readonly wanted?: number
+  /** Crash restarts over all its slots (kept through FAILED and clear()). Absent for pipe spawns. */
+  readonly restarts?: number
+  /** The last crash; null when none. Absent for pipe spawns. */
+  readonly lastCrash?: CrashInfo | null
+  /** Slots waiting out a restart backoff, soonest first. Absent for pipe spawns. */
+  readonly pendingRestarts?: readonly PendingRestart[]
 }
 
 /** Timers and time, injectable so tests of backoff finish in milliseconds. */
@@ -277,6 +320,8 @@ export interface SpawnEvents {
   failed: [{ spawn: string, reason: string }]
   recycle: [{ spawn: string, id: string, requests: number }]
   stderr: [{ spawn: string, pid: number, stream: 'stdout' | 'stderr', chunk: Buffer }]
+  /** A process's stdout or stderr pipe ended (or was cut off): no more 'stderr' events for it. */
+  'output-end': [{ spawn: string, pid: number, stream: 'stdout' | 'stderr' }]
 }
 
 /** An Error with a stable `code` (the core maps ERR_SPAWN_* to 503). */

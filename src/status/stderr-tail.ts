@@ -68,15 +68,35 @@ export class StderrTail {
     this.detach()
     this.view = view
     view.on('stderr', this.onStderr)
+    view.on('output-end', this.onOutputEnd)
   }
 
   detach (): void {
     this.view?.off('stderr', this.onStderr)
+    this.view?.off('output-end', this.onOutputEnd)
     this.view = null
   }
 
   private readonly onStderr = (e: SpawnEvents['stderr'][0]): void => {
     if (e.stream === 'stderr') this.push(e.spawn, e.chunk)
+  }
+
+  private readonly onOutputEnd = (e: SpawnEvents['output-end'][0]): void => {
+    if (e.stream === 'stderr') this.end(e.spawn)
+  }
+
+  /**
+   * A process of `spawn` closed its stderr (it exited): its last line ends there, newline or not,
+   * so the next process's output (a crash loop's next run) is not glued onto it. A character it
+   * left incomplete shows as U+FFFD. (Lines are kept per spawn: a process that ends while another
+   * of the spawn is in the middle of a line ends that line too.)
+   */
+  end (spawn: string): void {
+    const ring = this.rings.get(spawn)
+    if (ring === undefined || (ring.partial.length === 0 && !ring.cut)) return
+    this.add(ring, ring.partial, ring.cut)
+    ring.partial = Buffer.alloc(0)
+    ring.cut = false
   }
 
   push (spawn: string, chunk: Buffer): void {
