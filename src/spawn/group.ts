@@ -14,9 +14,9 @@
  *     ports other services expect; the kernel's choice cannot collide. `list()` reports it.
  */
 import { EventEmitter } from 'node:events'
-import type { Clock, ExitInfo, ProcessStatusState, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
+import type { Clock, CrashInfo, ExitInfo, PendingRestart, ProcessStatusState, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
 import { spawnError } from './types.js'
-import type { ResolvedSpec } from './spec.js'
+import { formatAddress, type ResolvedSpec } from './spec.js'
 import { SpawnedProcess, type LaunchPlan } from './process.js'
 import { RestartPolicy } from './backoff.js'
 import { HealthMonitor, type CommandPlanner } from './health.js'
@@ -46,6 +46,8 @@ interface Slot {
   lastExit: ExitInfo | null
   /** Timer of the slot's next start after a failure: a crash restart or a successor's retry. */
   backoff: unknown
+  /** When `backoff` fires (clock.now() ms); meaningful only while `backoff` is set. */
+  backoffAt: number
 }
 
 export interface GroupContext {
@@ -78,6 +80,8 @@ export class SpawnGroup {
   private ready: Array<{ id: string, address: string }> = []
   private seq = 0
   private failed: string | null = null
+  /** The last crash (or failed start) of any of its processes, kept after the process is reaped. */
+  private lastCrash: CrashInfo | null = null
   private waitingFor: string | null = null
   private closing = false
   private closed = false
@@ -217,7 +221,7 @@ export class SpawnGroup {
     if (this.activeSlots(addrIndex).length >= this.spec.maxProcs) return false
     let slot = this.slots.find((s) => s.addrIndex === addrIndex && !s.active && s.current === null && s.successor === null)
     if (slot === undefined) {
-      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, successor: null, successorFailed: false, restarts: 0, lastExit: null, backoff: null }
+      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, successor: null, successorFailed: false, restarts: 0, lastExit: null, backoff: null, backoffAt: 0 }
       this.slots.push(slot)
     }
     slot.active = true
@@ -334,6 +338,7 @@ export class SpawnGroup {
     this.health?.unwatch(p)
     // A start that timed out was stopped by us, yet it is a failed start for the backoff.
     const crashed = !expected || this.unhealthy.has(p) || p.startError !== null
+    if (crashed) this.lastCrash = { ...info, id: p.id, pid: p.pid, error: p.startError?.message ?? null }
     if (p.pid !== null) {
       this.ctx.events.emit('exit', { spawn: this.name, id: p.id, pid: p.pid, code: info.code, signal: info.signal, expected: !crashed })
     }
@@ -398,6 +403,7 @@ export class SpawnGroup {
   private scheduleStart (slot: Slot, p: SpawnedProcess, delay: number): void {
     slot.restarts++
     this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay, restarts: slot.restarts })
+    slot.backoffAt = this.ctx.clock.now() + delay
     slot.backoff = this.ctx.clock.setTimeout(() => {
       slot.backoff = null
       if (!slot.active || this.closing || this.failed !== null) return
@@ -582,6 +588,16 @@ export class SpawnGroup {
 
   status (pipeChildren: number): SpawnStatus {
     const now = this.ctx.clock.now()
+    // A crashed process is reaped before its restart is due: what the slot waits for is told here,
+    // not by a process entry (there is none until the next one is started).
+    const pendingRestarts: PendingRestart[] = this.slots.filter((s) => s.backoff !== null).map((s) => ({
+      address: formatAddress(this.spec.addresses[s.addrIndex]),
+      kind: s.current === null ? 'restart' : 'successor',
+      restarts: s.restarts,
+      lastExit: s.lastExit,
+      at: s.backoffAt,
+    }))
+    pendingRestarts.sort((a, b) => a.at - b.at)
     return {
       name: this.name,
       state: this.state,
@@ -609,6 +625,10 @@ export class SpawnGroup {
       droppedOutputBytes: this.ctx.output.dropped,
       maxProcs: this.spec.maxProcs * this.spec.addresses.length,
       maxRequests: this.spec.maxRequests,
+      wanted: this.slots.filter((s) => s.active).length,
+      restarts: this.slots.reduce((n, s) => n + s.restarts, 0),
+      lastCrash: this.lastCrash,
+      pendingRestarts,
     }
   }
 }

@@ -2,7 +2,8 @@
 export { createStatus, STATUS_DEFAULTS, type StatusHandler, type StatusOptions } from './handler.js'
 export {
   collectStatus, STATUS_SCHEMA_VERSION,
-  type BackendReport, type CollectOptions, type ProcessReport, type RouteReport, type SpawnReport, type SpawnStatusLike,
+  type BackendReport, type CollectOptions, type CrashReport, type ExitReport, type PendingRestartReport, type ProcessReport,
+  type RouteReport, type SpawnReport, type SpawnStatusLike,
   type SpawnView, type StatusSnapshot, type StatusTarget,
 } from './model.js'
 export { createMetrics, type Metrics } from './metrics.js'

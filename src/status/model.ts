@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs'
 import type { CompiledRoute } from '../core/route.js'
 import type { ProxyEvents } from '../core/events.js'
 import { StaticSource } from '../core/pool.js'
-import type { ProcessStatus, SpawnEvents, SpawnStatus } from '../spawn/types.js'
+import type { ExitInfo, ProcessStatus, SpawnEvents, SpawnStatus } from '../spawn/types.js'
 import type { StderrTail } from './stderr-tail.js'
 
 export const STATUS_SCHEMA_VERSION = 1
@@ -104,6 +104,15 @@ export interface SpawnReport {
   held: number
   /** maxProcs over all addresses; null for pipe spawns, or when the manager does not report it. */
   max: number | null
+  /**
+   * Processes wanted now (one per active slot: minProcs, or more scaled up on load), however many
+   * run for them (a recycle's successor is not counted); null when the manager does not report it.
+   */
+  wanted: number | null
+  /**
+   * ready / wanted × 100: the share of the wanted processes that can take requests (0.1
+   * precision); null for a pipe spawn. See docs/reference/status.md.
+   */
   availPercent: number | null
   pipeChildren: number
   /** Pipe (CGI) spawns: 'fork-server' or 'direct'; null for socket spawns. */
@@ -112,8 +121,41 @@ export interface SpawnReport {
   forkServer: 'compiled' | 'perl' | null
   droppedOutputBytes: number
   processes: ProcessReport[]
+  /** Crash restarts over all its slots (0 for pipe spawns). */
+  restarts: number
+  /**
+   * The last crash (unexpected exit, failed start or health check) of any of its processes, kept
+   * after the process is gone: in `backoff` and `failed` it tells why. null when none.
+   */
+  lastCrash: CrashReport | null
+  /** When the soonest pending restart is due (ISO 8601); null when none is pending. */
+  nextRestartAt: string | null
+  /** Slots waiting out a restart backoff, soonest first. */
+  pendingRestarts: PendingRestartReport[]
   /** Last lines the spawn wrote to stderr (bounded). */
   stderrTail: string[]
+}
+
+export interface ExitReport { code: number | null, signal: string | null, at: string }
+
+export interface CrashReport extends ExitReport {
+  /** The process that crashed (`name#seq`), and its pid (null: it never ran, exec failed). */
+  id: string
+  pid: number | null
+  /** Why its start failed (exec error, not connectable in time); null for a crash. */
+  error: string | null
+}
+
+export interface PendingRestartReport {
+  /** The slot's configured address. */
+  address: string
+  /** restart: the slot has no process. successor: a recycle's successor is retried, its predecessor serves. */
+  kind: 'restart' | 'successor'
+  restarts: number
+  lastExit: ExitReport | null
+  /** When the start is due (ISO 8601), and in how many seconds from `generatedAt` (0.1 precision, ≥ 0). */
+  at: string
+  inSeconds: number
 }
 
 export interface ProcessReport {
@@ -127,7 +169,7 @@ export interface ProcessReport {
   inflight: number
   uptimeSeconds: number
   restarts: number
-  lastExit: { code: number | null, signal: string | null, at: string } | null
+  lastExit: ExitReport | null
   cpuSeconds: number | null
   rssBytes: number | null
   /** Real uid/gid the process runs as (from /proc), null when unreadable. */
@@ -149,7 +191,7 @@ const percent = (a: number, b: number): number | null => (b > 0 ? round1((a / b)
 export function collectStatus (proxy: StatusTarget, opts: CollectOptions = {}): StatusSnapshot {
   const now = (opts.now ?? Date.now)()
   const spawnStatus = proxy.spawns?.status() ?? []
-  const spawns = spawnStatus.map((s) => spawnReport(s, opts.stderr))
+  const spawns = spawnStatus.map((s) => spawnReport(s, opts.stderr, now))
   const byName = new Map(spawns.map((s) => [s.name, s]))
   return {
     schema: STATUS_SCHEMA_VERSION,
@@ -177,10 +219,10 @@ function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>
   }))
   const usable = pool.backends.filter((b) => b.state === 'up').length
   const available = sp !== undefined ? sp.ready : usable
-  // A spawn's availability is the health of what runs (ready over alive), not its headroom: an
-  // idle pool below maxProcs is not "less available", it grows on demand. A recycle's successor
-  // on standby is a spare, not capacity: it takes its predecessor's place at the swap.
-  const capacity = sp !== undefined ? Math.max(sp.alive - sp.standby, 1) : pool.backends.length
+  // A spawn's availability is the share of the processes it wants that can take requests, not its
+  // headroom: an idle pool below maxProcs is not "less available", it grows on demand; a recycle's
+  // successor (booting or on standby) takes its predecessor's place and is no process more.
+  const capacity = sp !== undefined ? spawnCapacity(sp.ready, sp.alive, sp.standby, sp.wanted) : pool.backends.length
   const st = r.stats
   let observed = 0
   for (const n of st.latency) observed += n
@@ -206,12 +248,35 @@ function routeReport (r: CompiledRoute, spawns: ReadonlyMap<string, SpawnReport>
   }
 }
 
-function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnReport {
+const exitReport = (e: ExitInfo | null): ExitReport | null => (e === null ? null : { code: e.code, signal: e.signal, at: new Date(e.at).toISOString() })
+
+/**
+ * The denominator of a spawn's availability: the processes it wants (one per active slot). A
+ * recycle's successor, booting or on standby, and a retired predecessor still being stopped are no
+ * wanted process more, so they do not lower it; a slot whose process crashed and waits for its
+ * restart is still wanted and counts. At least `ready` and at least 1. A manager that does not
+ * report `wanted`: the processes alive but a successor on standby, as before.
+ */
+export function spawnCapacity (ready: number, alive: number, standby: number, wanted: number | null): number {
+  return Math.max(wanted ?? alive - standby, ready, 1)
+}
+
+function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined, now: number): SpawnReport {
   const alive = s.processes.filter((p) => p.state !== 'exited')
   // Only `ready` is in rotation: standby and held processes are up but take no requests.
   const ready = alive.filter((p) => p.state === 'ready')
   const standby = alive.filter((p) => p.state === 'standby').length
   const max = typeof s.maxProcs === 'number' ? s.maxProcs : null
+  const wanted = typeof s.wanted === 'number' ? s.wanted : null
+  const pending = (s.pendingRestarts ?? []).map((r): PendingRestartReport => ({
+    address: r.address,
+    kind: r.kind,
+    restarts: r.restarts,
+    lastExit: exitReport(r.lastExit),
+    at: new Date(r.at).toISOString(),
+    inSeconds: Math.max(0, round1((r.at - now) / 1000)),
+  }))
+  const crash = s.lastCrash ?? null
   return {
     name: s.name,
     state: s.state,
@@ -223,14 +288,18 @@ function spawnReport (s: SpawnStatusLike, tail: StderrTail | undefined): SpawnRe
     standby,
     held: alive.filter((p) => p.state === 'held').length,
     max,
-    // A pipe (CGI) spawn keeps no processes to be available: a child per request. A successor on
-    // standby is a spare (it replaces its predecessor at the swap), not a process that is down.
-    availPercent: s.launcher == null ? percent(ready.length, Math.max(alive.length - standby, 1)) : null,
+    wanted,
+    // A pipe (CGI) spawn keeps no processes to be available: a child per request.
+    availPercent: s.launcher == null ? percent(ready.length, spawnCapacity(ready.length, alive.length, standby, wanted)) : null,
     pipeChildren: s.pipeChildren,
     launcher: s.launcher ?? null,
     forkServer: s.forkServer ?? null,
     droppedOutputBytes: s.droppedOutputBytes,
     processes: s.processes.map((p) => processReport(p, typeof s.maxRequests === 'number' ? s.maxRequests : null)),
+    restarts: s.restarts ?? s.processes.reduce((n, p) => Math.max(n, p.restarts), 0),
+    lastCrash: crash === null ? null : { ...(exitReport(crash) as ExitReport), id: crash.id, pid: crash.pid, error: crash.error },
+    nextRestartAt: pending.length === 0 ? null : pending.reduce((a, b) => (Date.parse(b.at) < Date.parse(a.at) ? b : a)).at,
+    pendingRestarts: pending,
     stderrTail: [...(s.stderrTail ?? tail?.lines(s.name) ?? [])],
   }
 }
@@ -247,7 +316,7 @@ function processReport (p: ProcessStatus, maxRequests: number | null): ProcessRe
     inflight: p.inflight,
     uptimeSeconds: round1(p.uptime / 1000),
     restarts: p.restarts,
-    lastExit: p.lastExit === null ? null : { code: p.lastExit.code, signal: p.lastExit.signal, at: new Date(p.lastExit.at).toISOString() },
+    lastExit: exitReport(p.lastExit),
     cpuSeconds: p.cpuMs === null ? null : p.cpuMs / 1000,
     rssBytes: p.rssBytes,
     uid: who?.uid ?? null,

@@ -40,6 +40,7 @@ section.spawn.failed{border:2px solid var(--bad);box-shadow:0 0 0 4px #fbe0e0}se
 section.spawn.failed .badge.bad{font-size:13px;padding:2px 12px;animation:pulse 1.6s ease-in-out infinite}
 @keyframes pulse{50%{opacity:.6}}
 p.reason{margin:0;padding:8px 14px;color:var(--bad);font-weight:600;border-top:1px solid var(--line)}
+p.crash{margin:0;padding:8px 14px;color:var(--warn);border-top:1px solid var(--line)}tr.pending td{color:var(--mute)}
 details{padding:6px 14px}summary{cursor:pointer;color:var(--mute);font-size:12px}
 pre{background:#1d2330;color:#e8ebf1;padding:10px 12px;border-radius:6px;overflow:auto;max-height:260px;font:12px/1.4 ui-monospace,Menlo,monospace}
 `

@@ -88,12 +88,24 @@ export function renderStatusBody (s: StatusSnapshot): string {
       (sp.launcher === null
         ? '<span class="meta">alive <b>' + num(sp.alive) + '</b> · ready <b>' + num(sp.ready) + '</b> · idle <b>' + num(sp.idle) +
           '</b>' + (sp.standby > 0 ? ' · standby <b>' + num(sp.standby) + '</b>' : '') + (sp.held > 0 ? ' · held <b>' + num(sp.held) + '</b>' : '') +
-          ' · max <b>' + num(sp.max) + '</b></span>' + avail(sp.availPercent, sp.ready, Math.max(sp.alive - sp.standby, 1))
+          ' · max <b>' + num(sp.max) + '</b></span>' +
+          // The denominator of availPercent (model.ts spawnCapacity): the processes wanted.
+          avail(sp.availPercent, sp.ready, Math.max(sp.wanted === null ? sp.alive - sp.standby : sp.wanted, sp.ready, 1))
         // A pipe (CGI) spawn: a child per request, started by a fork server or Node's spawn().
         : '<span class="meta">CGI children <b>' + num(sp.pipeChildren) + '</b> · started by <b>' +
           (sp.forkServer === null ? 'Node\'s spawn()' : esc(sp.forkServer) + ' fork server') + '</b></span>') + '</header>'
     if (sp.reason !== null) html += '<p class="reason">' + esc(sp.reason) + '</p>'
-    if (sp.processes.length > 0) {
+    // Why it is down, when its crashed process is gone (reaped): in backoff, FAILED, or while a
+    // restart is pending or a restarted process boots.
+    const next = sp.pendingRestarts.length > 0 ? sp.pendingRestarts[0] : null
+    if (sp.lastCrash !== null && (sp.state !== 'running' || next !== null)) {
+      const c = sp.lastCrash
+      html += '<p class="crash">last crash: <code>' + esc(c.id) + '</code>' + (c.pid !== null ? ' (pid ' + esc(c.pid) + ')' : '') +
+        (c.error !== null ? ' did not start: ' + esc(c.error) : c.signal !== null ? ' killed by ' + esc(c.signal) : ' exited with code ' + esc(c.code)) +
+        ' at <time datetime="' + esc(c.at) + '">' + esc(c.at) + '</time> · ' + num(sp.restarts) + (sp.restarts === 1 ? ' restart' : ' restarts') +
+        (next !== null ? ' · next start in ' + esc(next.inSeconds) + ' s (<time datetime="' + esc(next.at) + '">' + esc(next.at) + '</time>)' : '') + '</p>'
+    }
+    if (sp.processes.length > 0 || sp.pendingRestarts.length > 0) {
       html += '<table class="grid"><thead><tr><th class="n">PID</th><th>State</th><th>Address</th><th class="n">Requests</th>' +
         '<th class="n">In flight</th><th class="n">Uptime</th><th class="n">Restarts</th><th>Last exit</th>' +
         '<th class="n">CPU</th><th class="n">RSS</th><th class="n">uid:gid</th></tr></thead><tbody>'
@@ -105,6 +117,13 @@ export function renderStatusBody (s: StatusSnapshot): string {
           '<td class="n' + (p.restarts > 0 ? ' hot' : '') + '">' + num(p.restarts) + '</td><td>' + exit(p.lastExit) + '</td>' +
           '<td class="n">' + (p.cpuSeconds === null ? '–' : esc(p.cpuSeconds.toFixed(2)) + ' s') + '</td>' +
           '<td class="n">' + bytes(p.rssBytes) + '</td><td class="n">' + (p.uid === null ? '–' : esc(p.uid) + ':' + esc(p.gid)) + '</td></tr>'
+      }
+      // A slot whose process crashed and was reaped: a row of its own until the restart is due.
+      for (const r of sp.pendingRestarts) {
+        html += '<tr class="pending"><td class="n">–</td><td>' + badge('backoff') + '</td><td><code>' + esc(r.address) + '</code>' +
+          (r.kind === 'successor' ? ' <small>recycle successor</small>' : '') + '</td>' +
+          '<td class="n" colspan="3">start in ' + esc(r.inSeconds) + ' s</td>' +
+          '<td class="n hot">' + num(r.restarts) + '</td><td>' + exit(r.lastExit) + '</td><td colspan="3"></td></tr>'
       }
       html += '</tbody></table>'
     }
