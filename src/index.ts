@@ -6,12 +6,14 @@ import { httpAdapter } from './protocols/http/index.js'
 import { fastcgiAdapter } from './protocols/fastcgi/index.js'
 import { scgiAdapter } from './protocols/scgi/index.js'
 import { cgiAdapter } from './protocols/cgi/index.js'
+import { staticAdapter } from './protocols/static/index.js'
 
 // Built-in adapters register here, never from the core (the core imports no protocol).
 registerAdapter(httpAdapter)
 registerAdapter(fastcgiAdapter)
 registerAdapter(scgiAdapter)
 registerAdapter(cgiAdapter)
+registerAdapter(staticAdapter)
 
 export { createProxy, type CreateProxyOptions, type Proxy } from './proxy.js'
 export type { GcFunction } from './core/scavenge.js'
@@ -36,7 +38,7 @@ export { loadConfig, loadConfigOrThrow, type LoadOptions, type LoadResult } from
 export { parseEndpoint } from './core/endpoint.js'
 export { silentLogger } from './logger.js'
 export { VERSION } from './version.js'
-export { httpAdapter, fastcgiAdapter, scgiAdapter, cgiAdapter }
+export { httpAdapter, fastcgiAdapter, scgiAdapter, cgiAdapter, staticAdapter }
 export type {
   AdapterCapabilities, BackendClient, BackendSource, ClientContext, ClientInfo, Endpoint, Exchange, FlowControl,
   Logger, ProcessStarter, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo, SourceEndpoint, UpgradeHandler,

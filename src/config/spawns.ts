@@ -265,8 +265,15 @@ export function crossFieldCheck (value: unknown, shapeIssues: readonly ConfigIss
   const spawns = isRecord(value.spawns)
     ? Object.fromEntries(Object.entries(value.spawns).filter(([n]) => !malformed.has(n)))
     : undefined
+  // A route of an adapter that serves files itself (static) takes no spawn at all: compile says so
+  // (`takes no spawn`), rather than this check calling the name unknown.
+  const local = (r: unknown): boolean => {
+    if (!isRecord(r) || typeof r.protocol !== 'string') return false
+    const caps = getAdapter(r.protocol, opts.adapters)?.capabilities as { local?: boolean } | undefined
+    return caps?.local === true
+  }
   const routes = Array.isArray(value.routes)
-    ? (value.routes as unknown[]).map((r, i) => hasIssue(`/routes/${i}`) ? { protocol: '' } : r)
+    ? (value.routes as unknown[]).map((r, i) => hasIssue(`/routes/${i}`) ? { protocol: '' } : local(r) ? { ...(r as object), spawn: undefined } : r)
     : undefined
   const perRequest = (protocol: string): boolean | null => {
     if (protocol === '') return null

@@ -116,19 +116,26 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     if (adapter === undefined) {
       problems.push({ path: `${at}/protocol`, message: `unknown protocol ${JSON.stringify(rc.protocol)}`, found: rc.protocol, expected: adapterNames(deps.adapters).join(' | ') })
     }
-    if ((rc.backends === undefined) === (rc.spawn === undefined)) {
+    // An adapter that answers from the proxy host (static files) has no backend to name.
+    const local = adapter?.capabilities.local === true
+    if (local) {
+      if (rc.backends !== undefined) problems.push({ path: `${at}/backends`, message: `protocol ${rc.protocol} serves files from \`docroot\` itself: a route with it takes no \`backends\``, found: rc.backends, expected: 'no backends' })
+      if (rc.spawn !== undefined) problems.push({ path: `${at}/spawn`, message: `protocol ${rc.protocol} serves files from \`docroot\` itself: a route with it takes no \`spawn\``, found: rc.spawn, expected: 'no spawn' })
+      if (rc.docroot === undefined) problems.push({ path: at, message: `protocol ${rc.protocol} needs \`docroot\``, expected: 'docroot' })
+      if (rc.scriptFilename !== undefined) problems.push({ path: `${at}/scriptFilename`, message: `protocol ${rc.protocol} serves files under \`docroot\`: scriptFilename does not apply`, found: rc.scriptFilename, expected: 'no scriptFilename' })
+    } else if ((rc.backends === undefined) === (rc.spawn === undefined)) {
       problems.push({ path: at, message: 'a route needs exactly one of `backends` or `spawn`', expected: 'backends or spawn' })
     }
     let source: BackendSource | undefined
     if (rc.backends !== undefined) {
       checkBackends(rc.backends, `${at}/backends`, problems)
-    } else if (rc.spawn !== undefined) {
+    } else if (rc.spawn !== undefined && !local) {
       source = deps.sources?.get(rc.spawn)
       if (source === undefined && !adapter?.capabilities.perRequestProcess) {
         problems.push({ path: `${at}/spawn`, message: `no spawn named ${JSON.stringify(rc.spawn)}`, found: rc.spawn, expected: [...(deps.sources?.keys() ?? [])].join(' | ') || 'a spawn defined under `spawns`' })
       }
     }
-    if (adapter?.capabilities.cgiEnv && rc.docroot === undefined && rc.scriptFilename === undefined && !adapter.capabilities.perRequestProcess) {
+    if (adapter?.capabilities.cgiEnv && !local && rc.docroot === undefined && rc.scriptFilename === undefined && !adapter.capabilities.perRequestProcess) {
       problems.push({ path: at, message: `protocol ${rc.protocol} needs \`docroot\` or \`scriptFilename\``, expected: 'docroot or scriptFilename' })
     }
     let adapterOptions: unknown
@@ -175,7 +182,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
         }
       })
     }
-    if (rc.requestBuffering === true && adapter !== undefined && !adapter.capabilities.cgiEnv) {
+    if (rc.requestBuffering === true && adapter !== undefined && (!adapter.capabilities.cgiEnv || local)) {
       problems.push({ path: `${at}/requestBuffering`, message: `protocol ${rc.protocol} streams request bodies: requestBuffering applies to the CGI family (fastcgi, scgi, cgi)`, found: true, expected: 'false or absent' })
     }
     if (problems.length > 0 || adapter === undefined) { issues.push(...problems); return }
@@ -260,7 +267,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       spoolLimit: parseSize(rc.spoolLimit ?? DEFAULTS.spoolLimit) ?? DEFAULTS.spoolLimit,
       // On by default for adapters that take the RFC 3875 environment (the CGI family, custom ones
       // included): their backends run a script per request on whatever body they are handed.
-      requestBuffering: adapter.capabilities.cgiEnv && (rc.requestBuffering ?? true),
+      requestBuffering: adapter.capabilities.cgiEnv && !local && (rc.requestBuffering ?? true),
       prefix: rc.match?.prefix ?? null,
       stripPrefix: rc.stripPrefix ?? false,
       hostHeader: rc.hostHeader ?? 'preserve',

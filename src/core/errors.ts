@@ -44,6 +44,13 @@ export const ERRORS = {
   ERR_SCRIPT_NOT_FOUND: { status: 404, message: 'No script file matches the request path under the docroot', action: 'None if the URL is wrong; else check docroot and the route rule.' },
   ERR_SCRIPT_FORBIDDEN: { status: 403, message: 'Script path rejected by the resolver (traversal, symlink, rule mismatch)', action: 'Check the docroot layout and the route symlink policy.' },
 
+  // --- static files (protocol static) ------------------------------------------------
+  ERR_STATIC_HIDDEN: { status: 404, message: 'The path names a dot file or dot directory (.git, .env, .htaccess), which a static route never serves', action: 'None: such files are not served; move a public file to a name without a leading dot (/.well-known/ is served).' },
+  ERR_METHOD_NOT_ALLOWED: { status: 405, message: 'A static route answers GET and HEAD only', action: 'None if the client is wrong; else route that method to a backend before the static route.' },
+  ERR_PRECONDITION_FAILED: { status: 412, message: 'If-Match or If-Unmodified-Since did not hold for the file', action: 'None: the file changed since the client last saw it (a static route compares If-Match strongly; its ETags are weak, so only `*` holds).' },
+  ERR_STATIC_READ: { status: 500, message: 'A file could not be read to the end of its Content-Length while it was sent (it shrank, or the disk failed); the connection was cut', action: 'Deploy files by writing a new one and renaming it over the old (atomic), not by rewriting them in place; else check the disk.' },
+  ERR_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested byte range lies beyond the end of the file', action: 'None: the client asked for bytes the file does not have (the answer names its size).' },
+
   // --- backend connection -----------------------------------------------------------
   ERR_CONNECT_REFUSED: { status: 502, message: 'Backend refused the connection', action: 'Start the backend or fix its address.', retryable: true },
   ERR_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the backend timed out', action: 'Check the backend host and its listen backlog.', retryable: true },

@@ -96,7 +96,7 @@ export async function openSendfile (path: string, roots: readonly string[], back
  * descriptor's own path, /proc/self/fd/N, shows that). Returns the open handle and its size; the
  * caller owns the handle.
  */
-export async function openInsideRoots (real: string, roots: readonly string[]): Promise<{ fh: FileHandle, size: number }> {
+export async function openInsideRoots (real: string, roots: readonly string[]): Promise<{ fh: FileHandle, size: number, stats: Stats }> {
   let fh: FileHandle
   try {
     fh = await open(real, OPEN_FLAGS)
@@ -104,7 +104,8 @@ export async function openInsideRoots (real: string, roots: readonly string[]): 
     throw openError(err, real)
   }
   try {
-    return { fh, size: await verifyOpened(fh, real, roots) }
+    const stats = await verifyOpened(fh, real, roots)
+    return { fh, size: stats.size, stats }
   } catch (err) {
     await fh.close()
     throw err
@@ -121,8 +122,8 @@ function openError (err: unknown, real: string): unknown {
   return err
 }
 
-/** The size of the opened file, or ERR_SENDFILE_FORBIDDEN when it is not the file that was checked. */
-async function verifyOpened (fh: FileHandle, real: string, roots: readonly string[]): Promise<number> {
+/** The stats of the opened file, or ERR_SENDFILE_FORBIDDEN when it is not the file that was checked. */
+async function verifyOpened (fh: FileHandle, real: string, roots: readonly string[]): Promise<Stats> {
   const st = await fh.stat()
   // Before any read: a FIFO would block the read, a device may never end.
   if (!st.isFile()) throw forbidden(`not a regular file: ${real}`)
@@ -135,7 +136,7 @@ async function verifyOpened (fh: FileHandle, real: string, roots: readonly strin
     throw forbidden(`changed while opened: ${real}`)
   }
   if (now.dev !== st.dev || now.ino !== st.ino) throw forbidden(`changed while opened: ${real}`)
-  return st.size
+  return st
 }
 
 /**
@@ -151,16 +152,19 @@ async function descriptorPath (fd: number): Promise<string | null> {
 }
 
 /**
- * The body of a sent file: bytes [0, size) and not one more, though the file may grow while it is
- * sent (extra bytes would be read by the client as the next response on a kept-alive connection).
- * A file that shrank cannot fill the announced Content-Length: the stream errors instead of ending,
- * so the exchange cuts the connection rather than keeping it alive after a short body.
+ * The body of a sent file: bytes [start, size) and not one more, though the file may grow while it
+ * is sent (extra bytes would be read by the client as the next response on a kept-alive
+ * connection). A file that shrank cannot fill the announced Content-Length: the stream errors
+ * instead of ending, so the exchange cuts the connection rather than keeping it alive after a
+ * short body. `size` is the end offset (exclusive); `start` (default 0) serves a byte range. The
+ * stream owns the handle and closes it when it ends or is destroyed.
  */
-class FileBody extends Readable {
-  private pos = 0
+export class FileBody extends Readable {
+  private pos: number
 
-  constructor (private readonly fh: FileHandle, private readonly size: number, private readonly name: string) {
+  constructor (private readonly fh: FileHandle, private readonly size: number, private readonly name: string, start = 0) {
     super({ highWaterMark: CHUNK })
+    this.pos = start
   }
 
   override _read (): void {

@@ -212,6 +212,12 @@ export interface AdapterCapabilities {
   readonly needsContentLength: boolean
   /** Starts a process per request; endpoints are of kind 'process'. */
   readonly perRequestProcess: boolean
+  /**
+   * Answers from the proxy host itself (`static`: files under the route's `docroot`): its routes
+   * take no `backends` or `spawn` and need `docroot`; the pool has one endpoint of kind 'process'
+   * named after the route, and request bodies are never buffered for it. Default false.
+   */
+  readonly local?: boolean
 }
 
 /** One wire protocol. Register with `registerAdapter()` or pass in `createProxy({ adapters })`. */

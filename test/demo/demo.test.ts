@@ -14,12 +14,14 @@ t.test('npm start: every link on the home page answers', async (t) => {
   t.teardown(() => { try { process.kill(-(s.child.pid as number), 'SIGKILL') } catch {} })
   const home = await fetch(`${s.url}/`)
   t.equal(home.status, 200)
+  t.match(home.headers.get('content-type'), /^text\/html/, 'the home page is a static file')
+  t.ok(home.headers.get('etag'), 'with an ETag')
   const html = await home.text()
   const links = [...html.matchAll(/href="([^"]+)"/g)].map((m) => m[1])
   t.ok(links.length >= 8, `links: ${links.join(' ')}`)
   const php = existsSync('/usr/bin/php-cgi') || process.env.CI === 'true'
   const expects: Record<string, RegExp> = {
-    '/app/': /HTTP backend/, '/fcgi/': /FastCGI backend/, '/scgi/': /SCGI backend/,
+    '/style.css': /system-ui/, '/app/': /HTTP backend/, '/fcgi/': /FastCGI backend/, '/scgi/': /SCGI backend/,
     '/cgi-bin/hello.sh': /CGI script \(sh\)/, '/cgi-bin/hello.mjs': /CGI script \(node/, '/php/': /PHP \d/, '/server-status': /proxycore/,
   }
   for (const link of links) {

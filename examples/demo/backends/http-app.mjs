@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The demo's HTTP backend (node:http), spawned by proxycore with handoff self (PORT/HOST) or fd0.
-// Routes: / (the home page of the whole demo, with links to every route), /app/* (echo), /pid.
+// Routes: / (the home page, when asked directly: proxycore serves it as a static file), /app/* (echo), /pid.
 import http from 'node:http'
 import { listen, page } from './listen.mjs'
 import { readFileSync } from 'node:fs'

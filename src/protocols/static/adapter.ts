@@ -1,0 +1,296 @@
+/**
+ * The static file adapter (`protocol: static`): files under the route's `docroot`, as nginx `root`
+ * or lighttpd mod_staticfile serve them. The core has already resolved the URL path (decoding and
+ * its refusals, `..`, index files, the directory 301, the symlink policy, the docroot bound:
+ * src/core/cgi/script.ts) into `exchange.script`; this adapter refuses what a static server must
+ * not hand out (dot files, a file used as a directory, other methods), opens the file with the
+ * X-Sendfile open (src/core/sendfile.ts: O_NOFOLLOW|O_NONBLOCK, regular files only, checked again
+ * on the descriptor) and answers GET/HEAD with HTTP validators and single byte ranges.
+ *
+ * Not here: directory listings, compression, multipart ranges (a request for several ranges gets
+ * the whole file, 200). docs/protocols/static.md.
+ */
+import { realpathSync, type Stats } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
+import { STATUS_CODES } from 'node:http'
+import { extname, relative, sep } from 'node:path'
+import type etagFn from 'etag'
+import type freshFn from 'fresh'
+import type mimeTypes from 'mime-types'
+import type rangeParserFn from 'range-parser'
+import { lazy } from '../../lazy.js'
+import { unwatchAbort, watchAbort } from '../../core/abort.js'
+import { isInside } from '../../core/cgi/script.js'
+import { ProxyError, type ErrorCode } from '../../core/errors.js'
+import { OneShotClient } from '../../core/one-shot-client.js'
+import { FileBody, openInsideRoots } from '../../core/sendfile.js'
+import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo } from '../../core/types.js'
+import { parseStaticOptions, type StaticOptions } from './options.js'
+
+// CommonJS packages, required on first use (src/lazy.ts): a proxy without a static route never loads them.
+const etag = lazy<typeof etagFn>('etag')
+const fresh = lazy<typeof freshFn>('fresh')
+const mime = lazy<typeof mimeTypes>('mime-types')
+const rangeParser = lazy<typeof rangeParserFn>('range-parser')
+
+/** nginx `default_type` as its stock mime.types config sets it. */
+const DEFAULT_TYPE = 'application/octet-stream'
+
+/** The one dot directory served (RFC 8615: ACME challenges, security.txt). */
+const WELL_KNOWN = '.well-known'
+
+function notFound (detail: string): ProxyError {
+  return new ProxyError('ERR_SCRIPT_NOT_FOUND', detail, { phase: 'route' })
+}
+
+function forbidden (detail: string): ProxyError {
+  return new ProxyError('ERR_SCRIPT_FORBIDDEN', detail, { phase: 'route' })
+}
+
+/**
+ * A path (relative to the docroot) with a dot segment, but for a leading `.well-known`: `.git`,
+ * `.env`, `.htaccess`, `.user.ini` (nginx `location ~ /\.(?!well-known)`).
+ */
+export function hiddenPath (rel: string): boolean {
+  const segs = rel.split(sep)
+  for (let i = 0; i < segs.length; i++) {
+    if (segs[i].startsWith('.') && !(i === 0 && segs[i] === WELL_KNOWN)) return true
+  }
+  return false
+}
+
+/** An If-Match / If-None-Match list holds `*` or `tag`. `strong`: RFC 9110 §8.8.3.2, a weak tag matches nothing. */
+function listMatches (list: string, tag: string, strong: boolean): boolean {
+  if (strong && tag.startsWith('W/')) return list.split(',').some((t) => t.trim() === '*')
+  return list.split(',').some((t) => { const v = t.trim(); return v === '*' || v === tag })
+}
+
+/** node joins repeated unknown fields with `, `: a string, but typed as a list too. */
+function headerString (v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v
+}
+
+/** Last-Modified as the client sees it: HTTP dates have whole seconds. */
+function mtimeSeconds (st: Stats): number {
+  return Math.floor(st.mtimeMs / 1000) * 1000
+}
+
+/** One file served; OneShotClient keeps it while it is in flight. */
+class StaticExchange {
+  private over = false
+  private fh: FileHandle | null = null
+  private body: FileBody | null = null
+
+  constructor (
+    private readonly opts: StaticOptions,
+    private readonly ex: Exchange,
+    private readonly handler: ResponseHandler,
+    private readonly done: (x: StaticExchange) => void,
+  ) {}
+
+  start (): void {
+    watchAbort(this.ex, this.onAbort)
+    this.run().catch((err: unknown) => {
+      this.fail(err instanceof ProxyError ? err : new ProxyError('ERR_INTERNAL', `static: ${(err as Error)?.message ?? String(err)}`, { cause: err }))
+    })
+  }
+
+  /** The client went away or the core timed the exchange out: let the file go, report nothing. */
+  private readonly onAbort = (): void => {
+    if (this.over) return
+    this.end()
+  }
+
+  /** OneShotClient.destroy (proxy closing): end now and say why. */
+  abort (err: ProxyError): void {
+    this.fail(err)
+  }
+
+  private end (): void {
+    this.over = true
+    unwatchAbort(this.ex, this.onAbort)
+    if (this.body !== null) this.body.destroy()
+    else if (this.fh !== null) this.fh.close().catch(() => {})
+    this.body = null
+    this.fh = null
+    this.done(this)
+  }
+
+  private fail (err: ProxyError): void {
+    if (this.over) return
+    this.end()
+    this.handler.onError(err)
+  }
+
+  private async run (): Promise<void> {
+    const ex = this.ex
+    const script = ex.script
+    if (script === null || script.docroot === '') throw new ProxyError('ERR_INTERNAL', 'a static route needs `docroot`')
+    // `/style.css/x`: the core found a file with a PATH_INFO after it; a file is no directory.
+    if (script.pathInfo !== '') throw notFound('a file used as a directory')
+    if (hiddenPath(relative(script.docroot, script.filename))) throw new ProxyError('ERR_STATIC_HIDDEN', script.name, { phase: 'route' })
+    if (ex.method !== 'GET' && ex.method !== 'HEAD') {
+      this.answer(405, 'ERR_METHOD_NOT_ALLOWED', ['Allow', 'GET, HEAD'])
+      return
+    }
+    const { fh, stats, real } = await this.open(script)
+    if (this.over) { await fh.close(); return }
+    this.fh = fh
+    this.respond(script, stats, real)
+  }
+
+  /** The file, opened as X-Sendfile opens one: regular, inside the docroot on its real path and on the descriptor. */
+  private async open (script: ScriptInfo): Promise<{ fh: FileHandle, stats: Stats, real: string }> {
+    // realpath(3) itself, synchronously, as the core's script cache does (src/core/route.ts): one
+    // system call on paths the core's walk just brought into the dentry cache, where the promise
+    // version costs a thread-pool round trip each.
+    let root: string
+    let real: string
+    try {
+      root = realpathSync.native(script.docroot)
+      real = realpathSync.native(script.filename)
+    } catch {
+      throw notFound('no such file')
+    }
+    if (!isInside(root, real)) throw forbidden('resolves outside the docroot')
+    // A link named `style.css` may not hand out `.env`.
+    if (hiddenPath(relative(root, real))) throw new ProxyError('ERR_STATIC_HIDDEN', `${script.name} leads to a dot file`, { phase: 'route' })
+    try {
+      const { fh, stats } = await openInsideRoots(real, [root])
+      return { fh, stats, real }
+    } catch (err) {
+      if (err instanceof ProxyError) {
+        if (err.code === 'ERR_SENDFILE_FORBIDDEN') throw forbidden(err.message)
+        throw err
+      }
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'EACCES' || code === 'EPERM') throw forbidden('permission denied')
+      if (code === 'EISDIR') throw notFound('a directory')
+      throw err
+    }
+  }
+
+  private respond (script: ScriptInfo, st: Stats, real: string): void {
+    const req = this.ex.requestHeaders
+    const size = st.size
+    const tag = etag()(st, { weak: true })
+    const modified = new Date(mtimeSeconds(st)).toUTCString()
+    const validators = ['ETag', tag, 'Last-Modified', modified]
+    if (this.opts.cacheControl !== null) validators.push('Cache-Control', this.opts.cacheControl)
+
+    // RFC 9110 §13.2.2: the preconditions in order.
+    const ifMatch = req['if-match']
+    if (ifMatch !== undefined) {
+      if (!listMatches(ifMatch, tag, true)) { this.answer(412, 'ERR_PRECONDITION_FAILED', []); return }
+    } else {
+      const since = Date.parse(req['if-unmodified-since'] ?? '')
+      if (!Number.isNaN(since) && mtimeSeconds(st) > since) { this.answer(412, 'ERR_PRECONDITION_FAILED', []); return }
+    }
+    if (fresh()(req, { etag: tag, 'last-modified': modified })) {
+      this.head(304, validators)
+      this.finishNoBody()
+      return
+    }
+
+    const type = mime().contentType(extname(script.filename)) || DEFAULT_TYPE
+    const headers = ['Content-Type', type, ...validators, 'Accept-Ranges', 'bytes']
+    let start = 0
+    let end = size // exclusive
+    let status = 200
+    const range = req.range
+    // Range is defined for GET only (RFC 9110 §14.2); If-Range that does not validate means the whole file.
+    if (this.ex.method === 'GET' && range !== undefined && this.rangeStillValid(headerString(req['if-range']), tag, st)) {
+      const r = rangeParser()(size, range, { combine: true })
+      if (r === -1) {
+        this.answer(416, 'ERR_RANGE_NOT_SATISFIABLE', ['Content-Range', `bytes */${size}`])
+        return
+      }
+      // -2 (malformed) is ignored, as RFC 9110 §14.2 allows; several ranges get the whole file.
+      if (r !== -2 && r.type === 'bytes' && r.length === 1) {
+        start = r[0].start
+        end = r[0].end + 1
+        status = 206
+        headers.push('Content-Range', `bytes ${start}-${end - 1}/${size}`)
+      }
+    }
+    headers.push('Content-Length', String(end - start))
+    if (this.ex.method === 'HEAD' || end === start) {
+      this.head(status, headers)
+      this.finishNoBody()
+      return
+    }
+    const fh = this.fh
+    if (fh === null) return
+    const body = new FileBody(fh, end, real, start)
+    this.body = body
+    this.fh = null
+    body.on('data', (chunk: Buffer) => {
+      if (!this.over && !this.handler.onData(chunk)) body.pause()
+    })
+    body.once('end', () => {
+      if (this.over) return
+      this.body = null
+      this.end()
+      this.handler.onEnd()
+    })
+    body.once('error', (err: Error) => {
+      this.body = null
+      this.fail(new ProxyError('ERR_STATIC_READ', err.message, { cause: err, phase: 'body' }))
+    })
+    body.pause()
+    this.head(status, headers)
+    if (!this.over) body.resume()
+  }
+
+  /** If-Range (RFC 9110 §13.1.5): an entity tag compares strongly (ours is weak: never), a date exactly. */
+  private rangeStillValid (ifRange: string | undefined, tag: string, st: Stats): boolean {
+    if (ifRange === undefined) return true
+    const v = ifRange.trim()
+    if (v.startsWith('"') || v.startsWith('W/')) return !tag.startsWith('W/') && v === tag
+    const d = Date.parse(v)
+    return !Number.isNaN(d) && d === mtimeSeconds(st)
+  }
+
+  private head (status: number, headers: RawHeaders): void {
+    const body = this.body
+    this.handler.onHead(status, headers, { resume: () => { if (body !== null && !body.destroyed) body.resume() } })
+  }
+
+  private finishNoBody (): void {
+    if (this.over) return
+    this.end()
+    this.handler.onEnd()
+  }
+
+  /** A refusal that needs a header of its own (Allow, Content-Range): the core's error page, written here. */
+  private answer (status: number, code: ErrorCode, extra: RawHeaders): void {
+    const head = this.ex.method === 'HEAD'
+    const text = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${code}\n`
+    this.head(status, ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(Buffer.byteLength(text)), 'Cache-Control', 'no-store', ...extra])
+    if (!head && !this.over) this.handler.onData(Buffer.from(text))
+    this.finishNoBody()
+  }
+}
+
+/** One exchange per request, nothing pooled: the core's OneShotClient does the bookkeeping. */
+export class StaticClient extends OneShotClient<StaticExchange> {
+  constructor (endpoint: Endpoint, opts: StaticOptions) {
+    super(endpoint, (ex, handler, done) => new StaticExchange(opts, ex, handler, done), (x, err) => x.abort(err))
+  }
+}
+
+export const staticAdapter: ProtocolAdapter<StaticOptions> = Object.freeze({
+  name: 'static',
+  capabilities: Object.freeze({
+    keepAlive: false,
+    multiplex: false,
+    upgrade: false,
+    // The core resolves `docroot`/`index`/`symlinks` into exchange.script only for cgiEnv adapters.
+    cgiEnv: true,
+    needsContentLength: false,
+    perRequestProcess: false,
+    local: true,
+  }),
+  parseOptions: parseStaticOptions,
+  createClient: (endpoint: Endpoint, opts: StaticOptions, _ctx: ClientContext) => new StaticClient(endpoint, opts),
+})
