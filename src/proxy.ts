@@ -11,6 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { checkConfig } from './config/check.js'
+import { isEmbedConfig } from './config/validators.generated.js'
 import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
 import { managerOptions, toSpawnSpec } from './config/spawns.js'
 import { compileProxy, type CompileInput } from './core/compile.js'
@@ -84,10 +85,14 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   const log = config.logger ?? await defaultLogger()
   const sources = new Map(Object.entries(config.sources ?? {}))
   const processStarters = new Map(Object.entries(config.processStarters ?? {}))
-  let manager: SpawnManager | null = null
-  if (config.spawns !== undefined && Object.keys(config.spawns).length > 0) {
-    // Validate everything before the first child starts: a bad config must not leave processes.
-    const { adapters, sources: s, processStarters: p, logger, gc, ...fileShape } = config
+  const withSpawns = config.spawns !== undefined && Object.keys(config.spawns).length > 0
+  const { adapters, sources: s, processStarters: p, logger, gc, ...fileShape } = config
+  // The full check, as `proxycore check` makes it (every problem at once, in the operator file's
+  // words): before the first child starts, as a bad config must not leave processes; and for a
+  // config of the wrong shape, which compileProxy alone would report by its first problem only. A
+  // well-shaped config without spawns is checked by compileProxy itself (a dry compile would call
+  // each adapter's createClient twice).
+  if (withSpawns || !isEmbedConfig(fileShape)) {
     const issues = await checkConfig(fileShape, {
       shape: 'embed',
       ...(adapters !== undefined ? { adapters } : {}),
@@ -95,8 +100,11 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
       ...(p !== undefined ? { processStarters: p } : {}),
     })
     if (issues.length > 0) throw new ConfigError(issues)
+  }
+  let manager: SpawnManager | null = null
+  if (withSpawns) {
     manager = await startSpawns(config, log)
-    for (const [name, spec] of Object.entries(config.spawns)) {
+    for (const [name, spec] of Object.entries(config.spawns ?? {})) {
       if (spec.socketType === 'pipe') processStarters.set(name, manager.pipeStarter(name))
       else sources.set(name, manager.source(name))
     }

@@ -1,0 +1,69 @@
+/**
+ * Running a doc's snippets as a new user does: a scratch project whose node_modules/proxycore is
+ * this checkout (dist/ and the package's exports, as an install gives them), child processes
+ * killed at teardown, waits with deadlines. Shared by test/docs/guide-*-claims.test.ts.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Test } from 'tap'
+import { waitFor } from '../helpers/leaks.js'
+import { root } from '../cli/run.js'
+
+type Tap = Test
+
+export async function freePort (): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as AddressInfo).port
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
+
+/** A new user's project: ESM, with proxycore (this checkout) and the guide's other packages. */
+export function project (t: Tap): string {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-doc-gs-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'gs', type: 'module', private: true }))
+  mkdirSync(join(dir, 'node_modules'))
+  symlinkSync(root, join(dir, 'node_modules', 'proxycore'))
+  for (const dep of ['express', 'fastify', '@fastify']) symlinkSync(join(root, 'node_modules', dep), join(dir, 'node_modules', dep))
+  return dir
+}
+
+export interface Run { child: ChildProcess, out: () => string, exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }> }
+
+/** `node <args>` in `cwd`, killed at teardown if it is still running. */
+export function run (t: Tap, cwd: string, args: string[], env: NodeJS.ProcessEnv = userEnv): Run {
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+  child.stderr?.on('data', (c: Buffer) => { out += c.toString() })
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+  t.teardown(async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited } })
+  return { child, out: () => out, exited }
+}
+
+/** Wait until `url` answers (the snippet is listening), with a deadline. */
+export async function answering (url: string, r: Run, timeoutMs = 60_000): Promise<void> {
+  const ok = await waitFor(async () => { try { await (await fetch(url)).arrayBuffer(); return true } catch { return r.child.exitCode !== null } }, timeoutMs, 25)
+  if (!ok || r.child.exitCode !== null) throw new Error(`${url} never answered; the snippet printed:\n${r.out()}`)
+}
+
+export async function text (url: string, init?: RequestInit): Promise<string> {
+  return await (await fetch(url, init)).text()
+}
+
+/** Signal a snippet and wait (with a deadline) for it to exit by itself. */
+export async function stops (t: Tap, r: Run, signal: NodeJS.Signals): Promise<void> {
+  r.child.kill(signal)
+  const timer = new Promise<'timeout'>((resolve) => { const h = setTimeout(() => resolve('timeout'), 15_000); r.exited.then(() => clearTimeout(h), () => {}) })
+  const how = await Promise.race([r.exited, timer])
+  t.not(how, 'timeout', `${signal} stops it within 15 s`)
+  t.same(how, { code: 0, signal: null }, `${signal}: exit code 0, by its own handler`)
+}
+
+/** A user's environment: without the NODE_OPTIONS tap adds for its own bookkeeping. */
+export const userEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS'))
