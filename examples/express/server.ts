@@ -2,7 +2,7 @@
  * proxycore as Express middleware: requests that match a route are proxied; the rest fall through
  * to the Express routes that follow. `proxy.handler` comes before the body parser: proxycore
  * streams the request body itself, and a body a parser has already read is gone (a proxied POST
- * would get 400 ERR_BAD_REQUEST). The parser after it still serves the app's own routes.
+ * would get 500 ERR_BODY_CONSUMED). The parser after it still serves the app's own routes.
  *
  * From the repository root (`npm install` first), with an upstream on 127.0.0.1:3000
  * (TS_NODE_TRANSPILE_ONLY=1 skips ts-node's type check, which can take half a minute before the
