@@ -41,6 +41,12 @@ export class Monotonic {
     return s.total
   }
 
+  /** Add to a series' total without a new raw value (a drained request of a handed-over proxy). */
+  add (key: string, delta: number): void {
+    const s = this.series.get(key)
+    if (s !== undefined) s.total += delta
+  }
+
   /** Forget series not reported in this scrape (their object is gone). */
   sweep (): void {
     for (const k of this.series.keys()) if (!this.seen.has(k)) this.series.delete(k)
@@ -87,11 +93,14 @@ function routeLatencyClass (Base: typeof Histogram) {
       super({ ...LATENCY, labelNames: ['route'], buckets: LATENCY_BUCKETS_MS.map((b) => b / 1000), registers: [registry] })
     }
 
-    private values (): Array<{ metricName: string, labels: LabelValues<string>, value: number }> {
+    /** The series with their totals; with `raw`, only the raw values into it (Monotonic untouched). */
+    private values (raw?: Map<string, number>): Array<{ metricName: string, labels: LabelValues<string>, value: number }> {
       const out: Array<{ metricName: string, labels: LabelValues<string>, value: number }> = []
       // Buckets, sum and count are counters too: through Monotonic, so a reload does not lower them.
-      const push = (metricName: string, labels: LabelValues<string>, raw: number): void => {
-        out.push({ metricName, labels, value: this.mono.total(`${metricName}${JSON.stringify(labels)}`, raw, true) })
+      const push = (metricName: string, labels: LabelValues<string>, value: number): void => {
+        const key = `${metricName}${JSON.stringify(labels)}`
+        if (raw !== undefined) raw.set(key, value)
+        else out.push({ metricName, labels, value: this.mono.total(key, value, true) })
       }
       for (const r of this.snap().routes) {
         let cumulative = 0
@@ -106,6 +115,9 @@ function routeLatencyClass (Base: typeof Histogram) {
       }
       return out
     }
+
+    /** The raw values of every series, without a scrape (a hand-over's readings). */
+    read (out: Map<string, number>): void { this.values(out) }
 
     override async get (): ReturnType<Histogram<'route'>['get']> {
       // prom-client's d.ts declares `type` as a numeric enum the runtime does not export; the runtime uses the string.
@@ -145,7 +157,11 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   // One snapshot per scrape, shared by every collect() of that scrape.
   const snap = (): StatusSnapshot => (current ??= snapshot())
 
+  // Readers of the counters scoped to this proxy's live objects (series key -> raw value): for a
+  // last reading at hand-over, and for what its draining requests add after it.
+  const readers: Array<(out: Map<string, number>) => void> = []
   const counter = (name: string, help: string, labelNames: string[], rows: (s: StatusSnapshot) => Array<[LabelValues<string>, number]>, scoped = true): void => {
+    if (scoped) readers.push((out) => { for (const [labels, raw] of rows(snap())) out.set(`${name}${JSON.stringify(labels)}`, raw) })
     new Counter({
       name, help, labelNames, registers: [registry],
       collect () {
@@ -180,7 +196,8 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   gauge('proxycore_route_active', 'Exchanges holding an admission slot.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.active]))
   gauge('proxycore_route_queued', 'Exchanges waiting for an admission slot.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.queued]))
   gauge('proxycore_route_available_ratio', 'Usable backends (or ready processes) over capacity, 0..1.', ['route'], (s) => s.routes.map((r) => [{ route: r.name }, r.capacity === 0 ? 0 : r.available / r.capacity]))
-  new RouteLatency(registry, () => proxy, mono)
+  const latency = new RouteLatency(registry, () => proxy, mono)
+  readers.push((out) => { latency.read(out) })
 
   const backendRows = (s: StatusSnapshot, pick: (b: StatusSnapshot['routes'][number]['backends'][number]) => number): Array<[LabelValues<string>, number]> =>
     s.routes.flatMap((r) => r.backends.map((b): [LabelValues<string>, number] => [{ route: r.name, backend: b.id, source: b.source }, pick(b)]))
@@ -215,9 +232,32 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   eventCounter('proxycore_request_failures_total', 'Exchanges that failed, per route and stable error code.', ['route', 'code'], ev.failures)
   eventCounter('proxycore_spawn_exits_total', 'Spawned processes that exited, expected (stop, recycle) or not (crash).', ['spawn', 'expected'], ev.exits)
   eventCounter('proxycore_spawn_restarts_total', 'Crash restarts scheduled by the supervisor.', ['spawn'], ev.restarts)
+  const reading = (): Map<string, number> => {
+    current = null
+    const out = new Map<string, number>()
+    for (const read of readers) read(out)
+    current = null
+    return out
+  }
+  // After a hand-over: what the scoped counters read when last looked at. A request of this proxy
+  // that ends while it drains adds its difference to the running totals the new one continues.
+  let handedAt: Map<string, number> | null = null
+  let folding = false
+  const foldDrained = (): void => {
+    folding = false
+    if (handedAt === null) return
+    const now = reading()
+    for (const [key, raw] of now) {
+      const d = raw - (handedAt.get(key) ?? 0)
+      if (d > 0) mono.add(key, d)
+    }
+    handedAt = now
+  }
   const onEnd = (e: RequestEndEvent): void => {
     ev.responses.inc({ route: e.route, status: clientStatus(e) })
     if (e.error !== null) ev.failures.inc({ route: e.route, code: e.error })
+    // The route's counters may be updated after the event: read them once the turn is over.
+    if (handedAt !== null && !folding) { folding = true; setImmediate(foldDrained) }
   }
   const onExit = (e: SpawnEvents['exit'][0]): void => { ev.exits.inc({ spawn: e.spawn, expected: String(e.expected) }) }
   const onRestart = (e: SpawnEvents['restart'][0]): void => { ev.restarts.inc({ spawn: e.spawn }) }
@@ -244,11 +284,18 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
       // The spawn managers are shared with the new proxy's status: stop now, or exits count twice.
       // This proxy's own requests still draining go on counting, into the counts handed over.
       stopSpawns()
+      // Scoped series are read only at a scrape: take one last reading now, or what this proxy
+      // counted since the last scrape would be lost (the new proxy's series start from zero).
+      const raw = reading()
+      for (const [key, value] of raw) mono.total(key, value, true)
+      handedAt = raw
       return { mono, events: ev }
     },
     close () {
-      proxy.events.off('request:end', onEnd)
       stopSpawns()
+      // Handed over: its requests still draining go on counting into the totals handed over, until
+      // this proxy is gone (its events end with it); closing the status page must not lose them.
+      if (handedAt === null) proxy.events.off('request:end', onEnd)
     },
   }
 }
