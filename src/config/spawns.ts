@@ -179,6 +179,12 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
     if (!pipe && (s.binPath === undefined || [s.binPath].flat().join('').trim() === '')) {
       issues.push({ path: `${at}/binPath`, message: 'a socket spawn needs binPath', expected: 'a program path or argv list' })
     }
+    for (const [key, v] of [['binPath', s.binPath], ['healthCheck/command', s.healthCheck?.command]] as const) {
+      // The string form is split on whitespace, no shell: `sh -c "exec app"` would pass `"exec` and `app"`.
+      if (typeof v === 'string' && /["'\\]/.test(v)) {
+        issues.push({ path: `${at}/${key}`, message: 'a string is split on whitespace, not by a shell: quotes and backslashes are passed as they are; use the list form for an argument with spaces', found: v, expected: 'a list, e.g. [sh, -c, "exec app --flag"]' })
+      }
+    }
     if (!pipe && addrs.length === 0) {
       issues.push({ path: `${at}/socketName`, message: 'a socket spawn needs socketName', expected: 'host:port, [v6]:port or a unix socket path' })
     }

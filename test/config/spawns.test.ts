@@ -122,3 +122,20 @@ t.test('a spawn name outside [A-Za-z0-9_.-] is a config issue at its key, not a 
   t.match((valid as ConfigError).issues[0].message, /^bad spawn name "bad name": /, 'refused by the config check, before the spawn manager sees it')
   t.same(childrenOf(), [], 'nothing was started')
 })
+
+t.test('a string binPath with quotes or a backslash is a config issue: it is split on whitespace, no shell', async (t) => {
+  guardLeaks(t)
+  const err = await createProxy({
+    logger: silentLogger,
+    spawns: {
+      app: { binPath: 'sh -c "exec node app.mjs"', socketName: '127.0.0.1:0' },
+      esc: { binPath: 'node my\\ app.mjs', socketName: '127.0.0.1:0', healthCheck: { type: 'command', command: "sh -c 'exit 0'" } },
+      ok: { binPath: ['sh', '-c', 'exec node "app.mjs"'], socketName: '127.0.0.1:0' },
+    },
+    routes: [{ protocol: 'http', spawn: 'app' }, { protocol: 'http', spawn: 'esc' }, { protocol: 'http', spawn: 'ok' }],
+  }).catch((e: unknown) => e)
+  t.ok(err instanceof ConfigError)
+  t.same((err as ConfigError).issues.map((i) => i.path), ['/spawns/app/binPath', '/spawns/esc/binPath', '/spawns/esc/healthCheck/command'], 'the list form is fine')
+  t.match((err as ConfigError).issues[0].message, /not by a shell/)
+  t.same(childrenOf(), [], 'nothing was started')
+})
