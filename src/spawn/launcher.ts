@@ -1,24 +1,41 @@
 /**
  * Turns a spawn's argv + clean environment into the exact exec plan: identity (uid/gid, checked
- * suEXEC-style at start()), umask, resource limits, and socket ownership.
+ * suEXEC-style at start()), umask, resource limits, socket ownership, and the parent-death signal.
  *
  * Wrapping, outermost first, all exec'ing so the pid stays the one we supervise:
  *   prlimit --as= --data= --cpu= --nofile= --nproc= --  (util-linux; RLIMITs survive exec)
  *   /bin/sh -c 'umask 022; exec "$0" "$@"'      (Node has no per-child umask; process.umask() is host-wide;
  *                                                 left out for the CGI fork server, which sets it itself)
+ *   setpriv --pdeathsig=<killSignal> --         (util-linux; PR_SET_PDEATHSIG, innermost: see below)
+ *   /bin/sh -c 'unset PWD; [ "$PPID" = <host pid> ] || exit 1; exec "$0" "$@"'
+ *                                               (socket spawns, where the shell keeps the environment)
  *   program args…
  * uid/gid go through Node's spawn options: libuv calls setgroups(0) first, so the child has no
  * supplementary groups [VERIFIED, RELIABILITY.md §1.4]. With `groups: 'user'` the switch is done by
  *   setpriv --reuid=U --regid=G --init-groups --   (util-linux; initgroups(3) of the target user)
  * outside the umask shell instead, so the shell and the program run as the target.
- * With `chroot` the innermost wrapper is util-linux `unshare --root=DIR --wd=CWD [--setgid=G]
- * --setuid=U --` (no namespaces: chroot, chdir, setgroups(0)+setgid, setuid, exec); for
+ * With `chroot`, util-linux `unshare --root=DIR --wd=CWD [--setgid=G] --setuid=U --` comes inside
+ * the umask shell, with only the parent-death wrapper inside it (no namespaces: chroot, chdir,
+ * setgroups(0)+setgid, setuid, exec); for
  * `groups: 'user'` setpriv sets the gid and the user's group list first (`--regid --groups`) and
  * unshare only the uid, since after setuid nothing could chroot. Fds (the hand-off socket) survive.
+ *
+ * The parent-death wrapper: the kernel sends the signal to the program when the thread that forked
+ * it (Node's main thread) ends, however it ends (SIGKILL included). The kernel clears it at every
+ * change of uid/gid (commit_creds: Node's switch, setpriv's, unshare's), so it comes after the last
+ * one: innermost, right around the program (under chroot the root's own /usr/bin/setpriv and
+ * /bin/sh, after unshare's setuid). The shell after it closes the race of a host that died before
+ * the prctl (the child then has another parent and would never be signalled): it runs only after
+ * the prctl, so either the host is still its parent (and its death will be signalled) or it exits.
+ * It is left out where it would change the program's environment (a /bin/sh that adds variables,
+ * names dash drops or sets itself). The wrapper is left out, with no error, where it cannot work
+ * (no setpriv, one without --pdeathsig, a root without one: probed at validate()), for the fork
+ * server's plans (the fork server kills its children itself), and for a program that cannot be
+ * executed (Node reports that as before). docs/design/spawn.md "Parent death".
  */
-import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, lstatSync, readFileSync, type Stats } from 'node:fs'
-import { isAbsolute, relative } from 'node:path'
+import { execFileSync, spawn } from 'node:child_process'
+import { accessSync, chmodSync, chownSync, constants as fsConstants, existsSync, lstatSync, readFileSync, statSync, type Stats } from 'node:fs'
+import { isAbsolute, join, relative, resolve as resolvePath } from 'node:path'
 import type { LimitsSpec, ManagerOptions } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
@@ -33,6 +50,10 @@ export const CHILD_UMASK = '022'
 export const CHILD_UMASK_BITS = 0o022
 export const SETPRIV = '/usr/bin/setpriv'
 export const UNSHARE = '/usr/bin/unshare'
+/** How long a parent-death probe may take before it counts as unsupported (and is killed). */
+const PROBE_TIMEOUT_MS = 5000
+/** Node's (libuv's) search path for a program when the child's environment has no PATH. */
+const DEFAULT_SEARCH_PATH = '/usr/bin:/bin'
 
 export interface CgroupSupport { readonly available: boolean, readonly reason: string }
 
@@ -58,7 +79,121 @@ function prlimitArgs (l: LimitsSpec): string[] {
   return out
 }
 
-interface Resolved { identity: Identity | null, limits: LimitsSpec | undefined, groupList: string | null }
+/** The parent-death wrapper a spawn gets: its signal, and whether the check shell may follow. */
+interface ParentDeath {
+  readonly signal: NodeJS.Signals
+  /** /bin/sh passes an environment through unchanged (probed): the race check can run. */
+  readonly check: boolean
+}
+
+interface Resolved {
+  identity: Identity | null
+  limits: LimitsSpec | undefined
+  groupList: string | null
+  /** null: no wrapper (see parentDeathSupport). */
+  parentDeath: ParentDeath | null
+}
+
+const ENV_BIN = '/usr/bin/env'
+
+/**
+ * Run `argv` with `env`: did it exit 0, and what did it print (the first 64 KiB)? In a process group
+ * of its own, killed whole after PROBE_TIMEOUT_MS. Never rejects.
+ */
+function probe (argv: string[], env: Record<string, string>): Promise<{ ok: boolean, out: string }> {
+  return new Promise((resolve) => {
+    let out = ''
+    let timer: NodeJS.Timeout | null = null
+    const done = (ok: boolean): void => {
+      if (timer !== null) clearTimeout(timer)
+      timer = null
+      resolve({ ok, out })
+    }
+    try {
+      const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], env, cwd: '/', detached: true, shell: false })
+      child.stdout?.on('data', (c: Buffer) => { if (out.length < 65536) out += c.toString() })
+      child.once('error', () => done(false))
+      child.once('close', (code) => done(code === 0))
+      timer = setTimeout(() => {
+        try { process.kill(-(child.pid as number), 'SIGKILL') } catch { /* gone */ }
+      }, PROBE_TIMEOUT_MS)
+    } catch {
+      done(false)
+    }
+  })
+}
+
+/**
+ * Can `setpriv --pdeathsig=SIG` run (after `prefix`: unshare into a chroot), and may the check shell
+ * follow it? The shell qualifies when `env` run through it prints the same variables as `env` run
+ * by setpriv alone: a /bin/sh that adds its own (bash: SHLVL, _) would change every program's
+ * environment, so such a system gets setpriv without the check. null: no wrapper at all (no setpriv,
+ * one without --pdeathsig (util-linux < 2.33), a signal name it does not know, nothing in a root).
+ */
+async function parentDeathSupport (prefix: string[], signal: NodeJS.Signals): Promise<ParentDeath | null> {
+  const sp = [...prefix, SETPRIV, `--pdeathsig=${signal}`, '--']
+  const env = { PROXYCORE_PROBE: '1' }
+  const direct = await probe([...sp, ENV_BIN], env)
+  if (!direct.ok) return (await probe([...sp, SETPRIV, '--version'], {})).ok ? { signal, check: false } : null
+  const shelled = await probe([...sp, ...checkShell(env, ENV_BIN), ENV_BIN], env)
+  const lines = (s: string): string => s.split('\n').sort().join('\n')
+  return { signal, check: shelled.ok && lines(shelled.out) === lines(direct.out) }
+}
+
+/** The host's setpriv, per signal: probed once per process (it does not change under a running host). */
+const hostProbes = new Map<string, Promise<ParentDeath | null>>()
+
+function hostParentDeath (signal: NodeJS.Signals): Promise<ParentDeath | null> {
+  let p = hostProbes.get(signal)
+  if (p === undefined) {
+    p = existsSync(SETPRIV) ? parentDeathSupport([], signal) : Promise.resolve(null)
+    hostProbes.set(signal, p)
+  }
+  return p
+}
+
+/**
+ * Would Node's spawn() find and exec `file` (in `cwd`, with `env`'s PATH or Node's default)?
+ * When not, the parent-death wrapper is left out so the exec error stays Node's own ERR_SPAWN_EXEC
+ * (ENOENT, EACCES) rather than a wrapper's exit 127 after it started.
+ */
+function executable (file: string, env: Record<string, string>, cwd: string | undefined): boolean {
+  const runs = (path: string): boolean => {
+    try {
+      accessSync(path, fsConstants.X_OK)
+      return statSync(path).isFile()
+    } catch { return false }
+  }
+  const base = cwd ?? process.cwd()
+  if (file.includes('/')) return runs(resolvePath(base, file))
+  return (env.PATH ?? DEFAULT_SEARCH_PATH).split(':').some((dir) => runs(resolvePath(base, join(dir, file))))
+}
+
+/**
+ * Does /bin/sh pass `env` on as it is? dash drops variables whose names are not shell names
+ * (`A.B`, `X-Y`: the config allows them), and sets IFS, OPTIND, PPID and PWD itself.
+ */
+function shellKeeps (env: Record<string, string>): boolean {
+  return Object.keys(env).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && !['IFS', 'OPTIND', 'PPID', 'PWD'].includes(k))
+}
+
+/**
+ * `sh -c '…[ "$PPID" = <host pid> ] || exit 1; exec "$0" "$@"'`, to run right after setpriv: the
+ * prctl came before it, so a host that dies later is signalled, and one that died earlier is
+ * noticed here and the program never starts. dash exports a PWD of its own (unset: `env` has none,
+ * see shellKeeps), and looks a bare program name up in its own default path when the environment
+ * has no PATH (given Node's instead; the assignment is not exported).
+ */
+function checkShell (env: Record<string, string>, program: string): string[] {
+  const path = env.PATH === undefined && !program.includes('/') ? `PATH=${DEFAULT_SEARCH_PATH}; ` : ''
+  return ['/bin/sh', '-c', `unset PWD; ${path}[ "$PPID" = ${process.pid} ] || exit 1; exec "$0" "$@"`]
+}
+
+/** `setpriv --pdeathsig=SIG -- [check shell] cmd…` */
+function withParentDeath (cmd: string[], pd: ParentDeath, check: boolean, env: Record<string, string>): string[] {
+  const shell = check ? checkShell(env, cmd[0] ?? '') : []
+  return [SETPRIV, `--pdeathsig=${pd.signal}`, '--', ...shell, ...cmd]
+}
 
 /** sshd ChrootDirectory's rule: root-owned, not writable by group or others, not a symlink. */
 function checkChroot (spec: ResolvedSpec, root: string, id: Identity | null): void {
@@ -135,7 +270,24 @@ export class Launcher {
     const groupList = spec.chroot !== undefined && spec.groups === 'user' && identity !== null
       ? execFileSync('id', ['-G', '--', identity.user], { encoding: 'utf8', env: {} }).trim().split(/\s+/).join(',')
       : null
-    this.resolved.set(spec.name, { identity, limits, groupList })
+    const parentDeath = await this.parentDeath(spec, identity)
+    this.resolved.set(spec.name, { identity, limits, groupList, parentDeath })
+  }
+
+  /**
+   * The parent-death wrapper of a spawn: the signal is its killSignal (what a normal stop sends
+   * first, so a program that takes its workers down on it does so here too). null where it would
+   * not work (parentDeathSupport), and under chroot where the root has no /usr/bin/setpriv of its
+   * own that runs: probed as the spawn's user, inside the root, since the host's binaries are out of
+   * reach after the chroot and a signal set before unshare's setuid is cleared by it. Never an
+   * error: such a spawn runs as before, without the protection.
+   */
+  private async parentDeath (spec: ResolvedSpec, id: Identity | null): Promise<ParentDeath | null> {
+    const signal = spec.killSignal
+    if (!/^SIG[A-Z0-9]+$/.test(signal)) return null
+    if (spec.chroot === undefined) return await hostParentDeath(signal)
+    if (id === null || !existsSync(UNSHARE)) return null
+    return await parentDeathSupport([UNSHARE, `--root=${spec.chroot}`, '--wd=/', `--setgid=${id.gid}`, `--setuid=${id.uid}`, '--'], signal)
   }
 
   /**
@@ -204,15 +356,22 @@ export class Launcher {
    * exec; the `sh -c 'umask 022; exec …'` wrapper (an extra exec per request) is left out.
    */
   plan (spec: ResolvedSpec, argv: string[], env: Record<string, string>, cwd: string | undefined, nativeUmask = false): LaunchPlan {
-    const r = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits, groupList: null }
+    const r: Resolved = this.resolved.get(spec.name) ?? { identity: null, limits: spec.limits, groupList: null, parentDeath: null }
     let cmd = argv
     const id = r.identity
     // Node switches uid/gid itself unless a helper does it (setpriv for the user's groups).
     let nodeSwitches = id !== null
     let nodeCwd = cwd ?? spec.cwd
     const root = spec.chroot
+    if (id !== null) env = { ...env, PATH: SAFE_PATH }
+    // Innermost, after every uid switch (each clears it). Not for the fork server's children: it
+    // kills them itself when the host goes. Under chroot the program was checked to exist inside.
+    // The check shell for socket spawns only: a CGI program caught by the race has lost the host's
+    // pipes anyway, and the shell would be one more exec per request.
+    if (!nativeUmask && r.parentDeath !== null && (root !== undefined || executable(argv[0] ?? '', env, nodeCwd))) {
+      cmd = withParentDeath(cmd, r.parentDeath, r.parentDeath.check && spec.socketType === 'socket' && shellKeeps(env), env)
+    }
     if (id !== null) {
-      env = { ...env, PATH: SAFE_PATH }
       if (root !== undefined) {
         if (env.SOCKET !== undefined) env.SOCKET = `/${relative(root, env.SOCKET)}`
         const ids = spec.groups === 'user' ? [`--setuid=${id.uid}`] : [`--setgid=${id.gid}`, `--setuid=${id.uid}`]

@@ -14,7 +14,10 @@ import { escalation, stopGroup } from './group-kill.js'
 import type { OutputSink } from './output.js'
 import type { PidFiles } from './pidfile.js'
 
-/** What to exec, after identity and limits wrapping (see identity.ts). */
+/**
+ * What to exec, after identity, limits and parent-death wrapping (launcher.ts). Every wrapper
+ * execs the next, so the pid Node reports is the program's own (status(), pid files, group kill).
+ */
 export interface LaunchPlan {
   readonly file: string
   readonly args: string[]
@@ -64,7 +67,9 @@ const STDIO_LINGER_MS = 500
 
 /**
  * exec a plan in its own process group (`detached`), so stop signals reach every worker it forks
- * (RELIABILITY.md §4.5); never through a shell; only the fds named in `stdio`.
+ * (RELIABILITY.md §4.5); never through a shell; only the fds named in `stdio`. Forked by the
+ * calling thread: a plan with the parent-death wrapper signals its program when that thread ends
+ * (the main thread: when the host process ends).
  */
 export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
   return spawn(plan.file, plan.args, { stdio, detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false })
