@@ -4,7 +4,7 @@
  */
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, readlinkSync, realpathSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { waitFor } from '../helpers/leaks.js'
@@ -14,6 +14,7 @@ import { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
 import { managerOptions } from '../../src/config/spawns.js'
 import { validateConfig } from '../../src/config/validate.js'
+import { minimalRoot } from '../helpers/chroot.js'
 
 const A = { name: 'pcsxa', id: 2001 }
 const B = { name: 'pcsxb', id: 2002 }
@@ -191,18 +192,7 @@ if (process.getuid?.() !== 0) {
 
   /** A minimal root: dash as /bin/sh, sleep, their libraries and loader (from ldd), and a script owned by A. */
   const buildRoot = (dir: string): string => {
-    const root = join(dir, 'root')
-    mkdirSync(root, { mode: 0o755 })
-    chmodSync(root, 0o755)
-    const copy = (host: string, inside: string): void => {
-      mkdirSync(join(root, dirname(inside)), { recursive: true, mode: 0o755 })
-      copyFileSync(realpathSync(host), join(root, inside))
-      chmodSync(join(root, inside), 0o755)
-    }
-    for (const [host, inside] of [['/bin/sh', '/bin/sh'], ['/bin/sleep', '/bin/sleep']]) {
-      copy(host, inside)
-      for (const m of execFileSync('ldd', [realpathSync(host)], { encoding: 'utf8' }).matchAll(/(\/\S+) \(0x/g)) copy(m[1], m[1])
-    }
+    const root = minimalRoot(dir, 'root', ['/bin/sh', '/bin/sleep'])
     const app = join(root, 'app')
     mkdirSync(app)
     chownSync(app, A.id, A.id)

@@ -22,12 +22,13 @@
  */
 import t, { type Test } from 'tap'
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { leakTest, type Defer } from './fixtures/guard.js'
 import { tempDir } from './fixtures/manager.js'
+import { minimalRoot } from '../helpers/chroot.js'
 import { alive, processGroup, readProc, waitFor } from '../helpers/leaks.js'
 import { withTestUsers } from '../helpers/users.js'
 import { get } from '../helpers/servers.js'
@@ -232,20 +233,7 @@ leakTest(t, '(d) launcher: direct: a hung CGI program (one of Node\'s own childr
  * check shell and its probe), with their libraries (from ldd).
  */
 function buildRoot (dir: string, withSetpriv: boolean): string {
-  const root = join(dir, withSetpriv ? 'root' : 'bare')
-  mkdirSync(root, { mode: 0o755 })
-  chmodSync(root, 0o755)
-  const copy = (host: string, inside: string): void => {
-    mkdirSync(join(root, dirname(inside)), { recursive: true, mode: 0o755 })
-    copyFileSync(realpathSync(host), join(root, inside))
-    chmodSync(join(root, inside), 0o755)
-  }
-  const bins = withSetpriv ? ['/bin/sleep', '/bin/sh', '/usr/bin/setpriv', '/usr/bin/env'] : ['/bin/sleep']
-  for (const bin of bins) {
-    copy(bin, bin)
-    for (const m of execFileSync('ldd', [realpathSync(bin)], { encoding: 'utf8' }).matchAll(/(\/\S+) \(0x/g)) copy(m[1], m[1])
-  }
-  return root
+  return minimalRoot(dir, withSetpriv ? 'root' : 'bare', withSetpriv ? ['/bin/sleep', '/bin/sh', '/usr/bin/setpriv', '/usr/bin/env'] : ['/bin/sleep'])
 }
 
 leakTest(t, '(e) chroot: the root\'s own setpriv sets the signal after unshare\'s setuid; a root without one runs as before', async (t, defer) => {
