@@ -21,6 +21,7 @@ import { createAccessLog, createProxy, createStatus, silentLogger } from '../../
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { closeServer, get, listen, proxyServer, rawRequest } from '../helpers/servers.js'
 import { havePeer, PHP_CGI, tempDir } from '../fastcgi/helpers/peers.js'
+import { phpSiteYaml } from './snippets.js'
 import { root, serveKilled } from '../cli/run.js'
 
 const guide = readFileSync(join(root, 'docs/guides/observability.md'), 'utf8')
@@ -73,26 +74,11 @@ function site (t: Parameters<typeof tempDir>[0]): { dir: string, file: string } 
   const dir = tempDir(t, 'pc-doc-obs-')
   writeFileSync(join(dir, 'i.php'), PHP)
   const file = join(dir, 'proxycore.yaml')
-  writeFileSync(file, `listen: 127.0.0.1:0
-drainTimeout: 5s
-${statusLine ?? ''}
-spawns:
-  php:
-    binPath: ${PHP_CGI}
-    socketName: 127.0.0.1:0
-    environment: { PHP_FCGI_CHILDREN: "0" }
-    stopTimeout: 2s
-routes:
-  - name: php
-    match: { extension: .php }
-    protocol: fastcgi
-    spawn: php
-    docroot: ${JSON.stringify(dir)}
-  - name: dead
+  writeFileSync(file, phpSiteYaml(PHP_CGI, dir, statusLine ?? '', `  - name: dead
     match: { prefix: /dead/ }
     protocol: http
     backends: [127.0.0.1:1]
-`)
+`))
   return { dir, file }
 }
 

@@ -15,6 +15,7 @@ import { guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
 import { Raw, postHead } from '../helpers/raw-client.js'
 import { havePeer, PHP_CGI, tempDir } from '../fastcgi/helpers/peers.js'
+import { phpSiteYaml } from './snippets.js'
 import { cli, root, runCli, serveKilled } from '../cli/run.js'
 
 const guide = readFileSync(join(root, 'docs/guides/operators.md'), 'utf8')
@@ -39,23 +40,7 @@ function site (t: Parameters<typeof tempDir>[0], extra = '', routeExtra = ''): {
   const dir = tempDir(t, 'pc-doc-ops-')
   writeFileSync(join(dir, 'i.php'), PHP)
   const file = join(dir, 'proxycore.yaml')
-  const write = (top: string, route = ''): void => writeFileSync(file, `listen: 127.0.0.1:0
-drainTimeout: 5s
-status: { path: /server-status }
-${top}
-spawns:
-  php:
-    binPath: ${PHP_CGI}
-    socketName: 127.0.0.1:0
-    environment: { PHP_FCGI_CHILDREN: "0" }
-    stopTimeout: 2s
-routes:
-  - name: php
-    match: { extension: .php }
-    protocol: fastcgi
-    spawn: php
-    docroot: ${JSON.stringify(dir)}
-${route}`)
+  const write = (top: string, route = ''): void => writeFileSync(file, phpSiteYaml(PHP_CGI, dir, `status: { path: /server-status }\n${top}`, route))
   write(extra, routeExtra)
   return { dir, file, write }
 }

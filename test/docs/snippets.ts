@@ -67,3 +67,26 @@ export async function stops (t: Tap, r: Run, signal: NodeJS.Signals): Promise<vo
 
 /** A user's environment: without the NODE_OPTIONS tap adds for its own bookkeeping. */
 export const userEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS'))
+
+/**
+ * A `proxycore serve` config for a php-cgi site in `dir` (one worker per process, `.php` routed to
+ * it): `top` goes before `spawns` (status, timeouts), `routes` after the php route.
+ */
+export function phpSiteYaml (phpCgi: string, dir: string, top = '', routes = ''): string {
+  return `listen: 127.0.0.1:0
+drainTimeout: 5s
+${top}
+spawns:
+  php:
+    binPath: ${phpCgi}
+    socketName: 127.0.0.1:0
+    environment: { PHP_FCGI_CHILDREN: "0" }
+    stopTimeout: 2s
+routes:
+  - name: php
+    match: { extension: .php }
+    protocol: fastcgi
+    spawn: php
+    docroot: ${JSON.stringify(dir)}
+${routes}`
+}
