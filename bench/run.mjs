@@ -7,6 +7,7 @@
  *   npm run bench -- --runs 5          more runs
  *   npm run bench -- --quick           1 run of 2 s
  *   npm run bench -- --only http,scgi  some scenarios
+ *                                      (http, fastcgi, scgi, cgi, spawn, static, big)
  *   npm run bench -- --big             + 1 GiB upload/download through every adapter (sha256, RSS growth)
  *   npm run bench -- --only big        only that (writes bench/results/big-latest.json and the
  *                                      "Memory: large bodies" section of docs/benchmarks.md)
@@ -59,7 +60,7 @@ const { values: opt } = parseArgs({
 })
 
 if (opt.help) {
-  console.log('options: --runs N --duration S --connections C --quick --smoke --json --only a,b --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --allocations --no-write --module PATH --render results.json')
+  console.log(`options: --runs N --duration S --connections C --quick --smoke --json --only a,b (${ALL.map((s) => s.id).join(',')},big) --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --allocations --no-write --module PATH --render results.json`)
   process.exit(0)
 }
 
@@ -100,7 +101,7 @@ mkdirSync(resultsDir, { recursive: true })
 
 const mod = opt.module ?? join(repo, 'dist', 'index.js')
 const api = await import(new URL(`file://${mod}`).href)
-const adapters = ['http', 'fastcgi', 'scgi', 'cgi'].filter((n) => {
+const adapters = ['http', 'fastcgi', 'scgi', 'cgi', 'static'].filter((n) => {
   try { return api.getAdapter?.(n) !== undefined || api[`${n}Adapter`] !== undefined } catch { return false }
 })
 const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, nodeArgs: [] }
@@ -159,7 +160,7 @@ for (const sc of scenarios) {
   try { setup = await sc.setup(ctx) } catch (err) { setup = { skip: String(err.message).split('\n')[0] } }
   if (setup.skip) {
     log(`  skipped: ${setup.skip}`)
-    results.push({ id: sc.id, title: sc.title, skip: setup.skip, rows: [], skipped: [] })
+    results.push({ id: sc.id, title: sc.title, note: sc.note, skip: setup.skip, rows: [], skipped: [] })
     continue
   }
   for (const s of setup.skipped) log(`  skipped ${s.label}: ${s.reason}`)
@@ -188,7 +189,7 @@ for (const sc of scenarios) {
       }
     }
   }
-  results.push({ id: sc.id, title: sc.title, ...summarize(sc, targets, samples, sizes), skipped: setup.skipped })
+  results.push({ id: sc.id, title: sc.title, note: sc.note, ...summarize(sc, targets, samples, sizes), skipped: setup.skipped })
   for (const t of [...setup.targets].reverse()) await t.proc.stop()
   for (const e of setup.extras ?? []) await e.stop()
   if (setup.backend) await setup.backend.stop()

@@ -43,7 +43,9 @@ export function summarize (sc, targets, samples, sizes) {
       ratios.push({ peer: c.peer, label: c.label ?? peer?.label ?? c.peer, target: c.target ?? null, bySize, pass })
     }
     const rss = Math.max(...sizes.map((n) => pc.bySize[n].rssMaxKiB)) / 1024
-    ratios.push({ peer: 'rss', label: 'proxycore RSS under load (MiB, max)', target: RSS_TARGET_MIB, rssMiB: rss, pass: rss <= RSS_TARGET_MIB })
+    // A scenario with `rssTarget: null` has no memory target: the RSS is shown, not judged.
+    const rssTarget = sc.rssTarget === undefined ? RSS_TARGET_MIB : sc.rssTarget
+    ratios.push({ peer: 'rss', label: 'proxycore RSS under load (MiB, max)', target: rssTarget, rssMiB: rss, pass: rssTarget === null ? null : rss <= rssTarget })
   }
   return { rows, ratios }
 }
@@ -75,15 +77,18 @@ function table (head, rows, align) {
 
 function scenarioMarkdown (sc, sizes) {
   const out = [`## ${sc.title}`, '']
+  if (sc.note) out.push(sc.note, '')
   if (sc.skip) { out.push(`Skipped: ${sc.skip}.`, ''); return out.join('\n') }
   const direct = sc.rows.find((r) => r.direct)
   const head = ['server', ...sizes.map((n) => `req/s ${sizeName(n)} median (min–max)`), ...sizes.map((n) => `p99 ms ${sizeName(n)}`),
     ...(direct ? [`ratio to direct (${sizes.map(sizeName).join(' / ')})`] : []), 'RSS max MiB', `CPU % (${sizes.map(sizeName).join(' / ')})`, 'CPU µs/req', 'errors']
   out.push(table(head, sc.rows.map((r) => rowCells(r, sizes, direct)), ['l', ...sizes.map(() => 'r'), ...sizes.map(() => 'r'), ...(direct ? ['r'] : []), 'r', 'r', 'r', 'r']), '')
   if (sc.ratios.length > 0) {
+    // A scenario without any target (static) says so in the target column.
+    const judged = sc.ratios.some((q) => q.target !== null)
     const rrows = sc.ratios.map((q) => q.peer === 'rss'
-      ? [q.label, ...sizes.map((_, i) => i === 0 ? `${q.rssMiB.toFixed(1)} MiB` : ''), `≤ ${q.target} MiB`, mark(q.pass)]
-      : [`proxycore ÷ ${q.label}`, ...sizes.map((n) => fmtR(q.bySize[n])), q.target === null ? '—' : `≥ ${q.target}×`, mark(q.pass)])
+      ? [q.label, ...sizes.map((_, i) => i === 0 ? `${q.rssMiB.toFixed(1)} MiB` : ''), q.target === null ? 'none' : `≤ ${q.target} MiB`, mark(q.pass)]
+      : [`proxycore ÷ ${q.label}`, ...sizes.map((n) => fmtR(q.bySize[n])), q.target === null ? (judged ? '—' : 'none') : `≥ ${q.target}×`, mark(q.pass)])
     out.push(table(['ratio', ...sizes.map(sizeName), 'target', ''], rrows, ['l', ...sizes.map(() => 'r'), 'l', 'l']), '')
   }
   for (const s of sc.skipped ?? []) out.push(`- not measured: ${s.label} — ${s.reason}`)
@@ -102,7 +107,7 @@ export function renderMarkdown (rep) {
     '',
     `Peers: ${Object.entries(f.peers).map(([k, v]) => `${k} ${v}`).join(', ')}.`,
     '',
-    `Method: every server is started by the bench itself on loopback, each in its own process (proxy CPU and RSS are its own process tree, backends excluded); nginx runs one worker, like the one Node process${rep.nodeFlags?.length ? `; every Node proxy (proxycore and the npm peers alike) runs with \`${Object.entries(rep.nodeEnv ?? {}).map(([k, v]) => `${k}=${v} `).join('')}node ${rep.nodeFlags.join(' ')}\`, the environment and V8 flags of \`proxycore serve\`` : ''}. Load: \`${rep.tool === 'wrk' ? `wrk -t1 -c${rep.connections} -d${rep.seconds}s --latency` : `autocannon -c ${rep.connections} -d ${rep.seconds}`}\`, keep-alive; 1 s warm-up per target and size; ${rep.runs} run(s) per target and size, targets interleaved and rotated each run; the table shows the median and the min–max spread. The load generator, the proxy and the backend share the same ${f.nproc} CPUs, so absolute numbers are low and noisy (runs of one invocation differ by 10–20 %); **only ratios taken in the same run compare**. Ratios are proxycore's median ÷ the peer's median. The Node floor (\`bench/servers/floor-*.mjs\`, HTTP, FastCGI and SCGI; in the spawn scenario the FastCGI one, in front of a php-cgi the bench starts with the same environment) is a hand-written node:http proxy with nothing but the wire protocol — no routing, no checks, no timeouts — given the same flags: the least a Node process can do per request, so proxycore ÷ floor is the price of proxycore's features and the floor's own distance to nginx or lighttpd is Node's. RSS is the max of VmRSS sampled every 100 ms during the runs, summed over the tree; a CGI script counts as a backend from its fork on (a child of lighttpd or of proxycore's fork-server helper that still has its parent's name is about to exec the script, and its pages are the parent's, shared copy-on-write). CPU % is the server's own process tree (utime+stime ÷ wall time; 100 % = one core) and CPU µs/req = CPU ÷ req/s: when the machine is shared, the server that gets fewer CPU slices serves fewer requests, so CPU per request is the steadier measure of its cost.`,
+    `Method: every server is started by the bench itself on loopback, each in its own process (proxy CPU and RSS are its own process tree, backends excluded); nginx runs one worker, like the one Node process${rep.nodeFlags?.length ? `; every Node proxy (proxycore and the npm peers alike) runs with \`${Object.entries(rep.nodeEnv ?? {}).map(([k, v]) => `${k}=${v} `).join('')}node ${rep.nodeFlags.join(' ')}\`, the environment and V8 flags of \`proxycore serve\`` : ''}. Load: \`${rep.tool === 'wrk' ? `wrk -t1 -c${rep.connections} -d${rep.seconds}s --latency` : `autocannon -c ${rep.connections} -d ${rep.seconds}`}\`, keep-alive; 1 s warm-up per target and size; ${rep.runs} run(s) per target and size, targets interleaved and rotated each run; the table shows the median and the min–max spread. The load generator, the proxy and the backend share the same ${f.nproc} CPUs, so absolute numbers are low and noisy (runs of one invocation differ by 10–20 %); **only ratios taken in the same run compare**. Ratios are proxycore's median ÷ the peer's median. The Node floor (\`bench/servers/floor-*.mjs\`, HTTP, FastCGI and SCGI; in the spawn scenario the FastCGI one, in front of a php-cgi the bench starts with the same environment) is a hand-written node:http proxy with nothing but the wire protocol — no routing, no checks, no timeouts — given the same flags (for static files, \`floor-static.mjs\`: open, fstat and stream the file with Content-Type, Content-Length and Last-Modified, nothing more): the least a Node process can do per request, so proxycore ÷ floor is the price of proxycore's features and the floor's own distance to nginx or lighttpd is Node's. RSS is the max of VmRSS sampled every 100 ms during the runs, summed over the tree; a CGI script counts as a backend from its fork on (a child of lighttpd or of proxycore's fork-server helper that still has its parent's name is about to exec the script, and its pages are the parent's, shared copy-on-write). CPU % is the server's own process tree (utime+stime ÷ wall time; 100 % = one core) and CPU µs/req = CPU ÷ req/s: when the machine is shared, the server that gets fewer CPU slices serves fewer requests, so CPU per request is the steadier measure of its cost.`,
     '',
     ...(rep.notes ?? []).map((n) => `Note: ${n}\n`),
     '![requests per second by scenario](benchmarks.svg)',

@@ -341,4 +341,60 @@ export const spawn = {
   comparisons: [{ peer: 'lighttpd', target: 0.9 }, { peer: 'floor' }],
 }
 
-export const ALL = [http, fastcgi, scgi, cgi, spawn]
+// --- static files ---------------------------------------------------------------------------
+
+/** The static scenario's files: `<size>.txt` of `x`s, the bodies of the other scenarios. */
+function staticRoot (ctx) {
+  const root = join(ctx.tmp, 'static')
+  mkdirSync(root, { recursive: true })
+  for (const n of SIZES) writeFileSync(join(root, `${n}.txt`), Buffer.alloc(n, 'x'))
+  return root
+}
+
+export const staticFiles = {
+  id: 'static',
+  title: 'Static files from a docroot',
+  note: 'No backend, so no "direct" row: every server opens and reads the same files (`<size>.txt`, ' +
+    'in a docroot the bench creates in its temp dir) itself. nginx (`root`, one worker) and lighttpd ' +
+    '(mod_staticfile) run with their defaults: nginx without `sendfile` and without `open_file_cache` ' +
+    '(open, fstat, pread, writev, close per request), lighttpd with its stat cache, which keeps the ' +
+    'file open between requests (a stat and a pread per request; sendfile for the 64 KiB file); both ' +
+    'send an ETag. The Node floor ' +
+    '(bench/servers/floor-static.mjs) opens, fstats and streams the file with Content-Type, ' +
+    'Content-Length and Last-Modified and nothing else: no ETag, conditional requests, ranges, ' +
+    'dot-file or symlink checks, and no re-check of the opened descriptor. There is no target for ' +
+    'this scenario: the ratios are shown, not judged.',
+  async setup (ctx) {
+    const why = adapterMissing(ctx, 'static')
+    if (why) return { skip: why }
+    const out = { targets: [], skipped: [] }
+    const root = staticRoot(ctx)
+    const path = (n) => `/${n}.txt`
+    await peer(out, 'proxycore', 'proxycore (static adapter)', () => startProxycore(ctx, 'proxycore-static', {
+      routes: [{ protocol: 'static', docroot: root }],
+    }), path)
+    const nginx = which('nginx')
+    if (nginx) {
+      await peer(out, 'nginx', 'nginx root', async () => {
+        const port = await freePort()
+        return start('nginx-static', nginx, nginxConf(ctx.tmp, 'nginx-static', port, { location: 'location / { }', docroot: root }).args, { ready: port })
+      }, path)
+    } else missing(out, 'nginx', 'nginx root', 'nginx not installed')
+    const lighttpd = which('lighttpd')
+    if (lighttpd) {
+      await peer(out, 'lighttpd', 'lighttpd mod_staticfile', async () => {
+        const port = await freePort()
+        return start('lighttpd-static', lighttpd, lighttpdConf(ctx.tmp, 'lighttpd-static', port, {
+          modules: ['mod_staticfile'], docroot: root, body: 'mimetype.assign = ( ".txt" => "text/plain; charset=utf-8" )',
+        }).args, { ready: port })
+      }, path)
+    } else missing(out, 'lighttpd', 'lighttpd mod_staticfile', 'lighttpd not installed')
+    await peer(out, 'floor', FLOOR_LABEL, () => startNodeProxy('floor-static', [here('servers/floor-static.mjs'), root]), path)
+    return out
+  },
+  // No target (the issue sets none): the ratios and the RSS are shown, never judged.
+  comparisons: [{ peer: 'nginx' }, { peer: 'lighttpd' }, { peer: 'floor' }],
+  rssTarget: null,
+}
+
+export const ALL = [http, fastcgi, scgi, cgi, spawn, staticFiles]

@@ -1,12 +1,14 @@
 /**
  * The bench's Node floors (bench/servers/floor-*.mjs) against real peers: each answers what the
  * backend said, byte for byte, at both bench sizes and with requests in parallel, so the bench
- * compares proxycore with proxies that work. Not a performance test.
+ * compares proxycore with proxies that work; the static floor serves a docroot's files as a static
+ * server must. Not a performance test.
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { createServer } from 'node:http'
-import { writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get, listen } from '../helpers/servers.js'
@@ -88,4 +90,58 @@ t.test('floor-scgi: uWSGI, one connection per request', { skip: uwsgiSkip() }, a
   t.teardown(() => uwsgi.stop())
   const port = await startFloor(t, 'floor-scgi.mjs', [uwsgi.socketPath, app])
   await checkSizes(t, (n) => `http://127.0.0.1:${port}/app?${n}`)
+})
+
+t.test('floor-static: the files of a docroot, exact bytes and length, 404 for what is not there', async (t) => {
+  guardLeaks(t)
+  const dir = tempDir(t, 'pc-floor-static-')
+  const root = join(dir, 'www')
+  mkdirSync(join(root, 'sub'), { recursive: true })
+  // Random bytes, not a fill: a body from the wrong offset or the wrong file shows. 200 000 B takes
+  // several 64 KiB reads.
+  const files = new Map([100, 65536, 200_000].map((n) => [`/${n}.txt`, randomBytes(n)]))
+  for (const [name, bytes] of files) writeFileSync(join(root, name), bytes)
+  writeFileSync(join(root, 'sub', 'a b.css'), 'p{}')
+  writeFileSync(join(dir, 'outside.txt'), 'not served')
+  const port = await startFloor(t, 'floor-static.mjs', [root])
+  const url = (p: string): string => `http://127.0.0.1:${port}${p}`
+
+  for (const [name, bytes] of files) {
+    const all = await Promise.all(Array.from({ length: 8 }, () => get(url(name))))
+    t.same(all.map((r) => r.status), Array(8).fill(200), `${name}: all 200`)
+    t.ok(all.every((r) => r.body.equals(bytes)), `${name}: every body is the file, byte for byte`)
+    t.ok(all.every((r) => r.headers['content-length'] === String(bytes.length)), `${name}: Content-Length ${bytes.length}`)
+    t.equal(all[0].headers['content-type'], 'text/plain; charset=utf-8', `${name}: Content-Type from the extension`)
+    t.equal(all[0].headers['last-modified'], statSync(join(root, name)).mtime.toUTCString(), `${name}: Last-Modified is the file's mtime`)
+    t.equal(all[0].headers['transfer-encoding'], undefined, `${name}: not chunked`)
+  }
+
+  const head = await get(url('/65536.txt'), { method: 'HEAD' })
+  t.equal(head.status, 200, 'HEAD: 200')
+  t.equal(head.headers['content-length'], '65536', 'HEAD: the length of the file')
+  t.equal(head.body.length, 0, 'HEAD: no body')
+
+  const q = await get(url('/sub/a%20b.css?v=3'))
+  t.equal(q.status, 200, 'a query is dropped and the path decoded')
+  t.equal(q.body.toString(), 'p{}')
+  t.equal(q.headers['content-type'], 'text/css; charset=utf-8')
+
+  for (const [path, status, what] of [
+    ['/nope.txt', 404, 'a missing file'],
+    ['/sub', 404, 'a directory'],
+    ['/sub/', 404, 'a directory with its slash'],
+    ['/%2e%2e/outside.txt', 404, 'an encoded .. stays inside the docroot'],
+    ['/%E0%A4%A', 400, 'a malformed escape'],
+  ] as const) {
+    const r = await get(url(path))
+    t.equal(r.status, status, `${what}: ${status}`)
+    t.notOk(r.body.toString().includes('not served'), `${what}: nothing from outside the docroot`)
+  }
+  const post = await get(url('/100.txt'), { method: 'POST', body: 'x' })
+  t.equal(post.status, 405, 'POST: 405')
+  t.equal(post.headers.allow, 'GET, HEAD')
+
+  // Still serving after the refusals (no descriptor or handler left in a bad state).
+  const again = await get(url('/100.txt'))
+  t.ok(again.body.equals(files.get('/100.txt') ?? Buffer.alloc(0)), 'then the file again')
 })
