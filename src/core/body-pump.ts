@@ -75,8 +75,14 @@ export function discardBody (req: IncomingMessage, maxBytes: number, maxMs: numb
   if (req.complete || req.destroyed || req.socket.destroyed) return
   const socket = req.socket
   let left = maxBytes
+  // A request node has already dumped (its response ended before anyone read it) passes its body
+  // bytes to nobody: read() counts nothing, and only the socket's own counter shows them.
+  const start = socket.bytesRead
+  const watch = setInterval(() => { if (socket.bytesRead - start > maxBytes) giveUp() }, 20)
+  watch.unref()
   const done = (): void => {
     clearTimeout(timer)
+    clearInterval(watch)
     req.off('readable', drain)
     req.off('end', done)
     socket.off('close', done)

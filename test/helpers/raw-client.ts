@@ -22,7 +22,13 @@ export class Raw {
   async send (buf: Buffer): Promise<void> {
     for (let off = 0; off < buf.length && !this.closed; off += 65536) {
       const piece = buf.subarray(off, off + 65536)
-      await new Promise<void>((resolve) => { if (this.socket.write(piece)) resolve(); else this.socket.once('drain', resolve) })
+      // A server that closes while the write waits for 'drain' ends the wait too.
+      await new Promise<void>((resolve) => {
+        if (this.socket.write(piece)) { resolve(); return }
+        const done = (): void => { this.socket.off('drain', done); this.socket.off('close', done); resolve() }
+        this.socket.once('drain', done)
+        this.socket.once('close', done)
+      })
     }
   }
 
