@@ -255,6 +255,8 @@ export class CompiledRoute {
       urlPath: ex.path,
       rule: { ...(cgi.extensions ? { extensions: cgi.extensions } : {}), ...(cgi.index ? { index: cgi.index } : {}) },
       symlinks: cgi.symlinks,
+      // A static route answers a dot path before the walk: no 301 or error code tells it exists.
+      ...(this.adapter.capabilities.local === true ? { hideDotSegments: true } : {}),
       ...(this.s.stripPrefix && this.s.prefix !== null ? { prefix: this.s.prefix.replace(/\/$/, '') } : {}),
     }))
   }

@@ -45,6 +45,21 @@ export interface ResolveScriptInput {
    * kept in SCRIPT_NAME. Default '' (the URL path maps onto the docroot as is).
    */
   readonly prefix?: string
+  /**
+   * Refuse a path with a segment that starts with a dot (but a leading `.well-known`) before the
+   * file system is looked at: 404 ERR_STATIC_HIDDEN, the same answer whether the dot file exists,
+   * is a directory with an index file (no 301 to `/.git/`) or not. For routes whose adapter serves
+   * files itself (`capabilities.local`); CGI routes leave it off. Default false.
+   */
+  readonly hideDotSegments?: boolean
+}
+
+/** The one dot directory a `hideDotSegments` walk lets through (RFC 8615), and only first. */
+const WELL_KNOWN = '.well-known'
+
+/** A dot segment (`.git`, `.env`) but for a leading `.well-known` (nginx `location ~ /\.(?!well-known)`). */
+export function hasDotSegment (rel: readonly string[]): boolean {
+  return rel.some((seg, i) => seg.startsWith('.') && !(i === 0 && seg === WELL_KNOWN))
 }
 
 function notFound (detail: string): ProxyError {
@@ -106,6 +121,7 @@ export async function resolveScript (input: ResolveScriptInput): Promise<ScriptI
   const { segments, trailingSlash } = decodePath(input.urlPath)
   const rel = stripPrefix(segments, prefix)
   if (rel === null) throw notFound('path outside the route prefix')
+  if (input.hideDotSegments === true && hasDotSegment(rel)) throw new ProxyError('ERR_STATIC_HIDDEN', 'a dot segment in the path', { phase: 'route' })
 
   let realRoot: string
   try {

@@ -1,16 +1,18 @@
 /**
  * The static file adapter (`protocol: static`): files under the route's `docroot`, as nginx `root`
  * or lighttpd mod_staticfile serve them. The core has already resolved the URL path (decoding and
- * its refusals, `..`, index files, the directory 301, the symlink policy, the docroot bound:
- * src/core/cgi/script.ts) into `exchange.script`; this adapter refuses what a static server must
- * not hand out (dot files, a file used as a directory, other methods), opens the file with the
- * X-Sendfile open (src/core/sendfile.ts: O_NOFOLLOW|O_NONBLOCK, regular files only, checked again
- * on the descriptor) and answers GET/HEAD with HTTP validators and single byte ranges.
+ * its refusals, `..`, dot segments, index files, the directory 301, the symlink policy, the
+ * docroot bound: src/core/cgi/script.ts) into `exchange.script`; this adapter refuses what a
+ * static server must not hand out (a dot file a symlink leads to, a file used as a directory,
+ * other methods), opens the file with the X-Sendfile open (src/core/sendfile.ts:
+ * O_NOFOLLOW|O_NONBLOCK, regular files only, checked again on the descriptor), refuses a file the
+ * docroot's owner could not read (the proxy may run as root: a hard link to /etc/shadow), and
+ * answers GET/HEAD with HTTP validators and single byte ranges.
  *
  * Not here: directory listings, compression, multipart ranges (a request for several ranges gets
  * the whole file, 200). docs/protocols/static.md.
  */
-import { realpathSync, type Stats } from 'node:fs'
+import { realpathSync, statSync, type Stats } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import { STATUS_CODES } from 'node:http'
 import { extname, relative, sep } from 'node:path'
@@ -57,6 +59,21 @@ export function hiddenPath (rel: string): boolean {
     if (segs[i].startsWith('.') && !(i === 0 && segs[i] === WELL_KNOWN)) return true
   }
   return false
+}
+
+/**
+ * Could the docroot's owner read this file itself (POSIX permission bits: the owner's, else the
+ * group's when the file has the docroot's group, else the others')? The proxy may run as root and
+ * read anything; a site owner must not make it hand out what the site owner could not read: a hard
+ * link to /etc/shadow or to another site's private file (no symlink policy sees a hard link), a
+ * mode-000 file. A docroot owned by root speaks for no site: everything is readable. ACLs and the
+ * owner's other groups are not looked at (a group-readable file of another group is refused).
+ */
+export function readableByOwner (docroot: Stats, st: Stats): boolean {
+  if (docroot.uid === 0) return true
+  if (st.uid === docroot.uid) return (st.mode & 0o400) !== 0
+  if (st.gid === docroot.gid) return (st.mode & 0o040) !== 0
+  return (st.mode & 0o004) !== 0
 }
 
 /** An If-Match / If-None-Match list holds `*` or `tag`. `strong`: RFC 9110 §8.8.3.2, a weak tag matches nothing. */
@@ -146,9 +163,11 @@ class StaticExchange {
     // version costs a thread-pool round trip each.
     let root: string
     let real: string
+    let rootStats: Stats
     try {
       root = realpathSync.native(script.docroot)
       real = realpathSync.native(script.filename)
+      rootStats = statSync(root)
     } catch {
       throw notFound('no such file')
     }
@@ -157,6 +176,11 @@ class StaticExchange {
     if (hiddenPath(relative(root, real))) throw new ProxyError('ERR_STATIC_HIDDEN', `${script.name} leads to a dot file`, { phase: 'route' })
     try {
       const { fh, stats } = await openInsideRoots(real, [root])
+      // On the descriptor's own stats: what is sent is what was checked.
+      if (!readableByOwner(rootStats, stats)) {
+        await fh.close()
+        throw forbidden('not readable by the docroot owner')
+      }
       return { fh, stats, real }
     } catch (err) {
       if (err instanceof ProxyError) {
