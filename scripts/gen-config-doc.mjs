@@ -15,12 +15,16 @@ const EXAMPLES = {
   include: 'conf.d/*.yaml',
   status: '{ path: /server-status, allow: [127.0.0.1, "10.0.0.0/8"] }',
   'status.allow': '[127.0.0.1, "::1", "10.0.0.0/8"]',
+  'status.metricsPath': '/proxycore-metrics',
   runDir: '/run/proxycore',
   logDir: '/var/log/proxycore',
   logLevel: 'debug',
   identity: '{ minUid: 1000, minGid: 1000, allowedRoots: [/srv/sites] }',
   'identity.allowedRoots': '[/srv/sites, /usr/lib/cgi-bin]',
   drainTimeout: '10s',
+  accessLog: '{ path: /var/log/proxycore/access.log, format: combined }',
+  'accessLog.path': 'stdout',
+  'accessLog.format': 'json',
   spawns: '{ php: { binPath: /usr/bin/php-cgi, socketName: 127.0.0.1:0 } }',
   'spawns.<name>.binPath': '/usr/bin/php-cgi',
   'spawns.<name>.socketType': 'pipe',
@@ -146,6 +150,7 @@ function typeOf (s) {
   if (s.type === 'array') return `list of ${plural(typeOf(s.items ?? {}))}`
   if (s.type === 'object') return s.patternProperties !== undefined && s.properties === undefined ? 'map' : 'object'
   if (s.type === 'integer') return s.minimum !== undefined ? `integer ≥ ${s.minimum}` : 'integer'
+  if ('const' in s) return `\`${s.const}\``
   if (s.type === 'string') return s.pattern === '^/' ? 'string (starts with `/`)' : 'string'
   if (s.type !== undefined) return String(s.type)
   return 'any (adapter-specific)'

@@ -4,10 +4,13 @@
  * and backend addresses are checked exactly as `createProxy` will. Used by `proxycore check`,
  * SIGHUP reload and `createProxy` (before any child is started).
  */
+import type { TSchema } from '@sinclair/typebox'
 import { compileProxy, type CompileInput } from '../core/compile.js'
+import { normalizePath } from '../core/cgi/url-path.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { BackendSource, ProcessStarter, ProtocolAdapter } from '../core/types.js'
 import { silentLogger } from '../logger.js'
+import { pointerSegments } from './locate.js'
 import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { isEmbedConfig, isOperatorConfig } from './validators.generated.js'
 
@@ -28,30 +31,180 @@ export interface CheckOptions extends CrossFieldOptions {
   processStarters?: Record<string, ProcessStarter>
 }
 
+interface Validated {
+  /** Schema issues, then the cross-field ones (validate.ts `validateConfig`). */
+  issues: ConfigIssue[]
+  /** The schema issues alone. */
+  shape: ConfigIssue[]
+  /** Only when `shape` is not empty (TypeBox is loaded then anyway). */
+  typebox?: { shapeIssues: (schema: TSchema, value: unknown) => ConfigIssue[], route: TSchema }
+}
+
 /**
  * validateConfig (validate.ts) without TypeBox for a valid shape: the generated check accepts it,
  * and only a rejected config loads TypeBox and the schema (~13 MiB RSS) to word its issues.
  */
-async function validate (config: unknown, opts: CheckOptions): Promise<ConfigIssue[]> {
+async function validate (config: unknown, opts: CheckOptions): Promise<Validated> {
   const embed = opts.shape === 'embed'
-  if ((embed ? isEmbedConfig : isOperatorConfig)(config)) return crossFieldCheck(config, [], opts)
-  const [{ validateConfig }, { EmbedConfigSchema, OperatorConfigSchema }] = await Promise.all([import('./validate.js'), import('./schema.js')])
-  return validateConfig(config, { ...opts, schema: embed ? EmbedConfigSchema : OperatorConfigSchema })
+  if ((embed ? isEmbedConfig : isOperatorConfig)(config)) return { issues: crossFieldCheck(config, [], opts), shape: [] }
+  const [{ shapeIssues }, { EmbedConfigSchema, OperatorConfigSchema, RouteSchema }] = await Promise.all([import('./validate.js'), import('./schema.js')])
+  const shape = shapeIssues(embed ? EmbedConfigSchema : OperatorConfigSchema, config)
+  return { issues: [...shape, ...crossFieldCheck(config, shape, opts)], shape, typebox: { shapeIssues, route: RouteSchema } }
+}
+
+/**
+ * Route fields that compile's presence rules read (`exactly one of backends or spawn`, `needs
+ * docroot`): a malformed one is replaced by a well-formed stand-in rather than removed, so those
+ * rules still see it set, as it is in the file. What compile says at or under a stand-in is dropped.
+ */
+const STAND_INS: Record<string, unknown> = {
+  '/backends': ['unix:/proxycore-check/stand-in.sock'],
+  '/spawn': '',
+  '/docroot': '/',
+  '/scriptFilename': '/proxycore-check-stand-in',
+  '/authorizer/backends': ['unix:/proxycore-check/stand-in.sock'],
+  '/authorizer/spawn': '',
+}
+
+/** A route made well-formed for the dry compile, and how its paths map back to the file's. */
+interface Salvaged {
+  route: Record<string, unknown>
+  /** Paths (relative to the route, in the file's indexing) removed or replaced by a stand-in. */
+  dropped: string[]
+  /** Per array path (relative): the file index of each element kept. */
+  kept: Map<string, number[]>
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/**
+ * `route` with its malformed fields removed, or replaced by a stand-in (STAND_INS), until the route
+ * schema accepts it; null when it cannot be (not a mapping, or no usable `protocol`). Copies only the
+ * containers it changes: adapter options pass through as they are.
+ */
+function salvageRoute (route: unknown, shapeIssues: (schema: TSchema, value: unknown) => ConfigIssue[], schema: TSchema): Salvaged | null {
+  if (!isRecord(route)) return null
+  const out: Salvaged = { route: { ...route }, dropped: [], kept: new Map() }
+  // Each round removes or replaces at least one value of a finite tree: the bound is a safety net.
+  for (let round = 0; round < 32; round++) {
+    const found = shapeIssues(schema, out.route)
+    if (found.length === 0) return out
+    // A missing required field: its container goes (xSendfile without allow); deepest first, and
+    // array elements from the last, so the paths of one round stay valid while it edits.
+    const targets = [...new Set(found.map((i) => i.message === 'required' ? i.path.slice(0, i.path.lastIndexOf('/')) : i.path))]
+      .sort((a, b) => b.localeCompare(a, 'en', { numeric: true }))
+    for (const target of targets) {
+      const segs = pointerSegments(target)
+      if (segs.length === 0 || segs[0] === 'protocol') return null
+      const parentPath = target.slice(0, target.lastIndexOf('/'))
+      let parent: Record<string, unknown> | unknown[] | undefined = out.route
+      // Copy each container on the way down: the caller's config is never changed.
+      for (const seg of segs.slice(0, -1)) {
+        const child: unknown = (parent as Record<string | number, unknown>)[seg]
+        const copy = Array.isArray(child) ? [...child] : isRecord(child) ? { ...child } : undefined
+        if (copy !== undefined) (parent as Record<string | number, unknown>)[seg] = copy
+        parent = copy
+        if (parent === undefined) break
+      }
+      if (parent === undefined) return null // not a path into the route: nothing safe to compile
+      const last = segs[segs.length - 1]
+      if (Object.hasOwn(STAND_INS, target)) {
+        ;(parent as Record<string, unknown>)[last as string] = STAND_INS[target]
+        out.dropped.push(target)
+      } else if (Array.isArray(parent) && typeof last === 'number') {
+        const kept = out.kept.get(parentPath) ?? parent.map((_, i) => i)
+        out.dropped.push(`${parentPath}/${kept[last]}`)
+        kept.splice(last, 1)
+        out.kept.set(parentPath, kept)
+        parent.splice(last, 1)
+      } else {
+        delete (parent as Record<string, unknown>)[String(last)]
+        out.dropped.push(target)
+      }
+    }
+  }
+  return null
+}
+
+/**
+ * `status.metricsPath` as createStatus compares it (normalised, without a trailing `/`): a path the
+ * router refuses would never match, and the status page's own path or its live view would be
+ * hidden behind the metrics.
+ */
+function metricsPathIssues (status: unknown, issues: readonly ConfigIssue[]): ConfigIssue[] {
+  if (typeof status !== 'object' || status === null || issues.some((i) => i.path.startsWith('/status/metricsPath') || i.path === '/status/path')) return []
+  const { path, metricsPath } = status as { path?: string, metricsPath?: string | false }
+  if (typeof metricsPath !== 'string') return []
+  const at = '/status/metricsPath'
+  const norm = (p: string): string => { const n = normalizePath(p); return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n }
+  let m: string
+  try { m = norm(metricsPath) } catch (err) {
+    return [{ path: at, message: `not a path the router can match: ${(err as Error).message}`, found: metricsPath, expected: 'a path like /proxycore-metrics, or false' }]
+  }
+  let page: string
+  // STATUS_DEFAULTS.path (src/status/handler.ts), not imported: that module loads prom-client.
+  try { page = norm(path ?? '/server-status') } catch { return [] }
+  if (m === page || m === `${page}/live`) {
+    return [{ path: at, message: `metricsPath ${JSON.stringify(metricsPath)} would hide the status ${m === page ? 'page' : 'live view'} at ${m}`, found: metricsPath, expected: `a path other than ${page} and ${page}/live, or false` }]
+  }
+  return []
 }
 
 export async function checkConfig (config: unknown, opts: CheckOptions = {}): Promise<ConfigIssue[]> {
   const external = [...Object.keys(opts.sources ?? {}), ...Object.keys(opts.processStarters ?? {})]
-  const issues = await validate(config, { ...opts, externalSpawns: external })
+  const crossOpts = { ...opts, externalSpawns: external }
+  const { issues, shape, typebox } = await validate(config, crossOpts)
   if (typeof config !== 'object' || config === null) return issues
+  issues.push(...metricsPathIssues((config as { status?: unknown }).status, issues))
   const c = config as CompileInput & { spawns?: Record<string, { socketType?: string }> }
   if (!Array.isArray(c.routes)) return issues
-  // Compile the routes whose shape is right, so one malformed route does not hide another's
-  // unknown protocol or bad adapter options; `keep` maps compiled indices back to file indices.
-  const bad = (i: number): boolean => issues.some((x) => x.path === `/routes/${i}` || x.path.startsWith(`/routes/${i}/`))
-  const keep = c.routes.map((_, i) => i).filter((i) => !bad(i))
+  // Every route is compiled, a malformed one with its malformed fields removed (salvageRoute), so
+  // one run shows a route's unknown protocol, bad options, regex or addresses next to its schema
+  // issues. A route that cannot be salvaged is left out: `keep` maps compiled indices to the file's.
+  const salvaged = new Map<number, Salvaged | null>()
+  const routes: unknown[] = c.routes
+  routes.forEach((r, i) => {
+    const own = shape.filter((x) => x.path === `/routes/${i}` || x.path.startsWith(`/routes/${i}/`))
+    if (own.length > 0 && typebox !== undefined) salvaged.set(i, salvageRoute(r, typebox.shapeIssues, typebox.route))
+  })
+  const keep = routes.map((_, i) => i).filter((i) => salvaged.get(i) !== null)
+  const routeAt = (i: number): unknown => salvaged.get(i)?.route ?? routes[i]
+  /** A compiled path (`/routes/<compiled index>/…`) in the file's indices, array elements included. */
+  const toFile = (path: string): string => path.replace(/^\/routes\/(\d+)((?:\/[^/\s)]+)*)/, (_, k: string, rest: string) => {
+    const i = keep[Number(k)]
+    const s = salvaged.get(i)
+    let tail = rest
+    if (s != null) {
+      for (const [arr, kept] of s.kept) {
+        const m = tail.startsWith(`${arr}/`) ? /^\/(\d+)(.*)$/.exec(tail.slice(arr.length)) : null
+        if (m !== null) tail = `${arr}/${kept[Number(m[1])]}${m[2]}`
+      }
+    }
+    return `/routes/${i}${tail}`
+  })
+  /** At or under a field salvageRoute removed or replaced: its schema issue already says it. */
+  const dropped = (path: string): boolean => {
+    const m = /^\/routes\/(\d+)(\/.*)?$/.exec(path)
+    const s = m === null ? undefined : salvaged.get(Number(m[1]))
+    const rel = m?.[2] ?? ''
+    return s != null && s.dropped.some((d) => rel === d || rel.startsWith(`${d}/`))
+  }
+  const have = new Set(issues.map((i) => i.path))
+  const add = (i: ConfigIssue): void => {
+    if (have.has(i.path) || dropped(i.path)) return
+    issues.push(i)
+  }
+  // The cross-field rules (a route's spawn and its kind) for the salvaged routes: validate skipped them.
+  if (salvaged.size > 0) {
+    const otherShape = shape.filter((x) => !x.path.startsWith('/routes/'))
+    const crossRoutes = routes.map((r, i) => salvaged.get(i) === null ? { protocol: '' } : routeAt(i))
+    const salvagedAt = (p: string): boolean => { const m = /^\/routes\/(\d+)/.exec(p); return m !== null && salvaged.get(Number(m[1])) != null }
+    for (const i of crossFieldCheck({ ...c, routes: crossRoutes }, otherShape, crossOpts)) if (salvagedAt(i.path)) add(i)
+    for (const i of issues) have.add(i.path)
+  }
   const topBad = new Set(issues.map((x) => x.path.split('/')[1]))
   const input = Object.fromEntries(Object.entries(c).filter(([k]) => k === 'routes' || !topBad.has(k))) as unknown as CompileInput
-  input.routes = keep.map((i) => c.routes[i])
+  input.routes = keep.map((i) => routeAt(i)) as CompileInput['routes']
   const sources = new Map<string, BackendSource>(Object.entries(opts.sources ?? {}))
   const starters = new Map<string, ProcessStarter>(Object.entries(opts.processStarters ?? {}))
   for (const [name, s] of Object.entries(c.spawns ?? {})) {
@@ -69,11 +222,8 @@ export async function checkConfig (config: unknown, opts: CheckOptions = {}): Pr
     await runtime.close(0)
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
-    const have = new Set(issues.map((i) => i.path))
-    for (const i of err.issues) {
-      const path = i.path.replace(/^\/routes\/(\d+)/, (_, k: string) => `/routes/${keep[Number(k)]}`)
-      if (!have.has(path)) issues.push({ ...i, path })
-    }
+    // Compiled paths also inside messages ("listed twice (here and at /routes/0/backends/1)").
+    for (const i of err.issues) add({ ...i, path: toFile(i.path), message: i.message.replace(/\/routes\/\d+(?:\/[^/\s)]+)*/g, toFile) })
   }
   return issues
 }

@@ -92,8 +92,9 @@ const ListenSchema = Type.Union([
 
 export const StatusSchema = Type.Object({
   path: Type.Optional(Type.String({ pattern: '^/', default: '/server-status', description: 'Status page path: HTML, JSON with `?format=json` or `Accept: application/json`.' })),
+  metricsPath: Type.Optional(Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], { default: '/metrics', description: 'Path of the Prometheus metrics, answered on every listener and every Host to the same `allow` list; `false` serves no metrics, so a request for `/metrics` reaches the routes (a backend with its own metrics). Must differ from `path` and `<path>/live`.' })),
   allow: Type.Optional(Type.Array(Type.String(), { default: ['127.0.0.0/8', '::1'], description: 'Client addresses/CIDRs allowed to read it, and `unix:` for every client of a unix-socket listener; others get 403.' })),
-}, { additionalProperties: false, description: 'The built-in status page (spawns, processes, routes).' })
+}, { additionalProperties: false, description: 'The built-in status page (spawns, processes, routes) and Prometheus metrics.' })
 
 /** The operator file (proxycore.yaml / .json): the published JSON Schema is generated from this. */
 export const OperatorConfigSchema = Type.Object({
@@ -103,6 +104,10 @@ export const OperatorConfigSchema = Type.Object({
   status: Type.Optional(StatusSchema),
   runDir: Type.Optional(Type.String({ description: 'Directory for spawn pid files; lets a restarted proxycore stop children orphaned by a crashed one.' })),
   logDir: Type.Optional(Type.String({ description: 'Directory for `<spawn>.log` files with the spawns\' stdout/stderr (rotated); without it they go to the log.' })),
+  accessLog: Type.Optional(Type.Object({
+    path: Type.String({ minLength: 1, description: 'File the lines are appended to (created with mode 0640, its directory must exist: serve does not start and a reload is refused without it), relative to the directory of this file; `stdout` writes them to standard output. SIGUSR1 and every reload open the file again (logrotate).' }),
+    format: Type.Optional(Type.Union([Type.Literal('combined'), Type.Literal('json')], { default: 'combined', description: '`combined`: the Apache/nginx combined format plus route, upstream, upstream status, times and error code; `json`: one JSON object per line.' })),
+  }, { additionalProperties: false, description: 'Access log: one line per response (those the proxy makes itself too: 404, 400, 503). Without this key there is none.' })),
   logLevel: Type.Optional(Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info', description: 'Log level, applied again on every reload (PROXYCORE_LOG_LEVEL overrides).' })),
   drainTimeout: Type.Optional(Duration('On SIGTERM or reload: how long in-flight requests and open WebSockets may take to finish; then they are ended (503 `ERR_SHUTTING_DOWN`, or the connection cut).', '30s')),
   spawns: Type.Optional(StrictRecord(Type.String({ pattern: SPAWN_NAME_PATTERN }), SpawnSchema, 'Backend programs proxycore starts and supervises, by name (ASCII letters, digits, `_`, `.` and `-`).')),

@@ -93,6 +93,7 @@ export class Gateway {
       ? null
       : createStatus({ routes: proxy.routes, events: proxy.events, get inflight () { return proxy.inflight }, spawns: spawnView(set) }, {
         ...(st.path !== undefined ? { path: st.path } : {}),
+        ...(st.metricsPath !== undefined ? { metricsPath: st.metricsPath } : {}),
         ...(st.allow !== undefined ? { allow: st.allow } : {}),
         // A reload: counters carry on from the status this one replaces, never down to zero.
         ...(this.gen?.status != null ? { previous: this.gen.status } : {}),

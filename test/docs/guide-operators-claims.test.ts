@@ -67,14 +67,14 @@ routes:
   t.same(lines.slice(0, -1).map((l) => /^proxycore\.yaml:(\d+:\d+): (\/\S+):/.exec(l.replace(dir + '/', ''))?.slice(1, 3) ?? l),
     [['2:15', '/drainTimeout'], ['7:14', '/routes/0/balance'], ['9:15', '/routes/1/protocol']], 'each problem with file:line:col and its path')
   t.match(lines.at(-1), /3 problem\(s\)$/)
-  // The guide's caveat: a route whose fields are malformed is not compiled, so its adapter-level
-  // problems (an unknown protocol) show once those are fixed.
-  t.match(guide, /a route\s+with a malformed field is not compiled, so its unknown `protocol` or bad\s+`options` show once that field is fixed/)
+  // A route with a malformed field is still compiled without it: its unknown protocol shows too.
+  t.match(guide, /A route with a malformed field \(`balance: lol`\) is still compiled, without that field, so its\s+unknown `protocol`/)
   writeFileSync(file, 'listen: 127.0.0.1:0\nroutes:\n  - protocol: htp\n    backends: [127.0.0.1:1]\n    balance: lol\n')
   const both = await runCli(['check', file])
   t.equal(both.code, 2)
   t.match(both.stderr, /\/routes\/0\/balance/)
-  t.notMatch(both.stderr, /unknown protocol/, 'as the guide says: the unknown protocol of that route waits for the next check')
+  t.match(both.stderr, /\/routes\/0\/protocol: unknown protocol "htp"/, 'the unknown protocol shows in the same run')
+  t.match(both.stderr, /2 problem\(s\)/)
   writeFileSync(file, 'listen: 127.0.0.1:0\nroutes:\n  - protocol: http\n    backends: [127.0.0.1:1]\n')
   const ok = await runCli(['check', file])
   t.equal(ok.code, 0, ok.stderr)
@@ -188,9 +188,9 @@ t.test('operators.md slow uploads: the snippet\'s values are the defaults; a tri
   t.match(String(line?.msg), /\(\d+ bytes\/s;.*below timeouts\.minUploadRate 1000 bytes\/s/, 'naming the setting and the measured rate')
 })
 
-t.test('operators.md status: /metrics is proxycore\'s on every Host, shadowing a backend\'s own /metrics', async (t) => {
+t.test('operators.md status: /metrics is proxycore\'s on every Host unless status.metricsPath moves it', async (t) => {
   guardLeaks(t, { timeoutMs: 10_000 })
-  t.match(guide, /The metrics\s+path is `\/metrics` on every listener and every `Host`, and the config file cannot move it/)
+  t.match(guide, /The metrics\s+path is `\/metrics` on every listener and every `Host` unless `status\.metricsPath` says otherwise/)
   const { createServer } = await import('node:http')
   const { listen } = await import('../helpers/servers.js')
   const be = createServer((req, res) => res.end(`the app's own ${req.url ?? ''}\n`))
@@ -204,5 +204,5 @@ t.test('operators.md status: /metrics is proxycore\'s on every Host, shadowing a
     t.match((await get(`${s.url}/metrics`, { headers: { host } })).body.toString(), /^# HELP proxycore_/, `Host ${host}: /metrics is proxycore's`)
   }
   const schema = JSON.parse(readFileSync(join(root, 'schema/proxycore.schema.json'), 'utf8')) as { properties: { status: { properties: Record<string, unknown> } } }
-  t.same(Object.keys(schema.properties.status.properties).sort(), ['allow', 'path'], 'status has no metricsPath key in the config file (if one is added, update the guide)')
+  t.same(Object.keys(schema.properties.status.properties).sort(), ['allow', 'metricsPath', 'path'], 'status.metricsPath moves it (test/status/metrics-path.test.ts)')
 })
