@@ -7,10 +7,14 @@
  */
 let seen = false
 const remember = (): void => { seen = true }
-if (process.argv[2] === 'serve') process.on('SIGHUP', remember)
+// SIGUSR1 (reopen the access log) that early has no file to reopen yet; without a listener, node
+// would open its inspector on 127.0.0.1:9229 instead.
+const ignore = (): void => {}
+if (process.argv[2] === 'serve') { process.on('SIGHUP', remember); process.on('SIGUSR1', ignore) }
 
 /** Stop remembering (serve's own handler is installed) and say whether a HUP came meanwhile. */
 export function takeEarlyHup (): boolean {
   process.off('SIGHUP', remember)
+  process.off('SIGUSR1', ignore)
   return seen
 }

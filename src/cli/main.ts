@@ -6,7 +6,7 @@
  */
 // First: a SIGHUP during the imports below must not end the process (early-signals.ts).
 import { takeEarlyHup } from './early-signals.js'
-import { resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import '../index.js'
 import { loadConfig } from '../config/load.js'
@@ -16,6 +16,7 @@ import { spawnRefusals } from '../config/identity-check.js'
 import { ConfigError } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
 import { Gateway } from '../gateway/server.js'
+import { accessLogProblem } from '../status/access-log.js'
 import { LOG_LEVELS } from '../logger.js'
 import { VERSION } from '../version.js'
 import { cliLogger } from './log.js'
@@ -36,7 +37,8 @@ Usage:
                                     after --timeout (default 10s)
   proxycore --help | --version
 
-Signals (serve): SIGHUP reload, SIGTERM/SIGINT graceful stop (twice: immediate).
+Signals (serve): SIGHUP reload, SIGUSR1 reopen the access log, SIGTERM/SIGINT graceful stop
+  (twice: immediate).
 Environment: PROXYCORE_LOG_LEVEL (fatal|error|warn|info|debug|trace|silent; default from the config,
   else info), PROXYCORE_LOG_FORMAT=json.`
 
@@ -108,6 +110,12 @@ async function check (args: string[]): Promise<number> {
       process.stderr.write(`${file}: ${refused.length} spawn(s) or CGI docroot(s) would be refused\n`)
       return 2
     }
+  }
+  if (r.issues.length === 0 && r.config.accessLog !== undefined) {
+    // What serve would refuse at start: an access log it cannot open (nginx -t checks it too).
+    const p = r.config.accessLog.path
+    const problem = await accessLogProblem(p === 'stdout' ? p : resolve(dirname(resolve(file)), p))
+    if (problem !== null) r.issues.push({ path: '/accessLog/path', message: problem, found: p })
   }
   if (r.issues.length === 0) {
     const c = r.config
@@ -224,6 +232,9 @@ async function serve (args: string[]): Promise<number> {
       }
     })
   }
+  // nginx's convention (logrotate's postrotate): reopen the access log. Also keeps node's default
+  // SIGUSR1 action, which opens the inspector on 127.0.0.1:9229, from happening.
+  process.on('SIGUSR1', () => { void gw.reopenLogs() })
   process.on('SIGHUP', () => {
     // Before the first generation is up there is nothing to reload yet: once it is, the file is
     // read again (it may have changed since it was read for the start).

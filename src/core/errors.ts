@@ -117,6 +117,7 @@ export const ERRORS = {
 
   // --- configuration ------------------------------------------------------------------------------
   ERR_CONFIG: { status: 500, message: 'Invalid configuration', action: 'Run `proxycore check` and fix every listed path.' },
+  ERR_ACCESS_LOG: { status: 500, message: 'The access log file (accessLog.path) cannot be opened', action: 'Create its directory and give the user proxycore runs as write access to it; until then serve does not start and a reload (or SIGUSR1 reopen) keeps the file in use.' },
   ERR_BODY_CONSUMED: { status: 500, message: 'The request body was read before the proxy got the request', action: 'Register proxy.handler before body parsers (express.json(), body-parser, a framework parser), or mount the parsers only on your own routes.' },
   ERR_INSECURE_PARSER: { status: 500, message: 'Requests are parsed leniently (insecureHTTPParser or --insecure-http-parser)', action: 'Create the node:http server without insecureHTTPParser and run node without --insecure-http-parser: a lenient parser lets clients smuggle requests past the proxy.' },
 

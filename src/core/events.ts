@@ -23,11 +23,19 @@ export interface RequestEndEvent {
   bytesOut: number
   /** Stable code when the exchange failed; null on success. Client aborts are `ERR_CLIENT_ABORTED`. */
   error: ErrorCode | null
+  /**
+   * node's strings of the request (`req.httpVersion`, the `Referer` and `User-Agent` headers; as
+   * node decodes them: one char per byte): undefined when absent, or the request never got parsed.
+   */
+  httpVersion?: string | undefined
+  referer?: string | undefined
+  userAgent?: string | undefined
 }
 /** What an exchange (or an upgrade) knows when it ends; `endEvent` derives the rest. */
 export interface EndFacts {
   id: number, route: string, method: string, url: string, client: string, status: number, backend: string,
   startedAt: number, headAt: number, bytesOut: number
+  httpVersion: string, referer: string | undefined, userAgent: string | undefined
 }
 
 /**
@@ -43,6 +51,9 @@ export function endEvent (f: EndFacts, error: ErrorCode | null, now: number): Re
     totalMs: now - f.startedAt,
     bytesOut: f.bytesOut,
     error,
+    httpVersion: f.httpVersion,
+    referer: f.referer,
+    userAgent: f.userAgent,
   }
 }
 

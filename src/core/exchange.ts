@@ -736,6 +736,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.rt.events.requestEnd(endEvent({
         id: this.id, route: this.route.name, method: this.method, url: this.url, client: this.client.address,
         status: this.status, backend: this.backendId, startedAt: this.startedAt, headAt: this.headAt, bytesOut: this.bytesOut,
+        httpVersion: this.req.httpVersion, referer: this.req.headers.referer, userAgent: this.req.headers['user-agent'],
       }, error, now))
     }
   }

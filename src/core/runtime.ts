@@ -253,6 +253,9 @@ export class ProxyRuntime {
       totalMs: 0,
       bytesOut,
       error: code,
+      httpVersion: req.httpVersion,
+      referer: req.headers.referer,
+      userAgent: req.headers['user-agent'],
     })
   }
 

@@ -11,6 +11,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { chmodSync, unlinkSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { dirname, resolve } from 'node:path'
 import { loadConfigOrThrow } from '../config/load.js'
 import type { OperatorConfig } from '../config/schema.js'
 import { parseDuration } from '../config/units.js'
@@ -19,6 +20,7 @@ import { createProxy, type Proxy } from '../proxy.js'
 import type { GcFunction } from '../core/scavenge.js'
 import { SpawnSet } from './spawn-set.js'
 import { createStatus, type StatusHandler } from '../status/index.js'
+import { AccessLogFile, openAccessLogTarget, type OpenedAccessLog } from '../status/access-log.js'
 import type { SpawnView } from '../status/model.js'
 
 interface Generation {
@@ -26,6 +28,8 @@ interface Generation {
   readonly proxy: Proxy
   readonly spawns: SpawnSet
   readonly status: StatusHandler | null
+  /** `accessLog` opened for this generation (AccessLogFile.use switches to it); null without the key. */
+  readonly accessLog: OpenedAccessLog | null
 }
 
 type Listener = (...args: unknown[]) => void
@@ -70,22 +74,30 @@ export class Gateway {
   /** Bound addresses, as `http://host:port` or `unix:/path`. */
   readonly addresses: string[] = []
 
+  /** The access log every generation writes to (reopened on SIGUSR1 and reloads). */
+  private readonly access: AccessLogFile
+
   constructor (private readonly opts: GatewayOptions) {
     this.lineage = SpawnSet.empty(opts.log)
+    this.access = new AccessLogFile({ onError: (err, path) => { opts.log.error({ err, code: 'ERR_ACCESS_LOG', path }, 'access log: write failed; its lines are dropped until SIGUSR1 or a reload reopens it') } })
   }
 
   get current (): Generation | null { return this.gen }
 
   private async build (prev: SpawnSet, given?: OperatorConfig, ready?: AbortSignal): Promise<{ gen: Generation, retired: Awaited<ReturnType<SpawnSet['next']>>['retired'] }> {
     const config = given ?? (await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})).config
-    const { set, retired } = await prev.next(config, ready)
+    // Opened before any spawn starts: a log that cannot be opened fails the start (as nginx) or the reload.
+    const al = config.accessLog
+    const accessLog = al === undefined ? null : await openAccessLogTarget({ ...al, path: al.path === 'stdout' ? al.path : resolve(dirname(this.opts.configFile), al.path) })
+    const { set, retired } = await prev.next(config, ready).catch((err: unknown) => { accessLog?.discard(); throw err })
     let proxy: Proxy
     try {
-      const { spawns: _s, tenants: _t, runDir: _r, logDir: _l, ...rest } = config
+      const { spawns: _s, tenants: _t, runDir: _r, logDir: _l, accessLog: _a, ...rest } = config
       proxy = await createProxy({ ...rest, sources: set.sources(), processStarters: set.starters(), logger: this.opts.log, ...(this.opts.gc !== undefined ? { gc: this.opts.gc } : {}) })
     } catch (err) {
       // Undo only what this attempt started; components kept from `prev` keep serving.
       await set.retire(set.components.filter((c) => !prev.components.includes(c)))
+      accessLog?.discard()
       throw err
     }
     const st = config.status
@@ -98,13 +110,14 @@ export class Gateway {
         // A reload: counters carry on from the status this one replaces, never down to zero.
         ...(this.gen?.status != null ? { previous: this.gen.status } : {}),
       })
-    return { gen: { config, proxy, spawns: set, status }, retired }
+    return { gen: { config, proxy, spawns: set, status, accessLog }, retired }
   }
 
   /** Load, start spawns, listen. Throws ConfigError (exit 2) or a runtime error (exit 1). */
   async start (): Promise<void> {
     const { gen } = await this.build(this.lineage)
     this.gen = gen
+    void this.access.use(gen.accessLog, gen.proxy.events)
     this.bound = listenKey(gen.config)
     try {
       for (const l of [gen.config.listen ?? '127.0.0.1:8080'].flat()) await this.listen(l)
@@ -195,6 +208,7 @@ export class Gateway {
     // differs warns on every reload, and one changed back to the bound address does not.
     if (listenKey(next.gen.config) !== this.bound) this.opts.log.warn({ listen: next.gen.config.listen, listening: this.addresses }, 'reload: listen changed; restart proxycore to move listeners')
     this.gen = next.gen
+    void this.access.use(next.gen.accessLog, next.gen.proxy.events)
     this.reloads++
     this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length }, 'reloaded')
     this.retire(old, next.retired)
@@ -212,6 +226,7 @@ export class Gateway {
     try {
       const again = await this.build(old.spawns, old.config, this.closed.signal)
       this.gen = again.gen
+      void this.access.use(again.gen.accessLog, again.gen.proxy.events)
       this.retire(old, again.retired)
       this.opts.log.warn({ spawns: names }, 'reload rejected; the previous config keeps serving')
     } catch (err2) {
@@ -254,6 +269,23 @@ export class Gateway {
     // Old generations still draining after reloads stop on their own clock (their drainTimeout).
     await Promise.all([...this.draining])
     await closed
+    // Last: the drained requests' lines are written before the file closes.
+    await this.access.close()
+  }
+
+  /**
+   * SIGUSR1 (logrotate's postrotate): open the access log's path again. Lines of requests that
+   * end before the switch go to the old (renamed) file, the others to the new one. When the file
+   * cannot be opened the old one stays in use and the error is logged.
+   */
+  async reopenLogs (): Promise<void> {
+    try {
+      const path = await this.access.reopen()
+      if (path !== null) this.opts.log.info({ path }, 'access log reopened')
+    } catch (err) {
+      const issues = (err as { issues?: Array<{ message: string }> }).issues
+      this.opts.log.error({ code: 'ERR_ACCESS_LOG', err: issues === undefined ? err : undefined }, issues?.[0]?.message ?? 'access log: reopen failed; the old file stays in use')
+    }
   }
 
   /**

@@ -5,10 +5,11 @@
  *
  *   127.0.0.1 - - [10/Oct/2025:13:55:36 +0000] "GET /api/x?y=1 HTTP/1.1" 200 2326 "-" "curl/8.5" route=api upstream=127.0.0.1:9000 upstream_status=200 rt=0.004 uht=0.003 code=-
  *
- * Times are UTC. Fields the events do not carry (referer, user agent, HTTP version) are read when
- * the core provides them and written as `-` (version: `HTTP/1.1`, the only one node:http serves
- * besides 1.0) otherwise. Values are escaped like nginx's `escape=default`: `"`, `\` and bytes
- * outside printable ASCII become `\xHH`, so a crafted URL cannot forge a log line.
+ * Times are UTC. Referer, user agent and HTTP version come from the event (node's own strings of
+ * the request); a request without them (a head node's parser refused) gets `-` and `HTTP/1.1`.
+ * Values are escaped like nginx's `escape=default`: `"`, `\` and bytes outside printable ASCII
+ * become `\xHH`, one per byte the client sent (node decodes a head one char per byte), so a
+ * crafted URL, referer or user agent cannot forge a log line.
  *
  * The log never blocks the proxy: when the stream is more than `maxBuffered` bytes behind, lines
  * are dropped and counted (`dropped`) instead of queued. Nor does it bring the proxy down: a stream
@@ -16,8 +17,12 @@
  * which with no listener is an uncaught exception that ends the process; the log listens, keeps
  * the first error in `error`, and counts every later line as dropped.
  */
+import { constants, createWriteStream, open as openFd } from 'node:fs'
+import { access } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import type { Writable } from 'node:stream'
-import { ERRORS } from '../core/errors.js'
+import { promisify } from 'node:util'
+import { ConfigError, ERRORS } from '../core/errors.js'
 import type { ProxyEvents, RequestEndEvent } from '../core/events.js'
 
 export type AccessLogFormat = 'combined' | 'json'
@@ -43,7 +48,7 @@ export interface AccessLog {
 }
 
 /** Request fields a core version may add to `request:end`; used when present. */
-type EndEvent = RequestEndEvent & { httpVersion?: string, referer?: string, userAgent?: string, upstreamStatus?: number }
+type EndEvent = RequestEndEvent & { upstreamStatus?: number }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
 
@@ -73,6 +78,175 @@ export function createAccessLog (events: ProxyEvents, opts: AccessLogOptions): A
       opts.stream.off('error', onError)
     },
   }
+}
+
+/** `accessLog` of the operator file: a file path or `stdout`, and the line format. */
+export interface AccessLogTarget { path: string, format?: AccessLogFormat | undefined }
+
+/** A target opened and not yet written to (AccessLogFile.use switches to it). */
+export interface OpenedAccessLog {
+  readonly path: string
+  readonly format: AccessLogFormat
+  readonly stream: Writable
+  /** The stream's first 'error' (ENOSPC, EACCES, EIO...): lines after it are dropped until the next reopen. */
+  error: Error | null
+  /** Close it unused (a start or reload that failed after opening it). */
+  discard (): void
+}
+
+const openAsync = promisify(openFd)
+
+/**
+ * Open `target` for appending, creating the file (mode 0640, less the umask) but never its
+ * directory. A file that cannot be opened is an `ERR_ACCESS_LOG` config issue at `/accessLog/path`:
+ * serve does not start and a reload is refused, as nginx does with an `access_log` it cannot open.
+ * `stdout` is node's own process.stdout (synchronous for files and pipes on Linux).
+ */
+export async function openAccessLogTarget (target: AccessLogTarget): Promise<OpenedAccessLog> {
+  const format = target.format ?? 'combined'
+  if (target.path === 'stdout') {
+    // A closed stdout (EPIPE) must not end the proxy either; the listener goes with the target.
+    const onError = (err: Error): void => { out.error ??= err }
+    const out: OpenedAccessLog = { path: 'stdout', format, stream: process.stdout, error: null, discard () { process.stdout.off('error', onError) } }
+    process.stdout.on('error', onError)
+    return out
+  }
+  let fd: number
+  try {
+    fd = await openAsync(target.path, 'a', 0o640)
+  } catch (err) {
+    throw new ConfigError([{ path: '/accessLog/path', message: openProblem(target.path, err as NodeJS.ErrnoException), found: target.path }])
+  }
+  const stream = createWriteStream('', { fd, autoClose: true })
+  const opened: OpenedAccessLog = {
+    path: target.path,
+    format,
+    stream,
+    error: null,
+    discard () { stream.destroy() },
+  }
+  // Without a listener a write error (a full disk) is an uncaught exception: the whole proxy exits.
+  stream.on('error', (err: Error) => { opened.error ??= err })
+  return opened
+}
+
+function openProblem (path: string, e: NodeJS.ErrnoException): string {
+  const why = e.code === 'ENOENT'
+    ? `its directory ${dirname(path)} does not exist (proxycore creates the file, not the directory)`
+    : e.code === 'EACCES'
+      ? 'permission denied (the user proxycore runs as needs write access to the file, or to its directory to create it)'
+      : e.code === 'EISDIR' ? 'it is a directory (name a file in it)' : (e.code ?? e.message)
+  return `ERR_ACCESS_LOG: cannot open the access log ${path}: ${why}`
+}
+
+/**
+ * What `proxycore check` says of an access log path (absolute), without creating anything: null
+ * when this user could open it (the file is writable, or its directory is to create it).
+ */
+export async function accessLogProblem (path: string): Promise<string | null> {
+  if (path === 'stdout') return null
+  try {
+    await access(path, constants.W_OK)
+    return null
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return openProblem(path, err as NodeJS.ErrnoException)
+  }
+  try {
+    await access(dirname(path), constants.W_OK)
+    return null
+  } catch (err) {
+    return openProblem(path, err as NodeJS.ErrnoException)
+  }
+}
+
+export interface AccessLogFileOptions {
+  /** Bytes queued in the stream beyond which lines are dropped (default 1 MiB). */
+  maxBuffered?: number
+  now?: () => number
+  /** Told once per opened target of its first write error (ENOSPC...), with the path. */
+  onError?: (err: Error, path: string) => void
+}
+
+/**
+ * The operator's access log (`accessLog` in the file): one target at a time, written by every
+ * proxy generation attached to it (the current one and those still draining after a reload), and
+ * switched by `use` (a reload) or `reopen` (SIGUSR1, after logrotate renamed the file). Lines go to
+ * the target in use when their request ends, so each lands in exactly one file: the old stream is
+ * ended, not dropped, so the lines it still buffers reach the renamed file before its fd closes.
+ */
+export class AccessLogFile {
+  private cur: OpenedAccessLog | null = null
+  private readonly told = new WeakSet<OpenedAccessLog>()
+  private readonly attached = new WeakSet<ProxyEvents>()
+  private readonly maxBuffered: number
+  private readonly now: () => number
+  private droppedLines = 0
+  private writtenLines = 0
+
+  constructor (private readonly opts: AccessLogFileOptions = {}) {
+    this.maxBuffered = opts.maxBuffered ?? 1024 * 1024
+    this.now = opts.now ?? Date.now
+  }
+
+  get path (): string | null { return this.cur?.path ?? null }
+  get dropped (): number { return this.droppedLines }
+  get written (): number { return this.writtenLines }
+
+  private readonly onEnd = (e: EndEvent): void => {
+    const t = this.cur
+    if (t === null) return
+    if (t.error !== null || t.stream.destroyed || t.stream.writableLength > this.maxBuffered) {
+      this.droppedLines++
+      if (t.error !== null && !this.told.has(t)) { this.told.add(t); this.opts.onError?.(t.error, t.path) }
+      return
+    }
+    t.stream.write((t.format === 'json' ? jsonLine(e, this.now()) : combinedLine(e, this.now())) + '\n')
+    this.writtenLines++
+  }
+
+  /**
+   * Write to `next` from now on (null: no access log) and log the requests of `events` (a proxy
+   * generation; none when `next` is null). The previous target is ended; resolves once it is closed.
+   */
+  async use (next: OpenedAccessLog | null, events?: ProxyEvents): Promise<void> {
+    const old = this.cur
+    this.cur = next
+    if (next !== null && events !== undefined && !this.attached.has(events)) {
+      this.attached.add(events)
+      events.on('request:end', this.onEnd)
+    }
+    if (old !== null && old !== next) await finish(old)
+  }
+
+  /**
+   * SIGUSR1: open the path in use again and switch to it (logrotate renamed the file). When it
+   * cannot be opened, the old file stays in use (nginx does the same) and this throws the issue.
+   * Resolves to the path reopened, null when there is no access log or it is stdout.
+   */
+  async reopen (): Promise<string | null> {
+    const was = this.cur
+    if (was === null || was.path === 'stdout') return null
+    const next = await openAccessLogTarget({ path: was.path, format: was.format })
+    // A reload switched targets meanwhile: its file is the newer one.
+    if (this.cur !== was) { next.discard(); return null }
+    await this.use(next)
+    return next.path
+  }
+
+  /** No more lines; the target is ended and closed (every buffered line written). */
+  async close (): Promise<void> {
+    await this.use(null)
+  }
+}
+
+/** End a target: its buffered lines are written, then its fd closes. stdout is left open. */
+async function finish (t: OpenedAccessLog): Promise<void> {
+  if (t.stream === process.stdout) { t.discard(); return }
+  if (t.stream.destroyed) return
+  await new Promise<void>((resolve) => {
+    t.stream.once('close', resolve)
+    t.stream.end()
+  })
 }
 
 /**
@@ -132,8 +306,12 @@ function clf (ms: number): string {
 
 function esc (s: string): string {
   return s.replace(/[^\x20-\x7e]|["\\]/gu, (c) => {
+    // node decodes a request head as latin1: a char up to U+00FF is the byte the client sent.
+    if (c.length === 1 && c.charCodeAt(0) <= 0xff) return hex(c.charCodeAt(0))
     let out = ''
-    for (const b of Buffer.from(c, 'utf8')) out += `\\x${b.toString(16).padStart(2, '0').toUpperCase()}`
+    for (const b of Buffer.from(c, 'utf8')) out += hex(b)
     return out
   })
 }
+
+const hex = (b: number): string => `\\x${b.toString(16).padStart(2, '0').toUpperCase()}`
