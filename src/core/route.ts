@@ -202,12 +202,18 @@ export class CompiledRoute {
     return hit.script
   }
 
+  /**
+   * The script is handed on with the real path found here (ScriptInfo.realFilename): a hit
+   * returns it only after realpath(3) gave that same path again for this request, so it is as
+   * fresh as a realpath the adapter would make itself (the static adapter made that second call).
+   */
   private remember (path: string, script: ScriptInfo): ScriptInfo {
     const real = realpathOrNull(script.filename)
     if (real === null) return script
+    const withReal: ScriptInfo = { ...script, realFilename: real }
     if (this.scriptCache.size >= SCRIPT_CACHE_ENTRIES) this.scriptCache.clear()
-    this.scriptCache.set(path, { script, real, until: Date.now() + SCRIPT_CACHE_MS })
-    return script
+    this.scriptCache.set(path, { script: withReal, real, until: Date.now() + SCRIPT_CACHE_MS })
+    return withReal
   }
 
   /**

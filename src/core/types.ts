@@ -53,6 +53,13 @@ export interface ScriptInfo {
   readonly pathInfo: string
   /** DOCUMENT_ROOT, '' for single-entry-point apps. */
   readonly docroot: string
+  /**
+   * `filename`'s real path (realpath(3): every symlink resolved), as the core found it while it
+   * resolved this very request (its script cache checks it on every hit), so an adapter need not
+   * resolve it again. Absent when the core did not resolve one (no `docroot`): then call
+   * realpath yourself. A check made before the open, like any: verify the opened descriptor.
+   */
+  readonly realFilename?: string
 }
 
 /**

@@ -13,7 +13,6 @@
  * the whole file, 200). docs/protocols/static.md.
  */
 import { realpathSync, statSync, type Stats } from 'node:fs'
-import type { FileHandle } from 'node:fs/promises'
 import { STATUS_CODES } from 'node:http'
 import { extname, relative, sep } from 'node:path'
 import type etagFn from 'etag'
@@ -25,7 +24,7 @@ import { unwatchAbort, watchAbort } from '../../core/abort.js'
 import { isInside } from '../../core/cgi/script.js'
 import { ProxyError, type ErrorCode } from '../../core/errors.js'
 import { OneShotClient } from '../../core/one-shot-client.js'
-import { FileBody, openInsideRoots } from '../../core/sendfile.js'
+import { closeVerified, FileBody, openFdInsideRoots } from '../../core/sendfile.js'
 import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo } from '../../core/types.js'
 import { parseStaticOptions, type StaticOptions } from './options.js'
 
@@ -87,6 +86,41 @@ function headerString (v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v
 }
 
+/** How long a docroot's real path is reused, as the core's script cache (src/core/route.ts). */
+const DOCROOT_CACHE_MS = 1000
+const DOCROOT_CACHE_ENTRIES = 64
+
+/** Docroot (as configured) → its real path and identity when it was resolved. */
+const docroots = new Map<string, { root: string, dev: number, ino: number, until: number }>()
+
+/**
+ * The docroot's real path and its stats now (the owner rule's uid/gid). realpath(3) of the docroot
+ * was one readlink per path component on every request; its result is reused for up to a second,
+ * but only while it still proves itself, on every request: a stat(2) of the cached real path (which
+ * the owner rule needs anyway, so never stale) must find the same directory (dev/ino), and the
+ * file's real path must lie inside it. Both hold ⇒ the cached path is the directory's real path
+ * now: the file's real path has no symlink in it, so its prefix, the cached path, is a symlink-free
+ * path to that directory, and a directory has only one. Anything else (a docroot replaced or
+ * moved, a file outside) resolves the docroot again before deciding, so a refusal is always made
+ * on a fresh realpath. All that the second of reuse can hide is what the core's own script cache
+ * hides as long: after the configured docroot path is re-pointed at another directory, a file of
+ * the old directory that a link in the new one leads to (all other checks made as ever on it:
+ * it was being served a second before). The new directory's own files are served at once
+ * (test/static/static-open-checks.test.ts).
+ */
+function docrootFor (docroot: string, real: string): { root: string, rootStats: Stats } {
+  const hit = docroots.get(docroot)
+  if (hit !== undefined && Date.now() < hit.until) {
+    const now = statSync(hit.root, { throwIfNoEntry: false })
+    if (now !== undefined && now.dev === hit.dev && now.ino === hit.ino && isInside(hit.root, real)) return { root: hit.root, rootStats: now }
+  }
+  const root = realpathSync.native(docroot)
+  const rootStats = statSync(root)
+  if (docroots.size >= DOCROOT_CACHE_ENTRIES) docroots.clear()
+  docroots.set(docroot, { root, dev: rootStats.dev, ino: rootStats.ino, until: Date.now() + DOCROOT_CACHE_MS })
+  return { root, rootStats }
+}
+
 /** Last-Modified as the client sees it: HTTP dates have whole seconds. */
 function mtimeSeconds (st: Stats): number {
   return Math.floor(st.mtimeMs / 1000) * 1000
@@ -95,7 +129,8 @@ function mtimeSeconds (st: Stats): number {
 /** One file served; OneShotClient keeps it while it is in flight. */
 class StaticExchange {
   private over = false
-  private fh: FileHandle | null = null
+  /** The open file before its body takes it (closeVerified: a verified regular file). */
+  private fd: number | null = null
   private body: FileBody | null = null
 
   constructor (
@@ -127,9 +162,9 @@ class StaticExchange {
     this.over = true
     unwatchAbort(this.ex, this.onAbort)
     if (this.body !== null) this.body.destroy()
-    else if (this.fh !== null) this.fh.close().catch(() => {})
+    else if (this.fd !== null) closeVerified(this.fd)
     this.body = null
-    this.fh = null
+    this.fd = null
     this.done(this)
   }
 
@@ -150,24 +185,27 @@ class StaticExchange {
       this.answer(405, 'ERR_METHOD_NOT_ALLOWED', ['Allow', 'GET, HEAD'])
       return
     }
-    const { fh, stats, real } = await this.open(script)
-    if (this.over) { await fh.close(); return }
-    this.fh = fh
+    const { fd, stats, real } = await this.open(script)
+    if (this.over) { closeVerified(fd); return }
+    this.fd = fd
     this.respond(script, stats, real)
   }
 
   /** The file, opened as X-Sendfile opens one: regular, inside the docroot on its real path and on the descriptor. */
-  private async open (script: ScriptInfo): Promise<{ fh: FileHandle, stats: Stats, real: string }> {
+  private async open (script: ScriptInfo): Promise<{ fd: number, stats: Stats, real: string }> {
     // realpath(3) itself, synchronously, as the core's script cache does (src/core/route.ts): one
     // system call on paths the core's walk just brought into the dentry cache, where the promise
-    // version costs a thread-pool round trip each.
+    // version costs a thread-pool round trip each. The file's real path is the core's own
+    // (ScriptInfo.realFilename: its cache makes this very realpath(3) call for this request, a
+    // few microtasks ago, the same check as making it here again: what happens between that
+    // check and the open is what the descriptor checks are for); the docroot's is cached
+    // (docrootFor).
     let root: string
     let real: string
     let rootStats: Stats
     try {
-      root = realpathSync.native(script.docroot)
-      real = realpathSync.native(script.filename)
-      rootStats = statSync(root)
+      real = script.realFilename ?? realpathSync.native(script.filename)
+      ;({ root, rootStats } = docrootFor(script.docroot, real))
     } catch {
       throw notFound('no such file')
     }
@@ -175,13 +213,13 @@ class StaticExchange {
     // A link named `style.css` may not hand out `.env`.
     if (hiddenPath(relative(root, real))) throw new ProxyError('ERR_STATIC_HIDDEN', `${script.name} leads to a dot file`, { phase: 'route' })
     try {
-      const { fh, stats } = await openInsideRoots(real, [root])
+      const { fd, stats } = await openFdInsideRoots(real, [root])
       // On the descriptor's own stats: what is sent is what was checked.
       if (!readableByOwner(rootStats, stats)) {
-        await fh.close()
+        closeVerified(fd)
         throw forbidden('not readable by the docroot owner')
       }
-      return { fh, stats, real }
+      return { fd, stats, real }
     } catch (err) {
       if (err instanceof ProxyError) {
         if (err.code === 'ERR_SENDFILE_FORBIDDEN') throw forbidden(err.message)
@@ -243,11 +281,11 @@ class StaticExchange {
       this.finishNoBody()
       return
     }
-    const fh = this.fh
-    if (fh === null) return
-    const body = new FileBody(fh, end, real, start)
+    const fd = this.fd
+    if (fd === null) return
+    const body = new FileBody(fd, end, real, start)
     this.body = body
-    this.fh = null
+    this.fd = null
     body.on('data', (chunk: Buffer) => {
       if (!this.over && !this.handler.onData(chunk)) body.pause()
     })
