@@ -7,10 +7,10 @@
  * Plus the pure parts: --big-size parsing and the docs section splice (idempotent, rest untouched).
  */
 import t from 'tap'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ensureDist, repo, runBench } from './run-bench.js'
+import { benchLeftovers, ensureDist, repo, runBench } from './run-bench.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 
 guardLeaks(t)
@@ -85,18 +85,6 @@ t.test('--only big: every adapter, 4 MiB up and down, sha256 intact, nothing lef
     t.ok((rc?.processes ?? 0) > (rc?.procs ?? 0), `recycling: ${rc?.processes} processes served (more than the ${rc?.procs} slots)`)
   }
 
-  const leftover = (): string[] => {
-    const found: string[] = []
-    for (const pid of readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid)) continue
-      try {
-        const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
-        // the command line names the temp dir, or the environment inherited from the bench does
-        if (cmd.includes(tmp) || readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`TMPDIR=${tmp}\0`)) found.push(`${pid} ${cmd.slice(0, 120)}`)
-      } catch {}
-    }
-    return found
-  }
   let left: string[] = []
-  t.ok(await waitFor(() => { left = leftover(); return left.length === 0 }, 5000, 50), `every process the bench started is gone ${left.join('; ')}`)
+  t.ok(await waitFor(() => { left = benchLeftovers(tmp); return left.length === 0 }, 5000, 50), `every process the bench started is gone ${left.join('; ')}`)
 })

@@ -7,10 +7,10 @@
  * is skipped locally and fails under CI=true (like big.test.ts).
  */
 import t from 'tap'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ensureDist, runBench } from './run-bench.js'
+import { benchLeftovers, ensureDist, runBench } from './run-bench.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { findWrk } from '../../bench/lib/load.mjs'
 
@@ -95,17 +95,6 @@ t.test('--only static: proxycore, nginx, lighttpd and the floor on the same file
   }
 
   t.ok(await waitFor(() => !existsSync(tmp) || readdirSync(tmp).length === 0, 5000, 50), 'the bench removed its temp dir, the docroot with it')
-  const leftover = (): string[] => {
-    const found: string[] = []
-    for (const pid of readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid)) continue
-      try {
-        const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')
-        if (cmd.includes(tmp) || readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`TMPDIR=${tmp}\0`)) found.push(`${pid} ${cmd.slice(0, 120)}`)
-      } catch {}
-    }
-    return found
-  }
   let left: string[] = []
-  t.ok(await waitFor(() => { left = leftover(); return left.length === 0 }, 5000, 50), `every process the bench started is gone ${left.join('; ')}`)
+  t.ok(await waitFor(() => { left = benchLeftovers(tmp); return left.length === 0 }, 5000, 50), `every process the bench started is gone ${left.join('; ')}`)
 })
