@@ -3,8 +3,9 @@
  * HTTP (node:http backend), FastCGI (php-fpm, php-cgi), SCGI (uWSGI) and CGI (sh script) — sha256
  * checked end to end, proxy RSS growth measured. One fresh proxycore per backend.
  *
- * Uploads carry Content-Length (never chunked), so no adapter spools them: the body must stream
- * from the client socket to the backend. The backend answers with the sha256 of what it read;
+ * Uploads carry Content-Length (never chunked): HTTP streams the body from the client socket to
+ * the backend; the CGI family reads it whole first (requestBuffering, the default: an unlinked
+ * temp file past 64 KiB) and then sends it. The backend answers with the sha256 of what it read;
  * the bench compares it with the digest of the stream it sent (lib/gen.mjs). Downloads are a
  * deterministic stream whose digest the bench computes itself (lib/gen.mjs or lib/seq.mjs).
  */
