@@ -66,6 +66,11 @@ const STAND_INS: Record<string, unknown> = {
   '/authorizer/spawn': '',
 }
 
+/** The field each top-level presence field is an alternative to (a route takes one of the two). */
+const PRESENCE_ALTERNATIVE: Record<string, string> = {
+  '/backends': 'spawn', '/spawn': 'backends', '/docroot': 'scriptFilename', '/scriptFilename': 'docroot',
+}
+
 /** A route made well-formed for the dry compile, and how its paths map back to the file's. */
 interface Salvaged {
   route: Record<string, unknown>
@@ -89,6 +94,16 @@ function salvageRoute (route: unknown, shapeIssues: (schema: TSchema, value: unk
   for (let round = 0; round < 32; round++) {
     const found = shapeIssues(schema, out.route)
     if (found.length === 0) return out
+    // A misspelt presence field (`backend` for `backends`): the operator meant it, so compile sees
+    // a stand-in rather than a route without one ("needs exactly one of backends or spawn" would
+    // only repeat the did-you-mean). Not when the route has the field's alternative already.
+    for (const i of found) {
+      const meant = typeof i.expected === 'string' && i.message.startsWith('unknown key ') && pointerSegments(i.path).length === 1 ? `/${i.expected}` : ''
+      if (!Object.hasOwn(STAND_INS, meant) || Object.hasOwn(out.route, meant.slice(1))) continue
+      if (Object.hasOwn(out.route, PRESENCE_ALTERNATIVE[meant] ?? '')) continue
+      out.route[meant.slice(1)] = STAND_INS[meant]
+      out.dropped.push(meant)
+    }
     // A missing required field: its container goes (xSendfile without allow); deepest first, and
     // array elements from the last, so the paths of one round stay valid while it edits.
     const targets = [...new Set(found.map((i) => i.message === 'required' ? i.path.slice(0, i.path.lastIndexOf('/')) : i.path))]
