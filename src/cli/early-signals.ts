@@ -10,7 +10,8 @@ const remember = (): void => { seen = true }
 // SIGUSR1 (reopen the access log) that early has no file to reopen yet; without a listener, node
 // would open its inspector on 127.0.0.1:9229 instead.
 const ignore = (): void => {}
-if (process.argv[2] === 'serve') { process.on('SIGHUP', remember); process.on('SIGUSR1', ignore) }
+// SIGUSR1 first: whoever sees SIGHUP caught (SigCgt in /proc) may rely on both being handled.
+if (process.argv[2] === 'serve') { process.on('SIGUSR1', ignore); process.on('SIGHUP', remember) }
 
 /** Stop remembering (serve's own handler is installed) and say whether a HUP came meanwhile. */
 export function takeEarlyHup (): boolean {

@@ -102,7 +102,8 @@ leakTest(t, 'logDir: a pipe still held at close() (a program that left the group
   })
   await m.close()
   const file = readFileSync(join(dir, 'esc.log')).toString('latin1')
-  t.match(file, /held\xc3/, `the held byte was written before the file closed (${JSON.stringify(file)})`)
+  // The script's own stderr line may land between "held" and the held byte: it is no character.
+  t.match(file, /held(escaped \d+\n)?\xc3/, `the held byte was written before the file closed (${JSON.stringify(file)})`)
 })
 
 leakTest(t, 'the gateway (proxycore serve, no logDir): a program exiting mid-character has it logged as U+FFFD', async (t, defer) => {
