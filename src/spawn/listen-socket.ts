@@ -40,16 +40,26 @@ export interface BoundSocket {
 
 let tmpSeq = 0
 
-/** Is something accepting connections at `addr`? Resolves false on refusal, absence or timeout. */
+/**
+ * Is something accepting connections at `addr`? Resolves false on refusal, absence or timeout.
+ *
+ * The timeout is the backend's, not the proxy's: after the proxy's own event loop stalled past it
+ * (a busy moment, a long GC), the timer runs before the I/O poll that would report the connect
+ * made meanwhile, so it waits that one poll (setImmediate runs after it) before calling the probe
+ * failed. Two such stalls in a row stopped a healthy backend as unhealthy.
+ */
 export function probeConnect (addr: SpawnAddress, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = addr.kind === 'unix' ? net.connect(addr.path) : net.connect(addr.port, addr.host)
+    let settled = false
     const done = (ok: boolean): void => {
+      if (settled) return
+      settled = true
       clearTimeout(timer)
       sock.destroy()
       resolve(ok)
     }
-    const timer = setTimeout(() => done(false), timeoutMs)
+    const timer = setTimeout(() => setImmediate(done, false), timeoutMs)
     sock.once('connect', () => done(true))
     sock.once('error', () => done(false))
   })

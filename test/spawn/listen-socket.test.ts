@@ -88,3 +88,23 @@ leakTest(t, 'close without hand-off releases the port', async (t, defer) => {
   t.same(again.address, bound.address, 'same port can be bound again at once')
   again.close()
 })
+
+leakTest(t, 'probeConnect: a connect made while the event loop stalled past the timeout counts as up', async (t, defer) => {
+  const holder = net.createServer((s) => s.destroy())
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve))
+  defer(() => new Promise<void>((resolve) => holder.close(() => resolve())))
+  const port = (holder.address() as net.AddressInfo).port
+  for (let i = 0; i < 3; i++) {
+    const probe = probeConnect({ kind: 'tcp', host: '127.0.0.1', port }, 20)
+    // The proxy's own loop is busy 10x the probe's timeout (a stall, not a wait): the backend
+    // accepted meanwhile, and the timer must not be read before that connect is.
+    const until = Date.now() + 200
+    while (Date.now() < until) { /* busy */ }
+    t.equal(await probe, true, `stall ${i + 1}: up`)
+  }
+  const free = net.createServer()
+  await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
+  const closedPort = (free.address() as net.AddressInfo).port
+  await new Promise<void>((resolve) => free.close(() => resolve()))
+  t.equal(await probeConnect({ kind: 'tcp', host: '127.0.0.1', port: closedPort }, 2000), false, 'a refused connect still fails at once')
+})

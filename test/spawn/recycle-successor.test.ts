@@ -221,7 +221,7 @@ leakTest(t, 'an idle process whose successor is booting is shrunk together with 
 leakTest(t, 'the old process fails its health check while its successor boots: the successor takes the slot', async (t, defer) => {
   let spawns = 0
   let restarts = 0
-  const { g, m, src, old } = await webSpawn(defer, { restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 200, failures: 2 } }, (m) => {
+  const { g, m, src, old } = await webSpawn(defer, { restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 2000, failures: 2 } }, (m) => {
     m.on('spawn', () => { spawns++ })
     m.on('restart', () => { restarts++ })
   })

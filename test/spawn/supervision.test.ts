@@ -92,7 +92,7 @@ leakTest(t, 'a child ignoring SIGTERM is SIGKILLed after stopTimeout', async (t,
 
 leakTest(t, 'health check restarts a process that stopped accepting', async (t, defer) => {
   const m = manager(defer)
-  m.add('hc', { binPath: nodeBackend(), socketName: '127.0.0.1:0', handoff: 'self', restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 200, failures: 2 } })
+  m.add('hc', { binPath: nodeBackend(), socketName: '127.0.0.1:0', handoff: 'self', restart: { initialDelay: 10 }, healthCheck: { type: 'connect', interval: 50, timeout: 2000, failures: 2 } })
   await m.start()
   await ensure(m, 'hc')
   const [ep] = m.source('hc').list()
