@@ -7,8 +7,11 @@
  * (boundary-aware: `/srv/files2` is not inside `/srv/files`), so a backend cannot make the proxy
  * read anything else (lighttpd `x-sendfile-docroot`). The check is made again on the opened
  * descriptor, because whoever can write inside a root can swap a name for a symlink between the
- * check and the open (openInsideRoots). The body is exactly the size announced in Content-Length,
- * whatever happens to the file while it is sent (FileBody).
+ * check and the open (openInsideRoots). The file must be one the owner of its allowed root could
+ * read itself (readableByOwner, the static adapter's docroot rule): a hard link is no symlink, its
+ * real path is inside the root, and a proxy running as root opens anything (ownerRefusal). The body
+ * is exactly the size announced in Content-Length, whatever happens to the file while it is sent
+ * (FileBody).
  */
 import { close, closeSync, constants, fstatSync, open as openCallback, read as readCallback, readlinkSync, statSync, type Stats } from 'node:fs'
 import { open, realpath, type FileHandle } from 'node:fs/promises'
@@ -71,7 +74,13 @@ export async function openSendfile (path: string, roots: readonly string[], back
   }
   if (!roots.some((root) => isInside(root, real))) throw forbidden(path)
   await hooks.afterCheck?.(real)
-  const { fh, size } = await openInsideRoots(real, roots)
+  const { fh, size, stats } = await openInsideRoots(real, roots)
+  // On the descriptor's own stats: what is sent is what was checked.
+  const refusal = ownerRefusal(real, roots, stats)
+  if (refusal !== null) {
+    await fh.close()
+    throw forbidden(refusal)
+  }
   const headers: string[] = []
   for (let i = 0; i < backendHeaders.length; i += 2) {
     const n = backendHeaders[i].toLowerCase()
@@ -86,6 +95,48 @@ export async function openSendfile (path: string, roots: readonly string[], back
   }
   // The descriptor is handed to the stream, which closes it (also on destroy).
   return { stream: new FileBody(fh, size, real), size, headers }
+}
+
+/**
+ * Could the owner of a directory read this file itself (POSIX permission bits: the owner's, else the
+ * group's when the file has the directory's group, else the others')? The proxy may run as root and
+ * read anything; a site owner must not make it hand out what the site owner could not read: a hard
+ * link to /etc/shadow or to another site's private file (no symlink rule sees a hard link), a
+ * mode-000 file. A directory owned by root speaks for no site: everything is readable. ACLs and the
+ * owner's other groups are not looked at (a group-readable file of another group is refused). The
+ * static adapter's docroot rule and X-Sendfile's allowed-root rule (ownerRefusal).
+ */
+export function readableByOwner (root: Stats, st: Stats): boolean {
+  if (root.uid === 0) return true
+  if (st.uid === root.uid) return (st.mode & 0o400) !== 0
+  if (st.gid === root.gid) return (st.mode & 0o040) !== 0
+  return (st.mode & 0o004) !== 0
+}
+
+/**
+ * Why the opened file `st` (named `real`) may not be sent, or null: every allowed root `real` lies
+ * in must be owned by root or let its owner read the file (readableByOwner). Every one, not the
+ * first: with `/srv` (root's) and `/srv/site` (the site's) both allowed, a file under `/srv/site`
+ * still needs the site owner's read access. A file with r-- for owner, group and others (0644, the
+ * usual download) is readable by any owner: no stat(2) of a root then. Otherwise one stat(2) per
+ * root the file lies in (usually one), synchronous for the reasons of verifyOpened: a directory's
+ * inode the realpath(3) of the file just walked through. Taken now, never cached: a root given
+ * to another owner, or replaced, is judged as it is now.
+ */
+function ownerRefusal (real: string, roots: readonly string[], st: Stats): string | null {
+  if ((st.mode & 0o444) === 0o444) return null
+  for (const root of roots) {
+    if (!isInside(root, real)) continue
+    let rootStats: Stats | undefined
+    try {
+      rootStats = statSync(root, { throwIfNoEntry: false })
+    } catch {
+      rootStats = undefined
+    }
+    if (rootStats === undefined) return `allowed root ${root} cannot be read: ${real}`
+    if (!readableByOwner(rootStats, st)) return `not readable by the owner of its allowed root ${root}: ${real}`
+  }
+  return null
 }
 
 /**

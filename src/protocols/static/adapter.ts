@@ -24,7 +24,7 @@ import { unwatchAbort, watchAbort } from '../../core/abort.js'
 import { isInside } from '../../core/cgi/script.js'
 import { ProxyError, type ErrorCode } from '../../core/errors.js'
 import { OneShotClient } from '../../core/one-shot-client.js'
-import { closeVerified, FileBody, openFdInsideRoots } from '../../core/sendfile.js'
+import { closeVerified, FileBody, openFdInsideRoots, readableByOwner } from '../../core/sendfile.js'
 import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo } from '../../core/types.js'
 import { parseStaticOptions, type StaticOptions } from './options.js'
 
@@ -58,21 +58,6 @@ export function hiddenPath (rel: string): boolean {
     if (segs[i].startsWith('.') && !(i === 0 && segs[i] === WELL_KNOWN)) return true
   }
   return false
-}
-
-/**
- * Could the docroot's owner read this file itself (POSIX permission bits: the owner's, else the
- * group's when the file has the docroot's group, else the others')? The proxy may run as root and
- * read anything; a site owner must not make it hand out what the site owner could not read: a hard
- * link to /etc/shadow or to another site's private file (no symlink policy sees a hard link), a
- * mode-000 file. A docroot owned by root speaks for no site: everything is readable. ACLs and the
- * owner's other groups are not looked at (a group-readable file of another group is refused).
- */
-export function readableByOwner (docroot: Stats, st: Stats): boolean {
-  if (docroot.uid === 0) return true
-  if (st.uid === docroot.uid) return (st.mode & 0o400) !== 0
-  if (st.gid === docroot.gid) return (st.mode & 0o040) !== 0
-  return (st.mode & 0o004) !== 0
 }
 
 /** An If-Match / If-None-Match list holds `*` or `tag`. `strong`: RFC 9110 §8.8.3.2, a weak tag matches nothing. */
