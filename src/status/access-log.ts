@@ -9,7 +9,8 @@
  * the request); a request without them (a head node's parser refused) gets `-` and `HTTP/1.1`.
  * Values are escaped like nginx's `escape=default`: `"`, `\` and bytes outside printable ASCII
  * become `\xHH`, one per byte the client sent (node decodes a head one char per byte), so a
- * crafted URL, referer or user agent cannot forge a log line.
+ * crafted URL, referer or user agent cannot forge a log line. JSON writes those three as the UTF-8
+ * characters the client's bytes are, and a byte outside a well-formed sequence as the text `\xHH`.
  *
  * The log never blocks the proxy: when the stream is more than `maxBuffered` bytes behind, lines
  * are dropped and counted (`dropped`) instead of queued. Nor does it bring the proxy down: a stream
@@ -276,17 +277,24 @@ export function combinedLine (e: EndEvent, at: number): string {
     `rt=${seconds(e.totalMs)} uht=${seconds(e.headMs)} code=${e.error ?? '-'}`
 }
 
+/**
+ * One JSON object. The client's strings (URL, Referer, User-Agent) are node's one char per byte:
+ * they are turned back into the bytes the client sent and written as the characters those bytes
+ * are in UTF-8; a byte that is not part of a valid UTF-8 sequence is written as the text `\xHH`
+ * (as the combined format writes it). Control characters, DEL, C1 controls and U+2028/U+2029 are
+ * `\uXXXX` escapes, so no value can break the line for a reader that splits on them.
+ */
 export function jsonLine (e: EndEvent, at: number): string {
   return JSON.stringify({
     time: new Date(at).toISOString(),
     client: e.client,
     method: e.method,
-    url: e.url,
+    url: clientText(e.url),
     ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
     status: clientStatus(e),
     bytes: e.bytesOut,
-    ...(e.referer !== undefined ? { referer: e.referer } : {}),
-    ...(e.userAgent !== undefined ? { userAgent: e.userAgent } : {}),
+    ...(e.referer !== undefined ? { referer: clientText(e.referer) } : {}),
+    ...(e.userAgent !== undefined ? { userAgent: clientText(e.userAgent) } : {}),
     route: e.route,
     upstream: e.backend === '' ? null : e.backend,
     upstreamStatus: upstreamStatus(e),
@@ -294,7 +302,48 @@ export function jsonLine (e: EndEvent, at: number): string {
     totalMs: e.totalMs,
     error: e.error,
     id: e.id,
-  })
+  }).replace(LINE_BREAKERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
+/** Left raw by JSON.stringify, yet line ends or terminal controls to some readers (NEL U+0085 to Python's splitlines). */
+const LINE_BREAKERS = /[\u007f-\u009f\u2028\u2029]/gu
+
+/**
+ * A string node decoded one char per byte, as the characters the bytes are in UTF-8; bytes that are
+ * not part of a well-formed sequence (RFC 3629) become the text `\xHH`. A string with a char above
+ * U+00FF was not decoded that way (an embedder's own event) and is returned as it is.
+ */
+function clientText (s: string): string {
+  if (!/[\x80-\xff]/u.test(s) || /[^\x00-\xff]/u.test(s)) return s
+  const b = Buffer.from(s, 'latin1')
+  let out = ''
+  let from = 0
+  for (let i = 0; i < b.length;) {
+    const n = utf8Length(b, i)
+    if (n > 0) { i += n; continue }
+    out += b.toString('utf8', from, i) + hex(b[i])
+    from = ++i
+  }
+  return out + b.toString('utf8', from)
+}
+
+/** Length of the well-formed UTF-8 sequence at `i` (RFC 3629 §4, Unicode Table 3-7), 0 when there is none. */
+function utf8Length (b: Buffer, i: number): number {
+  const b0 = b[i]
+  if (b0 < 0x80) return 1
+  const cont = (k: number, lo = 0x80, hi = 0xbf): boolean => i + k < b.length && b[i + k] >= lo && b[i + k] <= hi
+  if (b0 >= 0xc2 && b0 <= 0xdf) return cont(1) ? 2 : 0
+  if (b0 >= 0xe0 && b0 <= 0xef) {
+    // E0: no overlong forms; ED: no UTF-16 surrogates.
+    const ok = b0 === 0xe0 ? cont(1, 0xa0) : b0 === 0xed ? cont(1, 0x80, 0x9f) : cont(1)
+    return ok && cont(2) ? 3 : 0
+  }
+  if (b0 >= 0xf0 && b0 <= 0xf4) {
+    // F0: no overlong forms; F4: nothing above U+10FFFF.
+    const ok = b0 === 0xf0 ? cont(1, 0x90) : b0 === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1)
+    return ok && cont(2) && cont(3) ? 4 : 0
+  }
+  return 0
 }
 
 /** Common Log Format time: `10/Oct/2025:13:55:36 +0000`. */
