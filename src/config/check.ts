@@ -148,9 +148,11 @@ function salvageRoute (route: unknown, shapeIssues: (schema: TSchema, value: unk
  */
 function metricsPathIssues (status: unknown, issues: readonly ConfigIssue[]): ConfigIssue[] {
   if (typeof status !== 'object' || status === null || issues.some((i) => i.path.startsWith('/status/metricsPath') || i.path === '/status/path')) return []
-  const { path, metricsPath } = status as { path?: string, metricsPath?: string | false }
+  const { path, metricsPath: given } = status as { path?: string, metricsPath?: string | false }
+  // STATUS_DEFAULTS.metricsPath: a status page moved to /metrics is hidden by the default too.
+  const metricsPath = given === undefined ? '/metrics' : given
   if (typeof metricsPath !== 'string') return []
-  const at = '/status/metricsPath'
+  const at = given === undefined ? '/status/path' : '/status/metricsPath'
   const norm = (p: string): string => { const n = normalizePath(p); return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n }
   let m: string
   try { m = norm(metricsPath) } catch (err) {
@@ -159,6 +161,9 @@ function metricsPathIssues (status: unknown, issues: readonly ConfigIssue[]): Co
   let page: string
   // STATUS_DEFAULTS.path (src/status/handler.ts), not imported: that module loads prom-client.
   try { page = norm(path ?? '/server-status') } catch { return [] }
+  if (given === undefined && (m === page || m === `${page}/live`)) {
+    return [{ path: at, message: `status path ${JSON.stringify(path)} is where metrics are served (metricsPath defaults to /metrics): the page would be hidden`, found: path, expected: 'another path, or a metricsPath of its own (or false)' }]
+  }
   if (m === page || m === `${page}/live`) {
     return [{ path: at, message: `metricsPath ${JSON.stringify(metricsPath)} would hide the status ${m === page ? 'page' : 'live view'} at ${m}`, found: metricsPath, expected: `a path other than ${page} and ${page}/live, or false` }]
   }

@@ -17,6 +17,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { normalizePath } from '../core/cgi/url-path.js'
+import { ConfigError } from '../core/errors.js'
 import { parseTarget } from '../core/runtime.js'
 import { plainAddress, TrustedProxies } from '../core/trust.js'
 import { VERSION } from '../version.js'
@@ -73,10 +74,25 @@ export const UNIX_PEERS = 'unix:'
 /** How a status hands its metric totals to the one that replaces it (`previous`); not public API. */
 const handOvers = new WeakMap<StatusHandler, () => MetricsCarry | undefined>()
 
+/**
+ * Throws ConfigError (ERR_CONFIG) for paths `proxycore check` refuses in the file: `path` or
+ * `metricsPath` not a path the router can match, or a `metricsPath` that would hide the status page
+ * or its live view (compared normalised and without a trailing `/`, as requests are). The issue
+ * paths are the option names (`/path`, `/metricsPath`); the file's are `/status/...`.
+ */
 export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): StatusHandler {
-  const path = trimSlash(normalizePath(opts.path ?? STATUS_DEFAULTS.path))
+  const path = statusPath('/path', opts.path ?? STATUS_DEFAULTS.path, 'a path like /server-status')
   const livePath = `${path}/live`
-  const metricsPath = opts.metricsPath === false ? null : trimSlash(normalizePath(opts.metricsPath ?? STATUS_DEFAULTS.metricsPath))
+  const rawMetrics = opts.metricsPath ?? STATUS_DEFAULTS.metricsPath
+  const metricsPath = rawMetrics === false ? null : statusPath('/metricsPath', rawMetrics, 'a path like /proxycore-metrics, or false')
+  if (metricsPath === path || metricsPath === livePath) {
+    throw new ConfigError([{
+      path: '/metricsPath',
+      message: `metricsPath ${JSON.stringify(rawMetrics)} would hide the status ${metricsPath === path ? 'page' : 'live view'} at ${metricsPath}`,
+      found: rawMetrics,
+      expected: `a path other than ${path} and ${livePath}, or false`,
+    }])
+  }
   const allowList: readonly string[] = opts.allow ?? STATUS_DEFAULTS.allow
   const allow = new TrustedProxies(allowList.filter((a) => a !== UNIX_PEERS))
   const allowUnix = allowList.includes(UNIX_PEERS)
@@ -204,6 +220,18 @@ function crossSite (req: IncomingMessage, host: string | undefined): boolean {
   const defaultPort = u.protocol === 'https:' ? ':443' : u.protocol === 'http:' ? ':80' : null
   // URL drops the scheme's default port; a Host header may spell it out.
   return u.host !== (defaultPort !== null && h.endsWith(defaultPort) ? h.slice(0, -defaultPort.length) : h)
+}
+
+/** An option path as requests are compared to it (normalised, no trailing `/`); ERR_CONFIG when the router could never match it. */
+function statusPath (at: string, raw: unknown, expected: string): string {
+  let why: string | null = null
+  let p = ''
+  if (typeof raw !== 'string' || !raw.startsWith('/')) why = 'must be a string starting with /'
+  else {
+    try { p = trimSlash(normalizePath(raw)) } catch (err) { why = `not a path the router can match: ${(err as Error).message}` }
+  }
+  if (why !== null) throw new ConfigError([{ path: at, message: `${at.slice(1)} ${why}`, found: raw, expected }])
+  return p
 }
 
 function trimSlash (p: string): string {

@@ -121,4 +121,12 @@ t.test('check: metricsPath must be a path or false, and must not hide the status
     t.match(got[0]?.message ?? '', /status page|live view/, what)
   }
   t.same((await issues({ metricsPath: '/%zz' })).map((i) => i.path), ['/status/metricsPath'], 'a path the router refuses')
+  // The page moved onto the default metrics path: serve refuses it (createStatus), so must check.
+  for (const path of ['/metrics', '/metrics/', '//metrics']) {
+    const got = await issues({ path })
+    t.same(got.map((i) => i.path), ['/status/path'], `status path ${path}, metricsPath left to its default`)
+    t.match(got[0]?.message ?? '', /is where metrics are served \(metricsPath defaults to \/metrics\)/)
+  }
+  t.same(await issues({ path: '/metrics', metricsPath: false }), [], 'metrics off: the page may take /metrics')
+  t.same(await issues({ path: '/metrics', metricsPath: '/pm' }), [], 'metrics moved: the page may take /metrics')
 })
