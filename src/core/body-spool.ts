@@ -5,8 +5,14 @@
  * netstring (nginx buffers chunked bodies to SCGI for the same reason, RELIABILITY §2.12).
  *
  * Bodies up to `memoryBytes` stay in memory; bigger ones go to a temp file that is unlinked right
- * after it is created, so nothing is left on disk whatever happens; the fd is closed when the
- * body is read to its end, destroyed, or `cleanup()` runs.
+ * after it is created, so nothing is left on disk whatever happens; the fd is closed when
+ * `cleanup()` runs (the exchange's end), not when a reader ends: the body may be read again.
+ *
+ * A spooled body can be read more than once: `replayBody(body)` gives a fresh reader from its
+ * first byte (a second reader of the same file, by position, or the same memory), so a request
+ * whose backend refused it after reading the body (FastCGI's FCGI_OVERLOADED) can go whole to the
+ * next backend, as nginx's `fastcgi_next_upstream` does with a buffered body. A client's stream is
+ * never replayable.
  *
  * Over `maxBytes` → ERR_BODY_TOO_LARGE (413). The source stream is then left paused and unread:
  * the caller answers 413 and closes the connection (destroying an IncomingMessage would take the
@@ -35,10 +41,53 @@ export interface SpoolOptions {
 
 export interface SpooledBody {
   readonly length: number
-  /** Replays the body from its first byte. Read it once. */
+  /** The body from its first byte; `replayBody(body)` gives another reader of it. */
   readonly body: Readable
-  /** Release the temp file's fd (idempotent; safe after the body was read). */
+  /** Release the temp file's fd and end every reader (idempotent; safe after the body was read). */
   cleanup (): Promise<void>
+}
+
+/** Makes a fresh reader of a spooled body, keyed by each reader handed out (`replayBody`). */
+const REPLAY = new WeakMap<Readable, () => Readable>()
+
+/** Whether `body` is a spooled body that `replayBody` can give again from its first byte. */
+export function isReplayable (body: Readable | null): boolean {
+  return body !== null && REPLAY.has(body)
+}
+
+/**
+ * A fresh reader of the spooled `body` from its first byte, or null when `body` is not one (a
+ * client's stream is read once). The old reader is left as it is: the caller destroys it.
+ */
+export function replayBody (body: Readable | null): Readable | null {
+  const make = body === null ? undefined : REPLAY.get(body)
+  return make === undefined ? null : make()
+}
+
+/** Bytes per read of the temp file: as fs.createReadStream's default. */
+const FILE_READ_BYTES = 64 * 1024
+
+/**
+ * A reader of the first `length` bytes of `handle`, by position: readers of one file do not share
+ * a file offset, and none of them closes the fd (cleanup() does). A file that ends short (it
+ * cannot, unless something truncated it) fails the reader: a body is never handed on short.
+ */
+function fileReader (handle: FileHandle, length: number): Readable {
+  let pos = 0
+  return new Readable({
+    highWaterMark: FILE_READ_BYTES,
+    read () {
+      const n = Math.min(FILE_READ_BYTES, length - pos)
+      if (n <= 0) { this.push(null); return }
+      const buf = Buffer.allocUnsafe(n)
+      handle.read(buf, 0, n, pos).then(({ bytesRead }) => {
+        if (this.destroyed) return
+        if (bytesRead === 0) { this.destroy(new ProxyError('ERR_INTERNAL', `spooled body file ended at ${pos} of ${length} bytes`, { phase: 'request' })); return }
+        pos += bytesRead
+        this.push(bytesRead < n ? buf.subarray(0, bytesRead) : buf)
+      }, (err: unknown) => { if (!this.destroyed) this.destroy(toProxyError(err)) })
+    },
+  })
 }
 
 export const DEFAULT_SPOOL_MEMORY = 64 * 1024
@@ -168,24 +217,32 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
     throw toProxyError(err)
   }
 
-  if (file === null) {
-    const body = Readable.from(length === 0 ? [] : [Buffer.concat(chunks)])
-    return { length, body, cleanup: async () => { body.destroy() } }
+  // Every reader handed out, so cleanup() ends them all; each can make the next (replayBody).
+  const readers = new Set<Readable>()
+  let cleaned = false
+  const handle: FileHandle | null = file
+  const whole = handle === null && length > 0 ? Buffer.concat(chunks) : null
+  chunks = []
+  const reader = (): Readable => {
+    const r = handle !== null ? fileReader(handle, length) : Readable.from(whole === null ? [] : [whole])
+    if (cleaned) {
+      r.destroy()
+      return r
+    }
+    readers.add(r)
+    r.once('close', () => readers.delete(r))
+    REPLAY.set(r, reader)
+    return r
   }
-  const handle: FileHandle = file
-  const body = handle.createReadStream({ start: 0, autoClose: false })
-  body.once('close', () => { void closeFile() })
+  const body = reader()
   return {
     length,
     body,
     cleanup: async () => {
-      // Destroying a FileHandle stream closes the handle itself, asynchronously (after any read in
-      // flight): wait for its 'close', so "cleaned up" means the fd is gone.
-      if (!body.closed) {
-        const closed = new Promise<void>((resolve) => body.once('close', () => resolve()))
-        body.destroy()
-        await closed
-      }
+      cleaned = true
+      for (const r of readers) r.destroy()
+      readers.clear()
+      // FileHandle.close() waits for a read still in flight: "cleaned up" means the fd is gone.
       await closeFile()
     }
   }

@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
 import { discardBody } from './body-pump.js'
+import { replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
@@ -410,12 +411,26 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
         this.tried ??= new Set()
         this.tried.add(b)
         this.phase = Phase.Prepare
+        this.rewindBody()
         this.dispatch()
         return
       }
     }
     if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
     this.fail(err, true)
+  }
+
+  /**
+   * A spooled body (body-spool.ts) goes to the next attempt from its first byte, whatever the last
+   * one read of it: an adapter reports a failure after body bytes as retryable only for such a body
+   * (FastCGI's FCGI_OVERLOADED), and `retries` bounds how often it is sent. A client's stream is
+   * left as it is (not read yet, or the failure was not retryable).
+   */
+  private rewindBody (): void {
+    const fresh = replayBody(this.body)
+    if (fresh === null) return
+    this.body?.destroy()
+    this.body = fresh
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * When a FastCGI request may go to a backend again, from FAKE-FCGI (docs/protocols/fastcgi.md
- * "Retry and replay"): FCGI_OVERLOADED is retryable only while no body byte went to the backend,
+ * "Retry and replay"): FCGI_OVERLOADED is retryable only while no byte of a streamed body went to
+ * the backend (a spooled one is read again: overloaded-replay.test.ts),
  * the keep-alive race replays only idempotent methods, and a backend that ignores
  * FCGI_ABORT_REQUEST cannot keep request ids taken for ever.
  */
@@ -94,7 +95,8 @@ t.test('FCGI_OVERLOADED before any body byte: retryable, and the next attempt se
   t.equal(refusing.stdinBytes(), 0)
 })
 
-t.test('through the proxy: a POST whose body one backend refused with FCGI_OVERLOADED is not sent to the next', async (t) => {
+// A buffered body (requestBuffering, the default) is replayed instead: overloaded-replay.test.ts.
+t.test('through the proxy: a streamed POST body one backend refused with FCGI_OVERLOADED is not sent to the next', async (t) => {
   guardLeaks(t)
   const dir = tempDir(t)
   writeFileSync(join(dir, 'x.php'), '')
@@ -103,7 +105,7 @@ t.test('through the proxy: a POST whose body one backend refused with FCGI_OVERL
   const { url } = await proxyServer(t, {
     routes: [{
       protocol: 'fastcgi', backends: [a.endpoint.id, b.endpoint.id], balance: 'round-robin',
-      scriptFilename: join(dir, 'x.php'), options: { discovery: false },
+      scriptFilename: join(dir, 'x.php'), options: { discovery: false }, requestBuffering: false,
     }],
   })
   const r = await get(`${url}/x`, { method: 'POST', body: 'hello world', headers: { 'content-type': 'text/plain' } })

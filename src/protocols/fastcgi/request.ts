@@ -10,6 +10,7 @@
  *                                     is never reused before its END_REQUEST).
  */
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
+import { isReplayable } from '../../core/body-spool.js'
 import { ProxyError, isProxyError } from '../../core/errors.js'
 import { isIdempotent } from '../../core/idempotent.js'
 import type { ClientContext, Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
@@ -230,9 +231,11 @@ export class FcgiRequest {
   fail (err: ProxyError): void {
     if (this.isSettled) return
     err.backend ??= this.owner.backend
-    // Another backend may be tried only with the whole body: once a byte of it went to this one,
-    // the one-shot stream cannot give it again (the core has no replayable body), whatever the code.
-    if (this.bodyStarted && err.retryable) err = spent(err)
+    // Another backend may be tried only with the whole body: once a byte of it went to this one, a
+    // client's stream cannot give it again, whatever the code. A spooled body (requestBuffering,
+    // or a chunked one) can: the core reads it again from its first byte (body-spool replayBody),
+    // at most as often as the route's retries allow.
+    if (this.bodyStarted && err.retryable && !isReplayable(this.exchange.body)) err = spent(err)
     this.settle(false, err.retryable)
     this.handler.onError(err)
   }
