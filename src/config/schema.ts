@@ -58,7 +58,7 @@ export const RouteSchema = Type.Object({
   params: Type.Optional(StrictRecord(Type.String({ pattern: VARIABLE_NAME_PATTERN }), Type.String({ pattern: VARIABLE_VALUE_PATTERN }), 'Extra CGI variables (never HTTP_PROXY); no NUL anywhere, no `=` in a name.')),
   localRedirects: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: re-process `Location: /path` (no Status) inside this route as a GET (RFC 3875 §6.2.2). Off: the client gets the answer as a 302 with its other fields (Set-Cookie) and body (CVE-2024-38476).' })),
   passAuthorization: Type.Optional(Type.Boolean({ default: false, description: 'CGI-family: pass the Authorization header as HTTP_AUTHORIZATION (opt-in, RFC 3875 §9.2; httpd CGIPassAuth).' })),
-  options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter, e.g. fastcgi `maxConnections`, http `connections` and `keepAliveTimeout`, static `cacheControl` (docs/protocols and docs/guides/http-and-websockets.md list them all).' })),
+  options: Type.Optional(Type.Unknown({ description: 'Protocol-specific options, validated by the adapter, e.g. fastcgi `maxConnections`, http `connections` and `keepAliveTimeout`, static `cacheControl` and `precompressed` (docs/protocols and docs/guides/http-and-websockets.md list them all).' })),
   xSendfile: Type.Optional(Type.Object({
     allow: Type.Array(Type.String({ pattern: '^/' }), { minItems: 1, description: 'Directories the backend may name; the file\'s real path must be inside one.' }),
   }, { additionalProperties: false, description: 'Serve `X-Sendfile` / `X-LIGHTTPD-send-file` responses from disk (lighttpd x-sendfile + x-sendfile-docroot). Off when absent.' })),

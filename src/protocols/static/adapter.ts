@@ -7,10 +7,11 @@
  * other methods), opens the file with the X-Sendfile open (src/core/sendfile.ts:
  * O_NOFOLLOW|O_NONBLOCK, regular files only, checked again on the descriptor), refuses a file the
  * docroot's owner could not read (the proxy may run as root: a hard link to /etc/shadow), and
- * answers GET/HEAD with HTTP validators and single byte ranges.
+ * answers GET/HEAD with HTTP validators and single byte ranges. With `precompressed`, a `.br` or
+ * `.gz` sibling the client accepts is sent instead, opened with the same checks (openSibling).
  *
- * Not here: directory listings, compression, multipart ranges (a request for several ranges gets
- * the whole file, 200). docs/protocols/static.md.
+ * Not here: directory listings, compression on the fly, multipart ranges (a request for several
+ * ranges gets the whole file, 200). docs/protocols/static.md.
  */
 import { realpathSync, statSync, type Stats } from 'node:fs'
 import { STATUS_CODES } from 'node:http'
@@ -26,7 +27,8 @@ import { ProxyError, type ErrorCode } from '../../core/errors.js'
 import { OneShotClient } from '../../core/one-shot-client.js'
 import { closeVerified, FileBody, openFdInsideRoots, readableByOwner } from '../../core/sendfile.js'
 import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo } from '../../core/types.js'
-import { parseStaticOptions, type StaticOptions } from './options.js'
+import { parseStaticOptions, type PrecompressedEncoding, type StaticOptions } from './options.js'
+import { acceptedEncodings, codedTag, SIBLING_SUFFIX, siblingEntry } from './precompressed.js'
 
 // CommonJS packages, required on first use (src/lazy.ts): a proxy without a static route never loads them.
 const etag = lazy<typeof etagFn>('etag')
@@ -170,14 +172,63 @@ class StaticExchange {
       this.answer(405, 'ERR_METHOD_NOT_ALLOWED', ['Allow', 'GET, HEAD'])
       return
     }
-    const { fd, stats, real } = await this.open(script)
+    const { fd, stats, real, root, rootStats } = await this.open(script)
     if (this.over) { closeVerified(fd); return }
     this.fd = fd
-    this.respond(script, stats, real)
+    // Precompressed siblings: only once the file itself passed every check (a sibling never
+    // stands for a missing or refused file), tried in the client's order of preference.
+    for (const enc of acceptedEncodings(headerString(ex.requestHeaders['accept-encoding']), this.opts.precompressed)) {
+      if (this.over) return
+      const sib = await this.openSibling(script.filename + SIBLING_SUFFIX[enc], root, rootStats)
+      if (sib === null) continue
+      if (this.over) { closeVerified(sib.fd); return }
+      closeVerified(fd)
+      this.fd = sib.fd
+      this.respond(script, sib.stats, sib.real, enc)
+      return
+    }
+    if (this.over) return
+    this.respond(script, stats, real, null)
+  }
+
+  /**
+   * A precompressed sibling (`<file>.br`, `<file>.gz`), opened with every check the file itself
+   * passed: inside the docroot on its real path and on the descriptor, no dot file on the way, a
+   * regular file opened O_NOFOLLOW, readable by the docroot's owner. Stricter in one point: the
+   * sibling must not be a symlink, in every `symlinks` mode (the adapter does not see the route's
+   * policy; a refusal is always within it). null when there is none or it fails a check: the file
+   * itself is sent then, as nginx's gzip_static falls back, so a bad sibling cannot take the file
+   * down with it.
+   */
+  private async openSibling (path: string, root: string, rootStats: Stats): Promise<{ fd: number, stats: Stats, real: string } | null> {
+    const entry = siblingEntry(path)
+    if (entry === null || !entry.isFile()) return null
+    let real: string
+    try {
+      real = realpathSync.native(path)
+    } catch {
+      return null
+    }
+    if (!isInside(root, real) || hiddenPath(relative(root, real))) return null
+    let opened: { fd: number, stats: Stats }
+    try {
+      opened = await openFdInsideRoots(real, [root])
+    } catch {
+      return null
+    }
+    const { fd, stats } = opened
+    // On the descriptor's own stats, as for the file; and the sibling's name must still be that
+    // very file, not a symlink swapped in after the lstat above.
+    const now = siblingEntry(path)
+    if (!readableByOwner(rootStats, stats) || now === null || !now.isFile() || now.dev !== stats.dev || now.ino !== stats.ino) {
+      closeVerified(fd)
+      return null
+    }
+    return { fd, stats, real }
   }
 
   /** The file, opened as X-Sendfile opens one: regular, inside the docroot on its real path and on the descriptor. */
-  private async open (script: ScriptInfo): Promise<{ fd: number, stats: Stats, real: string }> {
+  private async open (script: ScriptInfo): Promise<{ fd: number, stats: Stats, real: string, root: string, rootStats: Stats }> {
     // realpath(3) itself, synchronously, as the core's script cache does (src/core/route.ts): one
     // system call on paths the core's walk just brought into the dentry cache, where the promise
     // version costs a thread-pool round trip each. The file's real path is the core's own
@@ -204,7 +255,7 @@ class StaticExchange {
         closeVerified(fd)
         throw forbidden('not readable by the docroot owner')
       }
-      return { fd, stats, real }
+      return { fd, stats, real, root, rootStats }
     } catch (err) {
       if (err instanceof ProxyError) {
         if (err.code === 'ERR_SENDFILE_FORBIDDEN') throw forbidden(err.message)
@@ -217,21 +268,30 @@ class StaticExchange {
     }
   }
 
-  private respond (script: ScriptInfo, st: Stats, real: string): void {
+  /**
+   * Answer with the open file `st` (`real`): the file itself (`enc` null) or its precompressed
+   * sibling, whose own size, mtime (validators) and bytes are sent, with the file's Content-Type.
+   */
+  private respond (script: ScriptInfo, st: Stats, real: string, enc: PrecompressedEncoding | null): void {
     const req = this.ex.requestHeaders
     const size = st.size
-    const tag = etag()(st, { weak: true })
+    const plainTag = etag()(st, { weak: true })
+    const tag = enc === null ? plainTag : codedTag(plainTag, enc)
     const modified = new Date(mtimeSeconds(st)).toUTCString()
     const validators = ['ETag', tag, 'Last-Modified', modified]
     if (this.opts.cacheControl !== null) validators.push('Cache-Control', this.opts.cacheControl)
+    // What is sent depends on Accept-Encoding on such a route, whichever representation this is
+    // (RFC 9110 §12.5.5): caches must not give one client's gzip to another.
+    const vary = this.opts.precompressed.length > 0 ? ['Vary', 'Accept-Encoding'] : []
+    validators.push(...vary)
 
     // RFC 9110 §13.2.2: the preconditions in order.
     const ifMatch = req['if-match']
     if (ifMatch !== undefined) {
-      if (!listMatches(ifMatch, tag, true)) { this.answer(412, 'ERR_PRECONDITION_FAILED', []); return }
+      if (!listMatches(ifMatch, tag, true)) { this.answer(412, 'ERR_PRECONDITION_FAILED', vary); return }
     } else {
       const since = Date.parse(req['if-unmodified-since'] ?? '')
-      if (!Number.isNaN(since) && mtimeSeconds(st) > since) { this.answer(412, 'ERR_PRECONDITION_FAILED', []); return }
+      if (!Number.isNaN(since) && mtimeSeconds(st) > since) { this.answer(412, 'ERR_PRECONDITION_FAILED', vary); return }
     }
     if (fresh()(req, { etag: tag, 'last-modified': modified })) {
       this.head(304, validators)
@@ -241,6 +301,7 @@ class StaticExchange {
 
     const type = mime().contentType(extname(script.filename)) || DEFAULT_TYPE
     const headers = ['Content-Type', type, ...validators, 'Accept-Ranges', 'bytes']
+    if (enc !== null) headers.push('Content-Encoding', enc)
     let start = 0
     let end = size // exclusive
     let status = 200
@@ -249,7 +310,7 @@ class StaticExchange {
     if (this.ex.method === 'GET' && range !== undefined && this.rangeStillValid(headerString(req['if-range']), tag, st)) {
       const r = rangeParser()(size, range, { combine: true })
       if (r === -1) {
-        this.answer(416, 'ERR_RANGE_NOT_SATISFIABLE', ['Content-Range', `bytes */${size}`])
+        this.answer(416, 'ERR_RANGE_NOT_SATISFIABLE', ['Content-Range', `bytes */${size}`, ...vary])
         return
       }
       // -2 (malformed) is ignored, as RFC 9110 §14.2 allows; several ranges get the whole file.

@@ -1,3 +1,3 @@
 /** Static file adapter: public surface. */
 export { staticAdapter, StaticClient, hiddenPath } from './adapter.js'
-export { parseStaticOptions, STATIC_DEFAULTS, type StaticOptions } from './options.js'
+export { parseStaticOptions, STATIC_DEFAULTS, type PrecompressedEncoding, type StaticOptions } from './options.js'
