@@ -9,14 +9,14 @@
  * users (created here, deleted at the end: CI runs as root; skipped elsewhere), real files.
  */
 import t from 'tap'
-import { chownSync, chmodSync, linkSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs'
+import { chownSync, linkSync, mkdirSync, realpathSync } from 'node:fs'
 import { join } from 'node:path'
 import { openSendfile } from '../../src/core/sendfile.js'
 import { ProxyError } from '../../src/core/errors.js'
 import { cgiProxy, tempDir, writeScripts } from '../cgi/harness.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
-import { withTestUsers } from '../helpers/users.js'
+import { ownedFile, plantHardLinks, withTestUsers } from '../helpers/users.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
 
@@ -25,12 +25,7 @@ const OTHER = { name: 'pcsfhlother', id: 2162 }
 
 const SEND = '#!/bin/sh\nprintf "Content-Type: application/octet-stream\\nX-Sendfile: %s\\n\\n" "$HTTP_X_FILE"\nprintf "BACKEND-BODY"\n'
 
-/** A file with exactly this owner (uid = gid) and mode, whatever the umask. */
-function file (path: string, body: string, uid: number, mode: number, gid = uid): void {
-  writeFileSync(path, body)
-  chownSync(path, uid, gid)
-  chmodSync(path, mode)
-}
+const file = ownedFile
 
 t.test('a hard link inside an allowed root to a file its owner cannot read is not sent', async (t) => {
   if (!withTestUsers(t, 'the allowed-root owner rule', [SITE, OTHER])) return
@@ -43,15 +38,7 @@ t.test('a hard link inside an allowed root to a file its owner cannot read is no
   writeScripts(www, { 'send.sh': SEND })
 
   // Outside every root: a root-only file (as /etc/shadow), another site's private and public files.
-  file(join(top, 'shadow'), 'ROOT-SECRET', 0, 0o600)
-  file(join(top, 'other-private'), 'OTHER-SECRET', OTHER.id, 0o600)
-  file(join(top, 'other-public'), 'OTHER-PUBLIC', OTHER.id, 0o644)
-  // With fs.protected_hardlinks=1 the site user could not make these links (it cannot write the
-  // files); root can, and a host with protected_hardlinks=0, or a link made before the file's
-  // owner or mode changed, leaves the same thing behind.
-  linkSync(join(top, 'shadow'), join(site, 'shadow.txt'))
-  linkSync(join(top, 'other-private'), join(site, 'private.txt'))
-  linkSync(join(top, 'other-public'), join(site, 'public.txt'))
+  plantHardLinks(top, site, OTHER.id)
   linkSync(join(top, 'shadow'), join(pub, 'shadow.txt'))
   file(join(site, 'mine.txt'), 'MINE', SITE.id, 0o600)
   file(join(site, 'locked.txt'), 'LOCKED', OTHER.id, 0o000)

@@ -3,6 +3,8 @@
  * the test is skipped with the reason, and under CI=true a missing root is a failure, not a skip.
  */
 import { execFileSync } from 'node:child_process'
+import { chmodSync, chownSync, linkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Test } from 'tap'
 
 export interface TestUser { readonly name: string, readonly id: number }
@@ -24,4 +26,27 @@ export function withTestUsers (t: Test, what: string, users: readonly TestUser[]
     for (const u of users) execFileSync('sh', ['-c', `userdel ${u.name} 2>/dev/null; groupdel ${u.name} 2>/dev/null; true`])
   })
   return true
+}
+
+/** A file with exactly this owner (gid defaults to uid) and mode, whatever the umask. */
+export function ownedFile (path: string, body: string, uid: number, mode: number, gid = uid): void {
+  writeFileSync(path, body)
+  chownSync(path, uid, gid)
+  chmodSync(path, mode)
+}
+
+/**
+ * Secrets outside a site's directory, hard-linked into it as `shadow.txt`, `private.txt` and
+ * `public.txt`: a root-only file (as /etc/shadow: ROOT-SECRET, mode `rootMode`), another user's
+ * 0600 file (OTHER-SECRET) and 0644 file (OTHER-PUBLIC). A hard link is no symlink: no symlink
+ * rule sees it. With fs.protected_hardlinks=1 the site user could not make these links; root can,
+ * and a host with it off, or a link made before the file's owner or mode changed, leaves the same.
+ */
+export function plantHardLinks (outside: string, into: string, other: number, rootMode = 0o600): void {
+  ownedFile(join(outside, 'shadow'), 'ROOT-SECRET', 0, rootMode)
+  ownedFile(join(outside, 'other-private'), 'OTHER-SECRET', other, 0o600)
+  ownedFile(join(outside, 'other-public'), 'OTHER-PUBLIC', other, 0o644)
+  linkSync(join(outside, 'shadow'), join(into, 'shadow.txt'))
+  linkSync(join(outside, 'other-private'), join(into, 'private.txt'))
+  linkSync(join(outside, 'other-public'), join(into, 'public.txt'))
 }

@@ -5,13 +5,12 @@
  * of aborted clients. Real files in a temp dir, real users where ownership matters (CI runs as root).
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { chownSync, lchownSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
 import { proxyServer, rawRequest } from '../helpers/servers.js'
-import { withTestUsers } from '../helpers/users.js'
+import { ownedFile, plantHardLinks, withTestUsers } from '../helpers/users.js'
 
 guardLeaks(t)
 
@@ -62,24 +61,12 @@ t.test('a hard link to a file the site owner cannot read is not served (the prox
   if (!withTestUsers(t, 'the docroot owner rule', [SITE, OTHER])) return
   const { top, root } = tmpSite(t)
   chownSync(root, SITE.id, SITE.id)
-  const file = (path: string, body: string, uid: number, mode: number): void => {
-    writeFileSync(path, body, { mode })
-    chownSync(path, uid, uid)
-    execFileSync('chmod', [mode.toString(8), path])
-  }
+  const file = ownedFile
   // Outside the docroot: a root-only file (as /etc/shadow), another site's private and public files.
-  file(join(top, 'shadow'), 'ROOT-SECRET', 0, 0o000)
-  file(join(top, 'other-private'), 'OTHER-SECRET', OTHER.id, 0o600)
-  file(join(top, 'other-public'), 'OTHER-PUBLIC', OTHER.id, 0o644)
-  // A hard link is no symlink: no symlink policy sees it. With fs.protected_hardlinks=0, or on a
-  // host where the site user once could, the site owner makes these; root makes them here.
-  linkSync(join(top, 'shadow'), join(root, 'shadow.txt'))
-  linkSync(join(top, 'other-private'), join(root, 'private.txt'))
-  linkSync(join(top, 'other-public'), join(root, 'public.txt'))
+  plantHardLinks(top, root, OTHER.id, 0o000)
   file(join(root, 'mine.txt'), 'MINE', SITE.id, 0o600)
   file(join(root, 'locked.txt'), 'LOCKED', OTHER.id, 0o000)
-  file(join(root, 'group.txt'), 'GROUP', OTHER.id, 0o640)
-  chownSync(join(root, 'group.txt'), OTHER.id, SITE.id)
+  file(join(root, 'group.txt'), 'GROUP', OTHER.id, 0o640, SITE.id)
   for (const symlinks of ['owner', 'follow', 'deny'] as const) {
     const { port } = await proxyServer(t, { routes: [{ protocol: 'static', docroot: root, symlinks }] })
     for (const name of ['shadow.txt', 'private.txt', 'locked.txt']) {
