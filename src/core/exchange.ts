@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
-import { discardBody } from './body-pump.js'
+import { discardBody, lingerOnClose } from './body-pump.js'
 import { replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
@@ -768,6 +768,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
    */
   private discardUnreadBody (): void {
     const max = this.route.s.maxBodySize > 0 ? Math.min(this.route.s.maxBodySize, DISCARD_MAX_BYTES) : DISCARD_MAX_BYTES
+    // Now, before the response ends: node closes a last response's socket when it has.
+    lingerOnClose(this.req)
     setImmediate(() => discardBody(this.req, max, DISCARD_MAX_MS))
   }
 }
