@@ -11,8 +11,8 @@
  * written as they are (the file has every byte the program wrote) and the end is reported, so the
  * log without a file (`logOutput`) can flush its decoder too.
  */
-import { createWriteStream, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
-import { join } from 'node:path'
+import { createWriteStream, mkdirSync, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
+import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import type { Logger } from '../core/types.js'
@@ -112,6 +112,9 @@ export class OutputSink {
   }
 
   private open (file: string): WriteStream {
+    // log.dir is made as runDir is (PM2 makes its log directory too): a missing one dropped every
+    // byte of output, counted on the status page but never written.
+    try { mkdirSync(dirname(file), { recursive: true, mode: 0o750 }) } catch { /* the open below fails and counts */ }
     const s = createWriteStream(file, { flags: 'a' })
     this.stream = s
     this.size = fileSize(file)

@@ -4,7 +4,7 @@
  * the directory is back.
  */
 import t from 'tap'
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, manager, tempDir } from './fixtures/manager.js'
@@ -28,13 +28,17 @@ leakTest(t, 'OutputSink: a log file that fails on reopen counts what it lost, cl
   defer(() => sink.close())
   sink.write('stdout', Buffer.from('first\n'), 1)
   t.ok(await waitFor(() => existsSync(join(dir, 'x.log')) && readFileSync(join(dir, 'x.log'), 'utf8') === 'first\n'), 'first line written')
+  // The directory gone and a file in its place: it can be neither made again (a missing one is)
+  // nor opened in, as a failing disk.
   rmSync(dir, { recursive: true })
-  // Over maxSize: rotation reopens the file, which fails (ENOENT): these 1000 bytes are lost.
+  writeFileSync(dir, 'not a directory')
+  // Over maxSize: rotation reopens the file, which fails (ENOTDIR): these 1000 bytes are lost.
   sink.write('stdout', Buffer.alloc(1000, 'a'), 1)
   t.ok(await waitFor(() => sink.dropped === 1000), `the lost chunk is counted (dropped ${sink.dropped})`)
   // While the file is failing, more output is dropped and counted, not queued on a dead stream.
   sink.write('stdout', Buffer.alloc(10, 'b'), 1)
   t.equal(sink.dropped, 1010, 'output while failing is counted')
+  rmSync(dir)
   mkdirSync(dir)
   // Once the directory is back (and the retry delay passed) output reaches the file again.
   t.ok(await waitFor(() => {
@@ -62,10 +66,12 @@ leakTest(t, 'manager: log directory removed under a chatty program: no hang in c
   await ensure(m, 'chatty')
   t.ok(await waitFor(() => existsSync(join(dir, 'x.log.1')) || existsSync(join(dir, 'chatty.log.1')), 5000), 'rotated at maxSize')
   rmSync(dir, { recursive: true })
+  writeFileSync(dir, 'not a directory') // a missing directory would be made again
   const before = lines
   // Enough output for several rotations into the missing directory.
   t.ok(await waitFor(() => lines > before + 100, 10_000), 'the program goes on writing')
   t.ok(m.status()[0].droppedOutputBytes > 0, `lost output counted (${m.status()[0].droppedOutputBytes} bytes)`)
+  rmSync(dir)
   mkdirSync(dir)
   t.ok(await waitFor(() => existsSync(join(dir, 'chatty.log')), 5000), 'log file reopened once the directory is back')
   await within(m.close(), 8000, 'SpawnManager.close()')
