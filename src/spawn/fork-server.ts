@@ -237,8 +237,10 @@ function unreapedChildren (ppid: number): number[] {
 /**
  * @internal Test seams. `dropStdio`: drop a child's stdio connection for `fd` as if it never
  * reached us (the proxy out of descriptors: libuv accepts and closes what is pending).
+ * `helloDelayMs`: read each accepted connection's hello only this long after it arrived, as a
+ * proxy too busy to read them in time (200 CGI requests at once on a loaded machine).
  */
-export const forkServerSeams: { dropStdio: ((fd: number) => boolean) | null } = { dropStdio: null }
+export const forkServerSeams: { dropStdio: ((fd: number) => boolean) | null, helloDelayMs: number } = { dropStdio: null, helloDelayMs: 0 }
 
 /**
  * One program started by the fork server. Besides the PipeChild events, 'exec' (no arguments)
@@ -540,7 +542,8 @@ export class ForkServer {
       if (hello.length === HELLO) sock.unshift(hello)
       this.onHello(entry, hello)
     }
-    sock.on('readable', onReadable)
+    if (forkServerSeams.helloDelayMs > 0) setTimeout(() => sock.on('readable', onReadable), forkServerSeams.helloDelayMs)
+    else sock.on('readable', onReadable)
   }
 
   /** One timer for every connection still to say its token (not one per connection). */
@@ -611,7 +614,7 @@ export class ForkServer {
 
   /**
    * One timer for every child still waiting for a connection (not one per request): each gets
-   * LATE_STDIO_MS from its S, then fails. A sweep that itself ran late means our loop stalled, and
+   * LATE_STDIO_MS from its S (more while a hello is unread), then fails. A sweep that itself ran late means our loop stalled, and
    * timers run before the accepts of the same turn: the children are judged on the next sweep
    * (only the next: a clock that jumps must not keep them for ever).
    */
@@ -623,7 +626,12 @@ export class ForkServer {
       const now = this.clock.now()
       this.stdioSweepSkipped = now - due >= every && !this.stdioSweepSkipped
       if (!this.stdioSweepSkipped) {
-        for (const child of this.awaitingStdio.values()) if (now - child.execAt >= LATE_STDIO_MS) this.stdioLost(child)
+        // A connection accepted whose hello is not read yet may be any waiting child's (a busy
+        // proxy reads three per program: 200 CGI requests at once under load took longer than
+        // LATE_STDIO_MS, and every program past the 108th failed). While one is pending, a child
+        // is judged lost only once that hello's own bound has passed too.
+        const bound = this.unknown.size > 0 ? LATE_STDIO_MS + HELLO_TIMEOUT_MS : LATE_STDIO_MS
+        for (const child of this.awaitingStdio.values()) if (now - child.execAt >= bound) this.stdioLost(child)
       }
       if (this.awaitingStdio.size > 0) this.sweepStdioLater()
     }, every)

@@ -77,3 +77,23 @@ leakTest(t, 'close() with a child whose stdio was lost stops it and resolves pro
   t.ok(closed, `close() resolved ${closed ? `in ${Date.now() - started} ms` : 'not within 6 s (it waited for the program to exit by itself)'}`)
   t.ok(groupGone(pid), 'the program and its sleep are gone')
 }, { skip })
+
+leakTest(t, 'a hello read late (a proxy too busy to read it) is not a lost connection: the program runs', async (t, defer) => {
+  // Every hello read 3 s after its connection arrived, past LATE_STDIO_MS (2 s) from the exec.
+  forkServerSeams.helloDelayMs = 3000
+  defer(() => { forkServerSeams.helloDelayMs = 0 })
+  const m = manager(defer)
+  m.add('sh', { socketType: 'pipe', binPath: '/bin/sh', stopTimeout: 300 })
+  await m.start()
+  const child = m.pipeStarter('sh').launch({ argv: ['-c', 'echo late-but-there'], env: {}, cwd: '/', stdin: 'null' }) as ForkChild
+  const events: string[] = []
+  child.on('error', (err: NodeJS.ErrnoException) => events.push(`${err.code}: ${err.message}`))
+  const spawned = new Promise<void>((resolve) => child.once('spawn', () => { events.push('spawn'); resolve() }))
+  const deadline = new Promise<void>((resolve) => { const tm = setTimeout(resolve, 10_000); defer(() => clearTimeout(tm)) })
+  await Promise.race([spawned, deadline])
+  t.same(events, ['spawn'], 'spawned once its hellos were read, no ERR_CGI_FORK_SERVER meanwhile')
+  let out = ''
+  child.stdout?.on('data', (c: Buffer) => { out += c.toString() })
+  t.ok(await waitFor(() => out === 'late-but-there\n', 5000), `its output arrives (${JSON.stringify(out)})`)
+  t.ok(await waitFor(() => m.status()[0].pipeChildren === 0, 5000), 'and it is reaped')
+}, { skip })
