@@ -17,25 +17,12 @@ import { get, proxyServer } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { root, runCli, serve, type Served } from '../cli/run.js'
 import { ECHO_APP, launchUwsgi, startUwsgi, UWSGI, uwsgiMissing } from '../scgi/uwsgi-peer.js'
+import { guideBlocks, must } from './snippets.js'
 
 type Tap = Test
 
-const GUIDE = readFileSync(join(root, 'docs/guides/python-scgi.md'), 'utf8')
 
-/** The first fenced block of `lang` after `heading` in the guide. */
-function block (heading: string, lang: string): string {
-  const at = GUIDE.indexOf(heading)
-  if (at < 0) throw new Error(`python-scgi.md has no "${heading}"`)
-  const m = new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(GUIDE.slice(at))
-  if (m === null) throw new Error(`python-scgi.md: no \`\`\`${lang} block after "${heading}"`)
-  return m[1]
-}
-
-function must (text: string, from: string | RegExp, to: string): string {
-  const out = text.replace(from, to)
-  if (out === text) throw new Error(`the guide's snippet no longer contains ${String(from)}`)
-  return out
-}
+const block = guideBlocks(join(root, 'docs/guides/python-scgi.md'))
 
 function peer (t: Tap): boolean {
   const why = uwsgiMissing()

@@ -15,27 +15,13 @@ import { alive, guardLeaks, processGroup, readProc, waitFor } from '../helpers/l
 import { get } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { UWSGI, uwsgiMissing } from '../scgi/uwsgi-peer.js'
+import { guideBlocks, must } from './snippets.js'
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url))
-const GUIDE = readFileSync(join(REPO, 'docs/guides/python-scgi.md'), 'utf8')
 // The TypeScript loader tap runs us with, so that a child node can load src/ and the adapter too.
 const loader = process.execArgv.filter((a) => a.startsWith('--import=') && a.includes('typescript'))
 
-/** The first fenced block of `lang` after `heading` in the guide. */
-function block (heading: string, lang: string): string {
-  const at = GUIDE.indexOf(heading)
-  if (at < 0) throw new Error(`python-scgi.md has no "${heading}"`)
-  const m = new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(GUIDE.slice(at))
-  if (m === null) throw new Error(`python-scgi.md: no \`\`\`${lang} block after "${heading}"`)
-  return m[1]
-}
-
-/** Replace `from` (must occur) in `text`. */
-function must (text: string, from: string | RegExp, to: string): string {
-  const out = text.replace(from, to)
-  if (out === text) throw new Error(`the guide's snippet no longer contains ${String(from)}`)
-  return out
-}
+const block = guideBlocks(join(REPO, 'docs/guides/python-scgi.md'))
 
 /** Pids of live processes whose working directory is `dir` (uWSGI master and workers run in the spawn's cwd). */
 function processesIn (dir: string): number[] {

@@ -4,7 +4,7 @@
  * killed at teardown, waits with deadlines. Shared by test/docs/guide-*-claims.test.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -89,4 +89,24 @@ routes:
     spawn: php
     docroot: ${JSON.stringify(dir)}
 ${routes}`
+}
+
+/** A guide's text and its fenced blocks: `block(heading, lang)` is the first ```lang block after `heading`. */
+export function guideBlocks (file: string): (heading: string, lang: string) => string {
+  const name = file.slice(file.lastIndexOf('/') + 1)
+  const guide = readFileSync(file, 'utf8')
+  return (heading, lang) => {
+    const at = guide.indexOf(heading)
+    if (at < 0) throw new Error(`${name} has no "${heading}"`)
+    const m = new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(guide.slice(at))
+    if (m === null) throw new Error(`${name}: no \`\`\`${lang} block after "${heading}"`)
+    return m[1]
+  }
+}
+
+/** Replace `from` (must occur) in a guide's snippet. */
+export function must (text: string, from: string | RegExp, to: string): string {
+  const out = text.replace(from, to)
+  if (out === text) throw new Error(`the guide's snippet no longer contains ${String(from)}`)
+  return out
 }
