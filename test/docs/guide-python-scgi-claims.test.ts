@@ -9,10 +9,10 @@
  */
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
+import { alive, guardLeaks, processesIn, waitFor } from '../helpers/leaks.js'
 import { get, proxyServer } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { root, runCli, serve, type Served } from '../cli/run.js'
@@ -30,16 +30,6 @@ function peer (t: Tap): boolean {
   if (process.env.CI === 'true') t.fail(`peer ${UWSGI}: ${why}`)
   else t.plan(0, why)
   return false
-}
-
-/** Live pids whose cwd is `dir` (the spawned uWSGI master and workers run in the config's directory). */
-function processesIn (dir: string): number[] {
-  const out: number[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try { if (readlinkSync(`/proc/${name}/cwd`) === dir && alive(Number(name))) out.push(Number(name)) } catch {}
-  }
-  return out
 }
 
 /** A site dir with the guide's app.py, an empty run/ and the section 1 config (binPath edited by `edit`). */

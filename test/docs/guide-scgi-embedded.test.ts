@@ -8,10 +8,10 @@
  */
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { join } from 'node:path'
-import { alive, guardLeaks, processGroup, readProc, waitFor } from '../helpers/leaks.js'
+import { alive, guardLeaks, processesIn, processGroup, readProc, waitFor } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { UWSGI, uwsgiMissing } from '../scgi/uwsgi-peer.js'
@@ -22,16 +22,6 @@ const REPO = fileURLToPath(new URL('../../', import.meta.url))
 const loader = process.execArgv.filter((a) => a.startsWith('--import=') && a.includes('typescript'))
 
 const block = guideBlocks(join(REPO, 'docs/guides/python-scgi.md'))
-
-/** Pids of live processes whose working directory is `dir` (uWSGI master and workers run in the spawn's cwd). */
-function processesIn (dir: string): number[] {
-  const out: number[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try { if (readlinkSync(`/proc/${name}/cwd`) === dir && alive(Number(name))) out.push(Number(name)) } catch {}
-  }
-  return out
-}
 
 function cmdline (pid: number): string {
   try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim() } catch { return '' }

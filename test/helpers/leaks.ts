@@ -96,3 +96,13 @@ export function guardLeaks (t: Tap, opts: { timeoutMs?: number } = {}): void {
     if (!kidsOk) throw new Error(`leaked child/zombie process(es): ${kids.map((k) => `${k.pid} ${k.comm} ${k.state}`).join(', ')}`)
   })
 }
+
+/** Pids of live processes whose working directory is `dir` (a spawn's program and its workers run in its cwd). */
+export function processesIn (dir: string): number[] {
+  const out: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try { if (readlinkSync(`/proc/${name}/cwd`) === dir && alive(Number(name))) out.push(Number(name)) } catch {}
+  }
+  return out
+}
