@@ -148,6 +148,12 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
         conn.start(req)
         continue
       }
+      // Multiplexing: the connection being opened takes up to perConnection requests once it is
+      // up (open() pumps then), a request that may not reuse one included (it has served
+      // nothing). Opening one per waiting request instead put every request of a burst on a
+      // connection of its own when the backend gives no FCGI_MAX_CONNS (Go's net/http/fcgi
+      // answers FCGI_MPXS_CONNS=1 and nothing else). Waiting retires no idle connection either.
+      if (this.multiplex && this.connecting > 0) return
       // A request that could not be sent again waits for a fresh connection: a reused one may be
       // closing under it (php-fpm's pm.max_requests ends a worker right after its last answer). An
       // idle reused connection makes way, and its worker takes the new one. With the backend's

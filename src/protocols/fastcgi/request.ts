@@ -242,6 +242,7 @@ export class FcgiRequest {
 
   /** `retryable`: the core may send the exchange again, so a body not read yet is kept whole. */
   private settle (keepOnWire: boolean, retryable = false): void {
+    this.flushStderr()
     this.isSettled = true
     this.paused = false
     this.parser = null
@@ -249,6 +250,16 @@ export class FcgiRequest {
     this.stopBody?.(retryable)
     if (retryable) this.releaseUnreadBody()
     this.owner.settled(this, keepOnWire)
+  }
+
+  /**
+   * The exchange is over, and with it the STDERR stream: the incomplete UTF-8 character it ended
+   * with (held for a record that never came) is handed on, to be logged as U+FFFD, not dropped.
+   * Past the cap it was left out already (stderr).
+   */
+  private flushStderr (): void {
+    const held = this.stderrCarry.end()
+    if (held.length > 0 && !this.stderrMarked) this.handler.onStderr?.(held)
   }
 
   /**
