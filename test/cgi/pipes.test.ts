@@ -185,6 +185,20 @@ t.test('AC-91: 1 MiB of stderr neither blocks the script nor floods the log', as
   t.ok(bytes > 0 && bytes < 80 * 1024, `stderr log capped (${bytes} bytes logged)`)
 })
 
+t.test('AC-91: a stderr stream that ends inside a UTF-8 character is logged whole (U+FFFD), not cut', async (t) => {
+  guardLeaks(t)
+  const p = await standardProxy(t)
+  // The last stderr byte is the first of "é" (c3): no later read completes it.
+  writeScripts(p.cgiDir, { 'cut.sh': '#!/bin/sh\nprintf "caf\\303" >&2\nprintf "Content-Type: text/plain\\r\\n\\r\\nok"\n' })
+  const r = await get(`${p.url}/cgi-bin/cut.sh`)
+  t.equal(r.status, 200)
+  t.equal(r.body.toString(), 'ok')
+  const stderr = (): string => p.lines.filter((l) => l.obj.stream === 'stderr').map((l) => l.msg).join('')
+  // stderr is drained on its own pipe and may end after the response: wait for its last byte.
+  t.ok(await waitFor(() => stderr().includes('\ufffd')), `the held byte is logged when stderr ends (${JSON.stringify(stderr())})`)
+  t.equal(stderr(), 'caf\ufffd')
+})
+
 t.test('AC-94: a client abort kills the whole process group', async (t) => {
   guardLeaks(t)
   const p = await standardProxy(t)

@@ -192,6 +192,7 @@ export class CgiExchange {
     stdout?.once('end', () => setImmediate(() => this.onStdoutEnd()))
     stdout?.on('error', () => {})
     child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk))
+    child.stderr?.on('end', () => this.onStderrEnd())
     child.stderr?.on('error', () => {})
     child.once('exit', (code: number | null, signal: NodeJS.Signals | null) => this.onExit({ code, signal }))
     const stdin = child.stdin
@@ -361,6 +362,16 @@ export class CgiExchange {
       this.stderrLeft = -1
       this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))
     }
+  }
+
+  /**
+   * The script closed stderr: the incomplete character its last read ended with (held for a read
+   * that never came) is handed on, to be logged as U+FFFD, not dropped. Past the cap it was left
+   * out already (onStderr).
+   */
+  private onStderrEnd (): void {
+    const held = this.stderrCarry.end()
+    if (held.length > 0 && this.stderrLeft >= 0) this.handler.onStderr?.(held)
   }
 
   private describeExit (): string {
