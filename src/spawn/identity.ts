@@ -31,10 +31,14 @@ export const IDENTITY_CODES = [
   'ERR_SUEXEC_OWNER_MISMATCH', 'ERR_SUEXEC_FILE_WRITABLE', 'ERR_SUEXEC_DIR_WRITABLE', 'ERR_SUEXEC_SETID', 'ERR_SUEXEC_NOT_EXECUTABLE',
 ] as const
 
-/** getent(1) answers from every NSS source (files, LDAP, sssd), not just /etc/passwd. */
+/**
+ * getent(1) answers from every NSS source (files, LDAP, sssd), not just /etc/passwd. `--`: a name
+ * starting with a dash is a key, never one of getent's options (`--version` printed its banner, a
+ * NaN uid; `-i` listed the whole database, root first).
+ */
 function getent (db: 'passwd' | 'group', key: string): string[] | null {
   try {
-    return execFileSync('getent', [db, key], { encoding: 'utf8', env: {} }).trim().split(':')
+    return execFileSync('getent', [db, '--', key], { encoding: 'utf8', env: {} }).trim().split(':')
   } catch {
     return null
   }
