@@ -125,6 +125,39 @@ t.test('a symlinked docroot is not a symlink in the walk', async (t) => {
   t.match(await outcome({ urlPath: '/app.php', docroot: join(T, 'wwwlink'), symlinks: 'deny' }), { filename: join(T, 'wwwlink/app.php') })
 })
 
+t.test('links are followed hop by hop without looking outside the docroot', async (t) => {
+  const L = join(T, 'hops')
+  const root = join(L, 'www')
+  for (const d of ['www/real/deep', 'www/alias-target', 'private']) await mkdir(join(L, d), { recursive: true })
+  for (const f of ['www/real/x.php', 'www/real/deep/y.php', 'www/z.php', 'private/there.php']) await writeFile(join(L, f), '<?php\n')
+  await symlink('real/deep', join(root, 'deeplink')) // a directory link inside
+  await symlink('../x.php', join(root, 'real/deep/up.php')) // relative, `..` from the real directory
+  await symlink('../x.php', join(root, 'deeplink-up.php')) // relative to the link's own directory: www/../x.php, outside
+  await symlink('chain2.php', join(root, 'chain1.php')) // a chain inside
+  await symlink('z.php', join(root, 'chain2.php'))
+  await symlink('..', join(root, 'parent')) // the docroot's parent
+  await symlink('../private/there.php', join(root, 'there.php'))
+  await symlink('../private/absent.php', join(root, 'absent.php'))
+  await symlink('../nodir/absent.php', join(root, 'nodir.php'))
+  await symlink('gone/absent.php', join(root, 'gone.php')) // a directory that does not exist, inside
+  await symlink('loop2.php', join(root, 'loop1.php'))
+  await symlink('loop1.php', join(root, 'loop2.php'))
+  const at = async (urlPath: string): Promise<ScriptInfo | ErrorCode | `301 ${string}`> => await outcome({ docroot: root, urlPath, symlinks: 'follow' })
+  t.match(await at('/chain1.php'), { name: '/chain1.php' }, 'a chain of links inside')
+  t.match(await at('/deeplink/y.php'), { name: '/deeplink/y.php' }, 'through a directory link')
+  // The kernel resolves `..` from the link's real directory (www/real/deep/..): www/real/x.php.
+  t.match(await at('/deeplink/up.php'), { name: '/deeplink/up.php' }, '.. taken from the real directory of a link met through a linked directory')
+  t.equal(await at('/deeplink-up.php'), 'ERR_SCRIPT_FORBIDDEN', '.. out of the docroot')
+  t.equal(await at('/parent/private/there.php'), 'ERR_SCRIPT_FORBIDDEN', 'a link to the docroot parent is refused as met')
+  t.equal(await at('/there.php'), 'ERR_SCRIPT_FORBIDDEN', 'a link to an existing file outside')
+  t.equal(await at('/absent.php'), 'ERR_SCRIPT_FORBIDDEN', 'a link to a missing file outside: the same answer')
+  t.equal(await at('/nodir.php'), 'ERR_SCRIPT_FORBIDDEN', 'a link into a missing directory outside: the same answer')
+  t.equal(await at('/gone.php'), 'ERR_SCRIPT_FORBIDDEN', 'a link into a missing directory: where it leads cannot be told without looking')
+  t.equal(await at('/dangling.php'), 'ERR_SCRIPT_NOT_FOUND', 'unchanged: a link to a missing name in a directory of the docroot')
+  t.equal(await outcome({ urlPath: '/dangling.php', symlinks: 'follow' }), 'ERR_SCRIPT_NOT_FOUND')
+  t.equal(await at('/loop1.php'), 'ERR_SCRIPT_FORBIDDEN', 'a loop of links')
+})
+
 t.test('isInside is boundary-aware', async (t) => {
   t.ok(isInside('/srv/www', '/srv/www/a'))
   t.notOk(isInside('/srv/www', '/srv/www2/a'))

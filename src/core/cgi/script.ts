@@ -12,9 +12,9 @@
  * ERR_SCRIPT_NOT_FOUND 404, ERR_SCRIPT_FORBIDDEN 403 (rule mismatch, symlink policy,
  * escape from the docroot, not a regular file).
  */
-import { lstat, realpath, stat } from 'node:fs/promises'
+import { lstat, readlink, realpath, stat } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
-import { isAbsolute, join, relative, sep } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, sep } from 'node:path'
 import { ProxyError } from '../errors.js'
 import type { ScriptInfo } from '../types.js'
 import { decodePath, encodePath, normalizePrefix, pathInfoOf, stripPrefix } from './url-path.js'
@@ -91,16 +91,64 @@ export function isInside (root: string, inner: string): boolean {
   return rel !== '' && rel !== '..' && !rel.startsWith('..' + sep) && !isAbsolute(rel)
 }
 
+/** Links followed in a row before the walk gives up (the kernel's own limit, MAXSYMLINKS). */
+const MAX_LINK_HOPS = 40
+
+/**
+ * Where a link leads, followed one hop at a time without ever looking up a name outside the
+ * docroot: each hop's directory must resolve inside it (or be it), else 403 whatever lies there.
+ * proxycore resolves as root, so a `stat` of the target would let a site user's link into another
+ * site's 0700 tree tell which names exist there (403 for one that does, 404 for one that does
+ * not); nginx and Apache, unprivileged, answer both alike. A relative target is taken from the
+ * link's real directory and left unnormalised, so `..` is resolved by the kernel, as an open
+ * would. null: the link dangles inside the docroot.
+ */
+async function linkTarget (path: string, realRoot: string): Promise<string | null> {
+  const within = (p: string): boolean => p === realRoot || isInside(realRoot, p)
+  let cur = path
+  for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
+    let target: string
+    try {
+      target = await readlink(cur)
+    } catch {
+      return null // replaced since its lstat: no longer a link here
+    }
+    let next: string
+    try {
+      next = isAbsolute(target) ? target : (await realpath(dirname(cur))).replace(/\/$/, '') + sep + target
+    } catch {
+      return null
+    }
+    const name = basename(next)
+    let dir: string
+    try {
+      // A target ending in `.` or `..` names a directory by its parent: resolve it whole.
+      dir = await realpath(name === '.' || name === '..' ? next : dirname(next))
+    } catch {
+      throw forbidden('symlink leads outside the docroot') // cannot tell where without looking there
+    }
+    if (!within(dir)) throw forbidden('symlink leads outside the docroot')
+    cur = name === '.' || name === '..' ? dir : join(dir, name)
+    const st = await lstatOrNull(cur)
+    if (st === null) return null
+    if (!st.isSymbolicLink()) return cur
+  }
+  throw forbidden('too many levels of symlinks')
+}
+
 /**
  * Apply the symlink policy to one path element and return what it points at (the link target's
- * stats, or the element's own stats when it is not a link). null when a link dangles.
+ * stats, or the element's own stats when it is not a link). null when a link dangles inside the
+ * docroot; a link leading outside is refused before anything there is looked at (linkTarget).
  */
-async function followPolicy (path: string, st: Stats, policy: SymlinkPolicy): Promise<Stats | null> {
+async function followPolicy (path: string, st: Stats, policy: SymlinkPolicy, realRoot: string): Promise<Stats | null> {
   if (!st.isSymbolicLink()) return st
   if (policy === 'deny') throw forbidden('symlink in script path')
+  const real = await linkTarget(path, realRoot)
+  if (real === null) return null
   let target: Stats
   try {
-    target = await stat(path)
+    target = await stat(real)
   } catch {
     return null
   }
@@ -141,7 +189,7 @@ export async function resolveScript (input: ResolveScriptInput): Promise<ScriptI
     const path = join(dir, seg)
     const own = await lstatOrNull(path)
     if (own === null) throw notFound('no such file')
-    const st = await followPolicy(path, own, input.symlinks)
+    const st = await followPolicy(path, own, input.symlinks, realRoot)
     if (st === null) throw notFound('dangling symlink')
     if (st.isDirectory()) {
       dir = path
@@ -172,7 +220,7 @@ async function resolveIndex (input: ResolveScriptInput, realRoot: string, dir: s
     const path = join(dir, name)
     const own = await lstatOrNull(path)
     if (own === null) continue
-    const st = await followPolicy(path, own, input.symlinks)
+    const st = await followPolicy(path, own, input.symlinks, realRoot)
     if (st === null || !st.isFile()) continue
     const script = await finish(input, realRoot, path, prefix, [...rel, name], '')
     // Only once the index passed every check: the redirect never points at what would be refused.
