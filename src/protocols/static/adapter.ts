@@ -7,19 +7,19 @@
  * other methods), opens the file with the X-Sendfile open (src/core/sendfile.ts:
  * O_NOFOLLOW|O_NONBLOCK, regular files only, checked again on the descriptor), refuses a file the
  * docroot's owner could not read (the proxy may run as root: a hard link to /etc/shadow), and
- * answers GET/HEAD with HTTP validators and single byte ranges. With `precompressed`, a `.br` or
+ * answers GET/HEAD with HTTP validators and byte ranges (several: multipart/byteranges,
+ * multipart.ts). With `precompressed`, a `.br` or
  * `.gz` sibling the client accepts is sent instead, opened with the same checks (openSibling).
  *
- * Not here: directory listings, compression on the fly, multipart ranges (a request for several
- * ranges gets the whole file, 200). docs/protocols/static.md.
+ * Not here: directory listings, compression on the fly. docs/protocols/static.md.
  */
 import { realpathSync, statSync, type Stats } from 'node:fs'
 import { STATUS_CODES } from 'node:http'
 import { extname, relative, sep } from 'node:path'
+import type { Readable } from 'node:stream'
 import type etagFn from 'etag'
 import type freshFn from 'fresh'
 import type mimeTypes from 'mime-types'
-import type rangeParserFn from 'range-parser'
 import { lazy } from '../../lazy.js'
 import { unwatchAbort, watchAbort } from '../../core/abort.js'
 import { isInside } from '../../core/cgi/script.js'
@@ -29,12 +29,13 @@ import { closeVerified, FileBody, openFdInsideRoots, readableByOwner } from '../
 import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, ResponseHandler, ScriptInfo } from '../../core/types.js'
 import { parseStaticOptions, type PrecompressedEncoding, type StaticOptions } from './options.js'
 import { acceptedEncodings, codedTag, SIBLING_SUFFIX, siblingEntry } from './precompressed.js'
+import { parseRanges, RANGE_MALFORMED, RANGE_UNSATISFIABLE, type ByteRange } from './ranges.js'
+import { MAX_RANGES, multipartByteranges } from './multipart.js'
 
 // CommonJS packages, required on first use (src/lazy.ts): a proxy without a static route never loads them.
 const etag = lazy<typeof etagFn>('etag')
 const fresh = lazy<typeof freshFn>('fresh')
 const mime = lazy<typeof mimeTypes>('mime-types')
-const rangeParser = lazy<typeof rangeParserFn>('range-parser')
 
 /** nginx `default_type` as its stock mime.types config sets it. */
 const DEFAULT_TYPE = 'application/octet-stream'
@@ -118,7 +119,7 @@ class StaticExchange {
   private over = false
   /** The open file before its body takes it (closeVerified: a verified regular file). */
   private fd: number | null = null
-  private body: FileBody | null = null
+  private body: Readable | null = null
 
   constructor (
     private readonly opts: StaticOptions,
@@ -305,21 +306,34 @@ class StaticExchange {
     let start = 0
     let end = size // exclusive
     let status = 200
+    let several: ByteRange[] | null = null
     const range = req.range
     // Range is defined for GET only (RFC 9110 §14.2); If-Range that does not validate means the whole file.
     if (this.ex.method === 'GET' && range !== undefined && this.rangeStillValid(headerString(req['if-range']), tag, st)) {
-      const r = rangeParser()(size, range, { combine: true })
-      if (r === -1) {
+      const r = parseRanges(size, range)
+      if (r === RANGE_UNSATISFIABLE) {
         this.answer(416, 'ERR_RANGE_NOT_SATISFIABLE', ['Content-Range', `bytes */${size}`, ...vary])
         return
       }
-      // -2 (malformed) is ignored, as RFC 9110 §14.2 allows; several ranges get the whole file.
-      if (r !== -2 && r.type === 'bytes' && r.length === 1) {
+      // A malformed one is ignored, as RFC 9110 §14.2 allows. Several: multipart/byteranges, but
+      // for a coded sibling (a Content-Encoding would claim the multipart body itself is coded)
+      // and above MAX_RANGES parts (CVE-2011-3192): the whole file then.
+      if (r !== RANGE_MALFORMED && r.length === 1) {
         start = r[0].start
         end = r[0].end + 1
         status = 206
         headers.push('Content-Range', `bytes ${start}-${end - 1}/${size}`)
+      } else if (r !== RANGE_MALFORMED && enc === null && r.length <= MAX_RANGES) {
+        several = r
       }
+    }
+    if (several !== null && this.fd !== null) {
+      const multi = multipartByteranges(this.fd, real, size, type, several)
+      this.fd = null
+      headers[1] = multi.contentType // headers[0] is Content-Type
+      headers.push('Content-Length', String(multi.length))
+      this.send(multi.body, 206, headers)
+      return
     }
     headers.push('Content-Length', String(end - start))
     if (this.ex.method === 'HEAD' || end === start) {
@@ -329,9 +343,13 @@ class StaticExchange {
     }
     const fd = this.fd
     if (fd === null) return
-    const body = new FileBody(fd, end, real, start)
-    this.body = body
     this.fd = null
+    this.send(new FileBody(fd, end, real, start), status, headers)
+  }
+
+  /** Stream `body` (it owns the file now) with backpressure after the head. */
+  private send (body: Readable, status: number, headers: RawHeaders): void {
+    this.body = body
     body.on('data', (chunk: Buffer) => {
       if (!this.over && !this.handler.onData(chunk)) body.pause()
     })
