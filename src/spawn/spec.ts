@@ -2,7 +2,7 @@
  * Spec normalisation: the one defaults table for spawns, address parsing, and the clean child
  * environment. Everything downstream works on `ResolvedSpec` and never looks at optional fields.
  */
-import { dirname, isAbsolute } from 'node:path'
+import { basename, dirname, isAbsolute } from 'node:path'
 import type { Handoff, HealthCheckSpec, LimitsSpec, SpawnAddress, SpawnSpec } from './types.js'
 import { spawnError } from './types.js'
 
@@ -173,8 +173,11 @@ export function childEnvironment (spec: ResolvedSpec, extra: Record<string, stri
   Object.assign(env, spec.environment, extra)
   // php-cgi exits on its own after a compiled-in 500 requests when PHP_FCGI_MAX_REQUESTS is unset
   // [VERIFIED: request 501 → ECONNRESET, then ECONNREFUSED with PHP_FCGI_CHILDREN=0]. A spawn that
-  // speaks php-cgi's vocabulary gets 0 (unlimited): recycling is the manager's job (maxRequests).
-  if (env.PHP_FCGI_CHILDREN !== undefined && env.PHP_FCGI_MAX_REQUESTS === undefined) env.PHP_FCGI_MAX_REQUESTS = '0'
+  // speaks php-cgi's vocabulary, or runs php-cgi itself as a FastCGI server (`php-cgi`,
+  // `php-cgi8.2`; without PHP_FCGI_CHILDREN it also quit after 500: 34 of 3000 requests failed
+  // across its restarts), gets 0 (unlimited): recycling is the manager's job (maxRequests).
+  const phpCgi = env.PHP_FCGI_CHILDREN !== undefined || (spec.socketType === 'socket' && /^php-cgi/.test(basename(spec.argv[0] ?? '')))
+  if (phpCgi && env.PHP_FCGI_MAX_REQUESTS === undefined) env.PHP_FCGI_MAX_REQUESTS = '0'
   env[MARKER_ENV] = spec.name
   return env
 }
