@@ -63,18 +63,35 @@ function notFound (path: string): ProxyError {
   return new ProxyError('ERR_SCRIPT_NOT_FOUND', `X-Sendfile ${path}`, { phase: 'head' })
 }
 
+/**
+ * EACCES/EPERM: the proxy's own user may not reach or open the file (a proxy that does not run as
+ * root, a file or directory of another user). The backend asked for a file it cannot have: a
+ * refusal (502) that says so, not an internal error (500, "report a bug"), nor a 404 for a file
+ * that may well exist. Null for any other error.
+ */
+function deniedToProxy (err: unknown, path: string): ProxyError | null {
+  const code = (err as NodeJS.ErrnoException | null)?.code
+  return code === 'EACCES' || code === 'EPERM' ? forbidden(`permission denied to the proxy's user (${code}): ${path}`) : null
+}
+
 /** Open the file a backend asked for, or fail with ERR_SENDFILE_FORBIDDEN / ERR_SCRIPT_NOT_FOUND. */
 export async function openSendfile (path: string, roots: readonly string[], backendHeaders: RawHeaders, hooks: SendfileHooks = {}): Promise<OpenedFile> {
   if (!path.startsWith('/') || path.includes('\0')) throw forbidden(`not an absolute path: ${JSON.stringify(path)}`)
   let real: string
   try {
     real = await realpath(path)
-  } catch {
-    throw notFound(path)
+  } catch (err) {
+    throw deniedToProxy(err, path) ?? notFound(path)
   }
   if (!roots.some((root) => isInside(root, real))) throw forbidden(path)
   await hooks.afterCheck?.(real)
-  const { fh, size, stats } = await openInsideRoots(real, roots)
+  let opened: Awaited<ReturnType<typeof openInsideRoots>>
+  try {
+    opened = await openInsideRoots(real, roots)
+  } catch (err) {
+    throw deniedToProxy(err, real) ?? err
+  }
+  const { fh, size, stats } = opened
   // On the descriptor's own stats: what is sent is what was checked.
   const refusal = ownerRefusal(real, roots, stats)
   if (refusal !== null) {
