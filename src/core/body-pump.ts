@@ -59,6 +59,15 @@ export function pumpBody (body: Readable, total: number, sink: Writable, opts: {
 }
 
 /**
+ * The bounds of discardBody as the core uses them (src/core/exchange.ts discardUnreadBody, with
+ * the route's maxBodySize when smaller; runtime.ts refuse): an unread request body is read and
+ * dropped up to this many bytes and for this long (nginx's lingering_time), then the connection is
+ * closed instead: past that, closing costs the client less than sending the rest for nothing.
+ */
+export const DISCARD_MAX_BYTES = 16 * 1024 * 1024
+export const DISCARD_MAX_MS = 30_000
+
+/**
  * Read the rest of a request body nobody wants any more, and drop it (nginx's
  * discard_request_body), so node:http goes on to the next request of the connection. Why not
  * just close the connection: closing a socket with unread bytes makes the kernel answer with a
@@ -116,19 +125,31 @@ export function discardBody (req: IncomingMessage, maxBytes: number, maxMs: numb
  */
 export function lingerOnClose (req: IncomingMessage): void {
   const socket = req.socket
-  if (req.complete || socket.destroyed || Object.hasOwn(socket, 'destroySoon')) return
+  if (req.complete || socket.destroyed) return
+  // The request whose response may end the connection: the latest one of the socket. Once
+  // installed for a first request (answered early, its body dropped, the connection kept), the
+  // override stays on the socket: it must judge by the request it closes after, not by that first
+  // one (long complete), or a later upload answered early with `Connection: close` was closed at
+  // its FIN and the rest of it met a reset.
+  const installed = LINGERING.has(socket)
+  LINGERING.set(socket, req)
+  if (installed) return
   socket.destroySoon = function lingeringDestroySoon (this: typeof socket): void {
+    const last = LINGERING.get(this) ?? req
     if (this.writable) this.end()
     let clientDone = false
     const close = (): void => {
-      if (!this.destroyed && this.writableFinished && (clientDone || req.complete)) this.destroy()
+      if (!this.destroyed && this.writableFinished && (clientDone || last.complete)) this.destroy()
     }
     const clientEnded = (): void => { clientDone = true; close() }
     this.once('finish', close)
-    req.once('end', close)
+    last.once('end', close)
     this.once('end', clientEnded)
     // A request node stopped reading (req.destroyed) is never read to its end: no reason to wait.
-    if (req.destroyed) clientDone = true
+    if (last.destroyed) clientDone = true
     close()
   }
 }
+
+/** Sockets whose destroySoon lingers (lingerOnClose), with the last request that asked for it. */
+const LINGERING = new WeakMap<IncomingMessage['socket'], IncomingMessage>()

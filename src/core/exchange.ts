@@ -11,7 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
-import { discardBody, lingerOnClose } from './body-pump.js'
+import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from './body-pump.js'
 import { replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
@@ -36,13 +36,6 @@ const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
  * of one syscall per read. Smaller chunks (a whole small response, a streamed event) go at once.
  */
 const CORK_MIN_CHUNK = 16 * 1024
-/**
- * An unread request body left at the end of an exchange is read and dropped up to this many bytes
- * (and the route's maxBodySize) and for this long (nginx's lingering_time), then the connection is
- * closed instead: past that, closing costs the client less than sending the rest for nothing.
- */
-const DISCARD_MAX_BYTES = 16 * 1024 * 1024
-const DISCARD_MAX_MS = 30_000
 
 export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
   /** Its place in the runtime's exchanges in flight. */
@@ -512,10 +505,19 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (this.sendfile.file) this.sendfileComplete()
   }
 
+  /**
+   * The file is out: the response is complete, whatever the backend still does (its body is
+   * dropped anyway). A backend that keeps its output open after the head (a CGI script that goes
+   * on running) held the exchange, its slot and the client's keep-alive connection with no timeout
+   * at all (idleDeadline is off while the file is sent); it is aborted now, as nginx finalizes the
+   * upstream on X-Accel-Redirect.
+   */
   private sendfileFileDone (): void {
     if (this.sendfile === null) return
     this.sendfile.file = true
-    if (this.sendfile.backend) this.sendfileComplete()
+    const backendDone = this.sendfile.backend
+    this.sendfileComplete()
+    if (!backendDone) this.abortBackend()
   }
 
   private sendfileComplete (): void {

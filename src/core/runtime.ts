@@ -7,6 +7,7 @@
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex, Writable } from 'node:stream'
+import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from './body-pump.js'
 import { ProxyError, statusFor, type ErrorCode } from './errors.js'
 import { ProxyExchange } from './exchange.js'
 import { checkRequestFraming } from './headers.js'
@@ -231,7 +232,15 @@ export class ProxyRuntime {
 
   /** An error page for a request no exchange took (refused before or instead of routing), logged. */
   private refuse (req: IncomingMessage, res: ServerResponse, err: ProxyError, route: string, retryAfter?: number): void {
+    // A body nobody will read (no route, a 413 by Content-Length, shutting down): node:http would
+    // read it to its end before the next request of the connection, however long (no request
+    // timeout: gateway/server.ts), so a refused 1 GB POST was taken whole. It is dropped within the
+    // exchange's bounds instead, and the socket lingers so the client reads the answer. Not with
+    // `Expect: 100-continue`: no 100 was sent, the client holds its body back.
+    const unread = !req.complete && !req.readableDidRead && req.headers.expect === undefined
+    if (unread) lingerOnClose(req)
     const bytes = this.sendError(res, err, retryAfter)
+    if (unread) setImmediate(() => discardBody(req, DISCARD_MAX_BYTES, DISCARD_MAX_MS))
     this.refused(req, route, bytes < 0 ? 0 : res.statusCode, err.code, Math.max(bytes, 0))
   }
 
