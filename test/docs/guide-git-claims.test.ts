@@ -34,9 +34,9 @@ function gitIn (home: string) {
     (await execFileP(GIT, ['-c', 'user.name=T', '-c', 'user.email=t@example.invalid', '-c', 'init.defaultBranch=main', ...args], { cwd, env })).stdout.trim()
 }
 
-/** A proxy with the guide's git route (params.REMOTE_USER optional), a bare repo and a source repo with one commit. */
-async function setup (t: Tap, opts: { remoteUser: boolean, receivepack: boolean }) {
-  const dir = tempDir(t, 'pc-doc-git-')
+/** A temp dir with repos/ (GIT_PROJECT_ROOT), a HOME for git, and a source repo committing `file`. */
+async function workspace (t: Tap, prefix: string, file: string, content: string | Buffer) {
+  const dir = tempDir(t, prefix)
   const repos = join(dir, 'repos')
   const home = join(dir, 'home')
   const source = join(dir, 'source')
@@ -44,9 +44,15 @@ async function setup (t: Tap, opts: { remoteUser: boolean, receivepack: boolean 
   mkdirSync(home)
   const git = gitIn(home)
   await git(dir, 'init', '-q', source)
-  writeFileSync(join(source, 'README'), 'hi\n')
-  await git(source, 'add', 'README')
+  writeFileSync(join(source, file), content)
+  await git(source, 'add', file)
   await git(source, 'commit', '-qm', 'init')
+  return { dir, repos, source, git }
+}
+
+/** A proxy with the guide's git route (params.REMOTE_USER optional), a bare repo and a source repo with one commit. */
+async function setup (t: Tap, opts: { remoteUser: boolean, receivepack: boolean }) {
+  const { dir, repos, source, git } = await workspace(t, 'pc-doc-git-', 'README', 'hi\n')
   const bare = join(repos, 'demo.git')
   await git(dir, 'init', '-q', '--bare', bare)
   if (opts.receivepack) await git(bare, 'config', 'http.receivepack', 'true')
@@ -172,18 +178,8 @@ t.test('section 4 as written: proxycore serve, the guide\'s commands clone, comm
 t.test('"Large pushes": a chunked push over spoolLimit is refused with 413, and nothing lands', async (t) => {
   guardLeaks(t)
   if (!havePeer(t, GIT) || !havePeer(t, HTTP_BACKEND)) return
-  const dir = tempDir(t, 'pc-doc-git413-')
-  const repos = join(dir, 'repos')
-  const home = join(dir, 'home')
-  const source = join(dir, 'source')
-  mkdirSync(repos)
-  mkdirSync(home)
-  const git = gitIn(home)
-  await git(dir, 'init', '-q', source)
   // Random bytes: the pack cannot compress below spoolLimit.
-  writeFileSync(join(source, 'blob.bin'), randomBytes(3 * 1024 * 1024))
-  await git(source, 'add', 'blob.bin')
-  await git(source, 'commit', '-qm', 'big')
+  const { dir, repos, source, git } = await workspace(t, 'pc-doc-git413-', 'blob.bin', randomBytes(3 * 1024 * 1024))
   await git(dir, 'init', '-q', '--bare', join(repos, 'demo.git'))
   const p = await cgiProxy(t, {
     git: { binPath: HTTP_BACKEND, environment: { GIT_PROJECT_ROOT: repos, GIT_HTTP_EXPORT_ALL: '1' }, stopTimeout: 2000 }

@@ -16,21 +16,13 @@ import { alive, guardLeaks, processesIn, waitFor } from '../helpers/leaks.js'
 import { get, proxyServer } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { root, runCli, serve, type Served } from '../cli/run.js'
-import { ECHO_APP, launchUwsgi, startUwsgi, UWSGI, uwsgiMissing } from '../scgi/uwsgi-peer.js'
+import { ECHO_APP, haveUwsgi, launchUwsgi, startUwsgi, UWSGI } from '../scgi/uwsgi-peer.js'
 import { guideBlocks, must } from './snippets.js'
 
 type Tap = Test
 
 
 const block = guideBlocks(join(root, 'docs/guides/python-scgi.md'))
-
-function peer (t: Tap): boolean {
-  const why = uwsgiMissing()
-  if (why === null) return true
-  if (process.env.CI === 'true') t.fail(`peer ${UWSGI}: ${why}`)
-  else t.plan(0, why)
-  return false
-}
 
 /** A site dir with the guide's app.py, an empty run/ and the section 1 config (binPath edited by `edit`). */
 function site (t: Tap, edit: (binPath: string) => string = (b) => b, top = ''): { dir: string, config: string } {
@@ -69,7 +61,7 @@ function uwsgiLog (s: Served): string {
 
 t.test('section 1: the guide\'s config serves app.py through a spawned uWSGI; Ctrl-C stops it all', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const { dir, config } = site(t)
   const s = await served(t, config, dir)
 
@@ -100,7 +92,7 @@ t.test('section 1: the guide\'s config serves app.py through a spawned uWSGI; Ct
 
 t.test('section 1: maxRequests replaces the whole uWSGI master', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const { dir, config } = site(t, (b) => b, 'status: { path: /server-status, allow: [127.0.0.1] }')
   writeFileSync(config, readFileSync(config, 'utf8').replace('    socketName:', '    maxRequests: 3\n    socketName:'))
   const s = await served(t, config, dir)
@@ -119,7 +111,7 @@ t.test('section 1: maxRequests replaces the whole uWSGI master', async (t) => {
 
 t.test('section 1: with logDir, uWSGI\'s log goes to logDir/py.log, the directory made when missing', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const { dir, config } = site(t, (b) => b, 'logDir: ./logs')
   t.notOk(existsSync(join(dir, 'logs')), 'no logs directory before serve')
   const s = await served(t, config, dir)
@@ -137,7 +129,7 @@ t.test('section 1: with logDir, uWSGI\'s log goes to logDir/py.log, the director
 
 t.test('"When something goes wrong": the first two rows, and --need-app', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const status = 'status: { path: /server-status, allow: [127.0.0.1] }'
   // Row 1: --protocol scgi left out, so uWSGI expects native uwsgi packets.
   const a = site(t, (b) => must(b, '--protocol scgi ', ''))
@@ -183,7 +175,7 @@ t.test('"When something goes wrong": the first two rows, and --need-app', async 
 
 t.test('section 2: the external uWSGI command and route; the buffer-size row; Status: 200 OK', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const dir = tempDir(t, 'pc-doc-pyscgi-ext-')
   writeFileSync(join(dir, 'app.py'), block('## The app', 'python'))
 
@@ -234,7 +226,7 @@ t.test('section 2: the external uWSGI command and route; the buffer-size row; St
 
 t.test('"What the app receives": HTTP_* headers but never HTTP_PROXY; a chunked body arrives with an exact CONTENT_LENGTH', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   t.ok(existsSync(ECHO_APP))
   const u = await startUwsgi('scgi')
   t.teardown(() => u.stop())
@@ -280,7 +272,7 @@ t.test('"What the app receives": HTTP_* headers but never HTTP_PROXY; a chunked 
 
 t.test('section 1, --socket-timeout: an upload that pauses 6 s reaches a uWSGI left at 4 s only when the body is buffered first (requestBuffering, the default)', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const cmd = block('## 2. An external uWSGI', 'sh').replace(/\\\n\s*/g, '').trim().split(/\s+/)
   const at = cmd.indexOf('--socket-timeout')
   t.ok(at > 0, 'the guide\'s command sets --socket-timeout')

@@ -14,21 +14,13 @@ import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get, proxyServer } from '../helpers/servers.js'
 import { tempDir } from '../cgi/harness.js'
 import { root, runCli, serve } from '../cli/run.js'
-import { ECHO_APP, launchUwsgi, startUwsgi, UWSGI, uwsgiMissing, type UwsgiPeer } from '../scgi/uwsgi-peer.js'
+import { ECHO_APP, haveUwsgi, launchUwsgi, startUwsgi, type UwsgiPeer } from '../scgi/uwsgi-peer.js'
 import { guideBlocks, must } from './snippets.js'
 
 type Tap = Test
 
 const DOC = join(root, 'docs/protocols/scgi.md')
 const block = guideBlocks(DOC)
-
-function peer (t: Tap): boolean {
-  const why = uwsgiMissing()
-  if (why === null) return true
-  if (process.env.CI === 'true') t.fail(`peer ${UWSGI}: ${why}`)
-  else t.plan(0, why)
-  return false
-}
 
 async function uwsgi (t: Tap, app = ECHO_APP): Promise<UwsgiPeer> {
   const p = await startUwsgi('scgi', app)
@@ -38,7 +30,7 @@ async function uwsgi (t: Tap, app = ECHO_APP): Promise<UwsgiPeer> {
 
 t.test('the page\'s YAML, as written, through `proxycore serve`: SCRIPT_NAME=/app, PATH_INFO=the rest', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const backend = await uwsgi(t)
   const dir = tempDir(t, 'pc-scgiclaims-')
   let yaml = block('# SCGI', 'yaml')
@@ -104,7 +96,7 @@ function fetchRaw (port: number, path: string, method = 'GET'): Promise<Raw> {
 
 t.test('Response rows against uWSGI (through createProxy)', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const dir = tempDir(t, 'pc-scgiclaims-')
   const app = join(dir, 'rows.py')
   writeFileSync(app, ROWS_APP)
@@ -167,7 +159,7 @@ t.test('Response rows against uWSGI (through createProxy)', async (t) => {
 
 t.test('Request: a NUL cannot reach the SCGI head through the proxy', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  if (!peer(t)) return
+  if (!haveUwsgi(t)) return
   const backend = await uwsgi(t)
   const route = { match: { prefix: '/app/' }, protocol: 'scgi', backends: [`unix:${backend.socketPath}`], scriptFilename: ECHO_APP }
 

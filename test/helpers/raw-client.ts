@@ -32,6 +32,21 @@ export class Raw {
     }
   }
 
+  /**
+   * Keep writing 1 MiB pieces until the server closes the connection, `max` bytes went, or `ms`
+   * passed; the bytes written. For a body the proxy should stop taking (its discard cap).
+   */
+  async flood (max = 200 * 1024 * 1024, ms = 60_000): Promise<number> {
+    let sent = 0
+    const piece = Buffer.alloc(1024 * 1024)
+    const deadline = Date.now() + ms
+    while (!this.closed && sent < max && Date.now() < deadline) {
+      await this.send(piece)
+      sent += piece.length
+    }
+    return sent
+  }
+
   status (): number {
     const finals = [...this.raw.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])).filter((s) => s >= 200)
     return finals[0] ?? 0
@@ -72,3 +87,15 @@ function dechunk (s: string): string | null {
 export const postHead = (path: string, length: number, extra = ''): string =>
   `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: ${length}\r\n${extra}\r\n`
 
+
+/**
+ * A client that sends `head` and never reads: what the proxy may write is only what the socket
+ * buffers take (for tests of a client that stops reading).
+ */
+export function stalledClient (port: number, head: string): Socket {
+  const sock = connect({ host: '127.0.0.1', port })
+  sock.on('error', () => {})
+  sock.pause()
+  sock.write(head)
+  return sock
+}

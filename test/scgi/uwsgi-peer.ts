@@ -22,6 +22,15 @@ export function uwsgiMissing (): string | null {
   return null
 }
 
+/** In a test body: true when uWSGI can run, else skips the test (plan 0, the reason) or fails it under CI=true. */
+export function haveUwsgi (t: { fail (msg: string): void, plan (n: number, comment?: string): void }): boolean {
+  const why = uwsgiMissing()
+  if (why === null) return true
+  if (process.env.CI === 'true') t.fail(`peer ${UWSGI}: ${why}`)
+  else t.plan(0, why)
+  return false
+}
+
 /** The skip option for a test that needs uWSGI: fails instead under CI=true. */
 export function uwsgiSkip (): string | false {
   const why = uwsgiMissing()

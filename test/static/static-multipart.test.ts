@@ -16,6 +16,7 @@ import type { RequestEndEvent } from '../../src/index.js'
 import { MAX_RANGES } from '../../src/protocols/static/multipart.js'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
 import { get, proxyServer } from '../helpers/servers.js'
+import { stalledClient } from '../helpers/raw-client.js'
 
 guardLeaks(t)
 
@@ -199,11 +200,8 @@ t.test('a stalled client of a 64 MiB multipart answer: read only as it drains, t
   const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'static', docroot: root, timeouts: { clientIdle: '500ms' } }] })
   const ends: RequestEndEvent[] = []
   proxy.events.on('request:end', (e) => ends.push(e))
-  const sock = connect({ host: '127.0.0.1', port })
+  const sock = stalledClient(port, `GET /big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=0-${SIZE / 2 - 1},${SIZE / 2 + 1}-\r\n\r\n`)
   t.teardown(() => { sock.destroy() })
-  sock.on('error', () => {})
-  sock.pause()
-  sock.write(`GET /big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=0-${SIZE / 2 - 1},${SIZE / 2 + 1}-\r\n\r\n`)
   t.ok(await waitFor(() => ends.length === 1, 20_000), 'the exchange ends without the client reading')
   t.equal(ends[0].status, 206)
   t.equal(ends[0].error, 'ERR_CLIENT_TIMEOUT')

@@ -13,6 +13,7 @@ import { join } from 'node:path'
 import type { RequestEndEvent } from '../../src/index.js'
 import { guardLeaks, openFds, waitFor } from '../helpers/leaks.js'
 import { proxyServer } from '../helpers/servers.js'
+import { stalledClient } from '../helpers/raw-client.js'
 
 guardLeaks(t)
 
@@ -34,11 +35,8 @@ t.test('a client that stops reading: the file is read only as fast as it drains,
   const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'static', docroot: root, timeouts: { clientIdle: '500ms' } }] })
   const ends: RequestEndEvent[] = []
   proxy.events.on('request:end', (e) => ends.push(e))
-  const sock = connect({ host: '127.0.0.1', port })
+  const sock = stalledClient(port, 'GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n')
   t.teardown(() => { sock.destroy() })
-  sock.on('error', () => {})
-  sock.pause()
-  sock.write('GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n')
   t.ok(await waitFor(() => ends.length === 1, 20_000), 'the exchange ends without the client reading')
   t.equal(ends[0].error, 'ERR_CLIENT_TIMEOUT')
   t.ok(ends[0].bytesOut < SIZE / 4, `only what the socket took was read from the file (${ends[0].bytesOut} of ${SIZE} bytes)`)
