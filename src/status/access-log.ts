@@ -10,7 +10,8 @@
  * Values are escaped like nginx's `escape=default`: `"`, `\` and bytes outside printable ASCII
  * become `\xHH`, one per byte the client sent (node decodes a head one char per byte), so a
  * crafted URL, referer or user agent cannot forge a log line. JSON writes those three as the UTF-8
- * characters the client's bytes are, and a byte outside a well-formed sequence as the text `\xHH`.
+ * characters the client's bytes are, and a byte outside a well-formed sequence (and `\`) as the
+ * text `\xHH`.
  *
  * The log never blocks the proxy: when the stream is more than `maxBuffered` bytes behind, lines
  * are dropped and counted (`dropped`) instead of queued. Nor does it bring the proxy down: a stream
@@ -280,9 +281,9 @@ export function combinedLine (e: EndEvent, at: number): string {
 /**
  * One JSON object. The client's strings (URL, Referer, User-Agent) are node's one char per byte:
  * they are turned back into the bytes the client sent and written as the characters those bytes
- * are in UTF-8; a byte that is not part of a valid UTF-8 sequence is written as the text `\xHH`
- * (as the combined format writes it). Control characters, DEL, C1 controls and U+2028/U+2029 are
- * `\uXXXX` escapes, so no value can break the line for a reader that splits on them.
+ * are in UTF-8; a byte that is not part of a valid UTF-8 sequence, and a backslash, are written as
+ * the text `\xHH` (as the combined format writes them). Control characters, DEL, C1 controls and
+ * U+2028/U+2029 are `\uXXXX` escapes, so no value can break the line for a reader that splits on them.
  */
 export function jsonLine (e: EndEvent, at: number): string {
   return JSON.stringify({
@@ -310,16 +311,20 @@ const LINE_BREAKERS = /[\u007f-\u009f\u2028\u2029]/gu
 
 /**
  * A string node decoded one char per byte, as the characters the bytes are in UTF-8; bytes that are
- * not part of a well-formed sequence (RFC 3629) become the text `\xHH`. A string with a char above
- * U+00FF was not decoded that way (an embedder's own event) and is returned as it is.
+ * not part of a well-formed sequence (RFC 3629) become the text `\xHH`, and so does a backslash
+ * (`\x5C`, as combined writes it): every `\` in the value then starts a `\xHH`, so the text `\xFF`
+ * a client sent and the byte FF read back differently and the client's bytes can be recovered
+ * (nginx's escape=json writes the byte raw, an invalid UTF-8 line; Apache writes `\` as `\\`).
+ * A string with a char above U+00FF was not decoded that way (an embedder's own event) and is
+ * returned as it is.
  */
 function clientText (s: string): string {
-  if (!/[\x80-\xff]/u.test(s) || /[^\x00-\xff]/u.test(s)) return s
+  if (!/[\x80-\xff\\]/u.test(s) || /[^\x00-\xff]/u.test(s)) return s
   const b = Buffer.from(s, 'latin1')
   let out = ''
   let from = 0
   for (let i = 0; i < b.length;) {
-    const n = utf8Length(b, i)
+    const n = b[i] === 0x5c ? 0 : utf8Length(b, i)
     if (n > 0) { i += n; continue }
     out += b.toString('utf8', from, i) + hex(b[i])
     from = ++i

@@ -1,8 +1,8 @@
 /**
  * The access log's JSON lines carry what the client sent: node hands a header value over one char
  * per byte (latin1), so a User-Agent or Referer sent as UTF-8 bytes is written as the characters
- * they are (`é`, not `Ã©`); bytes that are not valid UTF-8 are the text `\xHH` (as the combined
- * format writes them), and characters that end a line for some readers (NEL, U+2028) are `\uXXXX`.
+ * they are (`é`, not `Ã©`); bytes that are not valid UTF-8, and a backslash, are the text `\xHH`
+ * (as the combined format writes them), and characters that end a line for some readers (NEL, U+2028) are `\uXXXX`.
  * Through the real `proxycore serve` with `accessLog: { format: json }`, and through the embedder
  * module (createAccessLog) for the byte-level cases, next to the combined line of the same request.
  */
@@ -105,8 +105,9 @@ t.test('createAccessLog: JSON decodes UTF-8 per value; combined keeps \\xHH per 
     [bytes([0xf4, 0x90, 0x80, 0x80]), '\\xF4\\x90\\x80\\x80', '\\xF4\\x90\\x80\\x80'],
     // A stray continuation byte before a valid character; a lead byte at the very end.
     [bytes([0x80], 'ß', [0xc3]), '\\x80ß\\xC3', '\\x80\\xC3\\x9F\\xC3'],
-    // A quote and a backslash are JSON-escaped, so they read back as themselves.
-    [bytes('q"\\é'), 'q"\\é', 'q\\x22\\x5C\\xC3\\xA9'],
+    // A quote is JSON-escaped and reads back as itself; a backslash is \x5C, as in combined, so the
+    // text `\xFF` a client sends and the byte FF stay distinct (test/docs/reference-status-claims.test.ts).
+    [bytes('q"\\é'), 'q"\\x5Cé', 'q\\x22\\x5C\\xC3\\xA9'],
   ]
   for (const [i, [ua]] of cases.entries()) {
     t.match(await rawRequest(port, head(`/c/${i}`, ua, ua)), /^HTTP\/1\.1 200 /)

@@ -59,7 +59,7 @@ for (const format of ['combined', 'json'] as AccessLogFormat[]) {
       t.ok(o.headMs >= 0 && o.totalMs >= o.headMs)
       t.equal(JSON.parse(teapot).upstreamStatus, 418)
       t.match(JSON.parse(down), { status: 502, upstreamStatus: null, error: 'ERR_CONNECT_REFUSED', route: 'down' })
-      t.equal(JSON.parse(evil).url, '/api/"evil?\\path')
+      t.equal(JSON.parse(evil).url, '/api/"evil?\\x5Cpath')
     }
     // The core's error log names the same stable code (H-LOG), without a stack trace.
     const err = log.entries.find((e) => e.obj.code === 'ERR_CONNECT_REFUSED')
