@@ -85,12 +85,12 @@ function statusUrl (arg: string): string {
   return u.href
 }
 
-/** `fetch failed` says nothing: name the URL and the cause (ECONNREFUSED, ENOTFOUND, …). */
+/** Name the URL and the cause (ECONNREFUSED, ENOTFOUND, …), not the client's own wording. */
 function fetchError (url: string, err: unknown, timeoutMs: number): string {
-  const e = err as Error & { cause?: { code?: string, message?: string } }
+  const e = err as Error & { code?: string, cause?: { code?: string, message?: string } }
   if (e.name === 'TimeoutError') return `no answer from ${url} within ${timeoutMs} ms (is it proxycore? --timeout=30s waits longer)`
-  if (e.message === 'fetch failed' || e.cause !== undefined) {
-    const cause = e.cause?.code ?? e.cause?.message ?? e.message
+  if (typeof e.code === 'string' || e.message === 'fetch failed' || e.cause !== undefined) {
+    const cause = e.code ?? e.cause?.code ?? e.cause?.message ?? e.message
     return `cannot reach ${url}: ${cause}${cause === 'ECONNREFUSED' ? ' (is proxycore serving there, with `status` in its config?)' : ''}`
   }
   return e.message

@@ -2,6 +2,8 @@
  * `proxycore status [url]`: the gateway's JSON status as a table, like `systemctl status` for the
  * spawns and a one-line-per-route summary.
  */
+import { request as httpRequest } from 'node:http'
+import { request as httpsRequest } from 'node:https'
 import type { StatusSnapshot as StatusJson } from '../status/model.js'
 
 function pad (rows: string[][]): string {
@@ -37,13 +39,23 @@ export class NotStatusError extends Error {}
 
 export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): Promise<StatusJson> {
   const u = new URL(url)
-  if (!u.searchParams.has('format')) u.searchParams.set('format', 'json')
-  // One deadline for connect, head and body: a server that accepts and never answers (or trickles
-  // its body) must not hang the command.
-  const res = await fetch(u, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(timeoutMs) })
-  if (!res.ok) throw new Error(`${u.href}: HTTP ${res.status}`)
-  const type = res.headers.get('content-type') ?? '(none)'
-  const text = await res.text()
+  // The command reads JSON: a page URL copied from the browser (`?format=html`) still gets it.
+  u.searchParams.set('format', 'json')
+  // fetch() followed redirects (an http:// URL behind a front server that sends clients to
+  // https://, a moved path); so does this, up to 5, within the one deadline.
+  const deadline = Date.now() + timeoutMs
+  let res = await getText(u, timeoutMs)
+  for (let hops = 0; hops < 5 && [301, 302, 303, 307, 308].includes(res.status) && res.location !== undefined; hops++) {
+    res = await getText(new URL(res.location, res.url), Math.max(1, deadline - Date.now()))
+  }
+  if (res.status < 200 || res.status > 299) {
+    // A bare "HTTP 403" left the operator guessing: a proxycore answers 403 to a peer not in its
+    // status.allow, and 404 (ERR_NO_ROUTE) at a path that is not its status page.
+    if (res.status === 403) throw new Error(`${u.href}: HTTP 403 Forbidden (is this host in the server's status.allow?)`)
+    throw new NotStatusError(`${u.href} is not a proxycore status page: HTTP ${res.status}${res.status === 404 ? ' (a wrong path, or no status in its config?)' : ''}`)
+  }
+  const type = res.type
+  const text = res.text
   let j: unknown
   try { j = JSON.parse(text) } catch {
     throw new NotStatusError(`${u.href} is not a proxycore status page: the answer is not JSON (content-type ${type})`)
@@ -53,4 +65,32 @@ export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): 
     throw new NotStatusError(`${u.href} is not a proxycore status page: the JSON has no software, routes and spawns`)
   }
   return o as StatusJson
+}
+
+/**
+ * GET with node's http client, not fetch(): fetch refuses the ports the Fetch standard blocks for
+ * browsers ("bad port": 6000, 6665-6669, 10080, 2049, ...) before connecting, and a proxycore may
+ * listen on one. One deadline for connect, head and body: a server that accepts and never answers
+ * (or trickles its body) must not hang the command; it fails with a TimeoutError.
+ */
+async function getText (u: URL, timeoutMs: number): Promise<{ url: URL, status: number, type: string, location?: string, text: string }> {
+  return await new Promise((resolve, reject) => {
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { headers: { accept: 'application/json' }, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => { chunks.push(c) })
+      res.on('end', () => {
+        clearTimeout(timer)
+        resolve({ url: u, status: res.statusCode ?? 0, type: res.headers['content-type'] ?? '(none)', location: res.headers.location, text: Buffer.concat(chunks).toString('utf8') })
+      })
+      res.on('error', fail)
+    })
+    function fail (err: Error): void { clearTimeout(timer); reject(err) }
+    const timer = setTimeout(() => {
+      const e = new Error(`no answer within ${timeoutMs} ms`)
+      e.name = 'TimeoutError'
+      req.destroy(e)
+    }, timeoutMs)
+    req.on('error', fail)
+    req.end()
+  })
 }
