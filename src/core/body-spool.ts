@@ -18,14 +18,15 @@
  * the caller answers 413 and closes the connection (destroying an IncomingMessage would take the
  * socket, and the 413, with it). Abort (signal, or the source erroring/closing early) →
  * ERR_CLIENT_ABORTED. A full spool filesystem (ENOSPC, quota, or a write that cannot make progress)
- * → ERR_SPOOL_NO_SPACE (507): the body is never handed on short.
+ * → ERR_SPOOL_NO_SPACE (507): the body is never handed on short. No file descriptor left for the
+ * temp file (EMFILE/ENFILE) → ERR_NO_DESCRIPTORS (503, Retry-After): the proxy is short, not broken.
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import { Readable } from 'node:stream'
-import { ProxyError } from './errors.js'
+import { ProxyError, isDescriptorShortage, noDescriptors } from './errors.js'
 
 export interface SpoolOptions {
   /** Largest body accepted, bytes. */
@@ -127,6 +128,8 @@ async function openAnonymousFile (dir: string): Promise<FileHandle> {
     handle = await open(path, 'wx+', 0o600)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? ''
+    // No descriptor left (EMFILE/ENFILE): a shortage that passes, not a bug of the proxy.
+    if (isDescriptorShortage(err)) throw noDescriptors('opening the body spool file', err as NodeJS.ErrnoException, 'request')
     throw NO_SPACE.has(code) ? noSpace(code, err) : err
   }
   try {

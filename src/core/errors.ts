@@ -37,6 +37,7 @@ export const ERRORS = {
   ERR_REQUEST_TIMEOUT: { status: 408, message: 'The client stopped sending its request body', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
   ERR_UPLOAD_TOO_SLOW: { status: 408, message: 'The client sent its request body slower than the route allows', action: 'None if the client is slow or hostile; else lower timeouts.minUploadRate (0 = no minimum) or raise timeouts.uploadGrace.' },
   ERR_CLIENT_TIMEOUT: { status: 408, message: 'The client stopped reading its response', action: 'None if the client is slow or hostile; else raise timeouts.clientIdle.' },
+  ERR_NO_DESCRIPTORS: { status: 503, message: 'The proxy ran out of file descriptors (EMFILE/ENFILE) while serving the request', action: 'Raise the open-files limit of proxycore (LimitNOFILE= in its systemd unit, ulimit -n in its start script) or fs.file-max; the requests already open are served, new ones are again once descriptors free up.' },
   ERR_SPOOL_NO_SPACE: { status: 507, message: 'The request body could not be spooled: no space left in the spool directory', action: 'Free space (or inodes, quota) in the temp directory (TMPDIR), or lower spoolLimit/maxBodySize on the route.' },
   ERR_CLIENT_ABORTED: { status: 499, message: 'The client went away before the response completed', action: 'None: not an error of the proxy or backend.' },
 
@@ -177,9 +178,26 @@ export function backendOverloaded (err: ProxyError): boolean {
   return err.phase === 'connect' && (err.cause as NodeJS.ErrnoException | undefined)?.code === 'EAGAIN'
 }
 
+/**
+ * errno codes of a descriptor shortage: the process (EMFILE, RLIMIT_NOFILE) or the whole system
+ * (ENFILE, fs.file-max) has no file descriptor left. A temporary state of the proxy, not a fault
+ * of the backend or the request: ERR_NO_DESCRIPTORS (503), which never disables a backend.
+ */
+export function isDescriptorShortage (err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code
+  return code === 'EMFILE' || code === 'ENFILE'
+}
+
+/** ERR_NO_DESCRIPTORS for `err` (an EMFILE/ENFILE), naming what could not be opened. */
+export function noDescriptors (what: string, err: NodeJS.ErrnoException, phase: ErrorPhase, backend?: string): ProxyError {
+  return new ProxyError('ERR_NO_DESCRIPTORS', `${what}: ${err.code ?? ''}`, { cause: err, phase, ...(backend !== undefined ? { backend } : {}) })
+}
+
 /** Map a socket-level error (ECONNREFUSED, ...) to a stable code. */
 export function fromSocketError (err: NodeJS.ErrnoException, phase: ErrorPhase, backend?: string): ProxyError {
   if (isProxyError(err)) return err
+  // socket(2) of a connect failing for want of a descriptor says nothing about the backend.
+  if (isDescriptorShortage(err)) return noDescriptors(phase === 'connect' ? 'connecting to the backend' : 'backend socket', err, phase, backend)
   let code: ErrorCode
   if (phase === 'connect') {
     code = err.code === 'ECONNREFUSED' || err.code === 'ENOENT'

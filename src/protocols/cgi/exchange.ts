@@ -24,7 +24,7 @@ import { basename, dirname } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { pumpBody } from '../../core/body-pump.js'
-import { ERRORS, ProxyError, toProxyError } from '../../core/errors.js'
+import { ERRORS, isDescriptorShortage, noDescriptors, ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
@@ -171,6 +171,7 @@ export class CgiExchange {
       // core's one log line names the check.
       const code = (err as { code?: unknown }).code
       if (typeof code === 'string' && code.startsWith('ERR_SUEXEC_')) return this.fail(toProxyError(err, 'route'))
+      if (isDescriptorShortage(err)) return this.fail(this.withBackend(noDescriptors('starting the CGI program', err as NodeJS.ErrnoException, 'connect')))
       return this.fail(this.error('ERR_CGI_SPAWN', (err as Error).message, 'connect', err))
     }
     this.child = child
@@ -216,6 +217,8 @@ export class CgiExchange {
     const coded = typeof err.code === 'string' && Object.hasOwn(ERRORS, err.code)
     if (!this.spawned) {
       this.startFailed = true
+      // No descriptor left for its pipes (spawn EMFILE): the proxy is short, the script is fine.
+      if (isDescriptorShortage(err)) return this.fail(this.withBackend(noDescriptors('starting the CGI program', err, 'connect')))
       // The message names the file, the errno code and, from the fork server, the failed step
       // (`spawn /srv/cgi/x.sh ENOENT (chdir)`).
       return this.fail(coded ? this.withBackend(toProxyError(err, 'connect')) : this.error('ERR_CGI_SPAWN', err.message !== '' ? err.message : String(err.code), 'connect', err))
