@@ -36,9 +36,22 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
   }
   const { LineCounter, parseDocument } = yaml()
   const lines = new LineCounter()
+  // JSON is read by the YAML parser (for positions), which would take JSONC as YAML: a commented-out
+  // `// "127.0.0.1:8",` became a backend of that name. A .json file must be JSON.
+  if (/\.json$/i.test(file)) {
+    const bad = jsonError(text)
+    if (bad !== null) {
+      const line = text.slice(0, bad.at).split('\n')
+      const pos = { line: line.length, col: line[line.length - 1].length + 1 }
+      return { parsed: null, issues: [{ path: '', message: `syntax: not valid JSON: ${bad.message} (a .json file is strict JSON: no comments, trailing commas or single quotes; a .yaml file allows them)`, source: `${display}:${pos.line}:${pos.col}` }] }
+    }
+  }
   let doc: Document
   try {
-    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, merge: true })
+    // resolveKnownTags: false: YAML 1.1's !!binary, !!timestamp, !!set, !!omap and !!pairs would
+    // make a Buffer, a Date, a Set or a Map where the schema expects plain data; unresolved, they are
+    // refused below with every other tag the core schema does not know.
+    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, merge: true, resolveKnownTags: false })
   } catch (err) {
     // yaml's parser recurses once per level of block nesting: a few thousand levels overflow the
     // stack, which it throws instead of reporting (a crash with a stack trace, exit 1).
@@ -55,6 +68,10 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
       }),
     }
   }
+  // An unknown tag (`!!js/function`, `!env HOST`) is only a warning to yaml, which then reads the
+  // value as if untagged: the operator meant something else than the string that would be used.
+  const tags = unknownTags(doc, lines, display)
+  if (tags.length > 0) return { parsed: null, issues: tags }
   let value: unknown
   try { value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {} } catch (err) {
     // yaml throws (ReferenceErrors) for an unresolved alias and when aliases expand past the limit:
@@ -84,6 +101,67 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
     return { parsed: null, issues: [{ path: deep.at.map((k) => `/${escapeKey(String(k))}`).join(''), message, source: positionOf({ file, display, doc, lines, value }, deep.at) }] }
   }
   return { parsed: { file, display, doc, lines, value }, issues: [] }
+}
+
+/** Each node with a tag the core schema cannot resolve: an issue at its path and position. */
+function unknownTags (doc: Document, lines: LineCounter, display: string): ConfigIssue[] {
+  const unresolved = doc.warnings.filter((w) => w.code === 'TAG_RESOLVE_FAILED')
+  if (unresolved.length === 0) return []
+  const { isPair, isScalar, isSeq, visit } = yaml()
+  const out: ConfigIssue[] = []
+  visit(doc, (_key, node, ancestors) => {
+    const tag = (node as { tag?: string } | null)?.tag
+    if (node === null || isPair(node) || tag === undefined || doc.schema.tags.some((x) => x.tag === tag)) return
+    const segments: string[] = []
+    ancestors.forEach((a, i) => {
+      const next = ancestors[i + 1] ?? node
+      if (isPair(a) && next === a.value) segments.push(isScalar(a.key) ? String(a.key.value) : String(a.key))
+      else if (isSeq(a)) segments.push(String(a.items.indexOf(next)))
+    })
+    // The node's range starts after its tag: the position is the tag's own (yaml's warning).
+    const start = (node as { range?: [number, number, number] | null }).range?.[0] ?? 0
+    const pos = lines.linePos(unresolved.filter((w) => w.pos[0] <= start).at(-1)?.pos[0] ?? start)
+    const shown = tag.replace(/^tag:yaml\.org,2002:/, '!!')
+    out.push({
+      path: segments.map((k) => `/${escapeKey(k)}`).join(''),
+      message: `syntax: unknown YAML tag ${shown}: a config holds plain values (strings, numbers, booleans, lists, mappings); remove the tag`,
+      source: `${display}:${pos.line}:${pos.col}`,
+    })
+  })
+  return out
+}
+
+/**
+ * JSON.parse's complaint about `text` (BOM allowed) and its offset; null when it is JSON. V8 names
+ * the position for most errors; for the others ("Unexpected token '/'"), it is the shortest prefix
+ * that fails other than by ending early, found by bisection.
+ */
+function jsonError (text: string): { message: string, at: number } | null {
+  const body = text.startsWith('\ufeff') ? text.slice(1) : text
+  const fails = (s: string): string | null => {
+    try { JSON.parse(s); return null } catch (err) {
+      // A RangeError (too deep for JSON.parse) is not a syntax error: the YAML stage reports nesting.
+      return err instanceof SyntaxError ? err.message : null
+    }
+  }
+  const message = fails(body)
+  if (message === null) return null
+  const named = / at position (\d+)/.exec(message)
+  let at: number
+  if (named !== null) at = Number(named[1])
+  else {
+    // A prefix that fails only because it stops: cut in a token, or complaining at its very end.
+    const early = (m: string | null, len: number): boolean => m === null || /end of JSON input|Unterminated string/.test(m) || Number(/ at position (\d+)/.exec(m)?.[1] ?? -1) >= len
+    let lo = 0
+    let hi = body.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (early(fails(body.slice(0, mid + 1)), mid + 1)) lo = mid + 1
+      else hi = mid
+    }
+    at = lo
+  }
+  return { message: message.replace(/ (in|after) JSON at position \d+.*$/s, '').replace(/, (\.\.\.)?".*$/s, ''), at: at + text.length - body.length }
 }
 
 /** The largest config file read (a config is kilobytes; /dev/zero or a log file by mistake is not). */
