@@ -103,22 +103,35 @@ export interface HelperProgram {
  * environment picks the Perl one even then (to compare them, or to rule the compiled one out).
  */
 export function findForkServer (): HelperProgram | null {
-  if (process.env.PROXYCORE_FORK_SERVER !== 'perl') {
-    if (nativeBuilt === undefined) {
-      try { accessSync(NATIVE_HELPER, fsConstants.X_OK); nativeBuilt = process.platform === 'linux' } catch { nativeBuilt = false }
-    }
-    if (nativeBuilt) return { kind: 'compiled', path: NATIVE_HELPER }
-  }
+  if (process.env.PROXYCORE_FORK_SERVER !== 'perl' && compiledBuilt()) return { kind: 'compiled', path: NATIVE_HELPER }
   const perl = findPerl()
   return perl === null ? null : { kind: 'perl', path: perl }
+}
+
+/** Whether the compiled helper was built (and can run: Linux). */
+function compiledBuilt (): boolean {
+  if (nativeBuilt === undefined) {
+    try { accessSync(NATIVE_HELPER, fsConstants.X_OK); nativeBuilt = process.platform === 'linux' } catch { nativeBuilt = false }
+  }
+  return nativeBuilt
 }
 
 /** Why this machine cannot run a fork server, or null when it can. */
 export function forkServerUnsupported (): string | null {
   if (findForkServer() !== null) return null
-  const why = !FORK_SERVER_ARCHES.includes(process.arch)
-    ? `the Perl fork server runs on ${FORK_SERVER_ARCHES.join(', ')}, not on ${process.arch}`
+  return noForkServerReason(process.arch, process.env.PROXYCORE_FORK_SERVER === 'perl', compiledBuilt())
+}
+
+/**
+ * The reason given when no fork server can run (findForkServer() found none): on `arch`, with the
+ * Perl one asked for by PROXYCORE_FORK_SERVER=perl or not, the compiled one built or not. Asked
+ * for, a built compiled helper is passed over: the reason must not say it was not built.
+ */
+export function noForkServerReason (arch: string, perlAsked: boolean, compiledBuilt: boolean): string {
+  const why = !FORK_SERVER_ARCHES.includes(arch)
+    ? `the Perl fork server runs on ${FORK_SERVER_ARCHES.join(', ')}, not on ${arch}`
     : 'the Perl fork server needs perl (perl-base), which is not installed'
+  if (perlAsked && compiledBuilt) return `PROXYCORE_FORK_SERVER=perl asks for the Perl fork server, but ${why}; unset it to use the compiled one`
   return `${why}, and the compiled one was not built (npm install builds it when a C compiler is there)`
 }
 

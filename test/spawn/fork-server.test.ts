@@ -15,7 +15,7 @@ import { pathToFileURL } from 'node:url'
 import { leakTest } from './fixtures/guard.js'
 import { manager, tempDir } from './fixtures/manager.js'
 import { childrenOf, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
-import { ForkChild, findForkServer, type PipeChild } from '../../src/spawn/fork-server.js'
+import { ForkChild, findForkServer, noForkServerReason, type PipeChild } from '../../src/spawn/fork-server.js'
 import { resolveSpec } from '../../src/spawn/spec.js'
 import { Launcher } from '../../src/spawn/launcher.js'
 import { runNode } from '../helpers/run-node.js'
@@ -220,6 +220,13 @@ await m2.close()
 console.log(JSON.stringify(out))
 `
 
+t.test('the reason given without a fork server names what is really missing', async (t) => {
+  t.equal(noForkServerReason('ppc64', false, false), 'the Perl fork server runs on x64, arm64, riscv64, loong64, not on ppc64, and the compiled one was not built (npm install builds it when a C compiler is there)')
+  t.equal(noForkServerReason('x64', false, false), 'the Perl fork server needs perl (perl-base), which is not installed, and the compiled one was not built (npm install builds it when a C compiler is there)')
+  t.equal(noForkServerReason('x64', true, true), 'PROXYCORE_FORK_SERVER=perl asks for the Perl fork server, but the Perl fork server needs perl (perl-base), which is not installed; unset it to use the compiled one')
+  t.match(noForkServerReason('x64', true, false), /and the compiled one was not built/, 'asked for, and no compiled one either')
+})
+
 t.test('an architecture without a syscall table: auto starts directly, fork-server is refused', async (t) => {
   guardLeaks(t)
   await ensureBuilt()
@@ -229,9 +236,10 @@ t.test('an architecture without a syscall table: auto starts directly, fork-serv
   t.equal(r.code, 0, r.stderr)
   const out = JSON.parse(r.stdout) as Record<string, string | null>
   t.equal(out.perl, null, 'no perl for the fork server')
-  t.match(out.why, /the Perl fork server runs on x64, arm64, riscv64, loong64, not on ppc64, and the compiled one was not built/)
+  // The compiled helper is built here: the reason says it was passed over, not that it is missing.
+  t.match(out.why, /^PROXYCORE_FORK_SERVER=perl asks for the Perl fork server, but the Perl fork server runs on x64, arm64, riscv64, loong64, not on ppc64; unset it to use the compiled one$/)
   t.equal(out.auto, 'direct')
-  t.match(out.forced, /^ERR_SPAWN_FORK_SERVER_UNSUPPORTED: spawns\.forced\.launcher: the Perl fork server runs on .* not on ppc64/)
+  t.match(out.forced, /^ERR_SPAWN_FORK_SERVER_UNSUPPORTED: spawns\.forced\.launcher: PROXYCORE_FORK_SERVER=perl asks for the Perl fork server, but the Perl fork server runs on .* not on ppc64/)
 })
 
 // Which helper runs: PROXYCORE_FORK_SERVER=perl picks the Perl one; otherwise the compiled one,
