@@ -323,6 +323,12 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   onData (chunk: Buffer): boolean {
+    if (this.phase === Phase.Dispatched) {
+      // Body bytes before any head: an adapter bug. Dropped, they were lost unseen (onEnd before
+      // the head is a 502 too).
+      this.onError(new ProxyError('ERR_BAD_RESPONSE', 'response body before its head', { phase: 'head' }))
+      return false
+    }
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
     this.sent(chunk.length)
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
