@@ -94,8 +94,9 @@ export class SpawnGroup {
     this.health = spec.healthCheck === null
       ? null
       : new HealthMonitor(spec.healthCheck, ctx.clock, ctx.planCommand, (p) => {
-        // Out of list() now, not when its leader exits: the stop ladder can take 2 × stopTimeout,
-        // and every request routed to it meanwhile would meet a process being killed.
+        // Out of list() now, not when its leader exits: the stop ladder can take stopTimeout (2 ×
+        // with a killSignal other than SIGTERM), and every request routed to it meanwhile would
+        // meet a process being killed.
         this.unhealthy.add(p)
         this.clearIdle(p)
         void p.stop()
@@ -169,7 +170,8 @@ export class SpawnGroup {
     if (this.waitingFor !== null) return 'waiting'
     if (this.ready.length > 0) return 'running'
     // A slot's process that crashed (or failed its start or health check) is being stopped: its
-    // group can take up to 2 × stopTimeout to die, and its restart follows. Not idle meanwhile.
+    // group can take up to stopTimeout (2 × with a killSignal other than SIGTERM) to die, and its
+    // restart follows. Not idle meanwhile.
     if (this.slots.some((s) => s.backoff !== null || (s.active && s.successor === null && s.current?.state === 'stopping'))) return 'backoff'
     if ([...this.live].some((p) => p.state === 'starting')) return 'starting'
     return 'idle'
@@ -304,9 +306,9 @@ export class SpawnGroup {
   }
 
   /**
-   * A process's leader exited; its group may take up to 2 × stopTimeout more to stop. A recycle's
-   * successor on standby takes the slot now, not once that group is gone: it is up, and nothing
-   * else is routable meanwhile.
+   * A process's leader exited; its group may take up to stopTimeout more to stop (2 × with a
+   * killSignal other than SIGTERM). A recycle's successor on standby takes the slot now, not once
+   * that group is gone: it is up, and nothing else is routable meanwhile.
    */
   private onDown (slot: Slot, p: SpawnedProcess): void {
     if (slot.current === p && slot.successor !== null && slot.successor.state === 'ready' && !this.closing) {

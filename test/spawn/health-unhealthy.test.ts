@@ -1,6 +1,7 @@
 /**
  * A process the health check gave up on leaves rotation when its stop begins, not when its leader
- * finally exits: the ladder can take 2 × stopTimeout against a program that ignores SIGTERM.
+ * finally exits: the ladder can take stopTimeout (2 × with a killSignal other than SIGTERM) against
+ * a program that ignores the signals.
  */
 import t from 'tap'
 import { leakTest } from './fixtures/guard.js'
