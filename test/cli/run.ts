@@ -59,6 +59,22 @@ export interface Served {
   exited: Promise<number | null>
 }
 
+/** The JSON log lines a stream carries, parsed as they come (a line that is not JSON as `{ msg }`). */
+export function jsonLines (stream: NodeJS.ReadableStream | null): Array<Record<string, unknown>> {
+  const lines: Array<Record<string, unknown>> = []
+  let buf = ''
+  stream?.on('data', (c: Buffer | string) => {
+    buf += c.toString()
+    let nl: number
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl)
+      buf = buf.slice(nl + 1)
+      try { lines.push(JSON.parse(line) as Record<string, unknown>) } catch { lines.push({ msg: line }) }
+    }
+  })
+  return lines
+}
+
 /**
  * `proxycore serve <config>` in its own process group; resolves once it logged its address.
  * `nodeArgs` go to node before the script (`--trace-gc`).
@@ -69,17 +85,7 @@ export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeAr
   let out = ''
   child.stdout?.setEncoding('utf8')
   child.stdout?.on('data', (c: string) => { out += c })
-  const lines: Array<Record<string, unknown>> = []
-  let buf = ''
-  child.stderr?.on('data', (c: Buffer) => {
-    buf += c.toString()
-    let nl: number
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl)
-      buf = buf.slice(nl + 1)
-      try { lines.push(JSON.parse(line) as Record<string, unknown>) } catch { lines.push({ msg: line }) }
-    }
-  })
+  const lines = jsonLines(child.stderr)
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
   let done = false
   void exited.then(() => { done = true })

@@ -24,7 +24,7 @@ import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { Raw } from '../helpers/raw-client.js'
 import { backend } from '../helpers/servers.js'
-import { cli, ensureBuilt, root } from '../cli/run.js'
+import { cli, ensureBuilt, jsonLines, root } from '../cli/run.js'
 
 const LIMIT = 64
 const BODY = 128 * 1024
@@ -100,16 +100,7 @@ routes:
     if (!gone) { try { process.kill(-pid, 'SIGKILL') } catch {} }
     await exited
   })
-  const lines: Array<Record<string, unknown>> = []
-  let buf = ''
-  child.stderr?.on('data', (c: Buffer) => {
-    buf += c.toString()
-    let nl: number
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      try { lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>) } catch { lines.push({ msg: buf.slice(0, nl) }) }
-      buf = buf.slice(nl + 1)
-    }
-  })
+  const lines = jsonLines(child.stderr)
   t.ok(await waitFor(() => lines.some((l) => l.msg === 'serving') || gone, 30_000), 'the proxy started')
   const serving = lines.find((l) => l.msg === 'serving')
   if (serving === undefined) throw new Error(`no "serving": ${JSON.stringify(lines)}`)

@@ -50,11 +50,11 @@ t.test('the defaults the doc relies on (SPAWN_DEFAULTS)', async (t) => {
   t.same([SPAWN_DEFAULTS.minProcs, SPAWN_DEFAULTS.maxProcs, SPAWN_DEFAULTS.maxLoadPerProc, SPAWN_DEFAULTS.maxRequests], [1, 1, 1, 0])
 })
 
-leakTest(t, 'stop, default killSignal: SIGTERM (then SIGCONT) once, SIGKILL one stopTimeout later, not two', async (t, defer) => {
+/** Start a program that traps every signal, close the manager, and report what it got and how long the stop took. */
+async function stopStubborn (defer: Parameters<typeof tempDir>[0], opts: { stopTimeout: number, killSignal?: NodeJS.Signals }): Promise<{ signals: string[], took: number, signal: string | null }> {
   const dir = tempDir(defer)
   const m = manager(defer)
-  const stopTimeout = 1500
-  m.add('st', { binPath: stubborn(dir), socketName: '127.0.0.1:0', stopTimeout })
+  m.add('st', { binPath: stubborn(dir), socketName: '127.0.0.1:0', ...opts })
   await m.start()
   await ensure(m, 'st')
   await until(() => signalsLogged(dir).includes('ready'), 'traps set')
@@ -62,27 +62,23 @@ leakTest(t, 'stop, default killSignal: SIGTERM (then SIGCONT) once, SIGKILL one 
   const began = Date.now()
   await m.close()
   const took = Date.now() - began
-  const e = await exit
-  t.equal(e.signal, 'SIGKILL', 'ended by SIGKILL')
-  t.same(signalsLogged(dir), ['ready', 'TERM', 'CONT'], 'one SIGTERM and its SIGCONT: the ladder has no repeats')
+  return { signals: signalsLogged(dir), took, signal: (await exit).signal }
+}
+
+leakTest(t, 'stop, default killSignal: SIGTERM (then SIGCONT) once, SIGKILL one stopTimeout later, not two', async (t, defer) => {
+  const stopTimeout = 1500
+  const { signals, took, signal } = await stopStubborn(defer, { stopTimeout })
+  t.equal(signal, 'SIGKILL', 'ended by SIGKILL')
+  t.same(signals, ['ready', 'TERM', 'CONT'], 'one SIGTERM and its SIGCONT: the ladder has no repeats')
   t.ok(took >= stopTimeout - 50, `SIGKILL after stopTimeout (${took} ms)`)
   t.ok(took < 2 * stopTimeout - 100, `within 2 × stopTimeout, as the ladder is [SIGTERM, SIGKILL] (${took} ms)`)
 })
 
 leakTest(t, 'stop, killSignal SIGINT: SIGINT, SIGTERM, SIGKILL, stopTimeout apart', async (t, defer) => {
-  const dir = tempDir(defer)
-  const m = manager(defer)
   const stopTimeout = 700
-  m.add('st', { binPath: stubborn(dir), socketName: '127.0.0.1:0', killSignal: 'SIGINT', stopTimeout })
-  await m.start()
-  await ensure(m, 'st')
-  await until(() => signalsLogged(dir).includes('ready'), 'traps set')
-  const exit = nextEvent(m, 'exit')
-  const began = Date.now()
-  await m.close()
-  const took = Date.now() - began
-  t.equal((await exit).signal, 'SIGKILL')
-  t.same(signalsLogged(dir), ['ready', 'INT', 'CONT', 'TERM', 'CONT'], 'killSignal, then SIGTERM, each followed by SIGCONT')
+  const { signals, took, signal } = await stopStubborn(defer, { killSignal: 'SIGINT', stopTimeout })
+  t.equal(signal, 'SIGKILL')
+  t.same(signals, ['ready', 'INT', 'CONT', 'TERM', 'CONT'], 'killSignal, then SIGTERM, each followed by SIGCONT')
   t.ok(took >= 2 * stopTimeout - 50, `2 × stopTimeout before SIGKILL (${took} ms)`)
 })
 
