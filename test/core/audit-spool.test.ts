@@ -2,9 +2,9 @@
  * Spooling a request body when the process is out of file descriptors (audit 2026-12, second
  * pass): EMFILE for real, in a child node process started under `prlimit --nofile` (the built
  * dist's spoolBody), its table filled with /dev/null until open(2) fails. The temp file cannot be
- * created: the body is refused with an error that names EMFILE (500 ERR_INTERNAL: no error code
- * says "out of descriptors" yet), nothing is left in the spool directory, and once descriptors are
- * free again the same process spools, and replays, the next body whole.
+ * created: the body is refused with 503 ERR_NO_DESCRIPTORS, its message naming EMFILE (it was a
+ * 500 ERR_INTERNAL before that code), nothing is left in the spool directory, and once descriptors
+ * are free again the same process spools, and replays, the next body whole.
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
@@ -58,7 +58,7 @@ t.test('EMFILE while a body goes to disk: a clear refusal, no temp file left, th
   t.equal(exit, 0, 'the child did not crash', { err })
   const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { fillers: number, refused: { code: string, status: number, message: string }, length: number, first: boolean, again: boolean }
   t.ok(r.fillers > 0, `the descriptor table was filled (${r.fillers} /dev/null)`)
-  t.match(r.refused, { code: 'ERR_INTERNAL', status: 500, message: /EMFILE/ }, 'refused, the message names EMFILE')
+  t.match(r.refused, { code: 'ERR_NO_DESCRIPTORS', status: 503, message: /EMFILE/ }, 'refused with 503 ERR_NO_DESCRIPTORS, the message names EMFILE')
   t.same(readdirSync(dir), [], 'no temp file left in the spool directory')
   t.equal(r.length, 200 * 1024)
   t.ok(r.first && r.again, 'with descriptors free again: the next body whole, and again from its first byte')
