@@ -124,6 +124,8 @@ t.test('operators.md step 3: the systemd unit\'s commands; reload (SIGHUP); Kill
   t.equal(listenMsg, 'reload: listen changed; restart proxycore to move listeners')
   t.ok(msgs(at).includes(listenMsg ?? '-'), 'the listen warning, as the guide quotes it')
   const levelMsg = quotedLogs.find((m) => m.startsWith('reload: log level'))
+  // Logged once the reload resolved, just after `reloaded`: wait for it, do not race the pipe.
+  await s.waitLog(levelMsg ?? 'reload: log level changed', at)
   t.ok(msgs(at).includes(levelMsg ?? '-'), `"${levelMsg ?? ''}" after the file's logLevel changed`)
   t.equal((await get(`${s.url}/i.php`)).status, 200, 'still served on the address bound at start')
   t.equal((JSON.parse((await get(`${s.url}/server-status?format=json`)).body.toString()) as { spawns: Array<{ processes: Array<{ pid: number }> }> }).spawns[0].processes[0].pid, php,
