@@ -19,7 +19,7 @@ import { UpgradeExchange } from './upgrade.js'
 import type { BodyScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
-import { incompleteUtf8Tail } from './utf8.js'
+import { incompleteUtf8Tail } from '../utf8.js'
 
 export type { CompiledRoute } from './route.js'
 

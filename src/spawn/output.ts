@@ -15,8 +15,7 @@ import { createWriteStream, mkdirSync, renameSync, rmSync, statSync, type WriteS
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
-import type { Logger } from '../core/types.js'
-import { Utf8Carry } from '../core/utf8.js'
+import { Utf8Carry } from '../utf8.js'
 import type { LogOptions, SpawnEvents } from './types.js'
 
 export const LOG_DEFAULTS = { maxSize: 10 * 1024 * 1024, keep: 3, maxBuffered: 1024 * 1024 } as const
@@ -219,7 +218,10 @@ interface OutputEvents {
  * logged whole; whitespace-only chunks are skipped. A character still incomplete when its pipe ends
  * (the program exited in the middle of it) is logged as U+FFFD, in an entry of its own.
  */
-export function logOutput (manager: OutputEvents, log: Pick<Logger, 'info'>): void {
+/** The one logger method the output needs (structural: spawn/ imports nothing from core/). */
+type InfoLogger = { info (obj: object, msg?: string): void }
+
+export function logOutput (manager: OutputEvents, log: InfoLogger): void {
   const text = new OutputText()
   const entry = (e: { spawn: string, pid: number, stream: 'stdout' | 'stderr' }, s: string): void => {
     const line = s.trimEnd()

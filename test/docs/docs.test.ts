@@ -4,7 +4,7 @@
  * and every relative link points at a file that exists.
  */
 import t from 'tap'
-import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
@@ -57,4 +57,32 @@ t.test('relative links resolve', async (t) => {
     }
   }
   t.same(broken, [], 'no broken relative links')
+})
+
+/** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
+function slug (heading: string): string {
+  return heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/\s/g, '-')
+}
+
+t.test('docs/README.md: its anchors resolve, and it lists every document in docs/', async (t) => {
+  const index = readFileSync(join(root, 'docs/README.md'), 'utf8')
+  const badAnchors: string[] = []
+  for (const m of index.matchAll(/\]\(([^)#\s]+\.md)#([^)]+)\)/g)) {
+    const text = readFileSync(resolve(join(root, 'docs'), m[1]), 'utf8')
+    const anchors = new Set([...text.matchAll(/^#{1,6} (.+)$/gm)].map((h) => slug(h[1])))
+    if (!anchors.has(m[2])) badAnchors.push(`${m[1]}#${m[2]}`)
+  }
+  t.same(badAnchors, [], 'every #anchor names a heading of its document')
+  // The "Every document" table: one row per .md under docs/ (the index itself aside).
+  const table = index.slice(index.indexOf('## Every document'))
+  const rows = [...table.matchAll(/^\| \[([^\]]+)\]\(([^)]+)\) \|/gm)].map((m) => m[2])
+  const files: string[] = []
+  const walk = (dir: string, rel: string): void => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(dir, e.name), rel + e.name + '/')
+      else if (e.name.endsWith('.md') && rel + e.name !== 'README.md') files.push(rel + e.name)
+    }
+  }
+  walk(join(root, 'docs'), '')
+  t.same([...rows].sort(), files.sort(), 'the table lists exactly the documents in docs/')
 })

@@ -28,7 +28,7 @@ import { ERRORS, isDescriptorShortage, noDescriptors, ProxyError, toProxyError }
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import type { ClientContext, Endpoint, Exchange, ProcessStarter, ResponseHandler, ScriptInfo } from '../../core/types.js'
-import { Utf8Carry } from '../../core/utf8.js'
+import { Utf8Carry } from '../../utf8.js'
 import type { CgiOptions } from './options.js'
 
 interface ExitStatus { readonly code: number | null, readonly signal: NodeJS.Signals | null }
