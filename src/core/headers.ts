@@ -31,6 +31,14 @@ export function insecureParserFlag (argv: readonly string[] = process.execArgv, 
   return argv.includes('--insecure-http-parser') || /(?:^|[\s"])--insecure-http-parser(?:$|[\s"])/.test(nodeOptions)
 }
 
+/** Header lines a request may have: node:http's own cap (2000 raw entries, 1000 lines) or the server's. */
+export const MAX_HEADER_LINES = 1000
+
+function headerLineCap (req: IncomingMessage): number {
+  const m = (req.socket as { server?: { maxHeadersCount?: number | null } } | null)?.server?.maxHeadersCount
+  return typeof m === 'number' && m > 0 ? Math.min(m, MAX_HEADER_LINES) : MAX_HEADER_LINES
+}
+
 /**
  * Reject what Node accepts but an intermediary must not forward. Returns null when fine.
  * Also tells whether the connection must be closed after the response.
@@ -42,6 +50,12 @@ export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
     return new ProxyError('ERR_INSECURE_PARSER', 'the server was created with insecureHTTPParser: true', { phase: 'route' })
   }
   const raw = req.rawHeaders
+  // node:http keeps the first ~1000 header lines (fewer with server.maxHeadersCount) and drops the
+  // rest without a word, Content-Length and Transfer-Encoding included: a request at the cap may
+  // have lost its framing, so it is refused, never forwarded short of its body.
+  if (raw.length >= 2 * headerLineCap(req)) {
+    return new ProxyError('ERR_TOO_MANY_HEADERS', `${raw.length / 2} header lines`, { phase: 'route' })
+  }
   let seen = 0
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toLowerCase()

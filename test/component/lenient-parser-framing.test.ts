@@ -74,3 +74,28 @@ t.test('Content-Length with Transfer-Encoding is a 400 should a lenient parser p
   }
   t.equal(checkRequestFraming(req(['Transfer-Encoding', 'chunked'])), null, 'chunked alone is fine')
 })
+
+t.test('an embedder server with maxHeadersCount: a request at that many lines is 431 ERR_TOO_MANY_HEADERS, fewer pass', async (t) => {
+  // node:http drops the lines past maxHeadersCount unseen (Content-Length included): a request that
+  // reaches the cap may have lost its framing, so it is refused, not forwarded short of its body.
+  const received: string[] = []
+  const be = await rawBackend(t, (s) => {
+    s.on('data', (d: Buffer) => {
+      received.push(d.toString('latin1'))
+      if (d.includes('\r\n\r\n')) s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok')
+    })
+  })
+  const proxy = await createProxy({ logger: silentLogger, routes: [{ protocol: 'http', backends: [be.address] }] })
+  const server = createServer(proxy.handler)
+  server.maxHeadersCount = 20
+  const port = await listen(server)
+  t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
+  const lines = (n: number): string => Array.from({ length: n }, (_, i) => `X-H${i}: v\r\n`).join('')
+  // Host + 18 + Connection = 20 lines, Content-Length the 21st: node drops it.
+  const cut = await rawRequest(port, `POST /x HTTP/1.1\r\nHost: a\r\n${lines(18)}Connection: close\r\nContent-Length: 5\r\n\r\nhello`)
+  t.match(cut, /^HTTP\/1\.1 431 [^]*ERR_TOO_MANY_HEADERS\n$/, 'at the cap: 431')
+  t.same(received, [], 'no byte reached the backend')
+  const fine = await rawRequest(port, `POST /x HTTP/1.1\r\nHost: a\r\n${lines(16)}Connection: close\r\nContent-Length: 5\r\n\r\nhello`)
+  t.match(fine, /^HTTP\/1\.1 200 /, 'under it: forwarded')
+  t.match(received.join(''), /\r\n\r\nhello$/, 'with its body')
+})
