@@ -91,6 +91,7 @@ t.test(`git clone of ${FILES * FILE_MIB} MiB of random data through the CGI rout
   t.same(readFileSync(join(work, 'r0.bin')), readFileSync(join(source, 'r0.bin')), 'a file byte for byte')
 })
 
+// AC-96
 t.test(`git push of ${FILES * FILE_MIB} MiB with a 1 MiB http.postBuffer (chunked upload, spooled)`, async (t) => {
   if (!havePeer(t, GIT) || !havePeer(t, HTTP_BACKEND)) return
   guardLeaks(t)

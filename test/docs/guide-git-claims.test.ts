@@ -88,6 +88,7 @@ t.test('params.REMOTE_USER without http.receivepack: the push lands', async (t) 
   t.equal(await s.remoteHead(), s.head, 'the pushed commit is the remote ref')
 })
 
+// AC-96
 t.test('neither REMOTE_USER nor http.receivepack: the push is refused with 403', async (t) => {
   guardLeaks(t)
   if (!havePeer(t, GIT) || !havePeer(t, HTTP_BACKEND)) return

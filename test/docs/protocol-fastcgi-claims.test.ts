@@ -105,6 +105,7 @@ t.test('Discovery: what php-fpm and fcgiwrap answer to FCGI_GET_VALUES', async (
     t.same(client.backendValues, { maxConns: null, maxReqs: null, mpxsConns: false, answered: true })
   })
 
+  // AC-79
   t.test('fcgiwrap does not answer: the first request waits discoveryTimeout', async (t) => {
     if (!havePeer(t, FCGIWRAP)) return
     guardLeaks(t)

@@ -203,6 +203,7 @@ t.test('multiplexing when the backend offers it; ABORT_REQUEST for one request l
   t.equal(client.backendValues.mpxsConns, true)
 })
 
+// AC-79
 t.test('a backend ignoring GET_VALUES gets conservative defaults after the timeout', async (t) => {
   guardLeaks(t)
   const { client, ask, fake } = await setup(t, (req) => respond(req), { discovery: true, discoveryTimeout: 50 })
