@@ -236,8 +236,10 @@ export class ProxyRuntime {
     // read it to its end before the next request of the connection, however long (no request
     // timeout: gateway/server.ts), so a refused 1 GB POST was taken whole. It is dropped within the
     // exchange's bounds instead, and the socket lingers so the client reads the answer. Not with
-    // `Expect: 100-continue`: no 100 was sent, the client holds its body back.
-    const unread = !req.complete && !req.readableDidRead && req.headers.expect === undefined
+    // `Expect: 100-continue`: no 100 was sent, the client holds its body back. Nor for a request
+    // with no body (no Content-Length or 0, no Transfer-Encoding): node:http emits it before it
+    // marks it complete, so `complete` alone set all this up for every refused GET, for nothing.
+    const unread = declaresBody(req) && !req.complete && !req.readableDidRead && req.headers.expect === undefined
     if (unread) lingerOnClose(req)
     const bytes = this.sendError(res, err, retryAfter)
     if (unread) setImmediate(() => discardBody(req, DISCARD_MAX_BYTES, DISCARD_MAX_MS))
