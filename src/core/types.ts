@@ -60,6 +60,12 @@ export interface ScriptInfo {
    * realpath yourself. A check made before the open, like any: verify the opened descriptor.
    */
   readonly realFilename?: string
+  /**
+   * The route's `symlinks` policy the core resolved `filename` under (absent without a docroot
+   * walk). An adapter that opens more files beside it (the static adapter's precompressed
+   * siblings) applies it to them too.
+   */
+  readonly symlinks?: 'follow' | 'owner' | 'deny'
 }
 
 /**

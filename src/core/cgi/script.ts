@@ -250,7 +250,8 @@ async function finish (input: ResolveScriptInput, realRoot: string, filename: st
     filename,
     name: prefix + '/' + scriptSegs.join('/'),
     pathInfo,
-    docroot: input.docroot
+    docroot: input.docroot,
+    symlinks: input.symlinks
   }
 }
 

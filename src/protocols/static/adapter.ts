@@ -22,7 +22,8 @@ import type freshFn from 'fresh'
 import type mimeTypes from 'mime-types'
 import { lazy } from '../../lazy.js'
 import { unwatchAbort, watchAbort } from '../../core/abort.js'
-import { isInside } from '../../core/cgi/script.js'
+import { isInside, resolveScript, type SymlinkPolicy } from '../../core/cgi/script.js'
+import { encodePath } from '../../core/cgi/url-path.js'
 import { ProxyError, type ErrorCode } from '../../core/errors.js'
 import { OneShotClient } from '../../core/one-shot-client.js'
 import { closeVerified, FileBody, openFdInsideRoots, readableByOwner } from '../../core/sendfile.js'
@@ -109,6 +110,46 @@ function docrootFor (docroot: string, real: string): { root: string, rootStats: 
   return { root, rootStats }
 }
 
+/**
+ * The route's `symlinks` policy, which the core resolved the file under (ScriptInfo.symlinks).
+ * A core that does not say: `deny`, the one answer within every policy.
+ */
+function symlinkPolicyOf (script: ScriptInfo): SymlinkPolicy {
+  const p = script.symlinks
+  return p === 'follow' || p === 'owner' ? p : 'deny'
+}
+
+/**
+ * A sibling that is a symlink passes as the file would: the core's walk (resolveScript, with the
+ * route's policy) run on its path under the docroot. Every link on the way is judged as for the
+ * file (the directories above are the file's own, checked again), the link itself last: `deny`
+ * refuses it; `owner` follows it only to a target of the link's owner; each hop must stay inside
+ * the docroot (nothing outside is looked at); it must end at a regular file.
+ */
+async function linkPasses (path: string, docroot: string, policy: SymlinkPolicy): Promise<boolean> {
+  if (policy === 'deny') return false
+  const rel = relative(docroot, path)
+  if (rel === '' || !isInside(docroot, path)) return false
+  try {
+    const found = await resolveScript({ docroot, urlPath: encodePath('/' + rel.split(sep).join('/')), rule: {}, symlinks: policy, hideDotSegments: true })
+    return found.pathInfo === '' && found.filename === path
+  } catch {
+    return false
+  }
+}
+
+function statOrNull (path: string): Stats | null {
+  try {
+    return statSync(path, { throwIfNoEntry: false }) ?? null
+  } catch {
+    return null
+  }
+}
+
+function sameFile (a: Stats | null, b: Stats): boolean {
+  return a !== null && a.dev === b.dev && a.ino === b.ino
+}
+
 /** Last-Modified as the client sees it: HTTP dates have whole seconds. */
 function mtimeSeconds (st: Stats): number {
   return Math.floor(st.mtimeMs / 1000) * 1000
@@ -180,7 +221,7 @@ class StaticExchange {
     // stands for a missing or refused file), tried in the client's order of preference.
     for (const enc of acceptedEncodings(headerString(ex.requestHeaders['accept-encoding']), this.opts.precompressed)) {
       if (this.over) return
-      const sib = await this.openSibling(script.filename + SIBLING_SUFFIX[enc], root, rootStats)
+      const sib = await this.openSibling(script.filename + SIBLING_SUFFIX[enc], script, root, rootStats)
       if (sib === null) continue
       if (this.over) { closeVerified(sib.fd); return }
       closeVerified(fd)
@@ -194,16 +235,21 @@ class StaticExchange {
 
   /**
    * A precompressed sibling (`<file>.br`, `<file>.gz`), opened with every check the file itself
-   * passed: inside the docroot on its real path and on the descriptor, no dot file on the way, a
-   * regular file opened O_NOFOLLOW, readable by the docroot's owner. Stricter in one point: the
-   * sibling must not be a symlink, in every `symlinks` mode (the adapter does not see the route's
-   * policy; a refusal is always within it). null when there is none or it fails a check: the file
-   * itself is sent then, as nginx's gzip_static falls back, so a bad sibling cannot take the file
-   * down with it.
+   * passed: a symlink only as the route's `symlinks` policy lets the file be one (the core's own
+   * walk, resolveScript, run on the sibling's path: `deny` refuses it, `owner` wants the link and
+   * its target to have one owner, every mode keeps it inside the docroot, hop by hop), inside the
+   * docroot on its real path and on the descriptor, no dot file on the way, a regular file opened
+   * O_NOFOLLOW, readable by the docroot's owner. null when there is none or it fails a check: the
+   * file itself is sent then, as nginx's gzip_static falls back, so a bad sibling cannot take the
+   * file down with it.
    */
-  private async openSibling (path: string, root: string, rootStats: Stats): Promise<{ fd: number, stats: Stats, real: string } | null> {
+  private async openSibling (path: string, script: ScriptInfo, root: string, rootStats: Stats): Promise<{ fd: number, stats: Stats, real: string } | null> {
     const entry = siblingEntry(path)
-    if (entry === null || !entry.isFile()) return null
+    if (entry === null) return null
+    const link = entry.isSymbolicLink()
+    if (!link && !entry.isFile()) return null
+    const policy = symlinkPolicyOf(script)
+    if (link && !(await linkPasses(path, script.docroot, policy))) return null
     let real: string
     try {
       real = realpathSync.native(path)
@@ -218,10 +264,14 @@ class StaticExchange {
       return null
     }
     const { fd, stats } = opened
-    // On the descriptor's own stats, as for the file; and the sibling's name must still be that
-    // very file, not a symlink swapped in after the lstat above.
+    // On the descriptor's own stats, as for the file; and the sibling's name must still be what
+    // was checked: the same regular file, or the same link, now leading to the very file opened
+    // (with the owner of the link under `owner`), not something swapped in after the checks.
     const now = siblingEntry(path)
-    if (!readableByOwner(rootStats, stats) || now === null || !now.isFile() || now.dev !== stats.dev || now.ino !== stats.ino) {
+    const same = now !== null && now.dev === entry.dev && now.ino === entry.ino && (link
+      ? now.isSymbolicLink() && sameFile(statOrNull(path), stats) && (policy !== 'owner' || stats.uid === now.uid)
+      : now.isFile() && now.dev === stats.dev && now.ino === stats.ino)
+    if (!readableByOwner(rootStats, stats) || !same) {
       closeVerified(fd)
       return null
     }
