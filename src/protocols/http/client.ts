@@ -129,6 +129,45 @@ function releaseWriteErrors (socket: Duplex): void {
 }
 
 /**
+ * An unsolicited `100 Continue`. proxycore never sends `Expect` (node:http answers the client's own
+ * `Expect: 100-continue`, at the moment its body is first read), so a backend's 100 always comes
+ * unasked, and RFC 9110 §15.2 says a client must parse and ignore an unexpected 1xx. undici's
+ * parser destroys the connection at any 100 instead ('bad response': a 502 for a response that was
+ * on its way). So each connection's parser, as undici creates it (`socket[kParser] = new Parser`),
+ * gets its head callback wrapped: a 100 goes down undici's own path for the other 1xx (headers
+ * reset, the timeout refreshed, `onHeaders` called with a status under 200 and ignored by the
+ * handlers below, the next message parsed on the same connection) under the unassigned code 199.
+ * A 100 that also asks for an upgrade is left to undici. The wrap touches one parser instance,
+ * never undici's prototype (an embedder's own undici is left alone); should a future undici move
+ * the symbol or the callback, nothing is wrapped and a 100 is a 502 again (the test says so:
+ * test/component/http-interim-responses.test.ts). The interim fields are not passed on: a 100 is
+ * proxycore's to send, and a client that sent `Expect` already has (or will have) its own.
+ */
+const UNSOLICITED_CONTINUE = 199
+type HeadersComplete = (statusCode: number, upgrade: boolean, shouldKeepAlive: boolean) => number
+const undiciSymbols = lazy<{ kParser?: symbol }>('undici/lib/core/symbols.js')
+function skipUnsolicitedContinue (socket: Socket): void {
+  let kParser: symbol | undefined
+  try { kParser = undiciSymbols().kParser } catch {}
+  if (typeof kParser !== 'symbol' || kParser in socket) return
+  const key = kParser
+  Object.defineProperty(socket, key, {
+    configurable: true,
+    enumerable: true,
+    get: () => undefined,
+    set (parser: { onHeadersComplete?: HeadersComplete } | null) {
+      // From here on a plain property again: undici reads it on every chunk.
+      Object.defineProperty(socket, key, { value: parser, writable: true, configurable: true, enumerable: true })
+      const onHeadersComplete = parser?.onHeadersComplete
+      if (parser == null || typeof onHeadersComplete !== 'function') return
+      parser.onHeadersComplete = function (statusCode, upgrade, shouldKeepAlive) {
+        return onHeadersComplete.call(this, statusCode === 100 && !upgrade ? UNSOLICITED_CONTINUE : statusCode, upgrade, shouldKeepAlive)
+      }
+    },
+  })
+}
+
+/**
  * How much sooner than a backend's `Keep-Alive: timeout=N` an idle connection is given up, so the
  * proxy never reuses one the backend is closing. undici's default (2 s) turned keep-alive off for
  * every backend announcing 1 or 2 s — node:http with `keepAliveTimeout` under 3 s: one new
@@ -159,7 +198,7 @@ export class HttpClient implements BackendClient {
       maxHeaderSize: ctx.limits.maxResponseHeadSize,
       // The core's connector: route connect timeout, ERR_CONNECT_* codes.
       connect: ((_opts: object, cb: (err: Error | null, socket: Socket | null) => void) => {
-        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset); holdWriteErrors(s); cb(null, s) }, (err: Error) => cb(err, null))
+        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset); holdWriteErrors(s); skipUnsolicitedContinue(s); cb(null, s) }, (err: Error) => cb(err, null))
       }) as unknown as buildConnector.connector,
     })
   }
