@@ -153,9 +153,11 @@ export class ProxyRuntime {
     const route = target === null || bad !== null ? null : this.router.find(target)
     if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing || target.path === '*') {
       // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
-      const code: ErrorCode = bad !== null || target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
+      const code: ErrorCode = bad !== null ? bad.code : target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
       const status = statusFor(new ProxyError(code))
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      // The body names the code, as any refused request's does (sendError).
+      const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${code}\n`
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
       this.refused(req, route?.name ?? '', status, code, 0)
       return
     }

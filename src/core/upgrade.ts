@@ -125,6 +125,12 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     s.on('end', this.onClientEnd)
     s.on('data', this.onEarlyData)
     if (s.destroyed) { this.clientGone(); return }
+    // node:http hands over the socket at the end of the head, so a body would reach the backend
+    // after its 101 as the new protocol's first bytes, or never, if it answers the plain request
+    // (measured: `curl --http2 -d hello`, an h2c upgrade, got a 200 from a backend that had read
+    // an empty POST). nginx sends such a body with the request; proxycore refuses it, before any
+    // backend sees it (RFC 6455 handshakes have none).
+    if (hasBody(this.req)) { this.refuse(new ProxyError('ERR_BAD_REQUEST', 'an Upgrade request with a body', { phase: 'admit' })); return }
     route.admission.enter(this)
   }
 
@@ -453,7 +459,9 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     if (s.writable) {
       const status = err.status
       const retry = status === 503 ? `retry-after: ${this.route.pool.retryAfterSeconds()}\r\n` : ''
-      s.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\n${retry}content-length: 0\r\n\r\n`)
+      // The body names the code, as any refused request's does (ProxyRuntime.sendError).
+      const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${err.code}\n`
+      s.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n${retry}content-length: ${body.length}\r\n\r\n${body}`)
     }
     this.log(err)
   }
@@ -511,6 +519,12 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     }
     this.done?.()
   }
+}
+
+/** A request body follows the head: a Content-Length above 0, or any Transfer-Encoding (RFC 9112 §6.3). */
+function hasBody (req: IncomingMessage): boolean {
+  const h = req.headers
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && Number(h['content-length']) !== 0)
 }
 
 /** Close with a TCP reset (RST) where the socket is TCP; destroy it otherwise (TLS, unix socket). */

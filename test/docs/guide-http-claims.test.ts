@@ -3,19 +3,24 @@
  * the guide's first config (its backends swapped for live node:http servers) with the paths its
  * table shows, the WebSocket example with a real `ws` client, the forwarding-header values its table
  * prints, the hop-by-hop response headers it lists (raw backend, raw client), `timeouts.headers` as
- * a bare number of milliseconds, and the defaults its tables state against the schema's.
+ * a bare number of milliseconds, the defaults its tables state against the schema's, the rows of its
+ * hostile-backend table for interim (1xx) responses, and the Upgrade refusals it lists (with curl's
+ * h2c upgrade, the command it names).
  * test/docs/http-guide.test.ts checks the same behaviours embedded (createProxy); this file reads
  * the values from the guide, so a doc change that breaks one fails here.
  */
 import t from 'tap'
+import { execFile } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingHttpHeaders } from 'node:http'
+import type { Socket } from 'node:net'
 import { join } from 'node:path'
 import { WebSocket, WebSocketServer } from 'ws'
 import { parse } from 'yaml'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get, listen, rawBackend, rawRequest } from '../helpers/servers.js'
-import { tempDir } from '../fastcgi/helpers/peers.js'
+import { havePeer, tempDir } from '../fastcgi/helpers/peers.js'
+import { httpOptionsSchema } from '../../src/protocols/http/options.js'
 import { root, serveKilled } from '../cli/run.js'
 
 const guide = readFileSync(join(root, 'docs/guides/http-and-websockets.md'), 'utf8')
@@ -188,6 +193,10 @@ t.test('the defaults the guide states are the schema\'s', async (t) => {
   // Failover: disabled for `disableTime` (10s) ... up to `retries` (2) times.
   t.equal(route.disableTime.default, /\*\*disabled for `disableTime`\*\* \((\S+)\)/.exec(guide)?.[1])
   t.equal(route.retries.default, Number(/up to `retries` \((\d+)\) times/.exec(guide)?.[1]))
+  // Keep-alive: `connections` (default 128) ... `keepAliveTimeout` (default `4s`).
+  const http = httpOptionsSchema().properties
+  t.equal(String(http.connections.default), /`connections` \(default (\d+)\)/.exec(guide)?.[1], 'options.connections')
+  t.equal(http.keepAliveTimeout.default, /`keepAliveTimeout` \(default `([^`]+)`\)/.exec(guide)?.[1], 'options.keepAliveTimeout')
 })
 
 t.test('the status page\'s allow list uses the socket peer: forwarding headers never grant access, even from a trusted proxy', async (t) => {
@@ -239,4 +248,52 @@ t.test('WebSockets through proxycore serve: an open tunnel holds its maxConcurre
   const third = await open('/ws/c')
   t.pass('its slot is free again: a third upgrade opens')
   third.close()
+})
+
+t.test('the hostile-backend table\'s interim rows, through proxycore serve: a 100 or a 102 is skipped, the response intact on one connection', async (t) => {
+  guardLeaks(t, { timeoutMs: 10_000 })
+  const row = (what: string): string => new RegExp(`^\\| sends ${what}[^|]*\\| ([^|]+) \\|$`, 'm').exec(guide)?.[1] ?? ''
+  t.match(row('`100 Continue`'), /^nothing, as for `102`; the response follows intact, on the same backend connection\./)
+  t.match(row('another 1xx \\(`102 Processing`\\)'), /^nothing; the response follows intact$/)
+  t.match(guide, /nginx 1\.22\.1, measured here with a backend that sends `100 Continue`/)
+  const be = await rawBackend(t, (sock: Socket) => {
+    let got = ''
+    sock.on('data', (d: Buffer) => {
+      got += d.toString('latin1')
+      const end = got.indexOf('\r\n\r\n')
+      if (end < 0) return
+      const interim = got.startsWith('GET /102') ? 'HTTP/1.1 102 Processing\r\n\r\n' : 'HTTP/1.1 100 Continue\r\n\r\n'
+      got = got.slice(end + 4)
+      sock.write(`${interim}HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal`)
+    })
+  })
+  const { s } = await serveKilled(t, configFile(t, { routes: [{ protocol: 'http', backends: [be.address] }] }))
+  const port = Number(new URL(s.url).port)
+  for (const path of ['/100', '/102', '/100']) {
+    const raw = await rawRequest(port, `GET ${path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n`)
+    t.match(raw, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nfinal$/, `${path}: the 200 alone`)
+  }
+  t.equal(be.sockets.length, 1, 'one backend connection for the three')
+})
+
+t.test('the Upgrade refusals the guide lists, through proxycore serve: a 101 without Upgrade, a request with a body (curl --http2 -d)', async (t) => {
+  guardLeaks(t, { timeoutMs: 10_000 })
+  const no101 = /\*\*A `101` without an `Upgrade` field\*\*[^]*?`(\d{3}) (ERR_[A-Z_]+)`/.exec(guide)
+  const body = /\*\*An Upgrade request with a body\*\*[^]*?`(\d{3})\s+(ERR_[A-Z_]+)`/.exec(guide)
+  t.same([no101?.slice(1), body?.slice(1)], [['502', 'ERR_UPGRADE_FAILED'], ['400', 'ERR_BAD_REQUEST']], 'the guide\'s statuses and codes')
+  let posts = 0
+  const be = createServer((req, res) => { posts++; let n = 0; req.on('data', (d: Buffer) => { n += d.length }); req.on('end', () => res.end(`read ${n}`)) })
+  be.on('upgrade', (_req, sock: Socket) => { sock.end('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n') })
+  const port = await listen(be, t)
+  const { s } = await serveKilled(t, configFile(t, { routes: [{ protocol: 'http', backends: [`127.0.0.1:${port}`] }] }))
+  const up = await rawRequest(Number(new URL(s.url).port), 'GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  t.match(up, new RegExp(`^HTTP/1\\.1 ${no101?.[1] ?? ''} [^]*\\r\\nconnection: close\\r\\n[^]*\\n${no101?.[2] ?? ''}\\n$`), 'a 101 without Upgrade: the status, the code in the body')
+  if (!havePeer(t, '/usr/bin/curl')) return
+  const curl = (args: string[]): Promise<string> => new Promise((resolve, reject) => {
+    execFile('/usr/bin/curl', ['-sS', '-w', ' %{http_code}', ...args, `${s.url}/form`], { timeout: 10_000 }, (err, stdout) => { if (err !== null) reject(err); else resolve(stdout) })
+  })
+  // `curl --http2 -d hello`: an h2c upgrade carrying its POST body.
+  t.match(await curl(['--http2', '-d', 'hello']), new RegExp(`^${body?.[1] ?? ''} [^\\n]*\\n${body?.[2] ?? ''}\\n ${body?.[1] ?? ''}$`), 'curl --http2 -d: refused with the status and code the guide says')
+  t.equal(posts, 0, 'the backend never saw it')
+  t.equal(await curl(['-d', 'hello']), 'read 5 200', 'without --http2, the POST and its 5 bytes go through')
 })
