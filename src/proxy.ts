@@ -168,6 +168,7 @@ async function startSpawns (config: CreateProxyOptions, log: Logger): Promise<Sp
   manager.on('failed', (e) => log.error({ spawn: e.spawn, reason: e.reason }, 'spawn failed'))
   manager.on('restart', (e) => log.warn({ spawn: e.spawn, delay: e.delay, restarts: e.restarts }, 'spawn restarting'))
   manager.on('exit', (e) => { if (!e.expected) log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
+  manager.on('address-changed', (e) => log.warn({ spawn: e.spawn, id: e.id, wanted: e.wanted, address: e.address, reason: e.reason }, 'spawn address changed'))
   // Without a logDir, children's output goes to the log (one line per chunk, never mixed into ours).
   if (config.logDir === undefined) logOutput(manager, log)
   try {

@@ -168,6 +168,7 @@ export class SpawnSet {
     const manager = new SpawnManager(managerOptions(config))
     manager.on('failed', (e) => this.log.error({ spawn: e.spawn, reason: e.reason }, 'spawn failed'))
     manager.on('exit', (e) => { if (!e.expected) this.log.warn({ spawn: e.spawn, pid: e.pid, code: e.code, signal: e.signal }, 'spawned process exited') })
+    manager.on('address-changed', (e) => this.log.warn({ spawn: e.spawn, id: e.id, wanted: e.wanted, address: e.address, reason: e.reason }, 'spawn address changed'))
     if (config.logDir === undefined) logOutput(manager, this.log)
     const c: Component = { names, key: keyOf(names, config), manager }
     this.live.add(manager)

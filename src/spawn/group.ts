@@ -12,6 +12,10 @@
  *   - TCP: an ephemeral port chosen by the kernel on the same host (loopback when the configured
  *     host is a wildcard). "Next free port" scanning races with other programs and can walk into
  *     ports other services expect; the kernel's choice cannot collide. `list()` reports it.
+ * A slot's next process (crash, failed start or health check) asks for the TCP address the slot's
+ * last one had, kernel-chosen ports included, so a restarted backend keeps its address; a kernel
+ * port someone else took meanwhile gives way to a fresh one ('address-changed'). A recycle's
+ * successor runs beside its predecessor, so it has its own port, which the slot keeps after.
  */
 import { EventEmitter } from 'node:events'
 import type { Clock, CrashInfo, ExitInfo, PendingRestart, ProcessStatusState, SpawnAddress, SpawnEvents, SpawnState, SpawnStatus } from './types.js'
@@ -48,6 +52,11 @@ interface Slot {
   backoff: unknown
   /** When `backoff` fires (clock.now() ms); meaningful only while `backoff` is set. */
   backoffAt: number
+  /**
+   * TCP: the address the slot's process last had (a kernel-assigned port resolved). The slot's
+   * next process, after a crash, a failed start or health check, asks for it again.
+   */
+  remembered: { host: string, port: number } | null
 }
 
 export interface GroupContext {
@@ -223,7 +232,7 @@ export class SpawnGroup {
     if (this.activeSlots(addrIndex).length >= this.spec.maxProcs) return false
     let slot = this.slots.find((s) => s.addrIndex === addrIndex && !s.active && s.current === null && s.successor === null)
     if (slot === undefined) {
-      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, successor: null, successorFailed: false, restarts: 0, lastExit: null, backoff: null, backoffAt: 0 }
+      slot = { addrIndex, policy: new RestartPolicy(this.spec.restart), active: false, current: null, successor: null, successorFailed: false, restarts: 0, lastExit: null, backoff: null, backoffAt: 0, remembered: null }
       this.slots.push(slot)
     }
     slot.active = true
@@ -245,15 +254,32 @@ export class SpawnGroup {
     if (best !== -1) this.activate(best)
   }
 
-  private allocateAddress (addrIndex: number): SpawnAddress {
-    const base = this.spec.addresses[addrIndex]
+  /**
+   * `portFallback`: the address is the slot's remembered kernel port; when another socket took it
+   * meanwhile, the process takes a fresh one (SpawnedProcess.bindOwn) rather than fail to start.
+   */
+  private allocateAddress (slot: Slot, asSuccessor: boolean): { address: SpawnAddress, portFallback: boolean } {
+    const base = this.spec.addresses[slot.addrIndex]
     const held = new Set([...this.live].map((p) => p.addressId))
     if (base.kind === 'unix') {
       for (let n = 0; ; n++) {
         const path = n === 0 ? base.path : `${base.path}-${n}`
-        if (!held.has(`unix:${path}`)) return { kind: 'unix', path }
+        if (!held.has(`unix:${path}`)) return { address: { kind: 'unix', path }, portFallback: false }
       }
     }
+    // A restarted slot keeps its address. A recycle's successor cannot: its predecessor still
+    // listens there (make-before-break), so it gets a port of its own, kept once it takes the slot.
+    const fresh = this.freshAddress(base)
+    const r = slot.remembered
+    // A configured port, free in this spawn, stays the first choice (taken by another program, it
+    // is ERR_SPAWN_ADDRESS_IN_USE as ever: no kernel choice to fall back from).
+    if (asSuccessor || r === null || (base.port !== 0 && fresh === base)) return { address: fresh, portFallback: false }
+    const address: SpawnAddress = { kind: 'tcp', host: r.host, port: r.port }
+    if (held.has(formatAddress(address))) return { address: fresh, portFallback: false }
+    return { address, portFallback: true }
+  }
+
+  private freshAddress (base: SpawnAddress & { kind: 'tcp' }): SpawnAddress {
     const firstHeld = [...this.live].some((p) => p.address.kind === 'tcp' && p.address.host === base.host && p.address.port === base.port)
     if (!firstHeld) return base
     const host = base.host === '0.0.0.0' ? '127.0.0.1' : base.host === '::' ? '::1' : base.host
@@ -266,13 +292,19 @@ export class SpawnGroup {
       id: `${this.name}#${this.seq++}`,
       slot: this.slots.indexOf(slot),
       spec: this.spec,
-      address: this.allocateAddress(slot.addrIndex),
+      ...this.allocateAddress(slot, asSuccessor),
       clock: this.ctx.clock,
       output: this.ctx.output,
       pidFiles: this.ctx.pidFiles,
       plan: this.ctx.plan,
       hooks: {
-        onSpawn: (q) => this.ctx.events.emit('spawn', { spawn: this.name, id: q.id, pid: q.pid as number, address: q.addressId }),
+        onSpawn: (q) => {
+          this.remember(slot, q)
+          this.ctx.events.emit('spawn', { spawn: this.name, id: q.id, pid: q.pid as number, address: q.addressId })
+        },
+        onAddressFallback: (q, wanted, err) => {
+          this.ctx.events.emit('address-changed', { spawn: this.name, id: q.id, wanted: formatAddress(wanted), address: q.addressId, reason: err.message })
+        },
         onReady: (q) => this.onReady(q),
         onDown: (q) => this.onDown(slot, q),
         onExit: (q, info, expected, beforeReady) => this.onExit(slot, q, info, expected, beforeReady),
@@ -282,6 +314,12 @@ export class SpawnGroup {
     this.live.add(p)
     void p.start()
     this.notify()
+  }
+
+  /** The slot's address from now on: its process's, once bound (a successor's once it takes over). */
+  private remember (slot: Slot, p: SpawnedProcess): void {
+    if (slot.current !== p || p.address.kind !== 'tcp' || p.address.port === 0) return
+    slot.remembered = { host: p.address.host, port: p.address.port }
   }
 
   private onReady (p: SpawnedProcess): void {
@@ -327,6 +365,7 @@ export class SpawnGroup {
     slot.current = p
     slot.successor = null
     slot.successorFailed = false
+    this.remember(slot, p)
     this.benched.delete(p)
     this.armIdle(p)
     if (old !== null) { this.benched.delete(old); this.retire(old) }
@@ -354,6 +393,7 @@ export class SpawnGroup {
         slot.current = slot.successor
         slot.successor = null
         slot.successorFailed = false
+        this.remember(slot, slot.current)
         this.benched.delete(slot.current)
         if (slot.current.state === 'ready') this.armIdle(slot.current)
       } else if (crashed && running && slot.backoff === null) {

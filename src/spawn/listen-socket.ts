@@ -181,10 +181,17 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
 /**
  * A free TCP port on `host`, for programs that bind their own socket (handoff 'self'). The kernel
  * picks it; the short window until the child binds is the usual price of self-binding programs.
+ * `preferred` (a slot's remembered port): that one if it can be bound now, else a kernel pick.
  */
-export async function freePort (host: string): Promise<number> {
-  const server = net.createServer()
-  await listen(server, { host, port: 0 })
+export async function freePort (host: string, preferred = 0): Promise<number> {
+  let server = net.createServer()
+  try {
+    await listen(server, { host, port: preferred })
+  } catch (err) {
+    if (preferred === 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err
+    server = net.createServer()
+    await listen(server, { host, port: 0 })
+  }
   const port = (server.address() as net.AddressInfo).port
   await new Promise<void>((resolve) => server.close(() => resolve()))
   return port

@@ -46,6 +46,11 @@ export interface ProcessHooks {
   onDown (p: SpawnedProcess): void
   /** `expected`: the manager stopped it. `beforeReady`: it never became ready (a failed start). */
   onExit (p: SpawnedProcess, info: ExitInfo, expected: boolean, beforeReady: boolean): void
+  /**
+   * The slot's remembered port (`ProcessOptions.portFallback`) was taken by another socket: the
+   * process got a fresh kernel port instead. `wanted` is the address asked for first.
+   */
+  onAddressFallback? (p: SpawnedProcess, wanted: SpawnAddress, err: Error): void
 }
 
 export interface ProcessOptions {
@@ -53,6 +58,11 @@ export interface ProcessOptions {
   readonly slot: number
   readonly spec: ResolvedSpec
   readonly address: SpawnAddress
+  /**
+   * `address` is a TCP port the kernel assigned to this slot before (group.ts): when another
+   * socket holds it now (EADDRINUSE), take a fresh kernel port on the same host instead of failing.
+   */
+  readonly portFallback?: boolean
   readonly clock: Clock
   readonly output: OutputSink
   readonly pidFiles: PidFiles
@@ -140,11 +150,20 @@ export class SpawnedProcess {
           await removeStaleUnixSocket(this.address.path)
         } else {
           if (this.address.port === 0) this.address = { ...this.address, port: await freePort(this.address.host) }
+          else if (this.opts.portFallback === true) {
+            // Only a check: the program binds it itself after exec (the window freePort has too).
+            const wanted = this.address
+            const port = await freePort(wanted.host, wanted.port)
+            if (port !== wanted.port) {
+              this.address = { ...wanted, port }
+              this.opts.hooks.onAddressFallback?.(this, wanted, spawnError('ERR_SPAWN_ADDRESS_IN_USE', `${formatAddress(wanted)} is in use`))
+            }
+          }
           extraEnv.HOST = this.address.host
           extraEnv.PORT = String(this.address.port)
         }
       } else {
-        bound = await bindListenSocket(this.address)
+        bound = await this.bindOwn()
         this.address = bound.address
         if (spec.handoff === 'systemd') Object.assign(extraEnv, { LISTEN_FDS: '1', LISTEN_FDNAMES: spec.name })
       }
@@ -169,6 +188,20 @@ export class SpawnedProcess {
       return
     }
     await this.awaitReady()
+  }
+
+  /** The socket handed to the program: the slot's remembered port, else (taken) a fresh one. */
+  private async bindOwn (): Promise<BoundSocket> {
+    const wanted = this.address
+    try {
+      return await bindListenSocket(wanted)
+    } catch (err) {
+      if (this.opts.portFallback !== true || wanted.kind !== 'tcp' || wanted.port === 0 || (err as { code?: string }).code !== 'ERR_SPAWN_ADDRESS_IN_USE') throw err
+      const bound = await bindListenSocket({ ...wanted, port: 0 })
+      this.address = bound.address
+      this.opts.hooks.onAddressFallback?.(this, wanted, err as Error)
+      return bound
+    }
   }
 
   private exec (plan: LaunchPlan, fd: number): ChildProcess {

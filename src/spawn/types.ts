@@ -318,6 +318,11 @@ export interface SpawnEvents {
   exit: [{ spawn: string, id: string, pid: number, code: number | null, signal: NodeJS.Signals | null, expected: boolean }]
   restart: [{ spawn: string, slot: number, delay: number, restarts: number }]
   failed: [{ spawn: string, reason: string }]
+  /**
+   * A slot's remembered port was taken by another socket while its process was down: the new
+   * process listens at `address` (a fresh kernel port) instead of `wanted`.
+   */
+  'address-changed': [{ spawn: string, id: string, wanted: string, address: string, reason: string }]
   recycle: [{ spawn: string, id: string, requests: number }]
   stderr: [{ spawn: string, pid: number, stream: 'stdout' | 'stderr', chunk: Buffer }]
   /** A process's stdout or stderr pipe ended (or was cut off): no more 'stderr' events for it. */
