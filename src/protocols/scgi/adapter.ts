@@ -6,13 +6,14 @@
  */
 import { OneShotClient } from '../../core/one-shot-client.js'
 import type { ClientContext, Endpoint, ProtocolAdapter } from '../../core/types.js'
-import { ScgiExchange } from './exchange.js'
+import { ScgiExchange, scgiParserOptions } from './exchange.js'
 import { parseScgiOptions, type ScgiOptions } from './options.js'
 
 /** One connection per exchange: the core's OneShotClient does the bookkeeping. */
 export class ScgiClient extends OneShotClient<ScgiExchange> {
   constructor (endpoint: Endpoint, opts: ScgiOptions, ctx: ClientContext) {
-    super(endpoint, (ex, handler, done) => new ScgiExchange(endpoint, opts, ctx, ex, handler, done), (x, err) => x.abort(err))
+    const parserOptions = scgiParserOptions(ctx, opts)
+    super(endpoint, (ex, handler, done) => new ScgiExchange(endpoint, opts, ctx, ex, handler, done, parserOptions), (x, err) => x.abort(err))
   }
 }
 

@@ -12,13 +12,19 @@ import type { Socket } from 'node:net'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { pumpBody, type BodyPump } from '../../core/body-pump.js'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
-import type { ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
-import { CgiResponseParser } from '../../core/cgi/response-head.js'
+import type { ClientContext, Endpoint, Exchange, FlowControl, ResponseHandler } from '../../core/types.js'
+import { CgiResponseParser, type CgiResponseParserOptions } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
 import { encodeScgiHead } from './netstring.js'
 import type { ScgiOptions } from './options.js'
 
-export class ScgiExchange {
+/**
+ * Per request, only what cannot be shared: the exchange is its own FlowControl (no `{ resume }`
+ * object and closure per head), the parser's options are the client's, and the socket's 'end' and
+ * 'error' take plain `on` listeners (`once` wraps each in a state object and a bound function;
+ * the socket is destroyed at the first ending anyway, and `settled` guards the rest).
+ */
+export class ScgiExchange implements FlowControl {
   private socket: Socket | null = null
   private settled = false
   private parser: CgiResponseParser | null
@@ -33,9 +39,10 @@ export class ScgiExchange {
     private readonly ctx: ClientContext,
     private readonly exchange: Exchange,
     private readonly handler: ResponseHandler,
-    private readonly done: (x: ScgiExchange) => void
+    private readonly done: (x: ScgiExchange) => void,
+    parserOptions: CgiResponseParserOptions = scgiParserOptions(ctx, opts)
   ) {
-    this.parser = new CgiResponseParser({ maxHeadSize: ctx.limits.maxResponseHeadSize, acceptStatusLine: opts.acceptStatusLine })
+    this.parser = new CgiResponseParser(parserOptions)
   }
 
   start (): void {
@@ -56,11 +63,16 @@ export class ScgiExchange {
       if (this.settled) { socket.destroy(); return }
       this.socket = socket
       socket.on('data', (chunk: Buffer) => this.onData(chunk))
-      socket.once('end', () => this.onEof())
-      socket.once('error', (err: NodeJS.ErrnoException) => this.onSocketError(err))
+      socket.on('end', () => this.onEof())
+      socket.on('error', (err: NodeJS.ErrnoException) => this.onSocketError(err))
       socket.write(head)
       this.sendBody(socket)
     }, (err: unknown) => this.fail(err instanceof ProxyError ? err : fromSocketError(err as NodeJS.ErrnoException, 'connect', this.endpoint.id)))
+  }
+
+  /** FlowControl: the core's consumer wants more body after onData returned false. */
+  resume (): void {
+    if (!this.settled) this.socket?.resume()
   }
 
   /** Stop now (client gone, client destroyed). */
@@ -90,9 +102,7 @@ export class ScgiExchange {
       if (!r.done) return
       this.parser = null
       this.framer = CgiBodyFramer.forResponse(r.head, this.exchange.method)
-      const socket = this.socket as Socket
-      const flow = { resume: () => { if (!this.settled) socket.resume() } }
-      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') return this.settle()
+      if (deliverCgiHead(r.head, this.handler, this) === 'redirect') return this.settle()
       data = r.rest
     }
     const framer = this.framer as CgiBodyFramer
@@ -141,6 +151,11 @@ export class ScgiExchange {
     this.socket?.destroy()
     this.done(this)
   }
+}
+
+/** The response parser's options of a client's exchanges: made once per client, not per request. */
+export function scgiParserOptions (ctx: ClientContext, opts: ScgiOptions): CgiResponseParserOptions {
+  return { maxHeadSize: ctx.limits.maxResponseHeadSize, acceptStatusLine: opts.acceptStatusLine }
 }
 
 function withBackend (err: ProxyError, backend: string): ProxyError {

@@ -12,15 +12,132 @@ import { ProxyError } from '../../core/errors.js'
  * (400, before any connection is made); so can't an empty name (`name ::= notnull+`).
  * Empty values are sent (`value ::= notnull*`; QUERY_STRING="" is an RFC 3875 §4.1.7 MUST).
  *
- * One string, one pass, one Buffer: this runs once per request (SCGI has no connection reuse).
+ * This runs once per request (SCGI has no connection reuse). The usual 7-bit environment is copied
+ * into a kept scratch Buffer by one checking loop and the netstring copied out into one Buffer;
+ * anything else (a character over 0x7f, a NUL, an empty name) goes to the general encoder, which
+ * writes the same bytes or reports the error. Measured (bench --allocations --only scgi): the
+ * head went from ~3.3 KB to ~0.2 KB allocated per request (docs/protocols/scgi.md "Cost").
  */
 export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLength: number): Buffer {
   if (!Number.isSafeInteger(contentLength) || contentLength < 0) {
     throw new ProxyError('ERR_INTERNAL', `invalid SCGI CONTENT_LENGTH ${contentLength}`)
   }
-  let text = `CONTENT_LENGTH\0${contentLength}\0SCGI\x001\0`
+  const end = encodePlain(env, contentLength)
+  if (end < 0) {
+    releaseScratch()
+    return encodeGeneral(env, contentLength)
+  }
+  // The payload sits at [PREFIX_ROOM, end); its decimal length and ':' go right before it.
+  const len = end - PREFIX_ROOM
+  let start = PREFIX_ROOM - 1
+  scratch[start] = 0x3a // ':'
+  let n = len
+  do { scratch[--start] = 0x30 + (n % 10); n = Math.floor(n / 10) } while (n > 0)
+  scratch[end] = 0x2c // ','
+  const out = Buffer.allocUnsafe(end + 1 - start)
+  scratch.copy(out, 0, start, end + 1)
+  releaseScratch()
+  return out
+}
+
+/**
+ * Where the 7-bit encoder writes: kept between requests, grown on demand, dropped back to its first
+ * size after an environment over SCRATCH_KEEP bytes (as the FastCGI codec's PARAMS scratch).
+ * PREFIX_ROOM bytes are left in front for the netstring's length and ':' (a safe integer has at
+ * most 16 digits).
+ */
+const SCRATCH_FIRST = 4096
+const SCRATCH_KEEP = 65536
+const PREFIX_ROOM = 20
+let scratch: Buffer = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
+
+/** Grow the scratch to hold `need` bytes, keeping the first `used`. */
+function growScratch (need: number, used: number): Buffer {
+  let size = scratch.length * 2
+  while (size < need) size *= 2
+  const bigger = Buffer.allocUnsafeSlow(size)
+  scratch.copy(bigger, 0, 0, used)
+  scratch = bigger
+  return bigger
+}
+
+function releaseScratch (): void {
+  if (scratch.length > SCRATCH_KEEP) scratch = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
+}
+
+/** Copy the 7 bits of `s` into `buf` at `off`; ORs (c - 1) | c of each, over 0x7f for NUL and non-ASCII. */
+function copyAscii (buf: Buffer, off: number, s: string): number {
+  let bits = 0
+  for (let i = 0; i < s.length; i++) { const c = s.charCodeAt(i); bits |= (c - 1) | c; buf[off + i] = c }
+  return bits
+}
+
+/**
+ * The payload (no length prefix, no comma) into `scratch` from PREFIX_ROOM; returns its end, or -1
+ * when a pair is not plain 7-bit text without NUL or has an empty name (the general encoder then
+ * does the whole job, and reports the error if there is one). One byte is left after the end for
+ * the comma.
+ */
+function encodePlain (env: Readonly<Record<string, string>>, contentLength: number): number {
+  let buf = scratch
+  let off = PREFIX_ROOM
+  // No string is made for the fixed start either: ~40 B less per request than a template.
+  copyAscii(buf, off, CONTENT_LENGTH_NUL)
+  off = writeDecimal(buf, off + CONTENT_LENGTH_NUL.length, contentLength)
+  copyAscii(buf, off, NUL_SCGI_1)
+  off += NUL_SCGI_1.length
   for (const name in env) {
     // Own keys only: a polluted Object.prototype must never reach the backend as a variable.
+    if (!Object.hasOwn(env, name)) continue
+    const value = env[name]
+    // 7-bit names only here: a Unicode name goes to the general encoder, whose isOwn also knows
+    // toUpperCase's non-ASCII mappings.
+    if (isOwnAscii(name)) continue
+    const n = name.length
+    const v = value.length
+    if (n === 0) return -1
+    if (off + n + v + 3 > buf.length) buf = growScratch(off + n + v + 3, off)
+    const bits = copyAscii(buf, off, name) | copyAscii(buf, off + n + 1, value)
+    if ((bits & ~0x7f) !== 0) return -1
+    buf[off + n] = 0
+    off += n + 1 + v
+    buf[off++] = 0
+  }
+  return off
+}
+
+const CONTENT_LENGTH_NUL = 'CONTENT_LENGTH\0'
+const NUL_SCGI_1 = '\0SCGI\x001\0'
+
+/** The decimal digits of a safe integer `n` ≥ 0 at `off`; returns the end. */
+function writeDecimal (buf: Buffer, off: number, n: number): number {
+  let digits = 1
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++
+  let i = off + digits
+  do { buf[--i] = 0x30 + (n % 10); n = Math.floor(n / 10) } while (n > 0)
+  return off + digits
+}
+
+/** isOwn for a name that is 7-bit text (a longer or non-ASCII one is never equal on this path). */
+function isOwnAscii (name: string): boolean {
+  if (name.length === 14) return sameUpper(name, 'CONTENT_LENGTH')
+  return name.length === 4 && sameUpper(name, 'SCGI')
+}
+
+/** `name` equals the upper-case ASCII `upper` when its a-z are upper-cased; no string is made. */
+function sameUpper (name: string, upper: string): boolean {
+  for (let i = 0; i < upper.length; i++) {
+    let c = name.charCodeAt(i)
+    if (c >= 0x61 && c <= 0x7a) c -= 0x20
+    if (c !== upper.charCodeAt(i)) return false
+  }
+  return true
+}
+
+/** The general encoder: any Unicode text as UTF-8; the errors. */
+function encodeGeneral (env: Readonly<Record<string, string>>, contentLength: number): Buffer {
+  let text = `CONTENT_LENGTH\0${contentLength}\0SCGI\x001\0`
+  for (const name in env) {
     if (!Object.hasOwn(env, name)) continue
     const value = env[name]
     // Names are case-sensitive in SCGI, but CGI meta-variables are not (RFC 3875 §4.1):
@@ -32,8 +149,6 @@ export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLe
     }
     text += `${name}\0${value}\0`
   }
-  // The usual 7-bit environment: characters are bytes, one Buffer for the whole netstring.
-  if (!NOT_ASCII.test(text)) return Buffer.from(`${text.length}:${text},`, 'latin1')
   // Env values are Unicode text (buildCgiEnv decodes UTF-8 header bytes); the wire is UTF-8.
   const payload = Buffer.from(text, 'utf8')
   return Buffer.concat([Buffer.from(`${payload.length}:`, 'latin1'), payload, COMMA])
@@ -45,5 +160,4 @@ function isOwn (name: string): boolean {
   return name.length === 4 && name.toUpperCase() === 'SCGI'
 }
 
-const NOT_ASCII = /[^\x00-\x7f]/
 const COMMA = Buffer.from(',', 'latin1')
