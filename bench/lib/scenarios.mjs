@@ -18,8 +18,9 @@ const NODE = process.execPath
  * young generation keeps RSS under load near the idle size; without allocation-site pretenuring
  * short-lived request objects stay out of the old generation; a first old-generation limit of
  * 16 MB and a fixed growing factor of 2 keep garbage from piling up to ~33 MB between two
- * mark-compacts; and WebAssembly (undici's llhttp, proxycore's HTTP adapter; none of the peers
- * runs any) is compiled optimized, once, when the proxy is created; and `gc` is exposed, which
+ * mark-compacts; and WebAssembly (undici's llhttp: proxycore's HTTP adapter and the undici floor;
+ * none of the other peers runs any) is compiled optimized, once, when the proxy is created; and
+ * `gc` is exposed, which
  * proxycore uses to collect a large body's spent chunks every 8 MiB (`serve` takes the same
  * function without the flag; the peers never call it) (docs/getting-started.md "Memory and
  * speed").
@@ -45,6 +46,8 @@ export function startNodeProxy (name, args, env = {}) {
  * separates the floor from nginx or lighttpd is Node's own.
  */
 const FLOOR_LABEL = 'the Node floor (hand-written, no features)'
+/** The HTTP floor on undici: what proxycore's HTTP adapter costs on top of undici itself. */
+const UNDICI_FLOOR_LABEL = 'the undici floor (node:http + undici Pool.dispatch, no features)'
 const BACKENDS = /^(php-cgi|php-fpm.*|uwsgi|fcgiwrap|sh|bash|dash|cat|bench\.sh)$/
 
 export const SIZES = [100, 65536]
@@ -91,6 +94,9 @@ export const http = {
     await peer(out, 'http-proxy-3', 'http-proxy-3 1.x + keep-alive agent', () => startNodeProxy('http-proxy-3', [here('servers/http-proxy.mjs'), String(be.port), '3']))
     await peer(out, 'pipe', 'node:http pipe proxy + keep-alive agent', () => startNodeProxy('pipe', [here('servers/pipe.mjs'), String(be.port)]))
     await peer(out, 'floor', FLOOR_LABEL, () => startNodeProxy('floor-http', [here('servers/floor-http.mjs'), String(be.port)]))
+    // undici's share of the distance to the floor: the same node:http front, undici's Pool behind
+    // it as the HTTP adapter uses it, and a handler doing nothing else (bench/servers/floor-undici.mjs).
+    await peer(out, 'floor-undici', UNDICI_FLOOR_LABEL, () => startNodeProxy('floor-undici', [here('servers/floor-undici.mjs'), String(be.port)]))
     const nginx = which('nginx')
     if (nginx) {
       await peer(out, 'nginx', 'nginx proxy_pass, upstream keepalive', async () => {
@@ -117,6 +123,7 @@ export const http = {
     { peer: 'http-proxy-3' },
     { peer: 'lighttpd' },
     { peer: 'floor' },
+    { peer: 'floor-undici' },
   ],
 }
 

@@ -43,19 +43,27 @@ async function checkSizes (t: Test, url: (n: number) => string): Promise<void> {
   }
 }
 
-t.test('floor-http: kept-alive raw TCP to a node:http backend', async (t) => {
-  guardLeaks(t)
-  const backend = createServer((req, res) => {
-    const n = Number(req.url!.slice(1))
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': n, 'x-seen-xff': String(req.headers['x-forwarded-for']) })
-    res.end(Buffer.alloc(n, 'x'))
+// The two HTTP floors: raw kept-alive TCP (the least Node can do), and undici's Pool (what proxycore
+// builds on), each to the same node:http backend.
+const HTTP_FLOORS = [
+  { file: 'floor-http.mjs', what: 'kept-alive raw TCP to a node:http backend' },
+  { file: 'floor-undici.mjs', what: 'undici Pool to a node:http backend' },
+]
+for (const { file, what } of HTTP_FLOORS) {
+  t.test(`${file.replace('.mjs', '')}: ${what}`, async (t) => {
+    guardLeaks(t)
+    const backend = createServer((req, res) => {
+      const n = Number(req.url!.slice(1))
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': n, 'x-seen-xff': String(req.headers['x-forwarded-for']) })
+      res.end(Buffer.alloc(n, 'x'))
+    })
+    const backendPort = await listen(backend, t)
+    const port = await startFloor(t, file, [String(backendPort)])
+    await checkSizes(t, (n) => `http://127.0.0.1:${port}/${n}`)
+    const r = await get(`http://127.0.0.1:${port}/100`)
+    t.equal(r.headers['x-seen-xff'], '127.0.0.1', 'the backend saw X-Forwarded-For')
   })
-  const backendPort = await listen(backend, t)
-  const port = await startFloor(t, 'floor-http.mjs', [String(backendPort)])
-  await checkSizes(t, (n) => `http://127.0.0.1:${port}/${n}`)
-  const r = await get(`http://127.0.0.1:${port}/100`)
-  t.equal(r.headers['x-seen-xff'], '127.0.0.1', 'the backend saw X-Forwarded-For')
-})
+}
 
 // Over kept-alive connections, two of them: to php-fpm (the FastCGI scenario) and to php-cgi's
 // own children (the spawn scenario).
