@@ -199,6 +199,7 @@ t.test('AC-91: a stderr stream that ends inside a UTF-8 character is logged whol
   t.equal(stderr(), 'caf\ufffd')
 })
 
+// AC-12 (CGI part): a client abort stops the script's backgrounded sleep with its group.
 t.test('AC-94: a client abort kills the whole process group', async (t) => {
   guardLeaks(t)
   const p = await standardProxy(t)

@@ -58,6 +58,7 @@ leakTest(t, 'php-cgi PHP_FCGI_CHILDREN=0 recycled by the manager: 0 failures und
   t.ok(new Set(res.bodies).size >= 40, `>= 40 distinct php-cgi pids (got ${new Set(res.bodies).size})`)
 })
 
+// AC-12 (php-cgi part): stop reaches the PHP_FCGI_CHILDREN=2 workers, no zombie.
 leakTest(t, 'php-cgi PHP_FCGI_CHILDREN=2: stop removes the master and every worker', async (t, defer) => {
   if (!peer(t, PHP)) return
   const dir = tempDir(defer)
@@ -74,6 +75,7 @@ leakTest(t, 'php-cgi PHP_FCGI_CHILDREN=2: stop removes the master and every work
   t.same(processGroup(master).filter((p) => p.state !== 'Z'), [], 'whole group gone')
 })
 
+// AC-12 (fcgiwrap -c 2 variant): stopping the group reaches both workers.
 leakTest(t, 'fcgiwrap -c 2 on fd 0 runs a CGI script; stop reaches its workers', async (t, defer) => {
   if (!peer(t, FCGIWRAP)) return
   const dir = tempDir(defer)
