@@ -16,17 +16,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { childrenOf, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { closeServer, get, listen } from '../helpers/servers.js'
-import { ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
+import { idFree, ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
 import { createProxy, type CreateProxyOptions, type Proxy } from '../../src/index.js'
 
 type Line = { level: string, obj: Record<string, unknown>, msg: string }
-
-function idFree (id: number): boolean {
-  for (const db of ['passwd', 'group']) {
-    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
-  }
-  return true
-}
 
 /** Two free ids >= 2000 (user and group share the id), not those other test files use. */
 function twoUsers (): TestUser[] {

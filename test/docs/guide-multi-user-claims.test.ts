@@ -11,7 +11,7 @@ import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { chmodSync, chownSync, lchownSync, linkSync, mkdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
+import { idFree, ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
 import { root } from '../cli/run.js'
 import { guideBlocks, must, project, run } from './snippets.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
@@ -30,13 +30,6 @@ const SUPPLEMENTARY = 'www-data'
 
 function gid (group: string): number | null {
   try { return Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]) } catch { return null }
-}
-
-function idFree (id: number): boolean {
-  for (const db of ['passwd', 'group']) {
-    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
-  }
-  return true
 }
 
 /** Root only: a user with its own group (same free id >= 2000) and `SUPPLEMENTARY` as a supplementary group, deleted at teardown. */

@@ -12,16 +12,9 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { guardLeaks } from '../helpers/leaks.js'
-import { withTestUsers, type TestUser } from '../helpers/users.js'
+import { idFree, withTestUsers, type TestUser } from '../helpers/users.js'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
-
-function idFree (id: number): boolean {
-  for (const db of ['passwd', 'group']) {
-    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
-  }
-  return true
-}
 
 function freeUser (): TestUser {
   let id = 20000 + (process.pid % 20000)

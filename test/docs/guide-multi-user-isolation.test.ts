@@ -21,16 +21,9 @@ import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get, proxyServer } from '../helpers/servers.js'
 import { tempDir } from '../fastcgi/helpers/peers.js'
-import { ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
+import { idFree, ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
 
 type Config = Parameters<typeof proxyServer>[1]
-
-function idFree (id: number): boolean {
-  for (const db of ['passwd', 'group']) {
-    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
-  }
-  return true
-}
 
 function twoUsers (): TestUser[] {
   const out: TestUser[] = []

@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get, type Got } from '../helpers/servers.js'
 import { havePeer, PHP_CGI } from '../fastcgi/helpers/peers.js'
-import { withTestUsers, type TestUser } from '../helpers/users.js'
+import { idFree, withTestUsers, type TestUser } from '../helpers/users.js'
 import { cli, killAtTeardown, root, runCli, serve } from '../cli/run.js'
 import { guideBlocks, must, userEnv } from './snippets.js'
 
@@ -34,19 +34,15 @@ const STEP = '## Step by step: PHP and CGI sites, one user each'
 /** Ids used by other test files (test/spawn/identity, check-explain, reload-identity, ...). */
 const TAKEN = new Set([2001, 2002, 2005, 2011, 2041])
 
-function idFree (id: number): boolean {
-  if (TAKEN.has(id)) return false
-  for (const db of ['passwd', 'group']) {
-    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
-  }
-  return true
+function usable (id: number): boolean {
+  return !TAKEN.has(id) && idFree(id)
 }
 
 /** `n` test users with free ids (same id for user and group), named pcmu<id>. */
 function freeUsers (n: number): TestUser[] {
   const out: TestUser[] = []
   for (let id = 3000 + (process.pid % 20000); out.length < n && id < 60000; id++) {
-    if (idFree(id)) out.push({ name: `pcmu${id}`, id })
+    if (usable(id)) out.push({ name: `pcmu${id}`, id })
   }
   return out
 }

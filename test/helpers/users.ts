@@ -9,6 +9,14 @@ import type { Test } from 'tap'
 
 export interface TestUser { readonly name: string, readonly id: number }
 
+/** No user and no group has `id` (test users take the same id for both). */
+export function idFree (id: number): boolean {
+  for (const db of ['passwd', 'group']) {
+    try { execFileSync('getent', [db, String(id)], { stdio: 'ignore' }); return false } catch {}
+  }
+  return true
+}
+
 /**
  * Create `users` (each with a group of the same name and id, no home, no shell) and delete them at
  * the end of `t`; false, after reporting why, when the process is not root.

@@ -6,6 +6,7 @@
  * each STDIN chunk costs one 8-byte header and a slice of a shared zero pad.
  */
 import { ProxyError } from '../../core/errors.js'
+import { Scratch } from '../scratch.js'
 
 /** FastCGI 1.0 §8: header length and version. */
 export const HEADER_LEN = 8
@@ -132,23 +133,8 @@ function measurePairs (params: Params): { names: string[], values: string[], siz
 
 interface RecordPlan { size: number, write: (buf: Buffer, off: number, type: number, requestId: number) => number }
 
-/**
- * Where the 7-bit encoder writes its records: kept between requests, grown on demand, dropped back
- * to its first size after an environment over SCRATCH_KEEP bytes.
- */
-const SCRATCH_FIRST = 4096
-const SCRATCH_KEEP = 65536
-let scratch: Buffer = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
-
-/** Grow the scratch to hold `need` bytes, keeping the first `used`. */
-function growScratch (need: number, used: number): Buffer {
-  let size = scratch.length * 2
-  while (size < need) size *= 2
-  const bigger = Buffer.allocUnsafeSlow(size)
-  scratch.copy(bigger, 0, 0, used)
-  scratch = bigger
-  return bigger
-}
+/** Where the 7-bit encoder writes its records (src/protocols/scratch.ts). */
+const scratch = new Scratch()
 
 /**
  * Encode name-value pairs as a stream of `type` records (PARAMS or GET_VALUES) into `scratch` from
@@ -164,7 +150,7 @@ function growScratch (need: number, used: number): Buffer {
  * code cost"); buf.latin1Write per name and value was slower than both (~7 µs, a native call each).
  */
 function encodePlainPairs (params: Params, type: number, requestId: number): number {
-  let buf = scratch
+  let buf = scratch.buf
   let recStart = 0
   let off = HEADER_LEN
   for (const name in params) {
@@ -186,7 +172,7 @@ function encodePlainPairs (params: Params, type: number, requestId: number): num
       off = recStart + HEADER_LEN
     }
     // Room for this pair, its record's padding and the next record's header.
-    if (off + size + 16 > buf.length) buf = growScratch(off + size + 16, off)
+    if (off + size + 16 > buf.length) buf = scratch.grow(off + size + 16, off)
     off = writeLength(buf, off, n)
     off = writeLength(buf, off, v)
     // (c - 1) | c is over 0x7f for NUL (-1) and for any c over 0x7f.
@@ -203,10 +189,6 @@ function encodePlainPairs (params: Params, type: number, requestId: number): num
   return off + pad
 }
 
-/** After copying the scratch out: let go of one grown for an unusually large environment. */
-function releaseScratch (): void {
-  if (scratch.length > SCRATCH_KEEP) scratch = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
-}
 
 /** The general encoder: any Unicode text as UTF-8, two writes per pair. */
 function planPairRecordsUtf8 (params: Params): RecordPlan {
@@ -253,7 +235,7 @@ function planPairRecordsUtf8 (params: Params): RecordPlan {
  */
 export function encodeRequestHead (requestId: number, role: number, keepConn: boolean, params: Params, endStdin: boolean): Buffer {
   const plainEnd = encodePlainPairs(params, RecordType.PARAMS, requestId)
-  if (plainEnd < 0) releaseScratch()
+  if (plainEnd < 0) scratch.release()
   const plan = plainEnd < 0 ? planPairRecordsUtf8(params) : null
   const total = 16 + (plan === null ? plainEnd : plan.size) + HEADER_LEN + (endStdin ? HEADER_LEN : 0)
   const buf = Buffer.allocUnsafe(total)
@@ -265,8 +247,8 @@ export function encodeRequestHead (requestId: number, role: number, keepConn: bo
   buf.fill(0, off + 3, off + 8)
   off += 8
   if (plan === null) {
-    off += scratch.copy(buf, off, 0, plainEnd)
-    releaseScratch()
+    off += scratch.buf.copy(buf, off, 0, plainEnd)
+    scratch.release()
   } else {
     off = plan.write(buf, off, RecordType.PARAMS, requestId)
   }
@@ -295,11 +277,11 @@ export function encodeGetValues (names: readonly string[]): Buffer {
   const plainEnd = encodePlainPairs(params, RecordType.GET_VALUES, 0)
   if (plainEnd >= 0) {
     const buf = Buffer.allocUnsafe(plainEnd)
-    scratch.copy(buf, 0, 0, plainEnd)
-    releaseScratch()
+    scratch.buf.copy(buf, 0, 0, plainEnd)
+    scratch.release()
     return buf
   }
-  releaseScratch()
+  scratch.release()
   const plan = planPairRecordsUtf8(params)
   const buf = Buffer.allocUnsafe(plan.size)
   plan.write(buf, 0, RecordType.GET_VALUES, 0)

@@ -4,6 +4,7 @@
  *
  *   <len>":" "CONTENT_LENGTH" NUL <digits> NUL "SCGI" NUL "1" NUL (name NUL value NUL)* ","
  */
+import { Scratch } from '../scratch.js'
 import { ProxyError } from '../../core/errors.js'
 
 /**
@@ -24,46 +25,30 @@ export function encodeScgiHead (env: Readonly<Record<string, string>>, contentLe
   }
   const end = encodePlain(env, contentLength)
   if (end < 0) {
-    releaseScratch()
+    scratch.release()
     return encodeGeneral(env, contentLength)
   }
   // The payload sits at [PREFIX_ROOM, end); its decimal length and ':' go right before it.
+  const buf = scratch.buf
   const len = end - PREFIX_ROOM
   let start = PREFIX_ROOM - 1
-  scratch[start] = 0x3a // ':'
+  buf[start] = 0x3a // ':'
   let n = len
-  do { scratch[--start] = 0x30 + (n % 10); n = Math.floor(n / 10) } while (n > 0)
-  scratch[end] = 0x2c // ','
+  do { buf[--start] = 0x30 + (n % 10); n = Math.floor(n / 10) } while (n > 0)
+  buf[end] = 0x2c // ','
   const out = Buffer.allocUnsafe(end + 1 - start)
-  scratch.copy(out, 0, start, end + 1)
-  releaseScratch()
+  buf.copy(out, 0, start, end + 1)
+  scratch.release()
   return out
 }
 
 /**
- * Where the 7-bit encoder writes: kept between requests, grown on demand, dropped back to its first
- * size after an environment over SCRATCH_KEEP bytes (as the FastCGI codec's PARAMS scratch).
+ * Where the 7-bit encoder writes (src/protocols/scratch.ts, as the FastCGI codec's PARAMS).
  * PREFIX_ROOM bytes are left in front for the netstring's length and ':' (a safe integer has at
  * most 16 digits).
  */
-const SCRATCH_FIRST = 4096
-const SCRATCH_KEEP = 65536
+const scratch = new Scratch()
 const PREFIX_ROOM = 20
-let scratch: Buffer = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
-
-/** Grow the scratch to hold `need` bytes, keeping the first `used`. */
-function growScratch (need: number, used: number): Buffer {
-  let size = scratch.length * 2
-  while (size < need) size *= 2
-  const bigger = Buffer.allocUnsafeSlow(size)
-  scratch.copy(bigger, 0, 0, used)
-  scratch = bigger
-  return bigger
-}
-
-function releaseScratch (): void {
-  if (scratch.length > SCRATCH_KEEP) scratch = Buffer.allocUnsafeSlow(SCRATCH_FIRST)
-}
 
 /** Copy the 7 bits of `s` into `buf` at `off`; ORs (c - 1) | c of each, over 0x7f for NUL and non-ASCII. */
 function copyAscii (buf: Buffer, off: number, s: string): number {
@@ -79,7 +64,7 @@ function copyAscii (buf: Buffer, off: number, s: string): number {
  * the comma.
  */
 function encodePlain (env: Readonly<Record<string, string>>, contentLength: number): number {
-  let buf = scratch
+  let buf = scratch.buf
   let off = PREFIX_ROOM
   // No string is made for the fixed start either: ~40 B less per request than a template.
   copyAscii(buf, off, CONTENT_LENGTH_NUL)
@@ -96,7 +81,7 @@ function encodePlain (env: Readonly<Record<string, string>>, contentLength: numb
     const n = name.length
     const v = value.length
     if (n === 0) return -1
-    if (off + n + v + 3 > buf.length) buf = growScratch(off + n + v + 3, off)
+    if (off + n + v + 3 > buf.length) buf = scratch.grow(off + n + v + 3, off)
     const bits = copyAscii(buf, off, name) | copyAscii(buf, off + n + 1, value)
     if ((bits & ~0x7f) !== 0) return -1
     buf[off + n] = 0
