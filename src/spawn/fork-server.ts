@@ -19,6 +19,8 @@
  *         the helper reported the exec (S) and all of them are here. One that never comes (lost
  *         on the way: at EMFILE libuv accepts and closes what is pending) fails the spawn
  *         LATE_STDIO_MS after S, while the program runs: its group is then the caller's to stop.
+ *         With code EMFILE when the proxy is out of descriptors then (503 ERR_NO_DESCRIPTORS, as
+ *         spawn() at EMFILE with the direct launcher), else ERR_CGI_FORK_SERVER.
  *
  * The exec report travels on the helper's stdout, ordered before the exit status, not on the
  * program's own connections: an exec failure must surface as 'error' (ERR_CGI_SPAWN with the
@@ -37,7 +39,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { accessSync, constants as fsConstants, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -222,6 +224,26 @@ export function removeStaleDirs (base: string): string[] {
   return removed
 }
 
+/**
+ * `EMFILE` (or `ENFILE`, the system out of them) when this process cannot open `need` more
+ * descriptors now, else null: it opens /dev/null `need` times and closes what it got. A probe, not
+ * a count of /proc/self/fd against RLIMIT_NOFILE: that readdir cost 0.15 ms with 60 descriptors
+ * open, 7.4 ms with 1,000 and 123 ms with 10,000 (event loop blocked), where this costs a few
+ * syscalls whatever the count. Only for a child whose stdio never came, never per request.
+ */
+export function descriptorShortage (need: number): 'EMFILE' | 'ENFILE' | null {
+  const fds: number[] = []
+  try {
+    while (fds.length < need) fds.push(openSync('/dev/null', 'r'))
+    return null
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException | null)?.code
+    return code === 'EMFILE' || code === 'ENFILE' ? code : null
+  } finally {
+    for (const fd of fds) closeSync(fd)
+  }
+}
+
 /** Alive and not a zombie (an orphan is reaped by init, or by nobody when PID 1 does not reap). */
 function isLive (pid: number): boolean {
   try {
@@ -319,6 +341,8 @@ export interface Helper {
   lineBuf: string
   stderrTail: string
   dead: boolean
+  /** It could not be started for want of descriptors (spawn EMFILE/ENFILE): its programs fail with that code. */
+  shortage: 'EMFILE' | 'ENFILE' | null
 }
 
 export interface ForkServerOptions {
@@ -489,6 +513,7 @@ export class ForkServer {
       lineBuf: '',
       stderrTail: '',
       dead: false,
+      shortage: null,
     }
     proc.stdin?.on('error', () => {})
     proc.stdout?.setEncoding('latin1')
@@ -497,7 +522,11 @@ export class ForkServer {
     proc.stderr?.on('data', (s: string) => { h.stderrTail = (h.stderrTail + s).slice(-1024) })
     // Gone = 'close', not 'exit': its last replies (exit statuses) may still be in the pipe at 'exit'.
     let why = 'exited'
-    proc.on('error', (err) => { if (proc.pid === undefined) why = `could not be started (${err.message})` })
+    proc.on('error', (err: NodeJS.ErrnoException) => {
+      if (proc.pid !== undefined) return
+      why = `could not be started (${err.message})`
+      if (err.code === 'EMFILE' || err.code === 'ENFILE') h.shortage = err.code
+    })
     proc.on('exit', (code, signal) => { why = signal !== null ? `was killed by ${signal}` : `exited with code ${code}` })
     proc.on('close', () => {
       this.onHelperGone(h, why)
@@ -510,23 +539,44 @@ export class ForkServer {
     return h
   }
 
+  /**
+   * The private directory (once) and the listening socket. Throws when the socket cannot be
+   * created (socket(2) fails with EMFILE when the proxy is out of descriptors): with `code` EMFILE
+   * or ENFILE then (the CGI adapter answers 503 ERR_NO_DESCRIPTORS), else ERR_CGI_FORK_SERVER; the
+   * next spawn tries again. Before, the server was kept though it never listened: every program's
+   * connect failed (502 ERR_CGI_SPAWN) for the life of the proxy.
+   */
   private listen (): void {
-    // sun_path holds 107 bytes: a long TMPDIR falls back to /tmp.
-    const prefix = DIR_PREFIX + ownerMark()
-    const fits = (b: string): boolean => join(b, prefix).length + 6 + '/stdio.sock'.length <= SUN_PATH_MAX
-    const base = fits(tmpdir()) ? tmpdir() : '/tmp'
-    // Directories of proxies killed before they could remove theirs go first.
-    removeStaleDirs(base)
-    this.dir = mkdtempSync(join(base, prefix)) // mode 0700
-    this.sockPath = join(this.dir, 'stdio.sock')
-    if (this.program.kind === 'perl') {
-      this.scriptPath = join(this.dir, 'fork-server.pl')
-      writeFileSync(this.scriptPath, FORK_SERVER_PL, { mode: 0o600 })
+    if (this.dir === null) {
+      // sun_path holds 107 bytes: a long TMPDIR falls back to /tmp.
+      const prefix = DIR_PREFIX + ownerMark()
+      const fits = (b: string): boolean => join(b, prefix).length + 6 + '/stdio.sock'.length <= SUN_PATH_MAX
+      const base = fits(tmpdir()) ? tmpdir() : '/tmp'
+      // Directories of proxies killed before they could remove theirs go first.
+      removeStaleDirs(base)
+      const dir = mkdtempSync(join(base, prefix)) // mode 0700
+      if (this.program.kind === 'perl') {
+        const script = join(dir, 'fork-server.pl')
+        // open(2) fails with EMFILE when out of descriptors: the error (its code) is the caller's.
+        try { writeFileSync(script, FORK_SERVER_PL, { mode: 0o600 }) } catch (err) { rmSync(dir, { recursive: true, force: true }); throw err }
+        this.scriptPath = script
+      }
+      this.dir = dir
+      this.sockPath = join(dir, 'stdio.sock')
     }
     const server = createServer((sock) => this.onConnection(sock))
     server.on('error', () => {})
+    // A socket file left by a listen that failed after bind(2) would make this one EADDRINUSE.
+    rmSync(this.sockPath, { force: true })
     // exclusive: listen here even in a cluster worker, synchronously, before any child connects.
     server.listen({ path: this.sockPath, backlog: 4096, exclusive: true })
+    // Node reports a failed socket/bind/listen on the next tick; `listening` says it at once.
+    if (!server.listening) {
+      const short = descriptorShortage(1)
+      throw short !== null
+        ? Object.assign(spawnError(short, `the CGI fork server cannot listen on ${this.sockPath}: the proxy is out of file descriptors (${short})`), { syscall: 'socket' })
+        : spawnError('ERR_CGI_FORK_SERVER', `the CGI fork server cannot listen on ${this.sockPath}`)
+    }
     this.server = server
   }
 
@@ -653,13 +703,21 @@ export class ForkServer {
 
   /**
    * The program runs (or ran) but a stdio connection never reached us: nothing can read or feed
-   * it. It fails with a coded error, and `exited` resolves so that its starter stops its group.
+   * it. It fails, and `exited` resolves so that its starter stops its group. When the proxy is out
+   * of descriptors now (descriptorShortage()), with `code` EMFILE (or ENFILE) as spawn() gives it
+   * with the direct launcher: the connection was one libuv accepted and closed unseen, and the CGI
+   * adapter answers 503 ERR_NO_DESCRIPTORS. Otherwise ERR_CGI_FORK_SERVER. Either way the helper
+   * stays: it did its part.
    */
   private stdioLost (child: ForkChild): void {
     const missing = child.expected - child.conns
     const ran = child.status !== null ? ' (it has exited)' : ''
+    const lost = `${child.file} (pid ${child.pid}): ${missing} of its ${child.expected} stdio connections never reached the proxy${ran}`
+    const short = descriptorShortage(child.expected)
     this.settle(child)
-    this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `${child.file} (pid ${child.pid}): ${missing} of its ${child.expected} stdio connections never reached the proxy${ran}`))
+    this.emitError(child, short === null
+      ? spawnError('ERR_CGI_FORK_SERVER', lost)
+      : Object.assign(spawnError(short, `${lost}: it is out of file descriptors (${short})`), { syscall: 'accept' }))
   }
 
   private maybeSpawned (child: ForkChild): void {
@@ -750,6 +808,10 @@ export class ForkServer {
         poll()
       }))
     }
-    this.emitError(child, spawnError('ERR_CGI_FORK_SERVER', `the CGI fork server ${why}${pid !== undefined ? `; pid ${pid} killed` : ''}`))
+    const message = `the CGI fork server ${why}${pid !== undefined ? `; pid ${pid} killed` : ''}`
+    // Not started for want of descriptors: the proxy is short (503 ERR_NO_DESCRIPTORS), the next
+    // spawn starts it again.
+    const short = child.helper.shortage
+    this.emitError(child, short !== null ? Object.assign(spawnError(short, message), { syscall: 'spawn' }) : spawnError('ERR_CGI_FORK_SERVER', message))
   }
 }

@@ -11,13 +11,22 @@
  * (socket(2) of the connect: EMFILE) must be answered 503 ERR_NO_DESCRIPTORS. Then the idle
  * connections go, and both routes answer 200 again; the proxy's descriptors come back to where
  * they were, no spool file is left, and it stops cleanly. Run with both CGI launchers; a CGI
- * program that cannot be started for want of descriptors is a 503 ERR_NO_DESCRIPTORS with the
- * direct launcher (spawn EMFILE), still a 502 with the fork server (todo: its stdio connections are
- * shed by libuv unseen; the fix would be in src/spawn/fork-server.ts).
+ * program that cannot be started for want of descriptors is a 503 ERR_NO_DESCRIPTORS with either:
+ * with the direct launcher spawn() fails with EMFILE; with the fork server the program's stdio
+ * connections are shed by libuv unseen, and the fork server, finding the proxy at its descriptor
+ * limit when they do not come, fails it with EMFILE (a loss that is not a shortage stays a 502
+ * ERR_CGI_FORK_SERVER: test/spawn/fork-server-lost-stdio.test.ts). The fork server is not
+ * restarted for it. emfile-shortage-perl.test.ts runs the fork-server case again with the Perl
+ * fork server (PROXYCORE_FORK_SERVER=perl, passed on to the CLI); emfile-fork-server-cold*.test.ts
+ * run it with no CGI request before the shortage (PROXYCORE_TEST_EMFILE_COLD=1), so that the fork
+ * server is first started out of descriptors: its socket or its helper cannot be created, the
+ * request gets 503 ERR_NO_DESCRIPTORS, and once descriptors free up it starts and serves;
+ * emfile-fork-server-restart.test.ts kills the fork server's helper before the shortage
+ * (PROXYCORE_TEST_EMFILE_KILL_HELPER=1): its restart fails with EMFILE, the same 503.
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -43,13 +52,39 @@ function chunkedPost (path: string): string {
   return `POST ${path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n${BODY.toString(16)}\r\n${'x'.repeat(BODY)}\r\n0\r\n\r\n`
 }
 
-/** Where a fix is needed for the CGI GET to get 503 ERR_NO_DESCRIPTORS with each launcher. */
-const CGI_TODO = {
-  'fork-server': 'needs fix in src/spawn/fork-server.ts (stdioLost: 502 ERR_CGI_FORK_SERVER today)',
-  direct: false,
-} as const
+/** `pid`'s child processes. */
+function childPids (pid: number): number[] {
+  const out: number[] = []
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    try { out.push(...readFileSync(`/proc/${pid}/task/${task}/children`, 'latin1').split(' ').filter((x) => x !== '').map(Number)) } catch {}
+  }
+  return out
+}
 
-for (const launcher of ['fork-server', 'direct'] as const) t.test(`out of descriptors (CGI launcher ${launcher}): accepted requests get 503 ERR_NO_DESCRIPTORS, then the proxy serves again with nothing leaked`, async (t) => {
+/** The executables of `pid`'s child processes (the fork server's helper: perl or the compiled one). */
+function childExes (pid: number): string[] {
+  const out: string[] = []
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    let kids: string
+    try { kids = readFileSync(`/proc/${pid}/task/${task}/children`, 'latin1') } catch { continue }
+    for (const c of kids.split(' ').filter((x) => x !== '')) {
+      try { out.push(readlinkSync(`/proc/${c}/exe`)) } catch {}
+    }
+  }
+  return out
+}
+
+/** The fork server this run asks the CLI for (PROXYCORE_FORK_SERVER=perl: the Perl one). */
+const perl = process.env.PROXYCORE_FORK_SERVER === 'perl'
+/** No CGI request before the shortage: the fork server is first started out of descriptors. */
+const cold = process.env.PROXYCORE_TEST_EMFILE_COLD === '1'
+/** The helper is killed after the warm-up: it is restarted out of descriptors. */
+const killHelper = process.env.PROXYCORE_TEST_EMFILE_KILL_HELPER === '1'
+const launchers = perl || cold || killHelper ? ['fork-server'] as const : ['fork-server', 'direct'] as const
+/** What the fork server holds: its listening socket and the helper's three pipes. */
+const FORK_SERVER_FDS = 4
+
+for (const launcher of launchers) t.test(`${perl ? '[Perl fork server] ' : ''}${cold ? '[fork server first started out of descriptors] ' : ''}${killHelper ? '[fork server helper killed before the shortage] ' : ''}out of descriptors (CGI launcher ${launcher}): accepted requests get 503 ERR_NO_DESCRIPTORS, then the proxy serves again with nothing leaked`, async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   await ensureBuilt()
   const dir = mkdtempSync(join(tmpdir(), 'pc-emfile-'))
@@ -116,8 +151,18 @@ routes:
     return { status: r.status, body: await r.text() }
   }
   // Warm up both routes (the CGI fork server and its sockets exist from here on).
-  t.same(await post('/cgi-bin/up.sh'), { status: 200, body: `len=${BODY}\n` }, 'CGI upload before the shortage')
+  if (!cold) t.same(await post('/cgi-bin/up.sh'), { status: 200, body: `len=${BODY}\n` }, 'CGI upload before the shortage')
   t.same(await get('/app/x'), { status: 200, body: 'app 0\n' }, 'http route before the shortage')
+  if (killHelper) {
+    const helperPid = childPids(pid)
+    t.equal(helperPid.length, 1, 'one fork server helper runs')
+    process.kill(helperPid[0], 'SIGKILL')
+    t.ok(await waitFor(() => childPids(pid).length === 0, 10_000), 'the helper is gone (reaped)')
+  }
+  const helpers = childExes(pid)
+  const want = perl ? /\/perl[\d.]*$/ : /\/proxycore-fork-server$/
+  if (cold || killHelper) t.same(helpers, [], 'no fork server runs yet')
+  else if (launcher === 'fork-server') t.equal(helpers.filter((e) => want.test(e)).length, 1, `the ${perl ? 'Perl' : 'compiled'} fork server runs (${helpers.join(', ')})`)
   const baseline = fdCount(pid)
   t.ok(baseline > 0 && baseline < LIMIT - 8, `the proxy holds ${baseline} descriptors of ${LIMIT} at rest`)
 
@@ -155,16 +200,16 @@ routes:
   t.equal(b.body(), '503 Service Unavailable\nERR_NO_DESCRIPTORS\n', 'the upload: ERR_NO_DESCRIPTORS')
 
   // A CGI request with no body. With the fork server, the program's stdio connections to the proxy
-  // cannot be accepted (libuv accepts and closes them at EMFILE): 502 ERR_CGI_FORK_SERVER today.
-  // With the direct launcher, child_process.spawn fails with EMFILE: 503 ERR_NO_DESCRIPTORS.
+  // cannot be accepted (libuv accepts and closes them at EMFILE); with the direct launcher,
+  // child_process.spawn fails with EMFILE. Either way: 503 ERR_NO_DESCRIPTORS.
   const c = idle[2]
   c.socket.write('GET /cgi-bin/up.sh HTTP/1.1\r\nHost: localhost\r\n\r\n')
   t.ok(await c.answered(30_000), 'the CGI GET was answered')
   t.comment(`the CGI GET got ${c.status()} ${JSON.stringify(c.body())}`)
-  await t.test('a CGI program that could not be started for want of descriptors: 503 ERR_NO_DESCRIPTORS', { todo: CGI_TODO[launcher] }, async (t) => {
-    t.equal(c.status(), 503)
-    t.equal(c.body(), '503 Service Unavailable\nERR_NO_DESCRIPTORS\n')
-  })
+  t.equal(c.status(), 503, 'the CGI GET: 503, not 502 ERR_CGI_FORK_SERVER')
+  t.match(c.raw, /\r\nretry-after: \d+\r\n/i, 'with Retry-After')
+  t.equal(c.body(), '503 Service Unavailable\nERR_NO_DESCRIPTORS\n', 'the CGI GET: ERR_NO_DESCRIPTORS')
+  t.notOk(lines.some((l) => l.code === 'ERR_CGI_FORK_SERVER'), 'no ERR_CGI_FORK_SERVER logged')
   t.ok(lines.some((l) => l.code === 'ERR_NO_DESCRIPTORS'), 'logged with its code')
   t.notOk(lines.some((l) => l.code === 'ERR_INTERNAL'), 'no ERR_INTERNAL logged')
 
@@ -172,8 +217,14 @@ routes:
   for (const r of idle) r.socket.destroy()
   t.ok(await waitFor(() => fdCount(pid) <= baseline, 10_000), `the proxy's descriptors came back to ${baseline} (now ${fdCount(pid)})`)
   t.same(await post('/cgi-bin/up.sh'), { status: 200, body: `len=${BODY}\n` }, 'CGI upload after the shortage')
+  if (cold || killHelper) {
+    const now = childExes(pid)
+    t.equal(now.length === 1 && want.test(now[0]), true, `one ${perl ? 'Perl' : 'compiled'} fork server runs now, started after the shortage (${now.join(', ')})`)
+  } else if (launcher === 'fork-server') t.same(childExes(pid), helpers, 'the same fork server serves it (it was not restarted for the shortage)')
   for (const path of ['/app/z1', '/app/z2']) t.same(await get(path), { status: 200, body: 'app 0\n' }, `http route after the shortage: ${path} (neither backend was disabled)`)
-  t.ok(await waitFor(() => fdCount(pid) <= baseline, 10_000), `no descriptor leaked (${fdCount(pid)} of ${baseline})`)
+  // The helper's three pipes (and, first started now, the listening socket) came after the baseline.
+  const rest = cold ? baseline + FORK_SERVER_FDS : killHelper ? baseline + FORK_SERVER_FDS - 1 : baseline
+  t.ok(await waitFor(() => fdCount(pid) <= rest, 10_000), `no descriptor leaked (${fdCount(pid)} of ${rest}${cold || killHelper ? ', the fork server\'s included' : ''})`)
   t.same(readdirSync(spoolDir).filter((n) => n.startsWith('proxycore-spool-')), [], 'no spool file left')
   t.notOk(gone, 'the proxy is still running')
 
