@@ -10,6 +10,7 @@ import { buildCgiEnv } from './cgi/env.js'
 import { ProxyError, backendOverloaded } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
+import { waitRoutable } from './spawn-wait.js'
 import type { BackendPool, Backend } from './pool.js'
 import type { Authorizable } from './exchange.js'
 import type { Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -56,8 +57,11 @@ export function mergeAuthorizerVariables (env: Record<string, string>, variables
 }
 
 export async function authorize (main: Authorizable, a: AuthorizerSettings): Promise<AuthResult> {
-  // A spawned authorizer may start on demand, exactly as the route's own pool does.
-  for (let i = 0; i < 5 && a.pool.backends.length === 0 && !main.signal.aborted; i++) await a.pool.source.ensure(main.signal)
+  // A spawned authorizer may start on demand, exactly as the route's own pool does, and is waited
+  // for as long as it may take to answer (at least 1 s): then 503 ERR_SPAWN_NOT_READY.
+  if (a.pool.backends.length === 0 && !main.signal.aborted) {
+    await waitRoutable(a.pool, main.signal, Date.now() + Math.max(a.timeout, 1000), Date.now, () => main.signal.aborted)
+  }
   return await new Promise((resolve, reject) => {
     const ax = new AuthExchange(main, a, resolve, reject)
     ax.start()

@@ -21,6 +21,7 @@ import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { SCAVENGE_MIN_BODY } from './scavenge.js'
 import { endEvent } from './events.js'
+import { waitRoutable } from './spawn-wait.js'
 import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -227,12 +228,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // From the first wait, not the request's start: a buffered upload may take far longer than the
     // headers timeout, and is no backend's delay.
     const deadline = this.waitFrom + Math.max(this.route.timeouts.headers, 1000)
-    while (pool.backends.length === 0 && !this.abortedFlag) {
-      if (this.rt.now() >= deadline) throw new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect' })
-      await pool.source.ensure(this.signal)
-      // ensure() may resolve on a process that is already gone again: let the event loop run first.
-      if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
-    }
+    if (pool.backends.length === 0 && !this.abortedFlag) await waitRoutable(pool, this.signal, deadline, this.rt.now.bind(this.rt), () => this.abortedFlag)
   }
 
   /** Lease a backend and hand the exchange to its client. */

@@ -37,6 +37,7 @@ import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { endEvent } from './events.js'
+import { waitRoutable } from './spawn-wait.js'
 import type { CompiledRoute } from './route.js'
 import type { ProxyRuntime, Target } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
@@ -198,11 +199,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private async waitForBackends (): Promise<void> {
     const pool = this.route.pool
     const deadline = this.startedAt + Math.max(this.route.timeouts.headers, 1000)
-    while (pool.backends.length === 0 && this.phase !== Phase.Done) {
-      if (this.rt.now() >= deadline) throw new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect' })
-      await pool.source.ensure(this.signal)
-      if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
-    }
+    await waitRoutable(pool, this.signal, deadline, this.rt.now.bind(this.rt), () => this.phase === Phase.Done)
   }
 
   // --- UpgradeHandler -------------------------------------------------------------------

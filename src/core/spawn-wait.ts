@@ -1,0 +1,51 @@
+/**
+ * The wait for a routable backend, shared by a request (ProxyExchange), an upgrade
+ * (UpgradeExchange) and a route's authorizer: a spawn may start on demand or be between two
+ * processes (a recycle, a crash), and what arrives meanwhile waits for it instead of failing.
+ *
+ * The wait is bounded: `ensure()` gets a signal that aborts at the deadline or when the caller's
+ * own signal aborts. A spawn whose start keeps timing out without ever going FAILED (a program
+ * that never listens, under the default start limit) would otherwise hold the request as long as
+ * the client waits: ensure() settles only on a ready process, FAILED or a shutdown.
+ */
+import { ProxyError } from './errors.js'
+import type { BackendPool } from './pool.js'
+
+/**
+ * Resolve once `pool` has a backend, or `stop()` says the caller is done (client gone, exchange
+ * ended). Past `deadline` (a `now()` time in ms): ERR_SPAWN_NOT_READY (503). The caller's `signal`
+ * aborting ends the wait with ensure()'s own error, as before. One timer and one abort listener,
+ * both gone when this settles, however it settles.
+ */
+export async function waitRoutable (pool: BackendPool, signal: AbortSignal, deadline: number, now: () => number, stop: () => boolean): Promise<void> {
+  if (pool.backends.length === 0 && !stop()) {
+    const ac = new AbortController()
+    let late = false
+    const onAbort = (): void => { ac.abort(signal.reason) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    if (signal.aborted) ac.abort(signal.reason)
+    const timer = setTimeout(() => { late = true; ac.abort() }, Math.max(0, deadline - now()))
+    timer.unref()
+    try {
+      while (pool.backends.length === 0 && !stop()) {
+        if (late || now() >= deadline) throw notReady(pool, null)
+        try {
+          await pool.source.ensure(ac.signal)
+        } catch (err) {
+          // The deadline, not the caller, aborted ensure(): the route's answer is "not ready in time".
+          if (late && !signal.aborted) throw notReady(pool, err)
+          throw err
+        }
+        // ensure() may resolve on a process that is already gone again: let the event loop run first.
+        if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
+      }
+    } finally {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+}
+
+function notReady (pool: BackendPool, cause: unknown): ProxyError {
+  return new ProxyError('ERR_SPAWN_NOT_READY', `no process of ${pool.name} became routable in time`, { phase: 'connect', cause: cause ?? undefined })
+}
