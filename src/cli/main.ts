@@ -13,6 +13,10 @@ import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
+import { escapeKey } from '../config/locate.js'
+import { toSpawnSpec } from '../config/spawns.js'
+import { checkPipeProgram } from '../spawn/launcher.js'
+import { resolveSpec } from '../spawn/spec.js'
 import { ConfigError } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
 import { Gateway } from '../gateway/server.js'
@@ -109,6 +113,20 @@ async function check (args: string[]): Promise<number> {
     if (refused.length > 0) {
       process.stderr.write(`${file}: ${refused.length} spawn(s) or CGI docroot(s) would be refused\n`)
       return 2
+    }
+  }
+  if (r.issues.length === 0) {
+    // What serve and a reload would refuse: a pipe (CGI) spawn whose program cannot be executed.
+    for (const [name, s] of Object.entries(r.config.spawns ?? {})) {
+      if (s.socketType !== 'pipe') continue
+      try {
+        checkPipeProgram(resolveSpec(name, toSpawnSpec(s)))
+      } catch (err) {
+        const e = err as Error & { code?: unknown }
+        if (typeof e.code !== 'string') throw err
+        const at = `/spawns/${escapeKey(name)}/binPath`
+        r.issues.push({ path: at, message: `${e.code} ${e.message.replace(`spawns.${name}.binPath: `, '')}` })
+      }
     }
   }
   if (r.issues.length === 0 && r.config.accessLog !== undefined) {

@@ -170,6 +170,31 @@ function executable (file: string, env: Record<string, string>, cwd: string | un
 }
 
 /**
+ * Can a pipe (CGI) spawn's program be executed? An absolute `binPath` (`argv[0]`) must be a regular
+ * file this process may execute; otherwise ERR_SPAWN_EXEC `spawns.<name>.binPath: <prog>: not
+ * found (ENOENT)` or `… not an executable regular file (EACCES)`, so `proxycore check`, a start and
+ * a reload refuse it (unchecked, a reload to it was accepted and then every CGI request was 502
+ * ERR_CGI_SPAWN). Not checked, since execvp(3) resolves them per request: a bare name (searched in
+ * the PATH of each request's environment, which a route's `params` or an embedder's request may
+ * set) and a relative path with a slash (from each request's working directory, the script's).
+ * No binPath (the script is the program): nothing to check. A user-switched spawn's program gets
+ * identity.ts checkProgram instead (validate), which already requires an absolute path.
+ */
+export function checkPipeProgram (spec: ResolvedSpec): void {
+  const prog = spec.argv[0]
+  if (spec.socketType !== 'pipe' || prog === undefined || !isAbsolute(prog)) return
+  let st: Stats
+  try { st = statSync(prog) } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'EACCES') throw spawnError('ERR_SPAWN_EXEC', `spawns.${spec.name}.binPath: ${prog}: a directory on the way cannot be searched (EACCES)`)
+    throw spawnError('ERR_SPAWN_EXEC', `spawns.${spec.name}.binPath: ${prog}: not found (ENOENT)`)
+  }
+  let runs = st.isFile()
+  if (runs) { try { accessSync(prog, fsConstants.X_OK) } catch { runs = false } }
+  if (!runs) throw spawnError('ERR_SPAWN_EXEC', `spawns.${spec.name}.binPath: ${prog}: not an executable regular file (EACCES)`)
+}
+
+/**
  * Does /bin/sh pass `env` on as it is? dash drops variables whose names are not shell names
  * (`A.B`, `X-Y`: the config allows them), and sets IFS, OPTIND, PPID and PWD itself.
  */
@@ -256,6 +281,9 @@ export class Launcher {
       if (prog !== undefined) checkProgram(spec.chroot !== undefined && isAbsolute(prog) ? inRoot(spec.chroot, prog) : prog, identity, this.policy)
     }
     if (spec.chroot !== undefined && identity === null) checkChroot(spec, spec.chroot, identity)
+    // A pipe spawn's program is exec'd per request: one that cannot be is refused here (check, start,
+    // reload), not as a 502 on every request. A socket spawn's start reports it (FAILED).
+    if (identity === null) checkPipeProgram(spec)
     this.checkSocketDirs(spec, identity)
     if (spec.groups === 'user') {
       if (identity === null) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${spec.name}.groups: user needs user and group (or a tenant)`)

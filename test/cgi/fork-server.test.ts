@@ -8,7 +8,7 @@
  * socket gets nothing.
  */
 import t from 'tap'
-import { lstatSync, readdirSync, readFileSync } from 'node:fs'
+import { lstatSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { connect } from 'node:net'
 import { randomBytes } from 'node:crypto'
@@ -112,10 +112,13 @@ t.test('exec failures keep their errno: 502 ERR_CGI_SPAWN, and the helper stays 
   const hello = "printf 'Content-Type: text/plain\\n\\nran\\n'\n"
   writeScripts(cgiDir, { 'ok.sh': `#!/bin/sh\n${hello}`, 'noshebang.sh': hello })
   writeScripts(cgiDir, { 'noexec.sh': `#!/bin/sh\n${hello}` }, 0o644)
+  // A pipe spawn's absolute binPath must exist at load: it goes after, so requests meet ENOENT.
+  const ghostInterpreter = join(dir, 'interpreter')
+  writeFileSync(ghostInterpreter, '#!/bin/sh\n', { mode: 0o755 })
   const p = await cgiProxy(t, {
     cgi: {},
     direct: { launcher: 'direct' },
-    ghost: { binPath: '/nonexistent/interpreter' },
+    ghost: { binPath: ghostInterpreter },
     nocwd: { binPath: join(cgiDir, 'ok.sh'), cwd: '/nonexistent/dir' },
   }, [
     { match: { prefix: '/cgi-bin/' }, protocol: 'cgi', spawn: 'cgi', docroot: cgiDir, stripPrefix: true },
@@ -123,6 +126,7 @@ t.test('exec failures keep their errno: 502 ERR_CGI_SPAWN, and the helper stays 
     { match: { prefix: '/ghost/' }, protocol: 'cgi', spawn: 'ghost', docroot: cgiDir, stripPrefix: true },
     { match: { prefix: '/nocwd/' }, protocol: 'cgi', spawn: 'nocwd' },
   ])
+  rmSync(ghostInterpreter)
   t.equal((await get(`${p.url}/cgi-bin/ok.sh`)).body.toString(), 'ran\n')
   const helper = helperPid()
   const logged = (code: string): boolean => p.lines.some((l) => l.obj.code === 'ERR_CGI_SPAWN' && l.msg.includes(code))

@@ -651,9 +651,9 @@ routes:
   t.ok(await waitFor(() => seen.length + bad.length >= mark + 20, 10_000), 'load goes on after the broken reload')
   running = false
   await Promise.all(loads)
-  const bug = 'BUG: a pipe spawn\'s binPath is never checked (not by `proxycore check`, not at load or reload): the reload is accepted and every CGI request is 502 ERR_CGI_SPAWN'
-  t.equal(outcome, 'rejected', 'the reload with a bad bin path is rejected', { todo: bug })
-  t.equal(bad.length, 0, `no downtime: 0 non-200 after it (${bad.length} of ${seen.length + bad.length - mark})`, { todo: bug })
+  // A pipe spawn's binPath is checked at load and reload (Launcher.validate, ERR_SPAWN_EXEC).
+  t.equal(outcome, 'rejected', 'the reload with a bad bin path is rejected')
+  t.equal(bad.length, 0, `no downtime: 0 non-200 after it (${bad.length} of ${seen.length + bad.length - mark})`)
   t.same(seen.slice(firstTwo).filter((v) => v !== '2'), [], 'the old config (VERSION 2) is what serves')
   s.child.kill('SIGTERM')
   t.equal(await s.exited, 0, 'exit 0 after SIGTERM')

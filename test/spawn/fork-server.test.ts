@@ -8,7 +8,7 @@
  */
 import t from 'tap'
 import { once } from 'node:events'
-import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -55,14 +55,26 @@ leakTest(t, 'launch(): spawn, then streams, then exit; the helper is ours and go
   t.same(childrenOf().filter((p) => p.state !== 'Z'), [], 'close() stopped the helper')
 })
 
+/**
+ * A program that exists when the spawn is checked (a pipe spawn's absolute binPath must: start and
+ * reload refuse a missing one) and is removed after, so the per-request ENOENT path runs.
+ */
+function vanishing (defer: Parameters<typeof tempDir>[0]): { path: string, remove: () => void } {
+  const path = join(tempDir(defer), 'program')
+  writeFileSync(path, '#!/bin/sh\n', { mode: 0o755 })
+  return { path, remove: () => rmSync(path) }
+}
+
 leakTest(t, 'exec and chdir failures: error with the errno code, never spawn', async (t, defer) => {
   const m = manager(defer)
-  m.add('ghost', { socketType: 'pipe', binPath: '/nonexistent/program' })
+  const ghost = vanishing(defer)
+  m.add('ghost', { socketType: 'pipe', binPath: ghost.path })
   m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
   await m.start()
+  ghost.remove()
   const enoent = m.pipeStarter('ghost').launch({ argv: [], env: {}, cwd: '/' })
   const [e1] = await once(enoent, 'error') as [NodeJS.ErrnoException]
-  t.match(e1, { code: 'ENOENT', errno: -2, syscall: 'spawn /nonexistent/program', message: 'spawn /nonexistent/program ENOENT' })
+  t.match(e1, { code: 'ENOENT', errno: -2, syscall: `spawn ${ghost.path}`, message: `spawn ${ghost.path} ENOENT` })
   const nocwd = m.pipeStarter('sh').launch({ argv: ['-c', 'true'], env: {}, cwd: '/nonexistent/dir' })
   const c = collect(nocwd)
   const [e2] = await once(nocwd, 'error') as [NodeJS.ErrnoException]
@@ -73,9 +85,11 @@ leakTest(t, 'exec and chdir failures: error with the errno code, never spawn', a
 
 leakTest(t, 'the helper keeps no descriptor of a finished request: programs that ran, failed to exec or to chdir', async (t, defer) => {
   const m = manager(defer)
-  m.add('ghost', { socketType: 'pipe', binPath: '/nonexistent/program' })
+  const ghost = vanishing(defer)
+  m.add('ghost', { socketType: 'pipe', binPath: ghost.path })
   m.add('sh', { socketType: 'pipe', binPath: '/bin/sh' })
   await m.start()
+  ghost.remove()
   const run = (name: string, argv: string[], cwd = '/'): Promise<string> => new Promise((resolve) => {
     const child = m.pipeStarter(name).launch({ argv, env: {}, cwd })
     child.once('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code}`))
