@@ -733,8 +733,14 @@ export class ForkServer {
 
   /** The child could not become the program: 'error' with Node's errno code, as spawn() gives. */
   private failStart (child: ForkChild, errno: number, step: string): void {
-    const code = ERRNO_NAMES.get(errno) ?? `E${errno}`
-    const err = Object.assign(new Error(`spawn ${child.file} ${code}${step === 'exec' ? '' : ` (${step})`}`), {
+    const named = ERRNO_NAMES.get(errno) ?? `E${errno}`
+    // The helper's stdio connection back to us was closed as soon as it was made: libuv, out of
+    // descriptors, accepts and closes what is pending. Then it is the proxy's shortage (503), not
+    // the program's failure (measured on Node 22: EPIPE at the connect step under prlimit).
+    const short = step === 'connect' && (named === 'EPIPE' || named === 'ECONNRESET') ? descriptorShortage(1) : null
+    const code = short ?? named
+    const why = short === null ? '' : `: the proxy is out of file descriptors (${short})`
+    const err = Object.assign(new Error(`spawn ${child.file} ${named}${step === 'exec' ? '' : ` (${step})`}${why}`), {
       code, errno: -errno, syscall: `spawn ${child.file}`, path: child.file,
     })
     this.settle(child)
