@@ -177,6 +177,9 @@ t.test('AC-78 Params encoding and limits', async (t) => {
     t.equal(after.status, 200, 'php-cgi still serves')
   })
 
+  // Node 20 truncates silently and proxycore answers 431 ERR_TOO_MANY_HEADERS; from Node 22 on,
+  // node:http itself answers 431 (an empty body) past its count, before the request exists.
+  const refusedForCount = (text: string): boolean => /ERR_TOO_MANY_HEADERS\n$/.test(text) || /\r\n\r\n$/.test(text)
   // Found here: node:http keeps only the first ~1000 header lines of a request by default
   // (server.maxHeadersCount unset) and drops the rest silently, so 2000 headers reached PHP as 1021
   // and a Content-Length past the cap made a POST reach the backend bodiless (200, body lost). A
@@ -192,7 +195,7 @@ t.test('AC-78 Params encoding and limits', async (t) => {
     const e = await rawExchange(port, `GET /count.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${many}\r\n`, 10_000)
     const text = e.raw.toString('latin1')
     t.ok(text.startsWith('HTTP/1.1 431 '), `(e) 431; got ${text.slice(0, 15)} body ${JSON.stringify(rawBody(text))}`)
-    t.match(text, /ERR_TOO_MANY_HEADERS/)
+    t.ok(refusedForCount(text), 'refused by proxycore (ERR_TOO_MANY_HEADERS) or, on Node 22 and later, by node:http itself', { text })
     // Under the cap every header reaches PHP.
     const fewer = Array.from({ length: 990 }, (_, i) => `X-H${String(i).padStart(5, '0')}: ${'v'.repeat(20)}\r\n`).join('')
     const f = (await rawExchange(port, `GET /count.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${fewer}\r\n`, 10_000)).raw.toString('latin1')
@@ -211,7 +214,7 @@ t.test('AC-78 Params encoding and limits', async (t) => {
     const r = await rawExchange(port, `POST /t.php?echo=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${lines}Content-Length: 5\r\n\r\nhello`, 10_000)
     const text = r.raw.toString('latin1')
     t.ok(text.startsWith('HTTP/1.1 431 '), `refused 431, never forwarded bodiless; got ${text.slice(0, 15)} body ${JSON.stringify(rawBody(text))}`)
-    t.match(text, /ERR_TOO_MANY_HEADERS/)
+    t.ok(refusedForCount(text), 'refused by proxycore (ERR_TOO_MANY_HEADERS) or, on Node 22 and later, by node:http itself', { text })
   })
 
   t.test('AC-78 on the wire (FAKE-FCGI): no pair straddles two PARAMS records, none over 65535; 70000 bytes → refused, no connection', async (t) => {

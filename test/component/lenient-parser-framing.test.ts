@@ -93,7 +93,10 @@ t.test('an embedder server with maxHeadersCount: a request at that many lines is
   const lines = (n: number): string => Array.from({ length: n }, (_, i) => `X-H${i}: v\r\n`).join('')
   // Host + 18 + Connection = 20 lines, Content-Length the 21st: node drops it.
   const cut = await rawRequest(port, `POST /x HTTP/1.1\r\nHost: a\r\n${lines(18)}Connection: close\r\nContent-Length: 5\r\n\r\nhello`)
-  t.match(cut, /^HTTP\/1\.1 431 [^]*ERR_TOO_MANY_HEADERS\n$/, 'at the cap: 431')
+  // Node 20 drops the lines past the count unseen (proxycore refuses: ERR_TOO_MANY_HEADERS); from
+  // Node 22 on, node:http answers 431 itself, with no body.
+  t.match(cut, /^HTTP\/1\.1 431 /, 'at the cap: 431')
+  t.ok(/ERR_TOO_MANY_HEADERS\n$/.test(cut) || /\r\n\r\n$/.test(cut), 'by proxycore or by node:http itself', { cut })
   t.same(received, [], 'no byte reached the backend')
   const fine = await rawRequest(port, `POST /x HTTP/1.1\r\nHost: a\r\n${lines(16)}Connection: close\r\nContent-Length: 5\r\n\r\nhello`)
   t.match(fine, /^HTTP\/1\.1 200 /, 'under it: forwarded')
