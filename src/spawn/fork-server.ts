@@ -39,7 +39,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, closeSync, constants as fsConstants, lstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { constants as osConstants, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -558,7 +558,16 @@ export class ForkServer {
       if (this.program.kind === 'perl') {
         const script = join(dir, 'fork-server.pl')
         // open(2) fails with EMFILE when out of descriptors: the error (its code) is the caller's.
-        try { writeFileSync(script, FORK_SERVER_PL, { mode: 0o600 }) } catch (err) { rmSync(dir, { recursive: true, force: true }); throw err }
+        try {
+          writeFileSync(script, FORK_SERVER_PL, { mode: 0o600 })
+        } catch (err) {
+          // unlink and rmdir, not rmSync(dir, { recursive }): that opens the directory, and on
+          // Node 24 it failed with EMFILE too, its own error thrown in place of this one and the
+          // directory left behind (measured under prlimit --nofile=64).
+          try { unlinkSync(script) } catch {}
+          try { rmdirSync(dir) } catch {}
+          throw err
+        }
         this.scriptPath = script
       }
       this.dir = dir
