@@ -75,9 +75,10 @@ export class ProxyRuntime {
 
   /** node:http request handler; with `next`, an unmatched request falls through (middleware). */
   handle (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void {
+    if (this.closingSockets.has(req.socket)) { res.shouldKeepAlive = false; return }
     const bad = checkRequestFraming(req)
     if (bad !== null) {
-      res.shouldKeepAlive = false
+      this.closeAfter(req, res)
       this.refuse(req, res, bad, '')
       return
     }
@@ -130,12 +131,26 @@ export class ProxyRuntime {
     const route = target === null ? null : this.router.find(target)
     const cl = Number(req.headers['content-length'] ?? 0)
     if (route !== null && route.s.maxBodySize > 0 && cl > route.s.maxBodySize) {
-      res.shouldKeepAlive = false
+      this.closeAfter(req, res)
       this.refuse(req, res, new ProxyError('ERR_BODY_TOO_LARGE', `${cl} bytes`, { phase: 'route' }), route.name)
       return
     }
     continueOnFirstRead(req, res, this.awaitingContinue)
     this.handle(req, res, next)
+  }
+
+  /**
+   * Client connections answered with `connection: close` because the request's framing could not
+   * be trusted: node:http has already parsed what followed it — which a front end may have sent
+   * as that request's body — and emits it as the next request. RFC 9112 §9.6: a server that
+   * sends `close` MUST NOT process further requests on the connection. Such a request is dropped
+   * unanswered; the connection closes after the refusal is written.
+   */
+  private readonly closingSockets = new WeakSet<object>()
+
+  private closeAfter (req: IncomingMessage, res: ServerResponse): void {
+    res.shouldKeepAlive = false
+    this.closingSockets.add(req.socket)
   }
 
   /** Requests whose 100 Continue is held until their body is first read (checkContinue). */

@@ -161,7 +161,8 @@ export const MARKER_ENV = 'PROXYCORE_SPAWN'
 
 /**
  * The child's environment, built from nothing (suexec clean_env, php-fpm clear_env): only the
- * `copyEnvironment` names, then `environment`, then the marker. `LD_*`, `NODE_OPTIONS` and secrets
+ * `copyEnvironment` names, then `environment`, then (a pipe spawn's) request variables but the
+ * HTTP_* ones `environment` sets, then the marker. `LD_*`, `NODE_OPTIONS` and secrets
  * of the host never leak (RELIABILITY.md §1.2, AC-15).
  */
 export function childEnvironment (spec: ResolvedSpec, extra: Record<string, string> = {}): Record<string, string> {
@@ -170,7 +171,14 @@ export function childEnvironment (spec: ResolvedSpec, extra: Record<string, stri
     const v = process.env[key]
     if (v !== undefined) env[key] = v
   }
-  Object.assign(env, spec.environment, extra)
+  Object.assign(env, spec.environment)
+  for (const key in extra) {
+    // A pipe spawn's request variables: a client header arrives as HTTP_*, and never replaces a
+    // variable the operator set in `environment` (CVE-2018-1283's shape: a header posing as a
+    // server-set variable). Every other request variable is the request's and goes over.
+    if (key.startsWith('HTTP_') && Object.hasOwn(spec.environment, key)) continue
+    env[key] = extra[key] as string
+  }
   // php-cgi exits on its own after a compiled-in 500 requests when PHP_FCGI_MAX_REQUESTS is unset
   // [VERIFIED: request 501 → ECONNRESET, then ECONNREFUSED with PHP_FCGI_CHILDREN=0]. A spawn that
   // speaks php-cgi's vocabulary, or runs php-cgi itself as a FastCGI server (`php-cgi`,
