@@ -150,6 +150,33 @@ export function checkInsideRoots (path: string, policy: IdentityPolicy): void {
   }
 }
 
+/**
+ * suexec runs checks 13-22 after setuid (check 12, "so that the following tests work over NFS"): a
+ * program the target user cannot reach fails there ("cannot stat program", 117). Here they run as
+ * root, who reaches everything, so each directory on the way (the path as written and its real
+ * path) must grant the identity search, and the program execute (read, for a script run through
+ * the spawn's interpreter), by the class the kernel picks: owner, else group, else other. Otherwise
+ * exec fails with EACCES after every check passed: a 502 ERR_CGI_SPAWN instead of a refusal with
+ * its reason (AC-27). `anyGroup`: the child keeps the user's supplementary groups (`groups: user`),
+ * whose list is not at hand, so any group grant counts. Mode bits only: an ACL grant is not seen.
+ */
+export function checkReachable (program: string, id: Identity, opts: { interpreted?: boolean, anyGroup?: boolean } = {}): void {
+  const may = (st: Stats, bit: number): boolean => {
+    if (st.uid === id.uid) return (st.mode & (bit << 6)) !== 0
+    if (st.gid === id.gid || (opts.anyGroup === true && (st.mode & (bit << 3)) !== 0)) return (st.mode & (bit << 3)) !== 0
+    return (st.mode & bit) !== 0
+  }
+  const dirs = new Set<string>()
+  for (const first of [program, realpathSync(program)]) {
+    for (let d = first, up = dirname(d); up !== d; d = up, up = dirname(d)) dirs.add(up)
+  }
+  for (const dir of [...dirs].sort((a, b) => a.length - b.length)) {
+    if (!may(statSync(dir), 1)) throw spawnError('ERR_SUEXEC_NOT_FOUND', `${program}: uid ${id.uid} cannot search ${dir}, so the program cannot be stat'ed as the target user`)
+  }
+  const interpreted = opts.interpreted === true
+  if (!may(statSync(program), interpreted ? 4 : 1)) throw spawnError('ERR_SUEXEC_NOT_FOUND', `${program}: uid ${id.uid} may not ${interpreted ? 'read' : 'execute'} it`)
+}
+
 /** suexec checks 4 and 14-22 on the program a user-switched spawn execs. */
 export function checkProgram (program: string, id: Identity, policy: IdentityPolicy, opts: { interpreted?: boolean } = {}): void {
   if (!isAbsolute(program)) throw spawnError('ERR_SUEXEC_RELATIVE_PATH', `${program}: user-switched programs need an absolute path`)

@@ -40,7 +40,7 @@ import type { LimitsSpec, ManagerOptions } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
-import { checkProgram, checkSocketDir, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
+import { checkProgram, checkReachable, checkSocketDir, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
 import { forkServerUnsupported } from './fork-server.js'
 
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
@@ -377,6 +377,8 @@ export class Launcher {
     const id = this.resolved.get(spec.name)?.identity ?? null
     if (id === null) return
     checkProgram(script, id, this.policy, { interpreted: spec.argv.length > 0 })
+    // Under chroot the child reaches the script from the new root, not through the host's path.
+    if (spec.chroot === undefined) checkReachable(script, id, { interpreted: spec.argv.length > 0, anyGroup: spec.groups === 'user' })
   }
 
   /**

@@ -12,7 +12,7 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from './types.js'
-import { escalation, stopGroup } from './group-kill.js'
+import { escalation, liveGroupMembers, stopGroup } from './group-kill.js'
 import { MARKER_ENV } from './spec.js'
 
 interface PidRecord { spawn: string, pid: number, pgid: number, startTime: string, address: string }
@@ -48,6 +48,23 @@ function carriesMarker (pid: number, spawn: string): boolean {
   } catch {
     return false
   }
+}
+
+/**
+ * The group a pid file names outlived its leader: the parent-death signal (launcher.ts) reaches
+ * only the program the host spawned, and a program that leaves its forked workers behind when it
+ * gets SIGTERM (fcgiwrap -c N [VERIFIED, RELIABILITY.md §4.5]) leaves them holding the listening
+ * socket, so the next host could never bind it (start-limit-hit, AC-13). While any member lives,
+ * no new process gets the leader's pid, so the group id is still that group's; it is ours only if
+ * every live member carries our marker and started no earlier than the recorded leader.
+ */
+function leaderlessOrphans (rec: PidRecord, spawn: string): boolean {
+  if (processStartTime(rec.pid) !== null || !/^\d+$/.test(rec.startTime)) return false
+  const members = liveGroupMembers(rec.pid)
+  return members.length > 0 && members.every((pid) => {
+    const started = processStartTime(pid)
+    return pid !== process.pid && started !== null && Number(started) >= Number(rec.startTime) && carriesMarker(pid, spawn)
+  })
 }
 
 /**
@@ -147,6 +164,9 @@ export class PidFiles {
     const killed: number[] = []
     for (const { file, rec } of this.records(spawn)) {
       if (rec !== null && rec.pid !== process.pid && processStartTime(rec.pid) === rec.startTime && carriesMarker(rec.pid, spawn) && leadsOwnGroup(rec.pid)) {
+        await stopGroup(rec.pid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
+        killed.push(rec.pid)
+      } else if (rec !== null && rec.pid !== process.pid && leaderlessOrphans(rec, spawn)) {
         await stopGroup(rec.pid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
         killed.push(rec.pid)
       }
