@@ -37,7 +37,7 @@ export const RouteSchema = Type.Object({
     Type.Literal('least-connection'), Type.Literal('round-robin'), Type.Literal('hash'), Type.Literal('sticky'),
   ], { default: 'least-connection', description: 'hash: by URL; sticky: by client address.' })),
   disableTime: Type.Optional(Duration('How long a backend that refused a connection is skipped; one that is only busy (its listen queue full, EAGAIN, or a FastCGI FCGI_OVERLOADED answer) at most 1s; the only backend of a route never.', '10s')),
-  retries: Type.Optional(Type.Integer({ minimum: 0, default: 2, description: 'Other backends tried after a connect failure.' })),
+  retries: Type.Optional(Type.Integer({ minimum: 0, default: 2, description: 'How many more attempts a request gets, each on a backend or spawned process it was not sent to (never the same live one twice): after a connect failure, and for an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) with no body or a spooled one whose backend connection was reset or closed before any response byte. 0 sends nothing again.' })),
   maxConcurrent: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Exchanges in flight for this route; 0 = unlimited.' })),
   queue: Type.Optional(Type.Integer({ minimum: 0, default: 1024, description: 'Requests waiting for a slot beyond maxConcurrent; more are dropped with 503.' })),
   queueTimeout: Type.Optional(Duration('Longest wait in the queue before 503.', '30s')),

@@ -144,6 +144,13 @@ export class ProxyError extends Error {
    * had just closed, before any response byte).
    */
   replayable = false
+  /**
+   * Set by an adapter on ERR_BACKEND_RESET / ERR_BACKEND_CLOSED when the backend connection went
+   * before any byte of the response arrived. The request may have run (a worker can act on it and
+   * die before its first byte), so the core sends it again only when it is idempotent and its body
+   * is empty or spooled, to a backend or process it was not sent to yet (exchange.ts, onError).
+   */
+  unanswered = false
 
   constructor (code: ErrorCode, detail?: string, opts: { cause?: unknown, phase?: ErrorPhase, backend?: string } = {}) {
     const spec: ErrorSpec = ERRORS[code]

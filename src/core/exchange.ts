@@ -12,16 +12,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
 import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from './body-pump.js'
-import { replayBody } from './body-spool.js'
+import { isReplayable, replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
-import type { Backend } from './pool.js'
+import { StaticSource, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { SCAVENGE_MIN_BODY } from './scavenge.js'
 import { endEvent } from './events.js'
-import { waitRoutable } from './spawn-wait.js'
+import { isIdempotent } from './idempotent.js'
+import { waitReplacement, waitRoutable } from './spawn-wait.js'
 import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -37,6 +38,12 @@ const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
  * of one syscall per read. Smaller chunks (a whole small response, a streamed event) go at once.
  */
 const CORK_MIN_CHUNK = 16 * 1024
+/**
+ * How long a process that failed an attempt (connection refused, reset or closed) may stay listed
+ * by its spawn before it counts as alive (waitForRestart): its exit is usually seen within a few
+ * ms of its socket's reset.
+ */
+const RESTART_GRACE_MS = 1000
 
 export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
   /** Its place in the runtime's exchanges in flight. */
@@ -89,6 +96,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   private backend: Backend | null = null
   private tried: Set<Backend> | null = null
   private attempts = 0
+  /** The attempt after which this exchange last waited for a restarted process (waitForRestart). */
+  private restartWaitedAt = 0
   private flow: FlowControl | null = null
   private onDrainBound: (() => void) | null = null
   private cleanupSpool: (() => Promise<void>) | null = null
@@ -236,6 +245,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const pool = this.route.pool
     const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
     if (b === null) {
+      if (this.mayAwaitRestart()) { this.waitForRestart(); return }
       if (pool.backends.length === 0 && this.lastError === null && !this.abortedFlag) {
         // Every process left the list between preparation and now (recycled): wait for the next.
         this.phase = Phase.Prepare
@@ -397,7 +407,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.replay()
       return
     }
-    if (b !== null && this.phase === Phase.Dispatched && err.retryable) {
+    if (b !== null && this.phase === Phase.Dispatched && (err.retryable || this.resendable(err))) {
       if (err.phase === 'connect') this.route.pool.connectFailed(b, err.code, backendOverloaded(err))
       this.releaseBackend()
       if (this.attempts <= this.route.retries && !this.abortedFlag) {
@@ -406,6 +416,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
         this.tried ??= new Set()
         this.tried.add(b)
         this.phase = Phase.Prepare
+        this.headDeadline = 0
         this.rewindBody()
         this.dispatch()
         return
@@ -413,6 +424,69 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     }
     if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
     this.fail(err, true)
+  }
+
+  /**
+   * A backend connection reset or closed before any byte of the response arrived (the adapter
+   * marks it `unanswered`; nothing reached the client either, the phase says): the request may
+   * have run, so it goes again only when running it twice does no harm — an idempotent method
+   * (RFC 9110 §9.2.2, idempotent.ts) with no body or a spooled one — as nginx's
+   * `proxy_next_upstream error` does (idempotent methods only since 1.9.13). It counts against
+   * `retries` and goes only to a backend this request was not sent to (`tried`): another backend
+   * of the pool, or the process a spawn starts in place of the one that died (a new Backend, even
+   * at the same address: waitForRestart). The same live backend (php-fpm's pool address, a static
+   * `backends:` entry) never gets it twice, so a request that crashes its backend is not sent back
+   * to it (the "query of death": at most 1 + `retries` distinct backends or processes see it).
+   */
+  private resendable (err: ProxyError): boolean {
+    return err.unanswered && err.phase !== 'connect' &&
+      (err.code === 'ERR_BACKEND_RESET' || err.code === 'ERR_BACKEND_CLOSED') &&
+      isIdempotent(this.method) && (this.body === null || isReplayable(this.body))
+  }
+
+  /**
+   * The last attempt's process may be gone (its connect refused or failed, its connection reset or
+   * closed) and no backend this request has not tried is routable: a spawn restarts a process that
+   * died, as a new backend at the same address. Only a pool that follows processes (not a fixed
+   * `backends:` list, whose entries stay the same backends), once per attempt (retries bound the
+   * attempts).
+   */
+  private mayAwaitRestart (): boolean {
+    const last = this.lastError
+    if (last === null || this.abortedFlag || this.restartWaitedAt === this.attempts || this.tried === null) return false
+    if (this.route.pool.source instanceof StaticSource) return false
+    // Not a full listen queue (EAGAIN): that process is alive, only busy.
+    if (last.code === 'ERR_CONNECT_FAILED') return !backendOverloaded(last)
+    return last.code === 'ERR_CONNECT_REFUSED' || last.code === 'ERR_BACKEND_RESET' || last.code === 'ERR_BACKEND_CLOSED'
+  }
+
+  /**
+   * Wait for the process that replaces the one the last attempt failed on, within the bounded wait
+   * every request gets for a routable backend (the route's headers timeout, at least 1 s), then
+   * dispatch to it. A failed process that is still listed RESTART_GRACE_MS later is alive (a master
+   * whose worker died, a backend that closed a connection): no new process is coming, and the
+   * request fails with the last attempt's error, as it did at once before. So does the end of the
+   * wait (the restart is late: its backoff).
+   */
+  private waitForRestart (): void {
+    this.restartWaitedAt = this.attempts
+    this.phase = Phase.Prepare
+    this.headDeadline = 0
+    const pool = this.route.pool
+    const tried = this.tried as Set<Backend>
+    const now = this.rt.now()
+    const deadline = now + Math.max(this.route.timeouts.headers, 1000)
+    const failed = [...tried]
+    const stop = (): boolean => this.abortedFlag || this.phase !== Phase.Prepare
+    waitReplacement(pool, failed, tried, this.signal, Math.min(now + RESTART_GRACE_MS, deadline), deadline, this.rt.now.bind(this.rt), stop).then((found) => {
+      if (this.phase !== Phase.Prepare) return
+      if (found) this.dispatch()
+      else this.fail(this.lastError as ProxyError, true)
+    }, (err: unknown) => {
+      if (this.phase !== Phase.Prepare) return
+      const e = toProxyError(err)
+      this.fail(e.code === 'ERR_SPAWN_NOT_READY' ? this.lastError as ProxyError : e, true)
+    })
   }
 
   /**

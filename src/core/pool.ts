@@ -114,6 +114,11 @@ export class BackendPool {
     return b
   }
 
+  /** Whether a pick for an exchange that tried `tried` would find a backend. */
+  hasUntried (tried: ReadonlySet<Backend>): boolean {
+    return this.backends.some((b) => !tried.has(b) && this.usable(b))
+  }
+
   /** ms until the first disabled backend comes back (for Retry-After), at least 1 s. */
   retryAfterSeconds (): number {
     let soonest = Infinity

@@ -9,7 +9,7 @@
  * the client waits: ensure() settles only on a ready process, FAILED or a shutdown.
  */
 import { ProxyError } from './errors.js'
-import type { BackendPool } from './pool.js'
+import type { Backend, BackendPool } from './pool.js'
 
 /**
  * Resolve once `pool` has a backend, or `stop()` says the caller is done (client gone, exchange
@@ -44,6 +44,47 @@ export async function waitRoutable (pool: BackendPool, signal: AbortSignal, dead
       signal.removeEventListener('abort', onAbort)
     }
   }
+}
+
+/**
+ * After an attempt failed on a process that may be gone (exchange.ts, waitForRestart): resolve
+ * true once `pool` has a usable backend not in `tried` — the process a spawn started in place of a
+ * dead one is a new backend, even at the same address. False when none of `failed` left the pool
+ * by `grace` (each is alive: nothing replaces it), when `deadline` passed, or when `stop()` says
+ * the caller is done. An empty pool is waited for by waitRoutable (which starts the spawn and
+ * throws ERR_SPAWN_NOT_READY at `deadline`); a listed one by the source's change events. No loop
+ * without an event: each turn waits for a change, the caller's abort or a timer.
+ */
+export async function waitReplacement (pool: BackendPool, failed: readonly Backend[], tried: ReadonlySet<Backend>, signal: AbortSignal, grace: number, deadline: number, now: () => number, stop: () => boolean): Promise<boolean> {
+  while (!stop()) {
+    if (pool.hasUntried(tried)) return true
+    // A backend leaves the pool ('draining') when its process leaves the spawn's list: it exited.
+    const gone = failed.some((b) => b.state === 'draining')
+    const t = now()
+    if (t >= deadline || (!gone && t >= grace)) return false
+    if (gone && pool.backends.length === 0) await waitRoutable(pool, signal, deadline, now, stop)
+    else await nextChange(pool, signal, gone ? deadline : grace, now)
+  }
+  return false
+}
+
+/** The next change of `pool`'s source (the pool has synced before this hears of it), an abort, or `until`. */
+function nextChange (pool: BackendPool, signal: AbortSignal, until: number, now: () => number): Promise<void> {
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | null = null
+    let unsubscribe: (() => void) | null = null
+    const done = (): void => {
+      if (timer !== null) clearTimeout(timer)
+      unsubscribe?.()
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    if (signal.aborted) { resolve(); return }
+    unsubscribe = pool.source.subscribe(done)
+    timer = setTimeout(done, Math.max(0, until - now()))
+    timer.unref()
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
 
 function notReady (pool: BackendPool, cause: unknown): ProxyError {

@@ -366,11 +366,15 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
         this.owner.requeue(req)
         continue
       }
-      req.connectionLost(this.failure !== null
+      const lost = this.failure !== null
         ? new ProxyError(this.failure.code, detailOf(this.failure), { cause: this.failure.cause ?? this.failure, backend: this.owner.backend })
         : truncated
           ? new ProxyError('ERR_PROTOCOL', 'connection closed in the middle of a record', { backend: this.owner.backend })
-          : new ProxyError('ERR_BACKEND_CLOSED', 'connection closed without END_REQUEST', { backend: this.owner.backend }))
+          : new ProxyError('ERR_BACKEND_CLOSED', 'connection closed without END_REQUEST', { backend: this.owner.backend })
+      // No STDOUT/STDERR byte of this request came: the core may send an idempotent one to another
+      // backend or to the restarted process (its failover after a reset, exchange.ts onError).
+      if (!req.gotResponse && (lost.code === 'ERR_BACKEND_RESET' || lost.code === 'ERR_BACKEND_CLOSED')) lost.unanswered = true
+      req.connectionLost(lost)
     }
     this.owner.connectionClosed(this)
   }

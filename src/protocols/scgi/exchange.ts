@@ -30,6 +30,8 @@ export class ScgiExchange implements FlowControl {
   private parser: CgiResponseParser | null
   /** Request body bytes are still being written. */
   private upload: BodyPump | null = null
+  /** A byte of the response arrived: a connection lost before that is `unanswered` (see lost()). */
+  private received = false
   private framer: CgiBodyFramer | null = null
   private readonly onAbort = (): void => this.fail(this.abortReason())
 
@@ -95,6 +97,7 @@ export class ScgiExchange implements FlowControl {
 
   private onData (chunk: Buffer): void {
     if (this.settled) return
+    this.received = true
     let data = chunk
     if (this.parser !== null) {
       const r = this.parser.push(chunk)
@@ -114,7 +117,7 @@ export class ScgiExchange implements FlowControl {
 
   private onEof (): void {
     if (this.settled) return
-    if (this.parser !== null) return this.fail(withBackend(this.parser.end(), this.endpoint.id))
+    if (this.parser !== null) return this.fail(this.lost(withBackend(this.parser.end(), this.endpoint.id)))
     const short = (this.framer as CgiBodyFramer).eof()
     if (short !== null) return this.fail(withBackend(short, this.endpoint.id))
     this.succeed()
@@ -130,7 +133,16 @@ export class ScgiExchange implements FlowControl {
    */
   private onSocketError (err: NodeJS.ErrnoException): void {
     if (this.settled) return
-    this.fail(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id))
+    this.fail(this.lost(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id)))
+  }
+
+  /**
+   * The connection reset or closed before any response byte: the core may send an idempotent
+   * request to another backend or to the restarted process (exchange.ts, onError).
+   */
+  private lost (err: ProxyError): ProxyError {
+    if (!this.received && (err.code === 'ERR_BACKEND_RESET' || err.code === 'ERR_BACKEND_CLOSED')) err.unanswered = true
+    return err
   }
 
   private succeed (): void {
