@@ -4,10 +4,12 @@
  * routes), and a shutdown that closes the listener and every upstream connection.
  */
 import t from 'tap'
-import { createServer } from 'node:http'
+import { createServer, type ServerOptions } from 'node:http'
 import { connect } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { WebSocket, WebSocketServer } from 'ws'
 import { guardLeaks, waitFor } from '../test/helpers/leaks.js'
+import { Raw } from '../test/helpers/raw-client.js'
 import { closeServer, get, listen, rawRequest } from '../test/helpers/servers.js'
 import type { RequestEndEvent } from '../src/index.js'
 import { start as startNode } from './node-http/server.js'
@@ -15,6 +17,7 @@ import { start as startExpress } from './express/server.js'
 import { start as startFastify } from './fastify/server.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
+const supported = await probeShouldUpgrade()
 
 interface Tap { teardown (fn: () => unknown): void }
 
@@ -56,6 +59,28 @@ function wsRoundTrip (url: string, message: string): Promise<string> {
     ws.on('unexpected-response', (_req, res) => { clearTimeout(timer); ws.terminate(); reject(new Error(`WebSocket refused: ${res.statusCode}`)) })
     ws.on('error', (err) => { clearTimeout(timer); reject(err) })
   })
+}
+
+/** Does this node:http take `shouldUpgradeCallback`? A server that refuses every upgrade, and one Upgrade request. */
+async function probeShouldUpgrade (): Promise<boolean> {
+  let plain = false
+  const server = createServer({ shouldUpgradeCallback: () => false } as ServerOptions, (_req, res) => { plain = true; res.end('plain') })
+  server.on('upgrade', (_req, socket: Duplex) => { socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n') })
+  const port = await listen(server)
+  const r = await raw(port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: probe\r\n\r\n')
+  await closeServer(server)
+  return plain && r.status() === 200
+}
+
+/** What curl sends for `curl --http2`: an h2c upgrade (RFC 7540 §3.2). */
+const H2C = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n'
+
+/** One request on a raw socket, read until its answer is complete (or 20 s); the socket closed then. */
+async function raw (port: number, bytes: string): Promise<Raw> {
+  const r = new Raw(port, bytes)
+  await r.answered(20_000)
+  r.socket.destroy()
+  return r
 }
 
 /** Whether a TCP connection to `url` is refused (the listener is closed). */
@@ -117,6 +142,17 @@ for (const [name, start, home, prefixKept] of [
 
     const local = await get(`${app.url}/`)
     t.match(local.body.toString(), home, 'unmatched requests fall through')
+
+    // `curl --http2`'s h2c upgrade: with shouldUpgradeCallback (Node >= 22.21 / 24.9) a plain
+    // request to the framework's own route, and a POST whose body reaches the upstream; on Node 20
+    // the old refusals (404 for no route, 400 for a body).
+    const port = Number(new URL(app.url).port)
+    const h2c = await raw(port, `GET / HTTP/1.1\r\nHost: a\r\n${H2C}\r\n`)
+    if (supported) t.match(`${h2c.status()} ${h2c.body() ?? ''}`, new RegExp(`^200 [^]*${home.source}`), 'an h2c GET reaches the framework as a plain GET')
+    else t.equal(h2c.status(), 404, 'an h2c GET to no proxy route: 404 (Node without shouldUpgradeCallback)')
+    const h2cPost = await raw(port, `POST /api/echo HTTP/1.1\r\nHost: a\r\n${H2C}Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello`)
+    if (supported) t.equal(`${h2cPost.status()} ${h2cPost.body() ?? ''}`, `200 upstream saw POST ${path('/echo')} text/plain hello`, 'an h2c POST: a plain POST, its body at the upstream')
+    else t.equal(h2cPost.status(), 400, 'an h2c POST: 400 (Node without shouldUpgradeCallback)')
     if (name !== 'node-http') {
       const own = await get(`${app.url}/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json })
       t.equal(own.status, 200)

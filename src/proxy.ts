@@ -2,7 +2,8 @@
  * The embedding contract:
  *
  *   const proxy = await createProxy(config)          // same shape as the operator file
- *   http.createServer(proxy.handler).on('upgrade', proxy.upgrade).listen(8080)
+ *   http.createServer({ shouldUpgradeCallback: proxy.shouldUpgrade }, proxy.handler)
+ *     .on('upgrade', proxy.upgrade).listen(8080)
  *   await proxy.close()                               // drains, stops every spawned process
  *
  * `handler` also works as Express/Connect middleware `(req, res, next)`: an unmatched request falls
@@ -59,6 +60,15 @@ export interface Proxy {
   readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void
   /** node:http 'upgrade' listener (WebSocket and any Upgrade). */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
+  /**
+   * node:http `shouldUpgradeCallback` (`createServer({ shouldUpgradeCallback: proxy.shouldUpgrade })`,
+   * Node >= 22.21 and >= 24.9; Node 20 ignores the option). True only when the request goes to a
+   * route that can carry an upgrade (`http`) and has no body: node:http then emits 'upgrade'.
+   * False — a FastCGI, SCGI, CGI or static route, no route, or a body (`curl --http2 -d`) — makes
+   * node:http emit a plain 'request', which `handler` serves without the Upgrade (RFC 9110 §7.8),
+   * as nginx does; without it such upgrades are refused (`400 ERR_BAD_REQUEST`).
+   */
+  readonly shouldUpgrade: (req: IncomingMessage) => boolean
   /**
    * node:http 'clientError' listener (optional): node's own answer (400, 408, 431) to a request its
    * parser refused, plus a `request:end` event, so the access log shows it.
@@ -134,6 +144,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   return {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
+    shouldUpgrade: (req) => runtime.shouldUpgrade(req),
     checkContinue: (req, res) => runtime.checkContinue(req, res),
     clientError: (err, socket) => runtime.clientError(err, socket),
     events,

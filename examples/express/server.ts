@@ -11,7 +11,7 @@
  *   UPSTREAM=127.0.0.1:3000 PORT=8080 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import examples/express/server.ts
  */
 import express from 'express'
-import type { Server } from 'node:http'
+import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createProxy } from '../../src/index.js'
 
@@ -24,8 +24,12 @@ export async function start (upstream: string, port = 0): Promise<{ url: string,
   app.use(express.json())       // after it: parses bodies for the routes below only
   app.get('/', (_req, res) => { res.send('express home') })
   app.post('/echo', (req, res) => { res.json({ parsed: req.body as unknown }) })
-  const server: Server = await new Promise((resolve) => { const s = app.listen(port, '127.0.0.1', () => resolve(s)) })
+  // Not app.listen(): the server is made here to pass shouldUpgradeCallback (Node >= 22.21 / 24.9;
+  // Node 20 ignores it, and @types/node 20 lacks it, hence the cast). An Upgrade proxycore would
+  // not tunnel (`curl --http2` to an Express route) then reaches the app as a plain request.
+  const server: Server = createServer({ shouldUpgradeCallback: proxy.shouldUpgrade } as ServerOptions, app)
   server.on('upgrade', proxy.upgrade)
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     close: async () => {

@@ -8,7 +8,7 @@
  *
  *   UPSTREAM=127.0.0.1:3000 PORT=8080 TS_NODE_TRANSPILE_ONLY=1 node --import @tapjs/typescript/import examples/node-http/server.ts
  */
-import { createServer, type Server } from 'node:http'
+import { createServer, type Server, type ServerOptions } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createProxy, type Proxy } from '../../src/index.js'
 
@@ -16,7 +16,10 @@ export async function start (upstream: string, port = 0): Promise<{ server: Serv
   const proxy = await createProxy({
     routes: [{ match: { prefix: '/api/' }, protocol: 'http', backends: [upstream], stripPrefix: true }],
   })
-  const server = createServer((req, res) => {
+  // shouldUpgradeCallback (Node >= 22.21 / 24.9; Node 20 ignores it, and @types/node 20 lacks it,
+  // hence the cast): an Upgrade proxycore would not tunnel (`curl --http2`, an Upgrade with a body,
+  // an Upgrade to a path no route takes) is served as a plain request instead of refused.
+  const server = createServer({ shouldUpgradeCallback: proxy.shouldUpgrade } as ServerOptions, (req, res) => {
     proxy.handler(req, res, () => {
       res.setHeader('content-type', 'text/plain')
       res.end('served by node:http itself\n')

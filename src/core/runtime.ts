@@ -15,7 +15,7 @@ import type { ProxyEvents } from './events.js'
 import type { CompiledRoute } from './route.js'
 import { hostOnly, type Router } from './router.js'
 import { forwardedChain, forwardedSecure, plainAddress, type TrustedProxies } from './trust.js'
-import { UpgradeExchange } from './upgrade.js'
+import { UpgradeExchange, hasBody } from './upgrade.js'
 import type { BodyScavenger } from './scavenge.js'
 import { LiveSet } from '../live-set.js'
 import type { ClientInfo, Logger } from './types.js'
@@ -31,6 +31,8 @@ const STDERR_LINE_CAP = 4096
 const STDERR_LINES = 100
 
 export interface Target { method: string, url: string, path: string, query: string, host: string }
+
+interface UpgradeMatch { target: (Target & { authority?: string }) | null, bad: ProxyError | null, route: CompiledRoute | null }
 
 export class ProxyRuntime {
   private id = 0
@@ -161,11 +163,35 @@ export class ProxyRuntime {
     return this.awaitingContinue.has(req)
   }
 
-  /** node:http 'upgrade' listener. Unmatched or non-upgradable routes are refused. */
-  upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * node:http `shouldUpgradeCallback` (Node >= 22.21 / 24.9): true only for an upgrade that would
+   * become an UpgradeExchange — a route whose protocol can carry one, and no request body. False
+   * lets node:http emit the request as a plain 'request' (RFC 9110 §7.8: a server MAY ignore
+   * Upgrade), which `handle` routes and answers as any request, its Upgrade and Connection-listed
+   * fields dropped as hop-by-hop. node:http asks only for requests that carry Upgrade, so the
+   * match kept for `upgrade` costs plain requests nothing.
+   */
+  shouldUpgrade (req: IncomingMessage): boolean {
+    if (hasBody(req)) return false
+    const m = this.upgradeMatch(req)
+    if (m.route === null || m.target === null || !m.route.adapter.capabilities.upgrade || this.closing || m.target.path === '*') return false
+    this.upgradeMatches.set(req, m)
+    return true
+  }
+
+  /** The routing shouldUpgrade did, for `upgrade` to take instead of routing again. */
+  private readonly upgradeMatches = new WeakMap<IncomingMessage, UpgradeMatch>()
+
+  private upgradeMatch (req: IncomingMessage): UpgradeMatch {
     const target = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
     const bad = checkRequestFraming(req)
-    const route = target === null || bad !== null ? null : this.router.find(target)
+    return { target, bad, route: target === null || bad !== null ? null : this.router.find(target) }
+  }
+
+  /** node:http 'upgrade' listener. Unmatched or non-upgradable routes are refused. */
+  upgrade (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const m = this.upgradeMatches.get(req) ?? this.upgradeMatch(req)
+    const { target, bad, route } = m
     if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing || target.path === '*') {
       // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
       const code: ErrorCode = bad !== null ? bad.code : target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'

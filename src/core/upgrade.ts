@@ -130,7 +130,9 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     // after its 101 as the new protocol's first bytes, or never, if it answers the plain request
     // (measured: `curl --http2 -d hello`, an h2c upgrade, got a 200 from a backend that had read
     // an empty POST). nginx sends such a body with the request; proxycore refuses it, before any
-    // backend sees it (RFC 6455 handshakes have none).
+    // backend sees it (RFC 6455 handshakes have none). Only where node:http lacks
+    // shouldUpgradeCallback (Node 20) or the embedder did not wire `proxy.shouldUpgrade`: with it,
+    // such a request never gets here, and is proxied as a plain request with its body.
     if (hasBody(this.req)) { this.refuse(new ProxyError('ERR_BAD_REQUEST', 'an Upgrade request with a body', { phase: 'admit' })); return }
     route.admission.enter(this)
   }
@@ -519,7 +521,8 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 }
 
 /** A request body follows the head: a Content-Length above 0, or any Transfer-Encoding (RFC 9112 §6.3). */
-function hasBody (req: IncomingMessage): boolean {
+/** A body declared (Content-Length above 0, or Transfer-Encoding): node:http would hand it over as tunnel bytes. */
+export function hasBody (req: IncomingMessage): boolean {
   const h = req.headers
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && Number(h['content-length']) !== 0)
 }

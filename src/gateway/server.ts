@@ -8,7 +8,7 @@
  * new ones. The old generation drains in the background. A config that fails at any step is
  * logged and dropped; the old generation never stops serving.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
 import { chmodSync, unlinkSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { dirname, resolve } from 'node:path'
@@ -19,7 +19,9 @@ import type { Logger } from '../core/types.js'
 import { createProxy, type Proxy } from '../proxy.js'
 import type { GcFunction } from '../core/scavenge.js'
 import { SpawnSet } from './spawn-set.js'
-import { createStatus, type StatusHandler } from '../status/index.js'
+import { createStatus, STATUS_DEFAULTS, type StatusHandler } from '../status/index.js'
+import { normalizePath } from '../core/cgi/url-path.js'
+import { parseTarget } from '../core/runtime.js'
 import { AccessLogFile, openAccessLogTarget, type OpenedAccessLog } from '../status/access-log.js'
 import type { SpawnView } from '../status/model.js'
 
@@ -42,6 +44,24 @@ function spawnView (set: SpawnSet): SpawnView {
     on: (event, fn) => { for (const c of set.components) (c.manager as unknown as Emitter).on(event, fn as Listener) },
     off: (event, fn) => { for (const c of set.components) (c.manager as unknown as Emitter).off(event, fn as Listener) },
   }
+}
+
+/**
+ * Is `req` for the status live view at `statusPath`/live? Compared as createStatus compares
+ * (normalised, no trailing `/`); a path that cannot be normalised is not it.
+ */
+function isStatusLive (req: IncomingMessage, statusPath: string): boolean {
+  const t = parseTarget(req.method ?? 'GET', req.url ?? '/', req.headers.host)
+  if (t === null) return false
+  try {
+    return trimSlash(normalizePath(t.path)) === `${trimSlash(normalizePath(statusPath))}/live`
+  } catch {
+    return false
+  }
+}
+
+function trimSlash (p: string): string {
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p
 }
 
 function listenKey (c: OperatorConfig): string {
@@ -135,8 +155,22 @@ export class Gateway {
     g.proxy.handler(req, res)
   }
 
+  /**
+   * True for what the 'upgrade' listener takes: the status live view's WebSocket, and an upgrade
+   * the proxy would tunnel (`proxy.shouldUpgrade`); anything else reaches `handle` as a plain request.
+   */
+  private shouldUpgrade (req: IncomingMessage): boolean {
+    const g = this.gen
+    if (g === null) return true
+    if (g.status !== null && g.config.status !== undefined && isStatusLive(req, g.config.status.path ?? STATUS_DEFAULTS.path)) return true
+    return g.proxy.shouldUpgrade(req)
+  }
+
   private async listen (spec: string): Promise<void> {
-    const server = createServer({ requestTimeout: 0 }, (req, res) => this.handle(req, res))
+    // shouldUpgradeCallback (Node >= 22.21 / 24.9; Node 20 ignores it, and @types/node 20 lacks
+    // it): an Upgrade no route can carry is served as a plain request, as nginx does.
+    const options = { requestTimeout: 0, shouldUpgradeCallback: (req: IncomingMessage) => this.shouldUpgrade(req) } as ServerOptions
+    const server = createServer(options, (req, res) => this.handle(req, res))
     server.on('upgrade', (req, socket, head) => {
       const g = this.gen
       if (g === null) { socket.destroy(); return }

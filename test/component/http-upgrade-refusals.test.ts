@@ -5,6 +5,12 @@
  * body, as any refused request, and in `request:end`), never a hang, and no socket is left open on
  * either side. (A plain 200 instead of a 101: test/component/upgrade-tunnel.test.ts.) Raw TCP fakes
  * write what a real backend would not.
+ *
+ * The server here (proxyServer) is made without `shouldUpgradeCallback`, so node:http hands every
+ * Upgrade request to 'upgrade' on every Node version, as Node 20 always does: the refusals before
+ * routing and of a body are what such a server answers. With `proxy.shouldUpgrade` wired (Node
+ * 22.21+ / 24.9+) those requests are served as plain requests instead:
+ * test/component/upgrade-as-plain.test.ts.
  */
 import t from 'tap'
 import { connect, type Socket } from 'node:net'
@@ -53,7 +59,7 @@ for (const c of cases) {
   })
 }
 
-t.test('an Upgrade request with a body: 400 ERR_BAD_REQUEST, nothing reaches the backend (node hands over the socket at the head: the body would become tunnel bytes)', async (t) => {
+t.test('without shouldUpgradeCallback, an Upgrade request with a body: 400 ERR_BAD_REQUEST, nothing reaches the backend (node hands over the socket at the head: the body would become tunnel bytes)', async (t) => {
   let seen = 0
   const be = await backend(t, (_req, res) => { seen++; res.end('plain') })
   be.server.on('upgrade', (_req, socket: Socket) => { seen++; socket.destroy() })
@@ -74,7 +80,7 @@ t.test('an Upgrade request with a body: 400 ERR_BAD_REQUEST, nothing reaches the
   t.equal(seen, 1, 'that one reached the backend')
 })
 
-t.test('refused before routing: the body names the code too (404 ERR_NO_ROUTE, 400 for a route that cannot carry an upgrade)', async (t) => {
+t.test('without shouldUpgradeCallback, refused before routing: the body names the code too (404 ERR_NO_ROUTE, 400 for a route that cannot carry an upgrade)', async (t) => {
   const be = await backend(t, (_req, res) => { res.end('plain') })
   const { port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], match: { prefix: '/ws' } }, { protocol: 'static', docroot: '.', match: { prefix: '/files/' } }] })
   const none = await exchange(port, UPGRADE().replace('GET /ws ', 'GET /elsewhere '))

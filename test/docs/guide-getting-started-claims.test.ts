@@ -78,7 +78,7 @@ t.test('Track A, Express: the guide\'s upstream and its two answers; Ctrl-C (SIG
   const cmd = /`node -e "([^"`]+)" &`/.exec(guide)
   if (cmd === null) throw new Error('no `node -e "..." &` upstream command in the guide')
   const upstream = run(t, dir, ['-e', cmd[1].replaceAll('3000', String(up))])
-  writeFileSync(join(dir, 'express.mjs'), block("import express from 'express'").replaceAll('3000', String(up)).replaceAll('8080', String(port)))
+  writeFileSync(join(dir, 'express.mjs'), block("import http from 'node:http'\nimport express from 'express'").replaceAll('3000', String(up)).replaceAll('8080', String(port)))
   const r = run(t, dir, ['express.mjs'])
   const base = `http://127.0.0.1:${port}`
   await answering(`${base}/`, r)
@@ -115,7 +115,7 @@ t.test('"Spawned backends": with spawns, the snippet\'s signal handler (Ctrl-C) 
   t.match(guide, /Handle SIGINT and SIGTERM and call `proxy\.close\(\)`, as every snippet on this\s+page does/)
   const dir = project(t)
   writeFileSync(join(dir, 'app.mjs'), block("import http from 'node:http'\n// proxycore starts this program"))
-  const code = block("import express from 'express'")
+  const code = block("import http from 'node:http'\nimport express from 'express'")
   const handler = "for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => server.close(() => proxy.close()))"
   t.ok(code.includes(handler), 'the Express snippet handles SIGINT and SIGTERM')
   t.ok(block("import Fastify from 'fastify'").includes("for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, async () => { await app.close(); await proxy.close() })"), 'so does the Fastify one')

@@ -22,6 +22,7 @@ import { get, listen, rawBackend, rawRequest } from '../helpers/servers.js'
 import { havePeer, tempDir } from '../fastcgi/helpers/peers.js'
 import { httpOptionsSchema } from '../../src/protocols/http/options.js'
 import { root, serveKilled } from '../cli/run.js'
+import { probeShouldUpgrade } from '../helpers/node-features.js'
 
 const guide = readFileSync(join(root, 'docs/guides/http-and-websockets.md'), 'utf8')
 const yamlBlocks = [...guide.matchAll(/^```yaml\n([\s\S]*?)^```/gm)].map((m) => m[1])
@@ -293,7 +294,14 @@ t.test('the Upgrade refusals the guide lists, through proxycore serve: a 101 wit
     execFile('/usr/bin/curl', ['-sS', '-w', ' %{http_code}', ...args, `${s.url}/form`], { timeout: 10_000 }, (err, stdout) => { if (err !== null) reject(err); else resolve(stdout) })
   })
   // `curl --http2 -d hello`: an h2c upgrade carrying its POST body.
-  t.match(await curl(['--http2', '-d', 'hello']), new RegExp(`^${body?.[1] ?? ''} [^\\n]*\\n${body?.[2] ?? ''}\\n ${body?.[1] ?? ''}$`), 'curl --http2 -d: refused with the status and code the guide says')
-  t.equal(posts, 0, 'the backend never saw it')
+  const h2c = await curl(['--http2', '-d', 'hello'])
+  if (await probeShouldUpgrade()) {
+    // Node >= 22.21 / 24.9: the guide's "Upgrades a route cannot carry", a plain POST.
+    t.equal(h2c, 'read 5 200', 'curl --http2 -d: a plain POST, its 5 bytes read')
+    t.equal(posts, 1, 'the backend saw it once')
+  } else {
+    t.match(h2c, new RegExp(`^${body?.[1] ?? ''} [^\\n]*\\n${body?.[2] ?? ''}\\n ${body?.[1] ?? ''}$`), 'curl --http2 -d: refused with the status and code the guide says')
+    t.equal(posts, 0, 'the backend never saw it')
+  }
   t.equal(await curl(['-d', 'hello']), 'read 5 200', 'without --http2, the POST and its 5 bytes go through')
 })
