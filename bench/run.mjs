@@ -18,6 +18,10 @@
  *                                      request by allocation site; also with --only SCENARIO)
  *   npm run bench -- --allocations     the same for everything a request allocates, the objects
  *                                      that die young included (what sets the scavenges' pace)
+ *   npm run bench -- --profile --sizes 100   the profiling modes at some body sizes only
+ *                                      (default 100,65536)
+ *   node bench/ab.mjs                  CPU µs per request of proxycore builds side by side with the
+ *                                      undici floor (--module PATH, repeatable; see its header)
  *   node bench/run.mjs --smoke --json  1 s, direct vs proxycore, JSON on stdout (the tap smoke test)
  *
  * Only numbers from one invocation compare (see the noise note in docs/benchmarks.md).
@@ -52,6 +56,7 @@ const { values: opt } = parseArgs({
     profile: { type: 'boolean', default: false },
     survivors: { type: 'boolean', default: false },
     allocations: { type: 'boolean', default: false },
+    sizes: { type: 'string' },
     'no-write': { type: 'boolean', default: false },
     module: { type: 'string' },
     render: { type: 'string' },
@@ -60,7 +65,7 @@ const { values: opt } = parseArgs({
 })
 
 if (opt.help) {
-  console.log(`options: --runs N --duration S --connections C --quick --smoke --json --only a,b (${ALL.map((s) => s.id).join(',')},big) --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --allocations --no-write --module PATH --render results.json`)
+  console.log(`options: --runs N --duration S --connections C --quick --smoke --json --only a,b (${ALL.map((s) => s.id).join(',')},big) --big [--big-size BYTES] [--big-backends http,php-fpm,php-cgi,uwsgi,cgi] --profile --survivors --allocations --sizes 100,65536 --no-write --module PATH --render results.json`)
   process.exit(0)
 }
 
@@ -109,7 +114,8 @@ const ctx = { tmp, adapters, smoke: opt.smoke, module: opt.module, nodeArgs: [] 
 // The profiling modes: one proxycore (the HTTP one, or --only's), sampled under load.
 if (opt.profile || opt.survivors || opt.allocations) {
   const scenario = opt.only ? ALL.find((s) => s.id === opt.only) ?? null : null
-  const args = { ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario }
+  const profileSizes = opt.sizes ? opt.sizes.split(',').map(Number) : SIZES
+  const args = { ctx, tool, seconds: Number(opt.duration ?? 8), connections, resultsDir, log, scenario, sizes: profileSizes }
   if (opt.profile) await runProfile(args)
   else await runSurvivors({ ...args, all: opt.allocations })
   process.exit(0)

@@ -1,6 +1,6 @@
 /**
  * --profile [--only SCENARIO]: proxycore's HTTP path (or that scenario's) under `node --cpu-prof`
- * (100 B then 64 KiB), the profile saved in
+ * (100 B then 64 KiB, or `sizes`), the profile saved in
  * bench/results/, and the top self-time functions printed.
  */
 import { readdirSync, readFileSync, writeFileSync, mkdtempSync, renameSync } from 'node:fs'
@@ -101,10 +101,10 @@ export async function startProfiled (ctx, scenario, nodeArgs) {
   return { pc, id: scenario.id, stops }
 }
 
-export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null }) {
+export async function runProfile ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null, sizes = [100, 65536] }) {
   const profDir = mkdtempSync(join(ctx.tmp, 'prof-'))
   const { pc, id, stops } = await startProfiled(ctx, scenario, ['--cpu-prof', '--cpu-prof-dir', profDir])
-  for (const n of [100, 65536]) {
+  for (const n of sizes) {
     const r = await load(tool, pc.url(n), { connections, seconds })
     log(`profile ${id} load ${n} B: ${r.rps.toFixed(0)} req/s`)
   }

@@ -62,7 +62,7 @@ async function waitForFile (file, deadlineMs) {
  * `all` (--allocations): every sampled allocation, the objects that died young included, instead
  * of only the survivors: bytes allocated per request by site.
  */
-export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null, all = false }) {
+export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDir, log, scenario = null, all = false, sizes = [100, 65536] }) {
   const dir = mkdtempSync(join(ctx.tmp, 'survivors-'))
   const hook = pathToFileURL(fileURLToPath(new URL('survivors-hook.mjs', import.meta.url)))
   hook.searchParams.set('out', dir)
@@ -75,9 +75,9 @@ export async function runSurvivors ({ ctx, tool, seconds, connections, resultsDi
   try {
     // warm-up: the JIT, the connection pools and their first requests' objects are not the
     // steady state being measured
-    for (const n of [100, 65536]) await load(tool, pc.url(n), { connections, seconds: 2 })
+    for (const n of sizes) await load(tool, pc.url(n), { connections, seconds: 2 })
     let k = 0
-    for (const n of [100, 65536]) {
+    for (const n of sizes) {
       process.kill(pc.pid, 'SIGUSR2')
       const r = await load(tool, pc.url(n), { connections, seconds })
       process.kill(pc.pid, 'SIGUSR2')

@@ -13,9 +13,39 @@ import { hostOnly } from './router.js'
 import type { ClientInfo, RawHeaders } from './types.js'
 
 /** RFC 9110 §7.6.1 + the fields it says intermediaries SHOULD remove. */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'trailer',
 ])
+
+/**
+ * `name` is `lower` (a lower-case ASCII field name) in any case: what `name.toLowerCase() ===
+ * lower` says, without making the lower-case copy (one string per field and pass on the hot path).
+ * A name with a non-ASCII character is compared through toLowerCase itself (U+212A KELVIN SIGN
+ * lowercases to `k`), so every answer is toLowerCase's.
+ */
+export function sameName (name: string, lower: string): boolean {
+  const n = lower.length
+  if (name.length !== n) return false
+  for (let i = 0; i < n; i++) {
+    const c = name.charCodeAt(i)
+    const l = lower.charCodeAt(i)
+    if (c === l || (c === l - 32 && l >= 97 && l <= 122)) continue
+    return c > 127 ? name.toLowerCase() === lower : false
+  }
+  return true
+}
+
+/** `HOP_BY_HOP.has(name.toLowerCase())`, without the copy: only a name of one of their lengths is compared. */
+export function isHopByHop (name: string): boolean {
+  switch (name.length) {
+    case 2: return sameName(name, 'te')
+    case 7: return sameName(name, 'upgrade') || sameName(name, 'trailer')
+    case 10: return sameName(name, 'connection') || sameName(name, 'keep-alive')
+    case 16: return sameName(name, 'proxy-connection')
+    case 17: return sameName(name, 'transfer-encoding')
+    default: return false
+  }
+}
 
 /** Fields a request may carry only once (RFC 9112 §3.2 for Host; lighttpd also 400s these). */
 const SINGLETON_REQUEST = new Set(['host', 'authorization', 'proxy-authorization', 'content-type', 'content-length'])
@@ -134,10 +164,9 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
     // nginx `underscores_in_headers off`: WSGI, Rack, PHP and CGI-style backends fold `_` and `-`
     // into one HTTP_X_FORWARDED_HOST, so `X_Forwarded_Host` would undo the replacement below.
     if (name.includes('_')) continue
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower)) continue
-    if (listed !== null && listed.has(lower)) continue
-    switch (lower) {
+    if (isHopByHop(name)) continue
+    if (listed !== null && listed.has(name.toLowerCase())) continue
+    switch (forwardingField(name)) {
       case 'expect': continue
       case 'host':
         if (opts.host === 'preserve') out.push(name, raw[i + 1])
@@ -179,6 +208,23 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
   return out
 }
 
+/**
+ * The lower-case name of a request field forwardRequestHeaders treats apart (Expect, Host, and the
+ * ones the proxy adds itself), or null for any other: found by length, no lower-case copy.
+ */
+function forwardingField (name: string): string | null {
+  switch (name.length) {
+    case 3: return sameName(name, 'via') ? 'via' : null
+    case 4: return sameName(name, 'host') ? 'host' : null
+    case 6: return sameName(name, 'expect') ? 'expect' : null
+    case 9: return sameName(name, 'forwarded') ? 'forwarded' : null
+    case 15: return sameName(name, 'x-forwarded-for') ? 'x-forwarded-for' : null
+    case 16: return sameName(name, 'x-forwarded-host') ? 'x-forwarded-host' : null
+    case 17: return sameName(name, 'x-forwarded-proto') ? 'x-forwarded-proto' : null
+    default: return null
+  }
+}
+
 /** RFC 7239 §6: IPv6 nodes are quoted and bracketed. */
 function forwardedNode (addr: string): string {
   return addr.includes(':') ? `"[${addr}]"` : addr
@@ -205,9 +251,11 @@ export interface ResponseRewrite {
  * Connection/Upgrade, as nginx does), rewrite Location and Set-Cookie for prefix-mapped routes.
  */
 export function filterResponseHeaders (raw: RawHeaders, status: number, rw: ResponseRewrite | null, httpVersion: string): RawHeaders {
+  // No lower-case copy of a name unless `Connection` listed field names (rare): the names looked
+  // for are found by their length first (sameName, isHopByHop).
   let listed: Set<string> | null = null
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
+    if (sameName(raw[i], 'connection')) {
       const l = connectionListed(raw[i + 1])
       if (l !== null) { listed ??= new Set(); for (const n of l) listed.add(n) }
     }
@@ -216,16 +264,17 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
   let via: string | null = null
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
-    const lower = name.toLowerCase()
-    if (status !== 101 && HOP_BY_HOP.has(lower)) continue
-    if (listed !== null && listed.has(lower) && status !== 101) continue
+    if (status !== 101) {
+      if (isHopByHop(name)) continue
+      if (listed !== null && listed.has(name.toLowerCase())) continue
+    }
     // RFC 9110 §8.6: a 204 MUST NOT carry Content-Length, and node:http would send the backend's.
-    if (status === 204 && lower === 'content-length') continue
+    if (status === 204 && sameName(name, 'content-length')) continue
     let value = raw[i + 1]
     if (rw !== null) {
-      if (lower === 'location' || lower === 'content-location') value = rewriteLocation(value, rw)
-      else if (lower === 'set-cookie') value = rewriteCookie(value, rw)
-      else if (lower === 'via' && rw.via !== '') { via = via === null ? value : `${via}, ${value}`; continue }
+      if (sameName(name, 'location') || sameName(name, 'content-location')) value = rewriteLocation(value, rw)
+      else if (sameName(name, 'set-cookie')) value = rewriteCookie(value, rw)
+      else if (rw.via !== '' && sameName(name, 'via')) { via = via === null ? value : `${via}, ${value}`; continue }
     }
     out.push(name, value)
   }

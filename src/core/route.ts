@@ -12,7 +12,7 @@ import { buildCgiEnv } from './cgi/env.js'
 import { fixedScript, resolveScript, type SymlinkPolicy } from './cgi/script.js'
 import { encodePath, normalizePath } from './cgi/url-path.js'
 import { ProxyError } from './errors.js'
-import { forwardRequestHeaders, type ResponseRewrite } from './headers.js'
+import { forwardRequestHeaders, type ForwardOptions, type ResponseRewrite } from './headers.js'
 import type { BackendPool } from './pool.js'
 import type { ProxyExchange } from './exchange.js'
 import { hostOnly } from './router.js'
@@ -97,6 +97,8 @@ export class CompiledRoute {
   readonly prepare: ((ex: ProxyExchange) => Promise<Prepared>) | null
   readonly authorizer: AuthorizerSettings | null
   private readonly rewrite: ResponseRewrite | null
+  /** forwardRequestHeaders' options, made once: [for a peer that is not a trusted proxy, for one that is]. */
+  private readonly forwardOptions: readonly [ForwardOptions, ForwardOptions]
 
   constructor (readonly s: RouteSettings) {
     this.name = s.name
@@ -108,6 +110,8 @@ export class CompiledRoute {
     this.cgi = s.cgi
     this.authorizer = s.authorizer
     this.admission = new Admission(s.maxConcurrent, s.queue, s.queueTimeout, this.stats)
+    const forward = { host: s.hostHeader, xForwarded: s.xForwarded, forwarded: s.forwarded, via: s.via }
+    this.forwardOptions = [{ ...forward, peerTrusted: false }, { ...forward, peerTrusted: true }]
     const caps = s.adapter.capabilities
     this.prepare = caps.needsContentLength || s.cgi !== null ? (ex) => this.prepareCgi(ex) : null
     // Location/Set-Cookie mapping is for HTTP upstreams that see the path without the prefix; CGI
@@ -144,14 +148,7 @@ export class CompiledRoute {
   }
 
   forwardHeaders (ex: ProxyExchange): RawHeaders {
-    const peerTrusted = this.s.peerTrusted(ex.peer)
-    return forwardRequestHeaders(ex.req, ex.client, ex.peer, {
-      host: this.s.hostHeader,
-      xForwarded: this.s.xForwarded,
-      forwarded: this.s.forwarded,
-      via: this.s.via,
-      peerTrusted,
-    }, false)
+    return forwardRequestHeaders(ex.req, ex.client, ex.peer, this.forwardOptions[this.s.peerTrusted(ex.peer) ? 1 : 0], false)
   }
 
   /**
