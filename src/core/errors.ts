@@ -31,6 +31,7 @@ export const ERRORS = {
 
   // --- client side --------------------------------------------------------------
   ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },
+  ERR_UNSUPPORTED_TRANSFER_CODING: { status: 501, message: 'The request uses a transfer coding the proxy cannot decode', action: 'None: the client sent a Transfer-Encoding other than chunked (RFC 9112 §6.1).' },
   ERR_TOO_MANY_HEADERS: { status: 431, message: 'The request has more header lines than the proxy forwards (1000)', action: 'None if the client is hostile; else send fewer headers (node:http drops the lines past its count limit unseen, Content-Length included).' },
   ERR_BAD_HEADER_VALUE: { status: 400, message: 'A request header cannot be encoded for the backend protocol', action: 'None: the client sent a header with a forbidden byte.' },
   ERR_BODY_TOO_LARGE: { status: 413, message: 'Request body exceeds the configured limit', action: 'Raise maxBodySize on the route if the upload is legitimate (spoolLimit when the log names it: a body buffered for FastCGI, SCGI or CGI).' },

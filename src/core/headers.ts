@@ -107,10 +107,16 @@ export function checkRequestFraming (req: IncomingMessage): ProxyError | null {
     if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
       return new ProxyError('ERR_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 request', { phase: 'route' })
     }
-    // Node de-chunks `gzip, chunked` but leaves the gzip coding: nothing downstream can take it
-    // (CGI cannot, RFC 3875 §4.2). RFC 9112 §6.1 suggests 501; we answer 400 with a stable code.
     if (te.trim().toLowerCase() !== 'chunked') {
-      return new ProxyError('ERR_BAD_REQUEST', `unsupported Transfer-Encoding ${JSON.stringify(te)}`, { phase: 'route' })
+      // RFC 9112 §6.3: chunked not the final coding, the body's length cannot be known: 400.
+      const codings = te.split(',')
+      if ((codings[codings.length - 1] ?? '').trim().toLowerCase() !== 'chunked') {
+        return new ProxyError('ERR_BAD_REQUEST', `Transfer-Encoding ${JSON.stringify(te)} does not end with chunked`, { phase: 'route' })
+      }
+      // Node de-chunks `gzip, chunked` but leaves the gzip coding: nothing downstream can take it
+      // (CGI cannot, RFC 3875 §4.2). RFC 9112 §6.1: a server that does not understand a transfer
+      // coding SHOULD answer 501, as nginx does ("unknown Transfer-Encoding").
+      return new ProxyError('ERR_UNSUPPORTED_TRANSFER_CODING', `Transfer-Encoding ${JSON.stringify(te)}`, { phase: 'route' })
     }
   }
   return null
