@@ -143,7 +143,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (this.rt.events.wantsRequests) {
       this.rt.events.requestStart({ id: this.id, route: route.name, method: this.method, url: this.url, client: this.client.address })
     }
-    this.res.once('close', this.onResClose)
+    // on(), not once(): once() wraps the listener (151 B per request); finish() removes it, and
+    // onResClose ignores a call after the exchange is done.
+    this.res.on('close', this.onResClose)
     route.admission.enter(this)
   }
 
