@@ -172,7 +172,9 @@ export function childEnvironment (spec: ResolvedSpec, extra: Record<string, stri
     if (v !== undefined) env[key] = v
   }
   Object.assign(env, spec.environment)
-  for (const key in extra) {
+  // Own keys only (Object.keys, as Object.assign did): a key on a polluted Object.prototype is
+  // never a variable (test/spawn/prototype-pollution.test.ts).
+  for (const key of Object.keys(extra)) {
     // A pipe spawn's request variables: a client header arrives as HTTP_*, and never replaces a
     // variable the operator set in `environment` (CVE-2018-1283's shape: a header posing as a
     // server-set variable). Every other request variable is the request's and goes over.
