@@ -115,7 +115,7 @@ import { createServer } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { backend, closeServer, get, listen, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
+import { backend, closeServer, eachRequestHead, get, listen, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
 import { settled } from '../helpers/counters.js'
 import { cgiProxy, parseEnv, writeScripts } from '../cgi/harness.js'
 import { PHP_FPM, havePeer, startPhpFpm, tempDir } from '../fastcgi/helpers/peers.js'
@@ -334,15 +334,9 @@ t.test('AC-66 HEAD answers carry no body, whatever the backend sends', async (t)
       const c = { sock, methods: [] as string[], closed: false }
       conns.push(c)
       sock.on('close', () => { c.closed = true })
-      let buf = ''
-      sock.on('data', (d: Buffer) => {
-        buf += d.toString('latin1')
-        for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
-          const method = buf.slice(0, buf.indexOf(' '))
-          buf = buf.slice(end + 4)
-          c.methods.push(method)
-          sock.write(method === 'HEAD' ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello' : 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond')
-        }
+      eachRequestHead(sock, (method) => {
+        c.methods.push(method)
+        sock.write(method === 'HEAD' ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello' : 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond')
       })
     })
     const { port } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address] }] })
@@ -378,17 +372,11 @@ t.test('AC-69 bytes beyond a complete response never reach another request', asy
     const c = { sock, paths: [] as string[], closed: false }
     conns.push(c)
     sock.on('close', () => { c.closed = true })
-    let buf = ''
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1')
-      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
-        const path = buf.split(' ')[1]
-        buf = buf.slice(end + 4)
-        c.paths.push(path)
-        if (path === '/extra') sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA-BYTES-AFTER-THE-BODY')
-        else if (path === '/then-poison') sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', () => { poisoned = () => sock.write('HTTP/1.1 200 OK\r\nPoison: 1\r\nContent-Length: 6\r\n\r\npoison') })
-        else sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`)
-      }
+    eachRequestHead(sock, (_method, path) => {
+      c.paths.push(path)
+      if (path === '/extra') sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA-BYTES-AFTER-THE-BODY')
+      else if (path === '/then-poison') sock.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', () => { poisoned = () => sock.write('HTTP/1.1 200 OK\r\nPoison: 1\r\nContent-Length: 6\r\n\r\npoison') })
+      else sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`)
     })
   })
   const { url } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address] }] })

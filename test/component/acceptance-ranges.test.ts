@@ -118,7 +118,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { alive, childrenOf, guardLeaks, processesIn, processGroup, waitFor } from '../helpers/leaks.js'
-import { closeServer, get, listen, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
+import { closeServer, eachRequestHead, get, listen, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
 import { idFree, ownedFile, withTestUsers } from '../helpers/users.js'
 import { settled } from '../helpers/counters.js'
 import { cgiProxy, writeScripts } from '../cgi/harness.js'
@@ -325,22 +325,16 @@ t.test('AC-27 a script the target user cannot reach is refused with its reason, 
 t.test('AC-64 hop-by-hop fields of a backend response never reach the client', async (t) => {
   guardLeaks(t, { timeoutMs: 10_000 })
   const be = await rawBackend(t, (sock) => {
-    let buf = ''
-    sock.on('data', (d: Buffer) => {
-      buf += d.toString('latin1')
-      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
-        const path = buf.split(' ')[1]
-        buf = buf.slice(end + 4)
-        if (path === '/hop') {
-          sock.write('HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal, Set-Cookie\r\nX-Internal: secret\r\nSet-Cookie: sid=1\r\n' +
-            'Keep-Alive: timeout=99\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\nX-Kept: yes\r\nContent-Length: 3\r\n\r\nhop')
-        } else if (path === '/close') {
-          sock.end('HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kept: yes\r\n\r\nclosed-by-eof')
-        } else if (path === '/chunked') {
-          sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n')
-        } else {
-          sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`)
-        }
+    eachRequestHead(sock, (_method, path) => {
+      if (path === '/hop') {
+        sock.write('HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal, Set-Cookie\r\nX-Internal: secret\r\nSet-Cookie: sid=1\r\n' +
+          'Keep-Alive: timeout=99\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTE: trailers\r\nX-Kept: yes\r\nContent-Length: 3\r\n\r\nhop')
+      } else if (path === '/close') {
+        sock.end('HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kept: yes\r\n\r\nclosed-by-eof')
+      } else if (path === '/chunked') {
+        sock.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n')
+      } else {
+        sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`)
       }
     })
   })

@@ -36,6 +36,22 @@ export async function rawBackend (t: Tap, fn: (socket: Socket) => void): Promise
   return { server, port, address: `127.0.0.1:${port}`, sockets }
 }
 
+/**
+ * For a raw backend: calls `fn(method, path)` for each request head the socket receives (requests
+ * without a body), in order, however the bytes are split.
+ */
+export function eachRequestHead (sock: Socket, fn: (method: string, path: string) => void): void {
+  let buf = ''
+  sock.on('data', (d: Buffer) => {
+    buf += d.toString('latin1')
+    for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+      const [method = '', path = ''] = buf.slice(0, end).split(' ')
+      buf = buf.slice(end + 4)
+      fn(method, path)
+    }
+  })
+}
+
 /** createProxy + a node:http server on loopback; closed at teardown. */
 export async function proxyServer (t: Tap, config: CreateProxyOptions): Promise<{ proxy: Proxy, server: Server, port: number, url: string }> {
   const proxy = await createProxy({ logger: silentLogger, ...config })
