@@ -486,7 +486,9 @@ t.test('AC-98 status counters tell the truth under saturation (php-fpm)', async 
     JSON.parse((await get(`${url}/server-status?format=json`)).body.toString())
 
   const all = Array.from({ length: 6 }, async () => await get(`${url}/wait.php`))
-  const busy = await waitFor(async () => { const s = (await json()).routes[0]; return s.active === 2 && s.queued === 2 && s.dropped === 2 }, 15_000, 50)
+  // A slot is taken at admission; the backend's inflight counts once the request is dispatched after
+  // its script is resolved: wait for both.
+  const busy = await waitFor(async () => { const s = (await json()).routes[0]; return s.active === 2 && s.queued === 2 && s.dropped === 2 && s.backends[0].inflight === 2 }, 15_000, 50)
   const s = (await json()).routes[0]
   t.ok(busy, `AC-98 saturated: active ${s.active}, queued ${s.queued}, dropped ${s.dropped}`)
   t.equal(s.backends[0].inflight, 2, 'AC-98 two requests in php-fpm')
