@@ -22,6 +22,22 @@ import { haveUwsgi, launchUwsgi, type UwsgiPeer } from '../scgi/uwsgi-peer.js'
 import { createProxy, type CreateProxyOptions, type Proxy } from '../../src/index.js'
 import type { SpawnManager } from '../../src/spawn/manager.js'
 
+/**
+ * `proxy` behind a node:http server on loopback. At teardown the gate opens first (so no backend
+ * is left waiting for it), then the server and the proxy close and the temp dir `T` goes.
+ */
+async function serveGated (t: Test, proxy: Proxy, gateFile: string, T: string): Promise<{ port: number, m: SpawnManager }> {
+  const server: Server = createServer(proxy.handler)
+  const port = await listen(server)
+  t.teardown(async () => {
+    writeFileSync(gateFile, '')
+    await closeServer(server)
+    await proxy.close(2000)
+    rmSync(T, { recursive: true, force: true })
+  })
+  return { port, m: proxy.spawns as SpawnManager }
+}
+
 guardLeaks(t, { timeoutMs: 10_000 })
 
 interface Host { proxy: Proxy, m: SpawnManager, url: string, port: number, T: string, log: () => string[], gate: () => void }
@@ -58,15 +74,7 @@ async function host (t: Test, socket: 'unix' | 'tcp', retries?: number, children
     },
     routes: [{ protocol: 'fastcgi', spawn: 'php', docroot: www, timeouts: { headers: '30s' }, ...(retries !== undefined ? { retries } : {}) }],
   } as CreateProxyOptions)
-  const server: Server = createServer(proxy.handler)
-  const port = await listen(server)
-  t.teardown(async () => {
-    writeFileSync(gateFile, '')
-    await closeServer(server)
-    await proxy.close(2000)
-    rmSync(T, { recursive: true, force: true })
-  })
-  const m = proxy.spawns as SpawnManager
+  const { port, m } = await serveGated(t, proxy, gateFile, T)
   t.ok(await waitFor(() => m.status()[0].processes.some((p) => p.state === 'ready'), 15_000), 'php-cgi is ready')
   return {
     proxy, m, url: `http://127.0.0.1:${port}`, port, T,
@@ -246,15 +254,7 @@ server.listen(Number(process.env.PORT), process.env.HOST)
     spawns: { app: { binPath: [process.execPath, app], socketName: '127.0.0.1:0', handoff: 'self', minProcs: 1, idleTimeout: 0, stopTimeout: 2000, restart: { initialDelay: 20, maxDelay: 100, maxStarts: 100, window: 60_000 } } },
     routes: [{ protocol: 'http', spawn: 'app', timeouts: { headers: '30s' } }],
   } as CreateProxyOptions)
-  const server: Server = createServer(proxy.handler)
-  const port = await listen(server)
-  t.teardown(async () => {
-    writeFileSync(gateFile, '')
-    await closeServer(server)
-    await proxy.close(2000)
-    rmSync(T, { recursive: true, force: true })
-  })
-  const m = proxy.spawns as SpawnManager
+  const { port, m } = await serveGated(t, proxy, gateFile, T)
   const ready = (): Array<{ pid: number | null, inflight: number }> => m.status()[0].processes.filter((p) => p.state === 'ready')
   t.ok(await waitFor(() => ready().length === 1, 15_000), 'the Node server is ready')
   const lines = (): string[] => readFileSync(logFile, 'utf8').split('\n').filter((l) => l !== '')
