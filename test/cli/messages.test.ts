@@ -5,12 +5,12 @@
  */
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { defaultLogger } from '../../src/logger.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { runCli, serve } from './run.js'
+import { deadPort as closedPort } from '../helpers/ports.js'
 
 const LEVELS = 'fatal | error | warn | info | debug | trace | silent'
 
@@ -24,15 +24,6 @@ function config (dir: string, body: string): string {
   const file = join(dir, 'proxycore.yaml')
   writeFileSync(file, body)
   return file
-}
-
-/** A loopback port nothing listens on (bound, then closed). */
-async function closedPort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
 }
 
 const noStack = /\n\s+at |Error: /

@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { alive, guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { appDir, getText, serveKilled } from './run.js'
+import { freePort } from '../helpers/ports.js'
 
 // `/hold` answers its head and never ends: a request the old generation must drain.
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
@@ -22,14 +23,6 @@ http.createServer((req, res) => {
 `
 
 const setup = (t: Teardown): { dir: string, file: string, app: string } => appDir(t, BACKEND, 'pc-reload-')
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as AddressInfo).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
 
 const get = getText
 

@@ -13,6 +13,7 @@ import { parseEndpoint } from '../../src/core/endpoint.js'
 import { silentLogger, type BackendClient, type Exchange, type FlowControl, type ProxyError, type RawHeaders } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, closeServer, get, listen, proxyServer } from '../helpers/servers.js'
+import { deadPort } from '../helpers/ports.js'
 
 guardLeaks(t)
 
@@ -108,14 +109,6 @@ function send (c: BackendClient, path: string): Promise<Outcome> {
       onError (err: ProxyError) { outcome.error = err; outcome.calls++; resolve(outcome) },
     })
   })
-}
-
-/** A loopback port nothing listens on (bound, then closed). */
-async function deadPort (): Promise<number> {
-  const s = createServer()
-  const port = await listen(s)
-  await closeServer(s)
-  return port
 }
 
 t.test('a connection whose connect failed is replaced: the backend, once up, gets the next request', async (t) => {

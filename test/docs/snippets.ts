@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
@@ -14,13 +13,7 @@ import { root } from '../cli/run.js'
 
 type Tap = Test
 
-export async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as AddressInfo).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
+export { freePort } from '../helpers/ports.js'
 
 /** A new user's project: ESM, with proxycore (this checkout) and the guide's other packages. */
 export function project (t: Tap): string {

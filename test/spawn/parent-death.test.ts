@@ -35,6 +35,7 @@ import { get } from '../helpers/servers.js'
 import { ensureBuilt } from '../cli/run.js'
 import { Launcher } from '../../src/spawn/launcher.js'
 import { resolveSpec } from '../../src/spawn/spec.js'
+import { freePort } from '../helpers/ports.js'
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url))
 const HOST = fileURLToPath(new URL('./fixtures/parent-death-host.mjs', import.meta.url))
@@ -51,15 +52,6 @@ function havePhp (t: Test): boolean {
   if (process.env.CI === 'true') t.fail(`${PHP} missing (required in CI)`)
   else t.pass(`${PHP} not installed`, { skip: `${PHP} not installed` })
   return false
-}
-
-/** A free TCP port on loopback (the kernel's choice, released at once). */
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
 }
 
 /** Can this process bind `port` on loopback now? */
