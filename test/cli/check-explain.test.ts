@@ -12,7 +12,9 @@ import { dirname, join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { runCli } from './run.js'
 
-const U = { name: 'pcxexpl', id: 2011 }
+// An id no other test file uses (2011 is test/spawn/health-identity's pchealth: run alongside, one
+// useradd failed with "UID 2011 is not unique").
+const U = { name: 'pcxexpl', id: 2031 }
 
 if (process.getuid?.() !== 0) {
   if (process.env.CI === 'true') t.fail('check --explain identity tests need root in CI')

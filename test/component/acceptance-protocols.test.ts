@@ -337,8 +337,9 @@ t.test('AC-83 php-fpm worker crash mid-response', async (t) => {
 
 
 t.test('AC-54 Swap during resolve (residual TOCTOU) [ROOT]', async (t) => {
-  const SXA = { name: 'sxa', id: 2001 }
-  const SXB = { name: 'sxb', id: 2002 }
+  // Ids no other test file uses (2001/2002 are test/spawn/identity's pcsxa/pcsxb).
+  const SXA = { name: 'sxa', id: 2051 }
+  const SXB = { name: 'sxb', id: 2052 }
   if (!withTestUsers(t, 'AC-54', [SXA, SXB])) return
   guardLeaks(t)
   const dir = tempDir(t, 'pc-ac54-')

@@ -118,6 +118,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { alive, childrenOf, guardLeaks, processesIn, processGroup, waitFor } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
 import { closeServer, eachRequestHead, get, listen, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
 import { idFree, ownedFile, withTestUsers } from '../helpers/users.js'
 import { settled } from '../helpers/counters.js'
@@ -244,7 +245,8 @@ t.test('AC-16 a live listener at the spawn\'s address is never stolen: FAILED wi
     return s
   }
   const onUnix = await foreign(sock)
-  const onTcp = await foreign(0)
+  // Closed below for the spawn to bind: a port no listen(0) elsewhere can take meanwhile.
+  const onTcp = await foreign(await freePort())
   const port = (onTcp.address() as { port: number }).port
   t.teardown(async () => { await Promise.all(foreigners.filter((s) => s.listening).map(async (s) => await closeServer(s))) })
   const restart = { initialDelay: 20, maxDelay: 40, maxStarts: 3, window: 60_000 }

@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { childrenOf, guardLeaks, processGroup, readProc, waitFor } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
 import { get, listen, closeServer } from '../helpers/servers.js'
 import { FCGIWRAP, havePeer, PHP_CGI, PHP_FPM } from '../fastcgi/helpers/peers.js'
 import { serveKilled } from '../cli/run.js'
@@ -88,7 +89,9 @@ t.test('AC-01 fcgiwrap on tcp and unix (socket on fd 0) and a CGI pipe spawn; st
   const sock = join(T, 'run', 'a.sock')
   const h = await host(t, {
     spawns: {
-      tcp: { binPath: [FCGIWRAP, '-c', '1'], socketName: '127.0.0.1:0' },
+      // Refused after the stop: not a kernel-picked port, which the next listen(0) of any test
+      // alongside may take meanwhile (see helpers/ports.ts).
+      tcp: { binPath: [FCGIWRAP, '-c', '1'], socketName: `127.0.0.1:${await freePort()}` },
       unix: { binPath: [FCGIWRAP, '-c', '1'], socketName: sock },
       pipe: { socketType: 'pipe' },
     },

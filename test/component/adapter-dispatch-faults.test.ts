@@ -11,6 +11,7 @@ import t from 'tap'
 import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { deadPort } from '../helpers/ports.js'
 import { ZERO, counters, settled } from '../helpers/counters.js'
 import { get, proxyServer, rawBackend, rawRequest } from '../helpers/servers.js'
 import { ProxyError, registerAdapter, watchAbort, type BackendClient, type ClientContext, type Endpoint, type Exchange, type ProtocolAdapter, type ResponseHandler, type UpgradeHandler } from '../../src/index.js'
@@ -214,9 +215,7 @@ t.test('dispatch throws on the failover dispatch (called from the adapter\'s own
   const noUnhandled = strictRejections(t)
   // The first backend refuses connections: the core retries on the second, whose dispatch throws
   // from inside the first one's onError. Two routes' worth of adapter: /throw only on the second.
-  const refused = await rawBackend(t, () => {})
-  const address = refused.address
-  await new Promise<void>((resolve) => refused.server.close(() => resolve()))
+  const address = `127.0.0.1:${await deadPort()}`
   const tried: string[] = []
   const failover: ProtocolAdapter = {
     ...faulty,

@@ -7,9 +7,9 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createServer } from 'node:net'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { backend, closeServer, get, listen, proxyServer, type Got } from '../helpers/servers.js'
+import { deadPort, freePort } from '../helpers/ports.js'
+import { backend, closeServer, get, proxyServer, type Got } from '../helpers/servers.js'
 import { startFake, respond } from '../fastcgi/helpers/fake.js'
 import { rec, endBody } from '../fastcgi/helpers/records.js'
 import { tempDir } from '../fastcgi/helpers/peers.js'
@@ -19,7 +19,7 @@ guardLeaks(t)
 
 interface Tap { teardown (fn: () => unknown): void }
 
-async function named (t: Tap, name: string, delayMs = 0) {
+async function named (t: Tap, name: string, delayMs = 0, port = 0) {
   const seen: string[] = []
   const bodies: string[] = []
   const be = await backend(t, (req, res) => {
@@ -32,16 +32,13 @@ async function named (t: Tap, name: string, delayMs = 0) {
       if (delayMs === 0) res.end(name)
       else setTimeout(() => res.end(name), delayMs)
     })
-  })
+  }, port)
   return { ...be, seen, bodies, name }
 }
 
-/** A loopback port nothing listens on. */
+/** A loopback port nothing listens on (not one a closed listen(0) gave back: see helpers/ports.ts). */
 async function deadAddress (): Promise<string> {
-  const s = createServer()
-  const port = await listen(s)
-  await closeServer(s)
-  return `127.0.0.1:${port}`
+  return `127.0.0.1:${await deadPort()}`
 }
 
 t.test('least-connection sends most of a concurrent load to the fast backend', async (t) => {
@@ -173,8 +170,9 @@ t.test('FastCGI OVERLOADED: the busy backend is skipped briefly (as for EAGAIN),
 })
 
 t.test('no false pool:down while a backend whose disableTime is over is still marked disabled', async (t) => {
-  const a = await named(t, 'a')
-  const b = await named(t, 'b')
+  // Both are stopped mid-test and a listens again: ports no listen(0) elsewhere can take meanwhile.
+  const a = await named(t, 'a', 0, await freePort())
+  const b = await named(t, 'b', 0, await freePort())
   const aPort = a.port
   // Keys that hash to a (index 0) and to b (index 1).
   const keys = Array.from({ length: 64 }, (_, i) => `/k${i}`)

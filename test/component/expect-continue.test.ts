@@ -12,6 +12,7 @@ import { createServer } from 'node:http'
 import { connect } from 'node:net'
 import { createProxy, silentLogger, type CreateProxyOptions } from '../../src/index.js'
 import { guardLeaks } from '../helpers/leaks.js'
+import { deadPort as freeDeadPort } from '../helpers/ports.js'
 import { backend, closeServer, listen } from '../helpers/servers.js'
 import { PHP_CGI, havePeer as haveFcgiPeer } from '../fastcgi/helpers/peers.js'
 import { startUwsgi, uwsgiSkip } from '../scgi/uwsgi-peer.js'
@@ -82,10 +83,8 @@ t.test('HTTP route: 100 only once the body is read; no 100 for a 404 or a backen
     req.on('data', (c: Buffer) => h.update(c))
     req.on('end', () => res.end(h.digest('hex')))
   })
-  // A port nothing listens on: bound then closed.
-  const dead = createServer()
-  const deadPort = await listen(dead)
-  await closeServer(dead)
+  // A port nothing listens on (not one a closed listen(0) gave back: see helpers/ports.ts).
+  const deadPort = await freeDeadPort()
   const port = await continueProxy(t, {
     routes: [
       { match: { prefix: '/up/' }, protocol: 'http', backends: [be.address], maxBodySize: BODY.length },

@@ -5,6 +5,7 @@
 import t from 'tap'
 import { request } from 'node:http'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { deadPort, freePort } from '../helpers/ports.js'
 import { backend, closeServer, get, proxyServer } from '../helpers/servers.js'
 
 guardLeaks(t)
@@ -12,13 +13,13 @@ guardLeaks(t)
 interface Tap { teardown (fn: () => unknown): void }
 
 /** A backend that answers with its own name and records what it saw. */
-async function named (t: Tap, name: string) {
+async function named (t: Tap, name: string, port = 0) {
   const seen: Array<{ url: string, host: string | undefined }> = []
   const be = await backend(t, (req, res) => {
     seen.push({ url: req.url ?? '', host: req.headers.host })
     req.resume()
     req.on('end', () => res.end(name))
-  })
+  }, port)
   return { ...be, seen, name }
 }
 
@@ -91,8 +92,7 @@ t.test('balancers: round-robin spreads, hash and sticky keep keys in place', asy
 
 t.test('failover: a refused backend is skipped and disabled; a sole backend is tried every time', async (t) => {
   const a = await named(t, 'a')
-  const dead = await named(t, 'dead')
-  await closeServer(dead.server)
+  const dead = { address: `127.0.0.1:${await deadPort()}` }
   const { url, proxy } = await proxyServer(t, {
     routes: [
       { match: { prefix: '/mixed/' }, protocol: 'http', backends: [dead.address, a.address], balance: 'round-robin', disableTime: '5s' },
@@ -117,7 +117,8 @@ t.test('failover: a refused backend is skipped and disabled; a sole backend is t
 })
 
 t.test('a sole backend that restarts serves again at once, not after disableTime', async (t) => {
-  const b = await named(t, 'b')
+  // Stopped, then bound again: a port no listen(0) elsewhere can take in between.
+  const b = await named(t, 'b', await freePort())
   const { url } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [b.address], disableTime: '30s' }] })
   t.equal((await get(`${url}/`)).body.toString(), 'b')
   await closeServer(b.server)

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { WebSocket } from 'ws'
 import type { Proxy, RequestEndEvent, RequestStartEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { deadPort } from '../helpers/ports.js'
 import { wsBackend } from '../helpers/ws-backend.js'
 import { backend, closeServer, get, listen, proxyServer, rawBackend } from '../helpers/servers.js'
 
@@ -82,10 +83,8 @@ function closeWs (ws: WebSocket): Promise<void> {
   return new Promise((resolve) => { ws.once('close', () => resolve()); ws.close() })
 }
 
-async function deadAddress (t: Tap): Promise<string> {
-  const dead = await rawBackend(t, () => {})
-  await closeServer(dead.server)
-  return dead.address
+async function deadAddress (): Promise<string> {
+  return `127.0.0.1:${await deadPort()}`
 }
 
 t.test('a backend that never answers the Upgrade: 504 ERR_HEADERS_TIMEOUT after timeouts.headers, slot and connection released', async (t) => {
@@ -125,7 +124,8 @@ t.test('a client that leaves before the 101 is noticed at once: backend connecti
       s.once('data', () => {
         s.on('end', () => { backendSawFin = true })
         s.resume()
-        setTimeout(() => { late = true; if (!s.destroyed) s.write(SWITCHED) }, 500)
+        // 2 s late: the FIN gets 1.5 s (it had 300 ms, which a loaded 2-core machine can exceed).
+        setTimeout(() => { late = true; if (!s.destroyed) s.write(SWITCHED) }, 2000)
       })
     })
     const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], maxConcurrent: 1, queue: 0 }] })
@@ -134,11 +134,11 @@ t.test('a client that leaves before the 101 is noticed at once: backend connecti
     t.ok(await waitFor(() => be.sockets.length === 1, 2000), 'the backend got the upgrade')
     if (how === 'FIN') c.sock.end()
     else c.sock.destroy()
-    t.ok(await waitFor(() => backendSawFin, 300), `${how}: the backend connection is closed at once`)
+    t.ok(await waitFor(() => backendSawFin, 1500), `${how}: the backend connection is closed at once`)
     t.notOk(late, 'before the backend answered')
     t.equal(proxy.routes[0].admission.active, 0, `${how}: the slot is free`)
     t.match(ev.ends, [{ url: '/ws', status: 499, error: 'ERR_CLIENT_ABORTED', backend: be.address }])
-    await waitFor(() => late, 2000)
+    await waitFor(() => late, 4000)
     await new Promise((resolve) => setTimeout(resolve, 50))
     t.equal(ev.ends.length, 1, 'the late 101 makes no tunnel')
     t.notMatch(c.text, /101/)
@@ -334,15 +334,16 @@ t.test('a half-closed tunnel whose other side never ends is closed after timeout
 
 t.test('a tunnel that carries no byte either way for timeouts.tunnel is closed; one in use stays open', async (t) => {
   const be = await wsBackend(t, { greet: false })
-  const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], timeouts: { tunnel: 400 } }] })
+  const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [be.address], timeouts: { tunnel: 1000 } }] })
   const ev = record(proxy)
   const ws = new WebSocket(`ws://127.0.0.1:${port}/t`)
   ws.on('error', () => {})
   t.teardown(() => { ws.terminate() })
   await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
   const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
-  // A message each 100 ms (in one direction or the other, the echo), for five times the timeout.
-  for (let i = 0; i < 20; i++) {
+  // A message each 100 ms (in one direction or the other, the echo), for five times the timeout:
+  // a pause must be 10x that long to reach the timeout (at 400 ms, a loaded machine's 4x could).
+  for (let i = 0; i < 50; i++) {
     ws.send(`m${i}`)
     await new Promise<void>((resolve) => ws.once('message', () => resolve()))
     await new Promise((resolve) => setTimeout(resolve, 100))
@@ -379,7 +380,7 @@ t.test('WebSocket close codes and resets still propagate through the half-closin
 
 t.test('failover: a connect failure is retried on an untried backend, up to retries', async (t) => {
   const live = await wsBackend(t)
-  const dead = await deadAddress(t)
+  const dead = await deadAddress()
   const { port, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [dead, live.address], balance: 'round-robin', retries: 2, disableTime: '30s' }] })
   const ev = record(proxy)
   const { ws, first } = await openWs(`ws://127.0.0.1:${port}/f`)

@@ -101,8 +101,9 @@ t.test('a backend that holds its output open after an X-Sendfile head holds neit
 })
 
 t.test('a file the proxy itself may not open (not root, EACCES) is a 502 ERR_SENDFILE_FORBIDDEN, not an internal error', async (t: Test) => {
-  const U = { name: 'pcauditsf', id: 2181 }
-  const O = { name: 'pcauditsfo', id: 2182 }
+  // Ids no other test file uses (2181/2182 are test/static/static-precompressed-link's).
+  const U = { name: 'pcauditsf', id: 2191 }
+  const O = { name: 'pcauditsfo', id: 2192 }
   if (!withTestUsers(t, 'a proxy that is not root', [U, O])) return
   await ensureBuilt()
   const base = realpathSync(tempDir(t, 'pc-audit-sendfile-'))

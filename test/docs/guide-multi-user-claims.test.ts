@@ -32,7 +32,11 @@ function gid (group: string): number | null {
   try { return Number(execFileSync('getent', ['group', group], { encoding: 'utf8' }).split(':')[2]) } catch { return null }
 }
 
-/** Root only: a user with its own group (same free id >= 2000) and `SUPPLEMENTARY` as a supplementary group, deleted at teardown. */
+/**
+ * Root only: a user with its own group (same free id, 60000-63999: no other test file creates
+ * there, and other files' fixed ids in 2001-2199 are not free-looking ids this could take before
+ * their file creates them) and `SUPPLEMENTARY` as a supplementary group, deleted at teardown.
+ */
 function testUser (t: Tap): { name: string, id: number, extra: number } | null {
   if (process.getuid?.() !== 0) {
     if (process.env.CI === 'true') t.fail('needs root in CI')
@@ -45,7 +49,7 @@ function testUser (t: Tap): { name: string, id: number, extra: number } | null {
     else t.plan(0, `group ${SUPPLEMENTARY} is missing`)
     return null
   }
-  let id = 2000 + (process.pid % 5000)
+  let id = 60000 + (process.pid % 4000)
   while (!idFree(id)) id++
   const name = `pcdoc${id}`
   execFileSync('groupadd', ['-g', String(id), name])

@@ -19,6 +19,7 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { createAccessLog, createProxy, createStatus, silentLogger } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { deadPort as freeDeadPort } from '../helpers/ports.js'
 import { closeServer, get, listen, proxyServer, rawRequest } from '../helpers/servers.js'
 import { havePeer, PHP_CGI, tempDir } from '../fastcgi/helpers/peers.js'
 import { phpSiteYaml } from './snippets.js'
@@ -325,9 +326,7 @@ t.test('observability.md section 5: diagnostics_channel events have the fields t
   t.teardown(() => { diagnostics.unsubscribe(channels[0], onEnd); diagnostics.unsubscribe(channels[1], onState) })
   const be = createServer((_req, res) => res.end('ok'))
   await listen(be, t)
-  const dead = createServer()
-  const deadPort = await listen(dead)
-  await closeServer(dead)
+  const deadPort = await freeDeadPort()
   const { url } = await proxyServer(t, { routes: [{ name: 'p', protocol: 'http', balance: 'round-robin', backends: [`127.0.0.1:${deadPort}`, `127.0.0.1:${(be.address() as { port: number }).port}`] }] })
   for (let i = 0; i < 2; i++) t.equal((await get(`${url}/x`)).status, 200)
   t.equal(ends.length, 2, 'one request:end per request')

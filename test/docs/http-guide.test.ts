@@ -6,7 +6,8 @@
 import t from 'tap'
 import { WebSocket, WebSocketServer } from 'ws'
 import { guardLeaks } from '../helpers/leaks.js'
-import { backend, closeServer, get, proxyServer, rawBackend } from '../helpers/servers.js'
+import { deadPort } from '../helpers/ports.js'
+import { backend, get, proxyServer, rawBackend } from '../helpers/servers.js'
 
 guardLeaks(t)
 
@@ -66,9 +67,7 @@ t.test('hostHeader and forwarding headers', async (t) => {
 t.test('round-robin spreads, a dead backend is skipped and disabled', async (t) => {
   const a = await echoHeaders('a')(t)
   const b = await echoHeaders('b')(t)
-  const dead = await rawBackend(t, () => {})
-  const deadAddr = dead.address
-  await closeServer(dead.server)
+  const deadAddr = `127.0.0.1:${await deadPort()}`
   const { url, proxy } = await proxyServer(t, { routes: [{ protocol: 'http', backends: [a.address, b.address], balance: 'round-robin' }] })
   const names: string[] = []
   for (let i = 0; i < 4; i++) names.push(JSON.parse((await get(`${url}/`)).body.toString()).name)

@@ -8,8 +8,13 @@ import { createProxy, silentLogger, type CreateProxyOptions, type Proxy } from '
 
 interface Tap { teardown (fn: () => void | Promise<void>): void }
 
-export async function listen (server: Server | NetServer, t?: Tap): Promise<number> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+/**
+ * `port` 0 (the default) lets the kernel pick. A backend that a test stops and then expects to be
+ * refused (or binds again) takes a port from freePort() (helpers/ports.ts) instead: once closed, a
+ * kernel-picked port may go to the next listen(0) of any test running alongside.
+ */
+export async function listen (server: Server | NetServer, t?: Tap, port = 0): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
   if (t !== undefined) t.teardown(() => closeServer(server))
   return (server.address() as AddressInfo).port
 }
@@ -20,11 +25,11 @@ export async function closeServer (server: Server | NetServer): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()))
 }
 
-/** A node:http backend. */
-export async function backend (t: Tap, fn: RequestListener): Promise<{ server: Server, port: number, address: string }> {
+/** A node:http backend (`port`: see listen). */
+export async function backend (t: Tap, fn: RequestListener, port = 0): Promise<{ server: Server, port: number, address: string }> {
   const server = createServer(fn)
-  const port = await listen(server, t)
-  return { server, port, address: `127.0.0.1:${port}` }
+  const bound = await listen(server, t, port)
+  return { server, port: bound, address: `127.0.0.1:${bound}` }
 }
 
 /** A raw TCP backend for faults a real peer cannot produce: `fn` gets every accepted socket. */

@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { manager, nextEvent, nodeBackend, tempDir } from './fixtures/manager.js'
 import { target } from './fixtures/http.js'
+import { freePort } from '../helpers/ports.js'
 
 const GATED_FD0 = `
 import http from 'node:http'
@@ -62,7 +63,9 @@ leakTest(t, 'fd0 dependency: the dependant starts before its program accepts; co
 
 leakTest(t, 'fd0 dependency that dies at once: the dependant still starts, and meets refused connections', async (t, defer) => {
   const m = manager(defer)
-  m.add('db', { binPath: nodeBackend('exit1'), socketName: '127.0.0.1:0', restart: { initialDelay: 60_000 } })
+  // db's port is refused once its program exited: not a kernel-picked one, which the next listen(0)
+  // of any test alongside may take meanwhile (see helpers/ports.ts).
+  m.add('db', { binPath: nodeBackend('exit1'), socketName: `127.0.0.1:${await freePort()}`, restart: { initialDelay: 60_000 } })
   m.add('web', { binPath: nodeBackend(), socketName: '127.0.0.1:0', dependsOn: ['db'] })
   const dbSpawned = nextEvent(m, 'spawn', (e) => e.spawn === 'db')
   const dbExit = nextEvent(m, 'exit', (e) => e.spawn === 'db')

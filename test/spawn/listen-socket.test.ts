@@ -9,6 +9,7 @@ import { leakTest, type Defer } from './fixtures/guard.js'
 import { bindListenSocket, probeConnect, removeStaleUnixSocket } from '../../src/spawn/listen-socket.js'
 import { formatAddress } from '../../src/spawn/spec.js'
 import { get } from './fixtures/http.js'
+import { deadPort, freePort } from '../helpers/ports.js'
 
 const backend = fileURLToPath(new URL('./fixtures/backend.mjs', import.meta.url))
 
@@ -82,7 +83,8 @@ leakTest(t, 'bind failures carry stable codes', async (t, defer) => {
 })
 
 leakTest(t, 'close without hand-off releases the port', async (t, defer) => {
-  const bound = await bindListenSocket({ kind: 'tcp', host: '127.0.0.1', port: 0 })
+  // Not port 0: a kernel-picked port, once closed, may go to any test's listen(0) before the rebind.
+  const bound = await bindListenSocket({ kind: 'tcp', host: '127.0.0.1', port: await freePort() })
   bound.close()
   const again = await bindListenSocket(bound.address)
   t.same(again.address, bound.address, 'same port can be bound again at once')
@@ -102,9 +104,6 @@ leakTest(t, 'probeConnect: a connect made while the event loop stalled past the 
     while (Date.now() < until) { /* busy */ }
     t.equal(await probe, true, `stall ${i + 1}: up`)
   }
-  const free = net.createServer()
-  await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
-  const closedPort = (free.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => free.close(() => resolve()))
+  const closedPort = await deadPort()
   t.equal(await probeConnect({ kind: 'tcp', host: '127.0.0.1', port: closedPort }, 2000), false, 'a refused connect still fails at once')
 })

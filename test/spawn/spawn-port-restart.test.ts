@@ -10,6 +10,7 @@ import { once } from 'node:events'
 import { leakTest, type Defer } from './fixtures/guard.js'
 import { ensure, manager, nextEvent, nodeBackend } from './fixtures/manager.js'
 import { get, target } from './fixtures/http.js'
+import { freePort } from '../helpers/ports.js'
 import type { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
 
@@ -79,9 +80,9 @@ for (const handoff of ['fd0', 'self'] as const) {
 }
 
 leakTest(t, 'a configured port stays the first choice; taken by another program it is still ERR_SPAWN_ADDRESS_IN_USE', async (t, defer) => {
-  const probe = await hold(defer, '127.0.0.1:0')
-  const port = (probe.address() as net.AddressInfo).port
-  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  // Not a port a closed listen(0) gave back: the next listen(0) of any test alongside may take it
+  // before the spawn binds it, or between a kill and the restart (see helpers/ports.ts).
+  const port = await freePort()
   const m = manager(defer)
   const spec: SpawnSpec = { binPath: nodeBackend(), socketName: `127.0.0.1:${port}`, restart: { initialDelay: 1000 } }
   m.add('fixed', spec)

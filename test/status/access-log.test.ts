@@ -7,7 +7,8 @@ import { PassThrough } from 'node:stream'
 import { createProxy, type Logger } from '../../src/index.js'
 import { createAccessLog, type AccessLogFormat } from '../../src/status/index.js'
 import { guardLeaks } from '../helpers/leaks.js'
-import { backend, closeServer, get, proxyServer, rawRequest } from '../helpers/servers.js'
+import { deadPort } from '../helpers/ports.js'
+import { backend, get, proxyServer, rawRequest } from '../helpers/servers.js'
 
 function sink (): { stream: PassThrough, lines: () => string[] } {
   const stream = new PassThrough()
@@ -26,8 +27,7 @@ for (const format of ['combined', 'json'] as AccessLogFormat[]) {
   t.test(`${format}: upstream, status, timings, error codes`, async (t) => {
     guardLeaks(t)
     const be = await backend(t, (req, res) => { res.writeHead(req.url === '/api/teapot' ? 418 : 200); res.end('hello') })
-    const dead = await backend(t, (_req, res) => res.end())
-    await closeServer(dead.server)
+    const dead = { address: `127.0.0.1:${await deadPort()}` }
     const log = recordingLogger()
     const { proxy, url } = await proxyServer(t, {
       logger: log.logger,

@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
 import { backend, closeServer, get } from '../helpers/servers.js'
 import { appScript, statusRig } from './harness.js'
 import { haveChromium, openPage } from './chromium.js'
@@ -15,7 +16,8 @@ import { haveChromium, openPage } from './chromium.js'
 t.test('page in Chromium: renders, updates live without reloading, screenshot', async (t) => {
   if (!haveChromium(t)) return
   guardLeaks(t, { timeoutMs: 15_000 })
-  const a = await backend(t, (_req, res) => res.end('a'))
+  // Stopped mid-test and expected refused: a port no listen(0) elsewhere can take meanwhile.
+  const a = await backend(t, (_req, res) => res.end('a'), await freePort())
   const b = await backend(t, (_req, res) => res.end('b'))
   const rig = await statusRig(t, {
     spawns: {

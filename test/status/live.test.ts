@@ -4,12 +4,14 @@
  */
 import t from 'tap'
 import { guardLeaks } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
 import { backend, closeServer, get } from '../helpers/servers.js'
 import { liveClient, statusRig } from './harness.js'
 
 t.test('pushes: on connect, every interval, and on a backend state change', async (t) => {
   guardLeaks(t)
-  const a = await backend(t, (_req, res) => res.end('a'))
+  // Stopped mid-test and expected refused: a port no listen(0) elsewhere can take meanwhile.
+  const a = await backend(t, (_req, res) => res.end('a'), await freePort())
   const b = await backend(t, (_req, res) => res.end('b'))
   // A long interval makes the event-driven push observable on its own.
   const rig = await statusRig(t, { routes: [{ name: 'api', protocol: 'http', backends: [a.address, b.address], balance: 'round-robin', disableTime: '60s' }] }, { live: { intervalMs: 60_000, coalesceMs: 20 } })

@@ -5,6 +5,7 @@
 import t from 'tap'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { guardLeaks } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
 import { backend, closeServer, get } from '../helpers/servers.js'
 import { decreasedCounters, fetchText, scrape, snapshot, statusRig } from './harness.js'
 
@@ -13,8 +14,9 @@ t.test('JSON snapshot and Prometheus follow real traffic; counters survive a dea
   const app = (name: string) => (req: IncomingMessage, res: ServerResponse): void => {
     if (req.url?.startsWith('/api/boom')) { res.writeHead(500); res.end('x') } else res.end(name)
   }
-  const a = await backend(t, app('a'))
-  const b = await backend(t, app('b'))
+  // Stopped mid-test and expected refused: a port no listen(0) elsewhere can take meanwhile.
+  const a = await backend(t, app('a'), await freePort())
+  const b = await backend(t, app('b'), await freePort())
   const rig = await statusRig(t, {
     routes: [{ name: 'api', match: { prefix: '/api/' }, protocol: 'http', backends: [a.address, b.address], balance: 'round-robin', disableTime: '60s' }],
   })

@@ -10,6 +10,7 @@ import { createServer, type Server } from 'node:http'
 import { createProxy, silentLogger, type CreateProxyOptions, type Proxy } from '../../src/index.js'
 import { createStatus, type StatusHandler } from '../../src/status/index.js'
 import { guardLeaks } from '../helpers/leaks.js'
+import { deadPort } from '../helpers/ports.js'
 import { backend, closeServer, get, listen } from '../helpers/servers.js'
 import { decreasedCounters, fetchText, parseProm, type Scrape } from './harness.js'
 
@@ -32,8 +33,7 @@ function strict (text: string): string[] {
 t.test('a reload (new proxy, new status with previous) lowers no counter', async (t) => {
   guardLeaks(t)
   const be = await backend(t, (req, res) => { res.writeHead(req.url === '/api/teapot' ? 418 : 200); res.end('ok') })
-  const dead = await backend(t, (_req, res) => res.end())
-  await closeServer(dead.server)
+  const dead = { address: `127.0.0.1:${await deadPort()}` }
   const config: CreateProxyOptions = {
     logger: silentLogger,
     routes: [
