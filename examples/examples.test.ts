@@ -11,6 +11,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { guardLeaks, waitFor } from '../test/helpers/leaks.js'
 import { Raw } from '../test/helpers/raw-client.js'
 import { closeServer, get, listen, rawRequest } from '../test/helpers/servers.js'
+import { freePort } from '../test/helpers/ports.js'
 import type { RequestEndEvent } from '../src/index.js'
 import { start as startNode } from './node-http/server.js'
 import { start as startExpress } from './express/server.js'
@@ -119,7 +120,8 @@ for (const [name, start, home, prefixKept] of [
 ] as const) {
   t.test(name, async (t) => {
     const up = await upstream(t)
-    const app = await start(up.address)
+    // A port no listen(0) elsewhere can take after close(): the test checks it is refused then.
+    const app = await start(up.address, await freePort())
     let closed = false
     t.teardown(async () => { if (!closed) await app.close() })
     const path = (p: string): string => prefixKept ? `/api${p}` : p

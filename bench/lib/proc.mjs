@@ -97,13 +97,29 @@ export function connectable (where) {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** A free loopback port from the OS (bind 0, read, close) — for peers that need a port in a config file. */
-export function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-  })
+/**
+ * A loopback port nothing listens on, for a peer the bench configures with it. Drawn at random
+ * from below net.ipv4.ip_local_port_range and checked bindable: a port the kernel handed to a
+ * listen(0) and took back may go to the next listen(0) or connect of any other process before the
+ * peer binds it (and `start(..., { ready: port })` would then take someone else's listener for the
+ * peer's).
+ */
+export async function freePort () {
+  let low = 32768
+  try {
+    const v = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    if (Number.isInteger(v) && v > 11000) low = v
+  } catch {}
+  for (let i = 0; i < 200; i++) {
+    const port = 10000 + Math.floor(Math.random() * (low - 10000))
+    const ok = await new Promise((resolve) => {
+      const s = createServer()
+      s.once('error', () => resolve(false))
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
+    })
+    if (ok) return port
+  }
+  throw new Error(`no free port in 10000-${low - 1} after 200 tries`)
 }
 
 /** Run a command to completion (bounded), capturing output. */
