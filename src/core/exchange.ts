@@ -44,6 +44,7 @@ const CORK_MIN_CHUNK = 16 * 1024
  * ms of its socket's reset.
  */
 const RESTART_GRACE_MS = 1000
+const EMPTY = Buffer.alloc(0)
 
 export class ProxyExchange extends RequestFacts implements Exchange, ResponseHandler, Slotted {
   /** Its place in the runtime's exchanges in flight. */
@@ -67,6 +68,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   downloadWatch = false
   /** Log lines this exchange's backend stderr produced (runtime.stderr caps them). */
   stderrLines = 0
+  /**
+   * The start of a backend stderr line whose newline has not come yet (runtime.stderr), logged when
+   * the attempt ends (releaseBackend: a retry's, a replay's, finish's). null until stderr arrives.
+   */
+  stderrHeld: Buffer | null = null
   /** A large body is on its way: the runtime's scavenger counts its bytes (src/core/scavenge.ts). */
   private scavenging = false
   private uploadBytes = 0
@@ -542,8 +548,12 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.res.shouldKeepAlive = false
   }
 
+  /**
+   * Logged by line (runtime.stderr). Stderr that comes once the exchange is over (a CGI script's
+   * pipe is drained after its response) has no later end: its unfinished line is logged at once.
+   */
   onStderr (chunk: Buffer): void {
-    this.rt.stderr(this, chunk)
+    this.rt.stderr(this, chunk, this.phase === Phase.Done)
   }
 
   // --- X-Sendfile ---------------------------------------------------------------------------
@@ -798,6 +808,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   }
 
   private releaseBackend (): void {
+    // This attempt's stderr is over (the end, an error, a retry), a backend still leased or not:
+    // its unfinished line is logged now, not lost nor joined to the next backend's.
+    if (this.stderrHeld !== null) this.rt.stderr(this, EMPTY, true)
     const b = this.backend
     if (b === null) return
     this.backend = null
@@ -813,6 +826,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.uploadWatch = false
     this.downloadWatch = false
     if (this.scavenging) { this.scavenging = false; this.rt.scavenger?.unwatch(this.req.socket) }
+    // Also logs an unfinished backend stderr line, leased backend or not.
     this.releaseBackend()
     if (admitted) {
       this.route.admission.release()

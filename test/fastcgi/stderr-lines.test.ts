@@ -1,8 +1,9 @@
 /**
  * Backend stderr reaches the log capped in lines as well as bytes. php-cgi gathers a request's
  * error_log() calls into one STDERR record, so a backend writing one 1-byte STDERR record at a time
- * is a fault only a fake can produce: without the cap it made one log line per record
- * (RELIABILITY: diagnostics are rate- and size-limited).
+ * is a fault only a fake can produce. Stderr is logged by line (test/component/stderr-lines.test.ts),
+ * so the cap counts lines: 300 one-letter lines, each sent as two 1-byte records, would make 300 log
+ * lines of one request without it (RELIABILITY: diagnostics are rate- and size-limited).
  */
 import t from 'tap'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -14,14 +15,14 @@ import { captureLogger } from '../cgi/harness.js'
 import { respond, startFake } from './helpers/fake.js'
 import { rec } from './helpers/records.js'
 
-t.test('300 one-byte STDERR records of one request give 100 log lines and one marker', async (t) => {
+t.test('300 lines sent as 600 one-byte STDERR records give 100 log lines and one marker', async (t) => {
   guardLeaks(t)
   const dir = mkdtempSync(join(tmpdir(), 'pc-stderr-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const fake = await startFake(t, dir, {
     onRequest: (req) => {
       const loud = req.params.get('REQUEST_URI') === '/loud'
-      const records = loud ? Array.from({ length: 300 }, (_, i) => rec(7, req.id, String.fromCharCode(97 + (i % 26)))) : [rec(7, req.id, 'just one')]
+      const records = loud ? Array.from({ length: 600 }, (_, i) => rec(7, req.id, i % 2 === 1 ? '\n' : String.fromCharCode(97 + ((i / 2) % 26)))) : [rec(7, req.id, 'just one')]
       req.sock.write(Buffer.concat(records))
       respond(req, 'done')
     },
@@ -32,6 +33,7 @@ t.test('300 one-byte STDERR records of one request give 100 log lines and one ma
   t.same([r.status, r.body.toString()], [200, 'done'])
   const stderr = lines.filter((l) => l.obj.stream === 'stderr')
   t.equal(stderr.length, 101, '100 lines, then one marker')
+  t.same(stderr.slice(0, 3).map((l) => l.msg), ['a', 'b', 'c'], 'a line each')
   t.match(stderr.at(-1)?.msg, /the rest of this request's is dropped/)
   await get(`${url}/quiet`)
   t.ok(lines.some((l) => l.obj.stream === 'stderr' && l.msg === 'just one'), 'the cap is per request')
