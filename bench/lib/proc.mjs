@@ -98,20 +98,23 @@ export function connectable (where) {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
- * A loopback port nothing listens on, for a peer the bench configures with it. Drawn at random
- * from below net.ipv4.ip_local_port_range and checked bindable: a port the kernel handed to a
- * listen(0) and took back may go to the next listen(0) or connect of any other process before the
- * peer binds it (and `start(..., { ready: port })` would then take someone else's listener for the
- * peer's).
+ * A loopback port nothing listens on now, for a peer the bench (or a test: test/helpers/ports.ts)
+ * configures with it before anything listens on it. Asking the kernel (listen on 0, close, hand out
+ * the number) races: the next listen(0) or connect of any other process may get the same number
+ * before the peer binds it (CI once saw `proxycore serve` fail with EADDRINUSE that way, and
+ * `start(..., { ready: port })` would take someone else's listener for the peer's). The kernel picks
+ * those ports from net.ipv4.ip_local_port_range only, so this draws at random from below that range
+ * and checks the port is bindable: only another caller of this function could pick the same one.
  */
 export async function freePort () {
-  let low = 32768
+  const floor = 10_000
+  let low = 32_768
   try {
     const v = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
-    if (Number.isInteger(v) && v > 11000) low = v
+    if (Number.isInteger(v) && v > floor + 1000) low = v
   } catch {}
   for (let i = 0; i < 200; i++) {
-    const port = 10000 + Math.floor(Math.random() * (low - 10000))
+    const port = floor + Math.floor(Math.random() * (low - floor))
     const ok = await new Promise((resolve) => {
       const s = createServer()
       s.once('error', () => resolve(false))
@@ -119,7 +122,7 @@ export async function freePort () {
     })
     if (ok) return port
   }
-  throw new Error(`no free port in 10000-${low - 1} after 200 tries`)
+  throw new Error(`no free port found in ${floor}-${low - 1} after 200 tries`)
 }
 
 /** Run a command to completion (bounded), capturing output. */
