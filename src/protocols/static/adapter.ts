@@ -31,6 +31,7 @@ import type { ClientContext, Endpoint, Exchange, ProtocolAdapter, RawHeaders, Re
 import { parseStaticOptions, type PrecompressedEncoding, type StaticOptions } from './options.js'
 import { acceptedEncodings, codedTag, SIBLING_SUFFIX, siblingEntry } from './precompressed.js'
 import { parseRanges, RANGE_MALFORMED, RANGE_UNSATISFIABLE, type ByteRange } from './ranges.js'
+import { parseHttpDate } from './http-date.js'
 import { MAX_RANGES, multipartByteranges } from './multipart.js'
 
 // CommonJS packages, required on first use (src/lazy.ts): a proxy without a static route never loads them.
@@ -148,6 +149,21 @@ function statOrNull (path: string): Stats | null {
 
 function sameFile (a: Stats | null, b: Stats): boolean {
   return a !== null && a.dev === b.dev && a.ino === b.ino
+}
+
+/**
+ * The request fields `fresh` reads, its If-Modified-Since an HTTP-date (parseHttpDate) written as
+ * an IMF-fixdate, or left out when it is none (RFC 9110 §13.1.3: ignored). Without one: the
+ * request's own fields.
+ */
+function conditionalHeaders (req: Exchange['requestHeaders']): freshFn.Headers {
+  if (req['if-modified-since'] === undefined) return req
+  const since = parseHttpDate(req['if-modified-since'])
+  return {
+    'if-none-match': headerString(req['if-none-match']),
+    'if-modified-since': Number.isNaN(since) ? undefined : new Date(since).toUTCString(),
+    'cache-control': headerString(req['cache-control']),
+  }
 }
 
 /** Last-Modified as the client sees it: HTTP dates have whole seconds. */
@@ -341,10 +357,12 @@ class StaticExchange {
     if (ifMatch !== undefined) {
       if (!listMatches(ifMatch, tag, true)) { this.answer(412, 'ERR_PRECONDITION_FAILED', vary); return }
     } else {
-      const since = Date.parse(req['if-unmodified-since'] ?? '')
+      // No HTTP-date (RFC 9110 §13.1.4): ignored. So is one in If-Modified-Since (§13.1.3), which
+      // `fresh` would read with Date.parse: it gets the date as an IMF-fixdate, or nothing.
+      const since = parseHttpDate(req['if-unmodified-since'])
       if (!Number.isNaN(since) && mtimeSeconds(st) > since) { this.answer(412, 'ERR_PRECONDITION_FAILED', vary); return }
     }
-    if (fresh()(req, { etag: tag, 'last-modified': modified })) {
+    if (fresh()(conditionalHeaders(req), { etag: tag, 'last-modified': modified })) {
       this.head(304, validators)
       this.finishNoBody()
       return
@@ -423,7 +441,7 @@ class StaticExchange {
     if (ifRange === undefined) return true
     const v = ifRange.trim()
     if (v.startsWith('"') || v.startsWith('W/')) return !tag.startsWith('W/') && v === tag
-    const d = Date.parse(v)
+    const d = parseHttpDate(v)
     return !Number.isNaN(d) && d === mtimeSeconds(st)
   }
 
