@@ -13,8 +13,9 @@
  *
  * Like a ProxyExchange (src/core/exchange.ts) it fails over on connect failures, times out a
  * backend that sends no head (`timeouts.headers`) or stalls inside a plain answer's body
- * (`timeouts.idle`), pauses the backend for a client that does not read a plain answer, and reports
- * `request:start` / `request:end`. Upgrades are rare, so the timeouts are a timer of the exchange's
+ * (`timeouts.idle`), pauses the backend for a client that does not read a plain answer (and cuts
+ * one that takes no byte of it for `timeouts.clientIdle`), and reports `request:start` /
+ * `request:end`. Upgrades are rare, so the timeouts are a timer of the exchange's
  * own instead of the runtime's sweep.
  *
  * While the backend has not answered, the client socket is read (node leaves it unread after the
@@ -32,7 +33,8 @@ import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import { ProxyError, backendOverloaded, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
-import { authorizeExchange } from './exchange.js'
+import { DISCARD_MAX_MS } from './body-pump.js'
+import { authorizeExchange, type ProxyExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
@@ -79,6 +81,8 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private earlyBytes = 0
   private flow: FlowControl | null = null
   private waitingDrain = false
+  /** The bytes the client had taken when the clientIdle timer last looked (waitingDrain). */
+  private taken = 0
   private clientClosed = false
   private backendClosed = false
   /** What ended a tunnel badly (a backend socket error), for `request:end`. */
@@ -218,7 +222,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     s.off('end', this.onClientEnd)
     const early = this.early ?? []
     this.early = null
-    const out = filterResponseHeaders(headers, 101, null, this.httpVersion)
+    const out = filterResponseHeaders(headers, 101, this.rewrite(), this.httpVersion)
     let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
     for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
     s.write(`${text}\r\n`, 'latin1')
@@ -240,6 +244,15 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.startTimer(this.route.timeouts.tunnel)
   }
 
+  /**
+   * What the backend says about its own paths mapped back (stripPrefix: Location, Set-Cookie; the
+   * route's Via), in a 101 and a plain answer as in any response. responseRewrite reads only the
+   * exchange's `req`, which an UpgradeExchange has too.
+   */
+  private rewrite (): ReturnType<CompiledRoute['responseRewrite']> {
+    return this.route.responseRewrite(this as unknown as ProxyExchange)
+  }
+
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
     if (this.phase !== Phase.Connecting) return
     // The status line is written by hand here: a reason phrase with a control character is refused
@@ -253,7 +266,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.flow = flow
     // No tunnel: what the client sent for one goes nowhere. It is still read, to see it leave.
     this.discardEarly()
-    const out = filterResponseHeaders(headers, status, null, this.httpVersion)
+    const out = filterResponseHeaders(headers, status, this.rewrite(), this.httpVersion)
     let chunked = false
     for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() === 'transfer-encoding') chunked = true
     let text = `HTTP/1.1 ${status} ${reason !== '' ? reason : STATUS_CODES[status] ?? ''}\r\n`
@@ -274,9 +287,14 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     const s = this.socket
     if (s.write(chunk) || s.writableLength < MAX_BUFFERED) return true
     // Pause the backend until the client drains; a client that does not read is not a stalled
-    // backend, so the idle timer waits too.
-    this.stopTimer()
-    if (!this.waitingDrain) { this.waitingDrain = true; s.once('drain', this.onDrain) }
+    // backend, so the idle timer waits too: `timeouts.clientIdle` without a byte taken by the
+    // client cuts it instead (ERR_CLIENT_TIMEOUT, as ProxyExchange.checkDownload).
+    if (!this.waitingDrain) {
+      this.waitingDrain = true
+      s.once('drain', this.onDrain)
+      this.taken = taken(s)
+      this.startTimer(this.route.timeouts.clientIdle)
+    }
     return false
   }
 
@@ -425,6 +443,11 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.timer = null
     if (this.phase === Phase.Connecting) {
       this.refuse(new ProxyError('ERR_HEADERS_TIMEOUT', `no answer to the upgrade in ${this.route.timeouts.headers} ms`, { phase: 'head', backend: this.backendId }))
+    } else if (this.phase === Phase.Response && this.waitingDrain) {
+      const now = taken(this.socket)
+      const limit = this.route.timeouts.clientIdle
+      if (now > this.taken) { this.taken = now; this.startTimer(limit); return }
+      this.cut(new ProxyError('ERR_CLIENT_TIMEOUT', `the client read no response byte for ${limit} ms`, { phase: 'body' }))
     } else if (this.phase === Phase.Response) {
       this.cut(new ProxyError('ERR_BODY_TIMEOUT', `no byte for ${this.route.timeouts.idle} ms`, { phase: 'body', backend: this.backendId }))
     } else if (this.phase === Phase.Tunnel) {
@@ -475,6 +498,29 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.log(err)
   }
 
+  /**
+   * After a refusal or a plain answer the socket waits for the client's FIN (allowHalfOpen). A
+   * client that never sends it, or stops taking the answer's last bytes, would hold the socket
+   * forever: it is closed once `timeouts.clientIdle` (at most DISCARD_MAX_MS, the bound of a
+   * request's lingering close) passes without a byte taken by the client, or (the answer and the
+   * proxy's FIN all out) at least that long after, so a client still sending gets no reset early.
+   */
+  private boundLinger (): void {
+    const s = this.socket
+    if (s.destroyed) return
+    const limit = this.route.timeouts.clientIdle > 0 ? Math.min(this.route.timeouts.clientIdle, DISCARD_MAX_MS) : DISCARD_MAX_MS
+    let last = -1
+    let finished = false
+    const watch = setInterval(() => {
+      const now = taken(s)
+      if (s.writableFinished) { if (finished) s.destroy(); finished = true; return }
+      if (now > last) { last = now; return }
+      s.destroy()
+    }, limit)
+    watch.unref()
+    s.once('close', () => clearInterval(watch))
+  }
+
   private abortBackend (): void {
     if (!this.ac.signal.aborted) this.ac.abort()
     this.backendSocket?.destroy()
@@ -500,8 +546,9 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.phase = Phase.Done
     this.stopTimer()
     if (this.waitingDrain) { this.waitingDrain = false; this.socket.off('drain', this.onDrain) }
-    // Still read the client (what it sends goes nowhere): its FIN then closes the socket.
-    if (!tunnel) this.discardEarly()
+    // Still read the client (what it sends goes nowhere): its FIN then closes the socket, or
+    // boundLinger does, for a client that holds on to it.
+    if (!tunnel) { this.discardEarly(); this.boundLinger() }
     this.releaseBackend()
     if (this.holdsSlot) { this.holdsSlot = false; this.route.admission.release() }
     const now = this.rt.now()
@@ -537,6 +584,11 @@ function reset (s: Duplex): void {
     // ERR_INVALID_HANDLE_TYPE: not a TCP handle.
   }
   s.destroy()
+}
+
+/** The bytes a socket handed to the kernel: the ones its peer took, or that fit in its buffers. */
+function taken (s: Duplex): number {
+  return ((s as Duplex & { bytesWritten?: number }).bytesWritten ?? 0) - s.writableLength
 }
 
 /** Both directions ended: the read side saw a FIN and the write side finished its end(). */
