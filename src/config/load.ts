@@ -169,16 +169,23 @@ function resolvePaths (value: Obj, dir: string): Obj {
   return out
 }
 
-/** Route names label logs and metrics; two routes with one name would merge their counters. */
+/**
+ * Route names label logs and metrics; two routes with one name would merge their counters (and
+ * print one histogram series twice). A route without `name` is named by its index (compile.ts), so
+ * that name is taken too; a clash is reported at the name the operator wrote.
+ */
 function duplicateRouteNames (m: Merger): ConfigIssue[] {
-  const first = new Map<string, number>()
+  const first = new Map<string, { i: number, written: boolean }>()
   const out: ConfigIssue[] = []
   m.routes.forEach((r, i) => {
-    const name = isObj(r) && typeof r.name === 'string' ? r.name : undefined
-    if (name === undefined) return
+    if (!isObj(r) || (r.name !== undefined && typeof r.name !== 'string')) return
+    const written = typeof r.name === 'string'
+    const name = written ? r.name as string : String(i)
     const prev = first.get(name)
-    if (prev === undefined) { first.set(name, i); return }
-    out.push({ path: `/routes/${i}/name`, message: `route name ${JSON.stringify(name)} is used twice: here and at ${m.locate(`/routes/${prev}/name`, false)}`, found: name, source: m.locate(`/routes/${i}/name`, false) })
+    if (prev === undefined) { first.set(name, { i, written }); return }
+    const [at, other] = written ? [i, prev] : [prev.i, { i, written }]
+    const where = other.written ? m.locate(`/routes/${other.i}/name`, false) : `${m.locate(`/routes/${other.i}`, false)} (a route without \`name\` is named by its index)`
+    out.push({ path: `/routes/${at}/name`, message: `route name ${JSON.stringify(name)} is used twice: here and at ${where}`, found: name, source: m.locate(`/routes/${at}/name`, false) })
   })
   return out
 }

@@ -3,6 +3,7 @@
  * so any issue path (`/routes/2/match/prefix`) maps back to `file:line:col`. An unknown key points
  * at the key itself, a missing one at its parent, a bad value at the value.
  */
+import { isUtf8 } from 'node:buffer'
 import { constants } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { relative } from 'node:path'
@@ -30,9 +31,17 @@ export function displayName (file: string): string {
 /** Parse one file; syntax errors come back as issues with their position. */
 export async function parseFile (file: string): Promise<{ parsed: ParsedFile | null, issues: ConfigIssue[] }> {
   const display = displayName(file)
-  let text: string
-  try { text = await readText(file) } catch (err) {
+  let bytes: Buffer
+  try { bytes = await readBytes(file) } catch (err) {
     return { parsed: null, issues: [{ path: '', message: `cannot read ${display}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, source: display }] }
+  }
+  const text = bytes.toString('utf8')
+  // Decoding puts U+FFFD for a bad byte and goes on: a Latin-1 `docroot: /srv/café` would load as
+  // a directory that does not exist. The first bad byte is refused at its line and column.
+  if (!isUtf8(bytes)) {
+    const bad = firstInvalidUtf8(bytes, text)
+    const line = text.slice(0, bad.at).split('\n')
+    return { parsed: null, issues: [{ path: '', message: `syntax: not valid UTF-8 (byte 0x${bad.byte.toString(16).padStart(2, '0')}): a config file is UTF-8 (save it as UTF-8; in Latin-1, an é is the one byte 0xe9)`, source: `${display}:${line.length}:${line[line.length - 1].length + 1}` }] }
   }
   const { LineCounter, parseDocument } = yaml()
   const lines = new LineCounter()
@@ -171,11 +180,11 @@ export const MAX_CONFIG_BYTES = 16 * 1024 * 1024
 export const MAX_DEPTH = 64
 
 /**
- * A regular file's text, at most MAX_CONFIG_BYTES. O_NONBLOCK so that opening a FIFO does not
+ * A regular file's bytes, at most MAX_CONFIG_BYTES. O_NONBLOCK so that opening a FIFO does not
  * wait for a writer forever; anything but a regular file (FIFO, device, socket) is refused before
  * a byte is read, and a directory keeps its EISDIR.
  */
-async function readText (file: string): Promise<string> {
+async function readBytes (file: string): Promise<Buffer> {
   const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
     const st = await fh.stat()
@@ -202,10 +211,25 @@ async function readText (file: string): Promise<string> {
       n += bytesRead
       if (n > MAX_CONFIG_BYTES) throw tooBig()
     }
-    return buf.toString('utf8', 0, n)
+    return buf.subarray(0, n)
   } finally {
     await fh.close()
   }
+}
+
+/**
+ * Where the first invalid UTF-8 sequence of `bytes` starts (`text` is their decoding): the first
+ * U+FFFD that does not stand for its own three bytes EF BF BD. Everything before it decoded as
+ * written, so its byte offset is the UTF-8 length of the text before it.
+ */
+function firstInvalidUtf8 (bytes: Buffer, text: string): { at: number, byte: number } {
+  let at = text.indexOf('\ufffd')
+  while (at >= 0) {
+    const off = Buffer.byteLength(text.slice(0, at))
+    if (!(bytes[off] === 0xef && bytes[off + 1] === 0xbf && bytes[off + 2] === 0xbd)) return { at, byte: bytes[off] }
+    at = text.indexOf('\ufffd', at + 1)
+  }
+  return { at: text.length, byte: bytes[bytes.length - 1] }
 }
 
 /**

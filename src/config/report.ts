@@ -20,13 +20,22 @@ function operatorSchema (): SchemaNode {
 }
 
 function show (v: unknown): string {
-  const s = typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v)
+  // JSON has no Infinity or NaN (YAML's .inf, .nan, 1e400): JSON.stringify would say null.
+  const s = typeof v === 'number' && !Number.isFinite(v) ? String(v) : JSON.stringify(v) ?? String(v)
   return s.length > 60 ? `${s.slice(0, 57)}...` : s
 }
 
-/** A path as one line: a key with a line break (or another control character) shows it escaped. */
-function showPath (path: string): string {
-  return path.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => JSON.stringify(c).slice(1, -1))
+/**
+ * Text as one line: a line break or another control character (C0, DEL, C1, U+2028/9) shows
+ * escaped as in JSON (`\n`, `\u001b`). Paths and messages quote the file's keys and values (a
+ * regex, an include pattern): raw, a line break forged a problem line of its own and ESC reached
+ * the operator's terminal.
+ */
+function oneLine (text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const json = JSON.stringify(c).slice(1, -1)
+    return json !== c ? json : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+  })
 }
 
 export function issueLine (i: ConfigIssue): string {
@@ -35,7 +44,7 @@ export function issueLine (i: ConfigIssue): string {
     i.found !== undefined && !i.message.includes(show(i.found)) ? `found ${show(i.found)}` : '',
     i.expected !== undefined && !i.message.includes(i.expected) ? `expected ${i.expected}` : '',
   ].filter((s) => s !== '').join('; ')
-  return `${where}${showPath(i.path) || '/'}: ${i.message}${extra !== '' ? ` (${extra})` : ''}`
+  return oneLine(`${where}${i.path || '/'}: ${i.message}${extra !== '' ? ` (${extra})` : ''}`)
 }
 
 /**
@@ -69,7 +78,7 @@ export function explain (i: ConfigIssue): string[] {
     const s = schemaAt(path)
     if (s !== null && typeof s.description === 'string') {
       const dflt = s.default !== undefined ? ` Default: ${JSON.stringify(s.default)}.` : ''
-      return [`    ${showPath(path)}: ${s.description}${dflt}`]
+      return [`    ${oneLine(path)}: ${s.description}${dflt}`]
     }
   }
   return []

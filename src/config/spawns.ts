@@ -116,6 +116,20 @@ export function addressKey (raw: string): { key: string, wildcardPort: number | 
 
 interface Listener { at: string, address: string }
 
+/** A TCP address's port beyond 65535 (the spawn's and the gateway's bind refuse it), or null. */
+function portProblem (raw: string): string | null {
+  if (/^(unix:|\/|\.)/.test(raw)) return null
+  const m = /^\[?[^\]]*?\]?:(\d+)$/.exec(raw)
+  return m !== null && Number(m[1]) > 65535 ? `port ${m[1]} is out of range (0-65535)` : null
+}
+
+/** Why the gateway could not bind a `listen` entry (src/gateway/server.ts listen), or null. */
+function listenProblem (raw: string): string | null {
+  if (raw.startsWith('unix:')) return raw.length > 5 ? null : 'a unix: listener needs a socket path (unix:/path)'
+  if (!/^\[?[^\]]*?\]?:\d+$/.test(raw)) return `not an address ${JSON.stringify(raw)}: expected host:port, [v6]:port or unix:/path`
+  return portProblem(raw)
+}
+
 function addressConflicts (listeners: Listener[]): ConfigIssue[] {
   const issues: ConfigIssue[] = []
   const seen = new Map<string, Listener>()
@@ -170,7 +184,12 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
   // Own keys only: a route naming `constructor` or `toString` is no spawn.
   const spawnNamed = (n: string): SpawnConfig | undefined => Object.hasOwn(spawns, n) ? spawns[n] : undefined
   const listeners: Listener[] = [];
-  [c.listen ?? []].flat().forEach((a, i) => listeners.push({ at: Array.isArray(c.listen) ? `/listen/${i}` : '/listen', address: a }))
+  [c.listen ?? []].flat().forEach((a, i) => {
+    const at = Array.isArray(c.listen) ? `/listen/${i}` : '/listen'
+    const why = listenProblem(a)
+    if (why !== null) issues.push({ path: at, message: why, found: a, expected: 'host:port (port 0-65535), [v6]:port or unix:/path' })
+    listeners.push({ at, address: a })
+  })
 
   for (const [name, s] of Object.entries(spawns)) {
     const at = `/spawns/${escapeKey(name)}`
@@ -193,7 +212,9 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
     }
     addrs.forEach((a, i) => {
       const where = Array.isArray(s.socketName) ? `${at}/socketName/${i}` : `${at}/socketName`
+      const port = portProblem(a)
       if (addressKey(a) === null && !/:0$/.test(a)) issues.push({ path: where, message: `not an address: ${JSON.stringify(a)}`, found: a, expected: 'host:port, [v6]:port or a unix socket path' })
+      else if (port !== null) issues.push({ path: where, message: port, found: a, expected: 'host:port with a port 0-65535' })
       listeners.push({ at: where, address: a })
     })
     if (s.minProcs !== undefined && s.maxProcs !== undefined && s.minProcs > s.maxProcs) {
