@@ -49,7 +49,8 @@ Environment: PROXYCORE_LOG_LEVEL (fatal|error|warn|info|debug|trace|silent; defa
 /** `listen` failures an operator fixes in the config or the system, in words (exit 1, no stack). */
 const LISTEN_ERRORS: Record<string, string> = {
   EADDRINUSE: 'address already in use (another process listens there; stop it or change `listen`)',
-  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a unix socket needs a writable directory)',
+  // libuv reports a unix socket's missing directory as EACCES too.
+  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a unix socket needs an existing, writable directory)',
   EADDRNOTAVAIL: 'address not available (no local interface has this address)',
 }
 
@@ -109,7 +110,8 @@ async function check (args: string[]): Promise<number> {
   if (r.issues.length === 0 && args.includes('--explain')) {
     // What SpawnManager.start() would refuse: identity, tenant and suEXEC program checks.
     const refused = await spawnRefusals(r.config)
-    for (const x of refused) process.stderr.write(`${x.path}: ${x.code} ${x.message}\n`)
+    // One line each, as every problem line: a docroot's name is quoted as it is (issueLine escapes).
+    for (const x of refused) process.stderr.write(`${issueLine({ path: x.path, message: `${x.code} ${x.message}` })}\n`)
     if (refused.length > 0) {
       process.stderr.write(`${file}: ${refused.length} spawn(s) or CGI docroot(s) would be refused\n`)
       return 2
@@ -268,11 +270,18 @@ async function serve (args: string[]): Promise<number> {
       for (const i of err.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
       return 2
     }
-    const e = err as NodeJS.ErrnoException & { address?: string, port?: number }
-    const why = e.syscall === 'listen' && e.code !== undefined ? LISTEN_ERRORS[e.code] : undefined
+    const e = err as NodeJS.ErrnoException & { address?: string, port?: number, hostname?: string }
+    // A `listen` host name the resolver does not know fails in getaddrinfo, before any listen.
+    const unresolved = e.syscall === 'getaddrinfo'
+      ? [pre.config.listen ?? []].flat().find((l) => l.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') === e.hostname)
+      : undefined
+    const why = unresolved !== undefined
+      ? 'host name not found (`listen` takes an IP address, or a name /etc/hosts or DNS resolves)'
+      : e.syscall === 'listen' && e.code !== undefined ? LISTEN_ERRORS[e.code] : undefined
     if (why !== undefined) {
       // An operator's mistake, not a bug: one line naming the address and what to do, no stack.
-      const address = e.port !== undefined ? `${(e.address ?? '').includes(':') ? `[${e.address ?? ''}]` : e.address ?? ''}:${e.port}` : `unix:${e.address ?? ''}`
+      // A unix socket's error has port -1.
+      const address = unresolved ?? (typeof e.port === 'number' && e.port >= 0 ? `${(e.address ?? '').includes(':') ? `[${e.address ?? ''}]` : e.address ?? ''}:${e.port}` : `unix:${e.address ?? ''}`)
       log.error({ code: e.code, address }, `cannot listen on ${address}: ${why}`)
       return 1
     }

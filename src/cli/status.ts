@@ -6,13 +6,23 @@ import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import type { StatusSnapshot as StatusJson } from '../status/model.js'
 
-function pad (rows: string[][]): string {
+/**
+ * Control characters (C0 with tab, DEL, C1) as `\xHH`, as the CLI's readable log writes them: the
+ * strings come from a config (a quoted route name may hold any character) or from whatever server
+ * the URL names, and a line break forged rows while ESC reached the terminal.
+ */
+function clean (s: string): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'))
+}
+
+function pad (cells: string[][]): string {
+  const rows = cells.map((r) => r.map((c) => clean(String(c))))
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
 }
 
 export function statusTable (j: StatusJson): string {
-  const out = [`${j.software}  up ${j.uptimeSeconds}s  in flight ${j.inflight}`, '']
+  const out = [clean(`${j.software}  up ${j.uptimeSeconds}s  in flight ${j.inflight}`), '']
   out.push(pad([
     ['ROUTE', 'PROTOCOL', 'BACKENDS', 'REQUESTS', 'ERRORS', 'DROPPED', 'ACTIVE', 'P99'],
     ...j.routes.map((r) => [r.name, r.protocol, r.spawn ?? `${r.available}/${r.capacity}`, String(r.requests), String(r.errors), String(r.dropped), String(r.active), r.latency.p99Ms === null ? '-' : `${r.latency.p99Ms}ms`]),
