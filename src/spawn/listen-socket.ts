@@ -19,7 +19,7 @@
  *   on a socket nobody else can reach, too).
  */
 import net from 'node:net'
-import { lstatSync, mkdtempSync, renameSync, rmSync, unlinkSync } from 'node:fs'
+import { closeSync, constants as fsConstants, lstatSync, mkdtempSync, openSync, renameSync, rmSync, unlinkSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
@@ -39,6 +39,19 @@ export interface BoundSocket {
 }
 
 let tmpSeq = 0
+
+/** The longest unix socket path: sun_path holds 108 bytes with the terminating NUL. */
+export const UNIX_PATH_MAX = 107
+
+/**
+ * ERR_SPAWN_BAD_ADDRESS for a unix socket path nothing can be bound at or connected to: a failed
+ * start at once, rather than a bind error (older libuv bound a truncated name) or, with handoff
+ * self, a program that cannot bind and a wait for startTimeout.
+ */
+export function checkUnixPath (path: string): void {
+  const bytes = Buffer.byteLength(path)
+  if (bytes > UNIX_PATH_MAX) throw spawnError('ERR_SPAWN_BAD_ADDRESS', `socketName unix:${path}: ${bytes} bytes, longer than the ${UNIX_PATH_MAX} bytes a unix socket path can have (sun_path)`)
+}
 
 /**
  * Is something accepting connections at `addr`? Resolves false on refusal, absence or timeout.
@@ -124,15 +137,23 @@ export async function bindListenSocket (addr: SpawnAddress, backlog = 1024): Pro
   let bound: SpawnAddress
   let tmpPath: string | null = null
   let tmpDir: string | null = null
+  let tmpDirFd: number | null = null
+  // After server.close(): libuv unlinks the name it bound, through this fd (see below).
   const dropTmpDir = (): void => {
+    if (tmpDirFd !== null) { try { closeSync(tmpDirFd) } catch {} tmpDirFd = null }
     if (tmpDir !== null) { try { rmSync(tmpDir, { recursive: true, force: true }) } catch {} tmpDir = null }
   }
   try {
     if (addr.kind === 'unix') {
+      checkUnixPath(addr.path)
       await removeStaleUnixSocket(addr.path)
       tmpDir = mkdtempSync(join(dirname(addr.path), `.pc${++tmpSeq}-`))
       tmpPath = join(tmpDir, 's')
-      await listen(server, { path: tmpPath, backlog })
+      // Bound through the directory's fd: sun_path holds 107 bytes, and the private name is longer
+      // than an operator's path with a short last component (100 bytes + `.pcN-XXXXXX/s`), which
+      // failed to bind (EINVAL) or, with an older libuv, was truncated and bound elsewhere.
+      tmpDirFd = openSync(tmpDir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY)
+      await listen(server, { path: `/proc/self/fd/${tmpDirFd}/s`, backlog })
       bound = addr
     } else {
       await listen(server, { host: addr.host, port: addr.port, backlog })

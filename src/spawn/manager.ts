@@ -43,6 +43,8 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
   private closing: Promise<void> | null = null
   /** Pipe spawns whose close() finished (their children all reaped): `stopped` in status(). */
   private readonly pipesClosed = new Set<string>()
+  /** Pipe spawns added to a running manager whose start checks refused them: `failed` in status(). */
+  private readonly pipesFailed = new Map<string, string>()
   /** One CGI fork server for every pipe spawn that uses it; its helper starts on first use. */
   private forkServer: ForkServer | null = null
 
@@ -63,8 +65,12 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     return this.forkServer
   }
 
-  /** Register a spawn. Throws ERR_SPAWN_BAD_SPEC / ERR_SPAWN_BAD_ADDRESS on an invalid spec. */
+  /**
+   * Register a spawn. Throws ERR_SPAWN_BAD_SPEC / ERR_SPAWN_BAD_ADDRESS on an invalid spec, and
+   * ERR_SPAWN_NOT_READY once close() was called: close() runs once, so nothing would stop it.
+   */
   add (name: string, spec: SpawnSpec): void {
+    if (this.closing !== null) throw spawnError('ERR_SPAWN_NOT_READY', `spawns.${name}: the manager is closed (close() was called); create a new one`)
     if (this.entries.has(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: defined twice`)
     if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}: name must match [A-Za-z0-9_.-]+`)
     const resolved = resolveSpec(name, spec)
@@ -103,7 +109,10 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
     void this.bringUp([name]).catch((err: Error & { code?: string }) => {
       const reason = `${err.code !== undefined ? `${err.code}: ` : ''}${err.message}`
       if (group !== null) group.fail(reason)
-      else this.emit('failed', { spawn: name, reason })
+      else {
+        this.pipesFailed.set(name, reason)
+        this.emit('failed', { spawn: name, reason })
+      }
     })
   }
 
@@ -200,7 +209,11 @@ export class SpawnManager extends EventEmitter<SpawnEvents> {
       ? e.group.status(0)
       : {
           // `stopping` while close() still stops its children, as a socket spawn's.
-          name, state: this.closing === null ? 'running' : this.pipesClosed.has(name) ? 'stopped' : 'stopping', reason: null, processes: [], pipeChildren: e.pipe?.size ?? 0,
+          name,
+          state: this.closing !== null ? (this.pipesClosed.has(name) ? 'stopped' : 'stopping') : this.pipesFailed.has(name) ? 'failed' : 'running',
+          reason: this.pipesFailed.get(name) ?? null,
+          processes: [],
+          pipeChildren: e.pipe?.size ?? 0,
           launcher: e.pipe?.launcher ?? null, forkServer: e.pipe?.forkServerKind ?? null, droppedOutputBytes: e.output.dropped,
         })
   }

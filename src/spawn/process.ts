@@ -9,7 +9,7 @@ import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import { formatAddress } from './spec.js'
-import { bindListenSocket, freePort, probeConnect, removeStaleUnixSocket, verifySelfBoundSocket, type BoundSocket } from './listen-socket.js'
+import { bindListenSocket, checkUnixPath, freePort, probeConnect, removeStaleUnixSocket, verifySelfBoundSocket, type BoundSocket } from './listen-socket.js'
 import { escalation, stopGroup } from './group-kill.js'
 import type { OutputSink } from './output.js'
 import type { PidFiles } from './pidfile.js'
@@ -142,6 +142,7 @@ export class SpawnedProcess {
     try {
       if (spec.handoff === 'self') {
         if (this.address.kind === 'unix') {
+          checkUnixPath(this.address.path)
           extraEnv.SOCKET = this.address.path
           // Planning re-runs the Launcher's checks, the socket directory's among them (nobody but
           // root and the spawn's user may create the name): before the stale socket is touched.
@@ -251,8 +252,13 @@ export class SpawnedProcess {
     const { clock, spec } = this.opts
     const deadline = clock.now() + spec.startTimeout
     let exited = false
+    // The deadline is judged after a probe, never before the first: until the child's pid is known
+    // nothing was probed, and a startTimeout spent by then (0, or a late spawn event) failed an
+    // fd0 start whose socket was connectable all along.
+    let probed = false
     void this.leaderExited.then(() => { exited = true })
     while (!exited && this.state === 'starting') {
+      if (this.pid !== null) probed = true
       if (this.pid !== null && await probeConnect(this.address, Math.max(1, Math.min(1000, deadline - clock.now())))) {
         if (exited || this.state !== 'starting') return
         if (this.selfBoundOwner !== null && this.address.kind === 'unix') {
@@ -271,7 +277,7 @@ export class SpawnedProcess {
         this.opts.hooks.onReady(this)
         return
       }
-      if (clock.now() >= deadline) {
+      if (probed && clock.now() >= deadline) {
         this.startError = spawnError('ERR_SPAWN_NOT_READY', `${spec.name}: not connectable at ${this.addressId} within ${spec.startTimeout} ms`)
         void this.stop()
         return

@@ -2,7 +2,7 @@
  * Spec normalisation: the one defaults table for spawns, address parsing, and the clean child
  * environment. Everything downstream works on `ResolvedSpec` and never looks at optional fields.
  */
-import { basename, dirname, isAbsolute } from 'node:path'
+import { basename, dirname, isAbsolute, resolve } from 'node:path'
 import type { Handoff, HealthCheckSpec, LimitsSpec, SpawnAddress, SpawnSpec } from './types.js'
 import { spawnError } from './types.js'
 
@@ -57,10 +57,19 @@ export function splitArgv (v: string | string[] | undefined): string[] {
   return Array.isArray(v) ? [...v] : v.split(/\s+/).filter((s) => s !== '')
 }
 
+/**
+ * A unix path as the host binds, probes and connects to it: a relative one from the host's working
+ * directory, made absolute here, since a `handoff: self` program got it as SOCKET and resolved it
+ * from its own cwd (the binary's directory by default): it bound elsewhere and never became ready.
+ */
+function unixPath (path: string): SpawnAddress {
+  return { kind: 'unix', path: path === '' || isAbsolute(path) ? path : resolve(path) }
+}
+
 /** `host:port`, `[v6]:port`, or a path (unix socket). `unix:` prefix accepted. */
 export function parseAddress (raw: string): SpawnAddress {
-  if (raw.startsWith('unix:')) return { kind: 'unix', path: raw.slice(5) }
-  if (raw.startsWith('/') || raw.startsWith('.')) return { kind: 'unix', path: raw }
+  if (raw.startsWith('unix:')) return unixPath(raw.slice(5))
+  if (raw.startsWith('/') || raw.startsWith('.')) return unixPath(raw)
   const v6 = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(raw)
   const v4 = /^([^:[\]]+):(\d+)$/.exec(raw)
   const m = v6 ?? v4
@@ -109,6 +118,19 @@ function resolveHealthTimes (name: string, given: HealthCheckSpec): { interval: 
   return pick<'interval' | 'timeout' | 'failures'>(name, 'healthCheck', SPAWN_DEFAULTS.healthCheck, given, { interval: 1, timeout: 1, failures: 1 })
 }
 
+/**
+ * `environment` as exec can pass it: a name with `=` was split by the child at the first one (`A=B`
+ * set `A` to `B=…`, silently), and a NUL was a failed start on every try (Node refuses it at
+ * spawn), a crash loop into FAILED. The config schema refuses both; this is the embedder's API.
+ */
+function resolveEnvironment (name: string, env: Record<string, string> | undefined): Record<string, string> {
+  for (const [key, v] of Object.entries(env ?? {})) {
+    if (key === '' || key.includes('=') || key.includes('\0')) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.environment: ${JSON.stringify(key)} is not a variable name (empty, or with = or NUL)`)
+    if (typeof v === 'string' && v.includes('\0')) throw spawnError('ERR_SPAWN_BAD_SPEC', `spawns.${name}.environment.${key}: a value cannot contain NUL bytes`)
+  }
+  return { ...env }
+}
+
 export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
   const d = SPAWN_DEFAULTS
   const socketType = spec.socketType ?? d.socketType
@@ -129,7 +151,7 @@ export function resolveSpec (name: string, spec: SpawnSpec): ResolvedSpec {
     socketType,
     addresses: names.map(parseAddress),
     handoff: spec.handoff ?? d.handoff,
-    environment: { ...spec.environment },
+    environment: resolveEnvironment(name, spec.environment),
     copyEnvironment: [...(spec.copyEnvironment ?? [])],
     maxRequests: nonNegative(name, 'maxRequests', spec.maxRequests ?? d.maxRequests),
     minProcs,
