@@ -11,6 +11,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { lazy } from '../lazy.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { ProtocolAdapter } from '../core/types.js'
+import { routeNameClashes } from '../core/compile.js'
 import { checkConfig } from './check.js'
 import { substituteEnv } from './env.js'
 import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
@@ -169,25 +170,12 @@ function resolvePaths (value: Obj, dir: string): Obj {
   return out
 }
 
-/**
- * Route names label logs and metrics; two routes with one name would merge their counters (and
- * print one histogram series twice). A route without `name` is named by its index (compile.ts), so
- * that name is taken too; a clash is reported at the name the operator wrote.
- */
+/** routeNameClashes (core/compile.ts), each located in the files: checkConfig reports them without positions. */
 function duplicateRouteNames (m: Merger): ConfigIssue[] {
-  const first = new Map<string, { i: number, written: boolean }>()
-  const out: ConfigIssue[] = []
-  m.routes.forEach((r, i) => {
-    if (!isObj(r) || (r.name !== undefined && typeof r.name !== 'string')) return
-    const written = typeof r.name === 'string'
-    const name = written ? r.name as string : String(i)
-    const prev = first.get(name)
-    if (prev === undefined) { first.set(name, { i, written }); return }
-    const [at, other] = written ? [i, prev] : [prev.i, { i, written }]
-    const where = other.written ? m.locate(`/routes/${other.i}/name`, false) : `${m.locate(`/routes/${other.i}`, false)} (a route without \`name\` is named by its index)`
-    out.push({ path: `/routes/${at}/name`, message: `route name ${JSON.stringify(name)} is used twice: here and at ${where}`, found: name, source: m.locate(`/routes/${at}/name`, false) })
+  return routeNameClashes(m.routes).map(({ name, at, other, otherWritten }) => {
+    const where = otherWritten ? m.locate(`/routes/${other}/name`, false) : `${m.locate(`/routes/${other}`, false)} (a route without \`name\` is named by its index)`
+    return { path: `/routes/${at}/name`, message: `route name ${JSON.stringify(name)} is used twice: here and at ${where}`, found: name, source: m.locate(`/routes/${at}/name`, false) }
   })
-  return out
 }
 
 export async function loadConfig (file: string, opts: LoadOptions = {}): Promise<LoadResult> {

@@ -3,11 +3,13 @@
  * the cross-field rules no schema can express: a route's spawn exists and fits its protocol, no two
  * listeners share an address, identities are complete, dependencies are known.
  */
+import { resolve } from 'node:path'
 import type { ConfigIssue } from '../core/errors.js'
 import { getAdapter } from '../core/registry.js'
 import { TrustedProxies } from '../core/trust.js'
 import type { ProtocolAdapter } from '../core/types.js'
 import type { LimitsSpec, ManagerOptions, SpawnSpec, TenantSpec } from '../spawn/index.js'
+import { UNIX_PATH_MAX } from '../spawn/listen-socket.js'
 import { escapeKey } from './locate.js'
 import type { RouteConfig } from './schema.js'
 import type { IdentityPolicyConfig, LimitsConfig, SpawnConfig, TenantConfig } from './spawn-schema.js'
@@ -114,6 +116,22 @@ export function addressKey (raw: string): { key: string, wildcardPort: number | 
   return { key: `tcp:${m[1]}:${port}`, wildcardPort: wildcard ? port : null }
 }
 
+/**
+ * A unix socketName no process could bind (the spawn manager refuses it at start,
+ * ERR_SPAWN_BAD_ADDRESS): sun_path holds UNIX_PATH_MAX bytes, and a spawn's further processes (more
+ * than one, or a recycle's successor beside its predecessor) listen at `<path>-N`.
+ */
+function unixPathProblem (raw: string, maxProcs: number, recycles: boolean): string | null {
+  const path = raw.startsWith('unix:') ? raw.slice(5) : raw
+  if (!path.startsWith('/') && !path.startsWith('.')) return null
+  const bytes = Buffer.byteLength(resolve(path))
+  const suffix = maxProcs > 1 || recycles ? 1 + String(maxProcs).length : 0
+  if (bytes + suffix <= UNIX_PATH_MAX) return null
+  return suffix === 0 || bytes > UNIX_PATH_MAX
+    ? `a unix socket path of ${bytes} bytes: at most ${UNIX_PATH_MAX} fit (sun_path)`
+    : `a unix socket path of ${bytes} bytes: further processes listen at <path>-N, ${bytes + suffix} bytes, and at most ${UNIX_PATH_MAX} fit (sun_path)`
+}
+
 interface Listener { at: string, address: string }
 
 /** A TCP address's port beyond 65535 (the spawn's and the gateway's bind refuse it), or null. */
@@ -215,6 +233,10 @@ export function crossFieldIssues (c: CrossFieldInput, external: ReadonlySet<stri
       const port = portProblem(a)
       if (addressKey(a) === null && !/:0$/.test(a)) issues.push({ path: where, message: `not an address: ${JSON.stringify(a)}`, found: a, expected: 'host:port, [v6]:port or a unix socket path' })
       else if (port !== null) issues.push({ path: where, message: port, found: a, expected: 'host:port with a port 0-65535' })
+      else {
+        const long = unixPathProblem(a, s.maxProcs ?? 1, (s.maxRequests ?? 0) > 0)
+        if (long !== null) issues.push({ path: where, message: long, found: a, expected: `a unix socket path of at most ${UNIX_PATH_MAX} bytes` })
+      }
       listeners.push({ at: where, address: a })
     })
     if (s.minProcs !== undefined && s.maxProcs !== undefined && s.minProcs > s.maxProcs) {

@@ -90,6 +90,28 @@ function checkBackends (list: readonly string[], at: string, problems: ConfigIss
   })
 }
 
+/**
+ * Two routes with one name: names label logs and metrics, so their counters would merge (and a
+ * histogram series print twice). A route without `name` is named by its index (compileProxy), so
+ * that name is taken too. Each clash is reported at the name the operator wrote (`at`), the other route
+ * being `other`. Routes whose name is no string (a schema issue of its own) are left out.
+ */
+export function routeNameClashes (routes: readonly unknown[]): Array<{ name: string, at: number, other: number, otherWritten: boolean }> {
+  const first = new Map<string, { i: number, written: boolean }>()
+  const out: Array<{ name: string, at: number, other: number, otherWritten: boolean }> = []
+  routes.forEach((r, i) => {
+    if (typeof r !== 'object' || r === null) return
+    const raw = (r as { name?: unknown }).name
+    if (raw !== undefined && typeof raw !== 'string') return
+    const written = raw !== undefined
+    const name = raw ?? String(i)
+    const prev = first.get(name)
+    if (prev === undefined) { first.set(name, { i, written }); return }
+    out.push(written ? { name, at: i, other: prev.i, otherWritten: prev.written } : { name, at: prev.i, other: i, otherWritten: false })
+  })
+  return out
+}
+
 export async function compileProxy (config: CompileInput, deps: CompileDeps): Promise<ProxyRuntime> {
   if (!isProxyConfig(config)) {
     // The generated check said no; TypeBox (~13 MiB RSS) loads only now, to word the issues.
@@ -286,6 +308,10 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     entries.push({ match: rc.match ?? {}, route })
   })
 
+  for (const x of routeNameClashes(config.routes)) {
+    const other = x.otherWritten ? `/routes/${x.other}/name` : `/routes/${x.other} (a route without \`name\` is named by its index)`
+    issues.push({ path: `/routes/${x.at}/name`, message: `route name ${JSON.stringify(x.name)} is used twice: here and at ${other}`, found: x.name })
+  }
   if (deps.gc !== undefined && deps.gc !== false && typeof deps.gc !== 'function') {
     issues.push({ path: '/gc', message: 'gc must be V8\'s gc function or false', found: deps.gc, expected: 'function | false' })
   }

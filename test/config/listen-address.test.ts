@@ -68,3 +68,19 @@ t.test('check and serve: exit 2 with the issue, no stack trace', async (t) => {
   t.match(serve.stderr, /port 99999 is out of range/)
   t.notMatch(serve.stderr, /start failed|RangeError|"stack"/, 'no stack trace')
 })
+
+t.test('a spawn unix socketName longer than sun_path holds is a config issue', async (t) => {
+  guardLeaks(t)
+  const spawn = (socketName: string, extra: Record<string, unknown> = {}): unknown => ({ spawns: { a: { binPath: '/usr/bin/php-cgi', socketName, ...extra } }, routes: [] })
+  const at = (n: number): string => '/tmp/' + 'x'.repeat(n - 5) // an absolute path of n bytes
+  t.same(await issuesAt(spawn(at(107))), [], '107 bytes fit')
+  const long = await issuesAt(spawn(at(108)))
+  t.same(long.map(([p]) => p), ['/spawns/a/socketName'])
+  t.match(long[0]?.[1], /of 108 bytes: at most 107 fit/)
+  t.same((await issuesAt(spawn(`unix:${at(120)}`))).map(([p]) => p), ['/spawns/a/socketName'], 'unix: prefix too')
+  // Further processes listen at <path>-N: with maxProcs 4, 105 bytes + "-4" fit, 106 + "-4" do not.
+  t.same(await issuesAt(spawn(at(105), { maxProcs: 4 })), [])
+  t.match((await issuesAt(spawn(at(106), { maxProcs: 4 })))[0]?.[1], /further processes listen at <path>-N, 108 bytes/)
+  // A recycle's successor listens beside its predecessor: maxRequests counts as a further process.
+  t.match((await issuesAt(spawn(at(106), { maxRequests: 100 })))[0]?.[1], /further processes/)
+})

@@ -75,3 +75,21 @@ t.test('proxycore check: exit 2', async (t) => {
   t.equal(r.code, 2)
   t.match(r.stderr, /proxycore\.yaml:7:11: \/routes\/1\/name: route name "0" is used twice/)
 })
+
+t.test('createProxy refuses them too: the rule is checkConfig\'s, not only the file loader\'s', async (t) => {
+  guardLeaks(t)
+  const { createProxy } = await import('../../src/index.js')
+  const backends = ['127.0.0.1:1']
+  const cases: Array<{ routes: Array<Record<string, unknown>>, path: string, name: string }> = [
+    { routes: [{ name: 'a', protocol: 'http', backends }, { name: 'a', protocol: 'http', backends }], path: '/routes/1/name', name: 'a' },
+    // the unnamed second route is named "1"; the clash is reported at the name written, the first
+    { routes: [{ name: '1', protocol: 'http', backends }, { protocol: 'http', backends }], path: '/routes/0/name', name: '1' },
+    { routes: [{ protocol: 'http', backends }, { name: '0', protocol: 'http', backends }], path: '/routes/1/name', name: '0' },
+  ]
+  for (const c of cases) {
+    await t.rejects(createProxy({ routes: c.routes } as never), { code: 'ERR_CONFIG', issues: [{ path: c.path, message: new RegExp(`^route name "${c.name}" is used twice`) }] }, c.path)
+  }
+  // Distinct names, and an unnamed route beside names that are not its index: accepted.
+  const p = await createProxy({ routes: [{ protocol: 'http', backends }, { name: '1x', protocol: 'http', backends }, { name: 'b', protocol: 'http', backends }] } as never)
+  await p.close()
+})
