@@ -242,6 +242,12 @@ export class SpawnedProcess {
       if (this.expected && this.stopped === null) this.stopped = this.stopGroup()
     })
     child.once('exit', (code, signal) => {
+      // A wrapper (prlimit for `limits`, setpriv, unshare, sh) that cannot exec the program exits
+      // 127 (not found) or 126 (not executable) where a direct spawn had 'error': without a cause
+      // the failed start (and FAILED) said nothing of why. The wrapper's own words are in the log.
+      if ((code === 127 || code === 126) && this.state === 'starting' && this.startError === null) {
+        this.startError = spawnError('ERR_SPAWN_EXEC', `cannot exec ${spec.argv[0] ?? plan.file}: exit ${code} before it was ready (${code === 127 ? 'not found' : 'not executable'}: the program, or one it runs; its stderr is in the spawn's log)`)
+      }
       resolveExit({ code, signal, at: this.opts.clock.now() })
     })
     void this.leaderExited.then((info) => this.onLeaderExit(info))

@@ -1,4 +1,7 @@
 import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, manager, nextEvent, nodeBackend } from './fixtures/manager.js'
 import { get } from './fixtures/http.js'
@@ -116,6 +119,26 @@ leakTest(t, 'start failures: missing binary and not-ready-in-time end in FAILED 
   t.match(reasons.get('missing'), /cannot exec \/nonexistent\/bin/)
   t.match(reasons.get('slow'), /not connectable .* within 50 ms/)
   await t.rejects(ensure(m, 'slow'), { code: 'ERR_SPAWN_FAILED' })
+})
+
+leakTest(t, 'a program a wrapper cannot exec (limits: prlimit) fails with the cause, not a bare exit 127', async (t, defer) => {
+  const m = manager(defer)
+  const restart = { initialDelay: 5, maxStarts: 1 }
+  // In a directory that exists: the default cwd is the program's directory.
+  m.add('missing', { binPath: '/usr/bin/nonexistent-pc-program', socketName: '127.0.0.1:0', limits: { nofile: 256 }, restart })
+  const dir = mkdtempSync(join(tmpdir(), 'pc-noexec-'))
+  defer(() => rmSync(dir, { recursive: true, force: true }))
+  const plain = join(dir, 'plain')
+  writeFileSync(plain, 'not a program\n', { mode: 0o644 })
+  m.add('plain', { binPath: plain, socketName: '127.0.0.1:0', limits: { nofile: 256 }, restart })
+  const reasons = new Map<string, string>()
+  m.on('failed', (e) => reasons.set(e.spawn, e.reason))
+  await m.start()
+  t.ok(await waitFor(() => reasons.size === 2, 10_000), 'both failed')
+  t.match(reasons.get('missing'), /cannot exec \/usr\/bin\/nonexistent-pc-program: exit 127 .*not found/)
+  t.match(reasons.get('plain'), new RegExp(`cannot exec ${plain}: exit 126 .*not executable`))
+  const crash = m.status().find((s) => s.name === 'missing')?.lastCrash
+  t.match(crash, { code: 127, error: /cannot exec \/usr\/bin\/nonexistent-pc-program/ })
 })
 
 leakTest(t, 'dependsOn: dependents start after, and wait visibly on a failed dependency', async (t, defer) => {
