@@ -94,7 +94,7 @@ function refused (url: string): Promise<boolean> {
   })
 }
 
-t.test('node-http: checkContinue and clientError are wired', async (t) => {
+t.test('node-http: checkContinue, clientError and connect are wired', async (t) => {
   const up = await upstream(t)
   const app = await startNode(up.address)
   t.teardown(app.close)
@@ -111,6 +111,10 @@ t.test('node-http: checkContinue and clientError are wired', async (t) => {
   const bad = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n')
   t.match(bad, /^HTTP\/1\.1 400 /)
   t.ok(await waitFor(() => ends.some((e) => e.status === 400 && e.error === 'ERR_BAD_REQUEST'), 10_000), 'the refused request is in the events')
+
+  // CONNECT (proxy.connect): 501 with its code, not a socket closed unanswered.
+  const tunnel = await rawRequest(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', /ERR_CONNECT_METHOD\n/)
+  t.match(tunnel, /^HTTP\/1\.1 501 Not Implemented\r\n[^]*ERR_CONNECT_METHOD\n$/)
 })
 
 for (const [name, start, home, prefixKept] of [

@@ -74,6 +74,12 @@ export interface Proxy {
    * parser refused, plus a `request:end` event, so the access log shows it.
    */
   readonly clientError: (err: Error, socket: Duplex) => void
+  /**
+   * node:http 'connect' listener (optional): a CONNECT (a tunnel to another host, what a forward
+   * proxy opens) gets `501 ERR_CONNECT_METHOD` and a `request:end` event; without a listener
+   * node:http closes its socket unanswered.
+   */
+  readonly connect: (req: IncomingMessage, socket: Duplex) => void
   /** Typed events; the same events go to diagnostics_channel `proxycore:*`. */
   readonly events: ProxyEvents
   /** Compiled routes with their pools and counters (read-only view for status pages). */
@@ -147,6 +153,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     shouldUpgrade: (req) => runtime.shouldUpgrade(req),
     checkContinue: (req, res) => runtime.checkContinue(req, res),
     clientError: (err, socket) => runtime.clientError(err, socket),
+    connect: (req, socket) => runtime.connect(req, socket),
     events,
     routes: runtime.routes,
     spawns: manager,

@@ -28,6 +28,7 @@ export async function start (upstream: string, port = 0): Promise<{ server: Serv
   server.on('upgrade', proxy.upgrade)
   server.on('checkContinue', proxy.checkContinue)
   server.on('clientError', proxy.clientError)
+  server.on('connect', proxy.connect)
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   return {

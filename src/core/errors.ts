@@ -31,6 +31,7 @@ export const ERRORS = {
 
   // --- client side --------------------------------------------------------------
   ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },
+  ERR_CONNECT_METHOD: { status: 501, message: 'CONNECT (a tunnel to another host, as a forward proxy opens) is not offered by this reverse proxy', action: 'None: such a client wants a forward proxy; proxycore answers requests for its own routes.' },
   ERR_UNSUPPORTED_TRANSFER_CODING: { status: 501, message: 'The request uses a transfer coding the proxy cannot decode', action: 'None: the client sent a Transfer-Encoding other than chunked (RFC 9112 §6.1).' },
   ERR_TOO_MANY_HEADERS: { status: 431, message: 'The request has more header lines than the proxy forwards (1000)', action: 'None if the client is hostile; else send fewer headers (node:http drops the lines past its count limit unseen, Content-Length included).' },
   ERR_BAD_HEADER_VALUE: { status: 400, message: 'A request header cannot be encoded for the backend protocol', action: 'None: the client sent a header with a forbidden byte.' },

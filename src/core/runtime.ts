@@ -28,6 +28,8 @@ const MAX_LOCAL_REDIRECTS = 10
 const CLOSE_FLOOR_MS = 1000
 /** Bytes of one backend stderr line logged; the rest of a longer line is dropped (`…` says so). */
 const STDERR_LINE_CAP = 4096
+/** A refused socket's lingering close: closed after this long without a byte from the client (nginx lingering_timeout). */
+const LINGER_IDLE_MS = 5000
 /** Log lines of backend stderr per request. */
 const STDERR_LINES = 100
 /** The adapters' byte-cap marker (FastCGI stderrLimit, CGI maxStderr): handed on as a chunk of its own. */
@@ -220,11 +222,7 @@ export class ProxyRuntime {
     if (route === null || target === null || !route.adapter.capabilities.upgrade || this.closing || target.path === '*') {
       // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
       const code: ErrorCode = bad !== null ? bad.code : target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
-      const status = statusFor(new ProxyError(code))
-      // The body names the code, as any refused request's does (sendError).
-      const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${code}\n`
-      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
-      this.refused(req, route?.name ?? '', status, code, 0)
+      this.refuseSocket(req, socket, code, route?.name ?? '')
       return
     }
     if (target.authority !== undefined) adoptAuthority(req, target.authority)
@@ -232,6 +230,45 @@ export class ProxyRuntime {
     const ex = new UpgradeExchange(this, route, req, socket, head, withUpstream(route, target), this.clientOf(req, peer), peer)
     this.tunnels.add(ex)
     ex.start(() => this.tunnels.delete(ex))
+  }
+
+  /**
+   * node:http 'connect' listener: CONNECT opens a tunnel to another host, what a forward proxy
+   * does; a reverse proxy answers 501 (RFC 9110 §9.1, a method it does not implement). Without a
+   * listener node:http closes the socket unanswered.
+   */
+  connect (req: IncomingMessage, socket: Duplex): void {
+    this.refuseSocket(req, socket, 'ERR_CONNECT_METHOD', '')
+  }
+
+  /**
+   * An error answer on a socket node:http handed over (an upgrade or a CONNECT refused before any
+   * exchange): the body names the code, as sendError's; the request is reported. The socket then
+   * waits for the client's FIN, what it still sends read and dropped (closing on unread bytes would
+   * reset the connection and lose the answer), as nginx's lingering close: until LINGER_IDLE_MS pass
+   * without a byte, at most DISCARD_MAX_MS in all. A client that never closed its side held it
+   * forever.
+   */
+  private refuseSocket (req: IncomingMessage, socket: Duplex, code: ErrorCode, route: string): void {
+    const status = statusFor(new ProxyError(code))
+    const body = `${status} ${STATUS_CODES[status] ?? 'Error'}\n${code}\n`
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
+    socket.on('error', () => {})
+    const since = Date.now()
+    let last = since
+    socket.on('data', () => { last = Date.now() })
+    socket.resume()
+    let linger: NodeJS.Timeout
+    const check = (): void => {
+      const now = Date.now()
+      const wait = Math.min(LINGER_IDLE_MS - (now - last), DISCARD_MAX_MS - (now - since))
+      if (wait <= 0) { socket.destroy(); return }
+      linger = setTimeout(check, wait)
+      linger.unref()
+    }
+    check()
+    socket.once('close', () => clearTimeout(linger))
+    this.refused(req, route, status, code, 0)
   }
 
   private clientOf (req: IncomingMessage, peer: string): ClientInfo {

@@ -187,6 +187,12 @@ export class Gateway {
       if (g !== null) g.proxy.clientError(err, socket)
       else socket.destroy()
     })
+    // Without a listener node:http closes a CONNECT's socket unanswered.
+    server.on('connect', (req, socket) => {
+      const g = this.gen
+      if (g !== null) g.proxy.connect(req, socket)
+      else socket.destroy()
+    })
     const unix = spec.startsWith('unix:') ? spec.slice(5) : null
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)

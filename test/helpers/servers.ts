@@ -62,6 +62,7 @@ export async function proxyServer (t: Tap, config: CreateProxyOptions): Promise<
   const proxy = await createProxy({ logger: silentLogger, ...config })
   const server = createServer(proxy.handler)
   server.on('upgrade', proxy.upgrade)
+  server.on('connect', proxy.connect)
   const port = await listen(server)
   t.teardown(async () => { await closeServer(server); await proxy.close(1000) })
   return { proxy, server, port, url: `http://127.0.0.1:${port}` }
