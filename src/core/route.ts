@@ -3,6 +3,7 @@
  * preparation of an exchange (forwarded headers for HTTP-speaking backends; body spooling, script
  * resolution and the RFC 3875 environment for the CGI family).
  */
+import type { IncomingMessage } from 'node:http'
 import { realpathSync } from 'node:fs'
 import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
@@ -172,7 +173,7 @@ export class CompiledRoute {
    * or by the Host it was sent (`preserve`: the client's; a literal `hostHeader`: that name), so
    * all of them map back to the client's view.
    */
-  responseRewrite (ex: ProxyExchange): ResponseRewrite | null {
+  responseRewrite (ex: { readonly req: IncomingMessage }): ResponseRewrite | null {
     if (this.rewrite === null || this.rewrite.prefix === null) return this.rewrite
     const b = ex.req.headers.host ?? ''
     const authorities = this.pool.backends.map((x) => x.endpoint.id.toLowerCase())

@@ -34,7 +34,7 @@ import type { Socket } from 'node:net'
 import type { Duplex, Readable } from 'node:stream'
 import { ProxyError, backendOverloaded, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
 import { DISCARD_MAX_MS } from './body-pump.js'
-import { authorizeExchange, type ProxyExchange } from './exchange.js'
+import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
@@ -246,11 +246,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 
   /**
    * What the backend says about its own paths mapped back (stripPrefix: Location, Set-Cookie; the
-   * route's Via), in a 101 and a plain answer as in any response. responseRewrite reads only the
-   * exchange's `req`, which an UpgradeExchange has too.
+   * route's Via), in a 101 and a plain answer as in any response.
    */
   private rewrite (): ReturnType<CompiledRoute['responseRewrite']> {
-    return this.route.responseRewrite(this as unknown as ProxyExchange)
+    return this.route.responseRewrite(this)
   }
 
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
