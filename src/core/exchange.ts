@@ -569,8 +569,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     openSendfile(path, this.route.s.sendfileRoots ?? [], headers).then((f) => {
       if (this.phase !== Phase.Streaming) { f.stream.destroy(); return }
       const res = this.res
-      res.writeHead(this.status, f.headers)
-      if (this.method === 'HEAD') { f.stream.destroy(); this.sendfileFileDone(); return }
+      // A 204 has no body and no Content-Length (RFC 9110 §8.6); a 304 keeps the file's length.
+      res.writeHead(this.status, this.status === 204 ? withoutLength(f.headers) : f.headers)
+      if (this.method === 'HEAD' || this.status === 204 || this.status === 304) { f.stream.destroy(); this.sendfileFileDone(); return }
       this.sendfileStream = f.stream
       f.stream.on('data', (chunk: Buffer | string) => {
         this.sent(chunk.length)
@@ -895,5 +896,12 @@ function headersToObject (raw: RawHeaders): Record<string, string | string[]> {
     const prev = out[k]
     out[k] = prev === undefined ? raw[i + 1] : Array.isArray(prev) ? [...prev, raw[i + 1]] : [prev, raw[i + 1]]
   }
+  return out
+}
+
+/** Flat header pairs without Content-Length. */
+function withoutLength (headers: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() !== 'content-length') out.push(headers[i], headers[i + 1])
   return out
 }
