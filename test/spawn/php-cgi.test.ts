@@ -1,24 +1,17 @@
 /**
  * Real peers: php-cgi and fcgiwrap accept on the fd 0 socket the manager binds (FastCGI §2.2).
  */
-import t, { type Test } from 'tap'
-import { chmodSync, existsSync, writeFileSync } from 'node:fs'
+import t from 'tap'
+import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, listed, manager, tempDir } from './fixtures/manager.js'
-import { cgiEnv, fcgiRequest, phpPid } from './fixtures/fcgi.js'
+import { cgiEnv, fcgiRequest, peer, phpPid } from './fixtures/fcgi.js'
 import { drive } from './fixtures/drive.js'
 import { processGroup, waitFor } from '../helpers/leaks.js'
 
 const PHP = '/usr/bin/php-cgi'
 const FCGIWRAP = '/usr/sbin/fcgiwrap'
-
-function peer (t: Test, path: string): boolean {
-  if (existsSync(path)) return true
-  if (process.env.CI === 'true') t.fail(`${path} missing (required in CI)`)
-  else t.pass(`${path} not installed`, { skip: `${path} not installed` })
-  return false
-}
 
 function phpScript (dir: string): string {
   const script = join(dir, 'pid.php')

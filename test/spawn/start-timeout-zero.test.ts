@@ -5,21 +5,14 @@
  * before the child's pid was known, so nothing was ever probed), a crash loop into FAILED. A
  * short one did the same whenever the spawn event came late. Real peer: php-cgi on fd 0.
  */
-import t, { type Test } from 'tap'
-import { existsSync, writeFileSync } from 'node:fs'
+import t from 'tap'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest } from './fixtures/guard.js'
 import { ensure, manager, tempDir } from './fixtures/manager.js'
-import { phpPid } from './fixtures/fcgi.js'
+import { peer, phpPid } from './fixtures/fcgi.js'
 
 const PHP = '/usr/bin/php-cgi'
-
-function peer (t: Test, path: string): boolean {
-  if (existsSync(path)) return true
-  if (process.env.CI === 'true') t.fail(`${path} missing (required in CI)`)
-  else t.pass(`${path} not installed`, { skip: `${path} not installed` })
-  return false
-}
 
 leakTest(t, 'fd0, startTimeout 0: php-cgi is ready at once and serves', async (t, defer) => {
   if (!peer(t, PHP)) return

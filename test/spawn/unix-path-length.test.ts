@@ -6,22 +6,15 @@
  * with a stable code, not a bind at a truncated name or a wait for startTimeout. Real peer: php-cgi
  * on fd 0 (handoff self: the Node fixture backend).
  */
-import t, { type Test } from 'tap'
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import t from 'tap'
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { leakTest, type Defer } from './fixtures/guard.js'
 import { ensure, manager, nextEvent, nodeBackend, tempDir } from './fixtures/manager.js'
-import { phpPid } from './fixtures/fcgi.js'
+import { peer, phpPid } from './fixtures/fcgi.js'
 import { bindListenSocket } from '../../src/spawn/listen-socket.js'
 
 const PHP = '/usr/bin/php-cgi'
-
-function peer (t: Test, path: string): boolean {
-  if (existsSync(path)) return true
-  if (process.env.CI === 'true') t.fail(`${path} missing (required in CI)`)
-  else t.pass(`${path} not installed`, { skip: `${path} not installed` })
-  return false
-}
 
 /** A directory for a socket `<dir>/a` whose path is exactly `bytes` long. */
 function dirForPath (defer: Defer, bytes: number): string {
