@@ -99,6 +99,13 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
    * old request fail the connection instead of reaching the new one.
    */
   private held: Array<{ id: number, until: number }> = []
+  /**
+   * The socket closed while a slow client held the decoder paused on bytes already read (a backend
+   * may close right after END_REQUEST: keepConn false, a recycled worker). Those bytes are decoded
+   * as the client resumes; the close takes effect once the decoder stops holding any (resumeFor),
+   * or at once when the connection is destroyed.
+   */
+  private closePending = false
 
   constructor (socket: Socket, owner: ConnectionOwner) {
     this.socket = socket
@@ -114,7 +121,14 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.failure ??= fromSocketError(err, 'head', owner.backend)
     })
-    socket.on('close', () => this.onClose())
+    socket.on('close', () => {
+      if (this.decoder.isPaused && this.failure === null && !this.closed) {
+        this.closePending = true
+        this.reusable = false
+        return
+      }
+      this.onClose()
+    })
   }
 
   get idle (): boolean {
@@ -257,6 +271,10 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     // pause it anew. Resuming the socket first read one more chunk (several 8 KiB records from
     // php) per resume while a slow client took one record: the buffer grew with the response.
     this.decoder.resume()
+    if (this.closePending) {
+      if (!this.decoder.isPaused) this.onClose()
+      return
+    }
     if (!this.decoder.isPaused && !this.closed) this.socket.resume()
   }
 
@@ -338,6 +356,7 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     if (err !== null) this.failure ??= err
     this.reusable = false
     this.socket.destroy()
+    if (this.closePending) this.onClose()
   }
 
   private onClose (): void {
