@@ -122,8 +122,8 @@ export class CgiExchange {
   private stderrLeft: number
   /** The incomplete UTF-8 character the last stderr read ended with (onStderr). */
   private readonly stderrCarry = new Utf8Carry()
-  /** Stop feeding stdin mid-body; `eof`: close it too (see sendBody). */
-  private stopBody: ((eof: boolean) => void) | null = null
+  /** Stop feeding stdin mid-body, without an EOF while the process runs (see sendBody). */
+  private stopBody: (() => void) | null = null
   /** stdin of a body cut short, left open until the process is gone (see sendBody). */
   private heldStdin: Writable | null = null
   /** We stopped the group ourselves: its exit status says nothing about the script. */
@@ -201,7 +201,13 @@ export class CgiExchange {
     stdin?.on('error', () => {})
     if (this.settled) {
       stdout?.resume()
-      if (stdin !== null && !stdin.writableEnded) stdin.end()
+      // Aborted before 'spawn' (a fork-server child is exec'd, and stopped, before its stdio
+      // arrives): a body it was never sent gets no EOF either, until the process is gone (sendBody).
+      const unsent = this.exchange.body !== null && (this.exchange.contentLength ?? 0) > 0
+      if (stdin !== null && !stdin.writableEnded) {
+        if (unsent) this.heldStdin = stdin
+        else stdin.end()
+      }
       return
     }
     // null: /dev/null (no body). A starter that gave a pipe anyway gets it ended at once.
@@ -235,16 +241,18 @@ export class CgiExchange {
 
   /** The core aborted (client gone, timeout) and has already answered: only stop the process. */
   private abort (): void {
-    this.finish(false)
+    this.finish()
   }
 
   /**
    * Stream exactly CONTENT_LENGTH bytes to stdin, pausing the source while the pipe is full.
-   * stdin reaches EOF only after the whole body. When the exchange fails or is aborted mid-body
-   * (the client hung up during its upload), stdin stays open until the process is gone: an EOF
-   * then would hand a script that reads to EOF (`wc -c`, `cat > file`) a short body as if it were
-   * whole, and it could act on it in the moment before its group is killed (never a short stdin,
-   * RELIABILITY rule 5).
+   * stdin reaches EOF only after the whole body. When the exchange ends mid-body, stdin stays open
+   * until the process is gone: an EOF then would hand a script that reads to EOF (`wc -c`,
+   * `cat > file`) a short body as if it were whole, and it could act on it before its group is
+   * killed (never a short stdin, RELIABILITY rule 5). That holds for every ending: a failure, an
+   * abort (the client hung up during its upload), and a response that is over while the body is
+   * still being written (the script answered first: a Content-Length response, a closed stdout, a
+   * local redirect; it is stopped after `linger`).
    */
   private sendBody (stdin: Writable): void {
     const body = this.exchange.body
@@ -252,10 +260,10 @@ export class CgiExchange {
     // (A program that already exited has ended its socket for us: end() again only makes an error.)
     if (body === null || total === 0) { if (!stdin.writableEnded) stdin.end(); return }
     const pump = pumpBody(body, total, stdin, { endSink: true, onFail: (err) => this.fail(err) })
-    this.stopBody = (eof) => {
+    this.stopBody = () => {
       if (!pump.active) return
       pump.stop()
-      if (eof || this.exit !== null || this.startFailed) stdin.destroy()
+      if (this.exit !== null || this.startFailed) stdin.destroy()
       else this.heldStdin = stdin
     }
   }
@@ -416,21 +424,21 @@ export class CgiExchange {
   /** A failure ends the process too: kill the whole group (grandchildren included, AC-93). */
   private fail (err: ProxyError): void {
     if (this.settled) return
-    this.finish(false)
+    this.finish()
     this.kill()
     this.handler.onError(err)
   }
 
   /**
    * Settle without telling the handler: the core aborted the exchange and already answered.
-   * `eof` false (a failure or an abort): a body still being sent is not closed (sendBody).
+   * A body still being sent is stopped but not closed (sendBody).
    */
-  private finish (eof = true): void {
+  private finish (): void {
     if (this.settled) return
     this.settled = true
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     unwatchAbort(this.exchange, this.onAbort)
-    this.stopBody?.(eof)
+    this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
     this.child?.stdout?.resume()
     if (isAborted(this.exchange)) this.kill()
