@@ -283,8 +283,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // answered by node:http itself, 101 is the upgrade path's, WebDAV's 102 is dropped (as nginx
     // does). Never to an HTTP/1.0 client, which would take it for the response (RFC 9110 §15.2).
     // A hint is best effort: node refuses some Link values RFC 8288 allows, and such a hint is
-    // dropped, not the response.
+    // dropped, not the response. So is a hint while the client's queue is backed up: the adapter
+    // does not pause on interim responses (undici parses them as they come), and a backend flooding
+    // 103s to a client that reads nothing would otherwise queue them all in memory.
     if (this.phase !== Phase.Dispatched || status !== 103) return
+    if (this.res.writableLength >= MAX_BUFFERED_PER_EXCHANGE) return
     const req = this.req
     if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor === 0)) return
     let link: string[] | null = null

@@ -129,6 +129,26 @@ function releaseWriteErrors (socket: Duplex): void {
 }
 
 /**
+ * A response that ends with the connection (`Connection: close`, or framed by the close) whose last
+ * body bytes found the client's queue full: the handler returned false, undici paused its parser,
+ * and then the backend's FIN came. undici 7's 'end' listener calls `parser.finish()`, which asserts
+ * that the parser is not paused: an AssertionError thrown from a socket event, uncaught, and the
+ * whole proxy process dies (nodejs/undici#5360; measured: a client pipelining two GETs, the second
+ * answered `Connection: close` by a node:http backend while queued behind the first). 'end' comes
+ * only once every byte read has gone through the parser, so nothing is left to hold back: this
+ * listener, first in line, resumes the parser (undici's own resume, which flushes it: a
+ * Content-Length or chunked body completes there), and undici's listener then finishes a body
+ * framed by the close as it would have. The response's bytes are already queued for the client.
+ */
+function resumeAtEnd (this: Socket): void {
+  let kParser: symbol | undefined
+  try { kParser = undiciSymbols().kParser } catch { return }
+  if (typeof kParser !== 'symbol') return
+  const parser = (this as unknown as Record<symbol, { paused?: boolean, resume?: () => void } | null | undefined>)[kParser]
+  if (parser?.paused === true && typeof parser.resume === 'function') parser.resume()
+}
+
+/**
  * An unsolicited `100 Continue`. proxycore never sends `Expect` (node:http answers the client's own
  * `Expect: 100-continue`, at the moment its body is first read), so a backend's 100 always comes
  * unasked, and RFC 9110 §15.2 says a client must parse and ignore an unexpected 1xx. undici's
@@ -212,7 +232,7 @@ export class HttpClient implements BackendClient {
       maxHeaderSize: ctx.limits.maxResponseHeadSize,
       // The core's connector: route connect timeout, ERR_CONNECT_* codes.
       connect: ((_opts: object, cb: (err: Error | null, socket: Socket | null) => void) => {
-        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset); holdWriteErrors(s); cb(null, s) }, (err: Error) => cb(err, null))
+        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset).prependListener('end', resumeAtEnd); holdWriteErrors(s); cb(null, s) }, (err: Error) => cb(err, null))
       }) as unknown as buildConnector.connector,
     })
     this.pool.on('connect', skipUnsolicitedContinue)
@@ -316,7 +336,9 @@ class ExchangeHandler implements FlowControl {
 
   resume (): void { this.resumeFn?.() }
 
-  onData (chunk: Buffer): boolean { return this.finished ? true : this.h.onData(chunk) }
+  // An empty chunk (undici flushes a body framed by the close with one when its parser resumes)
+  // adds nothing to the client's queue: never a reason to pause again (resumeAtEnd).
+  onData (chunk: Buffer): boolean { return this.finished || chunk.length === 0 ? true : this.h.onData(chunk) }
 
   onComplete (trailers: Buffer[] | null): void {
     if (!this.end()) return
@@ -369,7 +391,7 @@ class UpgradeBridge implements FlowControl {
 
   onUpgrade (status: number, raw: Buffer[], socket: Duplex): void {
     // The tunnel is no longer undici's: its errors keep their own codes.
-    socket.off('error', hideReset)
+    socket.off('error', hideReset).off('end', resumeAtEnd)
     releaseWriteErrors(socket)
     if (!this.end()) return
     this.h.onUpgrade(status, toStrings(raw), socket, Buffer.alloc(0))
