@@ -113,7 +113,8 @@ function checkValue (name: string, value: string): void {
 
 /**
  * SERVER_NAME (§4.1.14): the host of an absolute-form target (RFC 9112 §3.2.2), else the Host
- * header, without the port, lower-cased. An invalid or repeated Host → ERR_BAD_REQUEST (RFC 9112 §3.2).
+ * header, without the port, lower-cased; with neither, the route's serverName or the local address
+ * (an IPv6 one in brackets). An invalid or repeated Host → ERR_BAD_REQUEST (RFC 9112 §3.2).
  */
 function serverName (input: CgiEnvInput, hostField: string | undefined, hosts: number): string {
   let authority: string | undefined
@@ -124,7 +125,12 @@ function serverName (input: CgiEnvInput, hostField: string | undefined, hosts: n
     if (hosts > 1) throw new ProxyError('ERR_BAD_REQUEST', 'more than one Host header', { phase: 'request' })
     authority = hostField?.trim()
   }
-  if (authority === undefined || authority === '') return input.defaultServerName ?? plainAddress(input.client.localAddress)
+  if (authority === undefined || authority === '') {
+    if (input.defaultServerName !== undefined) return input.defaultServerName
+    // §4.1.14: server-name = hostname | ipv4-address | "[" ipv6-address "]" (as a Host carries it).
+    const local = plainAddress(input.client.localAddress)
+    return local.includes(':') ? `[${local}]` : local
+  }
   const host = authority.startsWith('[') ? authority.slice(0, authority.indexOf(']') + 1) : authority.replace(/:\d*$/, '')
   const port = authority.slice(host.length)
   if (!HOST_NAME.test(host) || !/^(?::\d*)?$/.test(port)) throw new ProxyError('ERR_BAD_REQUEST', 'invalid Host', { phase: 'request' })
