@@ -6,7 +6,8 @@
  *
  * Limits, in order of precedence:
  *   connections  = options.maxConnections, else FCGI_MAX_CONNS, else unbounded
- *   per connection = 1, or (options.multiplex && FCGI_MPXS_CONNS=1 && keepConn) FCGI_MAX_REQS
+ *   per connection = 1, or (options.multiplex && FCGI_MPXS_CONNS=1 && keepConn) FCGI_MAX_REQS,
+ *                    at most 65535 (the 16-bit request id; 0 is reserved)
  * php reports FCGI_MAX_CONNS = its children; opening more connections than that would park the
  * extra ones in the listen backlog behind kept-alive idle connections, never to be accepted.
  */
@@ -15,6 +16,7 @@ import { isAborted } from '../../core/abort.js'
 import { ProxyError, fromSocketError, isProxyError } from '../../core/errors.js'
 import { LiveSet } from '../../live-set.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, ResponseHandler } from '../../core/types.js'
+import { MAX_REQUEST_ID } from './codec.js'
 import { FcgiConnection, type ConnectionOwner } from './connection.js'
 import { NO_ANSWER, queryValues, type BackendValues } from './discovery.js'
 import type { FastcgiOptions } from './options.js'
@@ -22,6 +24,19 @@ import { FcgiRequest, type RequestOwner } from './request.js'
 
 /** Per-connection request cap when multiplexing and the backend gave no FCGI_MAX_REQS. */
 const DEFAULT_MPX_REQS = 16
+
+export { MAX_REQUEST_ID }
+
+/**
+ * How many requests one connection carries at once: 1, or when multiplexing the backend's
+ * FCGI_MAX_REQS (DEFAULT_MPX_REQS when it gave none) — never more than there are request ids.
+ */
+export function requestsPerConnection (multiplex: boolean, maxReqs: number | null): number {
+  if (!multiplex) return 1
+  // discovery.ts only passes whole numbers ≥ 1 (up to 9 digits); anything else gets the default.
+  if (maxReqs === null || !Number.isInteger(maxReqs) || maxReqs < 1) return DEFAULT_MPX_REQS
+  return Math.min(maxReqs, MAX_REQUEST_ID)
+}
 
 export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwner {
   readonly backend: string
@@ -132,7 +147,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
   }
 
   private get perConnection (): number {
-    return this.multiplex ? (this.values.maxReqs ?? DEFAULT_MPX_REQS) : 1
+    return requestsPerConnection(this.multiplex, this.values.maxReqs)
   }
 
   private pump (): void {
@@ -180,7 +195,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     for (const conn of this.conns.view()) {
       if (!conn.reusable || conn.closed || (!mayReuse && conn.served > 0)) continue
       if (conn.idle) best = conn
-      else if (best === null && conn.requests.size < this.perConnection) best = conn
+      else if (best === null && conn.requests.size < this.perConnection && conn.hasFreeId()) best = conn
     }
     return best
   }

@@ -43,6 +43,8 @@ export const ProtocolStatus = {
 
 /** FastCGI 1.0 §3.3: "contentData: Between 0 and 65535 bytes". */
 export const MAX_CONTENT = 65535
+/** FastCGI 1.0 §3.3: requestId is 16 bits and 0 is the management id: ids 1..65535. */
+export const MAX_REQUEST_ID = 65535
 
 /** Largest single name-value pair we can send: php parses each PARAMS record on its own. */
 export const MAX_PAIR = MAX_CONTENT

@@ -14,7 +14,7 @@
 import type { Socket } from 'node:net'
 import { ProxyError, fromSocketError } from '../../core/errors.js'
 import { SLOT, type Slotted } from '../../live-set.js'
-import { MAX_CONTENT, encodeAbortRequest, encodeEmpty, RecordType, setRequestId, stdinFraming } from './codec.js'
+import { MAX_CONTENT, MAX_REQUEST_ID, ProtocolStatus, encodeAbortRequest, encodeEmpty, RecordType, setRequestId, stdinFraming } from './codec.js'
 import { RecordDecoder, type RecordSink } from './decoder.js'
 import type { Carrier, FcgiRequest } from './request.js'
 
@@ -45,11 +45,15 @@ export class RequestTable {
   has (id: number): boolean { return this.byId[id] !== undefined }
   get (id: number): FcgiRequest | undefined { return this.byId[id] }
 
-  /** The lowest request id neither in use nor `held` (FastCGI 1.0 §3.3: ids are reused, starting at 1). */
+  /**
+   * The lowest request id neither in use nor `held` (FastCGI 1.0 §3.3: ids are reused, starting at
+   * 1), or 0 when all 65535 are taken: an id is 16 bits on the wire and 0 is the management id.
+   */
   freeId (held: ReadonlyArray<{ id: number }> = []): number {
-    let id = 1
-    while (this.byId[id] !== undefined || held.some((h) => h.id === id)) id++
-    return id
+    for (let id = 1; id <= MAX_REQUEST_ID; id++) {
+      if (this.byId[id] === undefined && !held.some((h) => h.id === id)) return id
+    }
+    return 0
   }
 
   set (id: number, req: FcgiRequest): void {
@@ -135,13 +139,29 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     return this.requests.size === 0
   }
 
+  /**
+   * Whether `start` has a request id to give (at most 65535 ids, held ones included). The client's
+   * per-connection limit is capped at 65535 (client.ts requestsPerConnection); held ids may still
+   * take the last ones.
+   */
+  hasFreeId (): boolean {
+    this.dropPassedHolds()
+    return this.requests.size + this.held.length < MAX_REQUEST_ID
+  }
+
+  private dropPassedHolds (): void {
+    const position = this.decoder.recordStart
+    if (this.held.length > 0) this.held = this.held.filter((h) => h.until > position)
+  }
+
   /** Put `req` on the wire with the lowest request id not active here (FastCGI 1.0 §3.3). */
   start (req: FcgiRequest): void {
     if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
-    this.decoder.idle = false
-    const position = this.decoder.recordStart
-    if (this.held.length > 0) this.held = this.held.filter((h) => h.until > position)
+    this.dropPassedHolds()
     const id = this.requests.freeId(this.held)
+    // Not reached: the client starts a request only where hasFreeId() (or on a fresh connection).
+    if (id === 0) return req.fail(new ProxyError('ERR_INTERNAL', 'no free FastCGI request id on the connection', { backend: this.owner.backend }))
+    this.decoder.idle = false
     req.requestId = id
     req.carrier = this
     req.onResume = () => this.resumeFor(req)
@@ -325,8 +345,10 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       this.held.push({ id: requestId, until: this.decoder.bytesReceived })
     }
     const outcome = req.end(appStatus, protocolStatus)
-    if (outcome === 'retry') {
-      // §5.5 CANT_MPX_CONN: rejected unprocessed. Retry once on a fresh, non-multiplexed connection.
+    if (protocolStatus === ProtocolStatus.CANT_MPX_CONN) {
+      // §5.5 CANT_MPX_CONN: the backend does not multiplex. 'retry': rejected unprocessed, sent once
+      // more on a fresh connection. Either way this connection takes nothing new (the requests on
+      // it run on) and multiplexing is off, also when the request was under way (ERR_PROTOCOL).
       this.reusable = false
       this.owner.noMultiplexing()
     }

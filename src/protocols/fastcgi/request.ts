@@ -191,7 +191,7 @@ export class FcgiRequest {
         break
       case ProtocolStatus.CANT_MPX_CONN:
         if (this.retries === 0 && !this.bodyStarted && !this.gotResponse) return 'retry'
-        this.fail(new ProxyError('ERR_PROTOCOL', 'backend answered CANT_MPX_CONN after the request was under way', { phase: 'head', backend }))
+        this.fail(new ProxyError('ERR_PROTOCOL', 'backend answered CANT_MPX_CONN after the request was under way', { phase: this.headDone ? 'body' : 'head', backend }))
         return 'done'
       case ProtocolStatus.OVERLOADED:
         // Rejected before processing: the core may try another backend.
