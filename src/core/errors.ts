@@ -111,7 +111,7 @@ export const ERRORS = {
   ERR_SUEXEC_RELATIVE_PATH: { status: 403, message: 'Program path is not absolute', action: 'Use an absolute binPath.' },
   ERR_SUEXEC_DOTDOT: { status: 403, message: 'Program path contains ..', action: 'Use a canonical path.' },
   ERR_SUEXEC_NOT_FOUND: { status: 403, message: 'Program not found', action: 'Check the path.' },
-  ERR_SUEXEC_SYMLINK: { status: 403, message: 'Program is a symlink the policy refuses', action: 'Point binPath at the real file, or relax the symlink policy.' },
+  ERR_SUEXEC_SYMLINK: { status: 403, message: 'Program is a symlink, or a symlink on its path is owned by a user other than root and the target', action: 'Point binPath at the real file, or relax the symlink policy.' },
   ERR_SUEXEC_NOT_IN_ROOT: { status: 403, message: 'Program is outside the allowed roots', action: 'Move it under an allowed root, or add the root.' },
   ERR_SUEXEC_OWNER_MISMATCH: { status: 403, message: 'Program or its directory is not owned by the target user', action: 'chown it to the spawn user.' },
   ERR_SUEXEC_FILE_WRITABLE: { status: 403, message: 'Program is writable by group or others', action: 'chmod go-w the program.' },

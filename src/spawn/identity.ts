@@ -89,7 +89,8 @@ function ownerOk (st: Stats, id: Identity): boolean {
  * (its symlinks can be replaced) and its realpath are walked. Used for the program's directory
  * and, with handoff self, for a unix socket's directory (`what` names it in the message).
  */
-export function checkAncestors (start: string, id: Pick<Identity, 'uid'>, what = 'the program', code = 'ERR_SUEXEC_DIR_WRITABLE'): void {
+export function checkAncestors (start: string, id: Pick<Identity, 'uid'>, what = 'the program', code = 'ERR_SUEXEC_DIR_WRITABLE', linkCode = 'ERR_SUEXEC_SYMLINK'): void {
+  checkLinks(start, id, what, linkCode)
   const dirs = new Set<string>()
   for (const first of [start, realpathSync(start)]) {
     for (let d = first, up = dirname(d); up !== d; d = up, up = dirname(d)) dirs.add(up)
@@ -99,6 +100,26 @@ export function checkAncestors (start: string, id: Pick<Identity, 'uid'>, what =
     if (st.uid === 0 && (st.mode & 0o1000) !== 0) continue
     if (st.uid !== 0 && st.uid !== id.uid) throw spawnError(code, `${dir}: directory above ${what} is owned by uid ${st.uid}, not ${id.uid} or root`)
     if ((st.mode & 0o022) !== 0) throw spawnError(code, `${dir}: directory above ${what} is writable by group or others`)
+  }
+}
+
+/**
+ * A symlink on the path as written (`start` itself or a directory above it) is only followed by
+ * the checks above, but whoever owns it may re-point it where its directory lets them: in a
+ * root-owned sticky directory, which checkAncestors accepts, exactly its owner (audit H8: another
+ * tenant's link to the target user's real program directory passed every check, and re-pointed in
+ * the window before exec it would run that tenant's code as the target user; fs.protected_symlinks
+ * covers only world-writable sticky directories, and may be off). So each one must be owned by
+ * root or the target user, as each directory must.
+ */
+function checkLinks (start: string, id: Pick<Identity, 'uid'>, what: string, code: string): void {
+  for (let d = resolve(start); ; d = dirname(d)) {
+    let st: Stats | null = null
+    try { st = lstatSync(d) } catch { /* reported by the stat of the caller */ }
+    if (st !== null && st.isSymbolicLink() && st.uid !== 0 && st.uid !== id.uid) {
+      throw spawnError(code, `${d}: symlink on the way to ${what} is owned by uid ${st.uid}, not ${id.uid} or root (its owner can re-point it)`)
+    }
+    if (dirname(d) === d) return
   }
 }
 
@@ -126,7 +147,7 @@ export function checkSocketDir (socketPath: string, owner: Pick<Identity, 'uid'>
     const sticky = (st.mode & 0o1000) !== 0 ? ', sticky or not (others can still create the name there)' : ''
     unsafe(`the socket's directory is writable by group or others (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})${sticky}`)
   }
-  checkAncestors(dir, owner, 'the socket', 'ERR_SPAWN_SOCKET_DIR_UNSAFE')
+  checkAncestors(dir, owner, 'the socket', 'ERR_SPAWN_SOCKET_DIR_UNSAFE', 'ERR_SPAWN_SOCKET_DIR_UNSAFE')
 }
 
 /**
@@ -185,8 +206,8 @@ export function checkProgram (program: string, id: Identity, policy: IdentityPol
   try { st = lstatSync(program) } catch {
     throw spawnError('ERR_SUEXEC_NOT_FOUND', `${program}: cannot stat program`)
   }
-  // suexec 117: the program itself must not be a symlink; a symlinked directory above it is
-  // caught by the realpath root check below.
+  // suexec 117: the program itself must not be a symlink. A symlinked directory above it must be
+  // owned by root or the target user (checkAncestors), and lie inside allowedRoots by its real path.
   if (st.isSymbolicLink()) throw spawnError('ERR_SUEXEC_SYMLINK', `${program}: program is a symlink`)
   checkInsideRoots(program, policy)
   const dir = statSync(dirname(program))

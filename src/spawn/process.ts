@@ -4,7 +4,7 @@
  * reports what happened through `ProcessHooks`.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process'
-import { lstatSync, statSync, unlinkSync } from 'node:fs'
+import { closeSync, lstatSync, openSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs'
 import type { Clock, ExitInfo, ProcessState, SpawnAddress } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
@@ -75,14 +75,62 @@ const PROBE_STEP_MS = 25
 /** How long stdout/stderr stay open after the process group is gone (see releaseOutput). */
 const STDIO_LINGER_MS = 500
 
+/** O_CLOEXEC as /proc/<pid>/fdinfo's `flags:` shows it (octal). */
+const O_CLOEXEC = 0o2000000
+
+/** Host descriptors above 2 without close-on-exec, as found at the first exec (inheritedFds). */
+let inheritedCandidates: number[] | null = null
+
+function lacksCloexec (fd: number): boolean {
+  try {
+    const flags = /^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1]
+    return flags !== undefined && (parseInt(flags, 8) & O_CLOEXEC) === 0
+  } catch { return false }
+}
+
+/**
+ * Descriptors the host inherited without close-on-exec (a listening socket or a log file of
+ * whoever started it: Node sets the flag on the low ones it finds at its start, 3 to about 19,
+ * not on higher ones). Node opens its own with the flag, so the set is taken once, at the first
+ * exec (scanning every descriptor per CGI request would cost as much as the proxy has
+ * connections), and each candidate is checked again per exec: one closed since, whose number a
+ * close-on-exec descriptor took, is left alone. One the host gets without the flag after its
+ * first exec (a native addon's) is not seen.
+ */
+export function inheritedFds (): number[] {
+  if (inheritedCandidates === null) {
+    let names: string[] = []
+    try { names = readdirSync('/proc/self/fd') } catch { /* no /proc: nothing known */ }
+    inheritedCandidates = names.map(Number).filter((fd) => Number.isInteger(fd) && fd > 2 && lacksCloexec(fd))
+  }
+  return inheritedCandidates.filter(lacksCloexec)
+}
+
 /**
  * exec a plan in its own process group (`detached`), so stop signals reach every worker it forks
  * (RELIABILITY.md §4.5); never through a shell; only the fds named in `stdio`. Forked by the
  * calling thread: a plan with the parent-death wrapper signals its program when that thread ends
  * (the main thread: when the host process ends).
+ *
+ * spawn() passes on every descriptor without close-on-exec, and Node has no way to close one in
+ * the child: each the host inherited so (inheritedFds) is given the child as /dev/null under its
+ * number instead (a stdio slot: libuv dup2()s over it), so the host's listening socket or log file
+ * never reaches a backend (audit H8). The fork server closes them itself.
  */
 export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
-  return spawn(plan.file, plan.args, { stdio, detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false })
+  const opts = { detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false }
+  const slots: StdioOptions = Array.isArray(stdio) ? [...stdio] : [stdio, stdio, stdio]
+  const leaks = inheritedFds().filter((fd) => fd >= slots.length)
+  if (leaks.length === 0) return spawn(plan.file, plan.args, { ...opts, stdio })
+  const devNull = openSync('/dev/null', 'r')
+  try {
+    const last = Math.max(...leaks)
+    while (slots.length <= last) slots.push('ignore')
+    for (const fd of leaks) slots[fd] = devNull
+    return spawn(plan.file, plan.args, { ...opts, stdio: slots })
+  } finally {
+    closeSync(devNull)
+  }
 }
 
 /**
