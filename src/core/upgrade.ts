@@ -25,9 +25,11 @@
  * The tunnel carries a half-close: a FIN from either side ends the other side's write direction and
  * nothing more, so the other direction still flows (for `timeouts.idle` without a byte at most). It
  * ends when both sockets closed cleanly, or at once when either fails or is destroyed; a socket error
- * (a reset) is passed on as a reset. A tunnel that carries no byte either way for `timeouts.tunnel`
- * is closed (HAProxy's `timeout tunnel`): peers that vanished without a FIN or a reset (a laptop
- * closed, a NAT entry dropped) would otherwise hold the tunnel and its slot forever.
+ * (a reset) is passed on as a reset, and reported: the backend's by its code (ERR_BACKEND_RESET), the
+ * client's as a client abort (ERR_CLIENT_ABORTED), as for a plain request. A tunnel that carries no
+ * byte either way for `timeouts.tunnel` is closed (HAProxy's `timeout tunnel`): peers that vanished
+ * without a FIN or a reset (a laptop closed, a NAT entry dropped) would otherwise hold the tunnel and
+ * its slot forever.
  */
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
@@ -85,7 +87,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private taken = 0
   private clientClosed = false
   private backendClosed = false
-  /** What ended a tunnel badly (a backend socket error), for `request:end`. */
+  /** What ended a tunnel badly (a backend socket error, a client's reset), for `request:end`. */
   private tunnelError: ErrorCode | null = null
   private readonly startedAt: number
   private headAt = 0
@@ -356,9 +358,15 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   /** A FIN before the tunnel: the client went away (as node:http takes it for any request). */
   private readonly onClientEnd = (): void => { this.clientGone() }
 
+  /**
+   * A client socket error in the tunnel (its reset, or a write to a client that is gone): a client
+   * abort, reported as a plain request's client that leaves mid-response is (ERR_CLIENT_ABORTED,
+   * 499, no route error), and passed on to the backend as a reset.
+   */
   private readonly onClientError = (): void => {
-    if (this.phase === Phase.Tunnel) this.closeTunnel(true)
-    else this.clientGone()
+    if (this.phase !== Phase.Tunnel) { this.clientGone(); return }
+    this.tunnelError ??= 'ERR_CLIENT_ABORTED'
+    this.closeTunnel(true)
   }
 
   private readonly onClientClose = (): void => {

@@ -406,8 +406,11 @@ class UpgradeBridge implements FlowControl {
   }
 
   resume (): void { this.resumeFn?.() }
-  // undici pauses the connection when this returns false, until resume().
-  onData (chunk: Buffer): boolean { return this.finished ? true : this.h.onData(chunk) }
+  // undici pauses the connection when this returns false, until resume(). An empty chunk (the
+  // flush of a body framed by the close, at resumeAtEnd) never pauses it again, as for
+  // ExchangeHandler: undici's 'end' listener would then assert on a paused parser and the process
+  // would die (test/component/upgrade-audit-paused-end.test.ts).
+  onData (chunk: Buffer): boolean { return this.finished || chunk.length === 0 ? true : this.h.onData(chunk) }
   onComplete (): void { if (this.end()) this.h.onEnd() }
   onError (err: Error): void {
     if (!this.end()) return
