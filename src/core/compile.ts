@@ -15,7 +15,7 @@ import { BackendPool, StaticSource } from './pool.js'
 import { getAdapter, adapterNames } from './registry.js'
 import type { AuthorizerSettings } from './authorizer.js'
 import { CompiledRoute, type CgiRouteSettings } from './route.js'
-import { Router, normalizeExt, routeHost } from './router.js'
+import { Router, normalizeExt, regexHazard, routeHost } from './router.js'
 import { ProxyRuntime } from './runtime.js'
 import { BodyScavenger, type GcFunction } from './scavenge.js'
 import { TrustedProxies, type ForwardedHeader } from './trust.js'
@@ -174,7 +174,12 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       })
     }
     if (rc.match?.regex !== undefined) {
-      try { new RegExp(rc.match.regex) } catch (err) { problems.push({ path: `${at}/match/regex`, message: (err as Error).message, found: rc.match.regex }) }
+      const regex = rc.match.regex
+      try {
+        new RegExp(regex)
+        const hazard = regexHazard(regex)
+        if (hazard !== null) problems.push({ path: `${at}/match/regex`, message: hazard, found: regex, expected: 'a regex without a repeated group that repeats, alternates or refers back (or a prefix, extension or glob)' })
+      } catch (err) { problems.push({ path: `${at}/match/regex`, message: (err as Error).message, found: regex }) }
     }
     const az = rc.authorizer
     const fcgi = az !== undefined ? getAdapter('fastcgi', deps.adapters) : undefined

@@ -171,12 +171,16 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
     // into one HTTP_X_FORWARDED_HOST, so `X_Forwarded_Host` would undo the replacement below.
     if (name.includes('_')) continue
     if (isHopByHop(name)) continue
+    const field = forwardingField(name)
+    // Host is for every hop (RFC 9112 §3.2): a client that lists it in `Connection` does not get
+    // the backend's own address sent in its place (audit: a client chose the default vhost).
+    if (field === 'host') {
+      if (opts.host === 'preserve') out.push(name, raw[i + 1])
+      continue
+    }
     if (listed !== null && listed.has(name.toLowerCase())) continue
-    switch (forwardingField(name)) {
+    switch (field) {
       case 'expect': continue
-      case 'host':
-        if (opts.host === 'preserve') out.push(name, raw[i + 1])
-        continue
       case 'x-forwarded-for':
         if (opts.xForwarded) { xff = xff === null ? raw[i + 1] : `${xff}, ${raw[i + 1]}`; continue }
         break

@@ -103,10 +103,12 @@ export function normalizeExt (e: string): string {
 
 /**
  * The host a request is routed on: lower-case, no port, no trailing dot (`A.Example.:8080` is
- * `a.example`, `[::1]:8080` is `[::1]`). Also the form a route's `match.host` is compared in.
+ * `a.example`, `[::1]:8080` is `[::1]`), an IPv6 literal in its one canonical form (RFC 5952:
+ * `[0:0::0001]` is `[::1]`, or another spelling of the address would miss its route). Also the
+ * form a route's `match.host` is compared in.
  */
 export function hostOnly (h: string): string {
-  if (h.startsWith('[')) return h.slice(0, h.indexOf(']') + 1).toLowerCase()
+  if (h.charCodeAt(0) === 91 /* [ */) return ipLiteral(h.slice(0, h.indexOf(']') + 1))
   const c = h.indexOf(':')
   const name = (c < 0 ? h : h.slice(0, c)).toLowerCase()
   return name.endsWith('.') ? name.slice(0, -1) : name
@@ -119,9 +121,23 @@ export function hostOnly (h: string): string {
  */
 export function routeHost (h: string): string | null {
   const x = isIP(h) === 6 ? `[${h}]` : h
+  // A literal is canonicalised (its length may change): only what follows its `]` names a port.
+  if (x.charCodeAt(0) === 91 /* [ */) return x.endsWith(']') ? hostOnly(x) : null
   const host = hostOnly(x)
-  if (host.length !== (x.endsWith('.') && !x.startsWith('[') ? x.length - 1 : x.length)) return null
+  if (host.length !== (x.endsWith('.') ? x.length - 1 : x.length)) return null
   return host
+}
+
+/**
+ * `[v6]` in WHATWG URL's serialisation (RFC 5952: lower case, no leading zeros, the longest run
+ * of zero groups as `::`). One that is no IPv6 address is only lower-cased.
+ */
+function ipLiteral (literal: string): string {
+  try {
+    return new URL(`http://${literal}/`).hostname
+  } catch {
+    return literal.toLowerCase()
+  }
 }
 
 function hostTest (hosts: string[]): Predicate {
@@ -167,4 +183,72 @@ export class Router<R> {
       throw err
     }
   }
+}
+
+/**
+ * Why a `match.regex` could take time exponential in the path's length, or null. V8 backtracks,
+ * with no step limit, on a path the client chooses: a group repeated more than once (`*`, `+`,
+ * `{n,}`, `{n,m}` with m > 1) whose body itself repeats, alternates or refers back (`(a+)+`,
+ * `(a|a)*`, `(x\1)*`) can try exponentially many ways to split the path before it fails (audit:
+ * `^/re/(a+)+$` held the event loop 9 s on a 31-byte path). Like safe-regex's star-height test,
+ * this also refuses a few that are fast in practice (`(/[a-z]+)+`); those are written without
+ * the outer repeat (`^/[a-z/]+$`) or as a glob. A regex that only repeats side by side
+ * (`.*\/.*`) is polynomial, not refused (docs/reference/config.md says what to avoid).
+ */
+export function regexHazard (source: string): string | null {
+  interface Frame { repeats: boolean, alternates: boolean, refers: boolean }
+  const stack: Frame[] = [{ repeats: false, alternates: false, refers: false }]
+  const n = source.length
+  /** The quantifier at `i` (its length and whether it can repeat more than once), or null. */
+  const quantifier = (i: number): { len: number, many: boolean } | null => {
+    const c = source[i]
+    let len = 0
+    let many = false
+    if (c === '*' || c === '+') { len = 1; many = true } else if (c === '?') len = 1
+    else if (c === '{') {
+      const m = /^\{(\d+)(,(\d*))?\}/.exec(source.slice(i, i + 24))
+      if (m === null) return null
+      len = m[0].length
+      many = m[2] === undefined ? Number(m[1]) > 1 : m[3] === '' || Number(m[3]) > 1
+    } else return null
+    if (source[i + len] === '?') len++ // lazy
+    return { len, many }
+  }
+  for (let i = 0; i < n; i++) {
+    const top = stack[stack.length - 1]
+    const c = source[i]
+    if (c === '\\') {
+      const next = source[i + 1] ?? ''
+      if ((next >= '1' && next <= '9') || (next === 'k' && source[i + 2] === '<')) top.refers = true
+      i++
+    } else if (c === '[') {
+      for (i++; i < n && source[i] !== ']'; i++) if (source[i] === '\\') i++
+    } else if (c === '(') {
+      stack.push({ repeats: false, alternates: false, refers: false })
+      // `(?:`, `(?=`, `(?!`, `(?<=`, `(?<!`, `(?<name>`: their `?` is no quantifier.
+      if (source[i + 1] === '?') {
+        if (source[i + 2] === '<' && source[i + 3] !== '=' && source[i + 3] !== '!') i = Math.max(i, source.indexOf('>', i))
+        else i += source[i + 2] === '<' ? 3 : 2
+      }
+    } else if (c === ')') {
+      if (stack.length === 1) continue // unbalanced: new RegExp reports it
+      const group = stack.pop() as Frame
+      const parent = stack[stack.length - 1]
+      const q = quantifier(i + 1)
+      if (q !== null && q.many && (group.repeats || group.alternates || group.refers)) {
+        const what = group.repeats ? 'repeats' : group.alternates ? 'has alternatives' : 'refers back'
+        return `a repeated group that ${what} (${JSON.stringify(source.slice(0, i + 1 + q.len))}…) can backtrack exponentially on a path a client sends`
+      }
+      parent.repeats ||= group.repeats || q !== null
+      parent.alternates ||= group.alternates
+      parent.refers ||= group.refers
+      if (q !== null) i += q.len
+    } else if (c === '|') {
+      top.alternates = true
+    } else {
+      const q = quantifier(i)
+      if (q !== null && i > 0) { top.repeats = true; i += q.len - 1 }
+    }
+  }
+  return null
 }

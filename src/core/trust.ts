@@ -52,13 +52,25 @@ export class TrustedProxies {
     if (!this.has(peer)) return peer
     let client = peer
     for (let i = chain.length - 1; i >= 0; i--) {
-      const hop = chain[i]
-      if (!ipaddr().isValid(hop)) break
+      const hop = canonicalHop(chain[i])
+      if (hop === null) break
       client = hop
       if (!this.has(hop)) break
     }
     return client
   }
+}
+
+/**
+ * A chain entry as an address in its canonical form (`2001:DB8:0::1` is `2001:db8::1`, an
+ * IPv4-mapped one plain IPv4), or null unless it is written as a proxy writes one: dotted-quad
+ * IPv4 or IPv6. ipaddr.js's `isValid` also takes inet_aton's forms (`3221225985`, `0300.0.2.1`,
+ * `127.1`), which were handed on raw as REMOTE_ADDR; nginx realip stops at them, and so does the walk.
+ */
+function canonicalHop (hop: string): string | null {
+  const lib = ipaddr()
+  if (!lib.IPv4.isValidFourPartDecimal(hop) && !lib.IPv6.isValid(hop)) return null
+  try { return normalize(lib.parse(hop)).toString() } catch { return null }
 }
 
 /**

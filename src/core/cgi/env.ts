@@ -157,7 +157,9 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
       contentType ??= raw[2 * i + 1]
     } else if (name === 'connection') {
       hop ??= new Set()
-      for (const t of raw[2 * i + 1].split(',')) hop.add(t.trim().toLowerCase())
+      // Host is for every hop (RFC 9112 §3.2): a client listing it here keeps its HTTP_HOST, as
+      // forwardRequestHeaders keeps its Host for an HTTP backend.
+      for (const t of raw[2 * i + 1].split(',')) { const token = t.trim().toLowerCase(); if (token !== 'host') hop.add(token) }
     }
   }
   const env: Record<string, string> = {}
