@@ -4,6 +4,8 @@
  */
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import { Type, type TNull, type TSchema, type TUnion } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
 import type { StatusSnapshot as StatusJson } from '../status/model.js'
 
 /**
@@ -44,6 +46,12 @@ export function statusTable (j: StatusJson): string {
 /** How long `proxycore status` waits for the whole answer by default (`--timeout=` changes it). */
 export const STATUS_TIMEOUT_MS = 10_000
 
+/**
+ * The largest answer `proxycore status` reads: a status page of thousands of routes and processes
+ * is a few MiB. A server sending more (or without end) is not one; reading it whole ate 2 GB in 5 s.
+ */
+export const STATUS_MAX_BYTES = 16 * 1024 * 1024
+
 /** The page answered, but not with proxycore's status JSON (another server, a wrong path). */
 export class NotStatusError extends Error {}
 
@@ -74,7 +82,59 @@ export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): 
   if (typeof o !== 'object' || o === null || typeof o.software !== 'string' || !Array.isArray(o.routes) || !Array.isArray(o.spawns)) {
     throw new NotStatusError(`${u.href} is not a proxycore status page: the JSON has no software, routes and spawns`)
   }
+  // Every field the table prints, so another server's JSON (or another version's) is named as
+  // such instead of a TypeError (`reading 'p99Ms'`) or `undefined` cells with exit 0.
+  const problem = shapeProblem(o)
+  if (problem !== null) throw new NotStatusError(`${u.href} is not a proxycore status page: ${problem}`)
   return o as StatusJson
+}
+
+/** The fields `statusTable` prints, each of the type it prints (a TypeBox schema of part of StatusSnapshot). */
+const nullable = <T extends TSchema>(schema: T): TUnion<[T, TNull]> => Type.Union([schema, Type.Null()])
+const PRINTED = Type.Object({
+  software: Type.String(),
+  uptimeSeconds: Type.Number(),
+  inflight: Type.Number(),
+  routes: Type.Array(Type.Object({
+    name: Type.String(),
+    protocol: Type.String(),
+    spawn: nullable(Type.String()),
+    available: Type.Number(),
+    capacity: Type.Number(),
+    requests: Type.Number(),
+    errors: Type.Number(),
+    dropped: Type.Number(),
+    active: Type.Number(),
+    latency: Type.Object({ p99Ms: nullable(Type.Number()) }),
+  })),
+  spawns: Type.Array(Type.Object({
+    name: Type.String(),
+    state: Type.String(),
+    reason: nullable(Type.String()),
+    pipeChildren: Type.Number(),
+    processes: Type.Array(Type.Object({
+      pid: nullable(Type.Number()),
+      state: Type.String(),
+      address: Type.String(),
+      requests: Type.Number(),
+      inflight: Type.Number(),
+      uptimeSeconds: Type.Number(),
+    })),
+  })),
+})
+
+const ARTICLE: Record<string, string> = { object: 'an object', array: 'an array', string: 'a string', number: 'a number', null: 'null' }
+
+/** A schema of PRINTED in words: `a number or null`. */
+function describe (schema: TSchema): string {
+  if (Array.isArray(schema.anyOf)) return (schema.anyOf as TSchema[]).map(describe).join(' or ')
+  return ARTICLE[String(schema.type)] ?? String(schema.type)
+}
+
+/** What `statusTable` would trip over, as `/routes/0/latency: expected an object`; null if none. */
+function shapeProblem (j: unknown): string | null {
+  const first = Value.Errors(PRINTED, j).First()
+  return first === undefined ? null : `${first.path}: expected ${describe(first.schema)}`
 }
 
 /**
@@ -86,8 +146,19 @@ export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): 
 async function getText (u: URL, timeoutMs: number): Promise<{ url: URL, status: number, type: string, location?: string, text: string }> {
   return await new Promise((resolve, reject) => {
     const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { headers: { accept: 'application/json' }, agent: false }, (res) => {
+      const tooLarge = (why: string): void => {
+        fail(new NotStatusError(`${u.href} is not a proxycore status page: the answer is larger than ${STATUS_MAX_BYTES / 1024 / 1024} MiB${why}`))
+        req.destroy()
+      }
+      const length = Number(res.headers['content-length'])
+      if (length > STATUS_MAX_BYTES) { tooLarge(` (Content-Length ${length})`); return }
       const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => { chunks.push(c) })
+      let size = 0
+      res.on('data', (c: Buffer) => {
+        size += c.length
+        if (size > STATUS_MAX_BYTES) { chunks.length = 0; tooLarge(''); return }
+        chunks.push(c)
+      })
       res.on('end', () => {
         clearTimeout(timer)
         resolve({ url: u, status: res.statusCode ?? 0, type: res.headers['content-type'] ?? '(none)', location: res.headers.location, text: Buffer.concat(chunks).toString('utf8') })

@@ -4,7 +4,7 @@
  * `prepare`; locally it may be stale). A lock directory keeps parallel test files from building twice.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -31,7 +31,13 @@ export async function ensureBuilt (): Promise<void> {
   if (!stale()) return
   const lock = join(root, 'dist', '.build-lock')
   mkdirSync(join(root, 'dist'), { recursive: true })
-  const got = await waitFor(() => { try { mkdirSync(lock); return true } catch { return !stale() } }, 120_000, 50)
+  const got = await waitFor(() => {
+    try { mkdirSync(lock); writeFileSync(join(lock, 'pid'), String(process.pid)); return true } catch {
+      // A lock left by a test process killed mid-build (tap's timeout) would stall every later run.
+      if (!alive(lock)) rmSync(lock, { recursive: true, force: true })
+      return !stale()
+    }
+  }, 120_000, 50)
   if (!got) throw new Error('timed out waiting for another build')
   try {
     if (stale()) {
@@ -39,8 +45,18 @@ export async function ensureBuilt (): Promise<void> {
       if (r.status !== 0) throw new Error(`build failed:\n${r.stdout}${r.stderr}`)
     }
   } finally {
-    try { rmdirSync(lock) } catch {}
+    rmSync(lock, { recursive: true, force: true })
   }
+}
+
+/** Whether the process that holds `lock` still runs (a lock without its pid counts as held for 10 s). */
+function alive (lock: string): boolean {
+  let pid: number
+  try { pid = Number(readFileSync(join(lock, 'pid'), 'utf8')) } catch {
+    try { return Date.now() - statSync(lock).mtimeMs < 10_000 } catch { return false }
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return true
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code !== 'ESRCH' }
 }
 
 export async function runCli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
