@@ -19,7 +19,7 @@ export const MatchSchema = Type.Object({
 
 export const TimeoutsSchema = Type.Object({
   connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
-  headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head).', '60s')),
+  headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head). A request waiting for a spawn to become routable waits this long too, at least 1 s. 0 = no limit.', '60s')),
   idle: Type.Optional(Duration('Longest pause of the backend inside a response body; it does not run while the proxy holds the backend back for a slow client.', '60s')),
   clientIdle: Type.Optional(Duration('Longest pause of the client: inside its request body (slow-drip uploads get 408 `ERR_REQUEST_TIMEOUT`), or in reading a response the backend or an X-Sendfile file waits to send (the connection is cut, `ERR_CLIENT_TIMEOUT`). 0 = no limit.', '60s')),
   minUploadRate: Type.Optional(Size('Slowest average rate, in bytes per second, at which a request body may arrive (mod_reqtimeout MinRate): past uploadGrace, a body that fell behind it gets 408 `ERR_UPLOAD_TOO_SLOW`, so a client cannot hold a slot and a backend by trickling a byte now and then. Counted from the start of the body; time the proxy itself holds the client back (a backend reading slowly, a spool write, Expect: 100-continue) does not count. 0 = no minimum.', '500')),

@@ -13,6 +13,12 @@ export class AddressError extends Error {
   }
 }
 
+/**
+ * A DNS host name (RFC 1123 labels; `_` too, as Docker and Compose service names have it),
+ * optionally fully qualified with a final dot.
+ */
+const HOST_NAME = /^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i
+
 export function parseEndpoint (input: string): Endpoint {
   const s = input.trim()
   if (s.startsWith('unix:')) return unixEndpoint(s.slice(5), input)
@@ -37,6 +43,9 @@ export function parseEndpoint (input: string): Endpoint {
       const prefix = /^[a-z][a-z0-9+.-]*:/i.exec(host)
       throw new AddressError(input, prefix !== null ? prefixReason(prefix[0]) : 'expected host:port, [v6]:port or unix:/path')
     }
+    // Whatever else is before the last ':' would load and fail each connect (a DNS lookup of
+    // `my host` or `user@h`), and http's URL parser would read `user@h` as h: refused here.
+    if (isIP(host) === 0 && !HOST_NAME.test(host)) throw new AddressError(input, `${JSON.stringify(host)} is not an IP address or a host name (letters, digits, "-" and "_", dot-separated labels of at most 63, 253 in all)`)
     portText = s.slice(colon + 1)
   }
   if (!/^\d{1,5}$/.test(portText)) throw new AddressError(input, 'port must be a number')

@@ -22,7 +22,7 @@ import { RequestFacts } from './request-facts.js'
 import { SCAVENGE_MIN_BODY } from './scavenge.js'
 import { endEvent } from './events.js'
 import { isIdempotent } from './idempotent.js'
-import { waitReplacement, waitRoutable } from './spawn-wait.js'
+import { spawnWaitDeadline, waitReplacement, waitRoutable } from './spawn-wait.js'
 import { SLOT, type Slotted } from '../live-set.js'
 import type { CompiledRoute, ProxyRuntime } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
@@ -244,7 +244,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (pool.backends.length === 0 && this.waitFrom === 0) this.waitFrom = this.rt.now()
     // From the first wait, not the request's start: a buffered upload may take far longer than the
     // headers timeout, and is no backend's delay.
-    const deadline = this.waitFrom + Math.max(this.route.timeouts.headers, 1000)
+    const deadline = spawnWaitDeadline(this.waitFrom, this.route.timeouts.headers)
     if (pool.backends.length === 0 && !this.abortedFlag) await waitRoutable(pool, this.signal, deadline, this.rt.now.bind(this.rt), () => this.abortedFlag)
   }
 
@@ -486,7 +486,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     const pool = this.route.pool
     const tried = this.tried as Set<Backend>
     const now = this.rt.now()
-    const deadline = now + Math.max(this.route.timeouts.headers, 1000)
+    const deadline = spawnWaitDeadline(now, this.route.timeouts.headers)
     const failed = [...tried]
     const stop = (): boolean => this.abortedFlag || this.phase !== Phase.Prepare
     waitReplacement(pool, failed, tried, this.signal, Math.min(now + RESTART_GRACE_MS, deadline), deadline, this.rt.now.bind(this.rt), stop).then((found) => {

@@ -12,8 +12,23 @@ import { ProxyError } from './errors.js'
 import type { Backend, BackendPool } from './pool.js'
 
 /**
+ * Until when a request waits for a spawn to become routable, from `from`: the route's headers
+ * timeout, at least 1 s (a process's start is no backend's slowness); `timeouts.headers: 0` is no
+ * limit, here too (it was 1 s: an on-demand spawn that starts in 2.5 s answered 503).
+ */
+export function spawnWaitDeadline (from: number, headersMs: number): number {
+  return headersMs > 0 ? from + Math.max(headersMs, 1000) : Infinity
+}
+
+/** The longest delay node's setTimeout honours; a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
  * Resolve once `pool` has a backend, or `stop()` says the caller is done (client gone, exchange
- * ended). Past `deadline` (a `now()` time in ms): ERR_SPAWN_NOT_READY (503). The caller's `signal`
+ * ended). Past `deadline` (a `now()` time in ms; Infinity: no limit but the caller's signal, as
+ * for a route with `timeouts.headers: 0`; node's setTimeout would fire an infinite or over-2^31 ms
+ * delay after 1 ms, so none is set for Infinity and a longer one is clamped): ERR_SPAWN_NOT_READY
+ * (503). The caller's `signal`
  * aborting ends the wait with ensure()'s own error, as before. One timer and one abort listener,
  * both gone when this settles, however it settles.
  */
@@ -24,8 +39,8 @@ export async function waitRoutable (pool: BackendPool, signal: AbortSignal, dead
     const onAbort = (): void => { ac.abort(signal.reason) }
     signal.addEventListener('abort', onAbort, { once: true })
     if (signal.aborted) ac.abort(signal.reason)
-    const timer = setTimeout(() => { late = true; ac.abort() }, Math.max(0, deadline - now()))
-    timer.unref()
+    const timer = Number.isFinite(deadline) ? setTimeout(() => { late = true; ac.abort() }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - now()))) : null
+    timer?.unref()
     try {
       while (pool.backends.length === 0 && !stop()) {
         if (late || now() >= deadline) throw notReady(pool, null)
@@ -40,7 +55,7 @@ export async function waitRoutable (pool: BackendPool, signal: AbortSignal, dead
         if (pool.backends.length === 0) await new Promise((resolve) => setImmediate(resolve))
       }
     } finally {
-      clearTimeout(timer)
+      if (timer !== null) clearTimeout(timer)
       signal.removeEventListener('abort', onAbort)
     }
   }
@@ -81,8 +96,10 @@ function nextChange (pool: BackendPool, signal: AbortSignal, until: number, now:
     }
     if (signal.aborted) { resolve(); return }
     unsubscribe = pool.source.subscribe(done)
-    timer = setTimeout(done, Math.max(0, until - now()))
-    timer.unref()
+    if (Number.isFinite(until)) {
+      timer = setTimeout(done, Math.min(MAX_TIMER_MS, Math.max(0, until - now())))
+      timer.unref()
+    }
     signal.addEventListener('abort', done, { once: true })
   })
 }

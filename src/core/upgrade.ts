@@ -41,7 +41,7 @@ import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus
 import type { Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { endEvent } from './events.js'
-import { waitRoutable } from './spawn-wait.js'
+import { spawnWaitDeadline, waitRoutable } from './spawn-wait.js'
 import type { CompiledRoute } from './route.js'
 import type { ProxyRuntime, Target } from './runtime.js'
 import type { ClientInfo, Exchange, FlowControl, RawHeaders, ScriptInfo, UpgradeHandler } from './types.js'
@@ -203,10 +203,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     client.upgrade(this, this)
   }
 
-  /** As ProxyExchange.waitForBackends: bounded by the route's headers timeout (at least 1 s). */
+  /** As ProxyExchange.waitForBackends: bounded by the route's headers timeout (at least 1 s; 0: none). */
   private async waitForBackends (): Promise<void> {
     const pool = this.route.pool
-    const deadline = this.startedAt + Math.max(this.route.timeouts.headers, 1000)
+    const deadline = spawnWaitDeadline(this.startedAt, this.route.timeouts.headers)
     await waitRoutable(pool, this.signal, deadline, this.rt.now.bind(this.rt), () => this.phase === Phase.Done)
   }
 
