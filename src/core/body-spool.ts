@@ -6,7 +6,9 @@
  *
  * Bodies up to `memoryBytes` stay in memory; bigger ones go to a temp file that is unlinked right
  * after it is created, so nothing is left on disk whatever happens; the fd is closed when
- * `cleanup()` runs (the exchange's end), not when a reader ends: the body may be read again.
+ * `cleanup()` runs (the exchange's end), not when a reader ends: the body may be read again. A
+ * reader its consumer still needs after the exchange's end (`keepReading`) delays that close until
+ * the reader is closed.
  *
  * A spooled body can be read more than once: `replayBody(body)` gives a fresh reader from its
  * first byte (a second reader of the same file, by position, or the same memory), so a request
@@ -50,6 +52,8 @@ export interface SpooledBody {
 
 /** Makes a fresh reader of a spooled body, keyed by each reader handed out (`replayBody`). */
 const REPLAY = new WeakMap<Readable, () => Readable>()
+/** Marks a reader handed out as one cleanup() leaves running (`keepReading`). */
+const KEEP = new WeakMap<Readable, () => boolean>()
 
 /** Whether `body` is a spooled body that `replayBody` can give again from its first byte. */
 export function isReplayable (body: Readable | null): boolean {
@@ -63,6 +67,19 @@ export function isReplayable (body: Readable | null): boolean {
 export function replayBody (body: Readable | null): Readable | null {
   const make = body === null ? undefined : REPLAY.get(body)
   return make === undefined ? null : make()
+}
+
+/**
+ * Let the spooled `body` (a reader handed out, not yet destroyed) outlive its exchange's cleanup():
+ * cleanup() then leaves it running to its end and closes the temp file's fd once it is closed
+ * (ended, or destroyed by its reader). For a consumer that goes on reading after the response is
+ * over (a CGI script that answers first and reads its body after, src/protocols/cgi/exchange.ts);
+ * that consumer must destroy the reader when it stops reading early, or the fd stays open. False
+ * when `body` is not a spooled reader (a client's stream) or is gone already: nothing changes.
+ */
+export function keepReading (body: Readable | null): boolean {
+  const keep = body === null ? undefined : KEEP.get(body)
+  return keep === undefined ? false : keep()
 }
 
 /** Bytes per read of the temp file: as fs.createReadStream's default. */
@@ -220,8 +237,12 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
     throw toProxyError(err)
   }
 
-  // Every reader handed out, so cleanup() ends them all; each can make the next (replayBody).
+  // Every reader handed out, so cleanup() ends them all but the kept ones (keepReading), whose
+  // close it awaits; each can make the next (replayBody).
   const readers = new Set<Readable>()
+  const kept = new Set<Readable>()
+  let keptGone: (() => void) | null = null
+  let keptClosed: Promise<void> | null = null
   let cleaned = false
   const handle: FileHandle | null = file
   const whole = handle === null && length > 0 ? Buffer.concat(chunks) : null
@@ -233,8 +254,16 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
       return r
     }
     readers.add(r)
-    r.once('close', () => readers.delete(r))
+    r.once('close', () => {
+      readers.delete(r)
+      if (kept.delete(r) && kept.size === 0) keptGone?.()
+    })
     REPLAY.set(r, reader)
+    KEEP.set(r, () => {
+      if (r.destroyed || !readers.has(r)) return false
+      kept.add(r)
+      return true
+    })
     return r
   }
   const body = reader()
@@ -243,8 +272,12 @@ export async function spoolBody (source: Readable, opts: SpoolOptions): Promise<
     body,
     cleanup: async () => {
       cleaned = true
-      for (const r of readers) r.destroy()
+      for (const r of readers) if (!kept.has(r)) r.destroy()
       readers.clear()
+      if (kept.size > 0) {
+        keptClosed ??= new Promise<void>((resolve) => { keptGone = resolve })
+        await keptClosed
+      }
       // FileHandle.close() waits for a read still in flight: "cleaned up" means the fd is gone.
       await closeFile()
     }

@@ -2,8 +2,10 @@
  * A script whose response is over while its request body is still being written to its stdin (it
  * answered first: a Content-Length response, a closed stdout, a local redirect) must never see EOF
  * on a short stdin: `head -c "$CONTENT_LENGTH" > upload` or `wc -c` would take the part for the
- * whole body and act on it. stdin stays open, without EOF, until the script is gone (stopped after
- * `linger`), as after an aborted upload. Buffered (spooled) and streamed bodies alike. And one
+ * whole body and act on it. The body goes on to stdin after the response (then EOF: a full read,
+ * test/cgi/body-after-response.test.ts); when it cannot (the client hung up) stdin stays open,
+ * without EOF, until the script is gone (stopped after `linger`), as after an aborted upload: a
+ * read here is either the whole body or none. Buffered (spooled) and streamed bodies alike. And one
  * whose exchange was aborted before its streams were handed over ('spawn') gets no EOF either.
  */
 import t from 'tap'

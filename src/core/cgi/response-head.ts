@@ -19,7 +19,8 @@
  *   can frame the body by it.
  * - Connection, Keep-Alive, Proxy-Connection, Trailer, TE, Upgrade, fields named in Connection,
  *   and X-CGI-* (§6.3.5 MAY) are dropped: never forwarded.
- * - `Location: /path` with no Status and no Content-Type is a local redirect (§6.2.2). The head
+ * - `Location: /path` with no Status and no Content-Type is a local redirect (§6.2.2); one with a
+ *   `#fragment` is not (a client redirect: the fragment is the client's). The head
  *   still says 302 + Location, so a core with local redirects off sends it as a client redirect.
  *   An absolute-URI Location without Status → 302 (§6.2.3).
  * - NPH (§5): the first line is an HTTP status line, validated the same way. With
@@ -248,8 +249,10 @@ export class CgiResponseParser {
     // always adds Content-Type, and RFC 3875 §6.2.2's "no other fields" would make PHP's
     // `header('Location: /x', true, 200)` unusable. Routes opt in (`localRedirects`), so this
     // leniency never reaches a route that did not ask for it.
+    // A fragment is the client's (§6.2.2's local-pathquery has none, and the server never sees
+    // one): `Location: /x#y` goes to the client as a 302, fragment and all, not looked up as `/x#y`.
     const local = !statusGiven && this.location !== undefined && this.location.startsWith('/') &&
-      !this.location.startsWith('//')
+      !this.location.startsWith('//') && !this.location.includes('#')
     const head: { -readonly [K in keyof CgiHead]: CgiHead[K] } = { status, headers, contentLength: keptLength }
     if (this.statusText !== undefined) head.statusText = this.statusText
     if (local) head.localRedirect = this.location

@@ -5,7 +5,8 @@
  * owns admission, timeouts and the environment. This is only the plumbing between them.
  *
  *   start ─> stdin  <── request body, exactly CONTENT_LENGTH bytes, paused while the pipe is full;
- *                       EOF only after all of them (cut short: held open until the process is gone)
+ *                       EOF only after all of them (cut short: held open until the process is gone);
+ *                       a response over first does not stop it: the script answered, then reads
  *                       (no body: /dev/null when the starter supports it, as lighttpd's mod_cgi)
  *         ─> stdout ──> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* (pause/resume)
  *         ─> stderr ──> onStderr (capped, always drained)
@@ -24,6 +25,7 @@ import { basename, dirname } from 'node:path'
 import type { Readable, Writable } from 'node:stream'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
 import { pumpBody } from '../../core/body-pump.js'
+import { keepReading } from '../../core/body-spool.js'
 import { ERRORS, isDescriptorShortage, noDescriptors, ProxyError, toProxyError } from '../../core/errors.js'
 import { CgiResponseParser } from '../../core/cgi/response-head.js'
 import { CgiBodyFramer, deliverCgiHead } from '../../core/cgi/response-body.js'
@@ -54,6 +56,13 @@ type StartRequest = Parameters<ProcessStarter['start']>[0]
  * `do_exit`), so one still running this long after the EOF closed its stdout on purpose.
  */
 const EOF_GRACE_MS = 200
+/**
+ * The longest start of a stderr line held for its newline (onStderr): the core logs at most 4096
+ * bytes of a line (runtime STDERR_LINE_CAP), two more tell a cut line from one ending in CR. A
+ * longer one is handed on as it is and cut there.
+ */
+const STDERR_HOLD_MAX = 4096 + 2
+const EMPTY = Buffer.alloc(0)
 const PROCFS = existsSync('/proc/self/stat')
 
 /**
@@ -122,8 +131,15 @@ export class CgiExchange {
   private stderrLeft: number
   /** The incomplete UTF-8 character the last stderr read ended with (onStderr). */
   private readonly stderrCarry = new Utf8Carry()
+  /** The start of a stderr line whose newline has not come yet (onStderr), a copy. */
+  private stderrHeld: Buffer | null = null
   /** Stop feeding stdin mid-body, without an EOF while the process runs (see sendBody). */
   private stopBody: (() => void) | null = null
+  /**
+   * A spooled body this exchange reads past the core's cleanup (body-spool keepReading): destroyed
+   * here when the feeding stops before its end, so its fd is closed.
+   */
+  private keptBody: Readable | null = null
   /** stdin of a body cut short, left open until the process is gone (see sendBody). */
   private heldStdin: Writable | null = null
   /** We stopped the group ourselves: its exit status says nothing about the script. */
@@ -246,26 +262,51 @@ export class CgiExchange {
 
   /**
    * Stream exactly CONTENT_LENGTH bytes to stdin, pausing the source while the pipe is full.
-   * stdin reaches EOF only after the whole body. When the exchange ends mid-body, stdin stays open
-   * until the process is gone: an EOF then would hand a script that reads to EOF (`wc -c`,
-   * `cat > file`) a short body as if it were whole, and it could act on it before its group is
-   * killed (never a short stdin, RELIABILITY rule 5). That holds for every ending: a failure, an
-   * abort (the client hung up during its upload), and a response that is over while the body is
-   * still being written (the script answered first: a Content-Length response, a closed stdout, a
-   * local redirect; it is stopped after `linger`).
+   * stdin reaches EOF only after the whole body. When the exchange fails or is aborted mid-body
+   * (the client hung up during its upload), stdin stays open until the process is gone: an EOF
+   * then would hand a script that reads to EOF (`wc -c`, `cat > file`) a short body as if it were
+   * whole, and it could act on it before its group is killed (never a short stdin, RELIABILITY
+   * rule 5). The same when the body source fails after the response (the client hangs up).
+   *
+   * A response that is over while the body is still being written (the script answered first: a
+   * Content-Length response, a closed stdout, a local redirect) does not stop the feeding: the
+   * script reads its body after answering, gets all of it, then EOF, and exits, rather than wait
+   * on an open stdin until `linger` stops it. A spooled body is kept from the core's cleanup for
+   * that (keepReading); a client's stream goes on arriving while the core reads and drops what is
+   * left of it (core discardBody: its reads hand each chunk to this pump as well, within its byte
+   * and time bounds; past them the client is cut, the source fails: no EOF). Whatever the case,
+   * the feeding ends with the process (`linger` bounds it).
    */
   private sendBody (stdin: Writable): void {
     const body = this.exchange.body
     const total = this.exchange.contentLength ?? 0
     // (A program that already exited has ended its socket for us: end() again only makes an error.)
     if (body === null || total === 0) { if (!stdin.writableEnded) stdin.end(); return }
-    const pump = pumpBody(body, total, stdin, { endSink: true, onFail: (err) => this.fail(err) })
-    this.stopBody = () => {
-      if (!pump.active) return
-      pump.stop()
+    // Asked before the first byte: the core's cleanup may come in any later turn (the response).
+    if (keepReading(body)) this.keptBody = body
+    const hold = (): void => {
       if (this.exit !== null || this.startFailed) stdin.destroy()
       else this.heldStdin = stdin
     }
+    const pump = pumpBody(body, total, stdin, {
+      endSink: true,
+      onFail: (err) => { this.dropBody(); hold(); this.fail(err) }
+    })
+    this.stopBody = () => {
+      this.dropBody()
+      if (!pump.active) return
+      pump.stop()
+      hold()
+    }
+    // stdin closed under the pump (the process is gone, EPIPE): nothing more is read for it.
+    stdin.once('close', () => { if (!pump.active) this.dropBody() })
+  }
+
+  /** A kept spooled body is not read to its end: destroy it (its fd closes). Once read whole, a no-op. */
+  private dropBody (): void {
+    const kept = this.keptBody
+    this.keptBody = null
+    if (kept !== null && !kept.destroyed) kept.destroy()
   }
 
   /** The process is gone (or no longer ours to wait for): a held stdin can close now. */
@@ -289,7 +330,7 @@ export class CgiExchange {
       // §6.2.2 local redirect: the core re-dispatches; whatever else the script prints is dropped.
       // The script may go on running (Apache drains its output to EOF): `linger`, as after a
       // complete response, then its group is stopped; it must not outlive the request.
-      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') { this.finish(); this.lingerOrStop(); return }
+      if (deliverCgiHead(r.head, this.handler, flow) === 'redirect') { this.finish(true); this.lingerOrStop(); return }
       if (this.settled) return
       data = r.rest
     }
@@ -329,6 +370,8 @@ export class CgiExchange {
 
   private onExit (status: ExitStatus): void {
     this.exit = status
+    // The body is no longer read by anyone: the feeding ends (a response over first kept it going).
+    if (this.settled) this.stopBody?.()
     this.releaseStdin()
     if (this.lingerTimer !== null) { clearTimeout(this.lingerTimer); this.lingerTimer = null }
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
@@ -362,27 +405,61 @@ export class CgiExchange {
    * incomplete UTF-8 character a read ends with (at most 3 bytes) is held for the next read, so a
    * character split between two reads is logged whole rather than as two U+FFFD. At the cap that
    * half character is left out, as the rest.
+   *
+   * Whole lines only are handed on: the start of a line whose newline has not come yet is held
+   * here until it does, or until stderr ends (or the cap). The core holds such a start only while
+   * the exchange runs: once it is over (the script goes on after its response) each chunk's
+   * unfinished line is logged at once, and a line the script wrote in two parts, or across the
+   * response's end, was two log entries.
    */
   private onStderr (chunk: Buffer): void {
     if (this.stderrLeft < 0) return
     const part = chunk.length > this.stderrLeft ? chunk.subarray(0, this.stderrLeft) : chunk
     this.stderrLeft -= part.length
     const whole = this.stderrCarry.take(part, part.length < chunk.length)
-    if (whole.length > 0) this.handler.onStderr?.(whole)
+    if (whole.length > 0) this.stderrLines(whole)
     if (part.length < chunk.length) {
       this.stderrLeft = -1
+      this.stderrFlush(EMPTY)
       this.handler.onStderr?.(Buffer.from(`[stderr truncated after ${this.opts.maxStderr} bytes]`))
     }
   }
 
+  /** Hand on `data` up to its last newline, the held start of a line first; hold the rest. */
+  private stderrLines (data: Buffer): void {
+    const held = this.stderrHeld
+    const nl = data.lastIndexOf(0x0a)
+    const tail = data.subarray(nl + 1)
+    const lines = data.subarray(0, nl + 1)
+    if (tail.length > STDERR_HOLD_MAX || (nl === -1 && (held?.length ?? 0) + tail.length > STDERR_HOLD_MAX)) {
+      // Too long to hold: on as it is (the core cuts the line).
+      this.stderrHeld = null
+      this.handler.onStderr?.(held === null ? data : Buffer.concat([held, data]))
+      return
+    }
+    if (nl !== -1) {
+      this.stderrHeld = null
+      this.handler.onStderr?.(held === null ? lines : Buffer.concat([held, lines]))
+    }
+    if (tail.length > 0) this.stderrHeld = this.stderrHeld === null ? Buffer.from(tail) : Buffer.concat([this.stderrHeld, tail])
+  }
+
+  /** The held start of a line (with `rest`, the last bytes of its stream) is handed on now. */
+  private stderrFlush (rest: Buffer): void {
+    const held = this.stderrHeld
+    this.stderrHeld = null
+    const out = held === null ? rest : rest.length === 0 ? held : Buffer.concat([held, rest])
+    if (out.length > 0) this.handler.onStderr?.(out)
+  }
+
   /**
-   * The script closed stderr: the incomplete character its last read ended with (held for a read
-   * that never came) is handed on, to be logged as U+FFFD, not dropped. Past the cap it was left
-   * out already (onStderr).
+   * The script closed stderr: the held start of a line is handed on, and with it the incomplete
+   * character its last read ended with (held for a read that never came), to be logged as U+FFFD,
+   * not dropped. Past the cap both went already (onStderr).
    */
   private onStderrEnd (): void {
-    const held = this.stderrCarry.end()
-    if (held.length > 0 && this.stderrLeft >= 0) this.handler.onStderr?.(held)
+    if (this.stderrLeft < 0) return
+    this.stderrFlush(this.stderrCarry.end())
   }
 
   private describeExit (): string {
@@ -402,7 +479,7 @@ export class CgiExchange {
 
   private succeed (): void {
     if (this.settled) return
-    this.finish()
+    this.finish(true)
     this.handler.onEnd()
     this.lingerOrStop()
   }
@@ -431,14 +508,15 @@ export class CgiExchange {
 
   /**
    * Settle without telling the handler: the core aborted the exchange and already answered.
-   * A body still being sent is stopped but not closed (sendBody).
+   * A body still being sent is stopped but not closed (sendBody); after a response that is over
+   * (`bodyGoesOn`) it goes on to the script, unless the core aborted the exchange.
    */
-  private finish (): void {
+  private finish (bodyGoesOn = false): void {
     if (this.settled) return
     this.settled = true
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     unwatchAbort(this.exchange, this.onAbort)
-    this.stopBody?.()
+    if (!bodyGoesOn || isAborted(this.exchange) || this.exit !== null) this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
     this.child?.stdout?.resume()
     if (isAborted(this.exchange)) this.kill()
