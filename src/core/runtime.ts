@@ -590,10 +590,14 @@ export function parseTarget (method: string, url: string, hostHeader: string | u
   }
   // RFC 9112 §3.2: 400 for an invalid Host; userinfo (`a.example:1@b.example`) is not a host.
   if (!VALID_HOST.test(host)) return null
+  const name = hostOnly(host)
+  // RFC 9110 §4.2.1: an http URI with an empty host is invalid (`http:///x`, `Host: :80`); only a
+  // Host left empty as a whole stands for a target without authority (RFC 9112 §3.2).
+  if (name === '' && (authority !== undefined || host !== '')) return null
   const q = path.indexOf('?')
   const p = q < 0 ? path : path.slice(0, q)
   const query = q < 0 ? '' : path.slice(q + 1)
-  const t = { method, url: path, path: p, query, host: hostOnly(host) }
+  const t = { method, url: path, path: p, query, host: name }
   return authority === undefined ? t : { ...t, authority }
 }
 
