@@ -480,13 +480,22 @@ export class ProxyRuntime {
   /** RFC 3875 §6.2.2 local redirect: the server re-processes `location` as a new GET. */
   redirect (from: ProxyExchange, location: string): void {
     const res = from.res
-    if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) { this.refuse(from.req, res, new ProxyError('ERR_REDIRECT_LOOP', location), from.routeName); return }
+    // Logged as a failed exchange is (nginx: "rewrite or internal redirection cycle"): the script
+    // is at fault, and the access log alone said only 500.
+    if (from.redirects + 1 > MAX_LOCAL_REDIRECTS) {
+      const err = new ProxyError('ERR_REDIRECT_LOOP', `more than ${MAX_LOCAL_REDIRECTS} local redirects, the last to ${location}`)
+      this.logError(from, err)
+      this.refuse(from.req, res, err, from.routeName)
+      return
+    }
     const target = location.startsWith('/') ? parseTarget('GET', location, from.req.headers.host) : null
     const route = target === null ? null : this.router.find(target)
     // Only inside the same route: a backend may not reach another tenant's route (or anything but
     // the router: the status page is never a route).
     if (route === null || target === null || route !== from.route) {
-      this.refuse(from.req, res, new ProxyError('ERR_NO_ROUTE', `local redirect to ${location} leaves the route`, { phase: 'route' }), from.routeName)
+      const err = new ProxyError('ERR_NO_ROUTE', `local redirect to ${location} leaves the route`, { phase: 'route' })
+      this.logError(from, err)
+      this.refuse(from.req, res, err, from.routeName)
       return
     }
     const origin = from.redirectedFrom ?? { url: from.url, path: from.path, query: from.query }

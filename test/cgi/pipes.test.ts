@@ -280,6 +280,11 @@ t.test('AC-45: local redirects are off by default (302), and stay inside their r
   const loop = await get(`${on.url}/cgi-bin/resp.sh?loop`)
   t.equal(loop.status, 500)
   t.match(loop.body.toString(), 'ERR_REDIRECT_LOOP')
+  // Both refusals are logged as failed exchanges are: the script is at fault (nginx logs a cycle).
+  const logged = (code: string) => on.lines.filter((l) => l.obj.code === code && l.obj.route !== undefined)
+  t.same(logged('ERR_REDIRECT_LOOP').map((l) => l.level), ['error'], 'the loop: one error line')
+  t.match(logged('ERR_REDIRECT_LOOP')[0]?.msg, /more than 10 local redirects, the last to \/cgi-bin\/resp\.sh\?loop/)
+  t.same(logged('ERR_NO_ROUTE').map((l) => l.level), ['warn'], 'leaving the route: one warn line')
 })
 
 t.test('AC-47: NPH scripts (opt-in per route)', async (t) => {
