@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { postHead, Raw } from '../helpers/raw-client.js'
-import { cgiProxy, fetchRaw, tempDir, writeScripts } from './harness.js'
+import { fetchRaw, scriptsProxy } from './harness.js'
 
 // sha256 of everything read up to EOF, written whole (a rename) so a half-written file is never read.
 const SHA = 'sha256sum | cut -d" " -f1 > "$0.tmp" && mv "$0.tmp" "$0.sha"\n'
@@ -52,19 +52,8 @@ async function pidOf (t: { ok: (v: unknown, msg: string) => void }, file: string
 for (const requestBuffering of [true, false]) {
   t.test(`requestBuffering ${String(requestBuffering)}: the body goes on to a script that read it only after answering`, async (t) => {
     guardLeaks(t)
-    const dir = tempDir(t)
-    writeScripts(dir, SCRIPTS)
-    const p = await cgiProxy(t, { cgi: {} }, [{
-      match: { prefix: '/c/' },
-      protocol: 'cgi',
-      spawn: 'cgi',
-      docroot: dir,
-      stripPrefix: true,
-      localRedirects: true,
-      requestBuffering,
-      timeouts: { headers: '30s', idle: '30s' },
-      options: { linger: LINGER }
-    }])
+    const p = await scriptsProxy(t, SCRIPTS, { localRedirects: true, requestBuffering, timeouts: { headers: '30s', idle: '30s' }, options: { linger: LINGER } })
+    const dir = p.dir
     const data = body()
     const want = createHash('sha256').update(data).digest('hex')
     for (const name of ['cl.sh', 'closed.sh', 'redirect.sh', 'cl.pl']) {
@@ -86,18 +75,8 @@ for (const requestBuffering of [true, false]) {
 // A spooled body is whole before the script starts: only a streamed one can be cut after the answer.
 t.test('a client that hangs up mid-body after the answer never gives the script an EOF (streamed body)', async (t) => {
   guardLeaks(t)
-  const dir = tempDir(t)
-  writeScripts(dir, SCRIPTS)
-  const p = await cgiProxy(t, { cgi: {} }, [{
-    match: { prefix: '/c/' },
-    protocol: 'cgi',
-    spawn: 'cgi',
-    docroot: dir,
-    stripPrefix: true,
-    requestBuffering: false,
-    timeouts: { headers: '30s', idle: '30s' },
-    options: { linger: 1000 }
-  }])
+  const p = await scriptsProxy(t, SCRIPTS, { requestBuffering: false, timeouts: { headers: '30s', idle: '30s' }, options: { linger: 1000 } })
+  const dir = p.dir
   const raw = new Raw(p.port, postHead('/c/count.sh', SIZE))
   t.teardown(() => { raw.socket.destroy() })
   await raw.send(body().subarray(0, SIZE / 2))
@@ -113,18 +92,8 @@ t.test('a client that hangs up mid-body after the answer never gives the script 
 
 t.test('the rest of a streamed body sent only after the answer still reaches the script whole', async (t) => {
   guardLeaks(t)
-  const dir = tempDir(t)
-  writeScripts(dir, SCRIPTS)
-  const p = await cgiProxy(t, { cgi: {} }, [{
-    match: { prefix: '/c/' },
-    protocol: 'cgi',
-    spawn: 'cgi',
-    docroot: dir,
-    stripPrefix: true,
-    requestBuffering: false,
-    timeouts: { headers: '30s', idle: '30s' },
-    options: { linger: LINGER }
-  }])
+  const p = await scriptsProxy(t, SCRIPTS, { requestBuffering: false, timeouts: { headers: '30s', idle: '30s' }, options: { linger: LINGER } })
+  const dir = p.dir
   const data = body()
   const raw = new Raw(p.port, postHead('/c/cl.sh', SIZE))
   t.teardown(() => { raw.socket.destroy() })

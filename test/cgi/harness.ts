@@ -78,6 +78,17 @@ export async function cgiProxy (t: Tap, spawns: Record<string, SpawnSpec>, route
   return { url, port, manager, lines }
 }
 
+/**
+ * `scripts` written into a fresh temp dir, served by a pipe spawn `cgi` on the route `/c/` (prefix
+ * stripped), with `route`'s fields on top: the set-up of the tests that drive one script by hand.
+ */
+export async function scriptsProxy (t: Tap, scripts: Record<string, string>, route: Partial<RouteConfig>): Promise<CgiProxy & { dir: string }> {
+  const dir = tempDir(t)
+  writeScripts(dir, scripts)
+  const p = await cgiProxy(t, { cgi: {} }, [{ match: { prefix: '/c/' }, protocol: 'cgi', spawn: 'cgi', docroot: dir, stripPrefix: true, ...route }])
+  return { ...p, dir }
+}
+
 /** Parse `env` output (NAME=value lines) into a map. */
 export function parseEnv (text: string): Record<string, string> {
   const out: Record<string, string> = {}

@@ -18,7 +18,7 @@ import type { PipeRequest, PipeStarter } from '../../src/spawn/pipe-starter.js'
 import type { ProcessStarter } from '../../src/core/types.js'
 import { guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { proxyServer } from '../helpers/servers.js'
-import { captureLogger, cgiProxy, fetchRaw, tempDir, writeScripts } from './harness.js'
+import { captureLogger, fetchRaw, scriptsProxy, tempDir, writeScripts } from './harness.js'
 
 // Each answers at once, then reads its whole stdin and records how many bytes it got before EOF.
 const READ = 'n=$(wc -c)\necho "$n" > "$0.read"\n'
@@ -34,19 +34,8 @@ const SIZE = 4 << 20
 for (const requestBuffering of [true, false]) {
   t.test(`requestBuffering ${String(requestBuffering)}: no EOF on a short stdin after the response is over`, async (t) => {
     guardLeaks(t)
-    const dir = tempDir(t)
-    writeScripts(dir, SCRIPTS)
-    const p = await cgiProxy(t, { cgi: {} }, [{
-      match: { prefix: '/c/' },
-      protocol: 'cgi',
-      spawn: 'cgi',
-      docroot: dir,
-      stripPrefix: true,
-      localRedirects: true,
-      requestBuffering,
-      timeouts: { headers: '20s', idle: '20s' },
-      options: { linger: 2000 }
-    }])
+    const p = await scriptsProxy(t, SCRIPTS, { localRedirects: true, requestBuffering, timeouts: { headers: '20s', idle: '20s' }, options: { linger: 2000 } })
+    const dir = p.dir
     const body = Buffer.alloc(SIZE, 0x61)
     for (const name of ['cl.sh', 'closed.sh', 'redirect.sh']) {
       const r = await fetchRaw(`${p.url}/c/${name}`, { method: 'POST', body })

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks, processGroup, waitFor } from '../helpers/leaks.js'
 import { postHead, Raw } from '../helpers/raw-client.js'
-import { cgiProxy, tempDir, writeScripts } from './harness.js'
+import { scriptsProxy } from './harness.js'
 
 const SCRIPTS: Record<string, string> = {
   // Answers, writes the start of a stderr line, waits for the one body byte sent after the answer
@@ -32,18 +32,8 @@ printf 'ended after\\n' >&2
 
 t.test('a stderr line written in two parts after the response is one log entry', async (t) => {
   guardLeaks(t)
-  const dir = tempDir(t)
-  writeScripts(dir, SCRIPTS)
-  const p = await cgiProxy(t, { cgi: {} }, [{
-    match: { prefix: '/c/' },
-    protocol: 'cgi',
-    spawn: 'cgi',
-    docroot: dir,
-    stripPrefix: true,
-    requestBuffering: false,
-    timeouts: { headers: '30s', idle: '30s' },
-    options: { linger: 30_000 }
-  }])
+  const p = await scriptsProxy(t, SCRIPTS, { requestBuffering: false, timeouts: { headers: '30s', idle: '30s' }, options: { linger: 30_000 } })
+  const dir = p.dir
   const stderr = (): string[] => p.lines.filter((l) => l.obj.stream === 'stderr').map((l) => l.msg)
   const raw = new Raw(p.port, postHead('/c/split.sh', 1))
   t.teardown(() => { raw.socket.destroy() })
