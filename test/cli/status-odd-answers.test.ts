@@ -6,23 +6,16 @@
  * then a misleading "no answer" timeout). Each is one line naming the URL and the cause, exit 1.
  * Raw node:http fakes: no real proxycore answers like this.
  */
-import t from 'tap'
-import { createServer, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo, Socket } from 'node:net'
+import t, { type Test as Tap } from 'tap'
+import type { ServerResponse } from 'node:http'
 import { guardLeaks } from '../helpers/leaks.js'
 import { deadPort } from '../helpers/ports.js'
+import { backend } from '../helpers/servers.js'
 import { runCli } from './run.js'
 
-async function fake (t: { teardown: (fn: () => Promise<void>) => void }, handler: (res: ServerResponse) => void): Promise<string> {
-  const s: Server = createServer((_req, res) => handler(res))
-  const sockets = new Set<Socket>()
-  s.on('connection', (c: Socket) => { sockets.add(c); c.on('close', () => sockets.delete(c)) })
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  t.teardown(async () => {
-    for (const c of sockets) c.destroy()
-    await new Promise<void>((resolve) => s.close(() => resolve()))
-  })
-  return `127.0.0.1:${(s.address() as AddressInfo).port}`
+/** A node:http fake answering every request with `handler`; its address. */
+async function fake (t: Tap, handler: (res: ServerResponse) => void): Promise<string> {
+  return (await backend(t, (_req, res) => handler(res))).address
 }
 
 const json = (body: unknown) => (res: ServerResponse): void => {

@@ -12,7 +12,7 @@ import { connect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Proxy, RequestEndEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { closeServer, get, listen, proxyServer, rawBackend } from '../helpers/servers.js'
+import { closeServer, get, listen, proxyServer, rawBackend, upgradeBackend } from '../helpers/servers.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
 
@@ -28,16 +28,6 @@ function ends (proxy: Proxy): RequestEndEvent[] {
   const out: RequestEndEvent[] = []
   proxy.events.on('request:end', (e) => out.push(e))
   return out
-}
-
-/** A node:http backend whose 'upgrade' listener gets the raw socket. */
-async function upgradeBackend (t: Tap, fn: (req: IncomingMessage, socket: Duplex, head: Buffer) => void) {
-  const server = createServer((_req, res) => res.end('plain'))
-  const sockets: Duplex[] = []
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { sockets.push(socket); socket.on('error', () => {}); fn(req, socket, head) })
-  const port = await listen(server)
-  t.teardown(async () => { for (const s of sockets) s.destroy(); await closeServer(server) })
-  return { address: `127.0.0.1:${port}`, sockets }
 }
 
 /** A raw client; counts what follows the response head. */

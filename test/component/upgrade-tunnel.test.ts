@@ -7,16 +7,14 @@
  * show it; raw TCP only for the faults and the byte-level checks a real peer cannot make.
  */
 import t from 'tap'
-import { createServer, type IncomingMessage } from 'node:http'
 import { connect, type Socket } from 'node:net'
-import type { Duplex } from 'node:stream'
 import { fileURLToPath } from 'node:url'
 import { WebSocket } from 'ws'
 import type { Proxy, RequestEndEvent, RequestStartEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { deadPort } from '../helpers/ports.js'
 import { wsBackend } from '../helpers/ws-backend.js'
-import { backend, closeServer, get, listen, proxyServer, rawBackend } from '../helpers/servers.js'
+import { backend, get, proxyServer, rawBackend, upgradeBackend } from '../helpers/servers.js'
 
 guardLeaks(t, { timeoutMs: 10_000 })
 
@@ -60,16 +58,6 @@ function record (proxy: Proxy): { starts: RequestStartEvent[], ends: RequestEndE
   return { starts, ends }
 }
 
-
-/** A node:http backend whose 'upgrade' listener gets the raw socket (a generic Upgrade protocol). */
-async function upgradeBackend (t: Tap, fn: (req: IncomingMessage, socket: Duplex, head: Buffer) => void) {
-  const server = createServer((_req, res) => res.end('plain'))
-  const sockets: Duplex[] = []
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { sockets.push(socket); socket.on('error', () => {}); fn(req, socket, head) })
-  const port = await listen(server)
-  t.teardown(async () => { for (const s of sockets) s.destroy(); await closeServer(server) })
-  return { address: `127.0.0.1:${port}`, sockets }
-}
 
 function openWs (url: string): Promise<{ ws: WebSocket, first: string }> {
   return new Promise((resolve, reject) => {

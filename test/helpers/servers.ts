@@ -4,6 +4,7 @@
  */
 import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { createProxy, silentLogger, type CreateProxyOptions, type Proxy } from '../../src/index.js'
 
 interface Tap { teardown (fn: () => void | Promise<void>): void }
@@ -30,6 +31,16 @@ export async function backend (t: Tap, fn: RequestListener, port = 0): Promise<{
   const server = createServer(fn)
   const bound = await listen(server, t, port)
   return { server, port: bound, address: `127.0.0.1:${bound}` }
+}
+
+/** A node:http backend whose 'upgrade' listener gets the raw socket (a generic Upgrade protocol); plain requests get `plain`. */
+export async function upgradeBackend (t: Tap, fn: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): Promise<{ address: string, sockets: Duplex[] }> {
+  const server = createServer((_req, res) => res.end('plain'))
+  const sockets: Duplex[] = []
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => { sockets.push(socket); socket.on('error', () => {}); fn(req, socket, head) })
+  const port = await listen(server)
+  t.teardown(async () => { for (const s of sockets) s.destroy(); await closeServer(server) })
+  return { address: `127.0.0.1:${port}`, sockets }
 }
 
 /** A raw TCP backend for faults a real peer cannot produce: `fn` gets every accepted socket. */
