@@ -14,7 +14,7 @@ export const RestartSchema = Type.Object({
   maxDelay: Type.Optional(Duration('Cap of the doubling restart delay.', '15s')),
   stableAfter: Type.Optional(Duration('Uptime after which the delay resets to initialDelay.', '30s')),
   maxStarts: Type.Optional(Type.Integer({ minimum: 1, default: 5, description: 'More crash restarts than this inside `window` put the spawn in FAILED (systemd StartLimitBurst); a reload (SIGHUP) restarts a FAILED spawn, embedders call `spawns.clear(name)`.' })),
-  window: Type.Optional(Duration('The start-rate window (systemd StartLimitIntervalSec).', '10s')),
+  window: Type.Optional(Duration('The start-rate window (systemd StartLimitIntervalSec). 0 turns the start limit off, as in systemd: a program that crashes at once is then restarted after each delay for ever, at once with maxDelay 0.', '10s')),
 }, { additionalProperties: false, description: 'Crash restarts: exponential backoff plus a start-rate limit, so a broken backend cannot spin.' })
 
 export const HealthCheckSchema = Type.Object({

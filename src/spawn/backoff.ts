@@ -2,6 +2,8 @@
  * Restart policy that cannot spin (STYLE.md §5, RELIABILITY.md §4.8): exponential backoff doubling
  * from `initialDelay` to `maxDelay`, reset once a process stayed up `stableAfter`, and a start-rate
  * limit (systemd StartLimitBurst/IntervalSec) that ends in FAILED until an operator clears it.
+ * An operator can turn that limit off (`window: 0`, systemd's StartLimitIntervalSec=0); only then
+ * does a crashing program restart for ever, each after its delay.
  *
  * Only crash restarts and failed starts count against the limit: recycling (maxRequests) and
  * scale-up starts are the manager's own decisions and would otherwise trip FAILED under load.

@@ -11,7 +11,7 @@
  * written as they are (the file has every byte the program wrote) and the end is reported, so the
  * log without a file (`logOutput`) can flush its decoder too.
  */
-import { createWriteStream, mkdirSync, renameSync, rmSync, statSync, type WriteStream } from 'node:fs'
+import { closeSync, constants, createWriteStream, fstatSync, mkdirSync, openSync, renameSync, rmSync, type WriteStream } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
@@ -23,8 +23,24 @@ export const LOG_DEFAULTS = { maxSize: 10 * 1024 * 1024, keep: 3, maxBuffered: 1
 /** After the log file failed (directory gone, disk full), output is dropped this long before it is opened again. */
 const REOPEN_AFTER_MS = 1000
 
-function fileSize (file: string): number {
-  try { return statSync(file).size } catch { return 0 }
+/**
+ * The log file is opened without following a symlink (O_NOFOLLOW) and without blocking
+ * (O_NONBLOCK: a FIFO nobody reads fails with ENXIO instead of hanging a pool thread and close()),
+ * and only a plain file is written: whoever can write log.dir must not make the host, often root,
+ * append children's output to /etc/something through a link planted at `<name>.log`.
+ */
+const LOG_OPEN_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK
+
+function openLogFile (file: string): { fd: number, size: number } {
+  const fd = openSync(file, LOG_OPEN_FLAGS, 0o666)
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw new Error(`${file} is not a plain file`)
+    return { fd, size: st.size }
+  } catch (err) {
+    closeSync(fd)
+    throw err
+  }
 }
 
 export type OutputListener = (stream: 'stdout' | 'stderr', chunk: Buffer, pid: number) => void
@@ -105,18 +121,31 @@ export class OutputSink {
     }
     if (this.stream !== null && this.size > 0 && this.size + chunk.length > this.maxSize) this.rotate()
     const s = this.stream ?? this.open(this.file)
+    if (s === null) {
+      this.dropped += chunk.length
+      return
+    }
     this.queued.set(s, (this.queued.get(s) ?? 0) + chunk.length)
     s.write(chunk)
     this.size += chunk.length
   }
 
-  private open (file: string): WriteStream {
+  /** The file opened for appending, or null (counted by the caller) when it cannot be. */
+  private open (file: string): WriteStream | null {
     // log.dir is made as runDir is (PM2 makes its log directory too): a missing one dropped every
     // byte of output, counted on the status page but never written.
     try { mkdirSync(dirname(file), { recursive: true, mode: 0o750 }) } catch { /* the open below fails and counts */ }
-    const s = createWriteStream(file, { flags: 'a' })
+    let opened: { fd: number, size: number }
+    try {
+      opened = openLogFile(file)
+    } catch {
+      // Missing directory, a symlink (ELOOP), a FIFO or device, disk trouble: retry later.
+      this.failedAt = Date.now()
+      return null
+    }
+    const s = createWriteStream(file, { fd: opened.fd })
     this.stream = s
-    this.size = fileSize(file)
+    this.size = opened.size
     this.queued.set(s, 0)
     s.on('error', () => {
       // Disk trouble must not crash the host; output is best effort. What this stream had not

@@ -15,7 +15,11 @@ import type { Clock } from './types.js'
 import { escalation, liveGroupMembers, stopGroup } from './group-kill.js'
 import { MARKER_ENV } from './spec.js'
 
-interface PidRecord { spawn: string, pid: number, pgid: number, startTime: string, address: string }
+/**
+ * `hostPid`/`hostStartTime`: the host that spawned the process (absent in files of older
+ * versions). While that host still runs, its processes are not orphans, whoever else reads runDir.
+ */
+interface PidRecord { spawn: string, pid: number, pgid: number, startTime: string, address: string, hostPid?: number, hostStartTime?: string }
 
 /** Field 22 of /proc/PID/stat (start time in clock ticks since boot): tells a reused pid apart. */
 export function processStartTime (pid: number): string | null {
@@ -68,6 +72,17 @@ function leaderlessOrphans (rec: PidRecord, spawn: string): boolean {
 }
 
 /**
+ * Whether the host that wrote `rec` still runs (same pid, same start time): this process itself
+ * (a reload starts the changed spawn's new manager while the old generation still serves) or
+ * another instance sharing runDir. Its processes are then not orphans and are never signalled.
+ * A host that is gone (crashed, kill -9), or a pid reused since, does not protect them.
+ */
+function hostAlive (rec: PidRecord): boolean {
+  if (typeof rec.hostPid !== 'number' || !Number.isSafeInteger(rec.hostPid) || rec.hostPid <= 0 || typeof rec.hostStartTime !== 'string') return false
+  return processStartTime(rec.hostPid) === rec.hostStartTime
+}
+
+/**
  * Whether `name` is exactly `<spawn>.<digits>.pid`. Spawn names may contain dots, so a prefix
  * test would hand spawn `a` the files of spawn `a.b` (`a.b.123.pid`), which it would then delete
  * without killing (wrong marker), leaving `a.b`'s orphans holding its address.
@@ -117,7 +132,7 @@ export class PidFiles {
    */
   write (spawn: string, pid: number, address: string): boolean {
     if (this.dir === undefined) return false
-    const rec: PidRecord = { spawn, pid, pgid: pid, startTime: processStartTime(pid) ?? '', address }
+    const rec: PidRecord = { spawn, pid, pgid: pid, startTime: processStartTime(pid) ?? '', address, hostPid: process.pid, hostStartTime: processStartTime(process.pid) ?? '' }
     const file = this.file(spawn, pid)
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o750 })
@@ -163,6 +178,8 @@ export class PidFiles {
     if (this.dir === undefined) return []
     const killed: number[] = []
     for (const { file, rec } of this.records(spawn)) {
+      // A live host's process (a reload's old generation, another instance): not ours to touch.
+      if (rec !== null && hostAlive(rec)) continue
       if (rec !== null && rec.pid !== process.pid && processStartTime(rec.pid) === rec.startTime && carriesMarker(rec.pid, spawn) && leadsOwnGroup(rec.pid)) {
         await stopGroup(rec.pid, { signals: escalation('SIGTERM'), grace, clock, leaderExited: Promise.resolve() })
         killed.push(rec.pid)
