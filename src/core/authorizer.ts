@@ -117,7 +117,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
     }
     this.backend = b
     pool.started(b)
-    if (this.a.timeout > 0) this.timer = setTimeout(() => this.abortWith(new ProxyError('ERR_HEADERS_TIMEOUT', 'authorizer', { phase: 'head' })), this.a.timeout)
+    this.arm()
     // The client leaving aborts the authorization too.
     this.main.signal.addEventListener('abort', this.onMainAbort, { once: true })
     b.client.dispatch(this, this)
@@ -125,12 +125,32 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
 
   private readonly onMainAbort = (): void => { this.abortWith(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'head' })) }
 
+  /**
+   * `timeout` bounds the authorizer's whole answer, not only its head: one that sent its head and
+   * then went silent held the request (and, denying, the client's connection) for as long as it
+   * stayed silent (a php-cgi script that flushes and sleeps: 30 s past a 1 s timeout). Until the
+   * verdict is complete (a 200's end) the deadline counts from the start; a denial being streamed
+   * to the client gets `timeout` per silence, never while it waits for the client to read.
+   */
+  private arm (): void {
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
+    // Not once the answer is over: a client's 'drain' may come after the denial ended.
+    if (this.a.timeout > 0 && this.state !== 'done') this.timer = setTimeout(this.timedOut, this.a.timeout)
+  }
+
+  private readonly timedOut = (): void => {
+    this.timer = null
+    this.abortWith(this.state === 'waiting'
+      ? new ProxyError('ERR_HEADERS_TIMEOUT', 'authorizer', { phase: 'head' })
+      : new ProxyError('ERR_BODY_TIMEOUT', 'authorizer answer not complete', { phase: 'body' }))
+  }
+
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
     if (this.state !== 'waiting') return
-    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
     if (!validStatus(status)) { this.abortWith(new ProxyError('ERR_BAD_RESPONSE', `authorizer status ${status}`, { phase: 'head' })); return }
     this.status = status
     if (status === 200) {
+      // The timer of the head keeps running: the verdict is complete at the answer's end.
       for (let i = 0; i < headers.length; i += 2) {
         const m = VARIABLE.exec(headers[i])
         if (m === null) continue
@@ -154,12 +174,15 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
       this.abortWith(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err }))
       return
     }
-    this.drain = () => flow.resume()
+    this.drain = () => { this.arm(); flow.resume() }
+    this.arm()
   }
 
   onData (chunk: Buffer): boolean {
     if (this.state !== 'denying') return true
-    if (this.main.res.write(chunk)) return true
+    if (this.main.res.write(chunk)) { this.arm(); return true }
+    // Paused for the client: the authorizer is not the one that is slow.
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null }
     if (this.drain !== null) this.main.res.once('drain', this.drain)
     return false
   }

@@ -63,7 +63,7 @@ export const ERRORS = {
 
   // --- backend exchange -----------------------------------------------------------
   ERR_HEADERS_TIMEOUT: { status: 504, message: 'Backend did not send the response head in time', action: 'Raise timeouts.headers, or find out why the backend is slow.' },
-  ERR_BODY_TIMEOUT: { status: 504, message: 'Backend response body was idle for too long', action: 'Raise timeouts.idle, or find out why the backend stalls.' },
+  ERR_BODY_TIMEOUT: { status: 504, message: 'Backend response body was idle for too long', action: 'Raise timeouts.idle (for an authorizer whose answer did not end in time: its timeout), or find out why the backend stalls.' },
   ERR_BACKEND_CLOSED: { status: 502, message: 'Backend closed the connection before the response was complete', action: 'Read the backend log: it crashed or closed early.' },
   ERR_BACKEND_RESET: { status: 502, message: 'Backend connection reset', action: 'Read the backend log: it crashed or was killed.' },
   ERR_BAD_RESPONSE: { status: 502, message: 'Backend sent a malformed response', action: 'Fix the backend: its response violates the protocol.' },

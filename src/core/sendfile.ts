@@ -15,6 +15,7 @@
  */
 import { close, closeSync, constants, fstatSync, open as openCallback, read as readCallback, readlinkSync, statSync, type Stats } from 'node:fs'
 import { open, realpath, type FileHandle } from 'node:fs/promises'
+import { validateHeaderName, validateHeaderValue } from 'node:http'
 import { Readable } from 'node:stream'
 import { isInside } from './cgi/script.js'
 import { ProxyError } from './errors.js'
@@ -77,6 +78,7 @@ function deniedToProxy (err: unknown, path: string): ProxyError | null {
 /** Open the file a backend asked for, or fail with ERR_SENDFILE_FORBIDDEN / ERR_SCRIPT_NOT_FOUND. */
 export async function openSendfile (path: string, roots: readonly string[], backendHeaders: RawHeaders, hooks: SendfileHooks = {}): Promise<OpenedFile> {
   if (!path.startsWith('/') || path.includes('\0')) throw forbidden(`not an absolute path: ${JSON.stringify(path)}`)
+  const headers = fileHeaders(backendHeaders)
   let real: string
   try {
     real = await realpath(path)
@@ -98,11 +100,16 @@ export async function openSendfile (path: string, roots: readonly string[], back
     await fh.close()
     throw forbidden(refusal)
   }
-  const headers: string[] = []
-  for (let i = 0; i < backendHeaders.length; i += 2) {
-    const n = backendHeaders[i].toLowerCase()
-    if (SENDFILE_HEADERS.has(n) || n === 'content-length' || n === 'content-encoding' || n === 'transfer-encoding') continue
-    headers.push(backendHeaders[i], backendHeaders[i + 1])
+  let range: { start: number, end: number } | null
+  try {
+    range = backendRange(backendHeaders, size, real)
+  } catch (err) {
+    await fh.close()
+    throw err
+  }
+  if (range !== null) {
+    headers.push('Content-Length', String(range.end - range.start))
+    return { stream: new FileBody(fh, range.end, real, range.start), size: range.end - range.start, headers }
   }
   headers.push('Content-Length', String(size))
   if (size === 0) {
@@ -112,6 +119,62 @@ export async function openSendfile (path: string, roots: readonly string[], back
   }
   // The descriptor is handed to the stream, which closes it (also on destroy).
   return { stream: new FileBody(fh, size, real), size, headers }
+}
+
+/**
+ * The byte range a backend's `Content-Range: bytes FIRST-LAST/LENGTH` names in the file (LENGTH the
+ * file's size, or `*`), or null when it sends none. A backend that does ranges itself (a PHP
+ * download script answering a resumed download with 206 and `Content-Range: bytes 4-9/10`) got the
+ * whole file under that Content-Range and a Content-Length of the whole file: the client wrote
+ * bytes 0-9 where 4-9 belong, a silently corrupt download. Now exactly the named bytes are sent; a
+ * range the file cannot fill, or a form this does not read (`bytes *\/10`, several ranges), is
+ * refused with 502 ERR_BAD_RESPONSE_HEADER rather than sent under a wrong Content-Range.
+ */
+function backendRange (backendHeaders: RawHeaders, size: number, real: string): { start: number, end: number } | null {
+  let value: string | null = null
+  for (let i = 0; i < backendHeaders.length; i += 2) {
+    if (backendHeaders[i].length !== 13 || backendHeaders[i].toLowerCase() !== 'content-range') continue
+    if (value !== null) throw badRange('more than one Content-Range', real)
+    value = backendHeaders[i + 1]
+  }
+  if (value === null) return null
+  const m = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15}|\*)$/.exec(value.trim())
+  if (m === null) throw badRange(`Content-Range ${JSON.stringify(value)} names no byte range of the file`, real)
+  const first = Number(m[1])
+  const last = Number(m[2])
+  if (first > last || last >= size || (m[3] !== '*' && Number(m[3]) !== size)) {
+    throw badRange(`Content-Range ${JSON.stringify(value)} does not fit the file's ${size} bytes`, real)
+  }
+  return { start: first, end: last + 1 }
+}
+
+function badRange (detail: string, real: string): ProxyError {
+  return new ProxyError('ERR_BAD_RESPONSE_HEADER', `X-Sendfile ${real}: ${detail}`, { phase: 'head' })
+}
+
+/**
+ * The file response's fields: the backend's, minus X-Sendfile and its own framing. Checked here as
+ * node:http's writeHead will check them: the caller writes the head once the file is open, outside
+ * the guard of the ordinary response path, and a field node refuses (a custom adapter's control
+ * character) threw there, in a promise callback: an unhandled rejection that ended the proxy, with
+ * the file's descriptor left open. Refused before the file is looked at: 502
+ * ERR_BAD_RESPONSE_HEADER, as for any response.
+ */
+function fileHeaders (backendHeaders: RawHeaders): string[] {
+  const headers: string[] = []
+  for (let i = 0; i < backendHeaders.length; i += 2) {
+    const name = backendHeaders[i]
+    const n = name.toLowerCase()
+    if (SENDFILE_HEADERS.has(n) || n === 'content-length' || n === 'content-encoding' || n === 'transfer-encoding') continue
+    try {
+      validateHeaderName(name)
+      validateHeaderValue(name, backendHeaders[i + 1])
+    } catch (err) {
+      throw new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error).message, { phase: 'head', cause: err })
+    }
+    headers.push(name, backendHeaders[i + 1])
+  }
+  return headers
 }
 
 /**
