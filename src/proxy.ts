@@ -20,7 +20,7 @@ import { ConfigError, ProxyError, type ConfigIssue } from './core/errors.js'
 import { insecureParserFlag } from './core/headers.js'
 import { ProxyEvents } from './core/events.js'
 import type { CompiledRoute } from './core/route.js'
-import { BrokenClient } from './core/registry.js'
+import { BrokenClient, checkExtraAdapters } from './core/registry.js'
 import type { ProxyRuntime } from './core/runtime.js'
 import type { GcFunction } from './core/scavenge.js'
 import type { BackendSource, Logger, ProcessStarter, ProtocolAdapter } from './core/types.js'
@@ -30,7 +30,11 @@ import { logOutput } from './spawn/output.js'
 import { VERSION } from './version.js'
 
 export interface CreateProxyOptions extends CompileInput {
-  /** Extra protocol adapters for this proxy only (see `registerAdapter` for global ones). */
+  /**
+   * Extra protocol adapters for this proxy only (see `registerAdapter` for global ones). A name
+   * registered to a different adapter (a built-in's too), or two different adapters under one
+   * name, make createProxy reject with a ConfigError at `/adapters/<i>`.
+   */
   adapters?: ProtocolAdapter[]
   /** Backend sources by name, for routes with `spawn: name` (embedders bringing their own). */
   sources?: Record<string, BackendSource>
@@ -97,6 +101,9 @@ export interface Proxy {
 
 export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   if (insecureParserFlag()) throw new ProxyError('ERR_INSECURE_PARSER', 'node runs with --insecure-http-parser; proxycore will not start behind a lenient request parser')
+  // Adapter names first: a clash would make every later check read the wrong adapter.
+  const adapterIssues = checkExtraAdapters(config.adapters)
+  if (adapterIssues.length > 0) throw new ConfigError(adapterIssues)
   const events = new ProxyEvents()
   const log = config.logger ?? await defaultLogger()
   const sources = new Map(Object.entries(config.sources ?? {}))

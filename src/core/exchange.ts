@@ -32,6 +32,13 @@ const enum Phase { Admit, Prepare, Dispatched, Streaming, Done }
 /** Response bytes queued for a slow client before the backend is paused. */
 const MAX_BUFFERED_PER_EXCHANGE = 256 * 1024
 /**
+ * Response bytes an adapter may still deliver after `onData` returned false, before it is resumed:
+ * a built-in one delivers at most the rest of one socket or pipe read (64 KiB). One that goes on
+ * regardless (a custom adapter ignoring flow control) would queue the whole backend response in
+ * memory for a client that reads nothing: past this, the exchange fails (ERR_INTERNAL, cut).
+ */
+const MAX_AFTER_PAUSE = 4 * 1024 * 1024
+/**
  * A body chunk this large is usually a full socket read with more of the response right behind
  * it: a 64 KiB body and its head take two 64 KiB reads. Its writes wait for the end of the loop
  * iteration's I/O (ProxyRuntime.corkUntilImmediate) and leave with the rest in one writev instead
@@ -91,6 +98,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   /** Response bytes the client had taken at the last sign of progress, and when that was. */
   private downloadTaken = 0
   private downloadIdleSince = 0
+  /** Response bytes the adapter delivered since it was paused (MAX_AFTER_PAUSE). */
+  private afterPause = 0
   /** A keep-alive race was replayed once (onError): a second one is a real failure. */
   private replayed = false
 
@@ -347,6 +356,16 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       return false
     }
     if (this.phase !== Phase.Streaming || this.sendfile !== null) return true
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+      // A custom adapter's chunk in a shape node:http cannot write (a number, an object, null):
+      // res.write would throw into the adapter's socket handler, an uncaught exception.
+      this.fail(new ProxyError('ERR_INTERNAL', `the ${this.route.adapter.name} adapter's onData() got ${chunk === null ? 'null' : typeof chunk}, not a Buffer`, { phase: 'body' }), true)
+      return false
+    }
+    if (this.downloadWatch && (this.afterPause += chunk.length) > MAX_AFTER_PAUSE) {
+      this.fail(new ProxyError('ERR_INTERNAL', `the ${this.route.adapter.name} adapter ignored flow control: ${this.afterPause} response bytes delivered after onData() returned false`, { phase: 'body' }), true)
+      return false
+    }
     this.sent(chunk.length)
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
     if (chunk.length >= CORK_MIN_CHUNK) {
@@ -369,6 +388,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   private pauseForClient (): void {
     if (this.downloadWatch) return
     this.downloadWatch = true
+    this.afterPause = 0
     this.idleDeadline = 0
     this.downloadTaken = this.taken()
     this.downloadIdleSince = this.rt.now()

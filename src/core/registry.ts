@@ -8,22 +8,71 @@
  * rejected promise fails its exchange with ERR_INTERNAL (a 500, or a cut connection after the
  * head) and a log line naming the adapter, never an uncaught exception, an unhandled rejection or a
  * request left to its head timeout; a `parseOptions` that throws something other than a
- * ConfigError becomes a config issue at its `at`; a `createClient` that throws (or returns no
- * client) gives a client that fails every exchange the same way, and at load `createProxy` rejects
- * with a ConfigError naming the route (src/proxy.ts); `close()` / `destroy()` that throw are
- * logged, not passed on.
+ * ConfigError becomes a config issue at its `at`; a `createClient` that throws, or returns no
+ * client or a promise (whose rejection is logged, never left unhandled), gives a client that fails
+ * every exchange the same way, and at load `createProxy` rejects with a ConfigError naming the
+ * route (src/proxy.ts); `close()` / `destroy()` that throw are logged, not passed on.
  */
-import { ConfigError, ProxyError } from './errors.js'
+import { ConfigError, ProxyError, type ConfigIssue } from './errors.js'
 import type { BackendClient, ClientContext, Endpoint, Exchange, Logger, ProtocolAdapter, ResponseHandler, UpgradeHandler } from './types.js'
 
 const registry = new Map<string, ProtocolAdapter>()
 
 const NAME = /^[a-z][a-z0-9+.-]*$/
 
+/**
+ * One name, one adapter: a different adapter under a registered name (a built-in's included) would
+ * silently take over every route of that protocol in the process, so it throws. The same object
+ * again is a no-op.
+ */
 export function registerAdapter (adapter: ProtocolAdapter): void {
   if (!NAME.test(adapter.name)) throw new TypeError(`adapter name ${JSON.stringify(adapter.name)} must match ${NAME}`)
+  const had = registry.get(adapter.name)
+  if (had !== undefined && had !== adapter) throw new TypeError(taken(adapter.name))
   registry.set(adapter.name, adapter)
 }
+
+/**
+ * The problems of `createProxy({ adapters })`, as config issues at `/adapters/<i>`: not an adapter,
+ * a name no route could name, a name registered to another adapter (a built-in's included: a
+ * per-proxy override would also replace it for the authorizer and the config checks), or two
+ * different adapters under one name. The registered object itself, or one object twice, is fine.
+ */
+export function checkExtraAdapters (extra: readonly ProtocolAdapter[] | undefined): ConfigIssue[] {
+  const issues: ConfigIssue[] = []
+  if (extra === undefined) return issues
+  if (!Array.isArray(extra)) return [{ path: '/adapters', message: 'must be an array of protocol adapters' }]
+  const seen = new Map<string, { adapter: ProtocolAdapter, at: number }>()
+  extra.forEach((a: unknown, i) => {
+    const at = `/adapters/${i}`
+    if (a === null || typeof a !== 'object' || typeof (a as ProtocolAdapter).createClient !== 'function' || typeof (a as ProtocolAdapter).parseOptions !== 'function') {
+      issues.push({ path: at, message: 'not a protocol adapter (an object with name, capabilities, parseOptions and createClient)' })
+      return
+    }
+    const adapter = a as ProtocolAdapter
+    const name: unknown = adapter.name
+    if (typeof name !== 'string' || !NAME.test(name)) {
+      issues.push({ path: `${at}/name`, message: `adapter name ${JSON.stringify(name) ?? String(name)} must match ${NAME}`, found: name })
+      return
+    }
+    const had = registry.get(name)
+    if (had !== undefined && had !== adapter) { issues.push({ path: at, message: taken(name), found: name }); return }
+    const before = seen.get(name)
+    if (before !== undefined && before.adapter !== adapter) {
+      issues.push({ path: at, message: `adapter name ${JSON.stringify(name)} is also the name of a different adapter at /adapters/${before.at}: one name, one adapter`, found: name })
+      return
+    }
+    if (before === undefined) seen.set(name, { adapter, at: i })
+  })
+  return issues
+}
+
+function taken (name: string): string {
+  return `adapter name ${JSON.stringify(name)} is already registered to a different adapter${BUILT_IN.has(name) ? ' (a built-in one)' : ''}: one name, one adapter; pick another name`
+}
+
+/** The names src/index.ts registers, for the error message only. */
+const BUILT_IN = new Set(['http', 'fastcgi', 'scgi', 'cgi', 'static'])
 
 /** The adapter registered (or passed in `extra`) under `name`, in its guarded form. */
 export function getAdapter (name: string, extra?: readonly ProtocolAdapter[]): ProtocolAdapter | undefined {
@@ -78,6 +127,18 @@ class GuardedAdapter implements ProtocolAdapter {
       client = this.inner.createClient(endpoint, opts, ctx)
     } catch (err) {
       return new BrokenClient(this.inner.name, endpoint, ctx.log, `createClient threw: ${describe(err)}`, err)
+    }
+    if (isThenable(client)) {
+      // An `async createClient`: the core makes its clients synchronously (a pool adds one per
+      // endpoint as it appears), so the promise is refused; its rejection must not go unhandled,
+      // and a client it resolves to is destroyed, not leaked.
+      const adapter = this.inner.name
+      Promise.resolve(client).then((c: unknown) => {
+        try { (c as BackendClient | null)?.destroy?.() } catch { /* a client nobody uses */ }
+      }, (err: unknown) => {
+        ctx.log.error({ adapter, backend: endpoint.id, code: 'ERR_INTERNAL', err }, `the ${adapter} adapter's createClient rejected: ${describe(err)}`)
+      })
+      return new BrokenClient(adapter, endpoint, ctx.log, 'createClient returned a promise, not a BackendClient (an async createClient cannot be used: make the client synchronously, connect in dispatch)')
     }
     if (client === null || typeof client !== 'object' || typeof client.dispatch !== 'function') {
       return new BrokenClient(this.inner.name, endpoint, ctx.log, `createClient returned ${client === null ? 'null' : typeof client === 'object' ? 'an object without dispatch()' : typeof client}, not a BackendClient`)

@@ -235,6 +235,7 @@ export interface AdapterCapabilities {
 
 /** One wire protocol. Register with `registerAdapter()` or pass in `createProxy({ adapters })`. */
 export interface ProtocolAdapter<Opts = unknown> {
+  /** The routes' `protocol:`; one name, one adapter (a built-in's name is taken). */
   readonly name: string
   readonly capabilities: AdapterCapabilities
   /**
@@ -242,6 +243,10 @@ export interface ProtocolAdapter<Opts = unknown> {
    * paths start with `at` for anything wrong.
    */
   parseOptions (raw: unknown, at: string): Opts
+  /**
+   * One client per endpoint, made synchronously (connect in `dispatch`): a promise (an `async
+   * createClient`) is refused like a throw (docs/adapters.md).
+   */
   createClient (endpoint: Endpoint, opts: Opts, ctx: ClientContext): BackendClient
 }
 
