@@ -28,7 +28,8 @@
  *   gets through — as with posix_spawn(), and lighttpd's mod_cgi.
  * - Everything else is the Perl helper's design: stdio by connecting to the proxy's unix socket
  *   (token + fd number on each, no fd passing), the child's steps in libuv's order (setsid, stdio,
- *   chdir, setgroups(0), setgid, setuid, umask, empty signal mask, execvp(3)'s PATH rules by hand),
+ *   chdir, setgroups(0), setgid, setuid, umask, then PR_SET_PDEATHSIG SIGKILL (it dies with the
+ *   helper), empty signal mask, execvp(3)'s PATH rules by hand),
  *   every inherited descriptor above 2 closed at start, and a loop that never blocks in read:
  *   stdin is O_NONBLOCK|O_ASYNC, SIGCHLD and SIGIO stay blocked while it works and sigsuspend()
  *   unblocks them atomically while it waits. At EOF on stdin it kills the groups of the programs
@@ -48,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,6 +64,7 @@ static const char SH[] = "/bin/sh";
 
 static struct sockaddr_un sun;
 static int devnull = -1;
+static pid_t self;                       /* the helper's pid: its children's parent */
 
 /* A growable byte buffer: unparsed input, replies not written yet. */
 struct buf { char *p; size_t len, cap; };
@@ -193,6 +196,13 @@ static void __attribute__((noreturn)) child (struct launch *l) {
     if (l->uid >= 0 && setuid((uid_t)l->uid) < 0) goto failed;
   }
   if (l->umask >= 0) umask((mode_t)l->umask);
+  /* Killed with the helper: one that dies (SIGKILL, the OOM killer) before the proxy has read this
+     child's S leaves a program whose pid nobody knows, that nobody would ever stop. After the
+     user switch (a change of ids clears it); kept across the exec (not a set-id program's). The
+     helper may have died before the prctl: then its parent is another and it must not start. */
+  step = "prctl";
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) goto failed;
+  if (getppid() != self) { errno = ESRCH; goto failed; }
   /* exec resets caught signals to the default (nothing is ignored); the mask is emptied here. */
   step = "sigprocmask";
   sigemptyset(&none);
@@ -399,6 +409,7 @@ int main (int argc, char **argv) {
       for (int i = 0; i < n; i++) close(fds[i]);
     }
   }
+  self = getpid();
   devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) die("/dev/null");
 

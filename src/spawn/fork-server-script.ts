@@ -64,11 +64,12 @@ $0 = "proxycore-fork-server $path";    # ps shows what it is and which proxy soc
 # Syscall numbers: x86-64's table, and the generic one of arm64, riscv64 and loongarch64 (which has
 # dup3 but no dup2). The proxy runs the fork server only on these (fork-server.ts).
 my %SYS = $arch eq 'x64'
-  ? (read => 0, write => 1, close => 3, socket => 41, connect => 42, fcntl => 72, pipe2 => 293, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, sigprocmask => 14, sigsuspend => 130, execve => 59, exit_group => 231)
-  : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, sigprocmask => 135, sigsuspend => 133, execve => 221, exit_group => 94);
+  ? (read => 0, write => 1, close => 3, socket => 41, connect => 42, fcntl => 72, pipe2 => 293, dup3 => 292, setsid => 112, setgroups => 116, setgid => 106, setuid => 105, prctl => 157, getppid => 110, sigprocmask => 14, sigsuspend => 130, execve => 59, exit_group => 231)
+  : (read => 63, write => 64, close => 57, socket => 198, connect => 203, fcntl => 25, pipe2 => 59, dup3 => 24, setsid => 157, setgroups => 159, setgid => 144, setuid => 146, prctl => 167, getppid => 173, sigprocmask => 135, sigsuspend => 133, execve => 221, exit_group => 94);
 # The same on all of them: errno values, signal numbers, fcntl commands and flags, AF_UNIX and
 # SOCK_STREAM.
-my ($EINTR, $EAGAIN, $EIO, $EPIPE) = (4, 11, 5, 32);
+my ($EINTR, $EAGAIN, $EIO, $EPIPE, $ESRCH) = (4, 11, 5, 32, 3);
+my ($PR_SET_PDEATHSIG, $SIGKILL) = (1, 9);
 # execvp(3)'s: ENOEXEC runs the file with /bin/sh; EACCES is remembered and the search goes on;
 # these others only end the try of one PATH directory.
 my ($ENOEXEC, $EACCES) = (8, 13);
@@ -156,8 +157,9 @@ sub read_input {
 }
 
 # The child, between fork and exec: syscalls only (see "Cheap forks"). Never returns. The order is
-# libuv's (uv__process_child_init): new session, stdio, cwd, groups, gid, uid, then umask, signal
-# mask, exec. On failure "errno step" goes to the exec pipe and it exits 127.
+# libuv's (uv__process_child_init): new session, stdio, cwd, groups, gid, uid, then umask, the
+# parent-death signal (not libuv's), signal mask, exec. On failure "errno step" goes to the exec
+# pipe and it exits 127.
 sub child {
   my ($w, $io, $cwd, $uid, $gid, $umask, $exec) = @_;
   no warnings;    # nothing may reach fd 2: it is the program's stderr
@@ -172,6 +174,12 @@ sub child {
     $uid eq '' or syscall($SYS{setuid}, 0 + $uid) == 0 or failed($w, 'setuid');
   }
   umask($umask) if $umask ne '';
+  # Killed with the helper: one that dies (SIGKILL, the OOM killer) before the proxy has read this
+  # child's S leaves a program whose pid nobody knows, that nobody would ever stop. After the user
+  # switch (a change of ids clears it); kept across the exec (not a set-id program's). The helper
+  # may have died before the prctl: then its parent is another and it must not start.
+  syscall($SYS{prctl}, $PR_SET_PDEATHSIG, $SIGKILL, 0, 0, 0) == 0 or failed($w, 'prctl');
+  if (syscall($SYS{getppid}) != $PID) { $! = $ESRCH; failed($w, 'prctl') }
   # exec resets caught signals to the default, and none is ignored (the proxy started us with every
   # signal at its default, and SIGFPE, which perl ignores, was set back at start-up); the mask must
   # be emptied by hand.

@@ -13,7 +13,8 @@
  *        <──"S id pid" | "E id errno step", then "X id status group-left"── helper stdout
  *   helper: connect ×3 to our unix socket (token + fd number on each; ×2 and /dev/null for stdin
  *           when the request has no body), execve's argv and envp, fork; S once the exec is done
- *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, unblock signals, execve
+ *   child:  setsid, dup onto 0-2, chdir, setgroups/setgid/setuid, umask, PR_SET_PDEATHSIG SIGKILL
+ *           (it dies with the helper, even before we learnt its pid), unblock signals, execve
  *           (execvp(3)'s PATH search and /bin/sh for a file without #!, by hand)
  *   Node: accepts the connections, matches them to the spawn by token, and emits 'spawn' once
  *         the helper reported the exec (S) and all of them are here. One that never comes (lost
@@ -153,6 +154,13 @@ const LATE_STDIO_MS = 2000
 /** The helper gets this long to leave after its stdin closed, then SIGKILL. */
 const HELPER_STOP_MS = 2000
 const POLL_MS = 20
+/**
+ * The largest request frame the compiled helper reads (MAX_FRAME in native/fork-server.c): it
+ * exits at a longer one (a frame the proxy did not send), failing every program in flight. Far
+ * above what execve(2) takes (argv + environment: a quarter of the stack limit, at most 6 MiB), so
+ * a longer request fails alone here, with E2BIG, as its exec would.
+ */
+const MAX_FRAME = 64 * 1024 * 1024
 const ORPHAN_WAIT_MS = 5000
 
 /** The private directory's name starts with this, then the owner's mark (ownerMark()). */
@@ -437,9 +445,12 @@ export class ForkServer {
     }
     const text = fields.join('\0')
     const length = Buffer.byteLength(text)
-    const frame = Buffer.allocUnsafe(4 + length)
-    frame.writeUInt32BE(length, 0)
-    frame.write(text, 4)
+    let frame: Buffer | null = null
+    if (length <= MAX_FRAME) {
+      frame = Buffer.allocUnsafe(4 + length)
+      frame.writeUInt32BE(length, 0)
+      frame.write(text, 4)
+    }
     const h = this.ensureHelper()
     this.seq = id
     const child = new ForkChild(plan.file, token, id, h, nullStdin)
@@ -447,6 +458,8 @@ export class ForkServer {
     this.tokens.set(token, child)
     if (++this.active === 1) this.setRef(true)
     if (h.dead) this.orphan(child, 'is not running')
+    // Too long for the helper (MAX_FRAME): refused here, as the helper refuses what execve(2) does.
+    else if (frame === null) process.nextTick(() => { if (!child.settled) this.failStart(child, osConstants.errno.E2BIG, 'exec') })
     else h.proc.stdin?.write(frame)
     return child
   }
