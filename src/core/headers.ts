@@ -134,7 +134,10 @@ export function connectionListed (value: string | string[] | undefined): Set<str
   let out: Set<string> | null = null
   for (const part of text.split(',')) {
     const name = part.trim().toLowerCase()
-    if (name.length === 0) continue
+    // Host is for every hop (RFC 9112 §3.2): a client listing it does not take it away from the
+    // backend (an HTTP one got its own address instead and picked its default vhost; a CGI-family
+    // one lost HTTP_HOST).
+    if (name.length === 0 || name === 'host') continue
     if (out === null) out = new Set()
     out.add(name)
   }
@@ -171,16 +174,12 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
     // into one HTTP_X_FORWARDED_HOST, so `X_Forwarded_Host` would undo the replacement below.
     if (name.includes('_')) continue
     if (isHopByHop(name)) continue
-    const field = forwardingField(name)
-    // Host is for every hop (RFC 9112 §3.2): a client that lists it in `Connection` does not get
-    // the backend's own address sent in its place (audit: a client chose the default vhost).
-    if (field === 'host') {
-      if (opts.host === 'preserve') out.push(name, raw[i + 1])
-      continue
-    }
     if (listed !== null && listed.has(name.toLowerCase())) continue
-    switch (field) {
+    switch (forwardingField(name)) {
       case 'expect': continue
+      case 'host':
+        if (opts.host === 'preserve') out.push(name, raw[i + 1])
+        continue
       case 'x-forwarded-for':
         if (opts.xForwarded) { xff = xff === null ? raw[i + 1] : `${xff}, ${raw[i + 1]}`; continue }
         break

@@ -15,6 +15,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { ProxyError } from '../errors.js'
+import { connectionListed } from '../headers.js'
 import type { ClientInfo, ScriptInfo } from '../types.js'
 
 export interface CgiEnvInput {
@@ -147,7 +148,7 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
   let host: string | undefined
   let hosts = 0
   let contentType: string | undefined
-  let hop: Set<string> | null = null
+  let connection: string[] | undefined
   for (let i = 0; i < count; i++) {
     const name = raw[2 * i].toLowerCase()
     names[i] = name
@@ -156,12 +157,11 @@ export function buildCgiEnv (input: CgiEnvInput): Record<string, string> {
     } else if (name === 'content-type') {
       contentType ??= raw[2 * i + 1]
     } else if (name === 'connection') {
-      hop ??= new Set()
-      // Host is for every hop (RFC 9112 §3.2): a client listing it here keeps its HTTP_HOST, as
-      // forwardRequestHeaders keeps its Host for an HTTP backend.
-      for (const t of raw[2 * i + 1].split(',')) { const token = t.trim().toLowerCase(); if (token !== 'host') hop.add(token) }
+      (connection ??= []).push(raw[2 * i + 1])
     }
   }
+  // The same rule as for an HTTP backend (headers.ts): Host is never hop-by-hop.
+  const hop = connectionListed(connection?.length === 1 ? connection[0] : connection)
   const env: Record<string, string> = {}
   const { client, script } = input
   const secure = client.secure
