@@ -362,13 +362,15 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.fail(new ProxyError('ERR_INTERNAL', `the ${this.route.adapter.name} adapter's onData() got ${chunk === null ? 'null' : typeof chunk}, not a Buffer`, { phase: 'body' }), true)
       return false
     }
-    if (this.downloadWatch && (this.afterPause += chunk.length) > MAX_AFTER_PAUSE) {
+    // A custom adapter's string goes out as UTF-8: its bytes are what counts (bytesOut, the log).
+    const size = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+    if (this.downloadWatch && (this.afterPause += size) > MAX_AFTER_PAUSE) {
       this.fail(new ProxyError('ERR_INTERNAL', `the ${this.route.adapter.name} adapter ignored flow control: ${this.afterPause} response bytes delivered after onData() returned false`, { phase: 'body' }), true)
       return false
     }
-    this.sent(chunk.length)
+    this.sent(size)
     if (this.idleDeadline !== 0) this.idleDeadline = this.rt.now() + this.route.timeouts.idle
-    if (chunk.length >= CORK_MIN_CHUNK) {
+    if (size >= CORK_MIN_CHUNK) {
       const socket = this.res.socket
       if (socket !== null && socket.writableCorked === 0) this.rt.corkUntilImmediate(socket)
     }

@@ -18,7 +18,7 @@ const odd = scriptedAdapter('audit-odd-data', (ex, h, done) => {
   setImmediate(() => {
     done()
     h.onHead(200, ['content-type', 'text/plain'], { resume () {} })
-    const chunk = ex.path === '/number' ? 123 : ex.path === '/object' ? { a: 1 } : ex.path === '/null' ? null : 'text'
+    const chunk = ex.path === '/number' ? 123 : ex.path === '/object' ? { a: 1 } : ex.path === '/null' ? null : 'text é'
     // What would reach the adapter's socket handler uncaught.
     try { h.onData(chunk as unknown as Buffer) } catch (err) { threw.push(`${ex.path}: ${(err as Error).message}`) }
     h.onEnd()
@@ -35,7 +35,10 @@ t.test('onData with a chunk that is not a Buffer: the exchange fails, nothing is
     t.ok(lines.some((l) => l.obj.code === 'ERR_INTERNAL' && l.obj.url === p && /onData\(\) got/.test(l.msg)), `${p}: logged with ERR_INTERNAL`)
   }
   t.same(threw, [], 'nothing was thrown into the adapter')
+  const ends: number[] = []
+  proxy.events.on('request:end', (e) => { ends.push(e.bytesOut) })
   const s = await get(`${url}/string`)
-  t.equal(s.body.toString(), 'text', 'a string is still written')
+  t.equal(s.body.toString(), 'text é', 'a string is still written, as UTF-8')
+  t.same(ends, [Buffer.byteLength('text é')], 'bytesOut counts its bytes (7), not its characters (6)')
   t.ok(await settled(proxy), 'every slot given back')
 })
