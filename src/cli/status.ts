@@ -4,8 +4,7 @@
  */
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { Type, type TNull, type TSchema, type TUnion } from '@sinclair/typebox'
-import { Value } from '@sinclair/typebox/value'
+import type { TSchema } from '@sinclair/typebox'
 import type { StatusSnapshot as StatusJson } from '../status/model.js'
 
 /**
@@ -84,56 +83,64 @@ export async function fetchStatus (url: string, timeoutMs = STATUS_TIMEOUT_MS): 
   }
   // Every field the table prints, so another server's JSON (or another version's) is named as
   // such instead of a TypeError (`reading 'p99Ms'`) or `undefined` cells with exit 0.
-  const problem = shapeProblem(o)
+  const problem = await shapeProblem(o)
   if (problem !== null) throw new NotStatusError(`${u.href} is not a proxycore status page: ${problem}`)
   return o as StatusJson
 }
 
-/** The fields `statusTable` prints, each of the type it prints (a TypeBox schema of part of StatusSnapshot). */
-const nullable = <T extends TSchema>(schema: T): TUnion<[T, TNull]> => Type.Union([schema, Type.Null()])
-const PRINTED = Type.Object({
-  software: Type.String(),
-  uptimeSeconds: Type.Number(),
-  inflight: Type.Number(),
-  routes: Type.Array(Type.Object({
-    name: Type.String(),
-    protocol: Type.String(),
-    spawn: nullable(Type.String()),
-    available: Type.Number(),
-    capacity: Type.Number(),
-    requests: Type.Number(),
-    errors: Type.Number(),
-    dropped: Type.Number(),
-    active: Type.Number(),
-    latency: Type.Object({ p99Ms: nullable(Type.Number()) }),
-  })),
-  spawns: Type.Array(Type.Object({
-    name: Type.String(),
-    state: Type.String(),
-    reason: nullable(Type.String()),
-    pipeChildren: Type.Number(),
-    processes: Type.Array(Type.Object({
-      pid: nullable(Type.Number()),
-      state: Type.String(),
-      address: Type.String(),
+/**
+ * The fields `statusTable` prints, each of the type it prints (a TypeBox schema of part of
+ * StatusSnapshot). Made when `status` runs: the CLI module is also `serve`'s, which never loads
+ * TypeBox (~13 MiB, and dozens of files opened at start: test/config/no-typebox.test.ts).
+ */
+async function printedSchema (): Promise<TSchema> {
+  const { Type } = await import('@sinclair/typebox')
+  const nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
+  return Type.Object({
+    software: Type.String(),
+    uptimeSeconds: Type.Number(),
+    inflight: Type.Number(),
+    routes: Type.Array(Type.Object({
+      name: Type.String(),
+      protocol: Type.String(),
+      spawn: nullable(Type.String()),
+      available: Type.Number(),
+      capacity: Type.Number(),
       requests: Type.Number(),
-      inflight: Type.Number(),
-      uptimeSeconds: Type.Number(),
+      errors: Type.Number(),
+      dropped: Type.Number(),
+      active: Type.Number(),
+      latency: Type.Object({ p99Ms: nullable(Type.Number()) }),
     })),
-  })),
-})
+    spawns: Type.Array(Type.Object({
+      name: Type.String(),
+      state: Type.String(),
+      reason: nullable(Type.String()),
+      pipeChildren: Type.Number(),
+      processes: Type.Array(Type.Object({
+        pid: nullable(Type.Number()),
+        state: Type.String(),
+        address: Type.String(),
+        requests: Type.Number(),
+        inflight: Type.Number(),
+        uptimeSeconds: Type.Number(),
+      })),
+    })),
+  })
+}
 
 const ARTICLE: Record<string, string> = { object: 'an object', array: 'an array', string: 'a string', number: 'a number', null: 'null' }
 
-/** A schema of PRINTED in words: `a number or null`. */
+/** A part of printedSchema() in words: `a number or null`. */
 function describe (schema: TSchema): string {
   if (Array.isArray(schema.anyOf)) return (schema.anyOf as TSchema[]).map(describe).join(' or ')
   return ARTICLE[String(schema.type)] ?? String(schema.type)
 }
 
 /** What `statusTable` would trip over, as `/routes/0/latency: expected an object`; null if none. */
-function shapeProblem (j: unknown): string | null {
-  const first = Value.Errors(PRINTED, j).First()
+async function shapeProblem (j: unknown): Promise<string | null> {
+  const { Value } = await import('@sinclair/typebox/value')
+  const first = Value.Errors(await printedSchema(), j).First()
   return first === undefined ? null : `${first.path}: expected ${describe(first.schema)}`
 }
 
