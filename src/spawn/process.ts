@@ -106,6 +106,14 @@ export function inheritedFds (): number[] {
   return inheritedCandidates.filter(lacksCloexec)
 }
 
+/** The soft RLIMIT_NOFILE (/proc/self/limits), Infinity when unknown or unlimited. */
+function nofileLimit (): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    return m === null ? Infinity : Number(m[1])
+  } catch { return Infinity }
+}
+
 /**
  * exec a plan in its own process group (`detached`), so stop signals reach every worker it forks
  * (RELIABILITY.md §4.5); never through a shell; only the fds named in `stdio`. Forked by the
@@ -120,9 +128,18 @@ export function inheritedFds (): number[] {
 export function execPlan (plan: LaunchPlan, stdio: StdioOptions): ChildProcess {
   const opts = { detached: true, env: plan.env, cwd: plan.cwd, uid: plan.uid, gid: plan.gid, shell: false }
   const slots: StdioOptions = Array.isArray(stdio) ? [...stdio] : [stdio, stdio, stdio]
-  const leaks = inheritedFds().filter((fd) => fd >= slots.length)
+  let leaks = inheritedFds().filter((fd) => fd >= slots.length)
+  // One at or above the soft RLIMIT_NOFILE cannot be dup2()ed onto in the child (EBADF: every exec
+  // failed under `prlimit --nofile=40` with tap's pipe at fd 251): it passes on as it is.
+  if (leaks.length > 0) { const limit = nofileLimit(); leaks = leaks.filter((fd) => fd < limit) }
   if (leaks.length === 0) return spawn(plan.file, plan.args, { ...opts, stdio })
-  const devNull = openSync('/dev/null', 'r')
+  let devNull: number
+  try {
+    devNull = openSync('/dev/null', 'r')
+  } catch {
+    // Out of descriptors (EMFILE): spawn() meets the shortage itself and reports it its own way.
+    return spawn(plan.file, plan.args, { ...opts, stdio })
+  }
   try {
     const last = Math.max(...leaks)
     while (slots.length <= last) slots.push('ignore')
