@@ -4,15 +4,15 @@
  * Teardown order (tap runs teardowns last-registered first): the proxy closes, then the spawn
  * manager stops whatever is still running, then the temp dir goes, then the leak oracle checks.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { request, type IncomingMessage } from 'node:http'
-import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
 import type { RouteConfig } from '../../src/config/schema.js'
 import type { Logger, ProcessStarter } from '../../src/core/types.js'
 import { proxyServer } from '../helpers/servers.js'
+import { tempDir as makeTempDir } from '../helpers/tmp.js'
 
 interface Tap {
   teardown (fn: () => void | Promise<void>): void
@@ -21,9 +21,7 @@ interface Tap {
 }
 
 export function tempDir (t: Tap, prefix = 'pc-cgi-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
+  return makeTempDir(t, prefix)
 }
 
 /** Write executable scripts (name → text) under `dir`; sub/dirs are created. */

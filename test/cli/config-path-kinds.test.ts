@@ -6,22 +6,18 @@
  * files at start: test/config/special-files.test.ts.)
  */
 import t from 'tap'
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { execFileSync, spawn } from 'node:child_process'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
+import { tempDir } from '../helpers/tmp.js'
 import { withTestUsers } from '../helpers/users.js'
 import { cli, ensureBuilt, root, runCli, serveKilled } from './run.js'
 
 const ROUTE = 'listen: 127.0.0.1:0\nstatus: {}\nroutes:\n  - { protocol: http, backends: ["127.0.0.1:9"] }\n'
 const noStack = /\n\s+at |TypeError|RangeError/
 
-function tmp (t: { teardown: (fn: () => void) => void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-config-kinds-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmp = (t: { teardown: (fn: () => void) => void }): string => tempDir(t, 'pc-config-kinds-')
 
 t.test('a directory or "-" as the config: one problem line, exit 2, for check and serve', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })

@@ -8,10 +8,10 @@
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, constants, mkdirSync, openSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
+import { tempDir } from '../helpers/tmp.js'
 import { runCli } from '../cli/run.js'
 import { loadConfig } from '../../src/config/load.js'
 import '../../src/index.js'
@@ -21,11 +21,7 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024
 const ROUTE = 'routes:\n  - { protocol: http, backends: ["127.0.0.1:9"] }\n'
 const noStack = /\n\s+at |RangeError|TypeError/
 
-function tmp (t: { teardown: (fn: () => void) => void }): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-special-files-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const tmp = (t: { teardown: (fn: () => void) => void }): string => tempDir(t, 'pc-special-files-')
 
 function fifo (dir: string, name: string): string {
   const p = join(dir, name)

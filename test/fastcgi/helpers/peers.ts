@@ -4,12 +4,12 @@
  * in its own process group and is stopped by signalling the group, then reaped.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, linkSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, linkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { waitFor } from '../../helpers/leaks.js'
+import { tempDir as makeTempDir } from '../../helpers/tmp.js'
 import { connectable } from '../../../bench/lib/proc.mjs'
 
 type Tap = Test
@@ -27,9 +27,7 @@ export function havePeer (t: Tap, bin: string): boolean {
 }
 
 export function tempDir (t: Tap, prefix = 'pc-fcgi-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
+  return makeTempDir(t, prefix)
 }
 
 export interface Peer {
