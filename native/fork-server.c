@@ -12,7 +12,8 @@
  *   the env's PATH, like execvp(3)). stdin 'null': /dev/null, not a connection (no request body).
  * Replies (stdout, one line each; per id S or E, and after S always one X):
  *   S <id> <pid>               forked and exec'd
- *   E <id> <errno> <step>      it could not be started (connect, fork, chdir, setuid, exec ...);
+ *   E <id> <errno> <step>      it could not be started (connect, fork, chdir, setuid, exec ...;
+ *                              memory: the helper had no memory left for it, errno ENOMEM);
  *                              nothing more is said about this id
  *   X <id> <wait status> <g>   reaped; g = 1 if its process group still has members (something it
  *                              started lives on), 0 if the group is gone
@@ -37,6 +38,12 @@
  *
  * Nothing here prints to stdout but the replies; "fork server: ..." on stderr and exit 1 for a
  * fault the proxy reports (a frame it did not send, a failed read or write).
+ *
+ * Out of memory (a malloc that fails: RLIMIT_AS, RLIMIT_DATA, a cgroup without swap) fails the one
+ * request that needed it, "E <id> 12 memory", never the helper: everything a request needs is
+ * allocated before its stdio is connected, its frame is dropped unread when even the input buffer
+ * cannot hold it, the table of running programs grows before the fork, and a reply that does not
+ * fit is written out first (the reply buffer is made at start-up).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -80,29 +87,36 @@ static void fail (const char *what) {
   exit(1);
 }
 
-static void reserve (struct buf *b, size_t more) {
-  if (b->len + more <= b->cap) return;
+/* Room for `more` bytes: 0 (errno ENOMEM) when no memory is left even for exactly that much. */
+static int try_reserve (struct buf *b, size_t more) {
+  if (b->len + more <= b->cap) return 1;
   size_t cap = b->cap ? b->cap : 4096;
   while (cap < b->len + more) cap *= 2;
   char *p = realloc(b->p, cap);
-  if (p == NULL) die("realloc");
+  /* Doubling may ask for far more than is left: then exactly what is needed. */
+  if (p == NULL) p = realloc(b->p, cap = b->len + more);
+  if (p == NULL) { errno = ENOMEM; return 0; }
   b->p = p;
   b->cap = cap;
+  return 1;
 }
+
+static void __attribute__((noreturn)) gone (void);
+static void flush (void);
 
 static void say (const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
-  reserve(&out, (size_t)n + 1);
+  /* No memory to grow it: the replies so far go out first, and a line (< 100 bytes) fits in the
+     buffer made at start-up. */
+  if (!try_reserve(&out, (size_t)n + 1)) { flush(); if (!try_reserve(&out, (size_t)n + 1)) die("reply buffer"); }
   va_start(ap, fmt);
   vsnprintf(out.p + out.len, (size_t)n + 1, fmt, ap);
   va_end(ap);
   out.len += (size_t)n;
 }
-
-static void __attribute__((noreturn)) gone (void);
 
 static void flush (void) {
   size_t at = 0;
@@ -119,12 +133,19 @@ struct running { pid_t pid; char id[24]; };
 static struct running *run;
 static size_t nrun, caprun;
 
+/* Room for one more, made before the fork (0, errno ENOMEM: none): a program started could not be
+   remembered, and nobody would ever hear of its exit. */
+static int room_to_remember (void) {
+  if (nrun < caprun) return 1;
+  size_t cap = caprun ? caprun * 2 : 64;
+  struct running *r = realloc(run, cap * sizeof *run);
+  if (r == NULL) { errno = ENOMEM; return 0; }
+  run = r;
+  caprun = cap;
+  return 1;
+}
+
 static void remember (pid_t pid, const char *id) {
-  if (nrun == caprun) {
-    caprun = caprun ? caprun * 2 : 64;
-    run = realloc(run, caprun * sizeof *run);
-    if (run == NULL) die("realloc");
-  }
   run[nrun].pid = pid;
   snprintf(run[nrun].id, sizeof run[nrun].id, "%s", id);
   nrun++;
@@ -253,19 +274,41 @@ static void refuse (const char *id, const char *step, int *io, int first) {
   close_io(io, first);
 }
 
+/* The request id that starts a frame of `len` bytes, of which `avail` are here, copied into `id`:
+   1, or 0 when its end is not here yet. A frame whose first field is no id is not the proxy's. */
+static int frame_id (const char *p, size_t avail, size_t len, char id[21]) {
+  size_t n = 0;
+  while (n < len && n < avail && n <= 20 && p[n] != '\0') n++;
+  if (n < len && n == avail && n <= 20) return 0;
+  if (n == 0 || n > 20) fail("bad frame: id");
+  memcpy(id, p, n);
+  id[n] = '\0';
+  if (strspn(id, "0123456789") != n) fail("bad frame: id");
+  return 1;
+}
+
+/* E <id> ENOMEM memory: the helper had no memory left for this request. */
+static void no_memory (const char *id) {
+  say("E %s %d memory\n", id, ENOMEM);
+}
+
 static void start (char *frame, size_t len) {
   /* Split on NUL: the frame is copied with one more NUL, so every field is a C string. */
   size_t nf = 1;
   for (size_t i = 0; i < len; i++) if (frame[i] == '\0') nf++;
   if (nf < 8) fail("bad frame: fewer than 8 fields");
-  char **f = malloc(nf * sizeof *f);
-  if (f == NULL) die("malloc");
+  /* The id first: from here on, a failure is this request's alone. */
+  char id[21];
+  frame_id(frame, len, len, id);
+  /* Everything the launch needs is allocated before any connection is made; without memory the
+     request fails with nothing to undo (no_memory). */
+  char **f = NULL, **av = NULL, **ev = NULL, **sh = NULL, **try = NULL;
+  char *tries = NULL;
+  f = malloc(nf * sizeof *f);
+  if (f == NULL) { no_memory(id); goto done; }
   f[0] = frame;
   for (size_t i = 0, k = 1; i < len; i++) if (frame[i] == '\0') f[k++] = frame + i + 1;
 
-  const char *id = f[0];
-  size_t idlen = strlen(id);
-  if (idlen == 0 || idlen > 20 || strspn(id, "0123456789") != idlen) fail("bad frame: id");
   if (strlen(f[1]) != 32) fail("bad frame: token");
   unsigned char hello[HELLO];
   for (int i = 0; i < 16; i++) {
@@ -288,10 +331,10 @@ static void start (char *frame, size_t len) {
   /* execve(2)'s arrays, and the files execvp(3) would try: argv[0] if it has a slash, else each
      directory of the environment's PATH ('' = the current directory), /bin and /usr/bin without
      one. */
-  char **av = malloc(((size_t)argc + 1) * sizeof *av);
-  char **ev = malloc((nenv + 1) * sizeof *ev);
-  char **sh = malloc(((size_t)argc + 2) * sizeof *sh);
-  if (av == NULL || ev == NULL || sh == NULL) die("malloc");
+  av = malloc(((size_t)argc + 1) * sizeof *av);
+  ev = malloc((nenv + 1) * sizeof *ev);
+  sh = malloc(((size_t)argc + 2) * sizeof *sh);
+  if (av == NULL || ev == NULL || sh == NULL) { no_memory(id); goto done; }
   memcpy(av, argv, (size_t)argc * sizeof *av);
   av[argc] = NULL;
   const char *path = NULL;
@@ -308,11 +351,9 @@ static void start (char *frame, size_t len) {
   memcpy(sh + 2, argv + 1, ((size_t)argc - 1) * sizeof *sh);
   sh[argc + 1] = NULL;
   const char *file = argv[0];
-  char **try;
-  char *tries = NULL;
   if (file[0] == '\0' || strchr(file, '/') != NULL) {
     try = malloc(2 * sizeof *try);
-    if (try == NULL) die("malloc");
+    if (try == NULL) { no_memory(id); goto done; }
     try[0] = (char *)file;
     try[1] = NULL;
   } else {
@@ -321,7 +362,7 @@ static void start (char *frame, size_t len) {
     for (const char *p = dirs; *p; p++) if (*p == ':') ndirs++;
     try = malloc((ndirs + 1) * sizeof *try);
     tries = malloc(strlen(dirs) + ndirs * (flen + 3) + 1);
-    if (try == NULL || tries == NULL) die("malloc");
+    if (try == NULL || tries == NULL) { no_memory(id); goto done; }
     char *w = tries;
     const char *d = dirs;
     for (size_t k = 0; k < ndirs; k++) {
@@ -341,6 +382,7 @@ static void start (char *frame, size_t len) {
   l.envp = ev;
   l.sh = sh;
   l.try = try;
+  if (!room_to_remember()) { no_memory(id); goto done; }
 
   l.io[0] = first ? devnull : -1;
   for (int fd = first; fd < 3; fd++) {
@@ -369,16 +411,40 @@ done:
   free(f);
 }
 
-/* Read everything available; 1 at EOF (the proxy closed us or is gone). */
+/* Bytes of a frame refused for want of memory still to come: dropped as they arrive. */
+static size_t skip;
+
+/* Read everything available: 1 at EOF (the proxy closed us or is gone), 0 when stdin is drained,
+   2 when the buffer is full and cannot grow (what is in it is to be parsed, then read again). */
 static int read_input (void) {
   for (;;) {
-    reserve(&in, 65536);
+    if (in.cap - in.len < 65536 && !try_reserve(&in, 65536) && in.len == in.cap) return 2;
     ssize_t n = read(0, in.p + in.len, in.cap - in.len);
     if (n == 0) return 1;
-    if (n > 0) { in.len += (size_t)n; continue; }
+    if (n > 0) {
+      in.len += (size_t)n;
+      if (skip > 0) {
+        /* Only the refused frame's bytes are here while skipping (the buffer was emptied). */
+        size_t d = skip < in.len ? skip : in.len;
+        memmove(in.p, in.p + d, in.len - d);
+        in.len -= d;
+        skip -= d;
+      }
+      continue;
+    }
     if (errno == EAGAIN || errno == EINTR) return 0;
     die("read");
   }
+}
+
+/* No memory for the frame at the head of the input, `len` bytes long: once its id is here, E for it
+   and its bytes are dropped, those here now and the rest as they come. Until then, nothing. */
+static void refuse_head (size_t len) {
+  char id[21];
+  if (!frame_id(in.p + 4, in.len - 4, len, id)) return;
+  no_memory(id);
+  skip = 4 + len - in.len;
+  in.len = 0;
 }
 
 static void wake (int sig) { (void)sig; }
@@ -434,9 +500,11 @@ int main (int argc, char **argv) {
   /* Non-blocking, and SIGIO to us whenever there is input or EOF. */
   int flags = fcntl(0, F_GETFL);
   if (fcntl(0, F_SETOWN, getpid()) < 0 || flags < 0 || fcntl(0, F_SETFL, flags | O_NONBLOCK | O_ASYNC) < 0) die("fcntl");
+  /* The buffers' first memory now: a reply always fits (see say()), the input has its read size. */
+  if (!try_reserve(&out, 4096) || !try_reserve(&in, 65536)) die("malloc");
 
   for (;;) {
-    int eof = read_input();
+    int got = read_input(), eof = got == 1;
     size_t at = 0;
     while (in.len - at >= 4) {
       const unsigned char *h = (const unsigned char *)in.p + at;
@@ -445,15 +513,27 @@ int main (int argc, char **argv) {
       if (in.len - at - 4 < len) break;
       /* One byte more for the last field's NUL. */
       char *frame = malloc((size_t)len + 1);
-      if (frame == NULL) die("malloc");
-      memcpy(frame, in.p + at + 4, len);
-      frame[len] = '\0';
-      start(frame, len);
-      free(frame);
+      if (frame != NULL) {
+        memcpy(frame, in.p + at + 4, len);
+        frame[len] = '\0';
+        start(frame, len);
+        free(frame);
+      } else {
+        char id[21];
+        frame_id(in.p + at + 4, len, len, id);
+        no_memory(id);
+      }
       at += 4 + (size_t)len;
     }
     memmove(in.p, in.p + at, in.len - at);
     in.len -= at;
+    /* A frame begun: room for all of it at once (one realloc, not one per read), or it is refused. */
+    if (in.len >= 4) {
+      const unsigned char *h = (const unsigned char *)in.p;
+      uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+      if (len > MAX_FRAME) fail("bad frame: too long");
+      if (4 + (size_t)len > in.cap && !try_reserve(&in, 4 + (size_t)len - in.len)) refuse_head(len);
+    }
     /* The proxy closed our stdin or is gone. Closing, it stopped its programs first and nothing
        is left here; gone (SIGKILL, a crash), nobody would ever stop the programs not reaped yet, so
        their groups are killed. */
@@ -464,6 +544,7 @@ int main (int argc, char **argv) {
     }
     reap();
     flush();
-    sigsuspend(&none);
+    /* Stopped with input left unread: no SIGIO would come for it. */
+    if (got != 2) sigsuspend(&none);
   }
 }

@@ -76,6 +76,7 @@ export const ERRORS = {
   ERR_CGI_EXIT: { status: 502, message: 'CGI program exited before sending a response head', action: 'Read the CGI stderr log.' },
   ERR_CGI_SPAWN: { status: 502, message: 'CGI program could not be started', action: 'Check binPath, permissions, and the interpreter.' },
   ERR_CGI_FORK_SERVER: { status: 502, message: 'The CGI fork server died or failed while this program was starting or running; the program was killed', action: 'Read the log line (it names why); the next request restarts the fork server. `launcher: direct` on the spawn bypasses it.' },
+  ERR_CGI_FORK_SERVER_NO_DESCRIPTORS: { status: 503, message: 'The CGI fork server (not the proxy) ran out of file descriptors (EMFILE) while starting this program; only this request failed', action: 'The fork server has an open-files limit of its own: it inherits the proxy\'s at its start (LimitNOFILE=, ulimit -n), unless something lowered it since (prlimit --pid). It goes on serving; the message names its pid.' },
   ERR_SENDFILE_FORBIDDEN: { status: 502, message: 'X-Sendfile path refused: outside the allowed roots, not a regular file, not readable by the owner of its allowed root, or not readable by the proxy itself', action: 'The log line says which. Fix the backend, add the directory to xSendfile.allow, or fix the file (a hard link to a private file is refused; a proxy not running as root needs read access to the file and its directories).' },
 
   // --- spawn layer (src/spawn); definition errors surface at load, the rest as a FAILED spawn ------

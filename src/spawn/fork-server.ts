@@ -22,6 +22,9 @@
  *         LATE_STDIO_MS after S, while the program runs: its group is then the caller's to stop.
  *         With code EMFILE when the proxy is out of descriptors then (503 ERR_NO_DESCRIPTORS, as
  *         spawn() at EMFILE with the direct launcher), else ERR_CGI_FORK_SERVER.
+ *   The helper's own limits fail one request, not the helper: out of memory, "E id 12 memory"
+ *   (code ENOMEM, the message naming the helper); out of descriptors (EMFILE at its socket(2)),
+ *   code ERR_CGI_FORK_SERVER_NO_DESCRIPTORS, never EMFILE, which is the proxy's own shortage.
  *
  * The exec report travels on the helper's stdout, ordered before the exit status, not on the
  * program's own connections: an exec failure must surface as 'error' (ERR_CGI_SPAWN with the
@@ -760,8 +763,18 @@ export class ForkServer {
     // descriptors, accepts and closes what is pending. Then it is the proxy's shortage (503), not
     // the program's failure (measured on Node 22: EPIPE at the connect step under prlimit).
     const short = step === 'connect' && (named === 'EPIPE' || named === 'ECONNRESET') ? descriptorShortage(1) : null
-    const code = short ?? named
-    const why = short === null ? '' : `: the proxy is out of file descriptors (${short})`
+    // EMFILE from the helper is the helper's own limit (its socket(2) or pipe(2) failed), never the
+    // proxy's: not code EMFILE, which the CGI adapter answers as the proxy's shortage (503
+    // ERR_NO_DESCRIPTORS, "the proxy ran out"). ENFILE is the whole system's: the proxy's too.
+    const helperShort = short === null && named === 'EMFILE'
+    const code = helperShort ? 'ERR_CGI_FORK_SERVER_NO_DESCRIPTORS' : short ?? named
+    const helper = `the CGI fork server (pid ${child.helper.proc.pid})`
+    const why = short !== null
+      ? `: the proxy is out of file descriptors (${short})`
+      : helperShort
+        ? `: ${helper}, not the proxy, is out of file descriptors`
+        // Its malloc failed (RLIMIT_AS, RLIMIT_DATA, a cgroup's memory): this request alone failed.
+        : named === 'ENOMEM' && step === 'memory' ? `: ${helper} is out of memory` : ''
     const err = Object.assign(new Error(`spawn ${child.file} ${named}${step === 'exec' ? '' : ` (${step})`}${why}`), {
       code, errno: -errno, syscall: `spawn ${child.file}`, path: child.file,
     })

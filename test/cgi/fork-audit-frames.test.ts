@@ -70,7 +70,7 @@ for (const [kind, helper] of [['compiled', compiled], ['perl', perl]] as const) 
     t.equal(fs.starts, 1, 'never restarted')
   })
 
-  t.test(`${kind}: the helper out of descriptors fails that request with EMFILE, and recovers`, { skip }, async (t) => {
+  t.test(`${kind}: the helper out of descriptors fails that request (ERR_CGI_FORK_SERVER_NO_DESCRIPTORS), and recovers`, { skip }, async (t) => {
     guardLeaks(t)
     const fs = server(t)
     t.same(await outcome(fs.spawn(sh('exit 7'), true)), { code: 7, signal: null })
@@ -81,7 +81,7 @@ for (const [kind, helper] of [['compiled', compiled], ['perl', perl]] as const) 
     // The soft limit only: the hard one, once lowered, could not be raised again.
     execFileSync('prlimit', [`--pid=${pid}`, `--nofile=${open + 1}:`])
     const short = await outcome(fs.spawn(sh('exit 0'), true))
-    t.equal('error' in short && short.error.code, 'EMFILE', 'EMFILE for the request')
+    t.equal('error' in short && short.error.code, 'ERR_CGI_FORK_SERVER_NO_DESCRIPTORS', 'the fork server\'s shortage, not the proxy\'s, for the request')
     t.equal(readdirSync(`/proc/${pid}/fd`).length, open, 'the helper closed what it had opened for it')
     execFileSync('prlimit', [`--pid=${pid}`, `--nofile=${soft}:`])
     t.same(await outcome(fs.spawn(sh('exit 8'), true)), { code: 8, signal: null }, 'the next one runs')
