@@ -112,6 +112,20 @@ export function routeNameClashes (routes: readonly unknown[]): Array<{ name: str
   return out
 }
 
+/**
+ * A complete segment of a route prefix that no normalised path has (src/core/cgi/url-path.ts
+ * `normalizePath`): empty (`//`), `.` or `..`; null when there is none. The last segment is only
+ * the start of one (`/a/.` matches `/a/.x`), and empty after a trailing slash.
+ */
+function unmatchableSegment (prefix: string): string | null {
+  const segs = prefix.split('/')
+  for (let i = 1; i < segs.length - 1; i++) {
+    const s = segs[i]
+    if (s === '' || s === '.' || s === '..') return s
+  }
+  return null
+}
+
 export async function compileProxy (config: CompileInput, deps: CompileDeps): Promise<ProxyRuntime> {
   if (!isProxyConfig(config)) {
     // The generated check said no; TypeBox (~13 MiB RSS) loads only now, to word the issues.
@@ -172,6 +186,10 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       hosts.forEach((h, i) => {
         if (routeHost(h) === null) problems.push({ path: `${at}/match/host${Array.isArray(rc.match?.host) ? `/${i}` : ''}`, message: 'a route host is matched without its port: write the host alone', found: h, expected: 'a host (`example.com`, `*.example.com`, `[::1]`) without `:port`' })
       })
+    }
+    if (rc.match?.prefix !== undefined) {
+      const seg = unmatchableSegment(rc.match.prefix)
+      if (seg !== null) problems.push({ path: `${at}/match/prefix`, message: `a prefix with a${seg === '' ? 'n empty' : ` \`${seg}\``} segment never matches: routes are matched on the normalised path (\`//\` merged, \`.\` and \`..\` resolved)`, found: rc.match.prefix, expected: 'a prefix in normal form, e.g. `/api/v1/`' })
     }
     if (rc.match?.regex !== undefined) {
       const regex = rc.match.regex

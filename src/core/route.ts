@@ -118,9 +118,10 @@ export class CompiledRoute {
     // Location/Set-Cookie mapping is for HTTP upstreams that see the path without the prefix; CGI
     // scripts see the client's own path (SCRIPT_NAME) and answer in its terms.
     // The backend's `/x` is the client's `<prefix>/x`: a prefix written without its slash (`/app`)
-    // is joined with one, or `Location: /x` would come back as `/appx`.
+    // is joined with one, or `Location: /x` would come back as `/appx`. The prefix is matched
+    // decoded (`/café/`): Location and a cookie Path get it percent-encoded, as a URL has it.
     this.rewrite = s.stripPrefix && s.prefix !== null && !caps.cgiEnv
-      ? { prefix: s.prefix.endsWith('/') ? s.prefix : `${s.prefix}/`, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
+      ? { prefix: encodePath(s.prefix.endsWith('/') ? s.prefix : `${s.prefix}/`), upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via }
       : s.via !== '' ? { prefix: null, upstreamPrefix: '/', backendAuthorities: [], clientHost: '', via: s.via } : null
   }
 
@@ -156,14 +157,16 @@ export class CompiledRoute {
    * The URL the backend sees: with stripPrefix, the route prefix replaced by `/` (nginx
    * `proxy_pass http://b/;`), the query kept (`/api?x=1` → `/?x=1`). The client's bytes are kept
    * when they spell the prefix literally; a request the router chose this route for by its
-   * normalised path only (`/%61pi/x`, `//api/x`) gets that path, encoded again, as nginx does.
+   * normalised path only (`/%61pi/x`, `//api/x`, and every request of a prefix a client can only
+   * send percent-encoded: `/café/`, `/a b/`) gets the rest of that decoded path, encoded again, as
+   * nginx does (audit: a prefix with such characters was never stripped).
    */
   upstreamUrl (url: string): string {
     const p = this.s.prefix
     if (!this.s.stripPrefix || p === null) return url
     const q = url.indexOf('?')
     const path = q < 0 ? url : url.slice(0, q)
-    const rest = afterPrefix(path, p) ?? afterPrefix(normalizedOrRaw(path), p)
+    const rest = afterPrefix(path, p) ?? restOfNormalized(path, p)
     if (rest === null) return url
     return (rest.startsWith('/') ? rest : `/${rest}`) + (q < 0 ? '' : url.slice(q))
   }
@@ -292,9 +295,15 @@ function afterPrefix (path: string, prefix: string): string | null {
   return prefix.length > 1 && prefix.endsWith('/') && path === prefix.slice(0, -1) ? '' : null
 }
 
-/** The router's form of a path, encoded again; the path itself if it cannot be normalised. */
-function normalizedOrRaw (path: string): string {
-  try { return encodePath(normalizePath(path)) } catch { return path }
+/**
+ * What follows `prefix` in the router's form of `path` (decoded, as the prefix was matched),
+ * encoded again; null outside the prefix or when the path cannot be normalised.
+ */
+function restOfNormalized (path: string, prefix: string): string | null {
+  let normal: string
+  try { normal = normalizePath(path) } catch { return null }
+  const rest = afterPrefix(normal, prefix)
+  return rest === null ? null : encodePath(rest)
 }
 
 /** RFC 3875 §6.2.2 re-processing: REDIRECT_* come from proxy state only, after operator params. */

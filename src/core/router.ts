@@ -73,8 +73,8 @@ export function compileMatch (m: RouteMatch): Predicate {
     })
   }
   if (m.glob !== undefined) {
-    const re = picomatch().makeRe(m.glob, { dot: true })
-    tests.push((r) => re.test(r.path))
+    const res = globRegExps(m.glob)
+    tests.push(res.length === 1 ? (r) => res[0].test(r.path) : (r) => res.some((re) => re.test(r.path)))
   }
   if (m.regex !== undefined) {
     const re = new RegExp(m.regex)
@@ -90,6 +90,22 @@ export function compileMatch (m: RouteMatch): Predicate {
     for (const t of tests) if (!t(r)) return false
     return true
   }
+}
+
+/**
+ * A route's glob as picomatch regular expressions, any of which matches. picomatch lets `**`
+ * match no directory in `/a/**\/x` and `**\/x`, but not after a leading `/`: `/**\/*.php`
+ * missed `/index.php` (audit: a `/**\/*.cgi` route let `/run.cgi` fall through to a static
+ * catch-all, which sent the script's source). So a leading `/**\/` is also tried as `/`, each in
+ * turn (`/**\/**\/x` is also `/**\/x` and `/x`), as a shell's globstar has it.
+ */
+function globRegExps (glob: string): RegExp[] {
+  const out = [picomatch().makeRe(glob, { dot: true })]
+  for (let g = glob; g.startsWith('/**/');) {
+    g = g.slice(3)
+    out.push(picomatch().makeRe(g, { dot: true }))
+  }
+  return out
 }
 
 /**
