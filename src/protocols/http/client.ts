@@ -304,6 +304,17 @@ class ExchangeHandler implements FlowControl {
   private onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
 
   onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    if (status === 101) {
+      // This path never asks to upgrade (an Upgrade request goes through UpgradeBridge), and a
+      // server may switch only to a protocol the client asked for (RFC 9110 §15.2.2, §7.8): an
+      // invalid response. llhttp takes any 101 for the switch and undici then fails an assertion
+      // (a bare 101, which came out as ERR_PROTOCOL) or says 'bad upgrade'; refused here first,
+      // as a malformed response, the connection destroyed.
+      const err = new ProxyError('ERR_BAD_RESPONSE', '101 Switching Protocols to a request that did not ask to upgrade', { phase: 'head', backend: this.client.endpoint.id })
+      this.abortFn?.(err)
+      if (this.end()) this.h.onError(err)
+      return false
+    }
     if (status < 200) {
       this.h.onInformational?.(status, toStrings(raw))
       return true
