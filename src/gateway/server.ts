@@ -127,6 +127,9 @@ export class Gateway {
         ...(st.path !== undefined ? { path: st.path } : {}),
         ...(st.metricsPath !== undefined ? { metricsPath: st.metricsPath } : {}),
         ...(st.allow !== undefined ? { allow: st.allow } : {}),
+        // Behind a trusted front proxy the client it forwards for must be allowed too.
+        ...(config.trustedProxies !== undefined ? { trustedProxies: config.trustedProxies } : {}),
+        ...(config.forwardedHeader !== undefined ? { forwardedHeader: config.forwardedHeader } : {}),
         // A reload: counters carry on from the status this one replaces, never down to zero.
         ...(this.gen?.status != null ? { previous: this.gen.status } : {}),
       })

@@ -10,7 +10,10 @@
  * proxy's router only, so `Location: /server-status` from a script reaches a backend, never this
  * page (lighttpd had to special-case mod_status for the same reason).
  *
- * Access is decided on the socket peer only — never X-Forwarded-For, which a client writes itself.
+ * Access is decided on the socket peer; forwarding headers never grant it. They can only take it
+ * away: when the peer is one of `trustedProxies` (the proxy's own list), the client it forwards
+ * for, resolved as the proxy resolves it, must be allowed too — or a front proxy on loopback would
+ * open the loopback-only page to all of its clients.
  * Paths are compared on the router's normalised path, so no other spelling of the status path can
  * slip past this page to a catch-all backend; the live view also refuses cross-site upgrades.
  */
@@ -19,7 +22,7 @@ import type { Duplex } from 'node:stream'
 import { normalizePath } from '../core/cgi/url-path.js'
 import { ConfigError } from '../core/errors.js'
 import { parseTarget } from '../core/runtime.js'
-import { plainAddress, TrustedProxies } from '../core/trust.js'
+import { forwardedChain, plainAddress, TrustedProxies, type ForwardedHeader } from '../core/trust.js'
 import { VERSION } from '../version.js'
 import { LiveView, type LiveOptions } from './live.js'
 import { createMetrics, type MetricsCarry } from './metrics.js'
@@ -45,6 +48,14 @@ export interface StatusOptions {
    * peer address (without it they get 403).
    */
   allow?: string[]
+  /**
+   * The proxy's `trustedProxies` (and `forwardedHeader`). A request whose socket peer is one of
+   * them is let in only when the peer AND the client it forwards for (resolved as the proxy does:
+   * the header walked right to left past trusted hops) are both in `allow`. Without it every client
+   * of a front proxy on an allowed address (nginx on 127.0.0.1) would see the page.
+   */
+  trustedProxies?: readonly string[]
+  forwardedHeader?: ForwardedHeader
   /** Page title. */
   title?: string
   live?: LiveOptions | false
@@ -96,6 +107,12 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const allowList: readonly string[] = opts.allow ?? STATUS_DEFAULTS.allow
   const allow = new TrustedProxies(allowList.filter((a) => a !== UNIX_PEERS))
   const allowUnix = allowList.includes(UNIX_PEERS)
+  let trust: TrustedProxies
+  try {
+    trust = new TrustedProxies(opts.trustedProxies ?? [], opts.forwardedHeader ?? 'x-forwarded-for')
+  } catch (err) {
+    throw new ConfigError([{ path: '/trustedProxies', message: (err as Error).message, found: opts.trustedProxies, expected: 'IP addresses or CIDRs' }])
+  }
   const startedAt = Date.now()
   const software = `proxycore/${VERSION}`
   const tail = new StderrTail(opts.stderrTail)
@@ -108,7 +125,13 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const allowed = (req: IncomingMessage): boolean => {
     const peer = req.socket.remoteAddress
     // A unix-socket listener's peers have no address: only `unix:` lets them in.
-    return peer === undefined ? allowUnix : allow.has(plainAddress(peer))
+    if (peer === undefined) return allowUnix
+    const address = plainAddress(peer)
+    if (!allow.has(address)) return false
+    if (trust.empty || !trust.has(address)) return true
+    // A trusted front proxy: the client it forwards for must be allowed too (itself when it forwards none).
+    const h = req.headers
+    return allow.has(trust.resolve(address, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded, trust.header)))
   }
 
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
