@@ -30,6 +30,11 @@ export interface RequestEndEvent {
   httpVersion?: string | undefined
   referer?: string | undefined
   userAgent?: string | undefined
+  /**
+   * The backend's status when it answered and the client then went away (`status` is 499 then);
+   * absent otherwise (`status` is the backend's, or the proxy made the response itself).
+   */
+  upstreamStatus?: number
 }
 /** What an exchange (or an upgrade) knows when it ends; `endEvent` derives the rest. */
 export interface EndFacts {
@@ -43,7 +48,7 @@ export interface EndFacts {
  * client abort is 499, no head is headMs -1.
  */
 export function endEvent (f: EndFacts, error: ErrorCode | null, now: number): RequestEndEvent {
-  return {
+  const e: RequestEndEvent = {
     id: f.id, route: f.route, method: f.method, url: f.url, client: f.client,
     status: error === 'ERR_CLIENT_ABORTED' ? 499 : f.status,
     backend: f.backend,
@@ -55,6 +60,9 @@ export function endEvent (f: EndFacts, error: ErrorCode | null, now: number): Re
     referer: f.referer,
     userAgent: f.userAgent,
   }
+  // 499 for the client; the access log still says what the backend answered.
+  if (error === 'ERR_CLIENT_ABORTED' && f.headAt !== 0 && f.backend !== '' && f.status !== 0) e.upstreamStatus = f.status
+  return e
 }
 
 export interface BackendStateEvent { pool: string, backend: string, state: 'up' | 'disabled' | 'down', reason?: string }

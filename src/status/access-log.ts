@@ -49,8 +49,7 @@ export interface AccessLog {
   close (): void
 }
 
-/** Request fields a core version may add to `request:end`; used when present. */
-type EndEvent = RequestEndEvent & { upstreamStatus?: number }
+type EndEvent = RequestEndEvent
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
 
