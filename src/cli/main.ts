@@ -2,10 +2,12 @@
 /**
  * proxycore CLI. Exit codes (docs/reference/cli.md): 0 ok, 1 runtime failure, 2 usage or config
  * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
- * serving), SIGTERM/SIGINT drain and stop every child, a second one exits at once.
+ * serving), SIGTERM/SIGINT drain and stop every child, a second one exits at once; a stop before
+ * serve installed its handlers starts nothing and exits 0 (early-signals.ts).
  */
-// First: a SIGHUP during the imports below must not end the process (early-signals.ts).
-import { takeEarlyHup } from './early-signals.js'
+// First: a SIGHUP, SIGTERM or SIGINT during the imports below must not end the process
+// (early-signals.ts).
+import { takeEarlyHup, takeEarlyStop } from './early-signals.js'
 import { dirname, resolve } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import '../index.js'
@@ -263,6 +265,14 @@ async function serve (args: string[]): Promise<number> {
   })
   // A HUP that came while the modules loaded or the config was first read (early-signals.ts).
   if (takeEarlyHup()) hupWhileStarting = true
+  // A stop that came then: nothing was started yet, so there is nothing to drain or stop; say so
+  // as a stop after the start does, and exit 0 (a supervisor's stop right after its start).
+  const earlyStop = takeEarlyStop()
+  if (earlyStop !== null) {
+    log.info({ signal: earlyStop }, 'stopping: draining requests and stopping spawned processes')
+    log.info('stopped')
+    return 0
+  }
   try {
     await gw.start()
   } catch (err) {
@@ -301,9 +311,14 @@ export async function main (argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`)
     return cmd === undefined ? 2 : 0
   }
-  if (cmd === '--version' || cmd === '-v') { process.stdout.write(`${VERSION}\n`); return 0 }
   // `proxycore serve --help` asks for help, not to serve a file named --help.
   if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(`${USAGE}\n`); return 0 }
+  if (cmd === '--version' || cmd === '-v') {
+    // Takes nothing: `--version extra` is a usage error, as a stray argument is for every command.
+    if (rest.length > 0) return usageError(`${cmd}: unexpected extra argument ${JSON.stringify(rest[0])} (${cmd} takes none)`)
+    process.stdout.write(`${VERSION}\n`)
+    return 0
+  }
   if (cmd === 'serve') return await serve(rest)
   if (cmd === 'check') return await check(rest)
   if (cmd === 'status') return await status(rest)

@@ -98,6 +98,7 @@ export function jsonLines (stream: NodeJS.ReadableStream | null): Array<Record<s
 export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<Served> {
   await ensureBuilt()
   const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', config], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROXYCORE_LOG_FORMAT: 'json', ...env } })
+  reapAtEnd(child)
   let out = ''
   child.stdout?.setEncoding('utf8')
   child.stdout?.on('data', (c: string) => { out += c })
@@ -116,6 +117,63 @@ export async function serve (config: string, env: NodeJS.ProcessEnv = {}, nodeAr
   const serving = await waitLog('serving')
   const addresses = serving.addresses as string[]
   return { child, url: addresses[0], logs: () => lines, waitLog, stdout: () => out, exited }
+}
+
+/**
+ * Serve children still running. A test process that ends while they run — tap's timeout
+ * (SIGALRM, then an exit), a SIGTERM or SIGINT to it, a process.exit() — would leave them (each in
+ * its own process group) and the backends they spawned running for good. They are SIGKILLed then:
+ * every process below each of them by its process group (spawned backends have their own), then
+ * its own group. Synchronous: it runs in an 'exit' listener and in signal handlers.
+ */
+const running = new Set<number>()
+let reaping = false
+
+function reapAll (): void {
+  if (running.size === 0) return
+  const parent = new Map<number, number>()
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch {}
+  }
+  for (const pid of running) {
+    const below = new Set<number>([pid])
+    for (let grew = true; grew;) {
+      grew = false
+      for (const [p, pp] of parent) if (below.has(pp) && !below.has(p)) { below.add(p); grew = true }
+    }
+    below.delete(pid)
+    for (const p of below) { try { process.kill(-p, 'SIGKILL') } catch {} try { process.kill(p, 'SIGKILL') } catch {} }
+    try { process.kill(-pid, 'SIGKILL') } catch {}
+  }
+  running.clear()
+}
+
+/**
+ * On SIGTERM/SIGINT: reap, step aside and raise the signal again, so whatever else handles it
+ * (tap's signal-exit, which acts only when its own listeners are the last) or node's default
+ * action ends the process as it would have without this listener.
+ */
+function onStopSignal (signal: NodeJS.Signals): void {
+  reapAll()
+  process.off('SIGTERM', onStopSignal)
+  process.off('SIGINT', onStopSignal)
+  process.kill(process.pid, signal)
+}
+
+function reapAtEnd (child: ChildProcess): void {
+  const pid = child.pid
+  if (pid === undefined) return
+  running.add(pid)
+  child.once('exit', () => { running.delete(pid) })
+  if (reaping) return
+  reaping = true
+  process.on('exit', reapAll)
+  process.on('SIGTERM', onStopSignal)
+  process.on('SIGINT', onStopSignal)
 }
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
