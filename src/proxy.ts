@@ -9,6 +9,7 @@
  * `handler` also works as Express/Connect middleware `(req, res, next)`: an unmatched request falls
  * through to `next()`.
  */
+import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { checkConfig } from './config/check.js'
@@ -134,7 +135,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   }
   let runtime: ProxyRuntime
   try {
-    runtime = await compileProxy(config, {
+    runtime = await compileProxy(withPseudonym(config, `proxycore-${randomBytes(6).toString('hex')}`), {
       ...(config.adapters !== undefined ? { adapters: config.adapters } : {}),
       sources,
       processStarters,
@@ -169,6 +170,24 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
       try { await runtime.close(graceMs) } finally { await manager?.close() }
     },
   }
+}
+
+/**
+ * `config` with `via: pseudonym` on every `http` route that has no `via` of its own: each proxy
+ * instance (createProxy call, a reload's new generation too) names itself in the Via it forwards
+ * and refuses a request whose Via names it already, 508 ERR_LOOP_DETECTED (src/core/headers.ts):
+ * a route whose backend is the proxy's own address is cut at its second round, not after
+ * timeouts.headers with a connection per round. Random, so two instances in a chain never share
+ * it; an operator's own `via` is used as is, and must then differ between chained instances.
+ */
+function withPseudonym<C extends CompileInput> (config: C, pseudonym: string): C {
+  if (!Array.isArray(config.routes)) return config
+  const routes = config.routes.map((r: unknown) => {
+    if (typeof r !== 'object' || r === null) return r
+    const rc = r as { protocol?: unknown, via?: unknown }
+    return rc.protocol === 'http' && (rc.via === undefined || rc.via === '') ? { ...rc, via: pseudonym } : r
+  })
+  return { ...config, routes }
 }
 
 /** The clients an adapter's createClient could not make at load (src/core/registry.ts), as config issues. */

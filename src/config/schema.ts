@@ -49,7 +49,7 @@ export const RouteSchema = Type.Object({
   hostHeader: Type.Optional(Type.String({ default: 'preserve', description: '`preserve` (client Host), `backend` (the backend address), or a literal host.' })),
   xForwarded: Type.Optional(Type.Boolean({ default: true, description: 'Append X-Forwarded-For, set X-Forwarded-Proto/Host.' })),
   forwarded: Type.Optional(Type.Boolean({ default: false, description: 'Append an RFC 7239 Forwarded element.' })),
-  via: Type.Optional(Type.String({ default: '', description: 'Pseudonym for a Via header (e.g. `proxycore`); empty = no Via.' })),
+  via: Type.Optional(Type.String({ default: '', description: 'Pseudonym in the Via header this route adds (`1.1 <via>`, RFC 9110 §7.6.3), also used to detect loops: a request whose Via already names it is refused with 508 `ERR_LOOP_DETECTED`. Empty on an `http` route: a random pseudonym per proxy instance (`proxycore-` and 12 hex digits), so an http route always adds Via; chained instances must not share one. Empty on a CGI-family route: no Via.' })),
   docroot: Type.Optional(Type.String({ description: 'CGI-family: scripts are resolved under this directory. static (required): the directory whose files are served, as nginx root.' })),
   scriptFilename: Type.Optional(Type.String({ description: 'CGI-family without docroot: the single entry point (SCRIPT_FILENAME).' })),
   scriptExtensions: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'CGI-family: the resolved script must end with one of these (default: match.extension). Set it on prefix routes so `/uploads/x.jpg` never runs as PHP.' })),

@@ -28,6 +28,7 @@ export const ERRORS = {
   ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log and fix the backend; a reload (SIGHUP) restarts a FAILED spawn, embedders call `spawns.clear(name)`.' },
   ERR_SPAWN_NOT_READY: { status: 503, message: 'The spawned backend did not become ready in time', action: 'Check the start timeout and the backend log.' },
   ERR_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down', action: 'None if it arrived during a drain; one still in flight when the drain ended: raise drainTimeout.' },
+  ERR_LOOP_DETECTED: { status: 508, message: 'The request came back to this proxy: its Via already names this instance', action: 'Fix the route whose backend leads back to the proxy (its own listen address, or a chain that returns to it); two instances in a chain must not be given one `via` pseudonym.' },
 
   // --- client side --------------------------------------------------------------
   ERR_BAD_REQUEST: { status: 400, message: 'Malformed or ambiguous request', action: 'None: the client sent a request the proxy will not forward.' },

@@ -15,7 +15,7 @@ import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from '.
 import { isReplayable, replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
-import { filterResponseHeaders, validStatus } from './headers.js'
+import { emptyLocation, filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import { StaticSource, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
@@ -311,6 +311,13 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (this.phase !== Phase.Dispatched) return
     if (!validStatus(status)) {
       this.onError(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backend?.endpoint.id }))
+      return
+    }
+    // RFC 3875 §6.3.2: a CGI-family Location is a local path or an absolute URI; an empty one is
+    // neither (php-cgi's `header('Location: ')` sends it with a 302). An HTTP backend's passes:
+    // RFC 9110 §10.2.2 makes it a URI-reference, and the empty one is valid (nginx passes it).
+    if (this.route.adapter.capabilities.cgiEnv && emptyLocation(headers)) {
+      this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', 'empty Location (RFC 3875 §6.3.2: a local path or an absolute URI)', { phase: 'head', backend: this.backend?.endpoint.id }))
       return
     }
     this.phase = Phase.Streaming

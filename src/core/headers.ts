@@ -150,7 +150,11 @@ export interface ForwardOptions {
   xForwarded: boolean
   /** Add an RFC 7239 Forwarded element. */
   forwarded: boolean
-  /** Add `Via: 1.1 <via>`; '' = no Via. */
+  /**
+   * Add `Via: <protocol> <via>`, and refuse a request whose Via already names `via` (a loop,
+   * 508 ERR_LOOP_DETECTED); '' = no Via and no check. createProxy gives an `http` route without
+   * its own a random pseudonym per proxy instance (src/proxy.ts).
+   */
   via: string
   /** The peer is a trusted proxy: keep its X-Forwarded-Proto/Host instead of replacing them. */
   peerTrusted: boolean
@@ -191,7 +195,15 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
         if (opts.forwarded) { fwd = fwd === null ? raw[i + 1] : `${fwd}, ${raw[i + 1]}`; continue }
         break
       case 'via':
-        if (opts.via !== '') { via = via === null ? raw[i + 1] : `${via}, ${raw[i + 1]}`; continue }
+        if (opts.via !== '') {
+          // Our own pseudonym in it: the request went round through this proxy (a route whose
+          // backend leads back here). Refused before a backend connection is opened, or each
+          // round opens one more until timeouts.headers. An upgrade's loop is refused before its
+          // exchange is made (runtime.ts upgrade): its headers are built in a constructor.
+          if (!keepUpgrade && viaCarries(raw[i + 1], opts.via)) throw new ProxyError('ERR_LOOP_DETECTED', `Via names this proxy (${opts.via})`, { phase: 'route' })
+          via = via === null ? raw[i + 1] : `${via}, ${raw[i + 1]}`
+          continue
+        }
         break
     }
     out.push(name, raw[i + 1])
@@ -215,6 +227,33 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
     out.push('via', via === null ? element : `${via}, ${element}`)
   }
   return out
+}
+
+/**
+ * Whether a Via field value has an element whose received-by is `pseudonym` (RFC 9110 §7.6.3:
+ * `received-protocol RWS received-by [ RWS comment ]`, comma-separated), compared as a host name,
+ * in any case. Only the second word of an element counts: `1.1 edge-1` does, `1.1 edge-10` and
+ * `1.1 other (edge-1)` do not. One pass over the value, no copy of it: a client's long Via costs
+ * its length once.
+ */
+export function viaCarries (value: string, pseudonym: string): boolean {
+  const n = value.length
+  const want = pseudonym.toLowerCase()
+  let i = 0
+  while (i < n) {
+    // The element's start: skip OWS and empty list elements.
+    while (i < n && (value[i] === ' ' || value[i] === '\t' || value[i] === ',')) i++
+    // received-protocol
+    while (i < n && value[i] !== ' ' && value[i] !== '\t' && value[i] !== ',') i++
+    while (i < n && (value[i] === ' ' || value[i] === '\t')) i++
+    // received-by
+    const from = i
+    while (i < n && value[i] !== ' ' && value[i] !== '\t' && value[i] !== ',') i++
+    if (i - from === want.length && value.slice(from, i).toLowerCase() === want) return true
+    // The rest of the element (a comment) up to the next comma.
+    while (i < n && value[i] !== ',') i++
+  }
+  return false
 }
 
 /**
@@ -289,6 +328,17 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
   }
   if (rw !== null && rw.via !== '') out.push('via', via === null ? `${httpVersion} ${rw.via}` : `${via}, ${httpVersion} ${rw.via}`)
   return out
+}
+
+/** A Location field whose value is empty or only blanks (a CGI-family head refuses it: exchange.ts onHead). */
+export function emptyLocation (raw: RawHeaders): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    // Typed out: a custom adapter's list of another shape is filterResponseHeaders' to refuse.
+    const name: unknown = raw[i]
+    const value: unknown = raw[i + 1]
+    if (typeof name === 'string' && typeof value === 'string' && sameName(name, 'location') && value.trim() === '') return true
+  }
+  return false
 }
 
 function rewriteLocation (value: string, rw: ResponseRewrite): string {

@@ -10,7 +10,7 @@ import type { Duplex, Writable } from 'node:stream'
 import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from './body-pump.js'
 import { ProxyError, statusFor, type ErrorCode } from './errors.js'
 import { ProxyExchange } from './exchange.js'
-import { checkRequestFraming } from './headers.js'
+import { checkRequestFraming, viaCarries } from './headers.js'
 import type { ProxyEvents } from './events.js'
 import type { CompiledRoute } from './route.js'
 import { hostOnly, type Router } from './router.js'
@@ -223,6 +223,13 @@ export class ProxyRuntime {
       // A route whose protocol cannot carry an upgrade is a bad request for it, not a missing route.
       const code: ErrorCode = bad !== null ? bad.code : target === null ? 'ERR_BAD_REQUEST' : route === null ? 'ERR_NO_ROUTE' : this.closing ? 'ERR_SHUTTING_DOWN' : 'ERR_BAD_REQUEST'
       this.refuseSocket(req, socket, code, route?.name ?? '')
+      return
+    }
+    // A loop (the request's Via names this proxy: src/core/headers.ts viaCarries) is refused here,
+    // before the exchange is made: its request head is built in UpgradeExchange's constructor.
+    const via = req.headers.via
+    if (route.s.via !== '' && typeof via === 'string' && viaCarries(via, route.s.via)) {
+      this.refuseSocket(req, socket, 'ERR_LOOP_DETECTED', route.name)
       return
     }
     if (target.authority !== undefined) adoptAuthority(req, target.authority)
