@@ -261,6 +261,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       ctx,
       balance: rc.balance ?? 'least-connection',
       disableTime: parseDuration(rc.disableTime ?? DEFAULTS.disableTime) ?? DEFAULTS.disableTime,
+      ...(rc.maxFails !== undefined ? { maxFails: rc.maxFails } : {}),
       events,
       log: deps.log,
     })
@@ -276,6 +277,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
           ctx,
           balance: 'least-connection',
           disableTime: parseDuration(rc.disableTime ?? DEFAULTS.disableTime) ?? DEFAULTS.disableTime,
+          ...(rc.maxFails !== undefined ? { maxFails: rc.maxFails } : {}),
           events,
           log: deps.log,
         }),

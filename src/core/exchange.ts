@@ -17,7 +17,7 @@ import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
 import { emptyLocation, filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
-import { StaticSource, type Backend } from './pool.js'
+import { StaticSource, isFailedAttempt, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { SCAVENGE_MIN_BODY } from './scavenge.js'
 import { endEvent } from './events.js'
@@ -320,6 +320,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', 'empty Location (RFC 3875 §6.3.2: a local path or an absolute URI)', { phase: 'head', backend: this.backend?.endpoint.id }))
       return
     }
+    if (this.backend !== null) this.route.pool.answered(this.backend)
     this.phase = Phase.Streaming
     this.flow = flow
     this.headDeadline = 0
@@ -443,6 +444,11 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // The backend's part of an X-Sendfile exchange is over once its head arrived.
     if (this.sendfile !== null && err.code !== 'ERR_SENDFILE_FORBIDDEN' && err.code !== 'ERR_SCRIPT_NOT_FOUND') { this.sendfileBackendDone(); return }
     const b = this.backend
+    // Passive health after the connect: a reset, a close, a headers timeout or an invalid head before
+    // any response head. A replayable one too: the HTTP adapter cannot tell a keep-alive race from a
+    // backend that resets every request, and a race is rare enough that maxFails of them with no
+    // success in between do not happen to a sound backend.
+    if (b !== null && this.phase === Phase.Dispatched && !this.abortedFlag && isFailedAttempt(err)) this.route.pool.attemptFailed(b, err.code)
     if (b !== null && this.phase === Phase.Dispatched && err.replayable && err.phase !== 'connect' && !this.replayed && !this.abortedFlag) {
       this.replay()
       return
@@ -545,8 +551,8 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   /**
    * A reused keep-alive connection the backend closed as the request arrived (the adapter marks the
    * error `replayable`): send it once more on a fresh connection. Not a failover: the backend is
-   * healthy, so it may take the request again, nothing is counted against `retries`, and the pool
-   * hears nothing of it.
+   * healthy, so it may take the request again and nothing is counted against `retries`; the pool
+   * counts it as one failed attempt (onError: a backend that resets every request looks the same).
    */
   private replay (): void {
     this.replayed = true

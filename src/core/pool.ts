@@ -3,8 +3,10 @@
  *
  * A BackendPool follows a BackendSource (a fixed list, or a spawn's live processes), keeps one
  * Backend per endpoint with the adapter's client for it, asks the balancer for one, and applies
- * passive health: a failed connect disables a backend for `disableTime` (never the only one); the
- * whole pool going down or coming back is logged once per transition, never once per request.
+ * passive health: a failed connect disables a backend for `disableTime` (never the only one), and so
+ * do `maxFails` failed attempts after the connect (reset, closed or timed out before the response
+ * head, or an invalid head) within `disableTime` (never the last usable one); the whole pool going
+ * down or coming back is logged once per transition, never once per request.
  */
 import { parseEndpoint } from './endpoint.js'
 import { createBalancer, type BalanceKey, type BalanceMode, type Balancer } from './balancers.js'
@@ -15,9 +17,36 @@ import type { BackendClient, BackendSource, ClientContext, Endpoint, Logger, Pro
 const OVERLOAD_DISABLE_MS = 1000
 
 /**
+ * Failed attempts after the connect that disable a backend, within one disableTime. nginx's
+ * max_fails defaults to 1, but nginx counts a connect failure and a failed exchange alike; here a
+ * connect failure disables at once (attemptFailed is the rest), and one failed exchange proves
+ * little: a request that crashes its worker (the "query of death") fails on each of the 1 + retries
+ * backends it is sent to, and with 1 it would disable them all. 3 needs three failures on the same
+ * backend with no success in between (a success resets the count) within disableTime: a backend
+ * that resets or hangs on every request is out after its third, at worst 3 failed requests.
+ */
+export const DEFAULT_MAX_FAILS = 3
+
+/**
+ * The failures after the connect that count against a backend (BackendPool.attemptFailed), before
+ * its response head: nginx's error (reset, closed), timeout (the head's) and invalid_header (a
+ * malformed response, a protocol violation); for an upgrade, ERR_UPGRADE_FAILED after the connect,
+ * which the HTTP adapter reports for any of those before the backend's answer. Not those a single
+ * script's output can cause while its backend is sound (a forbidden header, an oversized head, a
+ * CGI exit), nor the client's.
+ */
+const ATTEMPT_FAILURES: ReadonlySet<string> = new Set(['ERR_BACKEND_RESET', 'ERR_BACKEND_CLOSED', 'ERR_HEADERS_TIMEOUT', 'ERR_BAD_RESPONSE', 'ERR_PROTOCOL', 'ERR_UPGRADE_FAILED'])
+
+/** Whether `err`, which ended an attempt before its response head, counts against the backend. */
+export function isFailedAttempt (err: { code: string, phase: string }): boolean {
+  return err.phase !== 'connect' && ATTEMPT_FAILURES.has(err.code)
+}
+
+/**
  * Backend states:
  * - up:       routable.
- * - disabled: a connect failed; not routable until `disabledUntil`, then tried again.
+ * - disabled: a connect failed, or `maxFails` attempts failed after it; not routable until
+ *             `disabledUntil`, then tried again.
  * - draining: gone from the source (recycled, removed on reload); finishes in-flight, then closes.
  */
 export type BackendState = 'up' | 'disabled' | 'draining'
@@ -25,7 +54,11 @@ export type BackendState = 'up' | 'disabled' | 'draining'
 export class Backend {
   inflight = 0
   requests = 0
+  /** Failed connects (the status page's and the metrics' `failures`). */
   failures = 0
+  /** Failed attempts after the connect since the last success, in the window from `failWindowStart`. */
+  attemptFails = 0
+  failWindowStart = 0
   state: BackendState = 'up'
   disabledUntil = 0
   lastError = ''
@@ -41,6 +74,11 @@ export interface PoolOptions {
   balance: BalanceMode
   /** ms a backend stays disabled after a failed connect. */
   disableTime: number
+  /**
+   * Failed attempts after the connect (attemptFailed) within `disableTime` that disable a backend;
+   * default DEFAULT_MAX_FAILS; 0 = such failures never disable.
+   */
+  maxFails?: number
   events: ProxyEvents
   log: Logger
   now?: () => number
@@ -159,6 +197,40 @@ export class BackendPool {
       this.opts.events.backendState('backend:disabled', { pool: this.name, backend: b.endpoint.id, state: 'disabled', reason })
     }
     if (!this.down && this.allSkipped()) this.transition(true, reason)
+  }
+
+  /**
+   * Passive health after the connect (nginx's "unsuccessful attempt": error, timeout, invalid
+   * header): the connection to `b` was reset or closed, or its response head timed out or was
+   * invalid, before any response head reached the client. Not a client's abort, not any status the
+   * backend answers (a 5xx included): those are answers. `maxFails` of them within `disableTime`
+   * (a fixed window from the first; a success in between starts over) disable `b` for
+   * `disableTime`. Never the last usable backend of its pool: a pool whose every backend fails
+   * this way gains nothing from 503s in place of 502s, and a stream of crashing requests must not
+   * take a whole pool down.
+   */
+  attemptFailed (b: Backend, code: string): void {
+    b.lastError = code
+    const max = this.opts.maxFails ?? DEFAULT_MAX_FAILS
+    if (b.state !== 'up' || max <= 0) return
+    const now = this.now()
+    if (b.attemptFails === 0 || now - b.failWindowStart >= this.opts.disableTime) {
+      b.attemptFails = 0
+      b.failWindowStart = now
+    }
+    b.attemptFails++
+    if (b.attemptFails < max) return
+    if (!this.backends.some((x) => x !== b && this.usable(x))) return
+    const n = b.attemptFails
+    b.attemptFails = 0
+    b.disabledUntil = now + this.opts.disableTime
+    b.state = 'disabled'
+    this.opts.events.backendState('backend:disabled', { pool: this.name, backend: b.endpoint.id, state: 'disabled', reason: `${code} (${n} failed attempts within ${this.opts.disableTime} ms)` })
+  }
+
+  /** `b` sent a response head: the count of failed attempts starts over. */
+  answered (b: Backend): void {
+    b.attemptFails = 0
   }
 
   /**

@@ -38,7 +38,7 @@ import { ProxyError, backendOverloaded, fromSocketError, toProxyError, type Erro
 import { DISCARD_MAX_MS } from './body-pump.js'
 import { authorizeExchange } from './exchange.js'
 import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
-import type { Backend } from './pool.js'
+import { isFailedAttempt, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { endEvent } from './events.js'
 import { spawnWaitDeadline, waitRoutable } from './spawn-wait.js'
@@ -215,6 +215,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   onUpgrade (_status: number, headers: RawHeaders, backend: Duplex, head: Buffer): void {
     if (this.phase !== Phase.Connecting) { backend.destroy(); return }
     this.stopTimer()
+    if (this.backend !== null) this.route.pool.answered(this.backend)
     this.phase = Phase.Tunnel
     this.status = 101
     this.headAt = this.rt.now()
@@ -260,6 +261,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     // as node:http would refuse it, never written raw to the client.
     const reason = reasonPhrase(statusText ?? '')
     if (!validStatus(status) || reason === null) { this.refuse(new ProxyError('ERR_BAD_RESPONSE', reason === null ? 'control character in the reason phrase' : `status ${status}`, { phase: 'head', backend: this.backendId })); return }
+    if (this.backend !== null) this.route.pool.answered(this.backend)
     this.stopTimer()
     this.phase = Phase.Response
     this.status = status
@@ -480,6 +482,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   /** Nothing was sent to the client yet: a status line of its own, and the socket ends. */
   private refuse (err: ProxyError): void {
     if (this.phase === Phase.Done) return
+    // Passive health after the connect (BackendPool.attemptFailed): a reset, a close, a headers
+    // timeout or an invalid head before the backend's answer; not a client that went.
+    const b = this.backend
+    if (b !== null && this.phase === Phase.Connecting && !this.signal.aborted && isFailedAttempt(err)) this.route.pool.attemptFailed(b, err.code)
     this.status = err.status
     this.settle(err.code)
     this.abortBackend()
