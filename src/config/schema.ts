@@ -19,7 +19,7 @@ export const MatchSchema = Type.Object({
 
 export const TimeoutsSchema = Type.Object({
   connect: Type.Optional(Duration('Connecting to a backend.', '5s')),
-  headers: Type.Optional(Duration('From dispatch to the response head; while the request body is still arriving from the client, from its last byte (a long upload is not a late head). A request waiting for a spawn to become routable waits this long too, at least 1 s. 0 = no limit.', '60s')),
+  headers: Type.Optional(Duration('From dispatch to the response head (on an http route from the moment the request has its backend connection, not while it waits for one of the `connections`); while the request body is still arriving from the client, from its last byte (a long upload is not a late head). A request waiting for a spawn to become routable waits this long too, at least 1 s. 0 = no limit.', '60s')),
   idle: Type.Optional(Duration('Longest pause of the backend inside a response body; it does not run while the proxy holds the backend back for a slow client.', '60s')),
   clientIdle: Type.Optional(Duration('Longest pause of the client: inside its request body (slow-drip uploads get 408 `ERR_REQUEST_TIMEOUT`), or in reading a response the backend or an X-Sendfile file waits to send (the connection is cut, `ERR_CLIENT_TIMEOUT`). 0 = no limit.', '60s')),
   minUploadRate: Type.Optional(Size('Slowest average rate, in bytes per second, at which a request body may arrive (mod_reqtimeout MinRate): past uploadGrace, a body that fell behind it gets 408 `ERR_UPLOAD_TOO_SLOW`, so a client cannot hold a slot and a backend by trickling a byte now and then. Counted from the start of the body; time the proxy itself holds the client back (a backend reading slowly, a spool write, Expect: 100-continue) does not count. 0 = no minimum.', '500')),
@@ -41,7 +41,7 @@ export const RouteSchema = Type.Object({
   retries: Type.Optional(Type.Integer({ minimum: 0, default: 2, description: 'How many more attempts a request gets, each on a backend or spawned process it was not sent to (never the same live one twice): after a connect failure, and for an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) with no body or a spooled one whose backend connection was reset or closed before any response byte. 0 sends nothing again.' })),
   maxConcurrent: Type.Optional(Type.Integer({ minimum: 0, default: 0, description: 'Exchanges in flight for this route; 0 = unlimited.' })),
   queue: Type.Optional(Type.Integer({ minimum: 0, default: 1024, description: 'Requests waiting for a slot beyond maxConcurrent; more are dropped with 503.' })),
-  queueTimeout: Type.Optional(Duration('Longest wait in the queue before 503.', '30s')),
+  queueTimeout: Type.Optional(Duration('Longest wait in the queue before 503. On an http route it also bounds, separately, a request\'s wait for one of the backend\'s `connections` (options) to come free: 503 ERR_QUEUE_TIMEOUT.', '30s')),
   timeouts: Type.Optional(TimeoutsSchema),
   maxBodySize: Type.Optional(Size('Largest request body accepted (413 beyond): a Content-Length one is refused before it is read, a chunked one once it passes the limit. 0 = unlimited.', '0')),
   spoolLimit: Type.Optional(Size('CGI-family protocols: largest request body spooled (memory up to 64 KiB, then an unlinked temp file) to learn its length (chunked) or, with requestBuffering, to read it whole before the backend is contacted; 413 beyond, a Content-Length one before it is read.', '1GiB')),

@@ -65,6 +65,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   /** Deadlines checked by the runtime's sweep (0 = none). */
   headDeadline = 0
+  /** The adapter said the exchange waits for a connection (waitingForConnection): headDeadline is the queue's. */
+  awaitingConnection = false
+  private dispatchedAt = 0
   idleDeadline = 0
   /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
   uploadWatch = false
@@ -281,7 +284,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     pool.started(b)
     this.phase = Phase.Dispatched
     const t = this.route.timeouts
-    if (t.headers > 0) this.headDeadline = this.rt.now() + t.headers
+    this.dispatchedAt = this.rt.now()
+    this.awaitingConnection = false
+    this.headDeadline = t.headers > 0 ? this.dispatchedAt + t.headers : 0
     b.client.dispatch(this, this)
   }
 
@@ -657,7 +662,32 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
 
   /** The runtime's sweep found a deadline passed. */
   timedOut (code: Extract<ErrorCode, 'ERR_HEADERS_TIMEOUT' | 'ERR_BODY_TIMEOUT'>): void {
+    if (code === 'ERR_HEADERS_TIMEOUT' && this.awaitingConnection) {
+      this.onError(new ProxyError('ERR_QUEUE_TIMEOUT', `no connection to the backend came free in ${this.route.admission.queueTimeout} ms (its adapter's connection cap)`, { phase: 'connect', backend: this.backendId }))
+      return
+    }
     this.onError(new ProxyError(code, undefined, { phase: code === 'ERR_HEADERS_TIMEOUT' ? 'head' : 'body' }))
+  }
+
+  /**
+   * The adapter queues this exchange behind its connection cap (Exchange.waitingForConnection):
+   * until connectionReady the wait is bounded by the route's queueTimeout (0: as long as the
+   * client waits), from the dispatch, and is no late head.
+   */
+  waitingForConnection (): void {
+    if (this.phase !== Phase.Dispatched) return
+    this.awaitingConnection = true
+    const q = this.route.admission.queueTimeout
+    this.headDeadline = q > 0 ? this.dispatchedAt + q : 0
+  }
+
+  /** The exchange has its connection: timeouts.headers counts from now (nginx's proxy_read_timeout starts once the request is sent). */
+  connectionReady (): void {
+    if (!this.awaitingConnection) return
+    this.awaitingConnection = false
+    if (this.phase !== Phase.Dispatched) return
+    const h = this.route.timeouts.headers
+    this.headDeadline = h > 0 ? this.rt.now() + h : 0
   }
 
   /**
@@ -699,7 +729,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
    */
   checkUpload (now: number): void {
     const req = this.req
-    const waitingForHead = this.phase === Phase.Dispatched && this.headDeadline !== 0
+    const waitingForHead = this.phase === Phase.Dispatched && this.headDeadline !== 0 && !this.awaitingConnection
     if (req.complete || this.phase === Phase.Done) {
       this.uploadWatch = false
       // The backend's time to answer counts from the end of the upload, not from dispatch: a

@@ -112,6 +112,16 @@ export interface Exchange {
    * listener per request). Calling again replaces it; `null` clears it.
    */
   setAbortHandler? (fn: (() => void) | null): void
+  /**
+   * For an adapter that queues requests beyond its own connection cap (http `connections`): call
+   * `waitingForConnection()` when the exchange is handed over and `connectionReady()` once it has
+   * its connection and its head is being written. In between, the wait is bounded by the route's
+   * `queueTimeout` (503 ERR_QUEUE_TIMEOUT, HAProxy's `timeout queue`), not by `timeouts.headers`,
+   * which counts from `connectionReady()`. An adapter that calls neither: `timeouts.headers` counts
+   * from the dispatch.
+   */
+  waitingForConnection? (): void
+  connectionReady? (): void
   /** FastCGI role; other adapters ignore it. */
   readonly role: 'responder' | 'authorizer'
   /** The adapter options parsed from the route (`parseOptions`). */

@@ -241,6 +241,9 @@ export class HttpClient implements BackendClient {
   dispatch (ex: Exchange, handler: ResponseHandler): void {
     this.inflight++
     const h = new ExchangeHandler(this, ex, handler)
+    // undici queues the request when every one of `connections` is busy: that wait is the route's
+    // queueTimeout's, and timeouts.headers starts at onConnect (the core's Exchange contract).
+    ex.waitingForConnection?.()
     try {
       this.pool.dispatch({
         path: ex.url,
@@ -299,6 +302,9 @@ class ExchangeHandler implements FlowControl {
     if (isAborted(ex)) { abort(new Error('aborted')); return }
     this.abortFn = abort
     watchAbort(ex, this.onAbort)
+    // The request has its connection and undici writes its head now: the head deadline starts
+    // here, not at the dispatch (a body's upload keeps pushing it, the core's checkUpload).
+    ex.connectionReady?.()
   }
 
   private onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
