@@ -21,20 +21,10 @@ import { once } from 'node:events'
 import { readdirSync, readFileSync } from 'node:fs'
 import { get } from '../helpers/servers.js'
 import { childrenOf, guardLeaks } from '../helpers/leaks.js'
-import { scriptsProxy, withHelperEnv } from './harness.js'
-import { ForkServer, findForkServer, type ForkChild } from '../../src/spawn/fork-server.js'
+import { forkOutcome as outcome, scriptsProxy, withHelperEnv, type ForkExit as Exit } from './harness.js'
+import { ForkServer, findForkServer } from '../../src/spawn/fork-server.js'
 import { realClock } from '../../src/spawn/backoff.js'
 
-type Exit = { code: number | null, signal: string | null } | { error: NodeJS.ErrnoException }
-
-/** Its exit or its error, whichever comes; its output is drained. */
-function outcome (c: ForkChild): Promise<Exit> {
-  return new Promise((resolve) => {
-    c.once('error', (error: NodeJS.ErrnoException) => resolve({ error }))
-    c.once('spawn', () => { c.stdout?.resume(); c.stderr?.resume() })
-    c.once('exit', (code: number | null, signal: string | null) => resolve({ code, signal }))
-  })
-}
 
 const compiled = withHelperEnv(undefined, () => findForkServer())
 const perl = withHelperEnv('perl', () => findForkServer())

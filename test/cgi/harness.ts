@@ -9,6 +9,7 @@ import { request, type IncomingMessage } from 'node:http'
 import { dirname, join } from 'node:path'
 import { SpawnManager } from '../../src/spawn/manager.js'
 import type { SpawnSpec } from '../../src/spawn/types.js'
+import type { ForkChild } from '../../src/spawn/fork-server.js'
 import type { RouteConfig } from '../../src/config/schema.js'
 import type { Logger, ProcessStarter } from '../../src/core/types.js'
 import { proxyServer } from '../helpers/servers.js'
@@ -135,4 +136,15 @@ export function withHelperEnv<T> (env: string | undefined, fn: () => T): T {
     if (saved === undefined) delete process.env.PROXYCORE_FORK_SERVER
     else process.env.PROXYCORE_FORK_SERVER = saved
   }
+}
+
+export type ForkExit = { code: number | null, signal: string | null } | { error: NodeJS.ErrnoException }
+
+/** A fork server child's exit or its error, whichever comes; its output is drained. */
+export function forkOutcome (c: ForkChild): Promise<ForkExit> {
+  return new Promise((resolve) => {
+    c.once('error', (error: NodeJS.ErrnoException) => resolve({ error }))
+    c.once('spawn', () => { c.stdout?.resume(); c.stderr?.resume() })
+    c.once('exit', (code: number | null, signal: string | null) => resolve({ code, signal }))
+  })
 }

@@ -8,25 +8,12 @@
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
-import { ensureBuilt, root } from './run.js'
-
-/** Live (not zombie) processes whose command line names `path`. */
-function running (path: string): number[] {
-  const out: number[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      if (!readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(path)) continue
-      if (alive(Number(name))) out.push(Number(name))
-    } catch {}
-  }
-  return out
-}
+import { ensureBuilt, processesNaming, root, spawnedAppConfig } from './run.js'
 
 const BACKEND = `import http from 'node:http'
 http.createServer((req, res) => res.end('ok')).listen(Number(process.env.PORT), process.env.HOST)
@@ -57,21 +44,13 @@ for (const mode of ['SIGTERM', 'SIGINT', 'exit'] as const) {
     const app = join(dir, 'app.mjs')
     let servePid = 0
     t.teardown(() => {
-      for (const p of running(app)) { try { process.kill(p, 'SIGKILL') } catch {} }
+      for (const p of processesNaming(app)) { try { process.kill(p, 'SIGKILL') } catch {} }
       if (servePid > 0) { try { process.kill(-servePid, 'SIGKILL') } catch {} }
       rmSync(dir, { recursive: true, force: true })
     })
     writeFileSync(app, BACKEND)
     const config = join(dir, 'proxycore.yaml')
-    writeFileSync(config, `listen: 127.0.0.1:0
-spawns:
-  app:
-    binPath: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}]
-    socketName: 127.0.0.1:0
-    handoff: self
-routes:
-  - { name: app, protocol: http, spawn: app }
-`)
+    writeFileSync(config, spawnedAppConfig(app))
     const script = join(dir, 'script.mjs')
     writeFileSync(script, SCRIPT(config))
     const env: NodeJS.ProcessEnv = { ...process.env, MODE: mode }
@@ -87,7 +66,7 @@ routes:
     t.ok(await waitFor(() => /^serve \d+$/m.test(out) || child.exitCode !== null, 60_000), `serve() came up (stderr: ${err.slice(-400)})`)
     servePid = Number(/^serve (\d+)$/m.exec(out)?.[1] ?? 0)
     t.ok(servePid > 0 && alive(servePid), 'the serve process runs')
-    t.ok(await waitFor(() => running(app).length > 0, 30_000), 'its backend runs')
+    t.ok(await waitFor(() => processesNaming(app).length > 0, 30_000), 'its backend runs')
 
     if (mode === 'exit') child.stdin.end('go\n')
     else child.kill(mode)
@@ -99,6 +78,6 @@ routes:
       t.match(out, new RegExp(`^onExit null ${mode}$`, 'm'), 'signal-exit handlers (as tap\'s) still ran')
     }
     t.ok(await waitFor(() => !alive(servePid), 10_000), 'no serve process left')
-    t.ok(await waitFor(() => running(app).length === 0, 10_000), `no backend left (${running(app).join(' ')})`)
+    t.ok(await waitFor(() => processesNaming(app).length === 0, 10_000), `no backend left (${processesNaming(app).join(' ')})`)
   })
 }

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { waitFor } from '../helpers/leaks.js'
+import { alive as isLive, waitFor } from '../helpers/leaks.js'
 import { runNode } from '../helpers/run-node.js'
 
 export const root = fileURLToPath(new URL('../../', import.meta.url))
@@ -176,7 +176,66 @@ function reapAtEnd (child: ChildProcess): void {
   process.on('SIGINT', onStopSignal)
 }
 
+/**
+ * Whether `pid` runs proxycore (exec done: until then it is a fork of the test process, with its
+ * handlers) and catches SIGHUP (bit 0 of SigCgt): early-signals.ts is loaded, SIGHUP installed last.
+ */
+export function catchesHup (pid: number): boolean {
+  try {
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(cli)) return false
+    const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n
+  } catch {
+    return false
+  }
+}
+
+/** Live (not zombie) processes whose command line has `path` as one of its arguments. */
+export function processesNaming (path: string): number[] {
+  const out: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (!readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(path)) continue
+      if (isLive(Number(name))) out.push(Number(name))
+    } catch {}
+  }
+  return out
+}
+
+/** A config serving `app` (a node script listening on $HOST:$PORT) as the spawn `app` behind route `app`. */
+export function spawnedAppConfig (app: string, spawnExtra = ''): string {
+  return `listen: 127.0.0.1:0
+spawns:
+  app:
+    binPath: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}]
+    socketName: 127.0.0.1:0
+    handoff: self
+${spawnExtra}routes:
+  - { name: app, protocol: http, spawn: app }
+`
+}
+
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
+
+/** A `serve` started as a supervisor starts it, its stderr kept. */
+export interface BareServe { child: ChildProcess, pid: number, exited: Promise<[number | null, string | null]>, logged: (msg: string) => boolean, err: () => string }
+
+/**
+ * `proxycore serve <file>` without the test runner's NODE_OPTIONS (tap puts them back into any
+ * child's environment, so the shell unsets them before it execs node): tap's preload would catch
+ * SIGHUP, SIGTERM and SIGINT itself, before proxycore, and re-raise them when it sees no other
+ * listener. Killed with its process group at teardown.
+ */
+export function serveBare (t: Teardown, file: string): BareServe {
+  const child = spawn('/bin/sh', ['-c', 'unset NODE_OPTIONS; exec "$0" "$@"', process.execPath, cli, 'serve', file], { cwd: root, detached: true, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, PROXYCORE_LOG_FORMAT: 'json' } })
+  t.teardown(() => { try { process.kill(-(child.pid as number), 'SIGKILL') } catch {} })
+  const exited = new Promise<[number | null, string | null]>((resolve) => child.once('exit', (code, signal) => resolve([code, signal])))
+  let err = ''
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => { err += c })
+  const logged = (msg: string): boolean => err.split('\n').some((l) => l.includes(`"msg":"${msg}"`))
+  return { child, pid: child.pid as number, exited, logged, err: () => err }
+}
 
 /** A temporary directory (removed at teardown) with `app.mjs` holding `backend`, and where its config goes. */
 export function appDir (t: Teardown, backend: string, prefix: string): { dir: string, file: string, app: string } {
