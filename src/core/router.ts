@@ -82,6 +82,9 @@ export function compileMatch (m: RouteMatch): Predicate {
   }
   if (m.methods !== undefined) {
     const set = new Set(m.methods.map((x) => x.toUpperCase()))
+    // GET admits HEAD, as nginx's `limit_except GET` and every framework's GET route: a HEAD is a
+    // GET without its body (RFC 9110 §9.3.2), answered by the same backend.
+    if (set.has('GET')) set.add('HEAD')
     tests.push((r) => set.has(r.method))
   }
   if (tests.length === 0) return () => true

@@ -41,6 +41,9 @@ t.test('match predicates', async (t) => {
   t.notOk(m({ methods: ['post'] }, 'h', '/', 'GET'))
   t.ok(m({}, 'h', '/anything'), 'empty match matches all')
   t.notOk(m({ prefix: '/a/', methods: ['GET'] }, 'h', '/a/x', 'PUT'), 'every field must match')
+  t.ok(m({ methods: ['GET'] }, 'h', '/', 'HEAD'), 'GET admits HEAD (nginx limit_except GET)')
+  t.notOk(m({ methods: ['HEAD'] }, 'h', '/', 'GET'), 'HEAD alone does not admit GET')
+  t.notOk(m({ methods: ['POST'] }, 'h', '/', 'HEAD'))
 })
 
 t.test('request targets', async (t) => {
