@@ -104,3 +104,16 @@ t.test('a file written again within the second of its Last-Modified: If-Modified
   t.equal(tag.status, 200, 'the ETag has the mtime in milliseconds')
   t.equal(tag.body.toString(), 'BBBB')
 })
+
+t.test('an If-Modified-Since later than now is ignored (Apache; RFC 2616 §14.25): 200, not 304', async (t) => {
+  const url = await site(t)
+  // A client whose clock runs ahead would keep a copy older than the file for good.
+  const ahead = new Date(Date.now() + 3_600_000).toUTCString()
+  for (const v of ['Thu, 01 Jan 2099 00:00:00 GMT', ahead]) {
+    const r = await get(`${url}/ten.txt`, { headers: { 'if-modified-since': v } })
+    t.equal(r.status, 200, `If-Modified-Since: ${v}`)
+    t.equal(r.body.toString(), '0123456789')
+  }
+  // Not later than now: the rule above stands.
+  t.equal((await get(`${url}/ten.txt`, { headers: { 'if-modified-since': new Date(Date.now() - 60_000).toUTCString() } })).status, 304, 'a minute ago: 304')
+})

@@ -153,7 +153,7 @@ function sameFile (a: Stats | null, b: Stats): boolean {
 
 /**
  * The request fields `fresh` reads, its If-Modified-Since an HTTP-date (parseHttpDate) written as
- * an IMF-fixdate, or left out when it is none (RFC 9110 §13.1.3: ignored). Without one: the
+ * an IMF-fixdate, or left out when it is none (RFC 9110 §13.1.3: ignored) or later than now. Without one: the
  * request's own fields.
  */
 function conditionalHeaders (req: Exchange['requestHeaders']): freshFn.Headers {
@@ -161,7 +161,9 @@ function conditionalHeaders (req: Exchange['requestHeaders']): freshFn.Headers {
   const since = parseHttpDate(req['if-modified-since'])
   return {
     'if-none-match': headerString(req['if-none-match']),
-    'if-modified-since': Number.isNaN(since) ? undefined : new Date(since).toUTCString(),
+    // A date in the future is ignored too (Apache; RFC 2616 §14.25): a client's clock ahead of
+    // ours would otherwise get 304 for a file changed after the copy it holds.
+    'if-modified-since': Number.isNaN(since) || since > Date.now() ? undefined : new Date(since).toUTCString(),
     'cache-control': headerString(req['cache-control']),
   }
 }
