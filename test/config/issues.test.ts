@@ -28,7 +28,7 @@ const proxy = (c: Record<string, unknown>) => async () => {
 t.test('createProxy without spawns: every problem in the operator wording, as with spawns', async (t) => {
   guardLeaks(t)
   t.strictSame(await issuesOf(proxy({ maxResponseHeadSize: '12 parsecs', routes: [{ protocol: 'http', backends: '127.0.0.1:1', retries: -1, balance: 'random', bogus: 1, timeouts: { connect: 'soon' } }] })), [
-    { path: '/routes/0/bogus', message: 'unknown key "bogus"', found: 'bogus', expected: 'one of name, match, protocol, backends, spawn, balance, disableTime, retries, maxConcurrent, queue, queueTimeout, timeouts, maxBodySize, spoolLimit, requestBuffering, stripPrefix, hostHeader, xForwarded, forwarded, via, docroot, scriptFilename, scriptExtensions, index, symlinks, params, localRedirects, passAuthorization, options, xSendfile, authorizer' },
+    { path: '/routes/0/bogus', message: 'unknown key "bogus"', found: 'bogus', expected: 'one of name, match, protocol, backends, spawn, balance, disableTime, maxFails, retries, maxConcurrent, queue, queueTimeout, timeouts, maxBodySize, spoolLimit, requestBuffering, stripPrefix, hostHeader, xForwarded, forwarded, via, docroot, scriptFilename, scriptExtensions, index, symlinks, params, localRedirects, passAuthorization, options, xSendfile, authorizer' },
     { path: '/routes/0/backends', message: 'expected array', found: '127.0.0.1:1', expected: 'a list of a string' },
     { path: '/routes/0/balance', message: 'invalid value', found: 'random', expected: '"least-connection" | "round-robin" | "hash" | "sticky"' },
     { path: '/routes/0/retries', message: 'expected integer to be greater or equal to 0', found: -1, expected: 'an integer >= 0' },
