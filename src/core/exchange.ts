@@ -15,7 +15,7 @@ import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from '.
 import { isReplayable, replayBody } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
-import { emptyLocation, filterResponseHeaders, validStatus } from './headers.js'
+import { filterResponseHeaders, validStatus } from './headers.js'
 import { openSendfile, sendfilePath } from './sendfile.js'
 import { StaticSource, isFailedAttempt, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
@@ -318,14 +318,17 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.onError(new ProxyError('ERR_BAD_RESPONSE', `status ${status}`, { phase: 'head', backend: this.backend?.endpoint.id }))
       return
     }
-    // RFC 3875 §6.3.2: a CGI-family Location is a local path or an absolute URI; an empty one is
-    // neither (php-cgi's `header('Location: ')` sends it with a 302). An HTTP backend's passes:
-    // RFC 9110 §10.2.2 makes it a URI-reference, and the empty one is valid (nginx passes it).
-    if (this.route.adapter.capabilities.cgiEnv && emptyLocation(headers)) {
-      this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', 'empty Location (RFC 3875 §6.3.2: a local path or an absolute URI)', { phase: 'head', backend: this.backend?.endpoint.id }))
+    // Any head, an invalid one too, shows the backend alive (passive health, pool.ts).
+    if (this.backend !== null) this.route.pool.answered(this.backend)
+    let out: RawHeaders
+    try {
+      out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion, this.route.adapter.capabilities.cgiEnv)
+    } catch (err) {
+      // A CGI-family empty Location (headers.ts), or headers a custom adapter handed over in a
+      // shape they cannot have (not a flat array of strings).
+      this.onError(err instanceof ProxyError ? err : new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error)?.message ?? String(err), { phase: 'head', cause: err }))
       return
     }
-    if (this.backend !== null) this.route.pool.answered(this.backend)
     this.phase = Phase.Streaming
     this.flow = flow
     this.headDeadline = 0
@@ -333,15 +336,6 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.headAt = now
     if (this.route.timeouts.idle > 0) this.idleDeadline = now + this.route.timeouts.idle
     this.status = status
-    let out: RawHeaders
-    try {
-      out = filterResponseHeaders(headers, status, this.route.responseRewrite(this), this.httpVersion)
-    } catch (err) {
-      // Headers a custom adapter handed over in a shape they cannot have (not a flat array of strings).
-      this.phase = Phase.Dispatched
-      this.onError(new ProxyError('ERR_BAD_RESPONSE_HEADER', (err as Error)?.message ?? String(err), { phase: 'head', cause: err }))
-      return
-    }
     if (this.route.s.sendfileRoots !== null) {
       // The file's response keeps the backend's fields as filtered for any response (hop-by-hop
       // dropped, Location and cookies mapped); openSendfile then drops the framing and X-Sendfile.

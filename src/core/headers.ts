@@ -297,8 +297,12 @@ export interface ResponseRewrite {
 /**
  * Response headers for the client: drop hop-by-hop and Connection-listed fields (a 101 keeps
  * Connection/Upgrade, as nginx does), rewrite Location and Set-Cookie for prefix-mapped routes.
+ * With `cgiLocation`, a CGI-family head, an empty Location throws ERR_BAD_RESPONSE_HEADER:
+ * RFC 3875 §6.3.2 wants a local path or an absolute URI, and php-cgi's `header('Location: ')`
+ * sends an empty one with a 302. An HTTP backend's passes: RFC 9110 §10.2.2 makes it a
+ * URI-reference, and the empty one is valid (nginx passes it). Checked in this one walk.
  */
-export function filterResponseHeaders (raw: RawHeaders, status: number, rw: ResponseRewrite | null, httpVersion: string): RawHeaders {
+export function filterResponseHeaders (raw: RawHeaders, status: number, rw: ResponseRewrite | null, httpVersion: string, cgiLocation = false): RawHeaders {
   // No lower-case copy of a name unless `Connection` listed field names (rare): the names looked
   // for are found by their length first (sameName, isHopByHop).
   let listed: Set<string> | null = null
@@ -319,8 +323,11 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
     // RFC 9110 §8.6: a 204 MUST NOT carry Content-Length, and node:http would send the backend's.
     if (status === 204 && sameName(name, 'content-length')) continue
     let value = raw[i + 1]
-    if (rw !== null) {
-      if (sameName(name, 'location') || sameName(name, 'content-location')) value = rewriteLocation(value, rw)
+    if (sameName(name, 'location')) {
+      if (cgiLocation && value.trim() === '') throw new ProxyError('ERR_BAD_RESPONSE_HEADER', 'empty Location (RFC 3875 §6.3.2: a local path or an absolute URI)', { phase: 'head' })
+      if (rw !== null) value = rewriteLocation(value, rw)
+    } else if (rw !== null) {
+      if (sameName(name, 'content-location')) value = rewriteLocation(value, rw)
       else if (sameName(name, 'set-cookie')) value = rewriteCookie(value, rw)
       else if (rw.via !== '' && sameName(name, 'via')) { via = via === null ? value : `${via}, ${value}`; continue }
     }
@@ -328,17 +335,6 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
   }
   if (rw !== null && rw.via !== '') out.push('via', via === null ? `${httpVersion} ${rw.via}` : `${via}, ${httpVersion} ${rw.via}`)
   return out
-}
-
-/** A Location field whose value is empty or only blanks (a CGI-family head refuses it: exchange.ts onHead). */
-export function emptyLocation (raw: RawHeaders): boolean {
-  for (let i = 0; i < raw.length; i += 2) {
-    // Typed out: a custom adapter's list of another shape is filterResponseHeaders' to refuse.
-    const name: unknown = raw[i]
-    const value: unknown = raw[i + 1]
-    if (typeof name === 'string' && typeof value === 'string' && sameName(name, 'location') && value.trim() === '') return true
-  }
-  return false
 }
 
 function rewriteLocation (value: string, rw: ResponseRewrite): string {
