@@ -11,7 +11,7 @@ import { ProxyError, backendOverloaded } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
 import { waitRoutable } from './spawn-wait.js'
-import type { BackendPool, Backend } from './pool.js'
+import { isFailedAttempt, type BackendPool, type Backend } from './pool.js'
 import type { Authorizable } from './exchange.js'
 import type { Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
@@ -148,6 +148,8 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   onHead (status: number, headers: RawHeaders, flow: FlowControl, statusText?: string): void {
     if (this.state !== 'waiting') return
     if (!validStatus(status)) { this.abortWith(new ProxyError('ERR_BAD_RESPONSE', `authorizer status ${status}`, { phase: 'head' })); return }
+    // Any valid head shows the authorizer alive, a refusal too (passive health, as exchange.ts onHead).
+    if (this.backend !== null) this.a.pool.answered(this.backend)
     this.status = status
     if (status === 200) {
       // The timer of the head keeps running: the verdict is complete at the answer's end.
@@ -204,7 +206,14 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   onError (err: ProxyError): void {
     if (this.state === 'done') return
     if (this.abortReason !== null) err = this.abortReason
-    if (err.phase === 'connect' && this.backend !== null) this.a.pool.connectFailed(this.backend, err.code, backendOverloaded(err))
+    const b = this.backend
+    if (b !== null) {
+      if (err.phase === 'connect') this.a.pool.connectFailed(b, err.code, backendOverloaded(err))
+      // Passive health after the connect, counted as the route's own exchanges count it (exchange.ts
+      // onError, pool.ts attemptFailed): a reset, a close, the `timeout` or an invalid head before
+      // any head. Not after one (a refusal or a 200 cut short), and never the client's leaving.
+      else if (this.state === 'waiting' && !this.main.signal.aborted && isFailedAttempt(err)) this.a.pool.attemptFailed(b, err.code)
+    }
     if (this.state === 'denying') {
       // The denial was already streaming: cut it, never pad it.
       this.release()
