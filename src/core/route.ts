@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import { realpathSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
 import type { AuthorizerSettings } from './authorizer.js'
@@ -212,6 +213,11 @@ export class CompiledRoute {
     const real = realpathOrNull(script.filename)
     if (real === null) return script
     const withReal: ScriptInfo = { ...script, realFilename: real }
+    // Under `owner` every link of a chain was judged by its owner, and a hit sees only where the
+    // chain ends: a link re-owned, or swapped for another user's link to the same file, would pass
+    // for the cache's second. A resolution that went through a link below the docroot (its path
+    // there is not the real one) is not kept; a docroot that is itself a link still is.
+    if (script.symlinks === 'owner' && real !== join(realpathOrNull(script.docroot) ?? '', relative(script.docroot, script.filename))) return withReal
     if (this.scriptCache.size >= SCRIPT_CACHE_ENTRIES) this.scriptCache.clear()
     this.scriptCache.set(path, { script: withReal, real, until: Date.now() + SCRIPT_CACHE_MS })
     return withReal

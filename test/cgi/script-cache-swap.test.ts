@@ -5,7 +5,7 @@
  * `OUTSIDE-RAN`), where the walk gives 403.
  */
 import t from 'tap'
-import { renameSync, symlinkSync } from 'node:fs'
+import { lchownSync, renameSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
@@ -30,3 +30,25 @@ for (const symlinks of ['deny', 'follow'] as const) {
     t.equal(second.status, 403, 'the walk refuses it, as without a cache')
   })
 }
+
+// Under `owner` every link of a chain must have the script's owner (src/core/cgi/script.ts). A hit
+// checks only where the chain ends: a middle link swapped for another user's link to the same
+// file kept the same realpath, and the cache ran the script for up to its second (audit G).
+t.test('symlinks: owner: a chain link swapped for another user\'s link to the same script is refused at once', { skip: process.getuid?.() === 0 ? false : 'chown needs root' }, async (t) => {
+  guardLeaks(t)
+  const dir = tempDir(t)
+  writeScripts(dir, { 'www/t.sh': '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\nRAN"\n' })
+  symlinkSync('t.sh', join(dir, 'www/ok2.sh'))
+  symlinkSync('ok2.sh', join(dir, 'www/ok1.sh'))
+  const p = await cgiProxy(t, { sh: {} }, [{ protocol: 'cgi', spawn: 'sh', docroot: join(dir, 'www'), symlinks: 'owner', match: { prefix: '/' } }])
+  const first = await get(`${p.url}/ok1.sh`)
+  t.same([first.status, first.body.toString()], [200, 'RAN'], 'a chain of one owner runs')
+  // The middle link, now owned by another uid (no user needed: lchown takes any id), same target.
+  symlinkSync('t.sh', join(dir, 'www/ok2.new'))
+  lchownSync(join(dir, 'www/ok2.new'), 4321, 4321)
+  renameSync(join(dir, 'www/ok2.new'), join(dir, 'www/ok2.sh'))
+  t.equal((await get(`${p.url}/ok2.sh`)).status, 403, 'the other user\'s link itself is refused')
+  const second = await get(`${p.url}/ok1.sh`)
+  t.equal(second.status, 403, 'the chain through it is refused too, within the cache\'s second')
+  t.not(second.body.toString(), 'RAN')
+})

@@ -95,15 +95,49 @@ export function isInside (root: string, inner: string): boolean {
 const MAX_LINK_HOPS = 40
 
 /**
+ * realpath(3) in user space, for the owner rule: the same answer (or the same failure), and the
+ * owner of every link met at a place inside the docroot is pushed to `owners`. realpath follows a
+ * link in a target's directory part (`x → dB/t.php`) unseen, which let another user's link take
+ * part in a chain (audit G). A link outside the docroot (the docroot's own path, `/var` → ...) is
+ * not the site's: where the hop ends is what the docroot bound judges.
+ */
+async function realpathOwners (path: string, realRoot: string, owners: number[]): Promise<string> {
+  const todo = path.split('/').reverse()
+  let cur = '/'
+  let links = 0
+  while (todo.length > 0) {
+    const part = todo.pop() as string
+    if (part === '' || part === '.') continue
+    if (part === '..') { cur = dirname(cur); continue }
+    const next = join(cur, part)
+    const st = await lstat(next)
+    if (!st.isSymbolicLink()) {
+      if (todo.length > 0 && !st.isDirectory()) throw Object.assign(new Error(`not a directory: ${next}`), { code: 'ENOTDIR' })
+      cur = next
+      continue
+    }
+    if (++links > MAX_LINK_HOPS) throw Object.assign(new Error(`too many levels of symlinks: ${next}`), { code: 'ELOOP' })
+    if (isInside(realRoot, next)) owners.push(st.uid)
+    const target = await readlink(next)
+    if (isAbsolute(target)) cur = '/'
+    todo.push(...target.split('/').reverse())
+  }
+  return cur
+}
+
+/**
  * Where a link leads, followed one hop at a time without ever looking up a name outside the
  * docroot: each hop's directory must resolve inside it (or be it), else 403 whatever lies there.
  * proxycore resolves as root, so a `stat` of the target would let a site user's link into another
  * site's 0700 tree tell which names exist there (403 for one that does, 404 for one that does
  * not); nginx and Apache, unprivileged, answer both alike. A relative target is taken from the
  * link's real directory and left unnormalised, so `..` is resolved by the kernel, as an open
- * would. null: the link dangles inside the docroot.
+ * would. A hop whose target is the docroot itself (`self → ../www`, or its absolute path) is taken:
+ * it names nothing outside. `owners` gets the owner of every further link of the chain (the first
+ * is the caller's) and of every link in a hop's directory part, for the owner rule (null: not
+ * wanted, realpath(3) itself finds the directory). null: the link dangles inside the docroot.
  */
-async function linkTarget (path: string, realRoot: string): Promise<string | null> {
+async function linkTarget (path: string, realRoot: string, owners: number[] | null): Promise<string | null> {
   const within = (p: string): boolean => p === realRoot || isInside(realRoot, p)
   let cur = path
   for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
@@ -123,15 +157,19 @@ async function linkTarget (path: string, realRoot: string): Promise<string | nul
     let dir: string
     try {
       // A target ending in `.` or `..` names a directory by its parent: resolve it whole.
-      dir = await realpath(name === '.' || name === '..' ? next : dirname(next))
+      const whole = name === '.' || name === '..' ? next : dirname(next)
+      dir = owners === null ? await realpath(whole) : await realpathOwners(whole, realRoot, owners)
     } catch {
       throw forbidden('symlink leads outside the docroot') // cannot tell where without looking there
     }
-    if (!within(dir)) throw forbidden('symlink leads outside the docroot')
     cur = name === '.' || name === '..' ? dir : join(dir, name)
+    // The docroot is a real path: a link that names it (its parent, then its own name) leads in.
+    if (cur === realRoot) return cur
+    if (!within(dir)) throw forbidden('symlink leads outside the docroot')
     const st = await lstatOrNull(cur)
     if (st === null) return null
     if (!st.isSymbolicLink()) return cur
+    owners?.push(st.uid)
   }
   throw forbidden('too many levels of symlinks')
 }
@@ -140,11 +178,13 @@ async function linkTarget (path: string, realRoot: string): Promise<string | nul
  * Apply the symlink policy to one path element and return what it points at (the link target's
  * stats, or the element's own stats when it is not a link). null when a link dangles inside the
  * docroot; a link leading outside is refused before anything there is looked at (linkTarget).
+ * Under `owner`, every link of a chain (a → b → file) must have the final target's owner.
  */
 async function followPolicy (path: string, st: Stats, policy: SymlinkPolicy, realRoot: string): Promise<Stats | null> {
   if (!st.isSymbolicLink()) return st
   if (policy === 'deny') throw forbidden('symlink in script path')
-  const real = await linkTarget(path, realRoot)
+  const owners = policy === 'owner' ? [st.uid] : null
+  const real = await linkTarget(path, realRoot, owners)
   if (real === null) return null
   let target: Stats
   try {
@@ -152,8 +192,10 @@ async function followPolicy (path: string, st: Stats, policy: SymlinkPolicy, rea
   } catch {
     return null
   }
-  // SymLinksIfOwnerMatch: the link and its target must belong to the same user.
-  if (policy === 'owner' && target.uid !== st.uid) throw forbidden('symlink owner does not match its target')
+  // SymLinksIfOwnerMatch: the link and its target must belong to the same user, and so must every
+  // link of a chain (Apache compares the first only): a link another user owns, and may re-point,
+  // takes no part in what a site's link resolves to.
+  if (owners !== null && owners.some((uid) => uid !== target.uid)) throw forbidden('symlink owner does not match its target')
   return target
 }
 
