@@ -30,8 +30,8 @@ export const DEFAULT_MAX_FAILS = 3
 /**
  * The failures after the connect that count against a backend (BackendPool.attemptFailed), before
  * its response head: nginx's error (reset, closed), timeout (the head's) and invalid_header (a
- * malformed response, a protocol violation); for an upgrade, ERR_UPGRADE_FAILED after the connect,
- * which the HTTP adapter reports for any of those before the backend's answer. Not those a single
+ * malformed response, a protocol violation), for an upgrade the same codes, and ERR_UPGRADE_FAILED
+ * (a 101 without an Upgrade field). Not those a single
  * script's output can cause while its backend is sound (a forbidden header, an oversized head, a
  * CGI exit), nor the client's.
  */

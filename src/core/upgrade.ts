@@ -11,8 +11,10 @@
  * their access and auth phases before proxying anything): the route's admission — a tunnel holds
  * its slot for as long as it is open, as an exchange in flight — and the route's authorizer.
  *
- * Like a ProxyExchange (src/core/exchange.ts) it fails over on connect failures, times out a
- * backend that sends no head (`timeouts.headers`) or stalls inside a plain answer's body
+ * Like a ProxyExchange (src/core/exchange.ts) it fails over on connect failures, bounds the wait
+ * for one of an adapter's capped connections by the route's `queueTimeout` (waitingForConnection),
+ * times out a backend that sends no head (`timeouts.headers`, from connectionReady when the adapter
+ * calls it) or stalls inside a plain answer's body
  * (`timeouts.idle`), pauses the backend for a client that does not read a plain answer (and cuts
  * one that takes no byte of it for `timeouts.clientIdle`), and reports `request:start` /
  * `request:end`. Upgrades are rare, so the timeouts are a timer of the exchange's
@@ -77,6 +79,11 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
    * tunnel `timeouts.tunnel`, or `timeouts.idle` once one side sent its FIN (halfClosed).
    */
   private timer: NodeJS.Timeout | null = null
+  /**
+   * The adapter holds the Upgrade request behind its connection cap (waitingForConnection): the
+   * timer is the route's queueTimeout until connectionReady, then `timeouts.headers`.
+   */
+  private awaitingConnection = false
   private halfClosed = false
   /** Client bytes read before the 101, for the backend; null once they can go nowhere. */
   private early: Buffer[] | null = []
@@ -199,8 +206,27 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     this.attempts++
     pool.started(b)
     this.phase = Phase.Connecting
+    this.awaitingConnection = false
     this.startTimer(this.route.timeouts.headers)
     client.upgrade(this, this)
+  }
+
+  /**
+   * The adapter queues the upgrade behind its connection cap (Exchange.waitingForConnection, the
+   * http adapter's `connections`): as for a request, the wait is bounded by the route's
+   * queueTimeout (0: as long as the client waits), not by `timeouts.headers`.
+   */
+  waitingForConnection (): void {
+    if (this.phase !== Phase.Connecting) return
+    this.awaitingConnection = true
+    this.startTimer(this.route.admission.queueTimeout)
+  }
+
+  /** The upgrade has its connection and its head is being written: `timeouts.headers` from now. */
+  connectionReady (): void {
+    if (!this.awaitingConnection) return
+    this.awaitingConnection = false
+    if (this.phase === Phase.Connecting) this.startTimer(this.route.timeouts.headers)
   }
 
   /** As ProxyExchange.waitForBackends: bounded by the route's headers timeout (at least 1 s; 0: none). */
@@ -450,7 +476,10 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 
   private readonly onTimer = (): void => {
     this.timer = null
-    if (this.phase === Phase.Connecting) {
+    if (this.phase === Phase.Connecting && this.awaitingConnection) {
+      // Never sent: no failed attempt of the backend (phase connect), and no failover either.
+      this.refuse(new ProxyError('ERR_QUEUE_TIMEOUT', `no connection to the backend came free in ${this.route.admission.queueTimeout} ms (its adapter's connection cap)`, { phase: 'connect', backend: this.backendId }))
+    } else if (this.phase === Phase.Connecting) {
       this.refuse(new ProxyError('ERR_HEADERS_TIMEOUT', `no answer to the upgrade in ${this.route.timeouts.headers} ms`, { phase: 'head', backend: this.backendId }))
     } else if (this.phase === Phase.Response && this.waitingDrain) {
       const now = taken(this.socket)

@@ -42,8 +42,9 @@ const cases: Case[] = [
   // RFC 9110 §15.2.2: a 101 must name the protocol it switches to.
   { name: 'a 101 without an Upgrade field', request: UPGRADE(), backend: (s) => s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n')), status: 502, code: 'ERR_UPGRADE_FAILED' },
   { name: 'a bare 101', request: UPGRADE(), backend: (s) => s.once('data', () => s.write('HTTP/1.1 101 Switching Protocols\r\n\r\n')), status: 502, code: 'ERR_UPGRADE_FAILED' },
-  { name: 'a backend that closes as it accepts', request: UPGRADE(), backend: (s) => { s.resume(); s.end() }, status: 502, code: 'ERR_UPGRADE_FAILED' },
-  { name: 'a backend that closes after reading the Upgrade', request: UPGRADE(), backend: (s) => s.once('data', () => s.end()), status: 502, code: 'ERR_UPGRADE_FAILED' },
+  // A close before any answer is what it is for a plain request (test/component/upgrade-precise-codes.test.ts).
+  { name: 'a backend that closes as it accepts', request: UPGRADE(), backend: (s) => { s.resume(); s.end() }, status: 502, code: 'ERR_BACKEND_CLOSED' },
+  { name: 'a backend that closes after reading the Upgrade', request: UPGRADE(), backend: (s) => s.once('data', () => s.end()), status: 502, code: 'ERR_BACKEND_CLOSED' },
 ]
 
 for (const c of cases) {
@@ -76,7 +77,7 @@ t.test('without shouldUpgradeCallback, an Upgrade request with a body: 400 ERR_B
   t.match(ends, [{ status: 400, error: 'ERR_BAD_REQUEST' }, { status: 400, error: 'ERR_BAD_REQUEST' }, { status: 400, error: 'ERR_BAD_REQUEST' }])
   // Content-Length: 0 is no body: the upgrade goes through (here to a backend that refuses it).
   const empty = await exchange(port, UPGRADE('Content-Length: 0\r\n'))
-  t.match(empty, /^HTTP\/1\.1 502 [^]*ERR_UPGRADE_FAILED\n$/, 'Content-Length: 0 is passed on as an upgrade', { empty })
+  t.match(empty, /^HTTP\/1\.1 502 [^]*ERR_BACKEND_CLOSED\n$/, 'Content-Length: 0 is passed on as an upgrade', { empty })
   t.equal(seen, 1, 'that one reached the backend')
 })
 

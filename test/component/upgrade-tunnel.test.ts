@@ -400,7 +400,7 @@ t.test('failover: an upgrade that reached a backend is never sent to another', a
   await c.closed
   t.match(c.text, /^HTTP\/1\.1 502 /, c.text)
   t.equal(live.sockets.length, 0, 'the other backend never saw it')
-  t.match(ev.ends, [{ status: 502, error: 'ERR_UPGRADE_FAILED', backend: closer.address }])
+  t.match(ev.ends, [{ status: 502, error: 'ERR_BACKEND_CLOSED', backend: closer.address }])
 })
 
 t.test('an upgrade to a spawn that starts on demand waits for it, as a request does', async (t) => {

@@ -204,7 +204,7 @@ t.test('upgrades: a backend that closes before its 101 is disabled after 3; the 
   t.equal(bad.sockets.length, 3, `the closing backend got three upgrades (${lines.join(' | ')})`)
   t.equal(lines.filter((l) => l.startsWith('HTTP/1.1 502')).length, 3)
   t.equal(b.state, 'disabled')
-  t.match(events.find((e) => e.kind === 'backend:disabled' && e.backend === bad.address)?.reason ?? '', /^ERR_UPGRADE_FAILED \(3 /)
+  t.match(events.find((e) => e.kind === 'backend:disabled' && e.backend === bad.address)?.reason ?? '', /^ERR_BACKEND_CLOSED \(3 /)
   for (let i = 0; i < 5; i++) t.match(await upgrade(100 + i), /^HTTP\/1\.1 101 /)
   t.equal(bad.sockets.length, 3, 'nothing more reached it')
 })

@@ -269,6 +269,10 @@ export class HttpClient implements BackendClient {
       if (n === 'connection') continue
       headers.push(ex.headers[i], ex.headers[i + 1])
     }
+    // As a request: undici queues the upgrade while every one of `connections` is busy (and never
+    // sends it on a connection with a request in flight), a wait bounded by the route's
+    // queueTimeout; timeouts.headers starts at onConnect.
+    ex.waitingForConnection?.()
     try {
       this.pool.dispatch({ path: ex.url, method: ex.method, headers, upgrade: protocol, body: null }, h)
     } catch (err) {
@@ -402,6 +406,7 @@ class UpgradeBridge implements FlowControl {
     if (isAborted(this.ex)) { abort(new Error('aborted')); return }
     this.abortFn = abort
     watchAbort(this.ex, this.onAbort)
+    this.ex.connectionReady?.()
   }
 
   private readonly onAbort = (): void => { this.abortFn?.(new Error('aborted')) }
@@ -415,6 +420,15 @@ class UpgradeBridge implements FlowControl {
   }
 
   onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    if (status === 101) {
+      // A 101 that llhttp did not take for a switch (no Upgrade field): undici would fail an
+      // assertion next. The backend broke the upgrade itself (RFC 9110 §15.2.2: a 101 names the
+      // protocol it switches to): the one failure that keeps ERR_UPGRADE_FAILED.
+      const err = new ProxyError('ERR_UPGRADE_FAILED', '101 Switching Protocols without an Upgrade field', { phase: 'head', backend: this.client.endpoint.id })
+      this.abortFn?.(err)
+      if (this.end()) this.h.onError(err)
+      return false
+    }
     if (status < 200) return true
     this.headSeen = true
     this.resumeFn = resume
@@ -431,9 +445,11 @@ class UpgradeBridge implements FlowControl {
   onComplete (): void { if (this.end()) this.h.onEnd() }
   onError (err: Error): void {
     if (!this.end()) return
-    // Inside a plain answer's body a failure keeps its code (ERR_BACKEND_RESET…): the core cuts the client.
-    const e = mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id)
-    this.h.onError(e.phase === 'connect' || this.headSeen ? e : new ProxyError('ERR_UPGRADE_FAILED', err.message, { phase: 'head', cause: err }))
+    // The codes of a plain request for the same fault, before the answer as inside a plain
+    // answer's body: a connect failure (ERR_CONNECT_*, failed over by the core), a close
+    // (ERR_BACKEND_CLOSED) or a reset (ERR_BACKEND_RESET) before the head, a malformed or
+    // oversized head. The status, the access log and passive health (isFailedAttempt) read them.
+    this.h.onError(mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id))
   }
 
   private end (): boolean {
