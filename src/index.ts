@@ -22,7 +22,7 @@ export { ProxyError, ConfigError, ERRORS, statusFor, type ErrorCode, type ErrorP
 export { ProxyEvents, channels, type RequestStartEvent, type RequestEndEvent, type BackendStateEvent } from './core/events.js'
 export { CgiResponseParser, type CgiHead, type CgiPushResult, type CgiResponseParserOptions } from './core/cgi/response-head.js'
 export { CgiBodyFramer, deliverCgiHead } from './core/cgi/response-body.js'
-export { buildCgiEnv, type CgiEnvInput } from './core/cgi/env.js'
+export { buildCgiEnv, envBytes, type CgiEnvInput } from './core/cgi/env.js'
 export { fromSocketError, toProxyError } from './core/errors.js'
 export { OneShotClient } from './core/one-shot-client.js'
 export { isAborted, watchAbort, unwatchAbort } from './core/abort.js'

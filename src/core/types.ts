@@ -90,7 +90,11 @@ export interface Exchange {
    * applied per the route. Built only for adapters without `cgiEnv`.
    */
   readonly headers: RawHeaders
-  /** The RFC 3875 environment (CGI-family adapters: `capabilities.cgiEnv`). */
+  /**
+   * The RFC 3875 environment (CGI-family adapters: `capabilities.cgiEnv`). Values are text; a
+   * request header byte that was not UTF-8 is the lone surrogate U+DC00 + byte ("surrogateescape"):
+   * write the env with `envBytes` (exported) to put every byte on the wire as it came.
+   */
   readonly env: Record<string, string> | null
   readonly script: ScriptInfo | null
   /**

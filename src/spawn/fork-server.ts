@@ -55,6 +55,7 @@ import type { LaunchPlan } from './process.js'
 import { liveGroupMembers, signalGroup } from './group-kill.js'
 import { FORK_SERVER_PL } from './fork-server-script.js'
 import { KeyTable, LiveSet, SLOT } from '../live-set.js'
+import { envBytes, hasRawBytes } from '../core/cgi/env.js'
 
 /**
  * A per-request process as the CGI adapter uses it: a Node ChildProcess or a ForkChild.
@@ -447,12 +448,17 @@ export class ForkServer {
       if (fields[i].includes('\0')) throw spawnError('ERR_CGI_SPAWN', `spawn ${plan.file}: arguments, environment and cwd must not contain NUL bytes`)
     }
     const text = fields.join('\0')
-    const length = Buffer.byteLength(text)
+    let length = Buffer.byteLength(text)
+    // A request header byte that was not UTF-8 (escaped by buildCgiEnv) reaches the program's
+    // environment as that byte (docs/protocols/cgi.md "Header bytes"); 7-bit text never looks.
+    const bytes = length !== text.length && hasRawBytes(text) ? envBytes(text) : null
+    if (bytes !== null) length = bytes.length
     let frame: Buffer | null = null
     if (length <= MAX_FRAME) {
       frame = Buffer.allocUnsafe(4 + length)
       frame.writeUInt32BE(length, 0)
-      frame.write(text, 4)
+      if (bytes === null) frame.write(text, 4)
+      else bytes.copy(frame, 4)
     }
     const h = this.ensureHelper()
     this.seq = id

@@ -1,7 +1,7 @@
 /**
  * fast-check properties (time-boxed): encodeRequestHead and encodeGetValues give, byte for byte,
  * what a plain spec encoder written here gives (FastCGI 1.0 §3.3 records padded to 8 unless that
- * passes 65535, §3.4 name-value pairs, names and values as UTF-8, a pair never split across
+ * passes 65535, §3.4 name-value pairs, names and values as UTF-8 (escaped header bytes as themselves), a pair never split across
  * records, every record ≤ 65535 content bytes), and throw the same error (code and message) for
  * what FastCGI cannot carry: an empty name, a NUL, a pair over MAX_PAIR. Environments mix realistic
  * 7-bit CGI variables with non-ASCII text, lone surrogates, NUL, empty values, and lengths at the
@@ -27,6 +27,25 @@ function lengthBytes (n: number): Buffer {
   return b
 }
 
+/**
+ * Text as the wire carries it: UTF-8, except a lone U+DC80-U+DCFF, a request header byte that was
+ * not UTF-8 (src/core/cgi/env.ts headerText), which is that one byte again.
+ */
+function wireBytes (s: string): Buffer {
+  const out: Buffer[] = []
+  let from = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    const prev = i > 0 ? s.charCodeAt(i - 1) : 0
+    if (c >= 0xdc80 && c <= 0xdcff && !(prev >= 0xd800 && prev <= 0xdbff)) {
+      out.push(Buffer.from(s.slice(from, i), 'utf8'), Buffer.from([c & 0xff]))
+      from = i + 1
+    }
+  }
+  out.push(Buffer.from(s.slice(from), 'utf8'))
+  return Buffer.concat(out)
+}
+
 /** The spec, the slow and obvious way: every own enumerable key in order. */
 function specRecords (type: number, id: number, params: Record<string, string>): Buffer {
   const contents: Buffer[] = []
@@ -37,8 +56,8 @@ function specRecords (type: number, id: number, params: Record<string, string>):
     if (name === '' || name.includes('\0') || value.includes('\0')) {
       throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is empty or contains NUL`)
     }
-    const n = Buffer.from(name, 'utf8')
-    const v = Buffer.from(value, 'utf8')
+    const n = wireBytes(name)
+    const v = wireBytes(value)
     const pair = Buffer.concat([lengthBytes(n.length), lengthBytes(v.length), n, v])
     if (pair.length > MAX_PAIR) {
       throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is ${pair.length} bytes, over the ${MAX_PAIR}-byte record limit`)

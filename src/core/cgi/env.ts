@@ -96,16 +96,75 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true })
 
 /**
  * node:http hands header values over as latin1 strings, one char per byte. Env values are Unicode
- * text that the adapters encode as UTF-8 (as node does for a child's environment), so UTF-8 bytes
- * are decoded here; anything else stays as it is.
+ * text, so valid UTF-8 is decoded here (the adapters encode it back as the same bytes). A byte that
+ * is not part of a well-formed UTF-8 sequence (Unicode Table 3-7) becomes the lone low surrogate
+ * U+DC00 + byte (Python's PEP 383 "surrogateescape"): the CGI-family encoders write it back as
+ * that one byte (envBytes), so every header byte reaches the backend as it came, as nginx and
+ * lighttpd pass them (RFC 9110 §5.5 obs-text). docs/protocols/cgi.md "Header bytes".
  */
 export function headerText (value: string): string {
   if (!/[\x80-\xff]/.test(value) || /[^\x00-\xff]/.test(value)) return value
   try {
     return UTF8.decode(Buffer.from(value, 'latin1'))
   } catch {
-    return value
+    return escapeBytes(value)
   }
+}
+
+/** `bytes` (one latin1 char per byte, not all UTF-8): well-formed UTF-8 decoded, every other byte escaped. */
+function escapeBytes (bytes: string): string {
+  let out = ''
+  let i = 0
+  while (i < bytes.length) {
+    const b = bytes.charCodeAt(i)
+    if (b < 0x80) { out += bytes[i++]; continue }
+    // Unicode Table 3-7: the lead byte fixes the length and the second byte's range.
+    const need = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0
+    const lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80
+    const hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf
+    let cp = b & (0x7f >> (need + 1))
+    let j = 1
+    for (; j <= need && i + j < bytes.length; j++) {
+      const c = bytes.charCodeAt(i + j)
+      if (c < (j === 1 ? lo : 0x80) || c > (j === 1 ? hi : 0xbf)) break
+      cp = (cp << 6) | (c & 0x3f)
+    }
+    if (need > 0 && j === need + 1) {
+      out += String.fromCodePoint(cp)
+      i += j
+    } else {
+      out += String.fromCharCode(0xdc00 + b)
+      i++
+    }
+  }
+  return out
+}
+
+/** A lone low surrogate U+DC80-U+DCFF: a header byte that was not UTF-8 (headerText). */
+const RAW_BYTE = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/
+const RAW_BYTES = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/g
+
+/** `text` holds header bytes that were not UTF-8 (escaped by headerText): write it with envBytes. */
+export function hasRawBytes (text: string): boolean {
+  return RAW_BYTE.test(text)
+}
+
+/**
+ * `text` as it goes on a CGI-family wire (FastCGI and SCGI params, the fork server's frame): UTF-8,
+ * except that an escaped header byte (headerText) is that one byte again. For the rare text that
+ * is not 7-bit: the encoders' fast paths never call it.
+ */
+export function envBytes (text: string): Buffer {
+  const parts: Buffer[] = []
+  let from = 0
+  for (const m of text.matchAll(RAW_BYTES)) {
+    if (m.index > from) parts.push(Buffer.from(text.slice(from, m.index), 'utf8'))
+    parts.push(Buffer.of(text.charCodeAt(m.index) & 0xff))
+    from = m.index + 1
+  }
+  if (from === 0) return Buffer.from(text, 'utf8')
+  if (from < text.length) parts.push(Buffer.from(text.slice(from), 'utf8'))
+  return Buffer.concat(parts)
 }
 
 function checkValue (name: string, value: string): void {

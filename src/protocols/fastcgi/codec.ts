@@ -7,6 +7,7 @@
  */
 import { ProxyError } from '../../core/errors.js'
 import { Scratch } from '../scratch.js'
+import { envBytes, hasRawBytes } from '../../core/cgi/env.js'
 
 /** FastCGI 1.0 §8: header length and version. */
 export const HEADER_LEN = 8
@@ -108,9 +109,9 @@ function writeLength (buf: Buffer, off: number, n: number): number {
 export type Params = Readonly<Record<string, string>>
 
 /** Byte length of each pair (length prefixes included); rejects what FastCGI cannot carry. */
-function measurePairs (params: Params): { names: string[], values: string[], sizes: number[], nameLens: number[], valueLens: number[] } {
-  const names: string[] = []
-  const values: string[] = []
+function measurePairs (params: Params): { names: Array<string | Buffer>, values: Array<string | Buffer>, sizes: number[], nameLens: number[], valueLens: number[] } {
+  const names: Array<string | Buffer> = []
+  const values: Array<string | Buffer> = []
   const sizes: number[] = []
   const nameLens: number[] = []
   const valueLens: number[] = []
@@ -121,14 +122,17 @@ function measurePairs (params: Params): { names: string[], values: string[], siz
     if (name.length === 0 || name.includes('\0') || value.includes('\0')) {
       throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is empty or contains NUL`)
     }
-    const n = Buffer.byteLength(name)
-    const v = Buffer.byteLength(value)
+    // Header bytes that were not UTF-8 go out as they came (envBytes, docs/protocols/fastcgi.md).
+    const nameBytes = hasRawBytes(name) ? envBytes(name) : name
+    const bytes = hasRawBytes(value) ? envBytes(value) : value
+    const n = typeof nameBytes === 'string' ? Buffer.byteLength(name) : nameBytes.length
+    const v = typeof bytes === 'string' ? Buffer.byteLength(value) : bytes.length
     const size = lengthSize(n) + lengthSize(v) + n + v
     // AC-78: a pair split across two PARAMS records is rejected by php; refuse before connecting.
     if (size > MAX_PAIR) {
       throw new ProxyError('ERR_BAD_HEADER_VALUE', `FastCGI parameter ${JSON.stringify(name.slice(0, 64))} is ${size} bytes, over the ${MAX_PAIR}-byte record limit`)
     }
-    names.push(name); values.push(value); sizes.push(size); nameLens.push(n); valueLens.push(v)
+    names.push(nameBytes); values.push(bytes); sizes.push(size); nameLens.push(n); valueLens.push(v)
   }
   return { names, values, sizes, nameLens, valueLens }
 }
@@ -192,7 +196,7 @@ function encodePlainPairs (params: Params, type: number, requestId: number): num
 }
 
 
-/** The general encoder: any Unicode text as UTF-8, two writes per pair. */
+/** The general encoder: any Unicode text as UTF-8 (escaped header bytes as themselves), two writes per pair. */
 function planPairRecordsUtf8 (params: Params): RecordPlan {
   const m = measurePairs(params)
   // Record boundaries: [startPairIndex, endPairIndex, contentLength]
@@ -218,8 +222,10 @@ function planPairRecordsUtf8 (params: Params): RecordPlan {
       for (let i = records[r]; i < records[r + 1]; i++) {
         off = writeLength(buf, off, m.nameLens[i])
         off = writeLength(buf, off, m.valueLens[i])
-        off += buf.write(m.names[i], off)
-        off += buf.write(m.values[i], off)
+        const name = m.names[i]
+        off += typeof name === 'string' ? buf.write(name, off) : name.copy(buf, off)
+        const value = m.values[i]
+        off += typeof value === 'string' ? buf.write(value, off) : value.copy(buf, off)
       }
       buf.fill(0, off, off + pad)
       off += pad

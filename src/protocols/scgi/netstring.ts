@@ -6,6 +6,7 @@
  */
 import { Scratch } from '../scratch.js'
 import { ProxyError } from '../../core/errors.js'
+import { envBytes } from '../../core/cgi/env.js'
 
 /**
  * Encode the SCGI request head. CONTENT_LENGTH comes first and is always present, even "0"
@@ -119,7 +120,7 @@ function sameUpper (name: string, upper: string): boolean {
   return true
 }
 
-/** The general encoder: any Unicode text as UTF-8; the errors. */
+/** The general encoder: any Unicode text as UTF-8 (escaped header bytes as themselves); the errors. */
 function encodeGeneral (env: Readonly<Record<string, string>>, contentLength: number): Buffer {
   let text = `CONTENT_LENGTH\0${contentLength}\0SCGI\x001\0`
   for (const name in env) {
@@ -134,8 +135,9 @@ function encodeGeneral (env: Readonly<Record<string, string>>, contentLength: nu
     }
     text += `${name}\0${value}\0`
   }
-  // Env values are Unicode text (buildCgiEnv decodes UTF-8 header bytes); the wire is UTF-8.
-  const payload = Buffer.from(text, 'utf8')
+  // Env values are Unicode text (buildCgiEnv decodes UTF-8 header bytes); the wire is UTF-8, and a
+  // header byte that was not UTF-8 goes out as it came (envBytes, docs/protocols/scgi.md).
+  const payload = envBytes(text)
   return Buffer.concat([Buffer.from(`${payload.length}:`, 'latin1'), payload, COMMA])
 }
 
