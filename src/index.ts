@@ -27,7 +27,7 @@ export { fromSocketError, toProxyError } from './core/errors.js'
 export { OneShotClient } from './core/one-shot-client.js'
 export { isAborted, watchAbort, unwatchAbort } from './core/abort.js'
 export {
-  createStatus, STATUS_DEFAULTS, collectStatus, STATUS_SCHEMA_VERSION, createMetrics, createAccessLog, StderrTail,
+  createStatus, STATUS_DEFAULTS, STATUS_ROUTES, collectStatus, STATUS_SCHEMA_VERSION, createMetrics, createAccessLog, StderrTail,
   type StatusHandler, type StatusOptions, type StatusSnapshot, type StatusTarget, type SpawnView, type RouteReport,
   type BackendReport, type SpawnReport, type ProcessReport, type Metrics, type AccessLog, type AccessLogOptions,
   type AccessLogFormat, type LiveOptions, type StderrTailOptions,

@@ -20,7 +20,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { normalizePath } from '../core/cgi/url-path.js'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError, type ErrorCode } from '../core/errors.js'
 import { parseTarget } from '../core/runtime.js'
 import { forwardedChain, plainAddress, TrustedProxies, type ForwardedHeader } from '../core/trust.js'
 import { VERSION } from '../version.js'
@@ -36,6 +36,13 @@ export const STATUS_DEFAULTS = {
   metricsPath: '/metrics',
   allow: ['127.0.0.0/8', '::1'],
 } as const
+
+/**
+ * The `route` of a request this handler answered, in the access log (`route=status`), the
+ * `request:end` event and `proxycore_responses_total{route=...}`: `status` for the page, its JSON
+ * and the live view, `metrics` for the metrics path. Never a config route: no backend, `upstream=-`.
+ */
+export const STATUS_ROUTES = { page: 'status', metrics: 'metrics' } as const
 
 export interface StatusOptions {
   /** The HTML page; JSON with `?format=json` or `Accept: application/json`; live view at `<path>/live`. */
@@ -134,6 +141,42 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
     return allow.has(trust.resolve(address, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded, trust.header)))
   }
 
+  /**
+   * The client as the proxy logs it: the socket peer, or behind one of `trustedProxies` the client
+   * it forwards for (the header walked right to left past trusted hops). '' for a unix-socket peer.
+   */
+  const clientOf = (req: IncomingMessage): string => {
+    const peer = plainAddress(req.socket.remoteAddress)
+    if (peer === '' || trust.empty || !trust.has(peer)) return peer
+    const h = req.headers
+    return trust.resolve(peer, forwardedChain(h['x-forwarded-for'] as string | undefined, h.forwarded, trust.header))
+  }
+
+  /**
+   * A `request:end` on the proxy's events for a request this handler answered, so the access log
+   * (and every other listener: metrics, diagnostics_channel) sees it like any other request. Its
+   * `id` is 0: no proxy exchange carried it.
+   */
+  const ended = (req: IncomingMessage, route: string, client: string, startedAt: number, status: number, bytesOut: number, error: ErrorCode | null): void => {
+    if (!proxy.events.wantsRequests) return
+    proxy.events.requestEnd({
+      id: 0,
+      route,
+      method: req.method ?? '',
+      url: req.url ?? '',
+      client,
+      status,
+      backend: '',
+      headMs: -1,
+      totalMs: Date.now() - startedAt,
+      bytesOut,
+      error,
+      httpVersion: req.httpVersion,
+      referer: req.headers.referer,
+      userAgent: req.headers['user-agent'],
+    })
+  }
+
   const handler = (req: IncomingMessage, res: ServerResponse): boolean => {
     const t = targetOf(req)
     if (t === null) return false
@@ -141,44 +184,74 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
     const isPage = p === path
     const isMetrics = metricsPath !== null && p === metricsPath
     if (!isPage && !isMetrics && p !== livePath) return false
-    if (!allowed(req)) { send(res, 403, 'text/plain; charset=utf-8', '403 Forbidden\n'); return true }
+    const startedAt = Date.now()
+    // Logged once the response is over (or the client went away): read what it needs now, the
+    // socket's address is gone after a close.
+    const client = clientOf(req)
+    let bytes = 0
+    let error: ErrorCode | null = null
+    res.once('close', () => {
+      const done = res.writableFinished
+      ended(req, isMetrics ? STATUS_ROUTES.metrics : STATUS_ROUTES.page, client, startedAt,
+        done ? res.statusCode : 499, done ? bytes : 0, done ? error : 'ERR_CLIENT_ABORTED')
+    })
+    const answer = (status: number, type: string, body: string, extra?: Record<string, string>, code: ErrorCode | null = null): void => {
+      error = code
+      bytes = send(res, status, type, body, extra)
+    }
+    if (!allowed(req)) { answer(403, 'text/plain; charset=utf-8', '403 Forbidden\n'); return true }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(res, 405, 'text/plain; charset=utf-8', '405 Method Not Allowed\n', { allow: 'GET, HEAD' })
+      answer(405, 'text/plain; charset=utf-8', '405 Method Not Allowed\n', { allow: 'GET, HEAD' })
       return true
     }
-    if (p === livePath) { send(res, 426, 'text/plain; charset=utf-8', '426 Upgrade Required\n', { upgrade: 'websocket' }); return true }
+    if (p === livePath) { answer(426, 'text/plain; charset=utf-8', '426 Upgrade Required\n', { upgrade: 'websocket' }); return true }
     if (isMetrics && metrics !== null) {
       metrics.render().then(
-        (text) => send(res, 200, metrics.registry.contentType, text),
-        (err: unknown) => send(res, 500, 'text/plain; charset=utf-8', `500 metrics failed: ${String(err)}\n`),
+        (text) => answer(200, metrics.registry.contentType, text),
+        (err: unknown) => answer(500, 'text/plain; charset=utf-8', `500 metrics failed: ${String(err)}\n`, undefined, 'ERR_INTERNAL'),
       )
       return true
     }
     const format = formatOf(t.query)
     if (format === undefined) {
-      send(res, 400, 'text/plain; charset=utf-8', '400 Bad Request\nERR_BAD_REQUEST\nformat must be json or html\n')
+      answer(400, 'text/plain; charset=utf-8', '400 Bad Request\nERR_BAD_REQUEST\nformat must be json or html\n', undefined, 'ERR_BAD_REQUEST')
       return true
     }
     const s = snapshot()
     if (format === 'json' || (format === null && wantsJson(req.headers.accept))) {
-      send(res, 200, 'application/json; charset=utf-8', JSON.stringify(s, null, 2) + '\n', { vary: 'Accept' })
+      answer(200, 'application/json; charset=utf-8', JSON.stringify(s, null, 2) + '\n', { vary: 'Accept' })
       return true
     }
     const page = renderPage(s, { ...(opts.title !== undefined ? { title: opts.title } : {}), live: live !== null })
-    send(res, 200, 'text/html; charset=utf-8', page.html, { vary: 'Accept', 'content-security-policy': page.csp })
+    answer(200, 'text/html; charset=utf-8', page.html, { vary: 'Accept', 'content-security-policy': page.csp })
     return true
   }
 
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): boolean => {
     const t = targetOf(req)
     if (t === null || t.path !== livePath) return false
+    const startedAt = Date.now()
+    const client = clientOf(req)
     const refuse = (status: number, text: string, extra = ''): void => {
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`)
+      ended(req, STATUS_ROUTES.page, client, startedAt, status, 0, null)
     }
     if (!allowed(req) || crossSite(req, t.host)) refuse(403, 'Forbidden')
     else if (live === null) refuse(404, 'Not Found')
     else if (live.full) refuse(503, 'Service Unavailable', 'retry-after: 5\r\n')
-    else live.accept(req, socket, head)
+    else {
+      // Logged when the view ends, as the proxy logs a tunnel: 101, and what it sent after the handshake.
+      const written = (): number => (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0
+      let opened: number | null = null
+      socket.once('close', () => {
+        if (opened !== null) ended(req, STATUS_ROUTES.page, client, startedAt, 101, Math.max(0, written() - opened), null)
+        // Refused by ws before the 101 (it wrote its answer): 405 for a method other than GET, 400
+        // for a malformed handshake. Nothing written: the client went away first.
+        else if (written() > 0) ended(req, STATUS_ROUTES.page, client, startedAt, req.method !== 'GET' ? 405 : 400, 0, 'ERR_BAD_REQUEST')
+        else ended(req, STATUS_ROUTES.page, client, startedAt, 499, 0, 'ERR_CLIENT_ABORTED')
+      })
+      live.accept(req, socket, head, () => { opened = written() })
+    }
     return true
   }
 
@@ -282,7 +355,8 @@ function wantsJson (accept: string | undefined): boolean {
   return a.includes('application/json') && !a.includes('text/html')
 }
 
-function send (res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): void {
+/** Answer with `body` (none for HEAD); returns the body bytes written, as the access log counts them. */
+function send (res: ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}): number {
   const headers: Record<string, string | number> = {
     'content-type': type,
     'content-length': Buffer.byteLength(body),
@@ -291,5 +365,7 @@ function send (res: ServerResponse, status: number, type: string, body: string, 
     ...extra,
   }
   res.writeHead(status, headers)
-  res.end(res.req?.method === 'HEAD' ? undefined : body)
+  if (res.req?.method === 'HEAD') { res.end(); return 0 }
+  res.end(body)
+  return headers['content-length'] as number
 }

@@ -1,5 +1,5 @@
 /** Public API of the status module: page, JSON, live view, Prometheus metrics and access log. */
-export { createStatus, STATUS_DEFAULTS, type StatusHandler, type StatusOptions } from './handler.js'
+export { createStatus, STATUS_DEFAULTS, STATUS_ROUTES, type StatusHandler, type StatusOptions } from './handler.js'
 export {
   collectStatus, STATUS_SCHEMA_VERSION,
   type BackendReport, type CollectOptions, type CrashReport, type ExitReport, type PendingRestartReport, type ProcessReport,

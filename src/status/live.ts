@@ -70,10 +70,14 @@ export class LiveView {
   /** No room for one more client (`maxClients`). */
   get full (): boolean { return this.clients.size >= this.maxClients }
 
-  /** Take over an upgrade already checked for path, peer access and Origin (see handler.ts). */
-  accept (req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /**
+   * Take over an upgrade already checked for path, peer access and Origin (see handler.ts).
+   * `opened` is called once the 101 handshake is written, before the first snapshot.
+   */
+  accept (req: IncomingMessage, socket: Duplex, head: Buffer, opened?: () => void): void {
     if (this.closed) { socket.destroy(); return }
     this.wss.handleUpgrade(req, socket, head, (ws) => {
+      opened?.()
       this.clients.add(ws)
       ws.on('close', () => { this.clients.delete(ws); this.stalled.delete(ws); if (this.clients.size === 0) this.stopTick() })
       ws.on('error', () => ws.terminate())

@@ -3,7 +3,8 @@
  * backends that drop the connection (502 after a retry), clients that abort mid-body (499) and
  * upgrades (101, a tunnel the backend closes). Afterwards nothing is in flight anywhere, the route,
  * response and failure counters add up to what the clients saw, and the access log has one line
- * per request with the right fields for each kind.
+ * per request with the right fields for each kind (the status JSON and /metrics requests of the test
+ * itself are logged and counted too, under route=status and route=metrics).
  */
 import t from 'tap'
 import { connect } from 'node:net'
@@ -85,7 +86,9 @@ t.test('counters and access log after 1002 mixed requests: in flight back to 0, 
   t.same(
     [200, 304, 499, 502, 101].map((st) => v(`proxycore_responses_total{route="app",status="${st}"}`)),
     [2 * each, each, each, each, each], 'responses per status')
-  t.equal([...m.values].filter(([k]) => k.startsWith('proxycore_responses_total')).reduce((n, [, x]) => n + x, 0), N, 'responses add up to the requests')
+  t.equal([...m.values].filter(([k]) => k.startsWith('proxycore_responses_total{route="app",')).reduce((n, [, x]) => n + x, 0), N, 'responses add up to the requests')
+  // The status JSON read above counts too, under its own route; this scrape is counted after it is sent.
+  t.same([...m.values].filter(([k]) => k.startsWith('proxycore_responses_total') && !k.includes('route="app"')), [['proxycore_responses_total{route="status",status="200"}', 1]], 'plus the status request')
   t.equal(v('proxycore_request_failures_total{route="app",code="ERR_CLIENT_ABORTED"}'), each)
   t.equal(v('proxycore_request_failures_total{route="app",code="ERR_BACKEND_CLOSED"}'), each)
 
@@ -103,7 +106,9 @@ t.test('counters and access log after 1002 mixed requests: in flight back to 0, 
   t.same(all('GET /app/slow', (o) => [o.status, o.bytes, o.error, typeof o.headMs]), [[499, 4, 'ERR_CLIENT_ABORTED', 'number']], 'abort after the head: 499, the bytes sent')
   t.same(all('GET /app/up', (o) => [o.status, o.bytes, o.upstreamStatus, o.error]), [[101, 3, 101, null]], 'upgrade: 101, the tunnel bytes')
   t.same(all('GET /app/slow', (o) => o.upstreamStatus), [200], 'abort after the backend answered 200: upstream status 200')
-  const combinedKinds = new Set(lines(clog).map((l) => /"(\S+ \S+) HTTP\/1\.1" (\d+) (\S+) .* upstream_status=(\S+) rt=\S+ uht=\S+ code=(\S+)$/.exec(l)?.slice(1).join(' ') ?? l))
+  // The status JSON and the scrape above have lines too (route=status, route=metrics).
+  t.match(lines(clog).find((l) => l.includes('"GET /server-status?format=json HTTP/1.1"')), / 200 \d+ "-" "-" route=status upstream=- /, 'the status request is logged')
+  const combinedKinds = new Set(lines(clog).filter((l) => l.includes(' route=app ')).map((l) => /"(\S+ \S+) HTTP\/1\.1" (\d+) (\S+) .* upstream_status=(\S+) rt=\S+ uht=\S+ code=(\S+)$/.exec(l)?.slice(1).join(' ') ?? l))
   t.same([...combinedKinds].sort(), [
     'GET /app/304 304 - 304 -',
     'GET /app/kill 502 - - ERR_BACKEND_CLOSED',
