@@ -547,7 +547,11 @@ export class SpawnGroup {
       this.idleTimers.delete(p)
       const slot = this.slots[p.slot]
       if (p.state !== 'ready' || p.inflight > 0 || slot.current !== p) return
-      if (this.activeSlots(slot.addrIndex).length <= this.spec.minProcs) return
+      // minProcs counts processes that serve: a slot whose crashed process waits out its restart
+      // backoff (or whose process is starting or being stopped) is active but has none ready, and
+      // shrinking this one would leave nothing routable until that restart (up to maxDelay).
+      const others = this.activeSlots(slot.addrIndex).filter((s) => s !== slot && s.current?.state === 'ready').length
+      if (others < this.spec.minProcs) return
       slot.active = false
       slot.current = null
       // Idle while a recycle's successor boots (or waits out its backoff): neither is wanted now.
