@@ -122,18 +122,24 @@ export class SpawnGroup {
     return () => { this.changes.off('change', fn) }
   }
 
-  /** Resolves once a process is routable, starting one on demand; waits through backoff. */
+  /**
+   * Resolves once a process is routable, starting one on demand; waits through backoff. Rejects
+   * ERR_SPAWN_FAILED when this spawn is FAILED, or waits for a dependency (direct or further down)
+   * that is: only clear() or a reload ends that, so a request must not wait for its timeout.
+   */
   ensure (signal: AbortSignal): Promise<void> {
     if (this.ready.length > 0) return Promise.resolve()
     const check = (): Error | null => {
       if (this.failed !== null) return spawnError('ERR_SPAWN_FAILED', `spawn ${this.name} is FAILED: ${this.failed}`)
       if (this.closing) return spawnError('ERR_SPAWN_NOT_READY', `spawn ${this.name} is shutting down`)
+      const dep = this.failedDependency()
+      if (dep !== null) return spawnError('ERR_SPAWN_FAILED', `spawn ${this.name} waits for ${dep.name}, which is FAILED: ${dep.failed as string}`)
       return null
     }
+    if (this.failed === null && !this.closing && !signal.aborted) this.wake()
     const early = check()
     if (early !== null) return Promise.reject(early)
     if (signal.aborted) return Promise.reject(spawnError('ERR_SPAWN_NOT_READY', `spawn ${this.name} not ready`, signal.reason))
-    this.wake()
     return new Promise((resolve, reject) => {
       const done = (err: Error | null): void => {
         this.changes.off('change', onChange)
@@ -222,6 +228,22 @@ export class SpawnGroup {
     for (let a = 0; a < this.spec.addresses.length; a++) {
       while (this.activeSlots(a).length < perAddress && this.activate(a)) { /* bounded by maxProcs */ }
     }
+  }
+
+  /**
+   * A dependency that holds this spawn in 'waiting' and is FAILED itself, or holds its own
+   * dependents so (a chain: web -> app -> db); null while this spawn has a process of its own
+   * running, starting or due (its own restarts do not wait for dependencies).
+   */
+  private failedDependency (): SpawnGroup | null {
+    if (this.slots.some((s) => s.active)) return null
+    for (const d of this.deps) {
+      if (d.state === 'running') continue
+      if (d.failed !== null) return d
+      const deeper = d.failedDependency()
+      if (deeper !== null) return deeper
+    }
+    return null
   }
 
   private activeSlots (addrIndex: number): Slot[] {

@@ -158,7 +158,7 @@ leakTest(t, 'dependsOn: dependents start after, and wait visibly on a failed dep
   const held = m.status().find((s) => s.name === 'held')
   t.equal(held?.state, 'waiting')
   t.equal(held?.reason, 'waiting for broken (failed)')
-  await t.rejects(m.source('held').ensure(AbortSignal.timeout(100)), { code: 'ERR_SPAWN_NOT_READY' })
+  await t.rejects(m.source('held').ensure(AbortSignal.timeout(100)), { code: 'ERR_SPAWN_FAILED', message: /waits for broken, which is FAILED/ })
   t.notOk(order.includes('spawn held'), 'never spawned')
 })
 
