@@ -7,10 +7,10 @@
  */
 import t from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { tempDir } from '../helpers/tmp.js'
+import { get } from '../helpers/servers.js'
 import { serveKilled } from '../cli/run.js'
 import { parseProm } from './harness.js'
 
@@ -24,20 +24,10 @@ routes:
 
 const lines = (file: string): string[] => existsSync(file) ? readFileSync(file, 'latin1').split('\n').filter((l) => l !== '') : []
 
-interface Got { status: number, body: string }
-
-function ask (url: string, opts: { method?: string, headers?: Record<string, string> } = {}): Promise<Got> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (c: string) => { body += c })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
+/** A request through the servers.ts helper, its body as text. */
+async function ask (url: string, opts: { method?: string, headers?: Record<string, string> } = {}): Promise<{ status: number, body: string }> {
+  const r = await get(url, opts)
+  return { status: r.status, body: r.body.toString() }
 }
 
 const STAMP = String.raw`\[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\]`
