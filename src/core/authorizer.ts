@@ -68,6 +68,18 @@ export async function authorize (main: Authorizable, a: AuthorizerSettings): Pro
   })
 }
 
+/**
+ * Whether a failed authorization may go to another authorizer backend, as the route's own exchanges
+ * fail over (exchange.ts onError) and nginx's auth_request subrequest does (proxy_next_upstream
+ * error): its connect failed (or FCGI_OVERLOADED: `retryable`, nothing ran), or its connection was
+ * reset or closed before any byte of its answer (`unanswered`). An authorization has no body
+ * (FastCGI 1.0 §6.3) and decides nothing until it is answered, so sending it again does no harm,
+ * whatever the client's method. Never after a head, the `timeout` or the client's leaving (onError).
+ */
+function resendable (err: ProxyError): boolean {
+  return err.retryable || (err.unanswered && (err.code === 'ERR_BACKEND_RESET' || err.code === 'ERR_BACKEND_CLOSED'))
+}
+
 class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   readonly headers: RawHeaders = []
   readonly env: Record<string, string>
@@ -78,6 +90,10 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   readonly signal: AbortSignal
   private readonly ac = new AbortController()
   private backend: Backend | null = null
+  /** The backends this authorization failed on and went past (failover, onError). */
+  private tried: Set<Backend> | null = null
+  /** The failure of the last attempt, for when no backend is left to try. */
+  private lastError: ProxyError | null = null
   private variables: Record<string, string> = {}
   private state: 'waiting' | 'allowed' | 'denying' | 'done' = 'waiting'
   private status = 0
@@ -108,18 +124,33 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   }
 
   start (): void {
+    // The client leaving aborts the authorization too.
+    this.main.signal.addEventListener('abort', this.onMainAbort, { once: true })
+    this.dispatch()
+  }
+
+  /**
+   * Send the authorization to a backend not tried yet. Not at all once the client is gone (it may
+   * have left while a spawned authorizer was starting, or between two attempts): its 'abort' came
+   * before the listener, and nobody waits for the verdict.
+   */
+  private dispatch (): void {
+    if (this.main.signal.aborted) {
+      this.settle(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'head' }))
+      return
+    }
     const pool = this.a.pool
-    const b = pool.pick({ url: this.url, client: this.client.address }, null)
+    const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
     if (b === null) {
       pool.noneUsable()
-      this.settle(new ProxyError('ERR_NO_BACKEND', `authorizer pool ${pool.name}`, { phase: 'connect' }))
+      // Every backend was tried: the last real failure says more than "none left".
+      this.settle(this.lastError ?? new ProxyError('ERR_NO_BACKEND', `authorizer pool ${pool.name}`, { phase: 'connect' }))
       return
     }
     this.backend = b
     pool.started(b)
-    this.arm()
-    // The client leaving aborts the authorization too.
-    this.main.signal.addEventListener('abort', this.onMainAbort, { once: true })
+    // One deadline for the whole authorization, from its first attempt: a failover does not re-arm it.
+    if (this.tried === null) this.arm()
     b.client.dispatch(this, this)
   }
 
@@ -213,6 +244,17 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
       // onError, pool.ts attemptFailed): a reset, a close, the `timeout` or an invalid head before
       // any head. Not after one (a refusal or a 200 cut short), and never the client's leaving.
       else if (this.state === 'waiting' && !this.main.signal.aborted && isFailedAttempt(err)) this.a.pool.attemptFailed(b, err.code)
+      if (this.state === 'waiting' && this.abortReason === null && !this.main.signal.aborted && resendable(err)) {
+        // Failover: the next backend of the authorizer pool not tried yet, each at most once.
+        this.a.pool.finished(b)
+        this.backend = null
+        this.tried ??= new Set()
+        this.tried.add(b)
+        if (err.backend === undefined) err.backend = b.endpoint.id
+        this.lastError = err
+        this.dispatch()
+        return
+      }
     }
     if (this.state === 'denying') {
       // The denial was already streaming: cut it, never pad it.

@@ -9,10 +9,10 @@
  * backend is never disabled this way.
  */
 import t, { type Test } from 'tap'
-import { channel } from 'node:diagnostics_channel'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
+import { recordStates } from '../helpers/backend-states.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, get, proxyServer, rawRequest, upgradeBackend } from '../helpers/servers.js'
 import { havePeer, PHP_CGI, startPhpCgi, tempDir } from '../fastcgi/helpers/peers.js'
@@ -20,18 +20,6 @@ import { collectStatus } from '../../src/status/model.js'
 import type { CreateProxyOptions } from '../../src/index.js'
 
 type RouteConfig = CreateProxyOptions['routes'][number]
-
-interface StateEvent { kind: string, pool: string, backend: string, reason?: string }
-
-/** backend:* / pool:* events published while the test runs. */
-function recordStates (t: Test): StateEvent[] {
-  const seen: StateEvent[] = []
-  const ch = channel('proxycore:backend:state')
-  const fn = (m: unknown): void => { seen.push(m as StateEvent) }
-  ch.subscribe(fn)
-  t.teardown(() => { ch.unsubscribe(fn) })
-  return seen
-}
 
 /** A node:http backend that answers its name, or a 503 for /busy, and counts what it got. */
 async function good (t: Test, name: string) {
