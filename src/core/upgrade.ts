@@ -72,6 +72,8 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
   private backend: Backend | null = null
   private tried: Set<Backend> | null = null
   private attempts = 0
+  /** A keep-alive race was replayed once (onError): a second one is a real failure. */
+  private replayed = false
   private lastError: ProxyError | null = null
   private backendSocket: Duplex | null = null
   /**
@@ -350,6 +352,19 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     if (this.phase !== Phase.Connecting) return
     const b = this.backend
     if (err.backend === undefined && b !== null) err.backend = b.endpoint.id
+    // A kept-alive connection the backend closed as the Upgrade arrived, nothing of the answer read
+    // (the adapter marks the error `replayable`): sent once more, on a fresh connection, as
+    // ProxyExchange.replay. Not a failover (`retries` untouched), and not a failed attempt: the
+    // adapter saw the connection was a reused one, which a healthy backend may close at any time.
+    if (b !== null && err.replayable && err.phase !== 'connect' && !this.replayed && !this.signal.aborted) {
+      this.replayed = true
+      this.releaseBackend()
+      this.attempts--
+      this.stopTimer()
+      this.phase = Phase.Admit
+      this.connect()
+      return
+    }
     // Failover as ProxyExchange.onError, restricted to connect failures: nothing reached the backend.
     if (b !== null && err.retryable && err.phase === 'connect') {
       this.route.pool.connectFailed(b, err.code, backendOverloaded(err))

@@ -51,8 +51,8 @@ const cases: Case[] = [
     status: 502, code: 'ERR_BACKEND_CLOSED', counts: true,
   },
   {
-    // A parse error of undici's llhttp comes without its HPE_ code (undici 7.30): ERR_PROTOCOL, as
-    // for a plain request (the last test).
+    // Bytes that are not HTTP at all: ERR_PROTOCOL (llhttp's HPE_INVALID_CONSTANT at the start of
+    // a message), as for a plain request (the last test).
     name: 'a backend whose answer is no HTTP',
     backend: (t) => rawBackend(t, (s) => s.once('data', () => s.write('SSH-2.0-OpenSSH_9.2\r\n\r\n'))),
     status: 502, code: 'ERR_PROTOCOL', counts: true,

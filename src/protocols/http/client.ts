@@ -173,7 +173,9 @@ function resumeAtEnd (this: Socket): void {
  */
 const UNSOLICITED_CONTINUE = 199
 type HeadersComplete = (this: object, statusCode: number, upgrade: boolean, shouldKeepAlive: boolean) => number
-const undiciSymbols = lazy<{ kParser?: symbol, kSocket?: symbol }>('undici/lib/core/symbols.js')
+const undiciSymbols = lazy<{ kParser?: symbol, kSocket?: symbol, kQueue?: symbol, kPendingIdx?: symbol }>('undici/lib/core/symbols.js')
+/** The pool's list of its clients (one per connection): a symbol of pool-base.js's own. */
+const undiciPoolBase = lazy<{ kClients?: symbol }>('undici/lib/dispatcher/pool-base.js')
 /** undici's Parser prototype and its head callback, from the first parser seen. */
 let parserPrototype: object | null = null
 let parserHeadersComplete: HeadersComplete | null = null
@@ -181,7 +183,42 @@ let parserHeadersComplete: HeadersComplete | null = null
 function headersCompleteSkippingContinue (this: object, statusCode: number, upgrade: boolean, shouldKeepAlive: boolean): number {
   return (parserHeadersComplete as HeadersComplete).call(this, statusCode === 100 && !upgrade ? UNSOLICITED_CONTINUE : statusCode, upgrade, shouldKeepAlive)
 }
-/** The pool's 'connect' listener: `targets` ends with the client whose connection just opened. */
+
+/**
+ * llhttp's error name for a response it refuses. undici 7.30 builds its HTTPParserError with
+ * `constants.ERROR[ret]`, a name→number table looked up by the number: the error's `code` is always
+ * undefined, the number lost. So each parser's `createError` (called with llhttp's error number) is
+ * wrapped, on the same instances and with the same guards as the head callback above, and the
+ * error gets the `HPE_` code llhttp would have named (`HPE_INVALID_HEADER_TOKEN`…), read from
+ * undici's own llhttp constants. An undici that sets the code itself is left as it is. mapError
+ * reads the code: it tells bytes that are not HTTP at all from a malformed HTTP head.
+ */
+type CreateError = (this: object, ret: number, data: Buffer) => Error & { code?: string }
+const llhttpConstants = lazy<{ ERROR?: Record<string, number> }>('undici/lib/llhttp/constants.js')
+let llhttpErrorNames: Map<number, string> | null = null
+function llhttpErrorName (ret: number): string | undefined {
+  if (llhttpErrorNames === null) {
+    llhttpErrorNames = new Map()
+    try {
+      for (const [name, n] of Object.entries(llhttpConstants().ERROR ?? {})) if (typeof n === 'number') llhttpErrorNames.set(n, name)
+    } catch {}
+  }
+  return llhttpErrorNames.get(ret)
+}
+let parserCreateError: CreateError | null = null
+function createErrorNamed (this: object, ret: number, data: Buffer): Error & { code?: string } {
+  const err = (parserCreateError as CreateError).call(this, ret, data)
+  if (err?.name === 'HTTPParserError' && err.code === undefined && typeof ret === 'number') {
+    const name = llhttpErrorName(ret)
+    if (name !== undefined) err.code = `HPE_${name}`
+  }
+  return err
+}
+
+/**
+ * The pool's 'connect' listener: `targets` ends with the client whose connection just opened. Its
+ * parser skips an unsolicited 100 and names its errors (createErrorNamed).
+ */
 function skipUnsolicitedContinue (_origin: unknown, targets: readonly unknown[]): void {
   let symbols: { kParser?: symbol, kSocket?: symbol }
   try { symbols = undiciSymbols() } catch { return }
@@ -189,16 +226,18 @@ function skipUnsolicitedContinue (_origin: unknown, targets: readonly unknown[])
   if (typeof kParser !== 'symbol' || typeof kSocket !== 'symbol') return
   const client = targets[targets.length - 1] as Record<symbol, unknown> | null | undefined
   const socket = client?.[kSocket] as Record<symbol, unknown> | null | undefined
-  const parser = socket?.[kParser] as { onHeadersComplete?: HeadersComplete } | null | undefined
+  const parser = socket?.[kParser] as { onHeadersComplete?: HeadersComplete, createError?: CreateError } | null | undefined
   if (parser == null || Object.prototype.hasOwnProperty.call(parser, 'onHeadersComplete')) return
-  const proto = Object.getPrototypeOf(parser) as { onHeadersComplete?: HeadersComplete } | null
+  const proto = Object.getPrototypeOf(parser) as { onHeadersComplete?: HeadersComplete, createError?: CreateError } | null
   if (proto !== parserPrototype) {
     // Another Parser class than the first one seen (two undici copies): left alone.
     if (parserPrototype !== null || typeof proto?.onHeadersComplete !== 'function') return
     parserPrototype = proto
     parserHeadersComplete = proto.onHeadersComplete
+    parserCreateError = typeof proto.createError === 'function' ? proto.createError : null
   }
   parser.onHeadersComplete = headersCompleteSkippingContinue
+  if (parserCreateError !== null) parser.createError = createErrorNamed
 }
 
 /**
@@ -256,6 +295,32 @@ export class HttpClient implements BackendClient {
     } catch (err) {
       h.onError(err as Error)
     }
+  }
+
+  /**
+   * The socket undici is writing a request to, asked from the request's onConnect (undici calls it
+   * synchronously, just before it writes the head): the one client of the pool with a request at
+   * its pending index, the request not yet counted as written. null if undici moved its symbols.
+   * Only the upgrade path asks (rare); a plain request never does.
+   */
+  socketBeingWritten (): Socket | null {
+    let symbols: { kQueue?: symbol, kPendingIdx?: symbol, kSocket?: symbol }
+    let kClients: symbol | undefined
+    try { symbols = undiciSymbols(); kClients = undiciPoolBase().kClients } catch { return null }
+    const { kQueue, kPendingIdx, kSocket } = symbols
+    if (typeof kClients !== 'symbol' || typeof kQueue !== 'symbol' || typeof kPendingIdx !== 'symbol' || typeof kSocket !== 'symbol') return null
+    const clients = (this.pool as unknown as Record<symbol, unknown>)[kClients]
+    if (!Array.isArray(clients)) return null
+    let found: Socket | null = null
+    for (const c of clients as Array<Record<symbol, unknown>>) {
+      const queue = c[kQueue] as unknown[] | undefined
+      const idx = c[kPendingIdx]
+      if (!Array.isArray(queue) || typeof idx !== 'number' || queue[idx] == null) continue
+      // Another client with a request pending (one still connecting): which is ours is unknown.
+      if (found !== null) return null
+      found = (c[kSocket] as Socket | null | undefined) ?? null
+    }
+    return found
   }
 
   upgrade (ex: Exchange, handler: UpgradeHandler): void {
@@ -399,12 +464,21 @@ class UpgradeBridge implements FlowControl {
   private abortFn: ((err: Error) => void) | null = null
   private headSeen = false
   private finished = false
+  /**
+   * A kept-alive connection (it had carried a request before this one) and the bytes read on it
+   * when this request got it: a close or a reset with no byte of the answer read is the keep-alive
+   * race (onError). null: a fresh connection, or one undici did not let us see.
+   */
+  private reused: { socket: Socket, bytesRead: number } | null = null
   constructor (private readonly client: HttpClient, private readonly ex: Exchange, private readonly h: UpgradeHandler) {}
 
   onConnect (abort: (err: Error) => void): void {
     // The core may have given up (head timeout, client gone) while the request waited for a connection.
     if (isAborted(this.ex)) { abort(new Error('aborted')); return }
     this.abortFn = abort
+    // Nothing of this request is written yet: bytes written before it were an earlier request's.
+    const socket = this.client.socketBeingWritten()
+    if (socket !== null && socket.bytesWritten > 0) this.reused = { socket, bytesRead: socket.bytesRead }
     watchAbort(this.ex, this.onAbort)
     this.ex.connectionReady?.()
   }
@@ -449,7 +523,18 @@ class UpgradeBridge implements FlowControl {
     // answer's body: a connect failure (ERR_CONNECT_*, failed over by the core), a close
     // (ERR_BACKEND_CLOSED) or a reset (ERR_BACKEND_RESET) before the head, a malformed or
     // oversized head. The status, the access log and passive health (isFailedAttempt) read them.
-    this.h.onError(mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id))
+    const e = mapError(err, this.headSeen ? 'body' : 'head', this.client.endpoint.id)
+    // A kept-alive connection the backend closed (or reset) as the Upgrade arrived, no byte of the
+    // answer read: the keep-alive race a plain bodiless GET is replayed for (ExchangeHandler);
+    // UpgradeExchange sends it once more, on a fresh connection. Unlike a plain request, the
+    // upgrade sees its connection: a fresh one that fails so is a real failure.
+    const r = this.reused
+    if (r !== null && !this.headSeen && e.phase !== 'connect' && (e.code === 'ERR_BACKEND_CLOSED' || e.code === 'ERR_BACKEND_RESET') &&
+        r.socket.bytesRead === r.bytesRead) {
+      e.replayable = true
+    }
+    this.reused = null
+    this.h.onError(e)
   }
 
   private end (): boolean {
@@ -514,7 +599,10 @@ function mapError (err: Error & { code?: string }, phase: ErrorPhase, backend: s
   const code = err.code ?? ''
   let mapped: ErrorCode
   if (code === 'UND_ERR_HEADERS_OVERFLOW' || code === 'HPE_HEADER_OVERFLOW') mapped = 'ERR_RESPONSE_HEAD_TOO_LARGE'
-  else if (code.startsWith('HPE_') || code === 'UND_ERR_INVALID_ARG' || err.message === 'bad response' || err.message === 'bad upgrade') mapped = 'ERR_BAD_RESPONSE'
+  // llhttp refused the response: decided by the error's identity, as undici 7.30 leaves `code`
+  // unset where createErrorNamed could not name it.
+  else if (err.name === 'HTTPParserError' || code.startsWith('HPE_')) mapped = notHttp(code, err.message) ? 'ERR_PROTOCOL' : 'ERR_BAD_RESPONSE'
+  else if (code === 'UND_ERR_INVALID_ARG' || err.message === 'bad response' || err.message === 'bad upgrade') mapped = 'ERR_BAD_RESPONSE'
   else if (code === 'ECONNRESET' || code === HIDDEN_RESET || code === 'EPIPE') mapped = 'ERR_BACKEND_RESET'
   // undici reports ANY parse error as a length mismatch once a Content-Length was read
   // (client-h1.js createError): before the head was delivered that is a malformed head
@@ -524,4 +612,19 @@ function mapError (err: Error & { code?: string }, phase: ErrorPhase, backend: s
   else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH') mapped = 'ERR_BAD_REQUEST'
   else mapped = 'ERR_PROTOCOL'
   return new ProxyError(mapped, `${code || err.name}: ${err.message}`, { phase, backend, cause: err })
+}
+
+/**
+ * A response that is not HTTP at all: llhttp expected a message's protocol token (`HTTP/`) and got
+ * something else — a FastCGI, TLS or SSH peer on an `http` route, or bytes after a message that
+ * start no other. ERR_PROTOCOL ("check the route uses the right protocol"); every other parse error
+ * is a malformed HTTP response (ERR_BAD_RESPONSE). llhttp's kind (HPE_INVALID_CONSTANT) is its
+ * kind for any literal it expected; the reason text pins it to the start of a message (measured
+ * with llhttp in undici 7.30: `hello`, a FastCGI record, a TLS alert, `HTXP/1.1`). Should a future
+ * llhttp reword it, such bytes are ERR_BAD_RESPONSE, still a 502
+ * (test/component/http-parse-codes-llhttp.test.ts says so). Where undici left the code unset and
+ * the parser was not hooked (code ''), the reason text alone decides.
+ */
+function notHttp (code: string, message: string): boolean {
+  return (code === 'HPE_INVALID_CONSTANT' || code === '') && message.includes('(Expected HTTP/')
 }
