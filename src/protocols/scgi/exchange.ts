@@ -7,6 +7,7 @@
  *   socket data ─> CgiResponseParser ─> onHead | onLocalRedirect ─> onData* ─> onEnd (EOF or CL)
  *   any failure / abort ─> onError, socket destroyed                  (exactly one ending)
  *   reset (ECONNRESET/EPIPE, on a read or on the upload's write) ─> onError, never onEnd
+ *   a TCP reset libuv reported as an end of stream (resetSeenAsEof) ─> onError too
  */
 import type { Socket } from 'node:net'
 import { isAborted, unwatchAbort, watchAbort } from '../../core/abort.js'
@@ -117,6 +118,7 @@ export class ScgiExchange implements FlowControl {
 
   private onEof (): void {
     if (this.settled) return
+    if (this.resetSeenAsEof()) return this.onSocketError(Object.assign(new Error('read ECONNRESET (reported as an end of stream)'), { code: 'ECONNRESET' }))
     if (this.parser !== null) return this.fail(this.lost(withBackend(this.parser.end(), this.endpoint.id)))
     const short = (this.framer as CgiBodyFramer).eof()
     if (short !== null) return this.fail(withBackend(short, this.endpoint.id))
@@ -134,6 +136,26 @@ export class ScgiExchange implements FlowControl {
   private onSocketError (err: NodeJS.ErrnoException): void {
     if (this.settled) return
     this.fail(this.lost(fromSocketError(err, this.parser !== null ? 'head' : 'body', this.endpoint.id)))
+  }
+
+  /**
+   * A TCP reset that libuv reported as an end of stream. When a reset arrives while response
+   * bytes still wait unread (a slow client paused the socket), libuv reads them and, its last
+   * read short and the poll that woke it saying HUP, reports an EOF without the read that would
+   * have returned ECONNRESET (`uv__stream_io`, the POLLHUP short-cut): a response delimited by the
+   * close would end "cleanly" with its tail lost (the backend's unsent bytes die with the RST).
+   * The socket's state tells them apart: after a FIN it is CLOSE_WAIT and getpeername(2) works;
+   * after a reset it is CLOSED and getpeername(2) fails (ENOTCONN). Node has no getsockopt
+   * (SO_ERROR), so the handle's getpeername is asked directly (`socket.remoteAddress` caches it).
+   * Not for unix sockets (a closed peer stays their peer), and not while the upload is still
+   * being written (or waits in the socket's buffer): a backend that answered early and closed is
+   * reset by our next write, after its FIN (the early answer stays delivered, AC-89).
+   */
+  private resetSeenAsEof (): boolean {
+    if (this.endpoint.kind !== 'tcp' || this.upload?.active === true || (this.socket?.writableLength ?? 0) > 0) return false
+    const handle = (this.socket as unknown as { _handle?: { getpeername?: (out: object) => number } } | null)?._handle
+    if (typeof handle?.getpeername !== 'function') return false
+    return handle.getpeername(PEER_SCRATCH) !== 0
   }
 
   /**
@@ -169,6 +191,9 @@ export class ScgiExchange implements FlowControl {
 export function scgiParserOptions (ctx: ClientContext, opts: ScgiOptions): CgiResponseParserOptions {
   return { maxHeadSize: ctx.limits.maxResponseHeadSize, acceptStatusLine: opts.acceptStatusLine }
 }
+
+/** getpeername's output object of resetSeenAsEof (only its result code is read): one for all. */
+const PEER_SCRATCH: object = {}
 
 function withBackend (err: ProxyError, backend: string): ProxyError {
   err.backend ??= backend
