@@ -55,7 +55,7 @@ import type { LaunchPlan } from './process.js'
 import { liveGroupMembers, signalGroup } from './group-kill.js'
 import { FORK_SERVER_PL } from './fork-server-script.js'
 import { KeyTable, LiveSet, SLOT } from '../live-set.js'
-import { envBytes, hasRawBytes } from '../core/cgi/env.js'
+import { envBytes, hasRawBytes } from '../utf8.js'
 
 /**
  * A per-request process as the CGI adapter uses it: a Node ChildProcess or a ForkChild.

@@ -5,7 +5,8 @@
  * the client sent. Pure: no process, no socket. The real peers: header-bytes-peers.test.ts.
  */
 import t from 'tap'
-import { buildCgiEnv, envBytes, hasRawBytes, headerText, type CgiEnvInput } from '../../src/core/cgi/env.js'
+import { buildCgiEnv, headerText, type CgiEnvInput } from '../../src/core/cgi/env.js'
+import { envBytes, hasRawBytes } from '../../src/utf8.js'
 import { decodePairs, encodeRequestHead, HEADER_LEN, RecordType, Role } from '../../src/protocols/fastcgi/codec.js'
 import { encodeScgiHead } from '../../src/protocols/scgi/netstring.js'
 

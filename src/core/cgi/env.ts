@@ -140,33 +140,6 @@ function escapeBytes (bytes: string): string {
   return out
 }
 
-/** A lone low surrogate U+DC80-U+DCFF: a header byte that was not UTF-8 (headerText). */
-const RAW_BYTE = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/
-const RAW_BYTES = /(?<![\uD800-\uDBFF])[\uDC80-\uDCFF]/g
-
-/** `text` holds header bytes that were not UTF-8 (escaped by headerText): write it with envBytes. */
-export function hasRawBytes (text: string): boolean {
-  return RAW_BYTE.test(text)
-}
-
-/**
- * `text` as it goes on a CGI-family wire (FastCGI and SCGI params, the fork server's frame): UTF-8,
- * except that an escaped header byte (headerText) is that one byte again. For the rare text that
- * is not 7-bit: the encoders' fast paths never call it.
- */
-export function envBytes (text: string): Buffer {
-  const parts: Buffer[] = []
-  let from = 0
-  for (const m of text.matchAll(RAW_BYTES)) {
-    if (m.index > from) parts.push(Buffer.from(text.slice(from, m.index), 'utf8'))
-    parts.push(Buffer.of(text.charCodeAt(m.index) & 0xff))
-    from = m.index + 1
-  }
-  if (from === 0) return Buffer.from(text, 'utf8')
-  if (from < text.length) parts.push(Buffer.from(text.slice(from), 'utf8'))
-  return Buffer.concat(parts)
-}
-
 function checkValue (name: string, value: string): void {
   if (BAD_VALUE.test(value)) throw new ProxyError('ERR_BAD_HEADER_VALUE', `NUL, CR or LF in ${name}`, { phase: 'request' })
 }

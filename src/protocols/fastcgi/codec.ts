@@ -7,7 +7,7 @@
  */
 import { ProxyError } from '../../core/errors.js'
 import { Scratch } from '../scratch.js'
-import { envBytes, hasRawBytes } from '../../core/cgi/env.js'
+import { envBytes, hasRawBytes } from '../../utf8.js'
 
 /** FastCGI 1.0 §8: header length and version. */
 export const HEADER_LEN = 8

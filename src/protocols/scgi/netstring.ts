@@ -6,7 +6,7 @@
  */
 import { Scratch } from '../scratch.js'
 import { ProxyError } from '../../core/errors.js'
-import { envBytes } from '../../core/cgi/env.js'
+import { envBytes } from '../../utf8.js'
 
 /**
  * Encode the SCGI request head. CONTENT_LENGTH comes first and is always present, even "0"
