@@ -317,6 +317,7 @@ export class ForkChild extends EventEmitter implements PipeChild {
   /** @internal */ readonly helper: Helper
   /** @internal The helper reported the exec (S): `pid` is set. */ execOk = false
   /** @internal When S came (for LATE_STDIO_MS). */ execAt = 0
+  /** @internal The proxy was out of descriptors when S came with connections missing (stdioLost). */ shortAtExec: 'EMFILE' | 'ENFILE' | null = null
   /** @internal */ conns = 0
   /** @internal Connections to wait for: 3, or 2 when stdin is /dev/null. */
   readonly expected: number
@@ -702,6 +703,11 @@ export class ForkServer {
     this.maybeSpawned(child)
     if (child.spawned || child.settled) return
     child.execAt = this.clock.now()
+    // The connections are made before the exec: one libuv closes unseen at EMFILE is lost by now or
+    // soon. Whether the proxy is short is asked now too (a few opens, only for a child still
+    // waiting): by the sweep, LATE_STDIO_MS later, other requests may have given descriptors back,
+    // and the loss would read as the fork server's (502 ERR_CGI_FORK_SERVER; seen on a loaded run).
+    child.shortAtExec = descriptorShortage(child.expected - child.conns)
     this.awaitingStdio.add(child)
     if (this.stdioSweep === null) this.sweepStdioLater()
   }
@@ -735,7 +741,7 @@ export class ForkServer {
   /**
    * The program runs (or ran) but a stdio connection never reached us: nothing can read or feed
    * it. It fails, and `exited` resolves so that its starter stops its group. When the proxy is out
-   * of descriptors now (descriptorShortage()), with `code` EMFILE (or ENFILE) as spawn() gives it
+   * of descriptors now or was when S came (descriptorShortage()), with `code` EMFILE (or ENFILE) as spawn() gives it
    * with the direct launcher: the connection was one libuv accepted and closed unseen, and the CGI
    * adapter answers 503 ERR_NO_DESCRIPTORS. Otherwise ERR_CGI_FORK_SERVER. Either way the helper
    * stays: it did its part.
@@ -744,7 +750,7 @@ export class ForkServer {
     const missing = child.expected - child.conns
     const ran = child.status !== null ? ' (it has exited)' : ''
     const lost = `${child.file} (pid ${child.pid}): ${missing} of its ${child.expected} stdio connections never reached the proxy${ran}`
-    const short = descriptorShortage(child.expected)
+    const short = descriptorShortage(child.expected) ?? child.shortAtExec
     this.settle(child)
     this.emitError(child, short === null
       ? spawnError('ERR_CGI_FORK_SERVER', lost)
