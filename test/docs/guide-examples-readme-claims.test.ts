@@ -7,7 +7,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { guardLeaks } from '../helpers/leaks.js'
+import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { root } from '../cli/run.js'
 import { answering, freePort, run, text, userEnv } from './snippets.js'
 
@@ -26,7 +26,10 @@ for (const [example, home] of [['node-http', 'served by node:http itself\n'], ['
     const base = `http://127.0.0.1:${port}`
     await answering(`${base}/`, r)
     const printed = /It prints `([^`]+)`/.exec(readme)
-    t.equal(r.out(), `${printed?.[1].replaceAll('8080', String(port)).replaceAll('3000', String(up))}\n`, 'prints what the README says')
+    const want = `${printed?.[1].replaceAll('8080', String(port)).replaceAll('3000', String(up))}\n`
+    // The server may answer before its stdout line reaches this pipe.
+    await waitFor(() => r.out().length >= want.length, 10_000)
+    t.equal(r.out(), want, 'prints what the README says')
     const curls = [...sh[1].matchAll(/^curl '?http:\/\/127\.0\.0\.1:8080([^'\s]*)'?\s+# (.+)$/gm)]
     t.equal(curls.length, 2)
     for (const [, path, want] of curls) {

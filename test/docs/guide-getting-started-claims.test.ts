@@ -58,6 +58,8 @@ t.test('Track A, node:http: the curl outputs, then kill -INT drains and exits', 
   const r = run(t, dir, ['server.mjs'])
   const base = `http://127.0.0.1:${port}`
   await answering(`${base}/`, r)
+  // The server may answer before its stdout line reaches this pipe (a Node 24 run read '' here).
+  await waitFor(() => r.out().length >= `listening on ${base}/\n`.length, 10_000)
   t.equal(r.out(), `listening on ${base}/\n`, 'prints the line the listen callback logs')
 
   const shell = block('node server.mjs &\n')
