@@ -45,9 +45,15 @@ t.test('the rules the range-parser package had, kept', async (t) => {
     ['bytes=0-1,50-60', 206, 'bytes 0-1/10'], // an unsatisfiable one is dropped
     ['bytes=50-60,70-', 416, 'bytes */10'],
     ['bytes=1-x', 200, undefined], // malformed: ignored
-    ['bytes=0-1,', 200, undefined], // an empty element: malformed as before
+    ['bytes=0-1,', 206, 'bytes 0-1/10'], // an empty list element is ignored (RFC 9110 §5.6.1.2)
+    ['bytes=, ,2-3', 206, 'bytes 2-3/10'],
+    ['bytes=,', 200, undefined], // no element at all: malformed
+    ['bytes=', 200, undefined],
     ['bytes=--1', 200, undefined],
-    ['Bytes=0-1', 200, undefined], // the unit as range-parser compared it
+    ['Bytes=0-1', 206, 'bytes 0-1/10'], // unit names are compared without case (RFC 9110 §14.1), as nginx does
+    ['BYTES=0-1', 206, 'bytes 0-1/10'],
+    ['bytes =0-1', 200, undefined], // no whitespace before '=' in the grammar
+    ['bitez=0-1', 200, undefined],
     ['bytes=0x1-2', 200, undefined],
   ]
   for (const [range, status, cr] of cases) {

@@ -24,11 +24,16 @@ const DIGITS = /^\d+$/
  */
 export function parseRanges (size: number, header: string): ByteRange[] | typeof RANGE_MALFORMED | typeof RANGE_UNSATISFIABLE {
   const eq = header.indexOf('=')
-  if (eq === -1 || header.slice(0, eq) !== 'bytes') return RANGE_MALFORMED
+  // Unit names are compared without case (§14.1: `Bytes=0-1` is a range, as nginx reads it).
+  if (eq !== 5 || header.slice(0, eq).toLowerCase() !== 'bytes') return RANGE_MALFORMED
   const specs = header.slice(eq + 1).split(',')
   const found: Array<ByteRange & { index: number }> = []
+  let named = 0
   for (let i = 0; i < specs.length; i++) {
     const spec = specs[i]
+    // An empty list element (`bytes=0-1,`, `bytes=,0-1`) is ignored (§5.6.1.2); a set of none is malformed.
+    if (spec.trim() === '') continue
+    named++
     const dash = spec.indexOf('-')
     if (dash === -1) return RANGE_MALFORMED
     const first = spec.slice(0, dash).trim()
@@ -51,6 +56,7 @@ export function parseRanges (size: number, header: string): ByteRange[] | typeof
     if (start > end) continue
     found.push({ start, end, index: i })
   }
+  if (named === 0) return RANGE_MALFORMED
   if (found.length === 0) return RANGE_UNSATISFIABLE
   return merge(found)
 }
