@@ -152,25 +152,41 @@ function sameFile (a: Stats | null, b: Stats): boolean {
 }
 
 /**
- * The request fields `fresh` reads, its If-Modified-Since an HTTP-date (parseHttpDate) written as
- * an IMF-fixdate, or left out when it is none (RFC 9110 §13.1.3: ignored) or later than now. Without one: the
- * request's own fields.
+ * The request fields `fresh` reads: If-None-Match with its OWS tabs as spaces (RFC 9110 §5.6.3:
+ * OWS is SP or HTAB; `fresh` splits lists at commas and trims spaces only), If-Modified-Since an
+ * HTTP-date (parseHttpDate) written as an IMF-fixdate, or left out when it is none (RFC 9110
+ * §13.1.3: ignored) or later than now. Never the request's Cache-Control: `fresh` answers "stale"
+ * to every `Cache-Control: no-cache` (express's end-to-end reload), but that directive asks caches
+ * to revalidate with the origin (RFC 9111 §5.2.1.4), and the origin evaluates the validators as
+ * ever: nginx, Apache and lighttpd answer 304 to a matching one (a cache revalidating for a client
+ * that sent `no-cache` passes the field on with its own If-None-Match).
  */
 function conditionalHeaders (req: Exchange['requestHeaders']): freshFn.Headers {
-  if (req['if-modified-since'] === undefined) return req
   const since = parseHttpDate(req['if-modified-since'])
   return {
-    'if-none-match': headerString(req['if-none-match']),
+    'if-none-match': headerString(req['if-none-match'])?.replace(/\t/g, ' '),
     // A date in the future is ignored too (Apache; RFC 2616 §14.25): a client's clock ahead of
     // ours would otherwise get 304 for a file changed after the copy it holds.
     'if-modified-since': Number.isNaN(since) || since > Date.now() ? undefined : new Date(since).toUTCString(),
-    'cache-control': headerString(req['cache-control']),
   }
 }
 
-/** Last-Modified as the client sees it: HTTP dates have whole seconds. */
+/** The file's mtime in whole seconds (HTTP dates have them): what If-Range and If-Unmodified-Since compare. */
 function mtimeSeconds (st: Stats): number {
   return Math.floor(st.mtimeMs / 1000) * 1000
+}
+
+/**
+ * Last-Modified as sent: the mtime, but never a date later than the answer's `Date` (RFC 9110
+ * §8.8.2.1: an origin MUST replace a modification time in the future with the time of the answer;
+ * Apache's ap_rationalize_mtime). A file dated ahead of the clock (a wrong clock, an unpacked
+ * archive) gets the second before now: node's `Date` field is the current second's cached string,
+ * which can trail the clock by an event-loop delay. That date is no validator of the file (If-Range
+ * compares the real mtime), so a client that sends it back gets the whole file, never a splice.
+ */
+function lastModified (st: Stats): number {
+  const now = Date.now()
+  return st.mtimeMs > now ? Math.floor(now / 1000) * 1000 - 1000 : mtimeSeconds(st)
 }
 
 /** One file served; OneShotClient keeps it while it is in flight. */
@@ -346,7 +362,7 @@ class StaticExchange {
     const size = st.size
     const plainTag = etag()(st, { weak: true })
     const tag = enc === null ? plainTag : codedTag(plainTag, enc)
-    const modified = new Date(mtimeSeconds(st)).toUTCString()
+    const modified = new Date(lastModified(st)).toUTCString()
     const validators = ['ETag', tag, 'Last-Modified', modified]
     if (this.opts.cacheControl !== null) validators.push('Cache-Control', this.opts.cacheControl)
     // What is sent depends on Accept-Encoding on such a route, whichever representation this is
