@@ -16,6 +16,7 @@ import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
 import { addressKey, managerOptions, toSpawnSpec, type SpawnLayerConfig } from '../config/spawns.js'
 import type { BackendSource, Logger, ProcessStarter } from '../core/types.js'
 import { SpawnManager, type SpawnStatus } from '../spawn/index.js'
+import { spawnError } from '../spawn/types.js'
 import { logOutput } from '../spawn/output.js'
 import { Launcher } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
@@ -108,7 +109,14 @@ export class SpawnSet {
       }
       // Make-before-break means the new processes serve before the swap: until they accept, the
       // old generation's processes (still running) answer, not a queue waiting on a slow start.
-      if (ready !== undefined) await Promise.all(started.map((c) => this.settled(c, config, ready)))
+      if (ready !== undefined) {
+        await Promise.all(started.map((c) => this.settled(c, config, ready)))
+        // One that went FAILED meanwhile (its address taken, its program crashing) did not start:
+        // the reload is rejected and the old one, still running, keeps serving (nginx, a reload
+        // it cannot bind).
+        const failed = started.flatMap((c) => c.manager.status()).find((s) => s.state === 'failed')
+        if (failed !== undefined) throw spawnError('ERR_SPAWN_FAILED', `spawns.${failed.name}: FAILED while the reload waited for it: ${failed.reason ?? 'no reason given'}`)
+      }
     } catch (err) {
       await this.retire(started)
       throw err
@@ -132,7 +140,7 @@ export class SpawnSet {
 
   /**
    * Resolves once every spawn of `c` has settled: a process ready (`running`), nothing wanted yet
-   * (`idle`: minProcs 0) or `failed` (the swap goes on; its routes answer 503 as before). Bounded by
+   * (`idle`: minProcs 0) or `failed` (next() then rejects the reload). Bounded by
    * the longest `startTimeout` of its spawns plus a second (a spawn whose restarts go on forever
    * never settles), and by `abort` (a stop signal must not wait for a slow start).
    */
@@ -144,6 +152,9 @@ export class SpawnSet {
     const events = ['ready', 'failed', 'exit', 'restart'] as const
     await new Promise<void>((resolve) => {
       const check = (): void => { if (!busy() || abort.aborted) done() }
+      // On an event, read the state once the emitter is done: 'restart' is emitted before the
+      // slot's backoff is recorded, and status() then says `idle` — not settled, only between tries.
+      const onEvent = (): void => { setImmediate(check) }
       const timer = setTimeout(() => {
         this.log.warn({ spawns: c.names }, 'reload: a changed spawn is not ready yet; swapping anyway')
         done()
@@ -152,11 +163,11 @@ export class SpawnSet {
       const done = (): void => {
         clearTimeout(timer)
         clearInterval(poll)
-        for (const e of events) c.manager.off(e, check)
+        for (const e of events) c.manager.off(e, onEvent)
         abort.removeEventListener('abort', done)
         resolve()
       }
-      for (const e of events) c.manager.on(e, check)
+      for (const e of events) c.manager.on(e, onEvent)
       abort.addEventListener('abort', done)
     })
   }
