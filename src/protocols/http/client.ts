@@ -149,6 +149,46 @@ function resumeAtEnd (this: Socket): void {
 }
 
 /**
+ * A TCP reset that libuv reported as an end of stream. When a reset arrives while response bytes
+ * still wait unread (a slow client: undici's parser paused, the socket's reading stopped), libuv
+ * reads them and, its last read short and the poll that woke it saying HUP, reports an EOF without
+ * the read that would have returned ECONNRESET (`uv__stream_io`, the POLLHUP short-cut). A body
+ * framed by the close (HTTP/1.0, or `Connection: close` without Content-Length or chunked) would
+ * then end "cleanly" with its tail lost (the backend's unsent bytes die with the RST); a framed body
+ * is cut by llhttp anyway (ERR_BACKEND_CLOSED). The socket's state tells a FIN from a reset: after
+ * a FIN it is CLOSE_WAIT and getpeername(2) works; after a reset it is CLOSED and getpeername(2)
+ * fails (ENOTCONN). Node has no getsockopt (SO_ERROR), so the handle's getpeername is asked
+ * directly (`socket.remoteAddress` caches it), as the SCGI client does.
+ *
+ * The 'end' listener of TCP backends' sockets, first in line (before undici's): resumeAtEnd, then,
+ * only where undici's listener would end a response by the close (a status seen, no keep-alive),
+ * the one syscall. A reset makes the parser's `finish()` return a reset error, for that parser
+ * instance only: undici's listener destroys the socket with it instead of completing the response,
+ * undici reports it and mapError maps it to ERR_BACKEND_RESET (the client connection is cut, the
+ * event records the error). An idle keep-alive connection's end (no status) asks nothing. Not while
+ * the request is still being written (undici's kWriting) or waits in the socket's buffer: a backend
+ * that answered early and closed is reset by our next write, after its FIN (its answer stays
+ * delivered). Not for unix sockets (a closed peer stays their peer): resumeAtEnd alone.
+ */
+function endOfTcpStream (this: Socket): void {
+  resumeAtEnd.call(this)
+  let symbols: { kParser?: symbol, kWriting?: symbol }
+  try { symbols = undiciSymbols() } catch { return }
+  const { kParser, kWriting } = symbols
+  if (typeof kParser !== 'symbol' || typeof kWriting !== 'symbol') return
+  const s = this as unknown as Record<symbol, unknown> & { _handle?: { getpeername?: (out: object) => number } | null }
+  const parser = s[kParser] as { statusCode?: number, shouldKeepAlive?: boolean, finish?: () => Error | null } | null | undefined
+  if (parser == null || typeof parser.statusCode !== 'number' || parser.statusCode === 0 || parser.shouldKeepAlive !== false || typeof parser.finish !== 'function') return
+  if (s[kWriting] === true || this.writableLength > 0) return
+  const handle = s._handle
+  if (typeof handle?.getpeername !== 'function' || handle.getpeername(PEER_SCRATCH) === 0) return
+  const err: NodeJS.ErrnoException = Object.assign(new Error('read ECONNRESET (reported as an end of stream)'), { code: HIDDEN_RESET })
+  parser.finish = () => err
+}
+/** getpeername's output object of endOfTcpStream (only its result code is read): one for all. */
+const PEER_SCRATCH: object = {}
+
+/**
  * An unsolicited `100 Continue`. proxycore never sends `Expect` (node:http answers the client's own
  * `Expect: 100-continue`, at the moment its body is first read), so a backend's 100 always comes
  * unasked, and RFC 9110 §15.2 says a client must parse and ignore an unexpected 1xx. undici's
@@ -260,6 +300,7 @@ export class HttpClient implements BackendClient {
       ? `http://${endpoint.id}`
       : 'http://localhost'
     compileParserEarly()
+    const endListener = endpoint.kind === 'tcp' ? endOfTcpStream : resumeAtEnd
     this.pool = new (undiciPool())(origin, {
       connections: opts.connections,
       pipelining: 1,
@@ -271,7 +312,7 @@ export class HttpClient implements BackendClient {
       maxHeaderSize: ctx.limits.maxResponseHeadSize,
       // The core's connector: route connect timeout, ERR_CONNECT_* codes.
       connect: ((_opts: object, cb: (err: Error | null, socket: Socket | null) => void) => {
-        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset).prependListener('end', resumeAtEnd); holdWriteErrors(s); cb(null, s) }, (err: Error) => cb(err, null))
+        ctx.connect(endpoint).then((s) => { s.prependListener('error', hideReset).prependListener('end', endListener); holdWriteErrors(s); cb(null, s) }, (err: Error) => cb(err, null))
       }) as unknown as buildConnector.connector,
     })
     this.pool.on('connect', skipUnsolicitedContinue)
@@ -487,7 +528,7 @@ class UpgradeBridge implements FlowControl {
 
   onUpgrade (status: number, raw: Buffer[], socket: Duplex): void {
     // The tunnel is no longer undici's: its errors keep their own codes.
-    socket.off('error', hideReset).off('end', resumeAtEnd)
+    socket.off('error', hideReset).off('end', resumeAtEnd).off('end', endOfTcpStream)
     releaseWriteErrors(socket)
     if (!this.end()) return
     this.h.onUpgrade(status, toStrings(raw), socket, Buffer.alloc(0))

@@ -1,0 +1,115 @@
+/**
+ * A TCP FastCGI backend that writes part of its STDOUT (several MiB, no empty STDOUT, no
+ * END_REQUEST) and then resets the connection (RST) while the client has not read it yet (a slow
+ * client: the proxy's backend socket is paused by backpressure, the bytes wait unread in the
+ * kernel). libuv may then report the reset as an end of stream (uv__stream_io's POLLHUP short-cut,
+ * docs/protocols/scgi.md): for FastCGI that can never pass for a clean end, since the records frame
+ * the response and only END_REQUEST ends it. The client connection is cut and an error is recorded
+ * (ERR_BACKEND_RESET; where the reset came as an end: ERR_BACKEND_CLOSED, or ERR_PROTOCOL when the
+ * stream stopped inside a record), the same for a clean close (FIN) without END_REQUEST
+ * (ERR_BACKEND_CLOSED). A control: the same response ended by END_REQUEST and a FIN is
+ * whole.
+ *
+ * A reset on demand is a fault php-fpm and fcgiwrap cannot produce: the backend is the FAKE-FCGI
+ * server on TCP (`resetAndDestroy()`); everything else goes through createProxy and node:http.
+ */
+import t, { type Test } from 'tap'
+import { createHash } from 'node:crypto'
+import { request } from 'node:http'
+import type { RequestEndEvent } from '../../src/index.js'
+import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { proxyServer } from '../helpers/servers.js'
+import { captureLogger } from '../cgi/harness.js'
+import { startFake } from './helpers/fake.js'
+import { tempDir } from './helpers/peers.js'
+import { endBody, rec } from './helpers/records.js'
+
+/** More than the loopback path holds while the client does not read (a few MiB). */
+const N = 4 << 20
+const BODY = Buffer.alloc(N)
+for (let i = 0; i < N; i++) BODY[i] = (i * 13 + (i >> 11)) & 0xff
+const BODY_SHA = createHash('sha256').update(BODY).digest('hex')
+/** STDOUT records of at most this much content (FastCGI's limit is 65535). */
+const RECORD = 32 << 10
+
+type Ending = 'reset' | 'fin' | 'end-request'
+
+interface Seen { status: number, bytes: number, sha: string, complete: boolean, event: RequestEndEvent | undefined, codes: unknown[] }
+
+async function slowClient (t: Test, head: string, ending: Ending): Promise<Seen> {
+  let ended = false
+  const fake = await startFake(t, tempDir(t), {
+    tcp: true,
+    onRequest: (req) => {
+      const parts = [rec(6, req.id, head)]
+      for (let off = 0; off < N; off += RECORD) parts.push(rec(6, req.id, BODY.subarray(off, Math.min(N, off + RECORD))))
+      if (ending === 'end-request') parts.push(rec(6, req.id), rec(3, req.id, endBody(0, 0)))
+      // Once the kernel took the last byte: all of it is "sent".
+      req.sock.write(Buffer.concat(parts), () => {
+        if (ending === 'reset') req.sock.resetAndDestroy()
+        else req.sock.end()
+        ended = true
+      })
+    }
+  })
+  const { logger, lines } = captureLogger()
+  const { proxy, port } = await proxyServer(t, {
+    logger,
+    routes: [{ match: { prefix: '/' }, protocol: 'fastcgi', backends: [fake.endpoint.id], scriptFilename: '/srv/app/app.php' }]
+  })
+  const events: RequestEndEvent[] = []
+  proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
+  const client = await new Promise<{ status: number, bytes: number, sha: string, complete: boolean }>((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/x', agent: false }, (res) => {
+      let bytes = 0
+      const hash = createHash('sha256')
+      res.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
+      res.on('error', () => {}) // 'aborted' on a cut response; `complete` says it
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, sha: hash.digest('hex'), complete: res.complete }))
+      // The slow client: reads nothing until the backend has ended its side.
+      res.pause()
+      void waitFor(() => ended, 20_000).then((ok) => {
+        if (!ok) reject(new Error('the backend never got its response into the kernel'))
+        res.resume()
+      })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
+  const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
+  return { ...client, event: events[0], codes }
+}
+
+const HEADS = [
+  ['framed by END_REQUEST only', 'Status: 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n'],
+  ['with a Content-Length longer than sent', `Status: 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: ${N + 1000}\r\n\r\n`],
+] as const
+
+for (const [what, head] of HEADS) {
+  for (const ending of ['reset', 'fin'] as const) {
+    t.test(`STDOUT ${what}, cut by a ${ending === 'reset' ? 'reset' : 'clean close'} without END_REQUEST while the client is not reading: cut, an error`, async (t) => {
+      guardLeaks(t)
+      const seen = await slowClient(t, head, ending)
+      t.equal(seen.status, 200)
+      t.comment(`${seen.bytes} of ${N} bytes arrived, ${seen.event?.error ?? 'no error'}`)
+      t.notOk(seen.complete, 'the client\'s response is cut, not ended cleanly')
+      t.ok(seen.bytes <= N, 'never more than the backend wrote')
+      // A reset that libuv reports as one, or as an end of stream: then "closed without
+      // END_REQUEST", or, as the RST drops the backend's unsent bytes and the stream stops inside a
+      // record, "closed in the middle of a record" (ERR_PROTOCOL: the code of that case, whatever
+      // ended the stream). A clean close comes after whole records.
+      const expected = ending === 'reset' ? ['ERR_BACKEND_RESET', 'ERR_BACKEND_CLOSED', 'ERR_PROTOCOL'] : ['ERR_BACKEND_CLOSED']
+      t.ok(expected.includes(String(seen.event?.error)), `request:end records ${expected.join(' or ')} (${seen.event?.error})`)
+      t.same(seen.codes, [seen.event?.error], 'one log line, the same code')
+    })
+  }
+}
+
+t.test('the same response ended by END_REQUEST and a clean close while the client is not reading: whole, no error', async (t) => {
+  guardLeaks(t)
+  const seen = await slowClient(t, HEADS[0][1], 'end-request')
+  t.same([seen.status, seen.bytes, seen.sha, seen.complete], [200, N, BODY_SHA, true], 'every byte, ended cleanly')
+  t.same([seen.event?.status, seen.event?.error], [200, null])
+  t.same(seen.codes, [])
+})
