@@ -10,6 +10,7 @@ import { normalizePath } from '../core/cgi/url-path.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { BackendSource, ProcessStarter, ProtocolAdapter } from '../core/types.js'
 import { silentLogger } from '../logger.js'
+import { routeLabelIssue } from '../status/route-labels.js'
 import { pointerSegments } from './locate.js'
 import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { isEmbedConfig, isOperatorConfig } from './validators.generated.js'
@@ -170,12 +171,31 @@ function metricsPathIssues (status: unknown, issues: readonly ConfigIssue[]): Co
   return []
 }
 
+/**
+ * Route names next to a `status` block (src/status/route-labels.ts): a lone surrogate, or the label
+ * of the status handler's own requests (`metrics` is free with `metricsPath: false`). Without
+ * `status`, only the surrogate. At the name written, like a name used twice.
+ */
+function routeLabelIssues (config: { status?: unknown, routes?: unknown }, issues: readonly ConfigIssue[]): ConfigIssue[] {
+  const { status, routes } = config
+  if (!Array.isArray(routes)) return []
+  const out: ConfigIssue[] = []
+  routes.forEach((r: unknown, i) => {
+    const name = isRecord(r) ? r.name : undefined
+    if (typeof name !== 'string' || issues.some((x) => x.path === `/routes/${i}/name`)) return
+    const issue = routeLabelIssue(name, i, isRecord(status) ? { metrics: status.metricsPath !== false } : null)
+    if (issue !== null) out.push(issue)
+  })
+  return out
+}
+
 export async function checkConfig (config: unknown, opts: CheckOptions = {}): Promise<ConfigIssue[]> {
   const external = [...Object.keys(opts.sources ?? {}), ...Object.keys(opts.processStarters ?? {})]
   const crossOpts = { ...opts, externalSpawns: external }
   const { issues, shape, typebox } = await validate(config, crossOpts)
   if (typeof config !== 'object' || config === null) return issues
   issues.push(...metricsPathIssues((config as { status?: unknown }).status, issues))
+  issues.push(...routeLabelIssues(config as { status?: unknown, routes?: unknown }, issues))
   const c = config as CompileInput & { spawns?: Record<string, { socketType?: string }> }
   if (!Array.isArray(c.routes)) return issues
   // Every route is compiled, a malformed one with its malformed fields removed (salvageRoute), so

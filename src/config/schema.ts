@@ -28,7 +28,7 @@ export const TimeoutsSchema = Type.Object({
 }, { additionalProperties: false })
 
 export const RouteSchema = Type.Object({
-  name: Type.Optional(Type.String({ description: 'Name for logs, metrics and the status page (default: its index).' })),
+  name: Type.Optional(Type.String({ description: 'Name for logs, metrics and the status page (default: its index). Unique; with a `status` block not `status`, nor `metrics` unless `metricsPath: false` (the labels of the requests the status handler answers).' })),
   match: Type.Optional(MatchSchema),
   protocol: Type.String({ description: '`http`, `fastcgi`, `scgi`, `cgi`, `static` (files under docroot, docs/protocols/static.md), or a registered custom adapter.' }),
   backends: Type.Optional(Type.Array(Type.String(), { minItems: 1, description: 'Fixed backends: `host:port`, `[v6]:port`, `unix:/path`, each address once. Not for static routes.' })),

@@ -9,7 +9,8 @@
  * the request); a request without them (a head node's parser refused) gets `-` and `HTTP/1.1`.
  * Values are escaped like nginx's `escape=default`: `"`, `\` and bytes outside printable ASCII
  * become `\xHH`, one per byte the client sent (node decodes a head one char per byte), so a
- * crafted URL, referer or user agent cannot forge a log line. JSON writes those three as the UTF-8
+ * crafted URL, referer or user agent cannot forge a log line; in the unquoted `route=` and
+ * `upstream=` fields a space is `\x20` too. JSON writes those three as the UTF-8
  * characters the client's bytes are, and a byte outside a well-formed sequence (and `\`) as the
  * text `\xHH`.
  *
@@ -273,7 +274,7 @@ export function combinedLine (e: EndEvent, at: number): string {
   const request = e.method === '' ? '-' : `${esc(e.method)} ${esc(e.url)} ${esc(e.httpVersion !== undefined ? `HTTP/${e.httpVersion}` : 'HTTP/1.1')}`
   return `${esc(e.client || '-')} - - [${clf(at)}] "${request}" ` +
     `${clientStatus(e)} ${e.bytesOut > 0 ? e.bytesOut : '-'} "${esc(e.referer ?? '-')}" "${esc(e.userAgent ?? '-')}" ` +
-    `route=${esc(e.route || '-')} upstream=${esc(e.backend || '-')} upstream_status=${up ?? '-'} ` +
+    `route=${field(e.route || '-')} upstream=${field(e.backend || '-')} upstream_status=${up ?? '-'} ` +
     `rt=${seconds(e.totalMs)} uht=${seconds(e.headMs)} code=${e.error ?? '-'}`
 }
 
@@ -365,6 +366,15 @@ function esc (s: string): string {
     for (const b of Buffer.from(c, 'utf8')) out += hex(b)
     return out
   })
+}
+
+/**
+ * An unquoted `key=value` field (route, upstream): as `esc`, and a space too (`\x20`), or a route
+ * named `php app` would end its field there and its rest read as fields of their own
+ * (`name: "a upstream=10.0.0.1:80"` forged an upstream for a reader that splits on spaces).
+ */
+function field (s: string): string {
+  return esc(s).replaceAll(' ', '\\x20')
 }
 
 const hex = (b: number): string => `\\x${b.toString(16).padStart(2, '0').toUpperCase()}`

@@ -24,6 +24,7 @@ import { ConfigError, type ErrorCode } from '../core/errors.js'
 import { parseTarget } from '../core/runtime.js'
 import { forwardedChain, plainAddress, TrustedProxies, type ForwardedHeader } from '../core/trust.js'
 import { VERSION } from '../version.js'
+import { routeLabelIssue, STATUS_ROUTES } from './route-labels.js'
 import { LiveView, type LiveOptions } from './live.js'
 import { createMetrics, type MetricsCarry } from './metrics.js'
 import { collectStatus, type StatusSnapshot, type StatusTarget } from './model.js'
@@ -37,12 +38,7 @@ export const STATUS_DEFAULTS = {
   allow: ['127.0.0.0/8', '::1'],
 } as const
 
-/**
- * The `route` of a request this handler answered, in the access log (`route=status`), the
- * `request:end` event and `proxycore_responses_total{route=...}`: `status` for the page, its JSON
- * and the live view, `metrics` for the metrics path. Never a config route: no backend, `upstream=-`.
- */
-export const STATUS_ROUTES = { page: 'status', metrics: 'metrics' } as const
+export { STATUS_ROUTES }
 
 export interface StatusOptions {
   /** The HTML page; JSON with `?format=json` or `Accept: application/json`; live view at `<path>/live`. */
@@ -96,7 +92,9 @@ const handOvers = new WeakMap<StatusHandler, () => MetricsCarry | undefined>()
  * Throws ConfigError (ERR_CONFIG) for paths `proxycore check` refuses in the file: `path` or
  * `metricsPath` not a path the router can match, or a `metricsPath` that would hide the status page
  * or its live view (compared normalised and without a trailing `/`, as requests are). The issue
- * paths are the option names (`/path`, `/metricsPath`); the file's are `/status/...`.
+ * paths are the option names (`/path`, `/metricsPath`); the file's are `/status/...`. Also for a
+ * route of `proxy` named like one of STATUS_ROUTES (`metrics` only with metrics on), or whose name
+ * has a lone surrogate, at `/routes/<index>/name`, as `proxycore check` reports it in a file.
  */
 export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): StatusHandler {
   const path = statusPath('/path', opts.path ?? STATUS_DEFAULTS.path, 'a path like /server-status')
@@ -111,6 +109,11 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       expected: `a path other than ${path} and ${livePath}, or false`,
     }])
   }
+  // A route named like one of this handler's labels would share its access log lines and series;
+  // one with a lone surrogate is U+FFFD in the UTF-8 page and metrics (two such, one label).
+  // `proxycore check` says the same of a file (src/config/check.ts).
+  const nameIssues = proxy.routes.flatMap((r, i) => routeLabelIssue(r.name, i, { metrics: metricsPath !== null }) ?? [])
+  if (nameIssues.length > 0) throw new ConfigError(nameIssues)
   const allowList: readonly string[] = opts.allow ?? STATUS_DEFAULTS.allow
   const allow = new TrustedProxies(allowList.filter((a) => a !== UNIX_PEERS))
   const allowUnix = allowList.includes(UNIX_PEERS)
