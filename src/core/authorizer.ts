@@ -7,11 +7,11 @@
  * client gets, body included.
  */
 import { buildCgiEnv } from './cgi/env.js'
-import { ProxyError, backendOverloaded } from './errors.js'
+import { ProxyError, backendOverloaded, toProxyError } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
 import { RequestFacts } from './request-facts.js'
-import { waitRoutable } from './spawn-wait.js'
-import { isFailedAttempt, type BackendPool, type Backend } from './pool.js'
+import { RESTART_GRACE_MS, spawnWaitDeadline, waitReplacement, waitRoutable } from './spawn-wait.js'
+import { StaticSource, isFailedAttempt, type BackendPool, type Backend } from './pool.js'
 import type { Authorizable } from './exchange.js'
 import type { Exchange, FlowControl, RawHeaders, ResponseHandler, ScriptInfo } from './types.js'
 
@@ -94,6 +94,10 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
   private tried: Set<Backend> | null = null
   /** The failure of the last attempt, for when no backend is left to try. */
   private lastError: ProxyError | null = null
+  /** Until when a failed attempt may wait for a spawn's restarted process (awaitRestart); set at the first attempt. */
+  private deadline = Infinity
+  /** The number of attempts (`tried.size`) when the authorization last waited for a restart. */
+  private restartWaitedAt = -1
   private variables: Record<string, string> = {}
   private state: 'waiting' | 'allowed' | 'denying' | 'done' = 'waiting'
   private status = 0
@@ -142,6 +146,7 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
     const pool = this.a.pool
     const b = pool.pick({ url: this.url, client: this.client.address }, this.tried)
     if (b === null) {
+      if (this.mayAwaitRestart()) { this.awaitRestart(); return }
       pool.noneUsable()
       // Every backend was tried: the last real failure says more than "none left".
       this.settle(this.lastError ?? new ProxyError('ERR_NO_BACKEND', `authorizer pool ${pool.name}`, { phase: 'connect' }))
@@ -150,8 +155,55 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
     this.backend = b
     pool.started(b)
     // One deadline for the whole authorization, from its first attempt: a failover does not re-arm it.
-    if (this.tried === null) this.arm()
+    if (this.tried === null) {
+      this.deadline = spawnWaitDeadline(Date.now(), this.a.timeout)
+      this.arm()
+    }
     b.client.dispatch(this, this)
+  }
+
+  /**
+   * The last attempt's process may be gone (its connect refused or failed, its connection reset or
+   * closed before any answer) and no backend not tried yet is listed: a spawned authorizer's
+   * process that died is replaced by a new backend, which the authorization waits for as the
+   * route's own requests do (exchange.ts mayAwaitRestart / waitForRestart). Not for a fixed
+   * `backends:` list (its entries stay the same backends), and once per attempt.
+   */
+  private mayAwaitRestart (): boolean {
+    const last = this.lastError
+    if (last === null || this.tried === null || this.restartWaitedAt === this.tried.size || this.main.signal.aborted) return false
+    if (this.a.pool.source instanceof StaticSource) return false
+    // Not a full listen queue (EAGAIN): that process is alive, only busy.
+    if (last.code === 'ERR_CONNECT_FAILED') return !backendOverloaded(last)
+    return last.code === 'ERR_CONNECT_REFUSED' || last.code === 'ERR_BACKEND_RESET' || last.code === 'ERR_BACKEND_CLOSED'
+  }
+
+  /**
+   * Wait (waitReplacement) for the process a spawn starts in place of the failed one, then send the
+   * authorization to it; within the authorization's one deadline (`timeout` from its first attempt,
+   * at least 1 s, as spawnWaitDeadline bounds a route's wait; the timer keeps running meanwhile).
+   * A failed process still listed RESTART_GRACE_MS later is alive, and no wait ends in time: the
+   * authorization fails with the last attempt's error, as it did at once before.
+   */
+  private awaitRestart (): void {
+    const pool = this.a.pool
+    const tried = this.tried as Set<Backend>
+    this.restartWaitedAt = tried.size
+    const now = Date.now()
+    const stop = (): boolean => this.state !== 'waiting' || this.ac.signal.aborted || this.main.signal.aborted
+    const noReplacement = (): void => {
+      pool.noneUsable()
+      this.settle(this.lastError as ProxyError)
+    }
+    waitReplacement(pool, [...tried], tried, this.ac.signal, Math.min(now + RESTART_GRACE_MS, this.deadline), this.deadline, Date.now, stop).then((found) => {
+      if (stop() || this.backend !== null) return
+      if (found) this.dispatch()
+      else noReplacement()
+    }, (err: unknown) => {
+      if (stop() || this.backend !== null) return
+      if (toProxyError(err).code === 'ERR_SPAWN_NOT_READY') noReplacement()
+      else this.settle(toProxyError(err))
+    })
   }
 
   private readonly onMainAbort = (): void => { this.abortWith(new ProxyError('ERR_CLIENT_ABORTED', undefined, { phase: 'head' })) }
@@ -171,6 +223,8 @@ class AuthExchange extends RequestFacts implements Exchange, ResponseHandler {
 
   private readonly timedOut = (): void => {
     this.timer = null
+    // Out of time while waiting for a restarted process (awaitRestart): the last attempt's failure.
+    if (this.state === 'waiting' && this.backend === null && this.lastError !== null) { this.abortWith(this.lastError); return }
     this.abortWith(this.state === 'waiting'
       ? new ProxyError('ERR_HEADERS_TIMEOUT', 'authorizer', { phase: 'head' })
       : new ProxyError('ERR_BODY_TIMEOUT', 'authorizer answer not complete', { phase: 'body' }))

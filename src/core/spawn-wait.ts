@@ -20,6 +20,13 @@ export function spawnWaitDeadline (from: number, headersMs: number): number {
   return headersMs > 0 ? from + Math.max(headersMs, 1000) : Infinity
 }
 
+/**
+ * How long a failed attempt's process may stay listed before it counts as alive (waitReplacement's
+ * `grace`): a spawn lists a dead process's replacement within this; a master whose worker died,
+ * or a backend that closed a connection, stays listed and is not replaced.
+ */
+export const RESTART_GRACE_MS = 1000
+
 /** The longest delay node's setTimeout honours; a longer one fires after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 

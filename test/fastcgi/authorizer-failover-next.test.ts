@@ -10,33 +10,15 @@
  */
 import t, { type Test } from 'tap'
 import type { Socket } from 'node:net'
-import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { deadPort } from '../helpers/ports.js'
 import { get, proxyServer, rawBackend } from '../helpers/servers.js'
-import { havePeer, PHP_CGI, startPhpCgi, tempDir } from './helpers/peers.js'
+import { havePeer, PHP_CGI } from './helpers/peers.js'
+import { authorizerPhp } from './helpers/authorizer-php.js'
 import type { CreateProxyOptions } from '../../src/index.js'
 
 type RouteConfig = CreateProxyOptions['routes'][number]
-
-/** 200 with a variable for the responder; with HANG=1, a query with `hang` logs a line and sleeps. */
-const AUTH_PHP = `<?php
-if (getenv('FCGI_ROLE') !== 'AUTHORIZER') { http_response_code(500); exit; }
-if (getenv('HANG') === '1' && strpos($_SERVER['QUERY_STRING'] ?? '', 'hang') !== false) {
-  file_put_contents(__DIR__ . '/hung.log', "x", FILE_APPEND | LOCK_EX);
-  sleep(15);
-}
-header('Variable-X-Auth: ' . (getenv('HANG') === '1' ? 'flaky' : 'sound'));`
-const APP_PHP = '<?php echo "app by=", getenv("X_AUTH") ?: "-";'
-
-async function soundPhp (t: Test): Promise<{ dir: string, address: string }> {
-  const dir = tempDir(t, 'pc-authz-fo-')
-  writeFileSync(join(dir, 'auth.php'), AUTH_PHP)
-  writeFileSync(join(dir, 'app.php'), APP_PHP)
-  const php = await startPhpCgi(t, dir, 2)
-  return { dir, address: `unix:${php.socketPath}` }
-}
 
 /**
  * A raw FastCGI backend that reads a request's BEGIN_REQUEST and PARAMS, notes its `id=N` query,
@@ -80,7 +62,7 @@ if (havePeer(t, PHP_CGI)) {
   for (const mode of ['reset', 'close'] as const) {
     t.test(`an authorizer backend that ${mode === 'reset' ? 'resets' : 'closes'} before its head: the next one authorizes, 200 every time`, async (t) => {
       guardLeaks(t, { timeoutMs: 10_000 })
-      const { dir, address: phpAddr } = await soundPhp(t)
+      const { dir, address: phpAddr } = await authorizerPhp(t, 'pc-authz-fo-')
       const bad = await badAuthorizer(t, mode)
       // maxFails 0: passive health never skips the bad one, so it keeps getting its turn.
       const { url, proxy } = await proxyServer(t, {
@@ -105,7 +87,7 @@ if (havePeer(t, PHP_CGI)) {
 
   t.test('an authorizer backend that refuses the connection: the next one authorizes, 200 every time', async (t) => {
     guardLeaks(t, { timeoutMs: 10_000 })
-    const { dir, address: phpAddr } = await soundPhp(t)
+    const { dir, address: phpAddr } = await authorizerPhp(t, 'pc-authz-fo-')
     const dead = `127.0.0.1:${await deadPort()}`
     const { url, proxy } = await proxyServer(t, {
       routes: [{
@@ -126,7 +108,7 @@ if (havePeer(t, PHP_CGI)) {
 
   t.test('every authorizer backend fails: each tried once, then the last failure (502)', async (t) => {
     guardLeaks(t, { timeoutMs: 10_000 })
-    const { dir, address: phpAddr } = await soundPhp(t)
+    const { dir, address: phpAddr } = await authorizerPhp(t, 'pc-authz-fo-')
     const resetter = await badAuthorizer(t, 'reset')
     const closer = await badAuthorizer(t, 'close')
     const { url } = await proxyServer(t, {
@@ -144,10 +126,8 @@ if (havePeer(t, PHP_CGI)) {
 
   t.test('a timeout is not sent to the next authorizer backend, and a failover keeps the first deadline', async (t) => {
     guardLeaks(t, { timeoutMs: 10_000 })
-    const { dir, address: phpAddr } = await soundPhp(t)
-    const flakyPeer = await startPhpCgi(t, tempDir(t, 'pc-authz-fo-flaky-'), 6, { HANG: '1' })
-    const flakyAddr = `unix:${flakyPeer.socketPath}`
-    const hung = (): number => { try { return readFileSync(join(dir, 'hung.log'), 'utf8').length } catch { return 0 } }
+    const { dir, address: phpAddr, flaky, hung } = await authorizerPhp(t, 'pc-authz-fo-')
+    const flakyAddr = await flaky(6)
     {
       const { url } = await proxyServer(t, {
         routes: [{

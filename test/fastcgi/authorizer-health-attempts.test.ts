@@ -12,46 +12,24 @@
  * past `timeout` when that php-cgi runs with HANG=1); a raw TCP fake plays the authorizer that
  * resets or closes on the first bytes of a request, which php-cgi cannot do on demand.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { request } from 'node:http'
-import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { recordStates } from '../helpers/backend-states.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get, proxyServer, rawBackend } from '../helpers/servers.js'
-import { havePeer, PHP_CGI, startPhpCgi, tempDir } from './helpers/peers.js'
+import { havePeer, PHP_CGI } from './helpers/peers.js'
+import { authorizerPhp } from './helpers/authorizer-php.js'
 import type { CreateProxyOptions } from '../../src/index.js'
 
 type RouteConfig = CreateProxyOptions['routes'][number]
-
-/**
- * The authorizer script: 200 with a variable for the responder; in a php-cgi started with HANG=1,
- * a request whose query has `hang` logs a line and sleeps (beyond every wait here) instead.
- */
-const AUTH_PHP = `<?php
-if (getenv('FCGI_ROLE') !== 'AUTHORIZER') { http_response_code(500); exit; }
-if (getenv('HANG') === '1' && strpos($_SERVER['QUERY_STRING'] ?? '', 'hang') !== false) {
-  file_put_contents(__DIR__ . '/hung.log', "x", FILE_APPEND | LOCK_EX);
-  sleep(15);
-}
-header('Variable-X-Auth: ' . (getenv('HANG') === '1' ? 'flaky' : 'sound'));`
-const APP_PHP = '<?php echo "app by=", getenv("X_AUTH") ?: "-";'
-
-/** A sound php-cgi (authorizer and responder) and the docroot with both scripts. */
-async function soundPhp (t: Test): Promise<{ dir: string, address: string }> {
-  const dir = tempDir(t, 'pc-authz-health-')
-  writeFileSync(join(dir, 'auth.php'), AUTH_PHP)
-  writeFileSync(join(dir, 'app.php'), APP_PHP)
-  const php = await startPhpCgi(t, dir, 2)
-  return { dir, address: `unix:${php.socketPath}` }
-}
 
 if (havePeer(t, PHP_CGI)) {
   for (const mode of ['reset', 'close'] as const) {
     t.test(`an authorizer that ${mode === 'reset' ? 'resets' : 'closes'} before its head: disabled after 3, skipped for disableTime${mode === 'reset' ? ', then tried again' : ''}`, async (t) => {
       guardLeaks(t, { timeoutMs: 10_000 })
       const events = recordStates(t)
-      const { dir, address: phpAddr } = await soundPhp(t)
+      const { dir, address: phpAddr } = await authorizerPhp(t, 'pc-authz-health-')
       // FastCGI requests (BEGIN_REQUEST, type 1) it got; a discovery query (GET_VALUES) is not one.
       let requests = 0
       const bad = await rawBackend(t, (s) => {
@@ -104,11 +82,9 @@ if (havePeer(t, PHP_CGI)) {
   t.test('an authorizer that never answers: disabled after 3 timeouts in a row; an answer in between starts the count over', async (t) => {
     guardLeaks(t, { timeoutMs: 10_000 })
     const events = recordStates(t)
-    const { dir, address: phpAddr } = await soundPhp(t)
+    const { dir, address: phpAddr, flaky, hung } = await authorizerPhp(t, 'pc-authz-health-')
     // Every hung request holds one of its workers (sleep 15 s): 7 of them hang here.
-    const flakyPeer = await startPhpCgi(t, tempDir(t, 'pc-authz-flaky-'), 10, { HANG: '1' })
-    const flakyAddr = `unix:${flakyPeer.socketPath}`
-    const hung = (): number => { try { return readFileSync(join(dir, 'hung.log'), 'utf8').length } catch { return 0 } }
+    const flakyAddr = await flaky(10)
     const { url, proxy } = await proxyServer(t, {
       routes: [{
         match: { extension: '.php' }, protocol: 'fastcgi', backends: [phpAddr], docroot: dir, disableTime: '60s',
@@ -150,10 +126,8 @@ if (havePeer(t, PHP_CGI)) {
   t.test('a client that leaves while the authorizer thinks counts nothing', async (t) => {
     guardLeaks(t, { timeoutMs: 10_000 })
     const events = recordStates(t)
-    const { dir, address: phpAddr } = await soundPhp(t)
-    const flakyPeer = await startPhpCgi(t, tempDir(t, 'pc-authz-flaky-'), 8, { HANG: '1' })
-    const flakyAddr = `unix:${flakyPeer.socketPath}`
-    const hung = (): number => { try { return readFileSync(join(dir, 'hung.log'), 'utf8').length } catch { return 0 } }
+    const { dir, address: phpAddr, flaky, hung } = await authorizerPhp(t, 'pc-authz-health-')
+    const flakyAddr = await flaky(8)
     const { port, proxy } = await proxyServer(t, {
       routes: [{
         match: { extension: '.php' }, protocol: 'fastcgi', backends: [phpAddr], docroot: dir, disableTime: '60s',
