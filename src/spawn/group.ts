@@ -355,6 +355,8 @@ export class SpawnGroup {
       // Ready before its predecessor's limit: standby, out of rotation, until the limit.
       if (old !== null && old.state === 'ready' && !this.benched.has(old) && old.requests < this.spec.maxRequests) {
         this.benched.add(p)
+        // Its predecessor may have gone idle while it booted (armIdle left the slot alone then).
+        if (old.inflight === 0) this.armIdle(old)
         this.notify()
         return
       }
@@ -426,6 +428,9 @@ export class SpawnGroup {
       slot.successor = null
       slot.lastExit = info
       if (crashed && running) this.retrySuccessor(slot, p)
+      // Its predecessor may have gone idle while it booted (armIdle left the slot alone then).
+      const cur = slot.current
+      if (cur !== null && cur.state === 'ready' && cur.inflight === 0) this.armIdle(cur)
     }
     // A slot with nothing running or due (its process gone while FAILED) is free for activate().
     if (slot.current === null && slot.successor === null && slot.backoff === null) slot.active = false
@@ -466,7 +471,6 @@ export class SpawnGroup {
   /** After `delay`: the slot's process if it has none, else its recycle's successor if still due. */
   private scheduleStart (slot: Slot, p: SpawnedProcess, delay: number): void {
     slot.restarts++
-    this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay, restarts: slot.restarts })
     slot.backoffAt = this.ctx.clock.now() + delay
     slot.backoff = this.ctx.clock.setTimeout(() => {
       slot.backoff = null
@@ -475,6 +479,9 @@ export class SpawnGroup {
       else if (slot.successor === null && this.dueForSuccessor(slot.current)) this.launch(slot, true)
       // Else its process is being stopped (health check) and not gone yet: its exit restarts it.
     }, delay)
+    // Emitted once the backoff is recorded: a listener reading status() sees `backoff`, not `idle`
+    // (a reload's wait took a spawn between a crash and its restart for settled).
+    this.ctx.events.emit('restart', { spawn: this.name, slot: p.slot, delay, restarts: slot.restarts })
   }
 
   /**
@@ -574,14 +581,19 @@ export class SpawnGroup {
       // shrinking this one would leave nothing routable until that restart (up to maxDelay).
       const others = this.activeSlots(slot.addrIndex).filter((s) => s !== slot && s.current?.state === 'ready').length
       if (others < this.spec.minProcs) return
+      // A recycle under way is no scale-down: a successor still booting is left to boot (stopping
+      // it wastes its start; onReady arms this again if its predecessor is still idle then), and
+      // one on standby takes the slot now, to be shrunk in its turn if it stays idle.
+      const next = slot.successor
+      if (next !== null) {
+        if (next.state === 'ready') this.handOver(slot)
+        return
+      }
       slot.active = false
       slot.current = null
-      // Idle while a recycle's successor boots (or waits out its backoff): neither is wanted now.
+      // Idle while a recycle's failed successor waits out its backoff: its retry is not wanted now.
       if (slot.backoff !== null) this.ctx.clock.clearTimeout(slot.backoff)
       slot.backoff = null
-      const successor = slot.successor
-      slot.successor = null
-      if (successor !== null) { successor.drain(); void successor.stop() }
       p.drain()
       void p.stop()
       this.notify()

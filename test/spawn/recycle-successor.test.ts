@@ -204,19 +204,7 @@ leakTest(t, 'close() while a successor boots stops both processes', async (t, de
   t.same(m.status()[0].processes, [])
 })
 
-leakTest(t, 'an idle process whose successor is booting is shrunk together with it', async (t, defer) => {
-  const { g, m, src, old } = await webSpawn(defer, { minProcs: 0, idleTimeout: 300 })
-  const successor = await untilSuccessor(m, src, old.id)
-  const exits = new Map<string, boolean>()
-  m.on('exit', (e) => exits.set(e.id, e.expected))
-  t.ok(await waitFor(() => exits.size === 2, 10_000), 'both stopped after idleTimeout')
-  t.same([...exits.entries()].sort(), [[old.id, true], [successor.id, true]].sort())
-  t.equal(m.status()[0].state, 'idle')
-  // Scaled to zero, the slot starts afresh on demand.
-  writeFileSync(join(g.dir, 'go'), '')
-  await ensure(m, 'web')
-  t.equal(src.list().length, 1)
-})
+// An idle process whose successor boots is no longer shrunk with it: test/spawn/audit35-idle-recycle-boot.test.ts.
 
 leakTest(t, 'the old process fails its health check while its successor boots: the successor takes the slot', async (t, defer) => {
   let spawns = 0
