@@ -12,9 +12,9 @@
  * (`resetAndDestroy()`); everything goes through createProxy and node:http.
  */
 import t from 'tap'
-import { request } from 'node:http'
 import type { RequestEndEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { slowGet } from '../helpers/slow-client.js'
 import { proxyServer, rawBackend } from '../helpers/servers.js'
 import { captureLogger } from '../cgi/harness.js'
 
@@ -44,22 +44,7 @@ async function slowClient (t: Parameters<typeof guardLeaks>[0], withLength: bool
   })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const client = await new Promise<{ status: number, bytes: number, complete: boolean }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/x', agent: false }, (res) => {
-      let bytes = 0
-      res.on('data', (c: Buffer) => { bytes += c.length })
-      res.on('error', () => {}) // 'aborted' on a cut response; `complete` says it
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, complete: res.complete }))
-      // The slow client: reads nothing until the backend has ended its side.
-      res.pause()
-      void waitFor(() => ended, 20_000).then((ok) => {
-        if (!ok) reject(new Error('the backend never got its response into the kernel'))
-        res.resume()
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const client = await slowGet(port, '/x', () => ended)
   if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
   const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
   return { ...client, event: events[0], codes }
