@@ -4,23 +4,28 @@
  * client: the proxy's backend socket is paused by backpressure, the bytes wait unread in the
  * kernel). libuv may then report the reset as an end of stream (uv__stream_io's POLLHUP short-cut,
  * docs/protocols/scgi.md): for FastCGI that can never pass for a clean end, since the records frame
- * the response and only END_REQUEST ends it. The client connection is cut and an error is recorded
- * (ERR_BACKEND_RESET; where the reset came as an end: ERR_BACKEND_CLOSED, or ERR_PROTOCOL when the
- * stream stopped inside a record), the same for a clean close (FIN) without END_REQUEST
- * (ERR_BACKEND_CLOSED). A control: the same response ended by END_REQUEST and a FIN is
- * whole.
+ * the response and only END_REQUEST ends it. The client connection is cut and the error recorded
+ * is ERR_BACKEND_RESET also where the reset came as an end of stream (getpeername(2) at that end,
+ * connection.ts): not ERR_PROTOCOL ("closed in the middle of a record", as the RST drops the
+ * backend's unsent bytes) nor ERR_BACKEND_CLOSED. A clean close (FIN) without END_REQUEST is
+ * ERR_BACKEND_CLOSED. A control: the same response ended by END_REQUEST and a FIN is whole. And a
+ * reset while the decoder, paused by a slow client, still holds a whole answer and its END_REQUEST
+ * (the close waits for it: closePending) fails nothing, whether it comes as an end (getpeername
+ * fails) or as ECONNRESET: that answer is complete.
  *
  * A reset on demand is a fault php-fpm and fcgiwrap cannot produce: the backend is the FAKE-FCGI
  * server on TCP (`resetAndDestroy()`); everything else goes through createProxy and node:http.
  */
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
-import { request } from 'node:http'
 import type { RequestEndEvent } from '../../src/index.js'
+import type { FlowControl } from '../../src/core/types.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { slowGet } from '../helpers/slow-client.js'
 import { proxyServer } from '../helpers/servers.js'
 import { captureLogger } from '../cgi/harness.js'
-import { startFake } from './helpers/fake.js'
+import { fakeClient, startFake } from './helpers/fake.js'
+import { makeExchange } from './helpers/harness.js'
 import { tempDir } from './helpers/peers.js'
 import { endBody, rec } from './helpers/records.js'
 
@@ -59,23 +64,7 @@ async function slowClient (t: Test, head: string, ending: Ending): Promise<Seen>
   })
   const events: RequestEndEvent[] = []
   proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const client = await new Promise<{ status: number, bytes: number, sha: string, complete: boolean }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/x', agent: false }, (res) => {
-      let bytes = 0
-      const hash = createHash('sha256')
-      res.on('data', (c: Buffer) => { bytes += c.length; hash.update(c) })
-      res.on('error', () => {}) // 'aborted' on a cut response; `complete` says it
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, bytes, sha: hash.digest('hex'), complete: res.complete }))
-      // The slow client: reads nothing until the backend has ended its side.
-      res.pause()
-      void waitFor(() => ended, 20_000).then((ok) => {
-        if (!ok) reject(new Error('the backend never got its response into the kernel'))
-        res.resume()
-      })
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  const client = await slowGet(port, '/x', () => ended)
   if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
   const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
   return { ...client, event: events[0], codes }
@@ -95,12 +84,11 @@ for (const [what, head] of HEADS) {
       t.comment(`${seen.bytes} of ${N} bytes arrived, ${seen.event?.error ?? 'no error'}`)
       t.notOk(seen.complete, 'the client\'s response is cut, not ended cleanly')
       t.ok(seen.bytes <= N, 'never more than the backend wrote')
-      // A reset that libuv reports as one, or as an end of stream: then "closed without
-      // END_REQUEST", or, as the RST drops the backend's unsent bytes and the stream stops inside a
-      // record, "closed in the middle of a record" (ERR_PROTOCOL: the code of that case, whatever
-      // ended the stream). A clean close comes after whole records.
-      const expected = ending === 'reset' ? ['ERR_BACKEND_RESET', 'ERR_BACKEND_CLOSED', 'ERR_PROTOCOL'] : ['ERR_BACKEND_CLOSED']
-      t.ok(expected.includes(String(seen.event?.error)), `request:end records ${expected.join(' or ')} (${seen.event?.error})`)
+      // A reset, whether libuv reports it as one or as an end of stream (the RST drops the
+      // backend's unsent bytes, so that end mostly comes inside a record); a clean close comes
+      // after whole records.
+      const expected = ending === 'reset' ? 'ERR_BACKEND_RESET' : 'ERR_BACKEND_CLOSED'
+      t.equal(seen.event?.error, expected, `request:end records ${expected}`)
       t.same(seen.codes, [seen.event?.error], 'one log line, the same code')
     })
   }
@@ -112,4 +100,41 @@ t.test('the same response ended by END_REQUEST and a clean close while the clien
   t.same([seen.status, seen.bytes, seen.sha, seen.complete], [200, N, BODY_SHA, true], 'every byte, ended cleanly')
   t.same([seen.event?.status, seen.event?.error], [200, null])
   t.same(seen.codes, [])
+})
+
+t.test('a whole answer and its END_REQUEST read, then a reset while a slow client holds the decoder: complete', async (t) => {
+  guardLeaks(t)
+  // Small enough to be in the proxy's socket before the RST (loopback's first window), read in
+  // one short read, the decoder paused at the first STDOUT record and holding the rest (the
+  // END_REQUEST too) when the socket closes. Measured: Node 20 and 22 report the reset as an end
+  // of stream (getpeername fails: a fix that made that a failure at once would cut this answer),
+  // Node 24 as ECONNRESET (which cut it before: ERR_BACKEND_RESET).
+  const body = Buffer.alloc(24 << 10, 0x61)
+  const { client } = await fakeClient(t, (req) => {
+    const recs: Buffer[] = [rec(6, req.id, 'Content-Type: text/plain\r\n\r\n')]
+    for (let o = 0; o < body.length; o += 8192) recs.push(rec(6, req.id, body.subarray(o, o + 8192)))
+    recs.push(rec(6, req.id), rec(3, req.id, endBody(0, 0)))
+    req.sock.write(Buffer.concat(recs), () => req.sock.resetAndDestroy())
+  }, { keepConn: false }, undefined, true)
+  for (const ms of [0, 20]) {
+    let bytes = 0
+    let flow: FlowControl | null = null
+    const outcome = await new Promise<string>((resolve) => {
+      client.dispatch(makeExchange({}), {
+        onHead (_s, _h, f) { flow = f },
+        onData (chunk) {
+          bytes += chunk.length
+          if (ms === 0) setImmediate(() => flow!.resume())
+          else setTimeout(() => flow!.resume(), ms)
+          return false
+        },
+        onEnd () { resolve('end') },
+        onError (err) { resolve(`${err.code}: ${err.message}`) },
+        onLocalRedirect () { resolve('redirect') },
+      })
+    })
+    t.same({ outcome, bytes }, { outcome: 'end', bytes: body.length }, `resumed after ${ms} ms: every byte, then a clean end`)
+  }
+  await client.close()
+  t.equal(client.connections, 0)
 })

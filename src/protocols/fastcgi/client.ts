@@ -219,7 +219,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
         socket.destroy()
         return this.maybeClosed()
       }
-      const conn = new FcgiConnection(socket, this)
+      const conn = new FcgiConnection(socket, this, this.endpoint.kind === 'tcp')
       this.conns.add(conn)
       if (req.isSettled) this.release(conn)
       else conn.start(req)

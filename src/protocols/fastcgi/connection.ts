@@ -107,11 +107,24 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
    * The socket closed while a slow client held the decoder paused on bytes already read (a backend
    * may close right after END_REQUEST: keepConn false, a recycled worker). Those bytes are decoded
    * as the client resumes; the close takes effect once the decoder stops holding any (resumeFor),
-   * or at once when the connection is destroyed.
+   * or at once when the connection is destroyed. Also after a socket error (a reset reported as
+   * ECONNRESET: Node 24 does so where Node 20 and 22 report an end of stream, see
+   * test/fastcgi/reset-eof.test.ts): the bytes read before it are the backend's, and a request
+   * whose END_REQUEST is among them is complete; the error fails what the close cuts.
    */
   private closePending = false
+  /** `failure` when a socket 'error' set it (not the decoder, nor destroy). */
+  private socketFailure: ProxyError | null = null
+  /**
+   * The stream of a TCP connection ended with requests active, and that end was a reset libuv
+   * reported as an end of stream (endOfTcpStream). Not `failure`: a request whose END_REQUEST the
+   * paused decoder still holds (closePending) completes; only the requests the close cuts fail
+   * with it (onClose).
+   */
+  private resetAtEnd: ProxyError | null = null
 
-  constructor (socket: Socket, owner: ConnectionOwner) {
+  /** `tcp`: the socket is a TCP connection (a reset may come as an end of stream, endOfTcpStream). */
+  constructor (socket: Socket, owner: ConnectionOwner, tcp = false) {
     this.socket = socket
     this.owner = owner
     this.decoder = new RecordDecoder(this)
@@ -123,10 +136,11 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       if (this.decoder.isPaused && !this.closed) socket.pause()
     })
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.failure ??= fromSocketError(err, 'head', owner.backend)
+      if (this.failure === null) this.failure = this.socketFailure = fromSocketError(err, 'head', owner.backend)
     })
+    if (tcp) socket.on('end', () => this.endOfTcpStream())
     socket.on('close', () => {
-      if (this.decoder.isPaused && this.failure === null && !this.closed) {
+      if (this.decoder.isPaused && (this.failure === null || this.failure === this.socketFailure) && !this.closed) {
         this.closePending = true
         this.reusable = false
         return
@@ -298,6 +312,32 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     if (!this.decoder.isPaused && !this.closed) this.socket.resume()
   }
 
+  /**
+   * A TCP reset that libuv reported as an end of stream. When a reset arrives while response bytes
+   * still wait unread (a slow client paused the socket), libuv reads them and, its last read short
+   * and the poll that woke it saying HUP, reports an EOF without the read that would have returned
+   * ECONNRESET (`uv__stream_io`, the POLLHUP short-cut). Records frame the response, so it is cut
+   * either way, but the requests it cuts failed with ERR_PROTOCOL (the RST drops the backend's
+   * unsent bytes: the stream stops inside a record) or ERR_BACKEND_CLOSED instead of
+   * ERR_BACKEND_RESET. The socket's state tells them apart: after a FIN it is CLOSE_WAIT and
+   * getpeername(2) works; after a reset it is CLOSED and getpeername(2) fails (ENOTCONN). Node has
+   * no getsockopt (SO_ERROR), so the handle's getpeername is asked directly (`socket.remoteAddress`
+   * caches it), as the SCGI and HTTP clients do: one syscall per end of stream, and only with
+   * requests active (an idle connection's end asks nothing). Run at 'end', before the socket ends
+   * its own side (allowHalfOpen false: a FIN that our FIN answers would leave the socket CLOSED).
+   * Not for unix sockets (a closed peer stays their peer), and not while a request body is still
+   * being written (or waits in the socket's buffer): a backend that closed is reset by our next
+   * write, after its FIN.
+   */
+  private endOfTcpStream (): void {
+    if (this.closed || this.failure !== null || this.requests.size === 0 || this.socket.writableLength > 0) return
+    for (const req of this.requests.values()) if (req.stopBody !== null) return
+    const handle = (this.socket as unknown as { _handle?: { getpeername?: (out: object) => number } | null })._handle
+    if (typeof handle?.getpeername !== 'function' || handle.getpeername(PEER_SCRATCH) === 0) return
+    const err: NodeJS.ErrnoException = Object.assign(new Error('read ECONNRESET (reported as an end of stream)'), { code: 'ECONNRESET' })
+    this.resetAtEnd = fromSocketError(err, 'body', this.owner.backend)
+  }
+
   // --- RecordSink --------------------------------------------------------------------------------
 
   accepts (requestId: number): boolean {
@@ -387,6 +427,8 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     this.reusable = false
     if (this.idleTimer !== null) { clearTimeout(this.idleTimer); this.idleTimer = null }
     const truncated = !this.decoder.failed && !this.decoder.atBoundary
+    // A reset seen as the end of stream fails what the close cuts, as a reset reported as one does.
+    const failure = this.failure ?? this.resetAtEnd
     const reqs = this.requests.values()
     this.requests.clear()
     this.paused.clear()
@@ -402,13 +444,13 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
       // goes again: any STDOUT/STDERR byte (END_REQUEST takes it off this table) says it ran.
       // That it never ran cannot be known — a worker may act on a request and die before its
       // first byte — which is why only idempotent methods are `replayable` (request.ts).
-      const raced = this.failure === null || this.failure.code === 'ERR_BACKEND_RESET'
+      const raced = failure === null || failure.code === 'ERR_BACKEND_RESET'
       if (raced && this.served > 0 && !req.gotResponse && req.replayable) {
         this.owner.requeue(req)
         continue
       }
-      const lost = this.failure !== null
-        ? new ProxyError(this.failure.code, detailOf(this.failure), { cause: this.failure.cause ?? this.failure, backend: this.owner.backend })
+      const lost = failure !== null
+        ? new ProxyError(failure.code, detailOf(failure), { cause: failure.cause ?? failure, backend: this.owner.backend })
         : truncated
           ? new ProxyError('ERR_PROTOCOL', 'connection closed in the middle of a record', { backend: this.owner.backend })
           : new ProxyError('ERR_BACKEND_CLOSED', 'connection closed without END_REQUEST', { backend: this.owner.backend })
@@ -420,6 +462,9 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     this.owner.connectionClosed(this)
   }
 }
+
+/** getpeername's output object of endOfTcpStream (only its result code is read): one for all. */
+const PEER_SCRATCH: object = {}
 
 function detailOf (err: ProxyError): string {
   const colon = err.message.indexOf(': ')
