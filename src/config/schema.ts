@@ -93,8 +93,9 @@ const ListenSchema = Type.Union([
 
 export const StatusSchema = Type.Object({
   path: Type.Optional(Type.String({ pattern: '^/', default: '/server-status', description: 'Status page path: HTML, JSON with `?format=json` or `Accept: application/json`.' })),
-  metricsPath: Type.Optional(Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], { default: '/metrics', description: 'Path of the Prometheus metrics, answered on every listener and every Host to the same `allow` list; `false` serves no metrics, so a request for `/metrics` reaches the routes (a backend with its own metrics). Must differ from `path` and `<path>/live`.' })),
+  metricsPath: Type.Optional(Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], { default: '/metrics', description: 'Path of the Prometheus metrics, answered on every listener to the same `allow` and `hosts` lists; `false` serves no metrics, so a request for `/metrics` reaches the routes (a backend with its own metrics). Must differ from `path` and `<path>/live`.' })),
   allow: Type.Optional(Type.Array(Type.String(), { default: ['127.0.0.0/8', '::1'], description: 'Client addresses/CIDRs allowed to read it, and `unix:` for every client of a unix-socket listener; others get 403.' })),
+  hosts: Type.Optional(Type.Array(Type.String({ pattern: '^(\\*|[A-Za-z0-9_.-]+|\\[[0-9A-Fa-f:.]+\\])$' }), { default: [], description: 'Host names (of the Host header) the status page, its JSON, live view and metrics answer, against DNS rebinding; others get 403. IP literals and `localhost` (any port) are always answered; a listed name is answered case-insensitively, trailing dot ignored, any port; `\'*\'` answers every Host. A Prometheus that scrapes by a host name must list it.' })),
 }, { additionalProperties: false, description: 'The built-in status page (spawns, processes, routes) and Prometheus metrics.' })
 
 /** The operator file (proxycore.yaml / .json): the published JSON Schema is generated from this. */

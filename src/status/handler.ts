@@ -14,10 +14,13 @@
  * away: when the peer is one of `trustedProxies` (the proxy's own list), the client it forwards
  * for, resolved as the proxy resolves it, must be allowed too — or a front proxy on loopback would
  * open the loopback-only page to all of its clients.
+ * The Host must be an IP literal, `localhost` or a name of `hosts` (DNS rebinding: a page on an
+ * attacker's name re-resolved to 127.0.0.1 passes the peer check, and only its Host tells).
  * Paths are compared on the router's normalised path, so no other spelling of the status path can
  * slip past this page to a catch-all backend; the live view also refuses cross-site upgrades.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { isIP } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { normalizePath } from '../core/cgi/url-path.js'
 import { ConfigError, type ErrorCode } from '../core/errors.js'
@@ -36,6 +39,7 @@ export const STATUS_DEFAULTS = {
   path: '/server-status',
   metricsPath: '/metrics',
   allow: ['127.0.0.0/8', '::1'],
+  hosts: [] as readonly string[],
 } as const
 
 export { STATUS_ROUTES }
@@ -51,6 +55,17 @@ export interface StatusOptions {
    * peer address (without it they get 403).
    */
   allow?: string[]
+  /**
+   * Host names (the request's Host, or the authority of an absolute-form target) the status handler
+   * answers; any other Host gets 403 on the page, JSON, live view and metrics. IP literals (v4, v6
+   * in brackets) and `localhost` are always answered, with any port; each name listed here is
+   * answered too (case-insensitive, a trailing dot ignored, any port); `'*'` answers every Host.
+   * Default: none listed. Against DNS rebinding: a page on `rebind.attacker.example`, re-resolved
+   * to 127.0.0.1 by a browser on an allowed host, reaches the page from an allowed peer, and only
+   * its Host names the attacker's domain (Django's ALLOWED_HOSTS, Vite's `server.allowedHosts`).
+   * A request without Host (HTTP/1.0, never a browser) is answered.
+   */
+  hosts?: string[]
   /**
    * The proxy's `trustedProxies` (and `forwardedHeader`). A request whose socket peer is one of
    * them is let in only when the peer AND the client it forwards for (resolved as the proxy does:
@@ -117,6 +132,7 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
   const allowList: readonly string[] = opts.allow ?? STATUS_DEFAULTS.allow
   const allow = new TrustedProxies(allowList.filter((a) => a !== UNIX_PEERS))
   const allowUnix = allowList.includes(UNIX_PEERS)
+  const hostAllowed = hostCheck(opts.hosts ?? STATUS_DEFAULTS.hosts)
   let trust: TrustedProxies
   try {
     trust = new TrustedProxies(opts.trustedProxies ?? [], opts.forwardedHeader ?? 'x-forwarded-for')
@@ -203,6 +219,7 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       bytes = send(res, status, type, body, extra)
     }
     if (!allowed(req)) { answer(403, 'text/plain; charset=utf-8', '403 Forbidden\n'); return true }
+    if (!hostAllowed(t.host)) { answer(403, 'text/plain; charset=utf-8', '403 Forbidden\nHost not in status.hosts\n'); return true }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       answer(405, 'text/plain; charset=utf-8', '405 Method Not Allowed\n', { allow: 'GET, HEAD' })
       return true
@@ -239,7 +256,7 @@ export function createStatus (proxy: StatusTarget, opts: StatusOptions = {}): St
       socket.end(`HTTP/1.1 ${status} ${text}\r\nconnection: close\r\ncontent-length: 0\r\n${extra}\r\n`)
       ended(req, STATUS_ROUTES.page, client, startedAt, status, 0, null)
     }
-    if (!allowed(req) || crossSite(req, t.host)) refuse(403, 'Forbidden')
+    if (!allowed(req) || !hostAllowed(t.host) || crossSite(req, t.host)) refuse(403, 'Forbidden')
     else if (live === null) refuse(404, 'Not Found')
     else if (live.full) refuse(503, 'Service Unavailable', 'retry-after: 5\r\n')
     else {
@@ -300,6 +317,36 @@ function targetOf (req: IncomingMessage): { path: string, query: string, host: s
   }
   try { path = trimSlash(normalizePath(path)) } catch { return null }
   return { path, query, host }
+}
+
+/**
+ * The `hosts` check: (host header or authority) => answered. IP literals and `localhost` always
+ * are (a browser sends them only for a page loaded from that address: no rebinding), listed names
+ * case-insensitively without a trailing dot, any port; `*` every Host. A Host that is no
+ * `name[:port]` or `[v6][:port]` (`a:b:c`, a bare `::1`) is refused unless `*`. undefined (HTTP/1.0
+ * without Host, never a browser): answered. Throws ConfigError at `/hosts/<i>` for an entry that is
+ * no host name (a port, a scheme, a space).
+ */
+function hostCheck (hosts: readonly unknown[]): (host: string | undefined) => boolean {
+  if (!Array.isArray(hosts)) throw new ConfigError([{ path: '/hosts', message: 'hosts must be a list of host names', found: hosts, expected: "host names, or ['*']" }])
+  const names = new Set<string>()
+  let any = false
+  hosts.forEach((h: unknown, i) => {
+    if (h === '*') { any = true; return }
+    // As the schema's pattern: a name, or an IPv6 literal in brackets (IP literals are answered anyway).
+    if (typeof h !== 'string' || !/^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])$/.test(h) || (h.startsWith('[') && isIP(h.slice(1, -1)) !== 6)) {
+      throw new ConfigError([{ path: `/hosts/${i}`, message: 'hosts entry is not a host name (no scheme, port or path)', found: h, expected: "a host name like status.example, or '*'" }])
+    }
+    names.add(h.toLowerCase().replace(/\.$/, ''))
+  })
+  return (host) => {
+    if (any || host === undefined) return true
+    const m = /^(?:\[([^\]]*)\]|([^:[\]]*))(?::\d*)?$/.exec(host)
+    if (m === null) return false
+    if (m[1] !== undefined) return isIP(m[1]) === 6
+    const name = m[2].toLowerCase().replace(/\.$/, '')
+    return name !== '' && (isIP(name) === 4 || name === 'localhost' || names.has(name))
+  }
 }
 
 /**

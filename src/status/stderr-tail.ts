@@ -11,8 +11,9 @@
  *
  * What a process writes is shown as text, not replayed: complete ANSI escape sequences (colours,
  * cursor movement, window titles) are removed, and other control characters (an ESC that starts no
- * complete sequence too) appear as `\xHH`, so neither the page nor `curl …?format=json | jq -r` on
- * a terminal acts on them, and no text after a lone escape is lost.
+ * complete sequence too) appear as `\xHH`, bidi controls and U+2028/U+2029 as `\uXXXX`, so neither
+ * the page nor `curl …?format=json | jq -r` on a terminal acts on them (nor reorders the text shown),
+ * and no text after a lone escape is lost.
  */
 import { StringDecoder } from 'node:string_decoder'
 import type { SpawnEvents } from '../spawn/types.js'
@@ -42,11 +43,20 @@ const CR = 0x0d
  * two-byte escape; they are shown, as `\x1b`, with the text after them.
  */
 const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-Z\\^-~])|\x9b[0-?]*[ -/]*[@-~]/g
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/g
+/**
+ * C0 and C1 controls (tab aside), shown as `\xHH`; and, shown as `\uXXXX`, the bidi embedding,
+ * override and isolate controls (U+202A–U+202E, U+2066–U+2069), which reorder the text after them
+ * as displayed (Trojan Source, CVE-2021-42574), and U+2028/U+2029, a line or paragraph break where
+ * the process wrote none.
+ */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g
 
-/** Remove ANSI sequences and show any other control character as `\xHH` (tab stays). */
+/** Remove ANSI sequences and show any other control character as `\xHH` or `\uXXXX` (tab stays). */
 export function cleanLine (s: string): string {
-  return s.replace(ANSI, '').replace(CONTROL, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'))
+  return s.replace(ANSI, '').replace(CONTROL, (c) => {
+    const n = c.charCodeAt(0)
+    return n < 0x100 ? '\\x' + n.toString(16).padStart(2, '0') : '\\u' + n.toString(16)
+  })
 }
 
 export class StderrTail {

@@ -31,7 +31,8 @@ t.test('every spelling of the status path is the status page, never the catch-al
   guardLeaks(t)
   const seen: string[] = []
   const be = await backend(t, (req, res) => { seen.push(req.url ?? ''); res.end('backend') })
-  const rig = await statusRig(t, { routes: [{ name: 'catchall', protocol: 'http', backends: [be.address] }] })
+  // The absolute-form spellings name status.example (their authority is the Host): listed.
+  const rig = await statusRig(t, { routes: [{ name: 'catchall', protocol: 'http', backends: [be.address] }] }, { hosts: ['status.example'] })
   for (const target of SPELLINGS) {
     const page = await raw(rig.port, target)
     t.equal(page.status, 200, `${target}: answered by the status page`)
@@ -76,7 +77,8 @@ t.test('the live view refuses a cross-site Origin (CSWSH) and accepts its own or
   guardLeaks(t)
   const seen: string[] = []
   const be = await backend(t, (req, res) => { seen.push(req.url ?? ''); res.end('backend') })
-  const rig = await statusRig(t, { routes: [{ name: 'catchall', protocol: 'http', backends: [be.address] }] })
+  // status.example is listed for the default-port case below (a Host by name is refused otherwise).
+  const rig = await statusRig(t, { routes: [{ name: 'catchall', protocol: 'http', backends: [be.address] }] }, { hosts: ['status.example'] })
   const live = `ws://127.0.0.1:${rig.port}/server-status/live`
   for (const origin of ['https://evil.example', `http://evil.example:${rig.port}`, `http://127.0.0.1:${rig.port + 1}`, 'http://127.0.0.1', 'null', 'not a url']) {
     t.equal((await upgrade(live, { origin })).status, 403, `Origin ${origin}: 403`)
