@@ -113,6 +113,18 @@ export function routeNameClashes (routes: readonly unknown[]): Array<{ name: str
 }
 
 /**
+ * A route name with a lone UTF-16 surrogate (`"a\ud800"` in YAML or JSON), at `/routes/<index>/name`,
+ * or null. The access log, /metrics and the status page write names as UTF-8, where such a
+ * character can only be U+FFFD: two names that differ only there (`a\ud800`, `a\udc00`) pass the
+ * uniqueness rule and are yet one label.
+ */
+export function routeNameUnicodeIssue (name: string, index: number): ConfigIssue | null {
+  const lone = /\p{Cs}/u.exec(name)
+  if (lone === null) return null
+  return { path: `/routes/${index}/name`, message: `route name is not well-formed Unicode: a lone surrogate \\u${lone[0].charCodeAt(0).toString(16)} at character ${lone.index} cannot be written as UTF-8 in logs and metrics`, found: name, expected: 'a name of Unicode characters (a surrogate pair written as one escape or as the character)' }
+}
+
+/**
  * A complete segment of a route prefix that no normalised path has (src/core/cgi/url-path.ts
  * `normalizePath`): empty (`//`), `.` or `..`; null when there is none. The last segment is only
  * the start of one (`/a/.` matches `/a/.x`), and empty after a trailing slash.
@@ -337,6 +349,10 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
     const other = x.otherWritten ? `/routes/${x.other}/name` : `/routes/${x.other} (a route without \`name\` is named by its index)`
     issues.push({ path: `/routes/${x.at}/name`, message: `route name ${JSON.stringify(x.name)} is used twice: here and at ${other}`, found: x.name })
   }
+  config.routes.forEach((rc, i) => {
+    const issue = typeof rc.name === 'string' ? routeNameUnicodeIssue(rc.name, i) : null
+    if (issue !== null) issues.push(issue)
+  })
   if (deps.gc !== undefined && deps.gc !== false && typeof deps.gc !== 'function') {
     issues.push({ path: '/gc', message: 'gc must be V8\'s gc function or false', found: deps.gc, expected: 'function | false' })
   }

@@ -1,8 +1,9 @@
 /**
  * The route labels of the status handler's own requests, and the route names that would collide
- * with them. A leaf of status/ (no prom-client): `proxycore check` (src/config/check.ts) and
+ * with them. No prom-client here: `proxycore check` (src/config/check.ts) and
  * createStatus (handler.ts) refuse the same names with the same words.
  */
+import { routeNameUnicodeIssue } from '../core/compile.js'
 import type { ConfigIssue } from '../core/errors.js'
 
 /**
@@ -22,10 +23,8 @@ export const STATUS_ROUTES = { page: 'status', metrics: 'metrics' } as const
  */
 export function routeLabelIssue (name: string, index: number, status: { metrics: boolean } | null): ConfigIssue | null {
   const path = `/routes/${index}/name`
-  const lone = /\p{Cs}/u.exec(name)
-  if (lone !== null) {
-    return { path, message: `route name is not well-formed Unicode: a lone surrogate \\u${lone[0].charCodeAt(0).toString(16)} at character ${lone.index} cannot be written as UTF-8 in logs and metrics`, found: name, expected: 'a name of Unicode characters (a surrogate pair written as one escape or as the character)' }
-  }
+  const unicode = routeNameUnicodeIssue(name, index)
+  if (unicode !== null) return unicode
   const page = name === STATUS_ROUTES.page
   if (status === null || (!page && (name !== STATUS_ROUTES.metrics || !status.metrics))) return null
   return {
