@@ -6,7 +6,7 @@
  * Merge rule: a file's included routes come before its own routes, so the main file's catch-all
  * stays last; spawns and tenants are unions, and a name defined twice is an error naming both places.
  */
-import { stat } from 'node:fs/promises'
+import { realpath, stat } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { lazy } from '../lazy.js'
 import { ConfigError, type ConfigIssue } from '../core/errors.js'
@@ -14,7 +14,7 @@ import type { ProtocolAdapter } from '../core/types.js'
 import { routeNameClashes } from '../core/compile.js'
 import { checkConfig } from './check.js'
 import { substituteEnv } from './env.js'
-import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
+import { escapeKey, parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
 import type { OperatorConfig } from './schema.js'
 
 const fastGlob = lazy<typeof import('fast-glob')>('fast-glob')
@@ -49,15 +49,21 @@ class Merger {
   readonly routes: unknown[] = []
   readonly routeOrigins: Origin[] = []
   readonly named = { spawns: new Map<string, { value: unknown, origin: Origin }>(), tenants: new Map<string, { value: unknown, origin: Origin }>() }
-  private readonly visiting = new Set<string>()
+  /** The files being read, in order, by their real path (a Map keeps the order): the path written is the value. */
+  private readonly visiting = new Map<string, string>()
   constructor (private readonly env: NodeJS.ProcessEnv) {}
 
-  async add (file: string, main: boolean): Promise<Obj | null> {
-    if (this.visiting.has(file)) {
-      // The files being read, in order (a Set keeps it): the chain from `file` back to itself.
-      const open = [...this.visiting]
-      const chain = [...open.slice(open.indexOf(file)), file].join(' → ')
-      this.issues.push({ path: '/include', message: `include cycle: ${chain}`, source: file })
+  /** `includedAt`: the include entry that names `file` (file:line:col), where a cycle is reported. */
+  async add (file: string, main: boolean, includedAt?: string): Promise<Obj | null> {
+    // One file is one file whatever path reaches it: through a directory link back up
+    // (`conf.d/up -> ..` under `conf.d/**`), each pass found the same file under a longer path,
+    // and the includes went on for minutes. A path realpath cannot resolve is read (and reported) as written.
+    const real = await realpath(file).catch(() => file)
+    if (this.visiting.has(real)) {
+      // The chain from the first path of this file back to it, as written.
+      const open = [...this.visiting.keys()]
+      const chain = [...open.slice(open.indexOf(real)).map((k) => this.visiting.get(k) as string), file].join(' → ')
+      this.issues.push({ path: '/include', message: `include cycle: ${chain}`, source: includedAt ?? file })
       return null
     }
     const { parsed, issues } = await parseFile(file)
@@ -76,9 +82,9 @@ class Merger {
         if (!INCLUDABLE.has(k)) this.issues.push({ path: `/${k}`, message: `${k} may only be set in the main file (included files hold routes, spawns, tenants)`, found: k, source: positionOf(parsed, [k], true) })
       }
     }
-    this.visiting.add(file)
-    for (const inc of await this.expand(value.include, parsed)) await this.add(inc, false)
-    this.visiting.delete(file)
+    this.visiting.set(real, file)
+    for (const inc of await this.expand(value.include, parsed)) await this.add(inc.file, false, inc.at)
+    this.visiting.delete(real)
 
     if (Array.isArray(value.routes)) {
       value.routes.forEach((r, i) => { this.routes.push(r); this.routeOrigins.push({ file: parsed, local: ['routes', i] }) })
@@ -104,10 +110,12 @@ class Merger {
     return value
   }
 
-  private async expand (include: unknown, from: ParsedFile): Promise<string[]> {
+  private async expand (include: unknown, from: ParsedFile): Promise<Array<{ file: string, at: string }>> {
     if (include === undefined) return []
     const patterns = [include].flat()
-    const out: string[] = []
+    const out: Array<{ file: string, at: string }> = []
+    /** Real paths matched so far: a glob through a directory link finds one file under many paths. */
+    const seen = new Set<string>()
     for (const [i, p] of patterns.entries()) {
       const at = Array.isArray(include) ? ['include', i] : ['include']
       if (typeof p !== 'string' || p === '') {
@@ -115,7 +123,17 @@ class Merger {
         this.issues.push({ path: `/${at.join('/')}`, message: p === '' ? 'an include entry must not be empty' : 'an include entry must be a string: a path or glob relative to this file', found: p, expected: 'a path or glob', source: positionOf(from, at) })
         continue
       }
-      const matches = (await fastGlob()(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
+      let matches: string[]
+      try {
+        matches = (await fastGlob()(p, { cwd: dirname(from.file), absolute: true, onlyFiles: true, dot: false })).sort()
+      } catch (err) {
+        // fast-glob throws what stat/readdir say on the way (a link to itself: ELOOP) instead of
+        // skipping it: `proxycore: Error: ELOOP …`, exit 1, without the entry's line.
+        const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message
+        const hint = code === 'ELOOP' ? ' (a symbolic link loop)' : ''
+        this.issues.push({ path: `/${at.join('/')}`, message: `cannot list included path ${p}: ${code}${hint}`, found: p, expected: 'files or a glob that can be listed', source: positionOf(from, at) })
+        continue
+      }
       // A glob matching nothing is an empty conf.d; a plain path that is missing is a mistake.
       if (matches.length === 0 && !fastGlob().isDynamicPattern(p)) {
         // fast-glob lists regular files only: a directory, FIFO or device is there, but not a file.
@@ -124,7 +142,15 @@ class Merger {
           ? { path: `/${at.join('/')}`, message: `included file not found: ${p}`, found: p, expected: 'an existing file, or a glob', source: positionOf(from, at) }
           : { path: `/${at.join('/')}`, message: `included path is not a regular file: ${p} (${kind})`, found: p, expected: 'a regular file, or a glob (conf.d/*.yaml)', source: positionOf(from, at) })
       }
-      for (const m of matches) if (!out.includes(m)) out.push(m)
+      // Each file once, under the shortest path that reaches it (not conf.d/up/conf.d/up/x.yaml).
+      const shortest = new Map<string, string>()
+      for (const m of [...matches].sort((x, y) => x.length - y.length)) {
+        const real = await realpath(m).catch(() => m)
+        if (!seen.has(real) && !shortest.has(real)) shortest.set(real, m)
+      }
+      const keep = new Set(shortest.values())
+      for (const real of shortest.keys()) seen.add(real)
+      for (const m of matches) if (keep.has(m)) out.push({ file: m, at: positionOf(from, at) })
     }
     return out
   }
@@ -170,6 +196,32 @@ function resolvePaths (value: Obj, dir: string): Obj {
   return out
 }
 
+/**
+ * Each key and string value holding a NUL byte (`"\0"` in YAML, `"\u0000"` in JSON): no path,
+ * socket, program, argument or header can hold one. Unrefused, `serve` threw at start (a `runDir`
+ * or unix `listen` path: ERR_INVALID_ARG_VALUE with a stack trace) or a spawn failed each start
+ * (`binPath`, `cwd`), where `check` had said ok. Walked with a stack: values nest at most 64 deep.
+ */
+function nulValues (config: unknown): ConfigIssue[] {
+  const out: ConfigIssue[] = []
+  const stack: Array<{ v: unknown, at: string }> = [{ v: config, at: '' }]
+  while (stack.length > 0) {
+    const { v, at } = stack.pop() as { v: unknown, at: string }
+    if (typeof v === 'string') {
+      if (v.includes('\u0000')) out.push({ path: at, message: 'a value may not contain a NUL byte (no path, program or header can hold one)', found: v, expected: 'a string without a NUL byte' })
+    } else if (Array.isArray(v)) {
+      v.forEach((x, i) => stack.push({ v: x, at: `${at}/${i}` }))
+    } else if (isObj(v)) {
+      for (const [k, x] of Object.entries(v)) {
+        const here = `${at}/${escapeKey(k)}`
+        if (k.includes('\u0000')) out.push({ path: here, message: 'a key may not contain a NUL byte (no name can hold one)', expected: 'a key without a NUL byte' })
+        else stack.push({ v: x, at: here })
+      }
+    }
+  }
+  return out.reverse()
+}
+
 /** routeNameClashes (core/compile.ts), each located in the files: checkConfig reports them without positions. */
 function duplicateRouteNames (m: Merger): ConfigIssue[] {
   return routeNameClashes(m.routes).map(({ name, at, other, otherWritten }) => {
@@ -194,6 +246,11 @@ export async function loadConfig (file: string, opts: LoadOptions = {}): Promise
     const found = await checkConfig(config, opts.adapters !== undefined ? { adapters: opts.adapters } : {})
     for (const i of found) {
       if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, KEY_ISSUE.test(i.message)) })
+    }
+    // After the rules with their own wording (a `params` value): a NUL nothing else refused.
+    const reported = issues.map((i) => i.path)
+    for (const i of nulValues(config)) {
+      if (!reported.some((p) => p === i.path || p.startsWith(`${i.path}/`))) issues.push({ ...i, source: m.locate(i.path, i.found === undefined) })
     }
   }
   return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }
