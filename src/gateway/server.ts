@@ -127,6 +127,7 @@ export class Gateway {
         ...(st.path !== undefined ? { path: st.path } : {}),
         ...(st.metricsPath !== undefined ? { metricsPath: st.metricsPath } : {}),
         ...(st.allow !== undefined ? { allow: st.allow } : {}),
+        ...(st.hosts !== undefined ? { hosts: st.hosts } : {}),
         // Behind a trusted front proxy the client it forwards for must be allowed too.
         ...(config.trustedProxies !== undefined ? { trustedProxies: config.trustedProxies } : {}),
         ...(config.forwardedHeader !== undefined ? { forwardedHeader: config.forwardedHeader } : {}),

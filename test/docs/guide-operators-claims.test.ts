@@ -202,9 +202,12 @@ t.test('operators.md status: /metrics is proxycore\'s on every Host unless statu
   writeFileSync(file, `listen: 127.0.0.1:0\nstatus: { path: /server-status }\nroutes:\n  - { name: app, protocol: http, backends: [127.0.0.1:${port}] }\n`)
   const { s } = await serveKilled(t, file)
   t.equal((await get(`${s.url}/metricsx`)).body.toString(), 'the app\'s own /metricsx\n', 'other paths reach the app')
-  for (const host of ['127.0.0.1', 'app.example']) {
-    t.match((await get(`${s.url}/metrics`, { headers: { host } })).body.toString(), /^# HELP proxycore_/, `Host ${host}: /metrics is proxycore's`)
-  }
+  t.match(guide, /loopback clients get proxycore's metrics \(with a `Host` that is an IP\s+address, `localhost` or a name of `status\.hosts`\), others 403/)
+  t.match((await get(`${s.url}/metrics`, { headers: { host: '127.0.0.1' } })).body.toString(), /^# HELP proxycore_/, 'Host 127.0.0.1: /metrics is proxycore\'s')
+  // Another Host: still proxycore's path (a 403, test/status/audit35b-hosts.test.ts), never the app's.
+  const other = await get(`${s.url}/metrics`, { headers: { host: 'app.example' } })
+  t.equal(other.status, 403, 'Host app.example: /metrics is proxycore\'s, refused')
+  t.notMatch(other.body.toString(), /the app's own/, 'not the app\'s')
   const schema = JSON.parse(readFileSync(join(root, 'schema/proxycore.schema.json'), 'utf8')) as { properties: { status: { properties: Record<string, unknown> } } }
-  t.same(Object.keys(schema.properties.status.properties).sort(), ['allow', 'metricsPath', 'path'], 'status.metricsPath moves it (test/status/metrics-path.test.ts)')
+  t.same(Object.keys(schema.properties.status.properties).sort(), ['allow', 'hosts', 'metricsPath', 'path'], 'status.metricsPath moves it (test/status/metrics-path.test.ts)')
 })

@@ -135,6 +135,19 @@ t.test('serve: the default refuses a rebinding Host and answers 127.0.0.1', asyn
   t.same([ok.page, ok.json, ok.metrics, ok.live], [200, 200, 200, 101], '127.0.0.1 answered')
 })
 
+t.test('serve: status.hosts from the file applies (a listed name answered, others refused)', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const dir = tempDir(t, 'pc-status-hosts-')
+  const file = join(dir, 'proxycore.yaml')
+  writeFileSync(file, `listen: 127.0.0.1:0\nstatus: { hosts: [proxy.internal] }\nroutes:\n  - { name: files, match: { prefix: / }, protocol: static, docroot: ${JSON.stringify(dir)} }\n`)
+  const { s } = await serveKilled(t, file)
+  const port = Number(new URL(s.url).port)
+  const listed = await four(port, `proxy.internal:${port}`)
+  t.same([listed.page, listed.json, listed.metrics, listed.live], [200, 200, 200, 101], 'the listed name answered on all four')
+  const other = await four(port, `${REBIND}:${port}`)
+  t.same([other.page, other.json, other.metrics, other.live], [403, 403, 403, 403], 'another name refused')
+})
+
 t.test('check: status.hosts takes names and ["*"], refuses an entry with a port at /status/hosts/0', async (t) => {
   const dir = tempDir(t, 'pc-status-hosts-check-')
   const routes = 'routes:\n  - { protocol: http, backends: [127.0.0.1:1] }\n'
