@@ -21,7 +21,7 @@ import { checkPipeProgram } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
 import { ConfigError } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
-import { Gateway } from '../gateway/server.js'
+import { Gateway, listenFailure } from '../gateway/server.js'
 import { accessLogProblem } from '../status/access-log.js'
 import { LOG_LEVELS } from '../logger.js'
 import { VERSION } from '../version.js'
@@ -47,14 +47,6 @@ Signals (serve): SIGHUP reload, SIGUSR1 reopen the access log, SIGTERM/SIGINT gr
   (twice: immediate).
 Environment: PROXYCORE_LOG_LEVEL (fatal|error|warn|info|debug|trace|silent; default from the config,
   else info), PROXYCORE_LOG_FORMAT=json.`
-
-/** `listen` failures an operator fixes in the config or the system, in words (exit 1, no stack). */
-const LISTEN_ERRORS: Record<string, string> = {
-  EADDRINUSE: 'address already in use (another process listens there; stop it or change `listen`)',
-  // libuv reports a unix socket's missing directory as EACCES too.
-  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a unix socket needs an existing, writable directory)',
-  EADDRNOTAVAIL: 'address not available (no local interface has this address)',
-}
 
 function usageError (msg: string): number {
   process.stderr.write(`proxycore: ${msg}\n\n${USAGE}\n`)
@@ -280,19 +272,10 @@ async function serve (args: string[]): Promise<number> {
       for (const i of err.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
       return 2
     }
-    const e = err as NodeJS.ErrnoException & { address?: string, port?: number, hostname?: string }
-    // A `listen` host name the resolver does not know fails in getaddrinfo, before any listen.
-    const unresolved = e.syscall === 'getaddrinfo'
-      ? [pre.config.listen ?? []].flat().find((l) => l.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') === e.hostname)
-      : undefined
-    const why = unresolved !== undefined
-      ? 'host name not found (`listen` takes an IP address, or a name /etc/hosts or DNS resolves)'
-      : e.syscall === 'listen' && e.code !== undefined ? LISTEN_ERRORS[e.code] : undefined
-    if (why !== undefined) {
+    const f = listenFailure(err, [pre.config.listen ?? []].flat())
+    if (f !== null) {
       // An operator's mistake, not a bug: one line naming the address and what to do, no stack.
-      // A unix socket's error has port -1.
-      const address = unresolved ?? (typeof e.port === 'number' && e.port >= 0 ? `${(e.address ?? '').includes(':') ? `[${e.address ?? ''}]` : e.address ?? ''}:${e.port}` : `unix:${e.address ?? ''}`)
-      log.error({ code: e.code, address }, `cannot listen on ${address}: ${why}`)
+      log.error({ code: f.code, address: f.address }, f.message)
       return 1
     }
     log.error({ err }, 'start failed')

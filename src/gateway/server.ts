@@ -10,7 +10,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
 import { chmodSync, unlinkSync } from 'node:fs'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { loadConfigOrThrow } from '../config/load.js'
 import type { OperatorConfig } from '../config/schema.js'
@@ -64,8 +64,47 @@ function trimSlash (p: string): string {
   return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p
 }
 
-function listenKey (c: OperatorConfig): string {
-  return JSON.stringify([c.listen ?? '127.0.0.1:8080'].flat())
+/** The file's `listen` addresses, each once, in order. */
+function listenSpecs (c: OperatorConfig): string[] {
+  return [...new Set([c.listen ?? '127.0.0.1:8080'].flat())]
+}
+
+/** `listen` failures an operator fixes in the config or the system, in words. */
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use (another process listens there; stop it or change `listen`)',
+  // libuv reports a unix socket's missing directory as EACCES too.
+  EACCES: 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; a unix socket needs an existing, writable directory)',
+  EADDRNOTAVAIL: 'address not available (no local interface has this address)',
+}
+
+/**
+ * A bind failure as an operator reads it: the errno code (the log line's stable `code`), the
+ * address and what to do; null for any other error. Used by serve at start and by a reload.
+ */
+export function listenFailure (err: unknown, listen: string[]): { code: string, address: string, message: string } | null {
+  const e = err as NodeJS.ErrnoException & { address?: string, port?: number, hostname?: string }
+  // A `listen` host name the resolver does not know fails in getaddrinfo, before any listen.
+  const unresolved = e.syscall === 'getaddrinfo'
+    ? listen.find((l) => l.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') === e.hostname)
+    : undefined
+  const why = unresolved !== undefined
+    ? 'host name not found (`listen` takes an IP address, or a name /etc/hosts or DNS resolves)'
+    : e.syscall === 'listen' && e.code !== undefined ? LISTEN_ERRORS[e.code] : undefined
+  if (why === undefined || e.code === undefined) return null
+  // A unix socket's error has port -1.
+  const address = unresolved ?? (typeof e.port === 'number' && e.port >= 0 ? `${(e.address ?? '').includes(':') ? `[${e.address ?? ''}]` : e.address ?? ''}:${e.port}` : `unix:${e.address ?? ''}`)
+  return { code: e.code, address, message: `cannot listen on ${address}: ${why}` }
+}
+
+/** One bound `listen` address. */
+interface Bound {
+  /** As the file spells it: a reload keeps the socket while the file still has it. */
+  readonly spec: string
+  readonly server: Server
+  /** `http://host:port` or `unix:/path`. */
+  readonly shown: string
+  /** Every accepted connection still open, WebSocket tunnels included (destroyed when a drain times out). */
+  readonly sockets: Set<Socket>
 }
 
 export interface GatewayOptions {
@@ -78,7 +117,8 @@ export interface GatewayOptions {
 
 export class Gateway {
   private gen: Generation | null = null
-  private readonly servers: Server[] = []
+  /** Bound listeners by their `listen` spec. */
+  private readonly listeners = new Map<string, Bound>()
   private reloads = 0
   /** The reload building now, and the one asked for meanwhile (runs after it). */
   private reloading: Promise<boolean> | null = null
@@ -89,10 +129,8 @@ export class Gateway {
   private closing: Promise<void> | null = null
   /** Aborted by close(): a reload stops waiting for its new spawns to be ready. */
   private readonly closed = new AbortController()
-  /** What the listeners were bound from at start(); reloads compare their `listen` with this. */
-  private bound = ''
   /** Bound addresses, as `http://host:port` or `unix:/path`. */
-  readonly addresses: string[] = []
+  get addresses (): string[] { return [...this.listeners.values()].map((b) => b.shown) }
 
   /** The access log every generation writes to (reopened on SIGUSR1 and reloads). */
   private readonly access: AccessLogFile
@@ -142,9 +180,8 @@ export class Gateway {
     const { gen } = await this.build(this.lineage)
     this.gen = gen
     void this.access.use(gen.accessLog, gen.proxy.events)
-    this.bound = listenKey(gen.config)
     try {
-      for (const l of [gen.config.listen ?? '127.0.0.1:8080'].flat()) await this.listen(l)
+      for (const l of listenSpecs(gen.config)) this.adopt(await this.bind(l))
     } catch (err) {
       await this.close()
       throw err
@@ -170,7 +207,8 @@ export class Gateway {
     return g.proxy.shouldUpgrade(req)
   }
 
-  private async listen (spec: string): Promise<void> {
+  /** Bind `spec`; not serving anyone's listeners list until adopt(). */
+  private async bind (spec: string): Promise<Bound> {
     // shouldUpgradeCallback (Node >= 22.21 / 24.9; Node 20 ignores it, and @types/node 20 lacks
     // it): an Upgrade no route can carry is served as a plain request, as nginx does.
     const options = { requestTimeout: 0, shouldUpgradeCallback: (req: IncomingMessage) => this.shouldUpgrade(req) } as ServerOptions
@@ -197,6 +235,11 @@ export class Gateway {
       if (g !== null) g.proxy.connect(req, socket)
       else socket.destroy()
     })
+    const sockets = new Set<Socket>()
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket)
+      socket.once('close', () => sockets.delete(socket))
+    })
     const unix = spec.startsWith('unix:') ? spec.slice(5) : null
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
@@ -210,12 +253,54 @@ export class Gateway {
         server.listen(Number(m[2]), m[1] === '' ? undefined : m[1], () => { server.off('error', reject); resolve() })
       }
     })
-    if (unix !== null) chmodSync(unix, 0o660)
-    this.servers.push(server)
     const a = server.address()
     const shown = typeof a === 'string' ? `unix:${a}` : `http://${(a as AddressInfo).family === 'IPv6' ? `[${(a as AddressInfo).address}]` : (a as AddressInfo).address}:${(a as AddressInfo).port}`
-    this.addresses.push(shown)
-    this.opts.log.info({ address: shown }, 'listening')
+    const bound: Bound = { spec, server, shown, sockets }
+    if (unix !== null) {
+      try { chmodSync(unix, 0o660) } catch (err) { await this.unbind([bound]); throw err }
+    }
+    return bound
+  }
+
+  private adopt (b: Bound): void {
+    this.listeners.set(b.spec, b)
+    this.opts.log.info({ address: b.shown }, 'listening')
+  }
+
+  /** Close listeners nobody adopted (a reload that failed): they have served nobody's file yet. */
+  private async unbind (list: Bound[]): Promise<void> {
+    await Promise.all(list.map((b) => new Promise<void>((resolve) => {
+      b.server.close(() => resolve())
+      b.server.closeAllConnections()
+      for (const s of b.sockets) s.destroy()
+    })))
+  }
+
+  /**
+   * A listener the reloaded file no longer has: it stops accepting now; its open connections
+   * finish as on a graceful stop — idle keep-alive ones are closed as they become idle — and
+   * whatever is still open after `graceMs` (a long request, a WebSocket tunnel) is cut. Closing
+   * the server removes a unix socket's file.
+   */
+  private stopListening (b: Bound, graceMs: number): void {
+    const done: Promise<void> = (async () => {
+      const closed = new Promise<void>((resolve) => b.server.close(() => resolve()))
+      b.server.closeIdleConnections()
+      // A keep-alive connection becomes idle when its request ends: closed then.
+      const sweep = setInterval(() => b.server.closeIdleConnections(), 50)
+      let timer: NodeJS.Timeout | undefined
+      const late = await Promise.race([closed.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), graceMs) })])
+      clearTimeout(timer)
+      clearInterval(sweep)
+      if (late) {
+        b.server.closeAllConnections()
+        for (const s of b.sockets) s.destroy()
+        await closed
+      }
+      this.opts.log.info({ address: b.shown, ...(late ? { cut: true } : {}) }, 'stopped listening')
+    })().catch((err: unknown) => { this.opts.log.error({ err, address: b.shown }, 'reload: closing a removed listener failed') })
+      .finally(() => { this.draining.delete(done) })
+    this.draining.add(done)
   }
 
   /**
@@ -239,22 +324,49 @@ export class Gateway {
   private async doReload (): Promise<boolean> {
     const old = this.gen
     if (old === null || this.closing !== null) return false
+    let config: OperatorConfig
+    try {
+      config = (await loadConfigOrThrow(this.opts.configFile, this.opts.env !== undefined ? { env: this.opts.env } : {})).config
+    } catch (err) {
+      const issues = (err as { issues?: unknown[] }).issues
+      this.opts.log.error({ err: issues === undefined ? err : undefined, issues }, 'reload rejected; the previous config keeps serving')
+      return false
+    }
+    // New addresses are bound before anything else starts, as nginx does: one that cannot be bound
+    // rejects the reload, and what this reload had bound is closed again.
+    const specs = listenSpecs(config)
+    const added: Bound[] = []
+    try {
+      for (const spec of specs) if (!this.listeners.has(spec)) added.push(await this.bind(spec))
+    } catch (err) {
+      await this.unbind(added)
+      const f = listenFailure(err, specs)
+      if (f !== null) this.opts.log.error({ code: f.code, address: f.address, reason: f.message }, 'reload rejected; the previous config keeps serving')
+      else this.opts.log.error({ err }, 'reload rejected; the previous config keeps serving')
+      return false
+    }
     let next: Awaited<ReturnType<Gateway['build']>>
     try {
-      next = await this.build(old.spawns, undefined, this.closed.signal)
+      next = await this.build(old.spawns, config, this.closed.signal)
     } catch (err) {
+      await this.unbind(added)
       const issues = (err as { issues?: unknown[] }).issues
       if (old.spawns.stopped.length > 0) return await this.restore(old, err, issues)
       this.opts.log.error({ err: issues === undefined ? err : undefined, issues }, 'reload rejected; the previous config keeps serving')
       return false
     }
-    // Against what is bound, not the previous file: listeners never move, so a file that still
-    // differs warns on every reload, and one changed back to the bound address does not.
-    if (listenKey(next.gen.config) !== this.bound) this.opts.log.warn({ listen: next.gen.config.listen, listening: this.addresses }, 'reload: listen changed; restart proxycore to move listeners')
     this.gen = next.gen
+    // Unchanged addresses keep their sockets; removed ones stop accepting now and drain as on a stop.
+    const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
+    for (const b of [...this.listeners.values()]) {
+      if (specs.includes(b.spec)) continue
+      this.listeners.delete(b.spec)
+      this.stopListening(b, grace)
+    }
+    for (const b of added) this.adopt(b)
     void this.access.use(next.gen.accessLog, next.gen.proxy.events)
     this.reloads++
-    this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length }, 'reloaded')
+    this.opts.log.info({ reloads: this.reloads, routes: next.gen.proxy.routes.length, spawns: next.gen.spawns.status().length, addresses: this.addresses }, 'reloaded')
     this.retire(old, next.retired)
     return true
   }
@@ -302,12 +414,13 @@ export class Gateway {
     await this.reloading
     await this.queued
     const g = this.gen
-    const closed = Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-    for (const s of this.servers) s.closeIdleConnections()
+    const servers = [...this.listeners.values()].map((b) => b.server)
+    const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+    for (const s of servers) s.closeIdleConnections()
     if (g !== null) {
       await g.status?.close()
       await g.proxy.close(parseDuration(g.config.drainTimeout ?? '30s') ?? 30_000)
-      for (const s of this.servers) s.closeAllConnections()
+      for (const s of servers) s.closeAllConnections()
       await g.spawns.close()
     }
     // Old generations still draining after reloads stop on their own clock (their drainTimeout).

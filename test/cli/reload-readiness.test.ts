@@ -1,8 +1,8 @@
 /**
  * `proxycore serve` reload (SIGHUP), on the real CLI with real spawned node:http backends:
  * a changed spawn serves before the swap (make-before-break, no queue behind a slow start), a stop
- * signal does not wait for such a start, the file's `logLevel` applies after a reload, and the
- * `listen` warning compares with what is bound, not with the previous file.
+ * signal does not wait for such a start, the file's `logLevel` applies after a reload, and an
+ * unchanged `listen` keeps its socket (moving listeners: audit35b-listen-reload.test.ts).
  */
 import t from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -94,7 +94,7 @@ t.test('a stop signal does not wait for a reload\'s slow spawn to be ready', asy
 
 t.test('the reloaded file\'s logLevel applies', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  const { file, app } = setup(t)
+  const { dir, file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: info\n'))
   const { s } = await serveKilled(t, file, { PROXYCORE_LOG_LEVEL: '' })
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n'))
@@ -102,11 +102,12 @@ t.test('the reloaded file\'s logLevel applies', async (t) => {
   s.child.kill('SIGHUP')
   t.match(await s.waitLog('reload: log level changed', at), { from: 'info', to: 'warn' })
 
-  // At warn, a reload's info lines are gone; the listen warning (a warn line) ends it.
-  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n').replace('listen: 127.0.0.1:0', 'listen: 127.0.0.1:1'))
+  // At warn, a reload's info lines are gone; a rejected reload (an error line: a unix socket in a
+  // missing directory cannot be bound) ends it.
+  writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: warn\n').replace('listen: 127.0.0.1:0', `listen: [127.0.0.1:0, ${JSON.stringify(`unix:${join(dir, 'missing', 'http.sock')}`)}]`))
   at = s.logs().length
   s.child.kill('SIGHUP')
-  await s.waitLog('reload: listen changed; restart proxycore to move listeners', at)
+  await s.waitLog('reload rejected; the previous config keeps serving', at)
   t.notOk(s.logs().slice(at).some((l) => l.msg === 'SIGHUP: reloading'), 'no info line at warn')
 
   writeFileSync(file, spawnYaml(app, 'TAG: v1', 'logLevel: debug\n'))
@@ -117,7 +118,7 @@ t.test('the reloaded file\'s logLevel applies', async (t) => {
   t.equal(await s.exited, 0)
 })
 
-t.test('the listen warning compares the file with what is bound, on every reload', async (t) => {
+t.test('an unchanged listen keeps its socket over reloads; a changed one moves it', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file } = setup(t)
   const backend = createServer((req, res) => res.end('ok'))
@@ -130,17 +131,21 @@ routes:
 `)
   config('127.0.0.1:0')
   const { s } = await serveKilled(t, file)
-  const warned = async (listen: string): Promise<boolean> => {
+  /** The addresses a reload announced as `listening`. */
+  const bound = async (listen: string): Promise<unknown[]> => {
     config(listen)
     const at = s.logs().length
     s.child.kill('SIGHUP')
     await s.waitLog('reloaded', at)
-    return s.logs().slice(at).some((l) => l.msg === 'reload: listen changed; restart proxycore to move listeners')
+    return s.logs().slice(at).filter((l) => l.msg === 'listening').map((l) => l.address)
   }
-  t.equal(await warned('127.0.0.1:1'), true, 'a changed listen warns')
-  t.equal(await warned('127.0.0.1:1'), true, 'and warns again while the listeners are still the old ones')
-  t.equal(await warned('127.0.0.1:0'), false, 'the bound listen again: no warning')
-  t.equal((await get(`${s.url}/`)).status, 200, 'still served where it listens')
+  t.same(await bound('127.0.0.1:0'), [], 'the same listen: the socket is kept, nothing bound')
+  t.equal((await get(`${s.url}/`)).status, 200, 'still served where it listened from the start')
+  const moved = await bound('[127.0.0.1:0, 127.0.0.2:0]')
+  t.equal(moved.length, 1, 'a new address is bound')
+  t.same(await bound('[127.0.0.1:0, 127.0.0.2:0]'), [], 'and kept by the next reload of the same file')
+  t.equal((await get(`${s.url}/`)).status, 200, 'the start address still serves')
+  t.equal((await get(`${String(moved[0])}/`)).status, 200, 'and the new one')
   s.child.kill('SIGTERM')
   t.equal(await s.exited, 0)
 })
