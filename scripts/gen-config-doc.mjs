@@ -15,6 +15,7 @@ const EXAMPLES = {
   include: 'conf.d/*.yaml',
   status: '{ path: /server-status, allow: [127.0.0.1, "10.0.0.0/8"] }',
   'status.allow': '[127.0.0.1, "::1", "10.0.0.0/8"]',
+  'status.hosts': '[proxy.internal]',
   'status.metricsPath': '/proxycore-metrics',
   runDir: '/run/proxycore',
   logDir: '/var/log/proxycore',
