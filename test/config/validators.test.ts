@@ -43,6 +43,8 @@ const PATTERN_EXAMPLES: Record<string, string[]> = {
   // Variable names and values (params, environment): no NUL, a name on one line without `=`.
   '^[^\\u0000=\\n\\r\\u2028\\u2029]+$': ['PATH', 'a b', '', 'x=y', 'a\nb', '\r', 'A\u0000B'],
   '^[^\\u0000]*$': ['value', '', 'a=b', 'a\nb', 'v\u0000w'],
+  // status.hosts: `*`, a host name, or an IPv6 literal in brackets; no port, scheme or space.
+  '^(\\*|[A-Za-z0-9_.-]+|\\[[0-9A-Fa-f:.]+\\])$': ['*', 'proxy.internal', '[::1]', 'proxy.internal:9000', 'http://x', 'a b', '', '**', '[::1]:80'],
 }
 
 type Node = TSchema & Record<string, any>
