@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import type { RequestEndEvent } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { slowGet } from '../helpers/slow-client.js'
+import { slowGetThroughProxy } from '../helpers/slow-client.js'
 import { proxyServer, rawBackend } from '../helpers/servers.js'
 import { captureLogger } from '../cgi/harness.js'
 
@@ -57,17 +57,7 @@ async function slowClient (t: Parameters<typeof guardLeaks>[0], framing: Framing
       })
     })
   })
-  const { logger, lines } = captureLogger()
-  const { proxy, port } = await proxyServer(t, {
-    logger,
-    routes: [{ match: { prefix: '/' }, protocol: 'http', backends: [raw.address] }]
-  })
-  const events: RequestEndEvent[] = []
-  proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const client = await slowGet(port, '/x', () => ended)
-  if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
-  const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
-  return { ...client, event: events[0], codes }
+  return await slowGetThroughProxy(t, { match: { prefix: '/' }, protocol: 'http', backends: [raw.address] }, () => ended)
 }
 
 for (const framing of ['http/1.0', 'connection: close'] as const) {

@@ -20,10 +20,8 @@ import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import type { RequestEndEvent } from '../../src/index.js'
 import type { FlowControl } from '../../src/core/types.js'
-import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { slowGet } from '../helpers/slow-client.js'
-import { proxyServer } from '../helpers/servers.js'
-import { captureLogger } from '../cgi/harness.js'
+import { guardLeaks } from '../helpers/leaks.js'
+import { slowGetThroughProxy } from '../helpers/slow-client.js'
 import { fakeClient, startFake } from './helpers/fake.js'
 import { makeExchange } from './helpers/harness.js'
 import { tempDir } from './helpers/peers.js'
@@ -57,17 +55,7 @@ async function slowClient (t: Test, head: string, ending: Ending): Promise<Seen>
       })
     }
   })
-  const { logger, lines } = captureLogger()
-  const { proxy, port } = await proxyServer(t, {
-    logger,
-    routes: [{ match: { prefix: '/' }, protocol: 'fastcgi', backends: [fake.endpoint.id], scriptFilename: '/srv/app/app.php' }]
-  })
-  const events: RequestEndEvent[] = []
-  proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const client = await slowGet(port, '/x', () => ended)
-  if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
-  const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
-  return { ...client, event: events[0], codes }
+  return await slowGetThroughProxy(t, { match: { prefix: '/' }, protocol: 'fastcgi', backends: [fake.endpoint.id], scriptFilename: '/srv/app/app.php' }, () => ended)
 }
 
 const HEADS = [

@@ -5,7 +5,11 @@
  */
 import { createHash } from 'node:crypto'
 import { request } from 'node:http'
+import type { RequestEndEvent } from '../../src/index.js'
+import type { RouteConfig } from '../../src/config/schema.js'
+import { captureLogger } from '../cgi/harness.js'
 import { waitFor } from './leaks.js'
+import { proxyServer } from './servers.js'
 
 export interface SlowRead { status: number, bytes: number, sha: string, complete: boolean }
 
@@ -26,4 +30,19 @@ export async function slowGet (port: number, path: string, until: () => boolean,
     req.on('error', reject)
     req.end()
   })
+}
+
+/**
+ * slowGet through a proxy of one route (a proxyServer with a captured log): what arrived, the
+ * request's `request:end` event and the codes of its error and warn log lines.
+ */
+export async function slowGetThroughProxy (t: Parameters<typeof proxyServer>[0], route: RouteConfig, until: () => boolean): Promise<SlowRead & { event: RequestEndEvent, codes: unknown[] }> {
+  const { logger, lines } = captureLogger()
+  const { proxy, port } = await proxyServer(t, { logger, routes: [route] })
+  const events: RequestEndEvent[] = []
+  proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
+  const client = await slowGet(port, '/x', until)
+  if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
+  const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
+  return { ...client, event: events[0], codes }
 }

@@ -13,10 +13,9 @@
  */
 import t from 'tap'
 import type { RequestEndEvent } from '../../src/index.js'
-import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { slowGet } from '../helpers/slow-client.js'
-import { proxyServer, rawBackend } from '../helpers/servers.js'
-import { captureLogger } from '../cgi/harness.js'
+import { guardLeaks } from '../helpers/leaks.js'
+import { slowGetThroughProxy } from '../helpers/slow-client.js'
+import { rawBackend } from '../helpers/servers.js'
 
 /** More than the loopback path holds while the client does not read (measured: ~1.4 MiB arrives). */
 const N = 4 << 20
@@ -37,17 +36,7 @@ async function slowClient (t: Parameters<typeof guardLeaks>[0], withLength: bool
       })
     })
   })
-  const { logger, lines } = captureLogger()
-  const { proxy, port } = await proxyServer(t, {
-    logger,
-    routes: [{ match: { prefix: '/' }, protocol: 'scgi', backends: [raw.address], scriptFilename: '/srv/app/app.py' }]
-  })
-  const events: RequestEndEvent[] = []
-  proxy.events.on('request:end', (e: RequestEndEvent) => events.push(e))
-  const client = await slowGet(port, '/x', () => ended)
-  if (!await waitFor(() => events.length > 0, 10_000)) throw new Error('no request:end event')
-  const codes = lines.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => l.obj.code)
-  return { ...client, event: events[0], codes }
+  return await slowGetThroughProxy(t, { match: { prefix: '/' }, protocol: 'scgi', backends: [raw.address], scriptFilename: '/srv/app/app.py' }, () => ended)
 }
 
 for (const withLength of [false, true]) {
