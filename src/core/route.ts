@@ -4,7 +4,7 @@
  * resolution and the RFC 3875 environment for the CGI family).
  */
 import type { IncomingMessage } from 'node:http'
-import { realpathSync } from 'node:fs'
+import { realpathSync, statSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
@@ -190,26 +190,32 @@ export class CompiledRoute {
    * Script resolution walks the docroot with lstat/realpath: the dominant cost of a FastCGI request
    * (~40% of CPU measured). Like lighttpd's stat cache, a successful resolution is reused for
    * SCRIPT_CACHE_MS; failures are never cached, and a deleted script stops resolving within that
-   * second. A hit is trusted only while the script's realpath is still the one the walk checked:
-   * one realpath(3) instead of the walk, and a script (or a directory above it) swapped for a
-   * symlink since then, which `symlinks: deny|owner` or the docroot bound would refuse, sends the
-   * request through the whole walk again (audit: for up to a second it ran the link's target).
+   * second. A hit is trusted only while the script's path still leads to the very file the walk
+   * checked, unchanged since: the same device, inode and change time, one stat(2). A script (or a
+   * directory above it) swapped for a symlink to another file, which `symlinks: deny|owner` or the
+   * docroot bound would refuse, sends the request through the whole walk again (audit: for up to a
+   * second it ran the link's target). What a hit cannot see is a directory above the script moved
+   * away and linked back in, leading to that same unchanged file: for the rest of the second the
+   * file the walk approved still runs. realpath(3) on each hit saw that too, but glibc's walks the
+   * path with a readlink(2) per component: 12-28 µs of CPU per FastCGI request measured, about all
+   * of proxycore's distance to the Node floor there (bench/syscalls.mjs, bench/ab.mjs).
    */
-  private readonly scriptCache = new Map<string, { script: ScriptInfo, real: string, until: number }>()
+  private readonly scriptCache = new Map<string, { script: ScriptInfo, file: FileIdentity, until: number }>()
 
   private cachedScript (path: string): ScriptInfo | null {
     const hit = this.scriptCache.get(path)
     if (hit === undefined) return null
-    if (hit.until < Date.now() || realpathOrNull(hit.script.filename) !== hit.real) { this.scriptCache.delete(path); return null }
+    if (hit.until < Date.now() || !sameFile(identityOf(hit.script.filename), hit.file)) { this.scriptCache.delete(path); return null }
     return hit.script
   }
 
   /**
-   * The script is handed on with the real path found here (ScriptInfo.realFilename): a hit
-   * returns it only after realpath(3) gave that same path again for this request, so it is as
-   * fresh as a realpath the adapter would make itself (the static adapter made that second call).
+   * The script is handed on with the real path found here (ScriptInfo.realFilename). The file's
+   * identity is taken before its realpath and must be the real path's own after it: a swap between
+   * the two is not cached, so an entry's identity is that of a file its real path reached.
    */
   private remember (path: string, script: ScriptInfo): ScriptInfo {
+    const file = identityOf(script.filename)
     const real = realpathOrNull(script.filename)
     if (real === null) return script
     const withReal: ScriptInfo = { ...script, realFilename: real }
@@ -218,8 +224,9 @@ export class CompiledRoute {
     // for the cache's second. A resolution that went through a link below the docroot (its path
     // there is not the real one) is not kept; a docroot that is itself a link still is.
     if (script.symlinks === 'owner' && real !== join(realpathOrNull(script.docroot) ?? '', relative(script.docroot, script.filename))) return withReal
+    if (file === null || !sameFile(identityOf(real), file)) return withReal
     if (this.scriptCache.size >= SCRIPT_CACHE_ENTRIES) this.scriptCache.clear()
-    this.scriptCache.set(path, { script: withReal, real, until: Date.now() + SCRIPT_CACHE_MS })
+    this.scriptCache.set(path, { script: withReal, file, until: Date.now() + SCRIPT_CACHE_MS })
     return withReal
   }
 
@@ -354,10 +361,27 @@ function limitBody (ex: ProxyExchange, max: number): Readable {
 }
 
 /**
- * realpath(3) itself, synchronously: one system call on paths the walk just brought into the
- * dentry cache (a few µs), where the promise version costs a thread-pool round trip per request
- * (the bench measured FastCGI CPU per request up by a third with it).
+ * realpath(3) itself, synchronously, on paths the walk just brought into the dentry cache (a
+ * readlink(2) per component, a few µs), where the promise version costs a thread-pool round trip
+ * (the bench measured FastCGI CPU per request up by a third with it). Only on a cache miss.
  */
 function realpathOrNull (path: string): string | null {
   try { return realpathSync.native(path) } catch { return null }
+}
+
+/** What says a path still leads to the same, unchanged file: a rename or a write changes ctime. */
+interface FileIdentity { readonly dev: number, readonly ino: number, readonly ctimeMs: number }
+
+/** stat(2) of a path, synchronously (one system call, symlinks followed), or null. */
+function identityOf (path: string): FileIdentity | null {
+  try {
+    const st = statSync(path, { throwIfNoEntry: false })
+    return st === undefined ? null : { dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs }
+  } catch {
+    return null
+  }
+}
+
+function sameFile (a: FileIdentity | null, b: FileIdentity): boolean {
+  return a !== null && a.dev === b.dev && a.ino === b.ino && a.ctimeMs === b.ctimeMs
 }

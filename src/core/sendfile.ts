@@ -271,7 +271,7 @@ export function openFdInsideRoots (real: string, roots: readonly string[]): Prom
 /**
  * Close a descriptor openFdInsideRoots returned. Synchronously: verifyOpened proved it a regular
  * file opened read-only, whose close(2) writes nothing back and waits on no device (a local file
- * system; the core's script cache already makes synchronous realpath(3) calls on the same
+ * system; the core's script cache already makes synchronous stat(2) and realpath(3) calls on the same
  * paths, src/core/route.ts, so a docroot on a file system whose metadata calls block is slow
  * there first). Errors are returned, not thrown.
  */

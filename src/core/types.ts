@@ -54,10 +54,13 @@ export interface ScriptInfo {
   /** DOCUMENT_ROOT, '' for single-entry-point apps. */
   readonly docroot: string
   /**
-   * `filename`'s real path (realpath(3): every symlink resolved), as the core found it while it
-   * resolved this very request (its script cache checks it on every hit), so an adapter need not
-   * resolve it again. Absent when the core did not resolve one (no `docroot`): then call
-   * realpath yourself. A check made before the open, like any: verify the opened descriptor.
+   * `filename`'s real path (realpath(3): every symlink resolved), as the core found it when it
+   * walked the docroot for this path, within the last second (its script cache checks on every
+   * hit, with one stat(2), that `filename` still leads to the same, unchanged file: device, inode,
+   * change time), so an adapter need not resolve it again. Absent when the core did not resolve
+   * one (no `docroot`): then call realpath yourself. A check made before the open, like any:
+   * verify the opened descriptor (a directory above moved and linked back in leaves the file as
+   * it was, and this path stale, until the entry's second is over).
    */
   readonly realFilename?: string
   /**

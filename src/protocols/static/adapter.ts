@@ -314,12 +314,12 @@ class StaticExchange {
 
   /** The file, opened as X-Sendfile opens one: regular, inside the docroot on its real path and on the descriptor. */
   private async open (script: ScriptInfo): Promise<{ fd: number, stats: Stats, real: string, root: string, rootStats: Stats }> {
-    // realpath(3) itself, synchronously, as the core's script cache does (src/core/route.ts): one
-    // system call on paths the core's walk just brought into the dentry cache, where the promise
-    // version costs a thread-pool round trip each. The file's real path is the core's own
-    // (ScriptInfo.realFilename: its cache makes this very realpath(3) call for this request, a
-    // few microtasks ago, the same check as making it here again: what happens between that
-    // check and the open is what the descriptor checks are for); the docroot's is cached
+    // realpath(3) itself, synchronously, as the core's script cache does on a miss
+    // (src/core/route.ts), on paths the core's walk just brought into the dentry cache, where the
+    // promise version costs a thread-pool round trip each. The file's real path is the core's own
+    // (ScriptInfo.realFilename: its cache checked for this request that the path still leads to
+    // that file, unchanged; what happens between that check and the open, and a path gone stale
+    // under a moved directory, is what the descriptor checks are for); the docroot's is cached
     // (docrootFor).
     let root: string
     let real: string
