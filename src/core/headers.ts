@@ -214,7 +214,8 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
     if (upgrade !== undefined) out.push('connection', 'upgrade', 'upgrade', upgrade)
   }
   if (opts.xForwarded) {
-    out.push('x-forwarded-for', xff === null ? peer : `${xff}, ${peer}`)
+    const node = peer === '' ? UNIX_PEER : peer
+    out.push('x-forwarded-for', xff === null ? node : `${xff}, ${node}`)
     if (!opts.peerTrusted || req.headers['x-forwarded-proto'] === undefined) out.push('x-forwarded-proto', client.secure ? 'https' : 'http')
     if ((!opts.peerTrusted || req.headers['x-forwarded-host'] === undefined) && req.headers.host !== undefined) out.push('x-forwarded-host', req.headers.host)
   }
@@ -273,8 +274,20 @@ function forwardingField (name: string): string | null {
   }
 }
 
-/** RFC 7239 §6: IPv6 nodes are quoted and bracketed. */
+/**
+ * The X-Forwarded-For entry for a client of a unix-socket listener, which has no address (`peer`
+ * ''): what nginx writes there (`$remote_addr` is `unix:`). Left empty, the entry the proxy appends
+ * was missing (`X-Forwarded-For: 1.2.3.4, `), and a backend that drops empty list elements (Rails'
+ * `split(/[,\s]+/)`) took the client's own `1.2.3.4` for the address the proxy saw.
+ */
+const UNIX_PEER = 'unix:'
+
+/**
+ * RFC 7239 §6: IPv6 nodes are quoted and bracketed; a peer without an address (a unix-socket
+ * listener's) is `unknown` (§6.3): `for=` with an empty value is not valid syntax.
+ */
 function forwardedNode (addr: string): string {
+  if (addr === '') return 'unknown'
   return addr.includes(':') ? `"[${addr}]"` : addr
 }
 

@@ -221,6 +221,11 @@ let parserPrototype: object | null = null
 let parserHeadersComplete: HeadersComplete | null = null
 /** One function for every parser (a closure per parser would be one more object per connection). */
 function headersCompleteSkippingContinue (this: object, statusCode: number, upgrade: boolean, shouldKeepAlive: boolean): number {
+  // A status under 100 (`HTTP/1.1 099`, `000`: llhttp takes any three digits): undici takes it for
+  // a 1xx and then fails an assertion (`statusCode >= 100`), which came out as ERR_PROTOCOL ("not
+  // HTTP"). It is HTTP with an invalid status, as a 600 is: refused as ERR_BAD_RESPONSE. undici's
+  // execute() destroys the connection with what a callback throws, and onError keeps a ProxyError.
+  if (statusCode < 100) throw new ProxyError('ERR_BAD_RESPONSE', `status ${statusCode}`, { phase: 'head' })
   return (parserHeadersComplete as HeadersComplete).call(this, statusCode === 100 && !upgrade ? UNSOLICITED_CONTINUE : statusCode, upgrade, shouldKeepAlive)
 }
 
@@ -536,10 +541,10 @@ class UpgradeBridge implements FlowControl {
 
   onHeaders (status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
     if (status === 101) {
-      // A 101 that llhttp did not take for a switch (no Upgrade field): undici would fail an
+      // A 101 that llhttp did not take for a switch (no Upgrade field, or no `Connection: upgrade`): undici would fail an
       // assertion next. The backend broke the upgrade itself (RFC 9110 §15.2.2: a 101 names the
       // protocol it switches to): the one failure that keeps ERR_UPGRADE_FAILED.
-      const err = new ProxyError('ERR_UPGRADE_FAILED', '101 Switching Protocols without an Upgrade field', { phase: 'head', backend: this.client.endpoint.id })
+      const err = new ProxyError('ERR_UPGRADE_FAILED', '101 Switching Protocols that is no switch (no Upgrade field, or no Connection: upgrade)', { phase: 'head', backend: this.client.endpoint.id })
       this.abortFn?.(err)
       if (this.end()) this.h.onError(err)
       return false
