@@ -32,6 +32,10 @@
  * byte either way for `timeouts.tunnel` is closed (HAProxy's `timeout tunnel`): peers that vanished
  * without a FIN or a reset (a laptop closed, a NAT entry dropped) would otherwise hold the tunnel and
  * its slot forever.
+ *
+ * The 101 the client gets is a hop's (switchFields): the backend connection's own fields stay
+ * behind, Upgrade goes on under a Connection of the proxy's own. `h2c` is never tunnelled: its
+ * HTTP2-Settings is never forwarded, and a backend that switches to it anyway is refused.
  */
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
@@ -39,7 +43,7 @@ import type { Duplex, Readable } from 'node:stream'
 import { ProxyError, backendOverloaded, fromSocketError, toProxyError, type ErrorCode } from './errors.js'
 import { DISCARD_MAX_MS } from './body-pump.js'
 import { authorizeExchange } from './exchange.js'
-import { filterResponseHeaders, forwardRequestHeaders, reasonPhrase, validStatus } from './headers.js'
+import { connectionListed, filterResponseHeaders, forwardRequestHeaders, isHopByHop, reasonPhrase, sameName, validStatus } from './headers.js'
 import { isFailedAttempt, type Backend } from './pool.js'
 import { RequestFacts } from './request-facts.js'
 import { endEvent } from './events.js'
@@ -117,9 +121,9 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     super(rt.nextId(), target, req, client, route.name, route.adapterOptions)
     this.signal = this.ac.signal
     this.startedAt = rt.now()
-    this.headers = forwardRequestHeaders(req, client, peer, {
+    this.headers = withoutHttp2Settings(forwardRequestHeaders(req, client, peer, {
       host: route.s.hostHeader, xForwarded: route.s.xForwarded, forwarded: route.s.forwarded, via: route.s.via, peerTrusted: route.s.peerTrusted(peer),
-    }, true)
+    }, true))
   }
 
   /** Where the authorizer writes a denial: set by admit() before the authorizer is asked. */
@@ -242,6 +246,17 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
 
   onUpgrade (_status: number, headers: RawHeaders, backend: Duplex, head: Buffer): void {
     if (this.phase !== Phase.Connecting) { backend.destroy(); return }
+    if (switchesToH2c(headers)) {
+      // An HTTP/2 connection in the tunnel would carry requests for any of the backend's paths
+      // past the route's match, stripPrefix and authorizer ("h2c smuggling"): never opened. The
+      // backend answered, so it is no failed attempt (refuse counts one only before an answer):
+      // clients asking for h2c must not get a working backend disabled.
+      if (this.backend !== null) this.route.pool.answered(this.backend)
+      this.phase = Phase.Response
+      backend.destroy()
+      this.refuse(new ProxyError('ERR_UPGRADE_FAILED', 'the backend switched to h2c: an HTTP/2 connection is never tunnelled', { phase: 'head', backend: this.backendId }))
+      return
+    }
     this.stopTimer()
     if (this.backend !== null) this.route.pool.answered(this.backend)
     this.phase = Phase.Tunnel
@@ -253,7 +268,7 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     s.off('end', this.onClientEnd)
     const early = this.early ?? []
     this.early = null
-    const out = filterResponseHeaders(headers, 101, this.rewrite(), this.httpVersion)
+    const out = filterResponseHeaders(switchFields(headers), 101, this.rewrite(), this.httpVersion)
     let text = `HTTP/1.1 101 ${STATUS_CODES[101]}\r\n`
     for (let i = 0; i < out.length; i += 2) text += `${out[i]}: ${out[i + 1]}\r\n`
     s.write(`${text}\r\n`, 'latin1')
@@ -622,6 +637,50 @@ export class UpgradeExchange extends RequestFacts implements Exchange, UpgradeHa
     }
     this.done?.()
   }
+}
+
+/**
+ * A 101's fields for the client. The proxy is a hop (RFC 9110 §7.6.1): what is the backend
+ * connection's own (the fields its Connection lists, Keep-Alive, Proxy-Connection, TE, Trailer,
+ * Transfer-Encoding) stays behind, as on any response; Upgrade goes on, named by a Connection of the
+ * proxy's own (RFC 6455 §4.1 clients fail a handshake without it; nginx also writes its own).
+ */
+function switchFields (raw: RawHeaders): RawHeaders {
+  let listed: Set<string> | null = null
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!sameName(raw[i], 'connection')) continue
+    const l = connectionListed(raw[i + 1])
+    if (l !== null) { listed ??= new Set(); for (const n of l) listed.add(n) }
+  }
+  const out: string[] = ['Connection', 'Upgrade']
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    if (!sameName(name, 'upgrade') && (isHopByHop(name) || (listed !== null && listed.has(name.toLowerCase())))) continue
+    out.push(name, raw[i + 1])
+  }
+  return out
+}
+
+/**
+ * HTTP2-Settings is connection-specific (RFC 7540 §3.2.1), whether the client's Connection names
+ * it or not: never forwarded, so an HTTP/2 server asked for h2c does not switch (§3.2).
+ */
+function withoutHttp2Settings (raw: RawHeaders): RawHeaders {
+  let found = false
+  for (let i = 0; i < raw.length && !found; i += 2) found = sameName(raw[i], 'http2-settings')
+  if (!found) return raw
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) if (!sameName(raw[i], 'http2-settings')) out.push(raw[i], raw[i + 1])
+  return out
+}
+
+/** A 101 whose Upgrade names h2c (HTTP/2 over cleartext, `h2c` or `h2c/<version>`). */
+function switchesToH2c (raw: RawHeaders): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!sameName(raw[i], 'upgrade')) continue
+    for (const p of raw[i + 1].split(',')) if (p.trim().split('/')[0].toLowerCase() === 'h2c') return true
+  }
+  return false
 }
 
 /** A request body follows the head: a Content-Length above 0, or any Transfer-Encoding (RFC 9112 §6.3). */
