@@ -12,6 +12,9 @@
  *         ─> stderr ──> onStderr (capped, always drained)
  *   stdout EOF + exit status ─> onEnd, or onError when the script died before its head / by a signal
  *   stdout EOF + a leader still running EOF_GRACE_MS later (it closed stdout itself) ─> onEnd
+ *   exit status + stdout still open and idle EXIT_GRACE_MS (something outside the group, a
+ *     setsid daemon, holds it) ─> as stdout EOF, then our end of stdout is closed
+ *   exit status + stderr still open EXIT_GRACE_MS later ─> our end of stderr is closed
  *   response over (Content-Length, EOF, local redirect), script still running ─> `linger`, then stop
  *   exchange.signal (client gone, core timeout) ─> kill the process group, settle silently
  *
@@ -62,6 +65,13 @@ const EOF_GRACE_MS = 200
  * longer one is handed on as it is and cut there.
  */
 const STDERR_HOLD_MAX = 4096 + 2
+/**
+ * How long stdout may stay idle, while read, after the leader's exit status came before its EOF.
+ * Everything the script wrote is in the pipe by its exit and is read at once while stdout flows;
+ * the spawn layer stops the script's group at that exit, so a descriptor still open after this
+ * is held by a process that left the group (a `setsid` daemon), which may hold it for ever.
+ */
+const EXIT_GRACE_MS = 1000
 const EMPTY = Buffer.alloc(0)
 const PROCFS = existsSync('/proc/self/stat')
 
@@ -148,6 +158,12 @@ export class CgiExchange {
   private lingerTimer: NodeJS.Timeout | null = null
   /** stdout EOF came before the exit status: look at the leader after EOF_GRACE_MS. */
   private eofTimer: NodeJS.Timeout | null = null
+  /** The exit status came before stdout EOF: stdout is watched for EXIT_GRACE_MS of idleness. */
+  private exitTimer: NodeJS.Timeout | null = null
+  /** stdout reads since the exit status (onExitGrace: did any come in the last I/O poll?). */
+  private readsAfterExit = 0
+  /** The exit status came before stderr EOF: stderr is closed EXIT_GRACE_MS later (onStderrGrace). */
+  private stderrTimer: NodeJS.Timeout | null = null
   private readonly onAbort = (): void => this.abort()
 
   constructor (
@@ -318,6 +334,7 @@ export class CgiExchange {
   private onStdout (chunk: Buffer): void {
     // After the ending the rest of the output is drained and dropped, so the script never blocks.
     if (this.settled) return
+    if (this.exitTimer !== null) { this.readsAfterExit++; this.exitTimer.refresh() }
     let data = chunk
     if (this.parser !== null) {
       const r = this.parser.push(chunk)
@@ -370,6 +387,15 @@ export class CgiExchange {
 
   private onExit (status: ExitStatus): void {
     this.exit = status
+    if (!this.settled && !this.outputDone && this.spawned && this.exitTimer === null) {
+      this.exitTimer = setTimeout(() => this.onExitGrace(), EXIT_GRACE_MS)
+    }
+    const stderr = this.child?.stderr
+    if (this.spawned && stderr !== null && stderr !== undefined && !stderr.readableEnded && !stderr.destroyed && this.stderrTimer === null) {
+      // Past the exchange's end too: it bounds a descriptor, not the response.
+      this.stderrTimer = setTimeout(() => this.onStderrGrace(), EXIT_GRACE_MS)
+      this.stderrTimer.unref()
+    }
     // The body is no longer read by anyone: the feeding ends (a response over first kept it going).
     if (this.settled) this.stopBody?.()
     this.releaseStdin()
@@ -377,6 +403,50 @@ export class CgiExchange {
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
     if (!this.settled && this.outputDone) return this.endByExit()
     if (this.settled && !this.killed && this.parser === null && (status.code !== 0 || status.signal !== null)) this.logExit()
+  }
+
+  /**
+   * The leader exited EXIT_GRACE_MS ago and stdout has had nothing to read since, yet no EOF:
+   * a process outside the script's group (a daemon that called setsid) holds it, perhaps for
+   * days. The output ends here as at EOF: a whole response ends by the exit status, one short of
+   * its Content-Length or without its head fails. While stdout is paused (a slow client) what is
+   * still in the pipe is the script's and must not be lost: the wait starts again. The timer can
+   * fire in the same loop turn as data that is ready, before the poll that reads it, so the
+   * decision waits one poll (setImmediate) and is taken only if no read came in it.
+   */
+  private onExitGrace (): void {
+    this.exitTimer = null
+    if (this.settled || this.outputDone) return
+    const stdout = this.child?.stdout
+    if (stdout === null || stdout === undefined) return
+    const rearm = (): void => { this.exitTimer = setTimeout(() => this.onExitGrace(), EXIT_GRACE_MS) }
+    if (stdout.isPaused() || stdout.readableFlowing === false) return rearm()
+    const reads = this.readsAfterExit
+    setImmediate(() => {
+      if (this.settled || this.outputDone || stdout.readableEnded) return
+      if (this.readsAfterExit !== reads || stdout.isPaused()) return rearm()
+      this.onStdoutEnd()
+      // Nothing more belongs to this exchange: our end closes (the holder gets EPIPE), so a
+      // daemon per request does not keep descriptors of the proxy open for its lifetime.
+      stdout.destroy()
+    })
+  }
+
+  /**
+   * The leader exited EXIT_GRACE_MS ago and stderr is still open: held by a process outside its
+   * group (the group was stopped at the exit), which must not keep a descriptor of the proxy open
+   * for its lifetime. stderr is never paused, so what the script wrote before its exit has been
+   * read (one more poll first, as in onExitGrace); the held start of a line is logged, the rest of
+   * stderr is not read.
+   */
+  private onStderrGrace (): void {
+    this.stderrTimer = null
+    setImmediate(() => {
+      const stderr = this.child?.stderr
+      if (stderr === null || stderr === undefined || stderr.readableEnded || stderr.destroyed) return
+      this.onStderrEnd()
+      stderr.destroy()
+    })
   }
 
   /**
@@ -515,6 +585,7 @@ export class CgiExchange {
     if (this.settled) return
     this.settled = true
     if (this.eofTimer !== null) { clearTimeout(this.eofTimer); this.eofTimer = null }
+    if (this.exitTimer !== null) { clearTimeout(this.exitTimer); this.exitTimer = null }
     unwatchAbort(this.exchange, this.onAbort)
     if (!bodyGoesOn || isAborted(this.exchange) || this.exit !== null) this.stopBody?.()
     // Drop, but keep draining, whatever output is still to come (a paused pipe would block it).
