@@ -164,6 +164,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     // on(), not once(): once() wraps the listener (151 B per request); finish() removes it, and
     // onResClose ignores a call after the exchange is done.
     this.res.on('close', this.onResClose)
+    // A pipelined request's response gets its socket only once the one before it is done, and a
+    // client that leaves closes only the socket's current response: node destroys the waiting
+    // requests instead. Their 'close' is then the only sign (onReqClose).
+    if (this.res.socket === null) this.req.on('close', this.onReqClose = () => { if (this.phase !== Phase.Done && this.clientGone()) this.onResClose() })
     route.admission.enter(this)
   }
 
@@ -799,6 +803,13 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.abortBackend()
   }
 
+  /**
+   * Set for a pipelined request only (its response has no socket yet), made then: a closure per
+   * request for the rare case. Its request ended (onResClose never comes for it): an abort only
+   * if the client left.
+   */
+  private onReqClose: (() => void) | null = null
+
   private abortBackend (): void {
     if (this.abortedFlag) return
     this.abortedFlag = true
@@ -897,6 +908,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     }
     if (this.onDrainBound !== null) this.res.removeListener('drain', this.onDrainBound)
     this.res.removeListener('close', this.onResClose)
+    if (this.onReqClose !== null) this.req.removeListener('close', this.onReqClose)
     if (this.cleanupSpool !== null) this.cleanupSpool().catch(() => {})
     if (redirected) return
     if (!this.req.complete) this.discardUnreadBody()
