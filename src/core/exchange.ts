@@ -433,7 +433,7 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       if (this.phase === Phase.Dispatched) this.onError(new ProxyError('ERR_BAD_RESPONSE', 'response ended before its head', { phase: 'head' }))
       return
     }
-    if (trailers !== undefined && trailers.length > 0 && /\btrailers\b/i.test(String(this.req.headers.te ?? ''))) {
+    if (trailers !== undefined && trailers.length > 0 && acceptsTrailers(this.req.headers.te)) {
       this.res.addTrailers(headersToObject(trailers))
     }
     this.finish(null)
@@ -978,4 +978,14 @@ function withoutLength (headers: string[]): string[] {
   const out: string[] = []
   for (let i = 0; i < headers.length; i += 2) if (headers[i].toLowerCase() !== 'content-length') out.push(headers[i], headers[i + 1])
   return out
+}
+
+/**
+ * TE names `trailers` as a list member of its own (RFC 9110 §10.1.4: `#t-codings`, `trailers` or a
+ * transfer coding with parameters), in any case; a word match took `x-trailers` for it.
+ */
+function acceptsTrailers (te: string | undefined): boolean {
+  if (te === undefined) return false
+  for (const member of te.split(',')) if (member.split(';')[0].trim().toLowerCase() === 'trailers') return true
+  return false
 }
