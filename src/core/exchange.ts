@@ -984,8 +984,8 @@ function withoutLength (headers: string[]): string[] {
  * TE names `trailers` as a list member of its own (RFC 9110 §10.1.4: `#t-codings`, `trailers` or a
  * transfer coding with parameters), in any case; a word match took `x-trailers` for it.
  */
-function acceptsTrailers (te: string | undefined): boolean {
+function acceptsTrailers (te: string | string[] | undefined): boolean {
   if (te === undefined) return false
-  for (const member of te.split(',')) if (member.split(';')[0].trim().toLowerCase() === 'trailers') return true
+  for (const member of String(te).split(',')) if (member.split(';')[0].trim().toLowerCase() === 'trailers') return true
   return false
 }
