@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { checkConfig } from './config/check.js'
+import { checkConfig, nulIssues } from './config/check.js'
 import { isEmbedConfig } from './config/validators.generated.js'
 import type { SpawnConfig, TenantConfig } from './config/spawn-schema.js'
 import { managerOptions, toSpawnSpec } from './config/spawns.js'
@@ -115,8 +115,8 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   // words): before the first child starts, as a bad config must not leave processes; and for a
   // config of the wrong shape, which compileProxy alone would report by its first problem only. A
   // well-shaped config without spawns is checked by compileProxy itself (a dry compile would call
-  // each adapter's createClient twice).
-  if (withSpawns || !isEmbedConfig(fileShape)) {
+  // each adapter's createClient twice). A NUL byte in any value is refused by the check alone.
+  if (withSpawns || !isEmbedConfig(fileShape) || nulIssues(fileShape).length > 0) {
     const issues = await checkConfig(fileShape, {
       shape: 'embed',
       ...(adapters !== undefined ? { adapters } : {}),

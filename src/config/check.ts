@@ -11,7 +11,7 @@ import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import type { BackendSource, ProcessStarter, ProtocolAdapter } from '../core/types.js'
 import { silentLogger } from '../logger.js'
 import { routeLabelIssue } from '../status/route-labels.js'
-import { pointerSegments } from './locate.js'
+import { escapeKey, pointerSegments } from './locate.js'
 import { crossFieldCheck, type CrossFieldOptions } from './spawns.js'
 import { isEmbedConfig, isOperatorConfig } from './validators.generated.js'
 
@@ -189,7 +189,49 @@ function routeLabelIssues (config: { status?: unknown, routes?: unknown }, issue
   return out
 }
 
+/**
+ * Each key and string value holding a NUL byte (`"\0"` in YAML, `"\u0000"` in JSON, `'\u0000'` in
+ * a createProxy object): no path, socket, program, argument or header can hold one. Unrefused,
+ * `serve` threw at start (a `runDir` or unix `listen` path: ERR_INVALID_ARG_VALUE with a stack
+ * trace), a spawn failed each start (`binPath`, `cwd`) or a docroot failed each request, where the
+ * check had said ok. Walked with a stack over arrays and plain objects, each once: an embedder's
+ * own objects ride along at createProxy's top level, and may be deep or cyclic.
+ */
+export function nulIssues (config: unknown): ConfigIssue[] {
+  const out: ConfigIssue[] = []
+  const seen = new Set<object>()
+  const stack: Array<{ v: unknown, at: string }> = [{ v: config, at: '' }]
+  while (stack.length > 0) {
+    const { v, at } = stack.pop() as { v: unknown, at: string }
+    if (typeof v === 'string') {
+      if (v.includes('\u0000')) out.push({ path: at, message: 'a value may not contain a NUL byte (no path, program or header can hold one)', found: v, expected: 'a string without a NUL byte' })
+      continue
+    }
+    if (typeof v !== 'object' || v === null || seen.has(v)) continue
+    seen.add(v)
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => stack.push({ v: x, at: `${at}/${i}` }))
+    } else if (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null) {
+      for (const [k, x] of Object.entries(v)) {
+        const here = `${at}/${escapeKey(k)}`
+        if (k.includes('\u0000')) out.push({ path: here, message: 'a key may not contain a NUL byte (no name can hold one)', expected: 'a key without a NUL byte' })
+        else stack.push({ v: x, at: here })
+      }
+    }
+  }
+  return out.reverse()
+}
+
 export async function checkConfig (config: unknown, opts: CheckOptions = {}): Promise<ConfigIssue[]> {
+  const issues = await checkShapeAndCompile(config, opts)
+  // After the rules with their own wording (a `params` value, a unix backend): a NUL nothing else refused.
+  for (const i of nulIssues(config)) {
+    if (!issues.some((x) => x.path === i.path || x.path.startsWith(`${i.path}/`))) issues.push(i)
+  }
+  return issues
+}
+
+async function checkShapeAndCompile (config: unknown, opts: CheckOptions): Promise<ConfigIssue[]> {
   const external = [...Object.keys(opts.sources ?? {}), ...Object.keys(opts.processStarters ?? {})]
   const crossOpts = { ...opts, externalSpawns: external }
   const { issues, shape, typebox } = await validate(config, crossOpts)

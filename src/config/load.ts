@@ -23,7 +23,7 @@ const fastGlob = lazy<typeof import('fast-glob')>('fast-glob')
 const INCLUDABLE = new Set(['routes', 'spawns', 'tenants', 'include', '$schema'])
 
 /** A key's own issue (unknown key, bad spawn name, `__proto__`) points at the key, not at its value. */
-const KEY_ISSUE = /^(unknown key|bad [a-zA-Z ]+ name) /
+const KEY_ISSUE = /^(unknown key|bad [a-zA-Z ]+ name|a key may not) /
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv
@@ -196,32 +196,6 @@ function resolvePaths (value: Obj, dir: string): Obj {
   return out
 }
 
-/**
- * Each key and string value holding a NUL byte (`"\0"` in YAML, `"\u0000"` in JSON): no path,
- * socket, program, argument or header can hold one. Unrefused, `serve` threw at start (a `runDir`
- * or unix `listen` path: ERR_INVALID_ARG_VALUE with a stack trace) or a spawn failed each start
- * (`binPath`, `cwd`), where `check` had said ok. Walked with a stack: values nest at most 64 deep.
- */
-function nulValues (config: unknown): ConfigIssue[] {
-  const out: ConfigIssue[] = []
-  const stack: Array<{ v: unknown, at: string }> = [{ v: config, at: '' }]
-  while (stack.length > 0) {
-    const { v, at } = stack.pop() as { v: unknown, at: string }
-    if (typeof v === 'string') {
-      if (v.includes('\u0000')) out.push({ path: at, message: 'a value may not contain a NUL byte (no path, program or header can hold one)', found: v, expected: 'a string without a NUL byte' })
-    } else if (Array.isArray(v)) {
-      v.forEach((x, i) => stack.push({ v: x, at: `${at}/${i}` }))
-    } else if (isObj(v)) {
-      for (const [k, x] of Object.entries(v)) {
-        const here = `${at}/${escapeKey(k)}`
-        if (k.includes('\u0000')) out.push({ path: here, message: 'a key may not contain a NUL byte (no name can hold one)', expected: 'a key without a NUL byte' })
-        else stack.push({ v: x, at: here })
-      }
-    }
-  }
-  return out.reverse()
-}
-
 /** routeNameClashes (core/compile.ts), each located in the files: checkConfig reports them without positions. */
 function duplicateRouteNames (m: Merger): ConfigIssue[] {
   return routeNameClashes(m.routes).map(({ name, at, other, otherWritten }) => {
@@ -246,11 +220,6 @@ export async function loadConfig (file: string, opts: LoadOptions = {}): Promise
     const found = await checkConfig(config, opts.adapters !== undefined ? { adapters: opts.adapters } : {})
     for (const i of found) {
       if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, KEY_ISSUE.test(i.message)) })
-    }
-    // After the rules with their own wording (a `params` value): a NUL nothing else refused.
-    const reported = issues.map((i) => i.path)
-    for (const i of nulValues(config)) {
-      if (!reported.some((p) => p === i.path || p.startsWith(`${i.path}/`))) issues.push({ ...i, source: m.locate(i.path, i.found === undefined) })
     }
   }
   return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }

@@ -55,6 +55,17 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
       return { parsed: null, issues: [{ path: '', message: `syntax: not valid JSON: ${bad.message} (a .json file is strict JSON: no comments, trailing commas or single quotes; a .yaml file allows them)`, source: `${display}:${pos.line}:${pos.col}` }] }
     }
   }
+  // yaml composes a document recursively, several frames per level: a few hundred levels
+  // overflow the stack, reported twice (two neighbouring offsets); and in a process that had
+  // parsed such a file before (a reload), the overflow hit V8's regex compiler, which aborts the
+  // process (FATAL ERROR: RegExpCompiler Allocation failed). Its CST parser keeps a stack of its own:
+  // nesting is measured there first, and a file past MAX_PARSE_DEPTH is never composed.
+  const scanned = new LineCounter()
+  const tooDeepAt = cstTooDeep(text, scanned)
+  if (tooDeepAt !== null) {
+    const pos = scanned.linePos(tooDeepAt)
+    return { parsed: null, issues: [{ path: '', message: `syntax: the file nests too deeply to parse (more than ${MAX_PARSE_DEPTH} levels)`, source: `${display}:${pos.line}:${pos.col}` }] }
+  }
   let doc: Document
   try {
     // resolveKnownTags: false: YAML 1.1's !!binary, !!timestamp, !!set, !!omap and !!pairs would
@@ -175,6 +186,31 @@ function jsonError (text: string): { message: string, at: number } | null {
 
 /** The largest config file read (a config is kilobytes; /dev/zero or a log file by mistake is not). */
 export const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+/** Nesting measured before yaml composes a file (MAX_DEPTH is checked after, with the path). */
+export const MAX_PARSE_DEPTH = 256
+
+/**
+ * The offset of the first collection nested deeper than MAX_PARSE_DEPTH in yaml's CST (block maps
+ * and lists, flow collections), or null. The lexer and CST parser are iterative; so is this walk.
+ */
+function cstTooDeep (text: string, lines: LineCounter): number | null {
+  type Tok = { type?: string, offset?: number, value?: Tok, key?: Tok | null, items?: Array<{ key?: Tok | null, value?: Tok }> }
+  const stack: Array<{ tok: Tok, depth: number }> = []
+  for (const tok of new (yaml().Parser)(lines.addNewLine).parse(text)) stack.push({ tok: tok as Tok, depth: 0 })
+  while (stack.length > 0) {
+    const { tok, depth } = stack.pop() as { tok: Tok, depth: number }
+    const collection = tok.type === 'block-map' || tok.type === 'block-seq' || tok.type === 'flow-collection'
+    const d = collection ? depth + 1 : depth
+    if (d > MAX_PARSE_DEPTH) return tok.offset ?? 0
+    if (tok.value != null) stack.push({ tok: tok.value, depth: d })
+    for (const item of tok.items ?? []) {
+      if (item.key != null) stack.push({ tok: item.key, depth: d })
+      if (item.value != null) stack.push({ tok: item.value, depth: d })
+    }
+  }
+  return null
+}
 
 /** Nesting a config never needs (the deepest schema path is ~8 levels); deeper would only overflow later recursive stages. */
 export const MAX_DEPTH = 64

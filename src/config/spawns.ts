@@ -3,6 +3,7 @@
  * the cross-field rules no schema can express: a route's spawn exists and fits its protocol, no two
  * listeners share an address, identities are complete, dependencies are known.
  */
+import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import type { ConfigIssue } from '../core/errors.js'
 import { getAdapter } from '../core/registry.js'
@@ -144,7 +145,11 @@ function portProblem (raw: string): string | null {
 /** Why the gateway could not bind a `listen` entry (src/gateway/server.ts listen), or null. */
 function listenProblem (raw: string): string | null {
   if (raw.startsWith('unix:')) return raw.length > 5 ? null : 'a unix: listener needs a socket path (unix:/path)'
-  if (!/^\[?[^\]]*?\]?:\d+$/.test(raw)) return `not an address ${JSON.stringify(raw)}: expected host:port, [v6]:port or unix:/path`
+  // Brackets around an IPv6 address only, both or neither: the gateway read `[::1:0`, `127.0.0.1]:0`
+  // or `[127.0.0.1]:0` as host and port, a guess; a backend address of that text is refused.
+  const m = /^(?:\[([^\]]*)\]|([^[\]]*)):\d+$/.exec(raw)
+  if (m === null || (m[1] !== undefined && isIP(m[1]) !== 6)) return `not an address ${JSON.stringify(raw)}: expected host:port, [v6]:port or unix:/path`
+  if (m[2] !== undefined && isIP(m[2]) === 6) return 'IPv6 addresses need brackets: [::1]:port'
   return portProblem(raw)
 }
 

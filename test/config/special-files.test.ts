@@ -94,7 +94,7 @@ t.test('deep nesting and self-containing aliases: exit 2 with a syntax issue, ne
   for (let i = 1; i <= 3000; i++) block += `${' '.repeat(i)}b:\n`
   block += `${' '.repeat(3001)}c\n`
   const cases: Array<[string, RegExp]> = [
-    [write('block.yaml', block), /^block\.yaml(:\d+:\d+)?: \/: syntax: the file nests too deeply to parse \(Maximum call stack size exceeded\)$/m],
+    [write('block.yaml', block), /^block\.yaml:\d+:\d+: \/: syntax: the file nests too deeply to parse \(more than 256 levels\)$/m],
     [write('flow.json', `{"routes": [], "x": ${'['.repeat(20000)}${']'.repeat(20000)}}`), /^flow\.json:1:\d+: \/: syntax: the file nests too deeply to parse/m],
     [write('cycle.yaml', `${ROUTE}x: &a [ *a ]\n`), /^cycle\.yaml:3:\d+: \/x\/0: syntax: a YAML alias refers to a node that contains it/m],
     [write('cycle-map.yaml', `${ROUTE}x: &a { y: *a }\n`), /^cycle-map\.yaml:3:\d+: \/x\/y: syntax: a YAML alias refers to a node that contains it/m],
