@@ -10,7 +10,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http'
 import { chmodSync, unlinkSync } from 'node:fs'
-import type { AddressInfo, Socket } from 'node:net'
+import { lookup } from 'node:dns/promises'
+import { createServer as createNetServer, isIP, SocketAddress, type AddressInfo, type Socket } from 'node:net'
 import { dirname, resolve } from 'node:path'
 import { loadConfigOrThrow } from '../config/load.js'
 import type { OperatorConfig } from '../config/schema.js'
@@ -96,10 +97,59 @@ export function listenFailure (err: unknown, listen: string[]): { code: string, 
   return { code: e.code, address, message: `cannot listen on ${address}: ${why}` }
 }
 
+/** Where Node binds a port given alone (`:8000`): `::` (dual-stack) when an IPv6 socket can be opened, else `0.0.0.0`. */
+let wildcardHost: Promise<string> | null = null
+function wildcard (): Promise<string> {
+  wildcardHost ??= new Promise<string>((resolve) => {
+    // As net.Server.listen decides it: it tries `::` first and falls back to `0.0.0.0` on any error.
+    const probe = createNetServer()
+    probe.once('error', () => resolve('0.0.0.0'))
+    probe.listen(0, '::', () => probe.close(() => resolve('::')))
+  })
+  return wildcardHost
+}
+
+/** An IP address in one spelling (`0:0::1` is `::1`). */
+function canonicalIp (address: string): string {
+  const family = isIP(address)
+  return family === 0 ? address : new SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address
+}
+
+/** The key of a TCP socket: its bound IP and the port as the file spells it (0 stays 0: the port the OS gave is kept). */
+const tcpKey = (ip: string, port: number): string => `tcp:${canonicalIp(ip)}:${port}`
+
+/**
+ * The socket a `listen` spec would bind, as a key comparable with `Bound.key`, resolved the way
+ * bind() resolves it: a unix path made absolute against the cwd (libuv binds a relative path
+ * there); a host name looked up as net.Server.listen looks it up (dns.lookup with the process's
+ * defaults, which gives one address: the first the resolver returns when there are several, and
+ * the one address the bind takes); no host as Node binds a port alone (wildcard()). null when the
+ * name does not resolve (its bind fails and says so).
+ */
+async function socketKey (spec: string): Promise<string | null> {
+  if (spec.startsWith('unix:')) return `unix:${resolve(spec.slice(5))}`
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(spec)
+  if (m === null) return null
+  const host = m[1]
+  const port = Number(m[2])
+  if (host === '') return tcpKey(await wildcard(), port)
+  if (isIP(host) !== 0) return tcpKey(host, port)
+  try {
+    return tcpKey((await lookup(host)).address, port)
+  } catch {
+    return null
+  }
+}
+
 /** One bound `listen` address. */
 interface Bound {
-  /** As the file spells it: a reload keeps the socket while the file still has it. */
-  readonly spec: string
+  /** As the file spells it. */
+  spec: string
+  /**
+   * The socket it is (socketKey): a reload keeps it while the file has an address that resolves to
+   * it, however spelled (`localhost:8000` for `127.0.0.1:8000`, a relative unix path for its absolute one).
+   */
+  readonly key: string
   readonly server: Server
   /** `http://host:port` or `unix:/path`. */
   readonly shown: string
@@ -159,9 +209,11 @@ export class Gateway {
       throw err
     }
     const st = config.status
+    // Read at every snapshot: a reload's changes to `listen` show once it swaps.
+    const listeners = this.listeners
     const status = st === undefined
       ? null
-      : createStatus({ routes: proxy.routes, events: proxy.events, get inflight () { return proxy.inflight }, spawns: spawnView(set) }, {
+      : createStatus({ routes: proxy.routes, events: proxy.events, get inflight () { return proxy.inflight }, spawns: spawnView(set), get listening () { return [...listeners.values()].map((b) => b.shown) } }, {
         ...(st.path !== undefined ? { path: st.path } : {}),
         ...(st.metricsPath !== undefined ? { metricsPath: st.metricsPath } : {}),
         ...(st.allow !== undefined ? { allow: st.allow } : {}),
@@ -207,8 +259,18 @@ export class Gateway {
     return g.proxy.shouldUpgrade(req)
   }
 
-  /** Bind `spec`; not serving anyone's listeners list until adopt(). */
-  private async bind (spec: string): Promise<Bound> {
+  /**
+   * Bind `spec`; not serving anyone's listeners list until adopt(). `held`: the listeners the
+   * config keeps beside it (default: those adopted so far).
+   */
+  private async bind (spec: string, held: Iterable<Bound> = this.listeners.values()): Promise<Bound> {
+    const unix = spec.startsWith('unix:') ? spec.slice(5) : null
+    // The same unix socket named twice (`./s.sock` and its absolute path): the stale-file unlink
+    // below would take the file from under the listener that has it. Refused as the kernel
+    // refuses a TCP address bound twice.
+    if (unix !== null && [...held].some((b) => b.key === `unix:${resolve(unix)}`)) {
+      throw Object.assign(new Error(`listen EADDRINUSE: address already in use ${unix}`), { code: 'EADDRINUSE', syscall: 'listen', address: unix, port: -1 })
+    }
     // shouldUpgradeCallback (Node >= 22.21 / 24.9; Node 20 ignores it, and @types/node 20 lacks
     // it): an Upgrade no route can carry is served as a plain request, as nginx does.
     const options = { requestTimeout: 0, shouldUpgradeCallback: (req: IncomingMessage) => this.shouldUpgrade(req) } as ServerOptions
@@ -240,7 +302,6 @@ export class Gateway {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
     })
-    const unix = spec.startsWith('unix:') ? spec.slice(5) : null
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       if (unix !== null) {
@@ -255,11 +316,32 @@ export class Gateway {
     })
     const a = server.address()
     const shown = typeof a === 'string' ? `unix:${a}` : `http://${(a as AddressInfo).family === 'IPv6' ? `[${(a as AddressInfo).address}]` : (a as AddressInfo).address}:${(a as AddressInfo).port}`
-    const bound: Bound = { spec, server, shown, sockets }
+    const key = typeof a === 'string' ? `unix:${resolve(a)}` : tcpKey((a as AddressInfo).address, Number(/:(\d+)$/.exec(spec)?.[1] ?? (a as AddressInfo).port))
+    const bound: Bound = { spec, key, server, shown, sockets }
     if (unix !== null) {
       try { chmodSync(unix, 0o660) } catch (err) { await this.unbind([bound]); throw err }
     }
     return bound
+  }
+
+  /**
+   * The listeners a reload's `specs` keep, by spec: one spelled the same, else one whose socket the
+   * spec resolves to (socketKey), as nginx compares socket addresses. Each listener is kept once.
+   */
+  private async matchListeners (specs: string[]): Promise<Map<string, Bound>> {
+    const kept = new Map<string, Bound>()
+    const free = new Set(this.listeners.values())
+    for (const spec of specs) {
+      const b = this.listeners.get(spec)
+      if (b !== undefined) { kept.set(spec, b); free.delete(b) }
+    }
+    for (const spec of specs) {
+      if (kept.has(spec) || free.size === 0) continue
+      const key = await socketKey(spec)
+      const b = [...free].find((x) => x.key === key)
+      if (b !== undefined) { kept.set(spec, b); free.delete(b) }
+    }
+    return kept
   }
 
   private adopt (b: Bound): void {
@@ -335,9 +417,10 @@ export class Gateway {
     // New addresses are bound before anything else starts, as nginx does: one that cannot be bound
     // rejects the reload, and what this reload had bound is closed again.
     const specs = listenSpecs(config)
+    const kept = await this.matchListeners(specs)
     const added: Bound[] = []
     try {
-      for (const spec of specs) if (!this.listeners.has(spec)) added.push(await this.bind(spec))
+      for (const spec of specs) if (!kept.has(spec)) added.push(await this.bind(spec, [...kept.values(), ...added]))
     } catch (err) {
       await this.unbind(added)
       const f = listenFailure(err, specs)
@@ -358,10 +441,15 @@ export class Gateway {
     this.gen = next.gen
     // Unchanged addresses keep their sockets; removed ones stop accepting now and drain as on a stop.
     const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
-    for (const b of [...this.listeners.values()]) {
-      if (specs.includes(b.spec)) continue
-      this.listeners.delete(b.spec)
-      this.stopListening(b, grace)
+    const keeping = new Set(kept.values())
+    for (const b of this.listeners.values()) if (!keeping.has(b)) this.stopListening(b, grace)
+    // From now on listed in the new file's order, under its spelling.
+    this.listeners.clear()
+    for (const spec of specs) {
+      const b = kept.get(spec)
+      if (b === undefined) continue
+      b.spec = spec
+      this.listeners.set(spec, b)
     }
     for (const b of added) this.adopt(b)
     void this.access.use(next.gen.accessLog, next.gen.proxy.events)

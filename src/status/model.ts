@@ -24,6 +24,12 @@ export interface StatusTarget {
   readonly inflight: number
   /** The proxy's SpawnManager (null/absent when it spawns nothing). */
   readonly spawns?: SpawnView | null
+  /**
+   * The addresses the server in front of it listens on (`http://host:port`, `unix:/path`), read at
+   * every snapshot; `proxycore serve` passes its listeners. Absent: the snapshot has no `listening`
+   * (a `createProxy()` result has none: the embedder's server listens, not the proxy).
+   */
+  readonly listening?: readonly string[]
 }
 
 /** The part of `SpawnManager` the status module reads. */
@@ -47,6 +53,8 @@ export interface StatusSnapshot {
   /** Seconds since the status module started watching. */
   uptimeSeconds: number
   inflight: number
+  /** Where proxycore listens (`http://127.0.0.1:8000`, `unix:/run/p.sock`); absent when the target names none (createProxy). */
+  listening?: string[]
   routes: RouteReport[]
   spawns: SpawnReport[]
 }
@@ -199,6 +207,7 @@ export function collectStatus (proxy: StatusTarget, opts: CollectOptions = {}): 
     generatedAt: new Date(now).toISOString(),
     uptimeSeconds: round1((now - (opts.startedAt ?? now)) / 1000),
     inflight: proxy.inflight,
+    ...(proxy.listening !== undefined ? { listening: [...proxy.listening] } : {}),
     routes: proxy.routes.map((r) => routeReport(r, byName)),
     spawns,
   }

@@ -41,6 +41,7 @@ section.spawn.failed .badge.bad{font-size:13px;padding:2px 12px;animation:pulse 
 @keyframes pulse{50%{opacity:.6}}
 p.reason{margin:0;padding:8px 14px;color:var(--bad);font-weight:600;border-top:1px solid var(--line)}
 p.crash{margin:0;padding:8px 14px;color:var(--warn);border-top:1px solid var(--line)}tr.pending td{color:var(--mute)}
+p.listening{margin:0 0 12px;color:var(--mute)}p.listening code{color:var(--fg)}
 details{padding:6px 14px}summary{cursor:pointer;color:var(--mute);font-size:12px}
 pre{background:#1d2330;color:#e8ebf1;padding:10px 12px;border-radius:6px;overflow:auto;max-height:260px;font:12px/1.4 ui-monospace,Menlo,monospace}
 `

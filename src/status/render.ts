@@ -47,7 +47,12 @@ export function renderStatusBody (s: StatusSnapshot): string {
     return '<span title="' + esc(e.at) + '">' + what + '</span>'
   }
 
-  let html = '<section class="cards">'
+  let html = ''
+  // Where proxycore listens (absent for an embedder's proxy, which has no listeners of its own).
+  if (s.listening !== undefined && s.listening.length > 0) {
+    html += '<p class="listening">listening on ' + s.listening.map((a) => '<code>' + esc(a) + '</code>').join(' · ') + '</p>'
+  }
+  html += '<section class="cards">'
   html += '<div class="card"><b>' + num(s.inflight) + '</b><span>in flight</span></div>'
   html += '<div class="card"><b>' + num(s.routes.length) + '</b><span>routes</span></div>'
   html += '<div class="card"><b>' + num(s.routes.reduce((n, r) => n + r.requests, 0)) + '</b><span>requests</span></div>'
