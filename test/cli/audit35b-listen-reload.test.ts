@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
 import { get } from '../helpers/servers.js'
-import { appDir, serveKilled, type Served } from './run.js'
+import { appDir, serveKilled, sighupReload, type Served } from './run.js'
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
 
@@ -51,18 +51,7 @@ routes:
 `
 
 /** Write the file, SIGHUP, and wait for its outcome: the log line that ended the reload. */
-async function reload (s: Served, file: string, listen: string[], port: number, drain?: string): Promise<{ at: number, line: Record<string, unknown> }> {
-  writeFileSync(file, yaml(listen, port, drain))
-  const at = s.logs().length
-  s.child.kill('SIGHUP')
-  let line: Record<string, unknown> | undefined
-  await waitFor(() => {
-    line = s.logs().slice(at).find((l) => l.msg === 'reloaded' || String(l.msg).startsWith('reload rejected'))
-    return line !== undefined
-  }, 30_000)
-  if (line === undefined) throw new Error(`reload gave no outcome; got:\n${s.logs().slice(at).map((l) => JSON.stringify(l)).join('\n')}`)
-  return { at, line }
-}
+const reload = (s: Served, file: string, listen: string[], port: number, drain?: string): Promise<{ at: number, line: Record<string, unknown> }> => sighupReload(s, file, yaml(listen, port, drain))
 
 /** The error a fresh TCP connection to `port` gets (ECONNREFUSED), or 'connected'. */
 function tryConnect (port: number): Promise<string> {

@@ -7,22 +7,17 @@
  */
 import t, { type Test } from 'tap'
 import { existsSync, writeFileSync } from 'node:fs'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { connect, type AddressInfo, type Socket } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { join, relative } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
-import { get } from '../helpers/servers.js'
-import { appDir, root, serveKilled, type Served } from './run.js'
+import { backend, get } from '../helpers/servers.js'
+import { appDir, root, serveKilled, sighupReload, type Served } from './run.js'
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
 
-async function backend (t: Teardown): Promise<number> {
-  const srv = createServer((req: IncomingMessage, res: ServerResponse) => { res.end(`ok ${req.url ?? ''}`) })
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { srv.closeAllConnections(); srv.close(() => resolve()) }))
-  return (srv.address() as AddressInfo).port
-}
+/** A backend answering `ok <url>`: its port. */
+const okBackend = async (t: Teardown): Promise<number> => (await backend(t, (req, res) => { res.end(`ok ${req.url ?? ''}`) })).port
 
 const yaml = (listen: string[], port: number): string => `listen: ${JSON.stringify(listen)}
 drainTimeout: 60s
@@ -30,18 +25,7 @@ routes:
   - { name: r, protocol: http, backends: ['127.0.0.1:${port}'] }
 `
 
-async function reload (s: Served, file: string, listen: string[], port: number): Promise<{ at: number, line: Record<string, unknown> }> {
-  writeFileSync(file, yaml(listen, port))
-  const at = s.logs().length
-  s.child.kill('SIGHUP')
-  let line: Record<string, unknown> | undefined
-  await waitFor(() => {
-    line = s.logs().slice(at).find((l) => l.msg === 'reloaded' || String(l.msg).startsWith('reload rejected'))
-    return line !== undefined
-  }, 30_000)
-  if (line === undefined) throw new Error(`reload gave no outcome; got:\n${s.logs().slice(at).map((l) => JSON.stringify(l)).join('\n')}`)
-  return { at, line }
-}
+const reload = (s: Served, file: string, listen: string[], port: number): Promise<{ at: number, line: Record<string, unknown> }> => sighupReload(s, file, yaml(listen, port))
 
 /** A keep-alive connection (TCP port or unix path) that sends one request at a time. */
 async function keepAlive (t: Teardown, where: { port: number, host: string } | { path: string }): Promise<{ ask: (path: string) => Promise<string>, closed: () => boolean }> {
@@ -76,7 +60,7 @@ async function sameSocket (t: Test, s: Served, file: string, be: number, listen:
 t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file } = appDir(t, '', 'pc-a36-spell-')
-  const be = await backend(t)
+  const be = await okBackend(t)
   const p = await freePort()
   writeFileSync(file, yaml([`127.0.0.1:${p}`], be))
   const { s } = await serveKilled(t, file)
@@ -97,7 +81,7 @@ t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways'
 t.test(':P (every address, as Node binds a port alone) and [::]:P are one socket; 0.0.0.0:P is another', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file } = appDir(t, '', 'pc-a36-spell-')
-  const be = await backend(t)
+  const be = await okBackend(t)
   const p = await freePort()
   writeFileSync(file, yaml([`:${p}`], be))
   const { s } = await serveKilled(t, file)
@@ -124,7 +108,7 @@ t.test(':P (every address, as Node binds a port alone) and [::]:P are one socket
 t.test('a unix socket by a relative path and by its absolute path is one socket; its file stays', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { dir, file } = appDir(t, '', 'pc-a36-spell-')
-  const be = await backend(t)
+  const be = await okBackend(t)
   const p = await freePort()
   const sock = join(dir, 's.sock')
   // `serve` runs with its cwd at the checkout: the relative spelling is relative to it.
@@ -145,7 +129,7 @@ t.test('a unix socket by a relative path and by its absolute path is one socket;
 t.test('one unix socket named twice (relative and absolute) is refused, not bound twice over itself', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { dir, file } = appDir(t, '', 'pc-a36-spell-')
-  const be = await backend(t)
+  const be = await okBackend(t)
   const p = await freePort()
   const sock = join(dir, 's.sock')
   const rel = relative(root, sock)

@@ -270,3 +270,20 @@ export function killAtTeardown (t: Teardown, s: Served, pids: () => number[]): v
     for (const p of pids()) { try { process.kill(-p, 'SIGKILL') } catch {} }
   })
 }
+
+/**
+ * Write `text` to the config `file`, SIGHUP the serve, and wait for the log line that ended the
+ * reload (`reloaded`, or `reload rejected…`): that line and the log index it was looked for from.
+ */
+export async function sighupReload (s: Served, file: string, text: string): Promise<{ at: number, line: Record<string, unknown> }> {
+  writeFileSync(file, text)
+  const at = s.logs().length
+  s.child.kill('SIGHUP')
+  let line: Record<string, unknown> | undefined
+  await waitFor(() => {
+    line = s.logs().slice(at).find((l) => l.msg === 'reloaded' || String(l.msg).startsWith('reload rejected'))
+    return line !== undefined
+  }, 30_000)
+  if (line === undefined) throw new Error(`reload gave no outcome; got:\n${s.logs().slice(at).map((l) => JSON.stringify(l)).join('\n')}`)
+  return { at, line }
+}

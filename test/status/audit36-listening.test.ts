@@ -5,23 +5,17 @@
  */
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { guardLeaks } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
-import { get, proxyServer } from '../helpers/servers.js'
+import { backend, get, proxyServer } from '../helpers/servers.js'
 import { createStatus } from '../../src/status/index.js'
-import { appDir, serveKilled, type Served } from '../cli/run.js'
+import { appDir, serveKilled, sighupReload, type Served } from '../cli/run.js'
 
 interface Teardown { teardown (fn: () => void | Promise<void>): void }
 
-async function backend (t: Teardown): Promise<number> {
-  const srv = createServer((req: IncomingMessage, res: ServerResponse) => { res.end(`ok ${req.url ?? ''}`) })
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { srv.closeAllConnections(); srv.close(() => resolve()) }))
-  return (srv.address() as AddressInfo).port
-}
+/** A backend answering `ok <url>`: its port. */
+const okBackend = async (t: Teardown): Promise<number> => (await backend(t, (req, res) => { res.end(`ok ${req.url ?? ''}`) })).port
 
 const yaml = (listen: string[], port: number): string => `listen: ${JSON.stringify(listen)}
 status: { path: /server-status }
@@ -41,23 +35,12 @@ async function html (url: string): Promise<string> {
 
 const escHtml = (v: string): string => v.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 
-async function reload (s: Served, file: string, text: string): Promise<Record<string, unknown>> {
-  writeFileSync(file, text)
-  const at = s.logs().length
-  s.child.kill('SIGHUP')
-  let line: Record<string, unknown> | undefined
-  await waitFor(() => {
-    line = s.logs().slice(at).find((l) => l.msg === 'reloaded' || String(l.msg).startsWith('reload rejected'))
-    return line !== undefined
-  }, 30_000)
-  if (line === undefined) throw new Error('reload gave no outcome')
-  return line
-}
+const reload = async (s: Served, file: string, text: string): Promise<Record<string, unknown>> => (await sighupReload(s, file, text)).line
 
 t.test('serve: JSON and HTML list the listening addresses, escaped, and follow a reload that adds a port', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { dir, file } = appDir(t, '', 'pc-a36-st-')
-  const be = await backend(t)
+  const be = await okBackend(t)
   const [p1, p2] = [await freePort(), await freePort()]
   // A socket path with characters the HTML must escape.
   const sock = join(dir, `a<i>&'"x.sock`)
@@ -89,7 +72,7 @@ t.test('serve: JSON and HTML list the listening addresses, escaped, and follow a
 
 t.test('createStatus on a createProxy proxy: no `listening` field, no listening line', async (t) => {
   guardLeaks(t)
-  const be = await backend(t)
+  const be = await okBackend(t)
   const { proxy, url } = await proxyServer(t, { routes: [{ name: 'r', protocol: 'http', backends: [`127.0.0.1:${be}`] }] })
   const status = createStatus(proxy, { live: false })
   t.teardown(() => status.close())
