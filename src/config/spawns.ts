@@ -3,7 +3,7 @@
  * the cross-field rules no schema can express: a route's spawn exists and fits its protocol, no two
  * listeners share an address, identities are complete, dependencies are known.
  */
-import { isIP } from 'node:net'
+import { isIP, SocketAddress } from 'node:net'
 import { resolve } from 'node:path'
 import type { ConfigIssue } from '../core/errors.js'
 import { getAdapter } from '../core/registry.js'
@@ -105,16 +105,37 @@ export function managerOptions (c: SpawnLayerConfig): ManagerOptions {
   })
 }
 
-/** A comparable key for an address, or null for port 0 (the OS picks, so never a conflict). */
+/**
+ * A comparable key for an address, or null for port 0 (the OS picks, so never a conflict). One
+ * socket has one key however it is written, without a DNS lookup (`check` does none): a unix path
+ * resolved against the cwd, as the gateway's bind and the spawn manager's listen resolve it (the
+ * loader has made a spawn's `./x.sock` absolute against the config's directory already); an IP
+ * literal in one spelling (`[0:0::1]:p` is `[::1]:p`, `[0::0]:p` the wildcard `[::]:p`); a host name
+ * in lower case, as written otherwise: `localhost:p` is not `127.0.0.1:p` (it may resolve to ::1).
+ */
 export function addressKey (raw: string): { key: string, wildcardPort: number | null } | null {
   const s = raw.startsWith('unix:') ? raw.slice(5) : raw
-  if (s.startsWith('/') || s.startsWith('.')) return { key: `unix:${s}`, wildcardPort: null }
+  if (s.startsWith('/') || s.startsWith('.')) return { key: `unix:${resolve(s)}`, wildcardPort: null }
   const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s)
   if (m === null) return null
   const port = Number(m[2])
   if (port === 0) return null
-  const wildcard = m[1] === '0.0.0.0' || m[1] === '::' || m[1] === ''
-  return { key: `tcp:${m[1]}:${port}`, wildcardPort: wildcard ? port : null }
+  const host = canonicalHost(m[1])
+  const wildcard = host === '0.0.0.0' || host === '::' || host === ''
+  return { key: `tcp:${host}:${port}`, wildcardPort: wildcard ? port : null }
+}
+
+/** An IP literal as Node prints it (a zone kept as written), anything else in lower case. */
+function canonicalHost (host: string): string {
+  const family = isIP(host)
+  if (family !== 6) return family === 4 ? host : host.toLowerCase()
+  const zone = host.indexOf('%')
+  const ip = zone < 0 ? host : host.slice(0, zone)
+  try {
+    return new SocketAddress({ address: ip, family: 'ipv6' }).address + (zone < 0 ? '' : host.slice(zone))
+  } catch {
+    return host.toLowerCase()
+  }
 }
 
 /**

@@ -242,9 +242,55 @@ export interface ConfigIssue {
   source?: string
 }
 
+/** One issue as a line of ConfigError.message: the values it quotes bounded (boundValues). */
 export function formatIssue (i: ConfigIssue): string {
-  const where = i.source ? `${i.source} ${i.path || '/'}` : (i.path || '/')
-  return `${where}: ${i.message}`
+  const where = i.source ? `${i.source} ` : ''
+  return `${where}${boundValues(`${i.path || '/'}: ${i.message}`)}`
+}
+
+/** A quoted value longer than this shows this many characters; a bare word, past WORD_MAX. */
+const QUOTE_MAX = 80
+/** A bare word (an include pattern, a variable's name) may be a long file path: cut later. */
+const WORD_MAX = 200
+
+/** The first QUOTE_MAX characters of `s` (a surrogate pair kept whole), `…` and how many more. */
+function clip (s: string, close = ''): string {
+  const c = s.charCodeAt(QUOTE_MAX - 1)
+  const end = c >= 0xd800 && c <= 0xdbff ? QUOTE_MAX - 1 : QUOTE_MAX
+  return `${s.slice(0, end)}…${close} (${s.length - end} more)`
+}
+
+/**
+ * Each value a message quotes, bounded: a `"…"` string longer than QUOTE_MAX and a bare word
+ * longer than WORD_MAX keep their first QUOTE_MAX characters. Messages quote what the file says
+ * (`invalid address "…"`, `unknown key "…"`, an include pattern): a 1 MiB `${VAR}` made a 1 MiB
+ * line. One pass; a `"` without its closing one is read as text from there on. Used by formatIssue
+ * (ConfigError.message) and by the CLI's problem lines (src/config/report.ts issueLine).
+ */
+export function boundValues (text: string): string {
+  if (text.length <= QUOTE_MAX) return text
+  let out = ''
+  let quotes = true
+  let i = 0
+  while (i < text.length) {
+    if (quotes && text[i] === '"') {
+      let j = i + 1
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1
+      if (j >= text.length) { quotes = false; continue }
+      const inner = text.slice(i + 1, j)
+      out += inner.length > QUOTE_MAX ? `"${clip(inner, '"')}` : `"${inner}"`
+      i = j + 1
+    } else if (/\s/.test(text[i])) {
+      out += text[i++]
+    } else {
+      let j = i
+      while (j < text.length && !/\s/.test(text[j]) && !(quotes && text[j] === '"')) j++
+      const word = text.slice(i, j)
+      out += word.length > WORD_MAX ? clip(word) : word
+      i = j
+    }
+  }
+  return out
 }
 
 /**
