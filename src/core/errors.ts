@@ -23,7 +23,7 @@ export const ERRORS = {
   // --- routing and admission -------------------------------------------------
   ERR_NO_ROUTE: { status: 404, message: 'No route matches the request', action: 'Add a route for this host/path, or expect 404.' },
   ERR_QUEUE_FULL: { status: 503, message: 'Route is at maxConcurrent and its wait queue is full', action: 'Raise maxConcurrent/queue on the route, or add backends.' },
-  ERR_QUEUE_TIMEOUT: { status: 503, message: 'Request waited in the route queue, or for a free connection to its backend (http `connections`), longer than queueTimeout', action: 'Raise maxConcurrent (the http option connections) or queueTimeout, or add backends.' },
+  ERR_QUEUE_TIMEOUT: { status: 503, message: 'Request waited in the route queue, or for a free connection to its backend (http `connections`, fastcgi `maxConnections`), longer than queueTimeout', action: 'Raise maxConcurrent (the http option connections, the fastcgi maxConnections with the backend\'s workers) or queueTimeout, or add backends.' },
   ERR_NO_BACKEND: { status: 503, message: 'Every backend of the pool is disabled or down', action: 'Check the backends; they come back after disableTime or when the spawn recovers.' },
   ERR_SPAWN_FAILED: { status: 503, message: 'The spawn behind this route is in FAILED state', action: 'Read the spawn log and fix the backend; a reload (SIGHUP) restarts a FAILED spawn, embedders call `spawns.clear(name)`.' },
   ERR_SPAWN_NOT_READY: { status: 503, message: 'The spawned backend did not become ready in time', action: 'Check the start timeout and the backend log.' },

@@ -118,6 +118,11 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
     if (isAborted(exchange)) return req.fail(req.abortReason())
     this.queue.push(req)
     this.pump()
+    // Still queued behind the connection cap (pump takes from the front, so it is the last one;
+    // not O(n) includes): nothing was sent. The core bounds that wait by the route's queueTimeout
+    // (503 ERR_QUEUE_TIMEOUT, no failed attempt), not by timeouts.headers, until connectionReady.
+    // A wait for discovery is a connect's, not the cap's: discover() tells those still queued after.
+    if (this.discovery === 'done' && this.queue[this.queue.length - 1] === req) exchange.waitingForConnection?.()
   }
 
   close (): Promise<void> {
@@ -160,6 +165,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       const conn = this.pick(req.replayable)
       if (conn !== null) {
         this.queue.shift()
+        req.exchange.connectionReady?.()
         conn.start(req)
         continue
       }
@@ -177,6 +183,7 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       if (!req.replayable && (this.maxConns === Infinity || !this.hasRoom())) this.retireIdle()
       if (!this.hasRoom()) return
       this.queue.shift()
+      req.exchange.connectionReady?.()
       this.open(req)
     }
   }
@@ -277,6 +284,8 @@ export class FastcgiClient implements BackendClient, RequestOwner, ConnectionOwn
       this.discovery = 'done'
       this.log.debug({ backend: this.backend, ...values }, 'FastCGI backend values')
       this.pump()
+      // What pump left waits behind the connection cap from now on (see dispatch).
+      for (const req of this.queue) req.exchange.waitingForConnection?.()
     }, (err: unknown) => {
       // The backend is unreachable: every queued request learns it now; the next one tries again.
       this.discovery = 'none'
