@@ -4,7 +4,7 @@
  * resolution and the RFC 3875 environment for the CGI family).
  */
 import type { IncomingMessage } from 'node:http'
-import { realpathSync, statSync } from 'node:fs'
+import { realpathSync, statSync, type Stats } from 'node:fs'
 import { join, relative } from 'node:path'
 import { Transform, type Readable } from 'node:stream'
 import { Admission } from './admission.js'
@@ -205,7 +205,7 @@ export class CompiledRoute {
   private cachedScript (path: string): ScriptInfo | null {
     const hit = this.scriptCache.get(path)
     if (hit === undefined) return null
-    if (hit.until < Date.now() || !sameFile(identityOf(hit.script.filename), hit.file)) { this.scriptCache.delete(path); return null }
+    if (hit.until < Date.now() || !leadsTo(hit.script.filename, hit.file)) { this.scriptCache.delete(path); return null }
     return hit.script
   }
 
@@ -224,7 +224,7 @@ export class CompiledRoute {
     // for the cache's second. A resolution that went through a link below the docroot (its path
     // there is not the real one) is not kept; a docroot that is itself a link still is.
     if (script.symlinks === 'owner' && real !== join(realpathOrNull(script.docroot) ?? '', relative(script.docroot, script.filename))) return withReal
-    if (file === null || !sameFile(identityOf(real), file)) return withReal
+    if (file === null || !leadsTo(real, file)) return withReal
     if (this.scriptCache.size >= SCRIPT_CACHE_ENTRIES) this.scriptCache.clear()
     this.scriptCache.set(path, { script: withReal, file, until: Date.now() + SCRIPT_CACHE_MS })
     return withReal
@@ -372,16 +372,23 @@ function realpathOrNull (path: string): string | null {
 /** What says a path still leads to the same, unchanged file: a rename or a write changes ctime. */
 interface FileIdentity { readonly dev: number, readonly ino: number, readonly ctimeMs: number }
 
-/** stat(2) of a path, synchronously (one system call, symlinks followed), or null. */
-function identityOf (path: string): FileIdentity | null {
+/** stat(2) of a path, synchronously (one system call, symlinks followed), or undefined. */
+function statOrUndefined (path: string): Stats | undefined {
   try {
-    const st = statSync(path, { throwIfNoEntry: false })
-    return st === undefined ? null : { dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs }
+    return statSync(path, { throwIfNoEntry: false })
   } catch {
-    return null
+    return undefined
   }
 }
 
-function sameFile (a: FileIdentity | null, b: FileIdentity): boolean {
-  return a !== null && a.dev === b.dev && a.ino === b.ino && a.ctimeMs === b.ctimeMs
+/** A path's file, kept to compare later: a cache miss's only allocation of it. */
+function identityOf (path: string): FileIdentity | null {
+  const st = statOrUndefined(path)
+  return st === undefined ? null : { dev: st.dev, ino: st.ino, ctimeMs: st.ctimeMs }
+}
+
+/** Whether `path` leads to the file `b` still: compared on the stats, nothing kept (every hit). */
+function leadsTo (path: string, b: FileIdentity): boolean {
+  const st = statOrUndefined(path)
+  return st !== undefined && st.dev === b.dev && st.ino === b.ino && st.ctimeMs === b.ctimeMs
 }
