@@ -47,7 +47,10 @@ for (const protocol of ['fastcgi', 'scgi', 'http']) {
       if (err === null) continue
       t.equal(err.code, 'ERR_CONFIG')
       t.match(err.message, '/routes/0/backends/0', 'at the address')
-      t.match(err.message, `invalid address ${JSON.stringify(bad)}`, 'named')
+      // A value over 80 characters is quoted bounded (core/errors.ts boundValues); `found` keeps it whole.
+      const named = bad.length > 80 ? `invalid address "${bad.slice(0, 80)}…" (${bad.length - 80} more)` : `invalid address ${JSON.stringify(bad)}`
+      t.match(err.message, named, 'named')
+      t.equal((err as Error & { issues?: Array<{ found?: unknown }> }).issues?.[0]?.found, bad, 'the issue keeps the whole value')
     }
     for (const [good] of GOOD) {
       const p = await createProxy({ logger: silentLogger, routes: [{ protocol, backends: [good], docroot: '/tmp' }] })
