@@ -8,7 +8,7 @@
  * wrote before it exited. The daemon itself is outside the group and outside our reach (as with
  * Apache and lighttpd): the test kills it.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, readFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
@@ -53,28 +53,35 @@ const LAUNCHERS: Launcher[] = ['direct', 'fork-server']
 // Far above what the rule needs (about a second), far below what the timeouts would give.
 const PROMPT_MS = 8_000
 
+/**
+ * The scripts in a fresh docroot behind a cgi route of `launcher` (`/c/<script>`), and a killer of
+ * daemons at teardown: `kill(pidFile)` marks the daemon whose pid the file will hold (read at
+ * teardown), `kill(pid)` one already known.
+ */
+async function daemonSite (t: Test, launcher: Launcher, timeout: string): Promise<{ dir: string, p: Awaited<ReturnType<typeof cgiProxy>>, kill: (daemon: string | number) => void }> {
+  const dir = tempDir(t)
+  writeScripts(dir, SCRIPTS)
+  const marked: Array<string | number> = []
+  t.teardown(async () => {
+    const pids = marked.map((d) => typeof d === 'number' ? d : existsSync(d) ? Number(readFileSync(d, 'utf8')) : null).filter((pid): pid is number => pid !== null)
+    for (const pid of pids) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    await waitFor(() => pids.every((pid) => !alive(pid)), 10_000)
+  })
+  const p = await cgiProxy(t, { cgi: { launcher } }, [{
+    match: { prefix: '/c/' }, protocol: 'cgi', spawn: 'cgi', docroot: dir, stripPrefix: true,
+    timeouts: { headers: timeout, idle: timeout }
+  }])
+  return { dir, p, kill: (daemon) => { marked.push(daemon) } }
+}
+
 for (const launcher of LAUNCHERS) {
   t.test(`${launcher}: a setsid daemon holding stdout does not hold the response after the script exited`, async (t) => {
-    const dir = tempDir(t)
-    writeScripts(dir, SCRIPTS)
-    const daemons: number[] = []
-    t.teardown(async () => {
-      for (const pid of daemons) { try { process.kill(pid, 'SIGKILL') } catch {} }
-      await waitFor(() => daemons.every((pid) => !alive(pid)), 10_000)
-    })
-    const p = await cgiProxy(t, { cgi: { launcher } }, [{
-      match: { prefix: '/c/' },
-      protocol: 'cgi',
-      spawn: 'cgi',
-      docroot: dir,
-      stripPrefix: true,
-      timeouts: { headers: '15s', idle: '15s' }
-    }])
+    const { dir, p, kill } = await daemonSite(t, launcher, '15s')
     const daemonOf = async (name: string): Promise<number> => {
       const file = join(dir, `${name}.pid`)
       t.ok(await waitFor(() => existsSync(file), 10_000), `${name}: the daemon started`)
       const pid = Number(readFileSync(file, 'utf8'))
-      daemons.push(pid)
+      kill(pid)
       return pid
     }
 
@@ -113,20 +120,10 @@ for (const launcher of LAUNCHERS) {
 
 for (const launcher of LAUNCHERS) {
   t.test(`${launcher}: a client that stops reading past the exit loses none of what the script wrote`, async (t) => {
-    const dir = tempDir(t)
-    writeScripts(dir, SCRIPTS)
+    const { dir, p, kill } = await daemonSite(t, launcher, '30s')
     const pidFile = join(dir, 'fill.pid')
     const lenFile = join(dir, 'fill.len')
-    t.teardown(async () => {
-      if (!existsSync(pidFile)) return
-      const pid = Number(readFileSync(pidFile, 'utf8'))
-      try { process.kill(pid, 'SIGKILL') } catch {}
-      await waitFor(() => !alive(pid), 10_000)
-    })
-    const p = await cgiProxy(t, { cgi: { launcher } }, [{
-      match: { prefix: '/c/' }, protocol: 'cgi', spawn: 'cgi', docroot: dir, stripPrefix: true,
-      timeouts: { headers: '30s', idle: '30s' }
-    }])
+    kill(pidFile)
     const got = await new Promise<{ length: number, complete: boolean, zeros: boolean }>((resolve, reject) => {
       const req = request(`${p.url}/c/fill.pl`, { agent: false }, (res) => {
         let length = 0
@@ -157,19 +154,9 @@ for (const launcher of LAUNCHERS) {
 
 for (const launcher of LAUNCHERS) {
   t.test(`${launcher}: the proxy does not keep a script's stderr open for a daemon that holds it`, async (t) => {
-    const dir = tempDir(t)
-    writeScripts(dir, SCRIPTS)
+    const { dir, p, kill } = await daemonSite(t, launcher, '30s')
     const pidFile = join(dir, 'errheld.pid')
-    t.teardown(async () => {
-      if (!existsSync(pidFile)) return
-      const pid = Number(readFileSync(pidFile, 'utf8'))
-      try { process.kill(pid, 'SIGKILL') } catch {}
-      await waitFor(() => !alive(pid), 10_000)
-    })
-    const p = await cgiProxy(t, { cgi: { launcher } }, [{
-      match: { prefix: '/c/' }, protocol: 'cgi', spawn: 'cgi', docroot: dir, stripPrefix: true,
-      timeouts: { headers: '30s', idle: '30s' }
-    }])
+    kill(pidFile)
     // A first request starts whatever the launcher keeps (the fork server and its sockets).
     t.equal((await fetchRaw(`${p.url}/c/eof.sh`)).status, 200)
     const eofPid = Number(readFileSync(join(dir, 'eof.pid'), 'utf8'))
