@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 /**
- * System calls per request of each proxy process (not its backends), for the FastCGI→php-fpm,
- * SCGI→uWSGI and spawned php-cgi scenarios: every target of the scenario (bench/lib/scenarios.mjs)
+ * System calls per request of each proxy process (not its backends), for the HTTP→node:http,
+ * FastCGI→php-fpm, SCGI→uWSGI and spawned php-cgi scenarios: every target of the scenario (bench/lib/scenarios.mjs)
  * is loaded with wrk (-c32, one at a time) while `perf stat -e 'syscalls:sys_enter_*'` counts the
  * system calls of its serving process (nginx: its worker) and the counts are divided by the
  * requests wrk completed. Needs perf with tracepoint access (root or perf_event_paranoid <= -1).
  *
- *   node bench/syscalls.mjs [--scenario fastcgi|scgi|spawn] (repeatable; all three by default)
+ *   node bench/syscalls.mjs [--scenario http|fastcgi|scgi|spawn] (repeatable; all four by default)
  *                           [--seconds S (4)] [--size BYTES (100)] [--connections C (32)] [--module PATH]
  */
 import { execFileSync, spawn as spawnChild } from 'node:child_process'
@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { load, loadTool } from './lib/load.mjs'
 import { killAll, sleep, tree } from './lib/proc.mjs'
-import { fastcgi, scgi, spawn } from './lib/scenarios.mjs'
+import { fastcgi, http, scgi, spawn } from './lib/scenarios.mjs'
 
 const { values: opt } = parseArgs({
   options: {
@@ -27,7 +27,7 @@ const { values: opt } = parseArgs({
     module: { type: 'string' },
   },
 })
-const SCENARIOS = { fastcgi, scgi, spawn }
+const SCENARIOS = { http, fastcgi, scgi, spawn }
 const tool = await loadTool()
 if (tool?.name !== 'wrk') { console.error('syscalls: needs wrk'); process.exit(2) }
 const tmp = mkdtempSync(join(tmpdir(), 'proxycore-sys-'))
