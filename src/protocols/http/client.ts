@@ -324,6 +324,12 @@ export class HttpClient implements BackendClient {
   }
 
   dispatch (ex: Exchange, handler: ResponseHandler): void {
+    let headers = ex.headers
+    if (ex.method === 'OPTIONS' || ex.method === 'TRACE') {
+      const forwarded = spendMaxForwards(ex, handler)
+      if (forwarded === null) return
+      headers = forwarded
+    }
     this.inflight++
     const h = new ExchangeHandler(this, ex, handler)
     // undici queues the request when every one of `connections` is busy: that wait is the route's
@@ -333,7 +339,7 @@ export class HttpClient implements BackendClient {
       this.pool.dispatch({
         path: ex.url,
         method: ex.method,
-        headers: ex.headers,
+        headers,
         // undici destroys a stream body when the exchange fails; handing it an iterator that does
         // not destroy on return keeps the client connection alive so it can still get a 502.
         body: ex.body === null ? null : ex.body.iterator({ destroyOnReturn: false }) as unknown as Readable,
@@ -397,6 +403,50 @@ export class HttpClient implements BackendClient {
 
   destroy (reason?: Error): void { this.pool.destroy(reason ?? null).catch(() => {}) }
 }
+
+/**
+ * RFC 9110 §7.6.2, for an OPTIONS or TRACE request: an intermediary MUST check and update
+ * Max-Forwards, and at 0 MUST NOT forward the request but answer it as its final recipient.
+ * Returns the fields to forward (a copy with the value decremented: a retry on another backend
+ * decrements the client's value again, not ours), or null when the request was answered here:
+ * - 0, OPTIONS: `200` without a body and without `Allow`: proxycore forwards any method, and which
+ *   ones the backend's resource takes it cannot say (Allow is a SHOULD, §9.3.7).
+ * - 0, TRACE: `501`, as for CONNECT: proxycore never reflects a request (the request's cookies and
+ *   credentials echoed are Cross-Site Tracing; nginx refuses TRACE outright with 405, which would
+ *   owe an `Allow` list it cannot know).
+ * - more than one Max-Forwards field, or a value that is not 1*DIGIT: 400 ERR_BAD_REQUEST, as
+ *   Apache's mod_proxy answers a value it cannot parse (it also answers the 0 cases itself).
+ * Values past 10^9 are taken as 10^9 (§7.6.2: "the recipient's maximum supported value").
+ * Without the field the request's own list is returned, no copy. FastCGI, SCGI and CGI routes
+ * never come here: their backend is the origin's application (RFC 3875 §4.1.18: the field is
+ * HTTP_MAX_FORWARDS), not a next hop.
+ */
+function spendMaxForwards (ex: Exchange, handler: ResponseHandler): RawHeaders | null {
+  const fields = ex.headers
+  let at = -1
+  for (let i = 0; i < fields.length; i += 2) {
+    if (!sameName(fields[i], 'max-forwards')) continue
+    if (at >= 0) { handler.onError(new ProxyError('ERR_BAD_REQUEST', 'more than one Max-Forwards field', { phase: 'route' })); return null }
+    at = i
+  }
+  if (at < 0) return fields
+  // Leading zeros say nothing (`0000000000` is 0, not a ten-digit value).
+  const value = fields[at + 1].trim().replace(/^0+(?=\d)/, '')
+  if (!/^\d+$/.test(value)) { handler.onError(new ProxyError('ERR_BAD_REQUEST', `Max-Forwards ${JSON.stringify(fields[at + 1])} is not a number`, { phase: 'route' })); return null }
+  const n = value.length > 9 ? MAX_FORWARDS_CAP : Math.min(Number(value), MAX_FORWARDS_CAP)
+  if (n === 0) {
+    const status = ex.method === 'TRACE' ? 501 : 200
+    handler.onHead(status, ['content-length', '0'], NO_FLOW, status === 501 ? 'Not Implemented' : 'OK')
+    handler.onEnd()
+    return null
+  }
+  const out = fields.slice()
+  out[at + 1] = String(n - 1)
+  return out
+}
+const MAX_FORWARDS_CAP = 1_000_000_000
+/** The flow control of a response answered here: nothing to resume. */
+const NO_FLOW: FlowControl = { resume () {} }
 
 /** The head of a response not seen yet: one shared empty list, not one per exchange. */
 const NO_FIELDS: RawHeaders = Object.freeze([]) as unknown as RawHeaders
