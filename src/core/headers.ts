@@ -309,7 +309,7 @@ export interface ResponseRewrite {
 
 /**
  * Response headers for the client: drop hop-by-hop and Connection-listed fields (a 101 keeps
- * Connection/Upgrade, as nginx does), rewrite Location and Set-Cookie for prefix-mapped routes.
+ * Connection/Upgrade, as nginx does; a 426 keeps Upgrade), rewrite Location and Set-Cookie for prefix-mapped routes.
  * With `cgiLocation`, a CGI-family head, an empty Location throws ERR_BAD_RESPONSE_HEADER:
  * RFC 3875 §6.3.2 wants a local path or an absolute URI, and php-cgi's `header('Location: ')`
  * sends an empty one with a 302. An HTTP backend's passes: RFC 9110 §10.2.2 makes it a
@@ -329,7 +329,9 @@ export function filterResponseHeaders (raw: RawHeaders, status: number, rw: Resp
   let via: string | null = null
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]
-    if (status !== 101) {
+    // RFC 9110 §15.5.22: a 426 MUST carry Upgrade (the protocols to switch to), as nginx passes it;
+    // only a 101 switches, so it opens no tunnel anywhere. Any other status loses it.
+    if (status !== 101 && !(status === 426 && sameName(name, 'upgrade'))) {
       if (isHopByHop(name)) continue
       if (listed !== null && listed.has(name.toLowerCase())) continue
     }

@@ -18,7 +18,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/
 const STATUS_FIELD = /^(\d{3})(?:[ \t]+(.*))?$/
-const DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'trailer', 'te', 'upgrade'])
+const DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'trailer', 'te'])
 const ONCE = new Set(['status', 'location', 'content-type', 'content-length'])
 const NOT_YET = { done: false } as const
 
@@ -181,7 +181,7 @@ class OldParser {
     const status = this.status ?? (this.location !== undefined ? 302 : 200)
     for (const [name, value] of this.fields) {
       const lname = name.toLowerCase()
-      if (this.hop.has(lname) || (status === 204 && lname === 'content-length')) {
+      if ((this.hop.has(lname) && !(status === 426 && lname === 'upgrade')) || (status === 204 && lname === 'content-length')) {
         if (lname === 'content-length') keptLength = null
         continue
       }

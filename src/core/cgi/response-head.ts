@@ -59,7 +59,12 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const BAD_VALUE = /[^\t\x20-\x7e\x80-\xff]/
 const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/
 const STATUS_FIELD = /^(\d{3})(?:[ \t]+(.*))?$/
-const DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'trailer', 'te', 'upgrade'])
+/**
+ * The script's own connection fields. `Upgrade` is not among them: the core's response filter
+ * (core/headers.ts filterResponseHeaders) drops it on every status but 426, where RFC 9110 §15.5.22
+ * requires it (a CGI head is never a 101).
+ */
+const DROPPED = new Set(['connection', 'keep-alive', 'proxy-connection', 'trailer', 'te'])
 /** Fields that may appear once (§6.3), as bits of `seen`. */
 const ONCE: ReadonlyMap<string, number> = new Map([['status', 1], ['location', 2], ['content-type', 4], ['content-length', 8]])
 const NOT_YET = { done: false } as const
@@ -238,7 +243,7 @@ export class CgiResponseParser {
     const hop = this.hop
     for (let i = 0; i < fields.length; i += 3) {
       const lname = fields[i + 2]
-      if (hop?.has(lname) === true || (status === 204 && lname === 'content-length')) {
+      if ((hop?.has(lname) === true && !(status === 426 && lname === 'upgrade')) || (status === 204 && lname === 'content-length')) {
         if (lname === 'content-length') keptLength = null
         continue
       }
