@@ -156,14 +156,19 @@ export interface ForwardOptions {
    * its own a random pseudonym per proxy instance (src/proxy.ts).
    */
   via: string
-  /** The peer is a trusted proxy: keep its X-Forwarded-Proto/Host instead of replacing them. */
+  /**
+   * The peer is a trusted proxy: keep its X-Forwarded-Proto/Host instead of replacing them, its
+   * X-Real-IP, X-Forwarded-Port/-Prefix/-Server instead of dropping them (with xForwarded), and
+   * its Forwarded elements ahead of ours instead of dropping them (with forwarded).
+   */
   peerTrusted: boolean
 }
 
 /**
  * Headers for an HTTP backend from the client's raw headers: drop hop-by-hop, Connection-listed,
- * Expect (the proxy answers 100-continue itself), names with an underscore and the X-Forwarded-*
- * we set; then add ours.
+ * Expect (the proxy answers 100-continue itself), names with an underscore, the X-Forwarded-*
+ * we set and, from an untrusted peer, the forwarding fields a front proxy would have set; then add
+ * ours.
  */
 export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo, peer: string, opts: ForwardOptions, keepUpgrade: boolean): RawHeaders {
   const raw = req.rawHeaders
@@ -189,10 +194,23 @@ export function forwardRequestHeaders (req: IncomingMessage, client: ClientInfo,
         break
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
+      // Not set by proxycore, but read by backends as a front proxy's (nginx's X-Real-IP, Traefik's
+      // X-Forwarded-Port/-Server, Spring's and Symfony's X-Forwarded-Prefix): from an untrusted
+      // peer they are the client's own words, dropped (Traefik drops its own from such a peer).
+      case 'x-real-ip':
+      case 'x-forwarded-port':
+      case 'x-forwarded-prefix':
+      case 'x-forwarded-server':
         if (opts.xForwarded && !opts.peerTrusted) continue
         break
       case 'forwarded':
-        if (opts.forwarded) { fwd = fwd === null ? raw[i + 1] : `${fwd}, ${raw[i + 1]}`; continue }
+        // An untrusted peer's elements are dropped, ours alone is sent: their `proto=` and `host=`
+        // would stand before ours, and a backend reading the first element (Spring) would take a
+        // client's word, as X-Forwarded-Proto/Host would be taken were they not replaced.
+        if (opts.forwarded) {
+          if (opts.peerTrusted) fwd = fwd === null ? raw[i + 1] : `${fwd}, ${raw[i + 1]}`
+          continue
+        }
         break
       case 'via':
         if (opts.via !== '') {
@@ -266,10 +284,11 @@ function forwardingField (name: string): string | null {
     case 3: return sameName(name, 'via') ? 'via' : null
     case 4: return sameName(name, 'host') ? 'host' : null
     case 6: return sameName(name, 'expect') ? 'expect' : null
-    case 9: return sameName(name, 'forwarded') ? 'forwarded' : null
+    case 9: return sameName(name, 'forwarded') ? 'forwarded' : sameName(name, 'x-real-ip') ? 'x-real-ip' : null
     case 15: return sameName(name, 'x-forwarded-for') ? 'x-forwarded-for' : null
-    case 16: return sameName(name, 'x-forwarded-host') ? 'x-forwarded-host' : null
+    case 16: return sameName(name, 'x-forwarded-host') ? 'x-forwarded-host' : sameName(name, 'x-forwarded-port') ? 'x-forwarded-port' : null
     case 17: return sameName(name, 'x-forwarded-proto') ? 'x-forwarded-proto' : null
+    case 18: return sameName(name, 'x-forwarded-prefix') ? 'x-forwarded-prefix' : sameName(name, 'x-forwarded-server') ? 'x-forwarded-server' : null
     default: return null
   }
 }

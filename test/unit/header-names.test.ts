@@ -94,7 +94,7 @@ t.test('forwardRequestHeaders: no lower-case copy of any name, the same fields o
   t.same(result, [
     'Host', 'a.example', 'User-Agent', 'ua', 'Accept', '*/*',
     'x-forwarded-for', '10.0.0.1, 192.0.2.1', 'x-forwarded-proto', 'http', 'x-forwarded-host', 'a.example',
-    'forwarded', 'for=x, for=192.0.2.1;proto=http;host=a.example', 'via', '1.0 a, 1.1 pc',
+    'forwarded', 'for=192.0.2.1;proto=http;host=a.example', 'via', '1.0 a, 1.1 pc',
   ])
   const names = new Set(raw.filter((_, i) => i % 2 === 0))
   t.same(on.filter((s) => names.has(s)), [], 'no field name was lower-cased')
