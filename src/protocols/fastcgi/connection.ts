@@ -375,6 +375,12 @@ export class FcgiConnection implements RecordSink, Carrier, Slotted {
     req.carrier = null
     if (req.abortTimer !== null) { clearTimeout(req.abortTimer); req.abortTimer = null }
     this.served++
+    // The backend ended the request before its whole STDIN stream (the empty record included) was
+    // written: stopBody is still set until then. The rest is never sent, and a backend that reads
+    // it after END_REQUEST waits for it on this connection (php-fpm's fastcgi_finish_request()
+    // drains the body at the script's end: its worker hung for as long as the connection was
+    // kept idle). nginx keeps no such connection either (request_body_sent): close it once idle.
+    if (req.stopBody !== null) this.reusable = false
     // Decided before req.end(): its handler may dispatch the next request at once.
     if (this.idle) {
       // RELIABILITY §2.11: any byte past this record, now or while idle, fails the decoder and

@@ -144,8 +144,11 @@ export class FcgiRequest {
       this.parser = null
       this.framer = CgiBodyFramer.forResponse(r.head, this.exchange.method)
       if (deliverCgiHead(r.head, this.handler, this.flow) === 'redirect') {
-        // RFC 3875 §6.2.2: the core re-dispatches; this request still runs to its END_REQUEST.
-        this.settle(true)
+        // RFC 3875 §6.2.2: the core re-dispatches; this request still runs to its END_REQUEST —
+        // unless its body is still being sent (stopBody set): settling stops that, and a backend
+        // that reads the body before it ends (php-fpm drains it at the script's end) would wait
+        // for it, with the connection and its worker, for good. It is dropped from the wire then.
+        this.settle(this.stopBody === null)
         return true
       }
       if (this.isSettled || r.rest.length === 0) return true
