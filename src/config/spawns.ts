@@ -106,33 +106,50 @@ export function managerOptions (c: SpawnLayerConfig): ManagerOptions {
 }
 
 /**
+ * The unix socket path an address names, as written (`unix:` stripped), or null for a TCP address:
+ * everything after `unix:` (a relative `unix:s.sock`, even `unix:127.0.0.1:80`), or a bare path
+ * starting with `/` or `.` (src/spawn/spec.ts parseAddress, the gateway's bind).
+ */
+function unixPathOf (raw: string): string | null {
+  if (raw.startsWith('unix:')) return raw.slice(5)
+  return raw.startsWith('/') || raw.startsWith('.') ? raw : null
+}
+
+/**
  * A comparable key for an address, or null for port 0 (the OS picks, so never a conflict). One
  * socket has one key however it is written, without a DNS lookup (`check` does none): a unix path
  * resolved against the cwd, as the gateway's bind and the spawn manager's listen resolve it (the
  * loader has made a spawn's `./x.sock` absolute against the config's directory already); an IP
- * literal in one spelling (`[0:0::1]:p` is `[::1]:p`, `[0::0]:p` the wildcard `[::]:p`); a host name
- * in lower case, as written otherwise: `localhost:p` is not `127.0.0.1:p` (it may resolve to ::1).
+ * literal in one spelling (`[0:0::1]:p` is `[::1]:p`, `[0::0]:p` the wildcard `[::]:p`, an
+ * IPv4-mapped `[::ffff:127.0.0.1]:p` is `127.0.0.1:p`: Linux binds it as that IPv4 address); a host
+ * name in lower case, as written otherwise: `localhost:p` is not `127.0.0.1:p` (it may resolve to
+ * ::1). `port` is 0 for a unix path, `v6` says an IPv6 literal, `wildcard` the families a wildcard
+ * takes on its port: `[::]:p` and `:p` (Node binds `::` dual-stack) both, `0.0.0.0:p` IPv4 alone
+ * (`[::1]:p` binds beside it).
  */
-export function addressKey (raw: string): { key: string, wildcardPort: number | null } | null {
-  const s = raw.startsWith('unix:') ? raw.slice(5) : raw
-  if (s.startsWith('/') || s.startsWith('.')) return { key: `unix:${resolve(s)}`, wildcardPort: null }
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(s)
+export function addressKey (raw: string): { key: string, port: number, v6: boolean, wildcard: 'any' | 'ipv4' | null } | null {
+  const path = unixPathOf(raw)
+  if (path !== null) return path === '' ? null : { key: `unix:${resolve(path)}`, port: 0, v6: false, wildcard: null }
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(raw)
   if (m === null) return null
   const port = Number(m[2])
   if (port === 0) return null
   const host = canonicalHost(m[1])
-  const wildcard = host === '0.0.0.0' || host === '::' || host === ''
-  return { key: `tcp:${host}:${port}`, wildcardPort: wildcard ? port : null }
+  const wildcard = host === '0.0.0.0' ? 'ipv4' : host === '::' || host === '' ? 'any' : null
+  return { key: `tcp:${host}:${port}`, port, v6: isIP(host.replace(/%.*$/, '')) === 6, wildcard }
 }
 
-/** An IP literal as Node prints it (a zone kept as written), anything else in lower case. */
+/** An IP literal as Node prints it (a zone kept as written; IPv4-mapped as IPv4), anything else in lower case. */
 function canonicalHost (host: string): string {
   const family = isIP(host)
   if (family !== 6) return family === 4 ? host : host.toLowerCase()
   const zone = host.indexOf('%')
   const ip = zone < 0 ? host : host.slice(0, zone)
   try {
-    return new SocketAddress({ address: ip, family: 'ipv6' }).address + (zone < 0 ? '' : host.slice(zone))
+    const printed = new SocketAddress({ address: ip, family: 'ipv6' }).address
+    // Node prints an IPv4-mapped address as ::ffff:a.b.c.d, whatever the spelling.
+    if (zone < 0 && printed.startsWith('::ffff:') && isIP(printed.slice(7)) === 4) return printed.slice(7)
+    return printed + (zone < 0 ? '' : host.slice(zone))
   } catch {
     return host.toLowerCase()
   }
@@ -144,8 +161,8 @@ function canonicalHost (host: string): string {
  * than one, or a recycle's successor beside its predecessor) listen at `<path>-N`.
  */
 function unixPathProblem (raw: string, maxProcs: number, recycles: boolean): string | null {
-  const path = raw.startsWith('unix:') ? raw.slice(5) : raw
-  if (!path.startsWith('/') && !path.startsWith('.')) return null
+  const path = unixPathOf(raw)
+  if (path === null || path === '') return null
   const bytes = Buffer.byteLength(resolve(path))
   const suffix = maxProcs > 1 || recycles ? 1 + String(maxProcs).length : 0
   if (bytes + suffix <= UNIX_PATH_MAX) return null
@@ -165,7 +182,8 @@ function portProblem (raw: string): string | null {
 
 /** Why the gateway could not bind a `listen` entry (src/gateway/server.ts listen), or null. */
 function listenProblem (raw: string): string | null {
-  if (raw.startsWith('unix:')) return raw.length > 5 ? null : 'a unix: listener needs a socket path (unix:/path)'
+  // A path longer than sun_path: Node binds it cut short (another file), and serve failed after.
+  if (raw.startsWith('unix:')) return raw.length > 5 ? unixPathProblem(raw, 1, false) : 'a unix: listener needs a socket path (unix:/path)'
   // Brackets around an IPv6 address only, both or neither: the gateway read `[::1:0`, `127.0.0.1]:0`
   // or `[127.0.0.1]:0` as host and port, a guess; a backend address of that text is refused.
   const m = /^(?:\[([^\]]*)\]|([^[\]]*)):\d+$/.exec(raw)
@@ -175,21 +193,22 @@ function listenProblem (raw: string): string | null {
 }
 
 function addressConflicts (listeners: Listener[]): ConfigIssue[] {
+  type Key = NonNullable<ReturnType<typeof addressKey>>
   const issues: ConfigIssue[] = []
-  const seen = new Map<string, Listener>()
-  const wildcards = new Map<number, Listener>()
-  const portOf = (k: string): number => Number(k.slice(k.lastIndexOf(':') + 1))
+  const seen = new Map<string, { l: Listener, k: Key }>()
+  // A wildcard takes its port in its families: `any` every address, `ipv4` all but an IPv6 literal
+  // (a host name may resolve to IPv4, so it counts as one).
+  const takes = (w: Key, other: Key): boolean => w.wildcard === 'any' || (w.wildcard === 'ipv4' && !other.v6)
   for (const l of listeners) {
     const k = addressKey(l.address)
     if (k === null) continue
-    const clash = seen.get(k.key) ??
-      (k.key.startsWith('tcp:') ? wildcards.get(portOf(k.key)) : undefined) ??
-      (k.wildcardPort !== null ? [...seen.entries()].find(([key]) => key.startsWith('tcp:') && portOf(key) === k.wildcardPort)?.[1] : undefined)
+    const clash = seen.get(k.key)?.l ?? (k.key.startsWith('tcp:')
+      ? [...seen.values()].find((o) => o.k.key.startsWith('tcp:') && o.k.port === k.port && (takes(k, o.k) || takes(o.k, k)))?.l
+      : undefined)
     if (clash !== undefined) {
       issues.push({ path: l.at, message: `address ${l.address} is already used by ${clash.at}`, found: l.address, expected: 'an address no other listener or spawn uses' })
     }
-    seen.set(k.key, l)
-    if (k.wildcardPort !== null) wildcards.set(k.wildcardPort, l)
+    seen.set(k.key, { l, k })
   }
   return issues
 }
