@@ -69,6 +69,14 @@ class Merger {
     const { parsed, issues } = await parseFile(file)
     this.issues.push(...issues)
     if (parsed === null) return null
+    // A main file with nothing in it is a file being written (`>` truncates first; an editor that
+    // saves in place) far more often than a wish to serve nothing: a SIGHUP at that moment stopped
+    // every spawn and moved the listener to the default address. nginx refuses an empty config too
+    // (no events section). `{}` says it on purpose and is taken; an empty included file is too.
+    if (main && parsed.empty) {
+      this.issues.push({ path: '', message: 'the config file is empty (only comments, `---` or nothing): is it being written? `{}` is an empty config on purpose', found: '', expected: 'a mapping with at least `routes`', source: parsed.display })
+      return null
+    }
     this.files.push(parsed)
     const subst = substituteEnv(parsed.value, this.env)
     for (const i of subst.issues) this.issues.push({ ...i, source: positionOf(parsed, pointerSegments(i.path), KEY_ISSUE.test(i.message)) })

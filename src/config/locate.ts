@@ -21,6 +21,8 @@ export interface ParsedFile {
   readonly doc: Document
   readonly lines: LineCounter
   readonly value: unknown
+  /** The document holds nothing (no bytes, only comments, a bare `---` or `null`): value is {}. */
+  readonly empty: boolean
 }
 
 export function displayName (file: string): string {
@@ -93,7 +95,12 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
   const tags = unknownTags(doc, lines, display)
   if (tags.length > 0) return { parsed: null, issues: tags }
   let value: unknown
-  try { value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }) ?? {} } catch (err) {
+  let empty = false
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT })
+    empty = value === null || value === undefined
+    if (empty) value = {}
+  } catch (err) {
     // yaml throws (ReferenceErrors) for an unresolved alias and when aliases expand past the limit:
     // a "billion laughs" file would otherwise take the memory of the process reading it.
     const bomb = /^Excessive alias count/.test((err as Error).message)
@@ -118,9 +125,9 @@ export async function parseFile (file: string): Promise<{ parsed: ParsedFile | n
   const deep = tooDeep(value)
   if (deep !== null) {
     const message = deep.cycle ? 'syntax: a YAML alias refers to a node that contains it (the value would be infinite)' : `syntax: nested deeper than ${MAX_DEPTH} levels`
-    return { parsed: null, issues: [{ path: deep.at.map((k) => `/${escapeKey(String(k))}`).join(''), message, source: positionOf({ file, display, doc, lines, value }, deep.at) }] }
+    return { parsed: null, issues: [{ path: deep.at.map((k) => `/${escapeKey(String(k))}`).join(''), message, source: positionOf({ file, display, doc, lines, value, empty }, deep.at) }] }
   }
-  return { parsed: { file, display, doc, lines, value }, issues: [] }
+  return { parsed: { file, display, doc, lines, value, empty }, issues: [] }
 }
 
 /** Each node with a tag the core schema cannot resolve: an issue at its path and position. */
