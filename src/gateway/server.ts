@@ -174,6 +174,8 @@ export class Gateway {
   private reloading: Promise<boolean> | null = null
   private queued: Promise<boolean> | null = null
   private readonly draining = new Set<Promise<void>>()
+  /** Generations whose proxy is draining (closed by a reload's swap or a stop), until drained. */
+  private readonly proxyDrains = new Map<Generation, Promise<void>>()
   /** The first spawn set; every later one shares its record of live managers (groups()). */
   private readonly lineage: SpawnSet
   private closing: Promise<void> | null = null
@@ -479,16 +481,42 @@ export class Gateway {
     return false
   }
 
-  /** The old routes finish what they are serving, then the spawns nobody uses any more stop. */
+  /**
+   * The old routes finish what they are serving, then the spawns nobody uses any more stop. "Nobody"
+   * includes older generations still draining: a spawn kept by an earlier reload still runs their
+   * requests, which get their own drainTimeout, not the spawn's stopTimeout.
+   */
   private retire (old: Generation, retired: Awaited<ReturnType<Gateway['build']>>['retired']): void {
-    const grace = parseDuration(old.config.drainTimeout ?? '30s') ?? 30_000
     const done: Promise<void> = (async () => {
-      await old.status?.close()
-      await old.proxy.close(grace)
+      await this.drainProxy(old)
+      await this.olderDrains((g) => g !== old && g.spawns.components.some((c) => retired.includes(c)))
       await old.spawns.retire(retired)
     })().catch((err: unknown) => { this.opts.log.error({ err }, 'reload: stopping the old generation failed') })
       .finally(() => { this.draining.delete(done) })
     this.draining.add(done)
+  }
+
+  /**
+   * Close `g`'s status and proxy: its requests finish (up to its drainTimeout). Once per
+   * generation; tracked in `proxyDrains` until done.
+   */
+  private drainProxy (g: Generation): Promise<void> {
+    let p = this.proxyDrains.get(g)
+    if (p === undefined) {
+      const grace = parseDuration(g.config.drainTimeout ?? '30s') ?? 30_000
+      p = (async () => {
+        await g.status?.close()
+        await g.proxy.close(grace)
+      })()
+      this.proxyDrains.set(g, p)
+      void p.catch(() => {}).finally(() => { this.proxyDrains.delete(g) })
+    }
+    return p
+  }
+
+  /** Resolves once the old generations `which` picks have drained their requests (errors are logged by their retire). */
+  private async olderDrains (which: (g: Generation) => boolean): Promise<void> {
+    await Promise.all([...this.proxyDrains].filter(([g]) => which(g)).map(([, p]) => p.catch(() => {})))
   }
 
   /** Stop listening, drain in-flight requests, stop every spawned process. Idempotent. */
@@ -506,8 +534,10 @@ export class Gateway {
     const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
     for (const s of servers) s.closeIdleConnections()
     if (g !== null) {
-      await g.status?.close()
-      await g.proxy.close(parseDuration(g.config.drainTimeout ?? '30s') ?? 30_000)
+      await this.drainProxy(g)
+      // Old generations still draining run their requests on this one's kept spawns and over
+      // these listeners' connections: they finish first, each up to its own drainTimeout.
+      await this.olderDrains((o) => o !== g)
       for (const s of servers) s.closeAllConnections()
       await g.spawns.close()
     }

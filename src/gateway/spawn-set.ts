@@ -20,6 +20,8 @@ import { spawnError } from '../spawn/types.js'
 import { logOutput } from '../spawn/output.js'
 import { Launcher } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 
 export interface Component {
   readonly names: string[]
@@ -48,10 +50,46 @@ function keyOf (names: string[], c: SpawnLayerConfig): string {
 /** Components a reload stopped before their replacement started (a fixed address reused). */
 const stoppedEarly = new WeakSet<Component>()
 
-function fixedAddresses (names: string[], c: SpawnLayerConfig): Set<string> {
+/**
+ * The fixed addresses of `names` as addressKey keys; a TCP host name also as each address it
+ * resolves to (`localhost:9000` binds `127.0.0.1:9000`). Port 0 is never fixed.
+ */
+async function fixedAddresses (names: string[], c: SpawnLayerConfig): Promise<Set<string>> {
   const out = new Set<string>()
-  for (const n of names) for (const a of [c.spawns?.[n]?.socketName ?? []].flat()) { const k = addressKey(a); if (k !== null) out.add(k.key) }
+  for (const n of names) {
+    for (const a of [c.spawns?.[n]?.socketName ?? []].flat()) {
+      const k = addressKey(a)
+      if (k === null) continue
+      out.add(k.key)
+      const m = /^tcp:(.*):(\d+)$/.exec(k.key)
+      if (m === null || m[1] === '' || isIP(m[1]) !== 0) continue
+      try {
+        for (const r of await lookup(m[1], { all: true })) {
+          const resolved = addressKey(r.family === 6 ? `[${r.address}]:${m[2]}` : `${r.address}:${m[2]}`)
+          if (resolved !== null) out.add(resolved.key)
+        }
+      } catch {}
+    }
+  }
   return out
+}
+
+const WILDCARD = /^tcp:(?:0\.0\.0\.0|::|):\d+$/
+
+/**
+ * Whether binding `mine` fails while `theirs` are bound: the same socket, or the same TCP port where
+ * either host is a wildcard (it holds the port on every address), as the config's address checks
+ * see a clash.
+ */
+function collide (mine: Set<string>, theirs: Set<string>): boolean {
+  const port = (k: string): string | undefined => /^tcp:.*:(\d+)$/.exec(k)?.[1]
+  for (const x of mine) {
+    if (theirs.has(x)) return true
+    const p = port(x)
+    if (p === undefined) continue
+    for (const y of theirs) if (port(y) === p && (WILDCARD.test(x) || WILDCARD.test(y))) return true
+  }
+  return false
 }
 
 export class SpawnSet {
@@ -96,10 +134,9 @@ export class SpawnSet {
     }
     try {
       for (const names of fresh) {
-        const mine = fixedAddresses(names, config)
+        const mine = await fixedAddresses(names, config)
         for (const r of retired.filter((x) => !stoppedEarly.has(x))) {
-          const theirs = fixedAddresses(r.names, decode(r.key))
-          if ([...mine].some((a) => theirs.has(a))) {
+          if (collide(mine, await fixedAddresses(r.names, decode(r.key)))) {
             this.log.warn({ spawns: r.names }, 'reload: address reused by a changed spawn; stopping the old one first')
             stoppedEarly.add(r)
             await this.stop(r)
