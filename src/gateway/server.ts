@@ -112,7 +112,11 @@ function wildcard (): Promise<string> {
 /** An IP address in one spelling (`0:0::1` is `::1`). */
 function canonicalIp (address: string): string {
   const family = isIP(address)
-  return family === 0 ? address : new SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address
+  if (family === 0) return address
+  const printed = new SocketAddress({ address, family: family === 6 ? 'ipv6' : 'ipv4' }).address
+  // An IPv4-mapped address (`::ffff:127.0.0.1`, however spelled) is that IPv4 socket on Linux: a
+  // reload between the two spellings keeps it (check's addressKey says the same, config/spawns.ts).
+  return printed.startsWith('::ffff:') && isIP(printed.slice(7)) === 4 ? printed.slice(7) : printed
 }
 
 /** The key of a TCP socket: its bound IP and the port as the file spells it (0 stays 0: the port the OS gave is kept). */

@@ -78,6 +78,21 @@ t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways'
   t.equal(await s.exited, 0)
 })
 
+t.test('[::ffff:127.0.0.1]:P and 127.0.0.1:P are one socket (Linux binds the IPv4-mapped spelling as IPv4)', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { file } = appDir(t, '', 'pc-a37-spell-')
+  const be = await okBackend(t)
+  const p = await freePort()
+  writeFileSync(file, yaml([`127.0.0.1:${p}`], be))
+  const { s } = await serveKilled(t, file)
+  const ka = await keepAlive(t, { port: p, host: '127.0.0.1' })
+  t.equal(await ka.ask('/before'), 'ok /before')
+  await sameSocket(t, s, file, be, [`[::ffff:127.0.0.1]:${p}`], ka, '127.0.0.1 -> [::ffff:127.0.0.1]')
+  await sameSocket(t, s, file, be, [`127.0.0.1:${p}`], ka, '[::ffff:127.0.0.1] -> 127.0.0.1')
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+})
+
 t.test(':P (every address, as Node binds a port alone) and [::]:P are one socket; 0.0.0.0:P is another', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file } = appDir(t, '', 'pc-a36-spell-')
