@@ -254,7 +254,10 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       minUploadRate: parseSize(rc.timeouts?.minUploadRate ?? DEFAULTS.minUploadRate) ?? DEFAULTS.minUploadRate,
       uploadGrace: parseDuration(rc.timeouts?.uploadGrace ?? DEFAULTS.uploadGrace) ?? DEFAULTS.uploadGrace,
     }
-    for (const t of [timeouts.headers, timeouts.idle, timeouts.clientIdle, timeouts.minUploadRate > 0 ? timeouts.uploadGrace : 0]) if (t > 0) shortest = Math.min(shortest, t / 4)
+    const queueTimeout = parseDuration(rc.queueTimeout ?? DEFAULTS.queueTimeout) ?? DEFAULTS.queueTimeout
+    // The sweep ends every one of these (a wait for an adapter's connection is under queueTimeout:
+    // exchange.ts waitingForConnection), so it runs at least four times per the shortest.
+    for (const t of [timeouts.headers, timeouts.idle, timeouts.clientIdle, timeouts.minUploadRate > 0 ? timeouts.uploadGrace : 0, queueTimeout]) if (t > 0) shortest = Math.min(shortest, t / 4)
     const processes = rc.spawn !== undefined ? deps.processStarters?.get(rc.spawn) : undefined
     const ctx: ClientContext = {
       log: deps.log,
@@ -321,7 +324,7 @@ export async function compileProxy (config: CompileInput, deps: CompileDeps): Pr
       retries: rc.retries ?? DEFAULTS.retries,
       maxConcurrent: rc.maxConcurrent ?? 0,
       queue: rc.queue ?? DEFAULTS.queue,
-      queueTimeout: parseDuration(rc.queueTimeout ?? DEFAULTS.queueTimeout) ?? DEFAULTS.queueTimeout,
+      queueTimeout,
       maxBodySize: parseSize(rc.maxBodySize ?? 0) ?? 0,
       spoolLimit: parseSize(rc.spoolLimit ?? DEFAULTS.spoolLimit) ?? DEFAULTS.spoolLimit,
       // On by default for adapters that take the RFC 3875 environment (the CGI family, custom ones
