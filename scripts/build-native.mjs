@@ -3,7 +3,9 @@
 // when a C compiler is there; run by `npm install` (the package's install script) and `npm run
 // build`. It is optional: without a compiler, or when the build fails, pipe spawns use the Perl
 // fork server instead, and this script says so and exits 0 (whatever went wrong: npm install must
-// go on). CC picks the compiler (default cc), with arguments as make takes it (CC='ccache gcc').
+// go on), with the command that builds it later: `npm rebuild proxycore` in an app that installed
+// the package (under node_modules/), `npm run build` in a checkout. CC picks the compiler (default
+// cc), with arguments as make takes it (CC='ccache gcc').
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, renameSync, rmSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -35,5 +37,8 @@ try {
     : spawned || err.status != null || err.signal != null
       ? `${cc} failed: ${String(err.stderr?.length ? err.stderr : err.message).trim()}`
       : `the compiled fork server could not be built (${err.message})`
-  console.log(`proxycore: ${why}; CGI uses the Perl fork server (install gcc and run npm run build to build the compiled one)`)
+  // Where this runs decides the advice: an app has no `npm run build` of ours, a checkout has.
+  const installed = root.split(/[\\/]/).includes('node_modules')
+  const again = installed ? '`npm rebuild proxycore` in your app' : '`npm run build`'
+  console.log(`proxycore: ${why}; CGI uses the Perl fork server (install gcc and run ${again} to build the compiled one)`)
 }
