@@ -250,10 +250,10 @@ t.test('a short timeout makes the sweep finer than lighttpd\'s one-second tick',
   // answer comes within two ticks. 900 ms leaves 3x that for a loaded machine.
   t.ok(took < 900, `within a tick or two of the 150 ms deadline, not a second later (${took} ms)`)
   t.ok(await waitFor(() => ends.length === 1, 5000), 'request:end once')
-  t.match(DOC, /a quarter of the shortest `headers`, `idle`, `clientIdle` or `uploadGrace` of any route,\s+between 5 ms and 1 s/)
+  t.match(DOC, /a quarter of the shortest `headers`, `idle`, `clientIdle`, `uploadGrace` or `queueTimeout` of any route,\s+between 5 ms and 1 s/)
   // The sweep's rule, and the one exchange kind outside it.
   const compile = readFileSync(join(root, 'src/core/compile.ts'), 'utf8')
-  t.match(compile, /for \(const t of \[timeouts\.headers, timeouts\.idle, timeouts\.clientIdle, timeouts\.minUploadRate > 0 \? timeouts\.uploadGrace : 0\]\) if \(t > 0\) shortest = Math\.min\(shortest, t \/ 4\)/)
+  t.match(compile, /for \(const t of \[timeouts\.headers, timeouts\.idle, timeouts\.clientIdle, timeouts\.minUploadRate > 0 \? timeouts\.uploadGrace : 0, queueTimeout\]\) if \(t > 0\) shortest = Math\.min\(shortest, t \/ 4\)/)
   t.match(compile, /const sweepMs = Math\.max\(5, Math\.min\(1000, Math\.floor\(shortest\)\)\)/)
   const upgrade = readFileSync(join(root, 'src/core/upgrade.ts'), 'utf8')
   t.match(DOC, /An Upgrade \(WebSocket\) exchange is the exception/)
