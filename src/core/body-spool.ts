@@ -82,6 +82,19 @@ export function keepReading (body: Readable | null): boolean {
   return keep === undefined ? false : keep()
 }
 
+/** How far each spooled temp-file reader has read its file (fileReader). */
+const READ = new WeakMap<Readable, { pos: number }>()
+
+/**
+ * How many bytes the spooled `body` has read from its temp file so far, or 0 for any other stream
+ * (a client's own, a spool held in memory). With the reader's own buffered bytes it says how much
+ * its consumer took: the exchange's head deadline waits while a backend takes the body (exchange.ts
+ * checkBodySent).
+ */
+export function spooledBytesRead (body: Readable): number {
+  return READ.get(body)?.pos ?? 0
+}
+
 /** Bytes per read of the temp file: as fs.createReadStream's default. */
 const FILE_READ_BYTES = 64 * 1024
 
@@ -91,21 +104,23 @@ const FILE_READ_BYTES = 64 * 1024
  * cannot, unless something truncated it) fails the reader: a body is never handed on short.
  */
 function fileReader (handle: FileHandle, length: number): Readable {
-  let pos = 0
-  return new Readable({
+  const at = { pos: 0 }
+  const r = new Readable({
     highWaterMark: FILE_READ_BYTES,
     read () {
-      const n = Math.min(FILE_READ_BYTES, length - pos)
+      const n = Math.min(FILE_READ_BYTES, length - at.pos)
       if (n <= 0) { this.push(null); return }
       const buf = Buffer.allocUnsafe(n)
-      handle.read(buf, 0, n, pos).then(({ bytesRead }) => {
+      handle.read(buf, 0, n, at.pos).then(({ bytesRead }) => {
         if (this.destroyed) return
-        if (bytesRead === 0) { this.destroy(new ProxyError('ERR_INTERNAL', `spooled body file ended at ${pos} of ${length} bytes`, { phase: 'request' })); return }
-        pos += bytesRead
+        if (bytesRead === 0) { this.destroy(new ProxyError('ERR_INTERNAL', `spooled body file ended at ${at.pos} of ${length} bytes`, { phase: 'request' })); return }
+        at.pos += bytesRead
         this.push(bytesRead < n ? buf.subarray(0, bytesRead) : buf)
       }, (err: unknown) => { if (!this.destroyed) this.destroy(toProxyError(err)) })
     },
   })
+  READ.set(r, at)
+  return r
 }
 
 export const DEFAULT_SPOOL_MEMORY = 64 * 1024

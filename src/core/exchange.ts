@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import { authorize, mergeAuthorizerVariables, type AuthorizerSettings } from './authorizer.js'
 import { DISCARD_MAX_BYTES, DISCARD_MAX_MS, discardBody, lingerOnClose } from './body-pump.js'
-import { isReplayable, replayBody } from './body-spool.js'
+import { isReplayable, replayBody, spooledBytesRead } from './body-spool.js'
 import { DirectoryRedirect } from './cgi/script.js'
 import { ProxyError, backendOverloaded, toProxyError, type ErrorCode } from './errors.js'
 import { filterResponseHeaders, validStatus } from './headers.js'
@@ -71,6 +71,12 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
   idleDeadline = 0
   /** A request body is still arriving from the client: the sweep watches it for a slow drip. */
   uploadWatch = false
+  /**
+   * The backend has not taken the whole request body yet: the sweep moves the head deadline while
+   * it takes more (checkBodySent). `bodyMark` is the last progress seen (bodyProgress).
+   */
+  bodyWatch = false
+  private bodyMark = 0
   /**
    * The backend is paused until the client drains its response: the sweep watches the client for a
    * stall instead of the backend for idleness (checkDownload).
@@ -291,6 +297,9 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     this.dispatchedAt = this.rt.now()
     this.awaitingConnection = false
     this.headDeadline = t.headers > 0 ? this.dispatchedAt + t.headers : 0
+    const body = this.body
+    this.bodyWatch = body !== null && t.headers > 0 && !body.readableEnded
+    if (this.bodyWatch) this.bodyMark = this.bodyProgress(body as Readable)
     b.client.dispatch(this, this)
   }
 
@@ -718,6 +727,41 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
     if (limit === 0 || now - this.downloadIdleSince < limit) return
     this.downloadWatch = false
     this.fail(new ProxyError('ERR_CLIENT_TIMEOUT', `the client read no response byte for ${limit} ms`, { phase: 'body' }), true)
+  }
+
+  /**
+   * The backend's time to answer counts from when it has taken the whole request body, as nginx's
+   * proxy_read_timeout counts once the request is sent: while it goes on taking the body (a CGI
+   * script or git's receive-pack working through a large spooled upload, a backend reading the
+   * last buffered bytes at its own pace), each tick that saw progress moves the head deadline, and
+   * the body's end moves it once more. A backend that stops taking the body is timed from its last
+   * step. Runs before the sweep's deadline check; the upload watch (checkUpload) has the deadline
+   * while the client still sends, the queue while a connection is awaited.
+   */
+  checkBodySent (now: number): void {
+    const body = this.body
+    if (body === null || this.phase !== Phase.Dispatched) { this.bodyWatch = false; return }
+    if (this.uploadWatch || this.awaitingConnection || this.headDeadline === 0) return
+    if (body.readableEnded) {
+      this.bodyWatch = false
+      this.headDeadline = now + this.route.timeouts.headers
+      return
+    }
+    const mark = this.bodyProgress(body)
+    if (mark === this.bodyMark) return
+    this.bodyMark = mark
+    this.headDeadline = now + this.route.timeouts.headers
+  }
+
+  /**
+   * A number that changes whenever the body's consumer takes bytes: what came in (the client's
+   * socket, a spool file's reader) less what waits unread in the body's buffers. A refill after a
+   * read changes it too (more came in); nothing changes it while the consumer reads nothing.
+   */
+  private bodyProgress (body: Readable): number {
+    const req = this.req
+    const inReq = req.socket === null ? 0 : req.socket.bytesRead - req.readableLength
+    return inReq + spooledBytesRead(body) - (body === req ? 0 : body.readableLength)
   }
 
   /**

@@ -317,6 +317,7 @@ export class ProxyRuntime {
   private sweep (): void {
     const now = this.now()
     for (const ex of this.active.values()) {
+      if (ex.bodyWatch) ex.checkBodySent(now)
       if (ex.headDeadline !== 0 && now >= ex.headDeadline) ex.timedOut('ERR_HEADERS_TIMEOUT')
       else if (ex.idleDeadline !== 0 && now >= ex.idleDeadline) ex.timedOut('ERR_BODY_TIMEOUT')
       else if (ex.uploadWatch) ex.checkUpload(now)
