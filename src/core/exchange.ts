@@ -801,6 +801,10 @@ export class ProxyExchange extends RequestFacts implements Exchange, ResponseHan
       this.uploadIdleSince = now
       return
     }
+    // The client pauses and the backend has read what it was sent (no buffer full): the backend
+    // waits for the client, so its head is not late. The pause is clientIdle's and minUploadRate's
+    // (nginx: client_body_timeout), not a failed attempt against a healthy backend.
+    if (waitingForHead) this.headDeadline = now + this.route.timeouts.headers
     // clientIdle 0: no limit on the client's pauses; the watch only keeps the head deadline above.
     const limit = this.route.timeouts.clientIdle
     if (limit === 0 || now - this.uploadIdleSince < limit) return
