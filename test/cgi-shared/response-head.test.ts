@@ -40,7 +40,11 @@ const good: Array<[string, string, Partial<CgiParserOptions>, Partial<CgiHead> &
   ['network-path Location is not local', 'Location: //evil.example/\n\n', {}, { status: 302, headers: ['Location', '//evil.example/'] }],
   ['redirect with document (§6.2.4)', 'Status: 301 Moved\nLocation: /new\nContent-Type: text/html\n\nsee', {}, { status: 301, statusText: 'Moved', headers: ['Location', '/new', 'Content-Type', 'text/html'], rest: 'see' }],
   ['Location + Content-Type is still a local redirect (httpd, lighttpd; php-cgi always adds Content-Type)', 'Location: /x\nContent-Type: text/html\n\n', {}, { status: 302, localRedirect: '/x' }],
-  ['hop-by-hop dropped (§6.3.4)', 'Connection: close, X-Hop\nKeep-Alive: 5\nX-Hop: 1\nUpgrade: h2c\nTrailer: X\nProxy-Connection: k\nX-CGI-Debug: 1\nX-Keep: 1\n\n', {}, { headers: ['X-Keep', '1'] }],
+  // Upgrade is left to the core's response filter (core/headers.ts), which drops it on every status
+  // but 426 (RFC 9110 §15.5.22: a 426 carries it; test/core/audit37-hdr-426.test.ts end to end).
+  ['hop-by-hop dropped (§6.3.4), Upgrade left to the filter', 'Connection: close, X-Hop\nKeep-Alive: 5\nX-Hop: 1\nUpgrade: h2c\nTrailer: X\nProxy-Connection: k\nX-CGI-Debug: 1\nX-Keep: 1\n\n', {}, { headers: ['Upgrade', 'h2c', 'X-Keep', '1'] }],
+  ['a Connection-listed Upgrade dropped, but not from a 426', 'Connection: upgrade\nUpgrade: websocket\nX-Keep: 1\n\n', {}, { headers: ['X-Keep', '1'] }],
+  ['a 426 keeps its Upgrade, Connection-listed or not', 'Status: 426 Upgrade Required\nConnection: upgrade\nUpgrade: websocket\n\n', {}, { status: 426, headers: ['Upgrade', 'websocket'] }],
   ['Content-Length reported', 'Content-Type: a\nContent-Length: 8\n\n12345678', {}, { contentLength: 8, headers: ['Content-Type', 'a', 'Content-Length', '8'], rest: '12345678' }],
   ['204 loses its Content-Length (RFC 9110 §8.6)', 'Status: 204 No Content\nContent-Length: 11\nX-A: 1\n\n', {}, { status: 204, contentLength: null, headers: ['X-A', '1'] }],
   ['304 keeps its Content-Length (RFC 9110 §8.6)', 'Status: 304 Not Modified\nContent-Length: 11\n\n', {}, { status: 304, contentLength: 11, headers: ['Content-Length', '11'] }],
