@@ -9,90 +9,15 @@
  */
 import t from 'tap'
 import { existsSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
 import { join } from 'node:path'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
-import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
+import { appDir, getText, processesNaming, serveKilled, sighupReload } from './run.js'
+import { backendProgram, pidTag, slow, spawnsYaml as yaml, statusSpawns, traffic } from './reload-kit.js'
+
+// `/slow` sends 30 000 bytes over ~3 s.
+const BACKEND = backendProgram(30_000)
 
 const PHP = '/usr/bin/php-cgi'
-
-// `/slow` sends 30 000 bytes over ~3 s; anything else answers `pid TAG`.
-const BACKEND = `import http from 'node:http'
-http.createServer((req, res) => {
-  if (req.url.endsWith('/slow')) {
-    res.writeHead(200, { 'content-length': '30000' })
-    let n = 0
-    const iv = setInterval(() => { res.write('x'.repeat(1000)); if (++n === 30) { clearInterval(iv); res.end() } }, 100)
-    return
-  }
-  res.end(process.pid + ' ' + (process.env.TAG ?? ''))
-}).listen(Number(process.env.PORT), process.env.HOST)
-`
-
-interface Sp { name: string, tag: string, prog?: string, bin?: string, extra?: string }
-
-const yaml = (app: string, spawns: Sp[], routes = spawns.map((s) => s.name)): string => `listen: 127.0.0.1:0
-drainTimeout: 60s
-status: { path: /server-status }
-spawns:
-${spawns.map((s) => `  ${s.name}:
-    binPath: ${s.bin ?? `[${JSON.stringify(process.execPath)}, ${JSON.stringify(s.prog ?? app)}]`}
-    socketName: 127.0.0.1:0
-    handoff: self
-    startTimeout: 30s
-    environment: { TAG: ${s.tag} }
-${s.extra ?? ''}`).join('')}routes:
-${routes.map((n) => `  - { name: ${n}, match: { prefix: /${n}/ }, protocol: http, spawn: ${n} }\n`).join('')}`
-
-async function pidTag (s: Served, name: string): Promise<[number, string]> {
-  const r = await getText(`${s.url}/${name}/`)
-  if (r.status !== 200) throw new Error(`/${name}/: ${r.status} ${r.body}`)
-  const [pid, tag] = r.body.split(' ')
-  return [Number(pid), tag ?? '']
-}
-
-interface SpawnJson { name: string, state: string, processes: Array<{ pid: number | null }> }
-async function statusSpawns (s: Served): Promise<SpawnJson[]> {
-  const r = await getText(`${s.url}/server-status?format=json`)
-  return (JSON.parse(r.body) as { spawns: SpawnJson[] }).spawns
-}
-
-/** GET `/name/slow`: resolves with the status and byte count once it ended; `head` once its head came. */
-function slow (url: string): { head: Promise<void>, done: Promise<{ status: number, bytes: number, error?: string }> } {
-  let headOk!: () => void
-  const head = new Promise<void>((resolve) => { headOk = resolve })
-  const done = new Promise<{ status: number, bytes: number, error?: string }>((resolve) => {
-    const req = request(url, (res) => {
-      headOk()
-      let bytes = 0
-      res.on('data', (c: Buffer) => { bytes += c.length })
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }))
-      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, bytes, error: err.message }))
-    })
-    req.on('error', (err) => { headOk(); resolve({ status: 0, bytes: 0, error: err.message }) })
-    req.end()
-  })
-  return { head, done }
-}
-
-/** Requests to every path in a loop until stopped: the statuses that were not 200. */
-function traffic (url: string, names: string[]): { stop: () => Promise<{ count: number, bad: string[] }> } {
-  let on = true
-  let count = 0
-  const bad: string[] = []
-  const loop = (async () => {
-    while (on) {
-      for (const n of names) {
-        try {
-          const r = await getText(`${url}/${n}/`)
-          count++
-          if (r.status !== 200) bad.push(`${n}: ${r.status} ${r.body.slice(0, 200)}`)
-        } catch (err) { bad.push(`${n}: ${(err as Error).message}`) }
-      }
-    }
-  })()
-  return { stop: async () => { on = false; await loop; return { count, bad } } }
-}
 
 t.test('a changed spawn is replaced while an unchanged one keeps its process; a slow request to the old one finishes whole', async (t) => {
   guardLeaks(t, { timeoutMs: 20_000 })

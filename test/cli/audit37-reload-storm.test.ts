@@ -8,61 +8,10 @@ import t from 'tap'
 import { renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
+import { appDir, processesNaming, serveKilled, sighupReload } from './run.js'
+import { backendProgram, pidTag, spawnsYaml as yaml, statusSpawns, traffic } from './reload-kit.js'
 
-// Answers `pid TAG`.
-const BACKEND = `import http from 'node:http'
-http.createServer((req, res) => {
-  res.end(process.pid + ' ' + (process.env.TAG ?? ''))
-}).listen(Number(process.env.PORT), process.env.HOST)
-`
-
-interface Sp { name: string, tag: string, prog?: string, bin?: string, extra?: string }
-
-const yaml = (app: string, spawns: Sp[], routes = spawns.map((s) => s.name)): string => `listen: 127.0.0.1:0
-drainTimeout: 60s
-status: { path: /server-status }
-spawns:
-${spawns.map((s) => `  ${s.name}:
-    binPath: ${s.bin ?? `[${JSON.stringify(process.execPath)}, ${JSON.stringify(s.prog ?? app)}]`}
-    socketName: 127.0.0.1:0
-    handoff: self
-    startTimeout: 30s
-    environment: { TAG: ${s.tag} }
-${s.extra ?? ''}`).join('')}routes:
-${routes.map((n) => `  - { name: ${n}, match: { prefix: /${n}/ }, protocol: http, spawn: ${n} }\n`).join('')}`
-
-async function pidTag (s: Served, name: string): Promise<[number, string]> {
-  const r = await getText(`${s.url}/${name}/`)
-  if (r.status !== 200) throw new Error(`/${name}/: ${r.status} ${r.body}`)
-  const [pid, tag] = r.body.split(' ')
-  return [Number(pid), tag ?? '']
-}
-
-interface SpawnJson { name: string, state: string, processes: Array<{ pid: number | null }> }
-async function statusSpawns (s: Served): Promise<SpawnJson[]> {
-  const r = await getText(`${s.url}/server-status?format=json`)
-  return (JSON.parse(r.body) as { spawns: SpawnJson[] }).spawns
-}
-
-/** Requests to every path in a loop until stopped: the statuses that were not 200. */
-function traffic (url: string, names: string[]): { stop: () => Promise<{ count: number, bad: string[] }> } {
-  let on = true
-  let count = 0
-  const bad: string[] = []
-  const loop = (async () => {
-    while (on) {
-      for (const n of names) {
-        try {
-          const r = await getText(`${url}/${n}/`)
-          count++
-          if (r.status !== 200) bad.push(`${n}: ${r.status} ${r.body.slice(0, 200)}`)
-        } catch (err) { bad.push(`${n}: ${(err as Error).message}`) }
-      }
-    }
-  })()
-  return { stop: async () => { on = false; await loop; return { count, bad } } }
-}
+const BACKEND = backendProgram(1000)
 
 t.test('ten SIGHUPs in a tight loop while requests flow: one final state, nothing leaked, nothing lost', async (t) => {
   guardLeaks(t, { timeoutMs: 30_000 })

@@ -1,0 +1,86 @@
+/**
+ * What the audit 37 reload tests share: a spawned node:http backend program answering `pid TAG`
+ * (`/slow`: a body sent over seconds), a config of such spawns with a route each, and the probes
+ * (pid and tag of a route's process, the status JSON's spawns, a slow request, a request loop).
+ */
+import { request } from 'node:http'
+import { getText, type Served } from './run.js'
+
+/** The backend program: `/slow` sends `slowBytes` in 1000-byte writes every 100 ms; anything else answers `pid TAG`. */
+export const backendProgram = (slowBytes: number): string => `import http from 'node:http'
+http.createServer((req, res) => {
+  if (req.url.endsWith('/slow')) {
+    res.writeHead(200, { 'content-length': '${slowBytes}' })
+    let n = 0
+    const iv = setInterval(() => { res.write('x'.repeat(1000)); if (++n === ${slowBytes / 1000}) { clearInterval(iv); res.end() } }, 100)
+    return
+  }
+  res.end(process.pid + ' ' + (process.env.TAG ?? ''))
+}).listen(Number(process.env.PORT), process.env.HOST)
+`
+
+export interface Sp { name: string, tag: string, prog?: string, bin?: string, extra?: string }
+
+export const spawnsYaml = (app: string, spawns: Sp[], routes = spawns.map((s) => s.name)): string => `listen: 127.0.0.1:0
+drainTimeout: 60s
+status: { path: /server-status }
+spawns:
+${spawns.map((s) => `  ${s.name}:
+    binPath: ${s.bin ?? `[${JSON.stringify(process.execPath)}, ${JSON.stringify(s.prog ?? app)}]`}
+    socketName: 127.0.0.1:0
+    handoff: self
+    startTimeout: 30s
+    environment: { TAG: ${s.tag} }
+${s.extra ?? ''}`).join('')}routes:
+${routes.map((n) => `  - { name: ${n}, match: { prefix: /${n}/ }, protocol: http, spawn: ${n} }\n`).join('')}`
+
+export async function pidTag (s: Served, name: string): Promise<[number, string]> {
+  const r = await getText(`${s.url}/${name}/`)
+  if (r.status !== 200) throw new Error(`/${name}/: ${r.status} ${r.body}`)
+  const [pid, tag] = r.body.split(' ')
+  return [Number(pid), tag ?? '']
+}
+
+export interface SpawnJson { name: string, state: string, processes: Array<{ pid: number | null }> }
+export async function statusSpawns (s: Served): Promise<SpawnJson[]> {
+  const r = await getText(`${s.url}/server-status?format=json`)
+  return (JSON.parse(r.body) as { spawns: SpawnJson[] }).spawns
+}
+
+/** GET `/name/slow`: resolves with the status and byte count once it ended; `head` once its head came. */
+export function slow (url: string): { head: Promise<void>, done: Promise<{ status: number, bytes: number, error?: string }> } {
+  let headOk!: () => void
+  const head = new Promise<void>((resolve) => { headOk = resolve })
+  const done = new Promise<{ status: number, bytes: number, error?: string }>((resolve) => {
+    const req = request(url, (res) => {
+      headOk()
+      let bytes = 0
+      res.on('data', (c: Buffer) => { bytes += c.length })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }))
+      res.on('error', (err) => resolve({ status: res.statusCode ?? 0, bytes, error: err.message }))
+      res.on('aborted', () => resolve({ status: res.statusCode ?? 0, bytes, error: 'aborted' }))
+    })
+    req.on('error', (err) => { headOk(); resolve({ status: 0, bytes: 0, error: err.message }) })
+    req.end()
+  })
+  return { head, done }
+}
+
+/** Requests to every path in a loop until stopped: the statuses that were not 200. */
+export function traffic (url: string, names: string[]): { stop: () => Promise<{ count: number, bad: string[] }> } {
+  let on = true
+  let count = 0
+  const bad: string[] = []
+  const loop = (async () => {
+    while (on) {
+      for (const n of names) {
+        try {
+          const r = await getText(`${url}/${n}/`)
+          count++
+          if (r.status !== 200) bad.push(`${n}: ${r.status} ${r.body.slice(0, 200)}`)
+        } catch (err) { bad.push(`${n}: ${(err as Error).message}`) }
+      }
+    }
+  })()
+  return { stop: async () => { on = false; await loop; return { count, bad } } }
+}
