@@ -7,16 +7,19 @@
  * needed two reloads through another port.
  */
 import t from 'tap'
-import { existsSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
+import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
 import { appDir, getText, serveKilled, sighupReload } from './run.js'
 
-const PHP = '/usr/bin/php-cgi'
+const PHP = PHP_CGI
 
 for (const [from, to] of [['0.0.0.0', '127.0.0.1'], ['127.0.0.1', 'localhost']]) {
-  t.test(`php-cgi's socketName ${from}:P changed to ${to}:P reloads`, { skip: existsSync(PHP) ? false : `${PHP} not installed` }, async (t) => {
+  t.test(`php-cgi's socketName ${from}:P changed to ${to}:P reloads`, async (t) => {
+    // Missing: skipped with the reason, failed under CI=true.
+    if (!havePeer(t, PHP)) return
     guardLeaks(t, { timeoutMs: 20_000 })
     const { dir, file } = appDir(t, '', 'pc-audit37-addr-')
     writeFileSync(join(dir, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
