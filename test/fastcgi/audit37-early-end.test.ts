@@ -15,7 +15,8 @@ import { FastcgiClient } from '../../src/protocols/fastcgi/client.js'
 import { FASTCGI_DEFAULTS } from '../../src/protocols/fastcgi/options.js'
 import { makeExchange, record, testContext, unixEndpoint } from './helpers/harness.js'
 import { endBody, rec } from './helpers/records.js'
-import { PHP_FPM, havePeer, startPhpFpm, tempDir } from './helpers/peers.js'
+import { PHP_FPM, havePeer, tempDir } from './helpers/peers.js'
+import { PARTIAL_BODY_LENGTH, oneWorkerPool } from './helpers/one-worker.js'
 
 t.test('php-fpm: fastcgi_finish_request() before the body arrived frees its worker at once', async (t) => {
   if (!havePeer(t, PHP_FPM)) return
@@ -32,19 +33,10 @@ if (isset($_GET['finish'])) {
 }
 echo 'pid ', getmypid();
 `)
-  // One worker: while it waits for the rest of a body, nobody else is served.
-  const fpm = await startPhpFpm(t, dir, 1)
-  const a = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS, discovery: false, idleTimeout: 120_000, maxConnections: 1 }, testContext())
-  t.teardown(() => a.destroy())
-  const b = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS, discovery: false, keepConn: false }, testContext())
-  t.teardown(() => b.destroy())
+  const { a, b, body } = await oneWorkerPool(t, dir, { idleTimeout: 120_000 })
   const env = { SCRIPT_FILENAME: script }
-  // A streamed 4 MiB body of which only 64 KiB has come from the client when the script answers.
-  const body = new PassThrough()
-  t.teardown(() => { body.destroy() })
-  body.write(Buffer.alloc(65536, 0x41))
   const r1 = record()
-  a.dispatch(makeExchange({ method: 'PUT', query: 'finish=1', body, contentLength: 4 << 20, env }), r1.handler)
+  a.dispatch(makeExchange({ method: 'PUT', query: 'finish=1', body, contentLength: PARTIAL_BODY_LENGTH, env }), r1.handler)
   const first = await r1.done
   t.same({ status: first.status, body: first.body.toString(), error: first.error?.code }, { status: 200, body: 'early', error: undefined })
   // With the connection kept, the script's read blocked until idleTimeout (120 s) closed it.

@@ -9,12 +9,10 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PassThrough } from 'node:stream'
 import { guardLeaks } from '../helpers/leaks.js'
-import { FastcgiClient } from '../../src/protocols/fastcgi/client.js'
-import { FASTCGI_DEFAULTS } from '../../src/protocols/fastcgi/options.js'
-import { makeExchange, record, testContext, unixEndpoint, type Recorded } from './helpers/harness.js'
-import { PHP_FPM, havePeer, startPhpFpm, tempDir } from './helpers/peers.js'
+import { makeExchange, record, type Recorded } from './helpers/harness.js'
+import { PHP_FPM, havePeer, tempDir } from './helpers/peers.js'
+import { PARTIAL_BODY_LENGTH, oneWorkerPool } from './helpers/one-worker.js'
 
 /** `done`, or null after `ms` (a deadline for a request that, before the fix, never ended). */
 function within (done: Promise<Recorded>, ms: number): Promise<Recorded | null> {
@@ -32,19 +30,10 @@ t.test('php-fpm: a local redirect before the body was sent frees the worker', as
 if (isset($_GET['r'])) { ini_set('default_mimetype', ''); header('Location: /elsewhere', true, 200); echo 'dropped'; flush(); exit; }
 echo 'pid ', getmypid();
 `)
-  // One worker: while it waits for the rest of a body, nobody else is served.
-  const fpm = await startPhpFpm(t, dir, 1)
-  const a = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS, discovery: false, maxConnections: 1 }, testContext())
-  t.teardown(() => a.destroy())
-  const b = new FastcgiClient(unixEndpoint(fpm.socketPath), { ...FASTCGI_DEFAULTS, discovery: false, keepConn: false }, testContext())
-  t.teardown(() => b.destroy())
+  const { a, b, body } = await oneWorkerPool(t, dir)
   const env = { SCRIPT_FILENAME: script }
-  // A streamed 4 MiB body of which 64 KiB has come from the client when the script answers.
-  const body = new PassThrough()
-  t.teardown(() => { body.destroy() })
-  body.write(Buffer.alloc(65536, 0x41))
   const r1 = record()
-  a.dispatch(makeExchange({ method: 'PUT', query: 'r=1', body, contentLength: 4 << 20, env }), r1.handler)
+  a.dispatch(makeExchange({ method: 'PUT', query: 'r=1', body, contentLength: PARTIAL_BODY_LENGTH, env }), r1.handler)
   const first = await r1.done
   t.same({ redirect: first.redirect, status: first.status, error: first.error?.code }, { redirect: '/elsewhere', status: null, error: undefined }, 'a local redirect')
   const r2 = record()
