@@ -57,8 +57,8 @@ async function sameSocket (t: Test, s: Served, file: string, be: number, listen:
   t.notOk(s.logs().slice(at).some((l) => l.msg === 'stopped listening'), `${label}: no listener stopped`)
 }
 
-t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways', async (t) => {
-  guardLeaks(t, { timeoutMs: 15_000 })
+/** `serve` on 127.0.0.1:P with a keep-alive connection that has been answered once. */
+async function servedOnLoopback (t: Test): Promise<{ s: Served, file: string, be: number, p: number, ka: Awaited<ReturnType<typeof keepAlive>> }> {
   const { file } = appDir(t, '', 'pc-a36-spell-')
   const be = await okBackend(t)
   const p = await freePort()
@@ -66,6 +66,12 @@ t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways'
   const { s } = await serveKilled(t, file)
   const ka = await keepAlive(t, { port: p, host: '127.0.0.1' })
   t.equal(await ka.ask('/before'), 'ok /before')
+  return { s, file, be, p, ka }
+}
+
+t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways', async (t) => {
+  guardLeaks(t, { timeoutMs: 15_000 })
+  const { s, file, be, p, ka } = await servedOnLoopback(t)
   await sameSocket(t, s, file, be, [`localhost:${p}`], ka, '127.0.0.1 -> localhost')
   await sameSocket(t, s, file, be, [`127.0.0.1:${p}`], ka, 'localhost -> 127.0.0.1')
   // A change elsewhere in the list still applies beside the kept socket.
@@ -80,13 +86,7 @@ t.test('localhost:P and 127.0.0.1:P are one socket: kept over reloads both ways'
 
 t.test('[::ffff:127.0.0.1]:P and 127.0.0.1:P are one socket (Linux binds the IPv4-mapped spelling as IPv4)', async (t) => {
   guardLeaks(t, { timeoutMs: 15_000 })
-  const { file } = appDir(t, '', 'pc-a37-spell-')
-  const be = await okBackend(t)
-  const p = await freePort()
-  writeFileSync(file, yaml([`127.0.0.1:${p}`], be))
-  const { s } = await serveKilled(t, file)
-  const ka = await keepAlive(t, { port: p, host: '127.0.0.1' })
-  t.equal(await ka.ask('/before'), 'ok /before')
+  const { s, file, be, p, ka } = await servedOnLoopback(t)
   await sameSocket(t, s, file, be, [`[::ffff:127.0.0.1]:${p}`], ka, '127.0.0.1 -> [::ffff:127.0.0.1]')
   await sameSocket(t, s, file, be, [`127.0.0.1:${p}`], ka, '[::ffff:127.0.0.1] -> 127.0.0.1')
   s.child.kill('SIGTERM')
