@@ -23,7 +23,7 @@ import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { backend, proxyServer } from '../helpers/servers.js'
 import { captureLogger, fetchRaw, scriptsProxy, tempDir, type LogLine } from '../cgi/harness.js'
 import { PHP_CGI, havePeer, startPhpCgi } from '../fastcgi/helpers/peers.js'
-import { startUwsgi, uwsgiSkip } from '../scgi/uwsgi-peer.js'
+import { startUwsgiApp, uwsgiSkip } from '../scgi/uwsgi-peer.js'
 import type { RouteConfig } from '../../src/config/schema.js'
 import type { Proxy } from '../../src/index.js'
 
@@ -111,11 +111,7 @@ async function fcgiPeer (t: Test, timeouts: Timeouts): Promise<Setup> {
 }
 
 async function scgiPeer (t: Test, timeouts: Timeouts): Promise<Setup> {
-  const dir = tempDir(t)
-  const app = join(dir, 'app.py')
-  writeFileSync(app, PY)
-  const peer = await startUwsgi('scgi', app)
-  t.teardown(() => peer.stop())
+  const { app, peer } = await startUwsgiApp(t, tempDir(t), PY)
   const { logger, lines } = captureLogger()
   const { port, url, proxy } = await proxyServer(t, { logger, routes: [{ protocol: 'scgi', backends: [`unix:${peer.socketPath}`], scriptFilename: app, timeouts }] })
   return { port, url, lines, proxy, path: (q) => `/x?${q}` }

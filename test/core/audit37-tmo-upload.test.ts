@@ -14,7 +14,7 @@ import { guardLeaks } from '../helpers/leaks.js'
 import { backend, proxyServer } from '../helpers/servers.js'
 import { captureLogger, scriptsProxy, tempDir, type LogLine } from '../cgi/harness.js'
 import { PHP_CGI, havePeer, startPhpCgi } from '../fastcgi/helpers/peers.js'
-import { startUwsgi, uwsgiSkip } from '../scgi/uwsgi-peer.js'
+import { startUwsgiApp, uwsgiSkip } from '../scgi/uwsgi-peer.js'
 import type { RouteConfig } from '../../src/config/schema.js'
 
 const SIZE = 16 * 1024
@@ -56,11 +56,7 @@ async function fcgiPeer (t: Test, extra: Extra): Promise<Setup> {
 }
 
 async function scgiPeer (t: Test, extra: Extra): Promise<Setup> {
-  const dir = tempDir(t)
-  const app = join(dir, 'app.py')
-  writeFileSync(app, PY)
-  const peer = await startUwsgi('scgi', app)
-  t.teardown(() => peer.stop())
+  const { app, peer } = await startUwsgiApp(t, tempDir(t), PY)
   const { logger, lines } = captureLogger()
   const { port } = await proxyServer(t, { logger, routes: [{ protocol: 'scgi', backends: [`unix:${peer.socketPath}`], scriptFilename: app, timeouts: { headers: '1s' }, ...extra }] })
   return { port, lines, path: '/up' }

@@ -4,7 +4,7 @@
  * a temp dir; stopped by killing the whole group, so no worker outlives the test.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -52,6 +52,18 @@ export async function startUwsgi (mode: 'scgi' | 'uwsgi', app = ECHO_APP): Promi
     '--wsgi-file', app, '--master', '--processes', '2', '--die-on-term', '--disable-logging',
     '--buffer-size', '32768'
   ])
+}
+
+/**
+ * uWSGI in SCGI mode serving the WSGI app `source`, written to `dir` as app.py; stopped at `t`'s
+ * teardown. `app` is the file's path (a route's scriptFilename).
+ */
+export async function startUwsgiApp (t: { teardown (fn: () => unknown): void }, dir: string, source: string): Promise<{ app: string, peer: UwsgiPeer }> {
+  const app = join(dir, 'app.py')
+  writeFileSync(app, source)
+  const peer = await startUwsgi('scgi', app)
+  t.teardown(() => peer.stop())
+  return { app, peer }
 }
 
 /** Start uWSGI with `args` (given its socket path, in a fresh temp dir); ready once it accepts. */
