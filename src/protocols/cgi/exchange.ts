@@ -528,6 +528,9 @@ export class CgiExchange {
    * not dropped. Past the cap both went already (onStderr).
    */
   private onStderrEnd (): void {
+    // stderr ended by itself after the exit: the grace timer has nothing left to bound, and would
+    // keep this exchange (its buffers, its parser) alive for EXIT_GRACE_MS after the response.
+    if (this.stderrTimer !== null) { clearTimeout(this.stderrTimer); this.stderrTimer = null }
     if (this.stderrLeft < 0) return
     this.stderrFlush(this.stderrCarry.end())
   }
