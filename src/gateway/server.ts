@@ -480,6 +480,8 @@ export class Gateway {
       this.retire(old, again.retired)
       this.opts.log.warn({ spawns: names }, 'reload rejected; the previous config keeps serving')
     } catch (err2) {
+      // Requests the old routes held for those spawns (spawn-set.ts, SpawnRoute) wait no longer.
+      old.spawns.release()
       this.opts.log.error({ err: err2, spawns: names }, 'reload rejected, and the previous config\'s spawns could not be restarted')
     }
     return false

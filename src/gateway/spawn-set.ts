@@ -5,11 +5,13 @@
  *
  *   unchanged component  -> kept (same processes, same sockets)
  *   changed / new        -> a new manager, started and ready before the swap (make-before-break) ...
- *                           ... unless it reuses a fixed address of the old one: then the old one
- *                           is stopped first (a port cannot be bound twice), a short gap for it only;
- *                           what start() would refuse is checked before that, and should the start
- *                           still fail, the set reports the old one in `stopped` for the gateway
- *                           to start again under the previous config
+ *                           ... unless it reuses a fixed address of the old one (or of one an
+ *                           earlier reload retired that still drains): then the old one is stopped
+ *                           first (a port cannot be bound twice) and the routes that sent requests
+ *                           to it hold them until the new one serves, then send them there
+ *                           (SpawnRoute); what start() would refuse is checked before that, and
+ *                           should the start still fail, the set reports the old one in `stopped`
+ *                           for the gateway to start again under the previous config
  *   removed              -> stopped after the swap, once its in-flight requests drained
  */
 import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
@@ -92,15 +94,132 @@ function collide (mine: Set<string>, theirs: Set<string>): boolean {
   return false
 }
 
+/**
+ * What a generation's routes see of spawn `name` (their BackendSource): that spawn of its component,
+ * until a reload stops the component first for a changed one on the same fixed address (hold()).
+ * From then on a request waits in ensure() — bounded by its route's spawn wait, as for a spawn that
+ * is starting — and once the reload has started the replacement (moveTo()) it goes there: the old
+ * generation's routes serve through the handover instead of answering 503 "shutting down". Ids are
+ * tagged with the turn of the spawn they came from (`php#0@1`): both managers number their
+ * processes from 0, and a request that ends on the old process is counted there, not on the new
+ * one's `php#0`.
+ */
+export class SpawnRoute implements BackendSource {
+  /** Every spawn this route has sent requests to, by turn (the tag of their ids); the last is current. */
+  private readonly sources: BackendSource[] = []
+  private held: { done: Promise<void>, release: () => void } | null = null
+  private readonly subs = new Set<() => void>()
+  private unTarget: (() => void) | null = null
+
+  /** `registry`: the lineage's routes that someone follows (a pool), which a reload may hold and move. */
+  constructor (readonly name: string, public component: Component, private readonly registry: Set<SpawnRoute>) {
+    this.sources.push(component.manager.source(name))
+  }
+
+  private get target (): BackendSource { return this.sources[this.sources.length - 1] }
+
+  get holding (): boolean { return this.held !== null }
+
+  list (): ReadonlyArray<{ id: string, address: string }> {
+    const turn = this.sources.length - 1
+    const list = this.target.list()
+    return turn === 0 ? list : list.map((e) => ({ id: `${e.id}@${turn}`, address: e.address }))
+  }
+
+  subscribe (fn: () => void): () => void {
+    if (this.subs.size === 0) {
+      this.unTarget = this.target.subscribe(this.changed)
+      this.registry.add(this)
+    }
+    this.subs.add(fn)
+    return () => {
+      if (!this.subs.delete(fn) || this.subs.size > 0) return
+      this.unTarget?.()
+      this.unTarget = null
+      this.registry.delete(this)
+      this.release()
+    }
+  }
+
+  private readonly changed = (): void => { for (const fn of [...this.subs]) fn() }
+
+  /** Requests that find nothing routable wait from now on (the component is being stopped for its replacement). */
+  hold (): void {
+    if (this.held !== null) return
+    let release!: () => void
+    const done = new Promise<void>((resolve) => { release = resolve })
+    this.held = { done, release }
+  }
+
+  /** From now on route to `c`'s spawn of this name; requests held meanwhile go there. */
+  moveTo (c: Component): void {
+    this.component = c
+    this.sources.push(c.manager.source(this.name))
+    if (this.unTarget !== null) {
+      this.unTarget()
+      this.unTarget = this.target.subscribe(this.changed)
+    }
+    this.release()
+    // The pool reads the new list now: the new spawn may be ready already and change no more.
+    this.changed()
+  }
+
+  /** Stop holding without a move: requests go back to the stopped spawn, which refuses them (503) as before. */
+  release (): void {
+    const h = this.held
+    this.held = null
+    h?.release()
+  }
+
+  async ensure (signal: AbortSignal): Promise<void> {
+    for (;;) {
+      const held = this.held
+      if (held !== null) {
+        await untilOrAbort(held.done, signal, this.name)
+        continue
+      }
+      const target = this.target
+      try {
+        await target.ensure(signal)
+        return
+      } catch (err) {
+        // Its spawn was stopped for a replacement while this waited ("shutting down"): wait for that one.
+        if (signal.aborted || (this.held === null && this.target === target)) throw err
+      }
+    }
+  }
+
+  requestStarted (id: string): void { const [src, raw] = this.of(id); src.requestStarted?.(raw) }
+  requestDone (id: string): void { const [src, raw] = this.of(id); src.requestDone?.(raw) }
+
+  private of (id: string): [BackendSource, string] {
+    // Spawn names and process ids have no `@` ([A-Za-z0-9_.-]+#N); twice per request, so no regex.
+    const at = id.lastIndexOf('@')
+    if (at < 0) return [this.sources[0], id]
+    return [this.sources[Number(id.slice(at + 1))] ?? this.target, id.slice(0, at)]
+  }
+}
+
+/** `done`, or ERR_SPAWN_NOT_READY once `signal` aborts (a held request's route deadline, its client gone). */
+function untilOrAbort (done: Promise<void>, signal: AbortSignal, name: string): Promise<void> {
+  if (signal.aborted) return Promise.reject(spawnError('ERR_SPAWN_NOT_READY', `spawn ${name} not ready (a reload is replacing it)`, signal.reason))
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => reject(spawnError('ERR_SPAWN_NOT_READY', `spawn ${name} not ready (a reload is replacing it)`, signal.reason))
+    signal.addEventListener('abort', onAbort, { once: true })
+    void done.then(() => { signal.removeEventListener('abort', onAbort); resolve() })
+  })
+}
+
 export class SpawnSet {
   /**
    * `live`: every manager this set's lineage (from `empty()` through each `next()`) started and has
-   * not finished stopping — the current generation's, a building reload's and the retired ones
-   * still draining. A second SIGTERM kills all of them.
+   * not finished stopping, with its component — the current generation's, a building reload's and
+   * the retired ones still draining. A second SIGTERM kills all of them. `routes`: the lineage's
+   * SpawnRoutes that a pool follows, of every generation still serving or draining.
    */
-  private constructor (readonly components: readonly Component[], private readonly log: Logger, private readonly live: Set<SpawnManager>) {}
+  private constructor (readonly components: readonly Component[], private readonly log: Logger, private readonly live: Map<SpawnManager, Component>, private readonly routes: Set<SpawnRoute>) {}
 
-  static empty (log: Logger): SpawnSet { return new SpawnSet([], log, new Set()) }
+  static empty (log: Logger): SpawnSet { return new SpawnSet([], log, new Map(), new Set()) }
 
   /**
    * The next set for `config`: keeps unchanged components of `this`, starts the rest. Returns the
@@ -135,10 +254,16 @@ export class SpawnSet {
     try {
       for (const names of fresh) {
         const mine = await fixedAddresses(names, config)
-        for (const r of retired.filter((x) => !stoppedEarly.has(x))) {
+        // What still runs and is not part of the new set: the components this reload retires, and
+        // those earlier reloads retired that still drain an older generation's requests (their
+        // processes hold their addresses until then).
+        const others = [...this.live.values()].filter((x) => !kept.includes(x) && !started.includes(x))
+        for (const r of others) {
           if (collide(mine, await fixedAddresses(r.names, decode(r.key)))) {
             this.log.warn({ spawns: r.names }, 'reload: address reused by a changed spawn; stopping the old one first')
-            stoppedEarly.add(r)
+            if (this.components.includes(r)) stoppedEarly.add(r)
+            // Its routes hold what arrives meanwhile for the new spawn (moved to it below).
+            for (const route of this.routes) if (route.component === r) route.hold()
             await this.stop(r)
           }
         }
@@ -156,10 +281,25 @@ export class SpawnSet {
       }
     } catch (err) {
       await this.retire(started)
+      // Held routes of a component the gateway restarts under the previous config (`stopped`) wait
+      // for that; the others' requests are refused as before.
+      for (const route of this.routes) if (route.holding && !this.stopped.includes(route.component)) route.release()
       throw err
     }
     for (const c of kept) this.clearFailed(c)
-    return { set: new SpawnSet([...kept, ...started], this.log, this.live), retired }
+    const set = new SpawnSet([...kept, ...started], this.log, this.live, this.routes)
+    // Requests held by the routes of a component stopped first go to its successor now, by name.
+    for (const route of this.routes) {
+      if (!route.holding) continue
+      const c = set.components.find((x) => x.names.includes(route.name) && !set.isPipe(x, route.name))
+      if (c !== undefined) route.moveTo(c); else route.release()
+    }
+    return { set, retired }
+  }
+
+  /** A failed reload's rollback failed too: requests held for the spawns it stopped are refused. */
+  release (): void {
+    for (const route of this.routes) route.release()
   }
 
   /**
@@ -219,7 +359,7 @@ export class SpawnSet {
     manager.on('address-changed', (e) => this.log.warn({ spawn: e.spawn, id: e.id, wanted: e.wanted, address: e.address, reason: e.reason }, 'spawn address changed'))
     if (config.logDir === undefined) logOutput(manager, this.log)
     const c: Component = { names, key: keyOf(names, config), manager }
-    this.live.add(manager)
+    this.live.set(manager, c)
     try {
       for (const n of names) manager.add(n, toSpawnSpec((config.spawns ?? {})[n]))
       await manager.start()
@@ -237,7 +377,7 @@ export class SpawnSet {
 
   sources (): Record<string, BackendSource> {
     const out: Record<string, BackendSource> = {}
-    for (const c of this.components) for (const n of c.names) if (!this.isPipe(c, n)) out[n] = c.manager.source(n)
+    for (const c of this.components) for (const n of c.names) if (!this.isPipe(c, n)) out[n] = new SpawnRoute(n, c, this.routes)
     return out
   }
 
@@ -261,7 +401,7 @@ export class SpawnSet {
    * A second SIGTERM kills them at once, so none outlives proxycore.
    */
   groups (): number[] {
-    return [...this.live].flatMap((m) => m.groups())
+    return [...this.live.keys()].flatMap((m) => m.groups())
   }
 
   /** Stop `components` (retired by a reload, or undone by a failed one). */

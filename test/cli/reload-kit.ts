@@ -84,3 +84,27 @@ export function traffic (url: string, names: string[]): { stop: () => Promise<{ 
   })()
   return { stop: async () => { on = false; await loop; return { count, bad } } }
 }
+
+/**
+ * `clients` loops requesting `url` at once, each its next request when the last ended, until
+ * stopped: how many ended, those that were not 200 (status and body, or the error), and the
+ * longest one in ms (a request held across a reload's handover waits that long).
+ */
+export function steady (url: string, clients: number): { count: () => number, stop: () => Promise<{ count: number, bad: string[], maxMs: number }> } {
+  let on = true
+  let count = 0
+  let maxMs = 0
+  const bad: string[] = []
+  const loops = Array.from({ length: clients }, async () => {
+    while (on) {
+      const t0 = Date.now()
+      try {
+        const r = await getText(url)
+        if (r.status !== 200) bad.push(`${r.status} ${r.body.slice(0, 200)}`)
+      } catch (err) { bad.push((err as Error).message) }
+      count++
+      maxMs = Math.max(maxMs, Date.now() - t0)
+    }
+  })
+  return { count: () => count, stop: async () => { on = false; await Promise.all(loops); return { count, bad, maxMs } } }
+}

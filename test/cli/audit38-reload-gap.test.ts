@@ -1,0 +1,180 @@
+/**
+ * A reload that changes a spawn on the same fixed address (docs/guides/operators.md, Reload): the
+ * old process must stop before the new one can bind, and requests that arrive meanwhile wait for
+ * the new one (as for a spawn that is starting) instead of failing. Before, the old generation's
+ * routes reached the old spawn while it was being stopped and answered `503 ERR_SPAWN_NOT_READY`
+ * ("spawn X is shutting down") for the whole handover: the drain of its requests in flight (up to
+ * its stopTimeout) plus the new process's start. Steady traffic (6 clients in a loop) across such a
+ * reload, for a TCP port (node:http, handoff self) and a unix path (php-cgi, fd 0), for a reload
+ * whose new spawn fails (the old one is started again) and for a SIGTERM during the handover.
+ */
+import t from 'tap'
+import type { Test } from 'tap'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
+import { freePort } from '../helpers/ports.js'
+import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
+import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
+import { backendProgram, pidTag, slow, steady } from './reload-kit.js'
+
+// `/slow` sends 20 000 bytes over ~2 s: in flight on the old process when the reload stops it.
+const BACKEND = backendProgram(20_000)
+const STOPPING = 'reload: address reused by a changed spawn; stopping the old one first'
+const STATUS = 'status: { path: /server-status }\n'
+
+const tcpYaml = (app: string, port: number, tag: string, top = ''): string => `listen: 127.0.0.1:0
+drainTimeout: 60s
+${top}spawns:
+  app:
+    binPath: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}]
+    socketName: 127.0.0.1:${port}
+    handoff: self
+    startTimeout: 30s
+    stopTimeout: 20s
+    environment: { TAG: ${tag} }
+routes:
+  - { name: app, match: { prefix: /app/ }, protocol: http, spawn: app }
+`
+
+/** Until a request answers under `tag`: that process's pid. */
+async function servedBy (t: Test, get: () => Promise<[number, string]>, tag: string): Promise<number> {
+  let now: [number, string] = [0, '']
+  t.ok(await waitFor(async () => { try { now = await get(); return now[1] === tag } catch { return false } }, 15_000), `${tag} serves`)
+  return now[0]
+}
+
+/** Traffic on, then a reload to `next` while the slow request runs on the old process; its outcome line and log index. */
+async function reloadUnderLoad (t: Test, s: Served, file: string, next: string, url: string, slowUrl: string): Promise<{ load: ReturnType<typeof steady>, long: ReturnType<typeof slow>, line: Record<string, unknown>, at: number }> {
+  const long = slow(slowUrl)
+  await long.head
+  const load = steady(url, 6)
+  t.ok(await waitFor(() => load.count() >= 30, 10_000), 'traffic flows before the reload')
+  const { line, at } = await sighupReload(s, file, next)
+  return { load, long, line, at }
+}
+
+/** Some more traffic after the reload, then its totals: no request may have failed. */
+async function noneFailed (t: Test, load: ReturnType<typeof steady>): Promise<void> {
+  const mark = load.count()
+  t.ok(await waitFor(() => load.count() >= mark + 30, 10_000), 'traffic flows after the reload')
+  const r = await load.stop()
+  t.same(r.bad, [], `${r.count} requests across the reload, none failed (longest ${r.maxMs} ms)`)
+}
+
+t.test('TCP port: a changed spawn on the same fixed port, under steady traffic, loses no request', async (t) => {
+  guardLeaks(t, { timeoutMs: 20_000 })
+  const { file, app } = appDir(t, BACKEND, 'pc-audit38-gap-tcp-')
+  const port = await freePort()
+  writeFileSync(file, tcpYaml(app, port, 'v1'))
+  const { s, seen } = await serveKilled(t, file)
+  const [p1] = await pidTag(s, 'app')
+  seen.push(p1)
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2'), `${s.url}/app/`, `${s.url}/app/slow`)
+  t.equal(line.msg, 'reloaded', `reloaded (${JSON.stringify(line.err ?? null)})`)
+  t.ok(s.logs().slice(at).some((l) => l.msg === STOPPING), 'the old one was stopped first')
+  seen.push(await servedBy(t, () => pidTag(s, 'app'), 'v2'))
+  await noneFailed(t, load)
+  t.same(await long.done, { status: 200, bytes: 20_000 }, 'the request in flight on the old process ended with all its bytes (its stopTimeout)')
+  t.notOk(alive(p1), 'the old process is gone')
+
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+  t.ok(await waitFor(() => processesNaming(app).length === 0), 'no backend left')
+})
+
+t.test('unix path: php-cgi changed on the same socket path, under steady traffic, loses no request', async (t) => {
+  // Missing: skipped with the reason, failed under CI=true.
+  if (!havePeer(t, PHP_CGI)) return
+  guardLeaks(t, { timeoutMs: 20_000 })
+  const { dir, file } = appDir(t, '', 'pc-audit38-gap-unix-')
+  const www = join(dir, 'www')
+  mkdirSync(www)
+  writeFileSync(join(www, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
+  writeFileSync(join(www, 'slow.php'), '<?php while (ob_get_level() > 0) ob_end_flush(); for ($i = 0; $i < 10; $i++) { echo str_repeat("x", 1000); flush(); usleep(150000); }')
+  const yaml = (tag: string): string => `listen: 127.0.0.1:0
+drainTimeout: 60s
+spawns:
+  php:
+    binPath: ${PHP_CGI}
+    socketName: unix:${join(dir, 'php.sock')}
+    startTimeout: 30s
+    stopTimeout: 20s
+    environment: { PHP_FCGI_CHILDREN: "0", TAG: ${tag} }
+routes:
+  - { name: php, protocol: fastcgi, spawn: php, docroot: ${JSON.stringify(www)} }
+`
+  const get = async (): Promise<[number, string]> => {
+    const r = await getText(`${s.url}/pid.php`)
+    if (r.status !== 200) throw new Error(`${r.status} ${r.body}`)
+    const [pid, tag] = r.body.split(' ')
+    return [Number(pid), tag ?? '']
+  }
+  writeFileSync(file, yaml('v1'))
+  const { s, seen } = await serveKilled(t, file)
+  const [p1] = await get()
+  seen.push(p1)
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, yaml('v2'), `${s.url}/pid.php`, `${s.url}/slow.php`)
+  t.equal(line.msg, 'reloaded', `reloaded (${JSON.stringify(line.err ?? null)})`)
+  t.ok(s.logs().slice(at).some((l) => l.msg === STOPPING), 'the old one was stopped first')
+  seen.push(await servedBy(t, get, 'v2'))
+  await noneFailed(t, load)
+  t.same(await long.done, { status: 200, bytes: 10_000 }, 'the request in flight on the old php-cgi ended with all its bytes')
+  t.notOk(alive(p1), 'the old php-cgi is gone')
+
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+  t.ok(await waitFor(() => !alive(seen[1])), 'the new php-cgi is gone')
+})
+
+t.test('a reload whose new spawn fails after the old one was stopped: the old one, started again, serves what arrived meanwhile', async (t) => {
+  guardLeaks(t, { timeoutMs: 20_000 })
+  const { dir, file, app } = appDir(t, BACKEND, 'pc-audit38-gap-undo-')
+  const port = await freePort()
+  writeFileSync(file, tcpYaml(app, port, 'v1'))
+  const { s, seen } = await serveKilled(t, file)
+  const [p1] = await pidTag(s, 'app')
+  seen.push(p1)
+  // Passes every check, then SpawnManager.start() fails cleaning runDir (a directory where a pid
+  // file would be cannot be removed) — after the old spawn on the same port was stopped.
+  const run = join(dir, 'run')
+  mkdirSync(join(run, 'app.1.pid'), { recursive: true })
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2', `runDir: ${JSON.stringify(run)}\n`), `${s.url}/app/`, `${s.url}/app/slow`)
+  t.match(String(line.msg), /^reload rejected/, 'the reload is rejected')
+  await s.waitLog('reload rejected; the previous config keeps serving', at)
+  t.ok(s.logs().slice(at).some((l) => l.msg === 'reload rejected; restarting the previous config\'s spawns it had stopped'), 'the old spawn is started again')
+  seen.push(await servedBy(t, () => pidTag(s, 'app'), 'v1'))
+  await noneFailed(t, load)
+  t.same(await long.done, { status: 200, bytes: 20_000 }, 'the request in flight on the old process ended with all its bytes')
+
+  s.child.kill('SIGTERM')
+  t.equal(await s.exited, 0)
+  t.ok(await waitFor(() => processesNaming(app).length === 0), 'no backend left')
+})
+
+t.test('SIGTERM during the handover: what arrived meanwhile is served by the new process, then everything stops', async (t) => {
+  guardLeaks(t, { timeoutMs: 20_000 })
+  const { file, app } = appDir(t, BACKEND, 'pc-audit38-gap-term-')
+  const port = await freePort()
+  writeFileSync(file, tcpYaml(app, port, 'v1', STATUS))
+  const { s, seen } = await serveKilled(t, file)
+  const [p1] = await pidTag(s, 'app')
+  seen.push(p1)
+  const long = slow(`${s.url}/app/slow`)
+  await long.head
+  writeFileSync(file, tcpYaml(app, port, 'v2', STATUS))
+  const at = s.logs().length
+  s.child.kill('SIGHUP')
+  await s.waitLog(STOPPING, at)
+  // The old process drains the slow request: these arrive during the handover.
+  const held = [getText(`${s.url}/app/`), getText(`${s.url}/app/`), getText(`${s.url}/app/`)]
+  // All three are in the proxy (the old generation's, still current) before the stop closes the listener.
+  const inflight = async (): Promise<number> => (JSON.parse((await getText(`${s.url}/server-status?format=json`)).body) as { inflight: number }).inflight
+  t.ok(await waitFor(async () => await inflight() === 4, 10_000), 'the slow request and the three held ones are in flight')
+  s.child.kill('SIGTERM')
+  const answers = await Promise.all(held)
+  for (const a of answers) t.match(a, { status: 200, body: / v2$/ }, 'held, then served by the new process')
+  t.same(await long.done, { status: 200, bytes: 20_000 }, 'the slow request ended with all its bytes')
+  t.equal(await s.exited, 0)
+  t.ok(await waitFor(() => processesNaming(app).length === 0), 'no backend left')
+})
