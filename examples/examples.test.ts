@@ -106,6 +106,9 @@ t.test('node-http: checkContinue, clientError and connect are wired', async (t) 
   const continued = await rawRequest(port, 'POST /api/up HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello')
   t.match(continued, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, '100 Continue, then the answer')
   t.match(continued, /upstream saw POST \/up text\/plain hello$/)
+  // One that matches no route reaches the server's own callback (next), as its twin without Expect does.
+  const own = await rawRequest(port, 'POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello')
+  t.match(own, /^(?:HTTP\/1\.1 100 Continue\r\n\r\n)?HTTP\/1\.1 200 [^]*served by node:http itself\n$/, 'an Expect upload to the server\'s own route: its answer, not 404')
 
   // A request node's parser refuses: 400, and (proxy.clientError) a request:end event for the access log.
   const bad = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n')

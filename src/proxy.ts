@@ -10,6 +10,7 @@
  * through to `next()`.
  */
 import { randomBytes } from 'node:crypto'
+import type { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { checkConfig, nulIssues } from './config/check.js'
@@ -61,8 +62,14 @@ export interface CreateProxyOptions extends CompileInput {
 export interface Proxy {
   /** `(req, res)` for node:http, or `(req, res, next)` as middleware. */
   readonly handler: (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => void
-  /** node:http 'checkContinue' listener: 413 without 100 for over-limit uploads (optional). */
-  readonly checkContinue: (req: IncomingMessage, res: ServerResponse) => void
+  /**
+   * node:http 'checkContinue' listener (optional): 413 without 100 for over-limit uploads, and 100
+   * only once the body is read. node:http gives an `Expect: 100-continue` request to this listener
+   * instead of 'request' (curl sends it for a body over 1 MiB): one no route takes goes to `next`,
+   * or without it to the server's 'request' listeners (the app's own routes), as node:http sends
+   * it there when no 'checkContinue' listener is registered.
+   */
+  readonly checkContinue: (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => void
   /** node:http 'upgrade' listener (WebSocket and any Upgrade). */
   readonly upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void
   /**
@@ -102,9 +109,13 @@ export interface Proxy {
 
 export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   if (insecureParserFlag()) throw new ProxyError('ERR_INSECURE_PARSER', 'node runs with --insecure-http-parser; proxycore will not start behind a lenient request parser')
+  // From JavaScript anything may come: said as the mistake it is, not as a TypeError from inside.
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError([{ path: '', message: 'createProxy takes the config object: the keys of proxycore.yaml, plus logger, adapters, sources, processStarters and gc', found: config, expected: 'an object' }])
+  }
   // Adapter names first: a clash would make every later check read the wrong adapter.
-  const adapterIssues = checkExtraAdapters(config.adapters)
-  if (adapterIssues.length > 0) throw new ConfigError(adapterIssues)
+  const early = [...checkExtraAdapters(config.adapters), ...loggerIssues(config.logger)]
+  if (early.length > 0) throw new ConfigError(early)
   const events = new ProxyEvents()
   const log = config.logger ?? await defaultLogger()
   const sources = new Map(Object.entries(config.sources ?? {}))
@@ -159,7 +170,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     handler: (req, res, next) => runtime.handle(req, res, next),
     upgrade: (req, socket, head) => runtime.upgrade(req, socket, head),
     shouldUpgrade: (req) => runtime.shouldUpgrade(req),
-    checkContinue: (req, res) => runtime.checkContinue(req, res),
+    checkContinue: (req, res, next) => runtime.checkContinue(req, res, next ?? toRequestListeners(req, res)),
     clientError: (err, socket) => runtime.clientError(err, socket),
     connect: (req, socket) => runtime.connect(req, socket),
     events,
@@ -188,6 +199,34 @@ function withPseudonym<C extends CompileInput> (config: C, pseudonym: string): C
     return rc.protocol === 'http' && (rc.via === undefined || rc.via === '') ? { ...rc, via: pseudonym } : r
   })
   return { ...config, routes }
+}
+
+const LOGGER_METHODS = ['debug', 'info', 'warn', 'error'] as const
+
+/**
+ * An embedder's logger without one of the four methods: refused here, where the core would throw
+ * from inside a request at the first line of that level (a chunked upload over maxBodySize is
+ * logged at warn), an uncaught exception that ended the process. null or undefined: the default.
+ */
+function loggerIssues (logger: unknown): ConfigIssue[] {
+  if (logger === undefined || logger === null) return []
+  const missing = LOGGER_METHODS.filter((m) => typeof (logger as Partial<Record<string, unknown>>)[m] !== 'function')
+  if (missing.length === 0) return []
+  return [{ path: '/logger', message: `must have the methods ${LOGGER_METHODS.join(', ')} (a pino logger, console or silentLogger): no ${missing.join(', ')}`, expected: 'Logger' }]
+}
+
+/**
+ * `checkContinue` without `next`: an `Expect: 100-continue` request no route takes goes on to the
+ * server's 'request' listeners, where node:http would have sent it without a 'checkContinue'
+ * listener: an app's `proxy.handler(req, res, next)` there calls its own `next`, and the 100 goes
+ * out when that reads the body. Without the fall-through the app's own routes answered such an
+ * upload 404 ERR_NO_ROUTE. A server with no 'request' listener: undefined, the proxy's 404.
+ */
+function toRequestListeners (req: IncomingMessage, res: ServerResponse): (() => void) | undefined {
+  // net.Server sets socket.server (src/core/headers.ts reads it too).
+  const server = (req.socket as { server?: EventEmitter } | null)?.server
+  if (server === undefined || server.listenerCount('request') === 0) return undefined
+  return () => { server.emit('request', req, res) }
 }
 
 /** The clients an adapter's createClient could not make at load (src/core/registry.ts), as config issues. */
