@@ -114,7 +114,7 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
     throw new ConfigError([{ path: '', message: 'createProxy takes the config object: the keys of proxycore.yaml, plus logger, adapters, sources, processStarters and gc', found: config, expected: 'an object' }])
   }
   // Adapter names first: a clash would make every later check read the wrong adapter.
-  const early = [...checkExtraAdapters(config.adapters), ...loggerIssues(config.logger)]
+  const early = [...checkExtraAdapters(config.adapters), ...loggerIssues(config.logger), ...sourceIssues(config.sources)]
   if (early.length > 0) throw new ConfigError(early)
   const events = new ProxyEvents()
   const log = config.logger ?? await defaultLogger()
@@ -213,6 +213,22 @@ function loggerIssues (logger: unknown): ConfigIssue[] {
   const missing = LOGGER_METHODS.filter((m) => typeof (logger as Partial<Record<string, unknown>>)[m] !== 'function')
   if (missing.length === 0) return []
   return [{ path: '/logger', message: `must have the methods ${LOGGER_METHODS.join(', ')} (a pino logger, console or silentLogger): no ${missing.join(', ')}`, expected: 'Logger' }]
+}
+
+/**
+ * An embedder's `sources` entry that is no BackendSource: refused here, where the first request
+ * routed to it failed inside the pool ("this.source.list is not a function").
+ */
+function sourceIssues (sources: unknown): ConfigIssue[] {
+  if (sources === undefined || sources === null) return []
+  if (typeof sources !== 'object' || Array.isArray(sources)) return [{ path: '/sources', message: 'must be an object of backend sources by spawn name', expected: 'Record<string, BackendSource>' }]
+  const issues: ConfigIssue[] = []
+  for (const [name, s] of Object.entries(sources)) {
+    const x = s as Partial<Record<'list' | 'subscribe' | 'ensure', unknown>> | null
+    const missing = (['list', 'subscribe', 'ensure'] as const).filter((m) => x === null || typeof x !== 'object' || typeof x[m] !== 'function')
+    if (missing.length > 0) issues.push({ path: `/sources/${name.replace(/~/g, '~0').replace(/\//g, '~1')}`, message: `not a backend source (list, subscribe and ensure functions): no ${missing.join(', ')}`, expected: 'BackendSource' })
+  }
+  return issues
 }
 
 /**

@@ -26,7 +26,10 @@ const NAME = /^[a-z][a-z0-9+.-]*$/
  * again is a no-op.
  */
 export function registerAdapter (adapter: ProtocolAdapter): void {
-  if (!NAME.test(adapter.name)) throw new TypeError(`adapter name ${JSON.stringify(adapter.name)} must match ${NAME}`)
+  // From JavaScript anything may come: refused here, not at the first route that uses it.
+  const missing = notAnAdapter(adapter)
+  if (missing !== null) throw new TypeError(`registerAdapter: not a protocol adapter (an object with name, capabilities, parseOptions and createClient): ${missing}`)
+  if (typeof adapter.name !== 'string' || !NAME.test(adapter.name)) throw new TypeError(`adapter name ${JSON.stringify(adapter.name) ?? String(adapter.name)} must match ${NAME}`)
   const had = registry.get(adapter.name)
   if (had !== undefined && had !== adapter) throw new TypeError(taken(adapter.name))
   registry.set(adapter.name, adapter)
@@ -45,8 +48,9 @@ export function checkExtraAdapters (extra: readonly ProtocolAdapter[] | undefine
   const seen = new Map<string, { adapter: ProtocolAdapter, at: number }>()
   extra.forEach((a: unknown, i) => {
     const at = `/adapters/${i}`
-    if (a === null || typeof a !== 'object' || typeof (a as ProtocolAdapter).createClient !== 'function' || typeof (a as ProtocolAdapter).parseOptions !== 'function') {
-      issues.push({ path: at, message: 'not a protocol adapter (an object with name, capabilities, parseOptions and createClient)' })
+    const missing = notAnAdapter(a)
+    if (missing !== null) {
+      issues.push({ path: at, message: `not a protocol adapter (an object with name, capabilities, parseOptions and createClient): ${missing}` })
       return
     }
     const adapter = a as ProtocolAdapter
@@ -65,6 +69,17 @@ export function checkExtraAdapters (extra: readonly ProtocolAdapter[] | undefine
     if (before === undefined) seen.set(name, { adapter, at: i })
   })
   return issues
+}
+
+/** What makes `a` no adapter, said for the developer ("no capabilities object"), or null. */
+function notAnAdapter (a: unknown): string | null {
+  if (a === null || typeof a !== 'object') return `got ${a === null ? 'null' : typeof a}`
+  const x = a as Partial<Record<keyof ProtocolAdapter, unknown>>
+  const wrong: string[] = []
+  if (x.capabilities === null || typeof x.capabilities !== 'object') wrong.push('no capabilities object')
+  if (typeof x.parseOptions !== 'function') wrong.push('no parseOptions function')
+  if (typeof x.createClient !== 'function') wrong.push('no createClient function')
+  return wrong.length === 0 ? null : wrong.join(', ')
 }
 
 function taken (name: string): string {

@@ -51,3 +51,24 @@ t.test('logger: console, an object with the four methods, and null (the default)
   }
   t.pass('accepted')
 })
+
+// An embedder's `sources` (a spawn manager of its own): the first request routed to a broken one
+// failed inside the pool ("this.source.list is not a function").
+for (const [what, source, missing] of [
+  ['an empty object', {}, /no list, subscribe, ensure\b/],
+  ['one without ensure', { name: 'app', list: () => [], subscribe: () => () => {} }, /no ensure\b/],
+  ['null', null, /no list, subscribe, ensure\b/],
+] as const) {
+  t.test(`sources: ${what}: a ConfigError at /sources/<name>`, async (t) => {
+    guardLeaks(t)
+    const err = await refusal({ sources: { app: source }, routes: [{ match: { prefix: '/' }, protocol: 'http', spawn: 'app' }] })
+    t.same(err.issues.map((i) => i.path), ['/sources/app'])
+    t.match(err.message, missing)
+  })
+}
+
+t.test('sources: not an object is a ConfigError at /sources', async (t) => {
+  guardLeaks(t)
+  const err = await refusal({ sources: [], routes })
+  t.same(err.issues.map((i) => i.path), ['/sources'])
+})

@@ -75,3 +75,27 @@ t.test('createProxy({ adapters }): the registered object itself, or the same obj
   const { url } = await proxyServer(t, { adapters: [a, a, httpAdapter], routes: [{ protocol: 'audit-same', backends: ['127.0.0.1:9'] }] })
   t.equal((await get(`${url}/`)).body.toString(), 'same')
 })
+
+// From JavaScript anything may come: refused by registerAdapter itself, not by the first route that
+// used it ("Cannot read properties of null (reading 'name')", "(reading 'local')").
+t.test('registerAdapter: what is not an adapter throws a TypeError naming what is missing', async (t) => {
+  for (const [what, a, missing] of [
+    ['null', null, /got null/],
+    ['a name alone', { name: 'audit-bare' }, /no capabilities object, no parseOptions function, no createClient function/],
+    ['no capabilities', { ...answering('audit-nocaps', 'x'), capabilities: undefined }, /no capabilities object$/],
+  ] as const) {
+    t.throws(() => { registerAdapter(a as unknown as ProtocolAdapter) }, { name: 'TypeError', message: missing }, what)
+  }
+  t.equal(getAdapter('audit-bare'), undefined, 'nothing was registered')
+})
+
+t.test('createProxy({ adapters }): an adapter without capabilities is a ConfigError at its index', async (t) => {
+  const err = await rejection(createProxy({
+    logger: silentLogger,
+    adapters: [{ ...answering('audit-nocaps2', 'x'), capabilities: undefined } as unknown as ProtocolAdapter],
+    routes: [{ protocol: 'audit-nocaps2', backends: ['127.0.0.1:9'] }],
+  }))
+  t.ok(err instanceof ConfigError, `a ConfigError: ${String(err)}`)
+  t.match((err as ConfigError).issues, [{ path: '/adapters/0', message: /no capabilities object/ }])
+})
+
