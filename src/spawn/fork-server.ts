@@ -63,7 +63,7 @@ import { envBytes, hasRawBytes } from '../utf8.js'
  * (code, signal) comes after 'spawn'.
  */
 export interface PipeChild extends EventEmitter {
-  readonly pid?: number
+  readonly pid?: number | undefined
   readonly stdin: Writable | null
   readonly stdout: Readable | null
   readonly stderr: Readable | null

@@ -303,7 +303,7 @@ t.test('a strict TypeScript consumer compiles the documented snippets (node16 an
   const oldTypes = maj < 22 || (maj === 22 && min < 21)
   for (const [mode, module] of [['node16', 'Node16'], ['bundler', 'ESNext']]) {
     writeFileSync(join(ts, `tsconfig.${mode}.json`), JSON.stringify({
-      compilerOptions: { strict: true, noEmit: true, target: 'ES2022', lib: ['ES2023'], module, moduleResolution: mode, skipLibCheck: false, types: ['node'], typeRoots: [join(repo, 'node_modules/@types')] },
+      compilerOptions: { strict: true, noEmit: true, target: 'ES2022', lib: ['ES2023'], module, moduleResolution: mode, skipLibCheck: false, exactOptionalPropertyTypes: true, types: ['node'], typeRoots: [join(repo, 'node_modules/@types')] },
       files: ['gs.ts', 'readme.ts', 'names.ts'],
     }))
     const r = await exec(t, process.execPath, [join(repo, 'node_modules/typescript/bin/tsc'), '-p', `tsconfig.${mode}.json`], ts, userEnv)

@@ -45,7 +45,7 @@ interface ExitStatus { readonly code: number | null, readonly signal: NodeJS.Sig
  * the program never ran; 'exit' (code, signal) follows 'spawn'.
  */
 export interface CgiChild extends EventEmitter {
-  readonly pid?: number
+  readonly pid?: number | undefined
   readonly stdin: Writable | null
   readonly stdout: Readable | null
   readonly stderr: Readable | null
