@@ -8,24 +8,21 @@
  * reload was rejected.
  */
 import t from 'tap'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
 import { appDir, getText, serveKilled, sighupReload } from './run.js'
-import { slow } from './reload-kit.js'
+import { phpReloadSite, slow } from './reload-kit.js'
 
 t.test('a reload re-adding a unix path that a retired, still draining spawn holds stops that one first', async (t) => {
   // Missing: skipped with the reason, failed under CI=true.
   if (!havePeer(t, PHP_CGI)) return
   guardLeaks(t, { timeoutMs: 20_000 })
   const { dir, file } = appDir(t, '', 'pc-audit38-retiring-')
-  const www = join(dir, 'www')
-  mkdirSync(www)
-  writeFileSync(join(www, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
-  // 30 000 bytes over ~6 s: longer than the ~3 s in which the default restart policy gives up on a
-  // spawn whose every start fails, shorter than stopTimeout.
-  writeFileSync(join(www, 'slow.php'), '<?php while (ob_get_level() > 0) ob_end_flush(); for ($i = 0; $i < 30; $i++) { echo str_repeat("x", 1000); flush(); usleep(200000); }')
+  // slow.php: 30 000 bytes over ~6 s: longer than the ~3 s in which the default restart policy
+  // gives up on a spawn whose every start fails, shorter than stopTimeout.
+  const www = phpReloadSite(dir, 30, 200_000)
   const yaml = (sock: string, tag: string): string => `listen: 127.0.0.1:0
 drainTimeout: 60s
 spawns:

@@ -16,7 +16,7 @@ import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
 import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
 import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
-import { backendProgram, pidTag, slow, steady } from './reload-kit.js'
+import { backendProgram, phpReloadSite, pidTag, slow, steady } from './reload-kit.js'
 
 // `/slow` sends 20 000 bytes over ~2 s: in flight on the old process when the reload stops it.
 const BACKEND = backendProgram(20_000)
@@ -88,10 +88,7 @@ t.test('unix path: php-cgi changed on the same socket path, under steady traffic
   if (!havePeer(t, PHP_CGI)) return
   guardLeaks(t, { timeoutMs: 20_000 })
   const { dir, file } = appDir(t, '', 'pc-audit38-gap-unix-')
-  const www = join(dir, 'www')
-  mkdirSync(www)
-  writeFileSync(join(www, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
-  writeFileSync(join(www, 'slow.php'), '<?php while (ob_get_level() > 0) ob_end_flush(); for ($i = 0; $i < 10; $i++) { echo str_repeat("x", 1000); flush(); usleep(150000); }')
+  const www = phpReloadSite(dir, 10, 150_000)
   const yaml = (tag: string): string => `listen: 127.0.0.1:0
 drainTimeout: 60s
 spawns:

@@ -1,9 +1,11 @@
 /**
- * What the audit 37 reload tests share: a spawned node:http backend program answering `pid TAG`
+ * What the audit 37 and 38 reload tests share: a spawned node:http backend program answering `pid TAG`
  * (`/slow`: a body sent over seconds), a config of such spawns with a route each, and the probes
  * (pid and tag of a route's process, the status JSON's spawns, a slow request, a request loop).
  */
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { join } from 'node:path'
 import { getText, type Served } from './run.js'
 
 /** The backend program: `/slow` sends `slowBytes` in 1000-byte writes every 100 ms; anything else answers `pid TAG`. */
@@ -108,3 +110,16 @@ export function steady (url: string, clients: number): { count: () => number, st
   })
   return { count: () => count, stop: async () => { on = false; await Promise.all(loops); return { count, bad, maxMs } } }
 }
+
+/**
+ * A php-cgi docroot `www` under `dir`: `/pid.php` answers `pid TAG`, `/slow.php` sends `chunks`
+ * 1000-byte pieces `gapUs` microseconds apart (in flight while a reload stops its process).
+ */
+export function phpReloadSite (dir: string, chunks: number, gapUs: number): string {
+  const www = join(dir, 'www')
+  mkdirSync(www)
+  writeFileSync(join(www, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
+  writeFileSync(join(www, 'slow.php'), `<?php while (ob_get_level() > 0) ob_end_flush(); for ($i = 0; $i < ${chunks}; $i++) { echo str_repeat("x", 1000); flush(); usleep(${gapUs}); }`)
+  return www
+}
+
