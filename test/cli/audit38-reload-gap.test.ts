@@ -16,7 +16,7 @@ import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
 import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
 import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
-import { backendProgram, phpReloadSite, pidTag, slow, steady } from './reload-kit.js'
+import { backendProgram, phpPidTag, phpReloadSite, phpReloadYaml, pidTag, servedBy, slow, steady } from './reload-kit.js'
 
 // `/slow` sends 20 000 bytes over ~2 s: in flight on the old process when the reload stops it.
 const BACKEND = backendProgram(20_000)
@@ -36,13 +36,6 @@ ${top}spawns:
 routes:
   - { name: app, match: { prefix: /app/ }, protocol: http, spawn: app }
 `
-
-/** Until a request answers under `tag`: that process's pid. */
-async function servedBy (t: Test, get: () => Promise<[number, string]>, tag: string): Promise<number> {
-  let now: [number, string] = [0, '']
-  t.ok(await waitFor(async () => { try { now = await get(); return now[1] === tag } catch { return false } }, 15_000), `${tag} serves`)
-  return now[0]
-}
 
 /** Traffic on, then a reload to `next` while the slow request runs on the old process; its outcome line and log index. */
 async function reloadUnderLoad (t: Test, s: Served, file: string, next: string, url: string, slowUrl: string): Promise<{ load: ReturnType<typeof steady>, long: ReturnType<typeof slow>, line: Record<string, unknown>, at: number }> {
@@ -89,24 +82,8 @@ t.test('unix path: php-cgi changed on the same socket path, under steady traffic
   guardLeaks(t, { timeoutMs: 20_000 })
   const { dir, file } = appDir(t, '', 'pc-audit38-gap-unix-')
   const www = phpReloadSite(dir, 10, 150_000)
-  const yaml = (tag: string): string => `listen: 127.0.0.1:0
-drainTimeout: 60s
-spawns:
-  php:
-    binPath: ${PHP_CGI}
-    socketName: unix:${join(dir, 'php.sock')}
-    startTimeout: 30s
-    stopTimeout: 20s
-    environment: { PHP_FCGI_CHILDREN: "0", TAG: ${tag} }
-routes:
-  - { name: php, protocol: fastcgi, spawn: php, docroot: ${JSON.stringify(www)} }
-`
-  const get = async (): Promise<[number, string]> => {
-    const r = await getText(`${s.url}/pid.php`)
-    if (r.status !== 200) throw new Error(`${r.status} ${r.body}`)
-    const [pid, tag] = r.body.split(' ')
-    return [Number(pid), tag ?? '']
-  }
+  const yaml = (tag: string): string => phpReloadYaml(`unix:${join(dir, 'php.sock')}`, www, tag)
+  const get = (): Promise<[number, string]> => phpPidTag(s)
   writeFileSync(file, yaml('v1'))
   const { s, seen } = await serveKilled(t, file)
   const [p1] = await get()

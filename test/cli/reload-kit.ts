@@ -6,6 +6,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { join } from 'node:path'
+import { waitFor } from '../helpers/leaks.js'
+import { PHP_CGI } from '../fastcgi/helpers/peers.js'
 import { getText, type Served } from './run.js'
 
 /** The backend program: `/slow` sends `slowBytes` in 1000-byte writes every 100 ms; anything else answers `pid TAG`. */
@@ -121,5 +123,34 @@ export function phpReloadSite (dir: string, chunks: number, gapUs: number): stri
   writeFileSync(join(www, 'pid.php'), '<?php echo getmypid() . " " . getenv("TAG");')
   writeFileSync(join(www, 'slow.php'), `<?php while (ob_get_level() > 0) ob_end_flush(); for ($i = 0; $i < ${chunks}; $i++) { echo str_repeat("x", 1000); flush(); usleep(${gapUs}); }`)
   return www
+}
+
+/** A config of one php-cgi spawn `php` on `socketName`, tagged `tag`, serving `www` (phpReloadSite). */
+export const phpReloadYaml = (socketName: string, www: string, tag: string): string => `listen: 127.0.0.1:0
+drainTimeout: 60s
+spawns:
+  php:
+    binPath: ${PHP_CGI}
+    socketName: ${socketName}
+    startTimeout: 30s
+    stopTimeout: 20s
+    environment: { PHP_FCGI_CHILDREN: "0", TAG: ${tag} }
+routes:
+  - { name: php, protocol: fastcgi, spawn: php, docroot: ${JSON.stringify(www)} }
+`
+
+/** pid and tag of the php-cgi answering `/pid.php` now. */
+export async function phpPidTag (s: Served): Promise<[number, string]> {
+  const r = await getText(`${s.url}/pid.php`)
+  if (r.status !== 200) throw new Error(`${r.status} ${r.body}`)
+  const [pid, tag] = r.body.split(' ')
+  return [Number(pid), tag ?? '']
+}
+
+/** Until `get` answers under `tag` (within 15 s, asserted on `t`): that process's pid. */
+export async function servedBy (t: { ok: (v: unknown, m: string) => unknown }, get: () => Promise<[number, string]>, tag: string): Promise<number> {
+  let now: [number, string] = [0, '']
+  t.ok(await waitFor(async () => { try { now = await get(); return now[1] === tag } catch { return false } }, 15_000), `${tag} serves`)
+  return now[0]
 }
 
