@@ -9,8 +9,8 @@
  */
 import t from 'tap'
 import { createHook } from 'node:async_hooks'
-import { request } from 'node:http'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
+import { get } from '../helpers/servers.js'
 import { scriptsProxy } from './harness.js'
 
 const SCRIPTS: Record<string, string> = {
@@ -18,18 +18,6 @@ const SCRIPTS: Record<string, string> = {
 printf 'Content-Type: text/plain\\nContent-Length: 2\\n\\nok'
 printf 'last words' >&2
 `
-}
-
-function get (port: number, path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end()
-  })
 }
 
 t.test('a script\'s stderr ending by itself after its exit leaves no grace timer behind', async (t) => {
@@ -49,7 +37,7 @@ t.test('a script\'s stderr ending by itself after its exit leaves no grace timer
   const N = 60
   const statuses: number[] = []
   // Two at a time, so exits and stderr EOFs interleave as under load.
-  for (let i = 0; i < N; i += 2) statuses.push(...await Promise.all([get(p.port, '/c/talk.sh'), get(p.port, '/c/talk.sh')]))
+  for (let i = 0; i < N; i += 2) statuses.push(...(await Promise.all([get(`${p.url}/c/talk.sh`), get(`${p.url}/c/talk.sh`)])).map((r) => r.status))
   t.same(statuses, Array(N).fill(200), `${N} answers`)
   const ended = (): number => p.lines.filter((l) => l.obj.stream === 'stderr' && l.msg === 'last words').length
   t.ok(await waitFor(() => ended() === N, 20_000), 'every script\'s stderr ended (its last line logged at the end)')
