@@ -16,7 +16,7 @@ const OUT = new URL('../src/config/validators.generated.ts', import.meta.url)
 /** Export name, what it checks (for the comment), schema. */
 const VALIDATORS = [
   ['isOperatorConfig', 'OperatorConfigSchema (src/config/schema.ts): the operator file; `proxycore check` and `serve`', OperatorConfigSchema],
-  ['isEmbedConfig', 'EmbedConfigSchema (src/config/schema.ts): createProxy() with spawns', EmbedConfigSchema],
+  ['isEmbedConfig', 'EmbedConfigSchema (src/config/schema.ts): createProxy()', EmbedConfigSchema],
   ['isProxyConfig', 'ProxyConfigSchema (src/config/schema.ts): compileProxy()', ProxyConfigSchema],
   ['isHttpOptions', 'httpOptionsSchema() (src/protocols/http/options.ts): route options of the http adapter', httpOptionsSchema()],
 ]

@@ -124,9 +124,11 @@ export async function createProxy (config: CreateProxyOptions): Promise<Proxy> {
   const { adapters, sources: s, processStarters: p, logger, gc, ...fileShape } = config
   // The full check, as `proxycore check` makes it (every problem at once, in the operator file's
   // words): before the first child starts, as a bad config must not leave processes; and for a
-  // config of the wrong shape, which compileProxy alone would report by its first problem only. A
-  // well-shaped config without spawns is checked by compileProxy itself (a dry compile would call
-  // each adapter's createClient twice). A NUL byte in any value is refused by the check alone.
+  // config of the wrong shape, which compileProxy alone would report by its first problem only, or
+  // not at all: an unknown top-level key (`rotues`), which compileProxy's own schema lets through
+  // as the caller's keys ride along there. A well-shaped config without spawns is checked by
+  // compileProxy itself (a dry compile would call each adapter's createClient twice). A NUL byte in
+  // any value is refused by the check alone.
   if (withSpawns || !isEmbedConfig(fileShape) || nulIssues(fileShape).length > 0) {
     const issues = await checkConfig(fileShape, {
       shape: 'embed',

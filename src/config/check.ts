@@ -26,7 +26,7 @@ const placeholderStarter: ProcessStarter = {
 }
 
 export interface CheckOptions extends CrossFieldOptions {
-  /** `embed`: createProxy's shape, where embedder options ride along at the top level. */
+  /** `embed`: createProxy's shape, the file's keys plus the embedder-only ones (EmbedConfigSchema). */
   shape?: 'operator' | 'embed'
   sources?: Record<string, BackendSource>
   processStarters?: Record<string, ProcessStarter>
@@ -195,7 +195,8 @@ function routeLabelIssues (config: { status?: unknown, routes?: unknown }, issue
  * `serve` threw at start (a `runDir` or unix `listen` path: ERR_INVALID_ARG_VALUE with a stack
  * trace), a spawn failed each start (`binPath`, `cwd`) or a docroot failed each request, where the
  * check had said ok. Walked with a stack over arrays and plain objects, each once: an embedder's
- * own objects ride along at createProxy's top level, and may be deep or cyclic.
+ * own objects (a custom adapter's route `options`, any value under a misspelt key) may be deep or
+ * cyclic.
  */
 export function nulIssues (config: unknown): ConfigIssue[] {
   const out: ConfigIssue[] = []

@@ -128,7 +128,16 @@ export type TimeoutsConfig = Static<typeof TimeoutsSchema>
 export type RouteConfig = Static<typeof RouteSchema>
 
 /**
- * `createProxy()` takes the file's shape plus embedder-only options (adapters, sources, logger), so
- * its top level allows extra keys; everything nested stays strict.
+ * `createProxy()`: the file's shape plus the embedder-only options, as strict as the file. createProxy
+ * takes those options off before the check (their values are functions and objects of the
+ * embedder's), so they are here only to be known keys: a misspelt one (`loger`) is an unknown key
+ * with a did-you-mean among them too, not silently ignored.
  */
-export const EmbedConfigSchema = Type.Object(OperatorConfigSchema.properties, { additionalProperties: true })
+export const EmbedConfigSchema = Type.Object({
+  ...OperatorConfigSchema.properties,
+  adapters: Type.Optional(Type.Unknown({ description: 'Extra protocol adapters for this proxy only.' })),
+  sources: Type.Optional(Type.Unknown({ description: 'Backend sources by spawn name, the embedder\'s own.' })),
+  processStarters: Type.Optional(Type.Unknown({ description: 'Per-request process starters by spawn name, for cgi routes.' })),
+  logger: Type.Optional(Type.Unknown({ description: 'A logger with debug, info, warn and error (pino, console).' })),
+  gc: Type.Optional(Type.Unknown({ description: 'V8\'s gc function for large bodies, or false.' })),
+}, { additionalProperties: false })

@@ -118,7 +118,7 @@ export function shapeIssues (schema: TSchema, value: unknown): ConfigIssue[] {
 }
 
 export interface ValidateOptions extends CrossFieldOptions {
-  /** Schema to check against; createProxy uses a looser one (embedder options ride along). */
+  /** Schema to check against; createProxy uses EmbedConfigSchema (the file's keys plus the embedder-only ones). */
   schema?: TSchema
 }
 

@@ -78,7 +78,7 @@ export const isOperatorConfig: (value: unknown) => boolean = (function () {
   }
 })()
 
-/** EmbedConfigSchema (src/config/schema.ts): createProxy() with spawns */
+/** EmbedConfigSchema (src/config/schema.ts): createProxy() */
 export const isEmbedConfig: (value: unknown) => boolean = (function () {
   const local_0 = /^\//;
   const local_1 = /^\//;
@@ -144,7 +144,13 @@ export const isEmbedConfig: (value: unknown) => boolean = (function () {
       (value['trustedProxies'] !== undefined ? (Array.isArray(value['trustedProxies']) && ((array) => { for(const value of array) if(!(((typeof value === 'string')))) { return false }; return true; })(value['trustedProxies'])) : true) &&
       (value['forwardedHeader'] !== undefined ? ((((value['forwardedHeader'] === 'x-forwarded-for')) || ((value['forwardedHeader'] === 'forwarded')))) : true) &&
       (value['serverName'] !== undefined ? ((typeof value['serverName'] === 'string')) : true) &&
-      (value['maxResponseHeadSize'] !== undefined ? (((Number.isFinite(value['maxResponseHeadSize']) && value['maxResponseHeadSize'] >= 0) || ((typeof value['maxResponseHeadSize'] === 'string') && local_43.test(value['maxResponseHeadSize'])))) : true)
+      (value['maxResponseHeadSize'] !== undefined ? (((Number.isFinite(value['maxResponseHeadSize']) && value['maxResponseHeadSize'] >= 0) || ((typeof value['maxResponseHeadSize'] === 'string') && local_43.test(value['maxResponseHeadSize'])))) : true) &&
+      (value['adapters'] !== undefined ? (true) : true) &&
+      (value['sources'] !== undefined ? (true) : true) &&
+      (value['processStarters'] !== undefined ? (true) : true) &&
+      (value['logger'] !== undefined ? (true) : true) &&
+      (value['gc'] !== undefined ? (true) : true) &&
+      Object.getOwnPropertyNames(value).every(key => ['$schema', 'listen', 'include', 'status', 'runDir', 'logDir', 'accessLog', 'logLevel', 'drainTimeout', 'spawns', 'tenants', 'identity', 'routes', 'trustedProxies', 'forwardedHeader', 'serverName', 'maxResponseHeadSize', 'adapters', 'sources', 'processStarters', 'logger', 'gc'].includes(key))
     )
   }
 })()

@@ -45,11 +45,11 @@ t.test('createProxy refuses a NUL in any value, with or without spawns', async (
   }
   // A key: the issue is at the key, once (nothing under it is walked).
   const key = await checkConfig({ routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], spawns: { s: { ...spawn, environment: { ok: 'x' } } }, x: { 'a\u0000b': { c: 'd\u0000' } } }, { shape: 'embed' })
-  t.same(key.map((i) => i.path), ['/x/a\u0000b'], 'a key with a NUL: one issue at the key')
-  // An embedder's own objects ride along at the top level: a cycle in them is not walked forever.
+  t.same(key.map((i) => i.path), ['/x', '/x/a\u0000b'], 'a key with a NUL: one issue at the key (and x is no key of the config)')
+  // An unknown top-level key is refused; a cycle under it is not walked forever.
   const cyclic: Record<string, unknown> = { name: 'ok' }
   cyclic.self = cyclic
-  t.same(await checkConfig({ routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], extra: cyclic }, { shape: 'embed' }), [], 'a cyclic embedder object: no issue, no hang')
+  t.same((await checkConfig({ routes: [{ protocol: 'http', backends: ['127.0.0.1:9'] }], extra: cyclic }, { shape: 'embed' })).map((i) => i.path), ['/extra'], 'a cyclic object under an unknown key: refused, no hang')
 })
 
 t.test('check refuses a NUL in a logDir (no other rule reads it): exit 2, its line, no stack trace', async (t) => {

@@ -41,12 +41,13 @@ t.test('createProxy without spawns: every problem in the operator wording, as wi
 t.test('createProxy with spawns: the embedder schema, operator wording and did-you-mean', async (t) => {
   guardLeaks(t)
   t.strictSame(await issuesOf(proxy({
-    embedderKey: 1,
+    procesStarters: {},
     listen: [],
     logLevel: 'loud',
     routes: [{ protocol: 'cgi', spawn: 'c', docroot: '/tmp', stripPrefx: true }],
     spawns: { c: { socketType: 'pipe', launcher: 'direct', bnPath: 'x', maxProcs: 0 }, d: { socketName: 1, binPath: 'x' } },
   })), [
+    { path: '/procesStarters', message: 'unknown key "procesStarters" (did you mean "processStarters"?)', found: 'procesStarters', expected: 'processStarters' },
     { path: '/listen', message: 'invalid value', found: [], expected: 'a string | a list of a string' },
     { path: '/logLevel', message: 'invalid value', found: 'loud', expected: '"fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent"' },
     { path: '/spawns/c/bnPath', message: 'unknown key "bnPath" (did you mean "binPath"?)', found: 'bnPath', expected: 'binPath' },
