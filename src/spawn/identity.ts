@@ -151,6 +151,30 @@ export function checkSocketDir (socketPath: string, owner: Pick<Identity, 'uid'>
 }
 
 /**
+ * handoff self under another user: the program picks its socket's mode itself (php-cgi `-b` makes
+ * it 0777), and whoever can connect to a FastCGI or SCGI backend runs code as its user (it runs any
+ * SCRIPT_FILENAME it is sent). connect(2) needs search permission on every directory of the path,
+ * so some directory on the socket's real path must deny search to others, and to its group unless
+ * that is root's or the spawn's own. Checked, not mended: a chown or chmod by root of a path in a
+ * directory the tenant writes would follow a symlink the tenant put there (listen-socket.ts sets
+ * an fd0 socket's mode under a private name for that reason). ERR_SPAWN_SOCKET_DIR_UNSAFE.
+ */
+export function checkSocketDirPrivate (socketPath: string, owner: Pick<Identity, 'gid'>): void {
+  const dir = dirname(resolve(socketPath))
+  let real: string
+  try { real = realpathSync(dir) } catch (err) {
+    throw spawnError('ERR_SPAWN_SOCKET_DIR_UNSAFE', `${dir}: cannot resolve the socket's directory (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+  }
+  for (let d = real; ; d = dirname(d)) {
+    const st = statSync(d)
+    const groupShut = (st.mode & 0o010) === 0 || st.gid === 0 || st.gid === owner.gid
+    if ((st.mode & 0o001) === 0 && groupShut) return
+    if (dirname(d) === d) break
+  }
+  throw spawnError('ERR_SPAWN_SOCKET_DIR_UNSAFE', `${dir}: other users can reach a socket there (no directory on its path denies them search)`)
+}
+
+/**
  * `identity.allowedRoots` (suexec's docroot check): the real path of `path` (a program, a CGI
  * docroot) lies inside one of them, boundary-aware (unlike suexec's strncmp, AC-23). A root that
  * cannot be resolved (a typo, a tenant's directory not created yet) contains nothing: skipped,

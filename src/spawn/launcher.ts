@@ -40,7 +40,7 @@ import type { LimitsSpec, ManagerOptions } from './types.js'
 import { spawnError } from './types.js'
 import type { ResolvedSpec } from './spec.js'
 import type { LaunchPlan } from './process.js'
-import { checkProgram, checkReachable, checkSocketDir, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
+import { checkProgram, checkReachable, checkSocketDir, checkSocketDirPrivate, resolveIdentity, type Identity, type IdentityPolicy } from './identity.js'
 import { forkServerUnsupported } from './fork-server.js'
 
 /** suexec AP_SAFE_PATH: user-switched children get this PATH, never the host's. */
@@ -349,7 +349,9 @@ export class Launcher {
    * `handoff: self` with a unix socketName: the program binds the name itself after the host
    * removed a stale socket, so nobody but root and the spawn's user (the host's own uid when the
    * spawn does not switch user) may be able to create it first (identity.ts checkSocketDir). Every
-   * `<path>-N` of further processes lies in the same directory. ERR_SPAWN_SOCKET_DIR_UNSAFE.
+   * `<path>-N` of further processes lies in the same directory. A user-switched spawn's socket
+   * must also be out of other users' reach (checkSocketDirPrivate: the program picks its mode).
+   * ERR_SPAWN_SOCKET_DIR_UNSAFE.
    */
   private checkSocketDirs (spec: ResolvedSpec, id: Identity | null): void {
     if (spec.handoff !== 'self') return
@@ -357,13 +359,20 @@ export class Launcher {
     const who = id?.user ?? (uid === 0 ? 'root' : `uid ${uid}`)
     for (const a of spec.addresses) {
       if (a.kind !== 'unix') continue
+      const example = `${(this.opts.runDir ?? '/run/proxycore').replace(/\/+$/, '')}/${spec.name}/`
       try {
         checkSocketDir(a.path, { uid })
       } catch (err) {
         const code = (err as { code?: unknown }).code
         if (code !== 'ERR_SPAWN_SOCKET_DIR_UNSAFE') throw err
-        const example = `${(this.opts.runDir ?? '/run/proxycore').replace(/\/+$/, '')}/${spec.name}/`
-        throw spawnError(code, `spawns.${spec.name}.socketName ${a.path}: ${(err as Error).message}. With handoff self the program binds the socket itself, so another user who can write there could bind the name first and receive the site's requests: put the socket in a directory only ${who === 'root' ? 'root' : `${who} (or root)`} can write, with no directory above it writable by others, e.g. ${example} owned by ${who}, mode 0700 or 0755`, err)
+        throw spawnError(code, `spawns.${spec.name}.socketName ${a.path}: ${(err as Error).message}. With handoff self the program binds the socket itself, so another user who can write there could bind the name first and receive the site's requests: put the socket in a directory only ${who === 'root' ? 'root' : `${who} (or root)`} can write, with no directory above it writable by others, e.g. ${example} owned by ${who}, mode ${id === null || id.uid === 0 ? '0700 or 0755' : '0700'}`, err)
+      }
+      // Another user's backend: other tenants must not be able to connect to it at all.
+      if (id === null || id.uid === 0) continue
+      try {
+        checkSocketDirPrivate(a.path, id)
+      } catch (err) {
+        throw spawnError('ERR_SPAWN_SOCKET_DIR_UNSAFE', `spawns.${spec.name}.socketName ${a.path}: ${(err as Error).message}. With handoff self the program sets the socket's mode itself (php-cgi -b makes it 0777), and whoever connects to a FastCGI or SCGI backend runs code as ${who}: put the socket in a directory other users cannot search, e.g. ${example} owned by ${who}, mode 0700, or use handoff fd0 (proxycore makes that socket ${who}'s and the host group's, mode 0660)`, err)
       }
     }
   }

@@ -6,6 +6,8 @@
  *      socket's directory must be writable by nobody but root and the spawn's user, sticky or not,
  *      and no directory above it by anyone else (a root-owned sticky one such as /tmp is fine
  *      there): ERR_SPAWN_SOCKET_DIR_UNSAFE, before the stale socket is touched;
+ *      A user-switched spawn's socket must also be out of other users' reach: some directory on its
+ *      path must deny them search (the program picks the socket's mode; php-cgi -b makes it 0777);
  *   2. once the program answers: the path must be a socket owned by the spawn's uid, else the start
  *      failed (ERR_SPAWN_SOCKET_NOT_OWNED) and nothing is routed to it.
  * Needs root to create users: skipped with the reason locally, a failure under CI=true.
@@ -76,6 +78,14 @@ if (withTestUsers(t, 'handoff self socket tests', [V, Q])) {
     cases.push({ what: 'own directory below a world-writable one', sock: join(own, 'app.sock'), spec: {}, message: new RegExp(`: ${above}: directory above the socket is writable by group or others`) })
     const other = dirAt(join(dir, 'other'), Q.id, 0o755)
     cases.push({ what: 'owned by another tenant', sock: join(other, 'app.sock'), spec: {}, message: new RegExp(`${other}: the socket's directory is owned by uid ${Q.id}, not ${V.id} or root`) })
+    // Writable by the spawn's user alone, but others can search it: they could connect, and the
+    // program picks the socket's mode (php-cgi -b: 0777).
+    const searchable = dirAt(join(dir, 'searchable'), V.id, 0o755)
+    cases.push({ what: 'the spawn user\'s own 0755 directory, on a path others can search', sock: join(searchable, 'app.sock'), spec: {}, message: new RegExp(`^spawns\\.v\\.socketName ${searchable}/app\\.sock: ${searchable}: other users can reach a socket there \\(no directory on its path denies them search\\)\\. .*runs code as ${V.name}: .*mode 0700, or use handoff fd0`) })
+    const groupOpen = dirAt(join(dir, 'group-open'), 0, 0o750)
+    chownSync(groupOpen, 0, Q.id)
+    const belowGroupOpen = dirAt(join(groupOpen, 'v'), V.id, 0o755)
+    cases.push({ what: 'below a directory another group can search', sock: join(belowGroupOpen, 'app.sock'), spec: {}, message: /other users can reach a socket there/ })
     cases.push({ what: 'a spawn without user switching (its user is root) in a sticky 1777 directory', sock: join(sticky, 'root.sock'), spec: { user: undefined, group: undefined }, message: /the socket's directory is writable by group or others \(mode 1777\).*only root can write, .* owned by root/ })
 
     for (const c of cases) {
@@ -94,7 +104,10 @@ if (withTestUsers(t, 'handoff self socket tests', [V, Q])) {
 
   leakTest(t, 'a directory only the spawn user can write: starts and serves; made writable later, the next start is refused', async (tt, defer) => {
     const dir = base(defer)
-    const own = dirAt(join(dir, 'run-v'), V.id, 0o755)
+    // Others cannot search the directory above (root's, group the spawn's own): none can connect.
+    const shut = dirAt(join(dir, 'shut'), 0, 0o750)
+    chownSync(shut, 0, V.id)
+    const own = dirAt(join(shut, 'run-v'), V.id, 0o755)
     const sock = join(own, 'app.sock')
     const m = manager(defer)
     m.add('v', selfSpawn(sock, { restart: { initialDelay: 10, maxDelay: 20, maxStarts: 1, window: 60_000 } }))
@@ -126,7 +139,7 @@ if (withTestUsers(t, 'handoff self socket tests', [V, Q])) {
 
   leakTest(t, 'a socket another uid bound at the path before the program did is a failed start; nothing is routed to it', async (tt, defer) => {
     const dir = base(defer)
-    const own = dirAt(join(dir, 'run-v'), V.id, 0o755)
+    const own = dirAt(join(dir, 'run-v'), V.id, 0o700)
     const sock = join(own, 'app.sock')
     // The squatter: a process of tenant Q listening on a socket of its own, in its own directory.
     const sqDir = dirAt(join(dir, 'sq'), Q.id, 0o700)
