@@ -15,11 +15,11 @@ import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
-import { escapeKey } from '../config/locate.js'
+import { escapeKey, parseFile, positionOf } from '../config/locate.js'
 import { toSpawnSpec } from '../config/spawns.js'
 import { checkPipeProgram } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
-import { ConfigError } from '../core/errors.js'
+import { ConfigError, type ConfigIssue } from '../core/errors.js'
 import { gcFromV8 } from '../core/scavenge.js'
 import { Gateway, listenFailure } from '../gateway/server.js'
 import { accessLogProblem } from '../status/access-log.js'
@@ -95,6 +95,30 @@ function fetchError (url: string, err: unknown, timeoutMs: number): string {
   return e.message
 }
 
+/**
+ * `valid(path)`: no issue at `path`, under it, or at a key above it (`/spawns` is not a mapping);
+ * the root's issues ('': an included file's syntax error) leave the others' parts alone.
+ */
+function issueFree (issues: readonly ConfigIssue[]): (path: string) => boolean {
+  return (path) => !issues.some((i) => i.path === path || i.path.startsWith(`${path}/`) || (i.path !== '' && path.startsWith(`${i.path}/`)))
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/**
+ * file:line:col of `segments` (spawns.<name>..., accessLog...) in the first of `files` whose data
+ * has its first two keys: loadConfig's locator is gone once it returns, so the files are parsed
+ * again, only for an issue found after it. undefined when none has them (the line then names only the key).
+ */
+async function placeIn (files: readonly string[], segments: string[]): Promise<string | undefined> {
+  for (const f of files) {
+    const { parsed } = await parseFile(f)
+    const top = parsed === null || !isObj(parsed.value) ? undefined : parsed.value[segments[0]]
+    if (parsed !== null && (segments.length < 2 || (isObj(top) && Object.hasOwn(top, segments[1])))) return positionOf(parsed, segments)
+  }
+  return undefined
+}
+
 async function check (args: string[]): Promise<number> {
   const parsed = parseArgs('check', args, 'config file', ['--explain'])
   if (parsed.error !== undefined) return usageError(parsed.error)
@@ -111,26 +135,33 @@ async function check (args: string[]): Promise<number> {
       return 2
     }
   }
-  if (r.issues.length === 0) {
-    // What serve and a reload would refuse: a pipe (CGI) spawn whose program cannot be executed.
-    for (const [name, s] of Object.entries(r.config.spawns ?? {})) {
-      if (s.socketType !== 'pipe') continue
+  // What serve would refuse at start, checked also beside other problems (one run shows them all)
+  // wherever the part read is valid: with issues, r.config is the file's data as merged, unvalidated.
+  const late: ConfigIssue[] = []
+  const valid = issueFree(r.issues)
+  const spawns: unknown = r.config.spawns
+  if (isObj(spawns)) {
+    // A pipe (CGI) spawn whose program cannot be executed (a reload refuses it too).
+    for (const [name, s] of Object.entries(spawns)) {
+      const at = `/spawns/${escapeKey(name)}`
+      if (!valid(at) || !isObj(s) || s.socketType !== 'pipe') continue
       try {
-        checkPipeProgram(resolveSpec(name, toSpawnSpec(s)))
+        checkPipeProgram(resolveSpec(name, toSpawnSpec(s as Parameters<typeof toSpawnSpec>[0])))
       } catch (err) {
         const e = err as Error & { code?: unknown }
         if (typeof e.code !== 'string') throw err
-        const at = `/spawns/${escapeKey(name)}/binPath`
-        r.issues.push({ path: at, message: `${e.code} ${e.message.replace(`spawns.${name}.binPath: `, '')}` })
+        late.push({ path: `${at}/binPath`, message: `${e.code} ${e.message.replace(`spawns.${name}.binPath: `, '')}`, source: await placeIn(r.files, ['spawns', name, 'binPath']) })
       }
     }
   }
-  if (r.issues.length === 0 && r.config.accessLog !== undefined) {
-    // What serve would refuse at start: an access log it cannot open (nginx -t checks it too).
-    const p = r.config.accessLog.path
+  const al: unknown = r.config.accessLog
+  if (valid('/accessLog') && isObj(al) && typeof al.path === 'string' && al.path !== '') {
+    // An access log it cannot open (nginx -t checks it too).
+    const p = al.path
     const problem = await accessLogProblem(p === 'stdout' ? p : resolve(dirname(resolve(file)), p))
-    if (problem !== null) r.issues.push({ path: '/accessLog/path', message: problem, found: p })
+    if (problem !== null) late.push({ path: '/accessLog/path', message: problem, found: p, source: await placeIn(r.files.slice(0, 1), ['accessLog', 'path']) })
   }
+  r.issues.push(...late)
   if (r.issues.length === 0) {
     const c = r.config
     process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
@@ -269,7 +300,11 @@ async function serve (args: string[]): Promise<number> {
     await gw.start()
   } catch (err) {
     if (err instanceof ConfigError) {
-      for (const i of err.issues) log.error({ path: i.path, source: i.source }, issueLine(i))
+      for (const x of err.issues) {
+        // The access log is opened after the config was loaded: placed in the file as check places it.
+        const i = x.source === undefined && x.path === '/accessLog/path' ? { ...x, source: await placeIn([file], ['accessLog', 'path']) } : x
+        log.error({ path: i.path, source: i.source }, issueLine(i))
+      }
       return 2
     }
     const f = listenFailure(err, [pre.config.listen ?? []].flat())
