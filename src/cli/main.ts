@@ -11,6 +11,7 @@ import { takeEarlyHup, takeEarlyStop } from './early-signals.js'
 import { dirname, resolve } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import '../index.js'
+import { sharedHostAdvice } from '../config/advice.js'
 import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
@@ -164,6 +165,12 @@ async function check (args: string[]): Promise<number> {
   r.issues.push(...late)
   if (r.issues.length === 0) {
     const c = r.config
+    // Valid, but open to other tenants' code on a shared host: said, not refused (exit 0).
+    for (const a of sharedHostAdvice(c)) {
+      const segments = a.path.split('/').slice(1).map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'))
+      process.stderr.write(`${issueLine({ path: a.path, message: `warning: ${a.message}`, source: await placeIn(r.files, segments) })}
+`)
+    }
     process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
     return 0
   }

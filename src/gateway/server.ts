@@ -13,6 +13,7 @@ import { chmodSync, unlinkSync } from 'node:fs'
 import { lookup } from 'node:dns/promises'
 import { createServer as createNetServer, isIP, SocketAddress, type AddressInfo, type Socket } from 'node:net'
 import { dirname, resolve } from 'node:path'
+import { sharedHostAdvice } from '../config/advice.js'
 import { loadConfigOrThrow } from '../config/load.js'
 import type { OperatorConfig } from '../config/schema.js'
 import { parseDuration } from '../config/units.js'
@@ -230,6 +231,8 @@ export class Gateway {
         // A reload: counters carry on from the status this one replaces, never down to zero.
         ...(this.gen?.status != null ? { previous: this.gen.status } : {}),
       })
+    // Valid, but open to other tenants' code on a shared host: said at each start and reload.
+    for (const a of sharedHostAdvice(config)) this.opts.log.warn({ path: a.path }, a.message)
     return { gen: { config, proxy, spawns: set, status, accessLog }, retired }
   }
 
