@@ -16,7 +16,7 @@
  * [ROOT] Skipped with the reason locally without root; a failure under CI=true.
  */
 import t, { type Test } from 'tap'
-import { chmodSync, chownSync, copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs'
+import { chmodSync, lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,7 +24,7 @@ import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
 import { closeServer, get, listen } from '../helpers/servers.js'
 import { tempDir } from '../helpers/tmp.js'
-import { withTestUsers, type TestUser } from '../helpers/users.js'
+import { ownedDir, ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
 import { havePeer, PHP_CGI } from '../fastcgi/helpers/peers.js'
 import { createProxy, type CreateProxyOptions } from '../../src/index.js'
 
@@ -41,18 +41,9 @@ const HOST_ENV: Record<string, string> = {
   LD_LIBRARY_PATH: '/nonexistent-audit39', PHPRC: '/nonexistent-audit39', PERL5OPT: '-w', PROXYCORE_AUDIT39_SECRET: 'host-secret',
 }
 
-function dir (path: string, uid: number, mode = 0o755): string {
-  mkdirSync(path, { recursive: true })
-  chownSync(path, uid, uid)
-  chmodSync(path, mode)
-  return path
-}
-
-function install (from: string, to: string, uid: number, mode: number): void {
-  copyFileSync(join(FIXTURES, from), to)
-  chownSync(to, uid, uid)
-  chmodSync(to, mode)
-}
+const dir = ownedDir
+/** A fixture of test/spawn/fixtures/audit39/ at `to`, with exactly this owner and mode. */
+const install = (from: string, to: string, uid: number, mode: number): void => ownedFile(to, readFileSync(join(FIXTURES, from)), uid, mode)
 
 /** Live processes: pid, ppid, real uid, comm (from /proc). */
 function processes (): Array<{ pid: number, ppid: number, uid: number, comm: string }> {

@@ -8,13 +8,13 @@
  * [ROOT] Skipped with the reason locally without root; a failure under CI=true.
  */
 import t from 'tap'
-import { chmodSync, chownSync, copyFileSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 import { get } from '../helpers/servers.js'
 import { tempDir } from '../helpers/tmp.js'
-import { withTestUsers, type TestUser } from '../helpers/users.js'
+import { ownedDir, ownedFile, withTestUsers, type TestUser } from '../helpers/users.js'
 import { havePeer, PHP_CGI } from '../fastcgi/helpers/peers.js'
 import { Gateway } from '../../src/gateway/server.js'
 import { silentLogger } from '../../src/index.js'
@@ -23,18 +23,9 @@ const A: TestUser = { name: 'pcau39e', id: 2186 }
 const B: TestUser = { name: 'pcau39f', id: 2187 }
 const FIXTURES = fileURLToPath(new URL('../spawn/fixtures/audit39/', import.meta.url))
 
-function dir (path: string, uid: number, mode = 0o755): string {
-  mkdirSync(path, { recursive: true })
-  chownSync(path, uid, uid)
-  chmodSync(path, mode)
-  return path
-}
-
-function install (from: string, to: string, uid: number, mode: number): void {
-  copyFileSync(join(FIXTURES, from), to)
-  chownSync(to, uid, uid)
-  chmodSync(to, mode)
-}
+const dir = ownedDir
+/** A fixture of test/spawn/fixtures/audit39/ at `to`, with exactly this owner and mode. */
+const install = (from: string, to: string, uid: number, mode: number): void => ownedFile(to, readFileSync(join(FIXTURES, from)), uid, mode)
 
 /** Pids of live processes whose real uid is one of the test users. */
 function theirs (): number[] {

@@ -3,7 +3,7 @@
  * the test is skipped with the reason, and under CI=true a missing root is a failure, not a skip.
  */
 import { execFileSync } from 'node:child_process'
-import { chmodSync, chownSync, linkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, linkSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 
@@ -37,10 +37,18 @@ export function withTestUsers (t: Test, what: string, users: readonly TestUser[]
 }
 
 /** A file with exactly this owner (gid defaults to uid) and mode, whatever the umask. */
-export function ownedFile (path: string, body: string, uid: number, mode: number, gid = uid): void {
+export function ownedFile (path: string, body: string | Buffer, uid: number, mode: number, gid = uid): void {
   writeFileSync(path, body)
   chownSync(path, uid, gid)
   chmodSync(path, mode)
+}
+
+/** A directory (made with its parents when missing) with exactly this owner (group the same id) and mode; returns `path`. */
+export function ownedDir (path: string, uid: number, mode = 0o755): string {
+  mkdirSync(path, { recursive: true })
+  chownSync(path, uid, uid)
+  chmodSync(path, mode)
+  return path
 }
 
 /**
