@@ -170,12 +170,15 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
       },
     })
   }
-  const eventCounter = (name: string, help: string, labelNames: string[], counts: EventCounts): void => {
+  // `known`: label sets that read 0 before their first event (every spawn), so that Prometheus'
+  // increase() and rate() count that first event: a series born at 1 has no earlier sample.
+  const eventCounter = (name: string, help: string, labelNames: string[], counts: EventCounts, known?: (s: StatusSnapshot) => Array<LabelValues<string>>): void => {
     new Counter({
       name, help, labelNames, registers: [registry],
       collect () {
         this.reset()
         for (const [labels, n] of counts.rows()) this.inc(labels, n)
+        if (known !== undefined) for (const labels of known(snap())) this.inc(labels, 0)
       },
     })
   }
@@ -230,8 +233,9 @@ export function createMetrics (proxy: StatusTarget, snapshot: () => StatusSnapsh
   // Event-fed counters: monotonic by construction, and handed over on reload.
   eventCounter('proxycore_responses_total', 'Responses sent, per route and status code (499 = client went away).', ['route', 'status'], ev.responses)
   eventCounter('proxycore_request_failures_total', 'Exchanges that failed, per route and stable error code.', ['route', 'code'], ev.failures)
-  eventCounter('proxycore_spawn_exits_total', 'Spawned processes that exited, expected (stop, recycle) or not (crash).', ['spawn', 'expected'], ev.exits)
-  eventCounter('proxycore_spawn_restarts_total', 'Crash restarts scheduled by the supervisor.', ['spawn'], ev.restarts)
+  eventCounter('proxycore_spawn_exits_total', 'Spawned processes that exited, expected (stop, recycle) or not (crash).', ['spawn', 'expected'], ev.exits,
+    (s) => s.spawns.flatMap((sp) => [{ spawn: sp.name, expected: 'true' }, { spawn: sp.name, expected: 'false' }]))
+  eventCounter('proxycore_spawn_restarts_total', 'Crash restarts scheduled by the supervisor.', ['spawn'], ev.restarts, (s) => s.spawns.map((sp) => ({ spawn: sp.name })))
   const reading = (): Map<string, number> => {
     current = null
     const out = new Map<string, number>()

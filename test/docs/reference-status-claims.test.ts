@@ -74,10 +74,6 @@ t.test('every metric of the table is in a real scrape, with its type and labels'
     t.equal(m.types.get(name), type, `${name}: # TYPE ${type}`)
     const sample = name.endsWith('_seconds') && type === 'histogram' ? `${name}_count` : name
     const keys = [...m.values.keys()].filter((k) => k === sample || k.startsWith(`${sample}{`))
-    if (name === 'proxycore_spawn_exits_total' || name === 'proxycore_spawn_restarts_total') {
-      // Event-fed: no sample before the first exit; the family is there.
-      continue
-    }
     t.ok(keys.length > 0, `${name} has samples`)
     for (const k of keys) {
       const got = [...k.matchAll(/([a-z_]+)="/g)].map((x) => x[1])
@@ -86,6 +82,12 @@ t.test('every metric of the table is in a real scrape, with its type and labels'
   }
   t.equal(m.values.get('proxycore_request_failures_total{route="dead",code="ERR_CONNECT_REFUSED"}'), 1, 'the failure code is the stable ERR_*')
   t.equal(m.values.get('proxycore_responses_total{route="dead",status="502"}'), 1)
+  // Event-fed spawn counters read 0 for every spawn before its first event (increase() sees it).
+  for (const spawn of ['app', 'cgi']) {
+    t.equal(m.values.get(`proxycore_spawn_restarts_total{spawn="${spawn}"}`), 0, `${spawn}: no restart yet, a 0 sample`)
+    t.equal(m.values.get(`proxycore_spawn_exits_total{spawn="${spawn}",expected="false"}`), 0, `${spawn}: no crash yet, a 0 sample`)
+    t.equal(m.values.get(`proxycore_spawn_exits_total{spawn="${spawn}",expected="true"}`), 0, `${spawn}: no stop yet, a 0 sample`)
+  }
 })
 
 /** Reverse of the JSON log's text for a value: UTF-8 characters, `\xHH` back to its byte. */
