@@ -16,7 +16,7 @@ import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
-import { escapeKey, parseFile, positionOf } from '../config/locate.js'
+import { escapeKey, parseFile, pointerSegments, positionOf } from '../config/locate.js'
 import { toSpawnSpec } from '../config/spawns.js'
 import { checkPipeProgram } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
@@ -111,7 +111,7 @@ const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object
  * has its first two keys: loadConfig's locator is gone once it returns, so the files are parsed
  * again, only for an issue found after it. undefined when none has them (the line then names only the key).
  */
-async function placeIn (files: readonly string[], segments: string[]): Promise<string | undefined> {
+async function placeIn (files: readonly string[], segments: Array<string | number>): Promise<string | undefined> {
   for (const f of files) {
     const { parsed } = await parseFile(f)
     const top = parsed === null || !isObj(parsed.value) ? undefined : parsed.value[segments[0]]
@@ -167,9 +167,7 @@ async function check (args: string[]): Promise<number> {
     const c = r.config
     // Valid, but open to other tenants' code on a shared host: said, not refused (exit 0).
     for (const a of sharedHostAdvice(c)) {
-      const segments = a.path.split('/').slice(1).map((s) => s.replaceAll('~1', '/').replaceAll('~0', '~'))
-      process.stderr.write(`${issueLine({ path: a.path, message: `warning: ${a.message}`, source: await placeIn(r.files, segments) })}
-`)
+      process.stderr.write(`${issueLine({ path: a.path, message: `warning: ${a.message}`, source: await placeIn(r.files, pointerSegments(a.path)) })}\n`)
     }
     process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
     return 0

@@ -7,15 +7,13 @@
 import { escapeKey } from './locate.js'
 import type { OperatorConfig } from './schema.js'
 import type { SpawnConfig } from './spawn-schema.js'
+import { unixPathOf } from './spawns.js'
 
 export interface ConfigAdvice {
   /** JSON pointer of the key concerned. */
   readonly path: string
   readonly message: string
 }
-
-/** A unix socket as the spawn layer reads one: after `unix:`, or a path starting with `/` or `.`. */
-const isUnix = (address: string): boolean => address.startsWith('unix:') || address.startsWith('/') || address.startsWith('.')
 
 /** The user a spawn runs as (its own, or its tenant's), unless that is root. */
 function switchedUser (spawn: SpawnConfig, config: OperatorConfig): string | null {
@@ -33,7 +31,7 @@ export function sharedHostAdvice (config: OperatorConfig): ConfigAdvice[] {
     users.push(user)
     if (spawn.socketType === 'pipe' || spawn.socketName === undefined) continue
     const addresses = typeof spawn.socketName === 'string' ? [spawn.socketName] : spawn.socketName
-    const tcp = addresses.filter((a) => !isUnix(a))
+    const tcp = addresses.filter((a) => unixPathOf(a) === null)
     if (tcp.length === 0) continue
     out.push({
       path: `/spawns/${escapeKey(name)}/socketName`,

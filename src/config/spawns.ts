@@ -110,7 +110,7 @@ export function managerOptions (c: SpawnLayerConfig): ManagerOptions {
  * everything after `unix:` (a relative `unix:s.sock`, even `unix:127.0.0.1:80`), or a bare path
  * starting with `/` or `.` (src/spawn/spec.ts parseAddress, the gateway's bind).
  */
-function unixPathOf (raw: string): string | null {
+export function unixPathOf (raw: string): string | null {
   if (raw.startsWith('unix:')) return raw.slice(5)
   return raw.startsWith('/') || raw.startsWith('.') ? raw : null
 }
