@@ -16,7 +16,7 @@ import { loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
-import { escapeKey, parseFile, pointerSegments, positionOf } from '../config/locate.js'
+import { escapeKey } from '../config/locate.js'
 import { toSpawnSpec } from '../config/spawns.js'
 import { checkPipeProgram } from '../spawn/launcher.js'
 import { resolveSpec } from '../spawn/spec.js'
@@ -106,20 +106,6 @@ function issueFree (issues: readonly ConfigIssue[]): (path: string) => boolean {
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
-/**
- * file:line:col of `segments` (spawns.<name>..., accessLog...) in the first of `files` whose data
- * has its first two keys: loadConfig's locator is gone once it returns, so the files are parsed
- * again, only for an issue found after it. undefined when none has them (the line then names only the key).
- */
-async function placeIn (files: readonly string[], segments: Array<string | number>): Promise<string | undefined> {
-  for (const f of files) {
-    const { parsed } = await parseFile(f)
-    const top = parsed === null || !isObj(parsed.value) ? undefined : parsed.value[segments[0]]
-    if (parsed !== null && (segments.length < 2 || (isObj(top) && Object.hasOwn(top, segments[1])))) return positionOf(parsed, segments)
-  }
-  return undefined
-}
-
 async function check (args: string[]): Promise<number> {
   const parsed = parseArgs('check', args, 'config file', ['--explain'])
   if (parsed.error !== undefined) return usageError(parsed.error)
@@ -151,7 +137,7 @@ async function check (args: string[]): Promise<number> {
       } catch (err) {
         const e = err as Error & { code?: unknown }
         if (typeof e.code !== 'string') throw err
-        late.push({ path: `${at}/binPath`, message: `${e.code} ${e.message.replace(`spawns.${name}.binPath: `, '')}`, source: await placeIn(r.files, ['spawns', name, 'binPath']) })
+        late.push({ path: `${at}/binPath`, message: `${e.code} ${e.message.replace(`spawns.${name}.binPath: `, '')}`, source: r.locate(`${at}/binPath`) })
       }
     }
   }
@@ -160,14 +146,14 @@ async function check (args: string[]): Promise<number> {
     // An access log it cannot open (nginx -t checks it too).
     const p = al.path
     const problem = await accessLogProblem(p === 'stdout' ? p : resolve(dirname(resolve(file)), p))
-    if (problem !== null) late.push({ path: '/accessLog/path', message: problem, found: p, source: await placeIn(r.files.slice(0, 1), ['accessLog', 'path']) })
+    if (problem !== null) late.push({ path: '/accessLog/path', message: problem, found: p, source: r.locate('/accessLog/path') })
   }
   r.issues.push(...late)
   if (r.issues.length === 0) {
     const c = r.config
     // Valid, but open to other tenants' code on a shared host: said, not refused (exit 0).
     for (const a of sharedHostAdvice(c)) {
-      process.stderr.write(`${issueLine({ path: a.path, message: `warning: ${a.message}`, source: await placeIn(r.files, pointerSegments(a.path)) })}\n`)
+      process.stderr.write(`${issueLine({ path: a.path, message: `warning: ${a.message}`, source: r.locate(a.path) })}\n`)
     }
     process.stdout.write(`${file}: ok (${c.routes.length} route(s), ${Object.keys(c.spawns ?? {}).length} spawn(s), ${r.files.length} file(s))\n`)
     return 0
@@ -307,7 +293,7 @@ async function serve (args: string[]): Promise<number> {
     if (err instanceof ConfigError) {
       for (const x of err.issues) {
         // The access log is opened after the config was loaded: placed in the file as check places it.
-        const i = x.source === undefined && x.path === '/accessLog/path' ? { ...x, source: await placeIn([file], ['accessLog', 'path']) } : x
+        const i = x.source === undefined && x.path === '/accessLog/path' ? { ...x, source: pre.locate(x.path) } : x
         log.error({ path: i.path, source: i.source }, issueLine(i))
       }
       return 2

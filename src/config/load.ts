@@ -14,7 +14,7 @@ import type { ProtocolAdapter } from '../core/types.js'
 import { routeNameClashes } from '../core/compile.js'
 import { checkConfig } from './check.js'
 import { substituteEnv } from './env.js'
-import { escapeKey, parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
+import { parseFile, pointerSegments, positionOf, type ParsedFile } from './locate.js'
 import type { OperatorConfig } from './schema.js'
 
 const fastGlob = lazy<typeof import('fast-glob')>('fast-glob')
@@ -36,6 +36,11 @@ export interface LoadResult {
   issues: ConfigIssue[]
   /** Every file read, main first. */
   files: string[]
+  /**
+   * `file:line:col` where a merged-config path was written (an included file's spawn, route or
+   * tenant in that file), for problems found after loading (check's late checks, serve's start).
+   */
+  locate: (path: string, keyOf?: boolean) => string
 }
 
 interface Origin { file: ParsedFile, local: Array<string | number> }
@@ -230,7 +235,7 @@ export async function loadConfig (file: string, opts: LoadOptions = {}): Promise
       if (!have.has(i.path)) issues.push({ ...i, source: m.locate(i.path, KEY_ISSUE.test(i.message)) })
     }
   }
-  return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file) }
+  return { config: config as unknown as OperatorConfig, issues, files: m.files.map((f) => f.file), locate: (path, keyOf = false) => m.locate(path, keyOf) }
 }
 
 /** loadConfig that throws a ConfigError carrying every issue. */
