@@ -12,7 +12,7 @@ import { dirname, resolve } from 'node:path'
 import { setFlagsFromString } from 'node:v8'
 import '../index.js'
 import { sharedHostAdvice } from '../config/advice.js'
-import { loadConfig } from '../config/load.js'
+import { isObj, loadConfig } from '../config/load.js'
 import { explain, issueLine } from '../config/report.js'
 import { parseDuration } from '../config/units.js'
 import { spawnRefusals } from '../config/identity-check.js'
@@ -103,8 +103,6 @@ function fetchError (url: string, err: unknown, timeoutMs: number): string {
 function issueFree (issues: readonly ConfigIssue[]): (path: string) => boolean {
   return (path) => !issues.some((i) => i.path === path || i.path.startsWith(`${path}/`) || (i.path !== '' && path.startsWith(`${i.path}/`)))
 }
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 async function check (args: string[]): Promise<number> {
   const parsed = parseArgs('check', args, 'config file', ['--explain'])

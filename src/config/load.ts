@@ -46,7 +46,8 @@ export interface LoadResult {
 interface Origin { file: ParsedFile, local: Array<string | number> }
 
 type Obj = Record<string, unknown>
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
+/** A mapping (not null, not a list): what a config's objects must be. */
+export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 class Merger {
   readonly issues: ConfigIssue[] = []
