@@ -9,7 +9,8 @@
  *                           earlier reload retired that still drains): then the old one is stopped
  *                           first (a port cannot be bound twice) and the routes that sent requests
  *                           to it hold them until the new one serves, then send them there
- *                           (SpawnRoute); what start() would refuse is checked before that, and
+ *                           (SpawnRoute; to the spawn of the same name, else to the one that
+ *                           took the address: a spawn renamed in the reload); what start() would refuse is checked before that, and
  *                           should the start still fail, the set reports the old one in `stopped`
  *                           for the gateway to start again under the previous config
  *   removed              -> stopped after the swap, once its in-flight requests drained
@@ -76,6 +77,17 @@ async function fixedAddresses (names: string[], c: SpawnLayerConfig): Promise<Se
   return out
 }
 
+/** Of `old`'s spawns, those whose fixed address one of `names` (spawns of other names) takes: old name -> new name. */
+async function heirsOf (old: Component, names: string[], config: SpawnLayerConfig): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  const before = decode(old.key)
+  for (const n of old.names) {
+    const theirs = await fixedAddresses([n], before)
+    for (const m of names) if (m !== n && collide(await fixedAddresses([m], config), theirs)) out.set(n, m)
+  }
+  return out
+}
+
 const WILDCARD = /^tcp:(?:0\.0\.0\.0|::|):\d+$/
 
 /**
@@ -112,7 +124,7 @@ export class SpawnRoute implements BackendSource {
   private unTarget: (() => void) | null = null
 
   /** `registry`: the lineage's routes that someone follows (a pool), which a reload may hold and move. */
-  constructor (readonly name: string, public component: Component, private readonly registry: Set<SpawnRoute>) {
+  constructor (public name: string, public component: Component, private readonly registry: Set<SpawnRoute>) {
     this.sources.push(component.manager.source(name))
   }
 
@@ -151,10 +163,14 @@ export class SpawnRoute implements BackendSource {
     this.held = { done, release }
   }
 
-  /** From now on route to `c`'s spawn of this name; requests held meanwhile go there. */
-  moveTo (c: Component): void {
+  /**
+   * From now on route to `c`'s spawn `name` (this one's, or the name of the spawn that took its
+   * address in a reload that renamed it); requests held meanwhile go there.
+   */
+  moveTo (c: Component, name: string): void {
     this.component = c
-    this.sources.push(c.manager.source(this.name))
+    this.name = name
+    this.sources.push(c.manager.source(name))
     if (this.unTarget !== null) {
       this.unTarget()
       this.unTarget = this.target.subscribe(this.changed)
@@ -251,6 +267,9 @@ export class SpawnSet {
         }
       }
     }
+    // For each component stopped first, its spawns whose address a spawn of another name took (a
+    // spawn renamed in this reload): held requests for them go there when no spawn keeps the name.
+    const heirs = new Map<Component, Map<string, string>>()
     try {
       for (const names of fresh) {
         const mine = await fixedAddresses(names, config)
@@ -262,6 +281,7 @@ export class SpawnSet {
           if (collide(mine, await fixedAddresses(r.names, decode(r.key)))) {
             this.log.warn({ spawns: r.names }, 'reload: address reused by a changed spawn; stopping the old one first')
             if (this.components.includes(r)) stoppedEarly.add(r)
+            heirs.set(r, await heirsOf(r, fresh.flat(), config))
             // Its routes hold what arrives meanwhile for the new spawn (moved to it below).
             for (const route of this.routes) if (route.component === r) route.hold()
             await this.stop(r)
@@ -288,11 +308,13 @@ export class SpawnSet {
     }
     for (const c of kept) this.clearFailed(c)
     const set = new SpawnSet([...kept, ...started], this.log, this.live, this.routes)
-    // Requests held by the routes of a component stopped first go to its successor now, by name.
+    // Requests held by the routes of a component stopped first go to its successor now: the spawn
+    // of the same name, else the one that took its address.
     for (const route of this.routes) {
       if (!route.holding) continue
-      const c = set.components.find((x) => x.names.includes(route.name) && !set.isPipe(x, route.name))
-      if (c !== undefined) route.moveTo(c); else route.release()
+      const name = set.components.some((x) => x.names.includes(route.name)) ? route.name : heirs.get(route.component)?.get(route.name)
+      const c = name === undefined ? undefined : set.components.find((x) => x.names.includes(name) && !set.isPipe(x, name))
+      if (c !== undefined && name !== undefined) route.moveTo(c, name); else route.release()
     }
     return { set, retired }
   }
