@@ -25,7 +25,7 @@ const NODE = process.execPath
  * function without the flag; the peers never call it) (docs/getting-started.md "Memory and
  * speed").
  */
-export const NODE_PROXY_FLAGS = ['--max-semi-space-size=1', '--initial-old-space-size=16', '--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation', '--expose-gc']
+export const NODE_PROXY_FLAGS = ['--max-semi-space-size=1', '--initial-old-space-size=16', '--no-liftoff', '--no-wasm-lazy-compilation', '--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--expose-gc']
 /**
  * The environment `proxycore serve` sets for itself (the CLI's shebang): glibc keeps up to 16 MiB
  * of freed heap instead of handing it back to the kernel after every burst of freed 64 KiB socket

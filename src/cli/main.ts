@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --initial-old-space-size=16
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=16777216 MALLOC_ARENA_MAX=1 node --max-semi-space-size=1 --initial-old-space-size=16 --no-liftoff --no-wasm-lazy-compilation
 /**
  * proxycore CLI. Exit codes (docs/reference/cli.md): 0 ok, 1 runtime failure, 2 usage or config
  * error. Signals for `serve`: SIGHUP reloads (a bad config is rejected and the old one keeps
@@ -209,9 +209,11 @@ async function serve (args: string[]): Promise<number> {
   // WebAssembly (undici's llhttp, for HTTP routes) compiled once, optimized, while the proxy is
   // created, instead of optimized again in the background under the first load, whose scratch
   // memory glibc then keeps (src/protocols/http/client.ts compileParserEarly; peak RSS at 32
-  // connections ~100 → ~75 MiB on the HTTP scenario, CPU per request unchanged).
-  setFlagsFromString('--no-liftoff')
-  setFlagsFromString('--no-wasm-lazy-compilation')
+  // connections ~100 → ~75 MiB on the HTTP scenario, CPU per request unchanged): the shebang's
+  // `--no-liftoff --no-wasm-lazy-compilation`. On the command line only: set here at run time,
+  // Node 26's V8 (14.6) aborted the process at the first compile (`Check failed: function_feedback
+  // != feedback.feedback_for_function.end()`): it had been started with speculative Wasm inlining,
+  // which wants the feedback the baseline compiler collects.
   // V8's gc(), so a large body's spent 64 KiB chunks are collected every 8 MiB instead of every
   // 32 MB (src/core/scavenge.ts; bench: a 1 GiB upload grew RSS by 9–20 MiB instead of 29–33).
   const gc = gcFromV8()

@@ -18,12 +18,14 @@ t.test('shebang, start script and bench agree on the V8 flags and the environmen
   const main = readFileSync(`${root}src/cli/main.ts`, 'utf8')
   const shebang = main.split('\n')[0]
   const atRunTime = [...main.matchAll(/setFlagsFromString\('([^']+)'\)/g)].map((x) => x[1])
-  t.same(atRunTime, ['--no-allocation-site-pretenuring', '--heap-growing-percent=100', '--no-liftoff', '--no-wasm-lazy-compilation'], 'serve turns off allocation-site pretenuring and lazy baseline WebAssembly and fixes the old generation\'s growing factor at start-up')
+  t.same(atRunTime, ['--no-allocation-site-pretenuring', '--heap-growing-percent=100'], 'serve turns off allocation-site pretenuring and fixes the old generation\'s growing factor at start-up')
   const m = /^#!\/usr\/bin\/env -S ((?:\w+=\S+ )*)node (.+)$/.exec(shebang)
   t.ok(m, `shebang passes the environment and flags through env -S: ${shebang}`)
   const assignments = (m?.[1] ?? '').trim()
   const env = Object.fromEntries(assignments.split(' ').filter(Boolean).map((a) => a.split('=') as [string, string]))
   const flags = (m?.[2] ?? '').split(' ')
+  // Never at run time: Node 26's V8 aborted the process at the first WebAssembly compile then.
+  t.same(flags.slice(-2), ['--no-liftoff', '--no-wasm-lazy-compilation'], 'the shebang turns off lazy baseline WebAssembly')
   const scenarios: string = '../../bench/lib/scenarios.mjs' // plain JS, no types
   const bench = await import(scenarios) as { NODE_PROXY_FLAGS: string[], NODE_PROXY_ENV: Record<string, string> }
   t.match(main, /const gc = gcFromV8\(\)/, 'serve takes V8\'s gc function')
