@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the test suite again under other Node.js majors: bash scripts/test-node.sh 22 24
+# Run the test suite again under other Node.js majors: bash scripts/test-node.sh 22 24 26
 #
 # Each Node is the official Linux binary as the npm registry ships it (the node-linux-<arch>
 # package that the `node` package installs), unpacked once into .cache/node/<major>/. The tests
