@@ -9,14 +9,13 @@
  * whose new spawn fails (the old one is started again) and for a SIGTERM during the handover.
  */
 import t from 'tap'
-import type { Test } from 'tap'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
 import { PHP_CGI, havePeer } from '../fastcgi/helpers/peers.js'
-import { appDir, getText, processesNaming, serveKilled, sighupReload, type Served } from './run.js'
-import { backendProgram, phpPidTag, phpReloadSite, phpReloadYaml, pidTag, servedBy, slow, steady } from './reload-kit.js'
+import { appDir, getText, processesNaming, serveKilled } from './run.js'
+import { backendProgram, noneFailed, phpPidTag, phpReloadSite, phpReloadYaml, pidTag, reloadUnderLoad, servedBy, slow } from './reload-kit.js'
 
 // `/slow` sends 20 000 bytes over ~2 s: in flight on the old process when the reload stops it.
 const BACKEND = backendProgram(20_000)
@@ -36,24 +35,6 @@ ${top}spawns:
 routes:
   - { name: app, match: { prefix: /app/ }, protocol: http, spawn: app }
 `
-
-/** Traffic on, then a reload to `next` while the slow request runs on the old process; its outcome line and log index. */
-async function reloadUnderLoad (t: Test, s: Served, file: string, next: string, url: string, slowUrl: string): Promise<{ load: ReturnType<typeof steady>, long: ReturnType<typeof slow>, line: Record<string, unknown>, at: number }> {
-  const long = slow(slowUrl)
-  await long.head
-  const load = steady(url, 6)
-  t.ok(await waitFor(() => load.count() >= 30, 10_000), 'traffic flows before the reload')
-  const { line, at } = await sighupReload(s, file, next)
-  return { load, long, line, at }
-}
-
-/** Some more traffic after the reload, then its totals: no request may have failed. */
-async function noneFailed (t: Test, load: ReturnType<typeof steady>): Promise<void> {
-  const mark = load.count()
-  t.ok(await waitFor(() => load.count() >= mark + 30, 10_000), 'traffic flows after the reload')
-  const r = await load.stop()
-  t.same(r.bad, [], `${r.count} requests across the reload, none failed (longest ${r.maxMs} ms)`)
-}
 
 t.test('TCP port: a changed spawn on the same fixed port, under steady traffic, loses no request', async (t) => {
   guardLeaks(t, { timeoutMs: 20_000 })

@@ -12,8 +12,8 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { alive, guardLeaks, waitFor } from '../helpers/leaks.js'
 import { freePort } from '../helpers/ports.js'
-import { appDir, processesNaming, serveKilled, sighupReload } from './run.js'
-import { backendProgram, pidTag, servedBy, slow, steady } from './reload-kit.js'
+import { appDir, processesNaming, serveKilled } from './run.js'
+import { backendProgram, noneFailed, pidTag, reloadUnderLoad, servedBy } from './reload-kit.js'
 
 const BACKEND = backendProgram(20_000)
 const STOPPING = 'reload: address reused by a changed spawn; stopping the old one first'
@@ -40,19 +40,12 @@ t.test('a spawn renamed on the same fixed port, under steady traffic, loses no r
   const { s, seen } = await serveKilled(t, file)
   const [p1] = await pidTag(s, 'app')
   seen.push(p1)
-  // In flight on the old process when the reload stops it: the handover lasts its ~2 s drain.
-  const long = slow(`${s.url}/app/slow`)
-  await long.head
-  const load = steady(`${s.url}/app/`, 6)
-  t.ok(await waitFor(() => load.count() >= 30, 10_000), 'traffic flows before the reload')
-  const { line, at } = await sighupReload(s, file, yaml(app, port, 'app2', 'v2'))
+  // `/app/slow` is in flight on the old process when the reload stops it: the handover lasts its ~2 s drain.
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, yaml(app, port, 'app2', 'v2'), `${s.url}/app/`, `${s.url}/app/slow`)
   t.equal(line.msg, 'reloaded', `reloaded (${JSON.stringify(line.err ?? null)})`)
   t.ok(s.logs().slice(at).some((l) => l.msg === STOPPING), 'the old one was stopped first')
   seen.push(await servedBy(t, () => pidTag(s, 'app'), 'v2'))
-  const mark = load.count()
-  t.ok(await waitFor(() => load.count() >= mark + 30, 10_000), 'traffic flows after the reload')
-  const r = await load.stop()
-  t.same(r.bad, [], `${r.count} requests across the reload, none failed (longest ${r.maxMs} ms)`)
+  await noneFailed(t, load)
   t.same(await long.done, { status: 200, bytes: 20_000 }, 'the request in flight on the old process ended with all its bytes')
   t.notOk(alive(p1), 'the old process is gone')
 
@@ -73,19 +66,12 @@ t.test('a renamed spawn that fails to start after the old one was stopped: the o
   // renamed spawn's pid file would be cannot be removed) — after the old spawn was stopped.
   const run = join(dir, 'run')
   mkdirSync(join(run, 'app2.1.pid'), { recursive: true })
-  const long = slow(`${s.url}/app/slow`)
-  await long.head
-  const load = steady(`${s.url}/app/`, 6)
-  t.ok(await waitFor(() => load.count() >= 30, 10_000), 'traffic flows before the reload')
-  const { line, at } = await sighupReload(s, file, yaml(app, port, 'app2', 'v2', `runDir: ${JSON.stringify(run)}\n`))
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, yaml(app, port, 'app2', 'v2', `runDir: ${JSON.stringify(run)}\n`), `${s.url}/app/`, `${s.url}/app/slow`)
   t.match(String(line.msg), /^reload rejected/, 'the reload is rejected')
   await s.waitLog('reload rejected; the previous config keeps serving', at)
   t.ok(s.logs().slice(at).some((l) => l.msg === STOPPING), 'the old one was stopped first')
   seen.push(await servedBy(t, () => pidTag(s, 'app'), 'v1'))
-  const mark = load.count()
-  t.ok(await waitFor(() => load.count() >= mark + 30, 10_000), 'traffic flows after the reload')
-  const r = await load.stop()
-  t.same(r.bad, [], `${r.count} requests across the reload, none failed (longest ${r.maxMs} ms)`)
+  await noneFailed(t, load)
   t.same(await long.done, { status: 200, bytes: 20_000 }, 'the request in flight on the old process ended with all its bytes')
 
   s.child.kill('SIGTERM')

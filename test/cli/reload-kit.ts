@@ -8,7 +8,8 @@ import { request } from 'node:http'
 import { join } from 'node:path'
 import { waitFor } from '../helpers/leaks.js'
 import { PHP_CGI } from '../fastcgi/helpers/peers.js'
-import { getText, type Served } from './run.js'
+import type { Test } from 'tap'
+import { getText, sighupReload, type Served } from './run.js'
 
 /** The backend program: `/slow` sends `slowBytes` in 1000-byte writes every 100 ms; anything else answers `pid TAG`. */
 export const backendProgram = (slowBytes: number): string => `import http from 'node:http'
@@ -154,3 +155,20 @@ export async function servedBy (t: { ok: (v: unknown, m: string) => unknown }, g
   return now[0]
 }
 
+/** Traffic on, then a reload to `next` while the slow request runs on the old process; its outcome line and log index. */
+export async function reloadUnderLoad (t: Test, s: Served, file: string, next: string, url: string, slowUrl: string): Promise<{ load: ReturnType<typeof steady>, long: ReturnType<typeof slow>, line: Record<string, unknown>, at: number }> {
+  const long = slow(slowUrl)
+  await long.head
+  const load = steady(url, 6)
+  t.ok(await waitFor(() => load.count() >= 30, 10_000), 'traffic flows before the reload')
+  const { line, at } = await sighupReload(s, file, next)
+  return { load, long, line, at }
+}
+
+/** Some more traffic after the reload, then its totals: no request may have failed. */
+export async function noneFailed (t: Test, load: ReturnType<typeof steady>): Promise<void> {
+  const mark = load.count()
+  t.ok(await waitFor(() => load.count() >= mark + 30, 10_000), 'traffic flows after the reload')
+  const r = await load.stop()
+  t.same(r.bad, [], `${r.count} requests across the reload, none failed (longest ${r.maxMs} ms)`)
+}
