@@ -10,7 +10,7 @@ import t from 'tap'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { benchLeftovers, ensureDist, repo, runBench } from './run-bench.js'
+import { benchLeftovers, ensureDist, runBench } from './run-bench.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
 
 guardLeaks(t)

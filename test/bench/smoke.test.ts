@@ -4,7 +4,7 @@
  * asserted beyond "some requests went through".
  */
 import t from 'tap'
-import { ensureDist, repo, runBench } from './run-bench.js'
+import { ensureDist, runBench } from './run-bench.js'
 import { guardLeaks } from '../helpers/leaks.js'
 import { findWrk, parseWrk } from '../../bench/lib/load.mjs'
 

@@ -182,7 +182,7 @@ t.test('counters carry on across a reload: /metrics goes on from where it was, n
   guardLeaks(t, { timeoutMs: 15_000 })
   const { file, app } = setup(t)
   writeFileSync(file, spawnYaml(app, '127.0.0.1:0'))
-  const { s, seen } = await serveKilled(t, file)
+  const { s } = await serveKilled(t, file)
   for (let i = 0; i < 3; i++) t.equal((await get(`${s.url}/`)).status, 200)
   const value = async (series: string): Promise<number> => {
     const text = (await get(`${s.url}/metrics`)).body

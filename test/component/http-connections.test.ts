@@ -6,13 +6,12 @@
  */
 import t, { type Test } from 'tap'
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { createServer } from 'node:net'
 import { httpAdapter } from '../../src/protocols/http/index.js'
 import { connectEndpoint } from '../../src/core/connect.js'
 import { parseEndpoint } from '../../src/core/endpoint.js'
 import { silentLogger, type BackendClient, type Exchange, type FlowControl, type ProxyError, type RawHeaders } from '../../src/index.js'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { backend, closeServer, get, listen, proxyServer } from '../helpers/servers.js'
+import { backend, closeServer, get, proxyServer } from '../helpers/servers.js'
 import { deadPort } from '../helpers/ports.js'
 
 guardLeaks(t)

@@ -5,7 +5,6 @@
  * normalise them first); real shell CGI scripts, php-cgi and node:http backends.
  */
 import t from 'tap'
-import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'
 import { backend, proxyServer, rawRequest } from '../helpers/servers.js'
 import { cgiProxy, havePeer, parseEnv, tempDir, writeScripts } from '../cgi/harness.js'

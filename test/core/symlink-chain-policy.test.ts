@@ -15,7 +15,7 @@
  * (404 ERR_SCRIPT_NOT_FOUND). Real users (CI runs as root): skipped with the reason elsewhere.
  */
 import t from 'tap'
-import { chmodSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { guardLeaks } from '../helpers/leaks.js'

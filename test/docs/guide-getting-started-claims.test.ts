@@ -11,7 +11,7 @@
  * Plus the Express bullets that no other test covers (a mounted handler falls through; a proxied
  * error is answered, never passed to Express's error handler), and the ConfigError claim.
  */
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { readFileSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -22,8 +22,6 @@ import { backend, closeServer } from '../helpers/servers.js'
 import { runNode } from '../helpers/run-node.js'
 import { cli, ensureBuilt, killAtTeardown, root, serve } from '../cli/run.js'
 import { ConfigError, createProxy, silentLogger } from '../../src/index.js'
-
-type Tap = Test
 
 const guide = readFileSync(join(root, 'docs/getting-started.md'), 'utf8')
 const BLOCKS = [...guide.matchAll(/```(\w*)\n([\s\S]*?)```/g)].map((m) => m[2])

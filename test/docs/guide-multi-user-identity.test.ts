@@ -10,7 +10,6 @@
  * [ROOT: one test user with a free id is created and deleted here]
  */
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { guardLeaks } from '../helpers/leaks.js'
 import { idFree, withTestUsers, type TestUser } from '../helpers/users.js'
 import { SpawnManager } from '../../src/spawn/manager.js'

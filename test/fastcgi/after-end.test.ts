@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { guardLeaks, waitFor } from '../helpers/leaks.js'
-import { record, type TestContext } from './helpers/harness.js'
+import type { TestContext } from './helpers/harness.js'
 import { type FakeRequest, fakeClient, respond } from './helpers/fake.js'
 import { endBody, pairs, rec } from './helpers/records.js'
 

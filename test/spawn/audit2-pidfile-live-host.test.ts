@@ -14,7 +14,7 @@ import { leakTest } from './fixtures/guard.js'
 import { ensure, manager, nodeBackend, tempDir } from './fixtures/manager.js'
 import { PidFiles, processStartTime } from '../../src/spawn/pidfile.js'
 import { realClock } from '../../src/spawn/backoff.js'
-import { alive, waitFor } from '../helpers/leaks.js'
+import { alive } from '../helpers/leaks.js'
 
 leakTest(t, 'a second manager on the same runDir (a reload) leaves the running generation alone', async (t, defer) => {
   const runDir = join(tempDir(defer), 'run')

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { leakTest } from './fixtures/guard.js'
-import { ensure, manager, nextEvent, nodeBackend, tempDir } from './fixtures/manager.js'
+import { ensure, manager, nodeBackend, tempDir } from './fixtures/manager.js'
 import { processStartTime } from '../../src/spawn/pidfile.js'
 import { alive, processGroup, waitFor } from '../helpers/leaks.js'
 

@@ -38,7 +38,7 @@ export class ScgiExchange implements FlowControl {
 
   constructor (
     private readonly endpoint: Endpoint,
-    private readonly opts: ScgiOptions,
+    opts: ScgiOptions,
     private readonly ctx: ClientContext,
     private readonly exchange: Exchange,
     private readonly handler: ResponseHandler,
