@@ -6,7 +6,9 @@
  * ("spawn X is shutting down") for the whole handover: the drain of its requests in flight (up to
  * its stopTimeout) plus the new process's start. Steady traffic (6 clients in a loop) across such a
  * reload, for a TCP port (node:http, handoff self) and a unix path (php-cgi, fd 0), for a reload
- * whose new spawn fails (the old one is started again) and for a SIGTERM during the handover.
+ * whose new spawn fails (the old one is started again) and for a SIGTERM during the handover; on
+ * the TCP port also for a spawn renamed in the reload (`app` -> `app2`), whose requests go to the
+ * spawn that took its address (31 of 95 answered 503 before).
  */
 import t from 'tap'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -22,10 +24,10 @@ const BACKEND = backendProgram(20_000)
 const STOPPING = 'reload: address reused by a changed spawn; stopping the old one first'
 const STATUS = 'status: { path: /server-status }\n'
 
-const tcpYaml = (app: string, port: number, tag: string, top = ''): string => `listen: 127.0.0.1:0
+const tcpYaml = (app: string, port: number, tag: string, top = '', spawn = 'app'): string => `listen: 127.0.0.1:0
 drainTimeout: 60s
 ${top}spawns:
-  app:
+  ${spawn}:
     binPath: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}]
     socketName: 127.0.0.1:${port}
     handoff: self
@@ -33,10 +35,15 @@ ${top}spawns:
     stopTimeout: 20s
     environment: { TAG: ${tag} }
 routes:
-  - { name: app, match: { prefix: /app/ }, protocol: http, spawn: app }
+  - { name: app, match: { prefix: /app/ }, protocol: http, spawn: ${spawn} }
 `
 
-t.test('TCP port: a changed spawn on the same fixed port, under steady traffic, loses no request', async (t) => {
+// The reload's new spawn: `app` changed, or renamed to `app2` (before, a renamed spawn had no
+// successor of its name and its requests got 503 for the whole handover; now the spawn that took
+// its address takes them).
+const NEXT = [{ spawn: 'app', what: 'a changed spawn' }, { spawn: 'app2', what: 'a spawn renamed' }]
+
+for (const { spawn, what } of NEXT) t.test(`TCP port: ${what} on the same fixed port, under steady traffic, loses no request`, async (t) => {
   guardLeaks(t, { timeoutMs: 20_000 })
   const { file, app } = appDir(t, BACKEND, 'pc-audit38-gap-tcp-')
   const port = await freePort()
@@ -44,7 +51,7 @@ t.test('TCP port: a changed spawn on the same fixed port, under steady traffic, 
   const { s, seen } = await serveKilled(t, file)
   const [p1] = await pidTag(s, 'app')
   seen.push(p1)
-  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2'), `${s.url}/app/`, `${s.url}/app/slow`)
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2', '', spawn), `${s.url}/app/`, `${s.url}/app/slow`)
   t.equal(line.msg, 'reloaded', `reloaded (${JSON.stringify(line.err ?? null)})`)
   t.ok(s.logs().slice(at).some((l) => l.msg === STOPPING), 'the old one was stopped first')
   seen.push(await servedBy(t, () => pidTag(s, 'app'), 'v2'))
@@ -82,7 +89,7 @@ t.test('unix path: php-cgi changed on the same socket path, under steady traffic
   t.ok(await waitFor(() => !alive(seen[1])), 'the new php-cgi is gone')
 })
 
-t.test('a reload whose new spawn fails after the old one was stopped: the old one, started again, serves what arrived meanwhile', async (t) => {
+for (const { spawn, what } of NEXT) t.test(`a reload whose new spawn (${what}) fails after the old one was stopped: the old one, started again, serves what arrived meanwhile`, async (t) => {
   guardLeaks(t, { timeoutMs: 20_000 })
   const { dir, file, app } = appDir(t, BACKEND, 'pc-audit38-gap-undo-')
   const port = await freePort()
@@ -93,8 +100,8 @@ t.test('a reload whose new spawn fails after the old one was stopped: the old on
   // Passes every check, then SpawnManager.start() fails cleaning runDir (a directory where a pid
   // file would be cannot be removed) — after the old spawn on the same port was stopped.
   const run = join(dir, 'run')
-  mkdirSync(join(run, 'app.1.pid'), { recursive: true })
-  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2', `runDir: ${JSON.stringify(run)}\n`), `${s.url}/app/`, `${s.url}/app/slow`)
+  mkdirSync(join(run, `${spawn}.1.pid`), { recursive: true })
+  const { load, long, line, at } = await reloadUnderLoad(t, s, file, tcpYaml(app, port, 'v2', `runDir: ${JSON.stringify(run)}\n`, spawn), `${s.url}/app/`, `${s.url}/app/slow`)
   t.match(String(line.msg), /^reload rejected/, 'the reload is rejected')
   await s.waitLog('reload rejected; the previous config keeps serving', at)
   t.ok(s.logs().slice(at).some((l) => l.msg === 'reload rejected; restarting the previous config\'s spawns it had stopped'), 'the old spawn is started again')
