@@ -10,9 +10,10 @@
  *                           first (a port cannot be bound twice) and the routes that sent requests
  *                           to it hold them until the new one serves, then send them there
  *                           (SpawnRoute; to the spawn of the same name, else to the one that
- *                           took the address: a spawn renamed in the reload); what start() would refuse is checked before that, and
- *                           should the start still fail, the set reports the old one in `stopped`
- *                           for the gateway to start again under the previous config
+ *                           took the address: a spawn renamed in the reload); what start()
+ *                           would refuse is checked before that, and should the start still
+ *                           fail, the set reports the old one in `stopped` for the gateway to
+ *                           start again under the previous config
  *   removed              -> stopped after the swap, once its in-flight requests drained
  */
 import type { SpawnConfig, TenantConfig } from '../config/spawn-schema.js'
@@ -81,9 +82,10 @@ async function fixedAddresses (names: string[], c: SpawnLayerConfig): Promise<Se
 async function heirsOf (old: Component, names: string[], config: SpawnLayerConfig): Promise<Map<string, string>> {
   const out = new Map<string, string>()
   const before = decode(old.key)
+  const next = await Promise.all(names.map(async (m) => [m, await fixedAddresses([m], config)] as const))
   for (const n of old.names) {
     const theirs = await fixedAddresses([n], before)
-    for (const m of names) if (m !== n && collide(await fixedAddresses([m], config), theirs)) out.set(n, m)
+    for (const [m, mine] of next) if (m !== n && collide(mine, theirs)) out.set(n, m)
   }
   return out
 }
